@@ -1,0 +1,3 @@
+"""netemu: a packet-level Kubernetes service networking emulator."""
+
+__version__ = "0.1.0"

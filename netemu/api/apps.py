@@ -1,0 +1,89 @@
+"""apps/v1 workload types: Deployment, ReplicaSet, DaemonSet, StatefulSet."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from netemu.api.base import K8sModel, LabelSelector, ObjectMeta
+from netemu.api.core import PodTemplateSpec
+
+
+class DeploymentSpec(K8sModel):
+    selector: LabelSelector
+    template: PodTemplateSpec
+    replicas: int | None = None
+    strategy: Any = None
+    min_ready_seconds: Any = None
+    revision_history_limit: Any = None
+    progress_deadline_seconds: Any = None
+    paused: Any = None
+
+
+class Deployment(K8sModel):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    metadata: ObjectMeta
+    spec: DeploymentSpec
+    status: Any = None
+
+
+class ReplicaSetSpec(K8sModel):
+    selector: LabelSelector
+    template: PodTemplateSpec
+    replicas: int | None = None
+    min_ready_seconds: Any = None
+
+
+class ReplicaSet(K8sModel):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["ReplicaSet"] = "ReplicaSet"
+    metadata: ObjectMeta
+    spec: ReplicaSetSpec
+    status: Any = None
+
+
+class DaemonSetSpec(K8sModel):
+    selector: LabelSelector
+    template: PodTemplateSpec
+    update_strategy: Any = None
+    min_ready_seconds: Any = None
+    revision_history_limit: Any = None
+
+
+class DaemonSet(K8sModel):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["DaemonSet"] = "DaemonSet"
+    metadata: ObjectMeta
+    spec: DaemonSetSpec
+    status: Any = None
+
+
+class StatefulSetOrdinals(K8sModel):
+    start: int = 0
+
+
+class StatefulSetSpec(K8sModel):
+    selector: LabelSelector
+    template: PodTemplateSpec
+    service_name: str | None = None
+    replicas: int | None = None
+    pod_management_policy: Literal["OrderedReady", "Parallel"] | None = None
+    ordinals: StatefulSetOrdinals | None = None
+    update_strategy: Any = None
+    volume_claim_templates: Any = None
+    revision_history_limit: Any = None
+    min_ready_seconds: Any = None
+    persistent_volume_claim_retention_policy: Any = None
+
+
+class StatefulSet(K8sModel):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["StatefulSet"] = "StatefulSet"
+    metadata: ObjectMeta
+    spec: StatefulSetSpec
+    status: Any = None
+
+
+Workload = Deployment | ReplicaSet | DaemonSet | StatefulSet

@@ -1,0 +1,132 @@
+"""Configuration kinds: kube-proxy's KubeProxyConfiguration
+(kubeproxy.config.k8s.io/v1alpha1, its real schema) and netemu's own `Lab`
+(netemu/v1alpha1), which adds the topology a live lab needs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from netemu.api.base import K8sModel, ObjectMeta
+
+# Defaults of a Kubernetes cluster built with kubeadm, which netemu follows.
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+DEFAULT_NODE_POD_PREFIX = 24
+DEFAULT_NODE_PORT_RANGE = "30000-32767"
+DEFAULT_MASQUERADE_BIT = 14
+DEFAULT_AFFINITY_TIMEOUT = 10800
+
+
+class KubeProxyIPTablesConfiguration(K8sModel):
+    masquerade_all: bool = False
+    masquerade_bit: int | None = None
+    # kube-proxy defaults localhostNodePorts to true (pkg/proxy/apis/config/v1alpha1/defaults.go).
+    localhost_node_ports: bool | None = None
+    sync_period: Any = None
+    min_sync_period: Any = None
+
+
+class KubeProxyNFTablesConfiguration(K8sModel):
+    masquerade_all: bool = False
+    masquerade_bit: int | None = None
+    sync_period: Any = None
+    min_sync_period: Any = None
+
+
+class KubeProxyConntrackConfiguration(K8sModel):
+    max_per_core: Any = None
+    min: Any = None
+    tcp_established_timeout: Any = None
+    tcp_close_wait_timeout: Any = None
+    tcp_be_liberal: bool = False
+    udp_timeout: Any = None
+    udp_stream_timeout: Any = None
+
+
+class DetectLocalConfiguration(K8sModel):
+    bridge_interface: str | None = None
+    interface_name_prefix: str | None = None
+
+
+class KubeProxyLinuxConfiguration(K8sModel):
+    conntrack: KubeProxyConntrackConfiguration | None = None
+    masquerade_all: bool | None = None
+    oom_score_adj: Any = None
+
+
+class KubeProxyConfiguration(K8sModel):
+    api_version: Literal["kubeproxy.config.k8s.io/v1alpha1"] = "kubeproxy.config.k8s.io/v1alpha1"
+    kind: Literal["KubeProxyConfiguration"] = "KubeProxyConfiguration"
+    # Unlike most kinds a KubeProxyConfiguration has no metadata; netemu allows a
+    # name so that several labs' files can be told apart in error messages.
+    metadata: Any = None
+    cluster_cidr: str | None = Field(default=None, alias="clusterCIDR")
+    node_port_addresses: list[str] = Field(default_factory=list)
+    mode: Literal["", "iptables", "ipvs", "nftables", "kernelspace"] | None = None
+    iptables: KubeProxyIPTablesConfiguration = Field(
+        default_factory=KubeProxyIPTablesConfiguration
+    )
+    nftables: KubeProxyNFTablesConfiguration = Field(
+        default_factory=KubeProxyNFTablesConfiguration
+    )
+    conntrack: KubeProxyConntrackConfiguration = Field(
+        default_factory=KubeProxyConntrackConfiguration
+    )
+    linux: KubeProxyLinuxConfiguration | None = None
+    detect_local_mode: (
+        Literal["", "ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"] | None
+    ) = None
+    detect_local: DetectLocalConfiguration | None = None
+    feature_gates: Any = None
+    client_connection: Any = None
+    hostname_override: Any = None
+    bind_address: Any = None
+    healthz_bind_address: Any = None
+    metrics_bind_address: Any = None
+    bind_address_hard_fail: Any = None
+    enable_profiling: Any = None
+    show_hidden_metrics_for_version: Any = None
+    ipvs: Any = None
+    winkernel: Any = None
+    oom_score_adj: Any = None
+    config_sync_period: Any = None
+    port_range: Any = None
+    logging: Any = None
+
+
+# ---------------------------------------------------------------- Lab
+
+
+class LabNode(K8sModel):
+    name: str
+    underlay_ip: str = Field(alias="underlayIP")
+    labels: dict[str, str] = Field(default_factory=dict)
+    pod_cidr: str | None = Field(default=None, alias="podCIDR")
+
+
+class ExternalClient(K8sModel):
+    name: str
+    ip: str
+
+
+class LabSpec(K8sModel):
+    nodes: list[LabNode]
+    external_clients: list[ExternalClient] = Field(default_factory=list)
+    underlay_cidr: str = Field(default="192.168.56.0/24", alias="underlayCIDR")
+    service_cidr: str = Field(default=DEFAULT_SERVICE_CIDR, alias="serviceCIDR")
+    pod_cidr: str = Field(default=DEFAULT_POD_CIDR, alias="podCIDR")
+    node_port_range: str = DEFAULT_NODE_PORT_RANGE
+    cluster_dns: str = Field(default="10.96.0.10", alias="clusterDNS")
+    cluster_domain: str = "cluster.local"
+    proxy_mode: Literal["iptables", "nftables"] = "iptables"
+    iptables_backend: Literal["nft", "legacy"] = "nft"
+    overlay: Literal["vxlan", "host-gw"] = "vxlan"
+
+
+class Lab(K8sModel):
+    api_version: Literal["netemu/v1alpha1"] = "netemu/v1alpha1"
+    kind: Literal["Lab"] = "Lab"
+    metadata: ObjectMeta
+    spec: LabSpec

@@ -1,0 +1,35 @@
+"""The control plane's output: the computed cluster state every later stage reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netemu.api.config import KubeProxyConfiguration, Lab
+from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """Everything the controllers computed, sorted by (namespace, name).
+
+    Services carry their API-server defaults and allocations (type, clusterIP,
+    nodePorts, healthCheckNodePort, targetPort, traffic policies); Pods carry
+    spec.nodeName, status.podIP, status.hostIP and a Ready condition; Nodes
+    carry status.addresses (InternalIP) and spec.podCIDR; EndpointSlices are
+    as the EndpointSlice controller wrote them, plus user-supplied ones for
+    Services without selectors.
+    """
+
+    nodes: tuple[Node, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+    services: tuple[Service, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
+    proxy_config: KubeProxyConfiguration = field(default_factory=KubeProxyConfiguration)
+    lab: Lab | None = None
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.metadata.name == name:
+                return node
+        raise KeyError(name)
