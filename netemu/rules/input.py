@@ -1,0 +1,270 @@
+"""What kube-proxy sees: service ports, endpoints and its own configuration.
+
+This mirrors kube-proxy's service/endpoint caches (pkg/proxy/serviceport.go,
+endpointslicecache.go, topology.go): the compiler works on these small,
+immutable records, never on API objects directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import netaddr
+
+from netemu.api.config import (
+    DEFAULT_AFFINITY_TIMEOUT,
+    DEFAULT_MASQUERADE_BIT,
+    KubeProxyConfiguration,
+    Lab,
+)
+from netemu.api.core import EndpointSlice, Node, Service
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointInfo:
+    ip: str
+    port: int
+    ready: bool
+    serving: bool
+    terminating: bool
+    node_name: str | None
+
+    @property
+    def text(self) -> str:
+        """`ip:port`, `[ip6]:port` for IPv6 (kube-proxy's endpoint string)."""
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePortInfo:
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # lower case, as it appears in rules
+    cluster_ip: str
+    port: int
+    node_port: int = 0
+    external_ips: tuple[str, ...] = ()
+    load_balancer_vips: tuple[str, ...] = ()
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    affinity_timeout: int | None = None  # set for sessionAffinity ClientIP
+    internal_local: bool = False
+    external_local: bool = False
+    health_check_node_port: int = 0
+
+    @property
+    def name_string(self) -> str:
+        """`ns/name` or `ns/name:port` (kube-proxy's ServicePortName.String())."""
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+    @property
+    def externally_accessible(self) -> bool:
+        return bool(self.node_port or self.load_balancer_vips or self.external_ips)
+
+    @property
+    def uses_cluster_endpoints(self) -> bool:
+        # Even with a Local external policy, Cluster endpoints serve the
+        # short-circuit for pod and host traffic (pkg/proxy/serviceport.go).
+        return not self.internal_local or self.externally_accessible
+
+    @property
+    def uses_local_endpoints(self) -> bool:
+        return self.internal_local or (self.external_local and self.externally_accessible)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The per-node settings of one kube-proxy."""
+
+    node_name: str
+    node_ips: tuple[str, ...] = ()  # the node's primary IPs (InternalIP)
+    local_ips: tuple[str, ...] = ()  # every address on the node (nodePortAddresses)
+    cluster_cidr: str | None = None
+    detect_local_mode: str = "ClusterCIDR"  # or NodeCIDR
+    node_pod_cidr: str | None = None
+    masquerade_all: bool = False
+    masquerade_bit: int = DEFAULT_MASQUERADE_BIT
+    localhost_node_ports: bool = True
+    node_port_addresses: tuple[str, ...] = ()
+    tcp_be_liberal: bool = False
+    random_fully: bool = True
+    # A current kernel and kube-proxy count localhost NodePort and INVALID drops
+    # with nfacct objects; those rules carry `-m nfacct` then.
+    nfacct: bool = True
+
+    @property
+    def local_traffic_cidr(self) -> str | None:
+        """The `-s CIDR` kube-proxy's local-traffic detector uses, if any."""
+        if self.detect_local_mode == "NodeCIDR":
+            return self.node_pod_cidr
+        return self.cluster_cidr
+
+
+@dataclass(frozen=True)
+class ProxyInput:
+    config: ProxyConfig
+    service_ports: tuple[ServicePortInfo, ...] = ()
+    endpoints: dict[tuple[str, str, str, str], tuple[EndpointInfo, ...]] = field(
+        default_factory=dict
+    )  # (namespace, service, port name, protocol) → endpoints sorted by text
+
+    def endpoints_of(self, sp: ServicePortInfo) -> tuple[EndpointInfo, ...]:
+        return self.endpoints.get((sp.namespace, sp.name, sp.port_name, sp.protocol), ())
+
+
+def service_ports(services: Iterable[Service]) -> list[ServicePortInfo]:
+    """Service ports kube-proxy programs: not headless, not ExternalName, IPv4.
+
+    Sorted by service port name and protocol so that output is deterministic
+    (kube-proxy itself walks a Go map, in no fixed order).
+    """
+    result: list[ServicePortInfo] = []
+    for svc in services:
+        spec = svc.spec
+        cluster_ip = spec.cluster_ip or ""
+        if spec.type == "ExternalName" or cluster_ip in ("", "None"):
+            continue
+        if not _is_v4(cluster_ip):
+            continue
+        external_local = spec.external_traffic_policy == "Local" and spec.type in (
+            "NodePort",
+            "LoadBalancer",
+        )
+        affinity = None
+        if spec.session_affinity == "ClientIP":
+            cfg = spec.session_affinity_config
+            timeout = cfg.client_ip.timeout_seconds if cfg and cfg.client_ip else None
+            affinity = timeout or DEFAULT_AFFINITY_TIMEOUT
+        # Only VIP-mode ingress points are programmed (ipMode Proxy is the LB's job).
+        vips = tuple(
+            ing.ip
+            for ing in svc.status.load_balancer.ingress
+            if ing.ip and ing.ip_mode in (None, "VIP") and _is_v4(ing.ip)
+        )
+        if spec.type != "LoadBalancer":
+            vips = ()
+        for port in spec.ports:
+            node_port = port.node_port or 0
+            if spec.type not in ("NodePort", "LoadBalancer"):
+                node_port = 0
+            result.append(
+                ServicePortInfo(
+                    namespace=svc.metadata.namespace or "default",
+                    name=svc.metadata.name or "",
+                    port_name=port.name or "",
+                    protocol=port.protocol.lower(),
+                    cluster_ip=cluster_ip,
+                    port=port.port,
+                    node_port=node_port,
+                    external_ips=tuple(ip for ip in spec.external_ips if _is_v4(ip)),
+                    load_balancer_vips=vips,
+                    load_balancer_source_ranges=tuple(
+                        _canonical_cidr(c)
+                        for c in spec.load_balancer_source_ranges
+                        if _is_v4(c.split("/")[0].strip())
+                    ),
+                    affinity_timeout=affinity,
+                    internal_local=spec.internal_traffic_policy == "Local",
+                    external_local=external_local,
+                    health_check_node_port=(
+                        (spec.health_check_node_port or 0) if external_local else 0
+                    ),
+                )
+            )
+    result.sort(key=lambda sp: (sp.name_string, sp.protocol))
+    return result
+
+
+def endpoints_by_port(
+    slices: Iterable[EndpointSlice],
+) -> dict[tuple[str, str, str, str], tuple[EndpointInfo, ...]]:
+    """Merge EndpointSlices per service port, as kube-proxy's EndpointSliceCache.
+
+    Only the first address of an endpoint counts; ports without a number or
+    protocol are skipped; the same ip:port from two slices counts once;
+    endpoints are sorted by their `ip:port` text.
+    """
+    merged: dict[tuple[str, str, str, str], dict[str, EndpointInfo]] = {}
+    for eps in slices:
+        service = eps.metadata.labels.get(SERVICE_NAME_LABEL)
+        if not service or eps.address_type != "IPv4":
+            continue
+        namespace = eps.metadata.namespace or "default"
+        for port in eps.ports:
+            if port.port is None or port.protocol is None:
+                continue
+            key = (namespace, service, port.name or "", port.protocol.lower())
+            bucket = merged.setdefault(key, {})
+            for ep in eps.endpoints:
+                if not ep.addresses:
+                    continue
+                cond = ep.conditions
+                # Unset conditions: ready and serving default to true (EndpointSlice API).
+                ready = cond.ready is None or cond.ready
+                serving = cond.serving is None or cond.serving
+                info = EndpointInfo(
+                    ip=ep.addresses[0],
+                    port=port.port,
+                    ready=ready,
+                    serving=serving,
+                    terminating=bool(cond.terminating),
+                    node_name=ep.node_name,
+                )
+                bucket.setdefault(info.text, info)
+    return {key: tuple(bucket[text] for text in sorted(bucket)) for key, bucket in merged.items()}
+
+
+def proxy_config(
+    node: Node, kube_proxy: KubeProxyConfiguration | None, lab: Lab | None, local_ips: Sequence[str]
+) -> ProxyConfig:
+    """The settings one node's kube-proxy runs with.
+
+    clusterCIDR comes from the KubeProxyConfiguration; with a Lab and no
+    explicit value it is the Lab's pod CIDR, as kubeadm writes it.
+    """
+    cfg = kube_proxy or KubeProxyConfiguration()
+    cluster_cidr = cfg.cluster_cidr.split(",")[0].strip() if cfg.cluster_cidr else None
+    if cluster_cidr is None and lab is not None:
+        cluster_cidr = lab.spec.pod_cidr
+    masquerade_all = cfg.iptables.masquerade_all or bool(cfg.linux and cfg.linux.masquerade_all)
+    bit = cfg.iptables.masquerade_bit
+    localhost = cfg.iptables.localhost_node_ports
+    conntrack = cfg.linux.conntrack if cfg.linux and cfg.linux.conntrack else cfg.conntrack
+    node_port_addresses = tuple(cfg.node_port_addresses)
+    if localhost is None:
+        localhost = True
+    # kube-proxy turns localhost NodePorts off when nodePortAddresses excludes 127.0.0.1.
+    if node_port_addresses and not any(
+        a != "primary" and netaddr.IPAddress("127.0.0.1") in netaddr.IPNetwork(a)
+        for a in node_port_addresses
+    ):
+        localhost = False
+    return ProxyConfig(
+        node_name=node.metadata.name or "",
+        node_ips=tuple(node.internal_ips()),
+        local_ips=tuple(local_ips),
+        cluster_cidr=cluster_cidr,
+        detect_local_mode=cfg.detect_local_mode or "ClusterCIDR",
+        node_pod_cidr=node.spec.pod_cidr,
+        masquerade_all=masquerade_all,
+        masquerade_bit=DEFAULT_MASQUERADE_BIT if bit is None else bit,
+        localhost_node_ports=localhost,
+        node_port_addresses=node_port_addresses,
+        tcp_be_liberal=conntrack.tcp_be_liberal,
+    )
+
+
+def _is_v4(text: str) -> bool:
+    try:
+        return netaddr.IPAddress(text).version == 4
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return False
+
+
+def _canonical_cidr(text: str) -> str:
+    return str(netaddr.IPNetwork(text.strip()).cidr)

@@ -1,0 +1,477 @@
+"""kube-proxy's iptables mode, rule for rule (pkg/proxy/iptables/proxier.go,
+Kubernetes ≈ 1.31): the same chains, names, rule order, comments and argument
+order as kube-proxy's own iptables-restore input.
+
+`compile_sync` is what kube-proxy restores on every sync (filter + nat, with
+`--noflush`). `compile_node` adds what is installed once at start-up: the
+jumps from the built-in chains (kube-proxy's and kubelet's, each prepended,
+so they appear in reverse order) and KUBE-PROXY-CANARY in mangle, nat and
+filter; its rendering is a complete restore input for a fresh node and reads
+like `iptables-save` of a real one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import netaddr
+
+from netemu.rules import names as n
+from netemu.rules.input import EndpointInfo, ProxyInput, ServicePortInfo
+from netemu.rules.model import BUILTIN_CHAINS, RuleSet, quote
+
+# Above this many endpoints in total kube-proxy drops per-endpoint comments
+# ("largeClusterMode", largeClusterEndpointsThreshold).
+LARGE_CLUSTER_ENDPOINTS = 1000
+
+NFACCT_LOCALHOST_NODEPORTS = "localhost_nps_accepted_pkts"
+NFACCT_INVALID_DROPPED = "ct_state_invalid_dropped_pkts"
+
+
+@dataclass(frozen=True)
+class JumpChain:
+    table: str
+    dst: str
+    src: str
+    comment: str
+    extra: str = ""
+
+
+_NEW = "-m conntrack --ctstate NEW"
+
+# kube-proxy's iptablesJumpChains, in the order it ensures them (each prepended).
+JUMP_CHAINS: tuple[JumpChain, ...] = (
+    JumpChain(
+        "filter",
+        n.KUBE_EXTERNAL_SERVICES,
+        "INPUT",
+        "kubernetes externally-visible service portals",
+        _NEW,
+    ),
+    JumpChain(
+        "filter",
+        n.KUBE_EXTERNAL_SERVICES,
+        "FORWARD",
+        "kubernetes externally-visible service portals",
+        _NEW,
+    ),
+    JumpChain("filter", n.KUBE_NODEPORTS, "INPUT", "kubernetes health check service ports"),
+    JumpChain("filter", n.KUBE_SERVICES, "FORWARD", "kubernetes service portals", _NEW),
+    JumpChain("filter", n.KUBE_SERVICES, "OUTPUT", "kubernetes service portals", _NEW),
+    JumpChain("filter", n.KUBE_FORWARD, "FORWARD", "kubernetes forwarding rules"),
+    JumpChain("filter", n.KUBE_PROXY_FIREWALL, "INPUT", "kubernetes load balancer firewall", _NEW),
+    JumpChain("filter", n.KUBE_PROXY_FIREWALL, "OUTPUT", "kubernetes load balancer firewall", _NEW),
+    JumpChain(
+        "filter", n.KUBE_PROXY_FIREWALL, "FORWARD", "kubernetes load balancer firewall", _NEW
+    ),
+    JumpChain("nat", n.KUBE_SERVICES, "OUTPUT", "kubernetes service portals"),
+    JumpChain("nat", n.KUBE_SERVICES, "PREROUTING", "kubernetes service portals"),
+    JumpChain("nat", n.KUBE_POSTROUTING, "POSTROUTING", "kubernetes postrouting rules"),
+)
+# kubelet installs these first (pkg/kubelet/kubelet_network_linux.go), also prepended.
+KUBELET_JUMP_CHAINS: tuple[JumpChain, ...] = (
+    JumpChain("filter", n.KUBE_FIREWALL, "INPUT", ""),
+    JumpChain("filter", n.KUBE_FIREWALL, "OUTPUT", ""),
+)
+
+
+def _comment(text: str) -> str:
+    return f"-m comment --comment {quote(text)}"
+
+
+def compile_node(data: ProxyInput) -> RuleSet:
+    """Everything kube-proxy (and kubelet's KUBE-FIREWALL) puts in a fresh node."""
+    sync = compile_sync(data)
+    full = RuleSet()
+    full.table("mangle").declare(n.KUBE_PROXY_CANARY)
+    for table_name in ("filter", "nat"):
+        src = sync.tables[table_name]
+        table = full.table(table_name)
+        for chain in BUILTIN_CHAINS[table_name]:
+            table.policies[chain] = "ACCEPT"
+        table.chains.append(n.KUBE_PROXY_CANARY)
+        table.chains.extend(src.chains)
+        # Each jump is prepended in turn, so a built-in chain ends up holding
+        # its jumps in reverse order; kubelet's went in first and stay last.
+        for chain in BUILTIN_CHAINS[table_name]:
+            jumps = [
+                j
+                for j in (*KUBELET_JUMP_CHAINS, *JUMP_CHAINS)
+                if j.table == table_name and j.src == chain
+            ]
+            for jump in reversed(jumps):
+                args = " ".join(
+                    part
+                    for part in (jump.extra, _comment(jump.comment) if jump.comment else "")
+                    if part
+                )
+                table.append(chain, f"{args} -j {jump.dst}".strip())
+        table.rules.extend(src.rules)
+    return full
+
+
+def compile_sync(data: ProxyInput) -> RuleSet:
+    """kube-proxy's restore input for one sync of one node."""
+    return _Compiler(data).run()
+
+
+class _Compiler:
+    def __init__(self, data: ProxyInput) -> None:
+        self.data = data
+        self.cfg = data.config
+        self.mark = n.masquerade_mark(self.cfg.masquerade_bit)
+        self.rules = RuleSet()
+        self.filter = self.rules.table("filter")
+        self.nat = self.rules.table("nat")
+        total = sum(len(data.endpoints_of(sp)) for sp in data.service_ports)
+        self.large_cluster = total > LARGE_CLUSTER_ENDPOINTS
+
+    def run(self) -> RuleSet:
+        cfg, nat, flt, mark = self.cfg, self.nat, self.filter, self.mark
+        for chain in (
+            n.KUBE_SERVICES,
+            n.KUBE_EXTERNAL_SERVICES,
+            n.KUBE_FORWARD,
+            n.KUBE_NODEPORTS,
+            n.KUBE_PROXY_FIREWALL,
+        ):
+            flt.declare(chain)
+        for chain in (n.KUBE_SERVICES, n.KUBE_NODEPORTS, n.KUBE_POSTROUTING, n.KUBE_MARK_MASQ):
+            nat.declare(chain)
+
+        nat.append(n.KUBE_POSTROUTING, f"-m mark ! --mark {mark}/{mark} -j RETURN")
+        nat.append(n.KUBE_POSTROUTING, f"-j MARK --xor-mark {mark}")
+        masq = f"{_comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE"
+        nat.append(n.KUBE_POSTROUTING, masq + (" --random-fully" if cfg.random_fully else ""))
+        nat.append(n.KUBE_MARK_MASQ, f"-j MARK --or-mark {mark}")
+
+        if cfg.localhost_node_ports:
+            # Mitigation for route_localnet (https://issue.k8s.io/90259).
+            flt.declare(n.KUBE_FIREWALL)
+            flt.append(
+                n.KUBE_FIREWALL,
+                f"{_comment('block incoming localnet connections')} -d 127.0.0.0/8 "
+                "! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
+            )
+
+        for sp in self.data.service_ports:
+            self.service_port(sp)
+
+        self.nodeports_tail()
+
+        if not cfg.tcp_be_liberal:
+            nfacct = f" -m nfacct --nfacct-name {NFACCT_INVALID_DROPPED}" if cfg.nfacct else ""
+            flt.append(n.KUBE_FORWARD, f"-m conntrack --ctstate INVALID{nfacct} -j DROP")
+        flt.append(
+            n.KUBE_FORWARD,
+            f"{_comment('kubernetes forwarding rules')} -m mark --mark {mark}/{mark} -j ACCEPT",
+        )
+        flt.append(
+            n.KUBE_FORWARD,
+            f"{_comment('kubernetes forwarding conntrack rule')} "
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        )
+        return self.rules
+
+    # ---------------------------------------------------------------- per service port
+
+    def service_port(self, sp: ServicePortInfo) -> None:
+        cfg, nat, flt = self.cfg, self.nat, self.filter
+        proto = sp.protocol
+        name = sp.name_string
+        cluster, local, reachable, has_endpoints = categorize(
+            self.data.endpoints_of(sp), sp, cfg.node_name
+        )
+        hash16 = n.port_proto_hash(name, proto)
+        svc_chain = n.SVC_PREFIX + hash16
+        svl_chain = n.SVL_PREFIX + hash16
+        ext_chain = n.EXT_PREFIX + hash16
+        fw_chain = n.FW_PREFIX + hash16
+
+        uses_cluster_chain = bool(cluster) and sp.uses_cluster_endpoints
+        uses_local_chain = bool(local) and sp.uses_local_endpoints
+
+        internal_chain, has_internal = svc_chain, has_endpoints
+        if sp.internal_local:
+            internal_chain = svl_chain
+            has_internal = has_internal and bool(local)
+        external_policy_chain, has_external = svc_chain, has_endpoints
+        if sp.external_local:
+            external_policy_chain = svl_chain
+            has_external = has_external and bool(local)
+        uses_ext_chain = has_endpoints and sp.externally_accessible
+        lb_chain = ext_chain
+        uses_fw_chain = (
+            has_endpoints and bool(sp.load_balancer_vips) and bool(sp.load_balancer_source_ranges)
+        )
+        if uses_fw_chain:
+            lb_chain = fw_chain
+
+        if not has_endpoints:
+            int_target = ext_target = "REJECT"
+            int_comment = ext_comment = _comment(f"{name} has no endpoints")
+        else:
+            int_target = ext_target = ""
+            int_comment = ext_comment = ""
+            if not has_internal:
+                int_target, int_comment = "DROP", _comment(f"{name} has no local endpoints")
+            if not has_external:
+                ext_target, ext_comment = "DROP", _comment(f"{name} has no local endpoints")
+
+        match = f"-m {proto} -p {proto}"
+        cluster_ip_args = (
+            f"{_comment(f'{name} cluster IP')} {match} -d {sp.cluster_ip} --dport {sp.port}"
+        )
+
+        # Capture the clusterIP.
+        if has_internal:
+            nat.append(n.KUBE_SERVICES, f"{cluster_ip_args} -j {internal_chain}")
+        else:
+            flt.append(
+                n.KUBE_SERVICES,
+                f"{int_comment} {match} -d {sp.cluster_ip} --dport {sp.port} -j {int_target}",
+            )
+
+        # Capture externalIPs.
+        for ip in sp.external_ips:
+            if has_endpoints:
+                nat.append(
+                    n.KUBE_SERVICES,
+                    f"{_comment(f'{name} external IP')} {match} -d {ip} --dport {sp.port} "
+                    f"-j {ext_chain}",
+                )
+            if not has_external:
+                flt.append(
+                    n.KUBE_EXTERNAL_SERVICES,
+                    f"{ext_comment} {match} -d {ip} --dport {sp.port} -j {ext_target}",
+                )
+
+        # Capture load-balancer ingress.
+        for ip in sp.load_balancer_vips:
+            if has_endpoints:
+                nat.append(
+                    n.KUBE_SERVICES,
+                    f"{_comment(f'{name} loadbalancer IP')} {match} -d {ip} --dport {sp.port} "
+                    f"-j {lb_chain}",
+                )
+            if uses_fw_chain:
+                flt.append(
+                    n.KUBE_PROXY_FIREWALL,
+                    f"{_comment(f'{name} traffic not accepted by {fw_chain}')} {match} "
+                    f"-d {ip} --dport {sp.port} -j DROP",
+                )
+        if not has_external:
+            for ip in sp.load_balancer_vips:
+                flt.append(
+                    n.KUBE_EXTERNAL_SERVICES,
+                    f"{ext_comment} {match} -d {ip} --dport {sp.port} -j {ext_target}",
+                )
+
+        # Capture nodeports (never subject to loadBalancerSourceRanges).
+        if sp.node_port:
+            if has_endpoints:
+                if cfg.localhost_node_ports and cfg.nfacct:
+                    nat.append(
+                        n.KUBE_NODEPORTS,
+                        f"{_comment(name)} {match} -d 127.0.0.0/8 --dport {sp.node_port} "
+                        f"-m nfacct --nfacct-name {NFACCT_LOCALHOST_NODEPORTS} -j {ext_chain}",
+                    )
+                nat.append(
+                    n.KUBE_NODEPORTS,
+                    f"{_comment(name)} {match} --dport {sp.node_port} -j {ext_chain}",
+                )
+            if not has_external:
+                flt.append(
+                    n.KUBE_EXTERNAL_SERVICES,
+                    f"{ext_comment} -m addrtype --dst-type LOCAL {match} "
+                    f"--dport {sp.node_port} -j {ext_target}",
+                )
+
+        # Capture healthCheckNodePorts, whether or not there are local endpoints.
+        if sp.health_check_node_port:
+            flt.append(
+                n.KUBE_NODEPORTS,
+                f"{_comment(f'{name} health check node port')} -m tcp -p tcp "
+                f"--dport {sp.health_check_node_port} -j ACCEPT",
+            )
+
+        # Internal traffic: masquerade what comes from outside the cluster.
+        if has_internal:
+            local_cidr = cfg.local_traffic_cidr
+            if cfg.masquerade_all:
+                nat.append(internal_chain, f"{cluster_ip_args} -j {n.KUBE_MARK_MASQ}")
+            elif local_cidr:
+                nat.append(
+                    internal_chain, f"{cluster_ip_args} ! -s {local_cidr} -j {n.KUBE_MARK_MASQ}"
+                )
+
+        # External traffic.
+        if uses_ext_chain:
+            nat.declare(ext_chain)
+            if not sp.external_local:
+                nat.append(
+                    ext_chain,
+                    f"{_comment(f'masquerade traffic for {name} external destinations')} "
+                    f"-j {n.KUBE_MARK_MASQ}",
+                )
+            else:
+                local_cidr = cfg.local_traffic_cidr
+                if local_cidr:
+                    # Pod → external destination skips both policies, as if it
+                    # had gone out to a load balancer and come back.
+                    nat.append(
+                        ext_chain,
+                        f"{_comment(f'pod traffic for {name} external destinations')} "
+                        f"-s {local_cidr} -j {svc_chain}",
+                    )
+                nat.append(
+                    ext_chain,
+                    f"{_comment(f'masquerade LOCAL traffic for {name} external destinations')} "
+                    f"-m addrtype --src-type LOCAL -j {n.KUBE_MARK_MASQ}",
+                )
+                nat.append(
+                    ext_chain,
+                    f"{_comment(f'route LOCAL traffic for {name} external destinations')} "
+                    f"-m addrtype --src-type LOCAL -j {svc_chain}",
+                )
+            if has_external:
+                nat.append(ext_chain, f"-j {external_policy_chain}")
+
+        # Firewall chain for loadBalancerSourceRanges.
+        if uses_fw_chain:
+            nat.declare(fw_chain)
+            fw_args = _comment(f"{name} loadbalancer IP")
+            allow_from_node = False
+            for cidr in sp.load_balancer_source_ranges:
+                nat.append(fw_chain, f"{fw_args} -s {cidr} -j {ext_chain}")
+                if any(_in_cidr(ip, cidr) for ip in cfg.node_ips[:1]):
+                    allow_from_node = True
+            # A VIP bound locally makes node → VIP traffic arrive with the VIP as source.
+            if allow_from_node:
+                for ip in sp.load_balancer_vips:
+                    nat.append(fw_chain, f"{fw_args} -s {ip} -j {ext_chain}")
+            nat.append(
+                fw_chain,
+                _comment(f"other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"),
+            )
+
+        if uses_cluster_chain:
+            nat.declare(svc_chain)
+            self.service_to_endpoints(sp, svc_chain, cluster)
+        if uses_local_chain:
+            nat.declare(svl_chain)
+            self.service_to_endpoints(sp, svl_chain, local)
+
+        for ep in reachable:
+            sep = n.endpoint_chain(name, proto, ep.text)
+            nat.declare(sep)
+            head = [] if self.large_cluster else [_comment(name)]
+            nat.append(sep, " ".join([*head, f"-s {ep.ip} -j {n.KUBE_MARK_MASQ}"]))
+            recent = [f"-m recent --name {sep} --set"] if sp.affinity_timeout else []
+            nat.append(
+                sep, " ".join([*head, *recent, f"{match} -j DNAT --to-destination {ep.text}"])
+            )
+
+    def service_to_endpoints(
+        self, sp: ServicePortInfo, chain: str, endpoints: list[EndpointInfo]
+    ) -> None:
+        nat = self.nat
+        name = sp.name_string
+        seps = [n.endpoint_chain(name, sp.protocol, ep.text) for ep in endpoints]
+        if sp.affinity_timeout:
+            for ep, sep in zip(endpoints, seps, strict=True):
+                head = f"{_comment(f'{name} -> {ep.text}')} " if not self.large_cluster else ""
+                nat.append(
+                    chain,
+                    f"{head}-m recent --name {sep} --rcheck --seconds {sp.affinity_timeout} "
+                    f"--reap -j {sep}",
+                )
+        count = len(endpoints)
+        for i, (ep, sep) in enumerate(zip(endpoints, seps, strict=True)):
+            head = f"{_comment(f'{name} -> {ep.text}')} " if not self.large_cluster else ""
+            stat = (
+                f"-m statistic --mode random --probability {n.probability(count - i)} "
+                if i < count - 1
+                else ""
+            )
+            nat.append(chain, f"{head}{stat}-j {sep}")
+
+    # ---------------------------------------------------------------- tail
+
+    def nodeports_tail(self) -> None:
+        cfg = self.cfg
+        comment = _comment(
+            "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
+        )
+        if not cfg.node_port_addresses:
+            dest = "-m addrtype --dst-type LOCAL"
+            if not cfg.localhost_node_ports:
+                dest += " ! -d 127.0.0.0/8"
+            self.nat.append(n.KUBE_SERVICES, f"{comment} {dest} -j {n.KUBE_NODEPORTS}")
+            return
+        for ip in node_port_ips(cfg.node_port_addresses, cfg.local_ips, cfg.node_ips):
+            if ip.startswith("127.") and not cfg.localhost_node_ports:
+                continue
+            self.nat.append(n.KUBE_SERVICES, f"{comment} -d {ip} -j {n.KUBE_NODEPORTS}")
+
+
+def categorize(
+    endpoints: tuple[EndpointInfo, ...], sp: ServicePortInfo, node_name: str
+) -> tuple[list[EndpointInfo], list[EndpointInfo], list[EndpointInfo], bool]:
+    """kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go), without topology hints.
+
+    Returns (cluster, local, all reachable from this node, any usable endpoint anywhere).
+    Ready endpoints are preferred; when there are none, serving+terminating
+    ones are used instead (terminating-endpoint fallback), separately for the
+    cluster and the local set.
+    """
+    cluster: list[EndpointInfo] = []
+    local: list[EndpointInfo] = []
+    has_any = False
+    if sp.uses_cluster_endpoints:
+        cluster = [ep for ep in endpoints if ep.ready]
+        if not cluster:
+            cluster = [ep for ep in endpoints if ep.serving and ep.terminating]
+        has_any = bool(cluster)
+    if not sp.uses_local_endpoints:
+        return cluster, local, cluster, has_any
+    local_ready = local_terminating = False
+    for ep in endpoints:
+        if ep.ready:
+            has_any = True
+            local_ready = local_ready or ep.node_name == node_name
+        elif ep.serving and ep.terminating:
+            has_any = True
+            local_terminating = local_terminating or ep.node_name == node_name
+    if local_ready:
+        local = [ep for ep in endpoints if ep.node_name == node_name and ep.ready]
+    elif local_terminating:
+        local = [
+            ep for ep in endpoints if ep.node_name == node_name and ep.serving and ep.terminating
+        ]
+    if not sp.uses_cluster_endpoints:
+        return cluster, local, local, has_any
+    seen = {ep.text for ep in cluster}
+    reachable = cluster + [ep for ep in local if ep.text not in seen]
+    return cluster, local, reachable, has_any
+
+
+def node_port_ips(
+    node_port_addresses: tuple[str, ...], local_ips: tuple[str, ...], node_ips: tuple[str, ...]
+) -> list[str]:
+    """The node's addresses selected by nodePortAddresses ("primary" = the node IPs)."""
+    selected: list[str] = []
+    for ip in sorted(set(local_ips) | {"127.0.0.1"}, key=lambda a: netaddr.IPAddress(a)):
+        for entry in node_port_addresses:
+            if entry == "primary":
+                hit = ip in node_ips
+            else:
+                hit = netaddr.IPAddress(ip) in netaddr.IPNetwork(entry)
+            if hit:
+                selected.append(ip)
+                break
+    return selected
+
+
+def _in_cidr(ip: str, cidr: str) -> bool:
+    return netaddr.IPAddress(ip) in netaddr.IPNetwork(cidr)

@@ -1,0 +1,64 @@
+"""kube-proxy's chain names, reproduced exactly (pkg/proxy/iptables/proxier.go).
+
+Per service port, the chains share one hash: SHA-256 of the service port name
+(`ns/name` or `ns/name:port`) followed by the lower-case protocol, encoded as
+standard base32 and cut to 16 characters. Endpoint chains hash the same text
+plus the endpoint's `ip:port`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+# Fixed chains.
+KUBE_SERVICES = "KUBE-SERVICES"
+KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
+KUBE_NODEPORTS = "KUBE-NODEPORTS"
+KUBE_POSTROUTING = "KUBE-POSTROUTING"
+KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
+KUBE_FORWARD = "KUBE-FORWARD"
+KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
+KUBE_FIREWALL = "KUBE-FIREWALL"  # kubelet's; kube-proxy writes an identical copy
+KUBE_PROXY_CANARY = "KUBE-PROXY-CANARY"
+
+SVC_PREFIX = "KUBE-SVC-"
+SVL_PREFIX = "KUBE-SVL-"
+EXT_PREFIX = "KUBE-EXT-"
+FW_PREFIX = "KUBE-FW-"
+SEP_PREFIX = "KUBE-SEP-"
+# KUBE-XLB- is gone since 1.26 but kube-proxy still treats it as its own when cleaning up.
+SERVICE_CHAIN_PREFIXES = (SVC_PREFIX, SVL_PREFIX, EXT_PREFIX, FW_PREFIX, SEP_PREFIX, "KUBE-XLB-")
+
+
+def _hash16(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def port_proto_hash(service_port_name: str, protocol: str) -> str:
+    """The 16-character hash shared by a service port's SVC/SVL/EXT/FW chains."""
+    return _hash16(service_port_name + protocol.lower())
+
+
+def endpoint_chain(service_port_name: str, protocol: str, endpoint: str) -> str:
+    """KUBE-SEP-… for one endpoint (`ip:port`, or `[ip6]:port`)."""
+    return SEP_PREFIX + _hash16(service_port_name + protocol.lower() + endpoint)
+
+
+def is_service_chain(chain: str) -> bool:
+    """True for the per-service/per-endpoint chains kube-proxy owns and may delete."""
+    return chain.startswith(SERVICE_CHAIN_PREFIXES)
+
+
+def probability(n: int) -> str:
+    """kube-proxy's `--probability` text for the first of n remaining endpoints."""
+    return f"{1.0 / n:0.10f}"
+
+
+def masquerade_mark(bit: int) -> str:
+    """The mark as kube-proxy formats it: Go's `%#08x` of 1<<bit, i.e. "0x00004000".
+
+    Go pads the digits (not the 0x prefix) to eight places; iptables-save later
+    prints the kernel's normalised value, 0x4000.
+    """
+    return f"0x{1 << bit:08x}"
