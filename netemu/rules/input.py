@@ -261,7 +261,7 @@ def proxy_config(
 
 def _is_v4(text: str) -> bool:
     try:
-        return netaddr.IPAddress(text).version == 4
+        return bool(netaddr.IPAddress(text).version == 4)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         return False
 

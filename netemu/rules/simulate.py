@@ -23,7 +23,7 @@ import netaddr
 
 from netemu.rules import names as n
 from netemu.rules.model import RuleSet
-from netemu.rules.spec import Match, RuleSpec, parse_args
+from netemu.rules.spec import Match, RuleSpec, mark_target, parse_args
 
 LOOPBACK = netaddr.IPNetwork("127.0.0.0/8")
 
@@ -136,11 +136,12 @@ class Simulation:
 
 
 # (hook, tables in priority order)
-_PREROUTING = ("PREROUTING", ("raw", "mangle", "nat"))
-_INPUT = ("INPUT", ("mangle", "filter", "nat"))
-_FORWARD = ("FORWARD", ("mangle", "filter"))
-_OUTPUT = ("OUTPUT", ("raw", "mangle", "nat", "filter"))
-_POSTROUTING = ("POSTROUTING", ("mangle", "nat"))
+Hook = tuple[str, tuple[str, ...]]
+_PREROUTING: Hook = ("PREROUTING", ("raw", "mangle", "nat"))
+_INPUT: Hook = ("INPUT", ("mangle", "filter", "nat"))
+_FORWARD: Hook = ("FORWARD", ("mangle", "filter"))
+_OUTPUT: Hook = ("OUTPUT", ("raw", "mangle", "nat", "filter"))
+_POSTROUTING: Hook = ("POSTROUTING", ("mangle", "nat"))
 
 _Outcome = tuple[str, _State]  # (RETURN | ACCEPT | DROP | REJECT | NAT, state)
 
@@ -336,13 +337,13 @@ class Simulator:
                     return 0.0
             return 1.0
         if m.module == "mark":
-            opt = m.get("mark")
-            if opt is None:
+            mark = m.get("mark")
+            if mark is None:
                 return 1.0
-            value, _, mask = opt.values[0].partition("/")
+            value, _, mask = mark.values[0].partition("/")
             mask_i = int(mask, 0) if mask else 0xFFFFFFFF
             ok = (st.mark & mask_i) == int(value, 0)
-            return 1.0 if ok != opt.negated else 0.0
+            return 1.0 if ok != mark.negated else 0.0
         if m.module == "statistic":
             mode = m.get("mode")
             prob = m.get("probability")
@@ -376,9 +377,7 @@ def _port_in(port: int, spec: str) -> bool:
 
 
 def _mark_values(spec: RuleSpec) -> tuple[int, int]:
-    from netemu.rules.spec import _mark_target
-
-    return _mark_target(spec)
+    return mark_target(spec)
 
 
 def _masquerade_bit(ruleset: RuleSet) -> int:

@@ -196,7 +196,7 @@ def canonical(args: str) -> Canonical:
     for o in spec.target_options:
         target_opts.append((o.name, o.values, o.negated))
     if spec.target == "MARK":
-        target_opts = [("set-xmark", _mark_target(spec), False)]
+        target_opts = [("set-xmark", mark_target(spec), False)]
     elif spec.target == "REJECT" and not spec.target_option("reject-with"):
         target_opts.append(("reject-with", ("icmp-port-unreachable",), False))
     return (
@@ -208,7 +208,7 @@ def canonical(args: str) -> Canonical:
     )
 
 
-def _mark_target(spec: RuleSpec) -> tuple[int, int]:
+def mark_target(spec: RuleSpec) -> tuple[int, int]:
     """MARK's options as the kernel stores them: (value, mask) of --set-xmark."""
     for opt in spec.target_options:
         v = opt.values[0] if opt.values else "0"

@@ -1,0 +1,374 @@
+"""The `netemu` command. Exit codes: 0 ok, 1 the operation failed, 2 bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from netemu.api.base import K8sModel
+from netemu.api.errors import InputError
+from netemu.controlplane.state import ClusterState
+from netemu.pipeline import (
+    UsageError,
+    compile_rules,
+    lab_name,
+    load_cluster,
+    local_ips,
+    pick_node,
+)
+from netemu.rules.model import ParseError, parse_restore
+from netemu.rules.simulate import Packet, Simulation, simulate
+
+RULES_DIR = Path("rules")
+
+_files = click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    required=True,
+    type=click.Path(),
+    help="Manifest file or directory (repeatable).",
+)
+
+
+def _out() -> Console:
+    # Scripts read our tables: never wrap or colour them when not on a terminal.
+    return Console(width=None if sys.stdout.isatty() else 10_000, highlight=False)
+
+
+def _fail_input(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(2)
+
+
+def _run(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except InputError as exc:
+        for diagnostic in exc.diagnostics:
+            click.echo(str(diagnostic), err=True)
+        click.echo(f"{len(exc.diagnostics)} error(s)", err=True)
+        sys.exit(2)
+    except (UsageError, ParseError) as exc:
+        _fail_input(f"error: {exc}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="netemu")
+def main() -> None:
+    """netemu: Kubernetes service networking, packet by packet."""
+
+
+# ---------------------------------------------------------------- validate
+
+
+@main.command()
+@_files
+def validate(paths: tuple[str, ...]) -> None:
+    """Check manifests; print every problem as file:line: object: field: message."""
+
+    def action() -> None:
+        state = load_cluster(paths)
+        count = len(state.services) + len(state.nodes)
+        click.echo(
+            f"valid: {len(state.nodes)} node(s), {len(state.services)} service(s), "
+            f"{len(state.pods)} pod(s), {len(state.endpoint_slices)} endpointslice(s)"
+            if count
+            else "valid: no objects"
+        )
+
+    _run(action)
+
+
+# ---------------------------------------------------------------- compile
+
+
+@main.command("compile")
+@_files
+@click.option("--node", help="Node to compile for (default: the only node).")
+@click.option(
+    "--mode",
+    type=click.Choice(["iptables"]),
+    default="iptables",
+    show_default=True,
+    help="kube-proxy mode.",
+)
+@click.option("--write", is_flag=True, help="Write rules/<lab>/<node>.iptables for every node.")
+def compile_command(paths: tuple[str, ...], node: str | None, mode: str, write: bool) -> None:
+    """Print the iptables-restore input kube-proxy would apply on a node."""
+
+    def action() -> None:
+        state = load_cluster(paths)
+        if write:
+            out_dir = RULES_DIR / lab_name(state, list(paths))
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for n in state.nodes:
+                name = n.metadata.name or ""
+                target = out_dir / f"{name}.{mode}"
+                target.write_text(compile_rules(state, name).render())
+                click.echo(f"wrote {target}")
+            return
+        click.echo(compile_rules(state, pick_node(state, node)).render(), nl=False)
+
+    _run(action)
+
+
+# ---------------------------------------------------------------- get
+
+_RESOURCES = {
+    "pods": "pods",
+    "pod": "pods",
+    "po": "pods",
+    "services": "services",
+    "service": "services",
+    "svc": "services",
+    "endpointslices": "endpointslices",
+    "endpointslice": "endpointslices",
+    "nodes": "nodes",
+    "node": "nodes",
+    "no": "nodes",
+}
+
+
+@main.command()
+@click.argument("resource", type=click.Choice(sorted(_RESOURCES)), metavar="RESOURCE")
+@_files
+@click.option("-o", "--output", type=click.Choice(["wide", "json", "yaml"]), help="Output format.")
+def get(resource: str, paths: tuple[str, ...], output: str | None) -> None:
+    """Show computed pods, services, endpointslices or nodes (as kubectl would)."""
+
+    def action() -> None:
+        state = load_cluster(paths)
+        kind = _RESOURCES[resource]
+        items: Sequence[K8sModel] = {
+            "pods": state.pods,
+            "services": state.services,
+            "endpointslices": state.endpoint_slices,
+            "nodes": state.nodes,
+        }[kind]
+        if output in ("json", "yaml"):
+            listing = {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [item.to_dict() for item in items],
+                "metadata": {"resourceVersion": ""},
+            }
+            if output == "json":
+                click.echo(json.dumps(listing, indent=4))
+            else:
+                click.echo(yaml.safe_dump(listing, sort_keys=False), nl=False)
+            return
+        _print_table(kind, state, wide=output == "wide")
+
+    _run(action)
+
+
+def _print_table(kind: str, state: ClusterState, wide: bool) -> None:
+    rows: list[list[str]]
+    if kind == "pods":
+        head = ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS"]
+        if wide:
+            head += ["IP", "NODE"]
+        rows = []
+        for pod in state.pods:
+            total = len(pod.spec.containers)
+            ready = total if pod.status.condition("Ready") == "True" else 0
+            row = [
+                pod.metadata.namespace or "default",
+                pod.metadata.name or "",
+                f"{ready}/{total}",
+                pod.status.phase or "Pending",
+                "0",
+            ]
+            if wide:
+                row += [pod.status.pod_ip or "<none>", pod.spec.node_name or "<none>"]
+            rows.append(row)
+    elif kind == "services":
+        head = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
+        if wide:
+            head.append("SELECTOR")
+        rows = []
+        for svc in state.services:
+            spec = svc.spec
+            external = [i.ip or i.hostname or "" for i in svc.status.load_balancer.ingress]
+            external += spec.external_ips
+            if not external:
+                external = ["<pending>"] if spec.type == "LoadBalancer" else ["<none>"]
+            ports = ",".join(
+                f"{p.port}:{p.node_port}/{p.protocol}" if p.node_port else f"{p.port}/{p.protocol}"
+                for p in spec.ports
+            )
+            row = [
+                svc.metadata.namespace or "default",
+                svc.metadata.name or "",
+                spec.type or "ClusterIP",
+                spec.cluster_ip or "<none>",
+                ",".join(external),
+                ports or "<none>",
+            ]
+            if wide:
+                sel = spec.selector or {}
+                row.append(",".join(f"{k}={v}" for k, v in sel.items()) or "<none>")
+            rows.append(row)
+    elif kind == "endpointslices":
+        head = ["NAMESPACE", "NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS"]
+        rows = []
+        for eps in state.endpoint_slices:
+            addresses = [a for ep in eps.endpoints for a in ep.addresses]
+            shown = ",".join(addresses[:3]) + (
+                f" + {len(addresses) - 3} more..." if len(addresses) > 3 else ""
+            )
+            rows.append(
+                [
+                    eps.metadata.namespace or "default",
+                    eps.metadata.name or "",
+                    eps.address_type,
+                    ",".join(str(p.port) for p in eps.ports) or "<unset>",
+                    shown or "<unset>",
+                ]
+            )
+    else:
+        head = ["NAME", "STATUS", "INTERNAL-IP", "POD-CIDR"]
+        if wide:
+            head.append("LABELS")
+        rows = []
+        for node in state.nodes:
+            status = "Ready,SchedulingDisabled" if node.spec.unschedulable else "Ready"
+            row = [
+                node.metadata.name or "",
+                status,
+                ",".join(node.internal_ips()) or "<none>",
+                node.spec.pod_cidr or "<none>",
+            ]
+            if wide:
+                row.append(",".join(f"{k}={v}" for k, v in node.metadata.labels.items()))
+            rows.append(row)
+    if not rows:
+        click.echo("No resources found.")
+        return
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 3, 0, 0))
+    for column in head:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    _out().print(table)
+
+
+# ---------------------------------------------------------------- trace
+
+
+@main.command()
+@click.option("--offline", is_flag=True, help="Simulate with the rule compiler; no lab needed.")
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    type=click.Path(),
+    help="Manifest file or directory (repeatable).",
+)
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An iptables-save dump taken from a real node.",
+)
+@click.option(
+    "--local-ip",
+    "local_ip",
+    multiple=True,
+    help="An address of the node the dump came from (repeatable; with --rules).",
+)
+@click.option("--node", help="Node to trace on (default: the only node).")
+@click.option("--src", required=True, help="Source IP of the packet.")
+@click.option("--dst", required=True, help="Destination IP of the packet.")
+@click.option("--dport", required=True, type=click.IntRange(1, 65535), help="Destination port.")
+@click.option(
+    "--proto", type=click.Choice(["tcp", "udp", "sctp"]), default="tcp", show_default=True
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def trace(
+    offline: bool,
+    paths: tuple[str, ...],
+    rules_file: str | None,
+    local_ip: tuple[str, ...],
+    node: str | None,
+    src: str,
+    dst: str,
+    dport: int,
+    proto: str,
+    output: str,
+) -> None:
+    """Follow one packet through a node's kube-proxy rules."""
+
+    def action() -> None:
+        if not offline:
+            raise UsageError(
+                "live tracing needs a running lab, which this version cannot build yet; "
+                "use --offline"
+            )
+        _check_ip("--src", src)
+        _check_ip("--dst", dst)
+        packet = Packet(src=src, dst=dst, dport=dport, proto=proto)
+        if rules_file:
+            if paths:
+                raise UsageError("use either --rules or -f, not both")
+            if not local_ip:
+                raise UsageError("--rules needs the node's addresses: --local-ip IP (repeatable)")
+            for ip in local_ip:
+                _check_ip("--local-ip", ip)
+            ruleset = parse_restore(Path(rules_file).read_text())
+            result = simulate(ruleset, list(local_ip), packet)
+            node_name = None
+        else:
+            if not paths:
+                raise UsageError("give manifests with -f PATH, or a dump with --rules FILE")
+            state = load_cluster(paths)
+            node_name = pick_node(state, node)
+            result = simulate(compile_rules(state, node_name), local_ips(state, node_name), packet)
+        if output == "json":
+            data: dict[str, Any] = {"node": node_name, **result.to_dict()}
+            click.echo(json.dumps(data, indent=2))
+        else:
+            _print_simulation(result, node_name)
+
+    _run(action)
+
+
+def _check_ip(flag: str, value: str) -> None:
+    import netaddr
+
+    try:
+        netaddr.IPAddress(value, version=4)
+    except (netaddr.AddrFormatError, ValueError):
+        raise UsageError(f"{flag}: {value!r} is not an IPv4 address") from None
+
+
+def _print_simulation(result: Simulation, node: str | None) -> None:
+    pkt = result.packet
+    where = f" on {node}" if node else ""
+    origin = "local" if result.local_origin else "from outside the node"
+    click.echo(f"{pkt.proto} {pkt.src} → {pkt.dst}:{pkt.dport}{where} ({origin}): {result.verdict}")
+    if result.endpoints:
+        click.echo(f"  endpoints: {', '.join(result.endpoints)}")
+    click.echo(f"  masquerade: {'yes' if result.masquerade else 'no'}")
+    for i, path in enumerate(result.paths, start=1):
+        label = path.endpoint or path.verdict
+        masq = ", masquerade" if path.masquerade else ""
+        click.echo(f"\npath {i}: {label} (p={path.probability:.4f}{masq})")
+        for rule in path.rules:
+            click.echo(f"  {rule.table:<7} {rule.rule}")
+    click.echo("\nassumptions:")
+    for text in result.assumptions:
+        click.echo(f"  - {text}")

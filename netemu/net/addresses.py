@@ -1,0 +1,32 @@
+"""Which addresses a node owns, as the datapath assigns them (flannel style).
+
+A lab node has its underlay IP, the pod bridge gateway (the first host of
+its pod CIDR, on cni0) and, with the vxlan overlay, the pod CIDR's network
+address on the VXLAN device (flannel.1). kube-proxy sees all of them as
+LOCAL (`-m addrtype`), and nodePortAddresses selects among them.
+"""
+
+from __future__ import annotations
+
+import netaddr
+
+from netemu.api.config import Lab
+from netemu.api.core import Node
+
+
+def bridge_gateway(pod_cidr: str) -> str:
+    return str(netaddr.IPNetwork(pod_cidr)[1])
+
+
+def overlay_address(pod_cidr: str) -> str:
+    return str(netaddr.IPNetwork(pod_cidr).network)
+
+
+def node_addresses(node: Node, lab: Lab | None) -> list[str]:
+    """Every IPv4 address on the node (loopback excluded), primary first."""
+    addresses = list(node.internal_ips())
+    if lab is not None and node.spec.pod_cidr:
+        addresses.append(bridge_gateway(node.spec.pod_cidr))
+        if lab.spec.overlay == "vxlan":
+            addresses.append(overlay_address(node.spec.pod_cidr))
+    return addresses
