@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
-
 from netemu.api.base import K8sModel, LabelSelector, ObjectMeta
 from netemu.api.core import PodTemplateSpec
 

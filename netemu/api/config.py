@@ -65,12 +65,8 @@ class KubeProxyConfiguration(K8sModel):
     cluster_cidr: str | None = Field(default=None, alias="clusterCIDR")
     node_port_addresses: list[str] = Field(default_factory=list)
     mode: Literal["", "iptables", "ipvs", "nftables", "kernelspace"] | None = None
-    iptables: KubeProxyIPTablesConfiguration = Field(
-        default_factory=KubeProxyIPTablesConfiguration
-    )
-    nftables: KubeProxyNFTablesConfiguration = Field(
-        default_factory=KubeProxyNFTablesConfiguration
-    )
+    iptables: KubeProxyIPTablesConfiguration = Field(default_factory=KubeProxyIPTablesConfiguration)
+    nftables: KubeProxyNFTablesConfiguration = Field(default_factory=KubeProxyNFTablesConfiguration)
     conntrack: KubeProxyConntrackConfiguration = Field(
         default_factory=KubeProxyConntrackConfiguration
     )

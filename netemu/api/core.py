@@ -187,9 +187,7 @@ class ServiceSpec(K8sModel):
     health_check_node_port: int | None = None
     publish_not_ready_addresses: bool | None = None
     ip_families: list[Literal["IPv4", "IPv6"]] = Field(default_factory=list)
-    ip_family_policy: (
-        Literal["SingleStack", "PreferDualStack", "RequireDualStack"] | None
-    ) = None
+    ip_family_policy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] | None = None
     traffic_distribution: str | None = None
 
 

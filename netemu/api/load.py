@@ -117,6 +117,9 @@ def load_paths(paths: Iterable[str | Path]) -> list[Loaded]:
         except OSError as exc:
             problems.append(Diagnostic(str(f), 0, "", "", f"cannot read: {exc.strerror}"))
             continue
+        except UnicodeDecodeError as exc:
+            problems.append(Diagnostic(str(f), 0, "", "", f"cannot read: not UTF-8 text ({exc})"))
+            continue
         docs, doc_problems = load_text(text, str(f))
         loaded.extend(docs)
         problems.extend(doc_problems)
@@ -136,14 +139,33 @@ def load_text(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
         line = mark.line + 1 if mark is not None else 0
         problems.append(Diagnostic(file, line, "", "", f"invalid YAML: {exc.problem}"))
         return loaded, problems
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids; no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        problems.append(
+            Diagnostic(
+                file,
+                line,
+                "",
+                "",
+                f"invalid YAML: unacceptable character #x{code:04x}: {exc.reason}",
+            )
+        )
+        return loaded, problems
     for node in nodes:
         if node is None:
             continue
         lines: dict[FieldPath, int] = {}
         dupes: list[tuple[FieldPath, int]] = []
         _record_lines(node, (), lines, dupes)
-        data = _Loader.construct(node)
         origin = Origin(file, node.start_mark.line + 1, lines)
+        try:
+            data = _Loader.construct(node)
+        except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag, an unhashable key
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else origin.line
+            problems.append(Diagnostic(file, line, "", "", f"invalid YAML: {exc.problem}"))
+            continue
         if data is None:
             continue
         result = _to_resource(data, origin)
@@ -154,9 +176,7 @@ def load_text(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
             problems.extend(result)
             ref = _raw_ref(data)
         for path, line in dupes:
-            problems.append(
-                Diagnostic(file, line, ref, format_field_path(path), "duplicate field")
-            )
+            problems.append(Diagnostic(file, line, ref, format_field_path(path), "duplicate field"))
     return loaded, problems
 
 
@@ -174,8 +194,12 @@ def _record_lines(
     path: FieldPath,
     lines: dict[FieldPath, int],
     dupes: list[tuple[FieldPath, int]],
+    ancestors: frozenset[int] = frozenset(),
 ) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in ancestors:
+        return  # an alias to an enclosing node: the data is recursive
+    ancestors = ancestors | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -186,10 +210,10 @@ def _record_lines(
                 continue
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _record_lines(value_node, child, lines, dupes)
+            _record_lines(value_node, child, lines, dupes, ancestors)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_lines(item, (*path, index), lines, dupes)
+            _record_lines(item, (*path, index), lines, dupes, ancestors)
 
 
 def _raw_ref(data: Any) -> str:
@@ -218,7 +242,7 @@ def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic]:
         return problem(("apiVersion",), "required field missing")
     model = KINDS.get((str(api_version), str(kind)))
     if model is None:
-        if kind in API_VERSIONS_OF_KIND:
+        if isinstance(kind, str) and kind in API_VERSIONS_OF_KIND:
             return problem(
                 ("apiVersion",),
                 f"unknown apiVersion {api_version!r} for kind {kind}; "
@@ -270,7 +294,7 @@ def _data_path(loc: tuple[int | str, ...], data: Any, err_type: str) -> FieldPat
     for part in loc:
         if isinstance(cur, dict) and part in cur:
             cur = cur[part]
-            path.append(part)
+            path.append(str(part))  # a mapping key, even one YAML read as a number
         elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
             cur = cur[part]
             path.append(part)

@@ -1,0 +1,1160 @@
+"""Semantic validation of loaded manifests: the checks the Kubernetes API server
+(and kube-proxy's config validation) would make, plus the ones a netemu Lab needs.
+
+Owns: turning well-typed but meaningless input (a Service port 70000, a
+selector that matches nothing, a clusterIP outside the Lab's serviceCIDR, two
+Services on one nodePort) into diagnostics, each at `file:line`, object and
+field path, all collected in one pass. Messages follow the API server's
+wording where it has a well-known one.
+Must not touch: files beyond what `load` reads, the kernel, the network. It
+does not default or allocate anything; that is the control plane's job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netaddr import AddrFormatError, IPAddress, IPNetwork
+
+from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.base import LabelSelector, ObjectMeta
+from netemu.api.config import DEFAULT_NODE_POD_PREFIX, KubeProxyConfiguration, Lab
+from netemu.api.core import EndpointSlice, Namespace, Node, Pod, PodSpec, Service
+from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
+from netemu.api.load import Loaded, load_paths
+
+__all__ = [
+    "is_dns1035_label",
+    "is_dns1123_label",
+    "is_dns1123_subdomain",
+    "is_label_value",
+    "is_port_name",
+    "is_port_number",
+    "is_qualified_name",
+    "load_and_validate",
+    "parse_cidr",
+    "parse_ip",
+    "validate",
+]
+
+# ---------------------------------------------------------------- formats
+#
+# The rules and wording of k8s.io/apimachinery/pkg/util/validation, so that a
+# user sees here what `kubectl apply` would tell them.
+
+_DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character"
+)
+_DNS1123_SUBDOMAIN_FMT = _DNS1123_LABEL_FMT + r"(\." + _DNS1123_LABEL_FMT + ")*"
+_DNS1123_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+    "'-' or '.', and must start and end with an alphanumeric character"
+)
+_DNS1035_LABEL_FMT = "[a-z]([-a-z0-9]*[a-z0-9])?"
+_DNS1035_LABEL_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
+    "an alphabetic character, and end with an alphanumeric character"
+)
+_QUALIFIED_NAME_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_QUALIFIED_NAME_MSG = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
+    "an alphanumeric character"
+)
+_LABEL_VALUE_FMT = "(" + _QUALIFIED_NAME_FMT + ")?"
+_LABEL_VALUE_MSG = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
+    "or '.', and must start and end with an alphanumeric character"
+)
+
+_DNS1123_LABEL_RE = re.compile(_DNS1123_LABEL_FMT)
+_DNS1123_SUBDOMAIN_RE = re.compile(_DNS1123_SUBDOMAIN_FMT)
+_DNS1035_LABEL_RE = re.compile(_DNS1035_LABEL_FMT)
+_QUALIFIED_NAME_RE = re.compile(_QUALIFIED_NAME_FMT)
+_LABEL_VALUE_RE = re.compile(_LABEL_VALUE_FMT)
+_PORT_NAME_CHARSET_RE = re.compile("[-a-z0-9]+")
+
+LABEL_MAX = 63
+SUBDOMAIN_MAX = 253
+PORT_NAME_MAX = 15
+# Limits of discovery.k8s.io/v1 EndpointSlice (pkg/apis/discovery/validation and
+# the API reference): endpoints per slice, addresses per endpoint, ports per slice.
+MAX_SLICE_ENDPOINTS = 1000
+MAX_ENDPOINT_ADDRESSES = 100
+MAX_SLICE_PORTS = 100
+MAX_AFFINITY_TIMEOUT = 86400  # core.MaxClientIPServiceAffinitySeconds: one day
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+_PORT_RANGE_MSG = "must be between 1 and 65535, inclusive"
+_IP_MSG = "must be a valid IP address (e.g. 10.9.8.7 or 2001:db8::ffff)"
+_CIDR_MSG = "must be a valid CIDR value (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+
+
+def _regex_error(msg: str, fmt: str, *examples: str) -> str:
+    """The API server's explanation of a failed regex (RegexError), examples included."""
+    if not examples:
+        return f"{msg} (regex used for validation is '{fmt}')"
+    shown = " or ".join(f"'{e}', " for e in examples)
+    return f"{msg} (e.g. {shown}regex used for validation is '{fmt}')"
+
+
+def _max_len(n: int) -> str:
+    return f"must be no more than {n} characters"
+
+
+def is_dns1123_label(value: str) -> list[str]:
+    """Problems with `value` as an RFC 1123 label (Namespace names, ...); [] if valid."""
+    errs = []
+    if len(value) > LABEL_MAX:
+        errs.append(_max_len(LABEL_MAX))
+    if not _DNS1123_LABEL_RE.fullmatch(value):
+        if _DNS1123_SUBDOMAIN_RE.fullmatch(value):
+            errs.append("must not contain dots")
+        else:
+            errs.append(_regex_error(_DNS1123_LABEL_MSG, _DNS1123_LABEL_FMT, "my-name", "123-abc"))
+    return errs
+
+
+def is_dns1123_subdomain(value: str) -> list[str]:
+    """Problems with `value` as an RFC 1123 subdomain (most object names); [] if valid."""
+    errs = []
+    if len(value) > SUBDOMAIN_MAX:
+        errs.append(_max_len(SUBDOMAIN_MAX))
+    if not _DNS1123_SUBDOMAIN_RE.fullmatch(value):
+        errs.append(_regex_error(_DNS1123_SUBDOMAIN_MSG, _DNS1123_SUBDOMAIN_FMT, "example.com"))
+    return errs
+
+
+def is_dns1035_label(value: str) -> list[str]:
+    """Problems with `value` as an RFC 1035 label (Service names); [] if valid."""
+    errs = []
+    if len(value) > LABEL_MAX:
+        errs.append(_max_len(LABEL_MAX))
+    if not _DNS1035_LABEL_RE.fullmatch(value):
+        errs.append(_regex_error(_DNS1035_LABEL_MSG, _DNS1035_LABEL_FMT, "my-name", "abc-123"))
+    return errs
+
+
+def is_qualified_name(value: str) -> list[str]:
+    """Problems with `value` as a label key: `[prefix/]name`; [] if valid."""
+    errs: list[str] = []
+    parts = value.split("/")
+    if len(parts) == 1:
+        name = parts[0]
+    elif len(parts) == 2:
+        prefix, name = parts
+        if not prefix:
+            errs.append("prefix part must be non-empty")
+        else:
+            errs.extend("prefix part " + m for m in is_dns1123_subdomain(prefix))
+    else:
+        return [
+            "a qualified name "
+            + _regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
+            + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        ]
+    if not name:
+        errs.append("name part must be non-empty")
+    elif len(name) > LABEL_MAX:
+        errs.append("name part " + _max_len(LABEL_MAX))
+    if not _QUALIFIED_NAME_RE.fullmatch(name):
+        errs.append(
+            "name part "
+            + _regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
+        )
+    return errs
+
+
+def is_label_value(value: str) -> list[str]:
+    """Problems with `value` as a label value (may be empty); [] if valid."""
+    errs = []
+    if len(value) > LABEL_MAX:
+        errs.append(_max_len(LABEL_MAX))
+    if not _LABEL_VALUE_RE.fullmatch(value):
+        errs.append(
+            _regex_error(_LABEL_VALUE_MSG, _LABEL_VALUE_FMT, "MyValue", "my_value", "12345")
+        )
+    return errs
+
+
+def is_port_name(value: str) -> list[str]:
+    """Problems with `value` as an IANA service name (container port names,
+    named targetPorts); [] if valid."""
+    errs = []
+    if len(value) > PORT_NAME_MAX:
+        errs.append(_max_len(PORT_NAME_MAX))
+    if not _PORT_NAME_CHARSET_RE.fullmatch(value):
+        errs.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    if not re.search("[a-z]", value):
+        errs.append("must contain at least one letter (a-z)")
+    if "--" in value:
+        errs.append("must not contain consecutive hyphens")
+    if value.startswith("-") or value.endswith("-"):
+        errs.append("must not begin or end with a hyphen")
+    return errs
+
+
+def is_port_number(value: int) -> list[str]:
+    """Problems with `value` as a TCP/UDP/SCTP port number; [] if valid."""
+    return [] if 1 <= value <= 65535 else [_PORT_RANGE_MSG]
+
+
+def parse_ip(value: str) -> Any:
+    """An IPv4 or IPv6 address as `netaddr.IPAddress`, or None. Strict: no
+    leading zeros, no shorthand such as '10.1', no surrounding blanks."""
+    try:
+        return IPAddress(value)
+    except (AddrFormatError, ValueError, TypeError):
+        return None
+
+
+_CIDR_RE = re.compile(r"([^/\s]+)/(0|[1-9][0-9]{0,2})")
+
+
+def parse_cidr(value: str) -> Any:
+    """`ADDRESS/PREFIX` as `netaddr.IPNetwork` (host bits kept, check `.ip != .network`),
+    or None. Unlike `IPNetwork()` itself, a bare address or a netmask is refused."""
+    match = _CIDR_RE.fullmatch(value)
+    if match is None:
+        return None
+    ip = parse_ip(match[1])
+    prefix = int(match[2])
+    if ip is None or prefix > (32 if ip.version == 4 else 128):
+        return None
+    return IPNetwork(f"{ip}/{prefix}")
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    return bool(a.version == b.version and a.first <= b.last and b.first <= a.last)
+
+
+def _special_ip(ip: Any) -> list[str]:
+    """Why an address may not be a Service externalIP or an endpoint (ValidateNonSpecialIP)."""
+    errs = []
+    if ip.value == 0:
+        errs.append(f"may not be unspecified ({ip})")
+    if ip.is_loopback():
+        errs.append("may not be in the loopback range (127.0.0.0/8, ::1/128)")
+    if ip.is_link_local():
+        errs.append("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+    if (ip.version == 4 and ip in IPNetwork("224.0.0.0/24")) or (
+        ip.version == 6 and ip.words[0] & 0xFF0F == 0xFF02
+    ):
+        errs.append("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
+    return errs
+
+
+def _join(msgs: Iterable[str]) -> str:
+    return "; ".join(msgs)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def validate(loaded: Sequence[Loaded]) -> list[Diagnostic]:
+    """Every semantic problem in `loaded` (already structurally valid), sorted by file
+    and line. Cross-object checks (duplicates, clusterIP and nodePort clashes, Lab
+    ranges, node names) look at all documents together, whatever file they came from."""
+    checker = _Checker(loaded)
+    checker.run()
+    return sorted(checker.out)
+
+
+def load_and_validate(paths: Iterable[str | Path]) -> list[Loaded]:
+    """Load every manifest under `paths` and validate them together.
+
+    Raises InputError with all structural problems if loading fails (semantic
+    checks need well-typed objects), else with all semantic problems if any.
+    """
+    loaded = load_paths(paths)
+    problems = validate(loaded)
+    if problems:
+        raise InputError(problems)
+    return loaded
+
+
+# ---------------------------------------------------------------- the checker
+
+_NAMESPACED = (Service, Pod, Deployment, ReplicaSet, DaemonSet, StatefulSet, EndpointSlice)
+_WORKLOADS = (Deployment, ReplicaSet, DaemonSet, StatefulSet)
+
+
+@dataclass(frozen=True)
+class _NodePortUse:
+    item: Loaded
+    path: FieldPath
+    number: int
+    port: int | None  # the ServicePort's `port`; None for healthCheckNodePort
+    protocol: str
+
+
+@dataclass(frozen=True)
+class _LabRanges:
+    """The parts of the (first) Lab that other objects are checked against; a
+    part is None when absent or invalid (then its own diagnostic says why)."""
+
+    service_cidr: Any
+    node_ports: tuple[int, int] | None
+    node_port_text: str
+
+
+class _Checker:
+    def __init__(self, loaded: Sequence[Loaded]) -> None:
+        self.loaded = loaded
+        self.out: list[Diagnostic] = []
+        self.node_refs: list[tuple[Loaded, FieldPath, str]] = []
+        self.lab: _LabRanges | None = None
+
+    def report(self, item: Loaded, path: FieldPath, message: str) -> None:
+        self.out.append(item.diagnostic(path, message))
+
+    def where(self, item: Loaded, path: FieldPath) -> str:
+        """How a message points at another object's field: `Kind/name field (file:line)`."""
+        parts = [
+            item.ref,
+            format_field_path(path),
+            f"({item.origin.file}:{item.origin.line_of(path)})",
+        ]
+        return " ".join(p for p in parts if p)
+
+    def run(self) -> None:
+        labs = [item for item in self.loaded if isinstance(item.obj, Lab)]
+        proxies = [item for item in self.loaded if isinstance(item.obj, KubeProxyConfiguration)]
+        self.check_singletons(labs, "Lab")
+        self.check_singletons(proxies, "KubeProxyConfiguration")
+        for lab in labs:
+            ranges = self.check_lab(lab)
+            if self.lab is None:
+                self.lab = ranges
+        for item in proxies:
+            self.check_proxy_config(item)
+        self.check_duplicates()
+        for item in self.loaded:
+            obj = item.obj
+            if isinstance(obj, Service):
+                self.check_service(item, obj)
+            elif isinstance(obj, Pod):
+                self.check_meta(item, obj.metadata, is_dns1123_subdomain)
+                self.check_pod_spec(item, ("spec",), obj.spec)
+            elif isinstance(obj, _WORKLOADS):
+                self.check_workload(item, obj)
+            elif isinstance(obj, EndpointSlice):
+                self.check_endpoint_slice(item, obj)
+            elif isinstance(obj, Node):
+                self.check_node(item, obj)
+            elif isinstance(obj, Namespace):
+                self.check_meta(item, obj.metadata, is_dns1123_label)
+        self.check_service_ips()
+        self.check_node_ports()
+        self.check_node_refs(labs)
+
+    # ------------------------------------------------------------ whole input
+
+    def check_singletons(self, items: list[Loaded], kind: str) -> None:
+        for extra in items[1:]:
+            first = items[0]
+            self.report(
+                extra,
+                (),
+                f"at most one {kind} is allowed in the input; the first is {first.ref} "
+                f"({first.origin.file}:{first.origin.line})",
+            )
+
+    def check_duplicates(self) -> None:
+        seen: dict[tuple[str, str, str], Loaded] = {}
+        for item in self.loaded:
+            meta = getattr(item.obj, "metadata", None)
+            if not isinstance(meta, ObjectMeta) or not meta.name:
+                continue
+            if isinstance(item.obj, Lab):
+                continue  # reported as "at most one Lab"
+            kind = type(item.obj).__name__
+            namespace = (meta.namespace or "default") if isinstance(item.obj, _NAMESPACED) else ""
+            key = (kind, namespace, meta.name)
+            first = seen.setdefault(key, item)
+            if first is item:
+                continue
+            shown = f"{kind} {namespace}/{meta.name}" if namespace else f"{kind} {meta.name}"
+            self.report(
+                item,
+                ("metadata", "name"),
+                f"duplicate object: {shown} is already defined at "
+                f"{first.origin.file}:{first.origin.line}",
+            )
+
+    def check_node_refs(self, labs: list[Loaded]) -> None:
+        """Pods and pod templates that pin a node must pin one that exists."""
+        nodes: set[str] = set()
+        for lab in labs:
+            assert isinstance(lab.obj, Lab)
+            nodes.update(n.name for n in lab.obj.spec.nodes)
+        for item in self.loaded:
+            if isinstance(item.obj, Node) and item.obj.metadata.name:
+                nodes.add(item.obj.metadata.name)
+        if not nodes:
+            return  # no topology given: nothing to check against
+        known = ", ".join(sorted(nodes))
+        for item, path, name in self.node_refs:
+            if name not in nodes:
+                self.report(item, path, f'node "{name}" does not exist; defined nodes: {known}')
+
+    # ------------------------------------------------------------ metadata and labels
+
+    def check_meta(
+        self,
+        item: Loaded,
+        meta: ObjectMeta,
+        name_rule: Callable[[str], list[str]],
+        path: FieldPath = ("metadata",),
+    ) -> None:
+        if meta.name:
+            if errs := name_rule(meta.name):
+                self.report(item, (*path, "name"), _join(errs))
+        elif meta.generate_name:
+            # As the API server does: a trailing '-' of a prefix is fine.
+            prefix = meta.generate_name
+            masked = prefix[:-1] + "a" if len(prefix) > 1 and prefix.endswith("-") else prefix
+            if errs := name_rule(masked):
+                self.report(item, (*path, "generateName"), _join(errs))
+        else:
+            self.report(item, (*path, "name"), "name or generateName is required")
+        namespaced = isinstance(item.obj, _NAMESPACED)
+        if meta.namespace and namespaced and (errs := is_dns1123_label(meta.namespace)):
+            self.report(item, (*path, "namespace"), _join(errs))
+        self.check_labels(item, (*path, "labels"), meta.labels)
+
+    def check_labels(self, item: Loaded, path: FieldPath, labels: dict[str, str]) -> None:
+        """Label maps: metadata.labels, selectors, nodeSelectors, Lab node labels."""
+        for key, value in labels.items():
+            if errs := is_qualified_name(key):
+                self.report(item, (*path, key), f'invalid label key "{key}": {_join(errs)}')
+            if errs := is_label_value(value):
+                self.report(item, (*path, key), f'invalid label value "{value}": {_join(errs)}')
+
+    def check_selector(self, item: Loaded, path: FieldPath, selector: LabelSelector) -> bool:
+        """A LabelSelector; True if it is well-formed (so matching it means something)."""
+        before = len(self.out)
+        self.check_labels(item, (*path, "matchLabels"), selector.match_labels)
+        for i, req in enumerate(selector.match_expressions):
+            rpath = (*path, "matchExpressions", i)
+            if errs := is_qualified_name(req.key):
+                self.report(item, (*rpath, "key"), f'invalid label key "{req.key}": {_join(errs)}')
+            if req.operator in ("In", "NotIn"):
+                if not req.values:
+                    self.report(
+                        item,
+                        (*rpath, "values"),
+                        "must be specified when `operator` is 'In' or 'NotIn'",
+                    )
+            elif req.operator in ("Exists", "DoesNotExist"):
+                if req.values:
+                    self.report(
+                        item,
+                        (*rpath, "values"),
+                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    )
+            else:
+                self.report(
+                    item,
+                    (*rpath, "operator"),
+                    f'"{req.operator}" is not a valid selector operator: expected '
+                    "'In', 'NotIn', 'Exists' or 'DoesNotExist'",
+                )
+            for j, value in enumerate(req.values):
+                if errs := is_label_value(value):
+                    self.report(
+                        item, (*rpath, "values", j), f'invalid label value "{value}": {_join(errs)}'
+                    )
+        return len(self.out) == before
+
+    # ------------------------------------------------------------ pods and workloads
+
+    def check_pod_spec(self, item: Loaded, path: FieldPath, spec: PodSpec) -> None:
+        self.check_labels(item, (*path, "nodeSelector"), spec.node_selector)
+        if spec.node_name:
+            if errs := is_dns1123_subdomain(spec.node_name):
+                self.report(item, (*path, "nodeName"), _join(errs))
+            else:
+                self.node_refs.append((item, (*path, "nodeName"), spec.node_name))
+        # Port names are unique across the whole pod (not only per container as in
+        # Kubernetes): a Service's named targetPort must resolve to one port.
+        names: dict[str, FieldPath] = {}
+        for group, containers in (
+            ("containers", spec.containers),
+            ("initContainers", spec.init_containers),
+        ):
+            for c, container in enumerate(containers):
+                for p, port in enumerate(container.ports):
+                    ppath = (*path, group, c, "ports", p)
+                    if errs := is_port_number(port.container_port):
+                        self.report(item, (*ppath, "containerPort"), _join(errs))
+                    if port.host_port and (errs := is_port_number(port.host_port)):
+                        self.report(item, (*ppath, "hostPort"), _join(errs))
+                    if not port.name:
+                        continue
+                    if errs := is_port_name(port.name):
+                        self.report(
+                            item,
+                            (*ppath, "name"),
+                            f"not a valid port name (an IANA service name): {_join(errs)}",
+                        )
+                    elif port.name in names:
+                        self.report(
+                            item,
+                            (*ppath, "name"),
+                            f'duplicate port name "{port.name}": already used by '
+                            f"{format_field_path(names[port.name])}; port names must be unique "
+                            "within a pod",
+                        )
+                    else:
+                        names[port.name] = ppath
+
+    def check_workload(
+        self, item: Loaded, obj: Deployment | ReplicaSet | DaemonSet | StatefulSet
+    ) -> None:
+        self.check_meta(item, obj.metadata, is_dns1123_subdomain)
+        spec = obj.spec
+        replicas = getattr(spec, "replicas", None)
+        if replicas is not None and replicas < 0:
+            self.report(item, ("spec", "replicas"), "must be greater than or equal to 0")
+        template = spec.template
+        self.check_labels(
+            item, ("spec", "template", "metadata", "labels"), template.metadata.labels
+        )
+        self.check_pod_spec(item, ("spec", "template", "spec"), template.spec)
+        selector = spec.selector
+        well_formed = self.check_selector(item, ("spec", "selector"), selector)
+        if not selector.match_labels and not selector.match_expressions:
+            self.report(
+                item,
+                ("spec", "selector"),
+                f"empty selector is invalid for {obj.kind.lower()}: set `matchLabels` "
+                "(or `matchExpressions`) that select the template's labels",
+            )
+        elif well_formed and not selector.matches(template.metadata.labels):
+            self.report(
+                item,
+                ("spec", "template", "metadata", "labels"),
+                "`selector` does not match template `labels` (selector: "
+                f"{_selector_text(selector)}; template labels: "
+                f"{_labels_text(template.metadata.labels)})",
+            )
+
+    # ------------------------------------------------------------ Services
+
+    def check_service(self, item: Loaded, svc: Service) -> None:
+        self.check_meta(item, svc.metadata, is_dns1035_label)
+        spec = svc.spec
+        svc_type = spec.type or "ClusterIP"
+        headless = spec.cluster_ip == "None"
+        if spec.selector:
+            self.check_labels(item, ("spec", "selector"), spec.selector)
+        self.check_service_ports(item, svc, svc_type)
+
+        if spec.cluster_ip not in (None, "", "None") and parse_ip(spec.cluster_ip) is None:
+            self.report(item, ("spec", "clusterIP"), "must be empty, 'None', or a valid IP address")
+        for i, value in enumerate(spec.cluster_ips):
+            if (value != "None" or i > 0) and parse_ip(value) is None:
+                self.report(item, ("spec", "clusterIPs", i), _IP_MSG)
+        if spec.cluster_ip and spec.cluster_ips and spec.cluster_ips[0] != spec.cluster_ip:
+            self.report(
+                item,
+                ("spec", "clusterIPs", 0),
+                f"must be the same as `clusterIP` ({spec.cluster_ip}): the first of `clusterIPs` "
+                "is the Service's primary cluster IP",
+            )
+        if headless and svc_type in ("NodePort", "LoadBalancer"):
+            self.report(
+                item, ("spec", "clusterIP"), f"may not be set to 'None' for {svc_type} services"
+            )
+        if svc_type == "ExternalName":
+            if spec.cluster_ip:
+                self.report(item, ("spec", "clusterIP"), "may not be set for ExternalName services")
+            # The value (a CNAME) may end in a dot to mark it fully qualified.
+            cname = (spec.external_name or "").removesuffix(".")
+            if not cname:
+                self.report(
+                    item, ("spec", "externalName"), "required when `type` is 'ExternalName'"
+                )
+            elif errs := is_dns1123_subdomain(cname):
+                self.report(item, ("spec", "externalName"), _join(errs))
+        elif not spec.ports and not headless:
+            self.report(
+                item,
+                ("spec", "ports"),
+                "a Service needs at least one port, unless it is headless (`clusterIP: None`) "
+                "or of `type` 'ExternalName'",
+            )
+
+        if spec.external_traffic_policy is not None:
+            if svc_type == "ExternalName":
+                self.report(
+                    item,
+                    ("spec", "externalTrafficPolicy"),
+                    "may only be set when `type` is 'NodePort' or 'LoadBalancer'",
+                )
+            elif svc_type == "ClusterIP" and not spec.external_ips:
+                # Kubernetes (and kube-proxy) also honour it for a ClusterIP
+                # Service's externalIPs.
+                self.report(
+                    item,
+                    ("spec", "externalTrafficPolicy"),
+                    "may only be set when `type` is 'NodePort' or 'LoadBalancer' "
+                    "(or on a ClusterIP Service with `externalIPs`)",
+                )
+        if spec.health_check_node_port:
+            if svc_type != "LoadBalancer" or spec.external_traffic_policy != "Local":
+                self.report(
+                    item,
+                    ("spec", "healthCheckNodePort"),
+                    "may only be set when `type` is 'LoadBalancer' and "
+                    "`externalTrafficPolicy` is 'Local'",
+                )
+            elif errs := is_port_number(spec.health_check_node_port):
+                self.report(item, ("spec", "healthCheckNodePort"), _join(errs))
+
+        for i, value in enumerate(spec.external_ips):
+            ip = parse_ip(value)
+            errs = [_IP_MSG] if ip is None else _special_ip(ip)
+            if errs:
+                self.report(item, ("spec", "externalIPs", i), _join(errs))
+        if spec.load_balancer_source_ranges and svc_type != "LoadBalancer":
+            self.report(
+                item,
+                ("spec", "loadBalancerSourceRanges"),
+                "may only be used when `type` is 'LoadBalancer'",
+            )
+        for i, value in enumerate(spec.load_balancer_source_ranges):
+            # As the API server does: blanks around a range are ignored, host bits allowed.
+            if parse_cidr(value.strip()) is None:
+                self.report(item, ("spec", "loadBalancerSourceRanges", i), _CIDR_MSG)
+        for i, ingress in enumerate(svc.status.load_balancer.ingress):
+            if ingress.ip is not None and parse_ip(ingress.ip) is None:
+                self.report(item, ("status", "loadBalancer", "ingress", i, "ip"), _IP_MSG)
+
+        config = spec.session_affinity_config
+        if config is not None:
+            if spec.session_affinity != "ClientIP":
+                self.report(
+                    item,
+                    ("spec", "sessionAffinityConfig"),
+                    "may only be set when `sessionAffinity` is 'ClientIP' (it is "
+                    f"'{spec.session_affinity or 'None'}')",
+                )
+            timeout = config.client_ip.timeout_seconds if config.client_ip else None
+            if timeout is not None and not 1 <= timeout <= MAX_AFFINITY_TIMEOUT:
+                self.report(
+                    item,
+                    ("spec", "sessionAffinityConfig", "clientIP", "timeoutSeconds"),
+                    f"must be between 1 and {MAX_AFFINITY_TIMEOUT}, inclusive",
+                )
+
+    def check_service_ports(self, item: Loaded, svc: Service, svc_type: str) -> None:
+        ports = svc.spec.ports
+        names: dict[str, int] = {}
+        pairs: dict[tuple[int, str], int] = {}
+        for i, port in enumerate(ports):
+            path: FieldPath = ("spec", "ports", i)
+            if port.name:
+                if errs := is_dns1123_label(port.name):
+                    self.report(item, (*path, "name"), _join(errs))
+                if port.name in names:
+                    self.report(
+                        item,
+                        (*path, "name"),
+                        f'duplicate port name "{port.name}": already used by '
+                        f"spec.ports[{names[port.name]}]",
+                    )
+                names.setdefault(port.name, i)
+            elif len(ports) > 1:
+                self.report(
+                    item, (*path, "name"), "required when the Service has more than one port"
+                )
+            if errs := is_port_number(port.port):
+                self.report(item, (*path, "port"), _join(errs))
+            key = (port.port, port.protocol)
+            if key in pairs:
+                self.report(
+                    item,
+                    (*path, "port"),
+                    f"duplicate port {port.port}/{port.protocol}: already used by "
+                    f"spec.ports[{pairs[key]}]",
+                )
+            pairs.setdefault(key, i)
+            target = port.target_port
+            if isinstance(target, int) and target != 0:
+                if errs := is_port_number(target):
+                    self.report(item, (*path, "targetPort"), _join(errs))
+            elif isinstance(target, str) and target and (errs := is_port_name(target)):
+                hint = " (write a port number without quotes)" if target.isdigit() else ""
+                self.report(
+                    item,
+                    (*path, "targetPort"),
+                    "must be a port number or the name of a container port (an IANA "
+                    f"service name): {_join(errs)}{hint}",
+                )
+            if port.node_port:
+                if svc_type not in ("NodePort", "LoadBalancer"):
+                    self.report(
+                        item, (*path, "nodePort"), f"may not be used when `type` is '{svc_type}'"
+                    )
+                elif errs := is_port_number(port.node_port):
+                    self.report(item, (*path, "nodePort"), _join(errs))
+
+    def service_ips(self, svc: Service) -> list[tuple[FieldPath, Any]]:
+        """The valid cluster IPs a Service asks for, each with its field."""
+        spec = svc.spec
+        out: list[tuple[FieldPath, Any]] = []
+        if spec.type == "ExternalName":
+            return out
+        if spec.cluster_ip and spec.cluster_ip != "None":
+            ip = parse_ip(spec.cluster_ip)
+            if ip is not None:
+                out.append((("spec", "clusterIP"), ip))
+        for i, value in enumerate(spec.cluster_ips):
+            ip = parse_ip(value)
+            if ip is not None and all(ip != seen for _, seen in out):
+                out.append((("spec", "clusterIPs", i), ip))
+        return out
+
+    def check_service_ips(self) -> None:
+        """clusterIPs are unique and, with a Lab, inside its serviceCIDR."""
+        owners: dict[Any, tuple[Loaded, FieldPath]] = {}
+        cidr = self.lab.service_cidr if self.lab else None
+        for item in self.loaded:
+            if not isinstance(item.obj, Service):
+                continue
+            for path, ip in self.service_ips(item.obj):
+                if cidr is not None:
+                    if ip not in cidr:
+                        self.report(item, path, f"must be inside the Lab's serviceCIDR {cidr}")
+                    elif reserved := _reserved_address(ip, cidr):
+                        self.report(
+                            item,
+                            path,
+                            f"{ip} is the {reserved} address of the Lab's serviceCIDR {cidr}; "
+                            "a cluster IP must be a host address inside it",
+                        )
+                owner = owners.setdefault(ip, (item, path))
+                if owner[0] is not item:
+                    self.report(
+                        item,
+                        path,
+                        f"{ip} is already the cluster IP of {self.where(*owner)}",
+                    )
+
+    def check_node_ports(self) -> None:
+        """nodePorts (and healthCheckNodePorts) are unique on the nodes and, with a
+        Lab, inside its nodePortRange."""
+        uses: dict[int, list[_NodePortUse]] = {}
+        for item in self.loaded:
+            svc = item.obj
+            if not isinstance(svc, Service):
+                continue
+            svc_type = svc.spec.type or "ClusterIP"
+            if svc_type not in ("NodePort", "LoadBalancer"):
+                continue  # nodePorts there are already reported as not allowed
+            wanted = [
+                _NodePortUse(
+                    item, ("spec", "ports", i, "nodePort"), p.node_port, p.port, p.protocol
+                )
+                for i, p in enumerate(svc.spec.ports)
+                if p.node_port and not is_port_number(p.node_port)
+            ]
+            hc = svc.spec.health_check_node_port
+            if (
+                hc
+                and not is_port_number(hc)
+                and svc_type == "LoadBalancer"
+                and svc.spec.external_traffic_policy == "Local"
+            ):
+                wanted.append(_NodePortUse(item, ("spec", "healthCheckNodePort"), hc, None, "TCP"))
+            for use in wanted:
+                self.check_node_port_range(use)
+                earlier = uses.setdefault(use.number, [])
+                clash = next((e for e in earlier if not _may_share(e, use)), None)
+                earlier.append(use)
+                if clash is None:
+                    continue
+                if clash.item is item:
+                    self.report(
+                        item,
+                        use.path,
+                        f"{use.number} is already used by {format_field_path(clash.path)}; one "
+                        "Service may reuse a nodePort only for the same `port` with another "
+                        "protocol",
+                    )
+                else:
+                    self.report(
+                        item,
+                        use.path,
+                        f"{use.number} is already used by {self.where(clash.item, clash.path)}",
+                    )
+
+    def check_node_port_range(self, use: _NodePortUse) -> None:
+        if self.lab is None or self.lab.node_ports is None:
+            return
+        low, high = self.lab.node_ports
+        if not low <= use.number <= high:
+            self.report(
+                use.item,
+                use.path,
+                f"must be inside the Lab's nodePortRange {self.lab.node_port_text}",
+            )
+
+    # ------------------------------------------------------------ EndpointSlices and Nodes
+
+    def check_endpoint_slice(self, item: Loaded, es: EndpointSlice) -> None:
+        self.check_meta(item, es.metadata, is_dns1123_subdomain)
+        if not es.metadata.labels.get(SERVICE_NAME_LABEL):
+            self.report(
+                item,
+                ("metadata", "labels"),
+                f"label `{SERVICE_NAME_LABEL}` is required: netemu finds the Service an "
+                "EndpointSlice belongs to by this label",
+            )
+        if len(es.endpoints) > MAX_SLICE_ENDPOINTS:
+            self.report(
+                item,
+                ("endpoints",),
+                f"too many endpoints: {len(es.endpoints)}; an EndpointSlice may have at most "
+                f"{MAX_SLICE_ENDPOINTS}",
+            )
+        for i, endpoint in enumerate(es.endpoints):
+            path: FieldPath = ("endpoints", i, "addresses")
+            if not endpoint.addresses:
+                self.report(item, path, "must contain at least 1 address")
+            elif len(endpoint.addresses) > MAX_ENDPOINT_ADDRESSES:
+                self.report(
+                    item,
+                    path,
+                    f"too many addresses: {len(endpoint.addresses)}; an endpoint may have at "
+                    f"most {MAX_ENDPOINT_ADDRESSES}",
+                )
+            if es.address_type != "FQDN":
+                version = 4 if es.address_type == "IPv4" else 6
+                for j, value in enumerate(endpoint.addresses):
+                    ip = parse_ip(value)
+                    if ip is None or ip.version != version:
+                        errs = [
+                            f"must be a valid {es.address_type} address "
+                            f"(the slice's addressType is {es.address_type})"
+                        ]
+                    else:
+                        errs = _special_ip(ip)
+                    if errs:
+                        self.report(item, (*path, j), _join(errs))
+            if endpoint.node_name and (errs := is_dns1123_subdomain(endpoint.node_name)):
+                self.report(item, ("endpoints", i, "nodeName"), _join(errs))
+        if len(es.ports) > MAX_SLICE_PORTS:
+            self.report(
+                item,
+                ("ports",),
+                f"too many ports: {len(es.ports)}; an EndpointSlice may have at most "
+                f"{MAX_SLICE_PORTS}",
+            )
+        names: dict[str, int] = {}
+        for i, port in enumerate(es.ports):
+            name = port.name or ""
+            if name and (errs := is_dns1123_label(name)):
+                self.report(item, ("ports", i, "name"), _join(errs))
+            if name in names:
+                shown = f'duplicate port name "{name}"' if name else "duplicate unnamed port"
+                self.report(
+                    item,
+                    ("ports", i, "name") if name else ("ports", i),
+                    f"{shown}: ports[{names[name]}] has the same name; each port of an "
+                    "EndpointSlice needs a unique name",
+                )
+            names.setdefault(name, i)
+            if port.port is not None and (errs := is_port_number(port.port)):
+                self.report(item, ("ports", i, "port"), _join(errs))
+
+    def check_node(self, item: Loaded, node: Node) -> None:
+        self.check_meta(item, node.metadata, is_dns1123_subdomain)
+        if node.spec.pod_cidr:
+            self.check_network(item, ("spec", "podCIDR"), node.spec.pod_cidr)
+        for i, value in enumerate(node.spec.pod_cidrs):
+            self.check_network(item, ("spec", "podCIDRs", i), value)
+        for i, address in enumerate(node.status.addresses):
+            if address.type in ("InternalIP", "ExternalIP") and parse_ip(address.address) is None:
+                self.report(item, ("status", "addresses", i, "address"), _IP_MSG)
+
+    # ------------------------------------------------------------ configuration kinds
+
+    def check_network(self, item: Loaded, path: FieldPath, value: str) -> Any:
+        """A CIDR that names a network (no host bits); the IPNetwork, or None after a report."""
+        net = parse_cidr(value)
+        if net is None:
+            self.report(item, path, _CIDR_MSG)
+            return None
+        if net.ip != net.network:
+            self.report(item, path, f"{value} has host bits set; the network address is {net.cidr}")
+            return None
+        return net
+
+    def check_proxy_config(self, item: Loaded) -> None:
+        cfg = item.obj
+        assert isinstance(cfg, KubeProxyConfiguration)
+        if cfg.cluster_cidr:
+            # kube-proxy's own rules: one CIDR, or two of different IP families.
+            cidrs = [parse_cidr(c) for c in cfg.cluster_cidr.split(",")]
+            if len(cidrs) > 2:
+                msg = (
+                    "only one CIDR allowed or a valid DualStack CIDR "
+                    "(e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)"
+                )
+            elif len(cidrs) == 2 and (None in cidrs or cidrs[0].version == cidrs[1].version):
+                msg = "must be a valid DualStack CIDR (e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)"
+            elif len(cidrs) == 1 and cidrs[0] is None:
+                msg = "must be a valid CIDR block (e.g. 10.100.0.0/16 or fde4:8dba:82e1::/48)"
+            else:
+                msg = ""
+            if msg:
+                self.report(item, ("clusterCIDR",), msg)
+        addresses = cfg.node_port_addresses
+        for i, value in enumerate(addresses):
+            if value == "primary":
+                if len(addresses) != 1:
+                    self.report(
+                        item,
+                        ("nodePortAddresses", i),
+                        "can't use both 'primary' and CIDRs: 'primary' must be the only entry",
+                    )
+            elif parse_cidr(value) is None:
+                self.report(
+                    item,
+                    ("nodePortAddresses", i),
+                    "must be a valid CIDR (e.g. 192.168.56.0/24) or 'primary'",
+                )
+        for section, bit in (
+            ("iptables", cfg.iptables.masquerade_bit),
+            ("nftables", cfg.nftables.masquerade_bit),
+        ):
+            if bit is not None and not 0 <= bit <= 31:
+                self.report(item, (section, "masqueradeBit"), "must be between 0 and 31, inclusive")
+
+    def check_lab(self, item: Loaded) -> _LabRanges:
+        lab = item.obj
+        assert isinstance(lab, Lab)
+        self.check_meta(item, lab.metadata, is_dns1123_label)
+        spec = lab.spec
+        nets = {
+            "podCIDR": self.check_network(item, ("spec", "podCIDR"), spec.pod_cidr),
+            "serviceCIDR": self.check_network(item, ("spec", "serviceCIDR"), spec.service_cidr),
+            "underlayCIDR": self.check_network(item, ("spec", "underlayCIDR"), spec.underlay_cidr),
+        }
+        names = list(nets)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                a, b = nets[first], nets[second]
+                if a is not None and b is not None and _overlap(a, b):
+                    self.report(
+                        item,
+                        ("spec", second),
+                        f"{second} {b} overlaps {first} {a}: the pod, service and underlay "
+                        "CIDRs must not overlap",
+                    )
+        pod_cidr, service_cidr, underlay = (
+            nets["podCIDR"],
+            nets["serviceCIDR"],
+            nets["underlayCIDR"],
+        )
+
+        node_ports = _parse_port_range(spec.node_port_range)
+        if node_ports is None:
+            self.report(
+                item,
+                ("spec", "nodePortRange"),
+                'must be "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535 (e.g. "30000-32767")',
+            )
+
+        dns = parse_ip(spec.cluster_dns)
+        if dns is None:
+            self.report(item, ("spec", "clusterDNS"), _IP_MSG)
+        elif service_cidr is not None:
+            if dns not in service_cidr:
+                self.report(
+                    item, ("spec", "clusterDNS"), f"must be inside serviceCIDR {service_cidr}"
+                )
+            elif reserved := _reserved_address(dns, service_cidr):
+                self.report(
+                    item,
+                    ("spec", "clusterDNS"),
+                    f"{dns} is the {reserved} address of serviceCIDR {service_cidr}; the DNS "
+                    "Service needs a host address inside it",
+                )
+
+        if not spec.nodes:
+            self.report(item, ("spec", "nodes"), "a Lab needs at least one node")
+        self.check_lab_hosts(item, lab, underlay)
+        self.check_lab_pod_cidrs(item, lab, pod_cidr)
+        return _LabRanges(service_cidr, node_ports, spec.node_port_range)
+
+    def check_lab_hosts(self, item: Loaded, lab: Lab, underlay: Any) -> None:
+        """Node and external-client names and underlay addresses."""
+        hosts: list[tuple[FieldPath, str, FieldPath, str]] = []
+        for i, node in enumerate(lab.spec.nodes):
+            path: FieldPath = ("spec", "nodes", i)
+            hosts.append((path, node.name, (*path, "underlayIP"), node.underlay_ip))
+        for i, client in enumerate(lab.spec.external_clients):
+            path = ("spec", "externalClients", i)
+            hosts.append((path, client.name, (*path, "ip"), client.ip))
+        names: dict[str, FieldPath] = {}
+        addresses: dict[Any, FieldPath] = {}
+        for path, name, ip_path, value in hosts:
+            if errs := is_dns1123_label(name):
+                self.report(item, (*path, "name"), _join(errs))
+            elif name in names:
+                self.report(
+                    item,
+                    (*path, "name"),
+                    f'duplicate name "{name}": already used by {format_field_path(names[name])}; '
+                    "node and external client names must be unique",
+                )
+            names.setdefault(name, path)
+            ip = parse_ip(value)
+            if ip is None:
+                self.report(item, ip_path, _IP_MSG)
+                continue
+            if underlay is not None:
+                if ip not in underlay:
+                    self.report(item, ip_path, f"must be inside underlayCIDR {underlay}")
+                elif reserved := _reserved_address(ip, underlay):
+                    self.report(
+                        item,
+                        ip_path,
+                        f"{ip} is the {reserved} address of underlayCIDR {underlay}; use a host "
+                        "address inside it",
+                    )
+            if ip in addresses:
+                self.report(
+                    item,
+                    ip_path,
+                    f"{ip} is already used by {format_field_path(addresses[ip])}; underlay "
+                    "addresses must be unique",
+                )
+            addresses.setdefault(ip, ip_path)
+        for i, node in enumerate(lab.spec.nodes):
+            self.check_labels(item, ("spec", "nodes", i, "labels"), node.labels)
+
+    def check_lab_pod_cidrs(self, item: Loaded, lab: Lab, pod_cidr: Any) -> None:
+        """Explicit node podCIDRs fit the Lab's podCIDR; the rest can be allocated."""
+        explicit: list[tuple[int, Any]] = []
+        for i, node in enumerate(lab.spec.nodes):
+            if node.pod_cidr is None:
+                continue
+            path: FieldPath = ("spec", "nodes", i, "podCIDR")
+            net = self.check_network(item, path, node.pod_cidr)
+            if net is None:
+                continue
+            if pod_cidr is not None and net not in pod_cidr:
+                self.report(item, path, f"must be inside the Lab's podCIDR {pod_cidr}")
+                continue
+            for j, other in explicit:
+                if _overlap(net, other):
+                    self.report(
+                        item,
+                        path,
+                        f"overlaps {other}, the podCIDR of node {lab.spec.nodes[j].name} "
+                        f"(spec.nodes[{j}].podCIDR); node podCIDRs must not overlap",
+                    )
+                    break
+            else:
+                explicit.append((i, net))
+        waiting = [n.name for n in lab.spec.nodes if n.pod_cidr is None]
+        if pod_cidr is None or not waiting:
+            return
+        # kube-controller-manager's defaults: a /24 per node (IPv4), a /64 (IPv6).
+        size = DEFAULT_NODE_POD_PREFIX if pod_cidr.version == 4 else 64
+        total = 1 << (size - pod_cidr.prefixlen) if pod_cidr.prefixlen <= size else 0
+        used = _subnets_taken(pod_cidr, size, [net for _, net in explicit])
+        free = max(total - used, 0)
+        if free < len(waiting):
+            wanted = size - (used + len(waiting) - 1).bit_length()
+            self.report(
+                item,
+                ("spec", "podCIDR"),
+                f"{pod_cidr} has room for {free} more /{size} node subnet(s), but "
+                f"{len(waiting)} node(s) have no explicit podCIDR ({', '.join(waiting)}): "
+                f"use a podCIDR of at least /{wanted} "
+                "or give nodes explicit podCIDRs",
+            )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _selector_text(selector: LabelSelector) -> str:
+    parts = [f"{k}={v}" for k, v in selector.match_labels.items()]
+    for req in selector.match_expressions:
+        values = ",".join(req.values)
+        parts.append(
+            {
+                "In": f"{req.key} in ({values})",
+                "NotIn": f"{req.key} notin ({values})",
+                "Exists": req.key,
+                "DoesNotExist": f"!{req.key}",
+            }.get(req.operator, req.key)
+        )
+    return ",".join(parts)
+
+
+def _labels_text(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items()) or "none"
+
+
+_PORT_RANGE_RE = re.compile(r"([0-9]{1,5})-([0-9]{1,5})")
+
+
+def _parse_port_range(text: str) -> tuple[int, int] | None:
+    match = _PORT_RANGE_RE.fullmatch(text)
+    if match is None:
+        return None
+    low, high = int(match[1]), int(match[2])
+    if not 1 <= low <= high <= 65535:
+        return None
+    return low, high
+
+
+def _reserved_address(ip: Any, net: Any) -> str:
+    """'network' or 'broadcast' if `ip` is one of those of `net` (IPv4, /30 and wider)."""
+    if net.version != 4 or net.prefixlen > 30:
+        return ""
+    if ip == net.network:
+        return "network"
+    if ip == net.broadcast:
+        return "broadcast"
+    return ""
+
+
+def _subnets_taken(cidr: Any, size: int, taken: list[Any]) -> int:
+    """How many /size-aligned blocks of `cidr` the networks in `taken` touch."""
+    shift = (32 if cidr.version == 4 else 128) - size
+    spans = sorted(
+        ((net.first - cidr.first) >> shift, (net.last - cidr.first) >> shift) for net in taken
+    )
+    used = 0
+    end = -1
+    for start, stop in spans:
+        start = max(start, end + 1)
+        if stop >= start:
+            used += stop - start + 1
+            end = stop
+    return int(used)
+
+
+def _may_share(earlier: _NodePortUse, later: _NodePortUse) -> bool:
+    """Two uses of one nodePort are fine only within one Service, for the same
+    `port` with different protocols (as the API server's allocator allows)."""
+    return (
+        earlier.item is later.item
+        and earlier.port is not None
+        and earlier.port == later.port
+        and earlier.protocol != later.protocol
+    )

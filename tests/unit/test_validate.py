@@ -1,0 +1,1524 @@
+"""Semantic validation: every check, its exact message and the line it points at."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from netemu.api.errors import InputError
+from netemu.api.load import Loaded, load_text
+from netemu.api.validate import (
+    is_dns1035_label,
+    is_dns1123_label,
+    is_dns1123_subdomain,
+    is_label_value,
+    is_port_name,
+    is_qualified_name,
+    load_and_validate,
+    parse_cidr,
+    parse_ip,
+    validate,
+)
+
+# The API server's explanations, as `kubectl apply` prints them.
+DNS1035 = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
+    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+LABEL = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+SUBDOMAIN = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+    "or '.', and must start and end with an alphanumeric character (e.g. 'example.com', "
+    "regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+QNAME = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+    "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+LABEL_VALUE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+    "'my_value',  or '12345', regex used for validation is "
+    "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+)
+PORT_RANGE = "must be between 1 and 65535, inclusive"
+IP = "must be a valid IP address (e.g. 10.9.8.7 or 2001:db8::ffff)"
+CIDR = "must be a valid CIDR value (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+
+LAB = """\
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata:
+  name: lab
+spec:
+  nodes:
+    - name: node-1
+      underlayIP: 192.168.56.11
+    - name: node-2
+      underlayIP: 192.168.56.12
+"""
+
+
+def parse(text: str, file: str = "x.yaml") -> list[Loaded]:
+    """Load a snippet (dedented; its first line is line 1) that must be structurally valid."""
+    loaded, problems = load_text(textwrap.dedent(text).lstrip("\n"), file)
+    assert problems == []
+    return loaded
+
+
+def check(text: str, *others: tuple[str, str]) -> list[str]:
+    """Diagnostics of x.yaml (plus other (file, text) inputs), as printed."""
+    loaded = parse(text)
+    for file, other in others:
+        loaded += parse(other, file)
+    return [str(d) for d in validate(loaded)]
+
+
+def check_with_lab(text: str, lab: str = LAB) -> list[str]:
+    return check(text, ("lab.yaml", lab))
+
+
+def service(spec: str, name: str = "web") -> str:
+    """A Service whose spec body starts on line 6 (`spec:` is line 5)."""
+    return f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n" + textwrap.indent(
+        textwrap.dedent(spec).lstrip("\n"), "  "
+    )
+
+
+# ---------------------------------------------------------------- format helpers
+
+
+def test_name_helpers_follow_the_api_server() -> None:
+    assert is_dns1035_label("web-1") == []
+    assert is_dns1035_label("1web") == [DNS1035]
+    assert is_dns1123_label("1web") == []
+    assert is_dns1123_label("a.b") == ["must not contain dots"]
+    assert is_dns1123_subdomain("a.b") == []
+    assert is_dns1123_subdomain("a" * 254) == ["must be no more than 253 characters"]
+    assert is_qualified_name("example.com/MyName") == []
+    assert is_qualified_name("a/b/c") == [
+        "a qualified name " + QNAME + " with an optional DNS subdomain prefix and '/' "
+        "(e.g. 'example.com/MyName')"
+    ]
+    assert is_label_value("") == []
+    assert is_port_name("http-alt") == []
+    assert is_port_name("8080") == ["must contain at least one letter (a-z)"]
+
+
+def test_ip_and_cidr_parsing_is_strict() -> None:
+    assert str(parse_ip("10.0.0.1")) == "10.0.0.1"
+    assert str(parse_ip("2001:db8::1")) == "2001:db8::1"
+    for bad in ("10.1", "010.0.0.1", " 10.0.0.1", "10.0.0.256", "fe80::1%eth0", ""):
+        assert parse_ip(bad) is None, bad
+    assert str(parse_cidr("10.0.0.1/8").cidr) == "10.0.0.0/8"
+    for bad in ("10.0.0.0", "10.0.0.0/33", "10.0.0.0/08", "10.0.0.0/255.0.0.0", "10/8", "::/129"):
+        assert parse_cidr(bad) is None, bad
+
+
+# ---------------------------------------------------------------- a valid lab
+
+VALID = """\
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata:
+  name: demo
+spec:
+  underlayCIDR: 192.168.56.0/24
+  serviceCIDR: 10.96.0.0/12
+  podCIDR: 10.244.0.0/16
+  nodePortRange: 30000-32767
+  clusterDNS: 10.96.0.10
+  nodes:
+    - name: node-1
+      underlayIP: 192.168.56.11
+      labels:
+        topology.kubernetes.io/zone: zone-a
+    - name: node-2
+      underlayIP: 192.168.56.12
+      podCIDR: 10.244.7.0/24
+  externalClients:
+    - name: client
+      ip: 192.168.56.20
+---
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clusterCIDR: 10.244.0.0/16
+nodePortAddresses: [primary]
+iptables:
+  masqueradeBit: 14
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {app.kubernetes.io/name: web}
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+    matchExpressions:
+      - {key: tier, operator: In, values: [front, edge]}
+      - {key: canary, operator: DoesNotExist}
+  template:
+    metadata:
+      labels: {app: web, tier: front}
+    spec:
+      nodeSelector: {topology.kubernetes.io/zone: zone-a}
+      containers:
+        - name: web
+          ports:
+            - {name: http, containerPort: 8080}
+            - {name: dns, containerPort: 53, protocol: UDP}
+        - name: metrics
+          ports:
+            - {name: metrics, containerPort: 9090}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  generateName: debug-
+  namespace: shop
+spec:
+  nodeName: node-2
+  containers:
+    - name: shell
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  clusterIP: 10.96.0.20
+  ports:
+    - {name: http, port: 80, targetPort: http}
+    - {name: dns, port: 53, protocol: UDP, targetPort: 53}
+    - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 53}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-headless, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: web}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-nodeport, namespace: shop}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Cluster
+  selector: {app: web}
+  ports:
+    - {name: dns-udp, port: 53, protocol: UDP, nodePort: 30053}
+    - {name: dns-tcp, port: 53, protocol: TCP, nodePort: 30053}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-lb, namespace: shop}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32000
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 86400}}
+  loadBalancerSourceRanges: [192.168.56.0/24, " 10.0.0.0/8 "]
+  selector: {app: web}
+  ports:
+    - {port: 443, targetPort: 8080, nodePort: 30443}
+status:
+  loadBalancer:
+    ingress: [{ip: 192.168.56.200}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-external-ips, namespace: shop}
+spec:
+  externalIPs: [192.168.56.201]
+  externalTrafficPolicy: Local
+  selector: {app: web}
+  ports:
+    - {port: 80, targetPort: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: search, namespace: shop}
+spec:
+  type: ExternalName
+  externalName: search.example.com.
+---
+apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: shop}
+spec:
+  ports:
+    - {port: 5432}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: legacy-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: legacy}
+addressType: IPv4
+endpoints:
+  - addresses: [192.168.56.30]
+    conditions: {ready: true}
+    nodeName: node-1
+ports:
+  - {name: "", port: 5432, protocol: TCP}
+"""
+
+
+def test_a_valid_realistic_lab_has_no_diagnostics() -> None:
+    loaded = parse(VALID)
+    assert len(loaded) == 13
+    assert validate(loaded) == []
+
+
+def test_the_shipped_labs_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2] / "controlplane"
+    labs = sorted(p for p in root.iterdir() if p.is_dir())
+    assert labs
+    for lab in labs:
+        assert load_and_validate([lab]), lab
+
+
+# ---------------------------------------------------------------- names
+
+
+def test_service_name_must_be_a_dns1035_label() -> None:
+    text = """
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: 1web
+        spec:
+          ports: [{port: 80}]
+    """
+    assert check(text) == [f"x.yaml:4: Service/1web: metadata.name: {DNS1035}"]
+
+
+def test_service_name_is_at_most_63_characters() -> None:
+    name = "a" * 64
+    text = (
+        f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports: [{{port: 1}}]\n"
+    )
+    assert check(text) == [
+        f"x.yaml:4: Service/{name}: metadata.name: must be no more than 63 characters"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("api", "kind", "body"),
+    [
+        ("v1", "Pod", "spec: {containers: [{name: c}]}"),
+        ("v1", "Node", ""),
+        ("discovery.k8s.io/v1", "EndpointSlice", "addressType: IPv4"),
+        *[
+            (
+                "apps/v1",
+                kind,
+                "spec:\n  selector: {matchLabels: {a: b}}\n"
+                "  template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c}]}}",
+            )
+            for kind in ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet")
+        ],
+    ],
+)
+def test_object_names_must_be_dns1123_subdomains(api: str, kind: str, body: str) -> None:
+    labels = "  labels: {kubernetes.io/service-name: s}\n" if kind == "EndpointSlice" else ""
+    head = f"apiVersion: {api}\nkind: {kind}\nmetadata:\n"
+    good = parse(head + f"  name: a.b-1\n{labels}{body}\n")
+    assert validate(good) == []
+    bad = parse(head + f"  name: A_b\n{labels}{body}\n")
+    assert [str(d) for d in validate(bad)] == [f"x.yaml:4: {kind}/A_b: metadata.name: {SUBDOMAIN}"]
+
+
+def test_node_name_longer_than_253_characters() -> None:
+    name = ".".join(["a" * 50] * 5) + ".abcd"  # 259 characters, each label valid
+    assert check(f"apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n") == [
+        f"x.yaml:4: Node/{name}: metadata.name: must be no more than 253 characters"
+    ]
+
+
+def test_namespace_names_are_dns1123_labels() -> None:
+    text = """
+        apiVersion: v1
+        kind: Namespace
+        metadata:
+          name: team.a
+        ---
+        apiVersion: v1
+        kind: Namespace
+        metadata:
+          name: Team
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+          namespace: Team_A
+        spec: {containers: [{name: c}]}
+    """
+    assert check(text) == [
+        "x.yaml:4: Namespace/team.a: metadata.name: must not contain dots",
+        f"x.yaml:9: Namespace/Team: metadata.name: {LABEL}",
+        f"x.yaml:15: Pod/p: metadata.namespace: {LABEL}",
+    ]
+
+
+def test_name_is_required_unless_generate_name_is_given() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          labels: {app: a}
+        spec: {containers: [{name: c}]}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          generateName: client-
+        spec: {containers: [{name: c}]}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata:
+          generateName: Web-
+        spec:
+          ports: [{port: 80}]
+    """
+    assert check(text) == [
+        "x.yaml:3: Pod/<unnamed>: metadata.name: name or generateName is required",
+        f"x.yaml:16: Service/<unnamed>: metadata.generateName: {DNS1035}",
+    ]
+
+
+def test_lab_node_and_client_names_are_dns1123_labels_and_unique() -> None:
+    lab = """
+        apiVersion: netemu/v1alpha1
+        kind: Lab
+        metadata:
+          name: lab
+        spec:
+          nodes:
+            - name: Node_1
+              underlayIP: 192.168.56.11
+            - name: node-2
+              underlayIP: 192.168.56.12
+          externalClients:
+            - name: client.a
+              ip: 192.168.56.20
+            - name: node-2
+              ip: 192.168.56.21
+    """
+    assert check(lab) == [
+        f"x.yaml:7: Lab/lab: spec.nodes[0].name: {LABEL}",
+        "x.yaml:12: Lab/lab: spec.externalClients[0].name: must not contain dots",
+        'x.yaml:14: Lab/lab: spec.externalClients[1].name: duplicate name "node-2": already '
+        "used by spec.nodes[1]; node and external client names must be unique",
+    ]
+
+
+def test_duplicate_objects_across_files() -> None:
+    first = """
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: web
+        spec:
+          ports: [{port: 80}]
+    """
+    second = """
+        # the same Service again: explicit default namespace is the same namespace
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: web
+          namespace: default
+        spec:
+          ports: [{port: 80}]
+        ---
+        # same name, other namespace or other kind: fine
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: web
+          namespace: other
+        spec:
+          ports: [{port: 80}]
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: web
+        spec: {containers: [{name: c}]}
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata:
+          name: n1
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata:
+          name: n1
+          namespace: ignored
+    """
+    assert check(first, ("y.yaml", second)) == [
+        "y.yaml:5: Service/web: metadata.name: duplicate object: Service default/web is "
+        "already defined at x.yaml:1",
+        "y.yaml:33: Node/n1: metadata.name: duplicate object: Node n1 is already defined at "
+        "y.yaml:25",
+    ]
+
+
+# ---------------------------------------------------------------- labels
+
+
+def test_metadata_label_keys_and_values() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+          labels:
+            app: web
+            example.com/team: a
+            -bad: x
+            Example_Com/name: x
+            a/b/c: x
+            version: "1 0"
+            empty: ""
+        spec: {containers: [{name: c}]}
+    """
+    assert check(text) == [
+        f'x.yaml:8: Pod/p: metadata.labels.-bad: invalid label key "-bad": name part {QNAME}',
+        'x.yaml:9: Pod/p: metadata.labels.Example_Com/name: invalid label key "Example_Com/name": '
+        f"prefix part {SUBDOMAIN}",
+        'x.yaml:10: Pod/p: metadata.labels.a/b/c: invalid label key "a/b/c": a qualified name '
+        f"{QNAME} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+        f'x.yaml:11: Pod/p: metadata.labels.version: invalid label value "1 0": {LABEL_VALUE}',
+    ]
+
+
+def test_label_value_longer_than_63_characters() -> None:
+    value = "v" * 64
+    text = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n  labels:\n    a: {value}\n"
+    assert check(text) == [
+        f'x.yaml:6: Namespace/n: metadata.labels.a: invalid label value "{value}": '
+        "must be no more than 63 characters"
+    ]
+
+
+def test_service_selector_labels() -> None:
+    text = service("""
+        selector:
+          app: web server
+        ports: [{port: 80}]
+    """)
+    assert check(text) == [
+        f'x.yaml:7: Service/web: spec.selector.app: invalid label value "web server": {LABEL_VALUE}'
+    ]
+
+
+def test_pod_node_selector_and_lab_node_labels() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          nodeSelector:
+            zone/: a
+          containers: [{name: c}]
+        ---
+        apiVersion: netemu/v1alpha1
+        kind: Lab
+        metadata:
+          name: lab
+        spec:
+          nodes:
+            - name: n1
+              underlayIP: 192.168.56.11
+              labels:
+                rack: "#1"
+    """
+    assert check(text) == [
+        'x.yaml:7: Pod/p: spec.nodeSelector.zone/: invalid label key "zone/": name part must '
+        f"be non-empty; name part {QNAME}",
+        f'x.yaml:19: Lab/lab: spec.nodes[0].labels.rack: invalid label value "#1": {LABEL_VALUE}',
+    ]
+
+
+def workload(kind: str, selector: str, labels: str, name: str = "web") -> str:
+    """A workload: selector on line 7, template labels on line 10."""
+    return (
+        f"apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n"
+        f"  selector:\n    {selector}\n  template:\n    metadata:\n      labels: {labels}\n"
+        "    spec:\n      containers: [{name: c}]\n"
+    )
+
+
+def test_workload_selector_and_template_labels_are_label_maps() -> None:
+    text = workload("ReplicaSet", "matchLabels: {app: -web}", "{app: -web, Bad Key: x}")
+    assert check(text) == [
+        f'x.yaml:7: ReplicaSet/web: spec.selector.matchLabels.app: invalid label value "-web": '
+        f"{LABEL_VALUE}",
+        "x.yaml:10: ReplicaSet/web: spec.template.metadata.labels.Bad Key: invalid label key "
+        f'"Bad Key": name part {QNAME}',
+        "x.yaml:10: ReplicaSet/web: spec.template.metadata.labels.app: invalid label value "
+        f'"-web": {LABEL_VALUE}',
+    ]
+
+
+def test_match_expressions_operators_and_values() -> None:
+    text = """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata:
+          name: web
+        spec:
+          selector:
+            matchLabels: {app: web}
+            matchExpressions:
+              - key: tier
+                operator: In
+              - key: canary
+                operator: Exists
+                values: ["true"]
+              - key: zone
+                operator: Equals
+                values: [a]
+              - key: track
+                operator: NotIn
+                values: [-x]
+          template:
+            metadata:
+              labels: {app: web}
+            spec:
+              containers: [{name: c}]
+    """
+    assert check(text) == [
+        "x.yaml:9: Deployment/web: spec.selector.matchExpressions[0].values: must be "
+        "specified when `operator` is 'In' or 'NotIn'",
+        "x.yaml:13: Deployment/web: spec.selector.matchExpressions[1].values: may not be "
+        "specified when `operator` is 'Exists' or 'DoesNotExist'",
+        'x.yaml:15: Deployment/web: spec.selector.matchExpressions[2].operator: "Equals" is '
+        "not a valid selector operator: expected 'In', 'NotIn', 'Exists' or 'DoesNotExist'",
+        "x.yaml:19: Deployment/web: spec.selector.matchExpressions[3].values[0]: invalid label "
+        f'value "-x": {LABEL_VALUE}',
+    ]
+
+
+def test_selector_must_match_template_labels() -> None:
+    text = workload("Deployment", "matchLabels: {app: web, tier: front}", "{app: web}")
+    assert check(text) == [
+        "x.yaml:10: Deployment/web: spec.template.metadata.labels: `selector` does not match "
+        "template `labels` (selector: app=web,tier=front; template labels: app=web)"
+    ]
+    text = workload(
+        "StatefulSet", "matchExpressions: [{key: app, operator: NotIn, values: [web]}]", "{}"
+    )
+    assert check(text) == []
+    text = workload("DaemonSet", "matchExpressions: [{key: app, operator: Exists}]", "{}")
+    assert check(text) == [
+        "x.yaml:10: DaemonSet/web: spec.template.metadata.labels: `selector` does not match "
+        "template `labels` (selector: app; template labels: none)"
+    ]
+
+
+def test_workload_selector_must_not_be_empty() -> None:
+    text = workload("StatefulSet", "matchLabels: {}", "{app: web}")
+    assert check(text) == [
+        "x.yaml:6: StatefulSet/web: spec.selector: empty selector is invalid for statefulset: "
+        "set `matchLabels` (or `matchExpressions`) that select the template's labels"
+    ]
+
+
+def test_replicas_must_not_be_negative() -> None:
+    text = workload("Deployment", "matchLabels: {app: web}", "{app: web}")
+    text = text.replace("spec:\n  selector", "spec:\n  replicas: -1\n  selector", 1)
+    assert check(text) == [
+        "x.yaml:6: Deployment/web: spec.replicas: must be greater than or equal to 0"
+    ]
+
+
+# ---------------------------------------------------------------- ports
+
+
+def test_service_port_range() -> None:
+    text = service("""
+        ports:
+          - name: a
+            port: 0
+          - name: b
+            port: 65536
+          - name: c
+            port: 65535
+    """)
+    assert check(text) == [
+        f"x.yaml:8: Service/web: spec.ports[0].port: {PORT_RANGE}",
+        f"x.yaml:10: Service/web: spec.ports[1].port: {PORT_RANGE}",
+    ]
+
+
+def test_target_port_number_or_iana_service_name() -> None:
+    prefix = "must be a port number or the name of a container port (an IANA service name): "
+    text = service("""
+        ports:
+          - {name: a, port: 1, targetPort: 70000}
+          - {name: b, port: 2, targetPort: "8080"}
+          - {name: c, port: 3, targetPort: HTTP}
+          - {name: d, port: 4, targetPort: my--port}
+          - {name: e, port: 5, targetPort: -http}
+          - {name: f, port: 6, targetPort: abcdefghijklmnop}
+          - {name: g, port: 7, targetPort: http-alt}
+          - {name: h, port: 8, targetPort: 0}
+    """)
+    assert check(text) == [
+        f"x.yaml:7: Service/web: spec.ports[0].targetPort: {PORT_RANGE}",
+        f"x.yaml:8: Service/web: spec.ports[1].targetPort: {prefix}must contain at least one "
+        "letter (a-z) (write a port number without quotes)",
+        f"x.yaml:9: Service/web: spec.ports[2].targetPort: {prefix}must contain only "
+        "alpha-numeric characters (a-z, 0-9), and hyphens (-); must contain at least one letter "
+        "(a-z)",
+        f"x.yaml:10: Service/web: spec.ports[3].targetPort: {prefix}must not contain "
+        "consecutive hyphens",
+        f"x.yaml:11: Service/web: spec.ports[4].targetPort: {prefix}must not begin or end with "
+        "a hyphen",
+        f"x.yaml:12: Service/web: spec.ports[5].targetPort: {prefix}must be no more than 15 "
+        "characters",
+    ]
+
+
+def test_service_port_names() -> None:
+    text = service("""
+        ports:
+          - name: HTTP
+            port: 80
+          - port: 81
+          - name: metrics
+            port: 82
+          - name: metrics
+            port: 83
+    """)
+    assert check(text) == [
+        f"x.yaml:7: Service/web: spec.ports[0].name: {LABEL}",
+        "x.yaml:9: Service/web: spec.ports[1].name: required when the Service has more than "
+        "one port",
+        'x.yaml:12: Service/web: spec.ports[3].name: duplicate port name "metrics": already '
+        "used by spec.ports[2]",
+    ]
+    # One port needs no name.
+    assert check(service("ports: [{port: 80}]")) == []
+
+
+def test_duplicate_port_and_protocol() -> None:
+    text = service("""
+        ports:
+          - {name: a, port: 53, protocol: UDP}
+          - {name: b, port: 53, protocol: TCP}
+          - {name: c, port: 53}
+    """)
+    assert check(text) == [
+        "x.yaml:9: Service/web: spec.ports[2].port: duplicate port 53/TCP: already used by "
+        "spec.ports[1]"
+    ]
+
+
+def test_container_ports() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          containers:
+            - name: a
+              ports:
+                - containerPort: 0
+                - containerPort: 8080
+                  name: Http
+                - containerPort: 8081
+                  name: metrics
+                  hostPort: 70000
+            - name: b
+              ports:
+                - containerPort: 9090
+                  name: metrics
+          initContainers:
+            - name: init
+              ports:
+                - containerPort: 65536
+    """
+    assert check(text) == [
+        f"x.yaml:9: Pod/p: spec.containers[0].ports[0].containerPort: {PORT_RANGE}",
+        "x.yaml:11: Pod/p: spec.containers[0].ports[1].name: not a valid port name (an IANA "
+        "service name): must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+        f"x.yaml:14: Pod/p: spec.containers[0].ports[2].hostPort: {PORT_RANGE}",
+        'x.yaml:18: Pod/p: spec.containers[1].ports[0].name: duplicate port name "metrics": '
+        "already used by spec.containers[0].ports[2]; port names must be unique within a pod",
+        f"x.yaml:22: Pod/p: spec.initContainers[0].ports[0].containerPort: {PORT_RANGE}",
+    ]
+
+
+def test_template_container_ports_are_checked_too() -> None:
+    text = workload("Deployment", "matchLabels: {a: b}", "{a: b}").replace(
+        "containers: [{name: c}]",
+        "containers: [{name: c, ports: [{containerPort: 99999}]}]",
+    )
+    assert check(text) == [
+        f"x.yaml:12: Deployment/web: spec.template.spec.containers[0].ports[0].containerPort: "
+        f"{PORT_RANGE}"
+    ]
+
+
+def endpoint_slice(body: str, labels: str = "{kubernetes.io/service-name: web}") -> str:
+    """An EndpointSlice whose body starts on line 6."""
+    return (
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n"
+        f"  labels: {labels}\n" + textwrap.dedent(body).lstrip("\n")
+    )
+
+
+def test_endpoint_slice_ports() -> None:
+    text = endpoint_slice("""
+        addressType: IPv4
+        ports:
+          - {name: http, port: 0}
+          - {name: http, port: 65536}
+          - {port: 8080}
+          - {port: 8081}
+          - {name: Metrics, port: 9090}
+    """)
+    assert check(text) == [
+        f"x.yaml:8: EndpointSlice/web-1: ports[0].port: {PORT_RANGE}",
+        'x.yaml:9: EndpointSlice/web-1: ports[1].name: duplicate port name "http": ports[0] '
+        "has the same name; each port of an EndpointSlice needs a unique name",
+        f"x.yaml:9: EndpointSlice/web-1: ports[1].port: {PORT_RANGE}",
+        "x.yaml:11: EndpointSlice/web-1: ports[3]: duplicate unnamed port: ports[2] has the "
+        "same name; each port of an EndpointSlice needs a unique name",
+        f"x.yaml:12: EndpointSlice/web-1: ports[4].name: {LABEL}",
+    ]
+
+
+# ---------------------------------------------------------------- Service semantics
+
+
+def test_cluster_ip_must_be_empty_none_or_an_ip() -> None:
+    assert check(service("clusterIP: 10.96.0.300\nports: [{port: 80}]")) == [
+        "x.yaml:6: Service/web: spec.clusterIP: must be empty, 'None', or a valid IP address"
+    ]
+    assert check(service("clusterIP: ''\nports: [{port: 80}]")) == []
+    assert check(service("clusterIP: None")) == []
+
+
+def test_cluster_ips_must_be_ips_and_start_with_cluster_ip() -> None:
+    text = service("""
+        clusterIP: 10.96.0.5
+        clusterIPs: [10.96.0.6, fd00::x]
+        ports: [{port: 80}]
+    """)
+    assert check(text) == [
+        "x.yaml:7: Service/web: spec.clusterIPs[0]: must be the same as `clusterIP` "
+        "(10.96.0.5): the first of `clusterIPs` is the Service's primary cluster IP",
+        f"x.yaml:7: Service/web: spec.clusterIPs[1]: {IP}",
+    ]
+
+
+def test_cluster_ip_taken_twice() -> None:
+    first = service("clusterIP: 10.96.0.5\nports: [{port: 80}]", name="a")
+    second = service("clusterIP: 10.96.0.5\nports: [{port: 80}]", name="b")
+    # No Lab: the collision is still an error.
+    assert check(first, ("y.yaml", second)) == [
+        "y.yaml:6: Service/b: spec.clusterIP: 10.96.0.5 is already the cluster IP of "
+        "Service/a spec.clusterIP (x.yaml:6)"
+    ]
+
+
+def test_cluster_ip_inside_the_lab_service_cidr() -> None:
+    outside = service("clusterIP: 10.200.0.1\nports: [{port: 80}]")
+    assert check_with_lab(outside) == [
+        "x.yaml:6: Service/web: spec.clusterIP: must be inside the Lab's serviceCIDR 10.96.0.0/12"
+    ]
+    network = service("clusterIP: 10.96.0.0\nports: [{port: 80}]")
+    assert check_with_lab(network) == [
+        "x.yaml:6: Service/web: spec.clusterIP: 10.96.0.0 is the network address of the Lab's "
+        "serviceCIDR 10.96.0.0/12; a cluster IP must be a host address inside it"
+    ]
+    # Without a Lab there is no serviceCIDR to check against.
+    assert check(outside) == []
+
+
+def test_node_port_only_for_node_port_and_load_balancer() -> None:
+    text = service("""
+        ports:
+          - {port: 80, nodePort: 30080}
+    """)
+    assert check(text) == [
+        "x.yaml:7: Service/web: spec.ports[0].nodePort: may not be used when `type` is 'ClusterIP'"
+    ]
+    text = service("""
+        type: ExternalName
+        externalName: example.com
+        ports:
+          - {port: 80, nodePort: 30080}
+    """)
+    assert check(text) == [
+        "x.yaml:9: Service/web: spec.ports[0].nodePort: may not be used when `type` is "
+        "'ExternalName'"
+    ]
+
+
+def test_node_port_range() -> None:
+    text = service("""
+        type: NodePort
+        ports:
+          - {name: a, port: 80, nodePort: 80}
+          - {name: b, port: 81, nodePort: 70000}
+    """)
+    assert check_with_lab(text) == [
+        "x.yaml:8: Service/web: spec.ports[0].nodePort: must be inside the Lab's nodePortRange "
+        "30000-32767",
+        f"x.yaml:9: Service/web: spec.ports[1].nodePort: {PORT_RANGE}",
+    ]
+    # Without a Lab only the port number itself is checked.
+    assert check(text) == [f"x.yaml:9: Service/web: spec.ports[1].nodePort: {PORT_RANGE}"]
+
+
+def test_node_port_used_twice() -> None:
+    first = service(
+        """
+        type: NodePort
+        ports:
+          - {name: dns, port: 53, protocol: UDP, nodePort: 30053}
+          - {name: dns-tcp, port: 53, protocol: TCP, nodePort: 30053}
+          - {name: other, port: 54, protocol: SCTP, nodePort: 30053}
+        """,
+        name="a",
+    )
+    second = service(
+        """
+        type: LoadBalancer
+        ports:
+          - {port: 53, protocol: UDP, nodePort: 30053}
+        """,
+        name="b",
+    )
+    assert check(first, ("y.yaml", second)) == [
+        "x.yaml:10: Service/a: spec.ports[2].nodePort: 30053 is already used by "
+        "spec.ports[0].nodePort; one Service may reuse a nodePort only for the same `port` with "
+        "another protocol",
+        "y.yaml:8: Service/b: spec.ports[0].nodePort: 30053 is already used by Service/a "
+        "spec.ports[0].nodePort (x.yaml:8)",
+    ]
+    # The same port and protocol twice: a duplicate port, and the nodePort cannot be shared.
+    same = service("""
+        type: NodePort
+        ports:
+          - {name: a, port: 53, protocol: UDP, nodePort: 30053}
+          - {name: b, port: 53, protocol: UDP, nodePort: 30053}
+    """)
+    assert check(same) == [
+        "x.yaml:9: Service/web: spec.ports[1].nodePort: 30053 is already used by "
+        "spec.ports[0].nodePort; one Service may reuse a nodePort only for the same `port` with "
+        "another protocol",
+        "x.yaml:9: Service/web: spec.ports[1].port: duplicate port 53/UDP: already used by "
+        "spec.ports[0]",
+    ]
+
+
+def test_external_traffic_policy_needs_an_external_service() -> None:
+    assert check(service("externalTrafficPolicy: Local\nports: [{port: 80}]")) == [
+        "x.yaml:6: Service/web: spec.externalTrafficPolicy: may only be set when `type` is "
+        "'NodePort' or 'LoadBalancer' (or on a ClusterIP Service with `externalIPs`)"
+    ]
+    text = service("type: ExternalName\nexternalName: db.example.com\nexternalTrafficPolicy: Local")
+    assert check(text) == [
+        "x.yaml:8: Service/web: spec.externalTrafficPolicy: may only be set when `type` is "
+        "'NodePort' or 'LoadBalancer'"
+    ]
+    text = service("externalIPs: [192.0.2.1]\nexternalTrafficPolicy: Local\nports: [{port: 80}]")
+    assert check(text) == []
+
+
+def test_health_check_node_port() -> None:
+    text = service("""
+        type: NodePort
+        externalTrafficPolicy: Local
+        healthCheckNodePort: 32000
+        ports: [{port: 80}]
+    """)
+    assert check(text) == [
+        "x.yaml:8: Service/web: spec.healthCheckNodePort: may only be set when `type` is "
+        "'LoadBalancer' and `externalTrafficPolicy` is 'Local'"
+    ]
+    lb = service(
+        """
+        type: LoadBalancer
+        externalTrafficPolicy: Local
+        healthCheckNodePort: 30080
+        ports: [{port: 80}]
+        """,
+        name="lb",
+    )
+    other = service("type: NodePort\nports: [{port: 80, nodePort: 30080}]", name="np")
+    # It comes from the same pool as nodePorts.
+    assert check(other, ("y.yaml", lb)) == [
+        "y.yaml:8: Service/lb: spec.healthCheckNodePort: 30080 is already used by Service/np "
+        "spec.ports[0].nodePort (x.yaml:7)"
+    ]
+    assert check_with_lab(lb.replace("30080", "20000")) == [
+        "x.yaml:8: Service/lb: spec.healthCheckNodePort: must be inside the Lab's nodePortRange "
+        "30000-32767"
+    ]
+
+
+def test_headless_service_cannot_be_node_port_or_load_balancer() -> None:
+    for svc_type in ("NodePort", "LoadBalancer"):
+        text = service(f"type: {svc_type}\nclusterIP: None\nports: [{{port: 80}}]")
+        assert check(text) == [
+            f"x.yaml:7: Service/web: spec.clusterIP: may not be set to 'None' for {svc_type} "
+            "services"
+        ]
+
+
+def test_external_name() -> None:
+    assert check(service("type: ExternalName")) == [
+        "x.yaml:5: Service/web: spec.externalName: required when `type` is 'ExternalName'"
+    ]
+    assert check(service("type: ExternalName\nexternalName: My_DB.example.com")) == [
+        f"x.yaml:7: Service/web: spec.externalName: {SUBDOMAIN}"
+    ]
+    assert check(service("type: ExternalName\nexternalName: db.\nclusterIP: 10.96.0.1")) == [
+        "x.yaml:8: Service/web: spec.clusterIP: may not be set for ExternalName services"
+    ]
+
+
+def test_service_needs_a_port_unless_headless_or_external_name() -> None:
+    assert check(service("selector: {app: web}")) == [
+        "x.yaml:5: Service/web: spec.ports: a Service needs at least one port, unless it is "
+        "headless (`clusterIP: None`) or of `type` 'ExternalName'"
+    ]
+
+
+def test_external_ips() -> None:
+    text = service("""
+        externalIPs:
+          - 192.0.2.1
+          - 1.2.3
+          - 127.0.0.1
+          - 0.0.0.0
+          - fe80::1
+          - 224.0.0.5
+        ports: [{port: 80}]
+    """)
+    assert check(text) == [
+        f"x.yaml:8: Service/web: spec.externalIPs[1]: {IP}",
+        "x.yaml:9: Service/web: spec.externalIPs[2]: may not be in the loopback range "
+        "(127.0.0.0/8, ::1/128)",
+        "x.yaml:10: Service/web: spec.externalIPs[3]: may not be unspecified (0.0.0.0)",
+        "x.yaml:11: Service/web: spec.externalIPs[4]: may not be in the link-local range "
+        "(169.254.0.0/16, fe80::/10)",
+        "x.yaml:12: Service/web: spec.externalIPs[5]: may not be in the link-local multicast "
+        "range (224.0.0.0/24, ff02::/10)",
+    ]
+
+
+def test_load_balancer_source_ranges() -> None:
+    text = service("""
+        type: LoadBalancer
+        loadBalancerSourceRanges: [10.0.0.0/8, 10.0.0.0/33, 10.0.0.1]
+        ports: [{port: 80}]
+    """)
+    assert check(text) == [
+        f"x.yaml:7: Service/web: spec.loadBalancerSourceRanges[1]: {CIDR}",
+        f"x.yaml:7: Service/web: spec.loadBalancerSourceRanges[2]: {CIDR}",
+    ]
+    text = service("""
+        type: NodePort
+        loadBalancerSourceRanges:
+          - 10.0.0.0/8
+        ports: [{port: 80}]
+    """)
+    assert check(text) == [
+        "x.yaml:7: Service/web: spec.loadBalancerSourceRanges: may only be used when `type` is "
+        "'LoadBalancer'"
+    ]
+
+
+def test_load_balancer_ingress_ip() -> None:
+    text = (
+        service("""
+        type: LoadBalancer
+        ports: [{port: 80}]
+    """)
+        + "status:\n  loadBalancer:\n    ingress:\n"
+        + "      - hostname: lb.example.com\n      - ip: lb\n"
+    )
+    assert check(text) == [f"x.yaml:12: Service/web: status.loadBalancer.ingress[1].ip: {IP}"]
+
+
+def test_session_affinity_config() -> None:
+    text = service("""
+        sessionAffinity: ClientIP
+        sessionAffinityConfig:
+          clientIP:
+            timeoutSeconds: 0
+        ports: [{port: 80}]
+    """)
+    assert check(text) == [
+        "x.yaml:9: Service/web: spec.sessionAffinityConfig.clientIP.timeoutSeconds: must be "
+        "between 1 and 86400, inclusive"
+    ]
+    assert check(text.replace("timeoutSeconds: 0", "timeoutSeconds: 86401")) == [
+        "x.yaml:9: Service/web: spec.sessionAffinityConfig.clientIP.timeoutSeconds: must be "
+        "between 1 and 86400, inclusive"
+    ]
+    assert check(text.replace("timeoutSeconds: 0", "timeoutSeconds: 86400")) == []
+    unset = text.replace("  sessionAffinity: ClientIP\n", "").replace(
+        "timeoutSeconds: 0", "timeoutSeconds: 60"
+    )
+    assert check(unset) == [
+        "x.yaml:6: Service/web: spec.sessionAffinityConfig: may only be set when "
+        "`sessionAffinity` is 'ClientIP' (it is 'None')"
+    ]
+
+
+# ---------------------------------------------------------------- EndpointSlices
+
+
+def test_endpoint_addresses_match_the_address_type() -> None:
+    text = endpoint_slice("""
+        addressType: IPv4
+        endpoints:
+          - addresses: [10.244.1.5, 10.244.1.300]
+          - addresses: ["fd00::5"]
+          - addresses: [127.0.0.1]
+          - addresses: []
+    """)
+    assert check(text) == [
+        "x.yaml:8: EndpointSlice/web-1: endpoints[0].addresses[1]: must be a valid IPv4 address "
+        "(the slice's addressType is IPv4)",
+        "x.yaml:9: EndpointSlice/web-1: endpoints[1].addresses[0]: must be a valid IPv4 address "
+        "(the slice's addressType is IPv4)",
+        "x.yaml:10: EndpointSlice/web-1: endpoints[2].addresses[0]: may not be in the loopback "
+        "range (127.0.0.0/8, ::1/128)",
+        "x.yaml:11: EndpointSlice/web-1: endpoints[3].addresses: must contain at least 1 address",
+    ]
+    v6 = endpoint_slice("addressType: IPv6\nendpoints:\n  - addresses: [10.244.1.5, 'fd00::5']\n")
+    assert check(v6) == [
+        "x.yaml:8: EndpointSlice/web-1: endpoints[0].addresses[0]: must be a valid IPv6 address "
+        "(the slice's addressType is IPv6)"
+    ]
+
+
+def test_endpoint_slice_limits() -> None:
+    endpoints = "".join(f"  - addresses: [10.1.{i // 250}.{i % 250 + 1}]\n" for i in range(1001))
+    text = endpoint_slice("addressType: IPv4\nendpoints:\n" + endpoints)
+    assert check(text) == [
+        "x.yaml:7: EndpointSlice/web-1: endpoints: too many endpoints: 1001; an EndpointSlice "
+        "may have at most 1000"
+    ]
+    endpoints = endpoints[: endpoints.rindex("  - ")]  # 1000 is fine
+    assert check(endpoint_slice("addressType: IPv4\nendpoints:\n" + endpoints)) == []
+    addresses = ", ".join(f"10.2.0.{i}" for i in range(1, 102))
+    text = endpoint_slice(f"addressType: IPv4\nendpoints:\n  - addresses: [{addresses}]\n")
+    assert check(text) == [
+        "x.yaml:8: EndpointSlice/web-1: endpoints[0].addresses: too many addresses: 101; an "
+        "endpoint may have at most 100"
+    ]
+    ports = "".join(f"  - {{name: p{i}, port: {i + 1}}}\n" for i in range(101))
+    text = endpoint_slice("addressType: IPv4\nports:\n" + ports)
+    assert check(text) == [
+        "x.yaml:7: EndpointSlice/web-1: ports: too many ports: 101; an EndpointSlice may have "
+        "at most 100"
+    ]
+
+
+def test_endpoint_slice_needs_the_service_name_label() -> None:
+    message = (
+        "metadata.labels: label `kubernetes.io/service-name` is required: netemu finds the "
+        "Service an EndpointSlice belongs to by this label"
+    )
+    assert check(endpoint_slice("addressType: IPv4\n", labels="{app: web}")) == [
+        f"x.yaml:5: EndpointSlice/web-1: {message}"
+    ]
+    text = (
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s\n"
+        "addressType: IPv4\n"
+    )
+    assert check(text) == [f"x.yaml:3: EndpointSlice/s: {message}"]
+
+
+# ---------------------------------------------------------------- KubeProxyConfiguration
+
+
+def proxy(body: str) -> str:
+    """A KubeProxyConfiguration whose body starts on line 3."""
+    return (
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+        + textwrap.dedent(body).lstrip("\n")
+    )
+
+
+def test_proxy_cluster_cidr() -> None:
+    assert check(proxy("clusterCIDR: 10.244.0.0/16,fd00:10:244::/56")) == []
+    assert check(proxy("clusterCIDR: 10.244.0.0")) == [
+        "x.yaml:3: KubeProxyConfiguration/<unnamed>: clusterCIDR: must be a valid CIDR block "
+        "(e.g. 10.100.0.0/16 or fde4:8dba:82e1::/48)"
+    ]
+    assert check(proxy("clusterCIDR: 10.244.0.0/16,10.245.0.0/16")) == [
+        "x.yaml:3: KubeProxyConfiguration/<unnamed>: clusterCIDR: must be a valid DualStack "
+        "CIDR (e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)"
+    ]
+    assert check(proxy("clusterCIDR: 10.244.0.0/16,fd00::/56,10.1.0.0/16")) == [
+        "x.yaml:3: KubeProxyConfiguration/<unnamed>: clusterCIDR: only one CIDR allowed or a "
+        "valid DualStack CIDR (e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)"
+    ]
+
+
+def test_proxy_node_port_addresses() -> None:
+    text = proxy("""
+        nodePortAddresses:
+          - 192.168.56.0/24
+          - primary
+          - 10.0.0.1
+    """)
+    assert check(text) == [
+        "x.yaml:5: KubeProxyConfiguration/<unnamed>: nodePortAddresses[1]: can't use both "
+        "'primary' and CIDRs: 'primary' must be the only entry",
+        "x.yaml:6: KubeProxyConfiguration/<unnamed>: nodePortAddresses[2]: must be a valid "
+        "CIDR (e.g. 192.168.56.0/24) or 'primary'",
+    ]
+
+
+def test_proxy_masquerade_bit() -> None:
+    text = proxy("""
+        iptables:
+          masqueradeBit: 32
+        nftables:
+          masqueradeBit: -1
+    """)
+    assert check(text) == [
+        "x.yaml:4: KubeProxyConfiguration/<unnamed>: iptables.masqueradeBit: must be between 0 "
+        "and 31, inclusive",
+        "x.yaml:6: KubeProxyConfiguration/<unnamed>: nftables.masqueradeBit: must be between 0 "
+        "and 31, inclusive",
+    ]
+
+
+def test_at_most_one_proxy_configuration_and_one_lab() -> None:
+    kpc = proxy("mode: iptables\n")
+    assert check(kpc, ("y.yaml", kpc)) == [
+        "y.yaml:1: KubeProxyConfiguration/<unnamed>: at most one KubeProxyConfiguration is "
+        "allowed in the input; the first is KubeProxyConfiguration/<unnamed> (x.yaml:1)"
+    ]
+    other_lab = LAB.replace("name: lab", "name: other")
+    assert check(LAB, ("y.yaml", other_lab)) == [
+        "y.yaml:1: Lab/other: at most one Lab is allowed in the input; the first is Lab/lab "
+        "(x.yaml:1)"
+    ]
+
+
+# ---------------------------------------------------------------- Lab
+
+
+def lab(spec: str) -> str:
+    """A Lab whose spec body starts on line 6."""
+    return "apiVersion: netemu/v1alpha1\nkind: Lab\nmetadata:\n  name: lab\nspec:\n" + (
+        textwrap.indent(textwrap.dedent(spec).lstrip("\n"), "  ")
+    )
+
+
+NODES = "nodes: [{name: n1, underlayIP: 192.168.56.11}]\n"
+
+
+def test_lab_cidrs_are_network_addresses() -> None:
+    text = lab(
+        """
+        serviceCIDR: 10.96.0.0/33
+        podCIDR: 10.244.1.0/16
+        underlayCIDR: 192.168.56.0
+        """
+        + NODES
+    )
+    assert check(text) == [
+        f"x.yaml:6: Lab/lab: spec.serviceCIDR: {CIDR}",
+        "x.yaml:7: Lab/lab: spec.podCIDR: 10.244.1.0/16 has host bits set; the network address "
+        "is 10.244.0.0/16",
+        f"x.yaml:8: Lab/lab: spec.underlayCIDR: {CIDR}",
+    ]
+
+
+def test_lab_node_port_range() -> None:
+    for value in ("30000-2000", "abc", "0-100", "30000-70000", "30000 - 32767"):
+        assert check(lab(f"nodePortRange: {value}\n" + NODES)) == [
+            'x.yaml:6: Lab/lab: spec.nodePortRange: must be "LOW-HIGH" with 1 <= LOW <= HIGH '
+            '<= 65535 (e.g. "30000-32767")'
+        ], value
+    assert check(lab("nodePortRange: 80-80\n" + NODES)) == []
+
+
+def test_lab_cidr_overlaps_name_both() -> None:
+    text = lab(
+        """
+        serviceCIDR: 10.96.0.0/12
+        podCIDR: 10.100.0.0/16
+        underlayCIDR: 10.100.5.0/24
+        nodes: [{name: n1, underlayIP: 10.100.5.11}]
+        """
+    )
+    assert check(text) == [
+        "x.yaml:6: Lab/lab: spec.serviceCIDR: serviceCIDR 10.96.0.0/12 overlaps podCIDR "
+        "10.100.0.0/16: the pod, service and underlay CIDRs must not overlap",
+        "x.yaml:8: Lab/lab: spec.underlayCIDR: underlayCIDR 10.100.5.0/24 overlaps podCIDR "
+        "10.100.0.0/16: the pod, service and underlay CIDRs must not overlap",
+        "x.yaml:8: Lab/lab: spec.underlayCIDR: underlayCIDR 10.100.5.0/24 overlaps serviceCIDR "
+        "10.96.0.0/12: the pod, service and underlay CIDRs must not overlap",
+    ]
+
+
+def test_lab_node_pod_cidrs() -> None:
+    text = lab("""
+        podCIDR: 10.244.0.0/16
+        nodes:
+          - {name: a, underlayIP: 192.168.56.11, podCIDR: 10.244.1.0/24}
+          - {name: b, underlayIP: 192.168.56.12, podCIDR: 10.245.0.0/24}
+          - {name: c, underlayIP: 192.168.56.13, podCIDR: 10.244.0.0/23}
+          - {name: d, underlayIP: 192.168.56.14, podCIDR: 10.244.2.1/24}
+          - {name: e, underlayIP: 192.168.56.15, podCIDR: 10.244.3.0/24}
+    """)
+    assert check(text) == [
+        "x.yaml:9: Lab/lab: spec.nodes[1].podCIDR: must be inside the Lab's podCIDR 10.244.0.0/16",
+        "x.yaml:10: Lab/lab: spec.nodes[2].podCIDR: overlaps 10.244.1.0/24, the podCIDR of "
+        "node a (spec.nodes[0].podCIDR); node podCIDRs must not overlap",
+        "x.yaml:11: Lab/lab: spec.nodes[3].podCIDR: 10.244.2.1/24 has host bits set; the "
+        "network address is 10.244.2.0/24",
+    ]
+
+
+def test_lab_pod_cidr_needs_room_for_a_slash_24_per_node() -> None:
+    text = lab("""
+        podCIDR: 10.244.0.0/23
+        nodes:
+          - {name: a, underlayIP: 192.168.56.11}
+          - {name: b, underlayIP: 192.168.56.12, podCIDR: 10.244.1.128/25}
+          - {name: c, underlayIP: 192.168.56.13}
+    """)
+    # b's /25 takes the /24 it lies in: one /24 is left for two nodes.
+    assert check(text) == [
+        "x.yaml:6: Lab/lab: spec.podCIDR: 10.244.0.0/23 has room for 1 more /24 node "
+        "subnet(s), but 2 node(s) have no explicit podCIDR (a, c): use a podCIDR of at least "
+        "/22 or give nodes explicit podCIDRs"
+    ]
+    assert check(text.replace("/23", "/22")) == []
+    small = lab("podCIDR: 10.244.0.0/25\n" + NODES)
+    assert check(small) == [
+        "x.yaml:6: Lab/lab: spec.podCIDR: 10.244.0.0/25 has room for 0 more /24 node "
+        "subnet(s), but 1 node(s) have no explicit podCIDR (n1): use a podCIDR of at least /24 "
+        "or give nodes explicit podCIDRs"
+    ]
+
+
+def test_lab_underlay_addresses() -> None:
+    text = lab("""
+        underlayCIDR: 192.168.56.0/24
+        nodes:
+          - {name: a, underlayIP: 192.168.56.1000}
+          - {name: b, underlayIP: 192.168.57.1}
+          - {name: c, underlayIP: 192.168.56.0}
+          - {name: d, underlayIP: 192.168.56.255}
+          - {name: e, underlayIP: 192.168.56.11}
+        externalClients:
+          - {name: client, ip: 192.168.56.11}
+    """)
+    assert check(text) == [
+        f"x.yaml:8: Lab/lab: spec.nodes[0].underlayIP: {IP}",
+        "x.yaml:9: Lab/lab: spec.nodes[1].underlayIP: must be inside underlayCIDR 192.168.56.0/24",
+        "x.yaml:10: Lab/lab: spec.nodes[2].underlayIP: 192.168.56.0 is the network address of "
+        "underlayCIDR 192.168.56.0/24; use a host address inside it",
+        "x.yaml:11: Lab/lab: spec.nodes[3].underlayIP: 192.168.56.255 is the broadcast address "
+        "of underlayCIDR 192.168.56.0/24; use a host address inside it",
+        "x.yaml:14: Lab/lab: spec.externalClients[0].ip: 192.168.56.11 is already used by "
+        "spec.nodes[4].underlayIP; underlay addresses must be unique",
+    ]
+
+
+def test_lab_cluster_dns_inside_service_cidr() -> None:
+    assert check(lab("clusterDNS: 10.0.0.10\n" + NODES)) == [
+        "x.yaml:6: Lab/lab: spec.clusterDNS: must be inside serviceCIDR 10.96.0.0/12"
+    ]
+    assert check(lab("clusterDNS: dns\n" + NODES)) == [f"x.yaml:6: Lab/lab: spec.clusterDNS: {IP}"]
+    # The default clusterDNS does not fit a non-default serviceCIDR.
+    assert check(lab("serviceCIDR: 10.0.0.0/16\n" + NODES)) == [
+        "x.yaml:5: Lab/lab: spec.clusterDNS: must be inside serviceCIDR 10.0.0.0/16"
+    ]
+
+
+def test_lab_needs_a_node() -> None:
+    assert check(lab("nodes: []\n")) == [
+        "x.yaml:6: Lab/lab: spec.nodes: a Lab needs at least one node"
+    ]
+
+
+def test_pinned_node_must_exist() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          nodeName: node-9
+          containers: [{name: c}]
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: q
+        spec:
+          nodeName: node-3
+          containers: [{name: c}]
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata:
+          name: node-3
+    """
+    assert check_with_lab(text) == [
+        'x.yaml:6: Pod/p: spec.nodeName: node "node-9" does not exist; defined nodes: node-1, '
+        "node-2, node-3"
+    ]
+    deployment = workload("Deployment", "matchLabels: {a: b}", "{a: b}").replace(
+        "containers:", "nodeName: node-9\n      containers:"
+    )
+    assert check_with_lab(deployment) == [
+        'x.yaml:12: Deployment/web: spec.template.spec.nodeName: node "node-9" does not exist; '
+        "defined nodes: node-1, node-2"
+    ]
+    # Without any nodes defined there is nothing to check against.
+    assert check(deployment) == []
+
+
+# ---------------------------------------------------------------- load_and_validate
+
+
+def test_load_and_validate_reports_every_file_together(tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text(LAB.replace("192.168.56.12", "192.168.56.11"))
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "web.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: Web\nspec:\n"
+        "  type: NodePort\n  ports: [{port: 80, nodePort: 80}]\n"
+    )
+    (tmp_path / "apps" / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: node-7\n"
+        "  containers: [{name: c, ports: [{containerPort: 0}]}]\n"
+    )
+    with pytest.raises(InputError) as caught:
+        load_and_validate([tmp_path])
+    lab_file, pod_file, web_file = (
+        tmp_path / "lab.yaml",
+        tmp_path / "apps" / "pod.yaml",
+        tmp_path / "apps" / "web.yaml",
+    )
+    assert [str(d) for d in caught.value.diagnostics] == [
+        f'{pod_file}:6: Pod/p: spec.nodeName: node "node-7" does not exist; defined nodes: '
+        "node-1, node-2",
+        f"{pod_file}:7: Pod/p: spec.containers[0].ports[0].containerPort: {PORT_RANGE}",
+        f"{web_file}:4: Service/Web: metadata.name: {DNS1035}",
+        f"{web_file}:7: Service/Web: spec.ports[0].nodePort: must be inside the Lab's "
+        "nodePortRange 30000-32767",
+        f"{lab_file}:10: Lab/lab: spec.nodes[1].underlayIP: 192.168.56.11 is already used by "
+        "spec.nodes[0].underlayIP; underlay addresses must be unique",
+    ]
+    assert str(caught.value).splitlines() == [str(d) for d in caught.value.diagnostics]
+
+
+def test_load_and_validate_returns_the_objects(tmp_path: Path) -> None:
+    (tmp_path / "all.yaml").write_text(VALID)
+    loaded = load_and_validate([tmp_path / "all.yaml"])
+    assert [item.ref for item in loaded][:3] == [
+        "Lab/demo",
+        "KubeProxyConfiguration/<unnamed>",
+        "Namespace/shop",
+    ]
+
+
+def test_load_and_validate_stops_at_structural_errors(tmp_path: Path) -> None:
+    # Semantic checks need typed objects: a structural error is reported alone.
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: Web\nspec:\n  ports: [{port: x}]\n"
+    )
+    with pytest.raises(InputError) as caught:
+        load_and_validate([tmp_path])
+    assert [str(d) for d in caught.value.diagnostics] == [
+        f"{tmp_path / 'a.yaml'}:6: Service/Web: spec.ports[0].port: expected an integer, got 'x'"
+    ]
+
+
+# ---------------------------------------------------------------- further API-server checks
+
+
+def test_node_pod_cidrs_and_addresses() -> None:
+    text = """
+        apiVersion: v1
+        kind: Node
+        metadata:
+          name: n1
+        spec:
+          podCIDR: 10.244.1.1/24
+          podCIDRs: [10.244.1.0/24, "fd00::/129"]
+        status:
+          addresses:
+            - {type: InternalIP, address: 192.168.56.300}
+            - {type: Hostname, address: n1}
+    """
+    assert check(text) == [
+        "x.yaml:6: Node/n1: spec.podCIDR: 10.244.1.1/24 has host bits set; the network address "
+        "is 10.244.1.0/24",
+        f"x.yaml:7: Node/n1: spec.podCIDRs[1]: {CIDR}",
+        f"x.yaml:10: Node/n1: status.addresses[0].address: {IP}",
+    ]
+
+
+def test_node_names_in_pods_and_endpoints_are_subdomains() -> None:
+    pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: Node_1\n"
+    pod += "  containers: [{name: c}]\n"
+    # A malformed name is reported as such, not also as a missing node.
+    assert check_with_lab(pod) == [f"x.yaml:6: Pod/p: spec.nodeName: {SUBDOMAIN}"]
+    text = endpoint_slice(
+        "addressType: IPv4\nendpoints:\n  - addresses: [10.0.0.1]\n    nodeName: Node_1\n"
+    )
+    assert check(text) == [f"x.yaml:9: EndpointSlice/web-1: endpoints[0].nodeName: {SUBDOMAIN}"]
+
+
+def test_lab_name_is_a_dns1123_label() -> None:
+    text = lab(NODES).replace("name: lab", "name: My_Lab", 1)
+    assert check(text) == [f"x.yaml:4: Lab/My_Lab: metadata.name: {LABEL}"]
+
+
+def test_health_check_node_port_range() -> None:
+    text = service("""
+        type: LoadBalancer
+        externalTrafficPolicy: Local
+        healthCheckNodePort: 70000
+        ports: [{port: 80}]
+    """)
+    assert check(text) == [f"x.yaml:8: Service/web: spec.healthCheckNodePort: {PORT_RANGE}"]
