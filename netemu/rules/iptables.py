@@ -355,15 +355,16 @@ class _Compiler:
                 _comment(f"other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"),
             )
 
+        sep_names = {ep.text: n.endpoint_chain(name, proto, ep.text) for ep in reachable}
         if uses_cluster_chain:
             nat.declare(svc_chain)
-            self.service_to_endpoints(sp, svc_chain, cluster)
+            self.service_to_endpoints(sp, svc_chain, cluster, sep_names)
         if uses_local_chain:
             nat.declare(svl_chain)
-            self.service_to_endpoints(sp, svl_chain, local)
+            self.service_to_endpoints(sp, svl_chain, local, sep_names)
 
         for ep in reachable:
-            sep = n.endpoint_chain(name, proto, ep.text)
+            sep = sep_names[ep.text]
             nat.declare(sep)
             head = [] if self.large_cluster else [_comment(name)]
             nat.append(sep, " ".join([*head, f"-s {ep.ip} -j {n.KUBE_MARK_MASQ}"]))
@@ -373,11 +374,15 @@ class _Compiler:
             )
 
     def service_to_endpoints(
-        self, sp: ServicePortInfo, chain: str, endpoints: list[EndpointInfo]
+        self,
+        sp: ServicePortInfo,
+        chain: str,
+        endpoints: list[EndpointInfo],
+        sep_names: dict[str, str],
     ) -> None:
         nat = self.nat
         name = sp.name_string
-        seps = [n.endpoint_chain(name, sp.protocol, ep.text) for ep in endpoints]
+        seps = [sep_names[ep.text] for ep in endpoints]
         if sp.affinity_timeout:
             for ep, sep in zip(endpoints, seps, strict=True):
                 head = f"{_comment(f'{name} -> {ep.text}')} " if not self.large_cluster else ""

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# netemu's one entry point on a fresh Debian/Ubuntu machine, as root:
+#   ./setup.sh demo   install everything, then run the default lab's walkthrough
+#   ./setup.sh test   install everything, then run lint, type checks and every test
+set -euo pipefail
+cd "$(dirname "$0")"
+
+job="${1:-}"
+case "$job" in
+  demo|test) ;;
+  *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+esac
+if [ "$(id -u)" -ne 0 ]; then
+  echo "netemu's set-up installs system packages and builds network namespaces: run it as root" >&2
+  exit 2
+fi
+
+# System packages: the kernel-facing tools netemu drives, and Python.
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  python3 python3-venv python3-pip \
+  iproute2 iptables nftables conntrack nfacct tcpdump kmod ca-certificates >/dev/null
+
+# The Python environment, with the project installed in it.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[dev]'
+
+case "$job" in
+  demo)
+    exec .venv/bin/python -m netemu.demo
+    ;;
+  test)
+    .venv/bin/ruff check netemu tests benchmarks
+    .venv/bin/ruff format --check netemu tests benchmarks
+    .venv/bin/mypy
+    exec .venv/bin/pytest
+    ;;
+esac
