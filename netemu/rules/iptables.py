@@ -79,6 +79,13 @@ def _comment(text: str) -> str:
     return f"-m comment --comment {quote(text)}"
 
 
+# Mitigation for route_localnet (https://issue.k8s.io/90259); kubelet writes the same rule.
+LOCALNET_RULE = (
+    f'{_comment("block incoming localnet connections")} -d 127.0.0.0/8 '
+    "! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+)
+
+
 def compile_node(data: ProxyInput) -> RuleSet:
     """Everything kube-proxy (and kubelet's KUBE-FIREWALL) puts in a fresh node."""
     sync = compile_sync(data)
@@ -107,6 +114,11 @@ def compile_node(data: ProxyInput) -> RuleSet:
                 )
                 table.append(chain, f"{args} -j {jump.dst}".strip())
         table.rules.extend(src.rules)
+        if table_name == "filter" and n.KUBE_FIREWALL not in src.chains:
+            # kubelet owns KUBE-FIREWALL and fills it even when kube-proxy's
+            # localhost NodePorts are off (pkg/kubelet/kubelet_network_linux.go).
+            table.chains.append(n.KUBE_FIREWALL)
+            table.append(n.KUBE_FIREWALL, LOCALNET_RULE)
     return full
 
 
@@ -146,7 +158,6 @@ class _Compiler:
         nat.append(n.KUBE_MARK_MASQ, f"-j MARK --or-mark {mark}")
 
         if cfg.localhost_node_ports:
-            # Mitigation for route_localnet (https://issue.k8s.io/90259).
             flt.declare(n.KUBE_FIREWALL)
             flt.append(
                 n.KUBE_FIREWALL,

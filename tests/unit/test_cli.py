@@ -1,0 +1,243 @@
+"""The CLI contract: commands, output shapes and exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from netemu.cli import main
+
+ROOT = Path(__file__).parents[2]
+DEFAULT = str(ROOT / "controlplane" / "default")
+DUMP = str(ROOT / "tests" / "unit" / "data" / "rules" / "affinity-iptables-save-nft.txt")
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_validate_ok() -> None:
+    code, out, _ = run("validate", "-f", DEFAULT)
+    assert code == 0
+    assert out.startswith("valid: 2 node(s), 4 service(s), 3 pod(s)")
+
+
+def test_validate_reports_every_error_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: Bad_Name\nspec:\n"
+        "  ports:\n  - port: 70000\n"
+    )
+    code, _, err = run("validate", "-f", str(bad))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[-1] == "2 error(s)"
+    assert any(line.startswith(f"{bad}:4: Service/Bad_Name: metadata.name: ") for line in lines)
+    assert (
+        f"{bad}:7: Service/Bad_Name: spec.ports[0].port: must be between 1 and 65535, "
+        "inclusive" in lines
+    )
+
+
+def test_compile_needs_a_node_when_there_are_several() -> None:
+    code, _, err = run("compile", "-f", DEFAULT)
+    assert code == 2
+    assert "several nodes (node-1, node-2): choose one with --node" in err
+
+
+def test_compile_prints_restore_input() -> None:
+    code, out, _ = run("compile", "-f", DEFAULT, "--node", "node-2")
+    assert code == 0
+    assert out.startswith("*mangle\n")
+    assert out.count("COMMIT") == 3
+    assert "-A KUBE-NODEPORTS -m comment --comment default/web-nodeport:http" in out
+
+
+def test_compile_write_goes_to_rules_dir(tmp_path: Path, monkeypatch: object) -> None:
+    import netemu.cli
+
+    monkeypatch.setattr(netemu.cli, "RULES_DIR", tmp_path)  # type: ignore[attr-defined]
+    code, out, _ = run("compile", "-f", DEFAULT, "--write")
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == [
+        "node-1.iptables",
+        "node-2.iptables",
+    ]
+    assert (tmp_path / "default" / "node-1.iptables").read_text() == run(
+        "compile", "-f", DEFAULT, "--node", "node-1"
+    )[1]
+
+
+def test_get_json_is_a_kubernetes_list() -> None:
+    code, out, _ = run("get", "pods", "-f", DEFAULT, "-o", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["apiVersion"] == "v1" and data["kind"] == "List"
+    assert len(data["items"]) == 3
+    for pod in data["items"]:
+        assert pod["kind"] == "Pod"
+        assert pod["spec"]["nodeName"] in ("node-1", "node-2")
+        assert pod["status"]["podIP"].startswith("10.244.")
+
+
+def test_get_yaml_services_and_nodes() -> None:
+    code, out, _ = run("get", "services", "-f", DEFAULT, "-o", "yaml")
+    assert code == 0
+    services = {s["metadata"]["name"]: s for s in yaml.safe_load(out)["items"]}
+    assert services["web-nodeport"]["spec"]["ports"][0]["nodePort"] == 30080
+    assert services["web"]["spec"]["clusterIP"].startswith("10.")
+    code, out, _ = run("get", "nodes", "-f", DEFAULT, "-o", "json")
+    nodes = json.loads(out)["items"]
+    assert nodes[0]["status"]["addresses"][0] == {"type": "InternalIP", "address": "192.168.56.11"}
+    assert nodes[0]["spec"]["podCIDR"] == "10.244.0.0/24"
+
+
+def test_get_table_has_kubectl_columns() -> None:
+    code, out, _ = run("get", "services", "-f", DEFAULT)
+    assert code == 0
+    assert out.split()[:6] == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
+    assert "80:30081/TCP" in out
+
+
+def test_trace_offline_json_contract() -> None:
+    code, out, _ = run(
+        "trace",
+        "--offline",
+        "-f",
+        DEFAULT,
+        "--node",
+        "node-1",
+        "--src",
+        "192.168.56.20",
+        "--dst",
+        "192.168.56.11",
+        "--dport",
+        "30080",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["verdict"] == "DNAT"
+    assert len(data["endpoints"]) == 3
+    assert data["masquerade"] is True
+    assert {"table", "chain", "rule"} <= set(data["rules"][0])
+    assert any("KUBE-NODEPORTS" == r["chain"] for r in data["rules"])
+    assert data["assumptions"]
+
+
+def test_trace_offline_local_policy_on_a_node_without_endpoints() -> None:
+    code, out, _ = run(
+        "get",
+        "pods",
+        "-f",
+        DEFAULT,
+        "-o",
+        "json",
+    )
+    nodes_with_web = {p["spec"]["nodeName"] for p in json.loads(out)["items"]}
+    for node, ip in (("node-1", "192.168.56.11"), ("node-2", "192.168.56.12")):
+        code, out, _ = run(
+            "trace",
+            "--offline",
+            "-f",
+            DEFAULT,
+            "--node",
+            node,
+            "--src",
+            "192.168.56.20",
+            "--dst",
+            ip,
+            "--dport",
+            "30081",
+            "-o",
+            "json",
+        )
+        data = json.loads(out)
+        if node in nodes_with_web:
+            assert data["verdict"] == "DNAT" and data["masquerade"] is False
+        else:
+            assert data["verdict"] == "DROP"
+
+
+def test_trace_offline_from_a_real_dump() -> None:
+    code, out, _ = run(
+        "trace",
+        "--offline",
+        "--rules",
+        DUMP,
+        "--local-ip",
+        "192.168.0.2",
+        "--src",
+        "10.1.1.1",
+        "--dst",
+        "172.30.0.42",
+        "--dport",
+        "80",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["verdict"] == "REJECT"
+    assert data["endpoints"] == []
+    assert data["rules"][-1]["rule"].endswith("-j REJECT --reject-with icmp-port-unreachable")
+
+
+def test_trace_text_output() -> None:
+    code, out, _ = run(
+        "trace",
+        "--offline",
+        "--rules",
+        DUMP,
+        "--local-ip",
+        "192.168.0.2",
+        "--src",
+        "10.1.1.1",
+        "--dst",
+        "172.30.0.41",
+        "--dport",
+        "80",
+    )
+    assert code == 0
+    assert out.splitlines()[0] == "tcp 10.1.1.1 → 172.30.0.41:80 (from outside the node): DNAT"
+    assert "endpoints: 10.180.0.1:80, 10.180.0.2:80, 10.180.0.3:80" in out
+
+
+def test_trace_bad_input_exits_2() -> None:
+    code, _, err = run(
+        "trace",
+        "--offline",
+        "--rules",
+        DUMP,
+        "--src",
+        "10.1.1.1",
+        "--dst",
+        "172.30.0.41",
+        "--dport",
+        "80",
+    )
+    assert code == 2 and "--local-ip" in err
+    code, _, err = run(
+        "trace",
+        "--offline",
+        "-f",
+        DEFAULT,
+        "--node",
+        "node-1",
+        "--src",
+        "nope",
+        "--dst",
+        "172.30.0.41",
+        "--dport",
+        "80",
+    )
+    assert code == 2 and "'nope' is not an IPv4 address" in err
+    code, _, err = run(
+        "trace", "-f", DEFAULT, "--src", "10.1.1.1", "--dst", "172.30.0.41", "--dport", "80"
+    )
+    assert code == 2 and "use --offline" in err
