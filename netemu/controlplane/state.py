@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
 
@@ -17,7 +18,8 @@ class ClusterState:
     spec.nodeName, status.podIP, status.hostIP and a Ready condition; Nodes
     carry status.addresses (InternalIP) and spec.podCIDR; EndpointSlices are
     as the EndpointSlice controller wrote them, plus user-supplied ones for
-    Services without selectors.
+    Services without selectors. The workload objects (Deployments with their
+    ReplicaSets, DaemonSets, StatefulSets) are included for display.
     """
 
     nodes: tuple[Node, ...] = ()
@@ -27,6 +29,10 @@ class ClusterState:
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     proxy_config: KubeProxyConfiguration = field(default_factory=KubeProxyConfiguration)
     lab: Lab | None = None
+    deployments: tuple[Deployment, ...] = ()
+    replica_sets: tuple[ReplicaSet, ...] = ()
+    daemon_sets: tuple[DaemonSet, ...] = ()
+    stateful_sets: tuple[StatefulSet, ...] = ()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

@@ -1,0 +1,190 @@
+"""ClusterIP, NodePort and healthCheckNodePort allocation (the service
+registry's allocators in the API server).
+
+Explicit values are always honoured and reserved first. A Service without a
+clusterIP gets one from the service CIDR, never the network address or the
+IPv4 broadcast address, and never the cluster DNS IP (which the DNS
+Service in kube-system requests explicitly). Like Kubernetes (the
+ServiceIPStaticSubrange and ServiceNodePortStaticSubrange behaviour), dynamic
+allocation prefers the upper part of each range and leaves the lower band
+`min(max(16, size/16), 256)` IPs, `min(max(16, size/32), 128)` ports to
+explicit requests, falling back to the lower band when the upper is full.
+
+Kubernetes picks a random free value; netemu picks the value at
+hash(namespace/name[/port]) within the band and probes linearly, so the
+result is deterministic and does not move when unrelated Services are added.
+Ports of one Service with the same port number (TCP and UDP 53, say) share
+one nodePort, as in initNodePorts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from netemu.api.core import Service, ServicePort
+from netemu.controlplane.client import Client
+from netemu.controlplane.common import write
+from netemu.controlplane.names import stable_hash
+from netemu.controlplane.settings import ClusterSettings, IPNetwork, read_settings
+
+_MAX_IPV6_RANGE = 1 << 16  # bitmap size limit for IPv6 service CIDRs
+
+
+class ServiceAllocatorController:
+    """Allocates clusterIPs, nodePorts and healthCheckNodePorts."""
+
+    name = "service-allocator"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def reconcile(self) -> bool:
+        settings = read_settings(self.client)
+        services = self.client.list(Service).items
+        ips = IPRange(settings.service_cidr)
+        ports = PortRange(*settings.node_port_range)
+        for svc in services:
+            for ip in svc.spec.cluster_ips or [svc.spec.cluster_ip or ""]:
+                ips.reserve(ip)
+            for port in svc.spec.ports:
+                if port.node_port:
+                    ports.reserve(port.node_port)
+            if svc.spec.health_check_node_port:
+                ports.reserve(svc.spec.health_check_node_port)
+        if settings.cluster_dns is not None:
+            ips.reserve(str(settings.cluster_dns))
+
+        changed = False
+        for svc in services:
+            new = allocate(svc, ips, ports, settings)
+            changed |= write(self.client, svc, new)
+        return changed
+
+
+def allocate(svc: Service, ips: IPRange, ports: PortRange, settings: ClusterSettings) -> Service:
+    spec = svc.spec
+    if spec.type is None or spec.type == "ExternalName":
+        # Not defaulted yet, or needs nothing allocated.
+        return svc
+    key = f"{svc.metadata.namespace}/{svc.metadata.name}"
+    update: dict[str, Any] = {}
+
+    if not spec.cluster_ip and not spec.cluster_ips:
+        family = spec.ip_families[0] if spec.ip_families else settings.ip_family
+        wanted = "IPv6" if settings.service_cidr.version == 6 else "IPv4"
+        if family == wanted:
+            ip = ips.allocate(key)
+            if ip is not None:
+                update["cluster_ip"] = ip
+                update["cluster_ips"] = [ip]
+
+    if spec.type in ("NodePort", "LoadBalancer"):
+        new_ports = _allocate_node_ports(svc, ports, key)
+        if new_ports != spec.ports:
+            update["ports"] = new_ports
+
+    if (
+        spec.type == "LoadBalancer"
+        and spec.external_traffic_policy == "Local"
+        and not spec.health_check_node_port
+    ):
+        hc = ports.allocate(f"{key}:healthCheckNodePort")
+        if hc is not None:
+            update["health_check_node_port"] = hc
+
+    if not update:
+        return svc
+    return svc.model_copy(update={"spec": spec.model_copy(update=update)})
+
+
+def _allocate_node_ports(svc: Service, ports: PortRange, key: str) -> list[ServicePort]:
+    spec = svc.spec
+    allocate_new = spec.type == "NodePort" or spec.allocate_load_balancer_node_ports is not False
+    by_port_number: dict[int, int] = {}
+    for port in spec.ports:
+        if port.node_port:
+            by_port_number.setdefault(port.port, port.node_port)
+    out = []
+    for port in spec.ports:
+        if port.node_port or not allocate_new:
+            out.append(port)
+            continue
+        node_port = by_port_number.get(port.port)
+        if node_port is None:
+            node_port = ports.allocate(f"{key}:{port.port}")
+            if node_port is None:
+                out.append(port)
+                continue
+            by_port_number[port.port] = node_port
+        out.append(port.model_copy(update={"node_port": node_port}))
+    return out
+
+
+def _pick(key: str, size: int, offset: int, taken: Callable[[int], bool]) -> int | None:
+    """Index in [0, size): hash into the dynamic band [offset, size) and probe
+    linearly, then the same in the static band [0, offset)."""
+    for low, high in ((offset, size), (0, offset)):
+        span = high - low
+        if span <= 0:
+            continue
+        start = stable_hash(key) % span
+        for step in range(span):
+            index = low + (start + step) % span
+            if not taken(index):
+                return index
+    return None
+
+
+class IPRange:
+    """The allocatable addresses of a service CIDR: base = network + 1."""
+
+    def __init__(self, cidr: IPNetwork) -> None:
+        self.cidr = cidr
+        self.base = int(cidr.network_address) + 1
+        if cidr.version == 4:
+            self.size = max(cidr.num_addresses - 2, 0)  # no network, no broadcast
+        else:
+            self.size = min(max(cidr.num_addresses - 1, 0), _MAX_IPV6_RANGE)
+        # calculateRangeOffset in pkg/registry/core/service/ipallocator.
+        range_size = cidr.num_addresses
+        self.offset = 0 if range_size <= 16 else min(max(16, range_size // 16), 256)
+        self.offset = min(self.offset, self.size)
+        self.used: set[int] = set()
+
+    def reserve(self, text: str) -> None:
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            return  # "None", "" or garbage: nothing to reserve
+        if addr.version == self.cidr.version:
+            self.used.add(int(addr) - self.base)
+
+    def allocate(self, key: str) -> str | None:
+        index = _pick(key, self.size, self.offset, self.used.__contains__)
+        if index is None:
+            return None
+        self.used.add(index)
+        return str(ipaddress.ip_address(self.base + index))
+
+
+class PortRange:
+    """A NodePort range, both ends inclusive."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.size = high - low + 1
+        # calculateRangeOffset in pkg/registry/core/service/portallocator.
+        self.offset = 0 if self.size <= 16 else min(max(16, self.size // 32), 128)
+        self.used: set[int] = set()
+
+    def reserve(self, port: int) -> None:
+        self.used.add(port - self.low)
+
+    def allocate(self, key: str) -> int | None:
+        index = _pick(key, self.size, self.offset, self.used.__contains__)
+        if index is None:
+            return None
+        self.used.add(index)
+        return self.low + index

@@ -1,0 +1,102 @@
+"""The DaemonSet controller: one pod per node that matches the template's
+nodeSelector, named `<daemonset>-<5 characters>`.
+
+Like Kubernetes, DaemonSet pods also run on cordoned (unschedulable) nodes:
+the DaemonSet controller adds a toleration for that taint. Kubernetes binds
+DaemonSet pods through the scheduler with a node-affinity term per pod;
+netemu sets spec.nodeName directly, which places them on the same nodes.
+Pods carry the `controller-revision-hash` label; a pod from an earlier
+template is replaced unless updateStrategy.type is OnDelete.
+"""
+
+from __future__ import annotations
+
+from netemu.api.apps import DaemonSet
+from netemu.api.core import Node, Pod
+from netemu.controlplane.client import Client
+from netemu.controlplane.common import (
+    controlled_by,
+    is_terminal,
+    is_terminating,
+    pod_from_template,
+    sorted_map,
+)
+from netemu.controlplane.names import compute_hash
+
+LABEL_REVISION_HASH = "controller-revision-hash"
+
+
+class DaemonSetController:
+    """Keeps exactly one pod of each DaemonSet on each eligible node."""
+
+    name = "daemonset"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def reconcile(self) -> bool:
+        changed = False
+        nodes = self.client.list(Node).items
+        pods = self.client.list(Pod).items
+        for ds in self.client.list(DaemonSet).items:
+            owned = [p for p in pods if controlled_by(p, ds)]
+            changed |= self._sync(ds, nodes, owned)
+        return changed
+
+    def _sync(self, ds: DaemonSet, nodes: tuple[Node, ...], owned: list[Pod]) -> bool:
+        changed = False
+        template = ds.spec.template
+        revision = compute_hash(template)
+        on_delete = update_strategy_type(ds.spec.update_strategy) == "OnDelete"
+        eligible = [
+            node.metadata.name or ""
+            for node in nodes
+            if node_selector_matches(template.spec.node_selector, node.metadata.labels)
+        ]
+        by_node: dict[str, list[Pod]] = {}
+        for pod in sorted(owned, key=lambda p: p.metadata.name or ""):
+            if is_terminal(pod) or (
+                not on_delete and pod.metadata.labels.get(LABEL_REVISION_HASH) != revision
+            ):
+                if not is_terminating(pod):
+                    self._delete(pod)
+                    changed = True
+                continue
+            by_node.setdefault(pod.spec.node_name or "", []).append(pod)
+
+        for node_name, node_pods in by_node.items():
+            keep = 1 if node_name in eligible else 0
+            for pod in node_pods[keep:]:
+                self._delete(pod)
+                changed = True
+
+        labels = sorted_map({**template.metadata.labels, LABEL_REVISION_HASH: revision})
+        for node_name in eligible:
+            if by_node.get(node_name):
+                continue
+            pod = pod_from_template(
+                template, ds, generate_name=f"{ds.metadata.name}-", labels=labels
+            )
+            pod = pod.model_copy(
+                update={"spec": pod.spec.model_copy(update={"node_name": node_name})}
+            )
+            self.client.create(pod)
+            changed = True
+        return changed
+
+    def _delete(self, pod: Pod) -> None:
+        self.client.delete(
+            Pod, pod.metadata.namespace, pod.metadata.name or "", uid=pod.metadata.uid
+        )
+
+
+def node_selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """spec.nodeSelector: every key must be present with the same value (empty matches all)."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def update_strategy_type(strategy: object) -> str | None:
+    if isinstance(strategy, dict):
+        value = strategy.get("type")
+        return value if isinstance(value, str) else None
+    return None

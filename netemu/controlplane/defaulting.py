@@ -1,0 +1,162 @@
+"""API-server defaulting for Services and Namespaces, run as a controller.
+
+Services follow SetDefaults_Service (pkg/apis/core/v1/defaults.go), the IP
+family initialisation of the service registry (initIPFamilyFields) and the
+clusterIP/clusterIPs normalisation, and drop type-dependent fields the way
+the registry does when a Service's type changes (dropTypeDependentFields).
+Cluster IPs and node ports themselves are allocated by `allocator`.
+
+Namespaces get the `kubernetes.io/metadata.name` label and phase Active.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from netemu.api.config import DEFAULT_AFFINITY_TIMEOUT
+from netemu.api.core import (
+    ClientIPConfig,
+    Namespace,
+    Service,
+    ServicePort,
+    ServiceSpec,
+    SessionAffinityConfig,
+)
+from netemu.controlplane.client import Client
+from netemu.controlplane.common import sorted_map, write
+from netemu.controlplane.settings import read_settings
+
+LABEL_NAMESPACE_NAME = "kubernetes.io/metadata.name"
+
+IPFamily = Literal["IPv4", "IPv6"]
+
+
+class DefaultingController:
+    """Fills in what the API server would have defaulted on create."""
+
+    name = "defaulting"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def reconcile(self) -> bool:
+        changed = False
+        family = read_settings(self.client).ip_family
+        for svc in self.client.list(Service).items:
+            changed |= write(self.client, svc, default_service(svc, family))
+        for ns in self.client.list(Namespace).items:
+            changed |= write(self.client, ns, default_namespace(ns))
+        return changed
+
+
+def externally_accessible(spec: ServiceSpec) -> bool:
+    """service.ExternallyAccessible: reachable from outside via node ports,
+    a load balancer, or externalIPs."""
+    return spec.type in ("NodePort", "LoadBalancer") or (
+        spec.type == "ClusterIP" and bool(spec.external_ips)
+    )
+
+
+def default_service(svc: Service, family: str = "IPv4") -> Service:
+    spec = svc.spec
+    update: dict[str, Any] = {}
+    svc_type = spec.type or "ClusterIP"
+    update["type"] = svc_type
+
+    affinity = spec.session_affinity or "None"
+    update["session_affinity"] = affinity
+    if affinity == "None":
+        update["session_affinity_config"] = None
+    else:
+        config = spec.session_affinity_config
+        if config is None or config.client_ip is None or config.client_ip.timeout_seconds is None:
+            update["session_affinity_config"] = SessionAffinityConfig(
+                client_ip=ClientIPConfig(timeout_seconds=DEFAULT_AFFINITY_TIMEOUT)
+            )
+
+    update["ports"] = [_default_port(p, svc_type) for p in spec.ports]
+
+    probe = spec.model_copy(update={"type": svc_type})
+    if externally_accessible(probe):
+        update["external_traffic_policy"] = spec.external_traffic_policy or "Cluster"
+    else:
+        update["external_traffic_policy"] = None
+    if svc_type == "ExternalName":
+        update["internal_traffic_policy"] = None
+    else:
+        update["internal_traffic_policy"] = spec.internal_traffic_policy or "Cluster"
+    if svc_type == "LoadBalancer":
+        if spec.allocate_load_balancer_node_ports is None:
+            update["allocate_load_balancer_node_ports"] = True
+    else:
+        update["allocate_load_balancer_node_ports"] = None
+    if not (svc_type == "LoadBalancer" and update["external_traffic_policy"] == "Local"):
+        update["health_check_node_port"] = None
+
+    if svc_type != "ExternalName":
+        update.update(_ip_fields(spec, family))
+
+    new_spec = spec.model_copy(update=update)
+    if new_spec == spec:
+        return svc
+    return svc.model_copy(update={"spec": new_spec})
+
+
+def _default_port(port: ServicePort, svc_type: str) -> ServicePort:
+    update: dict[str, Any] = {}
+    if port.target_port is None or port.target_port in (0, ""):
+        update["target_port"] = port.port
+    if svc_type not in ("NodePort", "LoadBalancer") and port.node_port is not None:
+        # The registry releases node ports when a Service stops needing them.
+        update["node_port"] = None
+    return port.model_copy(update=update) if update else port
+
+
+def _ip_fields(spec: ServiceSpec, family: str) -> dict[str, Any]:
+    """clusterIP/clusterIPs mirroring and the IP family defaults of the registry."""
+    update: dict[str, Any] = {}
+    cluster_ip, cluster_ips = spec.cluster_ip, list(spec.cluster_ips)
+    if cluster_ip and not cluster_ips:
+        cluster_ips = [cluster_ip]
+    elif cluster_ips and not cluster_ip:
+        cluster_ip = cluster_ips[0]
+    update["cluster_ip"] = cluster_ip
+    update["cluster_ips"] = cluster_ips
+
+    headless = cluster_ip == "None"
+    selectorless = not spec.selector
+    policy = spec.ip_family_policy
+    families: list[IPFamily] = list(spec.ip_families)
+    if policy is None:
+        # Headless Services without a selector default to RequireDualStack, which
+        # on a single-stack cluster lists both families (initIPFamilyFields).
+        policy = "RequireDualStack" if headless and selectorless else "SingleStack"
+    if not families:
+        for ip in cluster_ips:
+            if ip == "None":
+                break
+            families.append("IPv6" if ":" in ip else "IPv4")
+        if not families:
+            families = ["IPv6" if family == "IPv6" else "IPv4"]
+    if headless and selectorless and len(families) < 2 and policy != "SingleStack":
+        families.append("IPv6" if families[0] == "IPv4" else "IPv4")
+    update["ip_family_policy"] = policy
+    update["ip_families"] = families
+    return update
+
+
+def default_namespace(ns: Namespace) -> Namespace:
+    name = ns.metadata.name or ""
+    labels = ns.metadata.labels
+    if name and labels.get(LABEL_NAMESPACE_NAME) != name:
+        labels = sorted_map({**labels, LABEL_NAMESPACE_NAME: name})
+    status = ns.status
+    if status is None:
+        status = {"phase": "Active"}
+    elif isinstance(status, dict) and not status.get("phase"):
+        status = {**status, "phase": "Active"}
+    if labels is ns.metadata.labels and status is ns.status:
+        return ns
+    return ns.model_copy(
+        update={"metadata": ns.metadata.model_copy(update={"labels": labels}), "status": status}
+    )

@@ -1,0 +1,81 @@
+"""Node registration from the Lab: what each lab node's kubelet would write
+when it registers (name, hostname/os labels plus the lab's labels,
+InternalIP and Hostname addresses), plus an explicit per-node podCIDR from
+the Lab. Nodes given directly in manifests are left as they are; a Node
+that both the Lab and a manifest describe keeps the manifest's values and
+only gains what is missing."""
+
+from __future__ import annotations
+
+from netemu.api.base import ObjectMeta
+from netemu.api.config import Lab, LabNode
+from netemu.api.core import Node, NodeAddress, NodeSpec, NodeStatus
+from netemu.controlplane.client import Client
+from netemu.controlplane.common import sorted_map, write
+from netemu.controlplane.errors import NotFound
+
+LABEL_HOSTNAME = "kubernetes.io/hostname"
+LABEL_OS = "kubernetes.io/os"
+
+
+class NodeController:
+    """Creates a Node per lab node (the kubelet's self-registration)."""
+
+    name = "nodes"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def reconcile(self) -> bool:
+        labs = self.client.list(Lab).items
+        if not labs:
+            return False
+        changed = False
+        for lab_node in labs[0].spec.nodes:
+            desired = node_for(lab_node)
+            try:
+                current = self.client.get(Node, None, lab_node.name)
+            except NotFound:
+                self.client.create(desired)
+                changed = True
+                continue
+            changed |= write(self.client, current, _fill(current, desired))
+        return changed
+
+
+def node_for(lab_node: LabNode) -> Node:
+    # The kubelet sets the well-known labels first; --node-labels override them.
+    labels = {LABEL_HOSTNAME: lab_node.name, LABEL_OS: "linux", **lab_node.labels}
+    spec = NodeSpec()
+    if lab_node.pod_cidr:
+        spec = NodeSpec(pod_cidr=lab_node.pod_cidr, pod_cidrs=[lab_node.pod_cidr])
+    return Node(
+        metadata=ObjectMeta(name=lab_node.name, labels=sorted_map(labels)),
+        spec=spec,
+        status=NodeStatus(
+            addresses=[
+                NodeAddress(type="InternalIP", address=lab_node.underlay_ip),
+                NodeAddress(type="Hostname", address=lab_node.name),
+            ]
+        ),
+    )
+
+
+def _fill(current: Node, desired: Node) -> Node:
+    labels = {**desired.metadata.labels, **current.metadata.labels}
+    labels = sorted_map(labels) if labels != current.metadata.labels else current.metadata.labels
+    spec = current.spec
+    if not spec.pod_cidr and desired.spec.pod_cidr:
+        spec = spec.model_copy(
+            update={"pod_cidr": desired.spec.pod_cidr, "pod_cidrs": list(desired.spec.pod_cidrs)}
+        )
+    status = current.status
+    if not status.addresses:
+        status = status.model_copy(update={"addresses": list(desired.status.addresses)})
+    return current.model_copy(
+        update={
+            "metadata": current.metadata.model_copy(update={"labels": labels}),
+            "spec": spec,
+            "status": status,
+        }
+    )

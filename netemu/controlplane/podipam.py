@@ -1,0 +1,151 @@
+"""Pod addresses and status: what each node's kubelet and CNI plugin (flannel
+delegating to host-local IPAM) report once a pod is bound to the node.
+
+Addresses come from the node's spec.podCIDR. The first host address (.1) is
+the node's bridge gateway (cni0) and is never handed out; pods get
+addresses from .2 up to the last address before the broadcast address.
+As host-local does, each node remembers the last address it handed out
+and continues after it, wrapping to the start of the range, so an address
+freed by a deleted pod is handed out again once the range comes round
+(host-local keeps that cursor on the node's disk; netemu keeps it in this
+controller). Pods are served in creation order. hostNetwork pods get the
+node's InternalIP. Succeeded/Failed pods hold no address.
+
+Status written: phase Running, podIP/podIPs, hostIP/hostIPs, conditions
+Initialized, Ready, ContainersReady, PodScheduled = True. A status written
+in the manifest is kept: only what is missing is filled in (a manifest's
+`Ready: False` stays, and then ContainersReady defaults to False too). A pod
+bound to a node that does not exist, has no podCIDR, or whose range is full
+stays Pending without an IP, as a pod whose sandbox cannot be created.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from netemu.api.core import Node, Pod, PodCondition, PodIP, PodStatus
+from netemu.controlplane.client import Client
+from netemu.controlplane.common import is_terminal, write
+from netemu.controlplane.informer import CreationOrder
+from netemu.controlplane.settings import IPAddress, IPNetwork
+
+# Condition order as the kubelet reports them.
+CONDITION_ORDER = ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+
+
+class PodIpamController:
+    """Gives bound pods their IPs and a running status."""
+
+    name = "pod-ipam"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.order = CreationOrder(client, Pod)
+        self._last_reserved: dict[str, IPAddress] = {}
+
+    def reconcile(self) -> bool:
+        self.order.sync()
+        nodes = {n.metadata.name: n for n in self.client.list(Node).items}
+        pods = sorted(self.client.list(Pod).items, key=self.order.key)
+        used: set[IPAddress] = set()
+        for pod in pods:
+            if pod.spec.host_network or is_terminal(pod):
+                continue
+            for text in [pod.status.pod_ip, *(p.ip for p in pod.status.pod_ips)]:
+                addr = _address(text)
+                if addr is not None:
+                    used.add(addr)
+
+        changed = False
+        for pod in pods:
+            if not pod.spec.node_name or is_terminal(pod):
+                continue
+            node = nodes.get(pod.spec.node_name)
+            new = self._start(pod, node, used)
+            changed |= write(self.client, pod, new)
+        return changed
+
+    def _start(self, pod: Pod, node: Node | None, used: set[IPAddress]) -> Pod:
+        status = pod.status
+        host_ip = node.internal_ips()[0] if node is not None and node.internal_ips() else None
+        pod_ip = status.pod_ip or (status.pod_ips[0].ip if status.pod_ips else None)
+        fresh = pod_ip is None
+        if pod_ip is None and node is not None:
+            if pod.spec.host_network:
+                pod_ip = host_ip
+            else:
+                addr = self._allocate(node, used)
+                if addr is not None:
+                    used.add(addr)
+                    pod_ip = str(addr)
+        if pod_ip is None:
+            # No sandbox: the pod waits (ContainerCreating), without an address.
+            if status.phase is None:
+                return pod.model_copy(
+                    update={"status": status.model_copy(update={"phase": "Pending"})}
+                )
+            return pod
+
+        update: dict[str, Any] = {
+            "pod_ip": pod_ip,
+            "pod_ips": list(status.pod_ips) or [PodIP(ip=pod_ip)],
+        }
+        if status.phase is None or (fresh and status.phase == "Pending"):
+            update["phase"] = "Running"
+        if status.host_ip is None and host_ip is not None:
+            update["host_ip"] = host_ip
+        host = update.get("host_ip", status.host_ip)
+        if not status.host_ips and host is not None:
+            update["host_ips"] = [PodIP(ip=host)]
+        update["conditions"] = _conditions(status)
+        new_status: PodStatus = status.model_copy(update=update)
+        return pod.model_copy(update={"status": new_status})
+
+    def _allocate(self, node: Node, used: set[IPAddress]) -> IPAddress | None:
+        """host-local: the next free address after the last one reserved."""
+        cidr = _network(node.spec.pod_cidr)
+        if cidr is None:
+            return None
+        first = int(cidr.network_address) + 2  # .1 is the bridge gateway
+        last = int(cidr.broadcast_address) - (1 if cidr.version == 4 else 0)
+        size = last - first + 1
+        if size <= 0:
+            return None
+        name = node.metadata.name or ""
+        previous = self._last_reserved.get(name)
+        start = 0
+        if previous is not None and first <= int(previous) <= last:
+            start = int(previous) - first + 1
+        for step in range(size):
+            addr = ipaddress.ip_address(first + (start + step) % size)
+            if addr not in used:
+                self._last_reserved[name] = addr
+                return addr
+        return None
+
+
+def _conditions(status: PodStatus) -> list[PodCondition]:
+    given = {c.type: c for c in status.conditions}
+    ready = given["Ready"].status if "Ready" in given else "True"
+    defaults = {"ContainersReady": ready}
+    out = [
+        given.get(kind) or PodCondition(type=kind, status=defaults.get(kind, "True"))
+        for kind in CONDITION_ORDER
+    ]
+    out.extend(c for c in status.conditions if c.type not in CONDITION_ORDER)
+    return out
+
+
+def _network(text: str | None) -> IPNetwork | None:
+    try:
+        return ipaddress.ip_network(text or "", strict=False)
+    except ValueError:
+        return None
+
+
+def _address(text: str | None) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text or "")
+    except ValueError:
+        return None

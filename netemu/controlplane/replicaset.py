@@ -1,0 +1,89 @@
+"""The ReplicaSet controller: keeps spec.replicas (default 1) active pods.
+
+Pods are named `<replicaset>-<5 characters>` (generateName). Orphan pods
+matching the selector are adopted, as Kubernetes does. When scaling down,
+pods are removed in the spirit of controller.ActivePods: unscheduled before
+scheduled, Pending before Running, not-ready before ready, then by name (a
+deterministic stand-in for "newest first", since netemu keeps no creation
+timestamps).
+"""
+
+from __future__ import annotations
+
+from netemu.api.apps import ReplicaSet
+from netemu.api.core import Pod
+from netemu.controlplane.client import Client
+from netemu.controlplane.common import (
+    controlled_by,
+    controller_ref,
+    is_active,
+    is_pod_ready,
+    owner_reference,
+    pod_from_template,
+    write,
+)
+
+_PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+
+
+class ReplicaSetController:
+    """Creates and deletes pods so each ReplicaSet has spec.replicas of them."""
+
+    name = "replicaset"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def reconcile(self) -> bool:
+        changed = False
+        pods = list(self.client.list(Pod).items)
+        for rs in self.client.list(ReplicaSet).items:
+            in_namespace = [p for p in pods if p.metadata.namespace == rs.metadata.namespace]
+            changed |= self._sync(rs, in_namespace)
+        return changed
+
+    def _sync(self, rs: ReplicaSet, pods: list[Pod]) -> bool:
+        changed = False
+        claimed = [p for p in pods if controlled_by(p, rs)]
+        selector = rs.spec.selector
+        if selector.match_labels or selector.match_expressions:
+            for pod in pods:
+                if (
+                    controller_ref(pod.metadata) is None
+                    and is_active(pod)
+                    and selector.matches(pod.metadata.labels)
+                ):
+                    refs = [*pod.metadata.owner_references, owner_reference(rs)]
+                    adopted = pod.model_copy(
+                        update={
+                            "metadata": pod.metadata.model_copy(update={"owner_references": refs})
+                        }
+                    )
+                    write(self.client, pod, adopted)
+                    claimed.append(adopted)
+                    changed = True
+
+        active = [p for p in claimed if is_active(p)]
+        desired = rs.spec.replicas if rs.spec.replicas is not None else 1
+        if len(active) < desired:
+            for _ in range(desired - len(active)):
+                self.client.create(
+                    pod_from_template(rs.spec.template, rs, generate_name=f"{rs.metadata.name}-")
+                )
+            changed = True
+        elif len(active) > desired:
+            for pod in sorted(active, key=_deletion_rank)[: len(active) - desired]:
+                self.client.delete(
+                    Pod, pod.metadata.namespace, pod.metadata.name or "", uid=pod.metadata.uid
+                )
+            changed = True
+        return changed
+
+
+def _deletion_rank(pod: Pod) -> tuple[bool, int, bool, str]:
+    return (
+        bool(pod.spec.node_name),
+        _PHASE_RANK.get(pod.status.phase or "Pending", 0),
+        is_pod_ready(pod),
+        pod.metadata.name or "",
+    )

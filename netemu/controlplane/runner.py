@@ -1,0 +1,103 @@
+"""Running the controllers: each reconcile step reads through the client and
+writes through it, and returns whether it changed anything. The control
+plane runs them in a fixed order, round after round, until a whole round
+changes nothing (a fixed point). The order mirrors cause and effect in a
+cluster (API defaulting and allocation, nodes, workloads, scheduling, pod
+start-up, endpoints), so most inputs settle in two or three rounds; the
+result does not depend on timing, only on the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from netemu.controlplane.allocator import ServiceAllocatorController
+from netemu.controlplane.client import Client
+from netemu.controlplane.daemonset import DaemonSetController
+from netemu.controlplane.defaulting import DefaultingController
+from netemu.controlplane.deployment import DeploymentController
+from netemu.controlplane.endpointslice import EndpointSliceController
+from netemu.controlplane.errors import AlreadyExists, Conflict, NotFound
+from netemu.controlplane.gc import GarbageCollector
+from netemu.controlplane.nodeipam import NodeIpamController
+from netemu.controlplane.nodes import NodeController
+from netemu.controlplane.podipam import PodIpamController
+from netemu.controlplane.replicaset import ReplicaSetController
+from netemu.controlplane.scheduler import Scheduler
+from netemu.controlplane.statefulset import StatefulSetController
+
+DEFAULT_MAX_ROUNDS = 100
+
+
+class Controller(Protocol):
+    name: str
+
+    def reconcile(self) -> bool:
+        """One pass over the controller's objects; True if it wrote anything."""
+        ...
+
+
+class FixedPointError(RuntimeError):
+    """The controllers kept changing the state (a controller bug, never bad input)."""
+
+
+def default_controllers(client: Client) -> list[Controller]:
+    """The standard controllers, in the order a round runs them. Controllers
+    that track creation order start watching now, so objects created after
+    this call are ordered as they were created."""
+    return [
+        DefaultingController(client),
+        ServiceAllocatorController(client),
+        NodeController(client),
+        NodeIpamController(client),
+        GarbageCollector(client),
+        DeploymentController(client),
+        ReplicaSetController(client),
+        DaemonSetController(client),
+        StatefulSetController(client),
+        Scheduler(client),
+        PodIpamController(client),
+        EndpointSliceController(client),
+    ]
+
+
+class ControlPlane:
+    """A set of controllers bound to one client. Keep one instance for a live
+    lab: some controllers remember history (creation order, host-local's
+    last reserved address) as their real counterparts do."""
+
+    def __init__(self, client: Client, controllers: Sequence[Controller] | None = None) -> None:
+        self.client = client
+        self.controllers = (
+            list(controllers) if controllers is not None else default_controllers(client)
+        )
+
+    def run_round(self) -> list[str]:
+        """Run every controller once; names of those that changed something.
+        A write that lost a race with another writer (Conflict, or an object
+        that appeared or vanished meanwhile) counts as a change: the next
+        round reads the new state and tries again."""
+        changed = []
+        for controller in self.controllers:
+            try:
+                if controller.reconcile():
+                    changed.append(controller.name)
+            except (Conflict, NotFound, AlreadyExists):
+                changed.append(controller.name)
+        return changed
+
+    def run_to_fixed_point(self, max_rounds: int = DEFAULT_MAX_ROUNDS) -> int:
+        """Run rounds until one changes nothing; returns the number of rounds."""
+        for round_number in range(1, max_rounds + 1):
+            if not self.run_round():
+                return round_number
+        raise FixedPointError(
+            f"controllers did not settle after {max_rounds} rounds; "
+            f"still changing: {', '.join(self.run_round()) or 'nothing'}"
+        )
+
+
+def run_to_fixed_point(client: Client, max_rounds: int = DEFAULT_MAX_ROUNDS) -> int:
+    """Run the default controllers on `client` until nothing changes."""
+    return ControlPlane(client).run_to_fixed_point(max_rounds)

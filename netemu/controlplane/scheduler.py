@@ -1,0 +1,133 @@
+"""The scheduler: binds pods without spec.nodeName to a node.
+
+Feasible nodes are those not marked unschedulable (unless the pod tolerates
+`node.kubernetes.io/unschedulable`) whose labels match the pod's
+nodeSelector. Among them netemu spreads deterministically: fewest pods of
+the same controller (owner uid), then fewest pods overall, then node name.
+This replaces kube-scheduler's scoring plugins, whose default weights would
+also spread replicas but break ties randomly. Pods are taken in creation
+order, as from the scheduling queue.
+
+A pod that fits nowhere stays Pending with condition PodScheduled=False,
+reason Unschedulable, and kube-scheduler's message, e.g.
+"0/3 nodes are available: 1 node(s) were unschedulable, 2 node(s) didn't
+match Pod's node affinity/selector." (the trailing preemption note of real
+clusters is left out). Binding sets PodScheduled=True.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from netemu.api.core import Node, Pod, PodCondition, PodStatus
+from netemu.controlplane.client import Client
+from netemu.controlplane.common import controller_ref, is_active, is_terminal, write
+from netemu.controlplane.daemonset import node_selector_matches
+from netemu.controlplane.informer import CreationOrder
+
+REASON_UNSCHEDULABLE_NODE = "node(s) were unschedulable"
+REASON_SELECTOR = "node(s) didn't match Pod's node affinity/selector"
+NO_NODES = "no nodes available to schedule pods"
+TAINT_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
+
+
+class Scheduler:
+    """Places pending pods on nodes."""
+
+    name = "scheduler"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.order = CreationOrder(client, Pod)
+
+    def reconcile(self) -> bool:
+        self.order.sync()
+        nodes = sorted(self.client.list(Node).items, key=lambda n: n.metadata.name or "")
+        pods = self.client.list(Pod).items
+        total: Counter[str] = Counter()
+        per_owner: Counter[tuple[str, str]] = Counter()
+        for pod in pods:
+            if pod.spec.node_name and not is_terminal(pod):
+                total[pod.spec.node_name] += 1
+                per_owner[(_owner_uid(pod), pod.spec.node_name)] += 1
+
+        changed = False
+        queue = [p for p in pods if not p.spec.node_name and is_active(p)]
+        for pod in sorted(queue, key=self.order.key):
+            feasible, message = filter_nodes(pod, nodes)
+            if not feasible:
+                changed |= write(self.client, pod, _unschedulable(pod, message))
+                continue
+            owner = _owner_uid(pod)
+            best = min(
+                feasible,
+                key=lambda n: (
+                    per_owner[(owner, n)] if owner else 0,
+                    total[n],
+                    n,
+                ),
+            )
+            total[best] += 1
+            per_owner[(owner, best)] += 1
+            changed |= write(self.client, pod, bind(pod, best))
+        return changed
+
+
+def filter_nodes(pod: Pod, nodes: list[Node]) -> tuple[list[str], str]:
+    """Names of feasible nodes and, if there are none, why (FitError's message).
+    Filters run in kube-scheduler's order and a node fails on the first."""
+    if not nodes:
+        return [], NO_NODES
+    tolerates = tolerates_unschedulable(pod.spec.tolerations)
+    feasible: list[str] = []
+    reasons: Counter[str] = Counter()
+    for node in nodes:
+        if node.spec.unschedulable and not tolerates:
+            reasons[REASON_UNSCHEDULABLE_NODE] += 1
+        elif not node_selector_matches(pod.spec.node_selector, node.metadata.labels):
+            reasons[REASON_SELECTOR] += 1
+        else:
+            feasible.append(node.metadata.name or "")
+    histogram = sorted(f"{count} {reason}" for reason, count in reasons.items())
+    return feasible, f"0/{len(nodes)} nodes are available: {', '.join(histogram)}."
+
+
+def tolerates_unschedulable(tolerations: Any) -> bool:
+    if not isinstance(tolerations, list):
+        return False
+    for tol in tolerations:
+        if not isinstance(tol, dict):
+            continue
+        effect = tol.get("effect")
+        if effect not in (None, "", "NoSchedule"):
+            continue
+        key, operator = tol.get("key"), tol.get("operator", "Equal")
+        if (not key and operator == "Exists") or key == TAINT_UNSCHEDULABLE:
+            return True
+    return False
+
+
+def bind(pod: Pod, node_name: str) -> Pod:
+    conditions = [c for c in pod.status.conditions if c.type != "PodScheduled"]
+    conditions.append(PodCondition(type="PodScheduled", status="True"))
+    return pod.model_copy(
+        update={
+            "spec": pod.spec.model_copy(update={"node_name": node_name}),
+            "status": pod.status.model_copy(update={"conditions": conditions}),
+        }
+    )
+
+
+def _unschedulable(pod: Pod, message: str) -> Pod:
+    conditions = [c for c in pod.status.conditions if c.type != "PodScheduled"]
+    conditions.append(
+        PodCondition(type="PodScheduled", status="False", reason="Unschedulable", message=message)
+    )
+    status: PodStatus = pod.status.model_copy(update={"phase": "Pending", "conditions": conditions})
+    return pod.model_copy(update={"status": status})
+
+
+def _owner_uid(pod: Pod) -> str:
+    ref = controller_ref(pod.metadata)
+    return ref.uid if ref is not None else ""

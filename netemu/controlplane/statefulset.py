@@ -1,0 +1,101 @@
+"""The StatefulSet controller: pods `<set>-<ordinal>` for ordinals
+spec.ordinals.start .. start+replicas-1, each with spec.hostname = its name
+and spec.subdomain = spec.serviceName (so the governing headless Service
+publishes `<pod>.<service>`), and the labels
+`statefulset.kubernetes.io/pod-name`, `apps.kubernetes.io/pod-index` and
+`controller-revision-hash` (`<set>-<hash>`).
+
+Scaling down removes the highest ordinals. Kubernetes creates and removes
+one pod at a time under podManagementPolicy OrderedReady; netemu computes the
+end state in one step (pods become ready at once here). A pod from an
+earlier template is replaced unless updateStrategy.type is OnDelete.
+"""
+
+from __future__ import annotations
+
+from netemu.api.apps import StatefulSet
+from netemu.api.core import Pod
+from netemu.controlplane.client import Client
+from netemu.controlplane.common import controlled_by, is_terminal, pod_from_template, sorted_map
+from netemu.controlplane.daemonset import LABEL_REVISION_HASH, update_strategy_type
+from netemu.controlplane.names import compute_hash
+
+LABEL_POD_NAME = "statefulset.kubernetes.io/pod-name"
+LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
+
+
+class StatefulSetController:
+    """Keeps each StatefulSet's ordinal pods."""
+
+    name = "statefulset"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def reconcile(self) -> bool:
+        changed = False
+        pods = self.client.list(Pod).items
+        for sts in self.client.list(StatefulSet).items:
+            in_namespace = [p for p in pods if p.metadata.namespace == sts.metadata.namespace]
+            changed |= self._sync(sts, in_namespace)
+        return changed
+
+    def _sync(self, sts: StatefulSet, pods: list[Pod]) -> bool:
+        changed = False
+        set_name = sts.metadata.name or ""
+        start = sts.spec.ordinals.start if sts.spec.ordinals is not None else 0
+        replicas = sts.spec.replicas if sts.spec.replicas is not None else 1
+        wanted = range(start, start + replicas)
+        revision = f"{set_name}-{compute_hash(sts.spec.template)}"
+        on_delete = update_strategy_type(sts.spec.update_strategy) == "OnDelete"
+
+        existing = {p.metadata.name: p for p in pods}
+        # Highest ordinals first, as a scale-down proceeds in Kubernetes.
+        owned = sorted(
+            (p for p in pods if controlled_by(p, sts)),
+            key=lambda p: ordinal_of(set_name, p.metadata.name or ""),
+            reverse=True,
+        )
+        for pod in owned:
+            ordinal = ordinal_of(set_name, pod.metadata.name or "")
+            stale = not on_delete and pod.metadata.labels.get(LABEL_REVISION_HASH) != revision
+            if ordinal not in wanted or is_terminal(pod) or stale:
+                self.client.delete(
+                    Pod, pod.metadata.namespace, pod.metadata.name or "", uid=pod.metadata.uid
+                )
+                existing.pop(pod.metadata.name, None)
+                changed = True
+
+        for ordinal in wanted:
+            name = f"{set_name}-{ordinal}"
+            if name in existing:
+                continue
+            self.client.create(stateful_pod(sts, name, ordinal, revision))
+            changed = True
+        return changed
+
+
+def ordinal_of(set_name: str, pod_name: str) -> int:
+    """The ordinal in `<set>-<ordinal>`, or -1 if the name has none."""
+    prefix = f"{set_name}-"
+    tail = pod_name[len(prefix) :] if pod_name.startswith(prefix) else ""
+    if not tail.isdigit() or str(int(tail)) != tail:
+        return -1
+    return int(tail)
+
+
+def stateful_pod(sts: StatefulSet, name: str, ordinal: int, revision: str) -> Pod:
+    template = sts.spec.template
+    labels = sorted_map(
+        {
+            **template.metadata.labels,
+            LABEL_POD_NAME: name,
+            LABEL_POD_INDEX: str(ordinal),
+            LABEL_REVISION_HASH: revision,
+        }
+    )
+    pod = pod_from_template(template, sts, name=name, labels=labels)
+    spec = pod.spec.model_copy(
+        update={"hostname": name, "subdomain": sts.spec.service_name or None}
+    )
+    return pod.model_copy(update={"spec": spec})

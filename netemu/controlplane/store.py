@@ -1,0 +1,400 @@
+"""The in-process object store: the embedded stand-in for etcd plus the API
+server's storage layer.
+
+Objects are kept by (kind, namespace, name). Every write takes the next
+value of one global revision counter and stamps it into
+`metadata.resourceVersion`, like etcd's revision behind a Kubernetes API
+server; an update carrying an older resourceVersion fails with `Conflict`.
+Every write also appends one event to a bounded history, from which watches
+are served: `watch(kind, since_rv)` yields exactly the events after
+`since_rv`, and a `since_rv` older than the retained history fails with
+`Expired` (HTTP 410), after which a client must list again.
+
+Deliberate simplifications: deletion is immediate (no graceful deletion or
+finalizers; a `deletionTimestamp` written by a user is stored as data),
+namespaces are not required to exist, `creationTimestamp` is never set (no
+wall clock in outputs), and uids are derived from the object's key and how
+many times that key has been created, so they are deterministic.
+
+Thread-safe: one lock guards the state; watches block on a condition.
+Owns: the stored objects, the revision counter and the event history.
+Must not touch: anything outside this process.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Generic, cast
+
+from netemu.api.base import K8sModel, ObjectMeta
+from netemu.controlplane.errors import AlreadyExists, Conflict, Expired, Invalid, NotFound
+from netemu.controlplane.names import generate_name
+from netemu.controlplane.objects import (
+    EventType,
+    ObjectList,
+    T,
+    WatchEvent,
+    is_namespaced,
+    kind_of,
+    meta_of,
+)
+
+Key = tuple[str, str, str]
+
+# uuid5 namespace for netemu object uids (any fixed UUID would do).
+_UID_NAMESPACE = uuid.UUID("6f1c9a4e-2b1d-5d8e-9c3a-6e6574656d75")
+
+DEFAULT_HISTORY = 10_000
+
+
+@dataclass(frozen=True)
+class _Event:
+    rv: int
+    type: EventType
+    kind: str
+    namespace: str
+    obj: K8sModel
+
+
+class Store:
+    """Objects keyed by (kind, namespace, name) with resourceVersions and watch."""
+
+    def __init__(self, history: int = DEFAULT_HISTORY) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._objects: dict[Key, K8sModel] = {}
+        # etcd starts at revision 1; the first write is revision 2. This keeps
+        # "0" free to mean "any version" in watch, as in Kubernetes.
+        self._rv = 1
+        self._events: deque[_Event] = deque(maxlen=history)
+        self._incarnations: dict[Key, int] = {}
+        self._generated: dict[tuple[str, str, str], int] = {}
+
+    # ------------------------------------------------------------ reads
+
+    @property
+    def resource_version(self) -> str:
+        with self._lock:
+            return str(self._rv)
+
+    def get(self, kind: type[T], namespace: str | None, name: str) -> T:
+        key = self._key(kind_of(kind), namespace, name)
+        with self._lock:
+            obj = self._objects.get(key)
+        if obj is None:
+            raise NotFound(_describe(key) + " not found")
+        return cast(T, obj)
+
+    def list(
+        self,
+        kind: type[T],
+        namespace: str | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> ObjectList[T]:
+        """Items of one kind (optionally one namespace, optionally matching all
+        `labels`), sorted by (namespace, name), and the current resourceVersion."""
+        kind_name = kind_of(kind)
+        with self._lock:
+            items = [
+                obj
+                for (k, ns, _), obj in self._objects.items()
+                if k == kind_name and (namespace is None or ns == namespace)
+            ]
+            rv = str(self._rv)
+        if labels:
+            items = [o for o in items if _has_labels(o, labels)]
+        items.sort(key=_sort_key)
+        return ObjectList(tuple(cast(T, o) for o in items), rv)
+
+    # ------------------------------------------------------------ writes
+
+    def create(self, obj: T) -> T:
+        kind = kind_of(type(obj))
+        meta = meta_of(obj)
+        if meta.resource_version:
+            raise Invalid(f"{kind}: resourceVersion should not be set on objects to be created")
+        namespace = self._namespace(kind, meta.namespace)
+        with self._lock:
+            name = meta.name
+            if not name:
+                if not meta.generate_name:
+                    raise Invalid(f"{kind}: name or generateName is required")
+                name = self._generate(kind, namespace, meta.generate_name)
+            key = (kind, namespace, name)
+            if key in self._objects:
+                raise AlreadyExists(_describe(key) + " already exists")
+            incarnation = self._incarnations.get(key, 0) + 1
+            self._incarnations[key] = incarnation
+            self._rv += 1
+            uid = str(uuid.uuid5(_UID_NAMESPACE, f"{kind}/{namespace}/{name}#{incarnation}"))
+            stored = _with_meta(
+                obj,
+                meta.model_copy(
+                    update={
+                        "name": name,
+                        "namespace": namespace or None,
+                        "uid": uid,
+                        "resource_version": str(self._rv),
+                    }
+                ),
+            )
+            self._objects[key] = stored
+            self._record("ADDED", key, stored)
+            return stored
+
+    def update(self, obj: T) -> T:
+        """Replace an object. A resourceVersion in the new object must equal the
+        stored one (else Conflict); without one the update is unconditional.
+        An update that changes nothing keeps the resourceVersion and emits no
+        event, as the API server does."""
+        kind = kind_of(type(obj))
+        meta = meta_of(obj)
+        key = self._key(kind, meta.namespace, meta.name or "")
+        with self._lock:
+            current = self._objects.get(key)
+            if current is None:
+                raise NotFound(_describe(key) + " not found")
+            current_meta = meta_of(current)
+            if meta.resource_version and meta.resource_version != current_meta.resource_version:
+                raise Conflict(
+                    f"Operation cannot be fulfilled on {_describe(key)}: the object has been "
+                    "modified; please apply your changes to the latest version and try again"
+                )
+            if meta.uid and meta.uid != current_meta.uid:
+                raise Conflict(
+                    f"Precondition failed for {_describe(key)}: UID in precondition: "
+                    f"{meta.uid}, UID in object meta: {current_meta.uid}"
+                )
+            fixed = {
+                "namespace": key[1] or None,
+                "uid": current_meta.uid,
+                "resource_version": current_meta.resource_version,
+            }
+            candidate = _with_meta(obj, meta.model_copy(update=fixed))
+            if candidate == current:
+                return candidate
+            self._rv += 1
+            stored = _with_meta(
+                candidate, meta_of(candidate).model_copy(update={"resource_version": str(self._rv)})
+            )
+            self._objects[key] = stored
+            self._record("MODIFIED", key, stored)
+            return stored
+
+    def delete(
+        self,
+        kind: type[T],
+        namespace: str | None,
+        name: str,
+        *,
+        resource_version: str | None = None,
+        uid: str | None = None,
+    ) -> T:
+        """Remove an object (immediately), optionally only if it still has the
+        given resourceVersion / uid. Returns its last state stamped with the
+        deletion's resourceVersion."""
+        key = self._key(kind_of(kind), namespace, name)
+        with self._lock:
+            current = self._objects.get(key)
+            if current is None:
+                raise NotFound(_describe(key) + " not found")
+            current_meta = meta_of(current)
+            if resource_version and resource_version != current_meta.resource_version:
+                raise Conflict(
+                    f"Precondition failed for {_describe(key)}: resourceVersion in "
+                    f"precondition: {resource_version}, in object meta: "
+                    f"{current_meta.resource_version}"
+                )
+            if uid and uid != current_meta.uid:
+                raise Conflict(
+                    f"Precondition failed for {_describe(key)}: UID in precondition: {uid}, "
+                    f"UID in object meta: {current_meta.uid}"
+                )
+            del self._objects[key]
+            self._rv += 1
+            last = _with_meta(
+                current, current_meta.model_copy(update={"resource_version": str(self._rv)})
+            )
+            self._record("DELETED", key, last)
+            return cast(T, last)
+
+    # ------------------------------------------------------------ watch
+
+    def watch(
+        self,
+        kind: type[T],
+        since_rv: str | None = None,
+        *,
+        namespace: str | None = None,
+        timeout: float | None = None,
+    ) -> Watch[T]:
+        """Changes to objects of `kind` after `since_rv`.
+
+        `since_rv` None or "0" means "from any version", as in Kubernetes: the
+        watch starts with a synthetic ADDED event per existing object, then
+        continues with live events. Otherwise exactly the events with a
+        larger resourceVersion are delivered, in order. `timeout` None blocks
+        until `stop()`; 0 delivers what is already there and ends; a positive
+        value ends the watch after that many seconds.
+        """
+        kind_name = kind_of(kind)
+        with self._lock:
+            initial: builtins.list[WatchEvent[T]] = []
+            if since_rv in (None, "", "0"):
+                cursor = self._rv
+                current = self.list(kind, namespace)
+                initial = [
+                    WatchEvent("ADDED", obj, meta_of(obj).resource_version or "")
+                    for obj in current.items
+                ]
+            else:
+                assert since_rv is not None
+                try:
+                    cursor = int(since_rv)
+                except ValueError:
+                    raise Invalid(f"invalid resourceVersion {since_rv!r}") from None
+                if cursor < self._oldest():
+                    raise Expired(f"too old resource version: {since_rv} ({self._oldest()})")
+        return Watch(self, kind_name, namespace, cursor, initial, timeout)
+
+    # ------------------------------------------------------------ internals
+
+    def _oldest(self) -> int:
+        """The oldest revision a watch can start from (events after it are retained)."""
+        return self._events[0].rv - 1 if self._events else self._rv
+
+    def _record(self, type_: EventType, key: Key, obj: K8sModel) -> None:
+        self._events.append(_Event(self._rv, type_, key[0], key[1], obj))
+        self._changed.notify_all()
+
+    def _events_after(self, cursor: int) -> builtins.list[_Event]:
+        """Events with rv > cursor. Revisions are contiguous (one event per
+        write), so the start index is a subtraction. Caller holds the lock."""
+        if not self._events:
+            return []
+        if cursor < self._oldest():
+            raise Expired(f"too old resource version: {cursor} ({self._oldest()})")
+        start = cursor + 1 - self._events[0].rv
+        if start >= len(self._events):
+            return []
+        return [self._events[i] for i in range(max(start, 0), len(self._events))]
+
+    def _generate(self, kind: str, namespace: str, base: str) -> str:
+        """A name for generateName: deterministic, never reusing an earlier
+        suffix for the same base (so a replacement pod gets a new name)."""
+        counter_key = (kind, namespace, base)
+        n = self._generated.get(counter_key, 0)
+        while True:
+            name = generate_name(base, f"{kind}/{namespace}/{base}#{n}")
+            n += 1
+            if (kind, namespace, name) not in self._objects:
+                self._generated[counter_key] = n
+                return name
+
+    @staticmethod
+    def _namespace(kind: str, namespace: str | None) -> str:
+        if not is_namespaced(kind):
+            # The API server clears the namespace of cluster-scoped objects.
+            return ""
+        if not namespace:
+            raise Invalid(f"{kind}: metadata.namespace is required")
+        return namespace
+
+    @classmethod
+    def _key(cls, kind: str, namespace: str | None, name: str) -> Key:
+        ns = (namespace or "") if is_namespaced(kind) else ""
+        return kind, ns, name
+
+
+class Watch(Generic[T]):
+    """An open watch on a `Store`. Iterate it for `WatchEvent`s; `stop()` (from
+    any thread) or the timeout ends the iteration. Usable as a context manager."""
+
+    def __init__(
+        self,
+        store: Store,
+        kind: str,
+        namespace: str | None,
+        cursor: int,
+        initial: list[WatchEvent[T]],
+        timeout: float | None,
+    ) -> None:
+        self._store = store
+        self._kind = kind
+        self._namespace = namespace
+        self._cursor = cursor
+        self._pending = initial
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._stopped = False
+
+    @property
+    def resource_version(self) -> str:
+        return str(self._cursor)
+
+    def stop(self) -> None:
+        with self._store._changed:
+            self._stopped = True
+            self._store._changed.notify_all()
+
+    def __enter__(self) -> Watch[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __iter__(self) -> Iterator[WatchEvent[T]]:
+        yield from self._pending
+        self._pending = []
+        while True:
+            batch: list[WatchEvent[T]] = []
+            with self._store._changed:
+                while not self._stopped:
+                    events = self._store._events_after(self._cursor)
+                    if events:
+                        self._cursor = events[-1].rv
+                        batch = [
+                            WatchEvent(e.type, cast(T, e.obj), str(e.rv))
+                            for e in events
+                            if e.kind == self._kind
+                            and (self._namespace is None or e.namespace == self._namespace)
+                        ]
+                        if batch:
+                            break
+                        continue
+                    remaining = None
+                    if self._deadline is not None:
+                        remaining = self._deadline - time.monotonic()
+                        if remaining <= 0:
+                            return
+                    self._store._changed.wait(remaining)
+                if self._stopped:
+                    return
+            yield from batch
+
+
+def _with_meta(obj: T, meta: ObjectMeta) -> T:
+    return obj.model_copy(update={"metadata": meta})
+
+
+def _has_labels(obj: K8sModel, labels: Mapping[str, str]) -> bool:
+    own = meta_of(obj).labels
+    return all(own.get(k) == v for k, v in labels.items())
+
+
+def _sort_key(obj: K8sModel) -> tuple[str, str]:
+    meta = meta_of(obj)
+    return meta.namespace or "", meta.name or ""
+
+
+def _describe(key: Key) -> str:
+    kind, namespace, name = key
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"

@@ -1,0 +1,276 @@
+"""The scheduler (spread, nodeSelector, cordoned nodes, Pending with a reason)
+and pod addressing (host-local IPAM from .2, hostNetwork, status)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+
+from netemu.api.base import K8sModel
+from netemu.api.core import Pod
+from netemu.api.load import load_text
+from netemu.controlplane import (
+    ClusterState,
+    ControlPlane,
+    LocalClient,
+    Store,
+    apply_objects,
+    build_cluster_state,
+)
+from netemu.controlplane.client import Client
+
+LAB = """
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata: {name: lab}
+spec:
+  nodes:
+  - {name: node-1, underlayIP: 192.168.56.11, labels: {disk: ssd}}
+  - {name: node-2, underlayIP: 192.168.56.12}
+"""
+
+
+def objects(text: str) -> list[K8sModel]:
+    loaded, problems = load_text(textwrap.dedent(text), "test.yaml")
+    assert not problems, problems
+    return [item.obj for item in loaded]
+
+
+def build(text: str) -> ClusterState:
+    return build_cluster_state(objects(text))
+
+
+def running(text: str) -> tuple[Client, ControlPlane]:
+    client = LocalClient(Store())
+    plane = ControlPlane(client)
+    apply_objects(client, objects(text))
+    plane.run_to_fixed_point()
+    return client, plane
+
+
+def deployment(name: str, replicas: int, pod_spec: str = "") -> str:
+    return f"""
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec: {{{pod_spec}containers: [{{name: c}}]}}
+"""
+
+
+def bare_pod(name: str, spec: str = "", status: str = "", metadata: str = "") -> str:
+    return f"""
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}{metadata}}}
+spec: {{{spec}containers: [{{name: c}}]}}
+{f"status: {{{status}}}" if status else ""}
+"""
+
+
+def pod(state: ClusterState, name: str) -> Pod:
+    for p in state.pods:
+        if p.metadata.name == name:
+            return p
+    raise KeyError(name)
+
+
+def placement(state: ClusterState, prefix: str) -> Counter[str]:
+    return Counter(
+        p.spec.node_name or "" for p in state.pods if (p.metadata.name or "").startswith(prefix)
+    )
+
+
+def conditions(p: Pod) -> dict[str, str]:
+    return {c.type: c.status for c in p.status.conditions}
+
+
+# ---------------------------------------------------------------- scheduler
+
+
+def test_replicas_spread_evenly_over_nodes() -> None:
+    assert placement(build(LAB + deployment("web", 4)), "web-") == {"node-1": 2, "node-2": 2}
+
+
+def test_spread_counts_same_owner_before_total_pods() -> None:
+    # node-1 is busier overall, but "web" has none there yet.
+    state = build(
+        LAB
+        + bare_pod("a", "nodeName: node-1, ")
+        + bare_pod("b", "nodeName: node-1, ")
+        + bare_pod("c", "nodeName: node-1, ")
+        + deployment("web", 2)
+    )
+    assert placement(state, "web-") == {"node-1": 1, "node-2": 1}
+
+
+def test_ties_on_owner_count_go_to_the_less_loaded_node() -> None:
+    state = build(LAB + bare_pod("a", "nodeName: node-1, ") + deployment("web", 1))
+    assert placement(state, "web-") == {"node-2": 1}
+
+
+def test_node_selector_restricts_placement() -> None:
+    state = build(LAB + deployment("db", 3, "nodeSelector: {disk: ssd}, "))
+    assert placement(state, "db-") == {"node-1": 3}
+
+
+def test_cordoned_node_gets_no_new_pods_but_keeps_explicitly_bound_ones() -> None:
+    cordon = (
+        "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-2}\nspec: {unschedulable: true}\n"
+    )
+    state = build(LAB + cordon + deployment("web", 3) + bare_pod("pinned", "nodeName: node-2, "))
+    assert placement(state, "web-") == {"node-1": 3}
+    assert pod(state, "pinned").spec.node_name == "node-2"
+    assert pod(state, "pinned").status.phase == "Running"
+
+
+def test_unschedulable_pod_stays_pending_with_reason_and_message() -> None:
+    cordon = (
+        "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-2}\nspec: {unschedulable: true}\n"
+    )
+    state = build(LAB + cordon + bare_pod("gpu", "nodeSelector: {gpu: 'true'}, "))
+    p = pod(state, "gpu")
+    assert p.spec.node_name is None
+    assert p.status.phase == "Pending"
+    assert p.status.pod_ip is None and p.status.pod_ips == []
+    (cond,) = p.status.conditions
+    assert (cond.type, cond.status, cond.reason) == ("PodScheduled", "False", "Unschedulable")
+    assert cond.message == (
+        "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
+        "1 node(s) were unschedulable."
+    )
+
+
+def test_pod_without_any_node_is_pending() -> None:
+    p = pod(build(bare_pod("lonely")), "lonely")
+    assert p.status.phase == "Pending"
+    assert p.status.conditions[0].message == "no nodes available to schedule pods"
+
+
+def test_pending_pod_is_scheduled_once_a_fitting_node_appears() -> None:
+    client, plane = running(LAB + bare_pod("gpu", "nodeSelector: {gpu: 'true'}, "))
+    client.create(
+        objects("apiVersion: v1\nkind: Node\nmetadata: {name: gpu-1, labels: {gpu: 'true'}}\n")[0]
+    )
+    plane.run_to_fixed_point()
+    p = client.get(Pod, "default", "gpu")
+    assert p.spec.node_name == "gpu-1"
+    assert p.status.phase == "Running"
+    assert conditions(p)["PodScheduled"] == "True"
+    assert p.status.pod_ip == "10.244.2.2"
+
+
+# ---------------------------------------------------------------- IPAM and status
+
+
+def test_pods_get_addresses_from_dot_two_in_creation_order() -> None:
+    state = build(
+        LAB
+        + bare_pod("zeta", "nodeName: node-1, ")
+        + bare_pod("alpha", "nodeName: node-1, ")
+        + bare_pod("mid", "nodeName: node-1, ")
+        + bare_pod("other", "nodeName: node-2, ")
+    )
+    assert [pod(state, n).status.pod_ip for n in ("zeta", "alpha", "mid")] == [
+        "10.244.0.2",
+        "10.244.0.3",
+        "10.244.0.4",
+    ]
+    assert pod(state, "other").status.pod_ip == "10.244.1.2"
+    gateway = {"10.244.0.1", "10.244.1.1"}
+    assert not gateway & {p.status.pod_ip for p in state.pods}
+
+
+def test_running_pod_status_has_ips_and_conditions() -> None:
+    p = pod(build(LAB + bare_pod("a", "nodeName: node-2, ")), "a")
+    assert p.status.phase == "Running"
+    assert (p.status.pod_ip, [i.ip for i in p.status.pod_ips]) == ("10.244.1.2", ["10.244.1.2"])
+    assert (p.status.host_ip, [i.ip for i in p.status.host_ips]) == (
+        "192.168.56.12",
+        ["192.168.56.12"],
+    )
+    assert conditions(p) == {
+        "Initialized": "True",
+        "Ready": "True",
+        "ContainersReady": "True",
+        "PodScheduled": "True",
+    }
+
+
+def test_host_network_pod_gets_the_node_ip_and_uses_no_pod_cidr_address() -> None:
+    state = build(
+        LAB
+        + bare_pod("host", "nodeName: node-1, hostNetwork: true, ")
+        + bare_pod("a", "nodeName: node-1, ")
+    )
+    assert pod(state, "host").status.pod_ip == "192.168.56.11"
+    assert pod(state, "a").status.pod_ip == "10.244.0.2"
+
+
+def test_freed_address_is_not_reused_before_the_range_comes_round() -> None:
+    client, plane = running(LAB + "".join(bare_pod(n, "nodeName: node-1, ") for n in "abc"))
+    assert client.get(Pod, "default", "b").status.pod_ip == "10.244.0.3"
+    client.delete(Pod, "default", "b")
+    apply_objects(client, objects(bare_pod("d", "nodeName: node-1, ")))
+    plane.run_to_fixed_point()
+    assert client.get(Pod, "default", "d").status.pod_ip == "10.244.0.5"
+
+
+def test_freed_address_is_reused_when_the_range_wraps() -> None:
+    # A /29 node range: .1 is the gateway, .7 broadcast, so pods get .2-.6.
+    lab = LAB.replace(
+        "{name: node-1, underlayIP: 192.168.56.11, labels: {disk: ssd}}",
+        "{name: node-1, underlayIP: 192.168.56.11, podCIDR: 10.244.9.0/29}",
+    )
+    pods = "".join(bare_pod(f"p{i}", "nodeName: node-1, ") for i in range(5))
+    client, plane = running(lab + pods)
+    ips = [client.get(Pod, "default", f"p{i}").status.pod_ip for i in range(5)]
+    assert ips == [f"10.244.9.{i}" for i in range(2, 7)]
+
+    apply_objects(client, objects(bare_pod("full", "nodeName: node-1, ")))
+    plane.run_to_fixed_point()
+    full = client.get(Pod, "default", "full")
+    assert full.status.pod_ip is None and full.status.phase == "Pending"
+
+    client.delete(Pod, "default", "p1")
+    plane.run_to_fixed_point()
+    assert client.get(Pod, "default", "full").status.pod_ip == "10.244.9.3"
+
+
+def test_user_written_status_is_kept_and_completed_only() -> None:
+    state = build(
+        LAB
+        + bare_pod("unready", "nodeName: node-1, ", "conditions: [{type: Ready, status: 'False'}]")
+        + bare_pod(
+            "leaving",
+            "nodeName: node-1, ",
+            metadata=", deletionTimestamp: '2024-01-01T00:00:00Z'",
+        )
+        + bare_pod("fixed-ip", "nodeName: node-2, ", "podIP: 10.244.1.77")
+    )
+    unready = pod(state, "unready")
+    assert conditions(unready)["Ready"] == "False"
+    assert conditions(unready)["ContainersReady"] == "False"
+    assert unready.status.pod_ip == "10.244.0.2"
+    leaving = pod(state, "leaving")
+    assert leaving.metadata.deletion_timestamp == "2024-01-01T00:00:00Z"
+    assert leaving.status.pod_ip == "10.244.0.3"
+    assert pod(state, "fixed-ip").status.pod_ip == "10.244.1.77"
+
+
+def test_pod_on_unknown_node_stays_pending_without_ip() -> None:
+    p = pod(build(LAB + bare_pod("lost", "nodeName: node-9, ")), "lost")
+    assert p.status.phase == "Pending"
+    assert p.status.pod_ip is None
+
+
+def test_completed_pod_gets_no_address() -> None:
+    p = pod(build(LAB + bare_pod("done", "nodeName: node-1, ", "phase: Succeeded")), "done")
+    assert p.status.phase == "Succeeded"
+    assert p.status.pod_ip is None

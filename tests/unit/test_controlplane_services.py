@@ -1,0 +1,272 @@
+"""Service defaulting (as the API server does) and ClusterIP / NodePort /
+healthCheckNodePort allocation."""
+
+from __future__ import annotations
+
+import ipaddress
+import textwrap
+
+from netemu.api.base import K8sModel
+from netemu.api.core import Service
+from netemu.api.load import load_text
+from netemu.controlplane import ClusterState, build_cluster_state
+
+
+def objects(text: str) -> list[K8sModel]:
+    loaded, problems = load_text(textwrap.dedent(text), "test.yaml")
+    assert not problems, problems
+    return [item.obj for item in loaded]
+
+
+def build(text: str) -> ClusterState:
+    return build_cluster_state(objects(text))
+
+
+def service(state: ClusterState, name: str, namespace: str = "default") -> Service:
+    for svc in state.services:
+        if svc.metadata.name == name and svc.metadata.namespace == namespace:
+            return svc
+    raise KeyError(name)
+
+
+def svc_yaml(name: str, spec: str = "ports: [{port: 80}]", namespace: str = "default") -> str:
+    return f"""
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec: {{{spec}}}
+"""
+
+
+def lab_yaml(spec: str = "") -> str:
+    return f"""
+---
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata: {{name: lab}}
+spec:
+  nodes: [{{name: node-1, underlayIP: 192.168.56.11}}]
+  {spec}
+"""
+
+
+# ---------------------------------------------------------------- defaulting
+
+
+def test_clusterip_service_gets_api_server_defaults() -> None:
+    svc = service(build(svc_yaml("web", "selector: {app: web}, ports: [{port: 80}]")), "web")
+    spec = svc.spec
+    assert spec.type == "ClusterIP"
+    assert spec.session_affinity == "None"
+    assert spec.session_affinity_config is None
+    assert spec.internal_traffic_policy == "Cluster"
+    assert spec.external_traffic_policy is None
+    assert spec.allocate_load_balancer_node_ports is None
+    assert spec.ip_families == ["IPv4"]
+    assert spec.ip_family_policy == "SingleStack"
+    assert spec.cluster_ips == [spec.cluster_ip]
+    (port,) = spec.ports
+    assert (port.protocol, port.target_port, port.node_port) == ("TCP", 80, None)
+
+
+def test_named_and_explicit_target_ports_are_kept() -> None:
+    spec = "ports: [{name: a, port: 80, targetPort: http}, {name: b, port: 81, targetPort: 8081}]"
+    ports = service(build(svc_yaml("web", spec)), "web").spec.ports
+    assert [p.target_port for p in ports] == ["http", 8081]
+
+
+def test_client_ip_affinity_gets_default_timeout_and_keeps_explicit_one() -> None:
+    state = build(
+        svc_yaml("a", "sessionAffinity: ClientIP, ports: [{port: 80}]")
+        + svc_yaml(
+            "b",
+            "sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}},"
+            " ports: [{port: 80}]",
+        )
+    )
+    a, b = service(state, "a").spec, service(state, "b").spec
+    assert a.session_affinity_config is not None and a.session_affinity_config.client_ip
+    assert a.session_affinity_config.client_ip.timeout_seconds == 10800
+    assert b.session_affinity_config is not None and b.session_affinity_config.client_ip
+    assert b.session_affinity_config.client_ip.timeout_seconds == 60
+
+
+def test_nodeport_and_loadbalancer_default_external_traffic_policy_cluster() -> None:
+    state = build(
+        svc_yaml("np", "type: NodePort, ports: [{port: 80}]")
+        + svc_yaml("lb", "type: LoadBalancer, ports: [{port: 80}]")
+        + svc_yaml("local", "type: NodePort, externalTrafficPolicy: Local, ports: [{port: 80}]")
+    )
+    assert service(state, "np").spec.external_traffic_policy == "Cluster"
+    assert service(state, "lb").spec.external_traffic_policy == "Cluster"
+    assert service(state, "local").spec.external_traffic_policy == "Local"
+    assert service(state, "lb").spec.allocate_load_balancer_node_ports is True
+    assert service(state, "np").spec.allocate_load_balancer_node_ports is None
+
+
+def test_clusterip_with_external_ips_is_externally_accessible() -> None:
+    spec = "externalIPs: [192.168.56.200], ports: [{port: 80}]"
+    svc = service(build(svc_yaml("ext", spec)), "ext")
+    assert svc.spec.external_traffic_policy == "Cluster"
+
+
+def test_external_name_service_gets_no_ip_fields() -> None:
+    svc = service(build(svc_yaml("ext", "type: ExternalName, externalName: example.com")), "ext")
+    assert svc.spec.cluster_ip is None and svc.spec.cluster_ips == []
+    assert svc.spec.ip_families == [] and svc.spec.ip_family_policy is None
+    assert svc.spec.internal_traffic_policy is None
+
+
+def test_headless_services_keep_none_and_get_family_defaults() -> None:
+    state = build(
+        svc_yaml("sel", "clusterIP: None, selector: {app: db}, ports: [{port: 5432}]")
+        + svc_yaml("nosel", "clusterIP: None, ports: [{port: 5432}]")
+    )
+    sel, nosel = service(state, "sel").spec, service(state, "nosel").spec
+    assert (sel.cluster_ip, sel.cluster_ips) == ("None", ["None"])
+    assert (sel.ip_family_policy, sel.ip_families) == ("SingleStack", ["IPv4"])
+    # initIPFamilyFields: headless without selector defaults to RequireDualStack.
+    assert nosel.cluster_ips == ["None"]
+    assert (nosel.ip_family_policy, nosel.ip_families) == ("RequireDualStack", ["IPv4", "IPv6"])
+
+
+def test_cluster_ips_only_is_mirrored_into_cluster_ip() -> None:
+    svc = service(build(svc_yaml("a", "clusterIPs: [10.96.5.5], ports: [{port: 80}]")), "a")
+    assert svc.spec.cluster_ip == "10.96.5.5"
+
+
+# ---------------------------------------------------------------- cluster IPs
+
+
+def test_explicit_cluster_ip_is_honoured() -> None:
+    svc = service(build(svc_yaml("a", "clusterIP: 10.96.0.50, ports: [{port: 80}]")), "a")
+    assert (svc.spec.cluster_ip, svc.spec.cluster_ips) == ("10.96.0.50", ["10.96.0.50"])
+
+
+def test_allocated_ips_are_unique_in_the_default_service_cidr_dynamic_band() -> None:
+    state = build("".join(svc_yaml(f"s{i}") for i in range(40)))
+    ips = [ipaddress.ip_address(s.spec.cluster_ip or "") for s in state.services]
+    cidr = ipaddress.ip_network("10.96.0.0/12")
+    assert len(set(ips)) == 40
+    assert all(ip in cidr for ip in ips)
+    # The lowest 256 addresses are left for explicit requests (static subrange).
+    assert all(int(ip) > int(cidr.network_address) + 256 for ip in ips)
+    assert cidr.broadcast_address not in ips
+
+
+def test_allocation_is_stable_when_unrelated_services_are_added() -> None:
+    alone = build(svc_yaml("web") + svc_yaml("np", "type: NodePort, ports: [{port: 80}]"))
+    crowded = build(
+        "".join(svc_yaml(f"other-{i}", "type: NodePort, ports: [{port: 80}]") for i in range(30))
+        + svc_yaml("web")
+        + svc_yaml("np", "type: NodePort, ports: [{port: 80}]")
+        + svc_yaml("web", namespace="other")
+    )
+    assert service(crowded, "web").spec.cluster_ip == service(alone, "web").spec.cluster_ip
+    assert service(crowded, "np").spec.cluster_ip == service(alone, "np").spec.cluster_ip
+    assert service(crowded, "np").spec.ports == service(alone, "np").spec.ports
+
+
+def test_lab_service_cidr_is_used_and_dns_ip_is_skipped_unless_requested() -> None:
+    # A /28 leaves 14 usable addresses; the cluster DNS IP must be left for kube-dns.
+    lab = lab_yaml("serviceCIDR: 10.100.0.0/28\n  clusterDNS: 10.100.0.10")
+    state = build(lab + "".join(svc_yaml(f"s{i}") for i in range(13)))
+    ips = {s.spec.cluster_ip for s in state.services}
+    assert len(ips) == 13
+    assert "10.100.0.10" not in ips
+    assert ips == {f"10.100.0.{i}" for i in range(1, 15)} - {"10.100.0.10"}
+
+    with_dns = build(
+        lab
+        + svc_yaml("kube-dns", "clusterIP: 10.100.0.10, ports: [{port: 53}]", "kube-system")
+        + svc_yaml("web")
+    )
+    assert service(with_dns, "kube-dns", "kube-system").spec.cluster_ip == "10.100.0.10"
+    assert service(with_dns, "web").spec.cluster_ip != "10.100.0.10"
+
+
+def test_explicit_ip_wins_over_a_hashed_allocation() -> None:
+    alone = service(build(svc_yaml("web")), "web").spec.cluster_ip
+    state = build(svc_yaml("web") + svc_yaml("zz", f"clusterIP: {alone}, ports: [{{port: 80}}]"))
+    assert service(state, "zz").spec.cluster_ip == alone
+    assert service(state, "web").spec.cluster_ip not in (alone, None)
+
+
+# ---------------------------------------------------------------- node ports
+
+
+def node_ports(svc: Service) -> list[int | None]:
+    return [p.node_port for p in svc.spec.ports]
+
+
+def test_node_ports_allocated_from_default_range_and_explicit_ones_honoured() -> None:
+    state = build(
+        svc_yaml("np", "type: NodePort, ports: [{name: a, port: 80}, {name: b, port: 81}]")
+        + svc_yaml("fixed", "type: NodePort, ports: [{port: 80, nodePort: 30080}]")
+    )
+    ports = node_ports(service(state, "np"))
+    assert all(p is not None and 30086 <= p <= 32767 for p in ports)  # dynamic band
+    assert len(set(ports)) == 2
+    assert node_ports(service(state, "fixed")) == [30080]
+
+
+def test_explicit_node_port_wins_over_a_hashed_allocation() -> None:
+    (taken,) = node_ports(
+        service(build(svc_yaml("np", "type: NodePort, ports: [{port: 80}]")), "np")
+    )
+    state = build(
+        svc_yaml("np", "type: NodePort, ports: [{port: 80}]")
+        + svc_yaml("zz", f"type: NodePort, ports: [{{port: 80, nodePort: {taken}}}]")
+    )
+    assert node_ports(service(state, "zz")) == [taken]
+    assert node_ports(service(state, "np")) != [taken]
+
+
+def test_same_port_number_on_tcp_and_udp_shares_one_node_port() -> None:
+    spec = (
+        "type: NodePort, ports: [{name: dns, port: 53, protocol: UDP},"
+        " {name: dns-tcp, port: 53, protocol: TCP}, {name: other, port: 54}]"
+    )
+    udp, tcp, other = node_ports(service(build(svc_yaml("dns", spec)), "dns"))
+    assert udp == tcp
+    assert other != udp
+
+
+def test_lab_node_port_range_is_used() -> None:
+    state = build(
+        lab_yaml("nodePortRange: 31000-31009")
+        + "".join(svc_yaml(f"s{i}", "type: NodePort, ports: [{port: 80}]") for i in range(10))
+    )
+    ports = sorted(p for s in state.services for p in node_ports(s) if p is not None)
+    assert ports == list(range(31000, 31010))
+
+
+def test_load_balancer_without_node_port_allocation_gets_none() -> None:
+    spec = "type: LoadBalancer, allocateLoadBalancerNodePorts: false, ports: [{port: 80}]"
+    assert node_ports(service(build(svc_yaml("lb", spec)), "lb")) == [None]
+
+
+def test_clusterip_service_gets_no_node_ports() -> None:
+    assert node_ports(service(build(svc_yaml("web")), "web")) == [None]
+
+
+def test_health_check_node_port_only_for_load_balancer_with_local_policy() -> None:
+    state = build(
+        svc_yaml(
+            "lb-local", "type: LoadBalancer, externalTrafficPolicy: Local, ports: [{port: 80}]"
+        )
+        + svc_yaml("lb-cluster", "type: LoadBalancer, ports: [{port: 80}]")
+        + svc_yaml("np-local", "type: NodePort, externalTrafficPolicy: Local, ports: [{port: 80}]")
+        + svc_yaml(
+            "lb-fixed",
+            "type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32000,"
+            " ports: [{port: 80}]",
+        )
+    )
+    hc = service(state, "lb-local").spec.health_check_node_port
+    assert hc is not None and 30000 <= hc <= 32767
+    assert hc not in node_ports(service(state, "lb-local"))
+    assert service(state, "lb-cluster").spec.health_check_node_port is None
+    assert service(state, "np-local").spec.health_check_node_port is None
+    assert service(state, "lb-fixed").spec.health_check_node_port == 32000
