@@ -81,7 +81,7 @@ def _comment(text: str) -> str:
 
 # Mitigation for route_localnet (https://issue.k8s.io/90259); kubelet writes the same rule.
 LOCALNET_RULE = (
-    f'{_comment("block incoming localnet connections")} -d 127.0.0.0/8 '
+    f"{_comment('block incoming localnet connections')} -d 127.0.0.0/8 "
     "! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
 )
 

@@ -61,7 +61,7 @@ def test_compile_write_goes_to_rules_dir(tmp_path: Path, monkeypatch: object) ->
     import netemu.cli
 
     monkeypatch.setattr(netemu.cli, "RULES_DIR", tmp_path)  # type: ignore[attr-defined]
-    code, out, _ = run("compile", "-f", DEFAULT, "--write")
+    code, _, _ = run("compile", "-f", DEFAULT, "--write")
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "default").iterdir()) == [
         "node-1.iptables",
@@ -126,26 +126,20 @@ def test_trace_offline_json_contract() -> None:
     assert len(data["endpoints"]) == 3
     assert data["masquerade"] is True
     assert {"table", "chain", "rule"} <= set(data["rules"][0])
-    assert any("KUBE-NODEPORTS" == r["chain"] for r in data["rules"])
+    assert any(r["chain"] == "KUBE-NODEPORTS" for r in data["rules"])
     assert data["assumptions"]
 
 
 def test_trace_offline_local_policy_on_a_node_without_endpoints() -> None:
-    code, out, _ = run(
-        "get",
-        "pods",
-        "-f",
-        DEFAULT,
-        "-o",
-        "json",
-    )
-    nodes_with_web = {p["spec"]["nodeName"] for p in json.loads(out)["items"]}
+    # In the loadbalancer lab every shop pod runs on node-1.
+    lab = str(ROOT / "controlplane" / "loadbalancer")
+    verdicts = {}
     for node, ip in (("node-1", "192.168.56.11"), ("node-2", "192.168.56.12")):
         code, out, _ = run(
             "trace",
             "--offline",
             "-f",
-            DEFAULT,
+            lab,
             "--node",
             node,
             "--src",
@@ -153,15 +147,16 @@ def test_trace_offline_local_policy_on_a_node_without_endpoints() -> None:
             "--dst",
             ip,
             "--dport",
-            "30081",
+            "31082",
             "-o",
             "json",
         )
+        assert code == 0
         data = json.loads(out)
-        if node in nodes_with_web:
-            assert data["verdict"] == "DNAT" and data["masquerade"] is False
-        else:
-            assert data["verdict"] == "DROP"
+        verdicts[node] = (data["verdict"], data["masquerade"])
+        if node == "node-2":
+            assert "default/shop-local:http has no local endpoints" in data["rules"][-1]["rule"]
+    assert verdicts == {"node-1": ("DNAT", False), "node-2": ("DROP", False)}
 
 
 def test_trace_offline_from_a_real_dump() -> None:
