@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import netaddr
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -347,8 +348,6 @@ def trace(
 
 
 def _check_ip(flag: str, value: str) -> None:
-    import netaddr
-
     try:
         netaddr.IPAddress(value, version=4)
     except (netaddr.AddrFormatError, ValueError):

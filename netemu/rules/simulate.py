@@ -249,7 +249,7 @@ class Simulator:
         elif target == "RETURN":
             yield "RETURN", st
         elif target == "MARK":
-            value, mask = _mark_values(spec)
+            value, mask = mark_target(spec)
             yield from self._chain(
                 table, chain, index + 1, replace(st, mark=(st.mark & ~mask & 0xFFFFFFFF) ^ value)
             )
@@ -376,10 +376,6 @@ def _port_in(port: int, spec: str) -> bool:
     return False
 
 
-def _mark_values(spec: RuleSpec) -> tuple[int, int]:
-    return mark_target(spec)
-
-
 def _masquerade_bit(ruleset: RuleSet) -> int:
     """The bit KUBE-MARK-MASQ sets (kube-proxy's masqueradeBit; 0x4000 by default)."""
     table = ruleset.tables.get("nat")
@@ -387,5 +383,5 @@ def _masquerade_bit(ruleset: RuleSet) -> int:
         for rule in table.chain_rules(n.KUBE_MARK_MASQ):
             spec = parse_args(rule.args)
             if spec.target == "MARK":
-                return _mark_values(spec)[0]
+                return mark_target(spec)[0]
     return 1 << 14
