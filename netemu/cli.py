@@ -17,6 +17,7 @@ from rich.table import Table
 from netemu.api.base import K8sModel
 from netemu.api.errors import InputError
 from netemu.controlplane.state import ClusterState
+from netemu.lab import LabError, LabUsageError
 from netemu.pipeline import (
     UsageError,
     compile_rules,
@@ -59,8 +60,11 @@ def _run(action: Callable[[], None]) -> None:
             click.echo(str(diagnostic), err=True)
         click.echo(f"{len(exc.diagnostics)} error(s)", err=True)
         sys.exit(2)
-    except (UsageError, ParseError) as exc:
+    except (UsageError, ParseError, LabUsageError) as exc:
         _fail_input(f"error: {exc}")
+    except LabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,35 +146,52 @@ _RESOURCES = {
 
 @main.command()
 @click.argument("resource", type=click.Choice(sorted(_RESOURCES)), metavar="RESOURCE")
-@_files
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    type=click.Path(),
+    help="Manifest file or directory (repeatable): show the computed state offline.",
+)
+@click.option("--lab", "lab_name_", help="Live lab to read (default: the only lab that is up).")
 @click.option("-o", "--output", type=click.Choice(["wide", "json", "yaml"]), help="Output format.")
-def get(resource: str, paths: tuple[str, ...], output: str | None) -> None:
-    """Show computed pods, services, endpointslices or nodes (as kubectl would)."""
+def get(resource: str, paths: tuple[str, ...], lab_name_: str | None, output: str | None) -> None:
+    """Show pods, services, endpointslices or nodes (as kubectl would), computed
+    from manifests (-f) or read from a live lab."""
 
     def action() -> None:
-        state = load_cluster(paths)
-        kind = _RESOURCES[resource]
-        items: Sequence[K8sModel] = {
-            "pods": state.pods,
-            "services": state.services,
-            "endpointslices": state.endpoint_slices,
-            "nodes": state.nodes,
-        }[kind]
-        if output in ("json", "yaml"):
-            listing = {
-                "apiVersion": "v1",
-                "kind": "List",
-                "items": [item.to_dict() for item in items],
-                "metadata": {"resourceVersion": ""},
-            }
-            if output == "json":
-                click.echo(json.dumps(listing, indent=4))
-            else:
-                click.echo(yaml.safe_dump(listing, sort_keys=False), nl=False)
-            return
-        _print_table(kind, state, wide=output == "wide")
+        if paths:
+            state = load_cluster(paths)
+        else:
+            from netemu.cli_live import live_state
+
+            state = live_state(lab_name_)
+        print_resources(_RESOURCES[resource], state, output)
 
     _run(action)
+
+
+def print_resources(kind: str, state: ClusterState, output: str | None) -> None:
+    items: Sequence[K8sModel] = {
+        "pods": state.pods,
+        "services": state.services,
+        "endpointslices": state.endpoint_slices,
+        "nodes": state.nodes,
+    }[kind]
+    if output in ("json", "yaml"):
+        listing = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [item.to_dict() for item in items],
+            "metadata": {"resourceVersion": ""},
+        }
+        if output == "json":
+            click.echo(json.dumps(listing, indent=4))
+        else:
+            click.echo(yaml.safe_dump(listing, sort_keys=False), nl=False)
+        return
+    _print_table(kind, state, wide=output == "wide")
 
 
 def _print_table(kind: str, state: ClusterState, wide: bool) -> None:
@@ -371,3 +392,9 @@ def _print_simulation(result: Simulation, node: str | None) -> None:
     click.echo("\nassumptions:")
     for text in result.assumptions:
         click.echo(f"  - {text}")
+
+
+# Live-lab commands (up, down, exec, apply, delete, scale, rules) register themselves.
+from netemu import cli_live  # noqa: E402
+
+cli_live.register(main, _run)

@@ -7,7 +7,9 @@ order as kube-proxy's own iptables-restore input.
 jumps from the built-in chains (kube-proxy's and kubelet's, each prepended,
 so they appear in reverse order) and KUBE-PROXY-CANARY in mangle, nat and
 filter; its rendering is a complete restore input for a fresh node and reads
-like `iptables-save` of a real one.
+like `iptables-save` of a real one. `compile_resync` is a sync of a node
+whose kernel already holds rules: it also flushes and deletes the service and
+endpoint chains kube-proxy no longer uses.
 """
 
 from __future__ import annotations
@@ -125,6 +127,47 @@ def compile_node(data: ProxyInput) -> RuleSet:
 def compile_sync(data: ProxyInput) -> RuleSet:
     """kube-proxy's restore input for one sync of one node."""
     return _Compiler(data).run()
+
+
+# kube-proxy's isServiceChainName (pkg/proxy/iptables/proxier.go, 1.31): the
+# chains it owns by prefix and deletes once no longer in use. Its older
+# KUBE-XLB- entry ("for cleanup, can be removed after 1.26") is gone by then,
+# so a leftover KUBE-XLB- chain is left alone, like any chain of someone else's.
+STALE_CHAIN_PREFIXES = (n.SVC_PREFIX, n.SVL_PREFIX, n.SEP_PREFIX, n.FW_PREFIX, n.EXT_PREFIX)
+
+
+def compile_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
+    """kube-proxy's restore input for a sync of a node whose kernel holds `existing`
+    (parsed iptables-save): `compile_sync(data)` plus the deletion of stale chains.
+
+    syncProxyRules (pkg/proxy/iptables/proxier.go, "Delete chains no longer in
+    use") saves the nat table only, and for each existing chain that is not
+    active in this sync and matches isServiceChainName it writes a chain line
+    `:CHAIN - [0:0]` after the active ones (which flushes it, together with
+    every rule in it that jumps to another stale chain) and `-X CHAIN` among
+    the nat rules, so that all flushes precede all deletions. kube-proxy walks a
+    Go set, in no fixed order; here the stale chains are sorted. In
+    large-cluster mode kube-proxy does this at most once per syncPeriod; this
+    function is a sync that does it.
+
+    One difference in text only: kube-proxy's `-X` lines come just before the
+    final "kubernetes service nodeports" rule of KUBE-SERVICES, while a Table
+    renders its deletions after all its rules; iptables-restore applies both
+    the same way.
+    """
+    rules = compile_sync(data)
+    current = existing.tables.get("nat")
+    if current is None:
+        return rules
+    nat = rules.table("nat")
+    active = set(nat.chains)
+    stale = sorted(
+        {c for c in current.chains if c not in active and c.startswith(STALE_CHAIN_PREFIXES)}
+    )
+    for chain in stale:
+        nat.declare(chain)
+        nat.deletions.append(chain)
+    return rules
 
 
 class _Compiler:

@@ -1,0 +1,281 @@
+"""The `netemu` commands that work on live labs: up, down, exec, apply,
+delete, scale, rules (and the live side of `get`). Each needs root and says
+so in one line without it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+
+from netemu.api.apps import Deployment
+from netemu.api.core import EndpointSlice, Node, Pod, Service
+from netemu.api.validate import load_and_validate
+from netemu.controlplane.objects import is_namespaced, kind_of
+from netemu.controlplane.state import ClusterState
+from netemu.lab import (
+    LabError,
+    LabUsageError,
+    LiveLab,
+    down,
+    down_all,
+    needs_root,
+    resolve_lab,
+    running_labs,
+    up,
+)
+from netemu.pipeline import lab_name as manifest_lab_name
+from netemu.pipeline import load_cluster
+
+_lab_option = click.option("--lab", "lab_opt", help="Lab name (default: the only lab that is up).")
+
+# kubectl's names and short names for the kinds `delete` and `scale` accept.
+_KIND_ALIASES = {
+    "pod": "Pod",
+    "pods": "Pod",
+    "po": "Pod",
+    "service": "Service",
+    "services": "Service",
+    "svc": "Service",
+    "deployment": "Deployment",
+    "deployments": "Deployment",
+    "deploy": "Deployment",
+    "replicaset": "ReplicaSet",
+    "replicasets": "ReplicaSet",
+    "rs": "ReplicaSet",
+    "daemonset": "DaemonSet",
+    "daemonsets": "DaemonSet",
+    "ds": "DaemonSet",
+    "statefulset": "StatefulSet",
+    "statefulsets": "StatefulSet",
+    "sts": "StatefulSet",
+    "endpointslice": "EndpointSlice",
+    "endpointslices": "EndpointSlice",
+}
+_SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
+
+
+def _root(command: str) -> None:
+    message = needs_root(command)
+    if message:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(1)
+
+
+def live_state(lab_opt: str | None) -> ClusterState:
+    _root("get")
+    raw = LiveLab(resolve_lab(lab_opt)).state()
+    return ClusterState(
+        nodes=tuple(Node.model_validate(o) for o in raw["nodes"]),
+        services=tuple(Service.model_validate(o) for o in raw["services"]),
+        pods=tuple(Pod.model_validate(o) for o in raw["pods"]),
+        endpoint_slices=tuple(EndpointSlice.model_validate(o) for o in raw["endpointslices"]),
+        deployments=tuple(Deployment.model_validate(o) for o in raw["deployments"]),
+    )
+
+
+def _kind(name: str) -> str:
+    kind = _KIND_ALIASES.get(name.lower())
+    if kind is None:
+        raise LabUsageError(
+            f"unknown kind {name!r}; expected one of: {', '.join(sorted(set(_KIND_ALIASES.values())))}"  # noqa: E501
+        )
+    return kind
+
+
+def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> None:
+    @main.command("up")
+    @click.option(
+        "-f",
+        "--filename",
+        "paths",
+        multiple=True,
+        required=True,
+        type=click.Path(exists=True),
+        help="Lab directory or manifests.",
+    )
+    @click.option("--name", help="Lab name (default: the Lab object's name).")
+    def up_cmd(paths: tuple[str, ...], name: str | None) -> None:
+        """Bring a lab up: namespaces, links, overlay, pods and kube-proxy rules."""
+        _root("up")
+
+        def action() -> None:
+            state = load_cluster(paths)  # validation errors with file:line, before anything starts
+            lab = name or manifest_lab_name(state, list(paths))
+            console = Console(stderr=True, highlight=False)
+            with console.status(f"lab {lab}: starting") as status:
+
+                def show(progress: dict[str, Any]) -> None:
+                    count = f" {progress['done']}/{progress['total']}" if progress["total"] else ""
+                    status.update(f"lab {lab}: {progress['stage']}{count}")
+
+                live = up(paths, lab, on_progress=show)
+            info = live.info()
+            elapsed = live.status()["elapsed"]
+            click.echo(
+                f"lab {lab} is up in {elapsed:.2f} s: {len(info['nodes'])} nodes, "
+                f"{len(info['pods'])} pods, {len(info['clients'])} external clients "
+                f"({info['overlay']} overlay, iptables-{info['backend']})"
+            )
+
+        run(action)
+
+    @main.command("down")
+    @click.argument("lab", required=False)
+    @click.option("--all", "all_", is_flag=True, help="Take every lab down.")
+    def down_cmd(lab: str | None, all_: bool) -> None:
+        """Take a lab down, removing everything it created (also after a crash)."""
+        _root("down")
+
+        def action() -> None:
+            if all_:
+                for name, removed in down_all().items():
+                    click.echo(f"lab {name} is down ({len(removed)} objects removed)")
+                return
+            name = resolve_lab(lab)
+            removed = down(name)
+            click.echo(f"lab {name} is down ({len(removed)} objects removed)")
+
+        run(action)
+
+    @main.command("exec", context_settings={"ignore_unknown_options": True})
+    @_lab_option
+    @click.argument("target")
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    def exec_cmd(lab_opt: str | None, target: str, command: tuple[str, ...]) -> None:
+        """Run COMMAND in a pod, node or external client: netemu exec TARGET -- CMD ..."""
+        _root("exec")
+
+        def action() -> None:
+            argv = LiveLab(resolve_lab(lab_opt)).exec_argv(target, list(command))
+            sys.stdout.flush()
+            os.execvp(argv[0], argv)
+
+        run(action)
+
+    @main.command("apply")
+    @click.option(
+        "-f",
+        "--filename",
+        "paths",
+        multiple=True,
+        required=True,
+        type=click.Path(exists=True),
+        help="Manifest file or directory.",
+    )
+    @_lab_option
+    def apply_cmd(paths: tuple[str, ...], lab_opt: str | None) -> None:
+        """Create or update objects in a live lab; pods and rules follow at once."""
+        _root("apply")
+
+        def action() -> None:
+            objects = [item.obj for item in load_and_validate(paths)]
+            for line in LiveLab(resolve_lab(lab_opt)).apply(objects):
+                click.echo(f"{line} applied")
+
+        run(action)
+
+    @main.command("delete")
+    @click.option(
+        "-f",
+        "--filename",
+        "paths",
+        multiple=True,
+        type=click.Path(exists=True),
+        help="Delete the objects in these manifests.",
+    )
+    @click.option("-n", "--namespace", default="default", show_default=True)
+    @_lab_option
+    @click.argument("kind_and_name", nargs=-1)
+    def delete_cmd(
+        paths: tuple[str, ...], namespace: str, lab_opt: str | None, kind_and_name: tuple[str, ...]
+    ) -> None:
+        """Delete objects: netemu delete -f PATH, or netemu delete KIND NAME."""
+        _root("delete")
+
+        def action() -> None:
+            refs: list[tuple[str, str | None, str]] = []
+            if paths:
+                if kind_and_name:
+                    raise LabUsageError("give either -f PATH or KIND NAME, not both")
+                for item in load_and_validate(paths):
+                    kind = kind_of(type(item.obj))
+                    meta: Any = getattr(item.obj, "metadata", None)
+                    ns = (meta.namespace or "default") if is_namespaced(kind) else None
+                    refs.append((kind, ns, meta.name))
+            elif len(kind_and_name) == 2:
+                kind = _kind(kind_and_name[0])
+                refs.append((kind, namespace, kind_and_name[1]))
+            elif len(kind_and_name) == 1 and "/" in kind_and_name[0]:
+                kind_name, obj = kind_and_name[0].split("/", 1)
+                refs.append((_kind(kind_name), namespace, obj))
+            else:
+                raise LabUsageError("expected -f PATH, KIND NAME or KIND/NAME")
+            for line in LiveLab(resolve_lab(lab_opt)).delete(refs):
+                click.echo(f"{line} deleted")
+
+        run(action)
+
+    @main.command("scale")
+    @click.argument("resource")
+    @click.option("--replicas", required=True, type=click.IntRange(0, 1000))
+    @click.option("-n", "--namespace", default="default", show_default=True)
+    @_lab_option
+    def scale_cmd(resource: str, replicas: int, namespace: str, lab_opt: str | None) -> None:
+        """Scale a Deployment, ReplicaSet or StatefulSet (e.g. deployment/web --replicas 5)."""
+        _root("scale")
+
+        def action() -> None:
+            if "/" not in resource:
+                raise LabUsageError(f"expected KIND/NAME such as deployment/web, got {resource!r}")
+            kind_name, name = resource.split("/", 1)
+            kind = _kind(kind_name)
+            if kind not in _SCALABLE:
+                raise LabUsageError(
+                    f"{kind} cannot be scaled; scalable: {', '.join(sorted(_SCALABLE))}"
+                )
+            click.echo(LiveLab(resolve_lab(lab_opt)).scale(kind, namespace, name, replicas))
+
+        run(action)
+
+    @main.command("rules")
+    @click.argument("node")
+    @click.option(
+        "--counters",
+        is_flag=True,
+        help="Packet and byte counters ([pkts:bytes], as iptables-save -c).",
+    )
+    @_lab_option
+    def rules_cmd(node: str, counters: bool, lab_opt: str | None) -> None:
+        """Show a node's live iptables rules (iptables-save format)."""
+        _root("rules")
+
+        def action() -> None:
+            from netemu.kernel.counters import read_counters
+            from netemu.kernel.iptables import KernelIptables
+
+            netns_name, backend = LiveLab(resolve_lab(lab_opt)).node_netns(node)
+            text = (
+                read_counters(netns_name, backend)
+                if counters
+                else KernelIptables(netns_name, backend).save()
+            )
+            click.echo(text, nl=False)
+
+        run(action)
+
+    @main.command("labs")
+    def labs_cmd() -> None:
+        """List the labs that are up."""
+        _root("labs")
+        for name in running_labs():
+            try:
+                progress = LiveLab(name).status()
+                state = "ready" if progress["ready"] else progress["stage"]
+            except LabError:
+                state = "supervisor gone (netemu down cleans up)"
+            click.echo(f"{name}\t{state}")

@@ -1,0 +1,261 @@
+"""Building a lab's datapath from its plan, over netlink (pyroute2).
+
+Every change is a netlink request on a socket opened inside the namespace it
+changes (see netemu.kernel.netns): no `ip` process per link, address or
+route, so hundreds of pods come up in one process. Veth pairs are created in
+the node's namespace with their peer placed straight into the pod's (or
+the underlay switch's port into the member's), so nothing ever appears in
+the host's root namespace.
+
+pyroute2 gives each thread its own netlink socket, created on the thread's
+first request in whatever namespace that thread is in. So every request
+runs on one worker thread owned by the Datapath, which opened each handle
+while inside the handle's namespace: a request from any other thread could
+otherwise reach the host's own namespace.
+
+Owns: namespaces named by the plan and the links, addresses, routes, FDB and
+neighbour entries in them. Must not touch: the host's root namespace.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
+
+from netemu.kernel import netns
+from netemu.kernel.journal import Journal
+from netemu.net.plan import (
+    POD_BRIDGE,
+    VXLAN_DEVICE,
+    VXLAN_PORT,
+    VXLAN_VNI,
+    ClientPlan,
+    NodePlan,
+    PodPlan,
+    Route,
+    UnderlayPlan,
+)
+
+_RTNH_F_ONLINK = 4
+_NTF_SELF = 0x02
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _on_worker(method: Callable[P, R]) -> Callable[P, R]:
+    """Run the method on the Datapath's netlink thread (see the module doc)."""
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        self = args[0]
+        assert isinstance(self, Datapath)
+        if threading.current_thread() is self._thread:
+            return method(*args, **kwargs)
+        return self._worker.submit(method, *args, **kwargs).result()
+
+    return run
+
+
+class Datapath:
+    """Netlink handles per namespace, opened once and reused."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._handles: dict[str, IPRoute] = {}
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self._thread: threading.Thread | None = None
+        self._worker.submit(self._claim).result()
+
+    def _claim(self) -> None:
+        self._thread = threading.current_thread()
+
+    # -- namespaces -------------------------------------------------------
+
+    def _new_netns(self, name: str) -> IPRoute:
+        self.journal.netns(name)
+        netns.create(name)
+        ipr = self._open(name)
+        ipr.link("set", index=self._index(ipr, "lo"), state="up")
+        return ipr
+
+    def _open(self, name: str) -> IPRoute:
+        with self._lock:
+            if name not in self._handles:
+                with netns.entered(name):
+                    self._handles[name] = IPRoute()
+            return self._handles[name]
+
+    def _drop(self, name: str) -> None:
+        with self._lock:
+            handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.close()
+
+    @staticmethod
+    def _index(ipr: IPRoute, ifname: str) -> int:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LookupError(f"no link {ifname}")
+        return int(found[0])
+
+    def close(self) -> None:
+        self._worker.submit(self._close_all).result()
+        self._worker.shutdown()
+
+    def _close_all(self) -> None:
+        for name in list(self._handles):
+            self._drop(name)
+
+    # -- underlay ---------------------------------------------------------
+
+    @_on_worker
+    def build_underlay(self, plan: UnderlayPlan) -> None:
+        ipr = self._new_netns(plan.netns)
+        ipr.link("add", ifname=plan.bridge, kind="bridge")
+        bridge = self._index(ipr, plan.bridge)
+        ipr.addr("add", index=bridge, address=plan.gateway_ip, prefixlen=plan.prefixlen)
+        ipr.link("set", index=bridge, state="up")
+
+    def _attach_to_underlay(
+        self, underlay: UnderlayPlan, member_netns: str, port: str
+    ) -> tuple[IPRoute, int]:
+        """A veth from the switch bridge into the member, named eth0 there."""
+        switch = self._open(underlay.netns)
+        switch.link(
+            "add",
+            ifname=port,
+            kind="veth",
+            peer={"ifname": "eth0", "net_ns_fd": str(netns.path(member_netns))},
+        )
+        index = self._index(switch, port)
+        switch.link("set", index=index, master=self._index(switch, underlay.bridge), state="up")
+        member = self._open(member_netns)
+        return member, self._index(member, "eth0")
+
+    # -- nodes ------------------------------------------------------------
+
+    @_on_worker
+    def build_node(self, plan: NodePlan, underlay: UnderlayPlan) -> None:
+        ipr = self._new_netns(plan.netns)
+        netns.write_sysctls(plan.netns, dict(plan.sysctls))
+        _, eth0 = self._attach_to_underlay(underlay, plan.netns, plan.switch_port)
+        ipr.addr("add", index=eth0, address=plan.underlay_ip, prefixlen=plan.underlay_prefixlen)
+        ipr.link("set", index=eth0, state="up")
+
+        ipr.link("add", ifname=POD_BRIDGE, kind="bridge", mtu=plan.pod_mtu)
+        bridge = self._index(ipr, POD_BRIDGE)
+        ipr.addr("add", index=bridge, address=plan.bridge_ip, prefixlen=plan.pod_prefixlen)
+        ipr.link("set", index=bridge, state="up")
+
+        if plan.overlay == "vxlan":
+            ipr.link(
+                "add",
+                ifname=VXLAN_DEVICE,
+                kind="vxlan",
+                vxlan_id=VXLAN_VNI,
+                vxlan_local=plan.underlay_ip,
+                vxlan_link=eth0,
+                vxlan_port=VXLAN_PORT,
+                vxlan_learning=0,  # flannel writes every peer's entries itself
+                address=plan.vtep_mac,
+                mtu=plan.pod_mtu,
+            )
+            vxlan = self._index(ipr, VXLAN_DEVICE)
+            ipr.addr("add", index=vxlan, address=plan.vtep_ip, prefixlen=32)
+            ipr.link("set", index=vxlan, state="up")
+            for peer in plan.peers:
+                # flannel's three entries per remote node: the peer VTEP's MAC
+                # for its address (neighbour), where that MAC lives on the
+                # underlay (FDB), and the route to its pod CIDR (below).
+                ipr.neigh(
+                    "add",
+                    dst=peer.vtep_ip,
+                    lladdr=peer.vtep_mac,
+                    ifindex=vxlan,
+                    state=NUD_PERMANENT,
+                )
+                ipr.fdb(
+                    "append",
+                    ifindex=vxlan,
+                    lladdr=peer.vtep_mac,
+                    dst=peer.underlay_ip,
+                    state=NUD_PERMANENT,
+                    flags=_NTF_SELF,
+                )
+        self._add_routes(ipr, plan.routes)
+
+    def _add_routes(self, ipr: IPRoute, routes: Iterable[Route]) -> None:
+        for route in routes:
+            args: dict[str, object] = {"dst": "0.0.0.0/0" if route.dst == "default" else route.dst}
+            if route.via:
+                args["gateway"] = route.via
+            if route.device:
+                args["oif"] = self._index(ipr, route.device)
+            if route.onlink:
+                args["flags"] = _RTNH_F_ONLINK
+            ipr.route("replace", **args)
+
+    # -- external clients -------------------------------------------------
+
+    @_on_worker
+    def build_client(self, plan: ClientPlan, underlay: UnderlayPlan) -> None:
+        ipr = self._new_netns(plan.netns)
+        _, eth0 = self._attach_to_underlay(underlay, plan.netns, plan.switch_port)
+        ipr.addr("add", index=eth0, address=plan.ip, prefixlen=plan.prefixlen)
+        ipr.link("set", index=eth0, state="up")
+        self._add_routes(ipr, plan.routes)
+
+    @_on_worker
+    def set_host_routes(self, netns_name: str, old: Iterable[Route], new: Iterable[Route]) -> None:
+        """Replace a member's /32 routes `old` by `new` (announced IPs change
+        as Services come and go)."""
+        ipr = self._open(netns_name)
+        new_set = set(new)
+        for route in set(old) - new_set:
+            ipr.route("del", dst=route.dst, gateway=route.via)
+        self._add_routes(ipr, sorted(new_set, key=lambda r: r.dst))
+
+    # -- pods (the bridge CNI's ADD and DEL) -------------------------------
+
+    @_on_worker
+    def add_pod(self, pod: PodPlan, node: NodePlan) -> None:
+        if pod.host_network:
+            return  # a hostNetwork pod uses the node's own namespace as is
+        ipr = self._new_netns(pod.netns)
+        host = self._open(node.netns)
+        host.link(
+            "add",
+            ifname=pod.host_veth,
+            kind="veth",
+            mtu=pod.mtu,
+            peer={"ifname": "eth0", "net_ns_fd": str(netns.path(pod.netns)), "mtu": pod.mtu},
+        )
+        veth = self._index(host, pod.host_veth)
+        host.link("set", index=veth, master=self._index(host, POD_BRIDGE), state="up")
+        # hairpinMode, as flannel's bridge CNI config sets it: a pod reaching
+        # itself through its Service may be bridged back out its own port.
+        host.brport("set", index=veth, mode=1)  # IFLA_BRPORT_MODE: hairpin on
+        eth0 = self._index(ipr, "eth0")
+        ipr.addr("add", index=eth0, address=pod.ip, prefixlen=pod.prefixlen)
+        ipr.link("set", index=eth0, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=pod.gateway)
+
+    @_on_worker
+    def remove_pod(self, pod: PodPlan, node: NodePlan) -> None:
+        if pod.host_network:
+            return
+        host = self._open(node.netns)
+        found = host.link_lookup(ifname=pod.host_veth)
+        if found:
+            # Deleting one end deletes the pair now, whoever still holds the pod's namespace.
+            host.link("del", index=found[0])
+        self._drop(pod.netns)
+        netns.remove(pod.netns)

@@ -1,0 +1,257 @@
+"""Real requests sent from inside a lab namespace, without spawning a process:
+the client socket is created in the namespace (netns.open_socket) and used
+from the calling thread, so the packets take the pod's routes and meet the
+node's rules exactly as a program in that pod would.
+
+HTTP goes through http.client (the socket is swapped in by overriding
+`connect`); failures are reported as an outcome, never raised, so tests and
+the CLI can assert "refused" or "timeout" as readily as an answer.
+
+Owns: the client sockets it opens (closed before returning, or when an
+HttpSession closes). Must not touch: anything else in the namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import ipaddress
+import json
+import socket
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+from netemu.kernel import netns
+
+Outcome = Literal["answered", "refused", "timeout", "unreachable", "error"]
+
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH}
+_MAX_DATAGRAM = 65535
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    outcome: Outcome
+    status: int | None = None  # HTTP status
+    body: str = ""
+    reply: dict[str, Any] | None = None  # parsed JSON body (test server reply) if any
+    local: tuple[str, int] | None = None  # the client's own address:port
+    elapsed: float = 0.0
+    detail: str = ""
+
+
+def _family(host: str) -> int:
+    # Only IP literals: a lab namespace has no resolver of its own, and name
+    # lookups would silently use the host's.
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+
+
+def _address(sock: socket.socket) -> tuple[str, int]:
+    name = sock.getsockname()
+    return str(name[0]), int(name[1])
+
+
+def _outcome(exc: BaseException) -> Outcome:
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    # socket.timeout is TimeoutError; a kernel ETIMEDOUT also lands here.
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+        return "unreachable"
+    return "error"
+
+
+def _failure(
+    exc: BaseException, started: float, local: tuple[str, int] | None = None
+) -> ProbeResult:
+    return ProbeResult(
+        outcome=_outcome(exc),
+        local=local,
+        elapsed=time.monotonic() - started,
+        detail=f"{type(exc).__name__}: {exc}",
+    )
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class _SessionClosedError(ConnectionError):
+    """A session's connection is gone; it never opens a second one, since a
+    new connection would hide what happened to the first."""
+
+
+class _NetnsHTTPConnection(http.client.HTTPConnection):
+    """http.client connection whose socket lives in namespace `netns_name`."""
+
+    def __init__(
+        self,
+        netns_name: str,
+        host: str,
+        port: int,
+        timeout: float,
+        source_port: int | None = None,
+        once: bool = False,
+    ) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.netns_name = netns_name
+        self.probe_timeout = timeout
+        self.source_port = source_port
+        self.once = once
+        self.connected_from: tuple[str, int] | None = None
+
+    def connect(self) -> None:
+        if self.once and self.connected_from is not None:
+            raise _SessionClosedError("the session's connection was closed")
+        family = _family(self.host)
+        sock = netns.open_socket(self.netns_name, family, socket.SOCK_STREAM)
+        try:
+            # As http.client does: requests are small, don't wait for Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.source_port is not None:
+                # The same source port again may find the last connection's
+                # TIME_WAIT still there.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", self.source_port))
+            sock.settimeout(self.probe_timeout)
+            sock.connect((self.host, self.port))
+            self.connected_from = _address(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _get(conn: _NetnsHTTPConnection, path: str, started: float, close: bool) -> ProbeResult:
+    try:
+        headers = {"Connection": "close"} if close else {}
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return _failure(exc, started, conn.connected_from)
+    body = raw.decode("utf-8", errors="replace")
+    is_json = (response.getheader("Content-Type") or "").startswith("application/json")
+    return ProbeResult(
+        outcome="answered",
+        status=response.status,
+        body=body,
+        reply=_json_object(body) if is_json else None,
+        local=conn.connected_from,
+        elapsed=time.monotonic() - started,
+    )
+
+
+def http_get(
+    netns_name: str,
+    host: str,
+    port: int,
+    path: str = "/",
+    timeout: float = 2.0,
+    source_port: int | None = None,
+) -> ProbeResult:
+    """One HTTP GET on a fresh connection from inside `netns_name`; `host` is
+    an IP literal, `timeout` bounds the connect and each read."""
+    started = time.monotonic()
+    conn = _NetnsHTTPConnection(netns_name, host, port, timeout, source_port)
+    try:
+        # Asking the server to close lets it close first, which normally
+        # leaves TIME_WAIT on its side, not ours: a fixed source_port can
+        # then be used again at once.
+        return _get(conn, path, started, close=True)
+    finally:
+        conn.close()
+
+
+def udp_request(
+    netns_name: str,
+    host: str,
+    port: int,
+    payload: bytes = b"ping",
+    timeout: float = 2.0,
+) -> ProbeResult:
+    """Send one datagram from inside `netns_name` and wait for one answer.
+
+    The socket is connected, as a typical client's is: an ICMP port
+    unreachable then surfaces as "refused", and only an answer from
+    (host, port) is accepted, so a reply whose source was not translated
+    back to the address asked is lost ("timeout"), as it would be for a
+    real client.
+    """
+    started = time.monotonic()
+    local: tuple[str, int] | None = None
+    try:
+        sock = netns.open_socket(netns_name, _family(host), socket.SOCK_DGRAM)
+    except OSError as exc:
+        return _failure(exc, started)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        local = _address(sock)
+        sock.send(payload)
+        data = sock.recv(_MAX_DATAGRAM)
+    except OSError as exc:
+        return _failure(exc, started, local)
+    finally:
+        sock.close()
+    body = data.decode("utf-8", errors="replace")
+    return ProbeResult(
+        outcome="answered",
+        body=body,
+        reply=_json_object(body),
+        local=local,
+        elapsed=time.monotonic() - started,
+    )
+
+
+class HttpSession:
+    """One keep-alive HTTP connection from inside a namespace, opened by the
+    first `get` and reused by every later one (ProbeResult.local stays the
+    same). It never reconnects: once the connection is gone every `get`
+    reports "error", which is how a test sees an established connection
+    being dropped rather than a fresh one quietly taking its place.
+    """
+
+    def __init__(
+        self,
+        netns_name: str,
+        host: str,
+        port: int,
+        timeout: float = 2.0,
+        source_port: int | None = None,
+    ) -> None:
+        self._conn = _NetnsHTTPConnection(netns_name, host, port, timeout, source_port, once=True)
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        """The client's address:port once connected."""
+        return self._conn.connected_from
+
+    def get(self, path: str = "/") -> ProbeResult:
+        started = time.monotonic()
+        result = _get(self._conn, path, started, close=False)
+        if result.outcome != "answered":
+            # http.client would otherwise leave a half-used socket behind.
+            self._conn.close()
+        return result
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> HttpSession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

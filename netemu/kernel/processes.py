@@ -1,0 +1,78 @@
+"""Processes inside lab namespaces: container commands and `netemu exec`.
+
+A process runs under `ip netns exec` (so /etc/netns/<ns>/ files such as
+resolv.conf and hosts are bind-mounted over /etc, as for any `ip netns`
+user) and in its own UTS namespace whose hostname is the pod's (or node's)
+name. Container output goes to a log file per container.
+
+Owns: the processes it starts and the /etc/netns/<ns>/ files it writes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ETC_NETNS = Path("/etc/netns")
+
+# `unshare --uts` gives the process its own hostname; the shell sets it and
+# then execs the command, so the pid we record is the command's own.
+_WITH_HOSTNAME = 'hostname "$1" && shift && exec "$@"'
+
+
+def command_in(netns: str, argv: Sequence[str], hostname: str | None = None) -> list[str]:
+    """The argv that runs `argv` inside namespace `netns` (with `hostname`)."""
+    prefix = ["ip", "netns", "exec", netns]
+    if hostname is None:
+        return [*prefix, *argv]
+    return [*prefix, "unshare", "--uts", "--", "sh", "-c", _WITH_HOSTNAME, "sh", hostname, *argv]
+
+
+def etc_dir(netns: str) -> Path:
+    return ETC_NETNS / netns
+
+
+def write_etc(netns: str, files: Mapping[str, str]) -> Path:
+    """Files that `ip netns exec` mounts over /etc/<name> in namespace `netns`."""
+    directory = etc_dir(netns)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def start(
+    netns: str,
+    argv: Sequence[str],
+    *,
+    hostname: str,
+    env: Mapping[str, str],
+    log: Path,
+) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command_in(netns, argv, hostname),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env},
+            start_new_session=True,  # its own process group: stopped as one
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 2.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,260 @@
+"""The Python facade of live labs, used by the CLI and by tests: bring a lab
+up (a supervisor process per lab), talk to it over its Unix socket, resolve
+exec targets, and take it down, also after the supervisor has crashed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netemu.api.base import K8sModel
+from netemu.api.load import KINDS
+from netemu.kernel import journal
+from netemu.kernel.iptables import Backend
+from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
+from netemu.kernel.processes import command_in
+from netemu.net.plan import check_lab_name
+
+READY_TIMEOUT = 120.0
+REQUEST_TIMEOUT = 60.0
+
+
+class LabError(RuntimeError):
+    """A live-lab operation failed (exit code 1)."""
+
+
+class LabUsageError(ValueError):
+    """A live-lab request that cannot be met as asked (exit code 2)."""
+
+
+def needs_root(command: str) -> str | None:
+    if os.geteuid() != 0:
+        return f"netemu {command} needs root (it works in network namespaces); run it with sudo"
+    return None
+
+
+def running_labs() -> list[str]:
+    return journal.labs()
+
+
+def resolve_lab(name: str | None) -> str:
+    """The lab named, or the only lab that is up."""
+    labs = running_labs()
+    if name is not None:
+        if name not in labs:
+            raise LabUsageError(f"no lab {name!r} is up; labs up: {', '.join(labs) or 'none'}")
+        return name
+    if len(labs) == 1:
+        return labs[0]
+    if not labs:
+        raise LabUsageError("no lab is up; start one with: netemu up -f controlplane/default")
+    raise LabUsageError(f"several labs are up ({', '.join(labs)}): choose one with --lab")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "pod", "node" or "client"
+    name: str
+    netns: str
+    hostname: str
+
+
+class LiveLab:
+    """A lab that is up, addressed by name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.directory = run_dir(name)
+
+    # -- talking to the supervisor -------------------------------------------
+
+    def request(self, op: str, timeout: float = REQUEST_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        path = self.directory / SOCKET
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(str(path))
+                sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise LabError(
+                f"lab {self.name}: its supervisor is not running "
+                f"(see {self.directory / LOG}); netemu down {self.name} cleans up"
+            ) from exc
+        reply: dict[str, Any] = json.loads(data)
+        if not reply.get("ok"):
+            raise LabError(f"lab {self.name}: {reply.get('error')}")
+        return reply
+
+    def status(self) -> dict[str, Any]:
+        progress: dict[str, Any] = self.request("status", timeout=5)["progress"]
+        return progress
+
+    def state(self) -> dict[str, list[dict[str, Any]]]:
+        state: dict[str, list[dict[str, Any]]] = self.request("state")["state"]
+        return state
+
+    def apply(self, objects: Sequence[K8sModel]) -> list[str]:
+        raws = [obj.to_dict() for obj in objects]
+        applied: list[str] = self.request("apply", objects=raws)["applied"]
+        return applied
+
+    def delete(self, refs: Sequence[tuple[str, str | None, str]]) -> list[str]:
+        payload = [{"kind": k, "namespace": ns, "name": n} for k, ns, n in refs]
+        deleted: list[str] = self.request("delete", refs=payload)["deleted"]
+        return deleted
+
+    def scale(self, kind: str, namespace: str, name: str, replicas: int) -> str:
+        scaled: str = self.request(
+            "scale", kind=kind, namespace=namespace, name=name, replicas=replicas
+        )["scaled"]
+        return scaled
+
+    # -- reading the lab's info file -----------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = json.loads((self.directory / INFO).read_text())
+        except FileNotFoundError as exc:
+            raise LabError(f"lab {self.name} is not ready") from exc
+        return info
+
+    def target(self, name: str) -> Target:
+        """A pod (`name` or `namespace/name`), a node or an external client."""
+        info = self.info()
+        found: list[Target] = []
+        if name in info["nodes"]:
+            found.append(Target("node", name, info["nodes"][name]["netns"], name))
+        if name in info["clients"]:
+            found.append(Target("client", name, info["clients"][name]["netns"], name))
+        pod_key = name if "/" in name else f"default/{name}"
+        if pod_key in info["pods"]:
+            pod = info["pods"][pod_key]
+            hostname = pod["node"] if pod["hostNetwork"] else pod_key.split("/", 1)[1]
+            found.append(Target("pod", pod_key, pod["netns"], hostname))
+        if not found:
+            known = sorted([*info["nodes"], *info["clients"], *info["pods"]])
+            raise LabUsageError(
+                f"no pod, node or client {name!r} in lab {self.name}; known: {', '.join(known)}"
+            )
+        if len(found) > 1:
+            kinds = ", ".join(t.kind for t in found)
+            raise LabUsageError(
+                f"{name!r} names several targets ({kinds}); for a pod use namespace/name"
+            )
+        return found[0]
+
+    def exec_argv(self, target: str, argv: Sequence[str]) -> list[str]:
+        found = self.target(target)
+        return command_in(found.netns, argv, found.hostname)
+
+    def exec(
+        self, target: str, argv: Sequence[str], timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.exec_argv(target, argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def node_netns(self, node: str) -> tuple[str, Backend]:
+        """(namespace, iptables backend) of a node."""
+        info = self.info()
+        if node not in info["nodes"]:
+            raise LabUsageError(
+                f"no node {node!r} in lab {self.name}; nodes: {', '.join(info['nodes'])}"
+            )
+        backend: Backend = "legacy" if info["backend"] == "legacy" else "nft"
+        return info["nodes"][node]["netns"], backend
+
+
+def up(
+    paths: Sequence[str],
+    name: str,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> LiveLab:
+    """Start the lab's supervisor and wait until every pod's servers listen and
+    every node's rules are applied. On failure the lab is taken down again."""
+    check_lab_name(name)
+    if name in running_labs():
+        raise LabError(f"lab {name} is already up; take it down first with: netemu down {name}")
+    lab_journal = Journal(name)
+    lab_journal.open()
+    log = run_dir(name) / LOG
+    with open(log, "a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netemu.supervisor", "--lab", name, *map(str, paths)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the CLI; `netemu down` ends it
+        )
+    lab_journal.process(proc.pid)
+    lab = LiveLab(name)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise LabError(f"lab {name}: the supervisor exited ({_log_tail(log)})")
+            try:
+                progress = lab.status()
+            except (LabError, OSError, ValueError):
+                progress = None
+            if progress is not None:
+                if on_progress is not None:
+                    on_progress(progress)
+                if progress["error"]:
+                    raise LabError(f"lab {name} failed to come up: {progress['error']}")
+                if progress["ready"]:
+                    return lab
+            if time.monotonic() > deadline:
+                raise LabError(f"lab {name} was not ready after {timeout:.0f} s ({_log_tail(log)})")
+            time.sleep(0.02)
+    except BaseException:
+        down(name)
+        raise
+
+
+def _log_tail(log: Path, lines: int = 5) -> str:
+    try:
+        tail = log.read_text().strip().splitlines()[-lines:]
+    except OSError:
+        return f"no log at {log}"
+    return " | ".join(tail) if tail else f"see {log}"
+
+
+def down(name: str) -> list[str]:
+    """Take lab `name` down: ask its supervisor to stop, then remove everything
+    its journal names (which also works when the supervisor is gone)."""
+    lab = LiveLab(name)
+    if (lab.directory / SOCKET).exists():
+        # A crashed or stuck supervisor: the journal cleanup below handles it.
+        with contextlib.suppress(LabError, OSError, ValueError):
+            lab.request("shutdown", timeout=5)
+    return journal.cleanup(name)
+
+
+def down_all() -> dict[str, list[str]]:
+    return {name: down(name) for name in running_labs()}
+
+
+def kinds_by_name() -> dict[str, type[K8sModel]]:
+    return {kind: cls for (_, kind), cls in KINDS.items()}

@@ -1,0 +1,390 @@
+"""The network plan of a live lab: which namespaces, links, addresses, routes
+and overlay entries it has, as pure data computed from the cluster state.
+
+Naming grammar (every name is collision-free between labs and within kernel
+limits):
+
+- namespaces: `netemu_<lab>_underlay`, `netemu_<lab>_node_<node>`,
+  `netemu_<lab>_ext_<client>`, `netemu_<lab>_pod_<namespace>_<pod>`.
+  Kubernetes names never contain `_`, so the parts can always be told
+  apart and two labs never share a name.
+- interfaces exist only inside a lab's own namespaces, so they follow the
+  names a real node shows: `eth0` (a node's or pod's underlay/primary
+  link), `cni0` (the pod bridge), `flannel.1` (the VXLAN device),
+  `veth<8 hex>` (a pod's host-side veth, as the bridge CNI plugin names
+  them), and on the underlay switch `br0` plus one port per member,
+  `n<i>-<node>` / `c<i>-<client>`, cut to 15 characters.
+
+Must not touch: the kernel (netemu.kernel applies this plan).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import netaddr
+
+from netemu.api.config import Lab
+from netemu.api.core import Pod, Service
+from netemu.controlplane.state import ClusterState
+from netemu.net.addresses import bridge_gateway, overlay_address
+
+PREFIX = "netemu"
+IFNAMSIZ = 15  # the kernel's interface name limit, without the NUL
+LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+
+# flannel's defaults: VNI 1 on flannel.1, the IANA VXLAN port, and an MTU
+# that leaves room for the 50-byte outer headers on a 1500-byte underlay.
+VXLAN_VNI = 1
+VXLAN_PORT = 4789
+VXLAN_DEVICE = "flannel.1"
+VXLAN_MTU = 1450
+UNDERLAY_MTU = 1500
+POD_BRIDGE = "cni0"
+SWITCH_BRIDGE = "br0"
+
+
+class PlanError(ValueError):
+    pass
+
+
+def check_lab_name(name: str) -> str:
+    if not LAB_NAME_RE.match(name):
+        raise PlanError(
+            f"lab name {name!r}: expected lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 32 characters"
+        )
+    return name
+
+
+def lab_prefix(lab: str) -> str:
+    return f"{PREFIX}_{lab}_"
+
+
+def switch_netns(lab: str) -> str:
+    return f"{lab_prefix(lab)}underlay"
+
+
+def node_netns(lab: str, node: str) -> str:
+    return f"{lab_prefix(lab)}node_{node}"
+
+
+def client_netns(lab: str, client: str) -> str:
+    return f"{lab_prefix(lab)}ext_{client}"
+
+
+def pod_netns(lab: str, namespace: str, pod: str) -> str:
+    return f"{lab_prefix(lab)}pod_{namespace}_{pod}"
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("/".join(parts).encode()).digest()
+
+
+def host_veth(namespace: str, pod: str) -> str:
+    """The node-side veth of a pod, `veth` + 8 hex digits like the bridge CNI's."""
+    return "veth" + _digest(namespace, pod).hex()[:8]
+
+
+def vtep_mac(lab: str, node: str) -> str:
+    """A stable, locally administered unicast MAC for a node's VXLAN device,
+    so every peer's FDB and neighbour entries can be written up front."""
+    raw = bytearray(_digest(lab, node)[:6])
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def switch_port(kind: str, index: int, name: str) -> str:
+    return f"{kind}{index}-{name}"[:IFNAMSIZ]
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str  # CIDR, or "default"
+    via: str | None = None
+    device: str | None = None
+    onlink: bool = False
+
+
+@dataclass(frozen=True)
+class VxlanPeer:
+    node: str
+    underlay_ip: str
+    vtep_mac: str
+    vtep_ip: str  # the peer's flannel.1 address (its pod CIDR's network address)
+    pod_cidr: str
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    netns: str
+    underlay_ip: str
+    underlay_prefixlen: int
+    switch_port: str
+    pod_cidr: str
+    bridge_ip: str
+    pod_prefixlen: int
+    overlay: str  # "vxlan" or "host-gw"
+    vtep_mac: str
+    vtep_ip: str
+    pod_mtu: int
+    peers: tuple[VxlanPeer, ...]
+    routes: tuple[Route, ...]
+    sysctls: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ClientPlan:
+    name: str
+    netns: str
+    ip: str
+    prefixlen: int
+    switch_port: str
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class UnderlayPlan:
+    netns: str
+    bridge: str
+    gateway_ip: str
+    prefixlen: int
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    name: str
+    underlay: UnderlayPlan
+    nodes: tuple[NodePlan, ...]
+    clients: tuple[ClientPlan, ...]
+
+    def node(self, name: str) -> NodePlan:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def namespaces(self) -> list[str]:
+        return [
+            self.underlay.netns,
+            *(n.netns for n in self.nodes),
+            *(c.netns for c in self.clients),
+        ]
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    name: str
+    argv: tuple[str, ...]  # empty: the built-in test server
+    env: tuple[tuple[str, str], ...]
+    ports: tuple[tuple[int, str], ...]  # (containerPort, protocol)
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    namespace: str
+    name: str
+    node: str
+    netns: str  # the node's namespace for hostNetwork pods
+    host_network: bool
+    ip: str
+    prefixlen: int
+    gateway: str
+    mtu: int
+    host_veth: str
+    containers: tuple[ContainerPlan, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+# Sysctls a node's datapath needs, as kube-proxy and the bridge CNI set them.
+def node_sysctls(localhost_node_ports: bool) -> tuple[tuple[str, str], ...]:
+    values = [
+        ("net.ipv4.ip_forward", "1"),
+        # Bridged pod traffic must traverse iptables, or same-node Service
+        # replies would skip un-DNAT (kube-proxy checks this sysctl).
+        ("net.bridge.bridge-nf-call-iptables", "1"),
+        # Overlay and NodePort replies take paths the strict check rejects;
+        # flannel and Calico hosts run with it off or loose.
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ]
+    if localhost_node_ports:
+        # kube-proxy sets this for NodePorts on 127.0.0.1 (pkg/proxy/iptables, localhostNodePorts).
+        values.append(("net.ipv4.conf.all.route_localnet", "1"))
+    return tuple(values)
+
+
+def _underlay_gateway(lab: Lab) -> str:
+    """The underlay's first free host address: the lab's router for node
+    default routes (as a Vagrant host-only network's .1); it forwards nothing."""
+    used = {n.underlay_ip for n in lab.spec.nodes} | {c.ip for c in lab.spec.external_clients}
+    for ip in netaddr.IPNetwork(lab.spec.underlay_cidr).iter_hosts():
+        if str(ip) not in used:
+            return str(ip)
+    raise PlanError(f"underlayCIDR {lab.spec.underlay_cidr} has no free address for the gateway")
+
+
+def announced_ips(services: Sequence[Service]) -> list[str]:
+    """LoadBalancer ingress IPs and externalIPs: clients reach them through a node."""
+    ips: set[str] = set()
+    for svc in services:
+        ips.update(svc.spec.external_ips if svc.spec else [])
+        for ingress in svc.status.load_balancer.ingress if svc.status else []:
+            if ingress.ip:
+                ips.add(ingress.ip)
+    return sorted(ips, key=lambda ip: netaddr.IPAddress(ip))
+
+
+def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
+    lab = state.lab
+    if lab is None:
+        raise PlanError("a live lab needs a Lab object (kind: Lab) describing its nodes")
+    check_lab_name(lab_name)
+    underlay = netaddr.IPNetwork(lab.spec.underlay_cidr)
+    mtu = VXLAN_MTU if lab.spec.overlay == "vxlan" else UNDERLAY_MTU
+    localhost_node_ports = _localhost_node_ports(state)
+    gateway = _underlay_gateway(lab)
+
+    node_info = []
+    for node in state.nodes:
+        name = node.metadata.name or ""
+        pod_cidr = node.spec.pod_cidr if node.spec else None
+        internal = node.internal_ips()
+        if not pod_cidr or not internal:
+            raise PlanError(f"node {name}: no pod CIDR or underlay IP")
+        node_info.append((name, internal[0], pod_cidr))
+
+    nodes = []
+    for index, (name, ip, pod_cidr) in enumerate(node_info):
+        peers = tuple(
+            VxlanPeer(
+                node=other,
+                underlay_ip=other_ip,
+                vtep_mac=vtep_mac(lab_name, other),
+                vtep_ip=overlay_address(other_cidr),
+                pod_cidr=other_cidr,
+            )
+            for other, other_ip, other_cidr in node_info
+            if other != name
+        )
+        routes: list[Route] = [Route("default", via=gateway)]
+        for peer in peers:
+            if lab.spec.overlay == "vxlan":
+                # flannel: the peer's pod CIDR via its VTEP address, on-link on flannel.1.
+                routes.append(
+                    Route(peer.pod_cidr, via=peer.vtep_ip, device=VXLAN_DEVICE, onlink=True)
+                )
+            else:
+                routes.append(Route(peer.pod_cidr, via=peer.underlay_ip, device="eth0"))
+        nodes.append(
+            NodePlan(
+                name=name,
+                netns=node_netns(lab_name, name),
+                underlay_ip=ip,
+                underlay_prefixlen=underlay.prefixlen,
+                switch_port=switch_port("n", index, name),
+                pod_cidr=pod_cidr,
+                bridge_ip=bridge_gateway(pod_cidr),
+                pod_prefixlen=netaddr.IPNetwork(pod_cidr).prefixlen,
+                overlay=lab.spec.overlay,
+                vtep_mac=vtep_mac(lab_name, name),
+                vtep_ip=overlay_address(pod_cidr),
+                pod_mtu=mtu,
+                peers=peers if lab.spec.overlay == "vxlan" else (),
+                routes=tuple(routes),
+                sysctls=node_sysctls(localhost_node_ports),
+            )
+        )
+
+    clients = tuple(
+        ClientPlan(
+            name=client.name,
+            netns=client_netns(lab_name, client.name),
+            ip=client.ip,
+            prefixlen=underlay.prefixlen,
+            switch_port=switch_port("c", index, client.name),
+            routes=client_routes(state, nodes[0].underlay_ip if nodes else None),
+        )
+        for index, client in enumerate(lab.spec.external_clients)
+    )
+    return LabPlan(
+        name=lab_name,
+        underlay=UnderlayPlan(
+            netns=switch_netns(lab_name),
+            bridge=SWITCH_BRIDGE,
+            gateway_ip=gateway,
+            prefixlen=underlay.prefixlen,
+        ),
+        nodes=tuple(nodes),
+        clients=clients,
+    )
+
+
+def client_routes(state: ClusterState, announcing_node_ip: str | None) -> tuple[Route, ...]:
+    """An external client reaches LoadBalancer and external IPs through the
+    lab's first node, as if that node announced them (MetalLB in BGP mode
+    with a single peer): kube-proxy in iptables mode DNATs them in
+    PREROUTING without putting them on any interface."""
+    if announcing_node_ip is None:
+        return ()
+    return tuple(Route(f"{ip}/32", via=announcing_node_ip) for ip in announced_ips(state.services))
+
+
+def _localhost_node_ports(state: ClusterState) -> bool:
+    config = state.proxy_config
+    if config is None or config.iptables.localhost_node_ports is None:
+        return True
+    return config.iptables.localhost_node_ports
+
+
+def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
+    meta, spec = pod.metadata, pod.spec
+    namespace, name = meta.namespace or "default", meta.name or ""
+    if spec is None:
+        raise PlanError(f"pod {namespace}/{name}: no spec")
+    host_network = spec.host_network
+    ip = node.underlay_ip if host_network else (pod.status.pod_ip if pod.status else None)
+    if not ip:
+        raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
+    containers = tuple(
+        ContainerPlan(
+            name=c.name,
+            argv=(*c.command, *c.args),
+            env=_plain_env(c.env),
+            ports=tuple((p.container_port, p.protocol) for p in c.ports),
+        )
+        for c in spec.containers
+    )
+    return PodPlan(
+        namespace=namespace,
+        name=name,
+        node=node.name,
+        netns=node.netns if host_network else pod_netns(lab_name, namespace, name),
+        host_network=host_network,
+        ip=ip,
+        prefixlen=node.pod_prefixlen,
+        gateway=node.bridge_ip,
+        mtu=node.pod_mtu,
+        host_veth=host_veth(namespace, name),
+        containers=containers,
+    )
+
+
+def _plain_env(env: object) -> tuple[tuple[str, str], ...]:
+    """`env` entries with a literal `value` (valueFrom needs a kubelet that
+    resolves references, which a lab does not run)."""
+    if not isinstance(env, list):
+        return ()
+    pairs = []
+    for item in env:
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            value = item.get("value", "")
+            pairs.append((item["name"], str(value)))
+    return tuple(pairs)

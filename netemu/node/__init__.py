@@ -1,0 +1,1 @@
+"""Per-node agents: kubelet, cni, proxy, and the built-in test server."""

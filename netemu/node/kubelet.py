@@ -1,0 +1,158 @@
+"""kubelet (with the bridge CNI) for one node of a live lab.
+
+It lists the Pods bound to its node through the control plane's client and
+makes the node match: a new pod gets a namespace, a veth into the node's
+pod bridge, its address and default route (CNI ADD), kubelet's resolv.conf,
+hosts and hostname files, and its containers: a container's command runs
+as a process in the pod's namespace, a container without one is served by
+the lab's built-in test server. A pod that is gone is torn down in the
+reverse order (CNI DEL last).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netemu.api.config import Lab
+from netemu.api.core import Pod
+from netemu.controlplane import Client
+from netemu.kernel import processes
+from netemu.kernel.datapath import Datapath
+from netemu.kernel.journal import Journal
+from netemu.kernel.sockets import bind_pod_sockets
+from netemu.net.plan import NodePlan, PodPlan, plan_pod
+from netemu.node.testserver import PodIdentity, TestServers
+
+
+def resolv_conf(namespace: str, cluster_dns: str, domain: str) -> str:
+    """kubelet's resolv.conf for dnsPolicy ClusterFirst (pkg/kubelet/network/dns)."""
+    search = f"{namespace}.svc.{domain} svc.{domain} {domain}"
+    return f"search {search}\nnameserver {cluster_dns}\noptions ndots:5\n"
+
+
+def hosts_file(ip: str, hostname: str) -> str:
+    """kubelet's managed /etc/hosts (pkg/kubelet/kubelet_pods.go, managedHostsFileContent)."""
+    return (
+        "# Kubernetes-managed hosts file.\n"
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "fe00::0\tip6-localnet\n"
+        "fe00::0\tip6-mcastprefix\n"
+        "fe00::1\tip6-allnodes\n"
+        "fe00::2\tip6-allrouters\n"
+        f"{ip}\t{hostname}\n"
+    )
+
+
+@dataclass
+class RunningPod:
+    plan: PodPlan
+    served: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Kubelet:
+    client: Client
+    lab_name: str
+    lab: Lab
+    node: NodePlan
+    datapath: Datapath
+    servers: TestServers
+    journal: Journal
+    log_dir: Path
+    running: dict[str, RunningPod] = field(default_factory=dict, init=False)
+
+    def desired(self) -> dict[str, PodPlan]:
+        plans = {}
+        for pod in self.client.list(Pod).items:
+            if pod.spec.node_name != self.node.name or pod.metadata.deletion_timestamp:
+                continue
+            if not pod.spec.host_network and not pod.status.pod_ip:
+                continue  # not yet addressed by the pod IPAM
+            plan = plan_pod(self.lab_name, self.node, pod)
+            plans[plan.key] = plan
+        return plans
+
+    def reconcile(self) -> bool:
+        stopped = self.stop_gone()
+        return self.start_new() or stopped
+
+    def start_new(self) -> bool:
+        """Start the pods bound here that are not running; True if any."""
+        desired = self.desired()
+        new = [key for key in sorted(desired) if key not in self.running]
+        for key in new:
+            self.running[key] = self._start(desired[key])
+        return bool(new)
+
+    def stop_gone(self) -> bool:
+        """Stop the running pods that are gone (or changed); True if any."""
+        desired = self.desired()
+        gone = [
+            key
+            for key in sorted(self.running)
+            if key not in desired or desired[key] != self.running[key].plan
+        ]
+        for key in gone:
+            self._stop(self.running.pop(key))
+        return bool(gone)
+
+    def shutdown(self) -> None:
+        for key in sorted(self.running):
+            self._stop(self.running.pop(key))
+
+    def _start(self, plan: PodPlan) -> RunningPod:
+        running = RunningPod(plan)
+        self.datapath.add_pod(plan, self.node)
+        if not plan.host_network:
+            etc = processes.etc_dir(plan.netns)
+            self.journal.path(etc)
+            spec = self.lab.spec
+            processes.write_etc(
+                plan.netns,
+                {
+                    "resolv.conf": resolv_conf(
+                        plan.namespace, spec.cluster_dns, spec.cluster_domain
+                    ),
+                    "hosts": hosts_file(plan.ip, plan.name),
+                    "hostname": plan.name + "\n",
+                },
+            )
+        hostname = self.node.name if plan.host_network else plan.name
+        for container in plan.containers:
+            if container.argv:
+                proc = processes.start(
+                    plan.netns,
+                    container.argv,
+                    hostname=hostname,
+                    env=dict(container.env),
+                    log=self.log_dir / plan.namespace / plan.name / f"{container.name}.log",
+                )
+                self.journal.process(proc.pid)
+                running.procs.append(proc)
+            elif container.ports:
+                tcp, udp = bind_pod_sockets(plan.netns, "0.0.0.0", container.ports)
+                key = f"{plan.key}/{container.name}"
+                identity = PodIdentity(
+                    pod=plan.name, namespace=plan.namespace, pod_ip=plan.ip, node=plan.node
+                )
+                self.servers.serve(key, identity, tcp, udp)
+                running.served.append(key)
+        return running
+
+    def _stop(self, running: RunningPod) -> None:
+        for key in running.served:
+            self.servers.stop_serving(key)
+        for proc in running.procs:
+            processes.stop(proc)
+        plan = running.plan
+        self.datapath.remove_pod(plan, self.node)
+        if not plan.host_network:
+            etc = processes.etc_dir(plan.netns)
+            for child in etc.glob("*"):
+                child.unlink()
+            if etc.exists():
+                etc.rmdir()

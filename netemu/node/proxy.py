@@ -1,0 +1,48 @@
+"""kube-proxy for one node of a live lab: reads Services and EndpointSlices
+through the control plane's client, compiles the node's rules and applies
+them in one `iptables-restore --noflush` transaction.
+
+The first sync writes everything a fresh node gets (kubelet's and
+kube-proxy's jump rules and KUBE-FIREWALL included); later syncs write
+kube-proxy's own chains and delete the service chains no longer wanted,
+reading what the kernel has first, as kube-proxy does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netemu.api.config import KubeProxyConfiguration, Lab
+from netemu.controlplane import Client, snapshot
+from netemu.kernel.iptables import Iptables
+from netemu.pipeline import proxy_input
+from netemu.rules.iptables import compile_node, compile_resync
+from netemu.rules.model import parse_restore
+
+
+@dataclass
+class ProxyAgent:
+    client: Client
+    node: str
+    iptables: Iptables
+    lab: Lab
+    proxy_config: KubeProxyConfiguration | None
+    synced: bool = field(default=False, init=False)
+    last_input: object = field(default=None, init=False)
+    syncs: int = field(default=0, init=False)
+
+    def reconcile(self) -> bool:
+        """One sync if anything kube-proxy watches changed; True if it wrote rules."""
+        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+        data = proxy_input(state, self.node)
+        if self.synced and data == self.last_input:
+            return False
+        if not self.synced:
+            rules = compile_node(data)
+        else:
+            rules = compile_resync(data, parse_restore(self.iptables.save()))
+        self.iptables.restore(rules.render(), noflush=True)
+        self.synced = True
+        self.last_input = data
+        self.syncs += 1
+        return True

@@ -1,0 +1,276 @@
+"""The built-in test server: what a lab container with no `command` runs on
+every declared containerPort, answering like agnhost netexec so tests can
+see which pod answered and which client address it saw (after any NAT).
+
+Every pod of a lab is served by one asyncio loop in one daemon thread of the
+lab supervisor; the supervisor creates the listening sockets inside each
+pod's namespace (netemu.kernel.sockets) and hands them over here, so no
+process is spawned per pod. A socket keeps its namespace, so this thread
+never switches namespace.
+
+Owns: the sockets handed to `serve` (closed by `stop_serving`, `close`, or a
+failed `serve`) and its loop thread. Must not touch: namespaces, links,
+routes or rules; it only serves the sockets it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import socket
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from aiohttp import web
+
+T = TypeVar("T")
+
+# How long a caller waits for the loop thread to carry out one request.
+CALL_TIMEOUT = 10.0
+# How long a stopping pod's in-flight HTTP requests may run before their
+# connections are cut. The handlers answer at once, so this only bounds a
+# stuck client; idle keep-alive connections are closed without waiting.
+SHUTDOWN_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class PodIdentity:
+    pod: str
+    namespace: str
+    pod_ip: str
+    node: str
+
+
+def reply(identity: PodIdentity, client_ip: str, client_port: int) -> dict[str, Any]:
+    """The JSON a test server answers on `GET /` and to every UDP datagram."""
+    return {
+        "pod": identity.pod,
+        "podIP": identity.pod_ip,
+        "node": identity.node,
+        "clientIP": client_ip,
+        "clientPort": client_port,
+    }
+
+
+def host_port(ip: str, port: int) -> str:
+    """The peer as Go's net.JoinHostPort writes it, "ip:port" (IPv6 in
+    brackets): agnhost netexec's /clientip answers the request's RemoteAddr
+    verbatim."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class _Handlers:
+    def __init__(self, identity: PodIdentity) -> None:
+        self.identity = identity
+
+    @staticmethod
+    def _peer(request: web.Request) -> tuple[str, int]:
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if not peer:
+            # The client is already gone; nobody will read this answer.
+            raise web.HTTPServiceUnavailable(text="connection closed\n")
+        return str(peer[0]), int(peer[1])
+
+    async def root(self, request: web.Request) -> web.Response:
+        return web.json_response(reply(self.identity, *self._peer(request)))
+
+    async def hostname(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.identity.pod)
+
+    async def clientip(self, request: web.Request) -> web.Response:
+        return web.Response(text=host_port(*self._peer(request)))
+
+
+def _app(identity: PodIdentity) -> web.Application:
+    handlers = _Handlers(identity)
+    app = web.Application()
+    app.router.add_get("/", handlers.root)
+    app.router.add_get("/hostname", handlers.hostname)
+    app.router.add_get("/clientip", handlers.clientip)
+    return app
+
+
+class _UdpResponder(asyncio.DatagramProtocol):
+    def __init__(self, identity: PodIdentity) -> None:
+        self.identity = identity
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Python 3.11's selector datagram transport does not subclass
+        # asyncio.DatagramTransport, though it implements it.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.transport is None:
+            return
+        answer = reply(self.identity, str(addr[0]), int(addr[1]))
+        self.transport.sendto(json.dumps(answer).encode(), addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error for an earlier answer (the client went away). Each
+        # datagram is answered on its own, so there is nothing to undo.
+        pass
+
+
+@dataclass
+class _Served:
+    runner: web.AppRunner | None = None
+    udp: list[asyncio.DatagramTransport] = field(default_factory=list)
+
+
+class TestServers:
+    """Runs an asyncio loop in a daemon thread; thread-safe methods.
+
+    Every public method except `start` hands its work to the loop thread and
+    waits for it, so the pod table is only ever touched by that thread.
+    """
+
+    # The name starts with "Test"; tell pytest this is not a test class.
+    __test__ = False
+
+    def __init__(self, call_timeout: float = CALL_TIMEOUT) -> None:
+        self._call_timeout = call_timeout
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._served: dict[str, _Served] = {}
+
+    def start(self) -> None:
+        with self._lock:
+            if self._loop is not None:
+                raise RuntimeError("test servers already started")
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(
+                target=self._run, args=(loop, ready), name="netemu-testservers", daemon=True
+            )
+            thread.start()
+            ready.wait()
+            self._loop, self._thread = loop, thread
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            coro.close()
+            raise RuntimeError("test servers not started")
+        if threading.current_thread() is thread:
+            # Waiting on the loop from inside the loop would never return.
+            coro.close()
+            raise RuntimeError("TestServers methods must not be called from its loop thread")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout=self._call_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def serve(
+        self,
+        key: str,
+        identity: PodIdentity,
+        tcp: list[socket.socket],
+        udp: list[socket.socket],
+    ) -> None:
+        """Serve `identity` on already bound sockets (TCP ones listening);
+        returns once every socket is being served. The sockets belong to the
+        servers from this call on, even if it raises."""
+        if self._loop is None:
+            for sock in (*tcp, *udp):
+                sock.close()
+        self._call(self._serve(key, identity, list(tcp), list(udp)))
+
+    async def _serve(
+        self,
+        key: str,
+        identity: PodIdentity,
+        tcp: list[socket.socket],
+        udp: list[socket.socket],
+    ) -> None:
+        if key in self._served:
+            for sock in (*tcp, *udp):
+                sock.close()
+            raise ValueError(f"{key} is already being served")
+        served = _Served()
+        # Registered before anything starts so a failure halfway is undone
+        # by the same path as a normal stop.
+        self._served[key] = served
+        try:
+            if tcp:
+                runner = web.AppRunner(
+                    _app(identity),
+                    handle_signals=False,
+                    access_log=None,
+                    shutdown_timeout=SHUTDOWN_TIMEOUT,
+                )
+                await runner.setup()
+                served.runner = runner
+                for sock in tcp:
+                    await web.SockSite(runner, sock).start()
+            loop = asyncio.get_running_loop()
+            for sock in udp:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpResponder(identity), sock=sock
+                )
+                served.udp.append(transport)
+        except BaseException:
+            await self._stop(key)
+            # Sockets not yet taken by a server; closing a closed one is a no-op.
+            for sock in (*tcp, *udp):
+                sock.close()
+            raise
+
+    def stop_serving(self, key: str) -> None:
+        """Stop serving `key`: its sockets are closed and its open TCP
+        connections dropped by the time this returns. Unknown keys are ignored."""
+        self._call(self._stop(key))
+
+    async def _stop(self, key: str) -> None:
+        served = self._served.pop(key, None)
+        if served is None:
+            return
+        for transport in served.udp:
+            transport.close()
+        if served.runner is not None:
+            # Closes the listening sockets, then every open connection
+            # (idle keep-alive ones at once), so a removed pod stops answering
+            # even on connections made before.
+            await served.runner.cleanup()
+        # A closed datagram transport releases its socket on the next loop turn.
+        await asyncio.sleep(0)
+
+    def serving(self) -> list[str]:
+        return self._call(self._keys())
+
+    async def _keys(self) -> list[str]:
+        return sorted(self._served)
+
+    def close(self) -> None:
+        """Stop serving every pod and end the loop thread. Idempotent."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            try:
+                self._call(self._stop_all())
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=self._call_timeout)
+                self._loop, self._thread = None, None
+
+    async def _stop_all(self) -> None:
+        for key in list(self._served):
+            await self._stop(key)
