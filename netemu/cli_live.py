@@ -78,6 +78,10 @@ def live_state(lab_opt: str | None) -> ClusterState:
     )
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _kind(name: str) -> str:
     kind = _KIND_ALIASES.get(name.lower())
     if kind is None:
@@ -116,9 +120,16 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
                 live = up(paths, lab, on_progress=show)
             info = live.info()
             elapsed = live.status()["elapsed"]
+            counts = ", ".join(
+                _count(len(info[key]), noun)
+                for key, noun in (
+                    ("nodes", "node"),
+                    ("pods", "pod"),
+                    ("clients", "external client"),
+                )
+            )
             click.echo(
-                f"lab {lab} is up in {elapsed:.2f} s: {len(info['nodes'])} nodes, "
-                f"{len(info['pods'])} pods, {len(info['clients'])} external clients "
+                f"lab {lab} is up in {elapsed:.2f} s: {counts} "
                 f"({info['overlay']} overlay, iptables-{info['backend']})"
             )
 
