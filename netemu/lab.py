@@ -96,7 +96,15 @@ class LiveLab:
                 f"lab {self.name}: its supervisor is not running "
                 f"(see {self.directory / LOG}); netemu down {self.name} cleans up"
             ) from exc
-        reply: dict[str, Any] = json.loads(data)
+        except OSError as exc:
+            raise LabError(f"lab {self.name}: no answer from its supervisor ({exc})") from exc
+        try:
+            reply: dict[str, Any] = json.loads(data)
+        except ValueError as exc:
+            raise LabError(
+                f"lab {self.name}: the supervisor hung up without an answer "
+                f"(see {self.directory / LOG})"
+            ) from exc
         if not reply.get("ok"):
             raise LabError(f"lab {self.name}: {reply.get('error')}")
         return reply

@@ -52,7 +52,7 @@ class PlanError(ValueError):
 
 
 def check_lab_name(name: str) -> str:
-    if not LAB_NAME_RE.match(name):
+    if not LAB_NAME_RE.fullmatch(name):
         raise PlanError(
             f"lab name {name!r}: expected lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 32 characters"
@@ -221,10 +221,11 @@ def node_sysctls(localhost_node_ports: bool) -> tuple[tuple[str, str], ...]:
     return tuple(values)
 
 
-def _underlay_gateway(lab: Lab) -> str:
+def _underlay_gateway(lab: Lab, services: Sequence[Service]) -> str:
     """The underlay's first free host address: the lab's router for node
     default routes (as a Vagrant host-only network's .1); it forwards nothing."""
     used = {n.underlay_ip for n in lab.spec.nodes} | {c.ip for c in lab.spec.external_clients}
+    used.update(announced_ips(services))
     for ip in netaddr.IPNetwork(lab.spec.underlay_cidr).iter_hosts():
         if str(ip) not in used:
             return str(ip)
@@ -250,7 +251,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     underlay = netaddr.IPNetwork(lab.spec.underlay_cidr)
     mtu = VXLAN_MTU if lab.spec.overlay == "vxlan" else UNDERLAY_MTU
     localhost_node_ports = _localhost_node_ports(state)
-    gateway = _underlay_gateway(lab)
+    gateway = _underlay_gateway(lab, state.services)
 
     node_info = []
     for node in state.nodes:
@@ -356,7 +357,10 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
     containers = tuple(
         ContainerPlan(
             name=c.name,
-            argv=(*c.command, *c.args),
+            # Without a command the image's entrypoint would run (agnhost's
+            # netexec, with `args` as its flags): the built-in test server
+            # stands in for it, whatever the args.
+            argv=(*c.command, *c.args) if c.command else (),
             env=_plain_env(c.env),
             ports=tuple((p.container_port, p.protocol) for p in c.ports),
         )

@@ -1,0 +1,462 @@
+"""The pure network plan of a live lab: names, addresses, routes, overlay
+entries and sysctls, computed from every lab in controlplane/."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from functools import cache
+from pathlib import Path
+
+import netaddr
+import pytest
+
+from netemu.api.config import ExternalClient
+from netemu.api.core import Pod
+from netemu.controlplane.state import ClusterState
+from netemu.net.plan import (
+    IFNAMSIZ,
+    POD_BRIDGE,
+    SWITCH_BRIDGE,
+    VXLAN_DEVICE,
+    LabPlan,
+    PlanError,
+    Route,
+    announced_ips,
+    check_lab_name,
+    client_routes,
+    host_veth,
+    node_sysctls,
+    plan_lab,
+    plan_pod,
+    vtep_mac,
+)
+from netemu.pipeline import load_cluster
+
+ROOT = Path(__file__).parents[2]
+LABS = (
+    "default",
+    "affinity",
+    "internal-local",
+    "loadbalancer",
+    "no-selector",
+    "protocols",
+    "statefulset",
+)
+VETH_RE = re.compile(r"^veth[0-9a-f]{8}$")
+
+IP_FORWARD = ("net.ipv4.ip_forward", "1")
+BRIDGE_NF = ("net.bridge.bridge-nf-call-iptables", "1")
+ROUTE_LOCALNET = ("net.ipv4.conf.all.route_localnet", "1")
+
+
+@cache
+def state_of(lab: str) -> ClusterState:
+    return load_cluster([ROOT / "controlplane" / lab])
+
+
+def plan_of(lab: str, name: str | None = None) -> LabPlan:
+    return plan_lab(state_of(lab), name or lab)
+
+
+def with_overlay(state: ClusterState, overlay: str) -> ClusterState:
+    assert state.lab is not None
+    spec = state.lab.spec.model_copy(update={"overlay": overlay})
+    return dataclasses.replace(state, lab=state.lab.model_copy(update={"spec": spec}))
+
+
+def all_namespaces(state: ClusterState, plan: LabPlan) -> list[str]:
+    pods = [
+        plan_pod(plan.name, plan.node(pod.spec.node_name or ""), pod).netns
+        for pod in state.pods
+        if not pod.spec.host_network
+    ]
+    return [*plan.namespaces(), *pods]
+
+
+def interface_names(state: ClusterState, plan: LabPlan) -> list[str]:
+    names = [SWITCH_BRIDGE, POD_BRIDGE, VXLAN_DEVICE, "eth0"]
+    names += [n.switch_port for n in plan.nodes]
+    names += [c.switch_port for c in plan.clients]
+    names += [
+        plan_pod(plan.name, plan.node(p.spec.node_name or ""), p).host_veth for p in state.pods
+    ]
+    for node in plan.nodes:
+        names += [r.device for r in node.routes if r.device]
+    for client in plan.clients:
+        names += [r.device for r in client.routes if r.device]
+    return names
+
+
+# ---------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_interface_name_fits_ifnamsiz(lab: str) -> None:
+    state, plan = state_of(lab), plan_of(lab)
+    names = interface_names(state, plan)
+    assert state.pods or lab == "no-selector"
+    too_long = [name for name in names if len(name) > IFNAMSIZ]
+    assert IFNAMSIZ == 15
+    assert too_long == []
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_switch_ports_are_unique(lab: str) -> None:
+    plan = plan_of(lab)
+    ports = [n.switch_port for n in plan.nodes] + [c.switch_port for c in plan.clients]
+    assert len(ports) == len(set(ports))
+
+
+def test_long_node_and_client_names_are_cut_to_15_characters(tmp_path: Path) -> None:
+    long_node = "a-very-long-node-name-that-is-much-longer-than-ifnamsiz"
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(
+        "apiVersion: netemu/v1alpha1\nkind: Lab\nmetadata:\n  name: long\nspec:\n"
+        "  nodes:\n"
+        f"    - name: {long_node}-1\n      underlayIP: 192.168.56.11\n"
+        f"    - name: {long_node}-2\n      underlayIP: 192.168.56.12\n"
+        "  externalClients:\n"
+        "    - name: an-external-client-with-a-long-name\n      ip: 192.168.56.20\n"
+    )
+    state = load_cluster([lab_file])
+    plan = plan_lab(state, "long")
+    names = interface_names(state, plan)
+    assert all(len(name) <= IFNAMSIZ for name in names)
+    ports = [n.switch_port for n in plan.nodes] + [c.switch_port for c in plan.clients]
+    assert len(set(ports)) == 3
+    assert all(port.startswith(("n0-", "n1-", "c0-")) for port in ports)
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_namespace_names_are_unique_and_prefixed_with_the_lab(lab: str) -> None:
+    state, plan = state_of(lab), plan_of(lab)
+    names = all_namespaces(state, plan)
+    assert len(names) == 1 + len(plan.nodes) + len(plan.clients) + len(state.pods)
+    assert len(names) == len(set(names))
+    assert all(name.startswith(f"netemu_{lab}_") for name in names)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("default", "default-2"), ("a", "a-node"), ("t1", "t1-a"), ("lab", "lab-pod-default")],
+)
+@pytest.mark.parametrize("lab", LABS)
+def test_two_labs_never_share_a_namespace_name(lab: str, first: str, second: str) -> None:
+    state = state_of(lab)
+    one = all_namespaces(state, plan_lab(state, first))
+    two = all_namespaces(state, plan_lab(state, second))
+    assert set(one).isdisjoint(two)
+    assert all(name.startswith(f"netemu_{first}_") for name in one)
+    assert all(name.startswith(f"netemu_{second}_") for name in two)
+
+
+@pytest.mark.parametrize("name", ["", "A", "-x", "x-", "x_y", "x.y", "a" * 33])
+def test_bad_lab_names_are_rejected(name: str) -> None:
+    with pytest.raises(PlanError, match="lab name"):
+        check_lab_name(name)
+    with pytest.raises(PlanError, match="lab name"):
+        plan_lab(state_of("default"), name)
+
+
+@pytest.mark.parametrize("name", ["default", "t1-a", "a", "0", "a" * 32])
+def test_good_lab_names_are_accepted(name: str) -> None:
+    assert check_lab_name(name) == name
+    assert plan_lab(state_of("default"), name).name == name
+
+
+def test_lab_name_with_a_trailing_newline_is_rejected() -> None:
+    # BUG: LAB_NAME_RE ends in `$`, which also matches before a final "\n", so
+    # "default\n" passes and would become /run/netemu/default\n and netns names
+    # with a newline in them (the pattern needs \Z or re.fullmatch).
+    with pytest.raises(PlanError):
+        check_lab_name("default\n")
+
+
+def test_host_veth_is_veth_and_8_hex_digits_and_stable() -> None:
+    name = host_veth("default", "web-0")
+    assert VETH_RE.match(name)
+    assert host_veth("default", "web-0") == name
+    assert host_veth("default", "web-1") != name
+    assert host_veth("other", "web-0") != name
+
+
+# ---------------------------------------------------------------- vxlan
+
+
+def is_local_unicast_mac(mac: str) -> bool:
+    octets = mac.split(":")
+    return (
+        len(octets) == 6
+        and all(re.fullmatch(r"[0-9a-f]{2}", o) for o in octets)
+        and int(octets[0], 16) & 0x03 == 0x02
+    )
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_vxlan_plan_has_one_peer_per_other_node(lab: str) -> None:
+    plan = plan_of(lab)
+    assert len(plan.nodes) >= 2
+    for node in plan.nodes:
+        assert node.overlay == "vxlan"
+        assert node.pod_mtu == 1450
+        assert node.vtep_ip == str(netaddr.IPNetwork(node.pod_cidr).network)
+        assert is_local_unicast_mac(node.vtep_mac)
+        others = [n for n in plan.nodes if n.name != node.name]
+        assert sorted(p.node for p in node.peers) == sorted(n.name for n in others)
+        for other in others:
+            (peer,) = [p for p in node.peers if p.node == other.name]
+            assert peer.pod_cidr == other.pod_cidr
+            assert peer.underlay_ip == other.underlay_ip
+            # The MAC a peer writes for this node is the one this node's device has.
+            assert peer.vtep_mac == other.vtep_mac == vtep_mac(lab, other.name)
+            assert is_local_unicast_mac(peer.vtep_mac)
+            assert peer.vtep_ip == str(netaddr.IPNetwork(other.pod_cidr).network)
+            assert peer.vtep_ip == other.vtep_ip
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_vtep_macs_differ_between_nodes_and_labs(lab: str) -> None:
+    plan = plan_of(lab)
+    macs = [n.vtep_mac for n in plan.nodes]
+    assert len(set(macs)) == len(macs)
+    other = plan_of(lab, "other-lab")
+    assert set(macs).isdisjoint(n.vtep_mac for n in other.nodes)
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_vxlan_routes_go_via_each_peers_vtep_onlink_on_flannel(lab: str) -> None:
+    plan = plan_of(lab)
+    for node in plan.nodes:
+        expected = {
+            Route(other.pod_cidr, via=other.vtep_ip, device="flannel.1", onlink=True)
+            for other in plan.nodes
+            if other.name != node.name
+        }
+        pod_routes = {r for r in node.routes if r.dst != "default"}
+        assert pod_routes == expected
+        assert len(node.routes) == len(expected) + 1
+
+
+# ---------------------------------------------------------------- host-gw
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_host_gw_plan_routes_via_underlay_without_peers(lab: str) -> None:
+    plan = plan_lab(with_overlay(state_of(lab), "host-gw"), lab)
+    for node in plan.nodes:
+        assert node.overlay == "host-gw"
+        assert node.peers == ()
+        assert node.pod_mtu == 1500
+        expected = {
+            Route(other.pod_cidr, via=other.underlay_ip, device="eth0")
+            for other in plan.nodes
+            if other.name != node.name
+        }
+        pod_routes = {r for r in node.routes if r.dst != "default"}
+        assert pod_routes == expected
+        assert all(r.device != "flannel.1" and not r.onlink for r in node.routes)
+
+
+def test_pod_mtu_follows_the_overlay() -> None:
+    state = state_of("default")
+    vxlan = plan_lab(with_overlay(state, "vxlan"), "default")
+    host_gw = plan_lab(with_overlay(state, "host-gw"), "default")
+    assert {n.pod_mtu for n in vxlan.nodes} == {1450}
+    assert {n.pod_mtu for n in host_gw.nodes} == {1500}
+    pod = state.pods[0]
+    node = pod.spec.node_name or ""
+    assert plan_pod("default", vxlan.node(node), pod).mtu == 1450
+    assert plan_pod("default", host_gw.node(node), pod).mtu == 1500
+
+
+# ---------------------------------------------------------------- default route
+
+
+@pytest.mark.parametrize("overlay", ["vxlan", "host-gw"])
+@pytest.mark.parametrize("lab", LABS)
+def test_default_route_via_an_underlay_gateway_no_member_owns(lab: str, overlay: str) -> None:
+    state = with_overlay(state_of(lab), overlay)
+    plan = plan_lab(state, lab)
+    gateway = plan.underlay.gateway_ip
+    assert state.lab is not None
+    assert netaddr.IPAddress(gateway) in netaddr.IPNetwork(state.lab.spec.underlay_cidr)
+    members = {n.underlay_ip for n in plan.nodes} | {c.ip for c in plan.clients}
+    assert gateway not in members
+    for node in plan.nodes:
+        defaults = [r for r in node.routes if r.dst == "default"]
+        assert defaults == [Route("default", via=gateway)]
+
+
+def test_gateway_skips_an_address_a_client_holds() -> None:
+    state = state_of("default")
+    assert state.lab is not None
+    assert plan_lab(state, "default").underlay.gateway_ip == "192.168.56.1"
+    clients = [*state.lab.spec.external_clients, ExternalClient(name="router", ip="192.168.56.1")]
+    spec = state.lab.spec.model_copy(update={"external_clients": clients})
+    moved = dataclasses.replace(state, lab=state.lab.model_copy(update={"spec": spec}))
+    plan = plan_lab(moved, "default")
+    assert plan.underlay.gateway_ip == "192.168.56.2"
+    assert all(r.via == "192.168.56.2" for n in plan.nodes for r in n.routes if r.dst == "default")
+
+
+# ---------------------------------------------------------------- sysctls
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_node_sysctls_follow_localhost_node_ports(lab: str) -> None:
+    state, plan = state_of(lab), plan_of(lab)
+    localhost = state.proxy_config.iptables.localhost_node_ports
+    for node in plan.nodes:
+        assert IP_FORWARD in node.sysctls
+        assert BRIDGE_NF in node.sysctls
+        if localhost is False:
+            assert all(key != ROUTE_LOCALNET[0] for key, _ in node.sysctls)
+        else:
+            assert ROUTE_LOCALNET in node.sysctls
+
+
+def test_protocols_lab_turns_localhost_node_ports_off() -> None:
+    assert state_of("protocols").proxy_config.iptables.localhost_node_ports is False
+    for node in plan_of("protocols").nodes:
+        assert dict(node.sysctls).get(ROUTE_LOCALNET[0]) is None
+        assert IP_FORWARD in node.sysctls
+    assert state_of("default").proxy_config.iptables.localhost_node_ports is None
+    for node in plan_of("default").nodes:
+        assert ROUTE_LOCALNET in node.sysctls
+
+
+def test_node_sysctls_function() -> None:
+    on, off = dict(node_sysctls(True)), dict(node_sysctls(False))
+    assert on["net.ipv4.ip_forward"] == off["net.ipv4.ip_forward"] == "1"
+    assert on["net.bridge.bridge-nf-call-iptables"] == "1"
+    assert off["net.bridge.bridge-nf-call-iptables"] == "1"
+    assert on["net.ipv4.conf.all.route_localnet"] == "1"
+    assert "net.ipv4.conf.all.route_localnet" not in off
+
+
+# ---------------------------------------------------------------- external clients
+
+
+def test_loadbalancer_clients_route_every_announced_ip_via_the_first_node() -> None:
+    state, plan = state_of("loadbalancer"), plan_of("loadbalancer")
+    assert state.lab is not None
+    first_node_ip = state.lab.spec.nodes[0].underlay_ip
+    assert plan.nodes[0].underlay_ip == first_node_ip == "192.168.56.11"
+    announced: set[str] = set()
+    for svc in state.services:
+        announced.update(svc.spec.external_ips)
+        announced.update(i.ip for i in svc.status.load_balancer.ingress if i.ip)
+    assert announced == {"192.168.56.100", "192.168.56.101", "192.168.56.102", "192.168.56.110"}
+    assert set(announced_ips(state.services)) == announced
+    assert len(plan.clients) == 2
+    for client in plan.clients:
+        assert {r.dst for r in client.routes} == {f"{ip}/32" for ip in announced}
+        assert len(client.routes) == len(announced)
+        assert all(r.via == first_node_ip for r in client.routes)
+
+
+def test_clients_have_no_routes_without_announced_ips() -> None:
+    plan = plan_of("default")
+    assert plan.clients and all(c.routes == () for c in plan.clients)
+    assert client_routes(state_of("loadbalancer"), None) == ()
+
+
+# ---------------------------------------------------------------- pods
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_plan_pod_addresses(lab: str) -> None:
+    state, plan = state_of(lab), plan_of(lab)
+    for pod in state.pods:
+        node = plan.node(pod.spec.node_name or "")
+        pp = plan_pod(lab, node, pod)
+        assert pp.ip == pod.status.pod_ip
+        assert pp.node == node.name
+        assert pp.key == f"{pod.metadata.namespace or 'default'}/{pod.metadata.name}"
+        assert netaddr.IPAddress(pp.ip) in netaddr.IPNetwork(node.pod_cidr)
+        assert pp.gateway == node.bridge_ip
+        assert pp.gateway == str(netaddr.IPNetwork(node.pod_cidr)[1])
+        assert pp.gateway.endswith(".1")
+        assert pp.prefixlen == netaddr.IPNetwork(node.pod_cidr).prefixlen
+        assert VETH_RE.match(pp.host_veth)
+        assert pp.netns == f"netemu_{lab}_pod_{pp.namespace}_{pp.name}"
+
+
+def test_plan_pod_container_without_command_is_the_test_server() -> None:
+    state, plan = state_of("default"), plan_of("default")
+    pod = state.pods[0]
+    pp = plan_pod("default", plan.node(pod.spec.node_name or ""), pod)
+    assert [c.name for c in pp.containers] == ["web"]
+    (container,) = pp.containers
+    assert container.argv == ()
+    assert container.ports == ((8080, "TCP"),)
+
+
+def make_pod(containers: list[dict[str, object]], host_network: bool = False) -> Pod:
+    return Pod.model_validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "tool", "namespace": "ops"},
+            "spec": {"nodeName": "node-2", "hostNetwork": host_network, "containers": containers},
+            "status": {"podIP": "10.244.1.9"},
+        }
+    )
+
+
+def test_plan_pod_container_with_command_runs_command_and_args() -> None:
+    node = plan_of("default").node("node-2")
+    pod = make_pod(
+        [
+            {"name": "sh", "command": ["sh", "-c"], "args": ["sleep 1"], "env": [{"name": "A"}]},
+            {"name": "srv", "ports": [{"containerPort": 53, "protocol": "UDP"}]},
+        ]
+    )
+    pp = plan_pod("default", node, pod)
+    sh, srv = pp.containers
+    assert sh.argv == ("sh", "-c", "sleep 1")
+    assert sh.ports == ()
+    assert sh.env == (("A", ""),)
+    assert srv.argv == ()
+    assert srv.ports == ((53, "UDP"),)
+    assert pp.ip == "10.244.1.9"
+    assert pp.gateway == "10.244.1.1"
+    assert pp.netns == "netemu_default_pod_ops_tool"
+
+
+def test_plan_pod_container_with_args_but_no_command_is_the_test_server() -> None:
+    # BUG: argv is command + args, so a container with `args` and no `command`
+    # (agnhost's usual `args: [netexec, --http-port=8080]`) gets argv ("netexec",
+    # ...) and kubelet tries to run "netexec" as a program, although a container
+    # without a command is meant to be served by the built-in test server
+    # (netemu/node/kubelet.py docstring; ContainerPlan.argv "empty: the built-in
+    # test server").
+    node = plan_of("default").node("node-2")
+    pod = make_pod(
+        [
+            {
+                "name": "agnhost",
+                "args": ["netexec", "--http-port=8080"],
+                "ports": [{"containerPort": 8080}],
+            }
+        ]
+    )
+    (container,) = plan_pod("default", node, pod).containers
+    assert container.argv == ()
+
+
+def test_plan_pod_host_network_uses_the_node() -> None:
+    node = plan_of("default").node("node-2")
+    pp = plan_pod("default", node, make_pod([{"name": "c"}], host_network=True))
+    assert pp.host_network
+    assert pp.netns == node.netns
+    assert pp.ip == node.underlay_ip
+
+
+def test_plan_pod_without_an_ip_is_an_error() -> None:
+    node = plan_of("default").node("node-2")
+    pod = make_pod([{"name": "c"}])
+    pod = pod.model_copy(update={"status": pod.status.model_copy(update={"pod_ip": None})})
+    with pytest.raises(PlanError, match="no pod IP"):
+        plan_pod("default", node, pod)
