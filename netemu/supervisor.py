@@ -42,6 +42,7 @@ from netemu.controlplane import (
 from netemu.controlplane.errors import NotFound
 from netemu.controlplane.objects import key_of
 from netemu.kernel import nfacct
+from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
@@ -142,6 +143,7 @@ class Supervisor:
                     client=self.client,
                     node=node.name,
                     iptables=KernelIptables(node.netns, backend),
+                    conntrack=KernelConntrack(node.netns),
                     lab=self.lab,
                     proxy_config=self.proxy_config,
                 )

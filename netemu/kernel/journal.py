@@ -44,16 +44,29 @@ def labs() -> list[str]:
     return sorted(p.name for p in RUN_ROOT.iterdir() if (p / JOURNAL).exists())
 
 
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of `pid` (clock ticks since boot), which tells a
-    process from a later one that reused its pid."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name may hold spaces and parentheses; fields resume after the last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot), which tells a
+    process from a later one that reused its pid."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    """Running (not a zombie waiting for its parent) and still the same process."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return start is None or int(fields[19]) == start
 
 
 @dataclass
@@ -110,10 +123,7 @@ def _kill(pid: int, start: int | None) -> None:
 def _wait_gone(pids: list[tuple[int, int | None]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(
-            process_start_time(pid) is None or process_start_time(pid) != start
-            for pid, start in pids
-        ):
+        if not any(_alive(pid, start) for pid, start in pids):
             return
         time.sleep(0.01)
 
@@ -125,6 +135,10 @@ def cleanup(lab: str) -> list[str]:
     processes = [(int(e["pid"]), e.get("start")) for e in entries if "pid" in e]
     for pid, start in processes:
         _kill(pid, start)
+        # A supervisor started by this very process (the Python facade) is
+        # our child: reap it, or it lingers as a zombie.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
     prefix = f"netemu_{lab}_"
     names = {e["netns"] for e in entries if "netns" in e}
     names.update(n for n in netns.list_names() if n.startswith(prefix))
@@ -134,6 +148,9 @@ def cleanup(lab: str) -> list[str]:
             processes.append((pid, process_start_time(pid)))
         netns.kill_all(name)
     _wait_gone(processes, timeout=5.0)
+    for pid, _ in processes:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
     for name in sorted(names):
         if netns.exists(name):
             netns.remove(name)

@@ -68,7 +68,9 @@ class Kubelet:
     def desired(self) -> dict[str, PodPlan]:
         plans = {}
         for pod in self.client.list(Pod).items:
-            if pod.spec.node_name != self.node.name or pod.metadata.deletion_timestamp:
+            # A pod with a deletionTimestamp is terminating, and keeps running
+            # (its endpoints serve as terminating ones) until it is removed.
+            if pod.spec.node_name != self.node.name:
                 continue
             if not pod.spec.host_network and not pod.status.pod_ip:
                 continue  # not yet addressed by the pod IPAM

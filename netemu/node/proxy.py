@@ -5,7 +5,9 @@ them in one `iptables-restore --noflush` transaction.
 The first sync writes everything a fresh node gets (kubelet's and
 kube-proxy's jump rules and KUBE-FIREWALL included); later syncs write
 kube-proxy's own chains and delete the service chains no longer wanted,
-reading what the kernel has first, as kube-proxy does.
+reading what the kernel has first, as kube-proxy does. After each sync it
+deletes the UDP conntrack entries that point at endpoints no longer serving
+(netemu.rules.conntrack).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass, field
 
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.controlplane import Client, snapshot
+from netemu.kernel.conntrack import Conntrack
 from netemu.kernel.iptables import Iptables
 from netemu.pipeline import proxy_input
+from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.iptables import compile_node, compile_resync
 from netemu.rules.model import parse_restore
 
@@ -27,6 +31,7 @@ class ProxyAgent:
     iptables: Iptables
     lab: Lab
     proxy_config: KubeProxyConfiguration | None
+    conntrack: Conntrack | None = None
     synced: bool = field(default=False, init=False)
     last_input: object = field(default=None, init=False)
     syncs: int = field(default=0, init=False)
@@ -42,6 +47,9 @@ class ProxyAgent:
         else:
             rules = compile_resync(data, parse_restore(self.iptables.save()))
         self.iptables.restore(rules.render(), noflush=True)
+        if self.conntrack is not None and any(sp.protocol == "udp" for sp in data.service_ports):
+            for flow in stale_udp_filters(data, self.conntrack.list_udp()):
+                self.conntrack.delete(flow)
         self.synced = True
         self.last_input = data
         self.syncs += 1
