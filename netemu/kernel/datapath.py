@@ -119,7 +119,7 @@ class Datapath:
     @_on_worker
     def build_underlay(self, plan: UnderlayPlan) -> None:
         ipr = self._new_netns(plan.netns)
-        ipr.link("add", ifname=plan.bridge, kind="bridge")
+        ipr.link("add", ifname=plan.bridge, kind="bridge", address=plan.bridge_mac)
         bridge = self._index(ipr, plan.bridge)
         ipr.addr("add", index=bridge, address=plan.gateway_ip, prefixlen=plan.prefixlen)
         ipr.link("set", index=bridge, state="up")
@@ -150,7 +150,7 @@ class Datapath:
         ipr.addr("add", index=eth0, address=plan.underlay_ip, prefixlen=plan.underlay_prefixlen)
         ipr.link("set", index=eth0, state="up")
 
-        ipr.link("add", ifname=POD_BRIDGE, kind="bridge", mtu=plan.pod_mtu)
+        ipr.link("add", ifname=POD_BRIDGE, kind="bridge", mtu=plan.pod_mtu, address=plan.bridge_mac)
         bridge = self._index(ipr, POD_BRIDGE)
         ipr.addr("add", index=bridge, address=plan.bridge_ip, prefixlen=plan.pod_prefixlen)
         ipr.link("set", index=bridge, state="up")

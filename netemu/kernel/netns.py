@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,3 +188,26 @@ def write_sysctls(name: str, values: dict[str, str]) -> None:
     with entered(name):
         for key, value in values.items():
             Path("/proc/sys", *key.split(".")).write_text(value)
+
+
+# TCP states (include/net/tcp_states.h) of a connection that is open, or
+# closed by this side with its FIN not yet acknowledged by the peer:
+# ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING.
+_OPEN_OR_FIN_UNACKED = {0x01, 0x02, 0x03, 0x04, 0x08, 0x09, 0x0B}
+
+
+def wait_tcp_closed(name: str, timeout: float) -> bool:
+    """Wait until every TCP connection in namespace `name` is closed and its
+    FIN acknowledged by the peer, so a pod's closing connections reach the
+    peers before its links go. /proc/thread-self/net is the reading
+    thread's namespace. True if everything closed within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with entered(name):
+            lines = Path("/proc/thread-self/net/tcp").read_text().splitlines()[1:]
+        states = {int(line.split()[3], 16) for line in lines if line.strip()}
+        if not states & _OPEN_OR_FIN_UNACKED:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)

@@ -89,12 +89,25 @@ def host_veth(namespace: str, pod: str) -> str:
     return "veth" + _digest(namespace, pod).hex()[:8]
 
 
-def vtep_mac(lab: str, node: str) -> str:
-    """A stable, locally administered unicast MAC for a node's VXLAN device,
-    so every peer's FDB and neighbour entries can be written up front."""
-    raw = bytearray(_digest(lab, node)[:6])
+def _mac(*parts: str) -> str:
+    """A stable, locally administered unicast MAC."""
+    raw = bytearray(_digest(*parts)[:6])
     raw[0] = (raw[0] & 0xFC) | 0x02
     return ":".join(f"{b:02x}" for b in raw)
+
+
+def vtep_mac(lab: str, node: str) -> str:
+    """A node's VXLAN device MAC, fixed so every peer's FDB and neighbour
+    entries can be written up front."""
+    return _mac(lab, node)
+
+
+def bridge_mac(lab: str, *owner: str) -> str:
+    """A bridge's own MAC, fixed: a Linux bridge without one takes the lowest
+    MAC of its ports and changes it when that port leaves, and every pod's
+    neighbour entry for its gateway would then point nowhere (the bridge CNI
+    plugin fixes its bridge's MAC for the same reason)."""
+    return _mac(lab, "bridge", *owner)
 
 
 def switch_port(kind: str, index: int, name: str) -> str:
@@ -131,6 +144,7 @@ class NodePlan:
     overlay: str  # "vxlan" or "host-gw"
     vtep_mac: str
     vtep_ip: str
+    bridge_mac: str
     pod_mtu: int
     peers: tuple[VxlanPeer, ...]
     routes: tuple[Route, ...]
@@ -151,6 +165,7 @@ class ClientPlan:
 class UnderlayPlan:
     netns: str
     bridge: str
+    bridge_mac: str
     gateway_ip: str
     prefixlen: int
 
@@ -297,6 +312,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 overlay=lab.spec.overlay,
                 vtep_mac=vtep_mac(lab_name, name),
                 vtep_ip=overlay_address(pod_cidr),
+                bridge_mac=bridge_mac(lab_name, name),
                 pod_mtu=mtu,
                 peers=peers if lab.spec.overlay == "vxlan" else (),
                 routes=tuple(routes),
@@ -320,6 +336,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
         underlay=UnderlayPlan(
             netns=switch_netns(lab_name),
             bridge=SWITCH_BRIDGE,
+            bridge_mac=bridge_mac(lab_name),
             gateway_ip=gateway,
             prefixlen=underlay.prefixlen,
         ),

@@ -18,12 +18,16 @@ from pathlib import Path
 from netemu.api.config import Lab
 from netemu.api.core import Pod
 from netemu.controlplane import Client
-from netemu.kernel import processes
+from netemu.kernel import netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.journal import Journal
 from netemu.kernel.sockets import bind_pod_sockets
 from netemu.net.plan import NodePlan, PodPlan, plan_pod
 from netemu.node.testserver import PodIdentity, TestServers
+
+# How long a removed pod's connections may take to close (the built-in
+# server closes idle keep-alive connections on the loop's next turns).
+CLOSE_DRAIN_TIMEOUT = 0.5
 
 
 def resolv_conf(namespace: str, cluster_dns: str, domain: str) -> str:
@@ -151,6 +155,11 @@ class Kubelet:
         for proc in running.procs:
             processes.stop(proc)
         plan = running.plan
+        if not plan.host_network:
+            # As when a container exits before CNI DEL: its connections'
+            # FINs reach the peers before the veth (and anything still
+            # queued on it) is deleted.
+            netns.wait_tcp_closed(plan.netns, timeout=CLOSE_DRAIN_TIMEOUT)
         self.datapath.remove_pod(plan, self.node)
         if not plan.host_network:
             etc = processes.etc_dir(plan.netns)

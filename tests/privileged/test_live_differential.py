@@ -1,0 +1,433 @@
+"""Differential test: the offline simulator's prediction for a flow equals
+what the live lab does with real packets.
+
+Each row names a lab under controlplane/, a source (a pod, a node or an
+external client), a destination (a Service's ClusterIP, LoadBalancer or
+external IP, or a node's NodePort) and a protocol. Addresses and ports are
+read from the running lab's state and must equal the offline state's
+(the control plane is deterministic). The offline side is what `netemu
+trace --offline` runs: compile the rules of the node the packet first
+meets, simulate the packet there. The live side sends the packet:
+
+- DNAT to endpoints E: SPREAD_REQUESTS requests, each a new connection
+  (or UDP socket), are all answered, by exactly the pods at E (for a
+  Service with ClientIP affinity: by a single one of E, every time), and
+  each endpoint sees as client the packet's own source when the prediction
+  says no masquerade, else the address the deciding node's routing uses
+  towards that endpoint (what MASQUERADE writes);
+- REJECT: the connection is refused at once (TCP RST / ICMP unreachable);
+- DROP: no answer within DROP_TIMEOUT;
+- no translation (the rules leave the packet alone): the packet goes to
+  its original destination, where nothing listens in these rows: refused.
+
+SCTP is left out: lab kernels have no sctp module, so SCTP is not served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import pytest
+from live_helpers import (
+    CONTROLPLANE,
+    SPREAD_REQUESTS,
+    Answer,
+    answer_of,
+    lab_name,
+    pods_with,
+    probe,
+    route_source,
+    running_lab,
+    service,
+    service_port,
+)
+
+from netemu.controlplane.state import ClusterState
+from netemu.kernel.sockets import bind_pod_sockets
+from netemu.lab import LiveLab
+from netemu.node.testserver import PodIdentity, TestServers
+from netemu.pipeline import compile_rules, load_cluster, local_ips
+from netemu.rules.simulate import Packet, Simulation, Simulator
+
+DROP_TIMEOUT = 1.0
+REFUSED_WITHIN = 0.5
+REFUSED_TRIES = 3
+LOOPBACK = "127.0.0.1"
+
+State = dict[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Flow:
+    lab: str  # directory under controlplane/
+    source: str  # "pod/<app label>@<node>", "node/<node>" or "client/<client>"
+    # "clusterIP", "lb", "externalIP" (with the Service's port), or
+    # "node/<node>", "loopback" (with its nodePort)
+    dst: str
+    svc: str  # "<name>" or "<namespace>/<name>"
+    proto: str = "tcp"
+    note: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.lab}:{self.source}->{self.dst}:{self.svc}/{self.proto}"
+
+
+FLOWS = [
+    # controlplane/default
+    Flow("default", "pod/web@node-1", "clusterIP", "web", note="hairpin on itself masqueraded"),
+    Flow("default", "node/node-2", "clusterIP", "web", note="node-originated: masqueraded"),
+    Flow("default", "client/client", "node/node-1", "web-nodeport", note="ETP Cluster"),
+    Flow("default", "client/client", "node/node-2", "web-local", note="ETP Local, 1 local pod"),
+    Flow("default", "client/client", "node/node-1", "web-local", note="ETP Local, 2 local pods"),
+    Flow("default", "pod/web@node-2", "clusterIP", "empty", note="no endpoints: REJECT"),
+    Flow("default", "node/node-1", "loopback", "web-nodeport", note="localhost NodePort"),
+    # controlplane/loadbalancer
+    Flow("loadbalancer", "client/allowed", "lb", "shop-lb"),
+    Flow("loadbalancer", "client/allowed", "lb", "shop-firewalled", note="in sourceRanges"),
+    Flow("loadbalancer", "client/blocked", "lb", "shop-firewalled", note="outside: DROP"),
+    Flow("loadbalancer", "client/blocked", "node/node-1", "shop-firewalled", note="NodePort"),
+    Flow("loadbalancer", "client/allowed", "lb", "shop-local", note="ETP Local via node-1"),
+    Flow("loadbalancer", "client/allowed", "node/node-2", "shop-local", note="no local: DROP"),
+    Flow("loadbalancer", "client/allowed", "externalIP", "shop-external"),
+    Flow("loadbalancer", "node/node-2", "clusterIP", "shop-local", note="ETP ignores ClusterIP"),
+    # controlplane/affinity
+    Flow("affinity", "client/client", "node/node-2", "sticky", note="ClientIP affinity"),
+    Flow("affinity", "pod/echo@node-2", "clusterIP", "sticky-default", note="ClientIP affinity"),
+    # controlplane/internal-local
+    Flow("internal-local", "pod/agent@node-1", "clusterIP", "cache-local", note="ITP Local"),
+    Flow("internal-local", "pod/agent@node-2", "clusterIP", "cache-local", note="no local: DROP"),
+    Flow("internal-local", "node/node-2", "clusterIP", "cache"),
+    Flow("internal-local", "pod/agent@node-2", "clusterIP", "agent", note="ITP Local hairpin"),
+    Flow("internal-local", "node/node-1", "clusterIP", "agent", note="ITP Local from a node"),
+    # controlplane/statefulset
+    Flow("statefulset", "node/node-3", "clusterIP", "db-rw"),
+    Flow("statefulset", "pod/db@node-1", "clusterIP", "db-rw"),
+    # controlplane/no-selector (node-level exporters started by the fixture)
+    Flow("no-selector", "node/node-2", "clusterIP", "monitoring/node-exporter"),
+    Flow("no-selector", "node/node-1", "clusterIP", "monitoring/node-exporter"),
+    # controlplane/protocols
+    Flow("protocols", "pod/dns@node-1", "clusterIP", "dns", "udp", note="masqueradeAll"),
+    Flow("protocols", "pod/dns@node-1", "clusterIP", "dns", "tcp", note="masqueradeAll"),
+    Flow("protocols", "client/client", "node/node-2", "dns", "udp"),
+    Flow("protocols", "client/client", "node/node-1", "dns", "tcp"),
+    Flow("protocols", "node/node-1", "loopback", "dns", "tcp", note="localhostNodePorts: false"),
+    Flow("protocols", "pod/dns@node-2", "clusterIP", "draining", note="terminating fallback"),
+]
+
+EXPORTER_PORT = 9100
+
+
+# -- the labs: each up once for the module, when a row first needs it ---------
+
+
+# What listens on a node's own address in a lab, besides pods: (ip, proto) -> port.
+NodeServers = dict[tuple[str, str], int]
+
+
+class Labs:
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.up: dict[str, LiveLab] = {}
+        self.node_servers: dict[str, NodeServers] = {}
+
+    def get(self, lab: str) -> LiveLab:
+        if lab not in self.up:
+            live = self.stack.enter_context(
+                running_lab([CONTROLPLANE / lab], lab_name(f"diff-{lab}"))
+            )
+            setup = SETUP.get(lab)
+            self.node_servers[lab] = setup(live, self.stack) if setup is not None else {}
+            self.up[lab] = live
+        return self.up[lab]
+
+
+def start_exporters(lab: LiveLab, stack: ExitStack) -> NodeServers:
+    """controlplane/no-selector's EndpointSlice points at the nodes' own
+    addresses, port 9100, where a node-level exporter would listen: serve
+    the test server's answer there on every node, so a connection shows
+    which node it reached (and a wrong one would answer too)."""
+    servers = TestServers()
+    servers.start()
+    stack.callback(servers.close)  # closed before the lab goes down (LIFO)
+    serving: NodeServers = {}
+    for node, info in lab.info()["nodes"].items():
+        tcp, udp = bind_pod_sockets(info["netns"], "0.0.0.0", [(EXPORTER_PORT, "TCP")])
+        identity = PodIdentity(
+            pod=f"exporter-{node}", namespace="monitoring", pod_ip=info["ip"], node=node
+        )
+        servers.serve(f"monitoring/exporter-{node}", identity, tcp, udp)
+        serving[(str(info["ip"]), "tcp")] = EXPORTER_PORT
+    return serving
+
+
+SETUP: dict[str, Callable[[LiveLab, ExitStack], NodeServers]] = {"no-selector": start_exporters}
+
+
+@pytest.fixture(scope="module")
+def labs() -> Iterator[Labs]:
+    with ExitStack() as stack:
+        yield Labs(stack)
+
+
+@cache
+def offline_state(lab: str) -> ClusterState:
+    return load_cluster([CONTROLPLANE / lab])
+
+
+def offline_dicts(lab: str) -> State:
+    state = offline_state(lab)
+    return {
+        "nodes": [o.to_dict() for o in state.nodes],
+        "services": [o.to_dict() for o in state.services],
+        "pods": [o.to_dict() for o in state.pods],
+        "endpointslices": [o.to_dict() for o in state.endpoint_slices],
+    }
+
+
+# -- resolving a row against a lab's state --------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    source_netns: str
+    src: str  # the packet's source address
+    dst: str
+    dport: int
+    node: str  # the node whose rules the packet meets first
+
+
+def _svc_ref(flow: Flow) -> tuple[str, str]:
+    namespace, _, name = flow.svc.rpartition("/")
+    return name, namespace or "default"
+
+
+def destination(flow: Flow, state: State, node_ips: dict[str, str]) -> tuple[str, int]:
+    name, namespace = _svc_ref(flow)
+    spec = service(state, name, namespace)
+    port = service_port(state, name, flow.proto, namespace)
+    if flow.dst == "clusterIP":
+        return str(spec["spec"]["clusterIP"]), int(port["port"])
+    if flow.dst == "lb":
+        (ingress,) = spec["status"]["loadBalancer"]["ingress"]
+        return str(ingress["ip"]), int(port["port"])
+    if flow.dst == "externalIP":
+        (ip,) = spec["spec"]["externalIPs"]
+        return str(ip), int(port["port"])
+    if flow.dst == "loopback":
+        return LOOPBACK, int(port["nodePort"])
+    kind, _, node = flow.dst.partition("/")
+    assert kind == "node", flow.dst
+    return node_ips[node], int(port["nodePort"])
+
+
+def resolve(flow: Flow, lab: LiveLab, state: State) -> Resolved:
+    info = lab.info()
+    node_ips = {name: str(n["ip"]) for name, n in info["nodes"].items()}
+    dst, dport = destination(flow, state, node_ips)
+    kind, _, what = flow.source.partition("/")
+    if kind == "pod":
+        app, _, node = what.partition("@")
+        pods = pods_with(state, app, node)
+        assert pods, f"no running pod app={app} on {node}"
+        meta = pods[0]["metadata"]
+        pod = info["pods"][f"{meta.get('namespace', 'default')}/{meta['name']}"]
+        return Resolved(pod["netns"], pods[0]["status"]["podIP"], dst, dport, node)
+    if kind == "node":
+        src = LOOPBACK if dst == LOOPBACK else node_ips[what]
+        return Resolved(info["nodes"][what]["netns"], src, dst, dport, what)
+    assert kind == "client", flow.source
+    # A client reaches a node's address directly, LoadBalancer and external
+    # IPs through the lab's first node (its routes say so).
+    by_ip = {ip: name for name, ip in node_ips.items()}
+    first = next(iter(info["nodes"]))
+    client = info["clients"][what]
+    return Resolved(client["netns"], client["ip"], dst, dport, by_ip.get(dst, first))
+
+
+def predict(flow: Flow, resolved: Resolved) -> Simulation:
+    state = offline_state(flow.lab)
+    ruleset = compile_rules(state, resolved.node)
+    packet = Packet(src=resolved.src, dst=resolved.dst, dport=resolved.dport, proto=flow.proto)
+    return Simulator(ruleset, local_ips(state, resolved.node)).run(packet)
+
+
+def served_port(state: State, node_servers: NodeServers, ip: str, proto: str) -> int:
+    """The one port a pod (or node-level server) at `ip` serves for `proto`:
+    the test server listens on the declared containerPorts only."""
+    extra = node_servers.get((ip, proto))
+    if extra is not None:
+        return extra
+    owners = [p for p in state["pods"] if p.get("status", {}).get("podIP") == ip]
+    assert len(owners) == 1, f"{len(owners)} pods have IP {ip}"
+    ports = [
+        int(port["containerPort"])
+        for container in owners[0]["spec"]["containers"]
+        for port in container.get("ports") or []
+        if port.get("protocol", "TCP").lower() == proto
+    ]
+    assert len(ports) == 1, (
+        f"pod at {ip} declares {proto} ports {ports}: cannot tell which answered"
+    )
+    return ports[0]
+
+
+# -- the tests ------------------------------------------------------------------
+
+
+def _summary(state: State) -> dict[str, set[tuple[Any, ...]]]:
+    """What the rules depend on: pods' placement and addresses, Services'
+    addresses and ports, and EndpointSlices' endpoints."""
+    return {
+        "pods": {
+            (
+                p["metadata"].get("namespace", "default"),
+                p["metadata"]["name"],
+                p["spec"].get("nodeName"),
+                p.get("status", {}).get("podIP"),
+            )
+            for p in state["pods"]
+        },
+        "services": {
+            (
+                s["metadata"].get("namespace", "default"),
+                s["metadata"]["name"],
+                s["spec"].get("clusterIP"),
+                tuple(
+                    (p.get("protocol"), p["port"], p.get("nodePort")) for p in s["spec"]["ports"]
+                ),
+            )
+            for s in state["services"]
+        },
+        "endpoints": {
+            (
+                e["metadata"]["labels"].get("kubernetes.io/service-name"),
+                address,
+                endpoint.get("nodeName"),
+                tuple(sorted(endpoint.get("conditions", {}).items())),
+            )
+            for e in state["endpointslices"]
+            for endpoint in e.get("endpoints") or []
+            for address in endpoint["addresses"]
+        },
+    }
+
+
+@pytest.mark.parametrize("lab", sorted({f.lab for f in FLOWS}))
+def test_live_state_equals_offline_state(labs: Labs, lab: str) -> None:
+    live, offline = _summary(labs.get(lab).state()), _summary(offline_dicts(lab))
+    for kind in live:
+        assert live[kind] == offline[kind], (
+            f"{lab}: live {kind} differ from offline: only live {live[kind] - offline[kind]}, "
+            f"only offline {offline[kind] - live[kind]}"
+        )
+
+
+@pytest.mark.parametrize("flow", FLOWS, ids=[f.id for f in FLOWS])
+def test_live_outcome_matches_offline_prediction(labs: Labs, flow: Flow) -> None:
+    lab = labs.get(flow.lab)
+    state = lab.state()
+    resolved = resolve(flow, lab, state)
+    node_ips = {name: str(n["ip"]) for name, n in lab.info()["nodes"].items()}
+    # The live control plane computed what the offline one did.
+    assert destination(flow, offline_dicts(flow.lab), node_ips) == (resolved.dst, resolved.dport)
+    sim = predict(flow, resolved)
+    where = (
+        f"{flow.id} ({flow.note}): {resolved.src} -> {resolved.dst}:{resolved.dport}/{flow.proto}, "
+        f"rules of {resolved.node}; predicted {sim.verdict} {sim.endpoints} "
+        f"masquerade={sim.masquerade}"
+    )
+
+    if sim.verdict == "DNAT":
+        check_dnat(flow, lab, labs.node_servers[flow.lab], state, resolved, sim, where)
+    elif sim.verdict == "REJECT":
+        for _ in range(REFUSED_TRIES):
+            result = probe(resolved.source_netns, resolved.dst, resolved.dport, flow.proto)
+            assert result.outcome == "refused", f"{where}; live: {result.outcome} {result.detail}"
+            assert result.elapsed < REFUSED_WITHIN, f"{where}; refused after {result.elapsed:.3f} s"
+    elif sim.verdict == "DROP":
+        result = probe(
+            resolved.source_netns, resolved.dst, resolved.dport, flow.proto, DROP_TIMEOUT
+        )
+        assert result.outcome == "timeout", (
+            f"{where}; live: {result.outcome} {result.reply or result.detail}"
+        )
+    else:
+        assert sim.verdict in ("NONE", "ACCEPT"), where
+        assert not sim.endpoints, where
+        # Untranslated, the packet reaches its original destination, where
+        # nothing listens in these rows.
+        result = probe(resolved.source_netns, resolved.dst, resolved.dport, flow.proto)
+        assert result.outcome == "refused", f"{where}; live: {result.outcome} {result.reply}"
+
+
+def check_dnat(
+    flow: Flow,
+    lab: LiveLab,
+    node_servers: NodeServers,
+    state: State,
+    resolved: Resolved,
+    sim: Simulation,
+    where: str,
+) -> None:
+    predicted = set(sim.endpoints)
+    assert predicted, where
+    # Every endpoint the rules send traffic to must be running in the lab.
+    running = {str(p["ip"]) for p in lab.info()["pods"].values()}
+    running.update(ip for ip, _ in node_servers)
+    for endpoint in sorted(predicted):
+        ip = endpoint.rsplit(":", 1)[0]
+        owners = [p for p in state["pods"] if p.get("status", {}).get("podIP") == ip]
+        described = ", ".join(
+            f"pod {p['metadata']['name']}"
+            + (" (terminating)" if p["metadata"].get("deletionTimestamp") else "")
+            for p in owners
+        )
+        assert ip in running, (
+            f"{where}; the endpoint {endpoint} ({described or 'no pod'}) is in the lab's "
+            "EndpointSlices and rules but not running in the live lab"
+        )
+    # What each endpoint must see as client: the source itself, or the
+    # masqueraded source the deciding node's routing picks towards it.
+    node_netns = lab.info()["nodes"][resolved.node]["netns"]
+    expected_client: dict[str, str] = {}
+    for path in sim.paths:
+        if path.verdict != "DNAT" or path.endpoint is None:
+            continue
+        ip = path.endpoint.rsplit(":", 1)[0]
+        client = route_source(node_netns, ip) if path.masquerade else resolved.src
+        assert expected_client.setdefault(path.endpoint, client) == client, where
+
+    got: list[Answer] = []
+    for i in range(SPREAD_REQUESTS):
+        result = probe(resolved.source_netns, resolved.dst, resolved.dport, flow.proto)
+        got.append(answer_of(result, f"{where}; live request {i + 1}/{SPREAD_REQUESTS}"))
+    assert {a.local[0] for a in got} == {resolved.src}, where
+
+    live: dict[str, set[str]] = {}
+    for answer in got:
+        port = served_port(state, node_servers, answer.pod_ip, flow.proto)
+        live.setdefault(f"{answer.pod_ip}:{port}", set()).add(answer.client_ip)
+
+    name, namespace = _svc_ref(flow)
+    if service(state, name, namespace)["spec"].get("sessionAffinity") == "ClientIP":
+        # Affinity: the first connection picks among the predicted
+        # endpoints, every later one from the same client sticks to it.
+        assert len(live) == 1 and set(live) <= predicted, (
+            f"{where}; live (ClientIP affinity) answered by {sorted(live)}: expected one "
+            "endpoint, always the same, among the predicted ones"
+        )
+    else:
+        assert set(live) == predicted, (
+            f"{where}; live: {SPREAD_REQUESTS} requests answered by {sorted(live)}"
+        )
+    for endpoint, clients in sorted(live.items()):
+        assert clients == {expected_client[endpoint]}, (
+            f"{where}; {endpoint} saw clients {sorted(clients)}, expected "
+            f"{expected_client[endpoint]} "
+            + ("(masqueraded)" if expected_client[endpoint] != resolved.src else "(not NATed)")
+        )
