@@ -109,6 +109,11 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
 
         def action() -> None:
             state = load_cluster(paths)  # validation errors with file:line, before anything starts
+            if state.lab is None:
+                raise LabUsageError(
+                    f"{', '.join(paths)}: a live lab needs a Lab object (apiVersion "
+                    "netemu/v1alpha1, kind Lab) with its nodes; see controlplane/default/lab.yaml"
+                )
             lab = name or manifest_lab_name(state, list(paths))
             console = Console(stderr=True, highlight=False)
             with console.status(f"lab {lab}: starting") as status:

@@ -23,7 +23,7 @@ from netemu.kernel import journal
 from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.processes import command_in
-from netemu.net.plan import check_lab_name
+from netemu.net.plan import PlanError, check_lab_name
 
 READY_TIMEOUT = 120.0
 REQUEST_TIMEOUT = 60.0
@@ -201,7 +201,10 @@ def up(
 ) -> LiveLab:
     """Start the lab's supervisor and wait until every pod's servers listen and
     every node's rules are applied. On failure the lab is taken down again."""
-    check_lab_name(name)
+    try:
+        check_lab_name(name)
+    except PlanError as exc:
+        raise LabUsageError(str(exc)) from exc
     if name in running_labs():
         raise LabError(f"lab {name} is already up; take it down first with: netemu down {name}")
     lab_journal = Journal(name)

@@ -450,3 +450,22 @@ def test_process_start_time_with_spaces_and_parens_in_the_command_name(tmp_path:
 
 def test_process_start_time_of_no_process_is_none() -> None:
     assert journal.process_start_time(2**22 + 1) is None
+
+
+def test_up_with_a_bad_lab_name_is_a_usage_error_before_anything_starts(as_root: Path) -> None:
+    result = invoke("up", "-f", "controlplane/default", "--name", "Bad_Name")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "lab name 'Bad_Name'" in result.stderr
+    assert not any(as_root.iterdir())  # no run directory, no supervisor
+
+
+def test_up_without_a_lab_object_is_a_usage_error_before_anything_starts(
+    as_root: Path, tmp_path: Path
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "web.yaml").write_text(Path("controlplane/default/web.yaml").read_text())
+    result = invoke("up", "-f", str(manifests))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "needs a Lab object" in result.stderr
+    assert not any(as_root.iterdir())
