@@ -129,13 +129,6 @@ def compile_sync(data: ProxyInput) -> RuleSet:
     return _Compiler(data).run()
 
 
-# kube-proxy's isServiceChainName (pkg/proxy/iptables/proxier.go, 1.31): the
-# chains it owns by prefix and deletes once no longer in use. Its older
-# KUBE-XLB- entry ("for cleanup, can be removed after 1.26") is gone by then,
-# so a leftover KUBE-XLB- chain is left alone, like any chain of someone else's.
-STALE_CHAIN_PREFIXES = (n.SVC_PREFIX, n.SVL_PREFIX, n.SEP_PREFIX, n.FW_PREFIX, n.EXT_PREFIX)
-
-
 def compile_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
     """kube-proxy's restore input for a sync of a node whose kernel holds `existing`
     (parsed iptables-save): `compile_sync(data)` plus the deletion of stale chains.
@@ -161,9 +154,7 @@ def compile_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
         return rules
     nat = rules.table("nat")
     active = set(nat.chains)
-    stale = sorted(
-        {c for c in current.chains if c not in active and c.startswith(STALE_CHAIN_PREFIXES)}
-    )
+    stale = sorted({c for c in current.chains if c not in active and n.is_service_chain(c)})
     for chain in stale:
         nat.declare(chain)
         nat.deletions.append(chain)

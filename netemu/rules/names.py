@@ -26,8 +26,11 @@ SVL_PREFIX = "KUBE-SVL-"
 EXT_PREFIX = "KUBE-EXT-"
 FW_PREFIX = "KUBE-FW-"
 SEP_PREFIX = "KUBE-SEP-"
-# KUBE-XLB- is gone since 1.26 but kube-proxy still treats it as its own when cleaning up.
-SERVICE_CHAIN_PREFIXES = (SVC_PREFIX, SVL_PREFIX, EXT_PREFIX, FW_PREFIX, SEP_PREFIX, "KUBE-XLB-")
+# kube-proxy's isServiceChainName (pkg/proxy/iptables/proxier.go, 1.31): the
+# chains it owns by prefix and deletes once no longer in use. Its older
+# KUBE-XLB- entry ("for cleanup, can be removed after 1.26") is gone by then,
+# so a leftover KUBE-XLB- chain is left alone, like any chain of someone else's.
+SERVICE_CHAIN_PREFIXES = (SVC_PREFIX, SVL_PREFIX, EXT_PREFIX, FW_PREFIX, SEP_PREFIX)
 
 
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 standard alphabet

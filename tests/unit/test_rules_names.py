@@ -58,6 +58,7 @@ def test_masquerade_mark_is_formatted_like_go() -> None:
 
 def test_service_chain_prefixes_are_owned() -> None:
     assert names.is_service_chain("KUBE-SEP-ABC")
-    assert names.is_service_chain("KUBE-XLB-ABC")
+    # Dropped from isServiceChainName after 1.26: no longer kube-proxy's to delete.
+    assert not names.is_service_chain("KUBE-XLB-ABC")
     assert not names.is_service_chain("KUBE-SERVICES")
     assert not names.is_service_chain("CNI-FORWARD")
