@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -31,9 +31,24 @@ from netemu.lab import (
 from netemu.pipeline import lab_name as manifest_lab_name
 from netemu.pipeline import load_cluster
 
+
+def _manifests(text: str, required: bool = True) -> Callable[[FC], FC]:
+    return click.option(
+        "-f",
+        "--filename",
+        "paths",
+        multiple=True,
+        required=required,
+        type=click.Path(exists=True),
+        help=text,
+    )
+
+
 _lab_option = click.option("--lab", "lab_opt", help="Lab name (default: the only lab that is up).")
 
 # kubectl's names and short names for the kinds `delete` and `scale` accept.
+FC = TypeVar("FC", bound=Callable[..., Any])
+
 _KIND_ALIASES = {
     "pod": "Pod",
     "pods": "Pod",
@@ -93,15 +108,7 @@ def _kind(name: str) -> str:
 
 def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> None:
     @main.command("up")
-    @click.option(
-        "-f",
-        "--filename",
-        "paths",
-        multiple=True,
-        required=True,
-        type=click.Path(exists=True),
-        help="Lab directory or manifests.",
-    )
+    @_manifests("Lab directory or manifests.")
     @click.option("--name", help="Lab name (default: the Lab object's name).")
     def up_cmd(paths: tuple[str, ...], name: str | None) -> None:
         """Bring a lab up: namespaces, links, overlay, pods and kube-proxy rules."""
@@ -174,15 +181,7 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
         run(action)
 
     @main.command("apply")
-    @click.option(
-        "-f",
-        "--filename",
-        "paths",
-        multiple=True,
-        required=True,
-        type=click.Path(exists=True),
-        help="Manifest file or directory.",
-    )
+    @_manifests("Manifest file or directory.")
     @_lab_option
     def apply_cmd(paths: tuple[str, ...], lab_opt: str | None) -> None:
         """Create or update objects in a live lab; pods and rules follow at once."""
@@ -196,14 +195,7 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
         run(action)
 
     @main.command("delete")
-    @click.option(
-        "-f",
-        "--filename",
-        "paths",
-        multiple=True,
-        type=click.Path(exists=True),
-        help="Delete the objects in these manifests.",
-    )
+    @_manifests("Delete the objects in these manifests.", required=False)
     @click.option("-n", "--namespace", default="default", show_default=True)
     @_lab_option
     @click.argument("kind_and_name", nargs=-1)

@@ -4,18 +4,13 @@ both iptables backends. The fake adapter must agree with the kernel."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from netemu.kernel import netns, nfacct
 from netemu.kernel.iptables import Backend, FakeIptables, KernelIptables
 from netemu.pipeline import load_cluster, proxy_input
 from netemu.rules.iptables import (
-    NFACCT_INVALID_DROPPED,
-    NFACCT_LOCALHOST_NODEPORTS,
     compile_node,
     compile_sync,
 )
@@ -23,17 +18,6 @@ from netemu.rules.model import parse_restore
 from netemu.rules.spec import canonical_ruleset
 
 LABS = sorted(p for p in (Path(__file__).parents[2] / "controlplane").iterdir() if p.is_dir())
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"netemu-t-{uuid.uuid4().hex[:8]}"
-    netns.create(name)
-    try:
-        nfacct.ensure(name, [NFACCT_LOCALHOST_NODEPORTS, NFACCT_INVALID_DROPPED])
-        yield name
-    finally:
-        netns.remove(name)
 
 
 @pytest.mark.parametrize("backend", ["nft", "legacy"])

@@ -9,11 +9,11 @@ as the CLI does; node-1 is the node under test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from netemu.kernel.iptables import FakeIptables
 from netemu.pipeline import load_cluster, proxy_input
@@ -25,27 +25,6 @@ from netemu.rules.spec import canonical_ruleset
 
 DEFAULT_LAB = Path(__file__).parents[2] / "controlplane" / "default"
 NODE = "node-1"
-
-
-def lab_variant(
-    tmp_path: Path, *, drop_service: str | None = None, replicas: int | None = None
-) -> ProxyInput:
-    """node-1's proxy input for the default lab with its manifests edited."""
-    docs: list[dict[str, Any]] = []
-    for manifest in sorted(DEFAULT_LAB.glob("*.yaml")):
-        docs.extend(doc for doc in yaml.safe_load_all(manifest.read_text()) if doc)
-    kept = [
-        doc
-        for doc in docs
-        if not (doc["kind"] == "Service" and doc["metadata"]["name"] == drop_service)
-    ]
-    assert drop_service is None or len(kept) == len(docs) - 1
-    if replicas is not None:
-        for doc in kept:
-            if doc["kind"] == "Deployment":
-                doc["spec"]["replicas"] = replicas
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump_all(kept))
-    return proxy_input(load_cluster([tmp_path]), NODE)
 
 
 @pytest.fixture
@@ -74,10 +53,10 @@ def service_chains(data: ProxyInput, service: str) -> set[str]:
 
 
 def test_removed_service_chains_are_flushed_then_deleted(
-    tmp_path: Path, state_a: ProxyInput
+    default_lab_variant: Callable[..., ProxyInput], state_a: ProxyInput
 ) -> None:
     existing = kernel_after(state_a)
-    state_b = lab_variant(tmp_path, drop_service="web-local")
+    state_b = default_lab_variant(drop_service="web-local")
     resync = compile_resync(state_b, existing)
     nat = resync.tables["nat"]
 
@@ -110,9 +89,9 @@ def test_removed_service_chains_are_flushed_then_deleted(
 
 
 def test_removed_endpoint_loses_only_its_endpoint_chains(
-    tmp_path: Path, state_a: ProxyInput
+    default_lab_variant: Callable[..., ProxyInput], state_a: ProxyInput
 ) -> None:
-    state_b = lab_variant(tmp_path, replicas=2)
+    state_b = default_lab_variant(replicas=2)
     gone = {
         n.endpoint_chain(sp.name_string, sp.protocol, ep.text)
         for sp in state_a.service_ports
@@ -171,9 +150,9 @@ def test_resync_on_an_empty_or_current_kernel_is_a_plain_sync(state_a: ProxyInpu
     ids=["drop-web-local", "drop-web", "scale-to-1", "scale-to-0"],
 )
 def test_fake_kernel_ends_with_exactly_the_new_state(
-    tmp_path: Path, state_a: ProxyInput, edit: dict[str, Any]
+    default_lab_variant: Callable[..., ProxyInput], state_a: ProxyInput, edit: dict[str, Any]
 ) -> None:
-    state_b = lab_variant(tmp_path, **edit)
+    state_b = default_lab_variant(**edit)
     node = FakeIptables()
     node.restore(compile_node(state_a).render(), noflush=False)
     node.restore(compile_resync(state_b, parse_restore(node.save())).render())
