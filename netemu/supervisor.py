@@ -144,6 +144,7 @@ class Supervisor:
                     node=node.name,
                     iptables=KernelIptables(node.netns, backend),
                     conntrack=KernelConntrack(node.netns),
+                    fresh_node=True,
                     lab=self.lab,
                     proxy_config=self.proxy_config,
                 )

@@ -43,6 +43,11 @@ from netemu.net.plan import (
 )
 
 _RTNH_F_ONLINK = 4
+# The loopback device is always ifindex 1 in a namespace (LOOPBACK_IFINDEX),
+# and a fresh pod namespace has nothing else, so its eth0 can be given 2:
+# no lookup round trip for either.
+LOOPBACK_IFINDEX = 1
+POD_ETH0_IFINDEX = 2
 _NTF_SELF = 0x02
 
 P = ParamSpec("P")
@@ -69,6 +74,7 @@ class Datapath:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self._handles: dict[str, IPRoute] = {}
+        self._pod_bridges: dict[str, int] = {}  # node namespace → cni0's ifindex
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._thread: threading.Thread | None = None
@@ -83,7 +89,7 @@ class Datapath:
         self.journal.netns(name)
         netns.create(name)
         ipr = self._open(name)
-        ipr.link("set", index=self._index(ipr, "lo"), state="up")
+        ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
         return ipr
 
     def _open(self, name: str) -> IPRoute:
@@ -152,6 +158,7 @@ class Datapath:
 
         ipr.link("add", ifname=POD_BRIDGE, kind="bridge", mtu=plan.pod_mtu, address=plan.bridge_mac)
         bridge = self._index(ipr, POD_BRIDGE)
+        self._pod_bridges[plan.netns] = bridge
         ipr.addr("add", index=bridge, address=plan.bridge_ip, prefixlen=plan.pod_prefixlen)
         ipr.link("set", index=bridge, state="up")
 
@@ -231,21 +238,27 @@ class Datapath:
             return  # a hostNetwork pod uses the node's own namespace as is
         ipr = self._new_netns(pod.netns)
         host = self._open(node.netns)
+        # One request: the pair, the node side on the pod bridge and up, the
+        # pod side named eth0 in the pod's namespace.
         host.link(
             "add",
             ifname=pod.host_veth,
             kind="veth",
             mtu=pod.mtu,
-            peer={"ifname": "eth0", "net_ns_fd": str(netns.path(pod.netns)), "mtu": pod.mtu},
+            master=self._pod_bridges[node.netns],
+            state="up",
+            peer={
+                "ifname": "eth0",
+                "index": POD_ETH0_IFINDEX,
+                "net_ns_fd": str(netns.path(pod.netns)),
+                "mtu": pod.mtu,
+            },
         )
-        veth = self._index(host, pod.host_veth)
-        host.link("set", index=veth, master=self._index(host, POD_BRIDGE), state="up")
         # hairpinMode, as flannel's bridge CNI config sets it: a pod reaching
         # itself through its Service may be bridged back out its own port.
-        host.brport("set", index=veth, mode=1)  # IFLA_BRPORT_MODE: hairpin on
-        eth0 = self._index(ipr, "eth0")
-        ipr.addr("add", index=eth0, address=pod.ip, prefixlen=pod.prefixlen)
-        ipr.link("set", index=eth0, state="up")
+        host.brport("set", index=self._index(host, pod.host_veth), mode=1)  # IFLA_BRPORT_MODE
+        ipr.addr("add", index=POD_ETH0_IFINDEX, address=pod.ip, prefixlen=pod.prefixlen)
+        ipr.link("set", index=POD_ETH0_IFINDEX, state="up")
         ipr.route("add", dst="0.0.0.0/0", gateway=pod.gateway)
 
     @_on_worker
