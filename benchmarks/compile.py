@@ -1,7 +1,7 @@
 """Compile and render kube-proxy's rules for N Services × 5 endpoints.
 
 Run:  .venv/bin/python benchmarks/compile.py [--write]
---write replaces the table in benchmarks/RESULTS.md. Times are wall-clock
+--write replaces its section of benchmarks/RESULTS.md. Times are wall-clock
 medians of 3 runs on one machine; compare them only within one run.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
+
+from results import replace_section
 
 from netemu.rules.input import EndpointInfo, ProxyConfig, ProxyInput, ServicePortInfo
 from netemu.rules.iptables import compile_node
 
 ENDPOINTS = 5
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def make_input(services: int) -> ProxyInput:
@@ -93,7 +93,7 @@ def main() -> None:
             f"Ratio 10,000 / 1,000 in the same run: {ratio:.1f}.",
             "",
         ]
-        RESULTS.write_text("\n".join(table))
+        replace_section(table[0], table)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -115,6 +116,7 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
         _root("up")
 
         def action() -> None:
+            started = time.monotonic()
             state = load_cluster(paths)  # validation errors with file:line, before anything starts
             if state.lab is None:
                 raise LabUsageError(
@@ -130,8 +132,8 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
                     status.update(f"lab {lab}: {progress['stage']}{count}")
 
                 live = up(paths, lab, on_progress=show)
+            elapsed = time.monotonic() - started
             info = live.info()
-            elapsed = live.status()["elapsed"]
             counts = ", ".join(
                 _count(len(info[key]), noun)
                 for key, noun in (

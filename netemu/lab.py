@@ -25,8 +25,10 @@ from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.processes import command_in
 from netemu.net.plan import PlanError, check_lab_name
 
-READY_TIMEOUT = 120.0
-REQUEST_TIMEOUT = 60.0
+READY_TIMEOUT = 300.0
+# A change returns once every node has its rules: iptables-nft-restore
+# --noflush of tens of thousands of rules takes minutes (benchmarks/RESULTS.md).
+REQUEST_TIMEOUT = 600.0
 
 
 class LabError(RuntimeError):
