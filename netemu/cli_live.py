@@ -8,12 +8,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
 from netemu.api.apps import Deployment
+from netemu.api.config import Lab
 from netemu.api.core import EndpointSlice, Node, Pod, Service
 from netemu.api.validate import load_and_validate
 from netemu.controlplane.objects import is_namespaced, kind_of
@@ -29,8 +31,6 @@ from netemu.lab import (
     running_labs,
     up,
 )
-from netemu.pipeline import lab_name as manifest_lab_name
-from netemu.pipeline import load_cluster
 
 
 def _manifests(text: str, required: bool = True) -> Callable[[FC], FC]:
@@ -117,13 +117,16 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
 
         def action() -> None:
             started = time.monotonic()
-            state = load_cluster(paths)  # validation errors with file:line, before anything starts
-            if state.lab is None:
+            # Validation errors with file:line before anything starts; the
+            # supervisor runs the control plane itself.
+            objects = [item.obj for item in load_and_validate(paths)]
+            labs = [obj for obj in objects if isinstance(obj, Lab)]
+            if not labs:
                 raise LabUsageError(
                     f"{', '.join(paths)}: a live lab needs a Lab object (apiVersion "
                     "netemu/v1alpha1, kind Lab) with its nodes; see controlplane/default/lab.yaml"
                 )
-            lab = name or manifest_lab_name(state, list(paths))
+            lab = name or labs[0].metadata.name or Path(paths[0]).resolve().stem
             console = Console(stderr=True, highlight=False)
             with console.status(f"lab {lab}: starting") as status:
 
