@@ -18,6 +18,7 @@ import http.client
 import ipaddress
 import json
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -117,8 +118,11 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.source_port is not None:
                 # The same source port again may find the last connection's
-                # TIME_WAIT still there.
+                # TIME_WAIT still there. If this side happens to close first
+                # (the server's FIN still in flight), only an abortive close
+                # (linger 0: RST, no TIME_WAIT) frees the 4-tuple at once.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", self.source_port))
             sock.settimeout(self.probe_timeout)
             sock.connect((self.host, self.port))
