@@ -99,6 +99,11 @@ class Journal:
     def path(self, path: Path) -> None:
         self._write({"path": str(path)})
 
+    def shared_dir(self, path: Path) -> None:
+        """A directory other labs may use too (/etc/netns): removed at
+        cleanup only if it is empty by then."""
+        self._write({"shared_dir": str(path)})
+
 
 def read_entries(lab: str) -> list[dict[str, Any]]:
     path = run_dir(lab) / JOURNAL
@@ -164,5 +169,11 @@ def cleanup(lab: str) -> list[str]:
             elif path.exists():
                 path.unlink()
                 removed.append(f"file {path}")
+    for entry in entries:
+        if "shared_dir" in entry:
+            shared = Path(entry["shared_dir"])
+            with contextlib.suppress(OSError):  # not empty: another lab's, or the host's
+                shared.rmdir()
+                removed.append(f"dir {shared}")
     shutil.rmtree(run_dir(lab), ignore_errors=True)
     return removed

@@ -115,6 +115,8 @@ class Kubelet:
         self.datapath.add_pod(plan, self.node)
         if not plan.host_network:
             etc = processes.etc_dir(plan.netns)
+            if not etc.parent.exists():
+                self.journal.shared_dir(etc.parent)
             self.journal.path(etc)
             spec = self.lab.spec
             processes.write_etc(
