@@ -27,6 +27,7 @@ from typing import Any
 from netemu.kernel import netns
 
 RUN_ROOT = Path("/run/netemu")
+SHARED_DIRS = ".shared-dirs"  # under RUN_ROOT: directories netemu created outside any lab
 JOURNAL = "journal.jsonl"
 SOCKET = "supervisor.sock"
 INFO = "lab.json"
@@ -100,9 +101,12 @@ class Journal:
         self._write({"path": str(path)})
 
     def shared_dir(self, path: Path) -> None:
-        """A directory other labs may use too (/etc/netns): removed at
-        cleanup only if it is empty by then."""
-        self._write({"shared_dir": str(path)})
+        """A directory netemu created that other labs may use too (/etc/netns):
+        noted under /run/netemu (not this lab's run directory), and removed by
+        whichever lab's cleanup finds it empty."""
+        notes = RUN_ROOT / SHARED_DIRS
+        notes.mkdir(parents=True, exist_ok=True)
+        (notes / str(path).strip("/").replace("/", "_")).write_text(str(path))
 
 
 def read_entries(lab: str) -> list[dict[str, Any]]:
@@ -169,11 +173,16 @@ def cleanup(lab: str) -> list[str]:
             elif path.exists():
                 path.unlink()
                 removed.append(f"file {path}")
-    for entry in entries:
-        if "shared_dir" in entry:
-            shared = Path(entry["shared_dir"])
-            with contextlib.suppress(OSError):  # not empty: another lab's, or the host's
-                shared.rmdir()
-                removed.append(f"dir {shared}")
+    notes = RUN_ROOT / SHARED_DIRS
+    for note in sorted(notes.glob("*")) if notes.is_dir() else []:
+        shared = Path(note.read_text())
+        with contextlib.suppress(OSError):  # not empty: another lab still uses it
+            shared.rmdir()
+            note.unlink()
+            removed.append(f"dir {shared}")
     shutil.rmtree(run_dir(lab), ignore_errors=True)
+    # netemu's own directories, once no lab is left in them.
+    for directory in (notes, RUN_ROOT):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
     return removed
