@@ -114,7 +114,7 @@ def compile_command(paths: tuple[str, ...], node: str | None, mode: str, write: 
     def action() -> None:
         state = load_cluster(paths)
         if write:
-            out_dir = RULES_DIR / lab_name(state, list(paths))
+            out_dir = RULES_DIR / lab_name(state.lab, paths)
             out_dir.mkdir(parents=True, exist_ok=True)
             for n in state.nodes:
                 name = n.metadata.name or ""

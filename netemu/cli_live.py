@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -31,6 +30,7 @@ from netemu.lab import (
     running_labs,
     up,
 )
+from netemu.pipeline import lab_name
 
 
 def _manifests(text: str, required: bool = True) -> Callable[[FC], FC]:
@@ -126,7 +126,7 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
                     f"{', '.join(paths)}: a live lab needs a Lab object (apiVersion "
                     "netemu/v1alpha1, kind Lab) with its nodes; see controlplane/default/lab.yaml"
                 )
-            lab = name or labs[0].metadata.name or Path(paths[0]).resolve().stem
+            lab = name or lab_name(labs[0], paths)
             console = Console(stderr=True, highlight=False)
             with console.status(f"lab {lab}: starting") as status:
 

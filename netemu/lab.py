@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from netemu.api.base import K8sModel
-from netemu.api.load import KINDS
 from netemu.kernel import journal
 from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
@@ -267,7 +266,3 @@ def down(name: str) -> list[str]:
 
 def down_all() -> dict[str, list[str]]:
     return {name: down(name) for name in running_labs()}
-
-
-def kinds_by_name() -> dict[str, type[K8sModel]]:
-    return {kind: cls for (_, kind), cls in KINDS.items()}

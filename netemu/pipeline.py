@@ -6,9 +6,10 @@ Pure: reads the manifest files it is given and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from netemu.api.config import Lab
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import build_cluster_state
 from netemu.controlplane.state import ClusterState
@@ -24,10 +25,10 @@ def load_cluster(paths: Iterable[str | Path]) -> ClusterState:
     return build_cluster_state([item.obj for item in loaded])
 
 
-def lab_name(state: ClusterState, paths: list[str]) -> str:
+def lab_name(lab: Lab | None, paths: Sequence[str]) -> str:
     """The Lab's name, or the name of the first manifest path without one."""
-    if state.lab is not None and state.lab.metadata.name:
-        return state.lab.metadata.name
+    if lab is not None and lab.metadata.name:
+        return lab.metadata.name
     return Path(paths[0]).resolve().stem if paths else "default"
 
 

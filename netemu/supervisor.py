@@ -302,22 +302,16 @@ class _Handler(socketserver.StreamRequestHandler):
     server: _Server
 
     def handle(self) -> None:
-        line = self.rfile.readline()
+        op = None
         try:
-            request = json.loads(line)
+            request = json.loads(self.rfile.readline())
+            op = request.get("op")
             reply = self.server.supervisor.handle(request)
         except Exception as exc:  # a bad request must not bring the lab down
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         self.wfile.write(json.dumps(reply).encode() + b"\n")
-        if request_is_shutdown(line) and reply.get("ok"):
+        if op == "shutdown" and reply.get("ok"):
             self.server.stopping.set()
-
-
-def request_is_shutdown(line: bytes) -> bool:
-    try:
-        return bool(json.loads(line).get("op") == "shutdown")
-    except (ValueError, AttributeError):
-        return False
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):

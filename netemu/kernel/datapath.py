@@ -75,7 +75,6 @@ class Datapath:
         self.journal = journal
         self._handles: dict[str, IPRoute] = {}
         self._pod_bridges: dict[str, int] = {}  # node namespace → cni0's ifindex
-        self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._thread: threading.Thread | None = None
         self._worker.submit(self._claim).result()
@@ -92,16 +91,15 @@ class Datapath:
         ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
         return ipr
 
+    # _open and _drop run on the netlink thread only, so the handles need no lock.
     def _open(self, name: str) -> IPRoute:
-        with self._lock:
-            if name not in self._handles:
-                with netns.entered(name):
-                    self._handles[name] = IPRoute()
-            return self._handles[name]
+        if name not in self._handles:
+            with netns.entered(name):
+                self._handles[name] = IPRoute()
+        return self._handles[name]
 
     def _drop(self, name: str) -> None:
-        with self._lock:
-            handle = self._handles.pop(name, None)
+        handle = self._handles.pop(name, None)
         if handle is not None:
             handle.close()
 

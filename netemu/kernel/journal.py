@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.kernel import netns
+from netemu.net.plan import lab_prefix
 
 RUN_ROOT = Path("/run/netemu")
 SHARED_DIRS = ".shared-dirs"  # under RUN_ROOT: directories netemu created outside any lab
@@ -142,22 +143,17 @@ def cleanup(lab: str) -> list[str]:
     entries = read_entries(lab)
     removed: list[str] = []
     processes = [(int(e["pid"]), e.get("start")) for e in entries if "pid" in e]
-    for pid, start in processes:
-        _kill(pid, start)
-        # A supervisor started by this very process (the Python facade) is
-        # our child: reap it, or it lingers as a zombie.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-    prefix = f"netemu_{lab}_"
     names = {e["netns"] for e in entries if "netns" in e}
-    names.update(n for n in netns.list_names() if n.startswith(prefix))
+    names.update(n for n in netns.list_names() if n.startswith(lab_prefix(lab)))
     for name in sorted(names):
         # A process started inside (by `netemu exec`, say) would keep it alive.
-        for pid in netns.pids(name):
-            processes.append((pid, process_start_time(pid)))
-        netns.kill_all(name)
+        processes.extend((pid, process_start_time(pid)) for pid in netns.pids(name))
+    for pid, start in processes:
+        _kill(pid, start)
     _wait_gone(processes, timeout=5.0)
     for pid, _ in processes:
+        # A supervisor started by this very process (the Python facade) is
+        # our child: reap it, or it lingers as a zombie.
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
     for name in sorted(names):

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import os
-import signal
 import socket
 import threading
 import time
@@ -167,18 +165,6 @@ def pids(name: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def kill_all(name: str) -> None:
-    """SIGKILL every process in namespace `name`."""
-    for pid in pids(name):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        except OSError as exc:  # pragma: no cover - permission problems only
-            if exc.errno != errno.ESRCH:
-                raise
 
 
 def write_sysctls(name: str, values: dict[str, str]) -> None:

@@ -20,6 +20,7 @@ from netemu.kernel.conntrack import Conntrack
 from netemu.kernel.iptables import Iptables
 from netemu.pipeline import proxy_input
 from netemu.rules.conntrack import stale_udp_filters
+from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import compile_node, compile_resync
 from netemu.rules.model import parse_restore
 
@@ -36,7 +37,7 @@ class ProxyAgent:
     # rules will ever have been in it before the first sync.
     fresh_node: bool = False
     synced: bool = field(default=False, init=False)
-    last_input: object = field(default=None, init=False)
+    last_input: ProxyInput | None = field(default=None, init=False)
     syncs: int = field(default=0, init=False)
 
     def reconcile(self) -> bool:

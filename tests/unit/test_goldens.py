@@ -20,7 +20,7 @@ LABS = sorted(p for p in (ROOT / "controlplane").iterdir() if p.is_dir())
 @pytest.mark.parametrize("lab", LABS, ids=[p.name for p in LABS])
 def test_golden_rules_are_current(lab: Path) -> None:
     state = load_cluster([lab])
-    name = lab_name(state, [str(lab)])
+    name = lab_name(state.lab, [str(lab)])
     assert state.nodes, f"{lab} defines no nodes"
     for node in state.nodes:
         node_name = node.metadata.name or ""
@@ -44,7 +44,7 @@ def test_every_golden_belongs_to_a_lab_node() -> None:
     expected = set()
     for lab in LABS:
         state = load_cluster([lab])
-        name = lab_name(state, [str(lab)])
+        name = lab_name(state.lab, [str(lab)])
         expected |= {f"{name}/{n.metadata.name}.iptables" for n in state.nodes}
     present = {str(p.relative_to(ROOT / "rules")) for p in (ROOT / "rules").rglob("*.iptables")}
     assert present == expected
