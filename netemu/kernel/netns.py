@@ -139,10 +139,10 @@ def entered(name: str) -> Iterator[None]:
         os.close(fd)
 
 
-def open_socket(name: str, family: int, kind: int) -> socket.socket:
+def open_socket(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A socket that lives in namespace `name` whatever thread uses it later."""
     with entered(name):
-        return socket.socket(family, kind)
+        return socket.socket(family, kind, proto)
 
 
 def inode(name: str) -> int:
