@@ -1,0 +1,268 @@
+"""Decoding captured frames into the packets a trace reports.
+
+A capture point hands over raw Ethernet frames; this module turns one frame
+into its IPv4 packet (through a VXLAN overlay when the frame is
+encapsulated), says it in one line, and computes the packet's identity:
+what stays the same for one packet from hop to hop while NAT rewrites
+addresses and ports, routers decrement the TTL and the overlay wraps and
+unwraps it.
+
+Owns: decode, identity and the IpPacket / Tunnel / Decoded records. Pure:
+bytes in, data out (with Scapy); capturing is netemu.kernel's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.vxlan import VXLAN
+
+# UDP destination ports of VXLAN: IANA's, and the Linux default (flannel).
+VXLAN_PORTS = (4789, 8472)
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
+_ICMP_ECHO = (0, 8)
+# ICMP errors quote the offending packet's IP header and first bytes.
+_ICMP_ERRORS = (3, 4, 5, 11, 12)
+_ICMP_NAMES: dict[tuple[int, int | None], str] = {
+    (0, None): "echo-reply",
+    (8, None): "echo-request",
+    (3, 0): "net-unreachable",
+    (3, 1): "host-unreachable",
+    (3, 2): "protocol-unreachable",
+    (3, 3): "port-unreachable",
+    (3, 4): "fragmentation-needed",
+    (3, 9): "net-prohibited",
+    (3, 10): "host-prohibited",
+    (3, 13): "admin-prohibited",
+    (4, None): "source-quench",
+    (5, None): "redirect",
+    (11, 0): "ttl-exceeded",
+    (11, 1): "reassembly-time-exceeded",
+    (12, None): "parameter-problem",
+}
+
+
+@dataclass(frozen=True)
+class IpPacket:
+    proto: str  # "tcp" | "udp" | "icmp" | str(number)
+    src: str
+    dst: str
+    sport: int | None  # ICMP echo: the echo id (same convention as FlowTuple)
+    dport: int | None  # ICMP echo: 0
+    ttl: int
+    ip_id: int
+    length: int  # the IP total length from the header
+    tcp_flags: str | None  # Scapy's flags string: "S", "SA", "A", "PA", "FA", "R", "RA"
+    tcp_seq: int | None
+    icmp_type: int | None
+    icmp_code: int | None
+    quoted: IpPacket | None  # ICMP errors: the packet the error is about (possibly truncated)
+    payload_digest: str  # short hash of the L4 payload (see identity)
+
+    @property
+    def icmp_name(self) -> str | None:
+        """ "echo-request", "port-unreachable", "ttl-exceeded", ... or
+        "type=T code=C" for the rest; None for non-ICMP packets."""
+        if self.icmp_type is None:
+            return None
+        return _ICMP_NAMES.get(
+            (self.icmp_type, self.icmp_code),
+            _ICMP_NAMES.get((self.icmp_type, None), f"type={self.icmp_type} code={self.icmp_code}"),
+        )
+
+    def endpoints(self) -> str:
+        """ "src:sport → dst:dport proto" ("src → dst proto" without ports)."""
+        if self.proto == "icmp" or self.sport is None or self.dport is None:
+            return f"{self.src} → {self.dst} {self.proto}"
+        return f"{self.src}:{self.sport} → {self.dst}:{self.dport} {self.proto}"
+
+    def summary(self) -> str:
+        """One line, e.g. "10.244.0.2:41522 → 10.96.0.10:53 udp ttl=64",
+        "... tcp [S] ttl=64", "10.0.0.1 → 10.0.0.2 icmp echo-request id=7 ttl=64",
+        "... icmp port-unreachable (10.244.0.2:41522 → 10.96.0.1:80 tcp) ttl=64"."""
+        text = self.endpoints()
+        if self.tcp_flags is not None:
+            text += f" [{self.tcp_flags}]"
+        if self.icmp_type is not None:
+            text += f" {self.icmp_name}"
+            if self.icmp_type in _ICMP_ECHO and self.sport is not None:
+                text += f" id={self.sport}"
+            if self.quoted is not None:
+                text += f" ({self.quoted.endpoints()})"
+        return f"{text} ttl={self.ttl}"
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    kind: str  # "vxlan"
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    vni: int
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Decoded:
+    eth_src: str  # the captured frame's own (outer) Ethernet addresses
+    eth_dst: str
+    tunnel: Tunnel | None  # outer headers when the frame is VXLAN-encapsulated
+    packet: IpPacket  # the innermost IPv4 packet
+
+
+def decode(frame: bytes) -> Decoded | None:
+    """The frame's IPv4 packet (through one VXLAN layer and 802.1Q tags), or
+    None for anything else: ARP, IPv6, LLDP, truncated or garbled frames,
+    and VXLAN frames that carry something other than IPv4."""
+    located = _ipv4_of(frame)
+    if located is None:
+        return None
+    eth, data = located
+    outer = _ip_packet(data)
+    if outer is None:
+        return None
+    tunnel = None
+    if outer.proto == "udp" and outer.dport in VXLAN_PORTS:
+        inner = _vxlan(outer, data)
+        if inner is None:
+            return None
+        tunnel, inner_frame = inner
+        located_inner = _ipv4_of(inner_frame)
+        if located_inner is None:
+            return None
+        packet = _ip_packet(located_inner[1])
+        if packet is None:
+            return None
+        outer = packet
+    return Decoded(eth_src=str(eth.src), eth_dst=str(eth.dst), tunnel=tunnel, packet=outer)
+
+
+def identity(packet: IpPacket) -> tuple[object, ...]:
+    """What stays the same for one packet across hops despite NAT, routing
+    and encapsulation: (ip_id, proto, tcp_seq, tcp_flags, icmp_type,
+    payload_digest, length). Addresses and ports are left out (NAT rewrites
+    them, and the ICMP echo id too under --random-fully masquerade)."""
+    return (
+        packet.ip_id,
+        packet.proto,
+        packet.tcp_seq,
+        packet.tcp_flags,
+        packet.icmp_type,
+        packet.payload_digest,
+        packet.length,
+    )
+
+
+def _ipv4_of(frame: bytes) -> tuple[Ether, bytes] | None:
+    """The Ethernet header and the bytes of its IPv4 packet."""
+    if len(frame) < 14 + 20:
+        return None
+    try:
+        eth = Ether(frame)
+    except Exception:  # Scapy raises assorted errors on garbage
+        return None
+    offset, layer = 14, eth.payload
+    while isinstance(layer, Dot1Q):
+        offset, layer = offset + 4, layer.payload
+    if not isinstance(layer, IP):
+        return None
+    return eth, frame[offset:]
+
+
+def _vxlan(outer: IpPacket, data: bytes) -> tuple[Tunnel, bytes] | None:
+    ihl = (data[0] & 0x0F) * 4
+    udp_payload = data[ihl + 8 : _end(data)]
+    if len(udp_payload) < 8:
+        return None
+    if outer.sport is None or outer.dport is None:
+        return None
+    header = VXLAN(udp_payload[:8])
+    tunnel = Tunnel(
+        kind="vxlan",
+        src=outer.src,
+        dst=outer.dst,
+        sport=outer.sport,
+        dport=outer.dport,
+        vni=int(header.vni),
+        ttl=outer.ttl,
+    )
+    return tunnel, udp_payload[8:]
+
+
+def _end(data: bytes) -> int:
+    """Where the IP packet ends: its total length, so Ethernet padding is
+    not mistaken for payload (capped by what was captured)."""
+    total = int.from_bytes(data[2:4], "big")
+    ihl = (data[0] & 0x0F) * 4
+    return min(total, len(data)) if total >= ihl else len(data)
+
+
+def _ip_packet(data: bytes, quoted: bool = False) -> IpPacket | None:
+    """One IPv4 packet from its bytes. Quoted packets (inside ICMP errors)
+    may be cut short: fields that did not fit are None."""
+    if len(data) < 20 or data[0] >> 4 != 4 or (data[0] & 0x0F) < 5:
+        return None
+    ip = IP(data)
+    ihl = int(ip.ihl) * 4
+    l4 = data[ihl : _end(data)]
+    number = int(ip.proto)
+    proto = _PROTO_NAMES.get(number, str(number))
+    sport = dport = seq = icmp_type = icmp_code = None
+    flags: str | None = None
+    inner: IpPacket | None = None
+    payload = l4
+    if int(ip.frag) != 0:
+        pass  # a later fragment: no L4 header
+    elif proto == "tcp" and len(l4) >= 8:
+        sport, dport, seq = struct.unpack("!HHI", l4[:8])
+        if len(l4) >= 20:
+            tcp = TCP(l4)
+            flags = str(tcp.flags)
+            payload = l4[int(tcp.dataofs) * 4 :]
+        else:
+            payload = b""
+    elif proto == "udp" and len(l4) >= 8:
+        sport, dport = struct.unpack("!HH", l4[:4])
+        payload = l4[8:]
+    elif proto == "icmp" and len(l4) >= 4:
+        icmp_type, icmp_code = l4[0], l4[1]
+        payload = l4[8:]
+        if icmp_type in _ICMP_ECHO and len(l4) >= 8:
+            sport, dport = struct.unpack("!H", l4[4:6])[0], 0
+        elif icmp_type in _ICMP_ERRORS and not quoted:
+            inner = _ip_packet(l4[8:], quoted=True)
+    digest = _digest(payload) if inner is None else _quoted_digest(inner, l4[8:])
+    return IpPacket(
+        proto=proto,
+        src=str(ip.src),
+        dst=str(ip.dst),
+        sport=sport,
+        dport=dport,
+        ttl=int(ip.ttl),
+        ip_id=int(ip.id),
+        length=int(ip.len),
+        tcp_flags=flags,
+        tcp_seq=seq,
+        icmp_type=icmp_type,
+        icmp_code=icmp_code,
+        quoted=inner,
+        payload_digest=digest,
+    )
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2s(data, digest_size=6).hexdigest()
+
+
+def _quoted_digest(inner: IpPacket, quoted: bytes) -> str:
+    """An ICMP error's quote is rewritten when conntrack undoes NAT on the
+    way back (addresses, ports, checksums), so hash what NAT leaves alone:
+    the quoted packet's IP id, protocol, TCP sequence and L4 payload."""
+    return _digest(
+        f"{inner.ip_id}/{inner.proto}/{inner.tcp_seq}/{inner.payload_digest}/{len(quoted)}".encode()
+    )
