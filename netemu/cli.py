@@ -18,6 +18,7 @@ from netemu.api.base import K8sModel
 from netemu.api.errors import InputError
 from netemu.controlplane.state import ClusterState
 from netemu.lab import LabError, LabUsageError
+from netemu.net.plan import PlanError, plan_lab
 from netemu.pipeline import (
     UsageError,
     compile_rules,
@@ -28,6 +29,8 @@ from netemu.pipeline import (
 )
 from netemu.rules.model import ParseError, parse_restore
 from netemu.rules.simulate import Packet, Simulation, simulate
+from netemu.trace.flow import Flow, FlowError, resolve_flow
+from netemu.trace.topology import Topology
 
 RULES_DIR = Path("rules")
 
@@ -289,6 +292,31 @@ def _print_table(kind: str, state: ClusterState, wide: bool) -> None:
 
 
 @main.command()
+@click.argument("frm", required=False, metavar="FROM")
+@click.argument("to", required=False, metavar="TO")
+@click.option("--lab", "lab_opt", help="Live lab (default: the only lab that is up).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Destination port (for TO).")
+@click.option(
+    "--proto", type=click.Choice(["tcp", "udp", "icmp", "sctp"]), default="tcp", show_default=True
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--no-pcap", is_flag=True, help="Write no pcaps and no trace.json.")
+@click.option(
+    "--captures",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("captures"),
+    show_default=True,
+    help="Where captures/<lab>/<trace-id>/ go.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait for an answer.",
+)
 @click.option("--offline", is_flag=True, help="Simulate with the rule compiler; no lab needed.")
 @click.option(
     "-f",
@@ -296,50 +324,111 @@ def _print_table(kind: str, state: ClusterState, wide: bool) -> None:
     "paths",
     multiple=True,
     type=click.Path(),
-    help="Manifest file or directory (repeatable).",
+    help="(--offline) Manifest file or directory (repeatable).",
 )
 @click.option(
     "--rules",
     "rules_file",
     type=click.Path(exists=True, dir_okay=False),
-    help="An iptables-save dump taken from a real node.",
+    help="(--offline) An iptables-save dump taken from a real node.",
 )
 @click.option(
     "--local-ip",
     "local_ip",
     multiple=True,
-    help="An address of the node the dump came from (repeatable; with --rules).",
+    help="(--offline) An address of the node the dump came from (repeatable; with --rules).",
 )
-@click.option("--node", help="Node to trace on (default: the only node).")
-@click.option("--src", required=True, help="Source IP of the packet.")
-@click.option("--dst", required=True, help="Destination IP of the packet.")
-@click.option("--dport", required=True, type=click.IntRange(1, 65535), help="Destination port.")
-@click.option(
-    "--proto", type=click.Choice(["tcp", "udp", "sctp"]), default="tcp", show_default=True
-)
-@click.option(
-    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@click.option("--node", help="(--offline) Node to trace on (default: the only node).")
+@click.option("--src", help="(--offline) Source IP of the packet.")
+@click.option("--dst", help="(--offline) Destination IP of the packet.")
+@click.option("--dport", type=click.IntRange(1, 65535), help="(--offline) Destination port.")
 def trace(
+    frm: str | None,
+    to: str | None,
+    lab_opt: str | None,
+    port: int | None,
+    proto: str,
+    output: str,
+    no_pcap: bool,
+    captures: Path,
+    timeout: float,
     offline: bool,
     paths: tuple[str, ...],
     rules_file: str | None,
     local_ip: tuple[str, ...],
     node: str | None,
-    src: str,
-    dst: str,
-    dport: int,
-    proto: str,
-    output: str,
+    src: str | None,
+    dst: str | None,
+    dport: int | None,
 ) -> None:
-    """Follow one packet through a node's kube-proxy rules."""
+    """Follow a packet from FROM to TO.
+
+    Live (a lab is up): send a real flow and show every hop, NAT and rule
+    verdict, with pcaps under captures/<lab>/<trace-id>/. FROM is a pod,
+    node or external client; TO a Service, a pod, NODE:NODEPORT or an IP
+    (with --port).
+
+    Offline (--offline -f DIR FROM TO, or --src/--dst/--dport): walk the
+    packet through the compiled rules of the node it meets first.
+    """
 
     def action() -> None:
-        if not offline:
-            raise UsageError(
-                "live tracing needs a running lab, which this version cannot build yet; "
-                "use --offline"
+        if offline:
+            _trace_offline(
+                frm, to, port, proto, output, paths, rules_file, local_ip, node, src, dst, dport
             )
+            return
+        if paths or rules_file or local_ip or node or src or dst or dport:
+            raise UsageError(
+                "-f, --rules, --local-ip, --node, --src, --dst and --dport are for "
+                "simulated traces: add --offline (a live trace takes FROM TO)"
+            )
+        if frm is None or to is None:
+            raise UsageError("give FROM and TO (or --offline with manifests)")
+        if proto == "sctp":
+            raise UsageError("--proto sctp: live traces send tcp, udp or icmp")
+        from netemu.cli_live import live_trace
+
+        live_trace(lab_opt, frm, to, port, proto, output, not no_pcap, captures, timeout)
+
+    _run(action)
+
+
+def _trace_offline(
+    frm: str | None,
+    to: str | None,
+    port: int | None,
+    proto: str,
+    output: str,
+    paths: tuple[str, ...],
+    rules_file: str | None,
+    local_ip: tuple[str, ...],
+    node: str | None,
+    src: str | None,
+    dst: str | None,
+    dport: int | None,
+) -> None:
+    described: dict[str, Any] = {}
+    if frm is not None or to is not None:
+        if frm is None or to is None:
+            raise UsageError("give both FROM and TO")
+        if not paths:
+            raise UsageError("--offline FROM TO needs the lab's manifests: -f PATH")
+        if src or dst or dport:
+            raise UsageError("use either FROM TO or --src/--dst/--dport, not both")
+        state = load_cluster(paths)
+        flow = offline_flow(state, paths, frm, to, port, proto)
+        if flow.entry_node is None:
+            raise UsageError(f"{flow.describe()}: no node of the lab is on the way")
+        node_name: str | None = flow.entry_node
+        packet = Packet(src=flow.source.ip, dst=flow.dst, dport=flow.dport, proto=flow.proto)
+        result = simulate(
+            compile_rules(state, flow.entry_node), local_ips(state, flow.entry_node), packet
+        )
+        described = {"from": flow.source.label, "to": flow.target, "service": flow.service}
+    else:
+        if not (src and dst and dport):
+            raise UsageError("give FROM TO, or --src, --dst and --dport")
         _check_ip("--src", src)
         _check_ip("--dst", dst)
         packet = Packet(src=src, dst=dst, dport=dport, proto=proto)
@@ -359,13 +448,27 @@ def trace(
             state = load_cluster(paths)
             node_name = pick_node(state, node)
             result = simulate(compile_rules(state, node_name), local_ips(state, node_name), packet)
-        if output == "json":
-            data: dict[str, Any] = {"node": node_name, **result.to_dict()}
-            click.echo(json.dumps(data, indent=2))
-        else:
-            _print_simulation(result, node_name)
+    if output == "json":
+        data: dict[str, Any] = {"node": node_name, **described, **result.to_dict()}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        if described:
+            click.echo(f"{described['from']} → {described['to']}")
+        _print_simulation(result, node_name)
 
-    _run(action)
+
+def offline_flow(
+    state: ClusterState, paths: Sequence[str], frm: str, to: str, port: int | None, proto: str
+) -> Flow:
+    """FROM/TO resolved against the lab the manifests describe, as it would run."""
+    if state.lab is None:
+        raise UsageError("FROM/TO needs a Lab object (kind: Lab) naming the nodes and clients")
+    try:
+        plan = plan_lab(state, lab_name(state.lab, paths))
+        topology = Topology.from_plan(plan, state, state.lab.spec.iptables_backend)
+        return resolve_flow(state, topology, frm, to, port, proto)
+    except (PlanError, FlowError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_ip(flag: str, value: str) -> None:

@@ -4,18 +4,18 @@ so in one line without it."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
-from netemu.api.apps import Deployment
 from netemu.api.config import Lab
-from netemu.api.core import EndpointSlice, Node, Pod, Service
 from netemu.api.validate import load_and_validate
 from netemu.controlplane.objects import is_namespaced, kind_of
 from netemu.controlplane.state import ClusterState
@@ -84,14 +84,35 @@ def _root(command: str) -> None:
 
 def live_state(lab_opt: str | None) -> ClusterState:
     _root("get")
-    raw = LiveLab(resolve_lab(lab_opt)).state()
-    return ClusterState(
-        nodes=tuple(Node.model_validate(o) for o in raw["nodes"]),
-        services=tuple(Service.model_validate(o) for o in raw["services"]),
-        pods=tuple(Pod.model_validate(o) for o in raw["pods"]),
-        endpoint_slices=tuple(EndpointSlice.model_validate(o) for o in raw["endpointslices"]),
-        deployments=tuple(Deployment.model_validate(o) for o in raw["deployments"]),
-    )
+    return LiveLab(resolve_lab(lab_opt)).cluster_state()
+
+
+def live_trace(
+    lab_opt: str | None,
+    frm: str,
+    to: str,
+    port: int | None,
+    proto: str,
+    output: str,
+    pcap: bool,
+    captures: Path,
+    timeout: float,
+) -> None:
+    _root("trace")
+    # Imported here: Scapy's import costs a few hundred milliseconds that
+    # the other commands need not pay.
+    from netemu.trace.live import TraceOptions, trace
+    from netemu.trace.render import render
+
+    lab = LiveLab(resolve_lab(lab_opt))
+    options = TraceOptions(port=port, proto=proto, pcap=pcap, captures=captures, timeout=timeout)
+    report = trace(lab, frm, to, options)
+    if output == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        # Scripts read the table: never wrap it when not on a terminal.
+        width = None if sys.stdout.isatty() else 10_000
+        Console(width=width, highlight=False).print(render(report))
 
 
 def _count(n: int, noun: str) -> str:

@@ -15,14 +15,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from netemu.api.apps import Deployment
 from netemu.api.base import K8sModel
+from netemu.api.core import EndpointSlice, Node, Pod, Service
+from netemu.controlplane.state import ClusterState
 from netemu.kernel import journal
 from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.processes import command_in
 from netemu.net.plan import PlanError, check_lab_name
+
+if TYPE_CHECKING:
+    from netemu.trace.report import TraceReport
 
 READY_TIMEOUT = 300.0
 # A change returns once every node has its rules: iptables-nft-restore
@@ -118,6 +124,17 @@ class LiveLab:
         state: dict[str, list[dict[str, Any]]] = self.request("state")["state"]
         return state
 
+    def cluster_state(self) -> ClusterState:
+        """The lab's control-plane state as typed objects."""
+        raw = self.state()
+        return ClusterState(
+            nodes=tuple(Node.model_validate(o) for o in raw["nodes"]),
+            services=tuple(Service.model_validate(o) for o in raw["services"]),
+            pods=tuple(Pod.model_validate(o) for o in raw["pods"]),
+            endpoint_slices=tuple(EndpointSlice.model_validate(o) for o in raw["endpointslices"]),
+            deployments=tuple(Deployment.model_validate(o) for o in raw["deployments"]),
+        )
+
     def apply(self, objects: Sequence[K8sModel]) -> list[str]:
         raws = [obj.to_dict() for obj in objects]
         applied: list[str] = self.request("apply", objects=raws)["applied"]
@@ -167,6 +184,26 @@ class LiveLab:
                 f"{name!r} names several targets ({kinds}); for a pod use namespace/name"
             )
         return found[0]
+
+    def trace(
+        self,
+        frm: str,
+        to: str,
+        *,
+        port: int | None = None,
+        proto: str = "tcp",
+        pcap: bool = True,
+        captures: Path | None = None,
+        timeout: float = 1.0,
+    ) -> TraceReport:
+        """Send one flow from `frm` to `to` and follow it hop by hop
+        (netemu.trace.live); pcaps go under `captures`/<lab>/<trace-id>/."""
+        from netemu.trace.live import CAPTURES, TraceOptions, trace
+
+        options = TraceOptions(
+            port=port, proto=proto, pcap=pcap, captures=captures or CAPTURES, timeout=timeout
+        )
+        return trace(self, frm, to, options)
 
     def exec_argv(self, target: str, argv: Sequence[str]) -> list[str]:
         found = self.target(target)

@@ -204,7 +204,18 @@ class Supervisor:
             "backend": self.lab.spec.iptables_backend,
             "overlay": self.lab.spec.overlay,
             "underlay": plan.underlay.netns,
-            "nodes": {n.name: {"netns": n.netns, "ip": n.underlay_ip} for n in plan.nodes},
+            "nodes": {
+                n.name: {
+                    "netns": n.netns,
+                    "ip": n.underlay_ip,
+                    "addresses": [
+                        n.underlay_ip,
+                        n.bridge_ip,
+                        *([n.vtep_ip] if n.overlay == "vxlan" else []),
+                    ],
+                }
+                for n in plan.nodes
+            },
             "clients": {c.name: {"netns": c.netns, "ip": c.ip} for c in plan.clients},
             "pods": dict(sorted(pods.items())),
         }

@@ -100,12 +100,14 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
         timeout: float,
         source_port: int | None = None,
         once: bool = False,
+        abortive_close: bool = True,
     ) -> None:
         super().__init__(host, port, timeout=timeout)
         self.netns_name = netns_name
         self.probe_timeout = timeout
         self.source_port = source_port
         self.once = once
+        self.abortive_close = abortive_close
         self.connected_from: tuple[str, int] | None = None
 
     def connect(self) -> None:
@@ -122,7 +124,8 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
                 # (the server's FIN still in flight), only an abortive close
                 # (linger 0: RST, no TIME_WAIT) frees the 4-tuple at once.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if self.abortive_close:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", self.source_port))
             sock.settimeout(self.probe_timeout)
             sock.connect((self.host, self.port))
@@ -160,11 +163,16 @@ def http_get(
     path: str = "/",
     timeout: float = 2.0,
     source_port: int | None = None,
+    abortive_close: bool = True,
 ) -> ProbeResult:
     """One HTTP GET on a fresh connection from inside `netns_name`; `host` is
-    an IP literal, `timeout` bounds the connect and each read."""
+    an IP literal, `timeout` bounds the connect and each read. With a
+    `source_port` the connection ends with a RST unless `abortive_close` is
+    false (a tracer wants the ordinary FIN exchange on the wire)."""
     started = time.monotonic()
-    conn = _NetnsHTTPConnection(netns_name, host, port, timeout, source_port)
+    conn = _NetnsHTTPConnection(
+        netns_name, host, port, timeout, source_port, abortive_close=abortive_close
+    )
     try:
         # Asking the server to close lets it close first, which normally
         # leaves TIME_WAIT on its side, not ours: a fixed source_port can
@@ -180,6 +188,7 @@ def udp_request(
     port: int,
     payload: bytes = b"ping",
     timeout: float = 2.0,
+    source_port: int | None = None,
 ) -> ProbeResult:
     """Send one datagram from inside `netns_name` and wait for one answer.
 
@@ -197,6 +206,8 @@ def udp_request(
         return _failure(exc, started)
     try:
         sock.settimeout(timeout)
+        if source_port is not None:
+            sock.bind(("0.0.0.0", source_port))
         sock.connect((host, port))
         local = _address(sock)
         sock.send(payload)
@@ -213,6 +224,59 @@ def udp_request(
         local=local,
         elapsed=time.monotonic() - started,
     )
+
+
+def free_port(netns_name: str, proto: str) -> int:
+    """A source port nothing in `netns_name` uses now, chosen by the kernel
+    from its ephemeral range (the socket that found it is closed again)."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    sock = netns.open_socket(netns_name, socket.AF_INET, kind)
+    try:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def icmp_echo(netns_name: str, host: str, ident: int, timeout: float = 2.0) -> ProbeResult:
+    """One ICMP echo request (built with Scapy) from inside `netns_name` on a
+    raw socket, waiting for the echo reply with the same id; an ICMP
+    destination unreachable about it is "unreachable"."""
+    from scapy.layers.inet import ICMP, IP
+
+    started = time.monotonic()
+    try:
+        sock = netns.open_socket(netns_name, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    except OSError as exc:
+        return _failure(exc, started)
+    try:
+        sock.settimeout(timeout)
+        sock.sendto(bytes(ICMP(type=8, id=ident, seq=1) / b"netemu trace"), (host, 0))
+        deadline = started + timeout
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            data = sock.recv(_MAX_DATAGRAM)
+            packet = IP(data)
+            icmp = packet.getlayer(ICMP)
+            if icmp is None:
+                continue
+            if icmp.type == 0 and icmp.id == ident:
+                return ProbeResult(
+                    outcome="answered",
+                    body=f"echo reply from {packet.src}",
+                    elapsed=time.monotonic() - started,
+                )
+            quoted = icmp.payload.getlayer(ICMP) if icmp.type in (3, 11) else None
+            if quoted is not None and quoted.id == ident:
+                return ProbeResult(
+                    outcome="unreachable",
+                    detail=f"ICMP type {icmp.type} code {icmp.code} from {packet.src}",
+                    elapsed=time.monotonic() - started,
+                )
+    except OSError as exc:
+        return _failure(exc, started)
+    finally:
+        sock.close()
 
 
 class HttpSession:

@@ -235,4 +235,4 @@ def test_trace_bad_input_exits_2() -> None:
     code, _, err = run(
         "trace", "-f", DEFAULT, "--src", "10.1.1.1", "--dst", "172.30.0.41", "--dport", "80"
     )
-    assert code == 2 and "use --offline" in err
+    assert code == 2 and "add --offline" in err

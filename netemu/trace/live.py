@@ -1,0 +1,289 @@
+"""A live trace: send one real flow through a running lab and watch it with
+the kernel's own instruments, then write the report and the pcaps.
+
+Order of work, so that nothing the flow does goes unseen:
+1. resolve FROM/TO against the lab's state and topology; predict the flow
+   with the entry node's own rules (iptables-save → offline simulator),
+   which names the endpoints it may be DNATed to;
+2. open a capture socket in every namespace the flow may cross, start
+   `conntrack -E` and (nft backend) `xtables-monitor --trace` in every
+   node and install TRACE rules scoped to the flow, and wait until each
+   monitor's netlink socket is subscribed;
+3. send the flow (a kernel socket: TCP handshake, an HTTP GET, the close;
+   a UDP datagram and its answer; an ICMP echo built with Scapy);
+4. stop the monitors once quiet, drain the captures, remove the TRACE
+   rules (always, also on error), and build the report.
+
+Legacy iptables cannot TRACE inside a lab's namespaces (its TRACE target
+logs through nf_log, which only the host's namespace may use); there, the
+rules whose packet counters the flow moved stand in for the rule trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from netemu.kernel import probe
+from netemu.kernel.capture import Capture, write_pcap
+from netemu.kernel.counters import rule_counters
+from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
+from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monitor
+from netemu.lab import LabError, LabUsageError, LiveLab
+from netemu.rules.model import parse_restore
+from netemu.rules.simulate import Packet, Simulation, simulate
+from netemu.trace import scope
+from netemu.trace.ctevents import parse_events
+from netemu.trace.flow import Flow, FlowError, resolve_flow
+from netemu.trace.nftrace import parse_trace
+from netemu.trace.report import (
+    COUNTERS_SOURCE,
+    TRACE_SOURCE,
+    Answer,
+    Evidence,
+    RuleRef,
+    TraceReport,
+    build_report,
+    pcap_names,
+)
+from netemu.trace.topology import Topology
+
+CAPTURES = Path("captures")
+MERGED = "merged.pcap"
+REPORT = "trace.json"
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    port: int | None = None
+    proto: str = "tcp"
+    pcap: bool = True
+    captures: Path = CAPTURES
+    timeout: float = 1.0  # how long the sender waits for an answer
+
+
+def trace(lab: LiveLab, frm: str, to: str, options: TraceOptions | None = None) -> TraceReport:
+    options = options or TraceOptions()
+    started = time.monotonic()
+    topology = Topology.from_info(lab.info())
+    state = lab.cluster_state()
+    try:
+        flow = resolve_flow(state, topology, frm, to, options.port, options.proto)
+    except FlowError as exc:
+        raise LabUsageError(str(exc)) from exc
+    if flow.entry_node is None:
+        raise LabUsageError(f"{flow.describe()}: no node of the lab is on the way")
+    trace_id = new_trace_id(flow)
+    prediction = predict(flow, topology)
+    sport = _source_port(flow)
+    evidence, answer = _run(flow, topology, trace_id, sport, prediction, options)
+    report = build_report(trace_id, flow, topology, evidence, answer)
+    report.prediction = {
+        "verdict": prediction.verdict,
+        "endpoints": prediction.endpoints,
+        "masquerade": prediction.masquerade,
+    }
+    if options.pcap:
+        report = write_captures(report, options.captures / topology.lab / trace_id)
+    report.elapsed = time.monotonic() - started
+    if options.pcap and report.pcaps is not None:
+        directory = Path(report.pcaps["directory"])
+        (directory / REPORT).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        sudo_owner(directory)
+    return report
+
+
+def new_trace_id(flow: Flow) -> str:
+    """`<time>-<source>-<proto>-<random>`: sortable, and unique per trace."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    source = flow.source.name.replace("/", "-")[:24]
+    return f"{stamp}-{source}-{flow.proto}-{secrets.token_hex(3)}"
+
+
+def predict(flow: Flow, topology: Topology) -> Simulation:
+    """The offline simulator's walk of the flow through the entry node's
+    rules as they are in the kernel now."""
+    assert flow.entry_node is not None
+    node = topology.nodes[flow.entry_node]
+    backend: Backend = "legacy" if topology.backend == "legacy" else "nft"
+    ruleset = parse_restore(KernelIptables(node.netns, backend).save())
+    packet = Packet(src=flow.source.ip, dst=flow.dst, dport=flow.dport, proto=flow.proto)
+    return simulate(ruleset, list(node.addresses), packet)
+
+
+def _source_port(flow: Flow) -> int:
+    if flow.proto == "icmp":
+        return secrets.randbelow(0xFFFF - 1) + 1  # the echo id
+    return probe.free_port(flow.source.netns, flow.proto)
+
+
+def capture_namespaces(flow: Flow, topology: Topology, endpoints: Iterable[str]) -> list[str]:
+    """The source, every node, the underlay switch, and every pod the flow
+    may be delivered to (the destination pod, or any predicted endpoint)."""
+    ips = {flow.dst, *(e.rsplit(":", 1)[0] for e in endpoints)}
+    pods = [p.netns for p in topology.pods.values() if p.ip in ips and not p.host_network]
+    names = [flow.source.netns, *(n.netns for n in topology.nodes.values()), topology.underlay]
+    return list(dict.fromkeys([*names, *pods]))
+
+
+def _parallel(calls: Iterable[Callable[[], Any]]) -> list[Any]:
+    jobs = list(calls)
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
+        return [f.result() for f in [pool.submit(job) for job in jobs]]
+
+
+def _run(
+    flow: Flow,
+    topology: Topology,
+    trace_id: str,
+    sport: int,
+    prediction: Simulation,
+    options: TraceOptions,
+) -> tuple[Evidence, Answer]:
+    nodes = list(topology.nodes.values())
+    legacy = topology.backend == "legacy"
+    backend: Backend = "legacy" if legacy else "nft"
+    chain = scope.chain_name(trace_id)
+    with ExitStack() as cleanup:
+        capture = Capture(capture_namespaces(flow, topology, prediction.endpoints))
+        capture.start()
+        cleanup.callback(capture.close)
+
+        conntrack = {n.name: conntrack_monitor(n.netns) for n in nodes}
+        tracers: dict[str, NetlinkMonitor] = (
+            {} if legacy else {n.name: trace_monitor(n.netns) for n in nodes}
+        )
+        monitors = [*conntrack.values(), *tracers.values()]
+        for monitor in monitors:
+            cleanup.callback(monitor.stop)
+            monitor.start()
+
+        setup: list[Callable[[], Any]] = [m.wait_ready for m in monitors]
+        counters_before: dict[str, list[Any]] = {}
+        if legacy:
+            setup += [_reader(counters_before, n.name, n.netns) for n in nodes]
+        else:
+            text = scope.install_text(chain, scope.trace_matches(flow, sport, prediction.endpoints))
+            for node in nodes:
+                iptables = KernelIptables(node.netns, backend)
+                cleanup.callback(_quietly(iptables, scope.remove_text(chain)))
+                setup.append(_restorer(iptables, text))
+        try:
+            _parallel(setup)
+        except Exception as exc:
+            raise LabError(f"trace {trace_id}: could not start watching the flow: {exc}") from exc
+
+        answer = send(flow, sport, options.timeout)
+
+        outputs = _parallel([m.stop for m in monitors])
+        frames = capture.drain()
+        counted: dict[str, list[RuleRef]] = {}
+        if legacy:
+            after: dict[str, list[Any]] = {}
+            _parallel([_reader(after, n.name, n.netns) for n in nodes])
+            counted = {
+                name: _moved(counters_before.get(name, []), after.get(name, [])) for name in after
+            }
+    texts = dict(zip([*conntrack, *(f"trace:{n}" for n in tracers)], outputs, strict=True))
+    evidence = Evidence(
+        sport=sport,
+        frames=frames,
+        traces={n: parse_trace(texts[f"trace:{n}"]) for n in tracers},
+        conntrack={n: parse_events(texts[n]) for n in conntrack},
+        counted=counted,
+        rules_source=COUNTERS_SOURCE if legacy else TRACE_SOURCE,
+    )
+    return evidence, answer
+
+
+def _restorer(iptables: KernelIptables, text: str) -> Callable[[], None]:
+    return lambda: iptables.restore(text, noflush=True)
+
+
+def _quietly(iptables: KernelIptables, text: str) -> Callable[[], None]:
+    def remove() -> None:
+        # The rules may not have been installed if set-up failed half-way.
+        with contextlib.suppress(IptablesError):
+            iptables.restore(text, noflush=True)
+
+    return remove
+
+
+def _reader(into: dict[str, list[Any]], node: str, netns: str) -> Callable[[], None]:
+    def read() -> None:
+        into[node] = rule_counters(netns, "legacy")
+
+    return read
+
+
+def _moved(before: list[Any], after: list[Any]) -> list[RuleRef]:
+    counts = {(c.table, c.chain, c.index, c.rule): c.packets for c in before}
+    return [
+        RuleRef(c.table, c.chain, c.rule)
+        for c in after
+        if c.packets > counts.get((c.table, c.chain, c.index, c.rule), 0)
+    ]
+
+
+def send(flow: Flow, sport: int, timeout: float) -> Answer:
+    netns = flow.source.netns
+    if flow.proto == "tcp":
+        result = probe.http_get(
+            netns, flow.dst, flow.dport, timeout=timeout, source_port=sport, abortive_close=False
+        )
+    elif flow.proto == "udp":
+        result = probe.udp_request(
+            netns, flow.dst, flow.dport, payload=b"netemu trace", timeout=timeout, source_port=sport
+        )
+    else:
+        result = probe.icmp_echo(netns, flow.dst, sport, timeout=timeout)
+    return Answer(
+        outcome=result.outcome,
+        reply=result.reply,
+        detail=result.detail or (result.body if result.reply is None else ""),
+        elapsed=result.elapsed,
+    )
+
+
+def write_captures(report: TraceReport, directory: Path) -> TraceReport:
+    """One pcap per capture point, merged.pcap with every frame of the flow
+    in time order, each hop naming its file."""
+    frames = report.frames
+    names = pcap_names(frames)
+    directory.mkdir(parents=True, exist_ok=True)
+    for point, name in names.items():
+        write_pcap(directory / name, [f for f in frames if (f.netns, f.interface) == point])
+    write_pcap(directory / MERGED, frames)
+    hops = [
+        replace(h, pcap=names.get((h.netns, h.interface or ""))) if h.interface else h
+        for h in report.hops
+    ]
+    report = replace(report, hops=hops)
+    report.pcaps = {
+        "directory": str(directory),
+        "merged": str(directory / MERGED),
+        "points": [str(directory / n) for n in names.values()],
+    }
+    return report
+
+
+def sudo_owner(directory: Path) -> None:
+    """Under sudo, hand the capture files to the user who asked for them,
+    so Wireshark opens them without root."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if not uid or not gid:
+        return
+    for path in [directory, *directory.iterdir()]:
+        os.chown(path, int(uid), int(gid))

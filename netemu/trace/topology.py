@@ -1,0 +1,146 @@
+"""Where everything of a lab lives, as the tracer needs it: each node's,
+client's and pod's namespace and addresses. Built from a live lab's info
+file or, for offline traces, from the pure network plan: both give the
+same names, so a flow resolves the same way with or without a lab.
+
+Pure data; must not touch the kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from netemu.controlplane.state import ClusterState
+from netemu.net.plan import VXLAN_DEVICE, LabPlan, pod_netns
+
+
+@dataclass(frozen=True)
+class NodeSite:
+    name: str
+    netns: str
+    ip: str  # the underlay address
+    addresses: tuple[str, ...]  # every address on the node, underlay first
+
+
+@dataclass(frozen=True)
+class ClientSite:
+    name: str
+    netns: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class PodSite:
+    key: str  # namespace/name
+    netns: str
+    ip: str
+    node: str
+    host_network: bool
+
+    @property
+    def name(self) -> str:
+        return self.key.split("/", 1)[1]
+
+
+@dataclass(frozen=True)
+class Topology:
+    lab: str
+    backend: str  # "nft" or "legacy"
+    overlay: str  # "vxlan" or "host-gw"
+    underlay: str  # the underlay switch's namespace
+    nodes: Mapping[str, NodeSite]
+    clients: Mapping[str, ClientSite]
+    pods: Mapping[str, PodSite]
+
+    @property
+    def overlay_device(self) -> str | None:
+        return VXLAN_DEVICE if self.overlay == "vxlan" else None
+
+    @property
+    def announcing_node(self) -> str | None:
+        """The node external clients reach LoadBalancer and external IPs
+        through (net.plan.client_routes: the lab's first node)."""
+        return next(iter(self.nodes), None)
+
+    def node_of_ip(self, ip: str) -> str | None:
+        for node in self.nodes.values():
+            if ip in node.addresses:
+                return node.name
+        return None
+
+    def pod_of_ip(self, ip: str) -> PodSite | None:
+        found = [p for p in self.pods.values() if p.ip == ip and not p.host_network]
+        return found[0] if len(found) == 1 else None
+
+    def owner_of_netns(self, netns: str) -> tuple[str, str, str | None]:
+        """(kind, name, node) of a namespace: kind is node, client, pod or underlay."""
+        for node in self.nodes.values():
+            if node.netns == netns:
+                return "node", node.name, node.name
+        for client in self.clients.values():
+            if client.netns == netns:
+                return "client", client.name, None
+        for pod in self.pods.values():
+            if pod.netns == netns and not pod.host_network:
+                return "pod", pod.key, pod.node
+        return "underlay", "switch", None
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> Topology:
+        """From a live lab's lab.json (written by the supervisor)."""
+        return cls(
+            lab=str(info["name"]),
+            backend="legacy" if info["backend"] == "legacy" else "nft",
+            overlay=str(info["overlay"]),
+            underlay=str(info["underlay"]),
+            nodes={
+                name: NodeSite(name, n["netns"], n["ip"], tuple(n.get("addresses") or (n["ip"],)))
+                for name, n in info["nodes"].items()
+            },
+            clients={
+                name: ClientSite(name, c["netns"], c["ip"]) for name, c in info["clients"].items()
+            },
+            pods={
+                key: PodSite(key, p["netns"], p["ip"], p["node"], bool(p["hostNetwork"]))
+                for key, p in info["pods"].items()
+            },
+        )
+
+    @classmethod
+    def from_plan(cls, plan: LabPlan, state: ClusterState, backend: str) -> Topology:
+        """What a lab built from `plan` would have: every scheduled pod with an address."""
+        nodes = {
+            n.name: NodeSite(
+                n.name,
+                n.netns,
+                n.underlay_ip,
+                (n.underlay_ip, n.bridge_ip, *((n.vtep_ip,) if n.overlay == "vxlan" else ())),
+            )
+            for n in plan.nodes
+        }
+        pods: dict[str, PodSite] = {}
+        for pod in state.pods:
+            meta, spec = pod.metadata, pod.spec
+            node = spec.node_name if spec else None
+            if node is None or node not in nodes:
+                continue
+            namespace, name = meta.namespace or "default", meta.name or ""
+            host_network = bool(spec and spec.host_network)
+            ip = nodes[node].ip if host_network else (pod.status.pod_ip if pod.status else None)
+            if not ip:
+                continue
+            netns = nodes[node].netns if host_network else pod_netns(plan.name, namespace, name)
+            pods[f"{namespace}/{name}"] = PodSite(
+                f"{namespace}/{name}", netns, ip, node, host_network
+            )
+        return cls(
+            lab=plan.name,
+            backend="legacy" if backend == "legacy" else "nft",
+            overlay=plan.nodes[0].overlay if plan.nodes else "vxlan",
+            underlay=plan.underlay.netns,
+            nodes=nodes,
+            clients={c.name: ClientSite(c.name, c.netns, c.ip) for c in plan.clients},
+            pods=dict(sorted(pods.items())),
+        )

@@ -1,0 +1,175 @@
+"""FROM/TO resolution and TRACE scoping: the words a user types become one
+flow with the right addresses, ports and entry node, or a clear error."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from netemu.controlplane.state import ClusterState
+from netemu.net.plan import plan_lab
+from netemu.pipeline import load_cluster
+from netemu.trace import scope
+from netemu.trace.flow import Flow, FlowError, resolve_flow
+from netemu.trace.topology import Topology
+
+CONTROLPLANE = Path(__file__).parents[2] / "controlplane"
+
+
+@cache
+def lab(name: str) -> tuple[ClusterState, Topology]:
+    state = load_cluster([CONTROLPLANE / name])
+    assert state.lab is not None
+    topology = Topology.from_plan(plan_lab(state, name), state, state.lab.spec.iptables_backend)
+    return state, topology
+
+
+def flow(name: str, frm: str, to: str, port: int | None = None, proto: str = "tcp") -> Flow:
+    state, topology = lab(name)
+    return resolve_flow(state, topology, frm, to, port, proto)
+
+
+def service(name: str, svc: str) -> dict[str, object]:
+    state, _ = lab(name)
+    (found,) = [s for s in state.services if s.metadata.name == svc]
+    return found.to_dict()
+
+
+def pod_on(name: str, node: str) -> str:
+    _, topology = lab(name)
+    return next(p.key for p in topology.pods.values() if p.node == node)
+
+
+def test_pod_to_service_name_is_its_cluster_ip_and_port() -> None:
+    pod = pod_on("default", "node-1")
+    f = flow("default", pod, "web")
+    spec = service("default", "web")["spec"]
+    assert isinstance(spec, dict)
+    assert (f.dst, f.dport, f.proto) == (spec["clusterIP"], 80, "tcp")
+    assert f.source.kind == "pod" and f.source.netns.startswith("netemu_default_pod_default_")
+    assert f.entry_node == "node-1" and not f.local_origin
+    assert f.service == "default/web"
+    # namespace/name and svc/ prefixes name the same Service
+    assert flow("default", pod, "default/web") == f
+    assert flow("default", pod, "svc/web") == f
+
+
+def test_client_to_node_port_enters_at_that_node() -> None:
+    f = flow("default", "client", "node-2:30080")
+    _, topology = lab("default")
+    assert (f.dst, f.dport) == (topology.nodes["node-2"].ip, 30080)
+    assert f.entry_node == "node-2"
+    assert f.service == "default/web-nodeport"
+    assert "NodePort 30080" in f.target
+    assert f.source.ip == topology.clients["client"].ip
+
+
+def test_node_source_is_local_origin() -> None:
+    f = flow("default", "node/node-2", "empty")
+    assert f.entry_node == "node-2" and f.local_origin
+    assert f.source.netns == "netemu_default_node_node-2"
+
+
+def test_pod_by_name_uses_its_only_container_port() -> None:
+    _, topology = lab("default")
+    target = pod_on("default", "node-2")
+    f = flow("default", "node-1", target.split("/")[1])
+    assert (f.dst, f.dport) == (topology.pods[target].ip, 8080)
+    assert f.target == f"pod {target}"
+
+
+def test_ip_with_port_names_what_it_is() -> None:
+    spec = service("default", "web")["spec"]
+    assert isinstance(spec, dict)
+    f = flow("default", "node-1", f"{spec['clusterIP']}:80")
+    assert f.service == "default/web" and "ClusterIP" in f.target
+    g = flow("default", "node-1", str(spec["clusterIP"]), port=80)
+    assert g == f
+
+
+def test_load_balancer_ip_enters_at_the_announcing_node() -> None:
+    svc = service("loadbalancer", "shop-lb")
+    status = svc["status"]
+    assert isinstance(status, dict)
+    ip = status["loadBalancer"]["ingress"][0]["ip"]
+    f = flow("loadbalancer", "allowed", ip, port=80)
+    _, topology = lab("loadbalancer")
+    assert f.entry_node == next(iter(topology.nodes))
+    assert "LoadBalancer IP" in f.target and f.service == "default/shop-lb"
+
+
+def test_udp_service_port_is_chosen_by_protocol() -> None:
+    _, topology = lab("protocols")
+    pod = next(p.key for p in topology.pods.values() if "dns" in p.key)
+    f = flow("protocols", pod, "dns", proto="udp")
+    assert f.proto == "udp" and f.dport == 53
+
+
+@pytest.mark.parametrize(
+    ("frm", "to", "port", "proto", "message"),
+    [
+        ("nobody", "web", None, "tcp", "FROM 'nobody': no pod, node or external client"),
+        ("client", "web", None, "tcp", "external client cannot reach Service default/web"),
+        ("node-1", "nothing", None, "tcp", "TO 'nothing': not a Service, pod, node"),
+        ("node-1", "web", 81, "tcp", "the Service has no port 81/TCP port; its ports: 80/TCP"),
+        ("node-1", "web", None, "udp", "the Service has no UDP port"),
+        ("node-1", "node-2", None, "tcp", "a node needs a port"),
+        ("node-1", "10.96.0.99", None, "tcp", "give the destination port with --port"),
+        ("node-1", "web", None, "gre", "--proto 'gre': expected one of tcp, udp, icmp"),
+        ("node-1", "node-3:30080", None, "tcp", "'node-3' is neither a node nor an IPv4 address"),
+    ],
+)
+def test_bad_words_say_what_is_wrong(
+    frm: str, to: str, port: int | None, proto: str, message: str
+) -> None:
+    with pytest.raises(FlowError, match=message.replace("(", r"\(")):
+        flow("default", frm, to, port, proto)
+
+
+def test_trace_rules_cover_every_form_of_the_flow() -> None:
+    f = flow("default", "client", "node-1:30080")
+    matches = scope.trace_matches(f, 41522, ["10.244.1.2:8080"])
+    src = f.source.ip
+    assert matches == [
+        f"-s {src}/32 -p tcp -m tcp --sport 41522",
+        f"-d {src}/32 -p tcp -m tcp --dport 41522",
+        f"-d {src}/32 -p icmp",
+        "-d 10.244.1.2/32 -p tcp -m tcp --dport 8080",
+        "-s 10.244.1.2/32 -p tcp -m tcp --sport 8080",
+        f"-d {f.dst}/32 -p tcp -m tcp --dport 30080",
+        f"-s {f.dst}/32 -p tcp -m tcp --sport 30080",
+    ]
+    chain = scope.chain_name("20261126-170000-client-tcp-a1b2c3")
+    assert chain == "NETEMU-TRACE-a1b2c3" and len(chain) <= 28
+    install = scope.install_text(chain, matches[:1])
+    assert install.splitlines() == [
+        "*raw",
+        f":{chain} - [0:0]",
+        f"-A {chain} {matches[0]} -j TRACE",
+        f"-I PREROUTING 1 -j {chain}",
+        f"-I OUTPUT 1 -j {chain}",
+        "COMMIT",
+    ]
+    assert scope.remove_text(chain).splitlines() == [
+        "*raw",
+        f"-D PREROUTING -j {chain}",
+        f"-D OUTPUT -j {chain}",
+        f"-F {chain}",
+        f"-X {chain}",
+        "COMMIT",
+    ]
+
+
+def test_icmp_trace_rules_match_addresses_only() -> None:
+    target = pod_on("default", "node-2")
+    f = flow("default", "node-1", target.split("/")[1], proto="icmp")
+    assert f.dport == 0
+    matches = scope.trace_matches(f, 77, [])
+    assert matches == [
+        f"-s {f.source.ip}/32 -p icmp",
+        f"-d {f.source.ip}/32 -p icmp",
+        f"-d {f.dst}/32 -p icmp",
+        f"-s {f.dst}/32 -p icmp",
+    ]
