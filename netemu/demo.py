@@ -1,6 +1,7 @@
 """The main job of `./setup.sh demo`: bring the default lab up, send requests
-from the external client through the NodePort Services on both nodes, and
-show who answered and which client address they saw.
+from the external client through the NodePort Services on both nodes, show
+who answered and which client address they saw, and trace one request hop
+by hop.
 
 Each step prints the command a user would type. The lab stays up afterwards
 for exploring; `netemu down default` removes it.
@@ -106,7 +107,19 @@ def main() -> int:
             print(f"  {line}", flush=True)
 
     print(
-        f"\nThe lab stays up. Try: netemu exec {CLIENT} -- curl -s http://{first_ip}:30080/ ; "
+        f"\n## Trace one request packet by packet: {CLIENT} → {first_node}:30080 (web-nodeport)",
+        flush=True,
+    )
+    print(
+        "Every hop it crosses, captured in its namespace; the DNAT and SNAT named by the "
+        "kernel's own rule trace (TRACE) and conntrack; pcaps under captures/.",
+        flush=True,
+    )
+    _run_cli(["trace", CLIENT, f"{first_node}:30080"])
+
+    print(
+        f"\nThe lab stays up. Try: netemu trace {CLIENT} {first_node}:30081 ; "
+        f"netemu exec {CLIENT} -- curl -s http://{first_ip}:30080/ ; "
         f"netemu rules {first_node} --counters ; netemu scale deployment/web --replicas 5 ; "
         f"and netemu down {LAB} when done.",
         flush=True,
