@@ -238,6 +238,17 @@ def free_port(netns_name: str, proto: str) -> int:
         sock.close()
 
 
+def source_address(netns_name: str, host: str) -> str:
+    """The source address the namespace's routing picks for packets to
+    `host` (a connected UDP socket: no packet is sent)."""
+    sock = netns.open_socket(netns_name, _family(host), socket.SOCK_DGRAM)
+    try:
+        sock.connect((host, 9))
+        return _address(sock)[0]
+    finally:
+        sock.close()
+
+
 def icmp_echo(netns_name: str, host: str, ident: int, timeout: float = 2.0) -> ProbeResult:
     """One ICMP echo request (built with Scapy) from inside `netns_name` on a
     raw socket, waiting for the echo reply with the same id; an ICMP

@@ -83,6 +83,11 @@ def trace(lab: LiveLab, frm: str, to: str, options: TraceOptions | None = None) 
         raise LabUsageError(str(exc)) from exc
     if flow.entry_node is None:
         raise LabUsageError(f"{flow.describe()}: no node of the lab is on the way")
+    # A node has several addresses: its packets leave with the one its route
+    # to the destination picks (flannel.1's towards another node's pods).
+    source_ip = probe.source_address(flow.source.netns, flow.dst)
+    if source_ip != flow.source.ip:
+        flow = replace(flow, source=replace(flow.source, ip=source_ip))
     trace_id = new_trace_id(flow)
     prediction = predict(flow, topology)
     sport = _source_port(flow)

@@ -45,6 +45,12 @@ def _detail(hop: Hop) -> str:
     return "; ".join(parts)
 
 
+def _ends(t: dict[str, object]) -> str:
+    if t["proto"] == "icmp":
+        return f"{t['src']} → {t['dst']} id {t['sport']}"
+    return f"{t['src']}:{t['sport']} → {t['dst']}:{t['dport']}"
+
+
 def hop_table(report: TraceReport) -> Table:
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 2, 0, 0))
     for column in ("#", "LEG", "WHERE", "COMPONENT", "ACTION", "PACKET", "DETAIL"):
@@ -88,10 +94,7 @@ def render(report: TraceReport) -> RenderableType:
     for entry in report.conntrack:
         o, r = entry["original"], entry["reply"]
         lines.append(
-            Text(
-                f"conntrack on {entry['node']}: {o['proto']} {o['src']}:{o['sport']} → "
-                f"{o['dst']}:{o['dport']}  reply {r['src']}:{r['sport']} → {r['dst']}:{r['dport']}"
-            )
+            Text(f"conntrack on {entry['node']}: {o['proto']} {_ends(o)}  reply {_ends(r)}")
         )
     if report.rules:
         lines.append(Text(f"rules on {report.flow.entry_node} ({report.rules_source}):"))

@@ -360,9 +360,12 @@ def build_report(
         if leg is not None:
             seen.append(_Seen(frame, decoded, leg))
     seen.sort(key=lambda s: s.frame.nanoseconds)
+    # The pcaps keep every copy; the hops leave out the copies a bridge
+    # floods to other pods while it has not learnt the destination's MAC.
+    followed = [s for s in seen if not _flooded_copy(s, topology)]
 
-    request = _leg_observations(seen, REQUEST, flow.source.netns)
-    reply = _leg_observations(seen, REPLY, None)
+    request = _leg_observations(followed, REQUEST, flow.source.netns)
+    reply = _leg_observations(followed, REPLY, None)
     rules_by_node = _node_rules(evidence, member, request)
     builder = _HopBuilder(flow, topology, evidence, rules_by_node, pcap_names or {})
 
@@ -424,7 +427,32 @@ def build_report(
             outcome, verdict_override = "dropped", "DROP"
         else:
             outcome = "unanswered"
-    hops += builder.leg(REPLY, reply, start=None)
+    reply_hops = builder.leg(REPLY, reply, start=None)
+    if reply_hops and reply_hops[-1].action == DELIVERED and flow.proto != "icmp":
+        # A reply delivered to the node's own stack is translated back in
+        # INPUT, after the last capture point: the socket sees the address
+        # it sent to.
+        last = reply[-1]
+        wanted = _reverse(sent)
+        if _packet_key(last.packet) != wanted and not _is_refusal(last.packet):
+            final = replace(
+                last.packet,
+                src=flow.dst,
+                sport=flow.dport,
+                dst=flow.source.ip,
+                dport=evidence.sport,
+            )
+            kind, name, node = topology.owner_of_netns(last.frame.netns)
+            reply_hops += builder.nat_hops(
+                REPLY,
+                _packet_key(last.packet),
+                last.packet.ttl,
+                final,
+                node,
+                f"{kind} {name}",
+                last.frame.netns,
+            )
+    hops += reply_hops
 
     entry_events = member.entries.get(flow.entry_node or "", [])
     entry = entry_events[0] if entry_events else None
@@ -493,6 +521,20 @@ def pcap_names(frames: Sequence[Frame]) -> dict[tuple[str, str], str]:
 
 def _tuple_dict(t: FlowTuple) -> dict[str, Any]:
     return {"proto": t.proto, "src": t.src, "sport": t.sport, "dst": t.dst, "dport": t.dport}
+
+
+def _flooded_copy(seen: _Seen, topology: Topology) -> bool:
+    """A frame on its way to, or in, a pod the packet is not addressed to:
+    the bridge flooded it (unknown unicast), and the pod drops it."""
+    if seen.decoded.tunnel is not None:
+        return False
+    kind, name, node = topology.owner_of_netns(seen.frame.netns)
+    if kind == "pod" and seen.frame.direction == "in":
+        return topology.pods[name].ip != seen.packet.dst
+    if kind == "node" and node is not None and seen.frame.direction == "out":
+        pod = topology.pod_behind(node, seen.frame.interface)
+        return pod is not None and pod.ip != seen.packet.dst
+    return False
 
 
 def _is_refusal(p: IpPacket) -> bool:
@@ -587,7 +629,7 @@ class _HopBuilder:
                 before = start  # NAT in the source's own OUTPUT path (a node)
             if before is not None and before != _packet_key(packet):
                 ttl = previous.packet.ttl if previous is not None else packet.ttl
-                hops += self._nat_hops(leg, before, ttl, packet, node, site, frame.netns)
+                hops += self.nat_hops(leg, before, ttl, packet, node, site, frame.netns)
             last = can_deliver and index == len(observations) - 1
             hops.append(
                 Hop(
@@ -619,13 +661,13 @@ class _HopBuilder:
 
     def _action(self, obs: _Seen, previous: _Seen | None, last: bool) -> str:
         frame, packet = obs.frame, obs.packet
+        if last and frame.direction == "in" and self._owns(frame.netns, packet.dst):
+            return DELIVERED
         tunnelled_before = previous is not None and previous.decoded.tunnel is not None
         if obs.decoded.tunnel is not None and not tunnelled_before:
             return ENCAPSULATED
         if obs.decoded.tunnel is None and tunnelled_before:
             return DECAPSULATED
-        if last and frame.direction == "in" and self._owns(frame.netns, packet.dst):
-            return DELIVERED
         if previous is not None and packet.ttl < previous.packet.ttl:
             return ROUTED
         return FORWARDED
@@ -640,7 +682,7 @@ class _HopBuilder:
             return self.topology.clients[name].ip == ip
         return False
 
-    def _nat_hops(
+    def nat_hops(
         self,
         leg: str,
         before: Key,

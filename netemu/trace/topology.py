@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netemu.controlplane.state import ClusterState
-from netemu.net.plan import VXLAN_DEVICE, LabPlan, pod_netns
+from netemu.net.plan import VXLAN_DEVICE, LabPlan, host_veth, pod_netns
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ class PodSite:
     @property
     def name(self) -> str:
         return self.key.split("/", 1)[1]
+
+    @property
+    def host_veth(self) -> str | None:
+        """The node-side end of the pod's veth pair (none for hostNetwork)."""
+        namespace, name = self.key.split("/", 1)
+        return None if self.host_network else host_veth(namespace, name)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,13 @@ class Topology:
     def pod_of_ip(self, ip: str) -> PodSite | None:
         found = [p for p in self.pods.values() if p.ip == ip and not p.host_network]
         return found[0] if len(found) == 1 else None
+
+    def pod_behind(self, node: str, interface: str) -> PodSite | None:
+        """The pod whose veth is `interface` on `node`."""
+        for pod in self.pods.values():
+            if pod.node == node and pod.host_veth == interface:
+                return pod
+        return None
 
     def owner_of_netns(self, netns: str) -> tuple[str, str, str | None]:
         """(kind, name, node) of a namespace: kind is node, client, pod or underlay."""
