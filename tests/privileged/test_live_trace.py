@@ -1135,3 +1135,49 @@ def test_cli_trace_text(default: TracedLab, tmp_path: Path) -> None:
         r" ⇒ delivered to web-\S+ on node-\d \(seen client \1\)"
     )
     assert summary.fullmatch(first), done.stdout
+
+
+# -- flows a node sends itself ---------------------------------------------------------
+
+
+def test_node_icmp_to_pod_leaves_with_the_address_its_route_picks(default: TracedLab) -> None:
+    """node-1 pings the pod on node-2: the route to node-2's pod CIDR goes
+    through flannel.1, so the echo leaves with flannel.1's address (the pod
+    CIDR's network address), not the node's underlay IP."""
+    pod, pod_ip = default.pod("web", "node-2")
+    report = default.trace("node-1", pod.split("/")[1], proto="icmp")
+    vtep = route_source(default.node_netns("node-1"), pod_ip)
+    assert vtep != default.node_ip("node-1")
+    assert report.flow.source.ip == vtep
+    assert (report.outcome, report.verdict) == ("delivered", "NONE"), report.summary()
+    request = [h for h in report.hops if h.leg == REQUEST]
+    assert request[0].action == "Forwarded"
+    assert request[0].interface == "flannel.1" and request[0].packet.src == vtep
+    (encap,) = [h for h in request if h.action == "Encapsulated"]
+    assert encap.tunnel is not None and encap.tunnel["dst"] == default.node_ip("node-2")
+    assert request[-1].action == "Delivered" and request[-1].packet.icmp_type == 8
+    reply = [h for h in report.hops if h.leg == REPLY]
+    assert reply[-1].action == "Delivered" and reply[-1].packet.icmp_type == 0
+    assert reply[-1].node == "node-1" and reply[-1].packet.dst == vtep
+    assert [c["original"]["proto"] for c in report.conntrack] == ["icmp", "icmp"]
+
+
+def test_node_to_cluster_ip_reply_is_un_dnated_for_the_local_socket(default: TracedLab) -> None:
+    """node-2 → ClusterIP web, answered by its own pod: the reply reaches
+    node-2's stack still from the endpoint, and conntrack translates it
+    back to the ClusterIP in INPUT, after the last capture point."""
+    local_pod, local_ip = default.pod("web", "node-2")
+    for _ in range(TRIES):
+        report = default.trace("node-2", "web")
+        assert report.verdict == "DNAT", report.summary()
+        if report.endpoints[0].startswith(f"{local_ip}:"):
+            break
+    else:
+        pytest.fail(f"no trace of node-2 → web reached {local_pod} in {TRIES} tries")
+    assert report.flow.local_origin and report.masquerade
+    request = [h.action for h in report.hops if h.leg == REQUEST]
+    assert request[:2] == ["DNAT", "Masquerade"]  # both in node-2's OUTPUT path
+    reply = [h for h in report.hops if h.leg == REPLY]
+    assert [h.action for h in reply][-3:] == ["Un-SNAT", "Delivered", "Un-DNAT"]
+    assert reply[-1].translated == f"{report.flow.dst}:{report.flow.dport}"
+    assert reply[-1].packet.dst == report.flow.source.ip

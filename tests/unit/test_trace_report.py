@@ -220,3 +220,36 @@ def test_frames_of_other_traffic_are_left_out() -> None:
     )
     assert [f.data for f in noisy_report.frames] == [f.data for f in r.frames]
     assert len(noisy_report.frames) == len(base.frames)
+
+
+def test_copies_a_bridge_floods_to_other_pods_are_not_hops() -> None:
+    """While node-2's bridge has not learnt a MAC it floods the frame out of
+    every port: another pod's veth and eth0 see the packet too. Those copies
+    stay in the pcaps but are not hops of the packet's path."""
+    base = evidence()
+    r = report()
+    delivered = r.hops[[h.action for h in r.hops].index("Delivered")]
+    other = next(
+        p for p in Topology.from_info(recorded()["info"]).pods.values() if p.ip != ENDPOINT
+    )
+    (original,) = [
+        f for f in base.frames if f.netns == delivered.netns and f.timestamp == delivered.timestamp
+    ]
+    assert other.host_veth is not None
+    node_netns = recorded()["info"]["nodes"][other.node]["netns"]
+    flooded = [
+        Frame(node_netns, other.host_veth, "out", original.timestamp - 2e-6, original.data),
+        Frame(other.netns, "eth0", "in", original.timestamp - 1e-6, original.data),
+    ]
+    noisy = Evidence(
+        sport=base.sport,
+        frames=[*base.frames, *flooded],
+        traces=base.traces,
+        conntrack=base.conntrack,
+    )
+    topology = Topology.from_info(recorded()["info"])
+    flooded_report = build_report("t-3", r.flow, topology, noisy, r.answer)
+    assert [(h.netns, h.interface, h.action) for h in flooded_report.hops] == [
+        (h.netns, h.interface, h.action) for h in r.hops
+    ]
+    assert len(flooded_report.frames) == len(r.frames) + 2  # the pcaps keep them
