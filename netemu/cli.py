@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -373,12 +374,11 @@ def trace(
     """
 
     def action() -> None:
+        query = _OfflineQuery(paths, rules_file, local_ip, node, src, dst, dport)
         if offline:
-            _trace_offline(
-                frm, to, port, proto, output, paths, rules_file, local_ip, node, src, dst, dport
-            )
+            _trace_offline(frm, to, port, proto, output, query)
             return
-        if paths or rules_file or local_ip or node or src or dst or dport:
+        if query.given():
             raise UsageError(
                 "-f, --rules, --local-ip, --node, --src, --dst and --dport are for "
                 "simulated traces: add --offline (a live trace takes FROM TO)"
@@ -394,20 +394,34 @@ def trace(
     _run(action)
 
 
+@dataclass(frozen=True)
+class _OfflineQuery:
+    """The options only a simulated trace takes."""
+
+    paths: tuple[str, ...]
+    rules_file: str | None
+    local_ip: tuple[str, ...]
+    node: str | None
+    src: str | None
+    dst: str | None
+    dport: int | None
+
+    def given(self) -> bool:
+        return any(
+            (self.paths, self.rules_file, self.local_ip, self.node, self.src, self.dst, self.dport)
+        )
+
+
 def _trace_offline(
     frm: str | None,
     to: str | None,
     port: int | None,
     proto: str,
     output: str,
-    paths: tuple[str, ...],
-    rules_file: str | None,
-    local_ip: tuple[str, ...],
-    node: str | None,
-    src: str | None,
-    dst: str | None,
-    dport: int | None,
+    query: _OfflineQuery,
 ) -> None:
+    paths, rules_file, local_ip, node = query.paths, query.rules_file, query.local_ip, query.node
+    src, dst, dport = query.src, query.dst, query.dport
     described: dict[str, Any] = {}
     if frm is not None or to is not None:
         if frm is None or to is None:

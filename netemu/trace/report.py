@@ -385,44 +385,22 @@ def build_report(
     else:
         first_reply = reply[0] if reply else None
         if first_reply is not None and _is_refusal(first_reply.packet):
-            kind, name, node = topology.owner_of_netns(first_reply.frame.netns)
-            by = _find_rule(rules_by_node.get(node or "", []), ("REJECT",))
-            hops.append(
-                Hop(
-                    leg=REQUEST,
-                    node=node,
-                    site=f"{kind} {name}",
-                    netns=first_reply.frame.netns,
-                    interface=None,
-                    direction=None,
-                    component="netfilter" if by else "kernel",
-                    action=REJECTED,
-                    packet=(request[-1].packet if request else first_reply.packet),
-                    rule=by,
-                    detail=first_reply.packet.summary() + " sent back",
-                )
+            at = first_reply.frame.netns
+            by = _find_rule(
+                rules_by_node.get(topology.owner_of_netns(at)[2] or "", []), ("REJECT",)
             )
+            packet = request[-1].packet if request else first_reply.packet
+            detail = first_reply.packet.summary() + " sent back"
+            hops.append(_decision(topology, at, REJECTED, packet, by, "kernel", detail))
             outcome, verdict_override = "rejected", "REJECT"
         elif not reply:
-            last = request[-1] if request else None
-            node = topology.owner_of_netns(last.frame.netns)[2] if last else flow.entry_node
-            by = _find_rule(rules_by_node.get(node or "", []), ("DROP",))
-            if last is not None:
-                kind, name, _ = topology.owner_of_netns(last.frame.netns)
+            if request:
+                at = request[-1].frame.netns
+                node = topology.owner_of_netns(at)[2]
+                by = _find_rule(rules_by_node.get(node or "", []), ("DROP",))
+                detail = "" if by else "no rule dropped it: nothing forwarded it further"
                 hops.append(
-                    Hop(
-                        leg=REQUEST,
-                        node=node,
-                        site=f"{kind} {name}",
-                        netns=last.frame.netns,
-                        interface=None,
-                        direction=None,
-                        component="netfilter" if by else "routing",
-                        action=DROPPED,
-                        packet=last.packet,
-                        rule=by,
-                        detail="" if by else "no rule dropped it: nothing forwarded it further",
-                    )
+                    _decision(topology, at, DROPPED, request[-1].packet, by, "routing", detail)
                 )
             outcome, verdict_override = "dropped", "DROP"
         else:
@@ -521,6 +499,33 @@ def pcap_names(frames: Sequence[Frame]) -> dict[tuple[str, str], str]:
 
 def _tuple_dict(t: FlowTuple) -> dict[str, Any]:
     return {"proto": t.proto, "src": t.src, "sport": t.sport, "dst": t.dst, "dport": t.dport}
+
+
+def _decision(
+    topology: Topology,
+    netns: str,
+    action: str,
+    packet: IpPacket,
+    rule: RuleRef | None,
+    without_rule: str,
+    detail: str,
+) -> Hop:
+    """A Dropped or Rejected hop: where it happened and the rule that did
+    it (`without_rule` names the component when no rule did)."""
+    kind, name, node = topology.owner_of_netns(netns)
+    return Hop(
+        leg=REQUEST,
+        node=node,
+        site=f"{kind} {name}",
+        netns=netns,
+        interface=None,
+        direction=None,
+        component="netfilter" if rule is not None else without_rule,
+        action=action,
+        packet=packet,
+        rule=rule,
+        detail=detail,
+    )
 
 
 def _flooded_copy(seen: _Seen, topology: Topology) -> bool:
