@@ -121,6 +121,7 @@ LIVE_COMMANDS = [
     ("rules", ["rules", "node-1"]),
     ("labs", ["labs"]),
     ("get", ["get", "pods"]),
+    ("trace", ["trace", "client", "node-1:30080"]),
 ]
 
 
@@ -155,6 +156,17 @@ def test_offline_get_works_without_root(not_root: None) -> None:
     assert lines[0].split() == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS"]
     assert len(lines) == 4
     assert all(line.split()[1].startswith("web-") for line in lines[1:])
+
+
+def test_offline_trace_from_to_works_without_root(not_root: None) -> None:
+    result = invoke("trace", "--offline", "-f", DEFAULT, "client", "node-2:30081", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["node"] == "node-2" and data["verdict"] == "DNAT"
+    assert data["to"] == "NodePort 30081 of Service default/web-local on node node-2"
+    assert data["from"] == "client client" and data["service"] == "default/web-local"
+    assert data["masquerade"] is False  # externalTrafficPolicy Local keeps the client's address
+    assert all(e.startswith("10.244.1.") for e in data["endpoints"])  # node-2's pods only
 
 
 # ---------------------------------------------------------------- argument errors (as root)
