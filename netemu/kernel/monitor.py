@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 from netemu.kernel.processes import command_in
 
@@ -154,8 +154,7 @@ class NetlinkMonitor:
                 return
             if time.monotonic() >= deadline:
                 raise MonitorError(
-                    f"{self._what()} did not join netlink groups {self.groups:#x} "
-                    f"(protocol {self.protocol}) within {timeout} s: "
+                    f"{self._what()} did not {self._awaited()} within {timeout} s: "
                     f"{self.stderr().strip() or 'no error output'}"
                 )
             time.sleep(_POLL)
@@ -186,7 +185,7 @@ class NetlinkMonitor:
         self._final = self._stdout.text()
         return self._final
 
-    def __enter__(self) -> NetlinkMonitor:
+    def __enter__(self) -> Self:
         self.start()
         try:
             self.wait_ready()
@@ -205,6 +204,10 @@ class NetlinkMonitor:
 
     def _what(self) -> str:
         return f"{' '.join(self.argv)!r} in namespace {self.netns!r}"
+
+    def _awaited(self) -> str:
+        """What wait_ready waits for, as its error message says it."""
+        return f"join netlink groups {self.groups:#x} (protocol {self.protocol})"
 
     def _started(self) -> subprocess.Popen[bytes]:
         if self._process is None:

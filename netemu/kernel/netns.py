@@ -176,6 +176,13 @@ def write_sysctls(name: str, values: dict[str, str]) -> None:
             Path("/proc/sys", *key.split(".")).write_text(value)
 
 
+def read_sysctls(name: str, keys: list[str]) -> dict[str, str]:
+    """/proc/sys entries as seen from inside namespace `name`, without the
+    trailing newline (see write_sysctls)."""
+    with entered(name):
+        return {key: Path("/proc/sys", *key.split(".")).read_text().strip() for key in keys}
+
+
 # TCP states (include/net/tcp_states.h) of a connection that is open, or
 # closed by this side with its FIN not yet acknowledged by the peer:
 # ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING.

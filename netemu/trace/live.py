@@ -6,17 +6,17 @@ Order of work, so that nothing the flow does goes unseen:
    with the entry node's own rules (iptables-save → offline simulator),
    which names the endpoints it may be DNATed to;
 2. open a capture socket in every namespace the flow may cross, start
-   `conntrack -E` and (nft backend) `xtables-monitor --trace` in every
-   node and install TRACE rules scoped to the flow, and wait until each
-   monitor's netlink socket is subscribed;
+   `conntrack -E` and a rule tracer in every node (nft backend:
+   `xtables-monitor --trace`; legacy backend: NFLOG group 0 with the
+   node's IPv4 logger pointed at nfnetlink_log, see netemu.kernel.nflog),
+   install TRACE rules scoped to the flow, and wait until each monitor is
+   subscribed (legacy: also read the node's rules, which number the
+   traced rules);
 3. send the flow (a kernel socket: TCP handshake, an HTTP GET, the close;
    a UDP datagram and its answer; an ICMP echo built with Scapy);
 4. stop the monitors once quiet, drain the captures, remove the TRACE
-   rules (always, also on error), and build the report.
-
-Legacy iptables cannot TRACE inside a lab's namespaces (its TRACE target
-logs through nf_log, which only the host's namespace may use); there, the
-rules whose packet counters the flow moved stand in for the rule trace.
+   rules (always, also on error; the nflog monitor restores the logger
+   the same way), and build the report.
 """
 
 from __future__ import annotations
@@ -36,22 +36,21 @@ from typing import Any
 
 from netemu.kernel import probe
 from netemu.kernel.capture import Capture, write_pcap
-from netemu.kernel.counters import rule_counters
 from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
 from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monitor
+from netemu.kernel.nflog import NflogMonitor
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.rules.model import parse_restore
 from netemu.rules.simulate import Packet, Simulation, simulate
 from netemu.trace import scope
 from netemu.trace.ctevents import parse_events
 from netemu.trace.flow import Flow, FlowError, resolve_flow
+from netemu.trace.legacytrace import parse_legacy_trace
 from netemu.trace.nftrace import parse_trace
 from netemu.trace.report import (
-    COUNTERS_SOURCE,
     TRACE_SOURCE,
     Answer,
     Evidence,
-    RuleRef,
     TraceReport,
     build_report,
     pcap_names,
@@ -167,8 +166,9 @@ def _run(
         cleanup.callback(capture.close)
 
         conntrack = {n.name: conntrack_monitor(n.netns) for n in nodes}
+        nflogs = {n.name: NflogMonitor(n.netns) for n in nodes} if legacy else {}
         tracers: dict[str, NetlinkMonitor] = (
-            {} if legacy else {n.name: trace_monitor(n.netns) for n in nodes}
+            dict(nflogs) if legacy else {n.name: trace_monitor(n.netns) for n in nodes}
         )
         monitors = [*conntrack.values(), *tracers.values()]
         for monitor in monitors:
@@ -176,15 +176,13 @@ def _run(
             monitor.start()
 
         setup: list[Callable[[], Any]] = [m.wait_ready for m in monitors]
-        counters_before: dict[str, list[Any]] = {}
-        if legacy:
-            setup += [_reader(counters_before, n.name, n.netns) for n in nodes]
-        else:
-            text = scope.install_text(chain, scope.trace_matches(flow, sport, prediction.endpoints))
-            for node in nodes:
-                iptables = KernelIptables(node.netns, backend)
-                cleanup.callback(_quietly(iptables, scope.remove_text(chain)))
-                setup.append(_restorer(iptables, text))
+        saves: dict[str, str] = {}
+        text = scope.install_text(chain, scope.trace_matches(flow, sport, prediction.endpoints))
+        for node in nodes:
+            iptables = KernelIptables(node.netns, backend)
+            cleanup.callback(_quietly(iptables, scope.remove_text(chain)))
+            # Legacy traces number the rules: read them as the flow meets them.
+            setup.append(_restorer(iptables, text, saves if legacy else None, node.name))
         try:
             _parallel(setup)
         except Exception as exc:
@@ -194,27 +192,32 @@ def _run(
 
         outputs = _parallel([m.stop for m in monitors])
         frames = capture.drain()
-        counted: dict[str, list[RuleRef]] = {}
-        if legacy:
-            after: dict[str, list[Any]] = {}
-            _parallel([_reader(after, n.name, n.netns) for n in nodes])
-            counted = {
-                name: _moved(counters_before.get(name, []), after.get(name, [])) for name in after
-            }
     texts = dict(zip([*conntrack, *(f"trace:{n}" for n in tracers)], outputs, strict=True))
+    traces = {
+        n: parse_legacy_trace(texts[f"trace:{n}"], saves[n], nflogs[n].interfaces)
+        if legacy
+        else parse_trace(texts[f"trace:{n}"])
+        for n in tracers
+    }
     evidence = Evidence(
         sport=sport,
         frames=frames,
-        traces={n: parse_trace(texts[f"trace:{n}"]) for n in tracers},
+        traces=traces,
         conntrack={n: parse_events(texts[n]) for n in conntrack},
-        counted=counted,
-        rules_source=COUNTERS_SOURCE if legacy else TRACE_SOURCE,
+        rules_source=TRACE_SOURCE,
     )
     return evidence, answer
 
 
-def _restorer(iptables: KernelIptables, text: str) -> Callable[[], None]:
-    return lambda: iptables.restore(text, noflush=True)
+def _restorer(
+    iptables: KernelIptables, text: str, saves: dict[str, str] | None, node: str
+) -> Callable[[], None]:
+    def restore() -> None:
+        iptables.restore(text, noflush=True)
+        if saves is not None:
+            saves[node] = iptables.save()
+
+    return restore
 
 
 def _quietly(iptables: KernelIptables, text: str) -> Callable[[], None]:
@@ -224,22 +227,6 @@ def _quietly(iptables: KernelIptables, text: str) -> Callable[[], None]:
             iptables.restore(text, noflush=True)
 
     return remove
-
-
-def _reader(into: dict[str, list[Any]], node: str, netns: str) -> Callable[[], None]:
-    def read() -> None:
-        into[node] = rule_counters(netns, "legacy")
-
-    return read
-
-
-def _moved(before: list[Any], after: list[Any]) -> list[RuleRef]:
-    counts = {(c.table, c.chain, c.index, c.rule): c.packets for c in before}
-    return [
-        RuleRef(c.table, c.chain, c.rule)
-        for c in after
-        if c.packets > counts.get((c.table, c.chain, c.index, c.rule), 0)
-    ]
 
 
 def send(flow: Flow, sport: int, timeout: float) -> Answer:

@@ -43,7 +43,7 @@ DROPPED = "Dropped"
 REJECTED = "Rejected"
 
 REQUEST, REPLY = "request", "reply"
-TRACE_SOURCE, COUNTERS_SOURCE = "TRACE", "counters"
+TRACE_SOURCE = "TRACE"
 
 Key = tuple[object, ...]
 
@@ -137,9 +137,6 @@ class Evidence:
     frames: Sequence[Frame]
     traces: Mapping[str, Sequence[TracedPacket]] = field(default_factory=dict)
     conntrack: Mapping[str, Sequence[ConntrackEvent]] = field(default_factory=dict)
-    # Legacy backends cannot TRACE into a lab's namespaces: the rules whose
-    # packet counters this flow moved stand in for the trace, per node.
-    counted: Mapping[str, Sequence[RuleRef]] = field(default_factory=dict)
     rules_source: str = TRACE_SOURCE
 
 
@@ -566,9 +563,7 @@ def _node_rules(
     evidence: Evidence, member: _Membership, request: Sequence[_Seen]
 ) -> dict[str, list[RuleRef]]:
     """Per node, the rules that decided the flow's first packet there (from
-    the rule trace), or the rules whose counters it moved (legacy)."""
-    if evidence.rules_source == COUNTERS_SOURCE:
-        return {node: list(rules) for node, rules in evidence.counted.items()}
+    the rule trace)."""
     first_ids = {s.packet.ip_id for s in request}
     by_node: dict[str, list[RuleRef]] = {}
     for node, passes in evidence.traces.items():
