@@ -169,6 +169,11 @@ def resolve_flow(
             f"TO {to!r}: an external client cannot reach a ClusterIP; trace to a NodePort "
             "(NODE:PORT) or a LoadBalancer/external IP instead"
         )
+    if source.kind == "client" and topology.pod_of_ip(dst) is not None:
+        raise FlowError(
+            f"TO {to!r}: an external client has no route to pod addresses; trace to "
+            "NODE:NODEPORT or to a LoadBalancer/external IP instead"
+        )
     entry = _entry_for(topology, source, dst)
     local_origin = entry is not None and source.netns == topology.nodes[entry].netns
     return Flow(source, dst, dport, proto, target, service, entry, local_origin)

@@ -84,7 +84,12 @@ def trace(lab: LiveLab, frm: str, to: str, options: TraceOptions | None = None) 
         raise LabUsageError(f"{flow.describe()}: no node of the lab is on the way")
     # A node has several addresses: its packets leave with the one its route
     # to the destination picks (flannel.1's towards another node's pods).
-    source_ip = probe.source_address(flow.source.netns, flow.dst)
+    try:
+        source_ip = probe.source_address(flow.source.netns, flow.dst)
+    except OSError as exc:
+        raise LabUsageError(
+            f"{flow.describe()}: {flow.source.label} has no route there ({exc.strerror})"
+        ) from None
     if source_ip != flow.source.ip:
         flow = replace(flow, source=replace(flow.source, ip=source_ip))
     trace_id = new_trace_id(flow)

@@ -119,6 +119,7 @@ def test_udp_service_port_is_chosen_by_protocol() -> None:
         ("node-1", "10.96.0.99", None, "tcp", "give the destination port with --port"),
         ("node-1", "web", None, "gre", "--proto 'gre': expected one of tcp, udp, icmp"),
         ("node-1", "node-3:30080", None, "tcp", "'node-3' is neither a node nor an IPv4 address"),
+        ("client", "10.244.1.2:8080", None, "tcp", "an external client has no route to pod"),
     ],
 )
 def test_bad_words_say_what_is_wrong(
