@@ -122,8 +122,8 @@ def _service_port(svc: Service, port: int | None, proto: str, what: str) -> Serv
         return ports[0]
     offered = ", ".join(f"{p.port}/{p.protocol}" for p in svc.spec.ports) or "none"
     if not ports:
-        asked = f"port {port}/{proto.upper()}" if port is not None else proto.upper()
-        raise FlowError(f"TO {what}: the Service has no {asked} port; its ports: {offered}")
+        asked = f"port {port}/{proto.upper()}" if port is not None else f"{proto.upper()} port"
+        raise FlowError(f"TO {what}: the Service has no {asked}; its ports: {offered}")
     raise FlowError(
         f"TO {what}: the Service has several {proto.upper()} ports ({offered}); "
         "choose one with --port"

@@ -113,7 +113,7 @@ def test_udp_service_port_is_chosen_by_protocol() -> None:
         ("nobody", "web", None, "tcp", "FROM 'nobody': no pod, node or external client"),
         ("client", "web", None, "tcp", "external client cannot reach Service default/web"),
         ("node-1", "nothing", None, "tcp", "TO 'nothing': not a Service, pod, node"),
-        ("node-1", "web", 81, "tcp", "the Service has no port 81/TCP port; its ports: 80/TCP"),
+        ("node-1", "web", 81, "tcp", "the Service has no port 81/TCP; its ports: 80/TCP"),
         ("node-1", "web", None, "udp", "the Service has no UDP port"),
         ("node-1", "node-2", None, "tcp", "a node needs a port"),
         ("node-1", "10.96.0.99", None, "tcp", "give the destination port with --port"),
