@@ -18,7 +18,16 @@ from rich.table import Table
 from netemu.api.base import K8sModel
 from netemu.api.errors import InputError
 from netemu.controlplane.state import ClusterState
+from netemu.kernel.graphviz import (
+    DOT_MISSING,
+    FORMATS,
+    GraphvizError,
+    dot_available,
+    format_of,
+)
+from netemu.kernel.graphviz import write as write_graph
 from netemu.lab import LabError, LabUsageError
+from netemu.net.graph import lab_graph
 from netemu.net.plan import PlanError, plan_lab
 from netemu.pipeline import (
     UsageError,
@@ -343,6 +352,11 @@ def _print_table(kind: str, state: ClusterState, wide: bool) -> None:
 @click.option("--src", help="(--offline) Source IP of the packet.")
 @click.option("--dst", help="(--offline) Destination IP of the packet.")
 @click.option("--dport", type=click.IntRange(1, 65535), help="(--offline) Destination port.")
+@click.option(
+    "--svg",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the lab with the traced path on it, as SVG (live traces; Graphviz).",
+)
 def trace(
     frm: str | None,
     to: str | None,
@@ -361,6 +375,7 @@ def trace(
     src: str | None,
     dst: str | None,
     dport: int | None,
+    svg: Path | None,
 ) -> None:
     """Follow a packet from FROM to TO.
 
@@ -375,6 +390,11 @@ def trace(
 
     def action() -> None:
         query = _OfflineQuery(paths, rules_file, local_ip, node, src, dst, dport)
+        if offline and svg is not None:
+            raise UsageError(
+                "--svg draws the path a live trace saw: it does not go with --offline "
+                "(netemu graph -f PATH -o FILE draws the lab without a path)"
+            )
         if offline:
             _trace_offline(frm, to, port, proto, output, query)
             return
@@ -389,7 +409,7 @@ def trace(
             raise UsageError("--proto sctp: live traces send tcp, udp or icmp")
         from netemu.cli_live import live_trace
 
-        live_trace(lab_opt, frm, to, port, proto, output, not no_pcap, captures, timeout)
+        live_trace(lab_opt, frm, to, port, proto, output, not no_pcap, captures, timeout, svg)
 
     _run(action)
 
@@ -475,14 +495,22 @@ def offline_flow(
     state: ClusterState, paths: Sequence[str], frm: str, to: str, port: int | None, proto: str
 ) -> Flow:
     """FROM/TO resolved against the lab the manifests describe, as it would run."""
+    topology = offline_topology(state, paths, "FROM/TO")
+    try:
+        return resolve_flow(state, topology, frm, to, port, proto)
+    except FlowError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def offline_topology(state: ClusterState, paths: Sequence[str], needed_by: str) -> Topology:
+    """Where everything would live if the manifests' lab were up (its plan)."""
     if state.lab is None:
-        raise UsageError("FROM/TO needs a Lab object (kind: Lab) naming the nodes and clients")
+        raise UsageError(f"{needed_by} needs a Lab object (kind: Lab) naming the nodes and clients")
     try:
         plan = plan_lab(state, lab_name(state.lab, paths))
-        topology = Topology.from_plan(plan, state, state.lab.spec.iptables_backend)
-        return resolve_flow(state, topology, frm, to, port, proto)
-    except (PlanError, FlowError) as exc:
+    except PlanError as exc:
         raise UsageError(str(exc)) from None
+    return Topology.from_plan(plan, state, state.lab.spec.iptables_backend)
 
 
 def _check_ip(flag: str, value: str) -> None:
@@ -509,6 +537,78 @@ def _print_simulation(result: Simulation, node: str | None) -> None:
     click.echo("\nassumptions:")
     for text in result.assumptions:
         click.echo(f"  - {text}")
+
+
+# ---------------------------------------------------------------- graph
+
+
+@main.command()
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    type=click.Path(),
+    help="Manifest file or directory (repeatable): draw the lab they describe, offline.",
+)
+@click.option("--lab", "lab_opt", help="Live lab to draw (default: the only lab that is up).")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The file to write.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="svg, png or dot (default: from the file's suffix).",
+)
+def graph(paths: tuple[str, ...], lab_opt: str | None, output: Path, fmt: str | None) -> None:
+    """Draw a lab with Graphviz: nodes, pods, bridges, veths, overlay tunnels,
+    external clients and Services. Live (a lab is up), or offline from the
+    manifests (-f). Prints the file's path."""
+
+    def action() -> None:
+        chosen = check_picture(output, fmt)
+        if paths and lab_opt:
+            raise UsageError("use either -f PATH (offline) or --lab LAB (live), not both")
+        if paths:
+            state = load_cluster(paths)
+            topology = offline_topology(state, paths, "netemu graph")
+        else:
+            from netemu.cli_live import live_view
+
+            topology, state = live_view(lab_opt)
+        write_picture(lab_graph(topology, state), output, chosen)
+        click.echo(str(output))
+
+    _run(action)
+
+
+def check_picture(output: Path, fmt: str | None) -> str:
+    """The format to write `output` in; usage errors before any work is done,
+    and a missing `dot` too (exit 1)."""
+    chosen = fmt or format_of(output)
+    if chosen is None:
+        raise UsageError(
+            f"{output}: cannot tell the format from the suffix; "
+            f"name it .svg, .png or .dot, or give --format {'|'.join(FORMATS)}"
+        )
+    if not output.parent.is_dir():
+        raise UsageError(f"{output}: no directory {output.parent}")
+    if chosen != "dot" and not dot_available():
+        raise LabError(DOT_MISSING)
+    return chosen
+
+
+def write_picture(source: str, output: Path, fmt: str) -> None:
+    try:
+        write_graph(source, output, fmt)
+    except GraphvizError as exc:
+        raise LabError(str(exc)) from None
 
 
 # Live-lab commands (up, down, exec, apply, delete, scale, rules) register themselves.

@@ -1,6 +1,6 @@
 """The `netemu` commands that work on live labs: up, down, exec, apply,
-delete, scale, rules (and the live side of `get`). Each needs root and says
-so in one line without it."""
+delete, scale, rules (and the live side of `get`, `trace` and `graph`).
+Each needs root and says so in one line without it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ from netemu.lab import (
     running_labs,
     up,
 )
+from netemu.net.graph import lab_graph
 from netemu.pipeline import lab_name
+from netemu.trace.topology import Topology
 
 
 def _manifests(text: str, required: bool = True) -> Callable[[FC], FC]:
@@ -87,6 +89,13 @@ def live_state(lab_opt: str | None) -> ClusterState:
     return LiveLab(resolve_lab(lab_opt)).cluster_state()
 
 
+def live_view(lab_opt: str | None) -> tuple[Topology, ClusterState]:
+    """A live lab as `netemu graph` draws it: where everything lives, and its state."""
+    _root("graph")
+    lab = LiveLab(resolve_lab(lab_opt))
+    return Topology.from_info(lab.info()), lab.cluster_state()
+
+
 def live_trace(
     lab_opt: str | None,
     frm: str,
@@ -97,22 +106,39 @@ def live_trace(
     pcap: bool,
     captures: Path,
     timeout: float,
+    svg: Path | None = None,
 ) -> None:
     _root("trace")
     # Imported here: Scapy's import costs a few hundred milliseconds that
     # the other commands need not pay.
+    from netemu.cli import check_picture, write_picture
     from netemu.trace.live import TraceOptions, trace
     from netemu.trace.render import render
 
+    if svg is not None:
+        # Before the trace: a picture that cannot be written should not
+        # cost a trace first.
+        check_picture(svg, "svg")
     lab = LiveLab(resolve_lab(lab_opt))
     options = TraceOptions(port=port, proto=proto, pcap=pcap, captures=captures, timeout=timeout)
     report = trace(lab, frm, to, options)
+    if svg is not None:
+        source = lab_graph(
+            Topology.from_info(lab.info()),
+            lab.cluster_state(),
+            report.hops,
+            caption=report.summary(),
+        )
+        write_picture(source, svg, "svg")
     if output == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         # Scripts read the table: never wrap it when not on a terminal.
         width = None if sys.stdout.isatty() else 10_000
         Console(width=width, highlight=False).print(render(report))
+    if svg is not None:
+        # stderr under -o json: stdout is the report alone.
+        click.echo(f"graph: {svg}", err=output == "json")
 
 
 def _count(n: int, noun: str) -> str:
