@@ -117,7 +117,7 @@ def steps(ctx: Context) -> list[Callable[[Context], Step]]:
             "so it masquerades it: the pod sees a node address, not the client's.",
             (
                 f"netemu exec{lab} client -- curl -s http://{c.values['node1_ip']}:30080/",
-                f"netemu trace{lab} client node-1:30080 --no-pcap | head -1",
+                f"netemu trace{lab} client node-1:30080 --no-pcap | sed -n 1p",
             ),
             expect=(r'"clientIP": "10\.244\.', r"⇒ DNAT .* ⇒ SNAT"),
         ),
@@ -129,7 +129,7 @@ def steps(ctx: Context) -> list[Callable[[Context], Step]]:
             "endpoints -j DROP`).",
             (
                 f"netemu exec{lab} client -- curl -s http://{c.values['node2_ip']}:30081/",
-                f"netemu trace{lab} client node-2:30081 --no-pcap | head -1",
+                f"netemu trace{lab} client node-2:30081 --no-pcap | sed -n 1p",
             ),
             expect=(rf'"clientIP": "{re.escape(c.values["client_ip"])}"', r"KUBE-SVL-"),
         ),
@@ -152,6 +152,19 @@ def steps(ctx: Context) -> list[Callable[[Context], Step]]:
             expect=(r"Encapsulated", r"Decapsulated", r"vni 1", r"on node-2"),
         ),
         lambda c: Step(
+            "The lab as a picture",
+            "`netemu graph` draws the lab with Graphviz: nodes with their pods, veths, `cni0`, "
+            "`flannel.1` and `eth0`, the VXLAN tunnel, the underlay switch, the client and the "
+            "Services with their endpoints. `netemu trace --svg` draws a trace's path on it, "
+            "each edge numbered as the hop table numbers it, NAT hops as notes on the node.",
+            (
+                f"netemu graph{lab} -o /tmp/{c.lab}-lab.svg",
+                f"netemu trace{lab} client node-2:30081 --no-pcap --svg /tmp/{c.lab}-trace.svg "
+                "| sed -n 1p",
+            ),
+            expect=(r"lab\.svg", r"⇒ DNAT"),
+        ),
+        lambda c: Step(
             "Opening the trace's pcaps",
             "Every trace writes one pcap per capture point and `merged.pcap` with the "
             "whole flow in time order. tshark (or Wireshark) reads them; the VXLAN frames "
@@ -160,7 +173,7 @@ def steps(ctx: Context) -> list[Callable[[Context], Step]]:
                 "cd $(sed -n 's/^pcaps: \\(.*\\)\\/ (merged.*/\\1/p' "
                 f"{c.values['trace_file']}) && ls "
                 "&& tshark -r merged.pcap -T fields -e ip.src -e ip.dst -e tcp.srcport "
-                "-e tcp.dstport -e vxlan.vni 2>/dev/null | head -12",
+                "-e tcp.dstport -e vxlan.vni 2>/dev/null | sed -n 1,12p",
             ),
             "The same packet appears once per capture point it crossed, first as the client "
             "sent it, then translated, then inside VXLAN (outer and inner addresses). In "

@@ -22,7 +22,8 @@ def test_every_step_of_the_tour_runs_and_shows_what_it_says() -> None:
     finally:
         # The tour's trace writes pcaps where a user's would go.
         shutil.rmtree(REPO / "captures" / name, ignore_errors=True)
-        Path(f"/tmp/{name}-trace.txt").unlink(missing_ok=True)
+        for leftover in ("trace.txt", "lab.svg", "trace.svg"):
+            Path(f"/tmp/{name}-{leftover}").unlink(missing_ok=True)
     titles = re.findall(r"^## \d+\. (.+)$", page, flags=re.MULTILINE)
     assert titles[0] == "Bring the lab up" and titles[-1] == "Take it down"
     for concept in (
@@ -32,6 +33,7 @@ def test_every_step_of_the_tour_runs_and_shows_what_it_says() -> None:
         "NodePort and the SNAT it causes",
         "externalTrafficPolicy Local and the preserved client IP",
         "The overlay and its encapsulation",
+        "The lab as a picture",
         "Opening the trace's pcaps",
         "Scaling and watching the rules change",
     ):
