@@ -21,7 +21,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-pip \
   iproute2 iptables nftables conntrack nfacct tcpdump kmod ca-certificates \
-  util-linux procps iputils-ping curl tshark graphviz vagrant >/dev/null
+  util-linux procps iputils-ping curl tshark graphviz vagrant vagrant-libvirt >/dev/null
 
 # The Python environment, with the project installed in it.
 if [ ! -x .venv/bin/python ]; then

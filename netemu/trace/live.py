@@ -283,4 +283,7 @@ def sudo_owner(directory: Path) -> None:
     if not uid or not gid:
         return
     for path in [directory, *directory.iterdir()]:
-        os.chown(path, int(uid), int(gid))
+        try:
+            os.chown(path, int(uid), int(gid))
+        except PermissionError:
+            return  # a file system that maps owners itself (NFS root squash)
