@@ -1,9 +1,9 @@
-"""Shared pytest set-up: privileged tests say exactly why they cannot run."""
+"""Shared pytest set-up: everything under tests/privileged is marked
+`privileged`, which netemu's own pytest plugin (netemu.testing.plugin)
+skips with the reason naming exactly what is missing."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,26 +16,18 @@ from netemu.kernel import netns, nfacct
 from netemu.pipeline import load_cluster, proxy_input
 from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
-
-REQUIRED_TOOLS = ("ip", "iptables-nft-restore", "iptables-legacy-restore", "nfacct")
-
-
-def privileged_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces and iptables); run as root or in CI"
-    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
-    if missing:
-        return f"missing tools: {', '.join(missing)} (./setup.sh installs them)"
-    return None
+from netemu.testing.requirements import privileged_skip_reason
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    reason = privileged_skip_reason()
-    for item in items:
-        if "privileged" in str(item.path):
-            item.add_marker(pytest.mark.privileged)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    privileged = [item for item in items if "privileged" in str(item.path)]
+    for item in privileged:
+        item.add_marker(pytest.mark.privileged)
+    # The plugin skips marked tests; without it (-p no:netemu) do it here.
+    reason = privileged_skip_reason() if privileged else None
+    if reason and not config.pluginmanager.has_plugin("netemu"):
+        for item in privileged:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 DEFAULT_LAB = Path(__file__).parents[1] / "controlplane" / "default"
