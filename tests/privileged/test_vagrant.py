@@ -390,7 +390,8 @@ def default_lab_free() -> Iterator[None]:
             f"down, so this test does not run (netemu down {LAB} frees it)"
         )
     captures = REPO / "captures" / LAB
-    before = set(captures.iterdir()) if captures.is_dir() else set()
+    existed = captures.is_dir()
+    before = set(captures.iterdir()) if existed else set()
     try:
         yield
     finally:
@@ -398,6 +399,8 @@ def default_lab_free() -> Iterator[None]:
         if captures.is_dir():
             for trace_dir in set(captures.iterdir()) - before:
                 shutil.rmtree(trace_dir, ignore_errors=True)
+            if not existed:
+                captures.rmdir()  # the demo's trace made it
 
 
 def test_provision_twice_leaves_the_default_lab_answering(
