@@ -17,7 +17,7 @@ from rich.console import Console
 
 from netemu.api.config import Lab
 from netemu.api.validate import load_and_validate
-from netemu.controlplane.objects import is_namespaced, kind_of
+from netemu.controlplane.objects import KIND_ALIASES, SCALABLE, is_namespaced, kind_of
 from netemu.controlplane.state import ClusterState
 from netemu.lab import (
     LabError,
@@ -49,32 +49,7 @@ def _manifests(text: str, required: bool = True) -> Callable[[FC], FC]:
 
 _lab_option = click.option("--lab", "lab_opt", help="Lab name (default: the only lab that is up).")
 
-# kubectl's names and short names for the kinds `delete` and `scale` accept.
 FC = TypeVar("FC", bound=Callable[..., Any])
-
-_KIND_ALIASES = {
-    "pod": "Pod",
-    "pods": "Pod",
-    "po": "Pod",
-    "service": "Service",
-    "services": "Service",
-    "svc": "Service",
-    "deployment": "Deployment",
-    "deployments": "Deployment",
-    "deploy": "Deployment",
-    "replicaset": "ReplicaSet",
-    "replicasets": "ReplicaSet",
-    "rs": "ReplicaSet",
-    "daemonset": "DaemonSet",
-    "daemonsets": "DaemonSet",
-    "ds": "DaemonSet",
-    "statefulset": "StatefulSet",
-    "statefulsets": "StatefulSet",
-    "sts": "StatefulSet",
-    "endpointslice": "EndpointSlice",
-    "endpointslices": "EndpointSlice",
-}
-_SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
 
 
 def _root(command: str) -> None:
@@ -146,10 +121,10 @@ def _count(n: int, noun: str) -> str:
 
 
 def _kind(name: str) -> str:
-    kind = _KIND_ALIASES.get(name.lower())
+    kind = KIND_ALIASES.get(name.lower())
     if kind is None:
         raise LabUsageError(
-            f"unknown kind {name!r}; expected one of: {', '.join(sorted(set(_KIND_ALIASES.values())))}"  # noqa: E501
+            f"unknown kind {name!r}; expected one of: {', '.join(sorted(set(KIND_ALIASES.values())))}"  # noqa: E501
         )
     return kind
 
@@ -294,9 +269,9 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
                 raise LabUsageError(f"expected KIND/NAME such as deployment/web, got {resource!r}")
             kind_name, name = resource.split("/", 1)
             kind = _kind(kind_name)
-            if kind not in _SCALABLE:
+            if kind not in SCALABLE:
                 raise LabUsageError(
-                    f"{kind} cannot be scaled; scalable: {', '.join(sorted(_SCALABLE))}"
+                    f"{kind} cannot be scaled; scalable: {', '.join(sorted(SCALABLE))}"
                 )
             click.echo(LiveLab(resolve_lab(lab_opt)).scale(kind, namespace, name, replicas))
 

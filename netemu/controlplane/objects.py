@@ -50,6 +50,32 @@ class WatchStream(Protocol[T]):
         ...
 
 
+# kubectl's names and short names for the kinds `delete` and `scale` take.
+KIND_ALIASES = {
+    "pod": "Pod",
+    "pods": "Pod",
+    "po": "Pod",
+    "service": "Service",
+    "services": "Service",
+    "svc": "Service",
+    "deployment": "Deployment",
+    "deployments": "Deployment",
+    "deploy": "Deployment",
+    "replicaset": "ReplicaSet",
+    "replicasets": "ReplicaSet",
+    "rs": "ReplicaSet",
+    "daemonset": "DaemonSet",
+    "daemonsets": "DaemonSet",
+    "ds": "DaemonSet",
+    "statefulset": "StatefulSet",
+    "statefulsets": "StatefulSet",
+    "sts": "StatefulSet",
+    "endpointslice": "EndpointSlice",
+    "endpointslices": "EndpointSlice",
+}
+SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
+
+
 def kind_of(cls: type[K8sModel]) -> str:
     """The Kubernetes kind of a resource type (the default of its `kind` field)."""
     field = cls.model_fields.get("kind")

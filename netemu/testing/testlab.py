@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netemu.api.base import K8sModel
+from netemu.controlplane.objects import KIND_ALIASES, SCALABLE
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
 from netemu.lab import READY_TIMEOUT, LabError, LabUsageError, LiveLab, down, running_labs, up
@@ -50,30 +51,6 @@ if TYPE_CHECKING:
 SPREAD_REQUESTS = 60
 MAX_LAB_NAME = 32
 
-# kubectl's names for the kinds `scale` and `delete` take (as the CLI).
-KIND_ALIASES = {
-    "pod": "Pod",
-    "pods": "Pod",
-    "po": "Pod",
-    "service": "Service",
-    "services": "Service",
-    "svc": "Service",
-    "deployment": "Deployment",
-    "deployments": "Deployment",
-    "deploy": "Deployment",
-    "replicaset": "ReplicaSet",
-    "replicasets": "ReplicaSet",
-    "rs": "ReplicaSet",
-    "daemonset": "DaemonSet",
-    "daemonsets": "DaemonSet",
-    "ds": "DaemonSet",
-    "statefulset": "StatefulSet",
-    "statefulsets": "StatefulSet",
-    "sts": "StatefulSet",
-    "endpointslice": "EndpointSlice",
-    "endpointslices": "EndpointSlice",
-}
-SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
 
 Manifest = str | Path | Mapping[str, Any] | K8sModel
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netemu.kernel import netns
 from netemu.kernel.probe import ProbeResult, http_get, udp_request
 from netemu.lab import LiveLab, down, up
 from netemu.net.plan import check_lab_name
@@ -203,3 +204,36 @@ def answers(
         )
         for i in range(count)
     ]
+
+
+def trace_chains(lab: LiveLab, backend: str) -> dict[str, list[str]]:
+    """Per node, the raw table's lines that name a NETEMU-TRACE chain."""
+    from netemu.trace.scope import CHAIN_PREFIX
+
+    found: dict[str, list[str]] = {}
+    for node, info in lab.info()["nodes"].items():
+        done = subprocess.run(
+            ["ip", "netns", "exec", info["netns"], f"iptables-{backend}-save", "-t", "raw"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found[node] = [line for line in done.stdout.splitlines() if CHAIN_PREFIX in line]
+    return found
+
+
+def processes_in_lab(lab: LiveLab, commands: Sequence[str]) -> list[str]:
+    """The processes named `commands` running in any of the lab's namespaces."""
+    prefix = lab_prefix(lab.name)
+    found = []
+    for name in netns.list_names():
+        if not name.startswith(prefix):
+            continue
+        for pid in netns.pids(name):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in commands:
+                found.append(f"{comm} (pid {pid}) in {name}")
+    return found

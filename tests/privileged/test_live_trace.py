@@ -34,23 +34,22 @@ from live_helpers import (
     REPO,
     host_gw_copy,
     lab_name,
-    lab_prefix,
     pods_with,
+    processes_in_lab,
     route_source,
     running_lab,
 )
+from live_helpers import trace_chains as live_trace_chains
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet
 from scapy.utils import rdpcap
 
 from netemu.cli import main
-from netemu.kernel import netns
 from netemu.lab import LiveLab
 from netemu.net.plan import switch_port
 from netemu.rules.spec import canonical
 from netemu.trace.report import Hop, RuleRef, TraceReport
-from netemu.trace.scope import CHAIN_PREFIX
 
 NETEMU = REPO / ".venv" / "bin" / "netemu"
 CLIENT_IP = "192.168.56.20"
@@ -1013,34 +1012,11 @@ def test_tshark_reads_the_pcaps(request: pytest.FixtureRequest, report_fixture: 
 
 
 def trace_chains(lab: TracedLab) -> dict[str, list[str]]:
-    """Per node, the raw table's lines that name a NETEMU-TRACE chain."""
-    found: dict[str, list[str]] = {}
-    for node in lab.info["nodes"]:
-        done = subprocess.run(
-            ["ip", "netns", "exec", lab.node_netns(node), "iptables-nft-save", "-t", "raw"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found[node] = [line for line in done.stdout.splitlines() if CHAIN_PREFIX in line]
-    return found
+    return live_trace_chains(lab.lab, "nft")
 
 
 def monitor_processes(lab: TracedLab) -> list[str]:
-    """xtables-monitor and conntrack processes in any of the lab's namespaces."""
-    prefix = lab_prefix(lab.lab.name)
-    found = []
-    for name in netns.list_names():
-        if not name.startswith(prefix):
-            continue
-        for pid in netns.pids(name):
-            try:
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                continue
-            if comm in MONITOR_TOOLS:
-                found.append(f"{comm} (pid {pid}) in {name}")
-    return found
+    return processes_in_lab(lab.lab, MONITOR_TOOLS)
 
 
 def assert_clean(lab: TracedLab) -> None:

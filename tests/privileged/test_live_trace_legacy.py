@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from live_helpers import CONTROLPLANE, lab_name, lab_prefix, pods_with, running_lab
+from live_helpers import CONTROLPLANE, lab_name, pods_with, processes_in_lab, running_lab
+from live_helpers import trace_chains as live_trace_chains
 
 from netemu.cli import main
 from netemu.kernel import netns
@@ -32,7 +32,6 @@ from netemu.kernel.nflog import NF_LOG_IPV4
 from netemu.lab import LiveLab
 from netemu.rules.spec import canonical
 from netemu.trace.report import Hop, RuleRef, TraceReport
-from netemu.trace.scope import CHAIN_PREFIX
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tcpdump") is None or shutil.which("tshark") is None,
@@ -87,33 +86,11 @@ def loggers(lab: LegacyLab) -> dict[str, str]:
 
 
 def trace_chains(lab: LegacyLab) -> dict[str, list[str]]:
-    """Per node, the legacy raw table's lines that name a NETEMU-TRACE chain."""
-    found: dict[str, list[str]] = {}
-    for node, name in lab.node_netns().items():
-        done = subprocess.run(
-            ["ip", "netns", "exec", name, "iptables-legacy-save", "-t", "raw"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found[node] = [line for line in done.stdout.splitlines() if CHAIN_PREFIX in line]
-    return found
+    return live_trace_chains(lab.lab, "legacy")
 
 
 def monitor_processes(lab: LegacyLab) -> list[str]:
-    prefix = lab_prefix(lab.lab.name)
-    found = []
-    for name in netns.list_names():
-        if not name.startswith(prefix):
-            continue
-        for pid in netns.pids(name):
-            try:
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                continue
-            if comm in MONITOR_TOOLS:
-                found.append(f"{comm} (pid {pid}) in {name}")
-    return found
+    return processes_in_lab(lab.lab, MONITOR_TOOLS)
 
 
 @pytest.fixture(scope="module")
