@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netemu.api.base import K8sModel
+from netemu.api.core import Pod
 from netemu.api.errors import InputError
 from netemu.controlplane.state import ClusterState
 from netemu.kernel.graphviz import (
@@ -216,13 +218,17 @@ def _print_table(kind: str, state: ClusterState, wide: bool) -> None:
         rows = []
         for pod in state.pods:
             total = len(pod.spec.containers)
-            ready = total if pod.status.condition("Ready") == "True" else 0
+            statuses = pod.status.container_statuses
+            if statuses:
+                ready = sum(1 for s in statuses if s.ready)
+            else:
+                ready = total if pod.status.condition("Ready") == "True" else 0
             row = [
                 pod.metadata.namespace or "default",
                 pod.metadata.name or "",
                 f"{ready}/{total}",
-                pod.status.phase or "Pending",
-                "0",
+                _pod_status(pod),
+                _restarts(pod),
             ]
             if wide:
                 row += [pod.status.pod_ip or "<none>", pod.spec.node_name or "<none>"]
@@ -296,6 +302,70 @@ def _print_table(kind: str, state: ClusterState, wide: bool) -> None:
     for row in rows:
         table.add_row(*row)
     _out().print(table)
+
+
+def _pod_status(pod: Pod) -> str:
+    """kubectl's STATUS: a container's waiting or terminated reason
+    (CrashLoopBackOff, Error), else the pod's phase."""
+    reason = pod.status.phase or "Pending"
+    for status in reversed(pod.status.container_statuses):
+        state = status.state
+        if state is None:
+            continue
+        if state.waiting is not None and state.waiting.reason:
+            reason = state.waiting.reason
+        elif state.terminated is not None:
+            terminated = state.terminated
+            reason = terminated.reason or (
+                f"Signal:{terminated.signal}"
+                if terminated.signal
+                else f"ExitCode:{terminated.exit_code}"
+            )
+    return reason
+
+
+def _restarts(pod: Pod) -> str:
+    """kubectl's RESTARTS: the containers' restarts, with how long ago the
+    last one ended when one has (`2 (5s ago)`)."""
+    statuses = pod.status.container_statuses
+    count = sum(s.restart_count for s in statuses)
+    ages = [
+        _seconds_since(str(s.last_state.terminated.finished_at))
+        for s in statuses
+        if s.restart_count and s.last_state is not None and s.last_state.terminated is not None
+    ]
+    known = [a for a in ages if a is not None]
+    return f"{count} ({human_duration(min(known))} ago)" if known else str(count)
+
+
+def _seconds_since(timestamp: str) -> int | None:
+    try:
+        when = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    return int((datetime.datetime.now(datetime.UTC) - when).total_seconds())
+
+
+def human_duration(seconds: int) -> str:
+    """An age as kubectl prints it (apimachinery's duration.HumanDuration)."""
+    if seconds < 0:
+        return "0s"
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    return f"{days}d"
 
 
 # ---------------------------------------------------------------- trace

@@ -1,5 +1,5 @@
 """The `netemu` commands that work on live labs: up, down, exec, apply,
-delete, scale, rules (and the live side of `get`, `trace` and `graph`).
+delete, scale, logs, rules (and the live side of `get`, `trace` and `graph`).
 Each needs root and says so in one line without it."""
 
 from __future__ import annotations
@@ -274,6 +274,35 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
                     f"{kind} cannot be scaled; scalable: {', '.join(sorted(SCALABLE))}"
                 )
             click.echo(LiveLab(resolve_lab(lab_opt)).scale(kind, namespace, name, replicas))
+
+        run(action)
+
+    @main.command("logs")
+    @click.argument("pod")
+    @click.option("-c", "--container", help="Container (default: the pod's first).")
+    @click.option(
+        "-p", "--previous", is_flag=True, help="The container's instance before its last restart."
+    )
+    @click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
+    @click.option("-n", "--namespace", default="default", show_default=True)
+    @_lab_option
+    def logs_cmd(
+        pod: str,
+        container: str | None,
+        previous: bool,
+        tail: int | None,
+        namespace: str,
+        lab_opt: str | None,
+    ) -> None:
+        """Print a container's log: its command's stdout and stderr, or the
+        built-in test server's access log (POD or NAMESPACE/POD)."""
+        _root("logs")
+
+        def action() -> None:
+            text = LiveLab(resolve_lab(lab_opt)).logs(
+                pod, container, namespace=namespace, previous=previous, tail=tail
+            )
+            click.echo(text, nl=False)
 
         run(action)
 

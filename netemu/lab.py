@@ -151,6 +151,32 @@ class LiveLab:
         )["scaled"]
         return scaled
 
+    def logs(
+        self,
+        pod: str,
+        container: str | None = None,
+        *,
+        namespace: str = "default",
+        previous: bool = False,
+        tail: int | None = None,
+    ) -> str:
+        """A container's log, as `kubectl logs` shows it: what a command
+        container printed (stdout and stderr), or the built-in server's access
+        log. `pod` is a name or namespace/name; `container` defaults to the
+        pod's first; `previous` is the instance before the last restart;
+        `tail` keeps the last lines."""
+        if "/" in pod:
+            namespace, pod = pod.split("/", 1)
+        log: str = self.request(
+            "logs",
+            namespace=namespace,
+            pod=pod,
+            container=container,
+            previous=previous,
+            tail=tail,
+        )["log"]
+        return log
+
     # -- reading the lab's info file -----------------------------------------
 
     def info(self) -> dict[str, Any]:

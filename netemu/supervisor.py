@@ -4,10 +4,19 @@ test servers of every pod, and answers the CLI on a Unix socket at
 /run/netemu/<lab>/supervisor.sock.
 
 Protocol: one JSON object per connection, one JSON reply, each a line.
-Requests carry `op` (status, state, apply, delete, scale, shutdown); replies
-carry `ok` and either the result or `error`. Every change runs the
+Requests carry `op` (status, state, apply, delete, scale, logs, shutdown);
+replies carry `ok` and either the result or `error`. Every change runs the
 controllers to a fixed point and then every node's agents, before the reply,
 so a reply means the change has reached every node's pods and rules.
+
+The lab also gets the cluster DNS addon (netemu.controlplane.addons) once
+the user's objects are placed; its pod's DNS server answers from records
+rebuilt after every reconcile (`_refresh_dns`) on the test servers' loop.
+
+The kubelets' prober (netemu.node.prober, a thread of its own) runs the
+pods' probes, restarts containers that fail their liveness or startup
+probes, writes pod statuses and, when a pod's readiness changes, reconciles
+under the same lock, so endpoints and rules follow readiness at once.
 
 Run as `python -m netemu.supervisor --lab NAME PATH...` (`netemu up` does).
 """
@@ -30,6 +39,7 @@ from typing import Any
 
 from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
+from netemu.api.core import Pod, Service
 from netemu.api.load import KINDS
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import (
@@ -39,6 +49,7 @@ from netemu.controlplane import (
     apply_objects,
     snapshot,
 )
+from netemu.controlplane.addons import live_addons
 from netemu.controlplane.errors import NotFound
 from netemu.controlplane.objects import key_of
 from netemu.kernel import nfacct
@@ -47,7 +58,10 @@ from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
+from netemu.node.dnsrecords import ClusterDns
+from netemu.node.dnsserver import DnsFeed
 from netemu.node.kubelet import Kubelet
+from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
 from netemu.node.testserver import TestServers
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
@@ -82,7 +96,8 @@ class Supervisor:
         self.progress = Progress()
         self.lock = threading.RLock()
         self.client = LocalClient(Store())
-        self.plane = ControlPlane(self.client)
+        # The kubelets run the pods' probes and report readiness themselves.
+        self.plane = ControlPlane(self.client, kubelet_probes=True)
         self.objects = objects
         labs = [o for o in objects if isinstance(o, Lab)]
         configs = [o for o in objects if isinstance(o, KubeProxyConfiguration)]
@@ -92,8 +107,11 @@ class Supervisor:
         self.proxy_config = configs[0] if configs else None
         self.datapath = Datapath(self.journal)
         self.servers = TestServers()
+        # The cluster DNS server's records, refreshed after every reconcile.
+        self.dns = DnsFeed()
         self.kubelets: list[Kubelet] = []
         self.proxies: list[ProxyAgent] = []
+        self.probes: ProbeLoop | None = None
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
 
@@ -104,6 +122,7 @@ class Supervisor:
         p.stage = "control plane"
         apply_objects(self.client, self.objects)
         self.plane.run_to_fixed_point()
+        self._add_addons()
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         plan = plan_lab(state, self.name)
         self.plan = plan
@@ -136,6 +155,7 @@ class Supervisor:
                     servers=self.servers,
                     journal=self.journal,
                     log_dir=log_dir,
+                    dns=self.dns,
                 )
             )
             self.proxies.append(
@@ -152,6 +172,10 @@ class Supervisor:
         p.stage = "pods and rules"
         p.done, p.total = 0, len(self.kubelets) + len(self.proxies)
         self.reconcile(progress=True)
+        self.probes = ProbeLoop(
+            [ProbeManager(kubelet) for kubelet in self.kubelets], self.lock, self.reconcile
+        )
+        self.probes.start()
         p.stage, p.ready = "ready", True
 
     def reconcile(self, progress: bool = False) -> None:
@@ -168,10 +192,45 @@ class Supervisor:
                 proxy.reconcile()
                 if progress:
                     self.progress.done += 1
+            self._refresh_dns()
             for kubelet in self.kubelets:
                 kubelet.stop_gone()
             self._reconcile_client_routes()
             self._write_info()
+            if self.probes is not None:
+                self.probes.wake()  # new pods get their probers now
+
+    def _add_addons(self) -> None:
+        """The cluster DNS addon (netemu.controlplane.addons), unless the Lab
+        turns it off or the user's objects have it already. Added once the
+        user's objects are placed, so their pods get the same nodes and IPs
+        as offline (`netemu get -f`, the rules goldens); its Service asks for
+        the clusterDNS IP, which the allocator keeps free for it. A user's
+        Service that asks for that IP itself (their own DNS) replaces it."""
+        dns_ip = self.lab.spec.cluster_dns
+        for svc in self.client.list(Service).items:
+            if dns_ip in (svc.spec.cluster_ip, *svc.spec.cluster_ips):
+                where = f"{svc.metadata.namespace}/{svc.metadata.name}"
+                print(f"Service {where} has the clusterDNS IP {dns_ip}: no DNS addon", flush=True)
+                return
+        addons = []
+        for obj in live_addons(self.lab):
+            _, namespace, name = key_of(obj)
+            try:
+                self.client.get(type(obj), namespace, name)
+            except NotFound:
+                addons.append(obj)
+        if addons:
+            apply_objects(self.client, addons)
+            self.plane.run_to_fixed_point()
+
+    def _refresh_dns(self) -> None:
+        """New records for the DNS server, built here (not on the servers'
+        loop) and swapped in whole. After the rules, before gone pods stop:
+        as kube-proxy's, DNS answers follow a change before a removed pod
+        stops answering."""
+        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+        self.dns.update(ClusterDns.from_state(state))
 
     def _reconcile_client_routes(self) -> None:
         if self.plan is None or not self.plan.nodes:
@@ -241,6 +300,8 @@ class Supervisor:
                 return {"ok": True, "deleted": self._delete(request["refs"])}
             if op == "scale":
                 return {"ok": True, "scaled": self._scale(request)}
+            if op == "logs":
+                return {"ok": True, "log": self._logs(request)}
             if op == "shutdown":
                 self.shutdown()
                 return {"ok": True}
@@ -298,9 +359,42 @@ class Supervisor:
         kind, _, obj_name = key_of(current)
         return f"{kind.lower()}/{obj_name} scaled to {replicas}"
 
+    def _logs(self, request: dict[str, Any]) -> str:
+        """A container's log (`netemu logs`): its output, or the built-in
+        server's access log; `previous`: the instance before a restart."""
+        namespace, name = request["namespace"], request["pod"]
+        try:
+            pod = self.client.get(Pod, namespace, name)
+        except NotFound as exc:
+            raise ValueError(f'pods "{name}" not found in namespace {namespace}') from exc
+        names = [c.name for c in pod.spec.containers]
+        container = request.get("container") or names[0]
+        if container not in names:
+            raise ValueError(
+                f"container {container} is not valid for pod {name}; "
+                f"choose one of: [{' '.join(names)}]"
+            )
+        directory = run_dir(self.name) / "logs" / namespace / name
+        if request.get("previous"):
+            path = directory / f"{container}.previous.log"
+            if not path.exists():
+                raise ValueError(
+                    f'previous terminated container "{container}" in pod "{name}" not found'
+                )
+        else:
+            path = directory / f"{container}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        tail = request.get("tail")
+        if tail is not None and int(tail) >= 0:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[len(lines) - int(tail) :]) if int(tail) else ""
+        return text
+
     def shutdown(self) -> None:
         """Stop serving and stop container processes; the namespaces are
         removed by `netemu down` from the journal."""
+        if self.probes is not None:
+            self.probes.close()
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:

@@ -79,6 +79,19 @@ def steps(ctx: Context) -> list[Callable[[Context], Step]]:
             expect=(r"web\s+ClusterIP", r'"pod": "web-'),
         ),
         lambda c: Step(
+            "Finding a Service by name: cluster DNS",
+            "Every pod's resolv.conf points at the cluster DNS Service (`kube-system/kube-dns`, "
+            "10.96.0.10), with the search path that lets a short name work. The DNS server "
+            "runs as a pod behind that Service, so the query itself is DNATed by kube-proxy "
+            "like any Service traffic; it answers from the control plane's state.",
+            (
+                f"netemu exec{lab} {c.values['pod1']} -- cat /etc/resolv.conf",
+                f"netemu exec{lab} {c.values['pod1']} -- getent hosts web",
+                f"netemu exec{lab} {c.values['pod1']} -- curl -s http://web/hostname",
+            ),
+            expect=(r"nameserver 10\.96\.0\.10", r"ndots:5", re.escape(c.values["web_ip"])),
+        ),
+        lambda c: Step(
             "kube-proxy's chains",
             "On every node kube-proxy (iptables mode) programs the nat table: `KUBE-SERVICES` "
             "matches the ClusterIP and port and jumps to the Service's `KUBE-SVC-` chain, "

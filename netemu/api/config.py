@@ -107,6 +107,14 @@ class ExternalClient(K8sModel):
     ip: str
 
 
+class LabDNS(K8sModel):
+    """The cluster DNS addon: a `kube-system/coredns` Deployment behind the
+    `kube-system/kube-dns` Service at clusterDNS, added to every live lab
+    unless `enabled` is false (netemu.controlplane.addons)."""
+
+    enabled: bool = True
+
+
 class LabSpec(K8sModel):
     nodes: list[LabNode]
     external_clients: list[ExternalClient] = Field(default_factory=list)
@@ -116,6 +124,7 @@ class LabSpec(K8sModel):
     node_port_range: str = DEFAULT_NODE_PORT_RANGE
     cluster_dns: str = Field(default="10.96.0.10", alias="clusterDNS")
     cluster_domain: str = "cluster.local"
+    dns: LabDNS = Field(default_factory=LabDNS)
     proxy_mode: Literal["iptables", "nftables"] = "iptables"
     iptables_backend: Literal["nft", "legacy"] = "nft"
     overlay: Literal["vxlan", "host-gw"] = "vxlan"

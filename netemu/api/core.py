@@ -23,6 +23,60 @@ class ContainerPort(K8sModel):
     host_ip: str | None = Field(default=None, alias="hostIP")
 
 
+class ExecAction(K8sModel):
+    command: list[str] = Field(default_factory=list)
+
+
+class HTTPHeader(K8sModel):
+    name: str
+    value: str
+
+
+class HTTPGetAction(K8sModel):
+    path: str | None = None  # defaulted to "/" (SetDefaults_HTTPGetAction)
+    port: int | str
+    host: str | None = None  # defaulted to the pod IP by the kubelet
+    scheme: Literal["HTTP", "HTTPS"] | None = None  # defaulted to HTTP
+    http_headers: list[HTTPHeader] = Field(default_factory=list)
+
+
+class TCPSocketAction(K8sModel):
+    port: int | str
+    host: str | None = None
+
+
+class GRPCAction(K8sModel):
+    port: int
+    service: str | None = None
+
+
+class Probe(K8sModel):
+    """v1.Probe: one handler and its timing. Zero or unset numbers take the
+    API server's defaults (SetDefaults_Probe): timeoutSeconds 1,
+    periodSeconds 10, successThreshold 1, failureThreshold 3."""
+
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
+    initial_delay_seconds: int | None = None
+    timeout_seconds: int | None = None
+    period_seconds: int | None = None
+    success_threshold: int | None = None
+    failure_threshold: int | None = None
+    termination_grace_period_seconds: int | None = None
+
+    def handlers(self) -> list[str]:
+        """The JSON names of the handlers set (exactly one in a valid probe)."""
+        given = (
+            ("exec", self.exec),
+            ("httpGet", self.http_get),
+            ("tcpSocket", self.tcp_socket),
+            ("grpc", self.grpc),
+        )
+        return [name for name, handler in given if handler is not None]
+
+
 class Container(K8sModel):
     name: str
     image: str | None = None
@@ -37,9 +91,9 @@ class Container(K8sModel):
     restart_policy: Any = None
     volume_mounts: Any = None
     volume_devices: Any = None
-    liveness_probe: Any = None
-    readiness_probe: Any = None
-    startup_probe: Any = None
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    startup_probe: Probe | None = None
     lifecycle: Any = None
     termination_message_path: Any = None
     termination_message_policy: Any = None
@@ -106,6 +160,51 @@ class PodIP(K8sModel):
     ip: str
 
 
+class ContainerStateWaiting(K8sModel):
+    reason: str | None = None
+    message: str | None = None
+
+
+class ContainerStateRunning(K8sModel):
+    started_at: Any = None
+
+
+class ContainerStateTerminated(K8sModel):
+    exit_code: int
+    signal: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    started_at: Any = None
+    finished_at: Any = None
+    container_id: str | None = Field(default=None, alias="containerID")
+
+
+class ContainerState(K8sModel):
+    waiting: ContainerStateWaiting | None = None
+    running: ContainerStateRunning | None = None
+    terminated: ContainerStateTerminated | None = None
+
+
+class ContainerStatus(K8sModel):
+    """v1.ContainerStatus, as a node's kubelet reports it."""
+
+    name: str
+    state: ContainerState | None = None
+    last_state: ContainerState | None = None
+    ready: bool = False
+    restart_count: int = 0
+    image: str | None = None
+    image_id: str | None = Field(default=None, alias="imageID")
+    container_id: str | None = Field(default=None, alias="containerID")
+    started: bool | None = None
+    allocated_resources: Any = None
+    allocated_resources_status: Any = None
+    resources: Any = None
+    volume_mounts: Any = None
+    user: Any = None
+    stop_signal: Any = None
+
+
 class PodStatus(K8sModel):
     phase: str | None = None
     conditions: list[PodCondition] = Field(default_factory=list)
@@ -114,7 +213,7 @@ class PodStatus(K8sModel):
     pod_ip: str | None = Field(default=None, alias="podIP")
     pod_ips: list[PodIP] = Field(default_factory=list, alias="podIPs")
     start_time: Any = None
-    container_statuses: Any = None
+    container_statuses: list[ContainerStatus] = Field(default_factory=list)
     init_container_statuses: Any = None
     ephemeral_container_statuses: Any = None
     qos_class: Any = None

@@ -23,7 +23,15 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.config import DEFAULT_NODE_POD_PREFIX, KubeProxyConfiguration, Lab
-from netemu.api.core import EndpointSlice, Namespace, Node, Pod, PodSpec, Service
+from netemu.api.core import (
+    Container,
+    EndpointSlice,
+    Namespace,
+    Node,
+    Pod,
+    PodSpec,
+    Service,
+)
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.load import Loaded, load_paths
 
@@ -78,6 +86,8 @@ _DNS1035_LABEL_RE = re.compile(_DNS1035_LABEL_FMT)
 _QUALIFIED_NAME_RE = re.compile(_QUALIFIED_NAME_FMT)
 _LABEL_VALUE_RE = re.compile(_LABEL_VALUE_FMT)
 _PORT_NAME_CHARSET_RE = re.compile("[-a-z0-9]+")
+_HTTP_TOKEN_FMT = "[-A-Za-z0-9]+"
+_HTTP_TOKEN_RE = re.compile(_HTTP_TOKEN_FMT)
 
 LABEL_MAX = 63
 SUBDOMAIN_MAX = 253
@@ -247,6 +257,10 @@ def _special_ip(ip: Any) -> list[str]:
     ):
         errs.append("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
     return errs
+
+
+def _snake(camel: str) -> str:
+    return re.sub("([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
 
 
 def _join(msgs: Iterable[str]) -> str:
@@ -489,6 +503,7 @@ class _Checker:
             ("initContainers", spec.init_containers),
         ):
             for c, container in enumerate(containers):
+                self.check_probes(item, (*path, group, c), container, group == "initContainers")
                 for p, port in enumerate(container.ports):
                     ppath = (*path, group, c, "ports", p)
                     if errs := is_port_number(port.container_port):
@@ -513,6 +528,86 @@ class _Checker:
                         )
                     else:
                         names[port.name] = ppath
+
+    def check_probes(self, item: Loaded, path: FieldPath, container: Container, init: bool) -> None:
+        """validateProbe and the container checks around it
+        (pkg/apis/core/validation), plus one of netemu's own: a named probe
+        port must name one of the container's ports (the kubelet would
+        otherwise fail to resolve it at every probe)."""
+        probes = (
+            ("livenessProbe", container.liveness_probe),
+            ("readinessProbe", container.readiness_probe),
+            ("startupProbe", container.startup_probe),
+        )
+        ports = {p.name for p in container.ports if p.name}
+        for field, probe in probes:
+            if probe is None:
+                continue
+            ppath = (*path, field)
+            if init and container.restart_policy != "Always":
+                self.report(
+                    item, ppath, "may not be set for init containers without restartPolicy=Always"
+                )
+                continue
+            handlers = probe.handlers()
+            if not handlers:
+                self.report(item, ppath, "must specify a handler type")
+            for extra in handlers[1:]:
+                self.report(item, (*ppath, extra), "may not specify more than 1 handler type")
+            for name in (
+                "initialDelaySeconds",
+                "timeoutSeconds",
+                "periodSeconds",
+                "successThreshold",
+                "failureThreshold",
+            ):
+                value = getattr(probe, _snake(name))
+                if value is not None and value < 0:
+                    self.report(item, (*ppath, name), "must be greater than or equal to 0")
+            grace = probe.termination_grace_period_seconds
+            if grace is not None and grace <= 0:
+                self.report(
+                    item, (*ppath, "terminationGracePeriodSeconds"), "must be greater than 0"
+                )
+            if field != "readinessProbe" and probe.success_threshold not in (None, 0, 1):
+                # 0 is defaulted to 1 before validation.
+                self.report(item, (*ppath, "successThreshold"), "must be 1")
+            if probe.exec is not None and not probe.exec.command:
+                self.report(item, (*ppath, "exec", "command"), "Required value")
+            for handler, port in (
+                ("httpGet", probe.http_get.port if probe.http_get else None),
+                ("tcpSocket", probe.tcp_socket.port if probe.tcp_socket else None),
+                ("grpc", probe.grpc.port if probe.grpc else None),
+            ):
+                if port is None:
+                    continue
+                where = (*ppath, handler, "port")
+                if isinstance(port, int):
+                    if errs := is_port_number(port):
+                        self.report(item, where, _join(errs))
+                elif errs := is_port_name(port):
+                    self.report(item, where, _join(errs))
+                elif port not in ports:
+                    known = ", ".join(sorted(ports)) or "none"
+                    self.report(
+                        item,
+                        where,
+                        f'no port named "{port}" in this container (its named ports: {known})',
+                    )
+            if probe.http_get is not None:
+                for h, header in enumerate(probe.http_get.http_headers):
+                    if not _HTTP_TOKEN_RE.fullmatch(header.name):
+                        self.report(
+                            item,
+                            (*ppath, "httpGet", "httpHeaders", h, "name"),
+                            f'invalid HTTP header name "{header.name}": '
+                            + _regex_error(
+                                "a valid HTTP header must consist of alphanumeric characters "
+                                "or '-'",
+                                _HTTP_TOKEN_FMT,
+                                "X-Header-Name",
+                            ),
+                        )
 
     def check_workload(
         self, item: Loaded, obj: Deployment | ReplicaSet | DaemonSet | StatefulSet

@@ -14,9 +14,17 @@ node's InternalIP. Succeeded/Failed pods hold no address.
 Status written: phase Running, podIP/podIPs, hostIP/hostIPs, conditions
 Initialized, Ready, ContainersReady, PodScheduled = True. A status written
 in the manifest is kept: only what is missing is filled in (a manifest's
-`Ready: False` stays, and then ContainersReady defaults to False too). A pod
-bound to a node that does not exist, has no podCIDR, or whose range is full
-stays Pending without an IP, as a pod whose sandbox cannot be created.
+`Ready: False` stays, and then ContainersReady defaults to False too).
+Probes: offline, a pod's probes are taken to pass (the state a cluster
+settles in). In a live lab (`kubelet_probes`) the node's kubelet runs them
+and reports readiness itself, so a pod with a readinessProbe or a
+startupProbe starts with Ready and ContainersReady False (reason
+ContainersNotReady), as the kubelet reports it until the first probe
+passes: a readiness probe's result starts as Failure and the other probes
+wait for the startup probe (pkg/kubelet/prober/worker.go, prober_manager.go).
+A pod bound to a node that does not exist, has no podCIDR, or whose range
+is full stays Pending without an IP, as a pod whose sandbox cannot be
+created.
 """
 
 from __future__ import annotations
@@ -39,8 +47,9 @@ class PodIpamController:
 
     name = "pod-ipam"
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, kubelet_probes: bool = False) -> None:
         self.client = client
+        self.kubelet_probes = kubelet_probes
         self.order = CreationOrder(client, Pod)
         self._last_reserved: dict[str, IPAddress] = {}
 
@@ -98,7 +107,7 @@ class PodIpamController:
         host = update.get("host_ip", status.host_ip)
         if not status.host_ips and host is not None:
             update["host_ips"] = [PodIP(ip=host)]
-        update["conditions"] = _conditions(status)
+        update["conditions"] = _conditions(status, self.kubelet_probes and _gated(pod))
         new_status: PodStatus = status.model_copy(update=update)
         return pod.model_copy(update={"status": new_status})
 
@@ -125,8 +134,18 @@ class PodIpamController:
         return None
 
 
-def _conditions(status: PodStatus) -> list[PodCondition]:
+def _gated(pod: Pod) -> bool:
+    """Whether a kubelet reports the pod not ready until a probe passes."""
+    return any(c.readiness_probe or c.startup_probe for c in pod.spec.containers)
+
+
+def _conditions(status: PodStatus, not_ready: bool = False) -> list[PodCondition]:
     given = {c.type: c for c in status.conditions}
+    if not_ready and "Ready" not in given:
+        for kind in ("Ready", "ContainersReady"):
+            given.setdefault(
+                kind, PodCondition(type=kind, status="False", reason="ContainersNotReady")
+            )
     ready = given["Ready"].status if "Ready" in given else "True"
     defaults = {"ContainersReady": ready}
     out = [

@@ -42,10 +42,12 @@ class FixedPointError(RuntimeError):
     """The controllers kept changing the state (a controller bug, never bad input)."""
 
 
-def default_controllers(client: Client) -> list[Controller]:
+def default_controllers(client: Client, kubelet_probes: bool = False) -> list[Controller]:
     """The standard controllers, in the order a round runs them. Controllers
     that track creation order start watching now, so objects created after
-    this call are ordered as they were created."""
+    this call are ordered as they were created. `kubelet_probes`: node
+    kubelets run the pods' probes and report readiness (a live lab), so a
+    probed pod starts not ready (see PodIpamController)."""
     return [
         DefaultingController(client),
         ServiceAllocatorController(client),
@@ -57,7 +59,7 @@ def default_controllers(client: Client) -> list[Controller]:
         DaemonSetController(client),
         StatefulSetController(client),
         Scheduler(client),
-        PodIpamController(client),
+        PodIpamController(client, kubelet_probes=kubelet_probes),
         EndpointSliceController(client),
     ]
 
@@ -67,10 +69,17 @@ class ControlPlane:
     lab: some controllers remember history (creation order, host-local's
     last reserved address) as their real counterparts do."""
 
-    def __init__(self, client: Client, controllers: Sequence[Controller] | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        controllers: Sequence[Controller] | None = None,
+        kubelet_probes: bool = False,
+    ) -> None:
         self.client = client
         self.controllers = (
-            list(controllers) if controllers is not None else default_controllers(client)
+            list(controllers)
+            if controllers is not None
+            else default_controllers(client, kubelet_probes=kubelet_probes)
         )
 
     def run_round(self) -> list[str]:

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ETC_NETNS = Path("/etc/netns")
@@ -44,6 +45,23 @@ def write_etc(netns: str, files: Mapping[str, str]) -> Path:
     return directory
 
 
+@dataclass(frozen=True)
+class StartSpec:
+    """What a container process was started with, to start it again."""
+
+    netns: str
+    argv: tuple[str, ...]
+    hostname: str
+    env: tuple[tuple[str, str], ...]
+    log: Path
+
+
+class ContainerProcess(subprocess.Popen[bytes]):
+    """A container's process, knowing how it was started."""
+
+    spec: StartSpec
+
+
 def start(
     netns: str,
     argv: Sequence[str],
@@ -52,16 +70,33 @@ def start(
     env: Mapping[str, str],
     log: Path,
 ) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            command_in(netns, argv, hostname),
+    return _launch(StartSpec(netns, tuple(argv), hostname, tuple(env.items()), log))
+
+
+def start_again(
+    process: subprocess.Popen[bytes], env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start a container process that `start` started (and that has ended)
+    again: same namespace, command, hostname and log file (appended to), with
+    the environment the kubelet computes for this start."""
+    if not isinstance(process, ContainerProcess):
+        raise TypeError(f"process {process.pid} was not started by processes.start")
+    return _launch(replace(process.spec, env=tuple(env.items())))
+
+
+def _launch(spec: StartSpec) -> ContainerProcess:
+    spec.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(spec.log, "ab") as out:
+        process = ContainerProcess(
+            command_in(spec.netns, spec.argv, spec.hostname),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env},
+            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **dict(spec.env)},
             start_new_session=True,  # its own process group: stopped as one
         )
+    process.spec = spec
+    return process
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 2.0) -> None:

@@ -29,6 +29,7 @@ import netaddr
 
 from netemu.api.config import Lab
 from netemu.api.core import Pod, Service
+from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
 
@@ -197,6 +198,10 @@ class ContainerPlan:
     argv: tuple[str, ...]  # empty: the built-in test server
     env: tuple[tuple[str, str], ...]
     ports: tuple[tuple[int, str], ...]  # (containerPort, protocol)
+    # Without argv, which built-in server runs on the ports: "test" (the
+    # test server), or "dns" (the cluster DNS server, netemu.node.dnsserver)
+    # in a pod annotated netemu/builtin-server: dns, as the DNS addon's is.
+    builtin: str = BUILTIN_TEST
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,10 @@ class PodPlan:
     mtu: int
     host_veth: str
     containers: tuple[ContainerPlan, ...] = field(default=())
+    # spec.enableServiceLinks; unset is true: the API server fills in
+    # v1.DefaultEnableServiceLinks, and kubelet refuses a pod without it
+    # (pkg/kubelet/kubelet_pods.go, makeEnvironmentVariables).
+    enable_service_links: bool = True
 
     @property
     def key(self) -> str:
@@ -371,6 +380,7 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
     ip = node.underlay_ip if host_network else (pod.status.pod_ip if pod.status else None)
     if not ip:
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
+    builtin = BUILTIN_DNS if meta.annotations.get(BUILTIN_SERVER) == BUILTIN_DNS else BUILTIN_TEST
     containers = tuple(
         ContainerPlan(
             name=c.name,
@@ -380,6 +390,7 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
             argv=(*c.command, *c.args) if c.command else (),
             env=_plain_env(c.env),
             ports=tuple((p.container_port, p.protocol) for p in c.ports),
+            builtin=BUILTIN_TEST if c.command else builtin,
         )
         for c in spec.containers
     )
@@ -395,6 +406,7 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         mtu=node.pod_mtu,
         host_veth=host_veth(namespace, name),
         containers=containers,
+        enable_service_links=spec.enable_service_links is not False,
     )
 
 

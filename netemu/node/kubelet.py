@@ -5,7 +5,8 @@ makes the node match: a new pod gets a namespace, a veth into the node's
 pod bridge, its address and default route (CNI ADD), kubelet's resolv.conf,
 hosts and hostname files, and its containers: a container's command runs
 as a process in the pod's namespace, a container without one is served by
-the lab's built-in test server. A pod that is gone is torn down in the
+the lab's built-in test server (the built-in DNS server in a pod annotated
+`netemu/builtin-server: dns`). A pod that is gone is torn down in the
 reverse order (CNI DEL last).
 """
 
@@ -16,13 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netemu.api.config import Lab
-from netemu.api.core import Pod
+from netemu.api.core import Pod, Service
 from netemu.controlplane import Client
+from netemu.controlplane.addons import BUILTIN_DNS
 from netemu.kernel import netns, processes
 from netemu.kernel.datapath import Datapath
-from netemu.kernel.journal import Journal
+from netemu.kernel.journal import Journal, run_dir
 from netemu.kernel.sockets import bind_pod_sockets
-from netemu.net.plan import NodePlan, PodPlan, plan_pod
+from netemu.net.plan import ContainerPlan, NodePlan, PodPlan, plan_pod
+from netemu.node.dnsserver import DnsFeed
+from netemu.node.envvars import container_env, service_env
+from netemu.node.probes import EXIT_SIGTERM
 from netemu.node.testserver import PodIdentity, TestServers
 
 # How long a removed pod's connections may take to close (the built-in
@@ -67,6 +72,8 @@ class Kubelet:
     servers: TestServers
     journal: Journal
     log_dir: Path
+    # The cluster DNS records, for containers whose built-in server is DNS.
+    dns: DnsFeed | None = None
     running: dict[str, RunningPod] = field(default_factory=dict, init=False)
 
     def desired(self) -> dict[str, PodPlan]:
@@ -136,7 +143,7 @@ class Kubelet:
                     plan.netns,
                     container.argv,
                     hostname=hostname,
-                    env=dict(container.env),
+                    env=self._environment(plan, container),
                     log=self.log_dir / plan.namespace / plan.name / f"{container.name}.log",
                 )
                 self.journal.process(proc.pid)
@@ -144,10 +151,16 @@ class Kubelet:
             elif container.ports:
                 tcp, udp = bind_pod_sockets(plan.netns, "0.0.0.0", container.ports)
                 key = f"{plan.key}/{container.name}"
+                if self.dns is not None and container.builtin == BUILTIN_DNS:
+                    self.servers.serve_dns(key, self.dns, tcp, udp)
+                    running.served.append(key)
+                    continue
                 identity = PodIdentity(
                     pod=plan.name, namespace=plan.namespace, pod_ip=plan.ip, node=plan.node
                 )
-                self.servers.serve(key, identity, tcp, udp)
+                self.servers.serve(
+                    key, identity, tcp, udp, **self._builtin_files(plan, container.name)
+                )
                 running.served.append(key)
         return running
 
@@ -169,3 +182,101 @@ class Kubelet:
                 child.unlink()
             if etc.exists():
                 etc.rmdir()
+
+    # -- one container: the prober's restarts (netemu.node.prober) -------------
+
+    def _log_path(self, plan: PodPlan, container: str) -> Path:
+        return self.log_dir / plan.namespace / plan.name / f"{container}.log"
+
+    def _builtin_files(self, plan: PodPlan, container: str) -> dict[str, Path]:
+        """The built-in test server's access log and the pod's flag directory."""
+        flags = health_dir(self.lab_name, plan.namespace, plan.name)
+        flags.mkdir(parents=True, exist_ok=True)
+        return {"log": self._log_path(plan, container), "flags": flags}
+
+    def _container(self, key: str, name: str) -> tuple[RunningPod, ContainerPlan, int | None]:
+        """A running pod's container, and the index of its process in
+        `procs` (None for a built-in server container)."""
+        running = self.running[key]
+        commands = [c.name for c in running.plan.containers if c.argv]
+        for container in running.plan.containers:
+            if container.name == name:
+                index = commands.index(name) if container.argv else None
+                return running, container, index
+        raise KeyError(f"pod {key} has no container {name!r}")
+
+    def container_exit(self, key: str, name: str) -> int | None:
+        """The exit code of a command container whose process has ended
+        (128+N for signal N), or None while it runs or for a built-in one."""
+        running, _, index = self._container(key, name)
+        if index is None:
+            return None
+        code = running.procs[index].poll()
+        return None if code is None else exit_code(code)
+
+    def kill_container(self, key: str, name: str) -> int:
+        """Stop one container of a running pod, as the kubelet kills one that
+        failed its liveness or startup probe: a command's process group gets
+        SIGTERM (SIGKILL after processes.stop's grace), a built-in server stops
+        serving (its connections dropped). Its log becomes
+        `<container>.previous.log`. Returns the exit code (a built-in server
+        reports SIGTERM's, 143)."""
+        running, _, index = self._container(key, name)
+        if index is None:
+            self.servers.stop_serving(f"{key}/{name}")  # unknown keys are ignored
+            code = EXIT_SIGTERM
+        else:
+            process = running.procs[index]
+            processes.stop(process)
+            code = exit_code(process.returncode if process.returncode is not None else -9)
+        log = self._log_path(running.plan, name)
+        if log.exists():
+            log.replace(log.with_name(f"{name}.previous.log"))
+        return code
+
+    def _environment(self, plan: PodPlan, container: ContainerPlan) -> dict[str, str]:
+        """The container's environment for this start: its own `env` and the
+        Services that exist now (kubelet_pods.go makeEnvironmentVariables):
+        a Service created later reaches it only at its next start."""
+        services = service_env(
+            self.client.list(Service).items, plan.namespace, plan.enable_service_links
+        )
+        return dict(container_env(container.env, services))
+
+    def start_container(self, key: str, name: str) -> None:
+        """Start a container that `kill_container` stopped (or that exited)
+        again: a command with the same argv, hostname, environment and log
+        file as its first start; a built-in server on fresh sockets, with its
+        in-memory state (fail-readiness/fail-liveness switches) reset."""
+        running, container, index = self._container(key, name)
+        plan = running.plan
+        if index is not None:
+            # Each start computes the environment afresh, as kubelet does:
+            # a Service created since the last start is in it now.
+            env = self._environment(plan, container)
+            process = processes.start_again(running.procs[index], env)
+            self.journal.process(process.pid)
+            running.procs[index] = process
+            return
+        served = f"{key}/{name}"
+        if served not in running.served:
+            return  # nothing is served for a container without ports
+        tcp, udp = bind_pod_sockets(plan.netns, "0.0.0.0", container.ports)
+        if self.dns is not None and container.builtin == BUILTIN_DNS:
+            self.servers.serve_dns(served, self.dns, tcp, udp)
+            return
+        identity = PodIdentity(
+            pod=plan.name, namespace=plan.namespace, pod_ip=plan.ip, node=plan.node
+        )
+        self.servers.serve(served, identity, tcp, udp, **self._builtin_files(plan, name))
+
+
+def health_dir(lab_name: str, namespace: str, pod: str) -> Path:
+    """A pod's flag directory: a `fail-readiness` or `fail-liveness` file in
+    it fails the built-in test server's /readyz or /healthz."""
+    return run_dir(lab_name) / "health" / namespace / pod
+
+
+def exit_code(returncode: int) -> int:
+    """A Popen return code as a container runtime reports it (a signal N as 128+N)."""
+    return 128 - returncode if returncode < 0 else returncode

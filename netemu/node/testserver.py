@@ -2,6 +2,21 @@
 every declared containerPort, answering like agnhost netexec so tests can
 see which pod answered and which client address it saw (after any NAT).
 
+Health switches, for the kubelet's probes: `GET /healthz` (liveness) and
+`GET /readyz` (readiness) answer 200 "ok" unless told to fail, then 500.
+`GET /fail-readiness` and `GET /fail-liveness` make them fail,
+`GET /pass-readiness` and `GET /pass-liveness` undo that; these switches
+live in the serving container's memory, so a restart of the container
+(`stop_serving` and `serve` again) clears them, as a real process
+restarting would. A flag file `fail-readiness` or `fail-liveness` in the
+pod's flag directory (`flags`, for live labs
+/run/netemu/<lab>/health/<namespace>/<pod>/) fails them too, for as long
+as it exists, restarts or not (a file outlives a process).
+
+Access log: with a `log` file, every HTTP request is appended to it as a
+combined-log-format line (as an nginx or Apache access log), and every UDP
+datagram as a line too: the container's log (`netemu logs`).
+
 Every pod of a lab is served by one asyncio loop in one daemon thread of the
 lab supervisor; the supervisor creates the listening sockets inside each
 pod's namespace (netemu.kernel.sockets) and hands them over here, so no
@@ -20,11 +35,16 @@ import concurrent.futures
 import json
 import socket
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from pathlib import Path
+from typing import IO, Any, Literal, TypeVar, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from netemu.node.dnsserver import DnsFeed, DnsServing, serve_dns
 
 T = TypeVar("T")
 
@@ -34,6 +54,14 @@ CALL_TIMEOUT = 10.0
 # connections are cut. The handlers answer at once, so this only bounds a
 # stuck client; idle keep-alive connections are closed without waiting.
 SHUTDOWN_TIMEOUT = 1.0
+
+
+# Flag files in a pod's flag directory that make the built-in server's
+# health checks fail.
+FAIL_READINESS = "fail-readiness"
+FAIL_LIVENESS = "fail-liveness"
+
+Check = Literal["readiness", "liveness"]
 
 
 @dataclass(frozen=True)
@@ -62,9 +90,83 @@ def host_port(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+@dataclass
+class _Health:
+    """One serving container's health switches (its memory) and its pod's flag files."""
+
+    flags: Path | None = None
+    failing: set[Check] = field(default_factory=set)
+
+    def why_failing(self, check: Check) -> str | None:
+        if check in self.failing:
+            return f"fail-{check} was requested"
+        if self.flags is not None:
+            flag = self.flags / (FAIL_READINESS if check == "readiness" else FAIL_LIVENESS)
+            if flag.exists():
+                return f"flag file {flag} exists"
+        return None
+
+
+class _AccessLog:
+    """Lines appended to a container's log file (None: not logged)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._out: IO[str] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+
+    def write(self, line: str) -> None:
+        if self._out is not None:
+            self._out.write(line + "\n")
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+def _log_time() -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime())
+
+
+def _peer_ip(request: web.Request) -> str:
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if peer else "-"
+
+
+def _access_middleware(log: _AccessLog) -> Middleware:
+    @web.middleware
+    async def access(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        status, size = 500, "-"
+        try:
+            response = await handler(request)
+            status = response.status
+            if isinstance(response, web.Response) and isinstance(response.body, bytes):
+                size = str(len(response.body))
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            version = f"HTTP/{request.version.major}.{request.version.minor}"
+            referer = request.headers.get("Referer", "-")
+            agent = request.headers.get("User-Agent", "-")
+            log.write(
+                f'{_peer_ip(request)} - - [{_log_time()}] "{request.method} {request.path_qs} '
+                f'{version}" {status} {size} "{referer}" "{agent}"'
+            )
+
+    return access
+
+
 class _Handlers:
-    def __init__(self, identity: PodIdentity) -> None:
+    def __init__(self, identity: PodIdentity, health: _Health) -> None:
         self.identity = identity
+        self.health = health
 
     @staticmethod
     def _peer(request: web.Request) -> tuple[str, int]:
@@ -84,19 +186,46 @@ class _Handlers:
     async def clientip(self, request: web.Request) -> web.Response:
         return web.Response(text=host_port(*self._peer(request)))
 
+    def check(self, check: Check) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def answer(request: web.Request) -> web.Response:
+            why = self.health.why_failing(check)
+            if why is None:
+                return web.Response(text="ok")
+            return web.Response(status=500, text=f"{check} failing: {why}\n")
 
-def _app(identity: PodIdentity) -> web.Application:
-    handlers = _Handlers(identity)
-    app = web.Application()
+        return answer
+
+    def switch(self, check: Check, fail: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def answer(request: web.Request) -> web.Response:
+            if fail:
+                self.health.failing.add(check)
+            else:
+                self.health.failing.discard(check)
+            path = "/healthz" if check == "liveness" else "/readyz"
+            state = "fails" if self.health.why_failing(check) else "passes"
+            return web.Response(text=f"{self.identity.pod}: {check} ({path}) now {state}\n")
+
+        return answer
+
+
+def _app(identity: PodIdentity, health: _Health, log: _AccessLog) -> web.Application:
+    handlers = _Handlers(identity, health)
+    app = web.Application(middlewares=[_access_middleware(log)])
     app.router.add_get("/", handlers.root)
     app.router.add_get("/hostname", handlers.hostname)
     app.router.add_get("/clientip", handlers.clientip)
+    app.router.add_get("/healthz", handlers.check("liveness"))
+    app.router.add_get("/readyz", handlers.check("readiness"))
+    for check in ("readiness", "liveness"):
+        app.router.add_get(f"/fail-{check}", handlers.switch(check, fail=True))
+        app.router.add_get(f"/pass-{check}", handlers.switch(check, fail=False))
     return app
 
 
 class _UdpResponder(asyncio.DatagramProtocol):
-    def __init__(self, identity: PodIdentity) -> None:
+    def __init__(self, identity: PodIdentity, log: _AccessLog) -> None:
         self.identity = identity
+        self.log = log
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -107,8 +236,11 @@ class _UdpResponder(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if self.transport is None:
             return
-        answer = reply(self.identity, str(addr[0]), int(addr[1]))
-        self.transport.sendto(json.dumps(answer).encode(), addr)
+        answer = json.dumps(reply(self.identity, str(addr[0]), int(addr[1]))).encode()
+        self.transport.sendto(answer, addr)
+        self.log.write(
+            f'{addr[0]} - - [{_log_time()}] "UDP datagram of {len(data)} bytes" - {len(answer)}'
+        )
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error for an earlier answer (the client went away). Each
@@ -118,8 +250,10 @@ class _UdpResponder(asyncio.DatagramProtocol):
 
 @dataclass
 class _Served:
+    log: _AccessLog = field(default_factory=lambda: _AccessLog(None))
     runner: web.AppRunner | None = None
     udp: list[asyncio.DatagramTransport] = field(default_factory=list)
+    dns: DnsServing | None = None
 
 
 class TestServers:
@@ -184,14 +318,18 @@ class TestServers:
         identity: PodIdentity,
         tcp: list[socket.socket],
         udp: list[socket.socket],
+        *,
+        log: Path | None = None,
+        flags: Path | None = None,
     ) -> None:
         """Serve `identity` on already bound sockets (TCP ones listening);
         returns once every socket is being served. The sockets belong to the
-        servers from this call on, even if it raises."""
+        servers from this call on, even if it raises. Requests are appended
+        to `log`; `flags` is the pod's flag directory (see the module)."""
         if self._loop is None:
             for sock in (*tcp, *udp):
                 sock.close()
-        self._call(self._serve(key, identity, list(tcp), list(udp)))
+        self._call(self._serve(key, identity, list(tcp), list(udp), log, flags))
 
     async def _serve(
         self,
@@ -199,19 +337,27 @@ class TestServers:
         identity: PodIdentity,
         tcp: list[socket.socket],
         udp: list[socket.socket],
+        log: Path | None,
+        flags: Path | None,
     ) -> None:
         if key in self._served:
             for sock in (*tcp, *udp):
                 sock.close()
             raise ValueError(f"{key} is already being served")
-        served = _Served()
+        try:
+            access = _AccessLog(log)
+        except BaseException:
+            for sock in (*tcp, *udp):
+                sock.close()
+            raise
+        served = _Served(log=access)
         # Registered before anything starts so a failure halfway is undone
         # by the same path as a normal stop.
         self._served[key] = served
         try:
             if tcp:
                 runner = web.AppRunner(
-                    _app(identity),
+                    _app(identity, _Health(flags), access),
                     handle_signals=False,
                     access_log=None,
                     shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -223,12 +369,39 @@ class TestServers:
             loop = asyncio.get_running_loop()
             for sock in udp:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpResponder(identity), sock=sock
+                    lambda: _UdpResponder(identity, access), sock=sock
                 )
                 served.udp.append(transport)
         except BaseException:
             await self._stop(key)
             # Sockets not yet taken by a server; closing a closed one is a no-op.
+            for sock in (*tcp, *udp):
+                sock.close()
+            raise
+
+    def serve_dns(
+        self, key: str, feed: DnsFeed, tcp: list[socket.socket], udp: list[socket.socket]
+    ) -> None:
+        """Serve the built-in cluster DNS (netemu.node.dnsserver) from `feed`
+        instead of the test server on these sockets; otherwise as `serve`."""
+        if self._loop is None:
+            for sock in (*tcp, *udp):
+                sock.close()
+        self._call(self._serve_dns(key, feed, list(tcp), list(udp)))
+
+    async def _serve_dns(
+        self, key: str, feed: DnsFeed, tcp: list[socket.socket], udp: list[socket.socket]
+    ) -> None:
+        if key in self._served:
+            for sock in (*tcp, *udp):
+                sock.close()
+            raise ValueError(f"{key} is already being served")
+        served = _Served()
+        self._served[key] = served
+        try:
+            served.dns = await serve_dns(feed, tcp, udp)
+        except BaseException:
+            await self._stop(key)
             for sock in (*tcp, *udp):
                 sock.close()
             raise
@@ -244,6 +417,8 @@ class TestServers:
             return
         for transport in served.udp:
             transport.close()
+        if served.dns is not None:
+            await served.dns.aclose()
         if served.runner is not None:
             # Closes the listening sockets, then every open connection
             # (idle keep-alive ones at once), so a removed pod stops answering
@@ -251,6 +426,7 @@ class TestServers:
             await served.runner.cleanup()
         # A closed datagram transport releases its socket on the next loop turn.
         await asyncio.sleep(0)
+        served.log.close()
 
     def serving(self) -> list[str]:
         return self._call(self._keys())

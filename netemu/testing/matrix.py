@@ -17,6 +17,9 @@ The pairs are picked from the lab's own state (`plan_pairs`, pure):
   the first TCP NodePort of every NodePort/LoadBalancer Service on every
   node, grouped by the Service's externalTrafficPolicy.
 
+Pods and Services in kube-system (a live lab's cluster DNS addon, which
+answers DNS, not HTTP) are left out.
+
 A category without a fitting pair (one node, no Service with Local
 policy, ...) has no rows. The requests run concurrently, so expected
 drops cost one timeout in all, not one each.
@@ -36,6 +39,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+
+# The live cluster DNS addon's namespace (netemu.controlplane.addons).
+SYSTEM_NAMESPACE = "kube-system"
 
 if TYPE_CHECKING:
     from netemu.api.core import Service
@@ -195,6 +201,8 @@ def plan_pairs(state: ClusterState, topology: Topology) -> list[Pair]:
     # Pods a request can be sent to: own namespace, and a TCP port to ask.
     reachable: dict[str, list[tuple[PodSite, int]]] = {n: [] for n in node_order}
     for pod in topology.pods.values():
+        if pod.key.startswith(f"{SYSTEM_NAMESPACE}/"):
+            continue
         port = _tcp_port(state, pod.key)
         if not pod.host_network and port is not None and pod.node in reachable:
             reachable[pod.node].append((pod, port))
@@ -225,7 +233,9 @@ def plan_pairs(state: ClusterState, topology: Topology) -> list[Pair]:
     services = [
         s
         for s in state.services
-        if s.spec.cluster_ip not in (None, "None") and _first_tcp_port(s) is not None
+        if s.spec.cluster_ip not in (None, "None")
+        and _first_tcp_port(s) is not None
+        and s.metadata.namespace != SYSTEM_NAMESPACE
     ]
     # ClusterIP Services first: a NodePort Service's ClusterIP is the same
     # kind of destination, but a plain one is what a reader expects here.

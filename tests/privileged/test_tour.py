@@ -28,6 +28,7 @@ def test_every_step_of_the_tour_runs_and_shows_what_it_says() -> None:
     assert titles[0] == "Bring the lab up" and titles[-1] == "Take it down"
     for concept in (
         "Services and the ClusterIP",
+        "Finding a Service by name: cluster DNS",
         "kube-proxy's chains",
         "Load balancing across endpoints",
         "NodePort and the SNAT it causes",

@@ -1,0 +1,108 @@
+"""The cluster addons a live lab adds to the user's objects, as kubeadm
+installs them: the cluster DNS, a `kube-system/coredns` Deployment behind
+the `kube-system/kube-dns` Service at the Lab's clusterDNS IP (10.96.0.10 by
+default), with the labels, port names and image of kubeadm's manifests
+(cmd/kubeadm/app/phases/addons/dns/manifests.go). Its pod runs the built-in
+DNS server (netemu.node.dnsserver) instead of the test server: the pod
+template carries the annotation `netemu/builtin-server: dns`, which any pod
+may carry to have its containers without a command serve DNS on their ports.
+(The image alone does not decide: labs use the CoreDNS image for test-server
+pods too.)
+
+Left out of kubeadm's manifests: the metrics port 9153 and the liveness and
+readiness probes (the built-in server serves DNS only), the ConfigMap with
+the Corefile (netemu's server is configured as kubeadm's Corefile configures
+CoreDNS), the second replica, tolerations and the priority class.
+
+Pure: objects from a Lab, no store access (the caller skips those that
+exist). Offline commands (`netemu compile`, `get -f`, `trace --offline`) do
+not add them, so the rules goldens and the offline state stay the user's own
+objects; see `live_addons`.
+"""
+
+from __future__ import annotations
+
+from netemu.api.apps import Deployment
+from netemu.api.base import K8sModel
+from netemu.api.config import Lab
+from netemu.api.core import Service
+
+DNS_NAMESPACE = "kube-system"
+DNS_SERVICE = "kube-dns"
+DNS_DEPLOYMENT = "coredns"
+# The CoreDNS image kubeadm 1.30 installs (for the picture: the annotation
+# decides what runs).
+DNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.11.1"
+DNS_LABELS = {"k8s-app": "kube-dns"}
+# The pod annotation that picks the built-in server of containers without a
+# command (netemu.net.plan.ContainerPlan.builtin).
+BUILTIN_SERVER = "netemu/builtin-server"
+BUILTIN_TEST = "test"
+BUILTIN_DNS = "dns"
+
+
+def dns_service(lab: Lab) -> Service:
+    return Service.model_validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": DNS_SERVICE,
+                "namespace": DNS_NAMESPACE,
+                "labels": {
+                    **DNS_LABELS,
+                    "kubernetes.io/cluster-service": "true",
+                    "kubernetes.io/name": "CoreDNS",
+                },
+            },
+            "spec": {
+                "clusterIP": lab.spec.cluster_dns,
+                "selector": dict(DNS_LABELS),
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                ],
+            },
+        }
+    )
+
+
+def dns_deployment() -> Deployment:
+    return Deployment.model_validate(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": DNS_DEPLOYMENT, "namespace": DNS_NAMESPACE, "labels": DNS_LABELS},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": dict(DNS_LABELS)},
+                "template": {
+                    "metadata": {
+                        "labels": dict(DNS_LABELS),
+                        "annotations": {BUILTIN_SERVER: BUILTIN_DNS},
+                    },
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "coredns",
+                                "image": DNS_IMAGE,
+                                # CoreDNS's own flags; the built-in server ignores them.
+                                "args": ["-conf", "/etc/coredns/Corefile"],
+                                "ports": [
+                                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                    {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                                ],
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+    )
+
+
+def live_addons(lab: Lab) -> list[K8sModel]:
+    """The addons of a live lab: the cluster DNS unless spec.dns.enabled is false."""
+    if not lab.spec.dns.enabled:
+        return []
+    return [dns_service(lab), dns_deployment()]
