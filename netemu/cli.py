@@ -6,7 +6,7 @@ import datetime
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,20 +171,51 @@ _RESOURCES = {
 )
 @click.option("--lab", "lab_name_", help="Live lab to read (default: the only lab that is up).")
 @click.option("-o", "--output", type=click.Choice(["wide", "json", "yaml"]), help="Output format.")
-def get(resource: str, paths: tuple[str, ...], lab_name_: str | None, output: str | None) -> None:
+@click.option("-n", "--namespace", help="Only objects in this namespace.")
+@click.option(
+    "-A", "--all-namespaces", is_flag=True, help="Objects in every namespace (the default)."
+)
+def get(
+    resource: str,
+    paths: tuple[str, ...],
+    lab_name_: str | None,
+    output: str | None,
+    namespace: str | None,
+    all_namespaces: bool,
+) -> None:
     """Show pods, services, endpointslices or nodes (as kubectl would), computed
-    from manifests (-f) or read from a live lab."""
+    from manifests (-f) or read from a live lab. Unlike kubectl, every
+    namespace is listed unless -n names one: a lab is small, and its
+    kube-system objects (the DNS addon) are part of what it shows."""
 
     def action() -> None:
+        if namespace is not None and all_namespaces:
+            raise UsageError("-n and -A cannot be used together")
         if paths:
             state = load_cluster(paths)
         else:
             from netemu.cli_live import live_state
 
             state = live_state(lab_name_)
+        if namespace is not None:
+            state = in_namespace(state, namespace)
         print_resources(_RESOURCES[resource], state, output)
 
     _run(action)
+
+
+def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
+    """The namespaced objects of `namespace` only (Nodes are not namespaced)."""
+
+    def keep(items: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(o for o in items if (o.metadata.namespace or "default") == namespace)
+
+    return replace(
+        state,
+        pods=keep(state.pods),
+        services=keep(state.services),
+        endpoint_slices=keep(state.endpoint_slices),
+    )
 
 
 def print_resources(kind: str, state: ClusterState, output: str | None) -> None:

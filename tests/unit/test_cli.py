@@ -236,3 +236,18 @@ def test_trace_bad_input_exits_2() -> None:
         "trace", "-f", DEFAULT, "--src", "10.1.1.1", "--dst", "172.30.0.41", "--dport", "80"
     )
     assert code == 2 and "add --offline" in err
+
+
+def test_get_namespace_filters_and_all_namespaces_is_the_default() -> None:
+    lab = str(Path(__file__).parents[2] / "controlplane" / "no-selector")
+    code, out, _ = run("get", "services", "-f", lab, "-n", "monitoring")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert rows and {row[0] for row in rows} == {"monitoring"}
+    code, everything, _ = run("get", "services", "-f", lab)
+    code_a, with_a, _ = run("get", "services", "-f", lab, "-A")
+    assert code == code_a == 0 and everything == with_a
+    code, other, _ = run("get", "services", "-f", lab, "-n", "default")
+    assert code == 0 and other.strip() == "No resources found."
+    code, _, err = run("get", "services", "-f", lab, "-n", "monitoring", "-A")
+    assert code == 2 and "-n and -A cannot be used together" in err
