@@ -5,19 +5,13 @@ labels and ownership, user-supplied slices, and updates in a running lab."""
 from __future__ import annotations
 
 import ipaddress
-import textwrap
+
+from manifests import build, objects, running
 
 from netemu.api.apps import Deployment
-from netemu.api.base import K8sModel
 from netemu.api.core import Endpoint, EndpointSlice, Pod, PodCondition, Service
-from netemu.api.load import load_text
 from netemu.controlplane import (
     ClusterState,
-    ControlPlane,
-    LocalClient,
-    Store,
-    apply_objects,
-    build_cluster_state,
 )
 from netemu.controlplane.client import Client
 from netemu.controlplane.names import ALPHANUMS
@@ -34,24 +28,6 @@ spec:
 
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 SERVICE_NAME = "kubernetes.io/service-name"
-
-
-def objects(text: str) -> list[K8sModel]:
-    loaded, problems = load_text(textwrap.dedent(text), "test.yaml")
-    assert not problems, problems
-    return [item.obj for item in loaded]
-
-
-def build(text: str) -> ClusterState:
-    return build_cluster_state(objects(text))
-
-
-def running(text: str) -> tuple[Client, ControlPlane]:
-    client = LocalClient(Store())
-    plane = ControlPlane(client)
-    apply_objects(client, objects(text))
-    plane.run_to_fixed_point()
-    return client, plane
 
 
 def service(name: str = "web", spec: str = "selector: {app: web}, ports: [{port: 80}]") -> str:

@@ -3,21 +3,15 @@ and pod addressing (host-local IPAM from .2, hostNetwork, status)."""
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter
 
-from netemu.api.base import K8sModel
+from manifests import build, objects, running
+
 from netemu.api.core import Pod
-from netemu.api.load import load_text
 from netemu.controlplane import (
     ClusterState,
-    ControlPlane,
-    LocalClient,
-    Store,
     apply_objects,
-    build_cluster_state,
 )
-from netemu.controlplane.client import Client
 
 LAB = """
 apiVersion: netemu/v1alpha1
@@ -28,24 +22,6 @@ spec:
   - {name: node-1, underlayIP: 192.168.56.11, labels: {disk: ssd}}
   - {name: node-2, underlayIP: 192.168.56.12}
 """
-
-
-def objects(text: str) -> list[K8sModel]:
-    loaded, problems = load_text(textwrap.dedent(text), "test.yaml")
-    assert not problems, problems
-    return [item.obj for item in loaded]
-
-
-def build(text: str) -> ClusterState:
-    return build_cluster_state(objects(text))
-
-
-def running(text: str) -> tuple[Client, ControlPlane]:
-    client = LocalClient(Store())
-    plane = ControlPlane(client)
-    apply_objects(client, objects(text))
-    plane.run_to_fixed_point()
-    return client, plane
 
 
 def deployment(name: str, replicas: int, pod_spec: str = "") -> str:

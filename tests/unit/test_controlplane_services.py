@@ -4,22 +4,11 @@ healthCheckNodePort allocation."""
 from __future__ import annotations
 
 import ipaddress
-import textwrap
 
-from netemu.api.base import K8sModel
+from manifests import build
+
 from netemu.api.core import Service
-from netemu.api.load import load_text
-from netemu.controlplane import ClusterState, build_cluster_state
-
-
-def objects(text: str) -> list[K8sModel]:
-    loaded, problems = load_text(textwrap.dedent(text), "test.yaml")
-    assert not problems, problems
-    return [item.obj for item in loaded]
-
-
-def build(text: str) -> ClusterState:
-    return build_cluster_state(objects(text))
+from netemu.controlplane import ClusterState
 
 
 def service(state: ClusterState, name: str, namespace: str = "default") -> Service:

@@ -4,16 +4,16 @@ fixed-point runner, and determinism (same input, byte-identical output)."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from manifests import objects
 
 from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import Pod, Service
-from netemu.api.load import load_paths, load_text
+from netemu.api.load import load_paths
 from netemu.controlplane import (
     ClusterState,
     ControlPlane,
@@ -31,12 +31,6 @@ DEMO = Path(__file__).parent / "data" / "controlplane" / "demo"
 
 def demo_objects() -> list[K8sModel]:
     return [item.obj for item in load_paths([DEMO])]
-
-
-def objects(text: str) -> list[K8sModel]:
-    loaded, problems = load_text(textwrap.dedent(text), "test.yaml")
-    assert not problems, problems
-    return [item.obj for item in loaded]
 
 
 def as_json(state: ClusterState) -> str:

@@ -4,20 +4,10 @@ and as a running lab that changes (scale, template change, delete)."""
 
 from __future__ import annotations
 
-import textwrap
+from manifests import build, objects, running
 
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
-from netemu.api.base import K8sModel
 from netemu.api.core import Pod, PodCondition
-from netemu.api.load import load_text
-from netemu.controlplane import (
-    ClusterState,
-    ControlPlane,
-    LocalClient,
-    Store,
-    apply_objects,
-    build_cluster_state,
-)
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import controller_ref
 from netemu.controlplane.names import ALPHANUMS
@@ -46,25 +36,6 @@ spec:
     spec:
       containers: [{name: nginx, image: nginx:1.27}]
 """
-
-
-def objects(text: str) -> list[K8sModel]:
-    loaded, problems = load_text(textwrap.dedent(text), "test.yaml")
-    assert not problems, problems
-    return [item.obj for item in loaded]
-
-
-def build(text: str) -> ClusterState:
-    return build_cluster_state(objects(text))
-
-
-def running(text: str) -> tuple[Client, ControlPlane]:
-    """A live lab: a store, its controllers, the objects applied, settled."""
-    client = LocalClient(Store())
-    plane = ControlPlane(client)
-    apply_objects(client, objects(text))
-    plane.run_to_fixed_point()
-    return client, plane
 
 
 def is_safe_suffix(text: str, length: int) -> bool:

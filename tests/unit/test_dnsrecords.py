@@ -8,14 +8,12 @@ CoreDNS's."""
 from __future__ import annotations
 
 import ipaddress
-import textwrap
 from pathlib import Path
 
 import pytest
+from manifests import build
 
-from netemu.api.base import K8sModel
-from netemu.api.load import load_text
-from netemu.controlplane import ClusterState, build_cluster_state
+from netemu.controlplane import ClusterState
 from netemu.node.dnsrecords import TTL, Answer, ClusterDns, endpoint_hostname
 from netemu.pipeline import load_cluster
 
@@ -84,13 +82,6 @@ spec:
     - {name: dns, port: 53, protocol: TCP}
     - {port: 9153}
 """
-
-
-def build(text: str) -> ClusterState:
-    loaded, problems = load_text(textwrap.dedent(text), "test.yaml")
-    assert not problems, problems
-    objects: list[K8sModel] = [item.obj for item in loaded]
-    return build_cluster_state(objects)
 
 
 @pytest.fixture(scope="module")
