@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -17,6 +17,9 @@ from netemu.pipeline import load_cluster, proxy_input
 from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 from netemu.testing.requirements import privileged_skip_reason
+
+if TYPE_CHECKING:
+    from netemu.node.testserver import TestServers
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -71,3 +74,18 @@ def namespace() -> Iterator[str]:
         yield name
     finally:
         netns.remove(name)
+
+
+@pytest.fixture
+def servers() -> Iterator[TestServers]:
+    """(Unit tests) the built-in servers' event loop, running for the test,
+    serving loopback sockets the test binds: no namespace, no root."""
+    # Imported here: aiohttp need not load for every test session.
+    from netemu.node.testserver import TestServers
+
+    servers = TestServers()
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 import struct
 import textwrap
-from collections.abc import Iterator
 
 import dns.edns
 import dns.flags
@@ -217,16 +216,6 @@ def test_the_annotation_not_the_image_picks_the_dns_server() -> None:
 
 
 # -- serving on sockets ---------------------------------------------------------
-
-
-@pytest.fixture
-def servers() -> Iterator[TestServers]:
-    servers = TestServers()
-    servers.start()
-    try:
-        yield servers
-    finally:
-        servers.close()
 
 
 def _bound() -> tuple[socket.socket, socket.socket, int]:

@@ -9,7 +9,6 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,16 +17,6 @@ from netemu.node.testserver import PodIdentity, TestServers
 WEB = PodIdentity(pod="web-abc", namespace="default", pod_ip="10.244.1.5", node="node-1")
 DB = PodIdentity(pod="db-xyz", namespace="data", pod_ip="10.244.2.7", node="node-2")
 TIMEOUT = 5.0
-
-
-@pytest.fixture
-def servers() -> Iterator[TestServers]:
-    servers = TestServers()
-    servers.start()
-    try:
-        yield servers
-    finally:
-        servers.close()
 
 
 def tcp_listener() -> socket.socket:

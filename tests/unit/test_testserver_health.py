@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,6 @@ from netemu.node.testserver import FAIL_LIVENESS, FAIL_READINESS, PodIdentity, T
 
 WEB = PodIdentity(pod="web-abc", namespace="default", pod_ip="10.244.1.5", node="node-1")
 KEY = "default/web-abc/web"
-
-
-@pytest.fixture
-def servers() -> Iterator[TestServers]:
-    servers = TestServers()
-    servers.start()
-    try:
-        yield servers
-    finally:
-        servers.close()
 
 
 def serve(servers: TestServers, log: Path | None = None, flags: Path | None = None) -> int:
