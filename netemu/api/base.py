@@ -101,8 +101,3 @@ class LabelSelector(K8sModel):
             if req.operator == "DoesNotExist" and present:
                 return False
         return True
-
-
-def selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    """A Service-style equality selector; an empty one selects nothing (as for Services)."""
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())

@@ -193,11 +193,7 @@ class _Compiler:
 
         if cfg.localhost_node_ports:
             flt.declare(n.KUBE_FIREWALL)
-            flt.append(
-                n.KUBE_FIREWALL,
-                f"{_comment('block incoming localnet connections')} -d 127.0.0.0/8 "
-                "! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
-            )
+            flt.append(n.KUBE_FIREWALL, LOCALNET_RULE)
 
         for sp in self.data.service_ports:
             self.service_port(sp)

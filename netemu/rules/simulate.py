@@ -23,7 +23,7 @@ import netaddr
 
 from netemu.rules import names as n
 from netemu.rules.model import RuleSet
-from netemu.rules.spec import Match, RuleSpec, mark_target, parse_args
+from netemu.rules.spec import Match, RuleSpec, mark_pair, mark_target, parse_args
 
 LOOPBACK = netaddr.IPNetwork("127.0.0.0/8")
 
@@ -340,9 +340,8 @@ class Simulator:
             mark = m.get("mark")
             if mark is None:
                 return 1.0
-            value, _, mask = mark.values[0].partition("/")
-            mask_i = int(mask, 0) if mask else 0xFFFFFFFF
-            ok = (st.mark & mask_i) == int(value, 0)
+            value, mask = mark_pair(mark.values[0])
+            ok = (st.mark & mask) == value
             return 1.0 if ok != mark.negated else 0.0
         if m.module == "statistic":
             mode = m.get("mode")

@@ -155,7 +155,8 @@ def _int(text: str) -> int:
     return int(text, 0)
 
 
-def _mark_pair(text: str) -> tuple[int, int]:
+def mark_pair(text: str) -> tuple[int, int]:
+    """`value[/mask]` as iptables writes marks; no mask is all 32 bits."""
     value, _, mask = text.partition("/")
     return _int(value), _int(mask) if mask else 0xFFFFFFFF
 
@@ -179,7 +180,7 @@ def canonical(args: str) -> Canonical:
         for o in m.options:
             values: tuple[object, ...] = o.values
             if m.module == "mark" and o.name == "mark":
-                values = _mark_pair(o.values[0])
+                values = mark_pair(o.values[0])
             elif m.module == "statistic" and o.name == "probability":
                 # The kernel keeps lround(2^31 * p); iptables-save prints it back with 11 decimals.
                 values = (round(float(o.values[0]) * 0x80000000),)
@@ -212,11 +213,8 @@ def mark_target(spec: RuleSpec) -> tuple[int, int]:
     """MARK's options as the kernel stores them: (value, mask) of --set-xmark."""
     for opt in spec.target_options:
         v = opt.values[0] if opt.values else "0"
-        if opt.name == "set-xmark":
-            return _mark_pair(v)
-        if opt.name == "set-mark":
-            value, mask = _mark_pair(v)
-            return value, mask
+        if opt.name in ("set-xmark", "set-mark"):
+            return mark_pair(v)
         if opt.name == "or-mark":
             return _int(v), _int(v)
         if opt.name == "xor-mark":
