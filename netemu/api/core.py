@@ -14,6 +14,9 @@ Protocol = Literal["TCP", "UDP", "SCTP"]
 
 # ---------------------------------------------------------------- Pod
 
+# The label tying an EndpointSlice to its Service (discovery.k8s.io/v1).
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
 
 class ContainerPort(K8sModel):
     container_port: int

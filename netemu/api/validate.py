@@ -24,6 +24,7 @@ from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.config import DEFAULT_NODE_POD_PREFIX, KubeProxyConfiguration, Lab
 from netemu.api.core import (
+    SERVICE_NAME_LABEL,
     Container,
     EndpointSlice,
     Namespace,
@@ -98,7 +99,6 @@ MAX_SLICE_ENDPOINTS = 1000
 MAX_ENDPOINT_ADDRESSES = 100
 MAX_SLICE_PORTS = 100
 MAX_AFFINITY_TIMEOUT = 86400  # core.MaxClientIPServiceAffinitySeconds: one day
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 _PORT_RANGE_MSG = "must be between 1 and 65535, inclusive"
 _IP_MSG = "must be a valid IP address (e.g. 10.9.8.7 or 2001:db8::ffff)"

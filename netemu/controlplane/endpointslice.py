@@ -41,6 +41,7 @@ from typing import Literal
 
 from netemu.api.base import ObjectMeta
 from netemu.api.core import (
+    SERVICE_NAME_LABEL,
     Endpoint,
     EndpointConditions,
     EndpointPort,
@@ -62,7 +63,6 @@ from netemu.controlplane.common import (
     write,
 )
 
-LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 LABEL_HEADLESS = "service.kubernetes.io/headless"
 LABEL_ZONE = "topology.kubernetes.io/zone"
@@ -101,7 +101,7 @@ class EndpointSliceController:
         for eps in self.client.list(
             EndpointSlice, labels={LABEL_MANAGED_BY: CONTROLLER_NAME}
         ).items:
-            service_name = eps.metadata.labels.get(LABEL_SERVICE_NAME, "")
+            service_name = eps.metadata.labels.get(SERVICE_NAME_LABEL, "")
             managed.setdefault((eps.metadata.namespace, service_name), []).append(eps)
 
         changed = False
@@ -191,11 +191,11 @@ class EndpointSliceController:
         labels = {
             k: v
             for k, v in svc.metadata.labels.items()
-            if k not in (LABEL_SERVICE_NAME, LABEL_MANAGED_BY, LABEL_HEADLESS)
+            if k not in (SERVICE_NAME_LABEL, LABEL_MANAGED_BY, LABEL_HEADLESS)
         }
         if svc.spec.cluster_ip in (None, "", "None"):
             labels[LABEL_HEADLESS] = ""
-        labels[LABEL_SERVICE_NAME] = svc.metadata.name or ""
+        labels[SERVICE_NAME_LABEL] = svc.metadata.name or ""
         labels[LABEL_MANAGED_BY] = CONTROLLER_NAME
         endpoints = sorted(slot.endpoints.values(), key=_endpoint_sort_key)
         ports = [_port_from_key(k) for k in ports_key]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
-from netemu.api.core import Service
+from netemu.api.core import SERVICE_NAME_LABEL, Service
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
 from netemu.net.plan import (
@@ -56,7 +56,6 @@ LEG_COLORS = {REQUEST: REQUEST_COLOR, REPLY: REPLY_COLOR}
 # Pale fills of the leg colours: a highlighted interface still reads as a box.
 LEG_FILLS = {REQUEST: "#fde3e3", REPLY: "#dcebf7"}
 HIGHLIGHT_WIDTH = "2.5"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 _FONT = "Helvetica"
 _EDGE = "#666666"

@@ -54,7 +54,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from netemu.api.core import EndpointSlice, Service
+from netemu.api.core import SERVICE_NAME_LABEL, EndpointSlice, Service
 from netemu.controlplane.state import ClusterState
 
 # CoreDNS's kubernetes plugin answers with TTL 5 unless configured (its `ttl`
@@ -70,7 +70,6 @@ SOA_TIMERS = "7200 1800 86400"
 # How many CNAMEs an answer follows inside the cluster domain.
 MAX_CNAME_CHAIN = 8
 
-LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 
 Rcode = Literal["NOERROR", "NXDOMAIN", "REFUSED"]
 
@@ -220,7 +219,7 @@ def dns_services(
     for eps in slices:
         if eps.address_type == "FQDN":
             continue  # CoreDNS reads IPv4 and IPv6 slices only
-        service = eps.metadata.labels.get(LABEL_SERVICE_NAME)
+        service = eps.metadata.labels.get(SERVICE_NAME_LABEL)
         if not service:
             continue
         namespace = eps.metadata.namespace or "default"

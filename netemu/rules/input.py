@@ -18,9 +18,7 @@ from netemu.api.config import (
     KubeProxyConfiguration,
     Lab,
 )
-from netemu.api.core import EndpointSlice, Node, Service
-
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+from netemu.api.core import SERVICE_NAME_LABEL, EndpointSlice, Node, Service
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,11 +157,13 @@ def _tcp_port(state: ClusterState, pod_key: str) -> int | None:
 
 def _endpoint_nodes(state: ClusterState, topology: Topology, svc: Service) -> list[str]:
     """The node of each ready endpoint of `svc`."""
+    from netemu.api.core import SERVICE_NAME_LABEL
+
     nodes = []
     namespace = svc.metadata.namespace or "default"
     for eps in state.endpoint_slices:
         if (eps.metadata.namespace or "default") != namespace or eps.metadata.labels.get(
-            "kubernetes.io/service-name"
+            SERVICE_NAME_LABEL
         ) != svc.metadata.name:
             continue
         for endpoint in eps.endpoints:

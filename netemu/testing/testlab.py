@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netemu.api.base import K8sModel
+from netemu.api.core import SERVICE_NAME_LABEL
 from netemu.controlplane.objects import KIND_ALIASES, SCALABLE
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
@@ -323,7 +324,7 @@ class NetemuLab:
         for eps in state.endpoint_slices:
             meta = eps.metadata
             if (meta.namespace or "default") != namespace or meta.labels.get(
-                "kubernetes.io/service-name"
+                SERVICE_NAME_LABEL
             ) != service:
                 continue
             for endpoint in eps.endpoints:
