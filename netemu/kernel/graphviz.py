@@ -8,10 +8,11 @@ Must not touch: anything else on the disk, or any network namespace
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
+
+from netemu.kernel.owner import give_to_sudo_user
 
 FORMATS = ("svg", "png", "dot")
 DOT_MISSING = "Graphviz's dot is not installed (./setup.sh installs it)"
@@ -69,13 +70,5 @@ def write(source: str, path: Path, fmt: str) -> Path:
         path.write_bytes(data)
     except OSError as exc:
         raise GraphvizError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    _sudo_owner(path)
+    give_to_sudo_user([path])
     return path
-
-
-def _sudo_owner(path: Path) -> None:
-    """Under sudo, hand the file to the user who asked for it (a live lab
-    needs root, the picture does not)."""
-    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if uid and gid and os.geteuid() == 0:
-        os.chown(path, int(uid), int(gid))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ from netemu.kernel.capture import Capture, write_pcap
 from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
 from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monitor
 from netemu.kernel.nflog import NflogMonitor
+from netemu.kernel.owner import give_to_sudo_user
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.rules.model import parse_restore
 from netemu.rules.simulate import Packet, Simulation, simulate
@@ -108,7 +108,7 @@ def trace(lab: LiveLab, frm: str, to: str, options: TraceOptions | None = None) 
     if options.pcap and report.pcaps is not None:
         directory = Path(report.pcaps["directory"])
         (directory / REPORT).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        sudo_owner(directory)
+        give_to_sudo_user([directory, *directory.iterdir()])
     return report
 
 
@@ -274,16 +274,3 @@ def write_captures(report: TraceReport, directory: Path) -> TraceReport:
         "points": [str(directory / n) for n in names.values()],
     }
     return report
-
-
-def sudo_owner(directory: Path) -> None:
-    """Under sudo, hand the capture files to the user who asked for them,
-    so Wireshark opens them without root."""
-    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if not uid or not gid:
-        return
-    for path in [directory, *directory.iterdir()]:
-        try:
-            os.chown(path, int(uid), int(gid))
-        except PermissionError:
-            return  # a file system that maps owners itself (NFS root squash)
