@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-EVENT_KINDS = ("NEW", "UPDATE", "DESTROY")
 # Protocols whose tuples have an ICMP id instead of ports.
 _ICMP_PROTOS = ("icmp", "icmpv6")
 _TUPLE_KEYS = ("src", "dst", "sport", "dport", "type", "code", "id")

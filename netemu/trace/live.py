@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.kernel import probe
-from netemu.kernel.capture import Capture, write_pcap
+from netemu.kernel.capture import Capture, Frame, write_pcap
 from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
 from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monitor
 from netemu.kernel.nflog import NflogMonitor
@@ -102,11 +102,11 @@ def trace(lab: LiveLab, frm: str, to: str, options: TraceOptions | None = None) 
         "endpoints": prediction.endpoints,
         "masquerade": prediction.masquerade,
     }
+    directory = options.captures / topology.lab / trace_id
     if options.pcap:
-        report = write_captures(report, options.captures / topology.lab / trace_id)
+        write_captures(report, directory)
     report.elapsed = time.monotonic() - started
-    if options.pcap and report.pcaps is not None:
-        directory = Path(report.pcaps["directory"])
+    if options.pcap:
         (directory / REPORT).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         give_to_sudo_user([directory, *directory.iterdir()])
     return report
@@ -197,18 +197,18 @@ def _run(
 
         outputs = _parallel([m.stop for m in monitors])
         frames = capture.drain()
-    texts = dict(zip([*conntrack, *(f"trace:{n}" for n in tracers)], outputs, strict=True))
+    # `monitors` lists the conntrack monitors first, then the rule tracers.
+    events = dict(zip(conntrack, outputs[: len(conntrack)], strict=True))
+    traced = dict(zip(tracers, outputs[len(conntrack) :], strict=True))
     traces = {
-        n: parse_legacy_trace(texts[f"trace:{n}"], saves[n], nflogs[n].interfaces)
-        if legacy
-        else parse_trace(texts[f"trace:{n}"])
-        for n in tracers
+        n: parse_legacy_trace(text, saves[n], nflogs[n].interfaces) if legacy else parse_trace(text)
+        for n, text in traced.items()
     }
     evidence = Evidence(
         sport=sport,
         frames=frames,
         traces=traces,
-        conntrack={n: parse_events(texts[n]) for n in conntrack},
+        conntrack={n: parse_events(text) for n, text in events.items()},
         rules_source=TRACE_SOURCE,
     )
     return evidence, answer
@@ -254,23 +254,24 @@ def send(flow: Flow, sport: int, timeout: float) -> Answer:
     )
 
 
-def write_captures(report: TraceReport, directory: Path) -> TraceReport:
+def write_captures(report: TraceReport, directory: Path) -> None:
     """One pcap per capture point, merged.pcap with every frame of the flow
-    in time order, each hop naming its file."""
+    in time order; each hop of the report names its file."""
     frames = report.frames
     names = pcap_names(frames)
+    by_point: dict[tuple[str, str], list[Frame]] = {point: [] for point in names}
+    for frame in frames:
+        by_point[(frame.netns, frame.interface)].append(frame)
     directory.mkdir(parents=True, exist_ok=True)
     for point, name in names.items():
-        write_pcap(directory / name, [f for f in frames if (f.netns, f.interface) == point])
+        write_pcap(directory / name, by_point[point])
     write_pcap(directory / MERGED, frames)
-    hops = [
-        replace(h, pcap=names.get((h.netns, h.interface or ""))) if h.interface else h
+    report.hops = [
+        replace(h, pcap=names.get((h.netns, h.interface))) if h.interface else h
         for h in report.hops
     ]
-    report = replace(report, hops=hops)
     report.pcaps = {
         "directory": str(directory),
         "merged": str(directory / MERGED),
         "points": [str(directory / n) for n in names.values()],
     }
-    return report

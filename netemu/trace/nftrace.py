@@ -57,8 +57,6 @@ _NUMERIC_VERDICTS: dict[int, str] = {
 
 # TCP flag words in the order xtables-monitor prints them.
 TCP_FLAG_WORDS = ("SYN", "ACK", "FIN", "RST", "PSH", "URG")
-# IP header flag words (CE is the reserved "evil" bit).
-IP_FLAG_WORDS = ("CE", "DF", "MF")
 # iptables-nft names its base chains after their hooks.
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 

@@ -269,11 +269,8 @@ def _packet_key(p: IpPacket) -> Key:
 @dataclass
 class _Membership:
     forward: set[Key]
+    backward: set[Key]  # the forward tuples reversed: the replies
     entries: dict[str, list[ConntrackEvent]]  # node -> this flow's conntrack events
-
-    @property
-    def backward(self) -> set[Key]:
-        return {_reverse(k) for k in self.forward}
 
     def leg(self, p: IpPacket) -> str | None:
         key = _packet_key(p)
@@ -310,7 +307,7 @@ def _membership(sent: Key, conntrack: Mapping[str, Sequence[ConntrackEvent]]) ->
                         if k not in forward:
                             forward.add(k)
                             changed = True
-    return _Membership(forward, entries)
+    return _Membership(forward, {_reverse(k) for k in forward}, entries)
 
 
 # -- building the report ---------------------------------------------------------
@@ -341,10 +338,9 @@ def build_report(
     topology: Topology,
     evidence: Evidence,
     answer: Answer,
-    pcap_names: Mapping[tuple[str, str], str] | None = None,
 ) -> TraceReport:
-    """`pcap_names`: the file each capture point's frames go to (see
-    `pcap_names`), so each hop can name the file that shows it."""
+    """The report of one traced flow; each hop's pcap is named later, when
+    the capture files are written (netemu.trace.live.write_captures)."""
     sent = _key(flow.proto, flow.source.ip, flow.dst, evidence.sport, flow.dport)
     member = _membership(sent, evidence.conntrack)
 
@@ -364,7 +360,7 @@ def build_report(
     request = _leg_observations(followed, REQUEST, flow.source.netns)
     reply = _leg_observations(followed, REPLY, None)
     rules_by_node = _node_rules(evidence, member, request)
-    builder = _HopBuilder(flow, topology, evidence, rules_by_node, pcap_names or {})
+    builder = _HopBuilder(flow, topology, rules_by_node)
 
     # A packet that reached the namespace owning its destination was still
     # not delivered if a rule there dropped it (a DROP in INPUT): without
@@ -599,15 +595,11 @@ class _HopBuilder:
         self,
         flow: Flow,
         topology: Topology,
-        evidence: Evidence,
         rules: Mapping[str, list[RuleRef]],
-        pcap_names: Mapping[tuple[str, str], str],
     ) -> None:
         self.flow = flow
         self.topology = topology
-        self.evidence = evidence
         self.rules = rules
-        self.pcap_names = pcap_names
 
     def leg(
         self,
@@ -644,7 +636,6 @@ class _HopBuilder:
                     packet=packet,
                     tunnel=_tunnel(obs.decoded),
                     timestamp=frame.timestamp,
-                    pcap=self.pcap_names.get((frame.netns, frame.interface)),
                 )
             )
             previous = obs
