@@ -52,6 +52,7 @@ from netemu.controlplane import (
 from netemu.controlplane.addons import live_addons
 from netemu.controlplane.errors import NotFound
 from netemu.controlplane.objects import key_of
+from netemu.controlplane.state import ClusterState
 from netemu.kernel import nfacct
 from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
@@ -184,18 +185,22 @@ class Supervisor:
         only after every node's rules have stopped sending them traffic."""
         with self.lock:
             self.plane.run_to_fixed_point()
-            for kubelet in self.kubelets:
-                kubelet.start_new()
+            # Under the lock nothing writes to the store from here on: one
+            # read of each kubelet's pods and one snapshot serve the pass.
+            desired = [kubelet.desired() for kubelet in self.kubelets]
+            for kubelet, plans in zip(self.kubelets, desired, strict=True):
+                kubelet.start_new(plans)
                 if progress:
                     self.progress.done += 1
             for proxy in self.proxies:
                 proxy.reconcile()
                 if progress:
                     self.progress.done += 1
-            self._refresh_dns()
-            for kubelet in self.kubelets:
-                kubelet.stop_gone()
-            self._reconcile_client_routes()
+            state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+            self._refresh_dns(state)
+            for kubelet, plans in zip(self.kubelets, desired, strict=True):
+                kubelet.stop_gone(plans)
+            self._reconcile_client_routes(state)
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
@@ -224,18 +229,16 @@ class Supervisor:
             apply_objects(self.client, addons)
             self.plane.run_to_fixed_point()
 
-    def _refresh_dns(self) -> None:
+    def _refresh_dns(self, state: ClusterState) -> None:
         """New records for the DNS server, built here (not on the servers'
         loop) and swapped in whole. After the rules, before gone pods stop:
         as kube-proxy's, DNS answers follow a change before a removed pod
         stops answering."""
-        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         self.dns.update(ClusterDns.from_state(state))
 
-    def _reconcile_client_routes(self) -> None:
+    def _reconcile_client_routes(self, state: ClusterState) -> None:
         if self.plan is None or not self.plan.nodes:
             return
-        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         wanted = client_routes(state, self.plan.nodes[0].underlay_ip)
         for client in self.plan.clients:
             current = self.client_routes.get(client.netns, ())

@@ -89,21 +89,15 @@ class Kubelet:
             plans[plan.key] = plan
         return plans
 
-    def reconcile(self) -> bool:
-        stopped = self.stop_gone()
-        return self.start_new() or stopped
-
-    def start_new(self) -> bool:
-        """Start the pods bound here that are not running; True if any."""
-        desired = self.desired()
+    def start_new(self, desired: dict[str, PodPlan]) -> bool:
+        """Start the pods bound here (`desired`) that are not running; True if any."""
         new = [key for key in sorted(desired) if key not in self.running]
         for key in new:
             self.running[key] = self._start(desired[key])
         return bool(new)
 
-    def stop_gone(self) -> bool:
-        """Stop the running pods that are gone (or changed); True if any."""
-        desired = self.desired()
+    def stop_gone(self, desired: dict[str, PodPlan]) -> bool:
+        """Stop the running pods that are gone from `desired` (or changed); True if any."""
         gone = [
             key
             for key in sorted(self.running)
@@ -112,10 +106,6 @@ class Kubelet:
         for key in gone:
             self._stop(self.running.pop(key))
         return bool(gone)
-
-    def shutdown(self) -> None:
-        for key in sorted(self.running):
-            self._stop(self.running.pop(key))
 
     def _start(self, plan: PodPlan) -> RunningPod:
         running = RunningPod(plan)

@@ -36,29 +36,26 @@ class ProxyAgent:
     # The node's namespace was just created, so nothing but kube-proxy's own
     # rules will ever have been in it before the first sync.
     fresh_node: bool = False
-    synced: bool = field(default=False, init=False)
-    last_input: ProxyInput | None = field(default=None, init=False)
-    syncs: int = field(default=0, init=False)
+    last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
 
     def reconcile(self) -> bool:
         """One sync if anything kube-proxy watches changed; True if it wrote rules."""
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         data = proxy_input(state, self.node)
-        if self.synced and data == self.last_input:
+        synced = self.last_input is not None
+        if synced and data == self.last_input:
             return False
-        if not self.synced:
+        if not synced:
             rules = compile_node(data)
         else:
             rules = compile_resync(data, parse_restore(self.iptables.save()))
         # A first restore into a fresh namespace may flush the (empty) tables:
         # the same end state, and iptables-nft-restore --noflush is ~50x
         # slower on large rule sets (benchmarks/RESULTS.md, restore).
-        noflush = self.synced or not self.fresh_node
+        noflush = synced or not self.fresh_node
         self.iptables.restore(rules.render(), noflush=noflush)
         if self.conntrack is not None and any(sp.protocol == "udp" for sp in data.service_ports):
             for flow in stale_udp_filters(data, self.conntrack.list_udp()):
                 self.conntrack.delete(flow)
-        self.synced = True
         self.last_input = data
-        self.syncs += 1
         return True

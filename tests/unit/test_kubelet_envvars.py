@@ -386,10 +386,10 @@ def test_kubelet_starts_a_container_with_the_services_that_exist_then(
     )
     client.create(pod("first", ["sleep", "1"], enableServiceLinks=True))
     client.create(pod("off", ["sleep", "1"], enableServiceLinks=False))
-    assert kubelet.start_new()
+    assert kubelet.start_new(kubelet.desired())
     client.create(service("api", "10.96.0.20"))
     client.create(pod("second", ["sleep", "1"]))
-    assert kubelet.start_new()
+    assert kubelet.start_new(kubelet.desired())
 
     assert started["first"]["WEB_SERVICE_HOST"] == "10.96.149.150"
     assert started["first"]["WEB_PORT_80_TCP"] == "tcp://10.96.149.150:80"
