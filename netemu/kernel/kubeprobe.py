@@ -37,6 +37,7 @@ from typing import Literal
 
 from netemu.kernel import netns
 from netemu.kernel.processes import command_in
+from netemu.net.addresses import host_port
 
 # The kubelet's User-Agent names its own minor version (pkg/probe/http).
 KUBE_VERSION = "1.31"
@@ -89,10 +90,6 @@ def run(action: Action, timeout: float) -> Outcome:
     return exec_command(action, timeout)
 
 
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _family(host: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
 
@@ -118,7 +115,7 @@ def _connected(name: str, host: str, port: int, timeout: float) -> socket.socket
 
 def _dial_error(exc: OSError, host: str, port: int) -> str:
     """How Go's net.Dial words a failure, as the kubelet reports it."""
-    where = f"dial tcp {_host_port(host, port)}"
+    where = f"dial tcp {host_port(host, port)}"
     if isinstance(exc, TimeoutError):
         return f"{where}: i/o timeout"
     if isinstance(exc, ConnectionRefusedError):
@@ -152,7 +149,7 @@ def http_get(action: HttpGet, timeout: float) -> Outcome:
     if (problem := _bad_target(action.host)) is not None:
         return Outcome("error", problem)
     path = action.path if action.path.startswith("/") else "/" + action.path
-    url = f"{action.scheme.lower()}://{_host_port(action.host, action.port)}{path}"
+    url = f"{action.scheme.lower()}://{host_port(action.host, action.port)}{path}"
     deadline = time.monotonic() + timeout
     try:
         sock = _connected(action.netns, action.host, action.port, timeout)

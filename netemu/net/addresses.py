@@ -14,6 +14,12 @@ from netemu.api.config import Lab
 from netemu.api.core import Node
 
 
+def host_port(ip: str, port: int) -> str:
+    """ "ip:port" as Go's net.JoinHostPort writes it: an IPv6 address in
+    brackets (kubelet's URLs, probe messages, agnhost's /clientip)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def bridge_gateway(pod_cidr: str) -> str:
     return str(netaddr.IPNetwork(pod_cidr)[1])
 

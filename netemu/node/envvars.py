@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from netemu.api.core import Service
+from netemu.net.addresses import host_port
 
 # kubelet_pods.go: `masterServices = sets.New[string]("kubernetes")`, looked
 # for in metav1.NamespaceDefault.
@@ -73,11 +74,6 @@ def env_name(name: str) -> str:
     return name.replace("-", "_").upper()
 
 
-def _host_port(ip: str, port: int) -> str:
-    """Go's net.JoinHostPort: an IPv6 address in brackets."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 def from_services(services: Iterable[Service]) -> EnvVars:
     """envvars.go FromServices, for each Service in turn: `_SERVICE_HOST`,
     `_SERVICE_PORT` (the first port), `_SERVICE_PORT_<NAME>` per named port,
@@ -107,7 +103,7 @@ def link_variables(service: Service) -> EnvVars:
     result: EnvVars = []
     for index, port in enumerate(service.spec.ports):
         protocol = port.protocol or "TCP"
-        url = f"{protocol.lower()}://{_host_port(ip, port.port)}"
+        url = f"{protocol.lower()}://{host_port(ip, port.port)}"
         if index == 0:
             result.append((f"{prefix}_PORT", url))
         port_prefix = f"{prefix}_PORT_{port.port}_{protocol.upper()}"

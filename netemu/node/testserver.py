@@ -44,6 +44,7 @@ from typing import IO, Any, Literal, TypeVar, cast
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from netemu.net.addresses import host_port
 from netemu.node.dnsserver import DnsFeed, DnsServing, serve_dns
 
 T = TypeVar("T")
@@ -81,13 +82,6 @@ def reply(identity: PodIdentity, client_ip: str, client_port: int) -> dict[str, 
         "clientIP": client_ip,
         "clientPort": client_port,
     }
-
-
-def host_port(ip: str, port: int) -> str:
-    """The peer as Go's net.JoinHostPort writes it, "ip:port" (IPv6 in
-    brackets): agnhost netexec's /clientip answers the request's RemoteAddr
-    verbatim."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 @dataclass
