@@ -89,6 +89,13 @@ def pod_from_template(
     return Pod(metadata=meta, spec=template.spec)
 
 
+def delete(client: Client, obj: K8sModel) -> None:
+    """Delete `obj` itself: with its uid as precondition, so an object of the
+    same name created since it was read is left alone."""
+    meta = meta_of(obj)
+    client.delete(type(obj), meta.namespace, meta.name or "", uid=meta.uid)
+
+
 def write(client: Client, old: T, new: T) -> bool:
     """Update `old` to `new` through the client if they differ; True if written.
     `new` keeps `old`'s resourceVersion, so a concurrent change is a Conflict."""

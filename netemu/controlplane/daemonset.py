@@ -16,6 +16,7 @@ from netemu.api.core import Node, Pod
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
     controlled_by,
+    delete,
     is_terminal,
     is_terminating,
     pod_from_template,
@@ -59,7 +60,7 @@ class DaemonSetController:
                 not on_delete and pod.metadata.labels.get(LABEL_REVISION_HASH) != revision
             ):
                 if not is_terminating(pod):
-                    self._delete(pod)
+                    delete(self.client, pod)
                     changed = True
                 continue
             by_node.setdefault(pod.spec.node_name or "", []).append(pod)
@@ -67,7 +68,7 @@ class DaemonSetController:
         for node_name, node_pods in by_node.items():
             keep = 1 if node_name in eligible else 0
             for pod in node_pods[keep:]:
-                self._delete(pod)
+                delete(self.client, pod)
                 changed = True
 
         labels = sorted_map({**template.metadata.labels, LABEL_REVISION_HASH: revision})
@@ -83,11 +84,6 @@ class DaemonSetController:
             self.client.create(pod)
             changed = True
         return changed
-
-    def _delete(self, pod: Pod) -> None:
-        self.client.delete(
-            Pod, pod.metadata.namespace, pod.metadata.name or "", uid=pod.metadata.uid
-        )
 
 
 def node_selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:

@@ -16,7 +16,7 @@ from netemu.api.apps import Deployment, ReplicaSet, ReplicaSetSpec
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.core import PodTemplateSpec
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import controlled_by, owner_reference, sorted_map, write
+from netemu.controlplane.common import controlled_by, delete, owner_reference, sorted_map, write
 from netemu.controlplane.names import compute_hash
 
 LABEL_POD_TEMPLATE_HASH = "pod-template-hash"
@@ -89,9 +89,7 @@ class DeploymentController:
             limit = DEFAULT_REVISION_HISTORY_LIMIT
         history = sorted(old, key=lambda rs: (revision(rs), rs.metadata.name or ""))
         for rs in history[: max(len(history) - limit, 0)]:
-            self.client.delete(
-                ReplicaSet, rs.metadata.namespace, rs.metadata.name or "", uid=rs.metadata.uid
-            )
+            delete(self.client, rs)
             changed = True
         return changed
 

@@ -55,6 +55,7 @@ from netemu.api.core import (
 from netemu.api.core import Protocol as PortProtocol
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
+    delete,
     is_pod_ready,
     is_terminal,
     is_terminating,
@@ -227,9 +228,7 @@ class EndpointSliceController:
         )
 
     def _delete(self, eps: EndpointSlice) -> bool:
-        self.client.delete(
-            EndpointSlice, eps.metadata.namespace, eps.metadata.name or "", uid=eps.metadata.uid
-        )
+        delete(self.client, eps)
         return True
 
 

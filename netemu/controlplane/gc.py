@@ -14,6 +14,7 @@ from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import K8sModel
 from netemu.api.core import EndpointSlice, Pod, Service
 from netemu.controlplane.client import Client
+from netemu.controlplane.common import delete
 from netemu.controlplane.errors import Expired, NotFound
 from netemu.controlplane.objects import meta_of
 
@@ -54,7 +55,7 @@ class GarbageCollector:
                 refs = [r.uid for r in meta.owner_references]
                 if refs and all(uid in self.deleted for uid in refs):
                     try:
-                        self.client.delete(kind, meta.namespace, meta.name or "", uid=meta.uid)
+                        delete(self.client, obj)
                     except NotFound:
                         continue
                     changed = True

@@ -16,6 +16,7 @@ from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
     controlled_by,
     controller_ref,
+    delete,
     is_active,
     is_pod_ready,
     owner_reference,
@@ -73,9 +74,7 @@ class ReplicaSetController:
             changed = True
         elif len(active) > desired:
             for pod in sorted(active, key=_deletion_rank)[: len(active) - desired]:
-                self.client.delete(
-                    Pod, pod.metadata.namespace, pod.metadata.name or "", uid=pod.metadata.uid
-                )
+                delete(self.client, pod)
             changed = True
         return changed
 

@@ -16,7 +16,13 @@ from __future__ import annotations
 from netemu.api.apps import StatefulSet
 from netemu.api.core import Pod
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import controlled_by, is_terminal, pod_from_template, sorted_map
+from netemu.controlplane.common import (
+    controlled_by,
+    delete,
+    is_terminal,
+    pod_from_template,
+    sorted_map,
+)
 from netemu.controlplane.daemonset import LABEL_REVISION_HASH, update_strategy_type
 from netemu.controlplane.names import compute_hash
 
@@ -60,9 +66,7 @@ class StatefulSetController:
             ordinal = ordinal_of(set_name, pod.metadata.name or "")
             stale = not on_delete and pod.metadata.labels.get(LABEL_REVISION_HASH) != revision
             if ordinal not in wanted or is_terminal(pod) or stale:
-                self.client.delete(
-                    Pod, pod.metadata.namespace, pod.metadata.name or "", uid=pod.metadata.uid
-                )
+                delete(self.client, pod)
                 existing.pop(pod.metadata.name, None)
                 changed = True
 
