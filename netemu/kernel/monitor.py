@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, NamedTuple, Self
 
 from netemu.kernel.processes import command_in
 
@@ -236,8 +236,12 @@ class NetlinkMonitor:
             inodes = _socket_inodes(member)
             if not inodes:
                 continue
-            for eth, groups, inode in _netlink_sockets(member):
-                if inode in inodes and eth == self.protocol and groups & self.groups == self.groups:
+            for sock in netlink_sockets(member):
+                if (
+                    sock.inode in inodes
+                    and sock.protocol == self.protocol
+                    and sock.groups & self.groups == self.groups
+                ):
                     return True
         return False
 
@@ -358,9 +362,19 @@ def _socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def _netlink_sockets(pid: int) -> list[tuple[int, int, int]]:
-    """(protocol, first 32 groups, inode) of every netlink socket in the
-    network namespace of `pid` (/proc/<pid>/net is that process's view)."""
+class NetlinkSocket(NamedTuple):
+    """One row of /proc/<pid>/net/netlink."""
+
+    protocol: int  # "Eth"
+    port: int  # "Pid": the socket's netlink port id
+    groups: int  # the first 32 multicast groups, as a bitmask
+    rmem: int  # bytes queued for reading
+    inode: int
+
+
+def netlink_sockets(pid: int) -> list[NetlinkSocket]:
+    """Every netlink socket in the network namespace of `pid`
+    (/proc/<pid>/net is that process's view)."""
     try:
         lines = Path(f"/proc/{pid}/net/netlink").read_text().splitlines()
     except OSError:
@@ -368,12 +382,15 @@ def _netlink_sockets(pid: int) -> list[tuple[int, int, int]]:
     if not lines:
         return []
     header = lines[0].split()
-    eth, groups, inode = header.index("Eth"), header.index("Groups"), header.index("Inode")
+    columns = [header.index(name) for name in ("Eth", "Pid", "Groups", "Rmem", "Inode")]
     sockets = []
     for line in lines[1:]:
         words = line.split()
         if len(words) == len(header):
-            sockets.append((int(words[eth]), int(words[groups], 16), int(words[inode])))
+            eth, port, groups, rmem, inode = (words[c] for c in columns)
+            sockets.append(
+                NetlinkSocket(int(eth), int(port), int(groups, 16), int(rmem), int(inode))
+            )
     return sockets
 
 

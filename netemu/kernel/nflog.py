@@ -53,6 +53,7 @@ from netemu.kernel.monitor import (
     NetlinkMonitor,
     _process_tree,
     _socket_inodes,
+    netlink_sockets,
 )
 
 NF_LOG_IPV4 = "net.netfilter.nf_log.2"  # NFPROTO_IPV4
@@ -200,7 +201,11 @@ class NflogMonitor(NetlinkMonitor):
         for member in _process_tree(pid):
             inodes = _socket_inodes(member)
             if inodes:
-                found += [(p, rmem) for p, rmem, i in _netlink_ports(member) if i in inodes]
+                found += [
+                    (sock.port, sock.rmem)
+                    for sock in netlink_sockets(member)
+                    if sock.protocol == NETLINK_NETFILTER and sock.inode in inodes
+                ]
         return found
 
     def _pending(self, pid: int) -> bool:
@@ -251,28 +256,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return -1
-
-
-def _netlink_ports(pid: int) -> list[tuple[int, int, int]]:
-    """(port id, Rmem, inode) of every netfilter netlink socket in the
-    network namespace of `pid` (/proc/<pid>/net/netlink)."""
-    try:
-        lines = Path(f"/proc/{pid}/net/netlink").read_text().splitlines()
-    except OSError:
-        return []
-    if not lines:
-        return []
-    header = lines[0].split()
-    columns = [header.index(name) for name in ("Eth", "Pid", "Rmem", "Inode")]
-    found = []
-    for line in lines[1:]:
-        words = line.split()
-        if len(words) != len(header):
-            continue
-        eth, port, rmem, inode = (int(words[c]) for c in columns)
-        if eth == NETLINK_NETFILTER:
-            found.append((port, rmem, inode))
-    return found
 
 
 def _instances(process: str) -> list[tuple[int, int, int]]:
