@@ -42,12 +42,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from netemu.trace.nftrace import RuleVerdict, TracedPacket
+from netemu.trace.nftrace import RuleVerdict, TracedPacket, rule_target
 
 _PREFIX = re.compile(
     r"^TRACE: (?P<table>[^:]+):(?P<chain>.+):(?P<kind>rule|return|policy):(?P<number>\d+)\s*$"
 )
-_TARGET = re.compile(r"(?:^|\s)-([jg])\s+(\S+)")
 _PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 33: "DCCP", 132: "SCTP"}
 # TCP flag bits, in the order xtables-monitor prints their words.
 _TCP_FLAGS: tuple[tuple[str, int], ...] = (
@@ -199,10 +198,10 @@ def _verdict(match: re.Match[str], chains: Mapping[tuple[str, str], Chain]) -> R
 def _target(
     rule: str, table: str, chains: Mapping[tuple[str, str], Chain]
 ) -> tuple[str, str | None]:
-    found = _TARGET.findall(rule)
-    if not found:
+    found = rule_target(rule)
+    if found is None:
         return "", None
-    flag, target = found[-1]
+    flag, target = found
     user_chain = (table, target) in chains and chains[(table, target)].policy is None
     if user_chain:
         return ("GOTO" if flag == "g" else "JUMP"), target

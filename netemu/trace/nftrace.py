@@ -71,6 +71,14 @@ _WHERE = re.compile(
 _RULE_PREFIX = re.compile(r"^(?:\[\d+:\d+\]\s+)?-[46]\s+-t\s+\S+\s+")
 _GLUED_ID = re.compile(r"^(?P<id>\d+)(?P<rest>\D.*)$")
 _TARGET = re.compile(r"(?:^|\s)-([jg])\s+(\S+)")
+
+
+def rule_target(rule: str) -> tuple[str, str] | None:
+    """("j" or "g", target) of an iptables rule text's `-j`/`-g`, or None."""
+    found = _TARGET.findall(rule)
+    return (found[-1][0], found[-1][1]) if found else None
+
+
 _PROTO_MATCH = re.compile(r"(?:^|\s)(!\s+)?-p\s+(\S+)")
 _PROTO_NUMBERS = {"1": "icmp", "6": "tcp", "17": "udp", "132": "sctp", "33": "dccp"}
 
@@ -97,8 +105,8 @@ class RuleVerdict:
         "REJECT", "MARK", "KUBE-SVC-...", ... None without rule text."""
         if self.rule is None:
             return None
-        found = _TARGET.findall(self.rule)
-        return found[-1][1] if found else None
+        found = rule_target(self.rule)
+        return found[1] if found else None
 
     @property
     def is_terminal(self) -> bool:

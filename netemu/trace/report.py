@@ -24,7 +24,7 @@ from typing import Any
 from netemu.kernel.capture import Frame
 from netemu.trace.ctevents import ConntrackEvent, FlowTuple
 from netemu.trace.flow import Flow
-from netemu.trace.nftrace import TracedPacket
+from netemu.trace.nftrace import TracedPacket, rule_target
 from netemu.trace.packets import Decoded, IpPacket, decode, identity
 from netemu.trace.topology import Topology
 
@@ -58,11 +58,8 @@ class RuleRef:
 
     @property
     def target(self) -> str | None:
-        words = self.rule.split()
-        for flag in ("-j", "-g"):
-            if flag in words and words.index(flag) + 1 < len(words):
-                return words[words.index(flag) + 1]
-        return None
+        found = rule_target(self.rule)
+        return found[1] if found else None
 
     def to_dict(self) -> dict[str, str]:
         return {"table": self.table, "chain": self.chain, "rule": self.rule}
