@@ -274,7 +274,10 @@ class NetemuLab:
         return Topology.from_info(self.info())
 
     def service(self, name: str, namespace: str = "default") -> Service:
-        for svc in self.state().services:
+        return self._service(self.state(), name, namespace)
+
+    def _service(self, state: ClusterState, name: str, namespace: str) -> Service:
+        for svc in state.services:
             if svc.metadata.name == name and (svc.metadata.namespace or "default") == namespace:
                 return svc
         raise LabUsageError(f"no Service {namespace}/{name} in lab {self.name}")
@@ -288,9 +291,19 @@ class NetemuLab:
     ) -> tuple[PodInfo, ...]:
         """Running pods (not being deleted), by namespace/name, optionally
         those whose labels include `selector`, in `namespace`, on `node`."""
+        return self._pods(self.state(), selector, namespace=namespace, node=node)
+
+    def _pods(
+        self,
+        state: ClusterState,
+        selector: Mapping[str, str] | None = None,
+        *,
+        namespace: str | None = None,
+        node: str | None = None,
+    ) -> tuple[PodInfo, ...]:
         labels = {
             f"{p.metadata.namespace or 'default'}/{p.metadata.name}": dict(p.metadata.labels)
-            for p in self.state().pods
+            for p in state.pods
             if not p.metadata.deletion_timestamp
         }
         found = []
@@ -319,7 +332,7 @@ class NetemuLab:
     def endpoints(self, service: str, namespace: str = "default") -> tuple[EndpointInfo, ...]:
         """The Service's ready endpoints (those kube-proxy sends to), by IP."""
         state = self.state()
-        self.service(service, namespace)  # a clear error for a Service that does not exist
+        self._service(state, service, namespace)  # a clear error for a Service that does not exist
         found: dict[str, EndpointInfo] = {}
         for eps in state.endpoint_slices:
             meta = eps.metadata
@@ -428,13 +441,14 @@ class NetemuLab:
                 if d.metadata.name == name and (d.metadata.namespace or "default") == namespace
             )
             selector = deployment.spec.selector
-            return tuple(p for p in self.pods(namespace=namespace) if selector.matches(p.labels))
+            pods = self._pods(state, namespace=namespace)
+            return tuple(p for p in pods if selector.matches(p.labels))
         owned = {
             p.metadata.name
             for p in state.pods
             if any(o.kind == kind and o.name == name for o in p.metadata.owner_references)
         }
-        return tuple(p for p in self.pods(namespace=namespace) if p.name in owned)
+        return tuple(p for p in self._pods(state, namespace=namespace) if p.name in owned)
 
     def apply(self, *manifests: Manifest) -> tuple[ObjectRef, ...]:
         """Create or update objects: manifest files or directories (a
