@@ -68,7 +68,7 @@ def live_view(lab_opt: str | None) -> tuple[Topology, ClusterState]:
     """A live lab as `netemu graph` draws it: where everything lives, and its state."""
     _root("graph")
     lab = LiveLab(resolve_lab(lab_opt))
-    return Topology.from_info(lab.info()), lab.cluster_state()
+    return lab.topology(), lab.cluster_state()
 
 
 def live_trace(
@@ -96,11 +96,12 @@ def live_trace(
         check_picture(svg, "svg")
     lab = LiveLab(resolve_lab(lab_opt))
     options = TraceOptions(port=port, proto=proto, pcap=pcap, captures=captures, timeout=timeout)
-    report = trace(lab, frm, to, options)
+    # The picture shows the lab as the trace resolved FROM and TO against it.
+    view = (lab.topology(), lab.cluster_state())
+    report = trace(lab, frm, to, options, view)
     if svg is not None:
         source = lab_graph(
-            Topology.from_info(lab.info()),
-            lab.cluster_state(),
+            *view,
             report.hops,
             caption=report.summary(),
         )

@@ -26,6 +26,7 @@ from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.processes import command_in
 from netemu.net.plan import PlanError, check_lab_name
+from netemu.trace.topology import Topology
 
 if TYPE_CHECKING:
     from netemu.trace.report import TraceReport
@@ -123,6 +124,10 @@ class LiveLab:
     def state(self) -> dict[str, list[dict[str, Any]]]:
         state: dict[str, list[dict[str, Any]]] = self.request("state")["state"]
         return state
+
+    def topology(self) -> Topology:
+        """Where the lab's nodes, clients and pods live (from its info file)."""
+        return Topology.from_info(self.info())
 
     def cluster_state(self) -> ClusterState:
         """The lab's control-plane state as typed objects."""

@@ -271,7 +271,7 @@ class NetemuLab:
         return self.live.cluster_state()
 
     def topology(self) -> Topology:
-        return Topology.from_info(self.info())
+        return self.live.topology()
 
     def service(self, name: str, namespace: str = "default") -> Service:
         return self._service(self.state(), name, namespace)

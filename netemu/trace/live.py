@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
 from netemu.kernel.capture import Capture, Frame, write_pcap
 from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
@@ -71,11 +72,17 @@ class TraceOptions:
     timeout: float = 1.0  # how long the sender waits for an answer
 
 
-def trace(lab: LiveLab, frm: str, to: str, options: TraceOptions | None = None) -> TraceReport:
+def trace(
+    lab: LiveLab,
+    frm: str,
+    to: str,
+    options: TraceOptions | None = None,
+    view: tuple[Topology, ClusterState] | None = None,
+) -> TraceReport:
+    """`view`: the lab's topology and state, if the caller has read them."""
     options = options or TraceOptions()
     started = time.monotonic()
-    topology = Topology.from_info(lab.info())
-    state = lab.cluster_state()
+    topology, state = view or (lab.topology(), lab.cluster_state())
     try:
         flow = resolve_flow(state, topology, frm, to, options.port, options.proto)
     except FlowError as exc:
