@@ -17,7 +17,7 @@ from rich.console import Console
 
 from netemu.api.config import Lab
 from netemu.api.validate import load_and_validate
-from netemu.controlplane.objects import KIND_ALIASES, SCALABLE, is_namespaced, kind_of
+from netemu.controlplane.objects import SCALABLE, is_namespaced, kind_of
 from netemu.controlplane.state import ClusterState
 from netemu.lab import (
     LabError,
@@ -25,6 +25,7 @@ from netemu.lab import (
     LiveLab,
     down,
     down_all,
+    kind_named,
     needs_root,
     resolve_lab,
     running_labs,
@@ -119,15 +120,6 @@ def live_trace(
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _kind(name: str) -> str:
-    kind = KIND_ALIASES.get(name.lower())
-    if kind is None:
-        raise LabUsageError(
-            f"unknown kind {name!r}; expected one of: {', '.join(sorted(set(KIND_ALIASES.values())))}"  # noqa: E501
-        )
-    return kind
 
 
 def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> None:
@@ -244,11 +236,11 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
                     ns = (meta.namespace or "default") if is_namespaced(kind) else None
                     refs.append((kind, ns, meta.name))
             elif len(kind_and_name) == 2:
-                kind = _kind(kind_and_name[0])
+                kind = kind_named(kind_and_name[0])
                 refs.append((kind, namespace, kind_and_name[1]))
             elif len(kind_and_name) == 1 and "/" in kind_and_name[0]:
                 kind_name, obj = kind_and_name[0].split("/", 1)
-                refs.append((_kind(kind_name), namespace, obj))
+                refs.append((kind_named(kind_name), namespace, obj))
             else:
                 raise LabUsageError("expected -f PATH, KIND NAME or KIND/NAME")
             for line in LiveLab(resolve_lab(lab_opt)).delete(refs):
@@ -269,7 +261,7 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
             if "/" not in resource:
                 raise LabUsageError(f"expected KIND/NAME such as deployment/web, got {resource!r}")
             kind_name, name = resource.split("/", 1)
-            kind = _kind(kind_name)
+            kind = kind_named(kind_name)
             if kind not in SCALABLE:
                 raise LabUsageError(
                     f"{kind} cannot be scaled; scalable: {', '.join(sorted(SCALABLE))}"

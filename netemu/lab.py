@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from netemu.api.apps import Deployment
 from netemu.api.base import K8sModel
 from netemu.api.core import EndpointSlice, Node, Pod, Service
+from netemu.controlplane.objects import KIND_ALIASES
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import journal
 from netemu.kernel.iptables import Backend
@@ -43,6 +44,15 @@ class LabError(RuntimeError):
 
 class LabUsageError(ValueError):
     """A live-lab request that cannot be met as asked (exit code 2)."""
+
+
+def kind_named(word: str) -> str:
+    """The kind kubectl means by `word` (`deploy`, `svc`, `pods`, ...)."""
+    kind = KIND_ALIASES.get(word.lower())
+    if kind is None:
+        known = ", ".join(sorted(set(KIND_ALIASES.values())))
+        raise LabUsageError(f"unknown kind {word!r}; expected one of: {known}")
+    return kind
 
 
 def needs_root(command: str) -> str | None:

@@ -25,10 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 from netemu.api.base import K8sModel
 from netemu.api.core import SERVICE_NAME_LABEL
-from netemu.controlplane.objects import KIND_ALIASES, SCALABLE
+from netemu.controlplane.objects import SCALABLE
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
-from netemu.lab import READY_TIMEOUT, LabError, LabUsageError, LiveLab, down, running_labs, up
+from netemu.lab import (
+    READY_TIMEOUT,
+    LabError,
+    LabUsageError,
+    LiveLab,
+    down,
+    kind_named,
+    running_labs,
+    up,
+)
 from netemu.net.plan import PlanError, check_lab_name
 from netemu.testing.results import (
     EndpointInfo,
@@ -424,7 +433,7 @@ class NetemuLab:
         or a StatefulSet; returns once its pods run and every node's rules
         match them."""
         kind_word, sep, name = workload.rpartition("/")
-        kind = _kind(kind_word) if sep else "Deployment"
+        kind = kind_named(kind_word) if sep else "Deployment"
         if kind not in SCALABLE:
             raise LabUsageError(f"{kind} cannot be scaled; scalable: {', '.join(SCALABLE)}")
         self.live.scale(kind, namespace, name, replicas)
@@ -484,14 +493,6 @@ def _ip_key(ip: str) -> tuple[int, ...]:
     return tuple(int(part) for part in ip.split(".")) if ip.count(".") == 3 else (1 << 16,)
 
 
-def _kind(word: str) -> str:
-    kind = KIND_ALIASES.get(word.lower())
-    if kind is None:
-        known = ", ".join(sorted(set(KIND_ALIASES.values())))
-        raise LabUsageError(f"unknown kind {word!r}; expected one of: {known}")
-    return kind
-
-
 def _ref(obj: K8sModel) -> ObjectRef:
     from netemu.controlplane.objects import is_namespaced, kind_of
 
@@ -511,7 +512,7 @@ def _as_ref(target: str | ObjectRef | K8sModel) -> ObjectRef:
     if not sep:
         raise LabUsageError(f"expected KIND/NAME such as service/web, got {target!r}")
     namespace, _, name = rest.rpartition("/")
-    return ObjectRef(_kind(kind_word), namespace or "default", name)
+    return ObjectRef(kind_named(kind_word), namespace or "default", name)
 
 
 def _load(manifests: Sequence[Manifest]) -> list[K8sModel]:
