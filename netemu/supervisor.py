@@ -61,12 +61,14 @@ from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
-from netemu.node.kubelet import Kubelet
+from netemu.node.kubelet import Kubelet, container_log
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
 from netemu.node.testserver import TestServers
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 
+# Containers' logs, under the lab's run directory.
+LOGS = "logs"
 KIND_BY_NAME: dict[str, type[K8sModel]] = {kind: cls for (_, kind), cls in KINDS.items()}
 
 
@@ -144,7 +146,7 @@ class Supervisor:
             p.done += 1
 
         self.servers.start()
-        log_dir = run_dir(self.name) / "logs"
+        log_dir = run_dir(self.name) / LOGS
         for node in plan.nodes:
             self.kubelets.append(
                 Kubelet(
@@ -377,15 +379,12 @@ class Supervisor:
                 f"container {container} is not valid for pod {name}; "
                 f"choose one of: [{' '.join(names)}]"
             )
-        directory = run_dir(self.name) / "logs" / namespace / name
-        if request.get("previous"):
-            path = directory / f"{container}.previous.log"
-            if not path.exists():
-                raise ValueError(
-                    f'previous terminated container "{container}" in pod "{name}" not found'
-                )
-        else:
-            path = directory / f"{container}.log"
+        previous = bool(request.get("previous"))
+        path = container_log(run_dir(self.name) / LOGS, namespace, name, container, previous)
+        if previous and not path.exists():
+            raise ValueError(
+                f'previous terminated container "{container}" in pod "{name}" not found'
+            )
         text = path.read_text(errors="replace") if path.exists() else ""
         tail = request.get("tail")
         if tail is not None and int(tail) >= 0:

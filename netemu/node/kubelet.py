@@ -134,24 +134,12 @@ class Kubelet:
                     container.argv,
                     hostname=hostname,
                     env=self._environment(plan, container),
-                    log=self.log_dir / plan.namespace / plan.name / f"{container.name}.log",
+                    log=self._log_path(plan, container.name),
                 )
                 self.journal.process(proc.pid)
                 running.procs.append(proc)
             elif container.ports:
-                tcp, udp = bind_pod_sockets(plan.netns, "0.0.0.0", container.ports)
-                key = f"{plan.key}/{container.name}"
-                if self.dns is not None and container.builtin == BUILTIN_DNS:
-                    self.servers.serve_dns(key, self.dns, tcp, udp)
-                    running.served.append(key)
-                    continue
-                identity = PodIdentity(
-                    pod=plan.name, namespace=plan.namespace, pod_ip=plan.ip, node=plan.node
-                )
-                self.servers.serve(
-                    key, identity, tcp, udp, **self._builtin_files(plan, container.name)
-                )
-                running.served.append(key)
+                running.served.append(self._serve_builtin(plan, container))
         return running
 
     def _stop(self, running: RunningPod) -> None:
@@ -175,8 +163,8 @@ class Kubelet:
 
     # -- one container: the prober's restarts (netemu.node.prober) -------------
 
-    def _log_path(self, plan: PodPlan, container: str) -> Path:
-        return self.log_dir / plan.namespace / plan.name / f"{container}.log"
+    def _log_path(self, plan: PodPlan, container: str, previous: bool = False) -> Path:
+        return container_log(self.log_dir, plan.namespace, plan.name, container, previous)
 
     def _builtin_files(self, plan: PodPlan, container: str) -> dict[str, Path]:
         """The built-in test server's access log and the pod's flag directory."""
@@ -221,7 +209,7 @@ class Kubelet:
             code = exit_code(process.returncode if process.returncode is not None else -9)
         log = self._log_path(running.plan, name)
         if log.exists():
-            log.replace(log.with_name(f"{name}.previous.log"))
+            log.replace(self._log_path(running.plan, name, previous=True))
         return code
 
     def _environment(self, plan: PodPlan, container: ContainerPlan) -> dict[str, str]:
@@ -251,14 +239,30 @@ class Kubelet:
         served = f"{key}/{name}"
         if served not in running.served:
             return  # nothing is served for a container without ports
+        self._serve_builtin(plan, container)
+
+    def _serve_builtin(self, plan: PodPlan, container: ContainerPlan) -> str:
+        """Serve a container without a command on fresh sockets bound to its
+        ports: the DNS server for the DNS addon's pod, else the test server.
+        Returns the key it is served under."""
+        key = f"{plan.key}/{container.name}"
         tcp, udp = bind_pod_sockets(plan.netns, "0.0.0.0", container.ports)
         if self.dns is not None and container.builtin == BUILTIN_DNS:
-            self.servers.serve_dns(served, self.dns, tcp, udp)
-            return
+            self.servers.serve_dns(key, self.dns, tcp, udp)
+            return key
         identity = PodIdentity(
             pod=plan.name, namespace=plan.namespace, pod_ip=plan.ip, node=plan.node
         )
-        self.servers.serve(served, identity, tcp, udp, **self._builtin_files(plan, name))
+        self.servers.serve(key, identity, tcp, udp, **self._builtin_files(plan, container.name))
+        return key
+
+
+def container_log(
+    log_dir: Path, namespace: str, pod: str, container: str, previous: bool = False
+) -> Path:
+    """A container's log (stdout and stderr, or the built-in server's access
+    log); `previous`: the instance before its last restart."""
+    return log_dir / namespace / pod / f"{container}{'.previous' if previous else ''}.log"
 
 
 def health_dir(lab_name: str, namespace: str, pod: str) -> Path:
