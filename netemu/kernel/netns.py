@@ -26,7 +26,6 @@ from pathlib import Path
 RUN_DIR = Path("/run/netns")
 
 _CLONE_NEWNET = 0x40000000
-_CLONE_NEWUTS = 0x04000000
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_SHARED = 1 << 20

@@ -104,7 +104,6 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
     ) -> None:
         super().__init__(host, port, timeout=timeout)
         self.netns_name = netns_name
-        self.probe_timeout = timeout
         self.source_port = source_port
         self.once = once
         self.abortive_close = abortive_close
@@ -127,7 +126,7 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
                 if self.abortive_close:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", self.source_port))
-            sock.settimeout(self.probe_timeout)
+            sock.settimeout(self.timeout)
             sock.connect((self.host, self.port))
             self.connected_from = _address(sock)
         except BaseException:

@@ -413,11 +413,11 @@ class _Builder:
             )
             drawn_here = {"eth0", POD_BRIDGE, VXLAN_DEVICE, "stack"}
             drawn_here.update(p.host_veth for p in pods if p.host_veth)
-            for interface in self._extra(f"node/{name}/"):
-                if interface not in drawn_here:
-                    self._box(
-                        sub, node_interface_id(name, interface), interface, f"{name}: {interface}"
-                    )
+            extra = [i for i in self._extra(f"node/{name}/") if i not in drawn_here]
+            for interface in extra:
+                self._box(
+                    sub, node_interface_id(name, interface), interface, f"{name}: {interface}"
+                )
             # The notes of what netfilter did sit beside the stack that did it.
             with sub.subgraph() as row:
                 row.attr(rank="same")
@@ -447,9 +447,8 @@ class _Builder:
             self.dot.edge(stack, vxlan)
             self.dot.edge(vxlan, eth0, style="dashed", tooltip="VXLAN over UDP")
         self.dot.edge(stack, eth0)
-        for interface in self._extra(f"node/{name}/"):
-            if interface not in drawn_here:
-                self.dot.edge(stack, node_interface_id(name, interface), style="dotted")
+        for interface in extra:
+            self.dot.edge(stack, node_interface_id(name, interface), style="dotted")
 
     def _pod(self, graph: graphviz.Digraph, pod: PodSite) -> None:
         label = pod.name if pod.key.startswith("default/") else pod.key

@@ -66,8 +66,8 @@ _RD = 0x0100
 class DnsFeed:
     """The records the DNS servers answer from; `update` swaps them whole."""
 
-    def __init__(self, zone: ClusterDns | None = None) -> None:
-        self.zone = zone
+    def __init__(self) -> None:
+        self.zone: ClusterDns | None = None  # nothing to answer from yet
 
     def update(self, zone: ClusterDns) -> None:
         # One reference assignment: the loop sees the old records or the new.
