@@ -8,6 +8,20 @@ limits):
   `netemu_<lab>_ext_<client>`, `netemu_<lab>_pod_<namespace>_<pod>`.
   Kubernetes names never contain `_`, so the parts can always be told
   apart and two labs never share a name.
+  A name longer than NETNS_NAME_MAX (160) bytes takes a short form: its
+  first 143 bytes, `_`, and the first 16 hex digits of the SHA-256 of the
+  full name (`netemu_<lab>_pod_<namespace>_<pod prefix>_<hash>`). A pod
+  name may be 253 characters and its namespace 63, but a namespace is a
+  file under /run/netns and a directory under /etc/netns, whose names the
+  kernel caps at NAME_MAX (255 bytes); the cap leaves room for the files
+  named after a namespace (a trace's `NN-<netns>-<interface>.pcap`). The
+  short form is deterministic; it never equals a full name, because the
+  cut always falls after the last `_` of the full name (the lab prefix,
+  kind and a 63-character namespace end by byte 109), so it has one `_`
+  more than any full name of its kind; and two short forms are equal only
+  if 64 bits of their hashes are.
+- hostnames: a pod's name, cut to 63 characters without a trailing `-` or
+  `.` as the kubelet cuts it (HOST_NAME_MAX is 64 with the NUL).
 - interfaces exist only inside a lab's own namespaces, so they follow the
   names a real node shows: `eth0` (a node's or pod's underlay/primary
   link), `cni0` (the pod bridge), `flannel.1` (the VXLAN device),
@@ -35,6 +49,10 @@ from netemu.net.addresses import bridge_gateway, overlay_address
 
 PREFIX = "netemu"
 IFNAMSIZ = 15  # the kernel's interface name limit, without the NUL
+# The longest namespace name a plan gives (see the module doc for why).
+NETNS_NAME_MAX = 160
+_NETNS_HASH_HEX = 16
+HOSTNAME_MAX = 63
 LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
 # flannel's defaults: VNI 1 on flannel.1, the IANA VXLAN port, and an MTU
@@ -65,20 +83,40 @@ def lab_prefix(lab: str) -> str:
     return f"{PREFIX}_{lab}_"
 
 
+def netns_name(full: str) -> str:
+    """`full`, or its short form when it is longer than NETNS_NAME_MAX bytes
+    (the grammar is in the module doc)."""
+    raw = full.encode()
+    if len(raw) <= NETNS_NAME_MAX:
+        return full
+    digest = hashlib.sha256(raw).hexdigest()[:_NETNS_HASH_HEX]
+    keep = raw[: NETNS_NAME_MAX - _NETNS_HASH_HEX - 1].decode(errors="ignore")
+    return f"{keep}_{digest}"
+
+
 def switch_netns(lab: str) -> str:
-    return f"{lab_prefix(lab)}underlay"
+    return netns_name(f"{lab_prefix(lab)}underlay")
 
 
 def node_netns(lab: str, node: str) -> str:
-    return f"{lab_prefix(lab)}node_{node}"
+    return netns_name(f"{lab_prefix(lab)}node_{node}")
 
 
 def client_netns(lab: str, client: str) -> str:
-    return f"{lab_prefix(lab)}ext_{client}"
+    return netns_name(f"{lab_prefix(lab)}ext_{client}")
 
 
 def pod_netns(lab: str, namespace: str, pod: str) -> str:
-    return f"{lab_prefix(lab)}pod_{namespace}_{pod}"
+    return netns_name(f"{lab_prefix(lab)}pod_{namespace}_{pod}")
+
+
+def hostname(name: str) -> str:
+    """The hostname of a pod (or a node) named `name`: the kubelet caps it at
+    63 characters and trims a trailing '-' or '.' (pkg/kubelet/kubelet_pods.go,
+    truncatePodHostnameIfNeeded); sethostname(2) refuses more than 64 bytes."""
+    if len(name) <= HOSTNAME_MAX:
+        return name
+    return name[:HOSTNAME_MAX].rstrip("-.")
 
 
 def _digest(*parts: str) -> bytes:
@@ -217,6 +255,8 @@ class PodPlan:
     mtu: int
     host_veth: str
     containers: tuple[ContainerPlan, ...] = field(default=())
+    # The hostname its containers see: the node's for hostNetwork pods.
+    hostname: str = ""
     # spec.enableServiceLinks; unset is true: the API server fills in
     # v1.DefaultEnableServiceLinks, and kubelet refuses a pod without it
     # (pkg/kubelet/kubelet_pods.go, makeEnvironmentVariables).
@@ -406,6 +446,7 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         mtu=node.pod_mtu,
         host_veth=host_veth(namespace, name),
         containers=containers,
+        hostname=hostname(node.name if host_network else name),
         enable_service_links=spec.enable_service_links is not False,
     )
 

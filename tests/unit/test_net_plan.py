@@ -16,6 +16,7 @@ from netemu.api.core import Pod
 from netemu.controlplane.state import ClusterState
 from netemu.net.plan import (
     IFNAMSIZ,
+    NETNS_NAME_MAX,
     POD_BRIDGE,
     SWITCH_BRIDGE,
     VXLAN_DEVICE,
@@ -24,8 +25,12 @@ from netemu.net.plan import (
     Route,
     announced_ips,
     check_lab_name,
+    client_netns,
     client_routes,
     host_veth,
+    hostname,
+    netns_name,
+    node_netns,
     node_sysctls,
     plan_lab,
     plan_pod,
@@ -460,3 +465,116 @@ def test_plan_pod_without_an_ip_is_an_error() -> None:
     pod = pod.model_copy(update={"status": pod.status.model_copy(update={"pod_ip": None})})
     with pytest.raises(PlanError, match="no pod IP"):
         plan_pod("default", node, pod)
+
+
+# ---------------------------------------------------------------- long names
+
+# The longest names Kubernetes accepts: a DNS subdomain of 253 characters
+# (labels of at most 63) for a pod or node, a DNS label of 63 for a namespace.
+LONGEST_LAB = "l" * 32
+
+
+def subdomain(fill: str, length: int = 253) -> str:
+    labels, left = [], length
+    while left > 0:
+        size = min(63, left)
+        labels.append(fill * size)
+        left -= size + 1
+    name = ".".join(labels)
+    assert len(name) == length, len(name)
+    return name
+
+
+def kernel_accepts(name: str) -> bool:
+    """A name `ip netns add` can create: a file under /run/netns (and a
+    directory under /etc/netns), so at most NAME_MAX bytes and no '/'."""
+    return 0 < len(name.encode()) <= 255 and "/" not in name and name not in (".", "..")
+
+
+def long_pod(name: str, namespace: str, command: bool = False) -> Pod:
+    container: dict[str, object] = {"name": "c", "ports": [{"containerPort": 8080}]}
+    if command:
+        container["command"] = ["sleep", "1"]
+    return Pod.model_validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"nodeName": "node-2", "containers": [container]},
+            "status": {"podIP": "10.244.1.9"},
+        }
+    )
+
+
+def test_a_253_character_pod_name_gives_a_namespace_name_the_kernel_accepts() -> None:
+    node = plan_of("default").node("node-2")
+    namespace = "n" * 63
+    pp = plan_pod(LONGEST_LAB, node, long_pod(subdomain("p"), namespace))
+    full = f"netemu_{LONGEST_LAB}_pod_{namespace}_{subdomain('p')}"
+    assert len(full) > 255  # what the plan used to give, which `ip netns add` refuses
+    assert kernel_accepts(pp.netns)
+    assert len(pp.netns) <= NETNS_NAME_MAX
+    # A trace names its pcaps NN-<netns>-<interface>.pcap: still a file name.
+    assert len(f"01-{pp.netns}-{'x' * IFNAMSIZ}.pcap") <= 255
+    # Readable: the lab, the kind, the namespace and the start of the name.
+    assert pp.netns.startswith(f"netemu_{LONGEST_LAB}_pod_{namespace}_ppp")
+    assert re.fullmatch(r".*_[0-9a-f]{16}", pp.netns)
+    assert len(pp.hostname) <= 63
+    assert VETH_RE.match(pp.host_veth)
+
+
+def test_long_names_are_deterministic_and_distinct() -> None:
+    node = plan_of("default").node("node-2")
+    names = [subdomain("p"), subdomain("p", 252), subdomain("p")[:-1] + "q"]
+    netns = [plan_pod("lab", node, long_pod(n, "default")).netns for n in names]
+    assert len(set(netns)) == len(names)
+    assert netns == [plan_pod("lab", node, long_pod(n, "default")).netns for n in names]
+    # The same pod name in another namespace, or lab, is another namespace.
+    other_ns = plan_pod("lab", node, long_pod(names[0], "other")).netns
+    other_lab = plan_pod("lab2", node, long_pod(names[0], "default")).netns
+    assert len({netns[0], other_ns, other_lab}) == 3
+
+
+def test_a_short_form_never_equals_a_full_name() -> None:
+    # A full name of the same prefix as a short form would need a pod whose
+    # name is the hash and whose namespace holds the pod's '_': impossible.
+    node = plan_of("default").node("node-2")
+    pp = plan_pod("lab", node, long_pod(subdomain("p"), "default"))
+    tail = pp.netns.removeprefix("netemu_lab_pod_")
+    assert tail.count("_") == 2  # a full name's tail has exactly one
+
+
+def test_names_that_fit_keep_their_full_form() -> None:
+    assert netns_name("netemu_x_pod_default_web") == "netemu_x_pod_default_web"
+    fits = "netemu_x_pod_default_" + "w" * (NETNS_NAME_MAX - 21)
+    assert netns_name(fits) == fits
+    assert netns_name(fits + "w") != fits + "w"
+    assert len(netns_name(fits + "w")) == NETNS_NAME_MAX
+
+
+def test_long_node_and_client_names_give_kernel_valid_namespaces() -> None:
+    for name in (node_netns(LONGEST_LAB, subdomain("n")), client_netns(LONGEST_LAB, "c" * 63)):
+        assert kernel_accepts(name)
+        assert len(name) <= NETNS_NAME_MAX
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("web", "web"),
+        ("a" * 63, "a" * 63),
+        ("a" * 64, "a" * 63),
+        # The kubelet trims what the cut leaves at the end: '-' and '.'.
+        ("a" * 61 + "-.b", "a" * 61),
+        (subdomain("p"), "p" * 63),
+    ],
+)
+def test_hostnames_are_cut_as_the_kubelet_cuts_them(name: str, expected: str) -> None:
+    assert hostname(name) == expected
+
+
+def test_a_host_network_pod_has_the_node_hostname() -> None:
+    node = plan_of("default").node("node-2")
+    pod = make_pod([{"name": "c", "ports": [{"containerPort": 80}]}], host_network=True)
+    assert plan_pod("default", node, pod).hostname == "node-2"
+    assert plan_pod("default", node, make_pod([{"name": "c"}])).hostname == "tool"
