@@ -27,6 +27,7 @@ from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.processes import command_in
 from netemu.net.plan import PlanError, check_lab_name
+from netemu.net.plan import hostname as kernel_hostname
 from netemu.trace.topology import Topology
 
 if TYPE_CHECKING:
@@ -206,13 +207,18 @@ class LiveLab:
         info = self.info()
         found: list[Target] = []
         if name in info["nodes"]:
-            found.append(Target("node", name, info["nodes"][name]["netns"], name))
+            found.append(Target("node", name, info["nodes"][name]["netns"], kernel_hostname(name)))
         if name in info["clients"]:
-            found.append(Target("client", name, info["clients"][name]["netns"], name))
+            found.append(
+                Target("client", name, info["clients"][name]["netns"], kernel_hostname(name))
+            )
         pod_key = name if "/" in name else f"default/{name}"
         if pod_key in info["pods"]:
             pod = info["pods"][pod_key]
-            hostname = pod["node"] if pod["hostNetwork"] else pod_key.split("/", 1)[1]
+            # The hostname its containers have (long names are cut, netemu.net.plan).
+            hostname = kernel_hostname(
+                pod["node"] if pod["hostNetwork"] else pod_key.split("/", 1)[1]
+            )
             found.append(Target("pod", pod_key, pod["netns"], hostname))
         if not found:
             known = sorted([*info["nodes"], *info["clients"], *info["pods"]])
@@ -331,16 +337,31 @@ def _log_tail(log: Path, lines: int = 5) -> str:
     return " | ".join(tail) if tail else f"see {log}"
 
 
-def down(name: str) -> list[str]:
+def down(name: str, note: Callable[[str], None] | None = None) -> list[str]:
     """Take lab `name` down: ask its supervisor to stop, then remove everything
-    its journal names (which also works when the supervisor is gone)."""
+    its journal names (which also works when the supervisor is gone).
+    Returns what was removed; each journal line it skipped goes to `note`
+    (default: stderr). Raises LabError, after removing all it could, if
+    something was left behind."""
     lab = LiveLab(name)
     if (lab.directory / SOCKET).exists():
         # A crashed or stuck supervisor: the journal cleanup below handles it.
         with contextlib.suppress(LabError, OSError, ValueError):
             lab.request("shutdown", timeout=5)
-    return journal.cleanup(name)
+    result = journal.cleanup(name)
+    for line in result.skipped:
+        if note is None:
+            print(f"warning: {line}", file=sys.stderr)
+        else:
+            note(line)
+    if result.left:
+        left = "\n".join(result.left)
+        raise LabError(
+            f"lab {name}: removed {len(result.removed)} objects but could not remove:\n{left}\n"
+            f"(its journal is kept: netemu down {name} tries again)"
+        )
+    return result.removed
 
 
-def down_all() -> dict[str, list[str]]:
-    return {name: down(name) for name in running_labs()}
+def down_all(note: Callable[[str], None] | None = None) -> dict[str, list[str]]:
+    return {name: down(name, note) for name in running_labs()}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netemu.kernel import netns
+from netemu.kernel import netns, processes
 from netemu.net.plan import lab_prefix
 
 RUN_ROOT = Path("/run/netemu")
@@ -110,17 +110,98 @@ class Journal:
         (notes / str(path).strip("/").replace("/", "_")).write_text(str(path))
 
 
-def read_entries(lab: str) -> list[dict[str, Any]]:
+# The longest file name the kernel accepts (NAME_MAX): a namespace is a
+# file under /run/netns.
+NAME_MAX = 255
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """What `cleanup` did: `removed` things, journal lines it `skipped` (one
+    line each, naming nothing it could act on) and things `left` behind
+    because removing them failed (one line each)."""
+
+    removed: list[str]
+    skipped: list[str]
+    left: list[str]
+
+
+def read_journal(lab: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The journal's well-formed entries, and one line for each it skips.
+
+    An entry is trusted only as far as it is this lab's: a namespace under
+    the lab's own prefix that the kernel could have created, a process id,
+    or a path under /etc/netns/<lab prefix>... or the lab's run directory.
+    Whatever else a damaged journal holds is skipped, so cleanup never
+    removes anything another lab or the host owns."""
     path = run_dir(lab) / JOURNAL
-    if not path.exists():
-        return []
-    entries = []
-    for line in path.read_text().splitlines():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        return [], [f"{path}: cannot read: {exc.strerror}"]
+    entries: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
         try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash names nothing created yet
-    return entries
+            entry = _entry(lab, json.loads(raw))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+            # (A crash can cut the last line short; it names nothing created yet.)
+            shown = raw[:80].decode(errors="replace")
+            skipped.append(f"{path}:{number}: skipped ({exc}): {shown!r}")
+            continue
+        entries.append(entry)
+    return entries, skipped
+
+
+def _entry(lab: str, value: object) -> dict[str, Any]:
+    """A journal entry checked for shape and ownership, else ValueError."""
+    if not isinstance(value, dict) or len(value.keys() & {"netns", "pid", "path"}) != 1:
+        raise ValueError("not a netns, pid or path entry")
+    if "netns" in value:
+        name = value["netns"]
+        if not isinstance(name, str) or not _is_netns_name(name):
+            raise ValueError("not a namespace name the kernel accepts")
+        if not name.startswith(lab_prefix(lab)):
+            raise ValueError(f"not a namespace of lab {lab}")
+        return {"netns": name}
+    if "pid" in value:
+        pid, start = value["pid"], value.get("start")
+        if type(pid) is not int or pid <= 1 or not (start is None or type(start) is int):
+            raise ValueError("not a process id")
+        return {"pid": pid, "start": start}
+    where = value["path"]
+    if not isinstance(where, str) or not _owned_path(lab, where):
+        raise ValueError(f"not a path of lab {lab}")
+    return {"path": where}
+
+
+def _is_netns_name(name: str) -> bool:
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\0" not in name
+        and len(name.encode(errors="surrogatepass")) <= NAME_MAX
+    )
+
+
+def _owned_path(lab: str, where: str) -> bool:
+    """/etc/netns/<one of the lab's namespaces>, or inside its run directory."""
+    path = Path(where)
+    if not path.is_absolute() or ".." in path.parts or "\0" in where:
+        return False
+    if path.parent == processes.ETC_NETNS:
+        return _is_netns_name(path.name) and path.name.startswith(lab_prefix(lab))
+    return path.is_relative_to(run_dir(lab)) and path != run_dir(lab)
+
+
+def read_entries(lab: str) -> list[dict[str, Any]]:
+    """The journal's well-formed entries (see read_journal)."""
+    return read_journal(lab)[0]
 
 
 def _kill(pid: int, start: int | None) -> None:
@@ -138,47 +219,67 @@ def _wait_gone(pids: list[tuple[int, int | None]], timeout: float) -> None:
         time.sleep(0.01)
 
 
-def cleanup(lab: str) -> list[str]:
-    """Remove everything lab `lab` created; returns what was removed."""
-    entries = read_entries(lab)
+def cleanup(lab: str) -> Cleanup:
+    """Remove everything lab `lab` created. Never stops half-way: a journal
+    line it cannot use is skipped, a thing it cannot remove is left, and
+    both are reported; the run directory (with the journal) is kept only if
+    something was left, so `netemu down` can try again."""
+    entries, skipped = read_journal(lab)
     removed: list[str] = []
-    processes = [(int(e["pid"]), e.get("start")) for e in entries if "pid" in e]
+    left: list[str] = []
+    procs = [(int(e["pid"]), e.get("start")) for e in entries if "pid" in e]
     names = {e["netns"] for e in entries if "netns" in e}
     names.update(n for n in netns.list_names() if n.startswith(lab_prefix(lab)))
     for name in sorted(names):
         # A process started inside (by `netemu exec`, say) would keep it alive.
-        processes.extend((pid, process_start_time(pid)) for pid in netns.pids(name))
-    for pid, start in processes:
-        _kill(pid, start)
-    _wait_gone(processes, timeout=5.0)
-    for pid, _ in processes:
+        try:
+            procs.extend((pid, process_start_time(pid)) for pid in netns.pids(name))
+        except OSError as exc:
+            left.append(f"netns {name}: cannot list its processes: {exc.strerror or exc}")
+    for pid, start in procs:
+        try:
+            _kill(pid, start)
+        except OSError as exc:
+            left.append(f"process {pid}: cannot kill: {exc.strerror or exc}")
+    _wait_gone(procs, timeout=5.0)
+    for pid, _ in procs:
         # A supervisor started by this very process (the Python facade) is
         # our child: reap it, or it lingers as a zombie.
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
     for name in sorted(names):
-        if netns.exists(name):
-            netns.remove(name)
-            removed.append(f"netns {name}")
+        try:
+            if netns.exists(name):
+                netns.remove(name)
+                removed.append(f"netns {name}")
+        except OSError as exc:
+            left.append(f"netns {name}: cannot remove: {exc.strerror or exc}")
     for entry in entries:
         if "path" in entry:
             path = Path(entry["path"])
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(f"dir {path}")
-            elif path.exists():
-                path.unlink()
-                removed.append(f"file {path}")
+            try:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                    removed.append(f"dir {path}")
+                elif path.exists():
+                    path.unlink()
+                    removed.append(f"file {path}")
+            except OSError as exc:
+                left.append(f"{path}: cannot remove: {exc.strerror or exc}")
     notes = RUN_ROOT / SHARED_DIRS
     for note in sorted(notes.glob("*")) if notes.is_dir() else []:
-        shared = Path(note.read_text())
-        with contextlib.suppress(OSError):  # not empty: another lab still uses it
+        # Not empty (another lab still uses it), or a note that is not one.
+        with contextlib.suppress(OSError, ValueError):
+            shared = Path(note.read_text())
+            if shared != processes.ETC_NETNS:
+                continue
             shared.rmdir()
             note.unlink()
             removed.append(f"dir {shared}")
-    shutil.rmtree(run_dir(lab), ignore_errors=True)
+    if not left:
+        shutil.rmtree(run_dir(lab), ignore_errors=True)
     # netemu's own directories, once no lab is left in them.
     for directory in (notes, RUN_ROOT):
         with contextlib.suppress(OSError):
             directory.rmdir()
-    return removed
+    return Cleanup(removed, skipped, left)
