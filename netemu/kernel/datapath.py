@@ -232,9 +232,19 @@ class Datapath:
 
     @_on_worker
     def add_pod(self, pod: PodPlan, node: NodePlan) -> None:
+        """The bridge CNI's ADD: all or nothing. If a step fails, what the
+        earlier ones made is removed before the error is raised (a namespace
+        that already existed was not made here and is left alone)."""
         if pod.host_network:
             return  # a hostNetwork pod uses the node's own namespace as is
         ipr = self._new_netns(pod.netns)
+        try:
+            self._plug_pod(ipr, pod, node)
+        except BaseException:
+            self._unplug_pod(pod, node)
+            raise
+
+    def _plug_pod(self, ipr: IPRoute, pod: PodPlan, node: NodePlan) -> None:
         host = self._open(node.netns)
         # One request: the pair, the node side on the pod bridge and up, the
         # pod side named eth0 in the pod's namespace.
@@ -263,6 +273,9 @@ class Datapath:
     def remove_pod(self, pod: PodPlan, node: NodePlan) -> None:
         if pod.host_network:
             return
+        self._unplug_pod(pod, node)
+
+    def _unplug_pod(self, pod: PodPlan, node: NodePlan) -> None:
         host = self._open(node.netns)
         found = host.link_lookup(ifname=pod.host_veth)
         if found:

@@ -30,6 +30,10 @@ from netemu.node.envvars import container_env, service_env
 from netemu.node.probes import EXIT_SIGTERM
 from netemu.node.testserver import PodIdentity, TestServers
 
+# A container the runtime could not start: containerd reports exit code 128
+# with reason StartError.
+EXIT_START_FAILED = 128
+
 # How long a removed pod's connections may take to close (the built-in
 # server closes idle keep-alive connections on the loop's next turns).
 CLOSE_DRAIN_TIMEOUT = 0.5
@@ -60,6 +64,9 @@ class RunningPod:
     plan: PodPlan
     served: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Built-in server containers that could not start (their ports taken):
+    # name -> exit code. The prober restarts them with back-off.
+    failed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,8 +115,21 @@ class Kubelet:
         return bool(gone)
 
     def _start(self, plan: PodPlan) -> RunningPod:
+        """Start a pod; if the node cannot (a kernel error), undo whatever
+        was done and raise: a pod that failed to start leaves nothing behind,
+        so the next attempt (or the change's rollback) starts from scratch."""
         running = RunningPod(plan)
+        # add_pod undoes its own work when it fails: nothing to stop yet.
         self.datapath.add_pod(plan, self.node)
+        try:
+            self._start_into(running)
+        except BaseException:
+            self._stop(running, drain=False)
+            raise
+        return running
+
+    def _start_into(self, running: RunningPod) -> None:
+        plan = running.plan
         if not plan.host_network:
             etc = processes.etc_dir(plan.netns)
             if not etc.parent.exists():
@@ -122,33 +142,50 @@ class Kubelet:
                     "resolv.conf": resolv_conf(
                         plan.namespace, spec.cluster_dns, spec.cluster_domain
                     ),
-                    "hosts": hosts_file(plan.ip, plan.name),
-                    "hostname": plan.name + "\n",
+                    "hosts": hosts_file(plan.ip, plan.hostname),
+                    "hostname": plan.hostname + "\n",
                 },
             )
-        hostname = self.node.name if plan.host_network else plan.name
         for container in plan.containers:
             if container.argv:
                 proc = processes.start(
                     plan.netns,
                     container.argv,
-                    hostname=hostname,
+                    hostname=plan.hostname,
                     env=self._environment(plan, container),
                     log=self._log_path(plan, container.name),
                 )
                 self.journal.process(proc.pid)
                 running.procs.append(proc)
             elif container.ports:
-                running.served.append(self._serve_builtin(plan, container))
-        return running
+                try:
+                    running.served.append(self._serve_builtin(plan, container))
+                except OSError as exc:
+                    # The pod's own business, not the node's: two containers
+                    # of a pod share its network namespace, so a second one
+                    # on the same port fails to bind at run time (the API
+                    # accepts such a pod; pkg/api/pod/warnings.go only warns
+                    # of the duplicate port). The container fails, the pod
+                    # runs, and the prober restarts the container with
+                    # back-off (CrashLoopBackOff), as the kubelet does.
+                    running.failed[container.name] = self._start_failed(plan, container, exc)
 
-    def _stop(self, running: RunningPod) -> None:
+    def _start_failed(self, plan: PodPlan, container: ContainerPlan, exc: OSError) -> int:
+        """Note a built-in server container that could not bind its ports in
+        its log (as the server would print it) and return its exit code."""
+        log = self._log_path(plan, container.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as out:
+            out.write(f"netemu: cannot listen on the container's ports: {exc.strerror or exc}\n")
+        return EXIT_START_FAILED
+
+    def _stop(self, running: RunningPod, drain: bool = True) -> None:
         for key in running.served:
             self.servers.stop_serving(key)
         for proc in running.procs:
             processes.stop(proc)
         plan = running.plan
-        if not plan.host_network:
+        if drain and not plan.host_network and netns.exists(plan.netns):
             # As when a container exits before CNI DEL: its connections'
             # FINs reach the peers before the veth (and anything still
             # queued on it) is deleted.
@@ -237,6 +274,14 @@ class Kubelet:
             running.procs[index] = process
             return
         served = f"{key}/{name}"
+        if name in running.failed:
+            try:
+                running.served.append(self._serve_builtin(plan, container))
+            except OSError as exc:  # its ports are still taken
+                self._start_failed(plan, container, exc)
+                raise
+            del running.failed[name]
+            return
         if served not in running.served:
             return  # nothing is served for a container without ports
         self._serve_builtin(plan, container)

@@ -2,7 +2,8 @@
 pkg/kubelet/prober and of kuberuntime's restarts that acts.
 
 A `ProbeManager` per node follows its kubelet's running pods that declare
-a probe (pods without one are left as the control plane reports them), with
+a probe or have a container that could not start (other pods are left as
+the control plane reports them), with
 a `ContainerLife` per container (netemu.node.probes, the pure state
 machine). It turns due probes into actions (netemu.kernel.kubeprobe: HTTP
 GET and TCP connect from the node's namespace to the pod IP, exec in the
@@ -77,6 +78,11 @@ _OUTCOMES = {"success": Result.SUCCESS, "failure": Result.FAILURE, "error": Resu
 class _Running(Protocol):
     @property
     def plan(self) -> PodPlan: ...
+
+    @property
+    def failed(self) -> Mapping[str, int]:
+        """Containers that could not start (their exit codes)."""
+        ...
 
 
 class KubeletPort(Protocol):
@@ -167,7 +173,7 @@ class ProbeManager:
                 tracked.pod = pod  # a deletionTimestamp may have come
                 continue
             self.pods.pop(key, None)  # a pod re-created under its name is another
-            if has_probes(pod):
+            if has_probes(pod) or run.failed:
                 self.pods[key] = self._track(run, pod, now, wall)
 
     def _track(self, running: _Running, pod: Pod, now: float, wall: float) -> _Tracked:
@@ -178,6 +184,11 @@ class ProbeManager:
             probes = probes_of(c.liveness_probe, c.readiness_probe, c.startup_probe)
             lives[c.name] = ContainerLife(c.name, probes, now, wall, restart)
             specs[c.name] = c
+            code = running.failed.get(c.name)
+            if code is not None:
+                # It failed as it started: restarted with back-off from now.
+                self.log(f"{running.plan.key}/{c.name}: container could not start (exit {code})")
+                lives[c.name].exited(now, wall, code)
         return _Tracked(next(self._tokens), running, pod, lives, specs)
 
     # -- probes -------------------------------------------------------------------

@@ -69,6 +69,7 @@ spec:
 @dataclass
 class FakeRunning:
     plan: PodPlan
+    failed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
