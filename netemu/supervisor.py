@@ -33,15 +33,22 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import Pod, Service
-from netemu.api.load import KINDS
-from netemu.api.validate import load_and_validate
+from netemu.api.errors import InputError
+from netemu.api.load import KINDS, load_text
+from netemu.api.validate import (
+    is_dns1123_label,
+    is_dns1123_subdomain,
+    load_and_validate,
+    validate,
+)
 from netemu.controlplane import (
     ControlPlane,
     LocalClient,
@@ -51,7 +58,7 @@ from netemu.controlplane import (
 )
 from netemu.controlplane.addons import live_addons
 from netemu.controlplane.errors import NotFound
-from netemu.controlplane.objects import key_of
+from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import nfacct
 from netemu.kernel.conntrack import KernelConntrack
@@ -70,6 +77,125 @@ from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEP
 # Containers' logs, under the lab's run directory.
 LOGS = "logs"
 KIND_BY_NAME: dict[str, type[K8sModel]] = {kind: cls for (_, kind), cls in KINDS.items()}
+# The largest request line read (an apply of tens of thousands of objects
+# fits); a longer one is refused without being read whole.
+MAX_REQUEST_BYTES = 64 << 20
+MAX_REPLICAS = 1000  # as `netemu scale --replicas` accepts
+R = TypeVar("R")
+
+
+class RequestError(ValueError):
+    """A request the supervisor refuses; its message is the reply's error."""
+
+
+# Each op's fields: (accepted types, required). Optional fields may be null.
+_REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "status": {},
+    "state": {},
+    "shutdown": {},
+    "apply": {"objects": (list, True)},
+    "delete": {"refs": (list, True)},
+    "scale": {
+        "kind": (str, True),
+        "namespace": (str, True),
+        "name": (str, True),
+        "replicas": (int, True),
+    },
+    "logs": {
+        "namespace": (str, True),
+        "pod": (str, True),
+        "container": (str, False),
+        "previous": (bool, False),
+        "tail": (int, False),
+    },
+}
+
+
+def _checked_request(request: object) -> tuple[str, dict[str, Any]]:
+    """(op, fields) of a well-formed request, else RequestError."""
+    if not isinstance(request, dict):
+        raise RequestError(f"a request is a JSON object with an 'op', not {type(request).__name__}")
+    op = request.get("op")
+    if not isinstance(op, str) or op not in _REQUEST_FIELDS:
+        raise RequestError(f"unknown request {op!r}; expected one of: {', '.join(_REQUEST_FIELDS)}")
+    spec = _REQUEST_FIELDS[op]
+    problems = [f"unknown field {name!r}" for name in request if name != "op" and name not in spec]
+    fields: dict[str, Any] = {}
+    for name, (types, required) in spec.items():
+        value = request.get(name)
+        if value is None:
+            if required:
+                problems.append(f"missing field {name!r}")
+            fields[name] = None
+            continue
+        # JSON true/false are Python bools, which are ints too: not a count.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _types(types)):
+            expected = " or ".join(t.__name__ for t in _types(types))
+            problems.append(f"field {name!r}: expected {expected}, got {type(value).__name__}")
+            continue
+        fields[name] = value
+    if not problems:
+        problems = _field_problems(op, fields)
+    if problems:
+        raise RequestError(f"bad {op} request: {'; '.join(problems)}")
+    return op, fields
+
+
+def _types(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
+    """What is wrong with the values of a request whose fields have the right types."""
+    problems = []
+    for name in ("namespace", "name", "pod", "container"):
+        value = fields.get(name)
+        if isinstance(value, str) and (check := is_dns1123_subdomain(value)):
+            problems.append(f"field {name!r}: {'; '.join(check)}")
+    if op == "scale":
+        if fields["kind"] not in SCALABLE:
+            problems.append(f"field 'kind': expected one of {', '.join(SCALABLE)}")
+        if not 0 <= fields["replicas"] <= MAX_REPLICAS:
+            problems.append(f"field 'replicas': expected 0 to {MAX_REPLICAS}")
+    if op == "logs" and fields["tail"] is not None and fields["tail"] < 0:
+        problems.append("field 'tail': expected 0 or more")
+    if op == "apply" and not fields["objects"]:
+        problems.append("field 'objects': no objects to apply")
+    if op == "delete":
+        if not fields["refs"]:
+            problems.append("field 'refs': nothing to delete")
+        for index, ref in enumerate(fields["refs"]):
+            problems.extend(f"refs[{index}]: {p}" for p in _ref_problems(ref))
+    return problems
+
+
+def _ref_problems(ref: object) -> list[str]:
+    if not isinstance(ref, dict):
+        return [f"expected an object with kind, namespace and name, got {type(ref).__name__}"]
+    problems = [f"unknown field {k!r}" for k in ref if k not in ("kind", "namespace", "name")]
+    kind, namespace, name = ref.get("kind"), ref.get("namespace"), ref.get("name")
+    if not isinstance(kind, str) or kind not in KIND_BY_NAME:
+        problems.append(f"unknown kind {kind!r}")
+    if not isinstance(name, str) or is_dns1123_subdomain(name):
+        problems.append(f"name {name!r}: expected a Kubernetes object name")
+    if namespace is not None and (not isinstance(namespace, str) or is_dns1123_label(namespace)):
+        problems.append(f"namespace {namespace!r}: expected a Kubernetes namespace name")
+    return problems
+
+
+def _objects(raws: list[Any]) -> list[K8sModel]:
+    """The request's objects, loaded and validated as manifests are (each a
+    document of a `request` file, so a diagnostic names `request:<line>`)."""
+    for index, raw in enumerate(raws):
+        if not isinstance(raw, dict):
+            raise RequestError(f"objects[{index}]: expected an object, got {type(raw).__name__}")
+    text = "".join(f"---\n{json.dumps(raw, indent=1)}\n" for raw in raws)
+    loaded, problems = load_text(text, "request")
+    if not problems:
+        problems = validate(loaded)
+    if problems:
+        raise InputError(problems)
+    return [item.obj for item in loaded]
 
 
 @dataclass
@@ -98,7 +224,8 @@ class Supervisor:
         self.journal = Journal(lab_name)
         self.progress = Progress()
         self.lock = threading.RLock()
-        self.client = LocalClient(Store())
+        self.store = Store()
+        self.client = LocalClient(self.store)
         # The kubelets run the pods' probes and report readiness themselves.
         self.plane = ControlPlane(self.client, kubelet_probes=True)
         self.objects = objects
@@ -290,27 +417,63 @@ class Supervisor:
 
     # -- requests -----------------------------------------------------------
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
+    def handle(self, request: object) -> dict[str, Any]:
+        """One request's reply. A request is checked as the CLI checks its
+        input (its shape, and objects as netemu.api validates manifests):
+        whatever a client sends gets an error reply, never a crash."""
+        try:
+            op, fields = _checked_request(request)
+        except RequestError as exc:
+            return {"ok": False, "error": str(exc)}
         if op == "status":
             return {"ok": True, "progress": self.progress.as_dict()}
         if not self.progress.ready:
             return {"ok": False, "error": f"lab {self.name} is not ready ({self.progress.stage})"}
         with self.lock:
-            if op == "state":
-                return {"ok": True, "state": self._state()}
-            if op == "apply":
-                return {"ok": True, "applied": self._apply(request["objects"])}
-            if op == "delete":
-                return {"ok": True, "deleted": self._delete(request["refs"])}
-            if op == "scale":
-                return {"ok": True, "scaled": self._scale(request)}
-            if op == "logs":
-                return {"ok": True, "log": self._logs(request)}
-            if op == "shutdown":
-                self.shutdown()
-                return {"ok": True}
-        return {"ok": False, "error": f"unknown request {op!r}"}
+            try:
+                return self._handle(op, fields)
+            except (RequestError, InputError) as exc:
+                return {"ok": False, "error": str(exc)}
+
+    def _handle(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if op == "state":
+            return {"ok": True, "state": self._state()}
+        if op == "apply":
+            objects = _objects(fields["objects"])
+            return {"ok": True, "applied": self._change(lambda: self._apply(objects))}
+        if op == "delete":
+            return {"ok": True, "deleted": self._change(lambda: self._delete(fields["refs"]))}
+        if op == "scale":
+            return {"ok": True, "scaled": self._change(lambda: self._scale(fields))}
+        if op == "logs":
+            return {"ok": True, "log": self._logs(fields)}
+        assert op == "shutdown", op
+        self.shutdown()
+        return {"ok": True}
+
+    def _change(self, change: Callable[[], R]) -> R:
+        """Make a change to the control plane and reconcile every node, all
+        or nothing: if any of it fails (a bad object, a kernel error while a
+        pod starts), the store gets back every object as it was and the
+        nodes reconcile to that, so the lab is as before and later changes
+        work. The error is raised afterwards."""
+        saved = self.store.checkpoint()
+        try:
+            result = change()
+            self.reconcile()
+        except Exception as exc:
+            self.store.restore(saved)
+            try:
+                self.reconcile()
+            except Exception as again:
+                traceback.print_exc()
+                raise RuntimeError(
+                    f"{type(exc).__name__}: {exc}; and undoing the change failed too "
+                    f"({type(again).__name__}: {again})"
+                ) from exc
+            traceback.print_exc()
+            raise
+        return result
 
     def _state(self) -> dict[str, list[dict[str, Any]]]:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
@@ -322,45 +485,39 @@ class Supervisor:
             "deployments": [o.to_dict() for o in state.deployments],
         }
 
-    def _parse(self, raw: dict[str, Any]) -> K8sModel:
-        cls = KIND_BY_NAME.get(str(raw.get("kind")))
-        if cls is None:
-            raise ValueError(f"unknown kind {raw.get('kind')!r}")
-        return cls.model_validate(raw)
-
-    def _apply(self, raws: list[dict[str, Any]]) -> list[str]:
-        objects = [self._parse(raw) for raw in raws]
+    def _apply(self, objects: list[K8sModel]) -> list[str]:
         for obj in objects:
             if isinstance(obj, Lab | KubeProxyConfiguration):
-                raise ValueError(f"{obj.kind} cannot change in a running lab; netemu down and up")
+                raise RequestError(f"{obj.kind} cannot change in a running lab; netemu down and up")
         keys = list(apply_objects(self.client, objects))
-        self.reconcile()
         return [f"{kind}/{name}" for kind, _, name in keys]
 
-    def _delete(self, refs: list[dict[str, str]]) -> list[str]:
+    def _delete(self, refs: list[dict[str, Any]]) -> list[str]:
         deleted = []
         for ref in refs:
-            cls = KIND_BY_NAME.get(ref["kind"])
-            if cls is None:
-                raise ValueError(f"unknown kind {ref['kind']!r}")
+            kind = ref["kind"]
+            if kind in LAB_KINDS:
+                # `netemu delete -f DIR` leaves these out; a raw request may not.
+                raise RequestError(
+                    f"{kind}/{ref['name']} is not deleted in a running lab: "
+                    f"netemu down {self.name} takes the lab down"
+                )
             try:
-                self.client.delete(cls, ref.get("namespace"), ref["name"])
+                self.client.delete(KIND_BY_NAME[kind], ref.get("namespace"), ref["name"])
             except NotFound as exc:
-                raise ValueError(str(exc)) from exc
-            deleted.append(f"{ref['kind']}/{ref['name']}")
-        self.reconcile()
+                raise RequestError(str(exc)) from exc
+            deleted.append(f"{kind}/{ref['name']}")
         return deleted
 
     def _scale(self, request: dict[str, Any]) -> str:
         cls = KIND_BY_NAME[request["kind"]]
-        namespace, name, replicas = request["namespace"], request["name"], int(request["replicas"])
+        namespace, name, replicas = request["namespace"], request["name"], request["replicas"]
         try:
             current: Any = self.client.get(cls, namespace, name)
         except NotFound as exc:
-            raise ValueError(str(exc)) from exc
+            raise RequestError(str(exc)) from exc
         spec = current.spec.model_copy(update={"replicas": replicas})
         self.client.update(current.model_copy(update={"spec": spec}))
-        self.reconcile()
         kind, _, obj_name = key_of(current)
         return f"{kind.lower()}/{obj_name} scaled to {replicas}"
 
@@ -371,25 +528,25 @@ class Supervisor:
         try:
             pod = self.client.get(Pod, namespace, name)
         except NotFound as exc:
-            raise ValueError(f'pods "{name}" not found in namespace {namespace}') from exc
+            raise RequestError(f'pods "{name}" not found in namespace {namespace}') from exc
         names = [c.name for c in pod.spec.containers]
         container = request.get("container") or names[0]
         if container not in names:
-            raise ValueError(
+            raise RequestError(
                 f"container {container} is not valid for pod {name}; "
                 f"choose one of: [{' '.join(names)}]"
             )
         previous = bool(request.get("previous"))
         path = container_log(run_dir(self.name) / LOGS, namespace, name, container, previous)
         if previous and not path.exists():
-            raise ValueError(
+            raise RequestError(
                 f'previous terminated container "{container}" in pod "{name}" not found'
             )
         text = path.read_text(errors="replace") if path.exists() else ""
         tail = request.get("tail")
-        if tail is not None and int(tail) >= 0:
+        if tail is not None:
             lines = text.splitlines(keepends=True)
-            text = "".join(lines[len(lines) - int(tail) :]) if int(tail) else ""
+            text = "".join(lines[len(lines) - tail :]) if tail else ""
         return text
 
     def shutdown(self) -> None:
@@ -411,8 +568,11 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         op = None
         try:
-            request = json.loads(self.rfile.readline())
-            op = request.get("op")
+            line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+            if len(line) > MAX_REQUEST_BYTES:
+                raise RequestError(f"request longer than {MAX_REQUEST_BYTES} bytes")
+            request = json.loads(line)
+            op = request.get("op") if isinstance(request, dict) else None
             reply = self.server.supervisor.handle(request)
         except Exception as exc:  # a bad request must not bring the lab down
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

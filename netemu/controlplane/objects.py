@@ -74,6 +74,9 @@ KIND_ALIASES = {
     "endpointslices": "EndpointSlice",
 }
 SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
+# The kinds that describe a live lab itself: fixed while it runs (`netemu
+# down` and `up` change them), never applied to or deleted from it.
+LAB_KINDS = ("Lab", "KubeProxyConfiguration")
 
 
 def kind_of(cls: type[K8sModel]) -> str:

@@ -54,6 +54,13 @@ DEFAULT_HISTORY = 10_000
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """The objects of a `Store` at one moment (see `Store.checkpoint`)."""
+
+    objects: Mapping[Key, K8sModel]
+
+
+@dataclass(frozen=True)
 class _Event:
     rv: int
     type: EventType
@@ -226,6 +233,52 @@ class Store:
             )
             self._record("DELETED", key, last)
             return cast(T, last)
+
+    # ------------------------------------------------------------ transactions
+
+    def checkpoint(self) -> Checkpoint:
+        """Every object as it is now, for `restore`."""
+        with self._lock:
+            return Checkpoint(dict(self._objects))
+
+    def restore(self, saved: Checkpoint) -> int:
+        """Put every object back as it was at `saved`: objects created since
+        are deleted, changed ones get their old content back, deleted ones
+        come back with their old uid. Each is an ordinary write with a new
+        resourceVersion and a watch event (watchers see the way back as
+        changes, as after any write; revisions never go backwards). Returns
+        the number of writes."""
+        writes = 0
+        with self._lock:
+            for key in [k for k in self._objects if k not in saved.objects]:
+                writes += self._write_back(key, None)
+            for key, old in saved.objects.items():
+                if self._objects.get(key) != old:
+                    writes += self._write_back(key, old)
+        return writes
+
+    def _write_back(self, key: Key, old: K8sModel | None) -> int:
+        """Make `key` hold `old` (None: nothing). Caller holds the lock."""
+        writes = 0
+        current = self._objects.get(key)
+        if current is not None and (old is None or meta_of(current).uid != meta_of(old).uid):
+            del self._objects[key]
+            self._rv += 1
+            last = _with_meta(
+                current, meta_of(current).model_copy(update={"resource_version": str(self._rv)})
+            )
+            self._record("DELETED", key, last)
+            writes += 1
+            current = None
+        if old is not None:
+            self._rv += 1
+            stored = _with_meta(
+                old, meta_of(old).model_copy(update={"resource_version": str(self._rv)})
+            )
+            self._objects[key] = stored
+            self._record("ADDED" if current is None else "MODIFIED", key, stored)
+            writes += 1
+        return writes
 
     # ------------------------------------------------------------ watch
 
