@@ -17,7 +17,7 @@ from rich.console import Console
 
 from netemu.api.config import Lab
 from netemu.api.validate import load_and_validate
-from netemu.controlplane.objects import SCALABLE, is_namespaced, kind_of
+from netemu.controlplane.objects import LAB_KINDS, SCALABLE, is_namespaced, kind_of
 from netemu.controlplane.state import ClusterState
 from netemu.lab import (
     LabError,
@@ -175,12 +175,15 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
         _root("down")
 
         def action() -> None:
+            def note(line: str) -> None:
+                click.echo(f"warning: {line}", err=True)
+
             if all_:
-                for name, removed in down_all().items():
+                for name, removed in down_all(note).items():
                     click.echo(f"lab {name} is down ({len(removed)} objects removed)")
                 return
             name = resolve_lab(lab)
-            removed = down(name)
+            removed = down(name, note)
             click.echo(f"lab {name} is down ({len(removed)} objects removed)")
 
         run(action)
@@ -227,12 +230,20 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
 
         def action() -> None:
             refs: list[tuple[str, str | None, str]] = []
+            lab = resolve_lab(lab_opt)
             if paths:
                 if kind_and_name:
                     raise LabUsageError("give either -f PATH or KIND NAME, not both")
                 for item in load_and_validate(paths):
                     kind = kind_of(type(item.obj))
                     meta: Any = getattr(item.obj, "metadata", None)
+                    if kind in LAB_KINDS:
+                        # The lab's own description: a lab is taken down as a whole.
+                        click.echo(
+                            f"{kind}/{meta.name} skipped: netemu down {lab} takes the lab down",
+                            err=True,
+                        )
+                        continue
                     ns = (meta.namespace or "default") if is_namespaced(kind) else None
                     refs.append((kind, ns, meta.name))
             elif len(kind_and_name) == 2:
@@ -243,7 +254,9 @@ def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> No
                 refs.append((kind_named(kind_name), namespace, obj))
             else:
                 raise LabUsageError("expected -f PATH, KIND NAME or KIND/NAME")
-            for line in LiveLab(resolve_lab(lab_opt)).delete(refs):
+            if not refs:
+                return
+            for line in LiveLab(lab).delete(refs):
                 click.echo(f"{line} deleted")
 
         run(action)
