@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_helpers import CONTROLPLANE, REPO, http_get, lab_name, lab_prefix, running_lab
+from live_helpers import CONTROLPLANE, REPO, lab_name, lab_prefix, running_lab
 
 from netemu.api.validate import load_and_validate
 from netemu.kernel import journal, netns
 from netemu.kernel.iptables import KernelIptables
+from netemu.kernel.probe import http_get
 from netemu.kernel.processes import ETC_NETNS
 from netemu.lab import LabError, LiveLab, down, up
 from netemu.net.plan import pod_netns
@@ -104,7 +105,7 @@ def lab() -> Iterator[LiveLab]:
 def test_a_pod_with_a_253_character_name_comes_up_answers_and_goes_down(tmp_path: Path) -> None:
     name = lab_name("hlong")
     try:
-        live = up([CONTROLPLANE / "default"], name)
+        live = up([str(CONTROLPLANE / "default")], name)
         manifest = pod_yaml(LONG_NAME).replace(
             "    ports: [{containerPort: 8080}]",
             "    ports: [{containerPort: 8080}]\n"
@@ -135,7 +136,7 @@ def test_down_skips_and_reports_journal_lines_it_cannot_use() -> None:
     foreign = f"{lab_prefix(lab_name('hforeign'))}underlay"
     netns.create(foreign)
     try:
-        up([CONTROLPLANE / "default"], name)
+        up([str(CONTROLPLANE / "default")], name)
         before = ours(name)
         assert before
         bad = [
