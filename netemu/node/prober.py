@@ -227,8 +227,7 @@ class ProbeManager:
         plan = tracked.running.plan
         handler = spec.handler
         if isinstance(handler, ExecHandler):
-            hostname = plan.node if plan.host_network else plan.name
-            return kubeprobe.Exec(plan.netns, handler.command, hostname)
+            return kubeprobe.Exec(plan.netns, handler.command, plan.hostname)
         port = handler.port
         if isinstance(port, str):
             # probe.ResolveContainerPort: a named port of the probed container.
