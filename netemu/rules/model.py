@@ -9,8 +9,11 @@ for comparing with the kernel's normalised `iptables-save` output live in
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
@@ -24,10 +27,13 @@ TABLE_ORDER = ("raw", "mangle", "filter", "nat", "security")
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """`-A chain args`; `args` is restore syntax (quotes included)."""
+    """`-A chain args`; `args` is restore syntax (quotes included). `line`
+    is where a parsed rule was written (1-based; 0 for compiled rules), for
+    messages only: it takes no part in comparing rules."""
 
     chain: str
     args: str
+    line_no: int = field(default=0, compare=False)
 
     def line(self) -> str:
         return f"-A {self.chain} {self.args}" if self.args else f"-A {self.chain}"
@@ -46,8 +52,8 @@ class Table:
     def declare(self, chain: str) -> None:
         self.chains.append(chain)
 
-    def append(self, chain: str, args: str) -> None:
-        self.rules.append(Rule(chain, args))
+    def append(self, chain: str, args: str, line_no: int = 0) -> None:
+        self.rules.append(Rule(chain, args, line_no))
 
     def chain_rules(self, chain: str) -> list[Rule]:
         return [r for r in self.rules if r.chain == chain]
@@ -91,16 +97,91 @@ class RuleSet:
 
 
 class ParseError(ValueError):
-    def __init__(self, line_no: int, message: str) -> None:
-        super().__init__(f"line {line_no}: {message}")
+    """Rules that cannot be read (or walked): `source:line: message` when the
+    file is known, `line N: message` otherwise. Line 0 means the file as a
+    whole (empty, too large, not a regular file)."""
+
+    def __init__(self, line_no: int, message: str, source: str | None = None) -> None:
+        where = f"{source}:{line_no}" if source is not None else f"line {line_no}"
+        super().__init__(f"{where}: {message}")
         self.line_no = line_no
+        self.source = source
+        self.message = message
+
+    def located(self, source: str) -> ParseError:
+        """The same error, naming the file it is about."""
+        return ParseError(self.line_no, self.message, source)
+
+
+# Far above any real node's dump (kube-proxy's rules for 10,000 Services of
+# 5 endpoints each are 19 MB), and a bound on what one file may make the
+# offline tracer read and hold.
+MAX_RULES_BYTES = 64 << 20
+
+
+def read_rules(path: Path) -> RuleSet:
+    """Read an iptables-save dump from a file, refusing what is not one:
+    a non-regular file (a FIFO or /dev/zero is never read), more than
+    MAX_RULES_BYTES, binary data, text that is not UTF-8, and a file with
+    no *table section. Errors name the file and line."""
+    source = str(path)
+    data = _read_regular_file(path, source)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ParseError(
+            data.count(b"\n", 0, nul) + 1,
+            "binary data (a NUL byte): expected iptables-save output",
+            source,
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        raise ParseError(
+            data.count(b"\n", 0, exc.start) + 1,
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at column "
+            f"{exc.start - line_start + 1}): expected iptables-save output",
+            source,
+        ) from None
+    try:
+        ruleset = parse_restore(text)
+    except ParseError as exc:
+        raise exc.located(source) from None
+    if not ruleset.tables:
+        raise ParseError(
+            0, "no *table section: expected iptables-save output (*nat ... COMMIT)", source
+        )
+    return ruleset
+
+
+def _read_regular_file(path: Path, source: str) -> bytes:
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is
+        # refused below anyway.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ParseError(0, f"cannot read: {exc.strerror}", source) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ParseError(0, "not a regular file: expected an iptables-save dump", source)
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_RULES_BYTES + 1)
+        except OSError as exc:
+            raise ParseError(0, f"cannot read: {exc.strerror}", source) from None
+    if len(data) > MAX_RULES_BYTES:
+        raise ParseError(
+            0, f"larger than {MAX_RULES_BYTES >> 20} MiB: not a node's iptables-save dump", source
+        )
+    return data
 
 
 def parse_restore(text: str) -> RuleSet:
     """Parse iptables-save output (or iptables-restore input) into a RuleSet.
 
     Counters (`[pkts:bytes]` prefixes from `iptables-save -c`) are dropped;
-    comments and blank lines are skipped.
+    comments and blank lines are skipped. Empty text is an empty RuleSet
+    (the dump of a namespace no rule was ever written to).
     """
     ruleset = RuleSet()
     table: Table | None = None
@@ -112,17 +193,30 @@ def parse_restore(text: str) -> RuleSet:
             end = line.find("]")
             line = line[end + 1 :].lstrip()
         if line.startswith("*"):
-            table = ruleset.table(line[1:].strip())
+            name = line[1:].strip()
+            if name not in BUILTIN_CHAINS:
+                raise ParseError(
+                    line_no,
+                    f"unknown table {_shown(name)} (iptables has {', '.join(TABLE_ORDER)})",
+                )
+            if table is not None:
+                raise ParseError(
+                    line_no, f"table {name!r} starts before table {table.name!r} has its COMMIT"
+                )
+            table = ruleset.table(name)
             continue
         if table is None:
-            raise ParseError(line_no, f"{line.split()[0]!r} outside of a *table section")
+            raise ParseError(
+                line_no,
+                f"{_shown(line)} outside of a *table section: expected iptables-save output",
+            )
         if line == "COMMIT":
             table = None
             continue
         if line.startswith(":"):
             parts = line[1:].split()
             if len(parts) < 2:
-                raise ParseError(line_no, f"malformed chain line {line!r}")
+                raise ParseError(line_no, f"malformed chain line {_shown(line)}")
             chain, policy = parts[0], parts[1]
             if policy == "-":
                 table.declare(chain)
@@ -132,15 +226,20 @@ def parse_restore(text: str) -> RuleSet:
         if line.startswith("-A ") or line.startswith("--append "):
             _, rest = line.split(" ", 1)
             chain, _, args = rest.strip().partition(" ")
-            table.append(chain, args.strip())
+            table.append(chain, args.strip(), line_no)
             continue
         if line.startswith("-X ") or line.startswith("--delete-chain "):
             table.deletions.append(line.split()[1])
             continue
-        raise ParseError(line_no, f"unsupported line {line!r}")
+        raise ParseError(line_no, f"unsupported line {_shown(line)}")
     if table is not None:
         raise ParseError(len(text.splitlines()), f"table {table.name!r} has no COMMIT")
     return ruleset
+
+
+def _shown(line: str, limit: int = 80) -> str:
+    """A line quoted for a one-line message, cut if long."""
+    return repr(line if len(line) <= limit else line[:limit] + "...")
 
 
 def tokenize(args: str) -> list[str]:
