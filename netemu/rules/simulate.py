@@ -12,20 +12,39 @@ The packet is the first of a NEW connection: conntrack state NEW (plus DNAT
 once translated), no `recent` entries (no session affinity yet). A random
 `statistic` match forks the walk, so every endpoint a packet may reach is
 found, each with its probability.
+
+The rules may come from a file (`netemu trace --offline --rules`), so the
+walk is bounded as the kernel bounds it: jumps that loop back to a chain
+they came from are refused before the walk (the kernel refuses such a table
+with ELOOP: "iptables-restore: line N failed"), as are chains nested more
+than MAX_DEPTH jumps deep and walks of more than MAX_STEPS rule checks
+(random matches fork the walk, and forks can multiply). Each is a
+SimulationError naming the rule's line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import netaddr
 
 from netemu.rules import names as n
-from netemu.rules.model import RuleSet
+from netemu.rules.model import BUILTIN_CHAINS, ParseError, Rule, RuleSet
 from netemu.rules.spec import Match, RuleSpec, mark_pair, mark_target, parse_args
 
 LOOPBACK = netaddr.IPNetwork("127.0.0.0/8")
+
+# kube-proxy nests chains 3 deep (KUBE-SERVICES → KUBE-SVC → KUBE-SEP);
+# iptables-nft refused a 30th nested jump here (EMLINK), and the legacy
+# kernel has no small limit, so 64 refuses only what no node needs.
+MAX_DEPTH = 64
+# A packet to one of 10,000 Services × 5 endpoints takes about 10,000 rule
+# checks (one per KUBE-SERVICES rule), and the largest dump read_rules
+# accepts about 35,000; rules that fork at every level would otherwise walk
+# for hours (100,000 checks of such rules take about 1 s).
+MAX_STEPS = 100_000
 
 NEW_CONNECTION = (
     "the packet opens a NEW connection: conntrack state is NEW (and DNAT once "
@@ -53,6 +72,24 @@ class MatchedRule:
         return {"table": self.table, "chain": self.chain, "rule": self.rule}
 
 
+@dataclass(frozen=True, slots=True)
+class _Trail:
+    """The rules matched so far, newest first: adding one costs the same
+    however many came before (a walk may match thousands), and forked
+    walks share what they matched before the fork."""
+
+    rule: MatchedRule
+    before: _Trail | None
+
+    def rules(self) -> tuple[MatchedRule, ...]:
+        found: list[MatchedRule] = []
+        trail: _Trail | None = self
+        while trail is not None:
+            found.append(trail.rule)
+            trail = trail.before
+        return tuple(reversed(found))
+
+
 @dataclass(frozen=True)
 class _State:
     dst: str
@@ -62,7 +99,7 @@ class _State:
     snat: bool = False
     probability: float = 1.0
     accepted: bool = False
-    matched: tuple[MatchedRule, ...] = ()
+    matched: _Trail | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +180,30 @@ _FORWARD: Hook = ("FORWARD", ("mangle", "filter"))
 _OUTPUT: Hook = ("OUTPUT", ("raw", "mangle", "nat", "filter"))
 _POSTROUTING: Hook = ("POSTROUTING", ("mangle", "nat"))
 
-_Outcome = tuple[str, _State]  # (RETURN | ACCEPT | DROP | REJECT | NAT, state)
+# (verdict, state): RETURN | ACCEPT | DROP | REJECT | PASS, or NEXT (from a
+# target: go on with the chain's next rule).
+_Outcome = tuple[str, _State]
+
+
+class SimulationError(ParseError):
+    """Rules the simulator cannot walk (see the module docstring); the
+    message names the rule's line, as ParseError does."""
+
+
+class _Entry(NamedTuple):
+    args: str
+    spec: RuleSpec
+    line_no: int
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """Work left in one chain: walk on from rule `index` with `state`, or
+    (index None) hand on `verdict` as the chain's outcome."""
+
+    index: int | None
+    verdict: str
+    state: _State
 
 
 class Simulator:
@@ -151,14 +211,51 @@ class Simulator:
         self.ruleset = ruleset
         self.local = [netaddr.IPAddress(ip) for ip in local_ips]
         self.assumptions: list[str] = [NEW_CONNECTION]
-        self.masq_bit = _masquerade_bit(ruleset)
-        self._chains: dict[tuple[str, str], list[tuple[str, RuleSpec]]] = {}
+        self._chains: dict[tuple[str, str], list[_Entry]] = {}
+        # A set: Table.chains is a list, and a dump declares thousands.
+        self._declared = {
+            (name, chain)
+            for name, table in ruleset.tables.items()
+            for chain in (*table.chains, *table.policies)
+        }
         for table_name, table in ruleset.tables.items():
             for rule in table.rules:
-                self._chains.setdefault((table_name, rule.chain), []).append(
-                    (rule.args, parse_args(rule.args))
-                )
+                self._chains.setdefault((table_name, rule.chain), []).append(_entry(rule))
+        self.masq_bit = _masquerade_bit(self._chains)
+        self._check_jumps()
+        self._steps = 0
         self.packet = Packet("0.0.0.0", "0.0.0.0", 0)
+
+    def _is_chain(self, table: str, name: str) -> bool:
+        return (table, name) in self._chains or (table, name) in self._declared
+
+    def _check_jumps(self) -> None:
+        """Refuse jump loops and chains nested deeper than MAX_DEPTH among
+        the chains a built-in chain leads to (as the kernel checks a table:
+        a chain nothing jumps to may loop, it is never entered)."""
+        for table in self.ruleset.tables:
+            jumps: dict[str, list[tuple[str, int]]] = {}
+            for (name, chain), entries in self._chains.items():
+                if name == table:
+                    jumps[chain] = [
+                        (e.spec.target, e.line_no)
+                        for e in entries
+                        if e.spec.target is not None and self._is_chain(table, e.spec.target)
+                    ]
+            below: dict[str, int] = {}  # chain → the most nested jumps below it
+            for root in BUILTIN_CHAINS.get(table, ()):
+                if root in jumps and root not in below:
+                    _walk_jumps(root, jumps, below)
+
+    def _step(self, line_no: int) -> None:
+        self._steps += 1
+        if self._steps > MAX_STEPS:
+            raise SimulationError(
+                line_no,
+                f"the packet's walk needs more than {MAX_STEPS:,} rule checks "
+                "(rules that lead into the same chains over and over, or random matches "
+                "that fork it): not simulated",
+            )
 
     def is_local(self, ip: str) -> bool:
         addr = netaddr.IPAddress(ip)
@@ -166,6 +263,7 @@ class Simulator:
 
     def run(self, packet: Packet) -> Simulation:
         self.packet = packet
+        self._steps = 0
         local_origin = self.is_local(packet.src)
         start = _State(dst=packet.dst, dport=packet.dport)
         paths = [self._finish(st, v) for v, st in self._hooks(start, local_origin)]
@@ -174,7 +272,8 @@ class Simulator:
     def _finish(self, st: _State, verdict: str) -> Path:
         if verdict not in ("DROP", "REJECT"):
             verdict = "DNAT" if st.dnat else ("ACCEPT" if st.accepted else "NONE")
-        return Path(verdict, st.dnat, st.probability, st.snat, st.matched)
+        rules = st.matched.rules() if st.matched is not None else ()
+        return Path(verdict, st.dnat, st.probability, st.snat, rules)
 
     def _hooks(self, st: _State, local_origin: bool) -> Iterator[_Outcome]:
         first = [_OUTPUT] if local_origin else [_PREROUTING]
@@ -216,32 +315,68 @@ class Simulator:
                 yield from self._hook(hook, rest, out)
 
     def _chain(self, table: str, chain: str, start: int, st: _State) -> Iterator[_Outcome]:
-        rules = self._chains.get((table, chain), [])
-        for index in range(start, len(rules)):
-            args, spec = rules[index]
-            p = self._matches(spec, st)
-            if p == 0.0:
-                continue
-            hit = replace(
-                st,
-                probability=st.probability * p,
-                matched=(*st.matched, MatchedRule(table, chain, f"-A {chain} {args}".rstrip())),
-            )
-            if p < 1.0:
-                # A random statistic match: follow both the match and the miss.
-                yield from self._target(table, chain, index, spec, hit)
-                st = replace(st, probability=st.probability * (1.0 - p))
-                continue
-            yield from self._target(table, chain, index, spec, hit)
-            return
-        yield "RETURN", st
+        """The outcomes of walking `chain` from rule `start`, depth first.
 
-    def _target(
-        self, table: str, chain: str, index: int, spec: RuleSpec, st: _State
-    ) -> Iterator[_Outcome]:
+        The rest of a chain after a rule that lets the packet go on is
+        walked in this loop, not by a nested call, so a chain of any length
+        costs one stack frame; when a rule forks the walk, what is left
+        waits on `todo` in the order a depth-first walk meets it."""
+        rules = self._chains.get((table, chain), [])
+        todo = [_Pending(start, "NEXT", st)]
+        while todo:
+            pending = todo.pop()
+            if pending.index is None:
+                yield pending.verdict, pending.state
+                continue
+            index, st = pending.index, pending.state
+            while index < len(rules):
+                args, spec, line_no = rules[index]
+                self._step(line_no)
+                try:
+                    p = self._matches(spec, st)
+                    if p == 0.0:
+                        index += 1
+                        continue
+                    hit = replace(
+                        st,
+                        probability=st.probability * p,
+                        matched=_Trail(
+                            MatchedRule(table, chain, f"-A {chain} {args}".rstrip()), st.matched
+                        ),
+                    )
+                    outcomes = list(self._target(table, spec, hit))
+                except SimulationError:
+                    raise
+                except (ValueError, IndexError, netaddr.AddrFormatError) as exc:
+                    # Arguments the simulator cannot read (a bad address,
+                    # port, mark or probability): the rule's line, never a
+                    # traceback.
+                    raise _unreadable(
+                        line_no, f"cannot simulate rule {_shown(args)}", exc
+                    ) from None
+                if p < 1.0:
+                    # A random statistic match: the miss goes on once
+                    # everything the match leads to has been walked.
+                    todo.append(
+                        _Pending(
+                            index + 1, "NEXT", replace(st, probability=st.probability * (1.0 - p))
+                        )
+                    )
+                elif len(outcomes) == 1 and outcomes[0][0] == "NEXT":
+                    index, st = index + 1, outcomes[0][1]
+                    continue
+                todo.extend(
+                    _Pending(index + 1 if verdict == "NEXT" else None, verdict, out)
+                    for verdict, out in reversed(outcomes)
+                )
+                break
+            else:
+                yield "RETURN", st
+
+    def _target(self, table: str, spec: RuleSpec, st: _State) -> Iterator[_Outcome]:
         target = spec.target
         if target is None:
-            yield from self._chain(table, chain, index + 1, st)
+            yield "NEXT", st
         elif target in ("ACCEPT",):
             yield "ACCEPT", replace(st, accepted=True)
         elif target in ("DROP", "REJECT"):
@@ -250,9 +385,7 @@ class Simulator:
             yield "RETURN", st
         elif target == "MARK":
             value, mask = mark_target(spec)
-            yield from self._chain(
-                table, chain, index + 1, replace(st, mark=(st.mark & ~mask & 0xFFFFFFFF) ^ value)
-            )
+            yield "NEXT", replace(st, mark=(st.mark & ~mask & 0xFFFFFFFF) ^ value)
         elif target == "DNAT":
             to = spec.target_option("to-destination")
             dest = to.values[0] if to else st.dst
@@ -262,16 +395,16 @@ class Simulator:
         elif target in ("MASQUERADE", "SNAT"):
             yield "ACCEPT", replace(st, snat=True)
         elif target in ("LOG", "NFLOG", "TRACE", "CT", "CONNMARK", "NOTRACK", "CHECKSUM"):
-            yield from self._chain(table, chain, index + 1, st)
-        elif (table, target) in self._chains or self.ruleset.table(table).has_chain(target):
+            yield "NEXT", st
+        elif self._is_chain(table, target):
             for verdict, out in self._chain(table, target, 0, st):
                 if verdict == "RETURN" and not spec.goto:
-                    yield from self._chain(table, chain, index + 1, out)
+                    yield "NEXT", out
                 else:
                     yield verdict, out
         else:
             self._assume(f"target {target} is not simulated; the walk continues past it")
-            yield from self._chain(table, chain, index + 1, st)
+            yield "NEXT", st
 
     # ---------------------------------------------------------------- matching
 
@@ -375,12 +508,68 @@ def _port_in(port: int, spec: str) -> bool:
     return False
 
 
-def _masquerade_bit(ruleset: RuleSet) -> int:
+def _masquerade_bit(chains: dict[tuple[str, str], list[_Entry]]) -> int:
     """The bit KUBE-MARK-MASQ sets (kube-proxy's masqueradeBit; 0x4000 by default)."""
-    table = ruleset.tables.get("nat")
-    if table is not None:
-        for rule in table.chain_rules(n.KUBE_MARK_MASQ):
-            spec = parse_args(rule.args)
-            if spec.target == "MARK":
-                return mark_target(spec)[0]
+    for entry in chains.get(("nat", n.KUBE_MARK_MASQ), []):
+        if entry.spec.target == "MARK":
+            try:
+                return mark_target(entry.spec)[0]
+            except (ValueError, IndexError):
+                raise SimulationError(
+                    entry.line_no, f"cannot read the mark of rule {_shown(entry.args)}"
+                ) from None
     return 1 << 14
+
+
+def _entry(rule: Rule) -> _Entry:
+    try:
+        spec = parse_args(rule.args)
+    except (ValueError, IndexError) as exc:
+        raise _unreadable(rule.line_no, f"cannot read rule {_shown(rule.line())}", exc) from None
+    return _Entry(rule.args, spec, rule.line_no)
+
+
+def _unreadable(line_no: int, what: str, exc: Exception) -> SimulationError:
+    # An IndexError is an option given without its value (`--dport` last).
+    detail = "an option without its value" if isinstance(exc, IndexError) else str(exc)
+    return SimulationError(line_no, f"{what}: {detail}")
+
+
+def _walk_jumps(root: str, jumps: dict[str, list[tuple[str, int]]], below: dict[str, int]) -> None:
+    """Depth-first through the jumps from `root` (with a stack of its own:
+    the nesting is what is being checked), filling `below`; a jump back to
+    a chain on the current path is a loop."""
+    path = [root]
+    on_path = {root: 0}
+    branches = [iter(jumps.get(root, []))]
+    while path:
+        step = next(branches[-1], None)
+        if step is None:
+            chain = path.pop()
+            branches.pop()
+            del on_path[chain]
+            below[chain] = max((below[t] + 1 for t, _ in jumps.get(chain, [])), default=0)
+            continue
+        target, line_no = step
+        if target in on_path:
+            loop = " -> ".join([*path[on_path[target] :], target])
+            raise SimulationError(
+                line_no,
+                f"chains jump in a loop: {loop} (iptables-restore refuses this: "
+                "the kernel answers ELOOP)",
+            )
+        nesting = len(path) + below.get(target, 0)
+        if nesting > MAX_DEPTH:
+            raise SimulationError(
+                line_no,
+                f"chain {target} is nested {nesting} jumps deep under {root} "
+                f"(more than the {MAX_DEPTH} the simulator follows)",
+            )
+        if target not in below:
+            on_path[target] = len(path)
+            path.append(target)
+            branches.append(iter(jumps.get(target, [])))
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
