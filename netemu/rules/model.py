@@ -98,8 +98,9 @@ class RuleSet:
 
 class ParseError(ValueError):
     """Rules that cannot be read (or walked): `source:line: message` when the
-    file is known, `line N: message` otherwise. Line 0 means the file as a
-    whole (empty, too large, not a regular file)."""
+    file is known, `line N: message` otherwise. A file refused as a whole
+    (too large, no table in it) is refused at line 1; line 0 is a path that
+    could not be read at all (missing, not a regular file)."""
 
     def __init__(self, line_no: int, message: str, source: str | None = None) -> None:
         where = f"{source}:{line_no}" if source is not None else f"line {line_no}"
@@ -149,7 +150,7 @@ def read_rules(path: Path) -> RuleSet:
         raise exc.located(source) from None
     if not ruleset.tables:
         raise ParseError(
-            0, "no *table section: expected iptables-save output (*nat ... COMMIT)", source
+            1, "no *table section: expected iptables-save output (*nat ... COMMIT)", source
         )
     return ruleset
 
@@ -171,7 +172,7 @@ def _read_regular_file(path: Path, source: str) -> bytes:
             raise ParseError(0, f"cannot read: {exc.strerror}", source) from None
     if len(data) > MAX_RULES_BYTES:
         raise ParseError(
-            0, f"larger than {MAX_RULES_BYTES >> 20} MiB: not a node's iptables-save dump", source
+            1, f"larger than {MAX_RULES_BYTES >> 20} MiB: not a node's iptables-save dump", source
         )
     return data
 
@@ -185,6 +186,11 @@ def parse_restore(text: str) -> RuleSet:
     """
     ruleset = RuleSet()
     table: Table | None = None
+    if "\0" in text:
+        raise ParseError(
+            text.count("\n", 0, text.index("\0")) + 1,
+            "binary data (a NUL byte): expected iptables-save output",
+        )
     for line_no, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -220,6 +226,16 @@ def parse_restore(text: str) -> RuleSet:
             chain, policy = parts[0], parts[1]
             if policy == "-":
                 table.declare(chain)
+            elif chain not in BUILTIN_CHAINS[table.name]:
+                # As iptables-restore: "Can't set policy ...: Bad built-in chain name".
+                raise ParseError(
+                    line_no,
+                    f"chain {_shown(chain)} is not built in: only '-' fits it, not {policy!r}",
+                )
+            elif policy not in ("ACCEPT", "DROP"):
+                raise ParseError(
+                    line_no, f"policy {_shown(policy)} of chain {chain}: expected ACCEPT or DROP"
+                )
             else:
                 table.policies[chain] = policy
             continue

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import NamedTuple
 
 import netaddr
@@ -35,6 +36,60 @@ from netemu.rules.model import BUILTIN_CHAINS, ParseError, Rule, RuleSet
 from netemu.rules.spec import Match, RuleSpec, mark_pair, mark_target, parse_args
 
 LOOPBACK = netaddr.IPNetwork("127.0.0.0/8")
+
+# iptables' verdicts and the target extensions of iptables 1.8
+# (iptables-extensions(8)). Any other -j name must be a chain of the table:
+# iptables-restore refuses it ("Couldn't load target").
+KNOWN_TARGETS = frozenset(
+    {
+        "ACCEPT",
+        "DROP",
+        "RETURN",
+        "QUEUE",
+        "AUDIT",
+        "CHECKSUM",
+        "CLASSIFY",
+        "CLUSTERIP",
+        "CONNMARK",
+        "CONNSECMARK",
+        "CT",
+        "DNAT",
+        "DNPT",
+        "DSCP",
+        "ECN",
+        "HL",
+        "HMARK",
+        "IDLETIMER",
+        "LED",
+        "LOG",
+        "MARK",
+        "MASQUERADE",
+        "MIRROR",
+        "NETMAP",
+        "NFLOG",
+        "NFQUEUE",
+        "NOTRACK",
+        "RATEEST",
+        "REDIRECT",
+        "REJECT",
+        "SECMARK",
+        "SET",
+        "SNAT",
+        "SNPT",
+        "SYNPROXY",
+        "TCPMSS",
+        "TCPOPTSTRIP",
+        "TEE",
+        "TOS",
+        "TPROXY",
+        "TRACE",
+        "TTL",
+        "ULOG",
+    }
+)
+_PORT_OPTIONS = frozenset(
+    ("dport", "destination-port", "dports", "sport", "source-port", "sports", "ports")
+)
 
 # kube-proxy nests chains 3 deep (KUBE-SERVICES → KUBE-SVC → KUBE-SEP);
 # iptables-nft refused a 30th nested jump here (EMLINK), and the legacy
@@ -221,6 +276,7 @@ class Simulator:
         for table_name, table in ruleset.tables.items():
             for rule in table.rules:
                 self._chains.setdefault((table_name, rule.chain), []).append(_entry(rule))
+        self._check_rules()
         self.masq_bit = _masquerade_bit(self._chains)
         self._check_jumps()
         self._steps = 0
@@ -228,6 +284,33 @@ class Simulator:
 
     def _is_chain(self, table: str, name: str) -> bool:
         return (table, name) in self._chains or (table, name) in self._declared
+
+    def _check_rules(self) -> None:
+        """Refuse what iptables-restore refuses in rules the walk may meet:
+        a rule in a chain never declared, a jump to a chain or target that
+        does not exist, a value the simulator would read that is out of
+        range (one bad rule is a SimulationError, never a traceback)."""
+        builtin = {(table, chain) for table, chains in BUILTIN_CHAINS.items() for chain in chains}
+        for (table, chain), entries in self._chains.items():
+            if (table, chain) not in self._declared and (table, chain) not in builtin:
+                raise SimulationError(
+                    entries[0].line_no,
+                    f"chain {chain} of table {table} is not declared "
+                    f"(no ':{chain} - [0:0]' line): iptables-restore refuses its rules",
+                )
+            for entry in entries:
+                target = entry.spec.target
+                known = target is None or target in KNOWN_TARGETS
+                if not known and not self._is_chain(table, str(target)):
+                    raise SimulationError(
+                        entry.line_no,
+                        f"rule {_shown(entry.args)}: no chain or target named {target!r} "
+                        f"in table {table}",
+                    )
+                try:
+                    check_rule(entry.spec)
+                except (ValueError, IndexError, netaddr.AddrFormatError) as exc:
+                    raise _unreadable(entry.line_no, f"rule {_shown(entry.args)}", exc) from None
 
     def _check_jumps(self) -> None:
         """Refuse jump loops and chains nested deeper than MAX_DEPTH among
@@ -351,9 +434,7 @@ class Simulator:
                     # Arguments the simulator cannot read (a bad address,
                     # port, mark or probability): the rule's line, never a
                     # traceback.
-                    raise _unreadable(
-                        line_no, f"cannot simulate rule {_shown(args)}", exc
-                    ) from None
+                    raise _unreadable(line_no, f"rule {_shown(args)}", exc) from None
                 if p < 1.0:
                     # A random statistic match: the miss goes on once
                     # everything the match leads to has been walked.
@@ -387,10 +468,8 @@ class Simulator:
             value, mask = mark_target(spec)
             yield "NEXT", replace(st, mark=(st.mark & ~mask & 0xFFFFFFFF) ^ value)
         elif target == "DNAT":
-            to = spec.target_option("to-destination")
-            dest = to.values[0] if to else st.dst
-            ip, _, port = dest.partition(":")
-            dport = int(port.split("-")[0]) if port else st.dport
+            ip, port = _dnat_destination(spec)
+            ip, dport = ip or st.dst, port or st.dport
             yield "ACCEPT", replace(st, dst=ip, dport=dport, dnat=f"{ip}:{dport}")
         elif target in ("MASQUERADE", "SNAT"):
             yield "ACCEPT", replace(st, snat=True)
@@ -412,9 +491,9 @@ class Simulator:
         pkt = self.packet
         for key, (value, negated) in spec.core.items():
             if key == "src":
-                ok = netaddr.IPAddress(pkt.src) in netaddr.IPNetwork(value)
+                ok = netaddr.IPAddress(pkt.src) in _network(value)
             elif key == "dst":
-                ok = netaddr.IPAddress(st.dst) in netaddr.IPNetwork(value)
+                ok = netaddr.IPAddress(st.dst) in _network(value)
             elif key == "proto":
                 ok = value.lower() in ("all", "0", pkt.proto)
             else:
@@ -480,7 +559,7 @@ class Simulator:
             mode = m.get("mode")
             prob = m.get("probability")
             if mode and mode.values[0] == "random" and prob:
-                return float(prob.values[0])
+                return _probability(prob.values[0])
             self._assume("statistic --mode nth is treated as matching every packet")
             return 1.0
         if m.module == "recent":
@@ -501,11 +580,79 @@ def simulate(ruleset: RuleSet, local_ips: list[str], packet: Packet) -> Simulati
 
 
 def _port_in(port: int, spec: str) -> bool:
+    return any(low <= port <= high for low, high in _port_ranges(spec))
+
+
+@lru_cache(maxsize=4096)
+def _port_ranges(spec: str) -> tuple[tuple[int, int], ...]:
+    """`80`, `30000:32767`, `80,443` (multiport) as ranges; iptables
+    refuses a port outside 0-65535 ("invalid port/service")."""
+    ranges = []
     for part in spec.split(","):
-        low, _, high = part.partition(":")
-        if int(low or 0) <= port <= int(high or low or 65535):
-            return True
-    return False
+        low, sep, high = part.partition(":")
+        first, last = _port(low or "0"), _port(high or "65535") if sep else _port(low)
+        if first > last:
+            raise ValueError(f"port range {part!r} runs backwards")
+        ranges.append((first, last))
+    return tuple(ranges)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {text} is not in 0-65535")
+    return port
+
+
+@lru_cache(maxsize=65536)
+def _network(text: str) -> netaddr.IPNetwork:
+    # Cached: a dump names the same addresses in rule after rule, and the
+    # walk checks them again for every packet.
+    return netaddr.IPNetwork(text)
+
+
+def _probability(text: str) -> float:
+    probability = float(text)
+    if not 0.0 <= probability <= 1.0:  # also refuses nan
+        raise ValueError(f"--probability {text} is not between 0 and 1")
+    return probability
+
+
+def _dnat_destination(spec: RuleSpec) -> tuple[str | None, int | None]:
+    """DNAT's `--to-destination ip[-ip][:port[-port]]`: the first address
+    and port (None where not given: the packet's own)."""
+    to = spec.target_option("to-destination")
+    if to is None:
+        return None, None
+    address, _, ports = to.values[0].partition(":")
+    ip = address.split("-")[0] or None
+    if ip is not None:
+        netaddr.IPAddress(ip)  # refuses what is no IPv4 address
+    port = _port(ports.split("-")[0]) if ports else None
+    if port == 0:
+        raise ValueError("port 0 is not a DNAT destination port")
+    return ip, port
+
+
+def check_rule(spec: RuleSpec) -> None:
+    """Raise ValueError (or netaddr's AddrFormatError) for a value
+    iptables-restore itself refuses, in the parts the simulator reads:
+    addresses, ports, probabilities, marks and DNAT destinations."""
+    for key, (value, _) in spec.core.items():
+        if key in ("src", "dst"):
+            _network(value)
+    for m in spec.matches:
+        for opt in m.options:
+            if m.module in ("tcp", "udp", "sctp", "multiport") and opt.name in _PORT_OPTIONS:
+                _port_ranges(opt.values[0])
+            elif m.module == "statistic" and opt.name == "probability":
+                _probability(opt.values[0])
+            elif m.module == "mark" and opt.name == "mark":
+                mark_pair(opt.values[0])
+    if spec.target == "MARK":
+        mark_target(spec)
+    elif spec.target == "DNAT":
+        _dnat_destination(spec)
 
 
 def _masquerade_bit(chains: dict[tuple[str, str], list[_Entry]]) -> int:
@@ -516,7 +663,7 @@ def _masquerade_bit(chains: dict[tuple[str, str], list[_Entry]]) -> int:
                 return mark_target(entry.spec)[0]
             except (ValueError, IndexError):
                 raise SimulationError(
-                    entry.line_no, f"cannot read the mark of rule {_shown(entry.args)}"
+                    entry.line_no, f"rule {_shown(entry.args)}: cannot read its mark"
                 ) from None
     return 1 << 14
 
@@ -525,7 +672,7 @@ def _entry(rule: Rule) -> _Entry:
     try:
         spec = parse_args(rule.args)
     except (ValueError, IndexError) as exc:
-        raise _unreadable(rule.line_no, f"cannot read rule {_shown(rule.line())}", exc) from None
+        raise _unreadable(rule.line_no, f"rule {_shown(rule.args)}", exc) from None
     return _Entry(rule.args, spec, rule.line_no)
 
 

@@ -6,6 +6,7 @@ long chains and chains of returning jumps walk without recursion limits."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_text_that_is_not_utf8_is_refused_at_its_line_and_column(tmp_path: Path)
 def test_a_file_with_no_table_is_refused(tmp_path: Path, text: str) -> None:
     path = tmp_path / "dump"
     path.write_text(text)
-    with pytest.raises(ParseError, match=r"dump:0: no \*table section: expected iptables-save"):
+    with pytest.raises(ParseError, match=r"dump:1: no \*table section: expected iptables-save"):
         read_rules(path)
 
 
@@ -94,7 +95,7 @@ def test_a_file_larger_than_the_limit_is_refused(
     monkeypatch.setattr(model, "MAX_RULES_BYTES", 1 << 20)
     path = tmp_path / "dump"
     path.write_text(nat(*["-A PREROUTING -j ACCEPT"] * 50_000))
-    with pytest.raises(ParseError, match=r"dump:0: larger than 1 MiB"):
+    with pytest.raises(ParseError, match=r"dump:1: larger than 1 MiB"):
         read_rules(path)
 
 
@@ -237,6 +238,17 @@ def test_forks_keep_the_depth_first_order_of_paths() -> None:
         ("-A PREROUTING -j DNAT --to-destination 10.0.0.9:port", "invalid literal for int()"),
         ("-A PREROUTING -j", "an option without its value"),
         ("-A PREROUTING what", "cannot parse rule arguments at 'what'"),
+        # Values iptables-restore refuses too.
+        ("-A PREROUTING -p tcp --dport 99999 -j ACCEPT", "port 99999 is not in 0-65535"),
+        ("-A PREROUTING -p tcp --dport 90:80 -j ACCEPT", "port range '90:80' runs backwards"),
+        (
+            "-A PREROUTING -m statistic --mode random --probability 2.0 -j ACCEPT",
+            "--probability 2.0 is not between 0 and 1",
+        ),
+        ("-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.9:70000", "not in 0-65535"),
+        ("-A PREROUTING -p tcp -j DNAT --to-destination garbage:80", "garbage"),
+        ("-A PREROUTING -j NOWHERE", "no chain or target named 'NOWHERE' in table nat"),
+        ("-A UNDECLARED -j ACCEPT", "chain UNDECLARED of table nat is not declared"),
     ],
 )
 def test_rule_arguments_the_simulator_cannot_read_name_the_rule(rule: str, message: str) -> None:
@@ -244,6 +256,38 @@ def test_rule_arguments_the_simulator_cannot_read_name_the_rule(rule: str, messa
         simulate(parse_restore(nat(rule)), [NODE], PACKET)
     assert info.value.line_no == 3
     assert message in str(info.value)
+
+
+def test_a_bad_rule_is_refused_even_where_the_packet_never_goes() -> None:
+    # iptables-restore checks every rule, so the simulator does too.
+    text = nat("-A PREROUTING -j ACCEPT", "-A UNUSED -s 10.0.0.0/33 -j ACCEPT", chains=("UNUSED",))
+    with pytest.raises(SimulationError, match=r"line 5: rule '-s 10\.0\.0\.0/33 -j ACCEPT'"):
+        simulate(parse_restore(text), [NODE], PACKET)
+
+
+def test_target_extensions_the_simulator_does_not_model_are_passed_over() -> None:
+    text = nat("-A PREROUTING -p tcp -j TCPMSS --clamp-mss-to-pmtu", "-A PREROUTING -j ACCEPT")
+    result = simulate(parse_restore(text), [NODE], PACKET)
+    assert result.verdict == "ACCEPT"
+    assert "target TCPMSS is not simulated; the walk continues past it" in result.assumptions
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (":PREROUTING MAYBE [0:0]", "policy 'MAYBE' of chain PREROUTING: expected ACCEPT or DROP"),
+        (":KUBE-X ACCEPT [0:0]", "chain 'KUBE-X' is not built in: only '-' fits it"),
+        (": - [0:0]", "chain '-' is not built in"),
+    ],
+)
+def test_chain_lines_iptables_restore_refuses(line: str, message: str) -> None:
+    with pytest.raises(ParseError, match=f"line 2: {re.escape(message)}"):
+        parse_restore(f"*nat\n{line}\nCOMMIT\n")
+
+
+def test_text_with_a_nul_byte_is_refused_at_its_line() -> None:
+    with pytest.raises(ParseError, match=r"line 3: binary data \(a NUL byte\)"):
+        parse_restore("*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING \0 -j ACCEPT\nCOMMIT\n")
 
 
 def test_the_step_limit_is_per_packet(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,7 +334,12 @@ def test_cli_refuses_a_walk_without_end(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_cli_refuses_unreadable_rule_arguments(tmp_path: Path) -> None:
     output = refused(tmp_path / "dump", nat("-A PREROUTING -d 10.0.0.300 -j ACCEPT"))
-    assert "error: line 3: cannot simulate rule '-d 10.0.0.300 -j ACCEPT'" in output
+    assert "error: line 3: rule '-d 10.0.0.300 -j ACCEPT': invalid IPNetwork 10.0.0.300" in output
+
+
+def test_cli_refuses_binary_data_that_is_valid_utf8(tmp_path: Path) -> None:
+    output = refused(tmp_path / "dump", "*nat\n:PREROUTING ACCEPT [0:0]\n\0\0\0\nCOMMIT\n")
+    assert "error: line 3: binary data (a NUL byte)" in output
 
 
 def test_cli_still_walks_a_good_dump(tmp_path: Path) -> None:
