@@ -10,6 +10,7 @@ for comparing with the kernel's normalised `iptables-save` output live in
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -258,30 +259,57 @@ def _shown(line: str, limit: int = 80) -> str:
     return repr(line if len(line) <= limit else line[:limit] + "...")
 
 
+# One piece of rule arguments: a run of whitespace, a quoted part (its
+# closing quote may be missing at the end; a backslash escapes the next
+# character, a last lone one stays), or a run of other characters. Pieces
+# with no whitespace between them make one token (`a"b c"` is `ab c`).
+_PIECE = re.compile(r'(\s+)|"((?:[^"\\]|\\.|\\\Z)*)"?|([^\s"]+)', re.DOTALL)
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
 def tokenize(args: str) -> list[str]:
     """Split rule arguments as iptables-restore does: whitespace, double quotes
     with backslash escapes inside them."""
+    if '"' not in args:
+        return args.split()  # str.split's whitespace is str.isspace's, as \s is
+    if "\\" not in args:
+        simple = _standalone_quotes(args)
+        if simple is not None:
+            return simple
     tokens: list[str] = []
-    i, n = 0, len(args)
-    while i < n:
-        ch = args[i]
-        if ch.isspace():
-            i += 1
+    token: list[str] | None = None
+    for space, quoted, plain in _PIECE.findall(args):
+        if space:
+            if token is not None:
+                tokens.append("".join(token))
+            token = None
             continue
-        buf: list[str] = []
-        while i < n and not args[i].isspace():
-            if args[i] == '"':
-                i += 1
-                while i < n and args[i] != '"':
-                    if args[i] == "\\" and i + 1 < n:
-                        i += 1
-                    buf.append(args[i])
-                    i += 1
-                i += 1  # closing quote
-            else:
-                buf.append(args[i])
-                i += 1
-        tokens.append("".join(buf))
+        if token is None:
+            token = []
+        token.append(plain or _ESCAPED.sub(r"\1", quoted))
+    if token is not None:
+        tokens.append("".join(token))
+    return tokens
+
+
+def _standalone_quotes(args: str) -> list[str] | None:
+    """The tokens of `args` when every quoted part stands alone (whitespace
+    or an end on both sides, closing quote present): kube-proxy's rules,
+    `... -m comment --comment "ns/svc:port cluster IP" -j ...`. None otherwise."""
+    parts = args.split('"')
+    if len(parts) % 2 == 0:
+        return None  # a quote left open
+    tokens = parts[0].split()
+    for index in range(1, len(parts), 2):
+        before, after = parts[index - 1], parts[index + 1]
+        # Empty before the first quote or after the last is an end; empty
+        # between two quoted parts is `"a""b"`, one token.
+        if not (before[-1:].isspace() or (index == 1 and not before)):
+            return None
+        if not (after[:1].isspace() or (index == len(parts) - 2 and not after)):
+            return None
+        tokens.append(parts[index])
+        tokens.extend(after.split())
     return tokens
 
 
