@@ -11,9 +11,14 @@ lab name or trace id never leads out of the root), and every file is
 created new (O_CREAT|O_EXCL: never through a planted file or symlink) with
 mode 0600, then handed over with fchown on its descriptor.
 
-Owns: the directories and files it creates under the root it is given.
+A file the user names outside captures/ (a picture: `--svg`, `graph -o`)
+is written with write_file: never through a symlink, a FIFO or device,
+into another user's file or a hard link to some other file.
+
+Owns: the directories and files it creates under the root it is given, and
+the one file write_file is asked to write.
 Must not touch: anything else; it never follows a symlink below the root,
-never overwrites a file, and changes the owner only of what it created.
+never overwrites a file there, and changes the owner only of what it created.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -51,18 +55,52 @@ def invoking_user() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-def give_to_sudo_user(paths: Iterable[Path]) -> None:
-    """chown `paths` to SUDO_UID:SUDO_GID when running as root under sudo;
-    otherwise leave them alone. A symlink is never followed: only a file
-    netemu itself wrote is handed over, never what a link points to."""
-    uid, gid = invoking_user()
-    if (uid, gid) == (os.geteuid(), os.getegid()):
-        return
-    for path in paths:
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path`, a file the user named (a picture): created
+    new (mode 0600, given to the invoking user), or replacing a regular file
+    of the invoking user or root. Never through a symlink at `path`, never
+    into a FIFO or device, another user's file, or a file with other names
+    (a hard link planted to something else)."""
+    owner = invoking_user()
+    try:
+        fd = os.open(path, _NEW_FILE_FLAGS, FILE_MODE)
+        created = True
+    except FileExistsError:
+        fd, created = _open_existing_file(path), False
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot create: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as out:
+        if created:
+            os.fchmod(fd, FILE_MODE)
+            if owner != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):  # NFS root squash
+                    os.fchown(fd, *owner)
+        else:
+            info = os.fstat(fd)
+            problem = None
+            if not stat.S_ISREG(info.st_mode):
+                problem = "is not a regular file"
+            elif info.st_uid not in {0, os.geteuid(), owner[0]}:
+                problem = f"is owned by uid {info.st_uid}, not by root or uid {owner[0]}"
+            elif info.st_nlink > 1:
+                problem = "has other names (hard links)"
+            if problem is not None:
+                raise OutputPathError(f"{path}: {problem}: refusing to overwrite it")
+            os.ftruncate(fd, 0)
         try:
-            os.chown(path, uid, gid, follow_symlinks=False)
-        except PermissionError:
-            return  # a file system that maps owners itself (NFS root squash)
+            out.write(data)
+        except OSError as exc:
+            raise OutputPathError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def _open_existing_file(path: Path) -> int:
+    try:
+        # O_NONBLOCK: a FIFO must not wait for a reader (it is refused).
+        return os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputPathError(f"{path}: is a symbolic link: refusing to follow it") from None
+        raise OutputPathError(f"{path}: cannot write: {exc.strerror}") from None
 
 
 def check_name(name: str, where: Path) -> None:

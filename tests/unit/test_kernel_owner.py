@@ -18,6 +18,7 @@ from netemu.kernel.owner import (
     OutputPathError,
     check_name,
     invoking_user,
+    write_file,
 )
 
 
@@ -217,3 +218,83 @@ def test_a_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OutputPathError, match="owned by uid 54321, not by root"):
         OutputDirectory(tmp_path / "captures", "lab", "t")
     assert list((tmp_path / "captures" / "lab").iterdir()) == []
+
+
+# -- a file the user names (pictures) ---------------------------------------------------
+
+
+def test_write_file_creates_a_private_file(tmp_path: Path, loose_umask: None) -> None:
+    write_file(tmp_path / "lab.svg", b"<svg/>")
+    assert (tmp_path / "lab.svg").read_bytes() == b"<svg/>"
+    assert mode(tmp_path / "lab.svg") == FILE_MODE
+
+
+def test_write_file_replaces_the_user_s_own_file_keeping_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "lab.svg"
+    path.write_bytes(b"an older, longer picture")
+    path.chmod(0o644)
+    write_file(path, b"<svg/>")
+    assert path.read_bytes() == b"<svg/>"
+    assert mode(path) == 0o644
+
+
+def test_write_file_refuses_a_symlink_and_leaves_its_target_alone(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "lab.svg").symlink_to(victim)
+    with pytest.raises(OutputPathError, match=r"lab\.svg: is a symbolic link: refusing to follow"):
+        write_file(tmp_path / "lab.svg", b"<svg/>")
+    assert victim.read_text() == "precious\n"
+
+
+def test_write_file_refuses_a_hard_link_to_another_file(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.link(victim, tmp_path / "lab.svg")
+    with pytest.raises(OutputPathError, match=r"has other names \(hard links\)"):
+        write_file(tmp_path / "lab.svg", b"<svg/>")
+    assert victim.read_text() == "precious\n"
+
+
+def test_write_file_refuses_a_fifo_without_waiting_for_a_reader(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "lab.svg")
+    with pytest.raises(OutputPathError, match=r"lab\.svg: cannot write"):
+        write_file(tmp_path / "lab.svg", b"<svg/>")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_write_file_refuses_another_user_s_file(tmp_path: Path) -> None:
+    path = tmp_path / "lab.svg"
+    path.write_text("theirs")
+    os.chown(path, 54321, 54321)
+    with pytest.raises(OutputPathError, match="owned by uid 54321, not by root"):
+        write_file(path, b"<svg/>")
+    assert path.read_text() == "theirs"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand files to another user")
+def test_write_file_gives_a_new_file_to_the_sudo_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUDO_UID", "4321")
+    monkeypatch.setenv("SUDO_GID", "4322")
+    write_file(tmp_path / "lab.svg", b"<svg/>")
+    info = os.lstat(tmp_path / "lab.svg")
+    assert (info.st_uid, info.st_gid) == (4321, 4322)
+
+
+def test_netemu_graph_refuses_to_write_through_a_symlink(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from netemu.cli import main
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "lab.dot").symlink_to(victim)
+    default = Path(__file__).resolve().parents[2] / "controlplane" / "default"
+    result = CliRunner().invoke(
+        main, ["graph", "-f", str(default), "-o", str(tmp_path / "lab.dot")]
+    )
+    assert result.exit_code == 1, result.output
+    assert "lab.dot: is a symbolic link: refusing to follow it" in result.output
+    assert victim.read_text() == "precious\n"
