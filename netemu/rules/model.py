@@ -28,7 +28,7 @@ TABLE_ORDER = ("raw", "mangle", "filter", "nat", "security")
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """`-A chain args`; `args` is restore syntax (quotes included). `line`
+    """`-A chain args`; `args` is restore syntax (quotes included). `line_no`
     is where a parsed rule was written (1-based; 0 for compiled rules), for
     messages only: it takes no part in comparing rules."""
 
@@ -192,10 +192,14 @@ def parse_restore(text: str) -> RuleSet:
             text.count("\n", 0, text.index("\0")) + 1,
             "binary data (a NUL byte): expected iptables-save output",
         )
-    for line_no, raw in enumerate(text.splitlines(), start=1):
+    last = 0
+    # Lines end at "\n" only, as iptables-restore reads them (splitlines
+    # would also end them at \x1c, \x85, ... and shift every line number).
+    for line_no, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        last = line_no
         if line.startswith("["):  # counters prefix of `iptables-save -c`
             end = line.find("]")
             line = line[end + 1 :].lstrip()
@@ -250,7 +254,7 @@ def parse_restore(text: str) -> RuleSet:
             continue
         raise ParseError(line_no, f"unsupported line {_shown(line)}")
     if table is not None:
-        raise ParseError(len(text.splitlines()), f"table {table.name!r} has no COMMIT")
+        raise ParseError(last, f"table {table.name!r} has no COMMIT")
     return ruleset
 
 

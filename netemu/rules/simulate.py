@@ -13,13 +13,16 @@ once translated), no `recent` entries (no session affinity yet). A random
 `statistic` match forks the walk, so every endpoint a packet may reach is
 found, each with its probability.
 
-The rules may come from a file (`netemu trace --offline --rules`), so the
-walk is bounded as the kernel bounds it: jumps that loop back to a chain
-they came from are refused before the walk (the kernel refuses such a table
-with ELOOP: "iptables-restore: line N failed"), as are chains nested more
-than MAX_DEPTH jumps deep and walks of more than MAX_STEPS rule checks
-(random matches fork the walk, and forks can multiply). Each is a
-SimulationError naming the rule's line.
+The rules may come from a file (`netemu trace --offline --rules`), so they
+are checked first as iptables-restore checks them (every rule's chain
+declared, every jump to a chain or target that exists, addresses, ports,
+probabilities, marks and DNAT destinations in range), and the walk is
+bounded as the kernel bounds it: jumps that loop back to a chain they came
+from are refused before the walk (the kernel refuses such a table with
+ELOOP: "iptables-restore: line N failed"), as are chains nested more than
+MAX_DEPTH jumps deep and walks of more than MAX_STEPS rule checks (random
+matches fork the walk, and forks can multiply). Each is a SimulationError
+naming the rule's line.
 """
 
 from __future__ import annotations
@@ -96,9 +99,9 @@ _PORT_OPTIONS = frozenset(
 # kernel has no small limit, so 64 refuses only what no node needs.
 MAX_DEPTH = 64
 # A packet to one of 10,000 Services × 5 endpoints takes about 10,000 rule
-# checks (one per KUBE-SERVICES rule), and the largest dump read_rules
-# accepts about 35,000; rules that fork at every level would otherwise walk
-# for hours (100,000 checks of such rules take about 1 s).
+# checks (one per KUBE-SERVICES rule), so a dump at read_rules' size limit
+# (about 35,000 such Services) about 35,000; rules that fork at every level
+# would otherwise walk for hours (100,000 checks of such rules take ~1 s).
 MAX_STEPS = 100_000
 
 NEW_CONNECTION = (
@@ -286,8 +289,8 @@ class Simulator:
         return (table, name) in self._chains or (table, name) in self._declared
 
     def _check_rules(self) -> None:
-        """Refuse what iptables-restore refuses in rules the walk may meet:
-        a rule in a chain never declared, a jump to a chain or target that
+        """Refuse what iptables-restore refuses, in every rule (not only
+        those a packet meets): a rule in a chain never declared, a jump to a chain or target that
         does not exist, a value the simulator would read that is out of
         range (one bad rule is a SimulationError, never a traceback)."""
         builtin = {(table, chain) for table, chains in BUILTIN_CHAINS.items() for chain in chains}

@@ -348,3 +348,11 @@ def test_cli_still_walks_a_good_dump(tmp_path: Path) -> None:
     result = trace_rules(path)
     assert result.exit_code == 0, result.output
     assert "10.0.0.9:8080" in result.output
+
+
+def test_line_numbers_count_newlines_only() -> None:
+    # \x1c and \x85 end lines for str.splitlines, not for iptables-restore.
+    with pytest.raises(ParseError, match="line 3: unsupported line"):
+        parse_restore("*nat\n:X - [0:0] \x1c\x85\nbogus\nCOMMIT\n")
+    with pytest.raises(ParseError, match="line 2: table 'nat' has no COMMIT"):
+        parse_restore("*nat\n:X - [0:0]\n\n\n")
