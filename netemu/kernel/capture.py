@@ -54,7 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from netemu.kernel import netns
 
@@ -360,15 +360,18 @@ def _drops(sock: socket.socket) -> int:
     return int(dropped)
 
 
-def write_pcap(path: Path, frames: Sequence[Frame]) -> None:
+def write_pcap(out: Path | BinaryIO, frames: Sequence[Frame]) -> None:
     """Write `frames`, in the given order, to a nanosecond pcap file with
-    linktype Ethernet. Each frame's bytes are written as captured; a frame
-    longer than PCAP_SNAPLEN (possible for GSO frames) is cut to it and
-    keeps its real length as the record's wire length."""
+    linktype Ethernet: a path, or a file open for writing (closed when
+    done; netemu.kernel.owner creates capture files safely). Each frame's
+    bytes are written as captured; a frame longer than PCAP_SNAPLEN
+    (possible for GSO frames) is cut to it and keeps its real length as the
+    record's wire length."""
     # Imported here: scapy takes a while to import and capturing needs none of it.
     from scapy.utils import PcapWriter
 
-    writer = PcapWriter(str(path), linktype=LINKTYPE_ETHERNET, nano=True, snaplen=PCAP_SNAPLEN)
+    target = str(out) if isinstance(out, Path) else out
+    writer = PcapWriter(target, linktype=LINKTYPE_ETHERNET, nano=True, snaplen=PCAP_SNAPLEN)
     try:
         # write_packet, unlike write, leaves the file header to the caller;
         # an empty file still gets one so it is a valid capture.

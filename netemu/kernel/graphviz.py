@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from netemu.kernel.owner import give_to_sudo_user
+from netemu.kernel.owner import OutputPathError, write_file
 
 FORMATS = ("svg", "png", "dot")
 DOT_MISSING = "Graphviz's dot is not installed (./setup.sh installs it)"
@@ -67,8 +67,7 @@ def write(source: str, path: Path, fmt: str) -> Path:
     `dot` leaves no half-written file behind."""
     data = render(source, fmt)
     try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise GraphvizError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    give_to_sudo_user([path])
+        write_file(path, data)
+    except OutputPathError as exc:
+        raise GraphvizError(str(exc)) from None
     return path

@@ -9,8 +9,12 @@ for comparing with the kernel's normalised `iptables-save` output live in
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
@@ -24,10 +28,13 @@ TABLE_ORDER = ("raw", "mangle", "filter", "nat", "security")
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """`-A chain args`; `args` is restore syntax (quotes included)."""
+    """`-A chain args`; `args` is restore syntax (quotes included). `line_no`
+    is where a parsed rule was written (1-based; 0 for compiled rules), for
+    messages only: it takes no part in comparing rules."""
 
     chain: str
     args: str
+    line_no: int = field(default=0, compare=False)
 
     def line(self) -> str:
         return f"-A {self.chain} {self.args}" if self.args else f"-A {self.chain}"
@@ -46,8 +53,8 @@ class Table:
     def declare(self, chain: str) -> None:
         self.chains.append(chain)
 
-    def append(self, chain: str, args: str) -> None:
-        self.rules.append(Rule(chain, args))
+    def append(self, chain: str, args: str, line_no: int = 0) -> None:
+        self.rules.append(Rule(chain, args, line_no))
 
     def chain_rules(self, chain: str) -> list[Rule]:
         return [r for r in self.rules if r.chain == chain]
@@ -91,82 +98,222 @@ class RuleSet:
 
 
 class ParseError(ValueError):
-    def __init__(self, line_no: int, message: str) -> None:
-        super().__init__(f"line {line_no}: {message}")
+    """Rules that cannot be read (or walked): `source:line: message` when the
+    file is known, `line N: message` otherwise. A file refused as a whole
+    (too large, no table in it) is refused at line 1; line 0 is a path that
+    could not be read at all (missing, not a regular file)."""
+
+    def __init__(self, line_no: int, message: str, source: str | None = None) -> None:
+        where = f"{source}:{line_no}" if source is not None else f"line {line_no}"
+        super().__init__(f"{where}: {message}")
         self.line_no = line_no
+        self.source = source
+        self.message = message
+
+    def located(self, source: str) -> ParseError:
+        """The same error, naming the file it is about."""
+        return ParseError(self.line_no, self.message, source)
+
+
+# Far above any real node's dump (kube-proxy's rules for 10,000 Services of
+# 5 endpoints each are 19 MB), and a bound on what one file may make the
+# offline tracer read and hold.
+MAX_RULES_BYTES = 64 << 20
+
+
+def read_rules(path: Path) -> RuleSet:
+    """Read an iptables-save dump from a file, refusing what is not one:
+    a non-regular file (a FIFO or /dev/zero is never read), more than
+    MAX_RULES_BYTES, binary data, text that is not UTF-8, and a file with
+    no *table section. Errors name the file and line."""
+    source = str(path)
+    data = _read_regular_file(path, source)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ParseError(
+            data.count(b"\n", 0, nul) + 1,
+            "binary data (a NUL byte): expected iptables-save output",
+            source,
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        raise ParseError(
+            data.count(b"\n", 0, exc.start) + 1,
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at column "
+            f"{exc.start - line_start + 1}): expected iptables-save output",
+            source,
+        ) from None
+    try:
+        ruleset = parse_restore(text)
+    except ParseError as exc:
+        raise exc.located(source) from None
+    if not ruleset.tables:
+        raise ParseError(
+            1, "no *table section: expected iptables-save output (*nat ... COMMIT)", source
+        )
+    return ruleset
+
+
+def _read_regular_file(path: Path, source: str) -> bytes:
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is
+        # refused below anyway.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ParseError(0, f"cannot read: {exc.strerror}", source) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ParseError(0, "not a regular file: expected an iptables-save dump", source)
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_RULES_BYTES + 1)
+        except OSError as exc:
+            raise ParseError(0, f"cannot read: {exc.strerror}", source) from None
+    if len(data) > MAX_RULES_BYTES:
+        raise ParseError(
+            1, f"larger than {MAX_RULES_BYTES >> 20} MiB: not a node's iptables-save dump", source
+        )
+    return data
 
 
 def parse_restore(text: str) -> RuleSet:
     """Parse iptables-save output (or iptables-restore input) into a RuleSet.
 
     Counters (`[pkts:bytes]` prefixes from `iptables-save -c`) are dropped;
-    comments and blank lines are skipped.
+    comments and blank lines are skipped. Empty text is an empty RuleSet
+    (the dump of a namespace no rule was ever written to).
     """
     ruleset = RuleSet()
     table: Table | None = None
-    for line_no, raw in enumerate(text.splitlines(), start=1):
+    if "\0" in text:
+        raise ParseError(
+            text.count("\n", 0, text.index("\0")) + 1,
+            "binary data (a NUL byte): expected iptables-save output",
+        )
+    last = 0
+    # Lines end at "\n" only, as iptables-restore reads them (splitlines
+    # would also end them at \x1c, \x85, ... and shift every line number).
+    for line_no, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        last = line_no
         if line.startswith("["):  # counters prefix of `iptables-save -c`
             end = line.find("]")
             line = line[end + 1 :].lstrip()
         if line.startswith("*"):
-            table = ruleset.table(line[1:].strip())
+            name = line[1:].strip()
+            if name not in BUILTIN_CHAINS:
+                raise ParseError(
+                    line_no,
+                    f"unknown table {_shown(name)} (iptables has {', '.join(TABLE_ORDER)})",
+                )
+            if table is not None:
+                raise ParseError(
+                    line_no, f"table {name!r} starts before table {table.name!r} has its COMMIT"
+                )
+            table = ruleset.table(name)
             continue
         if table is None:
-            raise ParseError(line_no, f"{line.split()[0]!r} outside of a *table section")
+            raise ParseError(
+                line_no,
+                f"{_shown(line)} outside of a *table section: expected iptables-save output",
+            )
         if line == "COMMIT":
             table = None
             continue
         if line.startswith(":"):
             parts = line[1:].split()
             if len(parts) < 2:
-                raise ParseError(line_no, f"malformed chain line {line!r}")
+                raise ParseError(line_no, f"malformed chain line {_shown(line)}")
             chain, policy = parts[0], parts[1]
             if policy == "-":
                 table.declare(chain)
+            elif chain not in BUILTIN_CHAINS[table.name]:
+                # As iptables-restore: "Can't set policy ...: Bad built-in chain name".
+                raise ParseError(
+                    line_no,
+                    f"chain {_shown(chain)} is not built in: only '-' fits it, not {policy!r}",
+                )
+            elif policy not in ("ACCEPT", "DROP"):
+                raise ParseError(
+                    line_no, f"policy {_shown(policy)} of chain {chain}: expected ACCEPT or DROP"
+                )
             else:
                 table.policies[chain] = policy
             continue
         if line.startswith("-A ") or line.startswith("--append "):
             _, rest = line.split(" ", 1)
             chain, _, args = rest.strip().partition(" ")
-            table.append(chain, args.strip())
+            table.append(chain, args.strip(), line_no)
             continue
         if line.startswith("-X ") or line.startswith("--delete-chain "):
             table.deletions.append(line.split()[1])
             continue
-        raise ParseError(line_no, f"unsupported line {line!r}")
+        raise ParseError(line_no, f"unsupported line {_shown(line)}")
     if table is not None:
-        raise ParseError(len(text.splitlines()), f"table {table.name!r} has no COMMIT")
+        raise ParseError(last, f"table {table.name!r} has no COMMIT")
     return ruleset
+
+
+def _shown(line: str, limit: int = 80) -> str:
+    """A line quoted for a one-line message, cut if long."""
+    return repr(line if len(line) <= limit else line[:limit] + "...")
+
+
+# One piece of rule arguments: a run of whitespace, a quoted part (its
+# closing quote may be missing at the end; a backslash escapes the next
+# character, a last lone one stays), or a run of other characters. Pieces
+# with no whitespace between them make one token (`a"b c"` is `ab c`).
+_PIECE = re.compile(r'(\s+)|"((?:[^"\\]|\\.|\\\Z)*)"?|([^\s"]+)', re.DOTALL)
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 
 
 def tokenize(args: str) -> list[str]:
     """Split rule arguments as iptables-restore does: whitespace, double quotes
     with backslash escapes inside them."""
+    if '"' not in args:
+        return args.split()  # str.split's whitespace is str.isspace's, as \s is
+    if "\\" not in args:
+        simple = _standalone_quotes(args)
+        if simple is not None:
+            return simple
     tokens: list[str] = []
-    i, n = 0, len(args)
-    while i < n:
-        ch = args[i]
-        if ch.isspace():
-            i += 1
+    token: list[str] | None = None
+    for space, quoted, plain in _PIECE.findall(args):
+        if space:
+            if token is not None:
+                tokens.append("".join(token))
+            token = None
             continue
-        buf: list[str] = []
-        while i < n and not args[i].isspace():
-            if args[i] == '"':
-                i += 1
-                while i < n and args[i] != '"':
-                    if args[i] == "\\" and i + 1 < n:
-                        i += 1
-                    buf.append(args[i])
-                    i += 1
-                i += 1  # closing quote
-            else:
-                buf.append(args[i])
-                i += 1
-        tokens.append("".join(buf))
+        if token is None:
+            token = []
+        token.append(plain or _ESCAPED.sub(r"\1", quoted))
+    if token is not None:
+        tokens.append("".join(token))
+    return tokens
+
+
+def _standalone_quotes(args: str) -> list[str] | None:
+    """The tokens of `args` when every quoted part stands alone (whitespace
+    or an end on both sides, closing quote present): kube-proxy's rules,
+    `... -m comment --comment "ns/svc:port cluster IP" -j ...`. None otherwise."""
+    parts = args.split('"')
+    if len(parts) % 2 == 0:
+        return None  # a quote left open
+    tokens = parts[0].split()
+    for index in range(1, len(parts), 2):
+        before, after = parts[index - 1], parts[index + 1]
+        # Empty before the first quote or after the last is an end; empty
+        # between two quoted parts is `"a""b"`, one token.
+        if not (before[-1:].isspace() or (index == 1 and not before)):
+            return None
+        if not (after[:1].isspace() or (index == len(parts) - 2 and not after)):
+            return None
+        tokens.append(parts[index])
+        tokens.extend(after.split())
     return tokens
 
 

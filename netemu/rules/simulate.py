@@ -12,20 +12,97 @@ The packet is the first of a NEW connection: conntrack state NEW (plus DNAT
 once translated), no `recent` entries (no session affinity yet). A random
 `statistic` match forks the walk, so every endpoint a packet may reach is
 found, each with its probability.
+
+The rules may come from a file (`netemu trace --offline --rules`), so they
+are checked first as iptables-restore checks them (every rule's chain
+declared, every jump to a chain or target that exists, addresses, ports,
+probabilities, marks and DNAT destinations in range), and the walk is
+bounded as the kernel bounds it: jumps that loop back to a chain they came
+from are refused before the walk (the kernel refuses such a table with
+ELOOP: "iptables-restore: line N failed"), as are chains nested more than
+MAX_DEPTH jumps deep and walks of more than MAX_STEPS rule checks (random
+matches fork the walk, and forks can multiply). Each is a SimulationError
+naming the rule's line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import NamedTuple
 
 import netaddr
 
 from netemu.rules import names as n
-from netemu.rules.model import RuleSet
+from netemu.rules.model import BUILTIN_CHAINS, ParseError, Rule, RuleSet
 from netemu.rules.spec import Match, RuleSpec, mark_pair, mark_target, parse_args
 
 LOOPBACK = netaddr.IPNetwork("127.0.0.0/8")
+
+# iptables' verdicts and the target extensions of iptables 1.8
+# (iptables-extensions(8)). Any other -j name must be a chain of the table:
+# iptables-restore refuses it ("Couldn't load target").
+KNOWN_TARGETS = frozenset(
+    {
+        "ACCEPT",
+        "DROP",
+        "RETURN",
+        "QUEUE",
+        "AUDIT",
+        "CHECKSUM",
+        "CLASSIFY",
+        "CLUSTERIP",
+        "CONNMARK",
+        "CONNSECMARK",
+        "CT",
+        "DNAT",
+        "DNPT",
+        "DSCP",
+        "ECN",
+        "HL",
+        "HMARK",
+        "IDLETIMER",
+        "LED",
+        "LOG",
+        "MARK",
+        "MASQUERADE",
+        "MIRROR",
+        "NETMAP",
+        "NFLOG",
+        "NFQUEUE",
+        "NOTRACK",
+        "RATEEST",
+        "REDIRECT",
+        "REJECT",
+        "SECMARK",
+        "SET",
+        "SNAT",
+        "SNPT",
+        "SYNPROXY",
+        "TCPMSS",
+        "TCPOPTSTRIP",
+        "TEE",
+        "TOS",
+        "TPROXY",
+        "TRACE",
+        "TTL",
+        "ULOG",
+    }
+)
+_PORT_OPTIONS = frozenset(
+    ("dport", "destination-port", "dports", "sport", "source-port", "sports", "ports")
+)
+
+# kube-proxy nests chains 3 deep (KUBE-SERVICES → KUBE-SVC → KUBE-SEP);
+# iptables-nft refused a 30th nested jump here (EMLINK), and the legacy
+# kernel has no small limit, so 64 refuses only what no node needs.
+MAX_DEPTH = 64
+# A packet to one of 10,000 Services × 5 endpoints takes about 10,000 rule
+# checks (one per KUBE-SERVICES rule), so a dump at read_rules' size limit
+# (about 35,000 such Services) about 35,000; rules that fork at every level
+# would otherwise walk for hours (100,000 checks of such rules take ~1 s).
+MAX_STEPS = 100_000
 
 NEW_CONNECTION = (
     "the packet opens a NEW connection: conntrack state is NEW (and DNAT once "
@@ -53,6 +130,24 @@ class MatchedRule:
         return {"table": self.table, "chain": self.chain, "rule": self.rule}
 
 
+@dataclass(frozen=True, slots=True)
+class _Trail:
+    """The rules matched so far, newest first: adding one costs the same
+    however many came before (a walk may match thousands), and forked
+    walks share what they matched before the fork."""
+
+    rule: MatchedRule
+    before: _Trail | None
+
+    def rules(self) -> tuple[MatchedRule, ...]:
+        found: list[MatchedRule] = []
+        trail: _Trail | None = self
+        while trail is not None:
+            found.append(trail.rule)
+            trail = trail.before
+        return tuple(reversed(found))
+
+
 @dataclass(frozen=True)
 class _State:
     dst: str
@@ -62,7 +157,7 @@ class _State:
     snat: bool = False
     probability: float = 1.0
     accepted: bool = False
-    matched: tuple[MatchedRule, ...] = ()
+    matched: _Trail | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +238,30 @@ _FORWARD: Hook = ("FORWARD", ("mangle", "filter"))
 _OUTPUT: Hook = ("OUTPUT", ("raw", "mangle", "nat", "filter"))
 _POSTROUTING: Hook = ("POSTROUTING", ("mangle", "nat"))
 
-_Outcome = tuple[str, _State]  # (RETURN | ACCEPT | DROP | REJECT | NAT, state)
+# (verdict, state): RETURN | ACCEPT | DROP | REJECT | PASS, or NEXT (from a
+# target: go on with the chain's next rule).
+_Outcome = tuple[str, _State]
+
+
+class SimulationError(ParseError):
+    """Rules the simulator cannot walk (see the module docstring); the
+    message names the rule's line, as ParseError does."""
+
+
+class _Entry(NamedTuple):
+    args: str
+    spec: RuleSpec
+    line_no: int
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """Work left in one chain: walk on from rule `index` with `state`, or
+    (index None) hand on `verdict` as the chain's outcome."""
+
+    index: int | None
+    verdict: str
+    state: _State
 
 
 class Simulator:
@@ -151,14 +269,79 @@ class Simulator:
         self.ruleset = ruleset
         self.local = [netaddr.IPAddress(ip) for ip in local_ips]
         self.assumptions: list[str] = [NEW_CONNECTION]
-        self.masq_bit = _masquerade_bit(ruleset)
-        self._chains: dict[tuple[str, str], list[tuple[str, RuleSpec]]] = {}
+        self._chains: dict[tuple[str, str], list[_Entry]] = {}
+        # A set: Table.chains is a list, and a dump declares thousands.
+        self._declared = {
+            (name, chain)
+            for name, table in ruleset.tables.items()
+            for chain in (*table.chains, *table.policies)
+        }
         for table_name, table in ruleset.tables.items():
             for rule in table.rules:
-                self._chains.setdefault((table_name, rule.chain), []).append(
-                    (rule.args, parse_args(rule.args))
-                )
+                self._chains.setdefault((table_name, rule.chain), []).append(_entry(rule))
+        self._check_rules()
+        self.masq_bit = _masquerade_bit(self._chains)
+        self._check_jumps()
+        self._steps = 0
         self.packet = Packet("0.0.0.0", "0.0.0.0", 0)
+
+    def _is_chain(self, table: str, name: str) -> bool:
+        return (table, name) in self._chains or (table, name) in self._declared
+
+    def _check_rules(self) -> None:
+        """Refuse what iptables-restore refuses, in every rule (not only
+        those a packet meets): a rule in a chain never declared, a jump to a chain or target that
+        does not exist, a value the simulator would read that is out of
+        range (one bad rule is a SimulationError, never a traceback)."""
+        builtin = {(table, chain) for table, chains in BUILTIN_CHAINS.items() for chain in chains}
+        for (table, chain), entries in self._chains.items():
+            if (table, chain) not in self._declared and (table, chain) not in builtin:
+                raise SimulationError(
+                    entries[0].line_no,
+                    f"chain {chain} of table {table} is not declared "
+                    f"(no ':{chain} - [0:0]' line): iptables-restore refuses its rules",
+                )
+            for entry in entries:
+                target = entry.spec.target
+                known = target is None or target in KNOWN_TARGETS
+                if not known and not self._is_chain(table, str(target)):
+                    raise SimulationError(
+                        entry.line_no,
+                        f"rule {_shown(entry.args)}: no chain or target named {target!r} "
+                        f"in table {table}",
+                    )
+                try:
+                    check_rule(entry.spec)
+                except (ValueError, IndexError, netaddr.AddrFormatError) as exc:
+                    raise _unreadable(entry.line_no, f"rule {_shown(entry.args)}", exc) from None
+
+    def _check_jumps(self) -> None:
+        """Refuse jump loops and chains nested deeper than MAX_DEPTH among
+        the chains a built-in chain leads to (as the kernel checks a table:
+        a chain nothing jumps to may loop, it is never entered)."""
+        for table in self.ruleset.tables:
+            jumps: dict[str, list[tuple[str, int]]] = {}
+            for (name, chain), entries in self._chains.items():
+                if name == table:
+                    jumps[chain] = [
+                        (e.spec.target, e.line_no)
+                        for e in entries
+                        if e.spec.target is not None and self._is_chain(table, e.spec.target)
+                    ]
+            below: dict[str, int] = {}  # chain → the most nested jumps below it
+            for root in BUILTIN_CHAINS.get(table, ()):
+                if root in jumps and root not in below:
+                    _walk_jumps(root, jumps, below)
+
+    def _step(self, line_no: int) -> None:
+        self._steps += 1
+        if self._steps > MAX_STEPS:
+            raise SimulationError(
+                line_no,
+                f"the packet's walk needs more than {MAX_STEPS:,} rule checks "
+                "(rules that lead into the same chains over and over, or random matches "
+                "that fork it): not simulated",
+            )
 
     def is_local(self, ip: str) -> bool:
         addr = netaddr.IPAddress(ip)
@@ -166,6 +349,7 @@ class Simulator:
 
     def run(self, packet: Packet) -> Simulation:
         self.packet = packet
+        self._steps = 0
         local_origin = self.is_local(packet.src)
         start = _State(dst=packet.dst, dport=packet.dport)
         paths = [self._finish(st, v) for v, st in self._hooks(start, local_origin)]
@@ -174,7 +358,8 @@ class Simulator:
     def _finish(self, st: _State, verdict: str) -> Path:
         if verdict not in ("DROP", "REJECT"):
             verdict = "DNAT" if st.dnat else ("ACCEPT" if st.accepted else "NONE")
-        return Path(verdict, st.dnat, st.probability, st.snat, st.matched)
+        rules = st.matched.rules() if st.matched is not None else ()
+        return Path(verdict, st.dnat, st.probability, st.snat, rules)
 
     def _hooks(self, st: _State, local_origin: bool) -> Iterator[_Outcome]:
         first = [_OUTPUT] if local_origin else [_PREROUTING]
@@ -216,32 +401,66 @@ class Simulator:
                 yield from self._hook(hook, rest, out)
 
     def _chain(self, table: str, chain: str, start: int, st: _State) -> Iterator[_Outcome]:
-        rules = self._chains.get((table, chain), [])
-        for index in range(start, len(rules)):
-            args, spec = rules[index]
-            p = self._matches(spec, st)
-            if p == 0.0:
-                continue
-            hit = replace(
-                st,
-                probability=st.probability * p,
-                matched=(*st.matched, MatchedRule(table, chain, f"-A {chain} {args}".rstrip())),
-            )
-            if p < 1.0:
-                # A random statistic match: follow both the match and the miss.
-                yield from self._target(table, chain, index, spec, hit)
-                st = replace(st, probability=st.probability * (1.0 - p))
-                continue
-            yield from self._target(table, chain, index, spec, hit)
-            return
-        yield "RETURN", st
+        """The outcomes of walking `chain` from rule `start`, depth first.
 
-    def _target(
-        self, table: str, chain: str, index: int, spec: RuleSpec, st: _State
-    ) -> Iterator[_Outcome]:
+        The rest of a chain after a rule that lets the packet go on is
+        walked in this loop, not by a nested call, so a chain of any length
+        costs one stack frame; when a rule forks the walk, what is left
+        waits on `todo` in the order a depth-first walk meets it."""
+        rules = self._chains.get((table, chain), [])
+        todo = [_Pending(start, "NEXT", st)]
+        while todo:
+            pending = todo.pop()
+            if pending.index is None:
+                yield pending.verdict, pending.state
+                continue
+            index, st = pending.index, pending.state
+            while index < len(rules):
+                args, spec, line_no = rules[index]
+                self._step(line_no)
+                try:
+                    p = self._matches(spec, st)
+                    if p == 0.0:
+                        index += 1
+                        continue
+                    hit = replace(
+                        st,
+                        probability=st.probability * p,
+                        matched=_Trail(
+                            MatchedRule(table, chain, f"-A {chain} {args}".rstrip()), st.matched
+                        ),
+                    )
+                    outcomes = list(self._target(table, spec, hit))
+                except SimulationError:
+                    raise
+                except (ValueError, IndexError, netaddr.AddrFormatError) as exc:
+                    # Arguments the simulator cannot read (a bad address,
+                    # port, mark or probability): the rule's line, never a
+                    # traceback.
+                    raise _unreadable(line_no, f"rule {_shown(args)}", exc) from None
+                if p < 1.0:
+                    # A random statistic match: the miss goes on once
+                    # everything the match leads to has been walked.
+                    todo.append(
+                        _Pending(
+                            index + 1, "NEXT", replace(st, probability=st.probability * (1.0 - p))
+                        )
+                    )
+                elif len(outcomes) == 1 and outcomes[0][0] == "NEXT":
+                    index, st = index + 1, outcomes[0][1]
+                    continue
+                todo.extend(
+                    _Pending(index + 1 if verdict == "NEXT" else None, verdict, out)
+                    for verdict, out in reversed(outcomes)
+                )
+                break
+            else:
+                yield "RETURN", st
+
+    def _target(self, table: str, spec: RuleSpec, st: _State) -> Iterator[_Outcome]:
         target = spec.target
         if target is None:
-            yield from self._chain(table, chain, index + 1, st)
+            yield "NEXT", st
         elif target in ("ACCEPT",):
             yield "ACCEPT", replace(st, accepted=True)
         elif target in ("DROP", "REJECT"):
@@ -250,28 +469,24 @@ class Simulator:
             yield "RETURN", st
         elif target == "MARK":
             value, mask = mark_target(spec)
-            yield from self._chain(
-                table, chain, index + 1, replace(st, mark=(st.mark & ~mask & 0xFFFFFFFF) ^ value)
-            )
+            yield "NEXT", replace(st, mark=(st.mark & ~mask & 0xFFFFFFFF) ^ value)
         elif target == "DNAT":
-            to = spec.target_option("to-destination")
-            dest = to.values[0] if to else st.dst
-            ip, _, port = dest.partition(":")
-            dport = int(port.split("-")[0]) if port else st.dport
+            ip, port = _dnat_destination(spec)
+            ip, dport = ip or st.dst, port or st.dport
             yield "ACCEPT", replace(st, dst=ip, dport=dport, dnat=f"{ip}:{dport}")
         elif target in ("MASQUERADE", "SNAT"):
             yield "ACCEPT", replace(st, snat=True)
         elif target in ("LOG", "NFLOG", "TRACE", "CT", "CONNMARK", "NOTRACK", "CHECKSUM"):
-            yield from self._chain(table, chain, index + 1, st)
-        elif (table, target) in self._chains or self.ruleset.table(table).has_chain(target):
+            yield "NEXT", st
+        elif self._is_chain(table, target):
             for verdict, out in self._chain(table, target, 0, st):
                 if verdict == "RETURN" and not spec.goto:
-                    yield from self._chain(table, chain, index + 1, out)
+                    yield "NEXT", out
                 else:
                     yield verdict, out
         else:
             self._assume(f"target {target} is not simulated; the walk continues past it")
-            yield from self._chain(table, chain, index + 1, st)
+            yield "NEXT", st
 
     # ---------------------------------------------------------------- matching
 
@@ -279,9 +494,9 @@ class Simulator:
         pkt = self.packet
         for key, (value, negated) in spec.core.items():
             if key == "src":
-                ok = netaddr.IPAddress(pkt.src) in netaddr.IPNetwork(value)
+                ok = netaddr.IPAddress(pkt.src) in _network(value)
             elif key == "dst":
-                ok = netaddr.IPAddress(st.dst) in netaddr.IPNetwork(value)
+                ok = netaddr.IPAddress(st.dst) in _network(value)
             elif key == "proto":
                 ok = value.lower() in ("all", "0", pkt.proto)
             else:
@@ -347,7 +562,7 @@ class Simulator:
             mode = m.get("mode")
             prob = m.get("probability")
             if mode and mode.values[0] == "random" and prob:
-                return float(prob.values[0])
+                return _probability(prob.values[0])
             self._assume("statistic --mode nth is treated as matching every packet")
             return 1.0
         if m.module == "recent":
@@ -368,19 +583,143 @@ def simulate(ruleset: RuleSet, local_ips: list[str], packet: Packet) -> Simulati
 
 
 def _port_in(port: int, spec: str) -> bool:
+    return any(low <= port <= high for low, high in _port_ranges(spec))
+
+
+@lru_cache(maxsize=4096)
+def _port_ranges(spec: str) -> tuple[tuple[int, int], ...]:
+    """`80`, `30000:32767`, `80,443` (multiport) as ranges; iptables
+    refuses a port outside 0-65535 ("invalid port/service")."""
+    ranges = []
     for part in spec.split(","):
-        low, _, high = part.partition(":")
-        if int(low or 0) <= port <= int(high or low or 65535):
-            return True
-    return False
+        low, sep, high = part.partition(":")
+        first, last = _port(low or "0"), _port(high or "65535") if sep else _port(low)
+        if first > last:
+            raise ValueError(f"port range {part!r} runs backwards")
+        ranges.append((first, last))
+    return tuple(ranges)
 
 
-def _masquerade_bit(ruleset: RuleSet) -> int:
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {text} is not in 0-65535")
+    return port
+
+
+@lru_cache(maxsize=65536)
+def _network(text: str) -> netaddr.IPNetwork:
+    # Cached: a dump names the same addresses in rule after rule, and the
+    # walk checks them again for every packet.
+    return netaddr.IPNetwork(text)
+
+
+def _probability(text: str) -> float:
+    probability = float(text)
+    if not 0.0 <= probability <= 1.0:  # also refuses nan
+        raise ValueError(f"--probability {text} is not between 0 and 1")
+    return probability
+
+
+def _dnat_destination(spec: RuleSpec) -> tuple[str | None, int | None]:
+    """DNAT's `--to-destination ip[-ip][:port[-port]]`: the first address
+    and port (None where not given: the packet's own)."""
+    to = spec.target_option("to-destination")
+    if to is None:
+        return None, None
+    address, _, ports = to.values[0].partition(":")
+    ip = address.split("-")[0] or None
+    if ip is not None:
+        netaddr.IPAddress(ip)  # refuses what is no IPv4 address
+    port = _port(ports.split("-")[0]) if ports else None
+    if port == 0:
+        raise ValueError("port 0 is not a DNAT destination port")
+    return ip, port
+
+
+def check_rule(spec: RuleSpec) -> None:
+    """Raise ValueError (or netaddr's AddrFormatError) for a value
+    iptables-restore itself refuses, in the parts the simulator reads:
+    addresses, ports, probabilities, marks and DNAT destinations."""
+    for key, (value, _) in spec.core.items():
+        if key in ("src", "dst"):
+            _network(value)
+    for m in spec.matches:
+        for opt in m.options:
+            if m.module in ("tcp", "udp", "sctp", "multiport") and opt.name in _PORT_OPTIONS:
+                _port_ranges(opt.values[0])
+            elif m.module == "statistic" and opt.name == "probability":
+                _probability(opt.values[0])
+            elif m.module == "mark" and opt.name == "mark":
+                mark_pair(opt.values[0])
+    if spec.target == "MARK":
+        mark_target(spec)
+    elif spec.target == "DNAT":
+        _dnat_destination(spec)
+
+
+def _masquerade_bit(chains: dict[tuple[str, str], list[_Entry]]) -> int:
     """The bit KUBE-MARK-MASQ sets (kube-proxy's masqueradeBit; 0x4000 by default)."""
-    table = ruleset.tables.get("nat")
-    if table is not None:
-        for rule in table.chain_rules(n.KUBE_MARK_MASQ):
-            spec = parse_args(rule.args)
-            if spec.target == "MARK":
-                return mark_target(spec)[0]
+    for entry in chains.get(("nat", n.KUBE_MARK_MASQ), []):
+        if entry.spec.target == "MARK":
+            try:
+                return mark_target(entry.spec)[0]
+            except (ValueError, IndexError):
+                raise SimulationError(
+                    entry.line_no, f"rule {_shown(entry.args)}: cannot read its mark"
+                ) from None
     return 1 << 14
+
+
+def _entry(rule: Rule) -> _Entry:
+    try:
+        spec = parse_args(rule.args)
+    except (ValueError, IndexError) as exc:
+        raise _unreadable(rule.line_no, f"rule {_shown(rule.args)}", exc) from None
+    return _Entry(rule.args, spec, rule.line_no)
+
+
+def _unreadable(line_no: int, what: str, exc: Exception) -> SimulationError:
+    # An IndexError is an option given without its value (`--dport` last).
+    detail = "an option without its value" if isinstance(exc, IndexError) else str(exc)
+    return SimulationError(line_no, f"{what}: {detail}")
+
+
+def _walk_jumps(root: str, jumps: dict[str, list[tuple[str, int]]], below: dict[str, int]) -> None:
+    """Depth-first through the jumps from `root` (with a stack of its own:
+    the nesting is what is being checked), filling `below`; a jump back to
+    a chain on the current path is a loop."""
+    path = [root]
+    on_path = {root: 0}
+    branches = [iter(jumps.get(root, []))]
+    while path:
+        step = next(branches[-1], None)
+        if step is None:
+            chain = path.pop()
+            branches.pop()
+            del on_path[chain]
+            below[chain] = max((below[t] + 1 for t, _ in jumps.get(chain, [])), default=0)
+            continue
+        target, line_no = step
+        if target in on_path:
+            loop = " -> ".join([*path[on_path[target] :], target])
+            raise SimulationError(
+                line_no,
+                f"chains jump in a loop: {loop} (iptables-restore refuses this: "
+                "the kernel answers ELOOP)",
+            )
+        nesting = len(path) + below.get(target, 0)
+        if nesting > MAX_DEPTH:
+            raise SimulationError(
+                line_no,
+                f"chain {target} is nested {nesting} jumps deep under {root} "
+                f"(more than the {MAX_DEPTH} the simulator follows)",
+            )
+        if target not in below:
+            on_path[target] = len(path)
+            path.append(target)
+            branches.append(iter(jumps.get(target, [])))
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")

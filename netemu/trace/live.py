@@ -25,7 +25,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -39,7 +39,7 @@ from netemu.kernel.capture import Capture, Frame, write_pcap
 from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
 from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monitor
 from netemu.kernel.nflog import NflogMonitor
-from netemu.kernel.owner import give_to_sudo_user
+from netemu.kernel.owner import OutputDirectory, OutputPathError
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.rules.model import parse_restore
 from netemu.rules.simulate import Packet, Simulation, simulate
@@ -102,21 +102,51 @@ def trace(
     trace_id = new_trace_id(flow)
     prediction = predict(flow, topology)
     sport = _source_port(flow)
-    evidence, answer = _run(flow, topology, trace_id, sport, prediction, options)
-    report = build_report(trace_id, flow, topology, evidence, answer)
-    report.prediction = {
-        "verdict": prediction.verdict,
-        "endpoints": prediction.endpoints,
-        "masquerade": prediction.masquerade,
-    }
-    directory = options.captures / topology.lab / trace_id
-    if options.pcap:
-        write_captures(report, directory)
-    report.elapsed = time.monotonic() - started
-    if options.pcap:
-        (directory / REPORT).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        give_to_sudo_user([directory, *directory.iterdir()])
+    # Opened before the flow is sent: a captures/ that cannot be written
+    # safely should not cost a trace first.
+    directory = open_captures(options.captures, topology.lab, trace_id) if options.pcap else None
+    try:
+        evidence, answer = _run(flow, topology, trace_id, sport, prediction, options)
+        report = build_report(trace_id, flow, topology, evidence, answer)
+        report.prediction = {
+            "verdict": prediction.verdict,
+            "endpoints": prediction.endpoints,
+            "masquerade": prediction.masquerade,
+        }
+        if directory is not None:
+            write_captures(report, directory)
+        report.elapsed = time.monotonic() - started
+        if directory is not None:
+            with _writing(directory):
+                directory.write(REPORT, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    except BaseException:
+        # A failed trace leaves no half-written capture directory behind.
+        if directory is not None:
+            directory.discard()
+        raise
+    finally:
+        if directory is not None:
+            directory.close()
     return report
+
+
+def open_captures(root: Path, lab: str, trace_id: str) -> OutputDirectory:
+    """`root`/<lab>/<trace-id>/, new, reached without following symlinks
+    (netemu.kernel.owner)."""
+    try:
+        return OutputDirectory(root, lab, trace_id, fresh=True)
+    except OutputPathError as exc:
+        raise LabError(f"trace {trace_id}: cannot write its captures: {exc}") from None
+
+
+@contextlib.contextmanager
+def _writing(directory: OutputDirectory) -> Iterator[None]:
+    try:
+        yield
+    except OutputPathError as exc:
+        raise LabError(f"cannot write the captures: {exc}") from None
+    except OSError as exc:
+        raise LabError(f"cannot write the captures in {directory.path}: {exc.strerror}") from None
 
 
 def new_trace_id(flow: Flow) -> str:
@@ -261,24 +291,25 @@ def send(flow: Flow, sport: int, timeout: float) -> Answer:
     )
 
 
-def write_captures(report: TraceReport, directory: Path) -> None:
+def write_captures(report: TraceReport, directory: OutputDirectory) -> None:
     """One pcap per capture point, merged.pcap with every frame of the flow
-    in time order; each hop of the report names its file."""
+    in time order, each a new file of the invoking user (mode 0600); each
+    hop of the report names its file."""
     frames = report.frames
     names = pcap_names(frames)
     by_point: dict[tuple[str, str], list[Frame]] = {point: [] for point in names}
     for frame in frames:
         by_point[(frame.netns, frame.interface)].append(frame)
-    directory.mkdir(parents=True, exist_ok=True)
-    for point, name in names.items():
-        write_pcap(directory / name, by_point[point])
-    write_pcap(directory / MERGED, frames)
+    with _writing(directory):
+        for point, name in names.items():
+            write_pcap(directory.create(name), by_point[point])
+        write_pcap(directory.create(MERGED), frames)
     report.hops = [
         replace(h, pcap=names.get((h.netns, h.interface))) if h.interface else h
         for h in report.hops
     ]
     report.pcaps = {
-        "directory": str(directory),
-        "merged": str(directory / MERGED),
-        "points": [str(directory / n) for n in names.values()],
+        "directory": str(directory.path),
+        "merged": str(directory.path / MERGED),
+        "points": [str(directory.path / n) for n in names.values()],
     }

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netemu.kernel.capture import Frame
+from netemu.kernel.owner import NAME_MAX
 from netemu.trace.ctevents import ConntrackEvent, FlowTuple
 from netemu.trace.flow import Flow
 from netemu.trace.nftrace import TracedPacket, rule_target
@@ -483,8 +484,19 @@ def pcap_names(frames: Sequence[Frame]) -> dict[tuple[str, str], str]:
     for frame in sorted(frames, key=lambda f: f.nanoseconds):
         point = (frame.netns, frame.interface)
         if point not in names:
-            names[point] = f"{len(names) + 1:02d}-{frame.netns}-{frame.interface}.pcap"
+            names[point] = _pcap_name(len(names) + 1, frame.netns, frame.interface)
     return names
+
+
+def _pcap_name(number: int, netns: str, interface: str) -> str:
+    """A namespace name may itself be up to NAME_MAX bytes long: its end is
+    cut so the file name fits one (the number keeps names unique)."""
+    name = f"{number:02d}-{netns}-{interface}.pcap"
+    excess = len(name.encode()) - NAME_MAX
+    if excess <= 0:
+        return name
+    kept = netns.encode()[: max(0, len(netns.encode()) - excess)].decode(errors="ignore")
+    return f"{number:02d}-{kept}-{interface}.pcap"
 
 
 def _tuple_dict(t: FlowTuple) -> dict[str, Any]:

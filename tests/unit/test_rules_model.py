@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,58 @@ def test_tokenize_follows_iptables_restore_quoting() -> None:
     ]
     assert quote("ns/svc:p80") == "ns/svc:p80"
     assert quote("has space") == '"has space"'
+
+
+def _tokenize_by_characters(args: str) -> list[str]:
+    """The quoting rules spelled out one character at a time: the oracle
+    for tokenize's faster splitting."""
+    tokens: list[str] = []
+    i, n = 0, len(args)
+    while i < n:
+        if args[i].isspace():
+            i += 1
+            continue
+        buf: list[str] = []
+        while i < n and not args[i].isspace():
+            if args[i] != '"':
+                buf.append(args[i])
+                i += 1
+                continue
+            i += 1
+            while i < n and args[i] != '"':
+                if args[i] == "\\" and i + 1 < n:
+                    i += 1
+                buf.append(args[i])
+                i += 1
+            i += 1  # the closing quote, if any
+        tokens.append("".join(buf))
+    return tokens
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "",
+        "   ",
+        '-m comment --comment "ns/svc:http cluster IP" -j KUBE-SVC-X',
+        '--comment ""',
+        '"a""b" "c"d e"f g"',
+        '"open quote to the end',
+        '"\\"" "x\\',
+        "tab\tand\u2003em-space\x1cseparator",
+        '"quoted\tinside" next',
+    ],
+)
+def test_tokenize_matches_the_character_rules(args: str) -> None:
+    assert tokenize(args) == _tokenize_by_characters(args)
+
+
+def test_tokenize_matches_the_character_rules_on_random_text() -> None:
+    rng = random.Random(15)
+    alphabet = ["a", "-", " ", "\t", '"', "\\", "\u00a0", "\x1c", "é"]
+    for _ in range(20_000):
+        args = "".join(rng.choice(alphabet) for _ in range(rng.randrange(16)))
+        assert tokenize(args) == _tokenize_by_characters(args), repr(args)
 
 
 def test_parse_keeps_counters_out_and_reports_bad_lines() -> None:

@@ -253,3 +253,17 @@ def test_copies_a_bridge_floods_to_other_pods_are_not_hops() -> None:
         (h.netns, h.interface, h.action) for h in r.hops
     ]
     assert len(flooded_report.frames) == len(r.frames) + 2  # the pcaps keep them
+
+
+def test_pcap_names_fit_one_path_component_however_long_the_namespace() -> None:
+    long_netns = "netemu_lab_pod_default_" + "p" * 232  # a namespace name of 255 bytes
+    frames = [
+        Frame(netns=long_netns, interface="eth0", direction="in", timestamp=1.0, data=b""),
+        Frame(netns=long_netns, interface="lo", direction="in", timestamp=2.0, data=b""),
+        Frame(netns="short", interface="eth0", direction="in", timestamp=3.0, data=b""),
+    ]
+    names = list(pcap_names(frames).values())
+    assert [len(name.encode()) for name in names[:2]] == [255, 255]
+    assert names[0].startswith("01-netemu_lab_pod_default_ppp") and names[0].endswith("-eth0.pcap")
+    assert names[1].startswith("02-") and names[1].endswith("-lo.pcap")
+    assert names[2] == "03-short-eth0.pcap"
