@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,6 +21,9 @@ from netemu.api.base import K8sModel
 from netemu.api.core import EndpointSlice, Node, Pod, Service
 from netemu.controlplane.objects import KIND_ALIASES
 from netemu.controlplane.state import ClusterState
+from netemu.errors import LabError as LabError
+from netemu.errors import LabUsageError as LabUsageError
+from netemu.errors import needs_root as needs_root
 from netemu.kernel import journal
 from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
@@ -38,14 +40,6 @@ READY_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 600.0
 
 
-class LabError(RuntimeError):
-    """A live-lab operation failed (exit code 1)."""
-
-
-class LabUsageError(ValueError):
-    """A live-lab request that cannot be met as asked (exit code 2)."""
-
-
 def kind_named(word: str) -> str:
     """The kind kubectl means by `word` (`deploy`, `svc`, `pods`, ...)."""
     kind = KIND_ALIASES.get(word.lower())
@@ -53,12 +47,6 @@ def kind_named(word: str) -> str:
         known = ", ".join(sorted(set(KIND_ALIASES.values())))
         raise LabUsageError(f"unknown kind {word!r}; expected one of: {known}")
     return kind
-
-
-def needs_root(command: str) -> str | None:
-    if os.geteuid() != 0:
-        return f"netemu {command} needs root (it works in network namespaces); run it with sudo"
-    return None
 
 
 def running_labs() -> list[str]:
