@@ -17,7 +17,16 @@ from netemu.api.validate import load_and_validate
 from netemu.cli import manifest_files, require_root, run
 from netemu.controlplane.objects import SCALABLE, is_namespaced, kind_of
 from netemu.errors import LabError, LabUsageError
-from netemu.lab import LiveLab, down, down_all, kind_named, resolve_lab, running_labs, up
+from netemu.lab import (
+    LiveLab,
+    SupervisorNotAnswering,
+    down,
+    down_all,
+    kind_named,
+    resolve_lab,
+    running_labs,
+    up,
+)
 from netemu.pipeline import lab_name
 
 _lab_option = click.option("--lab", "lab_opt", help="Lab name (default: the only lab that is up).")
@@ -243,6 +252,8 @@ def labs_command() -> None:
         try:
             progress = LiveLab(name).status()
             state = "ready" if progress["ready"] else progress["stage"]
+        except SupervisorNotAnswering:
+            state = f"supervisor not answering (netemu down {name} takes it down)"
         except LabError:
             state = "supervisor gone (netemu down cleans up)"
         click.echo(f"{name}\t{state}")

@@ -5,7 +5,10 @@ test servers of every pod, and answers the CLI on a Unix socket at
 
 Protocol: one JSON object per connection, one JSON reply, each a line.
 Requests carry `op` (status, state, apply, delete, scale, logs, shutdown);
-replies carry `ok` and either the result or `error`. Every change runs the
+replies carry `ok` and either the result or `error`. Until its reply the
+supervisor writes an empty line every HEARTBEAT s: a client gives up on a
+supervisor that stays silent for 2 s (stopped, stuck), yet waits out a
+change that takes minutes. Every change runs the
 controllers to a fixed point and then every node's agents, before the reply,
 so a reply means the change has reached every node's pods and rules.
 
@@ -69,6 +72,9 @@ from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEP
 
 # Containers' logs, under the lab's run directory.
 LOGS = "logs"
+# Seconds between heartbeats while a request runs: well inside the client's
+# ANSWER_TIMEOUT (netemu.lab), also on a loaded machine.
+HEARTBEAT = 0.5
 KIND_BY_NAME: dict[str, type[K8sModel]] = {kind: cls for (_, kind), cls in KINDS.items()}
 
 
@@ -406,18 +412,37 @@ class Supervisor:
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    """One request: it runs on a thread of its own while this one writes a
+    heartbeat (an empty line) every HEARTBEAT s until the reply, so the
+    client can tell a supervisor that is working on a long change from one
+    that stopped answering (netemu.lab.ANSWER_TIMEOUT)."""
+
     server: _Server
 
     def handle(self) -> None:
-        op = None
+        answer: list[bytes] = []
+        shutting_down = threading.Event()
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                request = json.loads(self.rfile.readline())
+                reply = self.server.supervisor.handle(request)
+                if request.get("op") == "shutdown" and reply.get("ok"):
+                    shutting_down.set()
+            except Exception as exc:  # a bad request must not bring the lab down
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            answer.append(json.dumps(reply).encode() + b"\n")
+            done.set()
+
+        threading.Thread(target=work, name="request", daemon=True).start()
         try:
-            request = json.loads(self.rfile.readline())
-            op = request.get("op")
-            reply = self.server.supervisor.handle(request)
-        except Exception as exc:  # a bad request must not bring the lab down
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        self.wfile.write(json.dumps(reply).encode() + b"\n")
-        if op == "shutdown" and reply.get("ok"):
+            while not done.wait(HEARTBEAT):
+                self.wfile.write(b"\n")
+            self.wfile.write(answer[0])
+        except OSError:
+            pass  # the client went away; the request still completes
+        if shutting_down.is_set():
             self.server.stopping.set()
 
 
