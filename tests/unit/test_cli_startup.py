@@ -108,3 +108,26 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["nonsense"])
     assert result.exit_code == 2
     assert "No such command 'nonsense'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        # A live `get` reads the lab's state: no manifest pipeline, no YAML.
+        ("netemu.cli_get", ("netemu.pipeline", "yaml", "scapy")),
+        # Offline traces and the other commands do not pay for Scapy.
+        ("netemu.cli_trace", ("scapy",)),
+        ("netemu.cli_live", ("scapy",)),
+        ("netemu.cli_manifests", ("scapy", "rich")),
+    ],
+)
+def test_command_modules_leave_out_what_they_do_not_need(
+    module: str, absent: tuple[str, ...]
+) -> None:
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = done.stdout.split()
+    assert module in loaded
+    assert [m for m in loaded if m.split(".")[0] in absent or m in absent] == []
