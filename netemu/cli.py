@@ -1,7 +1,7 @@
 """The `netemu` command. Exit codes: 0 ok, 1 the operation failed, 2 bad input.
 
 Each command lives in a module of its own kind (netemu.cli_manifests,
-cli_get, cli_trace, cli_graph, cli_live) that is imported only when the
+cli_get, cli_trace, cli_graph, cli_live, cli_up) that is imported only when the
 command runs: the control plane, pydantic's models, rich and Scapy cost
 tenths of a second to import, which `netemu --version`, `--help` and every
 command that does not need them should not pay. This module therefore
@@ -94,7 +94,7 @@ COMMANDS: dict[str, LazyCommand] = {
     ),
     "trace": LazyCommand("netemu.cli_trace", "trace", "Follow a packet from FROM to TO."),
     "up": LazyCommand(
-        "netemu.cli_live",
+        "netemu.cli_up",
         "up_command",
         "Bring a lab up: namespaces, links, overlay, pods and kube-proxy rules.",
     ),

@@ -1,12 +1,14 @@
-"""The `netemu` commands that work on live labs: up, down, exec, apply,
-delete, scale, logs, rules and labs. Each needs root and says so in one line
-without it. Imported only when one of them runs (netemu.cli)."""
+"""The `netemu` commands that work on live labs: down, exec, apply, delete,
+scale, logs, rules and labs, and the body of up (netemu.cli_up). Each needs
+root and says so in one line without it. Imported only when one of them
+runs (netemu.cli)."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from subprocess import Popen
 from typing import Any
 
 import click
@@ -36,16 +38,12 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-@click.command("up")
-@manifest_files("Lab directory or manifests.", exists=True)
-@click.option("--name", help="Lab name (default: the Lab object's name).")
-def up_command(paths: tuple[str, ...], name: str | None) -> None:
-    """Bring a lab up: namespaces, links, overlay, pods and kube-proxy rules."""
-    require_root("up")
+def bring_up(paths: tuple[str, ...], name: str | None, supervisor: Popen[bytes]) -> None:
+    """`netemu up` once its supervisor has started (netemu.cli_up)."""
 
     def action() -> None:
         started = time.monotonic()
-        # Validation errors with file:line before anything starts; the
+        # Validation errors with file:line before the lab is named; the
         # supervisor runs the control plane itself.
         objects = [item.obj for item in load_and_validate(paths)]
         labs = [obj for obj in objects if isinstance(obj, Lab)]
@@ -62,7 +60,7 @@ def up_command(paths: tuple[str, ...], name: str | None) -> None:
                 count = f" {progress['done']}/{progress['total']}" if progress["total"] else ""
                 status.update(f"lab {lab}: {progress['stage']}{count}")
 
-            live = up(paths, lab, on_progress=show)
+            live = up(paths, lab, on_progress=show, supervisor=supervisor)
         elapsed = time.monotonic() - started
         info = live.info()
         counts = ", ".join(

@@ -9,7 +9,6 @@ import contextlib
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from netemu.kernel import journal
 from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.processes import command_in
+from netemu.launch import call_off, send_orders, start_supervisor
 from netemu.net.plan import PlanError, check_lab_name
 from netemu.trace.topology import Topology
 
@@ -323,30 +323,30 @@ def up(
     name: str,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = READY_TIMEOUT,
+    supervisor: subprocess.Popen[bytes] | None = None,
 ) -> LiveLab:
     """Start the lab's supervisor and wait until every pod's servers listen and
-    every node's rules are applied. On failure the lab is taken down again."""
+    every node's rules are applied. On failure the lab is taken down again.
+    `supervisor`: one started ahead with netemu.launch.start_supervisor (the
+    CLI does, to import while it validates); by default one is started here."""
+    proc = supervisor if supervisor is not None else start_supervisor()
     try:
         check_lab_name(name)
     except PlanError as exc:
+        call_off(proc)
         raise LabUsageError(str(exc)) from exc
     if name in running_labs():
+        call_off(proc)
         raise LabError(f"lab {name} is already up; take it down first with: netemu down {name}")
     lab_journal = Journal(name)
     lab_journal.open()
     log = run_dir(name) / LOG
-    with open(log, "a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "netemu.supervisor", "--lab", name, *map(str, paths)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the CLI; `netemu down` ends it
-        )
     lab_journal.process(proc.pid)
     lab = LiveLab(name)
     deadline = time.monotonic() + timeout
     try:
+        with contextlib.suppress(BrokenPipeError):  # it exited: reported below
+            send_orders(proc, name, [str(path) for path in paths])
         while True:
             if proc.poll() is not None:
                 raise LabError(f"lab {name}: the supervisor exited ({_log_tail(log)})")

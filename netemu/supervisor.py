@@ -21,7 +21,8 @@ pods' probes, restarts containers that fail their liveness or startup
 probes, writes pod statuses and, when a pod's readiness changes, reconciles
 under the same lock, so endpoints and rules follow readiness at once.
 
-Run as `python -m netemu.supervisor --lab NAME PATH...` (`netemu up` does).
+Run as `python -m netemu.supervisor --lab NAME PATH...`, or without
+arguments to get the lab on stdin (netemu.launch; `netemu up` does).
 """
 
 from __future__ import annotations
@@ -457,15 +458,31 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netemu-supervisor")
-    parser.add_argument("--lab", required=True)
-    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--lab", help="the lab (default: read orders from stdin)")
+    parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
+    if args.lab is None:
+        # Started ahead of its lab (netemu.launch): the imports above ran
+        # while `netemu up` validated; now it names the lab, or calls it off.
+        orders = sys.stdin.readline()
+        if not orders:
+            return 0
+        given = json.loads(orders)
+        args.lab, args.paths = given["lab"], given["paths"]
+    if not args.paths:
+        parser.error("no manifest paths")
 
     journal = Journal(args.lab)
     journal.open()
     journal.process(os.getpid())
     log = open(run_dir(args.lab) / LOG, "a", buffering=1)  # noqa: SIM115 - for the process's life
     sys.stdout = sys.stderr = log
+    # The descriptors too: what the processes it starts print goes to the log,
+    # never to the terminal of the command that started it.
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    with open(os.devnull, "rb") as nothing:
+        os.dup2(nothing.fileno(), 0)
 
     objects = [item.obj for item in load_and_validate(args.paths)]
     supervisor = Supervisor(args.lab, objects)

@@ -119,6 +119,8 @@ def test_an_unknown_command_is_a_usage_error() -> None:
         ("netemu.cli_trace", ("scapy",)),
         ("netemu.cli_live", ("scapy",)),
         ("netemu.cli_manifests", ("scapy", "rich")),
+        # `up` starts its supervisor before it imports anything heavy.
+        ("netemu.cli_up", (*HEAVY, *HEAVY_NETEMU)),
     ],
 )
 def test_command_modules_leave_out_what_they_do_not_need(
