@@ -5,12 +5,12 @@ test servers of every pod, and answers the CLI on a Unix socket at
 
 Protocol: one JSON object per connection, one JSON reply, each a line.
 Requests carry `op` (status, state, apply, delete, scale, logs, shutdown);
-replies carry `ok` and either the result or `error`. Until its reply the
-supervisor writes an empty line every HEARTBEAT s: a client gives up on a
-supervisor that stays silent for 2 s (stopped, stuck), yet waits out a
-change that takes minutes. Every change runs the
+replies carry `ok` and either the result or `error`. Every change runs the
 controllers to a fixed point and then every node's agents, before the reply,
-so a reply means the change has reached every node's pods and rules.
+so a reply means the change has reached every node's pods and rules. Until
+its reply the supervisor writes an empty line every HEARTBEAT s: a client
+gives up on a supervisor that stays silent for 2 s (stopped, stuck), yet
+waits out a change that takes minutes.
 
 The lab also gets the cluster DNS addon (netemu.controlplane.addons) once
 the user's objects are placed; its pod's DNS server answers from records
@@ -429,18 +429,21 @@ class _Handler(socketserver.StreamRequestHandler):
             try:
                 request = json.loads(self.rfile.readline())
                 reply = self.server.supervisor.handle(request)
+                answer.append(json.dumps(reply).encode() + b"\n")
                 if request.get("op") == "shutdown" and reply.get("ok"):
                     shutting_down.set()
             except Exception as exc:  # a bad request must not bring the lab down
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            answer.append(json.dumps(reply).encode() + b"\n")
-            done.set()
+                error = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                answer.append(json.dumps(error).encode() + b"\n")
+            finally:
+                done.set()
 
         threading.Thread(target=work, name="request", daemon=True).start()
         try:
             while not done.wait(HEARTBEAT):
                 self.wfile.write(b"\n")
-            self.wfile.write(answer[0])
+            if answer:
+                self.wfile.write(answer[0])
         except OSError:
             pass  # the client went away; the request still completes
         if shutting_down.is_set():
