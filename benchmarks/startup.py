@@ -11,7 +11,8 @@ gets its own default lab for `get` and `trace` (a CLI talks to a supervisor
 of its own version); `up` brings up and takes down a lab of its own each
 round (the `down` is not timed). Every command runs ROUNDS times, commands
 and sides interleaved in every round; the table gives wall-clock medians,
-so compare them only within one run. Floors on the same machine: Python's
+so compare them only within one run, and the median CPU time of the
+command's process, which other load on the machine disturbs less. Floors on the same machine: Python's
 own start-up (`python -c pass`) and `ip netns list`.
 
 Targets (issue 15): --version and --help ≤ 0.15 s, get on a live lab
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,7 +42,7 @@ from netemu.lab import down, running_labs
 SECTION = "## startup (benchmarks/startup.py)"
 NETEMU_CLI = str(Path(sys.executable).with_name("netemu"))
 DEFAULT = str(ROOT / "controlplane" / "default")
-ROUNDS = 7
+ROUNDS = 11
 UP = "netemu up -f controlplane/default"
 TAG = f"nebench-st{os.getpid() % 10000}"
 TARGETS = {
@@ -70,10 +72,15 @@ def runner(env: dict[str, str]) -> Callable[..., None]:
     return run
 
 
-def timed(action: Callable[[], object]) -> float:
+def timed(action: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the processes it ran and waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     action()
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu
 
 
 def main() -> None:
@@ -114,8 +121,8 @@ def main() -> None:
 
 def measure(
     envs: dict[str, dict[str, str]], labs: dict[str, str], captures: Path
-) -> dict[str, dict[str, list[float]]]:
-    """{command: {side: [seconds per round]}}, floors under side "-"."""
+) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """{command: {side: [(wall, CPU) seconds per round]}}, floors under side "-"."""
     floor = runner(dict(os.environ))
     kinds: dict[str, dict[str, Callable[[], object]]] = {
         "python -c pass": {"-": lambda: floor(sys.executable, "-c", "pass")},
@@ -140,7 +147,7 @@ def measure(
             str(captures),
         )
         kinds[UP][side] = partial(run, NETEMU_CLI, "up", "-f", DEFAULT, "--name", up_name(side))
-    times: dict[str, dict[str, list[float]]] = {
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {
         kind: {side: [] for side in sides} for kind, sides in kinds.items()
     }
     for warm_up in [True] + [False] * ROUNDS:  # the first round warms caches, ARP
@@ -159,9 +166,9 @@ def up_name(side: str) -> str:
 
 
 def write(
-    times: dict[str, dict[str, list[float]]], measured: str, before: str, update: bool
+    times: dict[str, dict[str, list[tuple[float, float]]]], measured: str, before: str, update: bool
 ) -> None:
-    python = statistics.median(times["python -c pass"]["-"])
+    python = statistics.median(wall for wall, _ in times["python -c pass"]["-"])
     lines = [
         SECTION,
         "",
@@ -171,22 +178,29 @@ def write(
         f"(this branch's start), after = {measured}. The default lab; `get` and `trace` "
         "on a lab that is up, `trace` writing its pcaps.",
         "",
-        "| command | target | before | after | after × python start-up | after, rounds |",
-        "|---|---|---|---|---|---|",
+        "CPU: user + system seconds of the command's own process (and what it waited "
+        "for), median: less disturbed by other load on the machine than wall time; for "
+        "`up` it leaves out the supervisor, which runs on after the command.",
+        "",
+        "| command | target | before | after | after × python start-up | CPU before "
+        "| CPU after | after, rounds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for kind, sides in times.items():
-        medians = {side: statistics.median(values) for side, values in sides.items()}
+        wall = {side: statistics.median(w for w, _ in v) for side, v in sides.items()}
+        cpu = {side: statistics.median(c for _, c in v) for side, v in sides.items()}
         if "-" in sides:
-            rounds = ", ".join(f"{v:.3f}" for v in sides["-"])
+            rounds = ", ".join(f"{w:.3f}" for w, _ in sides["-"])
             lines.append(
-                f"| {kind} (floor) | | | {medians['-']:.3f} | {medians['-'] / python:.1f} "
-                f"| {rounds} |"
+                f"| {kind} (floor) | | | {wall['-']:.3f} | {wall['-'] / python:.1f} | "
+                f"| {cpu['-']:.3f} | {rounds} |"
             )
             continue
-        rounds = ", ".join(f"{v:.3f}" for v in sides["after"])
+        rounds = ", ".join(f"{w:.3f}" for w, _ in sides["after"])
         lines.append(
-            f"| {kind} | ≤ {TARGETS[kind]} | {medians['before']:.3f} | {medians['after']:.3f} "
-            f"| {medians['after'] / python:.1f} | {rounds} |"
+            f"| {kind} | ≤ {TARGETS[kind]} | {wall['before']:.3f} | {wall['after']:.3f} "
+            f"| {wall['after'] / python:.1f} | {cpu['before']:.3f} | {cpu['after']:.3f} "
+            f"| {rounds} |"
         )
     print("\n".join(lines))
     if update:
