@@ -329,19 +329,21 @@ def up(
     every node's rules are applied. On failure the lab is taken down again.
     `supervisor`: one started ahead with netemu.launch.start_supervisor (the
     CLI does, to import while it validates); by default one is started here."""
+    try:
+        _check_can_start(name)
+    except BaseException:
+        if supervisor is not None:
+            call_off(supervisor)
+        raise
     proc = supervisor if supervisor is not None else start_supervisor()
     try:
-        check_lab_name(name)
-    except PlanError as exc:
+        lab_journal = Journal(name)
+        lab_journal.open()
+        lab_journal.process(proc.pid)
+    except BaseException:
         call_off(proc)
-        raise LabUsageError(str(exc)) from exc
-    if name in running_labs():
-        call_off(proc)
-        raise LabError(f"lab {name} is already up; take it down first with: netemu down {name}")
-    lab_journal = Journal(name)
-    lab_journal.open()
+        raise
     log = run_dir(name) / LOG
-    lab_journal.process(proc.pid)
     lab = LiveLab(name)
     deadline = time.monotonic() + timeout
     try:
@@ -369,6 +371,15 @@ def up(
     except BaseException:
         down(name)
         raise
+
+
+def _check_can_start(name: str) -> None:
+    try:
+        check_lab_name(name)
+    except PlanError as exc:
+        raise LabUsageError(str(exc)) from exc
+    if name in running_labs():
+        raise LabError(f"lab {name} is already up; take it down first with: netemu down {name}")
 
 
 def _log_tail(log: Path, lines: int = 5) -> str:
