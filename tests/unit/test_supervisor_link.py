@@ -2,7 +2,8 @@
 is reported within seconds, one that is working on a long request (and
 says so with heartbeats) is waited for, and the request's own deadline
 still holds. The real socket server of netemu.supervisor runs here with a
-stand-in for the supervisor behind it."""
+stand-in for the supervisor behind it. And a supervisor started ahead of its
+lab (netemu.launch) exits cleanly when it is called off."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import netemu.supervisor
 from netemu.cli import main
 from netemu.kernel import journal
 from netemu.lab import ANSWER_TIMEOUT, LabError, LiveLab, SupervisorNotAnswering
+from netemu.launch import call_off, start_supervisor, supervisor_ahead
 from netemu.supervisor import HEARTBEAT, _Server
 
 PID = 4242
@@ -162,3 +164,19 @@ def test_a_client_that_leaves_does_not_stop_the_server(
         sock.connect(str(lab_dir / journal.SOCKET))
         sock.sendall(b'{"op": "state"}\n')
     assert LiveLab("t1").request("status")["ok"]
+
+
+# ---------------------------------------------------------------- started ahead
+
+
+def test_a_supervisor_started_ahead_and_called_off_exits_cleanly() -> None:
+    proc = start_supervisor()
+    call_off(proc)
+    assert proc.wait(timeout=60) == 0  # without orders it neither fails nor waits
+
+
+def test_a_supervisor_started_ahead_is_called_off_when_up_fails_first() -> None:
+    with pytest.raises(RuntimeError), supervisor_ahead() as proc:
+        raise RuntimeError("bad manifests")
+    assert proc.stdin is not None and proc.stdin.closed
+    assert proc.wait(timeout=60) == 0
