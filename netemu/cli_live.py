@@ -1,351 +1,270 @@
-"""The `netemu` commands that work on live labs: up, down, exec, apply,
-delete, scale, logs, rules (and the live side of `get`, `trace` and `graph`).
-Each needs root and says so in one line without it."""
+"""The `netemu` commands that work on live labs: down, exec, apply, delete,
+scale, logs, rules and labs, and the body of up (netemu.cli_up). Each needs
+root and says so in one line without it. Imported only when one of them
+runs (netemu.cli)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from subprocess import Popen
+from typing import Any
 
 import click
 from rich.console import Console
 
 from netemu.api.config import Lab
 from netemu.api.validate import load_and_validate
+from netemu.cli import manifest_files, require_root, run
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, is_namespaced, kind_of
-from netemu.controlplane.state import ClusterState
+from netemu.errors import LabError, LabUsageError
 from netemu.lab import (
-    LabError,
-    LabUsageError,
     LiveLab,
+    SupervisorNotAnswering,
     down,
     down_all,
     kind_named,
-    needs_root,
     resolve_lab,
     running_labs,
     up,
 )
-from netemu.net.graph import lab_graph
 from netemu.pipeline import lab_name
-from netemu.trace.topology import Topology
-
-
-def _manifests(text: str, required: bool = True) -> Callable[[FC], FC]:
-    return click.option(
-        "-f",
-        "--filename",
-        "paths",
-        multiple=True,
-        required=required,
-        type=click.Path(exists=True),
-        help=text,
-    )
-
 
 _lab_option = click.option("--lab", "lab_opt", help="Lab name (default: the only lab that is up).")
-
-FC = TypeVar("FC", bound=Callable[..., Any])
-
-
-def _root(command: str) -> None:
-    message = needs_root(command)
-    if message:
-        click.echo(f"error: {message}", err=True)
-        sys.exit(1)
-
-
-def live_state(lab_opt: str | None) -> ClusterState:
-    _root("get")
-    return LiveLab(resolve_lab(lab_opt)).cluster_state()
-
-
-def live_view(lab_opt: str | None) -> tuple[Topology, ClusterState]:
-    """A live lab as `netemu graph` draws it: where everything lives, and its state."""
-    _root("graph")
-    lab = LiveLab(resolve_lab(lab_opt))
-    return lab.topology(), lab.cluster_state()
-
-
-def live_trace(
-    lab_opt: str | None,
-    frm: str,
-    to: str,
-    port: int | None,
-    proto: str,
-    output: str,
-    pcap: bool,
-    captures: Path,
-    timeout: float,
-    svg: Path | None = None,
-) -> None:
-    _root("trace")
-    # Imported here: Scapy's import costs a few hundred milliseconds that
-    # the other commands need not pay.
-    from netemu.cli import check_picture, write_picture
-    from netemu.trace.live import TraceOptions, trace
-    from netemu.trace.render import render
-
-    if svg is not None:
-        # Before the trace: a picture that cannot be written should not
-        # cost a trace first.
-        check_picture(svg, "svg")
-    lab = LiveLab(resolve_lab(lab_opt))
-    options = TraceOptions(port=port, proto=proto, pcap=pcap, captures=captures, timeout=timeout)
-    # The picture shows the lab as the trace resolved FROM and TO against it.
-    view = (lab.topology(), lab.cluster_state())
-    report = trace(lab, frm, to, options, view)
-    if svg is not None:
-        source = lab_graph(
-            *view,
-            report.hops,
-            caption=report.summary(),
-        )
-        write_picture(source, svg, "svg")
-    if output == "json":
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        # Scripts read the table: never wrap it when not on a terminal.
-        width = None if sys.stdout.isatty() else 10_000
-        Console(width=width, highlight=False).print(render(report))
-    if svg is not None:
-        # stderr under -o json: stdout is the report alone.
-        click.echo(f"graph: {svg}", err=output == "json")
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def register(main: click.Group, run: Callable[[Callable[[], None]], None]) -> None:
-    @main.command("up")
-    @_manifests("Lab directory or manifests.")
-    @click.option("--name", help="Lab name (default: the Lab object's name).")
-    def up_cmd(paths: tuple[str, ...], name: str | None) -> None:
-        """Bring a lab up: namespaces, links, overlay, pods and kube-proxy rules."""
-        _root("up")
+def bring_up(paths: tuple[str, ...], name: str | None, supervisor: Popen[bytes]) -> None:
+    """`netemu up` once its supervisor has started (netemu.cli_up)."""
 
-        def action() -> None:
-            started = time.monotonic()
-            # Validation errors with file:line before anything starts; the
-            # supervisor runs the control plane itself.
-            objects = [item.obj for item in load_and_validate(paths)]
-            labs = [obj for obj in objects if isinstance(obj, Lab)]
-            if not labs:
-                raise LabUsageError(
-                    f"{', '.join(paths)}: a live lab needs a Lab object (apiVersion "
-                    "netemu/v1alpha1, kind Lab) with its nodes; see controlplane/default/lab.yaml"
-                )
-            lab = name or lab_name(labs[0], paths)
-            console = Console(stderr=True, highlight=False)
-            with console.status(f"lab {lab}: starting") as status:
-
-                def show(progress: dict[str, Any]) -> None:
-                    count = f" {progress['done']}/{progress['total']}" if progress["total"] else ""
-                    status.update(f"lab {lab}: {progress['stage']}{count}")
-
-                live = up(paths, lab, on_progress=show)
-            elapsed = time.monotonic() - started
-            info = live.info()
-            counts = ", ".join(
-                _count(len(info[key]), noun)
-                for key, noun in (
-                    ("nodes", "node"),
-                    ("pods", "pod"),
-                    ("clients", "external client"),
-                )
+    def action() -> None:
+        started = time.monotonic()
+        # Validation errors with file:line before the lab is named; the
+        # supervisor runs the control plane itself.
+        objects = [item.obj for item in load_and_validate(paths)]
+        labs = [obj for obj in objects if isinstance(obj, Lab)]
+        if not labs:
+            raise LabUsageError(
+                f"{', '.join(paths)}: a live lab needs a Lab object (apiVersion "
+                "netemu/v1alpha1, kind Lab) with its nodes; see controlplane/default/lab.yaml"
             )
-            click.echo(
-                f"lab {lab} is up in {elapsed:.2f} s: {counts} "
-                f"({info['overlay']} overlay, iptables-{info['backend']})"
+        lab = name or lab_name(labs[0], paths)
+        console = Console(stderr=True, highlight=False)
+        with console.status(f"lab {lab}: starting") as status:
+
+            def show(progress: dict[str, Any]) -> None:
+                count = f" {progress['done']}/{progress['total']}" if progress["total"] else ""
+                status.update(f"lab {lab}: {progress['stage']}{count}")
+
+            live = up(paths, lab, on_progress=show, supervisor=supervisor)
+        elapsed = time.monotonic() - started
+        info = live.info()
+        counts = ", ".join(
+            _count(len(info[key]), noun)
+            for key, noun in (
+                ("nodes", "node"),
+                ("pods", "pod"),
+                ("clients", "external client"),
             )
+        )
+        click.echo(
+            f"lab {lab} is up in {elapsed:.2f} s: {counts} "
+            f"({info['overlay']} overlay, iptables-{info['backend']})"
+        )
 
-        run(action)
+    run(action)
 
-    @main.command("down")
-    @click.argument("lab", required=False)
-    @click.option("--all", "all_", is_flag=True, help="Take every lab down.")
-    def down_cmd(lab: str | None, all_: bool) -> None:
-        """Take a lab down, removing everything it created (also after a crash)."""
-        _root("down")
 
-        def action() -> None:
-            def note(line: str) -> None:
-                click.echo(f"warning: {line}", err=True)
+@click.command("down")
+@click.argument("lab", required=False)
+@click.option("--all", "all_", is_flag=True, help="Take every lab down.")
+def down_command(lab: str | None, all_: bool) -> None:
+    """Take a lab down, removing everything it created (also after a crash)."""
+    require_root("down")
 
-            if all_:
-                for name, removed in down_all(note).items():
-                    click.echo(f"lab {name} is down ({len(removed)} objects removed)")
-                return
-            name = resolve_lab(lab)
-            removed = down(name, note)
-            click.echo(f"lab {name} is down ({len(removed)} objects removed)")
+    def action() -> None:
+        def note(line: str) -> None:
+            click.echo(f"warning: {line}", err=True)
 
-        run(action)
+        if all_:
+            for name, removed in down_all(note).items():
+                click.echo(f"lab {name} is down ({len(removed)} objects removed)")
+            return
+        name = resolve_lab(lab)
+        removed = down(name, note)
+        click.echo(f"lab {name} is down ({len(removed)} objects removed)")
 
-    @main.command("exec", context_settings={"ignore_unknown_options": True})
-    @_lab_option
-    @click.argument("target")
-    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-    def exec_cmd(lab_opt: str | None, target: str, command: tuple[str, ...]) -> None:
-        """Run COMMAND in a pod, node or external client: netemu exec TARGET -- CMD ..."""
-        _root("exec")
+    run(action)
 
-        def action() -> None:
-            argv = LiveLab(resolve_lab(lab_opt)).exec_argv(target, list(command))
-            sys.stdout.flush()
-            os.execvp(argv[0], argv)
 
-        run(action)
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@_lab_option
+@click.argument("target")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_command(lab_opt: str | None, target: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in a pod, node or external client: netemu exec TARGET -- CMD ..."""
+    require_root("exec")
 
-    @main.command("apply")
-    @_manifests("Manifest file or directory.")
-    @_lab_option
-    def apply_cmd(paths: tuple[str, ...], lab_opt: str | None) -> None:
-        """Create or update objects in a live lab; pods and rules follow at once."""
-        _root("apply")
+    def action() -> None:
+        argv = LiveLab(resolve_lab(lab_opt)).exec_argv(target, list(command))
+        sys.stdout.flush()
+        os.execvp(argv[0], argv)
 
-        def action() -> None:
-            objects = [item.obj for item in load_and_validate(paths)]
-            for line in LiveLab(resolve_lab(lab_opt)).apply(objects):
-                click.echo(f"{line} applied")
+    run(action)
 
-        run(action)
 
-    @main.command("delete")
-    @_manifests("Delete the objects in these manifests.", required=False)
-    @click.option("-n", "--namespace", default="default", show_default=True)
-    @_lab_option
-    @click.argument("kind_and_name", nargs=-1)
-    def delete_cmd(
-        paths: tuple[str, ...], namespace: str, lab_opt: str | None, kind_and_name: tuple[str, ...]
-    ) -> None:
-        """Delete objects: netemu delete -f PATH, or netemu delete KIND NAME."""
-        _root("delete")
+@click.command("apply")
+@manifest_files("Manifest file or directory.", exists=True)
+@_lab_option
+def apply_command(paths: tuple[str, ...], lab_opt: str | None) -> None:
+    """Create or update objects in a live lab; pods and rules follow at once."""
+    require_root("apply")
 
-        def action() -> None:
-            refs: list[tuple[str, str | None, str]] = []
-            lab = resolve_lab(lab_opt)
-            if paths:
-                if kind_and_name:
-                    raise LabUsageError("give either -f PATH or KIND NAME, not both")
-                for item in load_and_validate(paths):
-                    kind = kind_of(type(item.obj))
-                    meta: Any = getattr(item.obj, "metadata", None)
-                    if kind in LAB_KINDS:
-                        # The lab's own description: a lab is taken down as a whole.
-                        click.echo(
-                            f"{kind}/{meta.name} skipped: netemu down {lab} takes the lab down",
-                            err=True,
-                        )
-                        continue
-                    ns = (meta.namespace or "default") if is_namespaced(kind) else None
-                    refs.append((kind, ns, meta.name))
-            elif len(kind_and_name) == 2:
-                kind = kind_named(kind_and_name[0])
-                refs.append((kind, namespace, kind_and_name[1]))
-            elif len(kind_and_name) == 1 and "/" in kind_and_name[0]:
-                kind_name, obj = kind_and_name[0].split("/", 1)
-                refs.append((kind_named(kind_name), namespace, obj))
-            else:
-                raise LabUsageError("expected -f PATH, KIND NAME or KIND/NAME")
-            if not refs:
-                return
-            for line in LiveLab(lab).delete(refs):
-                click.echo(f"{line} deleted")
+    def action() -> None:
+        objects = [item.obj for item in load_and_validate(paths)]
+        for line in LiveLab(resolve_lab(lab_opt)).apply(objects):
+            click.echo(f"{line} applied")
 
-        run(action)
+    run(action)
 
-    @main.command("scale")
-    @click.argument("resource")
-    @click.option("--replicas", required=True, type=click.IntRange(0, 1000))
-    @click.option("-n", "--namespace", default="default", show_default=True)
-    @_lab_option
-    def scale_cmd(resource: str, replicas: int, namespace: str, lab_opt: str | None) -> None:
-        """Scale a Deployment, ReplicaSet or StatefulSet (e.g. deployment/web --replicas 5)."""
-        _root("scale")
 
-        def action() -> None:
-            if "/" not in resource:
-                raise LabUsageError(f"expected KIND/NAME such as deployment/web, got {resource!r}")
-            kind_name, name = resource.split("/", 1)
-            kind = kind_named(kind_name)
-            if kind not in SCALABLE:
-                raise LabUsageError(
-                    f"{kind} cannot be scaled; scalable: {', '.join(sorted(SCALABLE))}"
-                )
-            click.echo(LiveLab(resolve_lab(lab_opt)).scale(kind, namespace, name, replicas))
+@click.command("delete")
+@manifest_files("Delete the objects in these manifests.", required=False, exists=True)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@_lab_option
+@click.argument("kind_and_name", nargs=-1)
+def delete_command(
+    paths: tuple[str, ...], namespace: str, lab_opt: str | None, kind_and_name: tuple[str, ...]
+) -> None:
+    """Delete objects: netemu delete -f PATH, or netemu delete KIND NAME."""
+    require_root("delete")
 
-        run(action)
+    def action() -> None:
+        refs: list[tuple[str, str | None, str]] = []
+        lab = resolve_lab(lab_opt)
+        if paths:
+            if kind_and_name:
+                raise LabUsageError("give either -f PATH or KIND NAME, not both")
+            for item in load_and_validate(paths):
+                kind = kind_of(type(item.obj))
+                meta: Any = getattr(item.obj, "metadata", None)
+                if kind in LAB_KINDS:
+                    # The lab's own description: a lab is taken down as a whole.
+                    click.echo(
+                        f"{kind}/{meta.name} skipped: netemu down {lab} takes the lab down",
+                        err=True,
+                    )
+                    continue
+                ns = (meta.namespace or "default") if is_namespaced(kind) else None
+                refs.append((kind, ns, meta.name))
+        elif len(kind_and_name) == 2:
+            kind = kind_named(kind_and_name[0])
+            refs.append((kind, namespace, kind_and_name[1]))
+        elif len(kind_and_name) == 1 and "/" in kind_and_name[0]:
+            kind_name, obj = kind_and_name[0].split("/", 1)
+            refs.append((kind_named(kind_name), namespace, obj))
+        else:
+            raise LabUsageError("expected -f PATH, KIND NAME or KIND/NAME")
+        if not refs:
+            return
+        for line in LiveLab(lab).delete(refs):
+            click.echo(f"{line} deleted")
 
-    @main.command("logs")
-    @click.argument("pod")
-    @click.option("-c", "--container", help="Container (default: the pod's first).")
-    @click.option(
-        "-p", "--previous", is_flag=True, help="The container's instance before its last restart."
-    )
-    @click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
-    @click.option("-n", "--namespace", default="default", show_default=True)
-    @_lab_option
-    def logs_cmd(
-        pod: str,
-        container: str | None,
-        previous: bool,
-        tail: int | None,
-        namespace: str,
-        lab_opt: str | None,
-    ) -> None:
-        """Print a container's log: its command's stdout and stderr, or the
-        built-in test server's access log (POD or NAMESPACE/POD)."""
-        _root("logs")
+    run(action)
 
-        def action() -> None:
-            text = LiveLab(resolve_lab(lab_opt)).logs(
-                pod, container, namespace=namespace, previous=previous, tail=tail
-            )
-            click.echo(text, nl=False)
 
-        run(action)
+@click.command("scale")
+@click.argument("resource")
+@click.option("--replicas", required=True, type=click.IntRange(0, 1000))
+@click.option("-n", "--namespace", default="default", show_default=True)
+@_lab_option
+def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | None) -> None:
+    """Scale a Deployment, ReplicaSet or StatefulSet (e.g. deployment/web --replicas 5)."""
+    require_root("scale")
 
-    @main.command("rules")
-    @click.argument("node")
-    @click.option(
-        "--counters",
-        is_flag=True,
-        help="Packet and byte counters ([pkts:bytes], as iptables-save -c).",
-    )
-    @_lab_option
-    def rules_cmd(node: str, counters: bool, lab_opt: str | None) -> None:
-        """Show a node's live iptables rules (iptables-save format)."""
-        _root("rules")
+    def action() -> None:
+        if "/" not in resource:
+            raise LabUsageError(f"expected KIND/NAME such as deployment/web, got {resource!r}")
+        kind_name, name = resource.split("/", 1)
+        kind = kind_named(kind_name)
+        if kind not in SCALABLE:
+            raise LabUsageError(f"{kind} cannot be scaled; scalable: {', '.join(sorted(SCALABLE))}")
+        click.echo(LiveLab(resolve_lab(lab_opt)).scale(kind, namespace, name, replicas))
 
-        def action() -> None:
-            from netemu.kernel.counters import read_counters
-            from netemu.kernel.iptables import KernelIptables
+    run(action)
 
-            netns_name, backend = LiveLab(resolve_lab(lab_opt)).node_netns(node)
-            text = (
-                read_counters(netns_name, backend)
-                if counters
-                else KernelIptables(netns_name, backend).save()
-            )
-            click.echo(text, nl=False)
 
-        run(action)
+@click.command("logs")
+@click.argument("pod")
+@click.option("-c", "--container", help="Container (default: the pod's first).")
+@click.option(
+    "-p", "--previous", is_flag=True, help="The container's instance before its last restart."
+)
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@_lab_option
+def logs_command(
+    pod: str,
+    container: str | None,
+    previous: bool,
+    tail: int | None,
+    namespace: str,
+    lab_opt: str | None,
+) -> None:
+    """Print a container's log: its command's stdout and stderr, or the
+    built-in test server's access log (POD or NAMESPACE/POD)."""
+    require_root("logs")
 
-    @main.command("labs")
-    def labs_cmd() -> None:
-        """List the labs that are up."""
-        _root("labs")
-        for name in running_labs():
-            try:
-                progress = LiveLab(name).status()
-                state = "ready" if progress["ready"] else progress["stage"]
-            except LabError:
-                state = "supervisor gone (netemu down cleans up)"
-            click.echo(f"{name}\t{state}")
+    def action() -> None:
+        text = LiveLab(resolve_lab(lab_opt)).logs(
+            pod, container, namespace=namespace, previous=previous, tail=tail
+        )
+        click.echo(text, nl=False)
+
+    run(action)
+
+
+@click.command("rules")
+@click.argument("node")
+@click.option(
+    "--counters",
+    is_flag=True,
+    help="Packet and byte counters ([pkts:bytes], as iptables-save -c).",
+)
+@_lab_option
+def rules_command(node: str, counters: bool, lab_opt: str | None) -> None:
+    """Show a node's live iptables rules (iptables-save format)."""
+    require_root("rules")
+
+    def action() -> None:
+        from netemu.kernel.counters import read_counters
+        from netemu.kernel.iptables import KernelIptables
+
+        netns_name, backend = LiveLab(resolve_lab(lab_opt)).node_netns(node)
+        text = (
+            read_counters(netns_name, backend)
+            if counters
+            else KernelIptables(netns_name, backend).save()
+        )
+        click.echo(text, nl=False)
+
+    run(action)
+
+
+@click.command("labs")
+def labs_command() -> None:
+    """List the labs that are up."""
+    require_root("labs")
+    for name in running_labs():
+        try:
+            progress = LiveLab(name).status()
+            state = "ready" if progress["ready"] else progress["stage"]
+        except SupervisorNotAnswering:
+            state = f"supervisor not answering (netemu down {name} takes it down)"
+        except LabError:
+            state = "supervisor gone (netemu down cleans up)"
+        click.echo(f"{name}\t{state}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,10 +21,14 @@ from netemu.api.base import K8sModel
 from netemu.api.core import EndpointSlice, Node, Pod, Service
 from netemu.controlplane.objects import KIND_ALIASES
 from netemu.controlplane.state import ClusterState
+from netemu.errors import LabError as LabError
+from netemu.errors import LabUsageError as LabUsageError
+from netemu.errors import needs_root as needs_root
 from netemu.kernel import journal
 from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.processes import command_in
+from netemu.launch import call_off, send_orders, start_supervisor
 from netemu.net.plan import PlanError, check_lab_name
 from netemu.net.plan import hostname as kernel_hostname
 from netemu.trace.topology import Topology
@@ -34,17 +37,37 @@ if TYPE_CHECKING:
     from netemu.trace.report import TraceReport
 
 READY_TIMEOUT = 300.0
+# A supervisor writes an empty line every HEARTBEAT s (netemu.supervisor)
+# while it works on a request: this long a silence means it stopped
+# answering (stopped, wedged), however long the request itself may take.
+ANSWER_TIMEOUT = 2.0
 # A change returns once every node has its rules: iptables-nft-restore
 # --noflush of tens of thousands of rules takes minutes (benchmarks/RESULTS.md).
 REQUEST_TIMEOUT = 600.0
 
 
-class LabError(RuntimeError):
-    """A live-lab operation failed (exit code 1)."""
+class SupervisorNotAnswering(LabError):
+    """The lab's supervisor accepted a request but stopped answering it."""
 
 
-class LabUsageError(ValueError):
-    """A live-lab request that cannot be met as asked (exit code 2)."""
+class _Deadline(Exception):
+    """The request's own time ran out, while the supervisor was still working."""
+
+
+def _read_reply(sock: socket.socket, deadline: float) -> bytes:
+    """The reply line, after any heartbeats (empty lines) before it; b"" if
+    the supervisor hung up first. TimeoutError after ANSWER_TIMEOUT s of
+    silence (the socket's timeout); _Deadline at `deadline`."""
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        if time.monotonic() > deadline:
+            raise _Deadline
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        # The reply is one JSON line: newlines before it are heartbeats.
+        data += chunk if data else chunk.lstrip(b"\n")
+    return bytes(data)
 
 
 def kind_named(word: str) -> str:
@@ -54,12 +77,6 @@ def kind_named(word: str) -> str:
         known = ", ".join(sorted(set(KIND_ALIASES.values())))
         raise LabUsageError(f"unknown kind {word!r}; expected one of: {known}")
     return kind
-
-
-def needs_root(command: str) -> str | None:
-    if os.geteuid() != 0:
-        return f"netemu {command} needs root (it works in network namespaces); run it with sudo"
-    return None
 
 
 def running_labs() -> list[str]:
@@ -98,22 +115,31 @@ class LiveLab:
     # -- talking to the supervisor -------------------------------------------
 
     def request(self, op: str, timeout: float = REQUEST_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """Send one request and return the supervisor's reply. `timeout`
+        bounds the whole request; a supervisor that stops answering (no
+        heartbeat for ANSWER_TIMEOUT s) fails it sooner, with
+        SupervisorNotAnswering."""
         path = self.directory / SOCKET
+        deadline = time.monotonic() + timeout
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(timeout)
+                # Connecting can block too: a stopped supervisor's listen
+                # backlog fills up and connect() then waits for room.
+                sock.settimeout(min(ANSWER_TIMEOUT, timeout))
                 sock.connect(str(path))
                 sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = _read_reply(sock, deadline)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise LabError(
                 f"lab {self.name}: its supervisor is not running "
                 f"(see {self.directory / LOG}); netemu down {self.name} cleans up"
+            ) from exc
+        except TimeoutError as exc:
+            raise SupervisorNotAnswering(self._not_answering(timeout)) from exc
+        except _Deadline as exc:
+            raise LabError(
+                f"lab {self.name}: its supervisor is still working on {op!r} "
+                f"after {timeout:g} s; giving up waiting (see {self.directory / LOG})"
             ) from exc
         except OSError as exc:
             raise LabError(f"lab {self.name}: no answer from its supervisor ({exc})") from exc
@@ -127,6 +153,27 @@ class LiveLab:
         if not reply.get("ok"):
             raise LabError(f"lab {self.name}: {reply.get('error')}")
         return reply
+
+    def _not_answering(self, timeout: float) -> str:
+        pid = self._supervisor_pid()
+        which = f"its supervisor (pid {pid})" if pid is not None else "its supervisor"
+        silence = min(ANSWER_TIMEOUT, timeout)
+        return (
+            f"lab {self.name}: {which} is not answering (nothing for {silence:g} s: "
+            f"stopped or stuck; see {self.directory / LOG}); "
+            f"netemu down {self.name} takes the lab down"
+        )
+
+    def _supervisor_pid(self) -> int | None:
+        """The supervisor's pid, from the info file or else the journal (whose
+        first process is the supervisor); None if neither names it."""
+        with contextlib.suppress(OSError, ValueError, LabError, KeyError, TypeError):
+            return int(self.info()["pid"])
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+            for entry in journal.read_entries(self.name):
+                if "pid" in entry:
+                    return int(entry["pid"])
+        return None
 
     def status(self) -> dict[str, Any]:
         progress: dict[str, Any] = self.request("status", timeout=5)["progress"]
@@ -283,37 +330,41 @@ def up(
     name: str,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = READY_TIMEOUT,
+    supervisor: subprocess.Popen[bytes] | None = None,
 ) -> LiveLab:
     """Start the lab's supervisor and wait until every pod's servers listen and
-    every node's rules are applied. On failure the lab is taken down again."""
+    every node's rules are applied. On failure the lab is taken down again.
+    `supervisor`: one started ahead with netemu.launch.start_supervisor (the
+    CLI does, to import while it validates); by default one is started here."""
     try:
-        check_lab_name(name)
-    except PlanError as exc:
-        raise LabUsageError(str(exc)) from exc
-    if name in running_labs():
-        raise LabError(f"lab {name} is already up; take it down first with: netemu down {name}")
-    lab_journal = Journal(name)
-    lab_journal.open()
+        _check_can_start(name)
+    except BaseException:
+        if supervisor is not None:
+            call_off(supervisor)
+        raise
+    proc = supervisor if supervisor is not None else start_supervisor()
+    try:
+        lab_journal = Journal(name)
+        lab_journal.open()
+        lab_journal.process(proc.pid)
+    except BaseException:
+        call_off(proc)
+        raise
     log = run_dir(name) / LOG
-    with open(log, "a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "netemu.supervisor", "--lab", name, *map(str, paths)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the CLI; `netemu down` ends it
-        )
-    lab_journal.process(proc.pid)
     lab = LiveLab(name)
     deadline = time.monotonic() + timeout
     try:
+        with contextlib.suppress(BrokenPipeError):  # it exited: reported below
+            send_orders(proc, name, [str(path) for path in paths])
         while True:
             if proc.poll() is not None:
                 raise LabError(f"lab {name}: the supervisor exited ({_log_tail(log)})")
             try:
                 progress = lab.status()
+            except SupervisorNotAnswering:
+                raise  # it was listening, so it is not still starting: it is stuck
             except (LabError, OSError, ValueError):
-                progress = None
+                progress = None  # not listening yet
             if progress is not None:
                 if on_progress is not None:
                     on_progress(progress)
@@ -327,6 +378,15 @@ def up(
     except BaseException:
         down(name)
         raise
+
+
+def _check_can_start(name: str) -> None:
+    try:
+        check_lab_name(name)
+    except PlanError as exc:
+        raise LabUsageError(str(exc)) from exc
+    if name in running_labs():
+        raise LabError(f"lab {name} is already up; take it down first with: netemu down {name}")
 
 
 def _log_tail(log: Path, lines: int = 5) -> str:

@@ -13,6 +13,7 @@ from netemu.api.config import Lab
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import build_cluster_state
 from netemu.controlplane.state import ClusterState
+from netemu.errors import UsageError as UsageError
 from netemu.net.addresses import node_addresses
 from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
 from netemu.rules.iptables import compile_node
@@ -63,7 +64,3 @@ def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
 
 def local_ips(state: ClusterState, node_name: str) -> list[str]:
     return node_addresses(state.node(node_name), state.lab)
-
-
-class UsageError(Exception):
-    """A command-line request that cannot be met as asked (exit code 2)."""

@@ -7,7 +7,10 @@ Protocol: one JSON object per connection, one JSON reply, each a line.
 Requests carry `op` (status, state, apply, delete, scale, logs, shutdown);
 replies carry `ok` and either the result or `error`. Every change runs the
 controllers to a fixed point and then every node's agents, before the reply,
-so a reply means the change has reached every node's pods and rules.
+so a reply means the change has reached every node's pods and rules. Until
+its reply the supervisor writes an empty line every HEARTBEAT s: a client
+gives up on a supervisor that stays silent for 2 s (stopped, stuck), yet
+waits out a change that takes minutes.
 
 The lab also gets the cluster DNS addon (netemu.controlplane.addons) once
 the user's objects are placed; its pod's DNS server answers from records
@@ -18,7 +21,8 @@ pods' probes, restarts containers that fail their liveness or startup
 probes, writes pod statuses and, when a pod's readiness changes, reconciles
 under the same lock, so endpoints and rules follow readiness at once.
 
-Run as `python -m netemu.supervisor --lab NAME PATH...` (`netemu up` does).
+Run as `python -m netemu.supervisor --lab NAME PATH...`, or without
+arguments to get the lab on stdin (netemu.launch; `netemu up` does).
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEP
 
 # Containers' logs, under the lab's run directory.
 LOGS = "logs"
+# Seconds between heartbeats while a request runs: well inside the client's
+# ANSWER_TIMEOUT (netemu.lab), also on a loaded machine.
+HEARTBEAT = 0.5
 KIND_BY_NAME: dict[str, type[K8sModel]] = {kind: cls for (_, kind), cls in KINDS.items()}
 # The largest request line read (an apply of tens of thousands of objects
 # fits); a longer one is refused without being read whole.
@@ -563,21 +570,44 @@ class Supervisor:
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    """One request: it runs on a thread of its own while this one writes a
+    heartbeat (an empty line) every HEARTBEAT s until the reply, so the
+    client can tell a supervisor that is working on a long change from one
+    that stopped answering (netemu.lab.ANSWER_TIMEOUT)."""
+
     server: _Server
 
     def handle(self) -> None:
-        op = None
+        answer: list[bytes] = []
+        shutting_down = threading.Event()
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+                if len(line) > MAX_REQUEST_BYTES:
+                    raise RequestError(f"request longer than {MAX_REQUEST_BYTES} bytes")
+                request = json.loads(line)
+                reply = self.server.supervisor.handle(request)
+                answer.append(json.dumps(reply).encode() + b"\n")
+                op = request.get("op") if isinstance(request, dict) else None
+                if op == "shutdown" and reply.get("ok"):
+                    shutting_down.set()
+            except Exception as exc:  # a bad request must not bring the lab down
+                error = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                answer.append(json.dumps(error).encode() + b"\n")
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="request", daemon=True).start()
         try:
-            line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
-            if len(line) > MAX_REQUEST_BYTES:
-                raise RequestError(f"request longer than {MAX_REQUEST_BYTES} bytes")
-            request = json.loads(line)
-            op = request.get("op") if isinstance(request, dict) else None
-            reply = self.server.supervisor.handle(request)
-        except Exception as exc:  # a bad request must not bring the lab down
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        self.wfile.write(json.dumps(reply).encode() + b"\n")
-        if op == "shutdown" and reply.get("ok"):
+            while not done.wait(HEARTBEAT):
+                self.wfile.write(b"\n")
+            if answer:
+                self.wfile.write(answer[0])
+        except OSError:
+            pass  # the client went away; the request still completes
+        if shutting_down.is_set():
             self.server.stopping.set()
 
 
@@ -592,15 +622,31 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netemu-supervisor")
-    parser.add_argument("--lab", required=True)
-    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--lab", help="the lab (default: read orders from stdin)")
+    parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
+    if args.lab is None:
+        # Started ahead of its lab (netemu.launch): the imports above ran
+        # while `netemu up` validated; now it names the lab, or calls it off.
+        orders = sys.stdin.readline()
+        if not orders:
+            return 0
+        given = json.loads(orders)
+        args.lab, args.paths = given["lab"], given["paths"]
+    if not args.paths:
+        parser.error("no manifest paths")
 
     journal = Journal(args.lab)
     journal.open()
     journal.process(os.getpid())
     log = open(run_dir(args.lab) / LOG, "a", buffering=1)  # noqa: SIM115 - for the process's life
     sys.stdout = sys.stderr = log
+    # The descriptors too: what the processes it starts print goes to the log,
+    # never to the terminal of the command that started it.
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    with open(os.devnull, "rb") as nothing:
+        os.dup2(nothing.fileno(), 0)
 
     objects = [item.obj for item in load_and_validate(args.paths)]
     supervisor = Supervisor(args.lab, objects)

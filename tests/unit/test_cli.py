@@ -58,9 +58,9 @@ def test_compile_prints_restore_input() -> None:
 
 
 def test_compile_write_goes_to_rules_dir(tmp_path: Path, monkeypatch: object) -> None:
-    import netemu.cli
+    import netemu.cli_manifests
 
-    monkeypatch.setattr(netemu.cli, "RULES_DIR", tmp_path)  # type: ignore[attr-defined]
+    monkeypatch.setattr(netemu.cli_manifests, "RULES_DIR", tmp_path)  # type: ignore[attr-defined]
     code, _, _ = run("compile", "-f", DEFAULT, "--write")
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "default").iterdir()) == [

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from netemu.api.core import Pod
-from netemu.cli import human_duration, main, print_resources
+from netemu.cli import main
+from netemu.cli_get import human_duration, print_resources
 from netemu.controlplane.state import ClusterState
 
 

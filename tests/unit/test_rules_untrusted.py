@@ -302,13 +302,13 @@ def test_the_step_limit_is_per_packet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cli_refuses_text_that_is_not_iptables_save_output(tmp_path: Path) -> None:
     output = refused(tmp_path / "dump", "hello world\n")
-    assert "error: line 1: 'hello world' outside of a *table section" in output
+    assert "/dump:1: 'hello world' outside of a *table section" in output
 
 
 def test_cli_refuses_jump_loops_naming_the_chains(tmp_path: Path) -> None:
     output = refused(tmp_path / "dump", nat("-A PREROUTING -j A", "-A A -j B", "-A B -j A",
                                             chains=("A", "B")))  # fmt: skip
-    assert "error: line 7: chains jump in a loop: A -> B -> A (iptables-restore refuses" in output
+    assert "/dump:7: chains jump in a loop: A -> B -> A (iptables-restore refuses" in output
 
 
 def test_cli_refuses_chains_nested_too_deep(tmp_path: Path) -> None:
@@ -334,12 +334,12 @@ def test_cli_refuses_a_walk_without_end(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_cli_refuses_unreadable_rule_arguments(tmp_path: Path) -> None:
     output = refused(tmp_path / "dump", nat("-A PREROUTING -d 10.0.0.300 -j ACCEPT"))
-    assert "error: line 3: rule '-d 10.0.0.300 -j ACCEPT': invalid IPNetwork 10.0.0.300" in output
+    assert "/dump:3: rule '-d 10.0.0.300 -j ACCEPT': invalid IPNetwork 10.0.0.300" in output
 
 
 def test_cli_refuses_binary_data_that_is_valid_utf8(tmp_path: Path) -> None:
     output = refused(tmp_path / "dump", "*nat\n:PREROUTING ACCEPT [0:0]\n\0\0\0\nCOMMIT\n")
-    assert "error: line 3: binary data (a NUL byte)" in output
+    assert "/dump:3: binary data (a NUL byte)" in output
 
 
 def test_cli_still_walks_a_good_dump(tmp_path: Path) -> None:
@@ -356,3 +356,31 @@ def test_line_numbers_count_newlines_only() -> None:
         parse_restore("*nat\n:X - [0:0] \x1c\x85\nbogus\nCOMMIT\n")
     with pytest.raises(ParseError, match="line 2: table 'nat' has no COMMIT"):
         parse_restore("*nat\n:X - [0:0]\n\n\n")
+
+
+def test_cli_refuses_text_that_is_not_utf8_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "dump"
+    path.write_bytes(b'*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j ACCEPT "\xe9"\nCOMMIT\n')
+    result = trace_rules(path)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"error: {path}:3: not UTF-8 text (byte 0xe9 at column" in result.output
+
+
+def test_cli_refuses_an_empty_file_at_line_1(tmp_path: Path) -> None:
+    output = refused(tmp_path / "dump", "")
+    assert "/dump:1: no *table section: expected iptables-save" in output
+
+
+def test_cli_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    result = trace_rules(path)
+    assert result.exit_code == 2, result.output
+    assert f"error: {path}:0: not a regular file" in result.output
+
+
+def test_cli_refuses_a_device_before_reading_it() -> None:
+    result = trace_rules(Path("/dev/zero"))
+    assert result.exit_code == 2, result.output
+    assert "error: /dev/zero:0: not a regular file" in result.output

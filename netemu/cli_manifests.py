@@ -1,0 +1,61 @@
+"""`netemu validate` and `netemu compile`: manifests in, diagnostics or
+kube-proxy's rules out. Imported only when one of them runs (netemu.cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from netemu.cli import manifest_files, run
+from netemu.pipeline import compile_rules, lab_name, load_cluster, pick_node
+
+RULES_DIR = Path("rules")
+
+
+@click.command()
+@manifest_files("Manifest file or directory (repeatable).")
+def validate(paths: tuple[str, ...]) -> None:
+    """Check manifests; print every problem as file:line: object: field: message."""
+
+    def action() -> None:
+        state = load_cluster(paths)
+        count = len(state.services) + len(state.nodes)
+        click.echo(
+            f"valid: {len(state.nodes)} node(s), {len(state.services)} service(s), "
+            f"{len(state.pods)} pod(s), {len(state.endpoint_slices)} endpointslice(s)"
+            if count
+            else "valid: no objects"
+        )
+
+    run(action)
+
+
+@click.command("compile")
+@manifest_files("Manifest file or directory (repeatable).")
+@click.option("--node", help="Node to compile for (default: the only node).")
+@click.option(
+    "--mode",
+    type=click.Choice(["iptables"]),
+    default="iptables",
+    show_default=True,
+    help="kube-proxy mode.",
+)
+@click.option("--write", is_flag=True, help="Write rules/<lab>/<node>.iptables for every node.")
+def compile_command(paths: tuple[str, ...], node: str | None, mode: str, write: bool) -> None:
+    """Print the iptables-restore input kube-proxy would apply on a node."""
+
+    def action() -> None:
+        state = load_cluster(paths)
+        if write:
+            out_dir = RULES_DIR / lab_name(state.lab, paths)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for n in state.nodes:
+                name = n.metadata.name or ""
+                target = out_dir / f"{name}.{mode}"
+                target.write_text(compile_rules(state, name).render())
+                click.echo(f"wrote {target}")
+            return
+        click.echo(compile_rules(state, pick_node(state, node)).render(), nl=False)
+
+    run(action)

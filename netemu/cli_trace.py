@@ -1,0 +1,297 @@
+"""`netemu trace`: a real packet followed through a live lab, or a simulated
+one walked through the compiled rules (--offline). Imported only when it
+runs (netemu.cli)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import netaddr
+from rich.console import Console
+
+from netemu.cli import require_root, run, stdout_width
+from netemu.cli_graph import check_picture, offline_topology, write_picture
+from netemu.controlplane.state import ClusterState
+from netemu.errors import UsageError
+from netemu.lab import LiveLab, resolve_lab
+from netemu.net.graph import lab_graph
+from netemu.pipeline import compile_rules, load_cluster, local_ips, pick_node
+from netemu.rules.model import ParseError, read_rules
+from netemu.rules.simulate import Packet, Simulation, simulate
+from netemu.trace.flow import Flow, FlowError, resolve_flow
+
+
+@click.command()
+@click.argument("frm", required=False, metavar="FROM")
+@click.argument("to", required=False, metavar="TO")
+@click.option("--lab", "lab_opt", help="Live lab (default: the only lab that is up).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Destination port (for TO).")
+@click.option(
+    "--proto", type=click.Choice(["tcp", "udp", "icmp", "sctp"]), default="tcp", show_default=True
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--no-pcap", is_flag=True, help="Write no pcaps and no trace.json.")
+@click.option(
+    "--captures",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("captures"),
+    show_default=True,
+    help="Where captures/<lab>/<trace-id>/ go.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait for an answer.",
+)
+@click.option("--offline", is_flag=True, help="Simulate with the rule compiler; no lab needed.")
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    type=click.Path(),
+    help="(--offline) Manifest file or directory (repeatable).",
+)
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="(--offline) An iptables-save dump taken from a real node.",
+)
+@click.option(
+    "--local-ip",
+    "local_ip",
+    multiple=True,
+    help="(--offline) An address of the node the dump came from (repeatable; with --rules).",
+)
+@click.option("--node", help="(--offline) Node to trace on (default: the only node).")
+@click.option("--src", help="(--offline) Source IP of the packet.")
+@click.option("--dst", help="(--offline) Destination IP of the packet.")
+@click.option("--dport", type=click.IntRange(1, 65535), help="(--offline) Destination port.")
+@click.option(
+    "--svg",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the lab with the traced path on it, as SVG (live traces; Graphviz).",
+)
+def trace(
+    frm: str | None,
+    to: str | None,
+    lab_opt: str | None,
+    port: int | None,
+    proto: str,
+    output: str,
+    no_pcap: bool,
+    captures: Path,
+    timeout: float,
+    offline: bool,
+    paths: tuple[str, ...],
+    rules_file: str | None,
+    local_ip: tuple[str, ...],
+    node: str | None,
+    src: str | None,
+    dst: str | None,
+    dport: int | None,
+    svg: Path | None,
+) -> None:
+    """Follow a packet from FROM to TO.
+
+    Live (a lab is up): send a real flow and show every hop, NAT and rule
+    verdict, with pcaps under captures/<lab>/<trace-id>/. FROM is a pod,
+    node or external client; TO a Service, a pod, NODE:NODEPORT or an IP
+    (with --port).
+
+    Offline (--offline -f DIR FROM TO, or --src/--dst/--dport): walk the
+    packet through the compiled rules of the node it meets first.
+    """
+
+    def action() -> None:
+        query = _OfflineQuery(paths, rules_file, local_ip, node, src, dst, dport)
+        if offline and svg is not None:
+            raise UsageError(
+                "--svg draws the path a live trace saw: it does not go with --offline "
+                "(netemu graph -f PATH -o FILE draws the lab without a path)"
+            )
+        if offline:
+            _trace_offline(frm, to, port, proto, output, query)
+            return
+        if query.given():
+            raise UsageError(
+                "-f, --rules, --local-ip, --node, --src, --dst and --dport are for "
+                "simulated traces: add --offline (a live trace takes FROM TO)"
+            )
+        if frm is None or to is None:
+            raise UsageError("give FROM and TO (or --offline with manifests)")
+        if proto == "sctp":
+            raise UsageError("--proto sctp: live traces send tcp, udp or icmp")
+        live_trace(lab_opt, frm, to, port, proto, output, not no_pcap, captures, timeout, svg)
+
+    run(action)
+
+
+@dataclass(frozen=True)
+class _OfflineQuery:
+    """The options only a simulated trace takes."""
+
+    paths: tuple[str, ...]
+    rules_file: str | None
+    local_ip: tuple[str, ...]
+    node: str | None
+    src: str | None
+    dst: str | None
+    dport: int | None
+
+    def given(self) -> bool:
+        return any(
+            (self.paths, self.rules_file, self.local_ip, self.node, self.src, self.dst, self.dport)
+        )
+
+
+def _trace_offline(
+    frm: str | None,
+    to: str | None,
+    port: int | None,
+    proto: str,
+    output: str,
+    query: _OfflineQuery,
+) -> None:
+    paths, rules_file, local_ip, node = query.paths, query.rules_file, query.local_ip, query.node
+    src, dst, dport = query.src, query.dst, query.dport
+    described: dict[str, Any] = {}
+    if frm is not None or to is not None:
+        if frm is None or to is None:
+            raise UsageError("give both FROM and TO")
+        if not paths:
+            raise UsageError("--offline FROM TO needs the lab's manifests: -f PATH")
+        if src or dst or dport:
+            raise UsageError("use either FROM TO or --src/--dst/--dport, not both")
+        state = load_cluster(paths)
+        flow = offline_flow(state, paths, frm, to, port, proto)
+        if flow.entry_node is None:
+            raise UsageError(f"{flow.describe()}: no node of the lab is on the way")
+        node_name: str | None = flow.entry_node
+        packet = Packet(src=flow.source.ip, dst=flow.dst, dport=flow.dport, proto=flow.proto)
+        result = simulate(
+            compile_rules(state, flow.entry_node), local_ips(state, flow.entry_node), packet
+        )
+        described = {"from": flow.source.label, "to": flow.target, "service": flow.service}
+    else:
+        if not (src and dst and dport):
+            raise UsageError("give FROM TO, or --src, --dst and --dport")
+        _check_ip("--src", src)
+        _check_ip("--dst", dst)
+        packet = Packet(src=src, dst=dst, dport=dport, proto=proto)
+        if rules_file:
+            if paths:
+                raise UsageError("use either --rules or -f, not both")
+            if not local_ip:
+                raise UsageError("--rules needs the node's addresses: --local-ip IP (repeatable)")
+            for ip in local_ip:
+                _check_ip("--local-ip", ip)
+            ruleset = read_rules(Path(rules_file))
+            try:
+                result = simulate(ruleset, list(local_ip), packet)
+            except ParseError as exc:  # a rule the walk refused: name the file too
+                raise exc.located(rules_file) from None
+            node_name = None
+        else:
+            if not paths:
+                raise UsageError("give manifests with -f PATH, or a dump with --rules FILE")
+            state = load_cluster(paths)
+            node_name = pick_node(state, node)
+            result = simulate(compile_rules(state, node_name), local_ips(state, node_name), packet)
+    if output == "json":
+        data: dict[str, Any] = {"node": node_name, **described, **result.to_dict()}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        if described:
+            click.echo(f"{described['from']} → {described['to']}")
+        _print_simulation(result, node_name)
+
+
+def offline_flow(
+    state: ClusterState, paths: Sequence[str], frm: str, to: str, port: int | None, proto: str
+) -> Flow:
+    """FROM/TO resolved against the lab the manifests describe, as it would run."""
+    topology = offline_topology(state, paths, "FROM/TO")
+    try:
+        return resolve_flow(state, topology, frm, to, port, proto)
+    except FlowError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_ip(flag: str, value: str) -> None:
+    try:
+        netaddr.IPAddress(value, version=4)
+    except (netaddr.AddrFormatError, ValueError):
+        raise UsageError(f"{flag}: {value!r} is not an IPv4 address") from None
+
+
+def _print_simulation(result: Simulation, node: str | None) -> None:
+    pkt = result.packet
+    where = f" on {node}" if node else ""
+    origin = "local" if result.local_origin else "from outside the node"
+    click.echo(f"{pkt.proto} {pkt.src} → {pkt.dst}:{pkt.dport}{where} ({origin}): {result.verdict}")
+    if result.endpoints:
+        click.echo(f"  endpoints: {', '.join(result.endpoints)}")
+    click.echo(f"  masquerade: {'yes' if result.masquerade else 'no'}")
+    for i, path in enumerate(result.paths, start=1):
+        label = path.endpoint or path.verdict
+        masq = ", masquerade" if path.masquerade else ""
+        click.echo(f"\npath {i}: {label} (p={path.probability:.4f}{masq})")
+        for rule in path.rules:
+            click.echo(f"  {rule.table:<7} {rule.rule}")
+    click.echo("\nassumptions:")
+    for text in result.assumptions:
+        click.echo(f"  - {text}")
+
+
+def live_trace(
+    lab_opt: str | None,
+    frm: str,
+    to: str,
+    port: int | None,
+    proto: str,
+    output: str,
+    pcap: bool,
+    captures: Path,
+    timeout: float,
+    svg: Path | None = None,
+) -> None:
+    require_root("trace")
+    # Imported here: Scapy's import costs a few hundred milliseconds that
+    # offline traces need not pay.
+    from netemu.trace.live import TraceOptions, trace
+    from netemu.trace.render import render
+
+    if svg is not None:
+        # Before the trace: a picture that cannot be written should not
+        # cost a trace first.
+        check_picture(svg, "svg")
+    lab = LiveLab(resolve_lab(lab_opt))
+    options = TraceOptions(port=port, proto=proto, pcap=pcap, captures=captures, timeout=timeout)
+    # The picture shows the lab as the trace resolved FROM and TO against it.
+    view = (lab.topology(), lab.cluster_state())
+    report = trace(lab, frm, to, options, view)
+    if svg is not None:
+        source = lab_graph(
+            *view,
+            report.hops,
+            caption=report.summary(),
+        )
+        write_picture(source, svg, "svg")
+    if output == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        Console(width=stdout_width(), highlight=False).print(render(report))
+    if svg is not None:
+        # stderr under -o json: stdout is the report alone.
+        click.echo(f"graph: {svg}", err=output == "json")
