@@ -2,10 +2,10 @@
 
 controlplane/default is up once for the module. Over a hundred generated
 bad inputs (tests/fuzzcases.py: mutants of the lab's own web.yaml, hostile
-files, a FIFO, /dev/zero, a Pod with two containers on one port) go through
-`netemu apply --lab LAB -f FILE`, in-process in one worker. Each must be
-refused without a traceback or a hang, exit 2 with file:line (exit 1 or 2
-for the Pod that validates but cannot run), and afterwards the lab must be
+files, a FIFO, /dev/zero) go through `netemu apply --lab LAB -f FILE`,
+in-process in one worker. Each must be refused without a traceback or a
+hang, exit 2 with file:line; the lab's supervisor must answer after each
+(else the rest are reported as not run), and afterwards the lab must be
 exactly as before (same objects, same specs, same namespaces) and still
 serve its NodePort to the external client.
 """
