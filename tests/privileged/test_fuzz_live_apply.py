@@ -2,12 +2,13 @@
 
 controlplane/default is up once for the module. Over a hundred generated
 bad inputs (tests/fuzzcases.py: mutants of the lab's own web.yaml, hostile
-files, a FIFO, /dev/zero) go through `netemu apply --lab LAB -f FILE`,
-in-process in one worker. Each must be refused without a traceback or a
-hang, exit 2 with file:line; the lab's supervisor must answer after each
-(else the rest are reported as not run), and afterwards the lab must be
-exactly as before (same objects, same specs, same namespaces) and still
-serve its NodePort to the external client.
+files, a FIFO, /dev/zero; not huge replica counts, see fuzzcases._safe_live)
+go through `netemu apply --lab LAB -f FILE`, in-process in one worker.
+Each must be refused without a traceback or a hang, exit 2 with file:line;
+the lab's supervisor must answer after each (else the rest are reported as
+not run), and afterwards the lab must be exactly as before (same objects,
+same specs, same namespaces) and still serve its NodePort to the external
+client.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ MINIMUM_LIVE_CASES = 100
 NODE_IP = "192.168.56.11"
 NODEPORT = 30080
 STABLE_WITHIN = 15.0  # seconds for a fresh lab's state to stop changing
+STATE_WITHIN = 10.0  # seconds the lab has to answer a state request
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,9 @@ def snapshot(lab: LiveLab) -> dict[str, Any]:
     """What an apply could change: every object's identity and spec, each
     pod's phase and IP, and the lab's namespaces."""
     objects: dict[str, Any] = {}
-    for kind, items in lab.state().items():
+    # A bounded wait: a lab wedged by a bad apply must fail the test, not stall it.
+    state: dict[str, list[dict[str, Any]]] = lab.request("state", timeout=STATE_WITHIN)["state"]
+    for kind, items in state.items():
         for item in items:
             meta = item.get("metadata", {})
             key = f"{kind}/{meta.get('namespace', '')}/{meta.get('name')}"
