@@ -601,6 +601,8 @@ def _port_ranges(spec: str) -> tuple[tuple[int, int], ...]:
 
 
 def _port(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"port {text!r} is not a number")
     port = int(text)
     if not 0 <= port <= 65535:
         raise ValueError(f"port {text} is not in 0-65535")

@@ -152,7 +152,10 @@ Canonical = tuple[object, ...]
 
 
 def _int(text: str) -> int:
-    return int(text, 0)
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number (decimal, or hex with 0x)") from None
 
 
 def mark_pair(text: str) -> tuple[int, int]:

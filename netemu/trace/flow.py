@@ -199,6 +199,8 @@ def _resolve_destination(
     host, sep, port_text = word.rpartition(":")
     if sep and kind is None and port_text.isdigit():
         # NODE:PORT or IP:PORT
+        if not 1 <= int(port_text) <= 65535:
+            raise FlowError(f"TO {to!r}: port {port_text} is not in 1-65535")
         if port is not None and port != int(port_text):
             raise FlowError(f"TO {to!r} and --port {port} disagree")
         if host in topology.nodes:

@@ -231,11 +231,11 @@ def test_forks_keep_the_depth_first_order_of_paths() -> None:
     ("rule", "message"),
     [
         ("-A PREROUTING -s 999.1.1.1 -j ACCEPT", "invalid IPNetwork 999.1.1.1"),
-        ("-A PREROUTING -p tcp --dport abc -j ACCEPT", "invalid literal for int()"),
+        ("-A PREROUTING -p tcp --dport abc -j ACCEPT", "port 'abc' is not a number"),
         ("-A PREROUTING -p tcp --dport", "an option without its value"),
         ("-A PREROUTING -m statistic --mode random --probability x -j ACCEPT", "could not convert"),
-        ("-A PREROUTING -m mark --mark zz -j ACCEPT", "invalid literal for int()"),
-        ("-A PREROUTING -j DNAT --to-destination 10.0.0.9:port", "invalid literal for int()"),
+        ("-A PREROUTING -m mark --mark zz -j ACCEPT", "'zz' is not a number (decimal, or hex"),
+        ("-A PREROUTING -j DNAT --to-destination 10.0.0.9:port", "port 'port' is not a number"),
         ("-A PREROUTING -j", "an option without its value"),
         ("-A PREROUTING what", "cannot parse rule arguments at 'what'"),
         # Values iptables-restore refuses too.
