@@ -16,6 +16,7 @@ and only regular files are read, so no input can exhaust memory or hang.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -519,6 +520,9 @@ def _load_yaml(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
             )
         )
         return loaded, problems
+    if (deep := _nesting_beyond_libyaml(text)) is not None:
+        problems.append(Diagnostic(file, deep, "", "", _too_deep()))
+        return loaded, problems
     anchors = "&" in text  # without an anchor there is no alias: a faster build
     for node, error in _compose(text, file):
         if error is not None:
@@ -560,6 +564,37 @@ def _load_yaml(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
         for path, line in dupes:
             problems.append(Diagnostic(file, line, ref, format_field_path(path), "duplicate field"))
     return loaded, problems
+
+
+@functools.cache
+def _libyaml_bounds_nesting() -> bool:
+    """Whether the composer refuses deep nesting itself: libyaml from 0.2.6 stops at
+    1,000 levels, the pure-Python composer at Python's recursion limit. An older
+    libyaml would recurse (in C) as deep as the text goes."""
+    try:
+        yaml.compose("[" * 1100 + "]" * 1100, Loader=_FastLoader)
+    except (yaml.YAMLError, RecursionError):
+        return True
+    return False
+
+
+def _nesting_beyond_libyaml(text: str) -> int | None:
+    """With a composer that does not bound nesting, the line where a text nests more
+    than MAX_DEPTH levels, found from libyaml's events (which need no recursion)."""
+    if _libyaml_bounds_nesting():
+        return None
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_FastLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return int(event.start_mark.line) + 1 if event.start_mark else 0
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # composing reports it
+    return None
 
 
 def _largest_document(text: str) -> tuple[int, int] | None:
