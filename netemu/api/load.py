@@ -61,11 +61,14 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # indents by 4): 64 MiB leaves room for bigger clusters, and the API server itself
 # takes at most 3 MiB per object (its request body limit).
 MAX_FILE_BYTES = 64 * 1024 * 1024
-# libyaml's nodes take about 50 times the size of the YAML text they come from, so one
-# YAML document (the text between two `---` lines) is bounded apart: 12 MiB fits a
-# `kubectl get ... -o yaml` List of 10,000 Services and their EndpointSlices (8 MB)
-# and keeps a document's nodes within a few hundred MB. Bigger dumps load as JSON.
-MAX_YAML_DOCUMENT_BYTES = 12 * 1024 * 1024
+# libyaml composes a whole document before anything can look at it, and a node (with
+# its two marks) takes up to about 800 bytes: the nodes of one YAML document (the text
+# between two `---` lines) are bounded apart, by an estimate made before composing
+# (every line, value separator and sequence entry counted as if it began nodes).
+# 500,000 is about 400 MB at worst; a manifest is estimated at a few hundred nodes, a
+# `kubectl get -o yaml` List of 3,000 Services with their EndpointSlices at 480,000. Bigger
+# dumps load as JSON (about ten times smaller in memory) or as one document per object.
+MAX_YAML_NODES = 500_000
 # No Kubernetes object nests deeper than a few dozen levels (a pod template's probe's
 # HTTP header is 10), while Python stages after loading (pydantic, dumping objects
 # back) recurse once per level. Kubernetes' own decoders stop at 10,000 levels
@@ -458,8 +461,79 @@ def _load_json(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]] | 
                 problems.append(
                     Diagnostic(file, at, ref, format_field_path(path), "duplicate field")
                 )
-        _to_documents(value, file, line, lines, (), loaded, problems)
+        item_lines = _json_item_lines(text, start) if _is_list(value) else None
+        _to_documents(value, file, line, lines, (), loaded, problems, item_lines)
     return loaded, problems
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("kind") == "List"
+
+
+def _json_item_lines(text: str, start: int) -> ItemLines:
+    """Per-item line tables of the List object written at text[start:]: the items'
+    spans are found (at the json module's speed) only when a line is first asked for."""
+    spans: list[tuple[int, int]] | None = None
+
+    def of_item(i: int) -> tuple[_Lines, int | None]:
+        def compute() -> dict[FieldPath, int]:
+            nonlocal spans
+            if spans is None:
+                spans = _json_item_spans(text, start)
+            if i >= len(spans):
+                return {}
+            begin, end = spans[i]
+            return _slice_lines(text, begin, end, text.count("\n", 0, begin), 0)()
+
+        return _Lines(compute), None
+
+    return of_item
+
+
+def _json_item_spans(text: str, start: int) -> list[tuple[int, int]]:
+    """(start, end) of each value in the "items" array of the JSON object at `start`
+    (the last "items", as json.loads keeps the last of repeated keys)."""
+    decoder = json.JSONDecoder()
+    spans: list[tuple[int, int]] = []
+    index = _skip_blanks(text, start) + 1  # past "{"
+    while True:
+        index = _skip_blanks(text, index)
+        if text.startswith("}", index):
+            return spans
+        key, index = decoder.raw_decode(text, index)  # a key is a JSON string
+        index = _skip_blanks(text, _skip_blanks(text, index) + 1)  # past ":"
+        if key == "items" and text.startswith("[", index):
+            spans = []
+            index = _skip_blanks(text, index + 1)
+            while not text.startswith("]", index):
+                _, end = decoder.raw_decode(text, index)
+                spans.append((index, end))
+                index = _skip_blanks(text, end)
+                if text.startswith(",", index):
+                    index = _skip_blanks(text, index + 1)
+            index += 1
+        else:
+            _, index = decoder.raw_decode(text, index)
+        index = _skip_blanks(text, index)
+        if text.startswith(",", index):
+            index += 1
+
+
+def _yaml_item_lines(text: str, node: yaml.Node) -> ItemLines | None:
+    """Per-item line tables of a List document, each from its item's own text."""
+    if not isinstance(node, MappingNode):
+        return None
+    items = [v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "items"]
+    if not items or not isinstance(items[-1], SequenceNode):
+        return None
+    nodes = items[-1].value
+
+    def of_item(i: int) -> tuple[_Lines, int | None]:
+        mark, end = nodes[i].start_mark, nodes[i].end_mark
+        compute = _slice_lines(text, mark.index, end.index, mark.line, mark.column)
+        return _Lines(compute), mark.line + 1
+
+    return of_item
 
 
 def _skip_blanks(text: str, index: int) -> int:
@@ -507,16 +581,16 @@ def _load_yaml(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
         )
         return loaded, problems
     if big := _largest_document(text):
-        size, line = big
+        nodes, line = big
         problems.append(
             Diagnostic(
                 file,
                 line,
                 "",
                 "",
-                f"YAML document too large: {size:,} characters; netemu reads at most "
-                f"{MAX_YAML_DOCUMENT_BYTES:,} per YAML document: split it with `---` lines, "
-                "or give it as JSON",
+                f"YAML document too large: about {nodes:,} nodes; netemu composes at most "
+                f"{MAX_YAML_NODES:,} per YAML document: split it with `---` lines, or give "
+                "it as JSON",
             )
         )
         return loaded, problems
@@ -559,7 +633,8 @@ def _load_yaml(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
                 continue
         if data is None:
             continue
-        _to_documents(data, file, doc_line, lines, (), loaded, problems)
+        item_lines = _yaml_item_lines(text, node) if isinstance(lines, _Lines) else None
+        _to_documents(data, file, doc_line, lines, (), loaded, problems, item_lines)
         ref = _raw_ref(data)
         for path, line in dupes:
             problems.append(Diagnostic(file, line, ref, format_field_path(path), "duplicate field"))
@@ -598,14 +673,23 @@ def _nesting_beyond_libyaml(text: str) -> int | None:
 
 
 def _largest_document(text: str) -> tuple[int, int] | None:
-    """(size, line) of the first span between document markers above the bound."""
-    if len(text) <= MAX_YAML_DOCUMENT_BYTES:
+    """(estimated nodes, line) of the first document estimated above MAX_YAML_NODES."""
+    if len(text) <= MAX_YAML_NODES:  # fewer characters than that: fewer nodes too
         return None
     start = 0
     for marker in [*_DOCUMENT_MARKER.finditer(text), None]:
         end = len(text) if marker is None else marker.start()
-        if end - start > MAX_YAML_DOCUMENT_BYTES:
-            return end - start, text.count("\n", 0, start) + 1
+        if end - start > MAX_YAML_NODES:
+            nodes = (
+                text.count("\n", start, end)
+                + 2 * text.count(":", start, end)
+                + text.count(",", start, end)
+                + text.count("-", start, end)
+                + text.count("[", start, end)
+                + text.count("{", start, end)
+            )
+            if nodes > MAX_YAML_NODES:
+                return nodes, text.count("\n", 0, start) + 1
         if marker is not None:
             start = marker.end()
     return None
@@ -855,6 +939,11 @@ def _record_lines(
 # ---------------------------------------------------------------- documents
 
 
+# The line table of a List's item i and its line (None: found with the table), so
+# that a diagnostic about one item of a large dump composes that item's text only.
+ItemLines = Callable[[int], tuple[_Lines, int | None]]
+
+
 def _to_documents(
     data: Any,
     file: str,
@@ -863,6 +952,7 @@ def _to_documents(
     prefix: FieldPath,
     loaded: list[Loaded],
     problems: list[Diagnostic],
+    item_lines: ItemLines | None = None,
 ) -> None:
     """One document's objects: the object itself, or each item of a `kind: List` (as
     `kubectl get -o yaml|json` writes several objects, and `kubectl apply` reads)."""
@@ -886,6 +976,10 @@ def _to_documents(
             )
             return
         for i, item in enumerate(items):
+            if item_lines is not None:
+                own, item_line = item_lines(i)
+                _to_documents(item, file, item_line, own, (), loaded, problems)
+                continue
             item_line = None if isinstance(lines, _Lines) else lines.get((*prefix, "items", i))
             _to_documents(item, file, item_line, lines, (*prefix, "items", i), loaded, problems)
         return

@@ -133,13 +133,22 @@ def test_file_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     ]
 
 
-def test_yaml_document_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load_module, "MAX_YAML_DOCUMENT_BYTES", 100)
+def test_yaml_document_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load_module, "MAX_YAML_NODES", 100)
     text = ns("a") + "---\n" + ns("b") + "  labels: {" + ", ".join(["x: y"] * 30) + "}\n"
     assert messages(text) == [
-        "x.yaml:5: YAML document too large: 243 characters; netemu reads at most 100 per YAML "
-        "document: split it with `---` lines, or give it as JSON"
+        "x.yaml:5: YAML document too large: about 106 nodes; netemu composes at most 100 per "
+        "YAML document: split it with `---` lines, or give it as JSON"
     ]
+
+
+def test_a_large_yaml_document_is_refused_before_it_is_composed() -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert messages("items:\n" + "- a\n" * 600_000) == [
+        "x.yaml:1: YAML document too large: about 1,200,003 nodes; netemu composes at most "
+        "500,000 per YAML document: split it with `---` lines, or give it as JSON"
+    ]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KB
 
 
 def test_character_device_is_refused() -> None:
