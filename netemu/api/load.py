@@ -9,8 +9,8 @@ unknown fields, wrong types) are collected and raised together.
 Speed: YAML is composed by libyaml (PyYAML's CSafeLoader, whose nodes keep
 their marks) and JSON is parsed by the json module; the line of each field is
 only worked out when a diagnostic needs it (`Origin.line_of`), by composing
-that one document again. Bounds: a file's size, a document's size, its
-nesting depth and its alias expansion are limited (see the constants below),
+that one document again. Bounds: a file's size, a YAML document's nodes, the
+nesting depth and alias expansion are limited (see the constants below),
 and only regular files are read, so no input can exhaust memory or hang.
 """
 
@@ -56,11 +56,12 @@ API_VERSIONS_OF_KIND = {kind: api for api, kind in KINDS}
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
-# A file is read whole, so its size is bounded. A `kubectl get services,endpointslices
-# -A -o json` dump of 10,000 Services with 5 endpoints each is about 24 MB (kubectl
-# indents by 4): 64 MiB leaves room for bigger clusters, and the API server itself
-# takes at most 3 MiB per object (its request body limit).
-MAX_FILE_BYTES = 64 * 1024 * 1024
+# A file is read whole, and its objects take about ten times its size in memory, so
+# its size is bounded. A `kubectl get services,endpointslices -A -o json` dump of
+# 10,000 Services with 5 endpoints each is about 24 MB (kubectl indents by 4): 32 MiB
+# fits it and keeps a file's objects within a few hundred MB. (The API server itself
+# takes at most 3 MiB per object, its request body limit; files hold many.)
+MAX_FILE_BYTES = 32 * 1024 * 1024
 # libyaml composes a whole document before anything can look at it, and a node (with
 # its two marks) takes up to about 800 bytes: the nodes of one YAML document (the text
 # between two `---` lines) are bounded apart, by an estimate made before composing
