@@ -460,3 +460,33 @@ def test_every_offline_command_exits_2_with_file_and_line(
 
 def test_load_and_validate_of_the_default_lab_still_works() -> None:
     assert [item.ref for item in load_and_validate([LAB])] == ["Lab/default"]
+
+
+# ---------------------------------------------------------------- libyaml, as before
+
+
+def test_a_syntax_error_in_a_later_document_has_pyyaml_words_and_line() -> None:
+    text = (
+        ns("a")
+        + "---\n{apiVersion: v1, kind: Namespace, metadata: {name: b}}\n---\n"
+        + ("apiVersion: v1\nkind: Service\n  metadata: x\n")
+    )
+    loaded, found = load_text(text, "x.yaml")
+    # libyaml says "mapping values are not allowed in this context"; netemu keeps PyYAML's.
+    assert [str(d) for d in found] == [
+        "x.yaml:10: invalid YAML: mapping values are not allowed here"
+    ]
+    assert [item.ref for item in loaded] == ["Namespace/a", "Namespace/b"]
+
+
+def test_origin_lines_maps_every_field_to_its_line() -> None:
+    loaded, _ = load_text("\n" + ns("a") + "  labels:\n    k: v\n", "x.yaml")
+    assert loaded[0].origin.lines == {
+        (): 2,
+        ("apiVersion",): 2,
+        ("kind",): 3,
+        ("metadata",): 4,
+        ("metadata", "name"): 5,
+        ("metadata", "labels"): 6,
+        ("metadata", "labels", "k"): 7,
+    }
