@@ -457,14 +457,31 @@ def _load_json(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]] | 
             continue
         lines = _Lines(_slice_lines(text, start, end, line - 1, 0))
         if repeated:  # rare: which keys, and their lines
-            ref = _raw_ref(value)
-            for path, at in _duplicates_in(text, start, end, line - 1):
-                problems.append(
-                    Diagnostic(file, at, ref, format_field_path(path), "duplicate field")
-                )
+            problems.extend(_json_duplicates(text, file, value, start, end, line))
         item_lines = _json_item_lines(text, start) if _is_list(value) else None
         _to_documents(value, file, line, lines, (), loaded, problems, item_lines)
     return loaded, problems
+
+
+def _json_duplicates(
+    text: str, file: str, value: Any, start: int, end: int, line: int
+) -> list[Diagnostic]:
+    """The repeated keys of the JSON value at text[start:end], found by composing its
+    text; a List's items one by one (never a whole large dump at once)."""
+    parts = [(start, end, value)]
+    items = value.get("items") if _is_list(value) else None
+    if isinstance(items, list):
+        spans = _json_item_spans(text, start)
+        parts = [(b, e, item) for (b, e), item in zip(spans, items, strict=False)]
+    found: list[Diagnostic] = []
+    last, at_line = start, line
+    for begin, stop, part in parts:
+        at_line += text.count("\n", last, begin)
+        last = begin
+        ref = _raw_ref(part)
+        for path, at in _duplicates_in(text, begin, stop, at_line - 1):
+            found.append(Diagnostic(file, at, ref, format_field_path(path), "duplicate field"))
+    return found
 
 
 def _is_list(value: Any) -> bool:

@@ -400,6 +400,18 @@ def test_json_syntax_error_and_duplicate_key_lines() -> None:
     assert [item.ref for item in loaded] == ["Namespace/b"]
 
 
+def test_a_duplicate_key_in_a_json_list_item_is_reported_for_that_item() -> None:
+    text = JSON_LIST.replace(
+        '"metadata": {"name": "web"}', '"metadata": {"name": "web"},\n"kind": "Service"'
+    )
+    loaded, found = load_text(text, "dump.json")
+    assert [item.ref for item in loaded] == ["Namespace/one"]
+    assert [str(d) for d in found] == [
+        "dump.json:14: Service/web: kind: duplicate field",
+        "dump.json:17: Service/web: spec.ports[0].port: expected an integer, got '80'",
+    ]
+
+
 def test_a_stream_of_json_objects_loads() -> None:
     text = '{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}\n' + (
         '\n{"apiVersion": "v1", "kind": "Namespace",\n "metadata": {"name": 5}}\n'
