@@ -24,7 +24,7 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -306,32 +306,33 @@ def _too_large(size: int) -> str:
     )
 
 
-def read_manifest(path: Path) -> bytes | str:
-    """The bytes of a manifest file, or why it cannot be read. Checked before any
-    byte is read: the file is regular (never a FIFO that blocks or a device that
-    never ends) and of bounded size."""
+def read_manifest(path: Path) -> bytes | tuple[int, str]:
+    """The bytes of a manifest file, or (line, why) it cannot be read: line 0 for a
+    file without lines (missing, unreadable, not a regular file), 1 for a regular
+    file refused whole. Checked before any byte is read: the file is regular (never
+    a FIFO that blocks or a device that never ends) and of bounded size."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        return "no such file or directory"
+        return 0, "no such file or directory"
     except OSError as exc:
-        return f"cannot read: {exc.strerror}"
+        return 0, f"cannot read: {exc.strerror}"
     if why := _not_regular(info.st_mode):
-        return why
+        return 0, why
     if info.st_size > MAX_FILE_BYTES:
-        return _too_large(info.st_size)
+        return 1, _too_large(info.st_size)
     try:
         # O_NONBLOCK: should the path be swapped for a FIFO after the check above,
         # opening it does not wait for a writer; fstat below then refuses it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        return f"cannot read: {exc.strerror}"
+        return 0, f"cannot read: {exc.strerror}"
     with os.fdopen(fd, "rb") as f:
         if why := _not_regular(os.fstat(fd).st_mode):
-            return why
+            return 0, why
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
-        return _too_large(len(data))
+        return 1, _too_large(len(data))
     return data
 
 
@@ -377,8 +378,8 @@ def load_paths(paths: Iterable[str | Path]) -> list[Loaded]:
     with gc_paused():
         for f in files:
             data = read_manifest(f)
-            if isinstance(data, str):
-                problems.append(Diagnostic(str(f), 0, "", "", data))
+            if isinstance(data, tuple):
+                problems.append(Diagnostic(str(f), data[0], "", "", data[1]))
                 continue
             text = decode_text(data, str(f))
             if isinstance(text, Diagnostic):
@@ -392,7 +393,7 @@ def load_paths(paths: Iterable[str | Path]) -> list[Loaded]:
         problems.append(
             Diagnostic(
                 where,
-                0,
+                1 if files else 0,
                 "",
                 "",
                 "no objects in the input (kubectl: no objects passed to apply): every file "
@@ -411,11 +412,12 @@ def load_text(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
     """Parse a YAML text (or JSON, for a `.json` file or a text that starts with `{`)
     into typed resources and diagnostics."""
     looks_json = _JSON_START.match(text) is not None
-    if file.endswith(".json") or looks_json:
-        result = _load_json(text, file)
-        if result is not None:
-            return result
-    return _load_yaml(text, file)
+    result = _load_json(text, file) if file.endswith(".json") or looks_json else None
+    loaded, problems = result if result is not None else _load_yaml(text, file)
+    # A parser that stops at the end of the text marks the line after the last one:
+    # the problem is on the file's last line.
+    last = max(1, text.count("\n") + (0 if text.endswith("\n") or not text else 1))
+    return loaded, [replace(d, line=last) if d.line > last else d for d in problems]
 
 
 def _load_json(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]] | None:

@@ -556,6 +556,25 @@ class _Checker:
                 self.report(item, (*path, "nodeName"), _join(errs))
             else:
                 self.node_refs.append((item, (*path, "nodeName"), spec.node_name))
+        # Container names: DNS-1123 labels, unique across containers and init containers
+        # (the API server's validateContainers: "Duplicate value").
+        container_names: dict[str, FieldPath] = {}
+        for group, containers in (
+            ("containers", spec.containers),
+            ("initContainers", spec.init_containers),
+        ):
+            for c, container in enumerate(containers):
+                cpath = (*path, group, c, "name")
+                if errs := is_dns1123_label(container.name):
+                    self.report(item, cpath, _join(errs))
+                elif container.name in container_names:
+                    self.report(
+                        item,
+                        cpath,
+                        f'Duplicate value: "{container.name}": already the name of '
+                        f"{format_field_path(container_names[container.name])}",
+                    )
+                container_names.setdefault(container.name, (*path, group, c))
         # Port names are unique across the whole pod (not only per container as in
         # Kubernetes): a Service's named targetPort must resolve to one port.
         names: dict[str, FieldPath] = {}

@@ -128,7 +128,7 @@ def test_file_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     big = tmp_path / "big.yaml"
     big.write_text(ns("a") + "#" * 200 + "\n")
     assert paths_problems(big) == [
-        f"{big}:0: file too large: 252 bytes; netemu reads at most 100 bytes (0 MiB) per file: "
+        f"{big}:1: file too large: 252 bytes; netemu reads at most 100 bytes (0 MiB) per file: "
         "split it into several files"
     ]
 
@@ -215,7 +215,7 @@ def test_no_objects_at_all_is_an_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing here\n---\n")
     assert paths_problems(empty) == [
-        f"{empty}:0: no objects in the input (kubectl: no objects passed to apply): every file "
+        f"{empty}:1: no objects in the input (kubectl: no objects passed to apply): every file "
         "holds only empty documents or comments"
     ]
 
@@ -502,3 +502,45 @@ def test_origin_lines_maps_every_field_to_its_line() -> None:
         ("metadata", "labels"): 6,
         ("metadata", "labels", "k"): 7,
     }
+
+
+def test_an_error_at_the_end_of_the_text_is_on_its_last_line() -> None:
+    # The parsers mark the line after the last one; the file has no such line.
+    _, found = load_text(ns("a") + "---\nkey: [unclosed\n", "x.yaml")
+    assert [str(d) for d in found] == [
+        "x.yaml:6: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    ]
+    assert messages('{"kind": "Namespace",\n', "x.json") == [
+        "x.json:1: invalid JSON: Expecting property name enclosed in double quotes"
+    ]
+
+
+def test_container_names_are_dns_labels_and_unique() -> None:
+    text = textwrap.dedent(
+        """\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: p}
+        spec:
+          containers:
+            - {name: web, image: x}
+            - {name: web, image: x}
+            - {name: "web\\nx", image: x}
+          initContainers:
+            - {name: -init, image: x}
+        """
+    )
+    loaded, found = load_text(text, "x.yaml")
+    assert found == []
+    assert [str(d) for d in validate(loaded)] == [
+        'x.yaml:7: Pod/p: spec.containers[1].name: Duplicate value: "web": already the name '
+        "of spec.containers[0]",
+        "x.yaml:8: Pod/p: spec.containers[2].name: a lowercase RFC 1123 label must consist of "
+        "lower case alphanumeric characters or '-', and must start and end with an "
+        "alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
+        "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+        "x.yaml:10: Pod/p: spec.initContainers[0].name: a lowercase RFC 1123 label must "
+        "consist of lower case alphanumeric characters or '-', and must start and end with an "
+        "alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
+        "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+    ]
