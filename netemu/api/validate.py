@@ -281,11 +281,15 @@ def _join(msgs: Iterable[str]) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def validate(loaded: Sequence[Loaded]) -> list[Diagnostic]:
+def validate(loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> list[Diagnostic]:
     """Every semantic problem in `loaded` (already structurally valid), sorted by file
     and line. Cross-object checks (duplicates, clusterIP and nodePort clashes, Lab
-    ranges, node names) look at all documents together, whatever file they came from."""
-    checker = _Checker(loaded)
+    ranges, node names) look at all documents together, whatever file they came from.
+
+    `context`: objects already in place that `loaded` is checked against without being
+    checked themselves: a running lab's Lab, whose serviceCIDR, nodePortRange and
+    nodes bound what is applied to it (used when `loaded` has no Lab of its own)."""
+    checker = _Checker(loaded, context)
     checker.run()
     return sorted(checker.out)
 
@@ -330,8 +334,9 @@ class _LabRanges:
 
 
 class _Checker:
-    def __init__(self, loaded: Sequence[Loaded]) -> None:
+    def __init__(self, loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> None:
         self.loaded = loaded
+        self.context = context
         self.out: list[Diagnostic] = []
         self.node_refs: list[tuple[Loaded, FieldPath, str]] = []
         self.lab: _LabRanges | None = None
@@ -357,6 +362,13 @@ class _Checker:
             ranges = self.check_lab(lab)
             if self.lab is None:
                 self.lab = ranges
+        context_labs = [item for item in self.context if isinstance(item.obj, Lab)]
+        if not labs and context_labs:
+            # The ranges of the lab in place; its own problems are not this input's.
+            reported, self.out = self.out, []
+            self.lab = self.check_lab(context_labs[0])
+            self.out = reported
+            labs = context_labs[:1]
         for item in proxies:
             self.check_proxy_config(item)
         self.check_duplicates()

@@ -544,3 +544,32 @@ def test_container_names_are_dns_labels_and_unique() -> None:
         "alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
         "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
     ]
+
+
+def test_objects_applied_to_a_lab_are_checked_against_its_lab() -> None:
+    svc = textwrap.dedent(
+        """\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          type: NodePort
+          clusterIP: 10.200.0.1
+          ports: [{port: 80, nodePort: 40000}]
+        """
+    )
+    loaded, found = load_text(svc, "svc.yaml")
+    assert found == []
+    assert validate(loaded) == []  # no Lab: any port and address will do
+    lab, _ = load_text(LAB.read_text() + "  nodePortRange: 1-2-3\n", "lab.yaml")
+    assert [str(d) for d in validate(loaded, context=lab)] == [
+        "svc.yaml:6: Service/web: spec.clusterIP: must be inside the Lab's serviceCIDR "
+        "10.96.0.0/12",
+    ]
+    good_lab = load_paths([LAB])
+    assert [str(d) for d in validate(loaded, context=good_lab)] == [
+        "svc.yaml:6: Service/web: spec.clusterIP: must be inside the Lab's serviceCIDR "
+        "10.96.0.0/12",
+        "svc.yaml:7: Service/web: spec.ports[0].nodePort: must be inside the Lab's "
+        "nodePortRange 30000-32767",
+    ]
