@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from netemu.api.config import Lab
+from netemu.api.load import gc_paused
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import build_cluster_state
 from netemu.controlplane.state import ClusterState
@@ -22,8 +23,9 @@ from netemu.rules.model import RuleSet
 
 def load_cluster(paths: Iterable[str | Path]) -> ClusterState:
     """Manifests → validated objects → the control plane's computed state."""
-    loaded = load_and_validate(paths)
-    return build_cluster_state([item.obj for item in loaded])
+    with gc_paused():  # objects by the million, none of them garbage (see gc_paused)
+        loaded = load_and_validate(paths)
+        return build_cluster_state([item.obj for item in loaded])
 
 
 def lab_name(lab: Lab | None, paths: Sequence[str]) -> str:
@@ -59,7 +61,8 @@ def proxy_input(state: ClusterState, node_name: str) -> ProxyInput:
 
 
 def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
-    return compile_node(proxy_input(state, node_name))
+    with gc_paused():
+        return compile_node(proxy_input(state, node_name))
 
 
 def local_ips(state: ClusterState, node_name: str) -> list[str]:

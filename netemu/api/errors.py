@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 FieldPath = tuple[str | int, ...]
@@ -35,7 +36,16 @@ class Diagnostic:
         if self.field:
             parts.append(self.field)
         parts.append(self.message)
-        return ": ".join(parts)
+        return ": ".join(_one_line(part) for part in parts)
+
+
+# Line breaks and other control characters (a name may hold any): escaped, so that a
+# diagnostic is always one line, whatever the input.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class InputError(Exception):

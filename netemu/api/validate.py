@@ -34,7 +34,7 @@ from netemu.api.core import (
     Service,
 )
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
-from netemu.api.load import Loaded, load_paths
+from netemu.api.load import Loaded, gc_paused, load_paths
 
 __all__ = [
     "is_dns1035_label",
@@ -99,6 +99,14 @@ MAX_SLICE_ENDPOINTS = 1000
 MAX_ENDPOINT_ADDRESSES = 100
 MAX_SLICE_PORTS = 100
 MAX_AFFINITY_TIMEOUT = 86400  # core.MaxClientIPServiceAffinitySeconds: one day
+# Counts that size what netemu builds. Kubernetes itself is tested up to 5,000 nodes
+# and 150,000 pods per cluster ("Considerations for large clusters") and allows any
+# int32 as replicas; netemu keeps every pod in memory (and a live lab makes each a
+# network namespace), so it stops far earlier, yet far beyond any lab: at kubelet's
+# default of at most 110 pods per node (maxPods), 10,000 replicas fill 91 nodes.
+MAX_NODES = 5000
+MAX_REPLICAS = 10_000
+MAX_PODS = 20_000
 
 _PORT_RANGE_MSG = "must be between 1 and 65535, inclusive"
 _IP_MSG = "must be a valid IP address (e.g. 10.9.8.7 or 2001:db8::ffff)"
@@ -243,6 +251,9 @@ def _overlap(a: Any, b: Any) -> bool:
     return bool(a.version == b.version and a.first <= b.last and b.first <= a.last)
 
 
+_LINK_LOCAL_MULTICAST_V4 = IPNetwork("224.0.0.0/24")  # built once: it is asked per endpoint
+
+
 def _special_ip(ip: Any) -> list[str]:
     """Why an address may not be a Service externalIP or an endpoint (ValidateNonSpecialIP)."""
     errs = []
@@ -252,7 +263,7 @@ def _special_ip(ip: Any) -> list[str]:
         errs.append("may not be in the loopback range (127.0.0.0/8, ::1/128)")
     if ip.is_link_local():
         errs.append("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
-    if (ip.version == 4 and ip in IPNetwork("224.0.0.0/24")) or (
+    if (ip.version == 4 and ip in _LINK_LOCAL_MULTICAST_V4) or (
         ip.version == 6 and ip.words[0] & 0xFF0F == 0xFF02
     ):
         errs.append("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
@@ -270,11 +281,15 @@ def _join(msgs: Iterable[str]) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def validate(loaded: Sequence[Loaded]) -> list[Diagnostic]:
+def validate(loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> list[Diagnostic]:
     """Every semantic problem in `loaded` (already structurally valid), sorted by file
     and line. Cross-object checks (duplicates, clusterIP and nodePort clashes, Lab
-    ranges, node names) look at all documents together, whatever file they came from."""
-    checker = _Checker(loaded)
+    ranges, node names) look at all documents together, whatever file they came from.
+
+    `context`: objects already in place that `loaded` is checked against without being
+    checked themselves: a running lab's Lab, whose serviceCIDR, nodePortRange and
+    nodes bound what is applied to it (used when `loaded` has no Lab of its own)."""
+    checker = _Checker(loaded, context)
     checker.run()
     return sorted(checker.out)
 
@@ -285,8 +300,9 @@ def load_and_validate(paths: Iterable[str | Path]) -> list[Loaded]:
     Raises InputError with all structural problems if loading fails (semantic
     checks need well-typed objects), else with all semantic problems if any.
     """
-    loaded = load_paths(paths)
-    problems = validate(loaded)
+    with gc_paused():  # see gc_paused: millions of objects, none of them garbage
+        loaded = load_paths(paths)
+        problems = validate(loaded)
     if problems:
         raise InputError(problems)
     return loaded
@@ -318,8 +334,9 @@ class _LabRanges:
 
 
 class _Checker:
-    def __init__(self, loaded: Sequence[Loaded]) -> None:
+    def __init__(self, loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> None:
         self.loaded = loaded
+        self.context = context
         self.out: list[Diagnostic] = []
         self.node_refs: list[tuple[Loaded, FieldPath, str]] = []
         self.lab: _LabRanges | None = None
@@ -345,6 +362,13 @@ class _Checker:
             ranges = self.check_lab(lab)
             if self.lab is None:
                 self.lab = ranges
+        context_labs = [item for item in self.context if isinstance(item.obj, Lab)]
+        if not labs and context_labs:
+            # The ranges of the lab in place; its own problems are not this input's.
+            reported, self.out = self.out, []
+            self.lab = self.check_lab(context_labs[0])
+            self.out = reported
+            labs = context_labs[:1]
         for item in proxies:
             self.check_proxy_config(item)
         self.check_duplicates()
@@ -366,6 +390,7 @@ class _Checker:
         self.check_service_ips()
         self.check_node_ports()
         self.check_node_refs(labs)
+        self.check_counts(labs)
 
     # ------------------------------------------------------------ whole input
 
@@ -400,6 +425,49 @@ class _Checker:
                 f"duplicate object: {shown} is already defined at "
                 f"{first.origin.file}:{first.origin.line}",
             )
+
+    def check_counts(self, labs: list[Loaded]) -> None:
+        """Nodes and pods asked for, in total, within MAX_NODES and MAX_PODS."""
+        nodes = 0
+        for item in [*labs[:1], *(i for i in self.loaded if isinstance(i.obj, Node))]:
+            path: FieldPath = ()
+            if isinstance(item.obj, Lab):
+                nodes += len(item.obj.spec.nodes)
+                path = ("spec", "nodes")
+            else:
+                nodes += 1
+            if nodes > MAX_NODES:
+                self.report(
+                    item,
+                    path,
+                    f"too many nodes: {nodes:,} with this one; netemu builds at most "
+                    f"{MAX_NODES:,} (as many as Kubernetes supports in a cluster)",
+                )
+                break
+        pods = 0
+        for item in self.loaded:
+            obj = item.obj
+            if isinstance(obj, Pod):
+                pods += 1
+                path = ()
+            elif isinstance(obj, Deployment | ReplicaSet | StatefulSet):
+                replicas = obj.spec.replicas
+                # Replicas over MAX_REPLICAS are reported by check_workload already.
+                pods += 1 if replicas is None else min(max(replicas, 0), MAX_REPLICAS)
+                path = ("spec", "replicas")
+            elif isinstance(obj, DaemonSet):
+                pods += max(nodes, 1)  # a pod on every node, at most
+                path = ("spec",)
+            else:
+                continue
+            if pods > MAX_PODS:
+                self.report(
+                    item,
+                    path,
+                    f"too many pods: the input asks for {pods:,} with this {obj.kind}; "
+                    f"netemu runs at most {MAX_PODS:,} pods in all",
+                )
+                break
 
     def check_node_refs(self, labs: list[Loaded]) -> None:
         """Pods and pod templates that pin a node must pin one that exists."""
@@ -489,12 +557,36 @@ class _Checker:
     # ------------------------------------------------------------ pods and workloads
 
     def check_pod_spec(self, item: Loaded, path: FieldPath, spec: PodSpec) -> None:
+        if not spec.containers:
+            # The API server's words for an empty list (ValidatePodSpec).
+            self.report(
+                item, (*path, "containers"), "Required value: a pod needs at least one container"
+            )
         self.check_labels(item, (*path, "nodeSelector"), spec.node_selector)
         if spec.node_name:
             if errs := is_dns1123_subdomain(spec.node_name):
                 self.report(item, (*path, "nodeName"), _join(errs))
             else:
                 self.node_refs.append((item, (*path, "nodeName"), spec.node_name))
+        # Container names: DNS-1123 labels, unique across containers and init containers
+        # (the API server's validateContainers: "Duplicate value").
+        container_names: dict[str, FieldPath] = {}
+        for group, containers in (
+            ("containers", spec.containers),
+            ("initContainers", spec.init_containers),
+        ):
+            for c, container in enumerate(containers):
+                cpath = (*path, group, c, "name")
+                if errs := is_dns1123_label(container.name):
+                    self.report(item, cpath, _join(errs))
+                elif container.name in container_names:
+                    self.report(
+                        item,
+                        cpath,
+                        f'Duplicate value: "{container.name}": already the name of '
+                        f"{format_field_path(container_names[container.name])}",
+                    )
+                container_names.setdefault(container.name, (*path, group, c))
         # Port names are unique across the whole pod (not only per container as in
         # Kubernetes): a Service's named targetPort must resolve to one port.
         names: dict[str, FieldPath] = {}
@@ -617,6 +709,13 @@ class _Checker:
         replicas = getattr(spec, "replicas", None)
         if replicas is not None and replicas < 0:
             self.report(item, ("spec", "replicas"), "must be greater than or equal to 0")
+        elif replicas is not None and replicas > MAX_REPLICAS:
+            self.report(
+                item,
+                ("spec", "replicas"),
+                f"must be no more than {MAX_REPLICAS:,}: each replica is a pod (in a live lab a "
+                "network namespace), and no lab needs so many",
+            )
         template = spec.template
         self.check_labels(
             item, ("spec", "template", "metadata", "labels"), template.metadata.labels

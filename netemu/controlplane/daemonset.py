@@ -16,6 +16,7 @@ from netemu.api.core import Node, Pod
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
     controlled_by,
+    controller_ref,
     delete,
     is_terminal,
     is_terminating,
@@ -38,9 +39,15 @@ class DaemonSetController:
     def reconcile(self) -> bool:
         changed = False
         nodes = self.client.list(Node).items
-        pods = self.client.list(Pod).items
+        # Pods by their controller's uid: each DaemonSet looks only at its own.
+        controlled: dict[str, list[Pod]] = {}
+        for pod in self.client.list(Pod).items:
+            ref = controller_ref(pod.metadata)
+            if ref is not None and ref.uid:
+                controlled.setdefault(ref.uid, []).append(pod)
         for ds in self.client.list(DaemonSet).items:
-            owned = [p for p in pods if controlled_by(p, ds)]
+            candidates = controlled.get(ds.metadata.uid or "", [])
+            owned = [p for p in candidates if controlled_by(p, ds)]
             changed |= self._sync(ds, nodes, owned)
         return changed
 

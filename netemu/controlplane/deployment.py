@@ -16,7 +16,14 @@ from netemu.api.apps import Deployment, ReplicaSet, ReplicaSetSpec
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.core import PodTemplateSpec
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import controlled_by, delete, owner_reference, sorted_map, write
+from netemu.controlplane.common import (
+    controlled_by,
+    controller_ref,
+    delete,
+    owner_reference,
+    sorted_map,
+    write,
+)
 from netemu.controlplane.names import compute_hash
 
 LABEL_POD_TEMPLATE_HASH = "pod-template-hash"
@@ -35,22 +42,36 @@ class DeploymentController:
 
     def reconcile(self) -> bool:
         changed = False
-        replica_sets = self.client.list(ReplicaSet).items
+        # ReplicaSets by namespace and name, and by their controller's uid: each
+        # Deployment looks up its own instead of scanning all (linear in objects).
+        by_name: dict[tuple[str | None, str | None], ReplicaSet] = {}
+        controlled: dict[str, list[ReplicaSet]] = {}
+        for rs in self.client.list(ReplicaSet).items:
+            by_name[(rs.metadata.namespace, rs.metadata.name)] = rs
+            ref = controller_ref(rs.metadata)
+            if ref is not None and ref.uid:
+                controlled.setdefault(ref.uid, []).append(rs)
         for deploy in self.client.list(Deployment).items:
-            in_namespace = [
-                rs for rs in replica_sets if rs.metadata.namespace == deploy.metadata.namespace
+            owned = [
+                rs
+                for rs in controlled.get(deploy.metadata.uid or "", [])
+                if controlled_by(rs, deploy)
             ]
-            changed |= self._sync(deploy, in_namespace)
+            changed |= self._sync(deploy, by_name, owned)
         return changed
 
-    def _sync(self, deploy: Deployment, replica_sets: list[ReplicaSet]) -> bool:
-        by_name = {rs.metadata.name: rs for rs in replica_sets}
-        owned = [rs for rs in replica_sets if controlled_by(rs, deploy)]
+    def _sync(
+        self,
+        deploy: Deployment,
+        by_namespace_name: dict[tuple[str | None, str | None], ReplicaSet],
+        owned: list[ReplicaSet],
+    ) -> bool:
+        namespace = deploy.metadata.namespace
         collision: int | None = None
         while True:
             template_hash = compute_hash(deploy.spec.template, collision)
             name = f"{deploy.metadata.name}-{template_hash}"
-            current = by_name.get(name)
+            current = by_namespace_name.get((namespace, name))
             if current is None or controlled_by(current, deploy):
                 break
             collision = (collision or 0) + 1

@@ -96,7 +96,12 @@ class EndpointSliceController:
         services = {
             (s.metadata.namespace, s.metadata.name): s for s in self.client.list(Service).items
         }
-        pods = self.client.list(Pod).items
+        # Pods by (namespace, label key, label value): a Service's candidates are the
+        # pods of its rarest selector label, not every pod (linear in pods + Services).
+        pods_by_label: dict[tuple[str | None, str, str], list[Pod]] = {}
+        for pod in self.client.list(Pod).items:
+            for label in pod.metadata.labels.items():
+                pods_by_label.setdefault((pod.metadata.namespace, *label), []).append(pod)
         nodes = {n.metadata.name: n for n in self.client.list(Node).items}
         managed: dict[tuple[str | None, str | None], list[EndpointSlice]] = {}
         for eps in self.client.list(
@@ -120,7 +125,14 @@ class EndpointSliceController:
             for eps in slices:
                 if not _owned_by(eps, svc):
                     changed |= self._delete(eps)
-            changed |= self._sync(svc, pods, nodes, owned)
+            candidates = min(
+                (
+                    pods_by_label.get((svc.metadata.namespace, key, value), [])
+                    for key, value in svc.spec.selector.items()
+                ),
+                key=len,
+            )
+            changed |= self._sync(svc, candidates, nodes, owned)
         return changed
 
     def _sync(

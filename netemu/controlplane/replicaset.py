@@ -37,18 +37,27 @@ class ReplicaSetController:
 
     def reconcile(self) -> bool:
         changed = False
-        pods = list(self.client.list(Pod).items)
+        # Pods by their controller's uid, and the pods without a controller by namespace:
+        # each ReplicaSet looks only at its own and at those it may adopt.
+        controlled: dict[str, list[Pod]] = {}
+        orphans: dict[str | None, list[Pod]] = {}
+        for pod in self.client.list(Pod).items:
+            ref = controller_ref(pod.metadata)
+            if ref is None:
+                orphans.setdefault(pod.metadata.namespace, []).append(pod)
+            elif ref.uid:
+                controlled.setdefault(ref.uid, []).append(pod)
         for rs in self.client.list(ReplicaSet).items:
-            in_namespace = [p for p in pods if p.metadata.namespace == rs.metadata.namespace]
-            changed |= self._sync(rs, in_namespace)
+            owned = controlled.get(rs.metadata.uid or "", [])
+            claimed = [p for p in owned if controlled_by(p, rs)]
+            changed |= self._sync(rs, claimed, orphans.get(rs.metadata.namespace, []))
         return changed
 
-    def _sync(self, rs: ReplicaSet, pods: list[Pod]) -> bool:
+    def _sync(self, rs: ReplicaSet, claimed: list[Pod], orphans: list[Pod]) -> bool:
         changed = False
-        claimed = [p for p in pods if controlled_by(p, rs)]
         selector = rs.spec.selector
         if selector.match_labels or selector.match_expressions:
-            for pod in pods:
+            for pod in orphans:
                 if (
                     controller_ref(pod.metadata) is None
                     and is_active(pod)

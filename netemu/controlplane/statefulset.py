@@ -18,6 +18,7 @@ from netemu.api.core import Pod
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
     controlled_by,
+    controller_ref,
     delete,
     is_terminal,
     pod_from_template,
@@ -40,13 +41,26 @@ class StatefulSetController:
 
     def reconcile(self) -> bool:
         changed = False
-        pods = self.client.list(Pod).items
+        # Pods by namespace and name, and by their controller's uid: each StatefulSet
+        # looks up its own instead of scanning all (linear in objects).
+        named: dict[str | None, dict[str | None, Pod]] = {}
+        controlled: dict[str, list[Pod]] = {}
+        for pod in self.client.list(Pod).items:
+            named.setdefault(pod.metadata.namespace, {})[pod.metadata.name] = pod
+            ref = controller_ref(pod.metadata)
+            if ref is not None and ref.uid:
+                controlled.setdefault(ref.uid, []).append(pod)
         for sts in self.client.list(StatefulSet).items:
-            in_namespace = [p for p in pods if p.metadata.namespace == sts.metadata.namespace]
-            changed |= self._sync(sts, in_namespace)
+            changed |= self._sync(
+                sts,
+                named.get(sts.metadata.namespace, {}),
+                controlled.get(sts.metadata.uid or "", []),
+            )
         return changed
 
-    def _sync(self, sts: StatefulSet, pods: list[Pod]) -> bool:
+    def _sync(
+        self, sts: StatefulSet, in_namespace: dict[str | None, Pod], candidates: list[Pod]
+    ) -> bool:
         changed = False
         set_name = sts.metadata.name or ""
         start = sts.spec.ordinals.start if sts.spec.ordinals is not None else 0
@@ -55,10 +69,10 @@ class StatefulSetController:
         revision = f"{set_name}-{compute_hash(sts.spec.template)}"
         on_delete = update_strategy_type(sts.spec.update_strategy) == "OnDelete"
 
-        existing = {p.metadata.name: p for p in pods}
+        removed: set[str | None] = set()  # names of pods deleted below
         # Highest ordinals first, as a scale-down proceeds in Kubernetes.
         owned = sorted(
-            (p for p in pods if controlled_by(p, sts)),
+            (p for p in candidates if controlled_by(p, sts)),
             key=lambda p: ordinal_of(set_name, p.metadata.name or ""),
             reverse=True,
         )
@@ -67,12 +81,12 @@ class StatefulSetController:
             stale = not on_delete and pod.metadata.labels.get(LABEL_REVISION_HASH) != revision
             if ordinal not in wanted or is_terminal(pod) or stale:
                 delete(self.client, pod)
-                existing.pop(pod.metadata.name, None)
+                removed.add(pod.metadata.name)
                 changed = True
 
         for ordinal in wanted:
             name = f"{set_name}-{ordinal}"
-            if name in existing:
+            if name in in_namespace and name not in removed:
                 continue
             self.client.create(stateful_pod(sts, name, ordinal, revision))
             changed = True
