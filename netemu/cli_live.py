@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 
 from netemu.api.config import Lab
+from netemu.api.load import Loaded, Origin
 from netemu.api.validate import load_and_validate
 from netemu.cli import manifest_files, require_root, run
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, is_namespaced, kind_of
@@ -125,11 +126,19 @@ def apply_command(paths: tuple[str, ...], lab_opt: str | None) -> None:
     require_root("apply")
 
     def action() -> None:
-        objects = [item.obj for item in load_and_validate(paths)]
-        for line in LiveLab(resolve_lab(lab_opt)).apply(objects):
+        lab = LiveLab(resolve_lab(lab_opt))
+        objects = [item.obj for item in load_and_validate(paths, _running_lab(lab))]
+        for line in lab.apply(objects):
             click.echo(f"{line} applied")
 
     run(action)
+
+
+def _running_lab(lab: LiveLab) -> list[Loaded]:
+    """The Lab the lab runs, for checking what is applied against its ranges
+    and nodes here, with the files' own lines, before the lab sees it."""
+    raw = lab.info().get("lab")
+    return [] if raw is None else [Loaded(Lab.model_validate(raw), Origin(f"lab {lab.name}", 0))]
 
 
 @click.command("delete")

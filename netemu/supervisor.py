@@ -46,7 +46,7 @@ from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import Pod, Service
 from netemu.api.errors import InputError
-from netemu.api.load import KINDS, load_text
+from netemu.api.load import KINDS, Loaded, Origin, load_text
 from netemu.api.validate import (
     is_dns1123_label,
     is_dns1123_subdomain,
@@ -190,16 +190,17 @@ def _ref_problems(ref: object) -> list[str]:
     return problems
 
 
-def _objects(raws: list[Any]) -> list[K8sModel]:
+def _objects(raws: list[Any], lab: Lab) -> list[K8sModel]:
     """The request's objects, loaded and validated as manifests are (each a
-    document of a `request` file, so a diagnostic names `request:<line>`)."""
+    document of a `request` file, so a diagnostic names `request:<line>`),
+    against the running lab's own Lab (its ranges and nodes)."""
     for index, raw in enumerate(raws):
         if not isinstance(raw, dict):
             raise RequestError(f"objects[{index}]: expected an object, got {type(raw).__name__}")
     text = "".join(f"---\n{json.dumps(raw, indent=1)}\n" for raw in raws)
     loaded, problems = load_text(text, "request")
     if not problems:
-        problems = validate(loaded)
+        problems = validate(loaded, context=[Loaded(lab, Origin("<lab>", 0))])
     if problems:
         raise InputError(problems)
     return [item.obj for item in loaded]
@@ -400,6 +401,9 @@ class Supervisor:
             "name": self.name,
             "pid": os.getpid(),
             "backend": self.lab.spec.iptables_backend,
+            # The Lab as the lab runs it: `netemu apply` checks objects against
+            # its ranges and nodes before sending them.
+            "lab": self.lab.to_dict(),
             "overlay": self.lab.spec.overlay,
             "underlay": plan.underlay.netns,
             "nodes": {
@@ -446,7 +450,7 @@ class Supervisor:
         if op == "state":
             return {"ok": True, "state": self._state()}
         if op == "apply":
-            objects = _objects(fields["objects"])
+            objects = _objects(fields["objects"], self.lab)
             return {"ok": True, "applied": self._change(lambda: self._apply(objects))}
         if op == "delete":
             return {"ok": True, "deleted": self._change(lambda: self._delete(fields["refs"]))}

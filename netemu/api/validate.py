@@ -294,15 +294,16 @@ def validate(loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> list[D
     return sorted(checker.out)
 
 
-def load_and_validate(paths: Iterable[str | Path]) -> list[Loaded]:
-    """Load every manifest under `paths` and validate them together.
+def load_and_validate(paths: Iterable[str | Path], context: Sequence[Loaded] = ()) -> list[Loaded]:
+    """Load every manifest under `paths` and validate them together (and
+    against `context`, as `validate` does).
 
     Raises InputError with all structural problems if loading fails (semantic
     checks need well-typed objects), else with all semantic problems if any.
     """
     with gc_paused():  # see gc_paused: millions of objects, none of them garbage
         loaded = load_paths(paths)
-        problems = validate(loaded)
+        problems = validate(loaded, context)
     if problems:
         raise InputError(problems)
     return loaded

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from netemu.api.config import Lab
 from netemu.api.core import Pod
 from netemu.api.errors import InputError
 from netemu.supervisor import MAX_REPLICAS, RequestError, _checked_request, _objects
@@ -17,6 +18,23 @@ POD: dict[str, Any] = {
     "kind": "Pod",
     "metadata": {"name": "web"},
     "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]},
+}
+LAB = Lab.model_validate(
+    {
+        "apiVersion": "netemu/v1alpha1",
+        "kind": "Lab",
+        "metadata": {"name": "lab"},
+        "spec": {
+            "nodes": [{"name": "node-1", "underlayIP": "192.168.56.11"}],
+            "nodePortRange": "30000-32767",
+        },
+    }
+)
+NODE_PORT_80: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "np"},
+    "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]},
 }
 SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "web", "replicas": 2}
 
@@ -69,11 +87,11 @@ def test_well_formed_requests_pass_with_their_fields() -> None:
 
 
 def test_objects_are_validated_as_manifests_are() -> None:
-    (obj,) = _objects([POD])
+    (obj,) = _objects([POD], LAB)
     assert isinstance(obj, Pod) and obj.metadata.name == "web"
     bad = {**POD, "metadata": {"name": "Bad_Name"}}
     with pytest.raises(InputError) as err:
-        _objects([POD, bad])
+        _objects([POD, bad], LAB)
     # Each object is a document of `request`; the diagnostic names its line.
     assert any(
         d.file == "request"
@@ -83,4 +101,13 @@ def test_objects_are_validated_as_manifests_are() -> None:
         for d in err.value.diagnostics
     ), err.value
     with pytest.raises(RequestError, match=r"objects\[1\]: expected an object, got int"):
-        _objects([POD, 1])
+        _objects([POD, 1], LAB)
+
+
+def test_objects_are_checked_against_the_running_labs_ranges() -> None:
+    with pytest.raises(InputError) as err:
+        _objects([NODE_PORT_80], LAB)
+    assert any(
+        d.file == "request" and d.field == "spec.ports[0].nodePort" and "30000-32767" in d.message
+        for d in err.value.diagnostics
+    ), err.value
