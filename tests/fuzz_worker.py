@@ -45,7 +45,13 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is in KiB
+    # VmHWM, the peak resident set of this process's own memory since its
+    # exec. Not getrusage's ru_maxrss: Linux carries that over fork and exec,
+    # so it would count the test runner's own size before this worker started.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # in kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main(argv: list[str]) -> int:
