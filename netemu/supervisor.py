@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from netemu import cli_table
 from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import Pod, Service
@@ -88,6 +89,8 @@ KIND_BY_NAME: dict[str, type[K8sModel]] = {kind: cls for (_, kind), cls in KINDS
 # fits); a longer one is refused without being read whole.
 MAX_REQUEST_BYTES = 64 << 20
 MAX_REPLICAS = 1000  # as `netemu scale --replicas` accepts
+TABLE_KINDS = sorted(set(cli_table.RESOURCES.values()))
+TABLE_OUTPUTS = (None, "wide", "json", "yaml")
 R = TypeVar("R")
 
 
@@ -99,6 +102,9 @@ class RequestError(ValueError):
 _REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "status": {},
     "state": {},
+    # `netemu get` on a live lab: the Table it prints (netemu.cli_table), or
+    # with output json|yaml the objects as a List.
+    "table": {"kind": (str, True), "namespace": (str, False), "output": (str, False)},
     "shutdown": {},
     "apply": {"objects": (list, True)},
     "delete": {"refs": (list, True)},
@@ -157,8 +163,16 @@ def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
     problems = []
     for name in ("namespace", "name", "pod", "container"):
         value = fields.get(name)
+        # `get -n` filters by any namespace, as kubectl lists one that does not exist.
+        if op == "table" and name == "namespace":
+            continue
         if isinstance(value, str) and (check := is_dns1123_subdomain(value)):
             problems.append(f"field {name!r}: {'; '.join(check)}")
+    if op == "table":
+        if fields["kind"] not in TABLE_KINDS:
+            problems.append(f"field 'kind': expected one of {', '.join(TABLE_KINDS)}")
+        if fields["output"] not in TABLE_OUTPUTS:
+            problems.append("field 'output': expected wide, json or yaml")
     if op == "scale":
         if fields["kind"] not in SCALABLE:
             problems.append(f"field 'kind': expected one of {', '.join(SCALABLE)}")
@@ -445,6 +459,8 @@ class Supervisor:
     def _handle(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         if op == "state":
             return {"ok": True, "state": self._state()}
+        if op == "table":
+            return {"ok": True, **self._table(fields)}
         if op == "apply":
             objects = _objects(fields["objects"])
             return {"ok": True, "applied": self._change(lambda: self._apply(objects))}
@@ -491,6 +507,18 @@ class Supervisor:
             "endpointslices": [o.to_dict() for o in state.endpoint_slices],
             "deployments": [o.to_dict() for o in state.deployments],
         }
+
+    def _table(self, request: dict[str, Any]) -> dict[str, Any]:
+        """{"table": Table} or, for -o json|yaml, {"list": List}: what
+        `netemu get` prints, built here where the objects are so that the
+        CLI need not import the models (netemu.cli_table)."""
+        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+        if request["namespace"] is not None:
+            state = cli_table.in_namespace(state, request["namespace"])
+        kind, output = request["kind"], request["output"]
+        if output in ("json", "yaml"):
+            return {"list": cli_table.listing(cli_table.items(kind, state))}
+        return {"table": cli_table.table(kind, state, wide=output == "wide")}
 
     def _apply(self, objects: list[K8sModel]) -> list[str]:
         for obj in objects:

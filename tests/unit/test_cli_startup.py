@@ -113,8 +113,21 @@ def test_an_unknown_command_is_a_usage_error() -> None:
 @pytest.mark.parametrize(
     ("module", "absent"),
     [
-        # A live `get` reads the lab's state: no manifest pipeline, no YAML.
-        ("netemu.cli_get", ("netemu.pipeline", "yaml", "scapy")),
+        # A live `get` renders the table its lab's supervisor builds: no
+        # manifest pipeline, YAML, models, control plane or rich.
+        (
+            "netemu.cli_get",
+            (
+                "netemu.pipeline",
+                "yaml",
+                "scapy",
+                "pydantic",
+                "rich",
+                "netemu.api.base",
+                "netemu.controlplane",
+                "netemu.net.plan",
+            ),
+        ),
         # Offline traces and the other commands do not pay for Scapy.
         ("netemu.cli_trace", ("scapy",)),
         ("netemu.cli_live", ("scapy",)),

@@ -50,6 +50,10 @@ SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "w
         ({"op": "logs", "namespace": "default", "pod": "x", "tail": -1}, "field 'tail'"),
         ({"op": "logs", "namespace": "default"}, "missing field 'pod'"),
         ({"op": "logs", "namespace": "default", "pod": "x", "previous": 1}, "expected bool"),
+        ({"op": "table"}, "missing field 'kind'"),
+        ({"op": "table", "kind": "deployments"}, "field 'kind': expected one of endpointslices"),
+        ({"op": "table", "kind": "pods", "output": "xml"}, "field 'output': expected wide"),
+        ({"op": "table", "kind": "pods", "namespace": 3}, "field 'namespace': expected str"),
     ],
 )
 def test_a_malformed_request_is_refused_with_a_message(request_: object, message: str) -> None:
@@ -65,6 +69,14 @@ def test_well_formed_requests_pass_with_their_fields() -> None:
     assert (op, fields) == (
         "logs",
         {"namespace": "default", "pod": "web", "container": None, "previous": None, "tail": None},
+    )
+
+
+def test_a_table_request_takes_any_namespace_as_get_n_does() -> None:
+    # `get -n` lists a namespace that does not exist (nothing), as kubectl does.
+    assert _checked_request({"op": "table", "kind": "pods", "namespace": "No_Such"}) == (
+        "table",
+        {"kind": "pods", "namespace": "No_Such", "output": None},
     )
 
 
