@@ -151,6 +151,8 @@ class LiveLab:
                 f"(see {self.directory / LOG})"
             ) from exc
         if not reply.get("ok"):
+            if reply.get("usage"):  # the request named something the lab does not have
+                raise LabUsageError(str(reply.get("error")))
             raise LabError(f"lab {self.name}: {reply.get('error')}")
         return reply
 

@@ -28,6 +28,8 @@ arguments to get the lab on stdin (netemu.launch; `netemu up` does).
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import os
 import signal
@@ -40,7 +42,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 from netemu import cli_table
 from netemu.api.base import K8sModel
@@ -70,6 +72,8 @@ from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
+from netemu.kernel.owner import OutputDirectory
+from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
@@ -78,6 +82,7 @@ from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
 from netemu.node.testserver import TestServers
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
+from netemu.trace.topology import Topology
 
 # Containers' logs, under the lab's run directory.
 LOGS = "logs"
@@ -91,6 +96,7 @@ MAX_REQUEST_BYTES = 64 << 20
 MAX_REPLICAS = 1000  # as `netemu scale --replicas` accepts
 TABLE_KINDS = sorted(set(cli_table.RESOURCES.values()))
 TABLE_OUTPUTS = (None, "wide", "json", "yaml")
+TRACE_PROTOCOLS = ("tcp", "udp", "icmp")  # what a live trace sends
 R = TypeVar("R")
 
 
@@ -106,6 +112,19 @@ _REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     # with output json|yaml the objects as a List.
     "table": {"kind": (str, True), "namespace": (str, False), "output": (str, False)},
     "shutdown": {},
+    # `netemu trace` on this lab: the trace runs here, where the lab's state,
+    # the models and Scapy are already imported; the reply carries the
+    # report and the pcaps' bytes, which the CLI writes under `captures`
+    # as the invoking user (netemu.cli_trace). `captures` only names them.
+    "trace": {
+        "from": (str, True),
+        "to": (str, True),
+        "port": (int, False),
+        "proto": (str, True),
+        "pcap": (bool, True),
+        "captures": (str, True),
+        "wait": ((int, float), True),  # seconds the sender waits for an answer
+    },
     "apply": {"objects": (list, True)},
     "delete": {"refs": (list, True)},
     "scale": {
@@ -178,6 +197,14 @@ def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
             problems.append(f"field 'kind': expected one of {', '.join(SCALABLE)}")
         if not 0 <= fields["replicas"] <= MAX_REPLICAS:
             problems.append(f"field 'replicas': expected 0 to {MAX_REPLICAS}")
+    if op == "trace":
+        if fields["proto"] not in TRACE_PROTOCOLS:
+            problems.append(f"field 'proto': expected one of {', '.join(TRACE_PROTOCOLS)}")
+        if fields["port"] is not None and not 1 <= fields["port"] <= 65535:
+            problems.append("field 'port': expected 1 to 65535")
+        # As `netemu trace --timeout` accepts (netemu.cli_trace).
+        if isinstance(fields["wait"], bool) or not 0.1 <= fields["wait"] <= 60:
+            problems.append("field 'wait': expected 0.1 to 60 seconds")
     if op == "logs" and fields["tail"] is not None and fields["tail"] < 0:
         problems.append("field 'tail': expected 0 or more")
     if op == "apply" and not fields["objects"]:
@@ -328,6 +355,9 @@ class Supervisor:
         )
         self.probes.start()
         p.stage, p.ready = "ready", True
+        # What a trace request imports (Scapy's layers, the tracer: about
+        # 0.2 s), now that bring-up is done, so a trace does not wait for it.
+        threading.Thread(target=_preload_tracer, name="preload", daemon=True).start()
 
     def reconcile(self, progress: bool = False) -> None:
         """Controllers to a fixed point, then every node's agents: new pods
@@ -398,9 +428,18 @@ class Supervisor:
 
     def _write_info(self) -> None:
         """lab.json: what `netemu exec` and `netemu rules` need without a round trip."""
-        plan = self.plan
-        if plan is None:
+        if self.plan is None:
             return
+        info = self._info()
+        directory = run_dir(self.name)
+        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as out:
+            json.dump(info, out, indent=2)
+        os.replace(out.name, directory / INFO)
+
+    def _info(self) -> dict[str, Any]:
+        """What lab.json holds: where the lab's nodes, clients and pods live."""
+        plan = self.plan
+        assert plan is not None, "the lab is planned before it has an info file"
         pods = {}
         for kubelet in self.kubelets:
             for key, running in kubelet.running.items():
@@ -410,7 +449,7 @@ class Supervisor:
                     "ip": running.plan.ip,
                     "hostNetwork": running.plan.host_network,
                 }
-        info = {
+        return {
             "name": self.name,
             "pid": os.getpid(),
             "backend": self.lab.spec.iptables_backend,
@@ -431,10 +470,6 @@ class Supervisor:
             "clients": {c.name: {"netns": c.netns, "ip": c.ip} for c in plan.clients},
             "pods": dict(sorted(pods.items())),
         }
-        directory = run_dir(self.name)
-        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as out:
-            json.dump(info, out, indent=2)
-        os.replace(out.name, directory / INFO)
 
     # -- requests -----------------------------------------------------------
 
@@ -450,6 +485,15 @@ class Supervisor:
             return {"ok": True, "progress": self.progress.as_dict()}
         if not self.progress.ready:
             return {"ok": False, "error": f"lab {self.name} is not ready ({self.progress.stage})"}
+        if op == "trace":
+            # Not under the lock: a trace only reads the lab (as a CLI
+            # tracing it from outside would), and takes up to its timeout.
+            try:
+                return {"ok": True, **self._trace(fields)}
+            except LabUsageError as exc:  # bad FROM/TO: the CLI exits 2
+                return {"ok": False, "error": str(exc), "usage": True}
+            except LabError as exc:
+                return {"ok": False, "error": str(exc)}
         with self.lock:
             try:
                 return self._handle(op, fields)
@@ -519,6 +563,37 @@ class Supervisor:
         if output in ("json", "yaml"):
             return {"list": cli_table.listing(cli_table.items(kind, state))}
         return {"table": cli_table.table(kind, state, wide=output == "wide")}
+
+    def _trace(self, request: dict[str, Any]) -> dict[str, Any]:
+        """{"report": the trace report as trace.json holds it, "files":
+        {pcap name: base64 of its bytes}} (no files without pcap)."""
+        # Imported on first use (preloaded once the lab is ready): bring-up
+        # does not need Scapy.
+        from netemu.trace.live import TraceOptions, trace, write_captures
+
+        with self.lock:
+            state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+            topology = Topology.from_info(self._info())
+        options = TraceOptions(
+            port=request["port"],
+            proto=request["proto"],
+            pcap=False,  # the CLI writes the files, as the invoking user
+            timeout=float(request["wait"]),
+        )
+        # With the view given, trace() reads nothing through the lab's socket.
+        report = trace(
+            LiveLab(self.name), request["from"], request["to"], options, (topology, state)
+        )
+        files: dict[str, bytes] = {}
+        if request["pcap"]:
+            where = Path(request["captures"]) / self.name / report.id
+            # write_captures names the pcaps and sets the report's pcap
+            # fields exactly as for files on disk; only the bytes stay here.
+            write_captures(report, cast("OutputDirectory", _Pcaps(where, files)))
+        return {
+            "report": report.to_dict(),
+            "files": {name: base64.b64encode(data).decode() for name, data in files.items()},
+        }
 
     def _apply(self, objects: list[K8sModel]) -> list[str]:
         for obj in objects:
@@ -595,6 +670,31 @@ class Supervisor:
                     proc.kill()
         self.servers.close()
         self.datapath.close()
+
+
+def _preload_tracer() -> None:
+    import netemu.trace.live  # noqa: F401
+
+
+class _Pcaps:
+    """Stands in for the trace's capture directory (netemu.kernel.owner's
+    OutputDirectory) where write_captures needs one: each file it creates is
+    kept in `files` as bytes, for the CLI to write as the invoking user."""
+
+    def __init__(self, path: Path, files: dict[str, bytes]) -> None:
+        self.path = path
+        self.files = files
+
+    def create(self, name: str) -> BinaryIO:
+        files = self.files
+
+        class Kept(io.BytesIO):
+            def close(self) -> None:
+                if not self.closed:
+                    files[name] = self.getvalue()
+                super().close()
+
+        return Kept()
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -128,8 +128,22 @@ def test_an_unknown_command_is_a_usage_error() -> None:
                 "netemu.net.plan",
             ),
         ),
-        # Offline traces and the other commands do not pay for Scapy.
-        ("netemu.cli_trace", ("scapy",)),
+        # A live trace runs in the lab's supervisor: the command imports no
+        # Scapy, models, control plane or manifest pipeline (offline traces
+        # and --svg import what they need when they run).
+        (
+            "netemu.cli_trace",
+            (
+                "scapy",
+                "pydantic",
+                "yaml",
+                "netemu.pipeline",
+                "netemu.api.base",
+                "netemu.controlplane",
+                "netemu.net.plan",
+                "netemu.trace.live",
+            ),
+        ),
         ("netemu.cli_live", ("scapy",)),
         ("netemu.cli_manifests", ("scapy", "rich")),
         # `up` starts its supervisor before it imports anything heavy.

@@ -18,6 +18,15 @@ POD: dict[str, Any] = {
     "metadata": {"name": "web"},
     "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]},
 }
+TRACE = {
+    "op": "trace",
+    "from": "client",
+    "to": "node-1:30080",
+    "proto": "tcp",
+    "pcap": True,
+    "captures": "captures",
+    "wait": 1.0,
+}
 SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "web", "replicas": 2}
 
 
@@ -51,6 +60,13 @@ SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "w
         ({"op": "logs", "namespace": "default"}, "missing field 'pod'"),
         ({"op": "logs", "namespace": "default", "pod": "x", "previous": 1}, "expected bool"),
         ({"op": "table"}, "missing field 'kind'"),
+        ({**TRACE, "from": None}, "missing field 'from'"),
+        ({**TRACE, "proto": "sctp"}, "field 'proto': expected one of tcp, udp, icmp"),
+        ({**TRACE, "port": 0}, "field 'port': expected 1 to 65535"),
+        ({**TRACE, "port": 65536}, "field 'port': expected 1 to 65535"),
+        ({**TRACE, "wait": 61}, "field 'wait': expected 0.1 to 60 seconds"),
+        ({**TRACE, "wait": True}, "field 'wait'"),
+        ({**TRACE, "pcap": "yes"}, "field 'pcap': expected bool, got str"),
         ({"op": "table", "kind": "deployments"}, "field 'kind': expected one of endpointslices"),
         ({"op": "table", "kind": "pods", "output": "xml"}, "field 'output': expected wide"),
         ({"op": "table", "kind": "pods", "namespace": 3}, "field 'namespace': expected str"),
@@ -70,6 +86,12 @@ def test_well_formed_requests_pass_with_their_fields() -> None:
         "logs",
         {"namespace": "default", "pod": "web", "container": None, "previous": None, "tail": None},
     )
+
+
+def test_a_trace_request_passes_with_its_fields() -> None:
+    op, fields = _checked_request({**TRACE, "port": 80, "wait": 2})
+    assert op == "trace"
+    assert fields == {k: v for k, v in TRACE.items() if k != "op"} | {"port": 80, "wait": 2}
 
 
 def test_a_table_request_takes_any_namespace_as_get_n_does() -> None:
