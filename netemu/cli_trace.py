@@ -1,29 +1,40 @@
 """`netemu trace`: a real packet followed through a live lab, or a simulated
 one walked through the compiled rules (--offline). Imported only when it
-runs (netemu.cli)."""
+runs (netemu.cli).
+
+A live trace runs in the lab's supervisor, which has the lab's state, the
+models and Scapy imported already: this command sends it FROM and TO, gets
+back the report (as trace.json holds it) and the pcaps' bytes, writes them
+under captures/ as the invoking user (netemu.kernel.owner) and prints the
+report. So its path imports click, the socket client and rich only; the
+offline tracer's imports (the manifest pipeline, the simulator) and --svg's
+(which draws with the lab's state here) come with the options that need them.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import netaddr
-from rich.console import Console
 
 from netemu.cli import require_root, run, stdout_width
-from netemu.cli_graph import check_picture, offline_topology, write_picture
-from netemu.controlplane.state import ClusterState
-from netemu.errors import UsageError
+from netemu.errors import LabError, UsageError
 from netemu.lab import LiveLab, resolve_lab
-from netemu.net.graph import lab_graph
-from netemu.pipeline import compile_rules, load_cluster, local_ips, pick_node
-from netemu.rules.model import ParseError, read_rules
-from netemu.rules.simulate import Packet, Simulation, simulate
-from netemu.trace.flow import Flow, FlowError, resolve_flow
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from netemu.controlplane.state import ClusterState
+    from netemu.rules.simulate import Simulation
+    from netemu.trace.flow import Flow
+
+# As netemu.trace.live names them.
+REPORT = "trace.json"
 
 
 @click.command()
@@ -163,6 +174,10 @@ def _trace_offline(
     output: str,
     query: _OfflineQuery,
 ) -> None:
+    from netemu.pipeline import compile_rules, load_cluster, local_ips, pick_node
+    from netemu.rules.model import ParseError, read_rules
+    from netemu.rules.simulate import Packet, simulate
+
     paths, rules_file, local_ip, node = query.paths, query.rules_file, query.local_ip, query.node
     src, dst, dport = query.src, query.dst, query.dport
     described: dict[str, Any] = {}
@@ -221,6 +236,9 @@ def offline_flow(
     state: ClusterState, paths: Sequence[str], frm: str, to: str, port: int | None, proto: str
 ) -> Flow:
     """FROM/TO resolved against the lab the manifests describe, as it would run."""
+    from netemu.cli_graph import offline_topology
+    from netemu.trace.flow import FlowError, resolve_flow
+
     topology = offline_topology(state, paths, "FROM/TO")
     try:
         return resolve_flow(state, topology, frm, to, port, proto)
@@ -229,6 +247,8 @@ def offline_flow(
 
 
 def _check_ip(flag: str, value: str) -> None:
+    import netaddr
+
     try:
         netaddr.IPAddress(value, version=4)
     except (netaddr.AddrFormatError, ValueError):
@@ -267,31 +287,192 @@ def live_trace(
     svg: Path | None = None,
 ) -> None:
     require_root("trace")
-    # Imported here: Scapy's import costs a few hundred milliseconds that
-    # offline traces need not pay.
-    from netemu.trace.live import TraceOptions, trace
-    from netemu.trace.render import render
-
     if svg is not None:
-        # Before the trace: a picture that cannot be written should not
-        # cost a trace first.
-        check_picture(svg, "svg")
+        _live_trace_with_picture(
+            lab_opt, frm, to, port, proto, output, pcap, captures, timeout, svg
+        )
+        return
+    from netemu.kernel.owner import OutputDirectory, OutputPathError
+
+    lab = LiveLab(resolve_lab(lab_opt))
+    if pcap:
+        # Before the trace: a captures/ that cannot be written safely should
+        # not cost a trace first. Its own directory comes with the report.
+        try:
+            OutputDirectory(captures, lab.name).close()
+        except OutputPathError as exc:
+            raise LabError(f"cannot write the captures: {exc}") from None
+    reply = lab.request(
+        "trace",
+        timeout=timeout + 120,  # the trace's own work besides waiting for answers
+        **{"from": frm, "to": to},
+        port=port,
+        proto=proto,
+        pcap=pcap,
+        captures=str(captures),
+        wait=timeout,
+    )
+    report: dict[str, Any] = reply["report"]
+    if pcap:
+        _write_captures(captures, lab.name, report, reply["files"])
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print(render_report(report))
+
+
+def _write_captures(
+    captures: Path, lab: str, report: Mapping[str, Any], files: Mapping[str, str]
+) -> None:
+    """captures/<lab>/<trace-id>/: the pcaps and trace.json, each a new file of
+    the invoking user (mode 0600) reached without following symlinks; nothing
+    is left half-written."""
+    from netemu.kernel.owner import OutputDirectory, OutputPathError
+
+    trace_id = str(report["id"])
+    try:
+        directory = OutputDirectory(captures, lab, trace_id, fresh=True)
+    except OutputPathError as exc:
+        raise LabError(f"trace {trace_id}: cannot write its captures: {exc}") from None
+    try:
+        for name, data in files.items():
+            directory.write(name, base64.b64decode(data))
+        directory.write(REPORT, (json.dumps(report, indent=2) + "\n").encode())
+    except OutputPathError as exc:
+        directory.discard()
+        raise LabError(f"cannot write the captures: {exc}") from None
+    except OSError as exc:
+        directory.discard()
+        raise LabError(f"cannot write the captures in {directory.path}: {exc.strerror}") from None
+    finally:
+        directory.close()
+
+
+def _live_trace_with_picture(
+    lab_opt: str | None,
+    frm: str,
+    to: str,
+    port: int | None,
+    proto: str,
+    output: str,
+    pcap: bool,
+    captures: Path,
+    timeout: float,
+    svg: Path,
+) -> None:
+    """A live trace run here, and the lab drawn with its path (--svg): the
+    picture needs the lab's state and the hops as objects."""
+    from netemu.cli_graph import check_picture, write_picture
+    from netemu.net.graph import lab_graph
+    from netemu.trace.live import TraceOptions, trace
+
+    # Before the trace: a picture that cannot be written should not cost a
+    # trace first.
+    check_picture(svg, "svg")
     lab = LiveLab(resolve_lab(lab_opt))
     options = TraceOptions(port=port, proto=proto, pcap=pcap, captures=captures, timeout=timeout)
     # The picture shows the lab as the trace resolved FROM and TO against it.
     view = (lab.topology(), lab.cluster_state())
     report = trace(lab, frm, to, options, view)
-    if svg is not None:
-        source = lab_graph(
-            *view,
-            report.hops,
-            caption=report.summary(),
-        )
-        write_picture(source, svg, "svg")
+    write_picture(lab_graph(*view, report.hops, caption=report.summary()), svg, "svg")
+    data = report.to_dict()
     if output == "json":
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(json.dumps(data, indent=2))
     else:
-        Console(width=stdout_width(), highlight=False).print(render(report))
-    if svg is not None:
-        # stderr under -o json: stdout is the report alone.
-        click.echo(f"graph: {svg}", err=output == "json")
+        _print(render_report(data))
+    # stderr under -o json: stdout is the report alone.
+    click.echo(f"graph: {svg}", err=output == "json")
+
+
+def _print(renderable: RenderableType) -> None:
+    from rich.console import Console
+
+    Console(width=stdout_width(), highlight=False).print(renderable)
+
+
+def render_report(report: Mapping[str, Any]) -> RenderableType:
+    """A trace report (as trace.json holds it) as text: the summary line, the
+    hops as a table, and what the kernel said (conntrack entries, the
+    deciding rules, the pcaps). The same text netemu.trace.render makes of
+    the report object (a unit test holds them equal)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from netemu.trace.nftrace import rule_target
+
+    hops = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 2, 0, 0))
+    for column in ("#", "LEG", "WHERE", "COMPONENT", "ACTION", "PACKET", "DETAIL"):
+        hops.add_column(column, no_wrap=column != "DETAIL")
+    for index, hop in enumerate(report["hops"], start=1):
+        place = hop["node"] or hop["site"]
+        if hop["site"].startswith(("pod ", "client ")):
+            place = hop["site"]
+        if hop["interface"]:
+            arrow = "→" if hop["direction"] == "out" else "←"
+            place = f"{place} {hop['interface']} {arrow}"
+        packet = hop["packet"]["summary"]
+        if hop["tunnel"]:
+            t = hop["tunnel"]
+            packet = (
+                f"{t['kind']} {t['src']}:{t['sport']} → {t['dst']}:{t['dport']} "
+                f"vni {t['vni']} [{packet}]"
+            )
+        detail = []
+        if hop["translated"]:
+            detail.append(f"to {hop['translated']}")
+        if hop["rule"]:
+            rule = hop["rule"]
+            found = rule_target(rule["rule"])
+            detail.append(f"{rule['table']} {rule['chain']} -j {found[1] if found else None}")
+        if hop["detail"]:
+            detail.append(hop["detail"])
+        hops.add_row(
+            str(index),
+            hop["leg"],
+            place,
+            hop["component"],
+            hop["action"],
+            packet,
+            "; ".join(detail),
+        )
+    lines: list[RenderableType] = [Text(report["summary"]), Text(""), hops, Text("")]
+    verdict = f"verdict: {report['verdict']}"
+    if report["endpoints"]:
+        verdict += f" → {', '.join(report['endpoints'])}"
+    masquerade = "yes" if report["masquerade"] else "no"
+    verdict += f"; masquerade: {masquerade}; outcome: {report['outcome']}"
+    lines.append(Text(verdict))
+    prediction = report["prediction"]
+    if prediction is not None:
+        agrees = (
+            prediction["verdict"] == report["verdict"]
+            and set(report["endpoints"]) <= set(prediction["endpoints"])
+            and prediction["masquerade"] == report["masquerade"]
+        )
+        lines.append(
+            Text(
+                f"offline prediction: {prediction['verdict']} "
+                f"{', '.join(prediction['endpoints'])} "
+                f"masquerade={'yes' if prediction['masquerade'] else 'no'} "
+                f"({'agrees' if agrees else 'DIFFERS'})"
+            )
+        )
+    for entry in report["conntrack"]:
+        o, r = entry["original"], entry["reply"]
+        lines.append(
+            Text(f"conntrack on {entry['node']}: {o['proto']} {_ends(o)}  reply {_ends(r)}")
+        )
+    if report["rules"]:
+        lines.append(Text(f"rules on {report['node']} ({report['rulesSource']}):"))
+        lines += [Text(f"  {r['table']:<7} {r['rule']}") for r in report["rules"]]
+    if report["pcaps"]:
+        pcaps = report["pcaps"]
+        lines.append(Text(f"pcaps: {pcaps['directory']}/ (merged: {pcaps['merged']})"))
+    return Group(*lines)
+
+
+def _ends(t: Mapping[str, Any]) -> str:
+    if t["proto"] == "icmp":
+        return f"{t['src']} → {t['dst']} id {t['sport']}"
+    return f"{t['src']}:{t['sport']} → {t['dst']}:{t['dport']}"

@@ -16,25 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netemu.api.apps import Deployment
-from netemu.api.base import K8sModel
-from netemu.api.core import EndpointSlice, Node, Pod, Service
-from netemu.controlplane.objects import KIND_ALIASES
-from netemu.controlplane.state import ClusterState
 from netemu.errors import LabError as LabError
 from netemu.errors import LabUsageError as LabUsageError
 from netemu.errors import needs_root as needs_root
 from netemu.kernel import journal
-from netemu.kernel.iptables import Backend
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.processes import command_in
 from netemu.launch import call_off, send_orders, start_supervisor
-from netemu.net.plan import PlanError, check_lab_name
-from netemu.net.plan import hostname as kernel_hostname
-from netemu.trace.topology import Topology
 
+# pydantic's models, the control plane and the lab plan are imported by the
+# methods that use them: `netemu get` on a live lab only talks to the
+# supervisor, and starts in half the time without them (benchmarks/startup.py).
 if TYPE_CHECKING:
+    from netemu.api.base import K8sModel
+    from netemu.controlplane.state import ClusterState
+    from netemu.kernel.iptables import Backend
     from netemu.trace.report import TraceReport
+    from netemu.trace.topology import Topology
 
 READY_TIMEOUT = 300.0
 # A supervisor writes an empty line every HEARTBEAT s (netemu.supervisor)
@@ -72,6 +70,8 @@ def _read_reply(sock: socket.socket, deadline: float) -> bytes:
 
 def kind_named(word: str) -> str:
     """The kind kubectl means by `word` (`deploy`, `svc`, `pods`, ...)."""
+    from netemu.controlplane.objects import KIND_ALIASES
+
     kind = KIND_ALIASES.get(word.lower())
     if kind is None:
         known = ", ".join(sorted(set(KIND_ALIASES.values())))
@@ -151,6 +151,8 @@ class LiveLab:
                 f"(see {self.directory / LOG})"
             ) from exc
         if not reply.get("ok"):
+            if reply.get("usage"):  # the request named something the lab does not have
+                raise LabUsageError(str(reply.get("error")))
             raise LabError(f"lab {self.name}: {reply.get('error')}")
         return reply
 
@@ -185,10 +187,16 @@ class LiveLab:
 
     def topology(self) -> Topology:
         """Where the lab's nodes, clients and pods live (from its info file)."""
+        from netemu.trace.topology import Topology
+
         return Topology.from_info(self.info())
 
     def cluster_state(self) -> ClusterState:
         """The lab's control-plane state as typed objects."""
+        from netemu.api.apps import Deployment
+        from netemu.api.core import EndpointSlice, Node, Pod, Service
+        from netemu.controlplane.state import ClusterState
+
         raw = self.state()
         return ClusterState(
             nodes=tuple(Node.model_validate(o) for o in raw["nodes"]),
@@ -197,6 +205,13 @@ class LiveLab:
             endpoint_slices=tuple(EndpointSlice.model_validate(o) for o in raw["endpointslices"]),
             deployments=tuple(Deployment.model_validate(o) for o in raw["deployments"]),
         )
+
+    def table(self, kind: str, namespace: str | None, output: str | None) -> dict[str, Any]:
+        """What `netemu get` prints, built by the supervisor: {"table": a
+        meta.k8s.io/v1 Table} or, for output json|yaml, {"list": a v1 List}
+        (netemu.cli_table). `kind`: pods, services, endpointslices or nodes."""
+        reply = self.request("table", kind=kind, namespace=namespace, output=output)
+        return {key: reply[key] for key in ("table", "list") if key in reply}
 
     def apply(self, objects: Sequence[K8sModel]) -> list[str]:
         raws = [obj.to_dict() for obj in objects]
@@ -251,6 +266,8 @@ class LiveLab:
 
     def target(self, name: str) -> Target:
         """A pod (`name` or `namespace/name`), a node or an external client."""
+        from netemu.net.plan import hostname as kernel_hostname
+
         info = self.info()
         found: list[Target] = []
         if name in info["nodes"]:
@@ -381,6 +398,8 @@ def up(
 
 
 def _check_can_start(name: str) -> None:
+    from netemu.net.plan import PlanError, check_lab_name
+
     try:
         check_lab_name(name)
     except PlanError as exc:

@@ -28,6 +28,8 @@ arguments to get the lab on stdin (netemu.launch; `netemu up` does).
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import os
 import signal
@@ -40,8 +42,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
+from netemu import cli_table
 from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import Pod, Service
@@ -69,6 +72,8 @@ from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
+from netemu.kernel.owner import OutputDirectory
+from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
@@ -77,6 +82,7 @@ from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
 from netemu.node.testserver import TestServers
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
+from netemu.trace.topology import Topology
 
 # Containers' logs, under the lab's run directory.
 LOGS = "logs"
@@ -88,6 +94,9 @@ KIND_BY_NAME: dict[str, type[K8sModel]] = {kind: cls for (_, kind), cls in KINDS
 # fits); a longer one is refused without being read whole.
 MAX_REQUEST_BYTES = 64 << 20
 MAX_REPLICAS = 1000  # as `netemu scale --replicas` accepts
+TABLE_KINDS = sorted(set(cli_table.RESOURCES.values()))
+TABLE_OUTPUTS = (None, "wide", "json", "yaml")
+TRACE_PROTOCOLS = ("tcp", "udp", "icmp")  # what a live trace sends
 R = TypeVar("R")
 
 
@@ -99,7 +108,23 @@ class RequestError(ValueError):
 _REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "status": {},
     "state": {},
+    # `netemu get` on a live lab: the Table it prints (netemu.cli_table), or
+    # with output json|yaml the objects as a List.
+    "table": {"kind": (str, True), "namespace": (str, False), "output": (str, False)},
     "shutdown": {},
+    # `netemu trace` on this lab: the trace runs here, where the lab's state,
+    # the models and Scapy are already imported; the reply carries the
+    # report and the pcaps' bytes, which the CLI writes under `captures`
+    # as the invoking user (netemu.cli_trace). `captures` only names them.
+    "trace": {
+        "from": (str, True),
+        "to": (str, True),
+        "port": (int, False),
+        "proto": (str, True),
+        "pcap": (bool, True),
+        "captures": (str, True),
+        "wait": ((int, float), True),  # seconds the sender waits for an answer
+    },
     "apply": {"objects": (list, True)},
     "delete": {"refs": (list, True)},
     "scale": {
@@ -157,13 +182,29 @@ def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
     problems = []
     for name in ("namespace", "name", "pod", "container"):
         value = fields.get(name)
+        # `get -n` filters by any namespace, as kubectl lists one that does not exist.
+        if op == "table" and name == "namespace":
+            continue
         if isinstance(value, str) and (check := is_dns1123_subdomain(value)):
             problems.append(f"field {name!r}: {'; '.join(check)}")
+    if op == "table":
+        if fields["kind"] not in TABLE_KINDS:
+            problems.append(f"field 'kind': expected one of {', '.join(TABLE_KINDS)}")
+        if fields["output"] not in TABLE_OUTPUTS:
+            problems.append("field 'output': expected wide, json or yaml")
     if op == "scale":
         if fields["kind"] not in SCALABLE:
             problems.append(f"field 'kind': expected one of {', '.join(SCALABLE)}")
         if not 0 <= fields["replicas"] <= MAX_REPLICAS:
             problems.append(f"field 'replicas': expected 0 to {MAX_REPLICAS}")
+    if op == "trace":
+        if fields["proto"] not in TRACE_PROTOCOLS:
+            problems.append(f"field 'proto': expected one of {', '.join(TRACE_PROTOCOLS)}")
+        if fields["port"] is not None and not 1 <= fields["port"] <= 65535:
+            problems.append("field 'port': expected 1 to 65535")
+        # As `netemu trace --timeout` accepts (netemu.cli_trace).
+        if isinstance(fields["wait"], bool) or not 0.1 <= fields["wait"] <= 60:
+            problems.append("field 'wait': expected 0.1 to 60 seconds")
     if op == "logs" and fields["tail"] is not None and fields["tail"] < 0:
         problems.append("field 'tail': expected 0 or more")
     if op == "apply" and not fields["objects"]:
@@ -315,6 +356,9 @@ class Supervisor:
         )
         self.probes.start()
         p.stage, p.ready = "ready", True
+        # What a trace request imports (Scapy's layers, the tracer: about
+        # 0.2 s), now that bring-up is done, so a trace does not wait for it.
+        threading.Thread(target=_preload_tracer, name="preload", daemon=True).start()
 
     def reconcile(self, progress: bool = False) -> None:
         """Controllers to a fixed point, then every node's agents: new pods
@@ -385,9 +429,18 @@ class Supervisor:
 
     def _write_info(self) -> None:
         """lab.json: what `netemu exec` and `netemu rules` need without a round trip."""
-        plan = self.plan
-        if plan is None:
+        if self.plan is None:
             return
+        info = self._info()
+        directory = run_dir(self.name)
+        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as out:
+            json.dump(info, out, indent=2)
+        os.replace(out.name, directory / INFO)
+
+    def _info(self) -> dict[str, Any]:
+        """What lab.json holds: where the lab's nodes, clients and pods live."""
+        plan = self.plan
+        assert plan is not None, "the lab is planned before it has an info file"
         pods = {}
         for kubelet in self.kubelets:
             for key, running in kubelet.running.items():
@@ -397,7 +450,7 @@ class Supervisor:
                     "ip": running.plan.ip,
                     "hostNetwork": running.plan.host_network,
                 }
-        info = {
+        return {
             "name": self.name,
             "pid": os.getpid(),
             "backend": self.lab.spec.iptables_backend,
@@ -421,10 +474,6 @@ class Supervisor:
             "clients": {c.name: {"netns": c.netns, "ip": c.ip} for c in plan.clients},
             "pods": dict(sorted(pods.items())),
         }
-        directory = run_dir(self.name)
-        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as out:
-            json.dump(info, out, indent=2)
-        os.replace(out.name, directory / INFO)
 
     # -- requests -----------------------------------------------------------
 
@@ -440,6 +489,15 @@ class Supervisor:
             return {"ok": True, "progress": self.progress.as_dict()}
         if not self.progress.ready:
             return {"ok": False, "error": f"lab {self.name} is not ready ({self.progress.stage})"}
+        if op == "trace":
+            # Not under the lock: a trace only reads the lab (as a CLI
+            # tracing it from outside would), and takes up to its timeout.
+            try:
+                return {"ok": True, **self._trace(fields)}
+            except LabUsageError as exc:  # bad FROM/TO: the CLI exits 2
+                return {"ok": False, "error": str(exc), "usage": True}
+            except LabError as exc:
+                return {"ok": False, "error": str(exc)}
         with self.lock:
             try:
                 return self._handle(op, fields)
@@ -449,6 +507,8 @@ class Supervisor:
     def _handle(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         if op == "state":
             return {"ok": True, "state": self._state()}
+        if op == "table":
+            return {"ok": True, **self._table(fields)}
         if op == "apply":
             objects = _objects(fields["objects"], self.lab)
             return {"ok": True, "applied": self._change(lambda: self._apply(objects))}
@@ -494,6 +554,49 @@ class Supervisor:
             "pods": [o.to_dict() for o in state.pods],
             "endpointslices": [o.to_dict() for o in state.endpoint_slices],
             "deployments": [o.to_dict() for o in state.deployments],
+        }
+
+    def _table(self, request: dict[str, Any]) -> dict[str, Any]:
+        """{"table": Table} or, for -o json|yaml, {"list": List}: what
+        `netemu get` prints, built here where the objects are so that the
+        CLI need not import the models (netemu.cli_table)."""
+        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+        if request["namespace"] is not None:
+            state = cli_table.in_namespace(state, request["namespace"])
+        kind, output = request["kind"], request["output"]
+        if output in ("json", "yaml"):
+            return {"list": cli_table.listing(cli_table.items(kind, state))}
+        return {"table": cli_table.table(kind, state, wide=output == "wide")}
+
+    def _trace(self, request: dict[str, Any]) -> dict[str, Any]:
+        """{"report": the trace report as trace.json holds it, "files":
+        {pcap name: base64 of its bytes}} (no files without pcap)."""
+        # Imported on first use (preloaded once the lab is ready): bring-up
+        # does not need Scapy.
+        from netemu.trace.live import TraceOptions, trace, write_captures
+
+        with self.lock:
+            state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+            topology = Topology.from_info(self._info())
+        options = TraceOptions(
+            port=request["port"],
+            proto=request["proto"],
+            pcap=False,  # the CLI writes the files, as the invoking user
+            timeout=float(request["wait"]),
+        )
+        # With the view given, trace() reads nothing through the lab's socket.
+        report = trace(
+            LiveLab(self.name), request["from"], request["to"], options, (topology, state)
+        )
+        files: dict[str, bytes] = {}
+        if request["pcap"]:
+            where = Path(request["captures"]) / self.name / report.id
+            # write_captures names the pcaps and sets the report's pcap
+            # fields exactly as for files on disk; only the bytes stay here.
+            write_captures(report, cast("OutputDirectory", _Pcaps(where, files)))
+        return {
+            "report": report.to_dict(),
+            "files": {name: base64.b64encode(data).decode() for name, data in files.items()},
         }
 
     def _apply(self, objects: list[K8sModel]) -> list[str]:
@@ -571,6 +674,31 @@ class Supervisor:
                     proc.kill()
         self.servers.close()
         self.datapath.close()
+
+
+def _preload_tracer() -> None:
+    import netemu.trace.live  # noqa: F401
+
+
+class _Pcaps:
+    """Stands in for the trace's capture directory (netemu.kernel.owner's
+    OutputDirectory) where write_captures needs one: each file it creates is
+    kept in `files` as bytes, for the CLI to write as the invoking user."""
+
+    def __init__(self, path: Path, files: dict[str, bytes]) -> None:
+        self.path = path
+        self.files = files
+
+    def create(self, name: str) -> BinaryIO:
+        files = self.files
+
+        class Kept(io.BytesIO):
+            def close(self) -> None:
+                if not self.closed:
+                    files[name] = self.getvalue()
+                super().close()
+
+        return Kept()
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from netemu.kernel import netns, processes
-from netemu.net.plan import lab_prefix
 
 RUN_ROOT = Path("/run/netemu")
 SHARED_DIRS = ".shared-dirs"  # under RUN_ROOT: directories netemu created outside any lab
@@ -33,6 +32,15 @@ JOURNAL = "journal.jsonl"
 SOCKET = "supervisor.sock"
 INFO = "lab.json"
 LOG = "supervisor.log"
+
+
+def lab_prefix(lab: str) -> str:
+    """netemu.net.plan.lab_prefix, imported when a journal is read or cleaned
+    up: the plan pulls in the models and the control plane, which commands
+    that only list labs or talk to a supervisor do not need."""
+    from netemu.net import plan
+
+    return plan.lab_prefix(lab)
 
 
 def run_dir(lab: str) -> Path:

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from netemu.api.core import Pod
 from netemu.cli import main
-from netemu.cli_get import human_duration, print_resources
+from netemu.cli_get import print_resources
+from netemu.cli_table import human_duration
 from netemu.controlplane.state import ClusterState
 
 

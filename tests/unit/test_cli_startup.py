@@ -113,10 +113,37 @@ def test_an_unknown_command_is_a_usage_error() -> None:
 @pytest.mark.parametrize(
     ("module", "absent"),
     [
-        # A live `get` reads the lab's state: no manifest pipeline, no YAML.
-        ("netemu.cli_get", ("netemu.pipeline", "yaml", "scapy")),
-        # Offline traces and the other commands do not pay for Scapy.
-        ("netemu.cli_trace", ("scapy",)),
+        # A live `get` renders the table its lab's supervisor builds: no
+        # manifest pipeline, YAML, models, control plane or rich.
+        (
+            "netemu.cli_get",
+            (
+                "netemu.pipeline",
+                "yaml",
+                "scapy",
+                "pydantic",
+                "rich",
+                "netemu.api.base",
+                "netemu.controlplane",
+                "netemu.net.plan",
+            ),
+        ),
+        # A live trace runs in the lab's supervisor: the command imports no
+        # Scapy, models, control plane or manifest pipeline (offline traces
+        # and --svg import what they need when they run).
+        (
+            "netemu.cli_trace",
+            (
+                "scapy",
+                "pydantic",
+                "yaml",
+                "netemu.pipeline",
+                "netemu.api.base",
+                "netemu.controlplane",
+                "netemu.net.plan",
+                "netemu.trace.live",
+            ),
+        ),
         ("netemu.cli_live", ("scapy",)),
         ("netemu.cli_manifests", ("scapy", "rich")),
         # `up` starts its supervisor before it imports anything heavy.

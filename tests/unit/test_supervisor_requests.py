@@ -36,6 +36,15 @@ NODE_PORT_80: dict[str, Any] = {
     "metadata": {"name": "np"},
     "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]},
 }
+TRACE = {
+    "op": "trace",
+    "from": "client",
+    "to": "node-1:30080",
+    "proto": "tcp",
+    "pcap": True,
+    "captures": "captures",
+    "wait": 1.0,
+}
 SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "web", "replicas": 2}
 
 
@@ -68,6 +77,17 @@ SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "w
         ({"op": "logs", "namespace": "default", "pod": "x", "tail": -1}, "field 'tail'"),
         ({"op": "logs", "namespace": "default"}, "missing field 'pod'"),
         ({"op": "logs", "namespace": "default", "pod": "x", "previous": 1}, "expected bool"),
+        ({"op": "table"}, "missing field 'kind'"),
+        ({**TRACE, "from": None}, "missing field 'from'"),
+        ({**TRACE, "proto": "sctp"}, "field 'proto': expected one of tcp, udp, icmp"),
+        ({**TRACE, "port": 0}, "field 'port': expected 1 to 65535"),
+        ({**TRACE, "port": 65536}, "field 'port': expected 1 to 65535"),
+        ({**TRACE, "wait": 61}, "field 'wait': expected 0.1 to 60 seconds"),
+        ({**TRACE, "wait": True}, "field 'wait'"),
+        ({**TRACE, "pcap": "yes"}, "field 'pcap': expected bool, got str"),
+        ({"op": "table", "kind": "deployments"}, "field 'kind': expected one of endpointslices"),
+        ({"op": "table", "kind": "pods", "output": "xml"}, "field 'output': expected wide"),
+        ({"op": "table", "kind": "pods", "namespace": 3}, "field 'namespace': expected str"),
     ],
 )
 def test_a_malformed_request_is_refused_with_a_message(request_: object, message: str) -> None:
@@ -83,6 +103,20 @@ def test_well_formed_requests_pass_with_their_fields() -> None:
     assert (op, fields) == (
         "logs",
         {"namespace": "default", "pod": "web", "container": None, "previous": None, "tail": None},
+    )
+
+
+def test_a_trace_request_passes_with_its_fields() -> None:
+    op, fields = _checked_request({**TRACE, "port": 80, "wait": 2})
+    assert op == "trace"
+    assert fields == {k: v for k, v in TRACE.items() if k != "op"} | {"port": 80, "wait": 2}
+
+
+def test_a_table_request_takes_any_namespace_as_get_n_does() -> None:
+    # `get -n` lists a namespace that does not exist (nothing), as kubectl does.
+    assert _checked_request({"op": "table", "kind": "pods", "namespace": "No_Such"}) == (
+        "table",
+        {"kind": "pods", "namespace": "No_Such", "output": None},
     )
 
 
