@@ -344,7 +344,7 @@ def build_report(
 
     seen: list[_Seen] = []
     for frame in evidence.frames:
-        decoded = decode(frame.data)
+        decoded = decode(frame.data, topology.vxlan_port)
         if decoded is None:
             continue
         leg = member.leg(decoded.packet)
