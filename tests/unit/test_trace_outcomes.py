@@ -1,0 +1,118 @@
+"""A trace's outcome never contradicts its own evidence: a flow answered by
+ICMP port-unreachable or a RST is `refused`, never `delivered`.
+
+Recorded from a live default lab (netemu.trace.live, as
+recorded-nodeport-vxlan.json, see test_trace_report) with a NodePort
+Service whose selector matches nothing (`default/empty-np`, nodePort
+30099) added:
+- recorded-refused-nodeport.json: client → node-1:30099; kube-proxy's
+  REJECT rule in KUBE-EXTERNAL-SERVICES answers port-unreachable;
+- recorded-tcp-no-listener.json: client → node-1 192.168.56.11:9999/tcp,
+  where nothing listens: node-1's kernel answers the SYN with a RST;
+- recorded-udp-no-listener.json: the same with UDP: port-unreachable.
+
+No kernel needed.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from netemu.api.core import EndpointSlice, Node, Pod, Service
+from netemu.controlplane.state import ClusterState
+from netemu.kernel.capture import Frame
+from netemu.trace.ctevents import parse_events
+from netemu.trace.flow import resolve_flow
+from netemu.trace.nftrace import parse_trace
+from netemu.trace.report import REQUEST, Answer, Evidence, TraceReport, build_report
+from netemu.trace.topology import Topology
+
+DATA = Path(__file__).parent / "data" / "trace"
+
+
+@cache
+def recorded(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((DATA / f"recorded-{name}.json").read_text())
+    return data
+
+
+def traced(name: str) -> TraceReport:
+    data = recorded(name)
+    raw = data["state"]
+    state = ClusterState(
+        nodes=tuple(Node.model_validate(o) for o in raw["nodes"]),
+        services=tuple(Service.model_validate(o) for o in raw["services"]),
+        pods=tuple(Pod.model_validate(o) for o in raw["pods"]),
+        endpoint_slices=tuple(EndpointSlice.model_validate(o) for o in raw["endpointslices"]),
+    )
+    topology = Topology.from_info(data["info"])
+    flow = resolve_flow(state, topology, data["from"], data["to"], data["port"], data["proto"])
+    evidence = Evidence(
+        sport=data["sport"],
+        frames=[
+            Frame(
+                f["netns"], f["interface"], f["direction"], f["timestamp"], bytes.fromhex(f["data"])
+            )
+            for f in data["frames"]
+        ],
+        traces={node: parse_trace(text) for node, text in data["traces"].items()},
+        conntrack={node: parse_events(text) for node, text in data["conntrack"].items()},
+    )
+    answer = Answer(outcome=data["answer"]["outcome"], reply=data["answer"]["reply"])
+    return build_report("t-1", flow, topology, evidence, answer)
+
+
+def test_a_nodeport_without_endpoints_is_refused_by_the_reject_rule() -> None:
+    report = traced("refused-nodeport")
+    assert report.answer.outcome == "refused"
+    assert (report.outcome, report.verdict) == ("refused", "REJECT")
+    assert report.delivered_to is None and report.endpoints == []
+    # The SYN went no further than the rule: no request hop delivers it.
+    request = [h for h in report.hops if h.leg == REQUEST]
+    assert "Delivered" not in [h.action for h in request]
+    rejected = request[-1]
+    assert (rejected.action, rejected.node, rejected.component) == (
+        "Rejected",
+        "node-1",
+        "netfilter",
+    )
+    assert rejected.rule is not None and rejected.rule in report.rules
+    assert (rejected.rule.table, rejected.rule.chain, rejected.rule.target) == (
+        "filter",
+        "KUBE-EXTERNAL-SERVICES",
+        "REJECT",
+    )
+    assert "default/empty-np:http has no endpoints" in rejected.rule.rule
+    assert "port-unreachable" in rejected.detail
+    summary = report.summary()
+    assert "rejected on node-1 by filter KUBE-EXTERNAL-SERVICES" in summary
+    assert "(default/empty-np:http has no endpoints)" in summary
+    assert summary.endswith("⇒ refused") and "delivered" not in summary
+
+
+def test_a_tcp_port_without_listener_is_refused_by_the_destination() -> None:
+    report = traced("tcp-no-listener")
+    assert report.answer.outcome == "refused"
+    assert report.outcome == "refused"
+    # No rule refused it: it reached node-1, whose kernel sent the RST.
+    assert report.verdict == "NONE"
+    assert report.delivered_to == "node node-1"
+    assert all(h.action != "Rejected" for h in report.hops)
+    first_reply = next(h for h in report.hops if h.leg != REQUEST)
+    assert first_reply.packet.tcp_flags is not None and "R" in first_reply.packet.tcp_flags
+    assert report.summary().endswith("⇒ refused by node node-1 (nothing listens)")
+
+
+def test_a_udp_port_without_listener_is_refused_by_the_destination() -> None:
+    report = traced("udp-no-listener")
+    assert report.answer.outcome == "refused"
+    assert (report.outcome, report.verdict, report.delivered_to) == (
+        "refused",
+        "NONE",
+        "node node-1",
+    )
+    first_reply = next(h for h in report.hops if h.leg != REQUEST)
+    assert first_reply.packet.icmp_name == "port-unreachable"
