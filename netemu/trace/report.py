@@ -382,9 +382,13 @@ def build_report(
 
     # A packet that reached the namespace owning its destination was still
     # not delivered if a rule there dropped it (a DROP in INPUT): without
-    # an answer, the rule trace decides.
+    # an answer, the rule trace decides. A TCP SYN or an echo request that
+    # reached its destination's stack is always answered (SYN-ACK or RST,
+    # echo reply), so without an answer it was not delivered, whatever
+    # (a rule outside the traced tables, a routing decision) stopped it.
     last_node = topology.owner_of_netns(request[-1].frame.netns)[2] if request else None
     dropped_there = _find_rule(rules_by_node.get(last_node or "", []), ("DROP",)) is not None
+    always_answered = flow.proto in ("tcp", "icmp")
     # An ICMP error or a RST sent back by a REJECT rule (kube-proxy's "has no
     # endpoints" rules): the packet went no further than that rule, even if
     # it was captured arriving in the namespace the rule is in.
@@ -394,7 +398,8 @@ def build_report(
     if refusal is not None:
         refusing_node = topology.owner_of_netns(refusal.frame.netns)[2]
         rejected_by = _find_rule(rules_by_node.get(refusing_node or "", []), ("REJECT",))
-    can_deliver = (bool(reply) or not dropped_there) and rejected_by is None
+    can_deliver = bool(reply) or not (dropped_there or always_answered)
+    can_deliver = can_deliver and rejected_by is None
     hops = builder.leg(REQUEST, request, start=sent, can_deliver=can_deliver)
     delivered = bool(hops) and hops[-1].action == DELIVERED
     outcome: str
@@ -420,7 +425,7 @@ def build_report(
             at = request[-1].frame.netns
             node = topology.owner_of_netns(at)[2]
             by = _find_rule(rules_by_node.get(node or "", []), ("DROP",))
-            detail = "" if by else "no rule dropped it: nothing forwarded it further"
+            detail = "" if by else "no traced rule dropped it, and no answer came back"
             hops.append(_decision(topology, at, DROPPED, request[-1].packet, by, "routing", detail))
         outcome, verdict_override = "dropped", "DROP"
     else:

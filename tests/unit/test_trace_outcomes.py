@@ -9,7 +9,10 @@ Service whose selector matches nothing (`default/empty-np`, nodePort
   REJECT rule in KUBE-EXTERNAL-SERVICES answers port-unreachable;
 - recorded-tcp-no-listener.json: client → node-1 192.168.56.11:9999/tcp,
   where nothing listens: node-1's kernel answers the SYN with a RST;
-- recorded-udp-no-listener.json: the same with UDP: port-unreachable.
+- recorded-udp-no-listener.json: the same with UDP: port-unreachable;
+- recorded-dropped-by-nft.json: client → node-1:30080 with an nftables
+  table of its own on node-1 (`outcomescheck`, not kube-proxy's) dropping
+  the SYN at prerouting priority -300: no answer at all.
 
 No kernel needed.
 """
@@ -39,7 +42,7 @@ def recorded(name: str) -> dict[str, Any]:
     return data
 
 
-def traced(name: str) -> TraceReport:
+def traced(name: str, with_rule_trace: bool = True) -> TraceReport:
     data = recorded(name)
     raw = data["state"]
     state = ClusterState(
@@ -58,7 +61,9 @@ def traced(name: str) -> TraceReport:
             )
             for f in data["frames"]
         ],
-        traces={node: parse_trace(text) for node, text in data["traces"].items()},
+        traces={
+            node: parse_trace(text) for node, text in data["traces"].items() if with_rule_trace
+        },
         conntrack={node: parse_events(text) for node, text in data["conntrack"].items()},
     )
     answer = Answer(outcome=data["answer"]["outcome"], reply=data["answer"]["reply"])
@@ -116,3 +121,28 @@ def test_a_udp_port_without_listener_is_refused_by_the_destination() -> None:
     )
     first_reply = next(h for h in report.hops if h.leg != REQUEST)
     assert first_reply.packet.icmp_name == "port-unreachable"
+
+
+def test_a_syn_dropped_by_a_rule_outside_kube_proxys_tables_is_dropped() -> None:
+    report = traced("dropped-by-nft")
+    assert report.answer.outcome == "timeout"
+    assert (report.outcome, report.verdict, report.delivered_to) == ("dropped", "DROP", None)
+    dropped = report.hops[-1]
+    assert dropped.action == "Dropped" and dropped.rule is not None
+    assert (dropped.rule.table, dropped.rule.chain, dropped.rule.target) == (
+        "outcomescheck",
+        "pre",
+        "DROP",
+    )
+
+
+def test_a_syn_nothing_answered_is_not_delivered_even_without_a_traced_rule() -> None:
+    """The SYN was captured arriving on node-1, which owns the address, but
+    a SYN that reached a stack is answered (SYN-ACK or RST): with no answer
+    and no rule to name, it was still stopped there, not delivered."""
+    report = traced("dropped-by-nft", with_rule_trace=False)
+    assert (report.outcome, report.verdict, report.delivered_to) == ("dropped", "DROP", None)
+    assert "Delivered" not in [h.action for h in report.hops]
+    dropped = report.hops[-1]
+    assert (dropped.action, dropped.node, dropped.rule) == ("Dropped", "node-1", None)
+    assert dropped.detail == "no traced rule dropped it, and no answer came back"
