@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.api.core import EndpointSlice, Node, Pod, Service
+from netemu.cli_trace import prediction_differences
 from netemu.controlplane.state import ClusterState
 from netemu.kernel.capture import Frame
 from netemu.trace.ctevents import parse_events
@@ -98,6 +99,13 @@ def test_a_nodeport_without_endpoints_is_refused_by_the_reject_rule() -> None:
     assert summary.endswith("⇒ refused") and "delivered" not in summary
 
 
+def test_a_refused_nodeport_agrees_with_the_prediction() -> None:
+    data = traced("refused-nodeport").to_dict()
+    data["prediction"] = {"verdict": "REJECT", "endpoints": [], "masquerade": False}
+    assert prediction_differences(data) == []
+    assert (data["outcome"], data["verdict"]) == ("refused", "REJECT")
+
+
 def test_a_tcp_port_without_listener_is_refused_by_the_destination() -> None:
     report = traced("tcp-no-listener")
     assert report.answer.outcome == "refused"
@@ -146,3 +154,48 @@ def test_a_syn_nothing_answered_is_not_delivered_even_without_a_traced_rule() ->
     dropped = report.hops[-1]
     assert (dropped.action, dropped.node, dropped.rule) == ("Dropped", "node-1", None)
     assert dropped.detail == "no traced rule dropped it, and no answer came back"
+
+
+def live_report(**changes: Any) -> dict[str, Any]:
+    data = traced("refused-nodeport").to_dict()
+    data.update(
+        {
+            "verdict": "DNAT",
+            "endpoints": ["10.244.1.2:8080"],
+            "masquerade": True,
+            "prediction": {
+                "verdict": "DNAT",
+                "endpoints": ["10.244.0.3:8080", "10.244.1.2:8080"],
+                "masquerade": True,
+            },
+        }
+    )
+    data.update(changes)
+    return data
+
+
+def test_prediction_differences_names_what_differs() -> None:
+    assert prediction_differences(live_report()) == []
+    assert prediction_differences(live_report(verdict="REJECT", endpoints=[])) == [
+        "verdict REJECT, predicted DNAT"
+    ]
+    assert prediction_differences(live_report(endpoints=["10.244.9.9:8080"])) == [
+        "endpoint 10.244.9.9:8080, predicted 10.244.0.3:8080, 10.244.1.2:8080"
+    ]
+    assert prediction_differences(live_report(masquerade=False)) == ["masquerade no, predicted yes"]
+    assert prediction_differences(live_report(prediction=None)) == [
+        "the report carries no offline prediction"
+    ]
+
+
+def test_check_is_for_live_traces() -> None:
+    from click.testing import CliRunner
+
+    from netemu.cli import main
+
+    default = str(Path(__file__).parents[2] / "controlplane" / "default")
+    result = CliRunner().invoke(
+        main, ["trace", "--offline", "--check", "-f", default, "client", "node-1:30080"]
+    )
+    assert result.exit_code == 2
+    assert "--check compares a live trace with the offline prediction" in result.stderr
