@@ -467,6 +467,8 @@ def render_report(report: Mapping[str, Any]) -> RenderableType:
     masquerade = "yes" if report["masquerade"] else "no"
     verdict += f"; masquerade: {masquerade}; outcome: {report['outcome']}"
     lines.append(Text(verdict))
+    if report["answer"].get("dns") is not None:
+        lines.append(Text(_dns_line(report["answer"]["dns"])))
     prediction = report["prediction"]
     if prediction is not None:
         agrees = not prediction_differences(report)
@@ -511,6 +513,14 @@ def prediction_differences(report: Mapping[str, Any]) -> list[str]:
             f"masquerade {said[report['masquerade']]}, predicted {said[prediction['masquerade']]}"
         )
     return differences
+
+
+def _dns_line(dns: Mapping[str, Any]) -> str:
+    """`dns: QUESTION → RCODE: RECORDS` (or → what went wrong)."""
+    if dns["error"]:
+        return f"dns: {dns['question']} → {dns['error']}"
+    records = "; ".join(dns["answers"]) or "no records"
+    return f"dns: {dns['question']} → {dns['rcode']}: {records}"
 
 
 def _ends(t: Mapping[str, Any]) -> str:

@@ -126,6 +126,9 @@ class Answer:
     reply: Mapping[str, Any] | None = None
     detail: str = ""
     elapsed: float = 0.0
+    # A trace to a DNS port: the query sent and its answer
+    # (netemu.trace.dnsquery.read_answer); None for every other flow.
+    dns: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,7 @@ class TraceReport:
                 "outcome": self.answer.outcome,
                 "reply": dict(self.answer.reply) if self.answer.reply else None,
                 "detail": self.answer.detail or None,
+                "dns": dict(self.answer.dns) if self.answer.dns is not None else None,
             },
             "summary": self.summary(),
             "hops": [h.to_dict() for h in self.hops],
