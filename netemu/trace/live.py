@@ -311,8 +311,11 @@ def _send_dns(flow: Flow, sport: int, timeout: float, question: dnsquery.DnsQues
     )
     answered = result.outcome == "answered"
     dns = dnsquery.read_answer(question, message, result.data if answered else None)
+    # A test server on a DNS port answers any datagram with its JSON, not
+    # a DNS message: that reply is kept, and dns says it was no answer.
     return Answer(
         outcome=result.outcome,
+        reply=result.reply,
         detail=result.detail,
         elapsed=result.elapsed,
         dns=dns,

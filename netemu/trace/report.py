@@ -191,9 +191,11 @@ class TraceReport:
         if self.outcome == "delivered" and self.delivered_to:
             seen = f" (seen client {self.seen_client})" if self.seen_client else ""
             parts.append(f"delivered to {self.delivered_to}{seen}")
-        elif self.outcome in ("refused", "rejected") and self.delivered_to:
-            # Reached the destination, whose kernel answered: no socket there.
-            parts.append(f"{self.outcome} by {self.delivered_to} (nothing listens)")
+        elif self.outcome == "refused" and self.delivered_to:
+            # Reached the destination, whose kernel refused: no socket there.
+            parts.append(f"refused by {self.delivered_to} (nothing listens)")
+        elif self.outcome == "rejected" and self.delivered_to:
+            parts.append(f"rejected by {self.delivered_to}")
         elif self.outcome == "refused":
             parts.append("refused")
         elif self.outcome == "unanswered":

@@ -8,7 +8,8 @@
   prediction (here: an nftables table of the test's own on node-1 drops
   the SYN, which the prediction from kube-proxy's rules cannot know), 0
   when it agrees;
-- a UDP trace to the cluster DNS sends a real query and shows the answer;
+- a UDP trace to the cluster DNS sends a real query and shows the answer
+  (and says so when what answers a DNS port is no DNS server);
 - UDP a Service receives on 4789 or 8472, the VXLAN ports, is reported as
   the datagram it is when that is not the lab's own tunnel port (a
   host-gw lab has none), and is delivered and answered.
@@ -41,7 +42,7 @@ spec:
   ports:
     - {name: http, port: 80, targetPort: 8080, nodePort: 30099}
 ---
-# UDP servers on the two VXLAN ports.
+# UDP servers on the two VXLAN ports (and one more).
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -60,6 +61,7 @@ spec:
           ports:
             - {name: iana, containerPort: 4789, protocol: UDP}
             - {name: linux, containerPort: 8472, protocol: UDP}
+            - {name: other, containerPort: 5353, protocol: UDP}
 ---
 apiVersion: v1
 kind: Service
@@ -69,6 +71,16 @@ spec:
   selector: {app: tunnelish}
   ports:
     - {name: vx, port: 4789, targetPort: 4789, protocol: UDP}
+---
+# Port 53 served by the test server, not a DNS server.
+apiVersion: v1
+kind: Service
+metadata:
+  name: not-dns
+spec:
+  selector: {app: tunnelish}
+  ports:
+    - {name: dns, port: 53, targetPort: 5353, protocol: UDP}
 ---
 apiVersion: v1
 kind: Service
@@ -198,6 +210,17 @@ def test_a_udp_trace_to_the_cluster_dns_asks_a_real_question(lab: LiveLab) -> No
     assert dns["question"] == "kube-dns.kube-system.svc.cluster.local. IN A"
     assert (dns["rcode"], dns["error"]) == ("NOERROR", None)
     assert [a.split()[-2:] for a in dns["answers"]] == [["A", "10.96.0.10"]], dns
+
+
+def test_a_dns_port_that_answers_no_dns_says_so(lab: LiveLab) -> None:
+    code, report, stderr = trace_json(lab, web_pod(lab), "not-dns", "--proto", "udp")
+    assert code == 0, stderr
+    assert report["outcome"] == "delivered", report["summary"]
+    answer = report["answer"]
+    assert answer["dns"]["question"] == "not-dns.default.svc.cluster.local. IN A"
+    assert answer["dns"]["error"].startswith("not a DNS message"), answer["dns"]
+    # The test server's own account of the datagram is kept.
+    assert answer["reply"] is not None and answer["reply"]["pod"].startswith("tunnelish-")
 
 
 def other_vxlan_port(lab: LiveLab) -> int:
