@@ -93,6 +93,14 @@ REPORT = "trace.json"
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the lab with the traced path on it, as SVG (live traces; Graphviz).",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="(live) Exit 1 when what the kernel did differs from the offline simulator's "
+    "prediction for the same packet over the entry node's rules: the verdict "
+    "(DNAT, ACCEPT, REJECT, DROP, NONE), the endpoint (the one chosen must be one "
+    "predicted) and masquerade. The report is printed either way.",
+)
 def trace(
     frm: str | None,
     to: str | None,
@@ -112,6 +120,7 @@ def trace(
     dst: str | None,
     dport: int | None,
     svg: Path | None,
+    check: bool,
 ) -> None:
     """Follow a packet from FROM to TO.
 
@@ -131,6 +140,11 @@ def trace(
                 "--svg draws the path a live trace saw: it does not go with --offline "
                 "(netemu graph -f PATH -o FILE draws the lab without a path)"
             )
+        if offline and check:
+            raise UsageError(
+                "--check compares a live trace with the offline prediction: "
+                "it does not go with --offline"
+            )
         if offline:
             _trace_offline(frm, to, port, proto, output, query)
             return
@@ -143,7 +157,15 @@ def trace(
             raise UsageError("give FROM and TO (or --offline with manifests)")
         if proto == "sctp":
             raise UsageError("--proto sctp: live traces send tcp, udp or icmp")
-        live_trace(lab_opt, frm, to, port, proto, output, not no_pcap, captures, timeout, svg)
+        report = live_trace(
+            lab_opt, frm, to, port, proto, output, not no_pcap, captures, timeout, svg
+        )
+        if check:
+            differences = prediction_differences(report)
+            if differences:
+                raise LabError(
+                    "the live trace differs from the offline prediction: " + "; ".join(differences)
+                )
 
     run(action)
 
@@ -285,13 +307,13 @@ def live_trace(
     captures: Path,
     timeout: float,
     svg: Path | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """Trace, print the report, and return it (as trace.json holds it)."""
     require_root("trace")
     if svg is not None:
-        _live_trace_with_picture(
+        return _live_trace_with_picture(
             lab_opt, frm, to, port, proto, output, pcap, captures, timeout, svg
         )
-        return
     from netemu.kernel.owner import OutputDirectory, OutputPathError
 
     lab = LiveLab(resolve_lab(lab_opt))
@@ -319,6 +341,7 @@ def live_trace(
         click.echo(json.dumps(report, indent=2))
     else:
         _print(render_report(report))
+    return report
 
 
 def _write_captures(
@@ -359,7 +382,7 @@ def _live_trace_with_picture(
     captures: Path,
     timeout: float,
     svg: Path,
-) -> None:
+) -> dict[str, Any]:
     """A live trace run here, and the lab drawn with its path (--svg): the
     picture needs the lab's state and the hops as objects."""
     from netemu.cli_graph import check_picture, write_picture
@@ -382,6 +405,7 @@ def _live_trace_with_picture(
         _print(render_report(data))
     # stderr under -o json: stdout is the report alone.
     click.echo(f"graph: {svg}", err=output == "json")
+    return data
 
 
 def _print(renderable: RenderableType) -> None:
@@ -443,13 +467,11 @@ def render_report(report: Mapping[str, Any]) -> RenderableType:
     masquerade = "yes" if report["masquerade"] else "no"
     verdict += f"; masquerade: {masquerade}; outcome: {report['outcome']}"
     lines.append(Text(verdict))
+    if report["answer"].get("dns") is not None:
+        lines.append(Text(_dns_line(report["answer"]["dns"])))
     prediction = report["prediction"]
     if prediction is not None:
-        agrees = (
-            prediction["verdict"] == report["verdict"]
-            and set(report["endpoints"]) <= set(prediction["endpoints"])
-            and prediction["masquerade"] == report["masquerade"]
-        )
+        agrees = not prediction_differences(report)
         lines.append(
             Text(
                 f"offline prediction: {prediction['verdict']} "
@@ -470,6 +492,35 @@ def render_report(report: Mapping[str, Any]) -> RenderableType:
         pcaps = report["pcaps"]
         lines.append(Text(f"pcaps: {pcaps['directory']}/ (merged: {pcaps['merged']})"))
     return Group(*lines)
+
+
+def prediction_differences(report: Mapping[str, Any]) -> list[str]:
+    """Where the live report (as trace.json holds it) differs from the
+    offline prediction it carries: the verdict, the endpoint (the kernel's
+    choice must be one the rules allow) and masquerade. Empty: they agree."""
+    prediction = report["prediction"]
+    if prediction is None:
+        return ["the report carries no offline prediction"]
+    differences = []
+    if prediction["verdict"] != report["verdict"]:
+        differences.append(f"verdict {report['verdict']}, predicted {prediction['verdict']}")
+    if not set(report["endpoints"]) <= set(prediction["endpoints"]):
+        predicted = ", ".join(prediction["endpoints"]) or "none"
+        differences.append(f"endpoint {', '.join(report['endpoints'])}, predicted {predicted}")
+    if prediction["masquerade"] != report["masquerade"]:
+        said = {True: "yes", False: "no"}
+        differences.append(
+            f"masquerade {said[report['masquerade']]}, predicted {said[prediction['masquerade']]}"
+        )
+    return differences
+
+
+def _dns_line(dns: Mapping[str, Any]) -> str:
+    """`dns: QUESTION → RCODE: RECORDS` (or → what went wrong)."""
+    if dns["error"]:
+        return f"dns: {dns['question']} → {dns['error']}"
+    records = "; ".join(dns["answers"]) or "no records"
+    return f"dns: {dns['question']} → {dns['rcode']}: {records}"
 
 
 def _ends(t: Mapping[str, Any]) -> str:

@@ -41,6 +41,7 @@ class ProbeResult:
     local: tuple[str, int] | None = None  # the client's own address:port
     elapsed: float = 0.0
     detail: str = ""
+    data: bytes = b""  # udp_request: the answer's bytes as received (a DNS answer is binary)
 
 
 def _family(host: str) -> int:
@@ -220,6 +221,7 @@ def udp_request(
         outcome="answered",
         body=body,
         reply=_json_object(body),
+        data=data,
         local=local,
         elapsed=time.monotonic() - started,
     )

@@ -43,7 +43,7 @@ from netemu.kernel.owner import OutputDirectory, OutputPathError
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.rules.model import parse_restore
 from netemu.rules.simulate import Packet, Simulation, simulate
-from netemu.trace import scope
+from netemu.trace import dnsquery, scope
 from netemu.trace.ctevents import parse_events
 from netemu.trace.flow import Flow, FlowError, resolve_flow
 from netemu.trace.legacytrace import parse_legacy_trace
@@ -106,7 +106,8 @@ def trace(
     # safely should not cost a trace first.
     directory = open_captures(options.captures, topology.lab, trace_id) if options.pcap else None
     try:
-        evidence, answer = _run(flow, topology, trace_id, sport, prediction, options)
+        question = dnsquery.dns_question(state, flow)
+        evidence, answer = _run(flow, topology, trace_id, sport, prediction, options, question)
         report = build_report(trace_id, flow, topology, evidence, answer)
         report.prediction = {
             "verdict": prediction.verdict,
@@ -197,6 +198,7 @@ def _run(
     sport: int,
     prediction: Simulation,
     options: TraceOptions,
+    question: dnsquery.DnsQuestion | None = None,
 ) -> tuple[Evidence, Answer]:
     nodes = list(topology.nodes.values())
     legacy = topology.backend == "legacy"
@@ -230,7 +232,7 @@ def _run(
         except Exception as exc:
             raise LabError(f"trace {trace_id}: could not start watching the flow: {exc}") from exc
 
-        answer = send(flow, sport, options.timeout)
+        answer = send(flow, sport, options.timeout, question)
 
         outputs = _parallel([m.stop for m in monitors])
         frames = capture.drain()
@@ -271,8 +273,14 @@ def _quietly(iptables: KernelIptables, text: str) -> Callable[[], None]:
     return remove
 
 
-def send(flow: Flow, sport: int, timeout: float) -> Answer:
+def send(
+    flow: Flow, sport: int, timeout: float, question: dnsquery.DnsQuestion | None = None
+) -> Answer:
+    """The flow's first packets from its source's socket: an HTTP GET over
+    TCP, a datagram (a DNS query when `question` is given), an echo."""
     netns = flow.source.netns
+    if question is not None:
+        return _send_dns(flow, sport, timeout, question)
     if flow.proto == "tcp":
         result = probe.http_get(
             netns, flow.dst, flow.dport, timeout=timeout, source_port=sport, abortive_close=False
@@ -288,6 +296,29 @@ def send(flow: Flow, sport: int, timeout: float) -> Answer:
         reply=result.reply,
         detail=result.detail or (result.body if result.reply is None else ""),
         elapsed=result.elapsed,
+    )
+
+
+def _send_dns(flow: Flow, sport: int, timeout: float, question: dnsquery.DnsQuestion) -> Answer:
+    message = dnsquery.query(question)
+    result = probe.udp_request(
+        flow.source.netns,
+        flow.dst,
+        flow.dport,
+        payload=message.to_wire(),
+        timeout=timeout,
+        source_port=sport,
+    )
+    answered = result.outcome == "answered"
+    dns = dnsquery.read_answer(question, message, result.data if answered else None)
+    # A test server on a DNS port answers any datagram with its JSON, not
+    # a DNS message: that reply is kept, and dns says it was no answer.
+    return Answer(
+        outcome=result.outcome,
+        reply=result.reply,
+        detail=result.detail,
+        elapsed=result.elapsed,
+        dns=dns,
     )
 
 

@@ -21,8 +21,6 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
-# UDP destination ports of VXLAN: IANA's, and the Linux default (flannel).
-VXLAN_PORTS = (4789, 8472)
 _ETH_P_IP = 0x0800
 _VLAN_TAGS = (0x8100, 0x88A8)
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -117,10 +115,14 @@ class Decoded:
     packet: IpPacket  # the innermost IPv4 packet
 
 
-def decode(frame: bytes) -> Decoded | None:
+def decode(frame: bytes, vxlan_port: int | None) -> Decoded | None:
     """The frame's IPv4 packet (through one VXLAN layer and 802.1Q tags), or
     None for anything else: ARP, IPv6, LLDP, truncated or garbled frames,
-    and VXLAN frames that carry something other than IPv4."""
+    and VXLAN frames that carry something other than IPv4.
+
+    `vxlan_port` is the lab's own tunnel port (None without a VXLAN
+    overlay): only UDP to it is unwrapped. Any other UDP, 4789 and 8472
+    included, is a datagram of its own: a Service may well listen there."""
     located = _ipv4_of(frame)
     if located is None:
         return None
@@ -129,7 +131,7 @@ def decode(frame: bytes) -> Decoded | None:
     if outer is None:
         return None
     tunnel = None
-    if outer.proto == "udp" and outer.dport in VXLAN_PORTS:
+    if vxlan_port is not None and outer.proto == "udp" and outer.dport == vxlan_port:
         inner = _vxlan(outer, data)
         if inner is None:
             return None

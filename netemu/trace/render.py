@@ -6,6 +6,9 @@ Pure: returns renderables and strings; the CLI prints them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -77,6 +80,8 @@ def render(report: TraceReport) -> RenderableType:
         verdict += f" → {', '.join(report.endpoints)}"
     verdict += f"; masquerade: {'yes' if report.masquerade else 'no'}; outcome: {report.outcome}"
     lines.append(Text(verdict))
+    if report.answer.dns is not None:
+        lines.append(Text(dns_line(report.answer.dns)))
     if report.prediction is not None:
         p = report.prediction
         agrees = (
@@ -104,3 +109,11 @@ def render(report: TraceReport) -> RenderableType:
             Text(f"pcaps: {report.pcaps['directory']}/ (merged: {report.pcaps['merged']})")
         )
     return Group(*lines)
+
+
+def dns_line(dns: Mapping[str, Any]) -> str:
+    """`dns: QUESTION → RCODE: RECORDS` (or → what went wrong)."""
+    if dns["error"]:
+        return f"dns: {dns['question']} → {dns['error']}"
+    records = "; ".join(dns["answers"]) or "no records"
+    return f"dns: {dns['question']} → {dns['rcode']}: {records}"

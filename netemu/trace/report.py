@@ -17,6 +17,7 @@ Pure: builds data from data; must not touch the kernel or the disk.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -125,6 +126,9 @@ class Answer:
     reply: Mapping[str, Any] | None = None
     detail: str = ""
     elapsed: float = 0.0
+    # A trace to a DNS port: the query sent and its answer
+    # (netemu.trace.dnsquery.read_answer); None for every other flow.
+    dns: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,8 @@ class TraceReport:
     flow: Flow
     sport: int
     lab: str
-    outcome: str  # delivered | rejected | dropped | refused | unanswered
+    # delivered | refused | rejected | dropped | unanswered (docs/trace-json.md)
+    outcome: str
     verdict: str  # DNAT | ACCEPT | NONE | REJECT | DROP, as the offline tracer says
     endpoints: list[str]
     masquerade: bool
@@ -180,12 +185,19 @@ class TraceReport:
                 parts.append(f"VXLAN {hop.tunnel['src']} → {hop.tunnel['dst']}")
             elif hop.action in (DROPPED, REJECTED):
                 by = f" by {hop.rule.table} {hop.rule.chain}" if hop.rule else ""
+                why = _rule_comment(hop.rule.rule) if hop.rule else None
+                by += f" ({why})" if why else ""
                 parts.append(f"{hop.action.lower()} on {hop.node or hop.site}{by}")
         if self.outcome == "delivered" and self.delivered_to:
             seen = f" (seen client {self.seen_client})" if self.seen_client else ""
             parts.append(f"delivered to {self.delivered_to}{seen}")
+        elif self.outcome == "refused" and self.delivered_to:
+            # Reached the destination, whose kernel refused: no socket there.
+            parts.append(f"refused by {self.delivered_to} (nothing listens)")
+        elif self.outcome == "rejected" and self.delivered_to:
+            parts.append(f"rejected by {self.delivered_to}")
         elif self.outcome == "refused":
-            parts.append("refused by the destination")
+            parts.append("refused")
         elif self.outcome == "unanswered":
             parts.append("no answer")
         return " ⇒ ".join(parts)
@@ -223,6 +235,7 @@ class TraceReport:
                 "outcome": self.answer.outcome,
                 "reply": dict(self.answer.reply) if self.answer.reply else None,
                 "detail": self.answer.detail or None,
+                "dns": dict(self.answer.dns) if self.answer.dns is not None else None,
             },
             "summary": self.summary(),
             "hops": [h.to_dict() for h in self.hops],
@@ -231,6 +244,19 @@ class TraceReport:
             "pcaps": self.pcaps,
             "elapsed": round(self.elapsed, 3),
         }
+
+
+def _rule_comment(rule: str) -> str | None:
+    """The `--comment` of a rule as iptables-save prints it, e.g.
+    "default/empty:http has no endpoints"."""
+    try:
+        words = shlex.split(rule)
+    except ValueError:
+        return None
+    for index, word in enumerate(words[:-1]):
+        if word == "--comment":
+            return words[index + 1]
+    return None
 
 
 def _service_chains(rules: Sequence[RuleRef]) -> str:
@@ -344,7 +370,7 @@ def build_report(
 
     seen: list[_Seen] = []
     for frame in evidence.frames:
-        decoded = decode(frame.data)
+        decoded = decode(frame.data, topology.vxlan_port)
         if decoded is None:
             continue
         leg = member.leg(decoded.packet)
@@ -362,40 +388,54 @@ def build_report(
 
     # A packet that reached the namespace owning its destination was still
     # not delivered if a rule there dropped it (a DROP in INPUT): without
-    # an answer, the rule trace decides.
+    # an answer, the rule trace decides. A TCP SYN or an echo request that
+    # reached its destination's stack is always answered (SYN-ACK or RST,
+    # echo reply), so without an answer it was not delivered, whatever
+    # (a rule outside the traced tables, a routing decision) stopped it.
     last_node = topology.owner_of_netns(request[-1].frame.netns)[2] if request else None
     dropped_there = _find_rule(rules_by_node.get(last_node or "", []), ("DROP",)) is not None
-    hops = builder.leg(REQUEST, request, start=sent, can_deliver=bool(reply) or not dropped_there)
+    always_answered = flow.proto in ("tcp", "icmp")
+    # An ICMP error or a RST sent back by a REJECT rule (kube-proxy's "has no
+    # endpoints" rules): the packet went no further than that rule, even if
+    # it was captured arriving in the namespace the rule is in.
+    first_reply = reply[0] if reply else None
+    refusal = first_reply if first_reply is not None and _is_refusal(first_reply.packet) else None
+    rejected_by: RuleRef | None = None
+    if refusal is not None:
+        refusing_node = topology.owner_of_netns(refusal.frame.netns)[2]
+        rejected_by = _find_rule(rules_by_node.get(refusing_node or "", []), ("REJECT",))
+    can_deliver = bool(reply) or not (dropped_there or always_answered)
+    can_deliver = can_deliver and rejected_by is None
+    hops = builder.leg(REQUEST, request, start=sent, can_deliver=can_deliver)
     delivered = bool(hops) and hops[-1].action == DELIVERED
     outcome: str
     verdict_override: str | None = None
     if delivered:
+        # Reached the destination's namespace; its kernel answered. A RST or
+        # a port-unreachable there means no socket took the flow.
         outcome = "delivered"
-        if reply and reply[0].packet.tcp_flags and "R" in reply[0].packet.tcp_flags:
-            outcome = "refused"
+        if refusal is not None:
+            outcome = "refused" if _refuses(refusal.packet) else "rejected"
+    elif refusal is not None:
+        at = refusal.frame.netns
+        packet = request[-1].packet if request else refusal.packet
+        detail = refusal.packet.summary() + " sent back"
+        hops.append(_decision(topology, at, REJECTED, packet, rejected_by, "kernel", detail))
+        # What the sending socket sees: port-unreachable and RST are
+        # "connection refused"; other ICMP errors (host-prohibited, ...)
+        # are "unreachable".
+        outcome = "refused" if _refuses(refusal.packet) else "rejected"
+        verdict_override = "REJECT"
+    elif not reply:
+        if request:
+            at = request[-1].frame.netns
+            node = topology.owner_of_netns(at)[2]
+            by = _find_rule(rules_by_node.get(node or "", []), ("DROP",))
+            detail = "" if by else "no traced rule dropped it, and no answer came back"
+            hops.append(_decision(topology, at, DROPPED, request[-1].packet, by, "routing", detail))
+        outcome, verdict_override = "dropped", "DROP"
     else:
-        first_reply = reply[0] if reply else None
-        if first_reply is not None and _is_refusal(first_reply.packet):
-            at = first_reply.frame.netns
-            by = _find_rule(
-                rules_by_node.get(topology.owner_of_netns(at)[2] or "", []), ("REJECT",)
-            )
-            packet = request[-1].packet if request else first_reply.packet
-            detail = first_reply.packet.summary() + " sent back"
-            hops.append(_decision(topology, at, REJECTED, packet, by, "kernel", detail))
-            outcome, verdict_override = "rejected", "REJECT"
-        elif not reply:
-            if request:
-                at = request[-1].frame.netns
-                node = topology.owner_of_netns(at)[2]
-                by = _find_rule(rules_by_node.get(node or "", []), ("DROP",))
-                detail = "" if by else "no rule dropped it: nothing forwarded it further"
-                hops.append(
-                    _decision(topology, at, DROPPED, request[-1].packet, by, "routing", detail)
-                )
-            outcome, verdict_override = "dropped", "DROP"
-        else:
-            outcome = "unanswered"
+        outcome = "unanswered"
     reply_hops = builder.leg(REPLY, reply, start=None)
     if reply_hops and reply_hops[-1].action == DELIVERED and flow.proto != "icmp":
         # A reply delivered to the node's own stack is translated back in
@@ -545,7 +585,16 @@ def _flooded_copy(seen: _Seen, topology: Topology) -> bool:
 
 
 def _is_refusal(p: IpPacket) -> bool:
+    """An answer that refuses the flow: an ICMP destination-unreachable
+    about it, or a TCP RST."""
     return p.icmp_type == 3 or bool(p.tcp_flags and "R" in p.tcp_flags)
+
+
+def _refuses(p: IpPacket) -> bool:
+    """A refusal a socket reports as "connection refused" (ECONNREFUSED):
+    a RST, or ICMP port-unreachable (Linux maps port-unreachable to
+    ECONNREFUSED; it is what kube-proxy's REJECT rules send)."""
+    return (p.icmp_type, p.icmp_code) == (3, 3) or bool(p.tcp_flags and "R" in p.tcp_flags)
 
 
 def _leg_observations(seen: Sequence[_Seen], leg: str, origin: str | None) -> list[_Seen]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netemu.controlplane.state import ClusterState
-from netemu.net.plan import VXLAN_DEVICE, LabPlan, host_veth, pod_netns
+from netemu.net.plan import VXLAN_DEVICE, VXLAN_PORT, LabPlan, host_veth, pod_netns
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,18 @@ class Topology:
     nodes: Mapping[str, NodeSite]
     clients: Mapping[str, ClientSite]
     pods: Mapping[str, PodSite]
+    # The UDP port of the lab's VXLAN overlay (flannel.1's dstport).
+    tunnel_port: int = VXLAN_PORT
 
     @property
     def overlay_device(self) -> str | None:
         return VXLAN_DEVICE if self.overlay == "vxlan" else None
+
+    @property
+    def vxlan_port(self) -> int | None:
+        """The port whose UDP is the overlay's (None without VXLAN): only it
+        is decoded as VXLAN, so a Service's own UDP on 4789 or 8472 is not."""
+        return self.tunnel_port if self.overlay == "vxlan" else None
 
     @property
     def announcing_node(self) -> str | None:
@@ -108,6 +116,8 @@ class Topology:
             backend="legacy" if info["backend"] == "legacy" else "nft",
             overlay=str(info["overlay"]),
             underlay=str(info["underlay"]),
+            # Labs that do not record their port run the plan's.
+            tunnel_port=int(info.get("vxlanPort", VXLAN_PORT)),
             nodes={
                 name: NodeSite(name, n["netns"], n["ip"], tuple(n.get("addresses") or (n["ip"],)))
                 for name, n in info["nodes"].items()

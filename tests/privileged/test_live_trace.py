@@ -716,7 +716,7 @@ def test_service_without_endpoints_is_rejected(
     report = empty_service
     key, ip = default.pod("web", "node-2")
     where = show(report)
-    assert report.outcome == "rejected", where
+    assert report.outcome == "refused", where
     assert report.verdict == "REJECT", where
     assert report.prediction is not None and report.prediction["verdict"] == "REJECT"
     assert report.endpoints == [] and not report.masquerade, where
@@ -1004,7 +1004,7 @@ def test_tshark_reads_the_pcaps(request: pytest.FixtureRequest, report_fixture: 
     assert all(row["vxlan.vni"].split(",")[0] == str(VXLAN_VNI) for row in vxlan), vxlan
     tunnelled = [h for h in report.hops if h.tunnel is not None]
     assert bool(tunnelled) == bool(vxlan), "tshark and the report disagree about VXLAN"
-    if report.outcome == "rejected":
+    if report.verdict == "REJECT":
         assert any("3" in row["icmp.type"].split(",") for row in rows), "no ICMP type 3 (tshark)"
 
 

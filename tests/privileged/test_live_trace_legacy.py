@@ -230,7 +230,7 @@ def test_service_without_endpoints_is_rejected_by_the_traced_rule(
     meta = pods[0]["metadata"]
     report = legacy.trace(f"{meta.get('namespace', 'default')}/{meta['name']}", "empty")
     where = show(report)
-    assert (report.outcome, report.verdict, report.rules_source) == ("rejected", "REJECT", "TRACE")
+    assert (report.outcome, report.verdict, report.rules_source) == ("refused", "REJECT", "TRACE")
     rejected = the_hop(report, "Rejected")
     assert rejected.node == "node-2" and rejected.rule is not None, where
     assert (rejected.rule.table, rejected.rule.chain, rejected.rule.target) == (

@@ -3,7 +3,8 @@ the trace and sends trace.json's content): netemu.cli_trace.render_report
 makes of it exactly the text netemu.trace.render makes of the report
 object, for the recorded trace and for variants that reach every branch
 (a prediction that differs, pcaps, a hop without rule or translation,
-an ICMP flow's conntrack entry), at a wide and a narrow terminal width."""
+an ICMP flow's conntrack entry, a DNS answer, a DNS query unanswered), at a
+wide and a narrow terminal width."""
 
 from __future__ import annotations
 
@@ -42,13 +43,39 @@ def variants() -> list[TraceReport]:
             "reply": {"proto": "icmp", "src": "b", "dst": "a", "sport": 7, "dport": None},
         }
     ]
-    return [recorded, plain]
+    dns = report()
+    dns.answer = replace(
+        dns.answer,
+        dns={
+            "question": "web.default.svc.cluster.local. IN A",
+            "rcode": "NOERROR",
+            "answers": ["web.default.svc.cluster.local. 5 IN A 10.96.0.20"],
+            "error": None,
+        },
+    )
+    failed = report()
+    failed.answer = replace(
+        failed.answer,
+        dns={
+            "question": "dns-version.cluster.local. IN TXT",
+            "rcode": None,
+            "answers": [],
+            "error": "no answer",
+        },
+    )
+    return [recorded, plain, dns, failed]
 
 
 @pytest.mark.parametrize("width", [10_000, 100])
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_the_json_report_renders_as_the_report_object(index: int, width: int) -> None:
     traced = variants()[index]
     assert traced.hops and any(h.rule for h in variants()[0].hops)
     as_json: dict[str, Any] = json.loads(json.dumps(traced.to_dict()))
     assert text(render_report(as_json), width) == text(render(traced), width)
+    if traced.answer.dns is not None:
+        line = "dns: web.default.svc.cluster.local. IN A → NOERROR: web.default.svc.cluster.local."
+        wanted = (
+            line if traced.answer.dns["rcode"] else "dns: dns-version.cluster.local. IN TXT → no"
+        )
+        assert wanted in text(render(traced), 10_000)

@@ -29,8 +29,8 @@ def _eth() -> Ether:
     return Ether(src=MACS["src"], dst=MACS["dst"])
 
 
-def _decode(packet: Packet) -> Decoded:
-    decoded = decode(bytes(packet))
+def _decode(packet: Packet, vxlan_port: int | None = 8472) -> Decoded:
+    decoded = decode(bytes(packet), vxlan_port)
     assert decoded is not None
     return decoded
 
@@ -97,7 +97,7 @@ def test_vxlan_frame_is_unwrapped(port: int) -> None:
         / VXLAN(vni=1, flags="Instance")
         / inner
     )
-    decoded = _decode(frame)
+    decoded = _decode(frame, vxlan_port=port)
     assert decoded.tunnel == Tunnel(
         kind="vxlan",
         src="192.168.56.11",
@@ -115,8 +115,27 @@ def test_vxlan_frame_is_unwrapped(port: int) -> None:
 
 def test_vxlan_port_as_source_only_is_plain_udp() -> None:
     frame = _eth() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=4789, dport=53) / b"x"
-    decoded = _decode(frame)
+    decoded = _decode(frame, vxlan_port=4789)
     assert decoded.tunnel is None and decoded.packet.dport == 53
+
+
+@pytest.mark.parametrize(("port", "lab_port"), [(4789, 8472), (8472, 4789), (4789, None)])
+def test_udp_to_a_vxlan_port_other_than_the_labs_is_plain_udp(
+    port: int, lab_port: int | None
+) -> None:
+    """A Service's datagram to 4789 or 8472 is not a tunnel unless that is
+    the lab's own VXLAN port (None: a lab without a VXLAN overlay)."""
+    frame = (
+        _eth()
+        / IP(src="10.244.0.2", dst="10.96.0.20", ttl=64, id=3)
+        / UDP(sport=40000, dport=port)
+        / VXLAN(vni=1, flags="Instance")
+        / Ether()
+        / IP(src="10.1.1.1", dst="10.2.2.2")
+    )
+    decoded = _decode(frame, vxlan_port=lab_port)
+    assert decoded.tunnel is None
+    assert decoded.packet.endpoints() == f"10.244.0.2:40000 → 10.96.0.20:{port} udp"
 
 
 def test_icmp_port_unreachable_quotes_the_udp_packet() -> None:
@@ -208,12 +227,12 @@ def test_vlan_tag_is_skipped() -> None:
     ids=["arp", "ipv6", "lldp", "arp-in-vxlan"],
 )
 def test_anything_but_ipv4_is_none(frame: Packet) -> None:
-    assert decode(bytes(frame)) is None
+    assert decode(bytes(frame), 8472) is None
 
 
 @pytest.mark.parametrize("frame", [b"", b"\x00" * 13, b"\xff" * 40, bytes(_eth() / IP())[:30]])
 def test_garbage_is_none(frame: bytes) -> None:
-    assert decode(frame) is None
+    assert decode(frame, 4789) is None
 
 
 def test_ethernet_padding_is_not_payload() -> None:
@@ -297,12 +316,12 @@ def test_identity_of_an_icmp_error_survives_un_nat() -> None:
 
 @pytest.fixture(scope="module")
 def client_side() -> list[Decoded | None]:
-    return [decode(bytes(frame)) for frame in rdpcap(str(DATA / "router-client-side.pcap"))]
+    return [decode(bytes(frame), None) for frame in rdpcap(str(DATA / "router-client-side.pcap"))]
 
 
 @pytest.fixture(scope="module")
 def server_side() -> list[Decoded | None]:
-    return [decode(bytes(frame)) for frame in rdpcap(str(DATA / "router-server-side.pcap"))]
+    return [decode(bytes(frame), None) for frame in rdpcap(str(DATA / "router-server-side.pcap"))]
 
 
 def test_capture_skips_arp_and_ipv6(client_side: list[Decoded | None]) -> None:

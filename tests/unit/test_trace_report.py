@@ -12,6 +12,7 @@ No kernel needed: this pins how evidence becomes hops, verdict and summary.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,18 @@ def test_pcap_names_fit_one_path_component_however_long_the_namespace() -> None:
     assert names[0].startswith("01-netemu_lab_pod_default_ppp") and names[0].endswith("-eth0.pcap")
     assert names[1].startswith("02-") and names[1].endswith("-lo.pcap")
     assert names[2] == "03-short-eth0.pcap"
+
+
+def test_vxlan_is_recognised_on_the_labs_own_port_only() -> None:
+    """The recorded lab tunnels on UDP 4789: a lab whose overlay port is
+    8472 would see those frames as plain UDP, not as its own tunnel."""
+    info = recorded()["info"]
+    assert Topology.from_info(info).vxlan_port == 4789
+    assert Topology.from_info({**info, "vxlanPort": 8472}).vxlan_port == 8472
+    assert Topology.from_info({**info, "overlay": "host-gw"}).vxlan_port is None
+    r = report()
+    assert any(h.tunnel is not None for h in r.hops)
+    other = replace(Topology.from_info(info), tunnel_port=8472)
+    elsewhere = build_report("t-3", r.flow, other, evidence(), r.answer)
+    assert all(h.tunnel is None for h in elsewhere.hops)
+    assert "VXLAN" in r.summary() and "VXLAN" not in elsewhere.summary()
