@@ -161,6 +161,8 @@ def trace(
             lab_opt, frm, to, port, proto, output, not no_pcap, captures, timeout, svg
         )
         if check:
+            from netemu.trace.render import prediction_differences
+
             differences = prediction_differences(report)
             if differences:
                 raise LabError(
@@ -340,7 +342,7 @@ def live_trace(
     if output == "json":
         click.echo(json.dumps(report, indent=2))
     else:
-        _print(render_report(report))
+        _print_report(report)
     return report
 
 
@@ -402,7 +404,7 @@ def _live_trace_with_picture(
     if output == "json":
         click.echo(json.dumps(data, indent=2))
     else:
-        _print(render_report(data))
+        _print_report(data)
     # stderr under -o json: stdout is the report alone.
     click.echo(f"graph: {svg}", err=output == "json")
     return data
@@ -414,116 +416,7 @@ def _print(renderable: RenderableType) -> None:
     Console(width=stdout_width(), highlight=False).print(renderable)
 
 
-def render_report(report: Mapping[str, Any]) -> RenderableType:
-    """A trace report (as trace.json holds it) as text: the summary line, the
-    hops as a table, and what the kernel said (conntrack entries, the
-    deciding rules, the pcaps). The same text netemu.trace.render makes of
-    the report object (a unit test holds them equal)."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
+def _print_report(report: Mapping[str, Any]) -> None:
+    from netemu.trace.render import render
 
-    from netemu.trace.nftrace import rule_target
-
-    hops = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 2, 0, 0))
-    for column in ("#", "LEG", "WHERE", "COMPONENT", "ACTION", "PACKET", "DETAIL"):
-        hops.add_column(column, no_wrap=column != "DETAIL")
-    for index, hop in enumerate(report["hops"], start=1):
-        place = hop["node"] or hop["site"]
-        if hop["site"].startswith(("pod ", "client ")):
-            place = hop["site"]
-        if hop["interface"]:
-            arrow = "→" if hop["direction"] == "out" else "←"
-            place = f"{place} {hop['interface']} {arrow}"
-        packet = hop["packet"]["summary"]
-        if hop["tunnel"]:
-            t = hop["tunnel"]
-            packet = (
-                f"{t['kind']} {t['src']}:{t['sport']} → {t['dst']}:{t['dport']} "
-                f"vni {t['vni']} [{packet}]"
-            )
-        detail = []
-        if hop["translated"]:
-            detail.append(f"to {hop['translated']}")
-        if hop["rule"]:
-            rule = hop["rule"]
-            found = rule_target(rule["rule"])
-            detail.append(f"{rule['table']} {rule['chain']} -j {found[1] if found else None}")
-        if hop["detail"]:
-            detail.append(hop["detail"])
-        hops.add_row(
-            str(index),
-            hop["leg"],
-            place,
-            hop["component"],
-            hop["action"],
-            packet,
-            "; ".join(detail),
-        )
-    lines: list[RenderableType] = [Text(report["summary"]), Text(""), hops, Text("")]
-    verdict = f"verdict: {report['verdict']}"
-    if report["endpoints"]:
-        verdict += f" → {', '.join(report['endpoints'])}"
-    masquerade = "yes" if report["masquerade"] else "no"
-    verdict += f"; masquerade: {masquerade}; outcome: {report['outcome']}"
-    lines.append(Text(verdict))
-    if report["answer"].get("dns") is not None:
-        lines.append(Text(_dns_line(report["answer"]["dns"])))
-    prediction = report["prediction"]
-    if prediction is not None:
-        agrees = not prediction_differences(report)
-        lines.append(
-            Text(
-                f"offline prediction: {prediction['verdict']} "
-                f"{', '.join(prediction['endpoints'])} "
-                f"masquerade={'yes' if prediction['masquerade'] else 'no'} "
-                f"({'agrees' if agrees else 'DIFFERS'})"
-            )
-        )
-    for entry in report["conntrack"]:
-        o, r = entry["original"], entry["reply"]
-        lines.append(
-            Text(f"conntrack on {entry['node']}: {o['proto']} {_ends(o)}  reply {_ends(r)}")
-        )
-    if report["rules"]:
-        lines.append(Text(f"rules on {report['node']} ({report['rulesSource']}):"))
-        lines += [Text(f"  {r['table']:<7} {r['rule']}") for r in report["rules"]]
-    if report["pcaps"]:
-        pcaps = report["pcaps"]
-        lines.append(Text(f"pcaps: {pcaps['directory']}/ (merged: {pcaps['merged']})"))
-    return Group(*lines)
-
-
-def prediction_differences(report: Mapping[str, Any]) -> list[str]:
-    """Where the live report (as trace.json holds it) differs from the
-    offline prediction it carries: the verdict, the endpoint (the kernel's
-    choice must be one the rules allow) and masquerade. Empty: they agree."""
-    prediction = report["prediction"]
-    if prediction is None:
-        return ["the report carries no offline prediction"]
-    differences = []
-    if prediction["verdict"] != report["verdict"]:
-        differences.append(f"verdict {report['verdict']}, predicted {prediction['verdict']}")
-    if not set(report["endpoints"]) <= set(prediction["endpoints"]):
-        predicted = ", ".join(prediction["endpoints"]) or "none"
-        differences.append(f"endpoint {', '.join(report['endpoints'])}, predicted {predicted}")
-    if prediction["masquerade"] != report["masquerade"]:
-        said = {True: "yes", False: "no"}
-        differences.append(
-            f"masquerade {said[report['masquerade']]}, predicted {said[prediction['masquerade']]}"
-        )
-    return differences
-
-
-def _dns_line(dns: Mapping[str, Any]) -> str:
-    """`dns: QUESTION → RCODE: RECORDS` (or → what went wrong)."""
-    if dns["error"]:
-        return f"dns: {dns['question']} → {dns['error']}"
-    records = "; ".join(dns["answers"]) or "no records"
-    return f"dns: {dns['question']} → {dns['rcode']}: {records}"
-
-
-def _ends(t: Mapping[str, Any]) -> str:
-    if t["proto"] == "icmp":
-        return f"{t['src']} → {t['dst']} id {t['sport']}"
-    return f"{t['src']}:{t['sport']} → {t['dst']}:{t['dport']}"
+    _print(render(report))

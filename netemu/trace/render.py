@@ -1,7 +1,11 @@
 """The trace report as text: the summary line, the hops as a table, and
-what the kernel said (conntrack entries, the deciding rules, the pcaps).
+what the kernel said (the DNS answer, the offline prediction, conntrack
+entries, the deciding rules, the pcaps).
 
-Pure: returns renderables and strings; the CLI prints them.
+It reads the report as trace.json holds it, the one form every trace has:
+a live trace's reply from the lab's supervisor, `TraceReport.to_dict()`
+in-process, a trace.json on disk. Pure, and light on purpose: the `trace`
+command imports it without the tracer (no Scapy, no models).
 """
 
 from __future__ import annotations
@@ -13,102 +17,100 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from netemu.trace.report import Hop, TraceReport
+from netemu.trace.nftrace import rule_target
 
 
-def _where(hop: Hop) -> str:
-    place = hop.node or hop.site
-    if hop.site.startswith(("pod ", "client ")):
-        place = hop.site
-    if hop.interface:
-        arrow = "→" if hop.direction == "out" else "←"
-        return f"{place} {hop.interface} {arrow}"
-    return place
-
-
-def _packet(hop: Hop) -> str:
-    text = hop.packet.summary()
-    if hop.tunnel:
-        t = hop.tunnel
-        text = (
-            f"{t['kind']} {t['src']}:{t['sport']} → {t['dst']}:{t['dport']} vni {t['vni']} [{text}]"
-        )
-    return text
-
-
-def _detail(hop: Hop) -> str:
-    parts = []
-    if hop.translated:
-        parts.append(f"to {hop.translated}")
-    if hop.rule:
-        # The chain and target: the whole rule is listed under "rules on".
-        parts.append(f"{hop.rule.table} {hop.rule.chain} -j {hop.rule.target}")
-    if hop.detail:
-        parts.append(hop.detail)
-    return "; ".join(parts)
-
-
-def _ends(t: dict[str, object]) -> str:
-    if t["proto"] == "icmp":
-        return f"{t['src']} → {t['dst']} id {t['sport']}"
-    return f"{t['src']}:{t['sport']} → {t['dst']}:{t['dport']}"
-
-
-def hop_table(report: TraceReport) -> Table:
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 2, 0, 0))
+def render(report: Mapping[str, Any]) -> RenderableType:
+    """A trace report, as trace.json holds it (TraceReport.to_dict(), or a
+    live trace's reply from the supervisor), as text."""
+    hops = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 2, 0, 0))
     for column in ("#", "LEG", "WHERE", "COMPONENT", "ACTION", "PACKET", "DETAIL"):
-        table.add_column(column, no_wrap=column != "DETAIL")
-    for index, hop in enumerate(report.hops, start=1):
-        table.add_row(
+        hops.add_column(column, no_wrap=column != "DETAIL")
+    for index, hop in enumerate(report["hops"], start=1):
+        place = hop["node"] or hop["site"]
+        if hop["site"].startswith(("pod ", "client ")):
+            place = hop["site"]
+        if hop["interface"]:
+            arrow = "→" if hop["direction"] == "out" else "←"
+            place = f"{place} {hop['interface']} {arrow}"
+        packet = hop["packet"]["summary"]
+        if hop["tunnel"]:
+            t = hop["tunnel"]
+            packet = (
+                f"{t['kind']} {t['src']}:{t['sport']} → {t['dst']}:{t['dport']} "
+                f"vni {t['vni']} [{packet}]"
+            )
+        detail = []
+        if hop["translated"]:
+            detail.append(f"to {hop['translated']}")
+        if hop["rule"]:
+            rule = hop["rule"]
+            found = rule_target(rule["rule"])
+            detail.append(f"{rule['table']} {rule['chain']} -j {found[1] if found else None}")
+        if hop["detail"]:
+            detail.append(hop["detail"])
+        hops.add_row(
             str(index),
-            hop.leg,
-            _where(hop),
-            hop.component,
-            hop.action,
-            _packet(hop),
-            _detail(hop),
+            hop["leg"],
+            place,
+            hop["component"],
+            hop["action"],
+            packet,
+            "; ".join(detail),
         )
-    return table
-
-
-def render(report: TraceReport) -> RenderableType:
-    lines: list[RenderableType] = [Text(report.summary()), Text("")]
-    lines.append(hop_table(report))
-    lines.append(Text(""))
-    verdict = f"verdict: {report.verdict}"
-    if report.endpoints:
-        verdict += f" → {', '.join(report.endpoints)}"
-    verdict += f"; masquerade: {'yes' if report.masquerade else 'no'}; outcome: {report.outcome}"
+    lines: list[RenderableType] = [Text(report["summary"]), Text(""), hops, Text("")]
+    verdict = f"verdict: {report['verdict']}"
+    if report["endpoints"]:
+        verdict += f" → {', '.join(report['endpoints'])}"
+    masquerade = "yes" if report["masquerade"] else "no"
+    verdict += f"; masquerade: {masquerade}; outcome: {report['outcome']}"
     lines.append(Text(verdict))
-    if report.answer.dns is not None:
-        lines.append(Text(dns_line(report.answer.dns)))
-    if report.prediction is not None:
-        p = report.prediction
-        agrees = (
-            p["verdict"] == report.verdict
-            and set(report.endpoints) <= set(p["endpoints"])
-            and p["masquerade"] == report.masquerade
-        )
+    if report["answer"].get("dns") is not None:
+        lines.append(Text(dns_line(report["answer"]["dns"])))
+    prediction = report["prediction"]
+    if prediction is not None:
+        agrees = not prediction_differences(report)
         lines.append(
             Text(
-                f"offline prediction: {p['verdict']} {', '.join(p['endpoints'])} "
-                f"masquerade={'yes' if p['masquerade'] else 'no'} "
+                f"offline prediction: {prediction['verdict']} "
+                f"{', '.join(prediction['endpoints'])} "
+                f"masquerade={'yes' if prediction['masquerade'] else 'no'} "
                 f"({'agrees' if agrees else 'DIFFERS'})"
             )
         )
-    for entry in report.conntrack:
+    for entry in report["conntrack"]:
         o, r = entry["original"], entry["reply"]
         lines.append(
             Text(f"conntrack on {entry['node']}: {o['proto']} {_ends(o)}  reply {_ends(r)}")
         )
-    if report.rules:
-        lines.append(Text(f"rules on {report.flow.entry_node} ({report.rules_source}):"))
-        lines += [Text(f"  {r.table:<7} {r.rule}") for r in report.rules]
-    if report.pcaps:
-        lines.append(
-            Text(f"pcaps: {report.pcaps['directory']}/ (merged: {report.pcaps['merged']})")
-        )
+    if report["rules"]:
+        lines.append(Text(f"rules on {report['node']} ({report['rulesSource']}):"))
+        lines += [Text(f"  {r['table']:<7} {r['rule']}") for r in report["rules"]]
+    if report["pcaps"]:
+        pcaps = report["pcaps"]
+        lines.append(Text(f"pcaps: {pcaps['directory']}/ (merged: {pcaps['merged']})"))
     return Group(*lines)
+
+
+def prediction_differences(report: Mapping[str, Any]) -> list[str]:
+    """Where the live report (as trace.json holds it) differs from the
+    offline prediction it carries: the verdict, the endpoint (the kernel's
+    choice must be one the rules allow) and masquerade. Empty: they agree."""
+    prediction = report["prediction"]
+    if prediction is None:
+        return ["the report carries no offline prediction"]
+    differences = []
+    if prediction["verdict"] != report["verdict"]:
+        differences.append(f"verdict {report['verdict']}, predicted {prediction['verdict']}")
+    if not set(report["endpoints"]) <= set(prediction["endpoints"]):
+        predicted = ", ".join(prediction["endpoints"]) or "none"
+        differences.append(f"endpoint {', '.join(report['endpoints'])}, predicted {predicted}")
+    if prediction["masquerade"] != report["masquerade"]:
+        said = {True: "yes", False: "no"}
+        differences.append(
+            f"masquerade {said[report['masquerade']]}, predicted {said[prediction['masquerade']]}"
+        )
+    return differences
 
 
 def dns_line(dns: Mapping[str, Any]) -> str:
@@ -117,3 +119,9 @@ def dns_line(dns: Mapping[str, Any]) -> str:
         return f"dns: {dns['question']} → {dns['error']}"
     records = "; ".join(dns["answers"]) or "no records"
     return f"dns: {dns['question']} → {dns['rcode']}: {records}"
+
+
+def _ends(t: Mapping[str, Any]) -> str:
+    if t["proto"] == "icmp":
+        return f"{t['src']} → {t['dst']} id {t['sport']}"
+    return f"{t['src']}:{t['sport']} → {t['dst']}:{t['dport']}"

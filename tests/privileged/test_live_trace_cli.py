@@ -16,8 +16,8 @@ import pytest
 from live_helpers import CONTROLPLANE, lab_name, running_lab
 from rich.console import Console
 
-from netemu.cli_trace import render_report
 from netemu.lab import LiveLab
+from netemu.trace.render import render
 
 
 def netemu(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +49,7 @@ def test_the_printed_report_is_the_one_written(lab: LiveLab, tmp_path: Path) -> 
         data = (directory / name).read_bytes()
         assert data[:4] == bytes.fromhex("4d3cb2a1") and len(data) > 24, name
     shown = io.StringIO()
-    Console(file=shown, width=10_000, highlight=False).print(render_report(report))
+    Console(file=shown, width=10_000, highlight=False).print(render(report))
     assert done.stdout == shown.getvalue()
 
 

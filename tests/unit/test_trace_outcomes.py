@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from netemu.api.core import EndpointSlice, Node, Pod, Service
-from netemu.cli_trace import prediction_differences
 from netemu.controlplane.state import ClusterState
 from netemu.kernel.capture import Frame
 from netemu.trace.ctevents import parse_events
 from netemu.trace.flow import resolve_flow
 from netemu.trace.nftrace import parse_trace
+from netemu.trace.render import prediction_differences
 from netemu.trace.report import REQUEST, Answer, Evidence, TraceReport, build_report
 from netemu.trace.topology import Topology
 
