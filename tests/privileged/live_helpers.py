@@ -15,6 +15,7 @@ import ipaddress
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -237,3 +238,14 @@ def processes_in_lab(lab: LiveLab, commands: Sequence[str]) -> list[str]:
             if comm in commands:
                 found.append(f"{comm} (pid {pid}) in {name}")
     return found
+
+
+def netemu_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real `netemu` command (this Python's), its exit code left to the caller."""
+    return subprocess.run(
+        [sys.executable, "-m", "netemu", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

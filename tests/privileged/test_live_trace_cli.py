@@ -7,27 +7,15 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_helpers import CONTROLPLANE, lab_name, running_lab
+from live_helpers import CONTROLPLANE, lab_name, netemu_cli, running_lab
 from rich.console import Console
 
 from netemu.lab import LiveLab
 from netemu.trace.render import render
-
-
-def netemu(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "netemu", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +25,9 @@ def lab() -> Iterator[LiveLab]:
 
 
 def test_the_printed_report_is_the_one_written(lab: LiveLab, tmp_path: Path) -> None:
-    done = netemu("trace", "--lab", lab.name, "client", "node-1:30080", "--captures", str(tmp_path))
+    done = netemu_cli(
+        "trace", "--lab", lab.name, "client", "node-1:30080", "--captures", str(tmp_path)
+    )
     assert done.returncode == 0, done.stderr
     (directory,) = (tmp_path / lab.name).iterdir()
     report = json.loads((directory / "trace.json").read_text())
@@ -54,7 +44,7 @@ def test_the_printed_report_is_the_one_written(lab: LiveLab, tmp_path: Path) -> 
 
 
 def test_no_pcap_writes_nothing(lab: LiveLab, tmp_path: Path) -> None:
-    done = netemu(
+    done = netemu_cli(
         "trace", "--lab", lab.name, "client", "node-1:30080", "--no-pcap",
         "--captures", str(tmp_path), "-o", "json",
     )  # fmt: skip
@@ -64,7 +54,7 @@ def test_no_pcap_writes_nothing(lab: LiveLab, tmp_path: Path) -> None:
 
 
 def test_a_target_the_lab_does_not_have_is_bad_input(lab: LiveLab, tmp_path: Path) -> None:
-    done = netemu("trace", "--lab", lab.name, "client", "nowhere", "--captures", str(tmp_path))
+    done = netemu_cli("trace", "--lab", lab.name, "client", "nowhere", "--captures", str(tmp_path))
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nowhere" in lines[0]

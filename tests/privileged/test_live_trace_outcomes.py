@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from live_helpers import CONTROLPLANE, host_gw_copy, lab_name, pods_with, running_lab
+from live_helpers import CONTROLPLANE, host_gw_copy, lab_name, netemu_cli, pods_with, running_lab
 
 from netemu.lab import LiveLab
 
@@ -93,18 +92,8 @@ spec:
 """
 
 
-def netemu(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "netemu", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def trace_json(lab: LiveLab, *args: str) -> tuple[int, dict[str, Any], str]:
-    done = netemu("trace", "--lab", lab.name, "--no-pcap", "-o", "json", *args)
+    done = netemu_cli("trace", "--lab", lab.name, "--no-pcap", "-o", "json", *args)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout), done.stderr
 
@@ -154,7 +143,7 @@ def test_a_nodeport_without_endpoints_is_refused_by_the_named_reject_rule(lab: L
     assert rule in report["rules"]
     assert "rejected on node-1 by filter KUBE-EXTERNAL-SERVICES" in report["summary"]
     # The text output says the same.
-    done = netemu("trace", "--lab", lab.name, "--no-pcap", "client", "node-1:30099")
+    done = netemu_cli("trace", "--lab", lab.name, "--no-pcap", "client", "node-1:30099")
     assert done.returncode == 0, done.stderr
     assert "outcome: refused" in done.stdout and "outcome: delivered" not in done.stdout
 
