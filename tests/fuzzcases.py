@@ -825,45 +825,14 @@ def generate(root: Path) -> list[Case]:
             d = writer.case_dir()
             path = d / "node-1.iptables"
             path.write_bytes(content)
-            cases.append(
-                Case(
-                    id=f"rules/{lab.name}/{name}",
-                    command="trace-rules",
-                    argv=(
-                        "trace",
-                        "--offline",
-                        "--rules",
-                        str(path),
-                        "--local-ip",
-                        "192.168.56.11",
-                        *_PACKET,
-                    ),
-                    expect=expect,
-                    files=(str(path),),
-                )
-            )
+            cases.append(_rules_case(f"rules/{lab.name}/{name}", path, expect))
     for name, content, _, _ in _hostile_files():
         if name in ("binary-junk", "binary-elf", "empty", "latin1-comment", "long-line"):
             d = writer.case_dir()
             path = d / f"{name}.iptables"
             path.write_bytes(content)
-            cases.append(
-                Case(
-                    id=f"rules/hostile/{name}",
-                    command="trace-rules",
-                    argv=(
-                        "trace",
-                        "--offline",
-                        "--rules",
-                        str(path),
-                        "--local-ip",
-                        "192.168.56.11",
-                        *_PACKET,
-                    ),
-                    expect="any" if name == "empty" else "reject",
-                    files=(str(path),),
-                )
-            )
+            expect = "any" if name == "empty" else "reject"
+            cases.append(_rules_case(f"rules/hostile/{name}", path, expect))
 
     # Malformed FROM/TO words and addresses against the default lab.
     default = [str(f) for f in _lab_files(CONTROLPLANE / "default")]
@@ -925,6 +894,12 @@ def generate(root: Path) -> list[Case]:
     duplicates = {i for i in ids if ids.count(i) > 1}
     assert not duplicates, f"case ids must be unique: {sorted(duplicates)[:5]}"
     return cases
+
+
+def _rules_case(case_id: str, path: Path, expect: str) -> Case:
+    """`trace --offline --rules PATH` of node-1's addresses and a NodePort packet."""
+    argv = ("trace", "--offline", "--rules", str(path), "--local-ip", "192.168.56.11", *_PACKET)
+    return Case(id=case_id, command="trace-rules", argv=argv, expect=expect, files=(str(path),))
 
 
 def _safe_live(name: str) -> bool:
