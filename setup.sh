@@ -15,13 +15,16 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-# System packages: the kernel-facing tools netemu drives, and Python.
+# System packages: the kernel-facing tools netemu drives, and Python;
+# containernetworking-plugins (bridge, host-local, portmap in /usr/lib/cni)
+# for the differential tests that compare netemu's pod plumbing with them.
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-pip \
   iproute2 iptables nftables conntrack nfacct tcpdump kmod ca-certificates \
-  util-linux procps iputils-ping curl tshark graphviz vagrant vagrant-libvirt >/dev/null
+  util-linux procps iputils-ping curl tshark graphviz vagrant vagrant-libvirt \
+  containernetworking-plugins >/dev/null
 
 # The Python environment, with the project installed in it.
 if [ ! -x .venv/bin/python ]; then
