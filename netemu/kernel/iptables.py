@@ -64,7 +64,7 @@ class FakeIptables:
 
     def restore(self, text: str, *, noflush: bool = True) -> None:
         try:
-            incoming = parse_restore(text)
+            incoming = parse_restore(text, inserts=True)
         except ParseError as exc:
             raise IptablesError(f"iptables-restore failed: {exc}") from exc
         result = parse_restore(self.ruleset.render()) if self.ruleset.tables else RuleSet()
@@ -82,6 +82,13 @@ class FakeIptables:
                 if not current.has_chain(rule.chain):
                     raise IptablesError(f"iptables-restore failed: no chain {rule.chain!r}")
                 current.rules.append(rule)
+            for rule in table.inserts:  # `-I chain 1`: before the chain's first rule
+                if not current.has_chain(rule.chain):
+                    raise IptablesError(f"iptables-restore failed: no chain {rule.chain!r}")
+                current.rules.insert(
+                    next((i for i, r in enumerate(current.rules) if r.chain == rule.chain), 0),
+                    rule,
+                )
             for chain in table.deletions:
                 if any(r.chain == chain for r in current.rules):
                     raise IptablesError(f"iptables-restore failed: chain {chain!r} not empty")

@@ -49,6 +49,9 @@ class Table:
     policies: dict[str, str] = field(default_factory=dict)  # built-in chain → policy
     rules: list[Rule] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)  # `-X chain` lines
+    # `-I chain 1 args` lines of a restore input (a dump has none): rules put
+    # first in their chain, as the portmap CNI plugin puts its POSTROUTING jump.
+    inserts: list[Rule] = field(default_factory=list)
 
     def declare(self, chain: str) -> None:
         self.chains.append(chain)
@@ -91,6 +94,7 @@ class RuleSet:
             for chain, policy in table.policies.items():
                 out.append(f":{chain} {policy} [0:0]")
             out.extend(f":{chain} - [0:0]" for chain in table.chains)
+            out.extend(f"-I {r.chain} 1 {r.args}".rstrip() for r in table.inserts)
             out.extend(rule.line() for rule in table.rules)
             out.extend(f"-X {chain}" for chain in table.deletions)
             out.append("COMMIT")
@@ -178,8 +182,10 @@ def _read_regular_file(path: Path, source: str) -> bytes:
     return data
 
 
-def parse_restore(text: str) -> RuleSet:
+def parse_restore(text: str, inserts: bool = False) -> RuleSet:
     """Parse iptables-save output (or iptables-restore input) into a RuleSet.
+    `inserts`: accept `-I chain [1] args` lines (restore input; a dump has none,
+    and a rule set read for simulation must not drop them silently).
 
     Counters (`[pkts:bytes]` prefixes from `iptables-save -c`) are dropped;
     comments and blank lines are skipped. Empty text is an empty RuleSet
@@ -248,6 +254,16 @@ def parse_restore(text: str) -> RuleSet:
             _, rest = line.split(" ", 1)
             chain, _, args = rest.strip().partition(" ")
             table.append(chain, args.strip(), line_no)
+            continue
+        if inserts and (line.startswith("-I ") or line.startswith("--insert ")):
+            _, rest = line.split(" ", 1)
+            chain, _, args = rest.strip().partition(" ")
+            position, _, after = args.partition(" ")
+            if position.isdigit():
+                if position != "1":
+                    raise ParseError(line_no, f"-I {chain} {position}: only position 1 is known")
+                args = after
+            table.inserts.append(Rule(chain, args.strip(), line_no))
             continue
         if line.startswith("-X ") or line.startswith("--delete-chain "):
             table.deletions.append(line.split()[1])
