@@ -32,6 +32,7 @@ from netemu.kernel import netns
 from netemu.kernel.journal import Journal
 from netemu.net.plan import (
     POD_BRIDGE,
+    POD_IFNAME,
     VXLAN_DEVICE,
     VXLAN_PORT,
     VXLAN_VNI,
@@ -40,9 +41,12 @@ from netemu.net.plan import (
     PodPlan,
     Route,
     UnderlayPlan,
+    host_link_sysctls,
+    pod_sysctls,
 )
 
 _RTNH_F_ONLINK = 4
+_RTPROT_BOOT = 3
 # The loopback device is always ifindex 1 in a namespace (LOOPBACK_IFINDEX),
 # and a fresh pod namespace has nothing else, so its eth0 can be given 2:
 # no lookup round trip for either.
@@ -157,6 +161,7 @@ class Datapath:
         ipr.link("add", ifname=POD_BRIDGE, kind="bridge", mtu=plan.pod_mtu, address=plan.bridge_mac)
         bridge = self._index(ipr, POD_BRIDGE)
         self._pod_bridges[plan.netns] = bridge
+        netns.write_sysctls(plan.netns, dict(host_link_sysctls(POD_BRIDGE)), ignore_missing=True)
         ipr.addr("add", index=bridge, address=plan.bridge_ip, prefixlen=plan.pod_prefixlen)
         ipr.link("set", index=bridge, state="up")
 
@@ -245,9 +250,13 @@ class Datapath:
             raise
 
     def _plug_pod(self, ipr: IPRoute, pod: PodPlan, node: NodePlan) -> None:
+        """The bridge plugin's ADD as flannel's conflist configures it
+        (plugins/main/bridge/bridge.go): the veth pair, the host side up on
+        cni0 with hairpin mode, the pod's sysctls, its address and routes."""
         host = self._open(node.netns)
         # One request: the pair, the node side on the pod bridge and up, the
-        # pod side named eth0 in the pod's namespace.
+        # pod side named eth0 in the pod's namespace. Both ends keep the MACs
+        # the kernel gives them, as the plugin leaves them when no MAC is asked for.
         host.link(
             "add",
             ifname=pod.host_veth,
@@ -256,18 +265,29 @@ class Datapath:
             master=self._pod_bridges[node.netns],
             state="up",
             peer={
-                "ifname": "eth0",
+                "ifname": POD_IFNAME,
                 "index": POD_ETH0_IFINDEX,
                 "net_ns_fd": str(netns.path(pod.netns)),
                 "mtu": pod.mtu,
             },
         )
+        netns.write_sysctls(node.netns, dict(host_link_sysctls(pod.host_veth)), ignore_missing=True)
         # hairpinMode, as flannel's bridge CNI config sets it: a pod reaching
         # itself through its Service may be bridged back out its own port.
         host.brport("set", index=self._index(host, pod.host_veth), mode=1)  # IFLA_BRPORT_MODE
+        # Before the address, as the plugin: arp_notify then announces it when eth0 comes up.
+        netns.write_sysctls(pod.netns, dict(pod_sysctls()), ignore_missing=True)
         ipr.addr("add", index=POD_ETH0_IFINDEX, address=pod.ip, prefixlen=pod.prefixlen)
         ipr.link("set", index=POD_ETH0_IFINDEX, state="up")
-        ipr.route("add", dst="0.0.0.0/0", gateway=pod.gateway)
+        for route in pod.routes:
+            # proto boot, as a netlink route add without a protocol (the plugin's) has.
+            ipr.route(
+                "add",
+                dst="0.0.0.0/0" if route.dst == "default" else route.dst,
+                gateway=route.via,
+                oif=POD_ETH0_IFINDEX,
+                proto=_RTPROT_BOOT,
+            )
 
     @_on_worker
     def remove_pod(self, pod: PodPlan, node: NodePlan) -> None:

@@ -166,13 +166,19 @@ def pids(name: str) -> list[int]:
     return found
 
 
-def write_sysctls(name: str, values: dict[str, str]) -> None:
+def write_sysctls(name: str, values: dict[str, str], ignore_missing: bool = False) -> None:
     """Write /proc/sys entries as seen from inside namespace `name`
     (net.* sysctls are per namespace; /proc/sys/net resolves against the
-    writing thread's namespace)."""
+    writing thread's namespace). `ignore_missing`: skip entries the kernel
+    does not have (net.ipv6.* on a kernel without IPv6), as the CNI plugins
+    ignore their failed writes."""
     with entered(name):
         for key, value in values.items():
-            Path("/proc/sys", *key.split(".")).write_text(value)
+            try:
+                Path("/proc/sys", *key.split(".")).write_text(value)
+            except FileNotFoundError:
+                if not ignore_missing:
+                    raise
 
 
 def read_sysctls(name: str, keys: list[str]) -> dict[str, str]:

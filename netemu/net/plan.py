@@ -46,6 +46,7 @@ from netemu.api.core import Pod, Service
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
+from netemu.rules.portmap import PortMapping, port_mappings
 
 PREFIX = "netemu"
 IFNAMSIZ = 15  # the kernel's interface name limit, without the NUL
@@ -63,7 +64,11 @@ VXLAN_DEVICE = "flannel.1"
 VXLAN_MTU = 1450
 UNDERLAY_MTU = 1500
 POD_BRIDGE = "cni0"
+POD_IFNAME = "eth0"
 SWITCH_BRIDGE = "br0"
+# The CNI network name of flannel's conflist (kube-flannel.yml's cni-conf.json,
+# "name": "cbr0"): portmap hashes it into its per-pod chain names.
+CNI_NETWORK = "cbr0"
 
 
 class PlanError(ValueError):
@@ -188,6 +193,8 @@ class NodePlan:
     peers: tuple[VxlanPeer, ...]
     routes: tuple[Route, ...]
     sysctls: tuple[tuple[str, str], ...]
+    # The whole cluster's pod CIDR (flannel's FLANNEL_NETWORK).
+    cluster_cidr: str = ""
 
 
 @dataclass(frozen=True)
@@ -261,10 +268,56 @@ class PodPlan:
     # v1.DefaultEnableServiceLinks, and kubelet refuses a pod without it
     # (pkg/kubelet/kubelet_pods.go, makeEnvironmentVariables).
     enable_service_links: bool = True
+    # eth0's routes, in the order the bridge plugin adds them (see pod_routes).
+    routes: tuple[Route, ...] = ()
+    # The sandbox's container ID (CNI_CONTAINERID), which portmap hashes
+    # into the pod's CNI-DN- chain name.
+    sandbox_id: str = ""
+    # The pod's hostPorts, as kubelet hands them to CNI (runtimeConfig.portMappings).
+    host_ports: tuple[PortMapping, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+# What the bridge CNI plugin writes for each pod (plugins/main/bridge/bridge.go,
+# cmdAdd and ensureBridge; pkg/ip/link_linux.go, SetupVethWithName), as
+# (sysctl, value); it ignores a failed write (no IPv6 in the kernel), and so
+# does netemu. In the pod, before its address is added: IPv6 duplicate
+# address detection off (hairpin mode echoes the pod's own neighbour
+# solicitations back, which would fail DAD) and arp_notify on (a gratuitous
+# ARP when eth0 comes up, so the gateway learns its MAC at once). On the
+# node, router advertisements are ignored on cni0 and on each host veth
+# ("we want to own the routes for this interface").
+def pod_sysctls(ifname: str = POD_IFNAME) -> tuple[tuple[str, str], ...]:
+    return (
+        (f"net.ipv6.conf.{ifname}.accept_dad", "0"),
+        (f"net.ipv4.conf.{ifname}.arp_notify", "1"),
+    )
+
+
+def host_link_sysctls(ifname: str) -> tuple[tuple[str, str], ...]:
+    return ((f"net.ipv6.conf.{ifname}.accept_ra", "0"),)
+
+
+def pod_routes(gateway: str, cluster_cidr: str) -> tuple[Route, ...]:
+    """eth0's routes as flannel's CNI plugin has the bridge plugin add them:
+    host-local returns flannel's network (FLANNEL_NETWORK, the whole pod
+    CIDR) as a route without a gateway, which ConfigureIface sends via the
+    pod's gateway (flannel-io/cni-plugin flannel_linux.go, getDelegateIPAM);
+    then, as kube-flannel.yml's conflist sets isDefaultGateway, the bridge
+    plugin appends the default route (calcGateways). The pod subnet's own
+    route is the kernel's, from eth0's address."""
+    routes = [Route(cluster_cidr, via=gateway, device=POD_IFNAME)] if cluster_cidr else []
+    routes.append(Route("default", via=gateway, device=POD_IFNAME))
+    return tuple(routes)
+
+
+def sandbox_id(lab: str, namespace: str, pod: str) -> str:
+    """A stable stand-in for the runtime's sandbox ID: 64 hex digits, as
+    containerd's are."""
+    return hashlib.sha256(f"{lab}/sandbox/{namespace}/{pod}".encode()).hexdigest()
 
 
 # Sysctls a node's datapath needs, as kube-proxy and the bridge CNI set them.
@@ -366,6 +419,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 peers=peers if lab.spec.overlay == "vxlan" else (),
                 routes=tuple(routes),
                 sysctls=node_sysctls(localhost_node_ports),
+                cluster_cidr=lab.spec.pod_cidr,
             )
         )
 
@@ -448,6 +502,11 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         containers=containers,
         hostname=hostname(node.name if host_network else name),
         enable_service_links=spec.enable_service_links is not False,
+        routes=() if host_network else pod_routes(node.bridge_ip, node.cluster_cidr),
+        sandbox_id=sandbox_id(lab_name, namespace, name),
+        # A hostNetwork pod's hostPorts are its own sockets on the node: the
+        # runtime does not call CNI for it, so portmap never sees them.
+        host_ports=() if host_network else port_mappings(pod),
     )
 
 
