@@ -335,6 +335,7 @@ class Supervisor:
                     journal=self.journal,
                     log_dir=log_dir,
                     dns=self.dns,
+                    iptables=KernelIptables(node.netns, backend),
                 )
             )
             self.proxies.append(
@@ -377,6 +378,8 @@ class Supervisor:
                 proxy.reconcile()
                 if progress:
                     self.progress.done += 1
+            for kubelet in self.kubelets:
+                kubelet.sync_host_ports()  # after kube-proxy's (see netemu.node.kubelet)
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
             self._refresh_dns(state)
             for kubelet, plans in zip(self.kubelets, desired, strict=True):

@@ -8,6 +8,14 @@ as a process in the pod's namespace, a container without one is served by
 the lab's built-in test server (the built-in DNS server in a pod annotated
 `netemu/builtin-server: dns`). A pod that is gone is torn down in the
 reverse order (CNI DEL last).
+
+A pod's hostPorts go through the portmap plugin's chains
+(netemu.rules.portmap), written in one `iptables-restore --noflush`
+transaction per change and removed (portmap's DEL) before the pod's veth
+goes. On a real node kube-proxy's first restore precedes every pod; in a
+pass of netemu's supervisor new pods start first, so the supervisor calls
+`sync_host_ports` after kube-proxy's sync, whose first restore into a fresh
+node replaces the whole nat table.
 """
 
 from __future__ import annotations
@@ -22,13 +30,16 @@ from netemu.controlplane import Client
 from netemu.controlplane.addons import BUILTIN_DNS
 from netemu.kernel import netns, processes
 from netemu.kernel.datapath import Datapath
+from netemu.kernel.iptables import Iptables
 from netemu.kernel.journal import Journal, run_dir
 from netemu.kernel.sockets import bind_pod_sockets
-from netemu.net.plan import ContainerPlan, NodePlan, PodPlan, plan_pod
+from netemu.net.plan import CNI_NETWORK, POD_BRIDGE, ContainerPlan, NodePlan, PodPlan, plan_pod
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.envvars import container_env, service_env
 from netemu.node.probes import EXIT_SIGTERM
 from netemu.node.testserver import PodIdentity, TestServers
+from netemu.rules.model import parse_restore
+from netemu.rules.portmap import PortmapPod, sync_text
 
 # A container the runtime could not start: containerd reports exit code 128
 # with reason StartError.
@@ -81,7 +92,11 @@ class Kubelet:
     log_dir: Path
     # The cluster DNS records, for containers whose built-in server is DNS.
     dns: DnsFeed | None = None
+    # The node's iptables, for hostPorts (None: hostPorts are not programmed).
+    iptables: Iptables | None = None
     running: dict[str, RunningPod] = field(default_factory=dict, init=False)
+    # The pods whose portmap chains are in the kernel, in ADD order.
+    host_ports_applied: list[str] = field(default_factory=list, init=False)
 
     def desired(self) -> dict[str, PodPlan]:
         plans = {}
@@ -110,9 +125,36 @@ class Kubelet:
             for key in sorted(self.running)
             if key not in desired or desired[key] != self.running[key].plan
         ]
-        for key in gone:
-            self._stop(self.running.pop(key))
+        stopping = [self.running.pop(key) for key in gone]
+        # portmap's DEL runs before the bridge plugin's (a chain's DEL goes
+        # in reverse order): no hostPort leads to a pod that is going.
+        self.sync_host_ports()
+        for running in stopping:
+            self._stop(running)
         return bool(gone)
+
+    def sync_host_ports(self) -> bool:
+        """Make the node's portmap chains match the running pods with
+        hostPorts (ADD for new ones, in start order; DEL for those gone), in
+        one iptables-restore transaction; True if it wrote any."""
+        keys = [key for key, running in self.running.items() if running.plan.host_ports]
+        if self.iptables is None or keys == self.host_ports_applied:
+            return False
+        pods = [
+            PortmapPod(plan.sandbox_id, plan.ip, plan.prefixlen, plan.host_ports)
+            for plan in (self.running[key].plan for key in keys)
+        ]
+        text = sync_text(CNI_NETWORK, pods, parse_restore(self.iptables.save()))
+        if text:
+            self.iptables.restore(text, noflush=True)
+        if keys and not self.host_ports_applied:
+            # portmap's ADD lets 127.0.0.0/8 sources be routed out of the
+            # interface that leads to the pod, so a localhost hostPort
+            # connection can be DNATed to it (enableLocalnetRouting).
+            localnet = {f"net.ipv4.conf.{POD_BRIDGE}.route_localnet": "1"}
+            netns.write_sysctls(self.node.netns, localnet)
+        self.host_ports_applied = keys
+        return bool(text)
 
     def _start(self, plan: PodPlan) -> RunningPod:
         """Start a pod; if the node cannot (a kernel error), undo whatever
