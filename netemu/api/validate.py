@@ -591,6 +591,9 @@ class _Checker:
         # Port names are unique across the whole pod (not only per container as in
         # Kubernetes): a Service's named targetPort must resolve to one port.
         names: dict[str, FieldPath] = {}
+        # hostPorts are unique per protocol and hostIP across the containers
+        # (validation.go, AccumulateUniqueHostPorts, with its key).
+        host_ports: dict[str, FieldPath] = {}
         for group, containers in (
             ("containers", spec.containers),
             ("initContainers", spec.init_containers),
@@ -603,6 +606,16 @@ class _Checker:
                         self.report(item, (*ppath, "containerPort"), _join(errs))
                     if port.host_port and (errs := is_port_number(port.host_port)):
                         self.report(item, (*ppath, "hostPort"), _join(errs))
+                    elif port.host_port and group == "containers":
+                        key = f"{port.protocol}/{port.host_ip or ''}/{port.host_port}"
+                        if key in host_ports:
+                            self.report(
+                                item,
+                                (*ppath, "hostPort"),
+                                f'Duplicate value: "{key}": already the hostPort of '
+                                f"{format_field_path(host_ports[key])}",
+                            )
+                        host_ports.setdefault(key, ppath)
                     if not port.name:
                         continue
                     if errs := is_port_name(port.name):

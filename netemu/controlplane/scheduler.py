@@ -2,8 +2,9 @@
 
 Feasible nodes are those not marked unschedulable (unless the pod tolerates
 `node.kubernetes.io/unschedulable`) whose labels match the pod's
-nodeSelector. Among them netemu spreads deterministically: fewest pods of
-the same controller (owner uid), then fewest pods overall, then node name.
+nodeSelector and which have the pod's hostPorts free (the NodePorts
+filter). Among them netemu spreads deterministically: fewest pods of the
+same controller (owner uid), then fewest pods overall, then node name.
 This replaces kube-scheduler's scoring plugins, whose default weights would
 also spread replicas but break ties randomly. Pods are taken in creation
 order, as from the scheduling queue.
@@ -28,6 +29,12 @@ from netemu.controlplane.informer import CreationOrder
 
 REASON_UNSCHEDULABLE_NODE = "node(s) were unschedulable"
 REASON_SELECTOR = "node(s) didn't match Pod's node affinity/selector"
+REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
+ANY_IP = "0.0.0.0"
+
+# (hostIP, protocol, hostPort), hostIP "0.0.0.0" when unset, as the
+# scheduler's HostPortInfo keeps them (pkg/scheduler/framework/types.go).
+HostPort = tuple[str, str, int]
 NO_NODES = "no nodes available to schedule pods"
 TAINT_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 
@@ -47,15 +54,17 @@ class Scheduler:
         pods = self.client.list(Pod).items
         total: Counter[str] = Counter()
         per_owner: Counter[tuple[str, str]] = Counter()
+        used: dict[str, set[HostPort]] = {}
         for pod in pods:
             if pod.spec.node_name and not is_terminal(pod):
                 total[pod.spec.node_name] += 1
                 per_owner[(_owner_uid(pod), pod.spec.node_name)] += 1
+                used.setdefault(pod.spec.node_name, set()).update(host_ports(pod))
 
         changed = False
         queue = [p for p in pods if not p.spec.node_name and is_active(p)]
         for pod in sorted(queue, key=self.order.key):
-            feasible, message = filter_nodes(pod, nodes)
+            feasible, message = filter_nodes(pod, nodes, used)
             if not feasible:
                 changed |= write(self.client, pod, _unschedulable(pod, message))
                 continue
@@ -70,16 +79,21 @@ class Scheduler:
             )
             total[best] += 1
             per_owner[(owner, best)] += 1
+            used.setdefault(best, set()).update(host_ports(pod))
             changed |= write(self.client, pod, bind(pod, best))
         return changed
 
 
-def filter_nodes(pod: Pod, nodes: list[Node]) -> tuple[list[str], str]:
+def filter_nodes(
+    pod: Pod, nodes: list[Node], used: dict[str, set[HostPort]] | None = None
+) -> tuple[list[str], str]:
     """Names of feasible nodes and, if there are none, why (FitError's message).
-    Filters run in kube-scheduler's order and a node fails on the first."""
+    Filters run in kube-scheduler's order and a node fails on the first.
+    `used`: the hostPorts of the pods already on each node."""
     if not nodes:
         return [], NO_NODES
     tolerates = tolerates_unschedulable(pod.spec.tolerations)
+    wanted = host_ports(pod)
     feasible: list[str] = []
     reasons: Counter[str] = Counter()
     for node in nodes:
@@ -87,10 +101,34 @@ def filter_nodes(pod: Pod, nodes: list[Node]) -> tuple[list[str], str]:
             reasons[REASON_UNSCHEDULABLE_NODE] += 1
         elif not node_selector_matches(pod.spec.node_selector, node.metadata.labels):
             reasons[REASON_SELECTOR] += 1
+        elif ports_conflict(wanted, (used or {}).get(node.metadata.name or "", set())):
+            reasons[REASON_PORTS] += 1
         else:
             feasible.append(node.metadata.name or "")
     histogram = sorted(f"{count} {reason}" for reason, count in reasons.items())
     return feasible, f"0/{len(nodes)} nodes are available: {', '.join(histogram)}."
+
+
+def host_ports(pod: Pod) -> list[HostPort]:
+    """The hostPorts `pod` asks for (its containers', as the NodePorts plugin counts them)."""
+    return [
+        (port.host_ip or ANY_IP, port.protocol, port.host_port)
+        for container in pod.spec.containers
+        for port in container.ports
+        if port.host_port and port.host_port > 0
+    ]
+
+
+def ports_conflict(wanted: list[HostPort], used: set[HostPort]) -> bool:
+    """HostPortInfo.CheckConflict: the same protocol and port conflict when
+    either side binds every address (0.0.0.0) or both bind the same one."""
+    for ip, protocol, port in wanted:
+        for used_ip, used_protocol, used_port in used:
+            if (protocol, port) != (used_protocol, used_port):
+                continue
+            if ANY_IP in (ip, used_ip) or ip == used_ip:
+                return True
+    return False
 
 
 def tolerates_unschedulable(tolerations: Any) -> bool:
