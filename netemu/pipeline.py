@@ -13,12 +13,15 @@ from netemu.api.config import Lab
 from netemu.api.load import gc_paused
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import build_cluster_state
+from netemu.controlplane.common import is_terminal
 from netemu.controlplane.state import ClusterState
 from netemu.errors import UsageError as UsageError
 from netemu.net.addresses import node_addresses
+from netemu.net.plan import CNI_NETWORK, sandbox_id
 from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
+from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
 
 
 def load_cluster(paths: Iterable[str | Path]) -> ClusterState:
@@ -61,8 +64,36 @@ def proxy_input(state: ClusterState, node_name: str) -> ProxyInput:
 
 
 def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
+    """The node's iptables rules: kube-proxy's, and the portmap CNI plugin's
+    for the hostPorts of the pods on it."""
     with gc_paused():
-        return compile_node(proxy_input(state, node_name))
+        rules = compile_node(proxy_input(state, node_name))
+    return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name))
+
+
+def portmap_pods(state: ClusterState, node_name: str) -> list[PortmapPod]:
+    """The node's pods with hostPorts, as portmap's ADD gets them, in the
+    order a lab's kubelet starts them (by namespace/name). hostNetwork pods
+    do not go through CNI."""
+    pods = []
+    for pod in state.pods:
+        spec, status = pod.spec, pod.status
+        if spec.node_name != node_name or spec.host_network or is_terminal(pod):
+            continue
+        mappings = port_mappings(pod)
+        if not mappings or not status.pod_ip:
+            continue
+        namespace, name = pod.metadata.namespace or "default", pod.metadata.name or ""
+        prefixlen = _pod_prefixlen(state, node_name)
+        pod_map = PortmapPod(sandbox_id(namespace, name), status.pod_ip, prefixlen, mappings)
+        pods.append((f"{namespace}/{name}", pod_map))
+    return [p for _, p in sorted(pods, key=lambda item: item[0])]
+
+
+def _pod_prefixlen(state: ClusterState, node_name: str) -> int:
+    node = state.node(node_name)
+    cidr = node.spec.pod_cidr if node.spec else None
+    return int(cidr.rsplit("/", 1)[1]) if cidr else 24
 
 
 def local_ips(state: ClusterState, node_name: str) -> list[str]:

@@ -314,10 +314,11 @@ def pod_routes(gateway: str, cluster_cidr: str) -> tuple[Route, ...]:
     return tuple(routes)
 
 
-def sandbox_id(lab: str, namespace: str, pod: str) -> str:
+def sandbox_id(namespace: str, pod: str) -> str:
     """A stable stand-in for the runtime's sandbox ID: 64 hex digits, as
-    containerd's are."""
-    return hashlib.sha256(f"{lab}/sandbox/{namespace}/{pod}".encode()).hexdigest()
+    containerd's are. Independent of the lab's name, so the portmap chain
+    names of a live lab are those of its rules goldens."""
+    return hashlib.sha256(f"sandbox/{namespace}/{pod}".encode()).hexdigest()
 
 
 # Sysctls a node's datapath needs, as kube-proxy and the bridge CNI set them.
@@ -503,7 +504,7 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         hostname=hostname(node.name if host_network else name),
         enable_service_links=spec.enable_service_links is not False,
         routes=() if host_network else pod_routes(node.bridge_ip, node.cluster_cidr),
-        sandbox_id=sandbox_id(lab_name, namespace, name),
+        sandbox_id=sandbox_id(namespace, name),
         # A hostNetwork pod's hostPorts are its own sockets on the node: the
         # runtime does not call CNI for it, so portmap never sees them.
         host_ports=() if host_network else port_mappings(pod),

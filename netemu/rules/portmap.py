@@ -180,6 +180,31 @@ def node_state(network: str, pods: Iterable[PortmapPod], bit: int = MARK_MASQ_BI
     return rules
 
 
+def with_portmap(
+    rules: RuleSet, network: str, pods: Iterable[PortmapPod], bit: int = MARK_MASQ_BIT
+) -> RuleSet:
+    """`rules` (kube-proxy's for a node) with the node's portmap chains
+    added where a node that ran kube-proxy first and then ADD for `pods`
+    has them: POSTROUTING's masquerade jump first, the DNAT jumps after
+    kube-proxy's in PREROUTING and OUTPUT. For the offline view (rules
+    goldens, simulation, trace) of a node; the live kubelet uses sync_text."""
+    state = node_state(network, pods, bit).tables.get("nat")
+    if state is None:
+        return rules
+    nat = rules.table("nat")
+    for chain in state.chains:
+        nat.declare(chain)
+    for rule in state.rules:
+        if rule.chain == "POSTROUTING":
+            first = next(
+                (i for i, r in enumerate(nat.rules) if r.chain == "POSTROUTING"), len(nat.rules)
+            )
+            nat.rules.insert(first, rule)
+        else:
+            nat.rules.append(rule)
+    return rules
+
+
 def sync_text(
     network: str, pods: Iterable[PortmapPod], existing: RuleSet, bit: int = MARK_MASQ_BIT
 ) -> str:

@@ -151,7 +151,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Both]:
         node = info["nodes"]["node-1"]
         ours = Side(node["netns"], pod["netns"], host_veth("default", POD))
         subnet = _node_subnet(ours.node_ns)
-        cid = sandbox_id(name, "default", POD)
+        cid = sandbox_id("default", POD)
         conf: dict[str, Any] = {
             "cniVersion": "0.3.1",
             "name": CNI_NETWORK,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 from manifests import build
 
@@ -14,6 +15,7 @@ from netemu.api.load import load_text
 from netemu.api.validate import validate
 from netemu.kernel.iptables import FakeIptables
 from netemu.net.plan import Route, plan_lab, plan_pod, pod_routes, pod_sysctls
+from netemu.pipeline import compile_rules, load_cluster, local_ips
 from netemu.rules.model import RuleSet, parse_restore
 from netemu.rules.portmap import (
     MASQ,
@@ -28,6 +30,7 @@ from netemu.rules.portmap import (
     node_state,
     sync_text,
 )
+from netemu.rules.simulate import Packet, simulate
 
 ID_A = "a" * 64
 ID_B = "b" * 64
@@ -313,3 +316,60 @@ def test_host_ip_conflicts_only_with_the_same_ip_or_every_address() -> None:
     assert pod(state.pods, "one").spec.node_name == "node-1"
     assert pod(state.pods, "other-ip").spec.node_name == "node-1"
     assert pod(state.pods, "any").spec.node_name is None
+
+
+# -- the offline view: goldens, simulation ------------------------------------------
+
+HOSTPORT_LAB = Path(__file__).parents[2] / "controlplane" / "hostport"
+
+
+def test_compiled_rules_carry_the_portmap_chains_of_the_nodes_pods_only() -> None:
+    state = load_cluster([HOSTPORT_LAB])
+    one = compile_rules(state, "node-1").tables["nat"]
+    two = compile_rules(state, "node-2").tables["nat"]
+    # node-1 runs the UDP pod and an ingress pod, node-2 an ingress pod.
+    assert len([c for c in one.chains if c.startswith("CNI-DN-")]) == 2
+    assert len([c for c in two.chains if c.startswith("CNI-DN-")]) == 1
+    assert one.chain_rules("POSTROUTING")[0].args.endswith(f"-j {MASQ}")
+    assert one.chain_rules("PREROUTING")[-1].args == f"-m addrtype --dst-type LOCAL -j {TOP_DNAT}"
+
+
+def hostport_flow(
+    src: str, dst: str, dport: int, proto: str = "tcp"
+) -> tuple[str, list[str], bool]:
+    state = load_cluster([HOSTPORT_LAB])
+    sim = simulate(
+        compile_rules(state, "node-1"), local_ips(state, "node-1"), Packet(src, dst, dport, proto)
+    )
+    return sim.verdict, sim.endpoints, sim.masquerade
+
+
+def ingress_ip(node: str) -> str:
+    state = load_cluster([HOSTPORT_LAB])
+    (found,) = [
+        p.status.pod_ip
+        for p in state.pods
+        if p.spec.node_name == node and (p.metadata.name or "").startswith("ingress-")
+    ]
+    assert found
+    return found
+
+
+def test_host_port_from_outside_is_dnated_to_the_nodes_pod_without_masquerade() -> None:
+    verdict, endpoints, masquerade = hostport_flow("192.168.56.20", "192.168.56.11", 80)
+    assert endpoints == [f"{ingress_ip('node-1')}:8080"]
+    assert not masquerade
+    assert verdict != "DROP"
+
+
+def test_host_port_from_the_pod_subnet_is_masqueraded_hairpin() -> None:
+    _, endpoints, masquerade = hostport_flow(ingress_ip("node-1"), "192.168.56.11", 80)
+    assert endpoints == [f"{ingress_ip('node-1')}:8080"]
+    assert masquerade
+
+
+def test_host_ip_bound_port_answers_only_on_that_address() -> None:
+    _, endpoints, _ = hostport_flow("192.168.56.20", "192.168.56.11", 5353, "udp")
+    assert len(endpoints) == 1 and endpoints[0].endswith(":8081")
+    _, endpoints, _ = hostport_flow("192.168.56.20", "10.244.0.1", 5353, "udp")
+    assert endpoints == []
