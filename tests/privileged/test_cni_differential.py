@@ -36,7 +36,9 @@ from netemu.kernel import netns
 from netemu.kernel.probe import http_get
 from netemu.lab import LiveLab
 from netemu.net.plan import CNI_NETWORK, host_veth, sandbox_id
+from netemu.pipeline import compile_rules, load_cluster, local_ips
 from netemu.rules.model import parse_restore
+from netemu.rules.simulate import Packet, simulate
 
 CNI_BIN = Path("/usr/lib/cni")
 HOST_PORT = 18080
@@ -93,6 +95,7 @@ class Side:
 @dataclass
 class Both:
     lab: LiveLab
+    plane: Path
     ours: Side
     real: Side
     real_conf: dict[str, Any]
@@ -196,6 +199,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Both]:
             _plugin(real, "portmap", "ADD", portmap_conf, env)
             yield Both(
                 lab,
+                plane,
                 ours,
                 real,
                 conf,
@@ -382,6 +386,12 @@ def test_host_port_answers_the_external_client_localhost_and_the_pod_itself(
         (both.ours.node_ns, "127.0.0.1", gateway),  # localhost: marked and masqueraded
         (both.ours.pod_ns, both.node_ip, gateway),  # hairpin: marked and masqueraded
     ]
+    # The offline simulator predicts the same for the external client and the hairpin.
+    state = load_cluster([both.plane])
+    rules, local = compile_rules(state, "node-1"), local_ips(state, "node-1")
+    for src, masquerade in (("192.168.56.20", False), (both.pod_ip, True)):
+        sim = simulate(rules, local, Packet(src, both.node_ip, HOST_PORT))
+        assert (sim.endpoints, sim.masquerade) == ([f"{both.pod_ip}:{CONTAINER_PORT}"], masquerade)
     for source, address, seen in cases:
         name = http_get(source, address, HOST_PORT, "/hostname", timeout=3.0)
         assert (name.outcome, name.body) == ("answered", POD), (source, address, name)
