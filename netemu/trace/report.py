@@ -528,6 +528,19 @@ def pcap_names(frames: Sequence[Frame]) -> dict[tuple[str, str], str]:
     return names
 
 
+def capture_roles(hops: Sequence[Hop]) -> dict[tuple[str, str], str]:
+    """What each capture point is in the flow, from the first hop seen there:
+    "node node-1 uplink", "node node-1 veth", "pod default/web-1",
+    "underlay switch" (the site, and the component where it adds to it)."""
+    roles: dict[tuple[str, str], str] = {}
+    for hop in hops:
+        if hop.interface is None:
+            continue
+        role = hop.site if hop.component in hop.site else f"{hop.site} {hop.component}"
+        roles.setdefault((hop.netns, hop.interface), role)
+    return roles
+
+
 def _pcap_name(number: int, netns: str, interface: str) -> str:
     """A namespace name may itself be up to NAME_MAX bytes long: its end is
     cut so the file name fits one (the number keeps names unique)."""
