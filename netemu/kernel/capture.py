@@ -419,9 +419,17 @@ _PCAPNG_HEADER = struct.Struct("=II")  # block type, block total length
 _PCAPNG_TRAILER = struct.Struct("=I")  # block total length again
 _PCAPNG_SHB_BODY = struct.Struct("=IHHq")  # magic, major 1, minor 0, section length
 _PCAPNG_IDB_BODY = struct.Struct("=HHI")  # linktype, reserved, snaplen
-_PCAPNG_EPB_BODY = struct.Struct("=IIIII")  # interface id, ts high, ts low, caplen, len
 _PCAPNG_OPTION = struct.Struct("=HH")  # option code, value length (unpadded)
-_PCAPNG_FLAGS = struct.Struct("=I")
+# An Enhanced Packet Block up to its packet data: block type, total length,
+# interface id, timestamp high and low 32 bits, captured and original length.
+_EPB_HEAD = struct.Struct("=IIIIIII")
+# Its options: epb_flags with the direction, then opt_endofopt.
+_EPB_OPTIONS = {
+    direction: _PCAPNG_OPTION.pack(_EPB_FLAGS, 4)
+    + struct.pack("=I", bits)
+    + _PCAPNG_OPTION.pack(_OPT_ENDOFOPT, 0)
+    for direction, bits in _EPB_DIRECTION.items()
+}
 _PCAPNG_USERAPPL = "netemu"
 
 
@@ -459,11 +467,10 @@ def write_pcapng(
         options.append((_IF_TSRESOL, bytes([_TSRESOL_NANOSECONDS])))
         body = _PCAPNG_IDB_BODY.pack(LINKTYPE_ETHERNET, 0, PCAP_SNAPLEN)
         blocks.append(_pcapng_block(_PCAPNG_IDB, body, options))
+    blocks += [_packet_block(interfaces[(f.netns, f.interface)], f) for f in frames]
     handle: BinaryIO = open(out, "wb") if isinstance(out, Path) else out  # noqa: SIM115
     with handle:
         handle.write(b"".join(blocks))
-        for frame in frames:
-            handle.write(_packet_block(interfaces[(frame.netns, frame.interface)], frame))
 
 
 def _section_header() -> bytes:
@@ -472,13 +479,23 @@ def _section_header() -> bytes:
 
 
 def _packet_block(interface_id: int, frame: Frame) -> bytes:
+    """An Enhanced Packet Block, laid out by hand rather than through
+    _pcapng_block: a trace writes one per frame, and this is its hot path."""
     stamp = frame.nanoseconds
     kept = frame.data[:PCAP_SNAPLEN]
-    body = _PCAPNG_EPB_BODY.pack(
-        interface_id, stamp >> 32, stamp & 0xFFFFFFFF, len(kept), len(frame.data)
+    padding = -len(kept) % 4
+    options = _EPB_OPTIONS[frame.direction]
+    total = _EPB_HEAD.size + len(kept) + padding + len(options) + _PCAPNG_TRAILER.size
+    head = _EPB_HEAD.pack(
+        _PCAPNG_EPB,
+        total,
+        interface_id,
+        stamp >> 32,
+        stamp & 0xFFFFFFFF,
+        len(kept),
+        len(frame.data),
     )
-    flags = _PCAPNG_FLAGS.pack(_EPB_DIRECTION[frame.direction])
-    return _pcapng_block(_PCAPNG_EPB, body + _padded(kept), [(_EPB_FLAGS, flags)])
+    return b"".join((head, kept, bytes(padding), options, _PCAPNG_TRAILER.pack(total)))
 
 
 def _pcapng_block(kind: int, body: bytes, options: Sequence[tuple[int, str | bytes]]) -> bytes:
