@@ -408,6 +408,7 @@ _IF_NAME = 2
 _IF_DESCRIPTION = 3
 _IF_TSRESOL = 9
 _EPB_FLAGS = 2
+_EPB_PACKETID = 5
 # if_tsresol: a byte with its top bit clear is a negative power of ten;
 # 9 makes every timestamp count nanoseconds, the kernel's own resolution.
 _TSRESOL_NANOSECONDS = 9
@@ -423,13 +424,14 @@ _PCAPNG_OPTION = struct.Struct("=HH")  # option code, value length (unpadded)
 # An Enhanced Packet Block up to its packet data: block type, total length,
 # interface id, timestamp high and low 32 bits, captured and original length.
 _EPB_HEAD = struct.Struct("=IIIIIII")
-# Its options: epb_flags with the direction, then opt_endofopt.
-_EPB_OPTIONS = {
-    direction: _PCAPNG_OPTION.pack(_EPB_FLAGS, 4)
-    + struct.pack("=I", bits)
-    + _PCAPNG_OPTION.pack(_OPT_ENDOFOPT, 0)
+# Its options: epb_flags with the direction, epb_packetid (a 64-bit number)
+# when given, then opt_endofopt.
+_EPB_FLAGS_OPTION = {
+    direction: _PCAPNG_OPTION.pack(_EPB_FLAGS, 4) + struct.pack("=I", bits)
     for direction, bits in _EPB_DIRECTION.items()
 }
+_EPB_PACKETID_OPTION = struct.Struct("=HHQ")
+_END_OF_OPTIONS = _PCAPNG_OPTION.pack(_OPT_ENDOFOPT, 0)
 _PCAPNG_USERAPPL = "netemu"
 
 
@@ -443,6 +445,7 @@ def write_pcapng(
     out: Path | BinaryIO,
     frames: Sequence[Frame],
     descriptions: Mapping[tuple[str, str], str] | None = None,
+    packet_ids: Sequence[int] | None = None,
 ) -> None:
     """Write `frames`, in the given order, to one pcapng file: a path, or a
     file open for writing (closed when done).
@@ -453,8 +456,13 @@ def write_pcapng(
     has an entry, with linktype Ethernet (a Frame always starts with an
     Ethernet header) and nanosecond timestamps. Each frame is an Enhanced
     Packet Block naming its capture point's interface, with the kernel's
-    timestamp to the nanosecond and its direction (epb_flags). Frame bytes,
-    cut to PCAP_SNAPLEN, as write_pcap writes them."""
+    timestamp to the nanosecond and its direction (epb_flags), and, with
+    `packet_ids` (one per frame), its packet id (epb_packetid: the format
+    asks a writer that can tell one packet seen at several interfaces to
+    give its copies one id). Frame bytes, cut to PCAP_SNAPLEN, as
+    write_pcap writes them."""
+    if packet_ids is not None and len(packet_ids) != len(frames):
+        raise ValueError(f"{len(packet_ids)} packet ids for {len(frames)} frames")
     descriptions = descriptions or {}
     interfaces: dict[tuple[str, str], int] = {}
     for frame in frames:
@@ -467,7 +475,11 @@ def write_pcapng(
         options.append((_IF_TSRESOL, bytes([_TSRESOL_NANOSECONDS])))
         body = _PCAPNG_IDB_BODY.pack(LINKTYPE_ETHERNET, 0, PCAP_SNAPLEN)
         blocks.append(_pcapng_block(_PCAPNG_IDB, body, options))
-    blocks += [_packet_block(interfaces[(f.netns, f.interface)], f) for f in frames]
+    ids: Sequence[int | None] = packet_ids if packet_ids is not None else [None] * len(frames)
+    blocks += [
+        _packet_block(interfaces[(f.netns, f.interface)], f, packet_id)
+        for f, packet_id in zip(frames, ids, strict=True)
+    ]
     handle: BinaryIO = open(out, "wb") if isinstance(out, Path) else out  # noqa: SIM115
     with handle:
         handle.write(b"".join(blocks))
@@ -478,13 +490,16 @@ def _section_header() -> bytes:
     return _PCAPNG_SHB_BODY.pack(_PCAPNG_BYTE_ORDER_MAGIC, 1, 0, -1)
 
 
-def _packet_block(interface_id: int, frame: Frame) -> bytes:
+def _packet_block(interface_id: int, frame: Frame, packet_id: int | None) -> bytes:
     """An Enhanced Packet Block, laid out by hand rather than through
     _pcapng_block: a trace writes one per frame, and this is its hot path."""
     stamp = frame.nanoseconds
     kept = frame.data[:PCAP_SNAPLEN]
     padding = -len(kept) % 4
-    options = _EPB_OPTIONS[frame.direction]
+    options = _EPB_FLAGS_OPTION[frame.direction]
+    if packet_id is not None:
+        options += _EPB_PACKETID_OPTION.pack(_EPB_PACKETID, 8, packet_id)
+    options += _END_OF_OPTIONS
     total = _EPB_HEAD.size + len(kept) + padding + len(options) + _PCAPNG_TRAILER.size
     head = _EPB_HEAD.pack(
         _PCAPNG_EPB,

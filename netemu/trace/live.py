@@ -326,9 +326,10 @@ def _send_dns(flow: Flow, sport: int, timeout: float, question: dnsquery.DnsQues
 def write_captures(report: TraceReport, directory: OutputDirectory) -> None:
     """One pcap per capture point, and merged.pcapng with every frame of the
     flow in time order, each capture point an interface of its own named
-    `<namespace>/<interface>` and described by its role in the flow; each a
-    new file of the invoking user (mode 0600). Each hop of the report names
-    its capture point's pcap."""
+    `<namespace>/<interface>` and described by its role in the flow, the
+    copies of one packet sharing a packet id; each a new file of the
+    invoking user (mode 0600). Each hop of the report names its capture
+    point's pcap."""
     frames = report.frames
     names = pcap_names(frames)
     by_point: dict[tuple[str, str], list[Frame]] = {point: [] for point in names}
@@ -337,7 +338,8 @@ def write_captures(report: TraceReport, directory: OutputDirectory) -> None:
     with _writing(directory):
         for point, name in names.items():
             write_pcap(directory.create(name), by_point[point])
-        write_pcapng(directory.create(MERGED), frames, capture_roles(report.hops))
+        merged = directory.create(MERGED)
+        write_pcapng(merged, frames, capture_roles(report.hops), report.packet_ids)
     report.hops = [
         replace(h, pcap=names.get((h.netns, h.interface))) if h.interface else h
         for h in report.hops

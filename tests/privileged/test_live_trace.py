@@ -973,7 +973,8 @@ def test_merged_pcapng_keeps_each_capture_point_apart(
     tshark names every frame's capture point `<namespace>/<interface>`, with
     the frame's direction and its hop's role, and the frames of each capture
     point, taken out of the merged file on their own, are one clean TCP
-    connection (no retransmission, no duplicate ACK).
+    connection (no retransmission, no duplicate ACK); the copies of one
+    packet share a packet id.
 
     The whole merged file is not checked for those marks: Wireshark 4.0's
     TCP analysis (Debian 12's tshark) follows a connection by addresses and
@@ -990,6 +991,7 @@ def test_merged_pcapng_keeps_each_capture_point_apart(
         "frame.interface_name",
         "frame.interface_description",
         "frame.packet_flags_direction",
+        "frame.packet_id",
     )
     rows = [dict(zip(fields, row, strict=True)) for row in tshark(merged, *fields)]
     assert [row["frame.interface_name"] for row in rows] == [
@@ -1003,6 +1005,14 @@ def test_merged_pcapng_keeps_each_capture_point_apart(
     for hop in report.hops:
         if hop.interface is not None:
             assert described[f"{hop.netns}/{hop.interface}"].startswith(hop.site), hop
+    # The copies of one packet share its packet id: each packet of the flow
+    # crossed the client's eth0 once, whatever NAT and VXLAN made of it.
+    client = f"{report.flow.source.netns}/eth0"
+    at_client = [
+        int(row["frame.packet_id"]) for row in rows if row["frame.interface_name"] == client
+    ]
+    assert sorted(at_client) == list(range(1, len(at_client) + 1))
+    assert {int(row["frame.packet_id"]) for row in rows} == set(at_client)
     ids = sorted({int(row["frame.interface_id"]) for row in rows})
     assert ids == list(range(len(described))), "one interface id per capture point"
     # The flow crossed the client, the underlay switch, both nodes' uplinks,

@@ -2,7 +2,7 @@
 read back with Scapy's pcapng reader (an implementation of its own) and,
 where installed, with tshark: one named interface per capture point, each
 packet on its capture point's interface, in the given order, with its
-kernel timestamp to the nanosecond and its direction."""
+kernel timestamp to the nanosecond, its direction and its packet id."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ POINTS = [
 ]
 NAMES = [f"{netns}/{interface}" for netns, interface in POINTS]
 EXPECTED_IDS = [0, 1, 2, 2, 1, 0]
+PACKET_IDS = [1, 1, 1, 2, 2, 2]  # the request at three points, then the answer
 # The veth has no role given: its interface has no description.
 ROLES = {POINTS[0]: "client client", POINTS[1]: "node node-1 uplink"}
 
@@ -91,7 +92,7 @@ def test_each_packet_names_its_capture_point_with_exact_timestamp_and_direction(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "merged.pcapng"
-    write_pcapng(path, FRAMES, ROLES)
+    write_pcapng(path, FRAMES, ROLES, PACKET_IDS)
     interfaces, packets = read_back(path)
     # Scapy resolves each packet's interface id to that interface's name.
     assert [meta.ifname for _, meta in packets] == [interfaces[i]["name"] for i in EXPECTED_IDS]
@@ -103,19 +104,10 @@ def test_each_packet_names_its_capture_point_with_exact_timestamp_and_direction(
     assert [meta.wirelen for _, meta in packets] == [len(f.data) for f in FRAMES]
 
 
-def test_tshark_reads_interface_ids_names_roles_and_nanoseconds(tmp_path: Path) -> None:
+def tshark_rows(path: Path, *fields: str) -> list[list[str]]:
     tshark = shutil.which("tshark")
     if tshark is None:
         pytest.skip(TSHARK_MISSING)
-    path = tmp_path / "merged.pcapng"
-    write_pcapng(path, FRAMES, ROLES)
-    fields = (
-        "frame.interface_id",
-        "frame.interface_name",
-        "frame.interface_description",
-        "frame.time_epoch",
-        "frame.packet_flags_direction",
-    )
     argv = [tshark, "-r", str(path), "-T", "fields", "-E", "separator=|"]
     done = subprocess.run(
         [*argv, *(arg for f in fields for arg in ("-e", f))],
@@ -123,7 +115,21 @@ def test_tshark_reads_interface_ids_names_roles_and_nanoseconds(tmp_path: Path) 
         capture_output=True,
         text=True,
     )
-    rows = [line.split("|") for line in done.stdout.splitlines()]
+    return [line.split("|") for line in done.stdout.splitlines()]
+
+
+def test_tshark_reads_interface_ids_names_roles_and_nanoseconds(tmp_path: Path) -> None:
+    path = tmp_path / "merged.pcapng"
+    write_pcapng(path, FRAMES, ROLES, PACKET_IDS)
+    rows = tshark_rows(
+        path,
+        "frame.interface_id",
+        "frame.interface_name",
+        "frame.interface_description",
+        "frame.time_epoch",
+        "frame.packet_flags_direction",
+        "frame.packet_id",
+    )
     assert [int(row[0]) for row in rows] == EXPECTED_IDS
     assert [row[1] for row in rows] == [NAMES[i] for i in EXPECTED_IDS]
     assert [row[2] for row in rows] == [ROLES.get(POINTS[i], "") for i in EXPECTED_IDS]
@@ -132,6 +138,20 @@ def test_tshark_reads_interface_ids_names_roles_and_nanoseconds(tmp_path: Path) 
         f"{f.nanoseconds // 10**9}.{f.nanoseconds % 10**9:09d}" for f in FRAMES
     ]
     assert [int(row[4], 16) for row in rows] == [2, 1, 2, 1, 2, 1]
+    assert [int(row[5]) for row in rows] == PACKET_IDS
+
+
+def test_without_packet_ids_no_packet_has_one(tmp_path: Path) -> None:
+    path = tmp_path / "merged.pcapng"
+    write_pcapng(path, FRAMES, ROLES)
+    rows = tshark_rows(path, "frame.interface_id", "frame.packet_id")
+    assert [row for row in rows if row[1]] == []
+    assert len(rows) == len(FRAMES)
+
+
+def test_packet_ids_must_match_the_frames_one_to_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="5 packet ids for 6 frames"):
+        write_pcapng(tmp_path / "merged.pcapng", FRAMES, ROLES, PACKET_IDS[:5])
 
 
 def test_a_frame_longer_than_the_snap_length_is_cut_and_keeps_its_length(tmp_path: Path) -> None:

@@ -320,3 +320,24 @@ def test_merged_pcapng_of_a_trace_has_one_interface_per_pcap(tmp_path: Path) -> 
     ]
     stamps = [(meta.tshigh << 32) | meta.tslow for _, meta in packets]
     assert stamps == [f.nanoseconds for f in r.frames] == sorted(stamps)
+
+
+def test_the_copies_of_one_packet_share_a_packet_id() -> None:
+    """Every packet of this flow crossed the client's eth0 once (the
+    requests out, the answers in), whatever NAT and VXLAN made of it
+    elsewhere: there are as many packet ids as frames there, numbered from
+    1 in the order first seen."""
+    r = report()
+    assert len(r.packet_ids) == len(r.frames)
+    at_client = [i for f, i in zip(r.frames, r.packet_ids, strict=True) if "ext_client" in f.netns]
+    assert sorted(at_client) == list(range(1, len(at_client) + 1))
+    assert set(r.packet_ids) == set(at_client)
+    first_seen = list(dict.fromkeys(r.packet_ids))
+    assert first_seen == sorted(first_seen)
+    # The SYN the client sent is the first packet; every capture point the
+    # request leg names saw it (node-1 and node-2, inside VXLAN in between).
+    syn_points = {
+        (f.netns, f.interface) for f, i in zip(r.frames, r.packet_ids, strict=True) if i == 1
+    }
+    request = {(h.netns, h.interface) for h in r.hops if h.leg == "request" and h.interface}
+    assert request <= syn_points
