@@ -179,21 +179,21 @@ def steps(ctx: Context) -> list[Callable[[Context], Step]]:
         ),
         lambda c: Step(
             "Opening the trace's pcaps",
-            "Every trace writes one pcap per capture point and `merged.pcap` with the "
+            "Every trace writes one pcap per capture point and `merged.pcapng` with the "
             "whole flow in time order. tshark (or Wireshark) reads them; the VXLAN frames "
             "show the inner, already translated packet:",
             (
                 "cd $(sed -n 's/^pcaps: \\(.*\\)\\/ (merged.*/\\1/p' "
                 f"{c.values['trace_file']}) && ls "
-                "&& tshark -r merged.pcap -T fields -e ip.src -e ip.dst -e tcp.srcport "
+                "&& tshark -r merged.pcapng -T fields -e ip.src -e ip.dst -e tcp.srcport "
                 "-e tcp.dstport -e vxlan.vni 2>/dev/null | sed -n 1,12p",
             ),
             "The same packet appears once per capture point it crossed, first as the client "
             "sent it, then translated, then inside VXLAN (outer and inner addresses). In "
-            "Wireshark, open `merged.pcap` and add columns for `ip.src` and `ip.dst`: the "
+            "Wireshark, open `merged.pcapng` and add columns for `ip.src` and `ip.dst`: the "
             "destination turns from the NodePort address into the pod's as the packet "
             "crosses node-1.",
-            expect=(r"merged\.pcap", r"30080"),
+            expect=(r"merged\.pcapng", r"30080"),
         ),
         lambda c: Step(
             "Scaling and watching the rules change",

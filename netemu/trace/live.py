@@ -35,7 +35,7 @@ from typing import Any
 
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
-from netemu.kernel.capture import Capture, Frame, write_pcap
+from netemu.kernel.capture import Capture, Frame, write_pcap, write_pcapng
 from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
 from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monitor
 from netemu.kernel.nflog import NflogMonitor
@@ -54,12 +54,13 @@ from netemu.trace.report import (
     Evidence,
     TraceReport,
     build_report,
+    capture_roles,
     pcap_names,
 )
 from netemu.trace.topology import Topology
 
 CAPTURES = Path("captures")
-MERGED = "merged.pcap"
+MERGED = "merged.pcapng"
 REPORT = "trace.json"
 
 
@@ -323,9 +324,12 @@ def _send_dns(flow: Flow, sport: int, timeout: float, question: dnsquery.DnsQues
 
 
 def write_captures(report: TraceReport, directory: OutputDirectory) -> None:
-    """One pcap per capture point, merged.pcap with every frame of the flow
-    in time order, each a new file of the invoking user (mode 0600); each
-    hop of the report names its file."""
+    """One pcap per capture point, and merged.pcapng with every frame of the
+    flow in time order, each capture point an interface of its own named
+    `<namespace>/<interface>` and described by its role in the flow, the
+    copies of one packet sharing a packet id; each a new file of the
+    invoking user (mode 0600). Each hop of the report names its capture
+    point's pcap."""
     frames = report.frames
     names = pcap_names(frames)
     by_point: dict[tuple[str, str], list[Frame]] = {point: [] for point in names}
@@ -334,7 +338,8 @@ def write_captures(report: TraceReport, directory: OutputDirectory) -> None:
     with _writing(directory):
         for point, name in names.items():
             write_pcap(directory.create(name), by_point[point])
-        write_pcap(directory.create(MERGED), frames)
+        merged = directory.create(MERGED)
+        write_pcapng(merged, frames, capture_roles(report.hops), report.packet_ids)
     report.hops = [
         replace(h, pcap=names.get((h.netns, h.interface))) if h.interface else h
         for h in report.hops

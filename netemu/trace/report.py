@@ -166,6 +166,10 @@ class TraceReport:
     # The flow's frames, in time order: its packets in every form NAT and
     # tunnels gave them, and ICMP errors about them (what the pcaps hold).
     frames: list[Frame] = field(default_factory=list)
+    # One number per frame of `frames`, from 1 in the order the packets were
+    # first seen: the frames of one packet (at every capture point, through
+    # NAT and tunnels, as the hops follow it) share it.
+    packet_ids: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
         flow = self.flow
@@ -514,6 +518,7 @@ def build_report(
         seen_client=seen_client,
         answer=answer,
         frames=[s.frame for s in seen],
+        packet_ids=_packet_ids(seen),
     )
 
 
@@ -526,6 +531,24 @@ def pcap_names(frames: Sequence[Frame]) -> dict[tuple[str, str], str]:
         if point not in names:
             names[point] = _pcap_name(len(names) + 1, frame.netns, frame.interface)
     return names
+
+
+def _packet_ids(seen: Sequence[_Seen]) -> list[int]:
+    numbers: dict[tuple[object, ...], int] = {}
+    return [numbers.setdefault(_identity(s.packet), len(numbers) + 1) for s in seen]
+
+
+def capture_roles(hops: Sequence[Hop]) -> dict[tuple[str, str], str]:
+    """What each capture point is in the flow, from the first hop seen there:
+    "node node-1 uplink", "node node-1 veth", "pod default/web-1",
+    "underlay switch" (the site, and the component where it adds to it)."""
+    roles: dict[tuple[str, str], str] = {}
+    for hop in hops:
+        if hop.interface is None:
+            continue
+        role = hop.site if hop.component in hop.site else f"{hop.site} {hop.component}"
+        roles.setdefault((hop.netns, hop.interface), role)
+    return roles
 
 
 def _pcap_name(number: int, netns: str, interface: str) -> str:

@@ -312,7 +312,7 @@ def addresses_in(packets: Sequence[Packet]) -> set[tuple[str, str]]:
 
 def check_pcaps(report: TraceReport) -> None:
     """The report's pcaps parse with Scapy, each capture point's file holds
-    its frames of the flow, merged.pcap holds them all, and every hop that
+    its frames of the flow, merged.pcapng holds them all, and every hop that
     names a pcap is in it with the hop's addresses (and tunnel)."""
     pcaps = report.pcaps
     assert pcaps is not None, "a trace with pcap=True wrote no pcaps"
@@ -327,7 +327,7 @@ def check_pcaps(report: TraceReport) -> None:
         assert counts[point.name] > 0, f"{point.name}: no frames"
     merged = rdpcap(pcaps["merged"])
     assert len(merged) == sum(counts.values()), (
-        f"merged.pcap has {len(merged)} frames, the capture points {counts}"
+        f"merged.pcapng has {len(merged)} frames, the capture points {counts}"
     )
     for hop in report.hops:
         if hop.interface is None:
@@ -959,6 +959,96 @@ def test_live_trace_agrees_with_offline_trace(
 TSHARK_EVERY_POINT = ("web_cross", "empty_service")
 
 
+# TCP analysis marks that a single clean connection must not earn.
+TCP_TROUBLE = (
+    "tcp.analysis.retransmission || tcp.analysis.fast_retransmission"
+    " || tcp.analysis.spurious_retransmission || tcp.analysis.duplicate_ack"
+)
+
+
+def test_merged_pcapng_keeps_each_capture_point_apart(
+    nodeport_cross: TraceReport, tmp_path: Path
+) -> None:
+    """client → node-1:30080 → VXLAN → the pod on node-2: in merged.pcapng
+    tshark names every frame's capture point `<namespace>/<interface>`, with
+    the frame's direction and its hop's role, and the frames of each capture
+    point, taken out of the merged file on their own, are one clean TCP
+    connection (no retransmission, no duplicate ACK); the copies of one
+    packet share a packet id.
+
+    The whole merged file is not checked for those marks: Wireshark 4.0's
+    TCP analysis (Debian 12's tshark) follows a connection by addresses and
+    ports alone, so the copy of a segment seen at the next capture point is
+    marked a retransmission whatever the interface says."""
+    if shutil.which("tshark") is None:
+        pytest.skip(TSHARK_MISSING)
+    report = nodeport_cross
+    assert report.pcaps is not None
+    merged = Path(report.pcaps["merged"])
+    assert merged.name == "merged.pcapng"
+    fields = (
+        "frame.interface_id",
+        "frame.interface_name",
+        "frame.interface_description",
+        "frame.packet_flags_direction",
+        "frame.packet_id",
+    )
+    rows = [dict(zip(fields, row, strict=True)) for row in tshark(merged, *fields)]
+    assert [row["frame.interface_name"] for row in rows] == [
+        f"{f.netns}/{f.interface}" for f in report.frames
+    ]
+    assert [int(row["frame.packet_flags_direction"], 16) for row in rows] == [
+        1 if f.direction == "in" else 2 for f in report.frames
+    ]
+    # Every hop's capture point is there, described by the hop's place.
+    described = {row["frame.interface_name"]: row["frame.interface_description"] for row in rows}
+    for hop in report.hops:
+        if hop.interface is not None:
+            assert described[f"{hop.netns}/{hop.interface}"].startswith(hop.site), hop
+    # The copies of one packet share its packet id: each packet of the flow
+    # crossed the client's eth0 once, whatever NAT and VXLAN made of it.
+    client = f"{report.flow.source.netns}/eth0"
+    at_client = [
+        int(row["frame.packet_id"]) for row in rows if row["frame.interface_name"] == client
+    ]
+    assert sorted(at_client) == list(range(1, len(at_client) + 1))
+    assert {int(row["frame.packet_id"]) for row in rows} == set(at_client)
+    ids = sorted({int(row["frame.interface_id"]) for row in rows})
+    assert ids == list(range(len(described))), "one interface id per capture point"
+    # The flow crossed the client, the underlay switch, both nodes' uplinks,
+    # both VXLAN devices and the pod: several capture points per packet.
+    assert len(ids) >= 7, sorted(described)
+
+    tool = shutil.which("tshark")
+    assert tool is not None
+
+    def alone(interface_id: int) -> tuple[set[str], list[str]]:
+        """One capture point's frames cut out of the merged file: the
+        interface names they carry, and the frames tshark marks."""
+        cut = tmp_path / f"if{interface_id}.pcapng"
+        select = f"frame.interface_id == {interface_id}"
+        subprocess.run(
+            [tool, "-r", str(merged), "-Y", select, "-w", str(cut)],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        names = {row[0] for row in tshark(cut, "frame.interface_name")}
+        marked = subprocess.run(
+            [tool, "-r", str(cut), "-Y", TCP_TROUBLE],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.splitlines()
+        return names, marked
+
+    with ThreadPoolExecutor() as pool:
+        slices = dict(zip(ids, pool.map(alone, ids), strict=True))
+    assert all(len(names) == 1 for names, _ in slices.values()), slices
+    assert all(not marked for _, marked in slices.values()), slices
+
+
 @pytest.mark.parametrize(
     "report_fixture",
     [
@@ -981,7 +1071,7 @@ def test_tshark_reads_the_pcaps(request: pytest.FixtureRequest, report_fixture: 
     # Every capture point's file for the flows that cross every kind of
     # capture point (pod, veth, bridge, VXLAN device, uplink, underlay
     # switch; an ICMP error): all pcaps come from the same writer, and each
-    # tshark run costs ~0.2 s of CPU. merged.pcap for every flow.
+    # tshark run costs ~0.2 s of CPU. merged.pcapng for every flow.
     if report_fixture in TSHARK_EVERY_POINT:
         with ThreadPoolExecutor() as pool:
             list(pool.map(tshark, [Path(p) for p in report.pcaps["points"]]))

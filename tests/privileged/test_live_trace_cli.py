@@ -32,12 +32,16 @@ def test_the_printed_report_is_the_one_written(lab: LiveLab, tmp_path: Path) -> 
     (directory,) = (tmp_path / lab.name).iterdir()
     report = json.loads((directory / "trace.json").read_text())
     assert report["outcome"] == "delivered" and report["pcaps"]["directory"] == str(directory)
-    pcaps = sorted(p.name for p in directory.iterdir() if p.suffix == ".pcap")
-    assert pcaps == sorted([*(Path(p).name for p in report["pcaps"]["points"]), "merged.pcap"])
-    # Each pcap starts with the nanosecond pcap magic and holds frames.
-    for name in pcaps:
+    points = sorted(Path(p).name for p in report["pcaps"]["points"])
+    names = sorted(p.name for p in directory.iterdir())
+    assert names == sorted([*points, "merged.pcapng", "trace.json"])
+    assert report["pcaps"]["merged"] == str(directory / "merged.pcapng")
+    # Each capture point's pcap starts with the nanosecond pcap magic and
+    # holds frames; the merged file is pcapng (a Section Header Block first).
+    for name in points:
         data = (directory / name).read_bytes()
         assert data[:4] == bytes.fromhex("4d3cb2a1") and len(data) > 24, name
+    assert (directory / "merged.pcapng").read_bytes()[:4] == bytes.fromhex("0a0d0d0a")
     shown = io.StringIO()
     Console(file=shown, width=10_000, highlight=False).print(render(report))
     assert done.stdout == shown.getvalue()

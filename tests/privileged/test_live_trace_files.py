@@ -44,7 +44,7 @@ def test_cli_trace_writes_private_files_owned_by_the_sudo_user(
     assert directory == tmp_path / "captures" / lab.name / data["id"]
     files = sorted(directory.iterdir())
     names = {path.name for path in files}
-    assert {"trace.json", "merged.pcap"} <= names
+    assert {"trace.json", "merged.pcapng"} <= names
     assert {Path(p).name for p in data["pcaps"]["points"]} <= names
     for path in files:
         info = os.lstat(path)

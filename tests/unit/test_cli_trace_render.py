@@ -32,7 +32,7 @@ def variants() -> list[TraceReport]:
     recorded = report()
     plain = report()
     plain.prediction = {"verdict": "DROP", "endpoints": [], "masquerade": False}
-    plain.pcaps = {"directory": "captures/lab/t-1", "merged": "captures/lab/t-1/merged.pcap"}
+    plain.pcaps = {"directory": "captures/lab/t-1", "merged": "captures/lab/t-1/merged.pcapng"}
     plain.hops = [replace(h, rule=None, translated=None, tunnel=None) for h in plain.hops]
     plain.rules = []
     plain.endpoints = []

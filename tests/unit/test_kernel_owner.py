@@ -92,11 +92,11 @@ def test_a_symlink_planted_at_a_file_name_is_refused_and_its_target_untouched(
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     with OutputDirectory(tmp_path / "captures", "lab", "t") as out:
-        (out.path / "merged.pcap").symlink_to(victim)
-        with pytest.raises(OutputPathError, match=r"merged\.pcap: already exists"):
-            out.create("merged.pcap")
+        (out.path / "merged.pcapng").symlink_to(victim)
+        with pytest.raises(OutputPathError, match=r"merged\.pcapng: already exists"):
+            out.create("merged.pcapng")
     assert victim.read_text() == "precious\n"
-    assert os.path.islink(tmp_path / "captures" / "lab" / "t" / "merged.pcap")
+    assert os.path.islink(tmp_path / "captures" / "lab" / "t" / "merged.pcapng")
 
 
 def test_a_dangling_symlink_at_a_file_name_creates_nothing_through_it(tmp_path: Path) -> None:

@@ -17,9 +17,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from scapy.utils import RawPcapNgReader
+
 from netemu.api.core import EndpointSlice, Node, Pod, Service
 from netemu.controlplane.state import ClusterState
-from netemu.kernel.capture import Frame
+from netemu.kernel.capture import Frame, write_pcapng
 from netemu.trace.ctevents import parse_events
 from netemu.trace.flow import resolve_flow
 from netemu.trace.nftrace import parse_trace
@@ -28,6 +30,7 @@ from netemu.trace.report import (
     Evidence,
     TraceReport,
     build_report,
+    capture_roles,
     pcap_names,
 )
 from netemu.trace.topology import Topology
@@ -283,3 +286,58 @@ def test_vxlan_is_recognised_on_the_labs_own_port_only() -> None:
     elsewhere = build_report("t-3", r.flow, other, evidence(), r.answer)
     assert all(h.tunnel is None for h in elsewhere.hops)
     assert "VXLAN" in r.summary() and "VXLAN" not in elsewhere.summary()
+
+
+def test_capture_roles_name_each_capture_point_by_its_place_in_the_flow() -> None:
+    r = report()
+    roles = capture_roles(r.hops)
+    node1 = next(h.netns for h in r.hops if h.node == "node-1")
+    pod = next(h for h in r.hops if h.site.startswith("pod "))
+    assert roles[(node1, "eth0")] == "node node-1 uplink"
+    assert roles[(node1, "flannel.1")] == "node node-1 vxlan"
+    assert roles[(pod.netns, "eth0")] == pod.site  # "pod default/...": nothing to add
+    underlay = [role for (netns, _), role in roles.items() if "underlay" in netns]
+    assert underlay and set(underlay) == {"underlay switch"}
+    # Every capture point a hop names, and nothing else (netfilter's own
+    # decisions have no interface).
+    assert set(roles) == {(h.netns, h.interface) for h in r.hops if h.interface}
+
+
+def test_merged_pcapng_of_a_trace_has_one_interface_per_pcap(tmp_path: Path) -> None:
+    """The merged file holds what the per-point pcaps hold: as many
+    interfaces as pcaps, named after their capture points, each frame on
+    its own point's interface, in time order."""
+    r = report()
+    path = tmp_path / "merged.pcapng"
+    write_pcapng(path, r.frames, capture_roles(r.hops))
+    opened: Any = RawPcapNgReader(str(path))  # typed as its pcap parent by Scapy
+    with opened as reader:
+        packets = list(reader)
+        names = [options["name"].decode() for _, _, options in reader.interfaces]
+    assert names == [f"{netns}/{interface}" for netns, interface in pcap_names(r.frames)]
+    assert [meta.ifname.decode() for _, meta in packets] == [
+        f"{f.netns}/{f.interface}" for f in r.frames
+    ]
+    stamps = [(meta.tshigh << 32) | meta.tslow for _, meta in packets]
+    assert stamps == [f.nanoseconds for f in r.frames] == sorted(stamps)
+
+
+def test_the_copies_of_one_packet_share_a_packet_id() -> None:
+    """Every packet of this flow crossed the client's eth0 once (the
+    requests out, the answers in), whatever NAT and VXLAN made of it
+    elsewhere: there are as many packet ids as frames there, numbered from
+    1 in the order first seen."""
+    r = report()
+    assert len(r.packet_ids) == len(r.frames)
+    at_client = [i for f, i in zip(r.frames, r.packet_ids, strict=True) if "ext_client" in f.netns]
+    assert sorted(at_client) == list(range(1, len(at_client) + 1))
+    assert set(r.packet_ids) == set(at_client)
+    first_seen = list(dict.fromkeys(r.packet_ids))
+    assert first_seen == sorted(first_seen)
+    # The SYN the client sent is the first packet; every capture point the
+    # request leg names saw it (node-1 and node-2, inside VXLAN in between).
+    syn_points = {
+        (f.netns, f.interface) for f, i in zip(r.frames, r.packet_ids, strict=True) if i == 1
+    }
+    request = {(h.netns, h.interface) for h in r.hops if h.leg == "request" and h.interface}
+    assert request <= syn_points
