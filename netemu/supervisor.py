@@ -65,6 +65,7 @@ from netemu.controlplane import (
 )
 from netemu.controlplane.addons import live_addons
 from netemu.controlplane.errors import NotFound
+from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import nfacct
@@ -73,6 +74,7 @@ from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.owner import OutputDirectory
+from netemu.kernel.sockets import bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
 from netemu.node.dnsrecords import ClusterDns
@@ -80,6 +82,8 @@ from netemu.node.dnsserver import DnsFeed
 from netemu.node.kubelet import Kubelet, container_log
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
+from netemu.node.proxyhealth import health_check_ips, proxy_settings
+from netemu.node.proxyservers import ProxyServers
 from netemu.node.testserver import TestServers
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 from netemu.trace.topology import Topology
@@ -290,6 +294,11 @@ class Supervisor:
         self.dns = DnsFeed()
         self.kubelets: list[Kubelet] = []
         self.proxies: list[ProxyAgent] = []
+        # kube-proxy's health, health check and metrics servers of every node.
+        self.proxy_servers = ProxyServers(bind_tcp_listener)
+        self.proxy_settings = proxy_settings(self.proxy_config)
+        self._stop_ticks = threading.Event()
+        self._events_logged = 0
         self.probes: ProbeLoop | None = None
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
@@ -323,7 +332,19 @@ class Supervisor:
 
         self.servers.start()
         log_dir = run_dir(self.name) / LOGS
+        settings = self.proxy_settings
+        npa = tuple(self.proxy_config.node_port_addresses) if self.proxy_config else ()
         for node in plan.nodes:
+            addresses = [node.underlay_ip, node.bridge_ip]
+            if node.overlay == "vxlan":
+                addresses.append(node.vtep_ip)
+            node_servers = self.proxy_servers.add_node(
+                node.name,
+                node.netns,
+                settings,
+                listen_ips=health_check_ips(npa, [node.underlay_ip], addresses),
+                log=lambda line: print(line, flush=True),
+            )
             self.kubelets.append(
                 Kubelet(
                     client=self.client,
@@ -347,6 +368,8 @@ class Supervisor:
                     fresh_node=True,
                     lab=self.lab,
                     proxy_config=self.proxy_config,
+                    servers=node_servers,
+                    sync_period=settings.sync_period,
                 )
             )
         p.stage = "pods and rules"
@@ -356,6 +379,7 @@ class Supervisor:
             [ProbeManager(kubelet) for kubelet in self.kubelets], self.lock, self.reconcile
         )
         self.probes.start()
+        threading.Thread(target=self._proxy_ticks, name="kube-proxy-sync", daemon=True).start()
         p.stage, p.ready = "ready", True
         # What a trace request imports (Scapy's layers, the tracer: about
         # 0.2 s), now that bring-up is done, so a trace does not wait for it.
@@ -367,6 +391,7 @@ class Supervisor:
         only after every node's rules have stopped sending them traffic."""
         with self.lock:
             self.plane.run_to_fixed_point()
+            self._log_events()
             # Under the lock nothing writes to the store from here on: one
             # read of each kubelet's pods and one snapshot serve the pass.
             desired = [kubelet.desired() for kubelet in self.kubelets]
@@ -388,6 +413,28 @@ class Supervisor:
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
+
+    def _log_events(self) -> None:
+        """The load-balancer controller's new events (a pending Service's
+        reason) as lines of the supervisor's log, as `kubectl get events`."""
+        for controller in self.plane.controllers:
+            if isinstance(controller, LoadBalancerController):
+                for event in controller.events[self._events_logged :]:
+                    print(event, flush=True)
+                self._events_logged = len(controller.events)
+
+    def _proxy_ticks(self) -> None:
+        """kube-proxy's periodic work on every node (ProxyAgent.tick: the
+        canary check every syncPeriod, retries, the hourly full sync)."""
+        interval = min(1.0, self.proxy_settings.sync_period / 4)
+        while not self._stop_ticks.wait(interval):
+            with self.lock:
+                for proxy in self.proxies:
+                    try:
+                        if proxy.tick():
+                            print(f"kube-proxy on {proxy.node}: full resync", flush=True)
+                    except Exception:
+                        traceback.print_exc()
 
     def _add_addons(self) -> None:
         """The cluster DNS addon (netemu.controlplane.addons), unless the Lab
@@ -669,8 +716,10 @@ class Supervisor:
     def shutdown(self) -> None:
         """Stop serving and stop container processes; the namespaces are
         removed by `netemu down` from the journal."""
+        self._stop_ticks.set()
         if self.probes is not None:
             self.probes.close()
+        self.proxy_servers.close()
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:

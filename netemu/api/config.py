@@ -115,6 +115,14 @@ class LabDNS(K8sModel):
     enabled: bool = True
 
 
+class LabLoadBalancer(K8sModel):
+    """The lab's load-balancer address pool (netemu.controlplane.loadbalancer):
+    `addresses` are ranges "A-B" or CIDRs inside the underlay CIDR; empty
+    means the default pool, the top of the underlay (default_pool)."""
+
+    addresses: list[str] = Field(default_factory=list)
+
+
 class LabSpec(K8sModel):
     nodes: list[LabNode]
     external_clients: list[ExternalClient] = Field(default_factory=list)
@@ -125,6 +133,7 @@ class LabSpec(K8sModel):
     cluster_dns: str = Field(default="10.96.0.10", alias="clusterDNS")
     cluster_domain: str = "cluster.local"
     dns: LabDNS = Field(default_factory=LabDNS)
+    load_balancer: LabLoadBalancer = Field(default_factory=LabLoadBalancer, alias="loadBalancer")
     proxy_mode: Literal["iptables", "nftables"] = "iptables"
     iptables_backend: Literal["nft", "legacy"] = "nft"
     overlay: Literal["vxlan", "host-gw"] = "vxlan"

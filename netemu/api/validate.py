@@ -20,6 +20,7 @@ from typing import Any
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
+from netemu.api.addresspool import parse_pool
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.config import DEFAULT_NODE_POD_PREFIX, KubeProxyConfiguration, Lab
@@ -33,6 +34,7 @@ from netemu.api.core import (
     PodSpec,
     Service,
 )
+from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.load import Loaded, gc_paused, load_paths
 
@@ -1146,6 +1148,43 @@ class _Checker:
         ):
             if bit is not None and not 0 <= bit <= 31:
                 self.report(item, (section, "masqueradeBit"), "must be between 0 and 31, inclusive")
+        for section, periods in (("iptables", cfg.iptables), ("nftables", cfg.nftables)):
+            self.check_sync_periods(item, section, periods.sync_period, periods.min_sync_period)
+        for name, value in (
+            ("healthzBindAddress", cfg.healthz_bind_address),
+            ("metricsBindAddress", cfg.metrics_bind_address),
+        ):
+            if value not in (None, "") and not _is_bind_address(value):
+                self.report(
+                    item, (name,), 'must be "IP" or "IP:PORT" (e.g. "0.0.0.0:10256"), PORT 1-65535'
+                )
+
+    def check_sync_periods(
+        self, item: Loaded, section: str, sync: object, min_sync: object
+    ) -> None:
+        """kube-proxy's validateKubeProxyIPTablesConfiguration: syncPeriod > 0,
+        minSyncPeriod >= 0 and not above syncPeriod; Go duration strings."""
+        periods: dict[str, float] = {}
+        for name, value, least in (("syncPeriod", sync, 0.0), ("minSyncPeriod", min_sync, None)):
+            if value is None:
+                continue
+            try:
+                seconds = parse_duration(value)
+            except DurationError as exc:
+                self.report(item, (section, name), str(exc))
+                continue
+            if least is not None and seconds <= least:
+                self.report(item, (section, name), "must be greater than 0")
+            elif seconds < 0:
+                self.report(item, (section, name), "must be greater than or equal to 0")
+            else:
+                periods[name] = seconds
+        if "syncPeriod" in periods and periods.get("minSyncPeriod", 0.0) > periods["syncPeriod"]:
+            self.report(
+                item,
+                (section, "syncPeriod"),
+                f"must be greater than or equal to {section}.minSyncPeriod",
+            )
 
     def check_lab(self, item: Loaded) -> _LabRanges:
         lab = item.obj
@@ -1201,6 +1240,7 @@ class _Checker:
         if not spec.nodes:
             self.report(item, ("spec", "nodes"), "a Lab needs at least one node")
         self.check_lab_hosts(item, lab, underlay)
+        self.check_lab_load_balancer(item, lab, underlay)
         self.check_lab_pod_cidrs(item, lab, pod_cidr)
         return _LabRanges(service_cidr, node_ports, spec.node_port_range)
 
@@ -1250,6 +1290,47 @@ class _Checker:
             addresses.setdefault(ip, ip_path)
         for i, node in enumerate(lab.spec.nodes):
             self.check_labels(item, ("spec", "nodes", i, "labels"), node.labels)
+
+    def check_lab_load_balancer(self, item: Loaded, lab: Lab, underlay: Any) -> None:
+        """The load-balancer pool: ranges "A-B" or CIDRs of IPv4 addresses
+        inside the underlay, apart from the nodes, the clients and each other."""
+        hosts = {node.underlay_ip: f"node {node.name}" for node in lab.spec.nodes} | {
+            client.ip: f"external client {client.name}" for client in lab.spec.external_clients
+        }
+        seen: dict[Any, int] = {}
+        for i, entry in enumerate(lab.spec.load_balancer.addresses):
+            path: FieldPath = ("spec", "loadBalancer", "addresses", i)
+            try:
+                addresses = parse_pool([entry])
+            except ValueError as exc:
+                self.report(
+                    item,
+                    path,
+                    f'{exc}: expected an IPv4 range "A-B" (e.g. "192.168.56.200-192.168.56.239") '
+                    'or a CIDR (e.g. "192.168.56.192/27")',
+                )
+                continue
+            parsed = [parse_ip(str(ip)) for ip in addresses]
+            outside = [ip for ip in parsed if underlay is not None and ip not in underlay]
+            if outside:
+                self.report(item, path, f"{outside[0]} is outside underlayCIDR {underlay}")
+                continue
+            for ip in parsed:
+                if str(ip) in hosts:
+                    self.report(item, path, f"{ip} is the address of {hosts[str(ip)]}")
+                    break
+                if underlay is not None and (reserved := _reserved_address(ip, underlay)):
+                    self.report(item, path, f"{ip} is the {reserved} address of underlayCIDR")
+                    break
+                if ip in seen:
+                    self.report(
+                        item,
+                        path,
+                        f"{ip} is already in spec.loadBalancer.addresses[{seen[ip]}]; "
+                        "the pool's entries must not overlap",
+                    )
+                    break
+                seen[ip] = i
 
     def check_lab_pod_cidrs(self, item: Loaded, lab: Lab, pod_cidr: Any) -> None:
         """Explicit node podCIDRs fit the Lab's podCIDR; the rest can be allocated."""
@@ -1366,3 +1447,15 @@ def _may_share(earlier: _NodePortUse, later: _NodePortUse) -> bool:
         and earlier.port == later.port
         and earlier.protocol != later.protocol
     )
+
+
+def _is_bind_address(value: object) -> bool:
+    """An IP, or IP:PORT with PORT 1-65535 (kube-proxy's bind addresses)."""
+    if not isinstance(value, str):
+        return False
+    host, sep, port = value.rpartition(":") if value.count(":") == 1 else ("", "", "")
+    if not sep:
+        host, port = value, "1"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return False
+    return parse_ip(host) is not None

@@ -49,8 +49,9 @@ class Table:
     policies: dict[str, str] = field(default_factory=dict)  # built-in chain → policy
     rules: list[Rule] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)  # `-X chain` lines
-    # `-I chain 1 args` lines of a restore input (a dump has none): rules put
-    # first in their chain, as the portmap CNI plugin puts its POSTROUTING jump.
+    # `-I chain 1 args` lines of a restore input (a dump has none), each put at
+    # the head of its chain in turn: the portmap CNI plugin's POSTROUTING jump,
+    # kube-proxy's EnsureRule(Prepend) of a missing jump in a full resync.
     inserts: list[Rule] = field(default_factory=list)
 
     def declare(self, chain: str) -> None:
@@ -182,10 +183,10 @@ def _read_regular_file(path: Path, source: str) -> bytes:
     return data
 
 
-def parse_restore(text: str, inserts: bool = False) -> RuleSet:
+def parse_restore(text: str, *, inserts: bool = False) -> RuleSet:
     """Parse iptables-save output (or iptables-restore input) into a RuleSet.
-    `inserts`: accept `-I chain [1] args` lines (restore input; a dump has none,
-    and a rule set read for simulation must not drop them silently).
+    `inserts`: accept `-I CHAIN [1] args` lines (restore input only; an
+    iptables-save dump never has them, so they are refused by default).
 
     Counters (`[pkts:bytes]` prefixes from `iptables-save -c`) are dropped;
     comments and blank lines are skipped. Empty text is an empty RuleSet
@@ -255,18 +256,20 @@ def parse_restore(text: str, inserts: bool = False) -> RuleSet:
             chain, _, args = rest.strip().partition(" ")
             table.append(chain, args.strip(), line_no)
             continue
-        if inserts and (line.startswith("-I ") or line.startswith("--insert ")):
-            _, rest = line.split(" ", 1)
-            chain, _, args = rest.strip().partition(" ")
-            position, _, after = args.partition(" ")
-            if position.isdigit():
-                if position != "1":
-                    raise ParseError(line_no, f"-I {chain} {position}: only position 1 is known")
-                args = after
-            table.inserts.append(Rule(chain, args.strip(), line_no))
-            continue
         if line.startswith("-X ") or line.startswith("--delete-chain "):
             table.deletions.append(line.split()[1])
+            continue
+        if inserts and (line.startswith("-I ") or line.startswith("--insert ")):
+            # `-I CHAIN [1] args`: at the head of the chain (no other position
+            # is ever written by kube-proxy, nor read here).
+            _, rest = line.split(" ", 1)
+            chain, _, args = rest.strip().partition(" ")
+            position, _, after = args.strip().partition(" ")
+            if position.isdigit():
+                if position != "1":
+                    raise ParseError(line_no, f"unsupported insert position in {_shown(line)}")
+                args = after
+            table.inserts.append(Rule(chain, args.strip(), line_no))
             continue
         raise ParseError(line_no, f"unsupported line {_shown(line)}")
     if table is not None:
