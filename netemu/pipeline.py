@@ -16,6 +16,7 @@ from netemu.controlplane import build_cluster_state
 from netemu.controlplane.state import ClusterState
 from netemu.errors import UsageError as UsageError
 from netemu.net.addresses import node_addresses
+from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
@@ -62,7 +63,8 @@ def proxy_input(state: ClusterState, node_name: str) -> ProxyInput:
 
 def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
     with gc_paused():
-        return compile_node(proxy_input(state, node_name))
+        data = proxy_input(state, node_name)
+        return compile_node(data, flannel_config(state.lab, data.config.node_pod_cidr))
 
 
 def local_ips(state: ClusterState, node_name: str) -> list[str]:

@@ -3,7 +3,8 @@ through the control plane's client, compiles the node's rules and applies
 them in one `iptables-restore --noflush` transaction.
 
 The first sync writes everything a fresh node gets (kubelet's and
-kube-proxy's jump rules and KUBE-FIREWALL included); later syncs write
+kube-proxy's jump rules and KUBE-FIREWALL included, and flanneld's
+FLANNEL-POSTRTG and FLANNEL-FWD, in the same restore); later syncs write
 kube-proxy's own chains and delete the service chains no longer wanted,
 reading what the kernel has first, as kube-proxy does. After each sync it
 deletes the UDP conntrack entries that point at endpoints no longer serving
@@ -20,6 +21,7 @@ from netemu.kernel.conntrack import Conntrack
 from netemu.kernel.iptables import Iptables
 from netemu.pipeline import proxy_input
 from netemu.rules.conntrack import stale_udp_filters
+from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import compile_node, compile_resync
 from netemu.rules.model import parse_restore
@@ -46,7 +48,7 @@ class ProxyAgent:
         if synced and data == self.last_input:
             return False
         if not synced:
-            rules = compile_node(data)
+            rules = compile_node(data, flannel_config(self.lab, data.config.node_pod_cidr))
         else:
             rules = compile_resync(data, parse_restore(self.iptables.save()))
         # A first restore into a fresh namespace may flush the (empty) tables:
