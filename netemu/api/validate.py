@@ -1169,6 +1169,13 @@ class _Checker:
                 'must be "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535 (e.g. "30000-32767")',
             )
 
+        if not 1 <= spec.vxlan_port <= 65535:
+            self.report(
+                item,
+                ("spec", "vxlanPort"),
+                f"{spec.vxlan_port} is not a UDP port: must be 1-65535 (flannel's default is 8472)",
+            )
+
         dns = parse_ip(spec.cluster_dns)
         if dns is None:
             self.report(item, ("spec", "clusterDNS"), _IP_MSG)

@@ -33,7 +33,6 @@ from netemu.kernel.journal import Journal
 from netemu.net.plan import (
     POD_BRIDGE,
     VXLAN_DEVICE,
-    VXLAN_PORT,
     VXLAN_VNI,
     ClientPlan,
     NodePlan,
@@ -168,7 +167,7 @@ class Datapath:
                 vxlan_id=VXLAN_VNI,
                 vxlan_local=plan.underlay_ip,
                 vxlan_link=eth0,
-                vxlan_port=VXLAN_PORT,
+                vxlan_port=plan.vxlan_port,
                 vxlan_learning=0,  # flannel writes every peer's entries itself
                 address=plan.vtep_mac,
                 mtu=plan.pod_mtu,

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from netemu.api.config import Lab
+from netemu.api.config import DEFAULT_VXLAN_PORT, Lab
 from netemu.api.core import Pod, Service
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
 from netemu.controlplane.state import ClusterState
@@ -55,10 +55,11 @@ _NETNS_HASH_HEX = 16
 HOSTNAME_MAX = 63
 LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
-# flannel's defaults: VNI 1 on flannel.1, the IANA VXLAN port, and an MTU
-# that leaves room for the 50-byte outer headers on a 1500-byte underlay.
+# flannel's defaults: VNI 1 on flannel.1, UDP 8472 (the Linux kernel's
+# default VXLAN port, which flannel keeps; a Lab may set spec.vxlanPort), and
+# an MTU that leaves room for the 50-byte outer headers on a 1500-byte underlay.
 VXLAN_VNI = 1
-VXLAN_PORT = 4789
+VXLAN_PORT = DEFAULT_VXLAN_PORT
 VXLAN_DEVICE = "flannel.1"
 VXLAN_MTU = 1450
 UNDERLAY_MTU = 1500
@@ -181,6 +182,7 @@ class NodePlan:
     bridge_ip: str
     pod_prefixlen: int
     overlay: str  # "vxlan" or "host-gw"
+    vxlan_port: int  # flannel.1's UDP port (with the vxlan overlay)
     vtep_mac: str
     vtep_ip: str
     bridge_mac: str
@@ -359,6 +361,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 bridge_ip=bridge_gateway(pod_cidr),
                 pod_prefixlen=netaddr.IPNetwork(pod_cidr).prefixlen,
                 overlay=lab.spec.overlay,
+                vxlan_port=lab.spec.vxlan_port,
                 vtep_mac=vtep_mac(lab_name, name),
                 vtep_ip=overlay_address(pod_cidr),
                 bridge_mac=bridge_mac(lab_name, name),

@@ -37,6 +37,7 @@ from netemu.net.plan import (
     vtep_mac,
 )
 from netemu.pipeline import load_cluster
+from netemu.trace.topology import Topology
 
 ROOT = Path(__file__).parents[2]
 LABS = (
@@ -218,6 +219,17 @@ def test_vxlan_plan_has_one_peer_per_other_node(lab: str) -> None:
             assert is_local_unicast_mac(peer.vtep_mac)
             assert peer.vtep_ip == str(netaddr.IPNetwork(other.pod_cidr).network)
             assert peer.vtep_ip == other.vtep_ip
+
+
+def test_vxlan_port_is_flannels_default_or_the_labs_own() -> None:
+    assert {n.vxlan_port for n in plan_of("default").nodes} == {8472}
+    state = state_of("default")
+    assert state.lab is not None
+    spec = state.lab.spec.model_copy(update={"vxlan_port": 4789})
+    own = dataclasses.replace(state, lab=state.lab.model_copy(update={"spec": spec}))
+    plan = plan_lab(own, "default")
+    assert {n.vxlan_port for n in plan.nodes} == {4789}
+    assert Topology.from_plan(plan, own, "nft").vxlan_port == 4789
 
 
 @pytest.mark.parametrize("lab", LABS)

@@ -1277,6 +1277,27 @@ def test_lab_node_port_range() -> None:
     assert check(lab("nodePortRange: 80-80\n" + NODES)) == []
 
 
+def test_lab_vxlan_port() -> None:
+    for value in (0, 65536, -1):
+        assert check(lab(f"vxlanPort: {value}\n" + NODES)) == [
+            f"x.yaml:6: Lab/lab: spec.vxlanPort: {value} is not a UDP port: must be 1-65535 "
+            "(flannel's default is 8472)"
+        ], value
+    assert check(lab("vxlanPort: 4789\n" + NODES)) == []
+    _, problems = load_text(lab('vxlanPort: "8472"\n' + NODES), "x.yaml")
+    assert [(p.line, p.field, p.message) for p in problems] == [
+        (6, "spec.vxlanPort", "expected an integer, got '8472'")
+    ]
+
+
+def test_lab_vxlan_port_defaults_to_flannels() -> None:
+    from netemu.api.config import Lab
+
+    spec = {"nodes": [{"name": "n1", "underlayIP": "192.168.56.11"}]}
+    parsed = Lab.model_validate({"metadata": {"name": "lab"}, "spec": spec})
+    assert parsed.spec.vxlan_port == 8472
+
+
 def test_lab_cidr_overlaps_name_both() -> None:
     text = lab(
         """
