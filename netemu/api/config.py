@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field
@@ -36,6 +37,40 @@ class KubeProxyNFTablesConfiguration(K8sModel):
     masquerade_bit: int | None = None
     sync_period: Any = None
     min_sync_period: Any = None
+
+
+# Go's time.ParseDuration units, in nanoseconds (metav1.Duration is a Go duration string).
+_GO_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+_GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_DURATION = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+")
+
+
+def go_duration_seconds(value: object) -> int | None:
+    """Whole seconds of a Go duration string ("24h0m0s", "1h", "90s", "1.5h",
+    "0"), truncated toward zero as kube-proxy's `Duration / time.Second`;
+    None when `value` is not one (a number included: metav1.Duration reads
+    only strings)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text in ("0", "+0", "-0"):
+        return 0
+    if not _GO_DURATION.fullmatch(text):
+        return None
+    sign = -1 if text.startswith("-") else 1
+    nanos = 0.0
+    for number, unit in _GO_PART.findall(text):
+        nanos += float(number) * _GO_UNITS[unit]
+    return sign * int(nanos // 1_000_000_000)
 
 
 class KubeProxyConntrackConfiguration(K8sModel):

@@ -22,7 +22,13 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
-from netemu.api.config import DEFAULT_NODE_POD_PREFIX, KubeProxyConfiguration, Lab
+from netemu.api.config import (
+    DEFAULT_NODE_POD_PREFIX,
+    KubeProxyConfiguration,
+    KubeProxyConntrackConfiguration,
+    Lab,
+    go_duration_seconds,
+)
 from netemu.api.core import (
     SERVICE_NAME_LABEL,
     Container,
@@ -1133,6 +1139,39 @@ class _Checker:
         ):
             if bit is not None and not 0 <= bit <= 31:
                 self.report(item, (section, "masqueradeBit"), "must be between 0 and 31, inclusive")
+        self.check_conntrack(item, ("conntrack",), cfg.conntrack)
+        if cfg.linux is not None and cfg.linux.conntrack is not None:
+            self.check_conntrack(item, ("linux", "conntrack"), cfg.linux.conntrack)
+
+    def check_conntrack(
+        self, item: Loaded, path: FieldPath, ct: KubeProxyConntrackConfiguration
+    ) -> None:
+        """kube-proxy's conntrack settings (its validateKubeProxyConntrackConfiguration):
+        counts are int32 >= 0, timeouts Go durations >= 0."""
+        for name, count in (("maxPerCore", ct.max_per_core), ("min", ct.min)):
+            if count is None:
+                continue
+            if isinstance(count, bool) or not isinstance(count, int):
+                self.report(item, (*path, name), f"must be an integer, got {count!r}")
+            elif not 0 <= count <= 2**31 - 1:
+                self.report(item, (*path, name), "must be greater than or equal to 0")
+        for name, value in (
+            ("tcpEstablishedTimeout", ct.tcp_established_timeout),
+            ("tcpCloseWaitTimeout", ct.tcp_close_wait_timeout),
+            ("udpTimeout", ct.udp_timeout),
+            ("udpStreamTimeout", ct.udp_stream_timeout),
+        ):
+            if value is None:
+                continue
+            seconds = go_duration_seconds(value)
+            if seconds is None:
+                self.report(
+                    item,
+                    (*path, name),
+                    f'must be a duration such as "24h0m0s", "1h" or "90s", got {value!r}',
+                )
+            elif seconds < 0:
+                self.report(item, (*path, name), "must be greater than or equal to 0")
 
     def check_lab(self, item: Loaded) -> _LabRanges:
         lab = item.obj

@@ -41,7 +41,13 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from netemu.api.config import DEFAULT_VXLAN_PORT, Lab
+from netemu.api.config import (
+    DEFAULT_VXLAN_PORT,
+    KubeProxyConfiguration,
+    KubeProxyConntrackConfiguration,
+    Lab,
+    go_duration_seconds,
+)
 from netemu.api.core import Pod, Service
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
 from netemu.controlplane.state import ClusterState
@@ -269,8 +275,65 @@ class PodPlan:
         return f"{self.namespace}/{self.name}"
 
 
+# kube-proxy's conntrack defaults (pkg/proxy/apis/config/v1alpha1/defaults.go).
+DEFAULT_CONNTRACK_TCP_ESTABLISHED = "24h0m0s"
+DEFAULT_CONNTRACK_TCP_CLOSE_WAIT = "1h0m0s"
+
+
+def conntrack_config(config: KubeProxyConfiguration | None) -> KubeProxyConntrackConfiguration:
+    """The conntrack section kube-proxy runs with: `linux.conntrack` when
+    set, else the top-level `conntrack` (as netemu.rules.input reads it)."""
+    cfg = config or KubeProxyConfiguration()
+    return cfg.linux.conntrack if cfg.linux and cfg.linux.conntrack else cfg.conntrack
+
+
+def conntrack_sysctls(config: KubeProxyConfiguration | None) -> tuple[tuple[str, str], ...]:
+    """The conntrack sysctls kube-proxy writes at start-up
+    (pkg/proxy/conntrack/sysctls.go, setSysctls) that a node namespace can
+    hold: each is per network namespace, and each is written only when its
+    value is positive (tcpBeLiberal: when true), as kube-proxy does.
+
+    nf_conntrack_max (maxPerCore x CPUs, at least `min`; by default
+    32768 x CPUs, at least 131072) is not among them: the kernel keeps one
+    table limit for the whole host and makes the sysctl read-only (0444)
+    outside the initial namespace (net/netfilter/nf_conntrack_standalone.c),
+    so a kube-proxy in a node namespace could not write it, and a lab never
+    changes the host. kind runs kube-proxy with maxPerCore 0 for the same
+    reason. Durations are validated beforehand (netemu.api.validate)."""
+    ct = conntrack_config(config)
+    established = go_duration_seconds(
+        ct.tcp_established_timeout
+        if ct.tcp_established_timeout is not None
+        else DEFAULT_CONNTRACK_TCP_ESTABLISHED
+    )
+    close_wait = go_duration_seconds(
+        ct.tcp_close_wait_timeout
+        if ct.tcp_close_wait_timeout is not None
+        else DEFAULT_CONNTRACK_TCP_CLOSE_WAIT
+    )
+    values: list[tuple[str, str]] = []
+    for key, seconds in (
+        ("nf_conntrack_tcp_timeout_established", established),
+        ("nf_conntrack_tcp_timeout_close_wait", close_wait),
+    ):
+        if seconds is not None and seconds > 0:
+            values.append((f"net.netfilter.{key}", str(seconds)))
+    if ct.tcp_be_liberal:
+        values.append(("net.netfilter.nf_conntrack_tcp_be_liberal", "1"))
+    for key, value in (
+        ("nf_conntrack_udp_timeout", ct.udp_timeout),
+        ("nf_conntrack_udp_timeout_stream", ct.udp_stream_timeout),
+    ):
+        seconds = go_duration_seconds(value) if value is not None else None
+        if seconds is not None and seconds > 0:
+            values.append((f"net.netfilter.{key}", str(seconds)))
+    return tuple(values)
+
+
 # Sysctls a node's datapath needs, as kube-proxy and the bridge CNI set them.
-def node_sysctls(localhost_node_ports: bool) -> tuple[tuple[str, str], ...]:
+def node_sysctls(
+    localhost_node_ports: bool, conntrack: tuple[tuple[str, str], ...] = ()
+) -> tuple[tuple[str, str], ...]:
     values = [
         ("net.ipv4.ip_forward", "1"),
         # Bridged pod traffic must traverse iptables, or same-node Service
@@ -284,7 +347,7 @@ def node_sysctls(localhost_node_ports: bool) -> tuple[tuple[str, str], ...]:
     if localhost_node_ports:
         # kube-proxy sets this for NodePorts on 127.0.0.1 (pkg/proxy/iptables, localhostNodePorts).
         values.append(("net.ipv4.conf.all.route_localnet", "1"))
-    return tuple(values)
+    return tuple(values) + conntrack
 
 
 def _underlay_gateway(lab: Lab, services: Sequence[Service]) -> str:
@@ -368,7 +431,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 pod_mtu=mtu,
                 peers=peers if lab.spec.overlay == "vxlan" else (),
                 routes=tuple(routes),
-                sysctls=node_sysctls(localhost_node_ports),
+                sysctls=node_sysctls(localhost_node_ports, conntrack_sysctls(state.proxy_config)),
             )
         )
 

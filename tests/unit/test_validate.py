@@ -1225,6 +1225,30 @@ def test_proxy_masquerade_bit() -> None:
     ]
 
 
+def test_proxy_conntrack() -> None:
+    text = proxy("""
+        conntrack:
+          maxPerCore: -1
+          min: "many"
+          tcpEstablishedTimeout: 24 hours
+          tcpCloseWaitTimeout: -1h
+          udpTimeout: 30
+          udpStreamTimeout: 2m0s
+    """)
+    assert check(text) == [
+        "x.yaml:4: KubeProxyConfiguration/<unnamed>: conntrack.maxPerCore: must be greater "
+        "than or equal to 0",
+        "x.yaml:5: KubeProxyConfiguration/<unnamed>: conntrack.min: must be an integer, got 'many'",
+        "x.yaml:6: KubeProxyConfiguration/<unnamed>: conntrack.tcpEstablishedTimeout: must be a "
+        'duration such as "24h0m0s", "1h" or "90s", got \'24 hours\'',
+        "x.yaml:7: KubeProxyConfiguration/<unnamed>: conntrack.tcpCloseWaitTimeout: must be "
+        "greater than or equal to 0",
+        "x.yaml:8: KubeProxyConfiguration/<unnamed>: conntrack.udpTimeout: must be a duration "
+        'such as "24h0m0s", "1h" or "90s", got 30',
+    ]
+    assert check(proxy("conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 1h30m}\n")) == []
+
+
 def test_at_most_one_proxy_configuration_and_one_lab() -> None:
     kpc = proxy("mode: iptables\n")
     assert check(kpc, ("y.yaml", kpc)) == [
