@@ -18,6 +18,7 @@ from netemu.controlplane.state import ClusterState
 from netemu.errors import UsageError as UsageError
 from netemu.net.addresses import node_addresses
 from netemu.net.plan import CNI_NETWORK, sandbox_id
+from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
@@ -67,7 +68,8 @@ def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
     """The node's iptables rules: kube-proxy's, and the portmap CNI plugin's
     for the hostPorts of the pods on it."""
     with gc_paused():
-        rules = compile_node(proxy_input(state, node_name))
+        data = proxy_input(state, node_name)
+        rules = compile_node(data, flannel_config(state.lab, data.config.node_pod_cidr))
     return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name))
 
 

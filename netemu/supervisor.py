@@ -508,6 +508,7 @@ class Supervisor:
             # its ranges and nodes before sending them.
             "lab": self.lab.to_dict(),
             "overlay": self.lab.spec.overlay,
+            "vxlanPort": self.lab.spec.vxlan_port,
             "underlay": plan.underlay.netns,
             "nodes": {
                 n.name: {

@@ -149,7 +149,7 @@ def steps(ctx: Context) -> list[Callable[[Context], Step]]:
         lambda c: Step(
             "The overlay and its encapsulation",
             "Pods on different nodes talk over VXLAN (flannel's layout: `flannel.1`, VNI 1, "
-            "UDP 4789). A trace from the client to node-1's NodePort, repeated until the "
+            "UDP 8472). A trace from the client to node-1's NodePort, repeated until the "
             "chosen pod is on node-2, shows the packet DNATed and masqueraded on node-1, "
             "encapsulated between the nodes' underlay addresses, decapsulated on node-2 "
             "and delivered:",
@@ -180,13 +180,14 @@ def steps(ctx: Context) -> list[Callable[[Context], Step]]:
         lambda c: Step(
             "Opening the trace's pcaps",
             "Every trace writes one pcap per capture point and `merged.pcapng` with the "
-            "whole flow in time order. tshark (or Wireshark) reads them; the VXLAN frames "
+            "whole flow in time order. tshark (or Wireshark) reads them (told that UDP 8472, "
+            "flannel's port, is VXLAN: tshark decodes only 4789 by itself); the VXLAN frames "
             "show the inner, already translated packet:",
             (
                 "cd $(sed -n 's/^pcaps: \\(.*\\)\\/ (merged.*/\\1/p' "
                 f"{c.values['trace_file']}) && ls "
-                "&& tshark -r merged.pcapng -T fields -e ip.src -e ip.dst -e tcp.srcport "
-                "-e tcp.dstport -e vxlan.vni 2>/dev/null | sed -n 1,12p",
+                "&& tshark -r merged.pcapng -d udp.port==8472,vxlan -T fields -e ip.src -e ip.dst "
+                "-e tcp.srcport -e tcp.dstport -e vxlan.vni 2>/dev/null | sed -n 1,12p",
             ),
             "The same packet appears once per capture point it crossed, first as the client "
             "sent it, then translated, then inside VXLAN (outer and inner addresses). In "

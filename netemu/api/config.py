@@ -17,6 +17,9 @@ DEFAULT_NODE_POD_PREFIX = 24
 DEFAULT_NODE_PORT_RANGE = "30000-32767"
 DEFAULT_MASQUERADE_BIT = 14
 DEFAULT_AFFINITY_TIMEOUT = 10800
+# flannel's VXLAN backend on Linux uses the kernel's default port, 8472, unless
+# its net-conf.json sets "Port" (Documentation/backends.md), not IANA's 4789.
+DEFAULT_VXLAN_PORT = 8472
 
 
 class KubeProxyIPTablesConfiguration(K8sModel):
@@ -137,6 +140,8 @@ class LabSpec(K8sModel):
     proxy_mode: Literal["iptables", "nftables"] = "iptables"
     iptables_backend: Literal["nft", "legacy"] = "nft"
     overlay: Literal["vxlan", "host-gw"] = "vxlan"
+    # The UDP port of the vxlan overlay (flannel's backend "Port").
+    vxlan_port: int = DEFAULT_VXLAN_PORT
 
 
 class Lab(K8sModel):

@@ -23,7 +23,12 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 from netemu.api.addresspool import parse_pool
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
-from netemu.api.config import DEFAULT_NODE_POD_PREFIX, KubeProxyConfiguration, Lab
+from netemu.api.config import (
+    DEFAULT_NODE_POD_PREFIX,
+    KubeProxyConfiguration,
+    KubeProxyConntrackConfiguration,
+    Lab,
+)
 from netemu.api.core import (
     SERVICE_NAME_LABEL,
     Container,
@@ -1158,6 +1163,9 @@ class _Checker:
                 self.report(
                     item, (name,), 'must be "IP" or "IP:PORT" (e.g. "0.0.0.0:10256"), PORT 1-65535'
                 )
+        self.check_conntrack(item, ("conntrack",), cfg.conntrack)
+        if cfg.linux is not None and cfg.linux.conntrack is not None:
+            self.check_conntrack(item, ("linux", "conntrack"), cfg.linux.conntrack)
 
     def check_sync_periods(
         self, item: Loaded, section: str, sync: object, min_sync: object
@@ -1185,6 +1193,34 @@ class _Checker:
                 (section, "syncPeriod"),
                 f"must be greater than or equal to {section}.minSyncPeriod",
             )
+
+    def check_conntrack(
+        self, item: Loaded, path: FieldPath, ct: KubeProxyConntrackConfiguration
+    ) -> None:
+        """kube-proxy's conntrack settings (its validateKubeProxyConntrackConfiguration):
+        counts are int32 >= 0, timeouts Go durations >= 0."""
+        for name, count in (("maxPerCore", ct.max_per_core), ("min", ct.min)):
+            if count is None:
+                continue
+            if isinstance(count, bool) or not isinstance(count, int):
+                self.report(item, (*path, name), f"must be an integer, got {count!r}")
+            elif not 0 <= count <= 2**31 - 1:
+                self.report(item, (*path, name), "must be greater than or equal to 0")
+        for name, value in (
+            ("tcpEstablishedTimeout", ct.tcp_established_timeout),
+            ("tcpCloseWaitTimeout", ct.tcp_close_wait_timeout),
+            ("udpTimeout", ct.udp_timeout),
+            ("udpStreamTimeout", ct.udp_stream_timeout),
+        ):
+            if value is None:
+                continue
+            try:
+                seconds = parse_duration(value)
+            except DurationError as exc:
+                self.report(item, (*path, name), str(exc))
+                continue
+            if seconds < 0:
+                self.report(item, (*path, name), "must be greater than or equal to 0")
 
     def check_lab(self, item: Loaded) -> _LabRanges:
         lab = item.obj
@@ -1219,6 +1255,13 @@ class _Checker:
                 item,
                 ("spec", "nodePortRange"),
                 'must be "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535 (e.g. "30000-32767")',
+            )
+
+        if not 1 <= spec.vxlan_port <= 65535:
+            self.report(
+                item,
+                ("spec", "vxlanPort"),
+                f"{spec.vxlan_port} is not a UDP port: must be 1-65535 (flannel's default is 8472)",
             )
 
         dns = parse_ip(spec.cluster_dns)

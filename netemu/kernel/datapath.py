@@ -34,7 +34,6 @@ from netemu.net.plan import (
     POD_BRIDGE,
     POD_IFNAME,
     VXLAN_DEVICE,
-    VXLAN_PORT,
     VXLAN_VNI,
     ClientPlan,
     NodePlan,
@@ -173,7 +172,7 @@ class Datapath:
                 vxlan_id=VXLAN_VNI,
                 vxlan_local=plan.underlay_ip,
                 vxlan_link=eth0,
-                vxlan_port=VXLAN_PORT,
+                vxlan_port=plan.vxlan_port,
                 vxlan_learning=0,  # flannel writes every peer's entries itself
                 address=plan.vtep_mac,
                 mtu=plan.pod_mtu,

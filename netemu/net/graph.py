@@ -38,7 +38,6 @@ from netemu.net.plan import (
     POD_BRIDGE,
     SWITCH_BRIDGE,
     VXLAN_DEVICE,
-    VXLAN_PORT,
     VXLAN_VNI,
     switch_port,
 )
@@ -403,7 +402,7 @@ class _Builder:
                     sub,
                     node_interface_id(name, VXLAN_DEVICE),
                     _text(VXLAN_DEVICE, overlay_address(cidr) if cidr else "VTEP"),
-                    f"{name}: the VXLAN device (VNI {VXLAN_VNI}, UDP {VXLAN_PORT})",
+                    f"{name}: the VXLAN device (VNI {VXLAN_VNI}, UDP {self.topology.tunnel_port})",
                 )
             self._box(
                 sub,
@@ -565,7 +564,7 @@ class _Builder:
                 node_interface_id(a, VXLAN_DEVICE),
                 node_interface_id(b, VXLAN_DEVICE),
                 id=f"tunnel/{a}/{b}",
-                label=_text(f"VXLAN VNI {VXLAN_VNI}", f"UDP {VXLAN_PORT}"),
+                label=_text(f"VXLAN VNI {VXLAN_VNI}", f"UDP {self.topology.tunnel_port}"),
                 style="dashed",
                 color=_TUNNEL,
                 fontcolor=_TUNNEL,

@@ -41,8 +41,14 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from netemu.api.config import Lab
+from netemu.api.config import (
+    DEFAULT_VXLAN_PORT,
+    KubeProxyConfiguration,
+    KubeProxyConntrackConfiguration,
+    Lab,
+)
 from netemu.api.core import Pod, Service
+from netemu.api.duration import parse_duration
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
@@ -56,10 +62,11 @@ _NETNS_HASH_HEX = 16
 HOSTNAME_MAX = 63
 LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
-# flannel's defaults: VNI 1 on flannel.1, the IANA VXLAN port, and an MTU
-# that leaves room for the 50-byte outer headers on a 1500-byte underlay.
+# flannel's defaults: VNI 1 on flannel.1, UDP 8472 (the Linux kernel's
+# default VXLAN port, which flannel keeps; a Lab may set spec.vxlanPort), and
+# an MTU that leaves room for the 50-byte outer headers on a 1500-byte underlay.
 VXLAN_VNI = 1
-VXLAN_PORT = 4789
+VXLAN_PORT = DEFAULT_VXLAN_PORT
 VXLAN_DEVICE = "flannel.1"
 VXLAN_MTU = 1450
 UNDERLAY_MTU = 1500
@@ -186,6 +193,7 @@ class NodePlan:
     bridge_ip: str
     pod_prefixlen: int
     overlay: str  # "vxlan" or "host-gw"
+    vxlan_port: int  # flannel.1's UDP port (with the vxlan overlay)
     vtep_mac: str
     vtep_ip: str
     bridge_mac: str
@@ -321,8 +329,70 @@ def sandbox_id(namespace: str, pod: str) -> str:
     return hashlib.sha256(f"sandbox/{namespace}/{pod}".encode()).hexdigest()
 
 
+# kube-proxy's conntrack defaults (pkg/proxy/apis/config/v1alpha1/defaults.go).
+DEFAULT_CONNTRACK_TCP_ESTABLISHED = "24h0m0s"
+DEFAULT_CONNTRACK_TCP_CLOSE_WAIT = "1h0m0s"
+
+
+def _whole_seconds(value: object) -> int:
+    """A validated Go duration in whole seconds, truncated toward zero as
+    kube-proxy's `Duration / time.Second`."""
+    return int(parse_duration(value))
+
+
+def conntrack_config(config: KubeProxyConfiguration | None) -> KubeProxyConntrackConfiguration:
+    """The conntrack section kube-proxy runs with: `linux.conntrack` when
+    set, else the top-level `conntrack` (as netemu.rules.input reads it)."""
+    cfg = config or KubeProxyConfiguration()
+    return cfg.linux.conntrack if cfg.linux and cfg.linux.conntrack else cfg.conntrack
+
+
+def conntrack_sysctls(config: KubeProxyConfiguration | None) -> tuple[tuple[str, str], ...]:
+    """The conntrack sysctls kube-proxy writes at start-up
+    (pkg/proxy/conntrack/sysctls.go, setSysctls) that a node namespace can
+    hold: each is per network namespace, and each is written only when its
+    value is positive (tcpBeLiberal: when true), as kube-proxy does.
+
+    nf_conntrack_max (maxPerCore x CPUs, at least `min`; by default
+    32768 x CPUs, at least 131072) is not among them: the kernel keeps one
+    table limit for the whole host and makes the sysctl read-only (0444)
+    outside the initial namespace (net/netfilter/nf_conntrack_standalone.c),
+    so a kube-proxy in a node namespace could not write it, and a lab never
+    changes the host. kind runs kube-proxy with maxPerCore 0 for the same
+    reason. Durations are validated beforehand (netemu.api.validate)."""
+    ct = conntrack_config(config)
+    established = _whole_seconds(
+        ct.tcp_established_timeout
+        if ct.tcp_established_timeout is not None
+        else DEFAULT_CONNTRACK_TCP_ESTABLISHED
+    )
+    close_wait = _whole_seconds(
+        ct.tcp_close_wait_timeout
+        if ct.tcp_close_wait_timeout is not None
+        else DEFAULT_CONNTRACK_TCP_CLOSE_WAIT
+    )
+    values: list[tuple[str, str]] = []
+    for key, seconds in (
+        ("nf_conntrack_tcp_timeout_established", established),
+        ("nf_conntrack_tcp_timeout_close_wait", close_wait),
+    ):
+        if seconds > 0:
+            values.append((f"net.netfilter.{key}", str(seconds)))
+    if ct.tcp_be_liberal:
+        values.append(("net.netfilter.nf_conntrack_tcp_be_liberal", "1"))
+    for key, value in (
+        ("nf_conntrack_udp_timeout", ct.udp_timeout),
+        ("nf_conntrack_udp_timeout_stream", ct.udp_stream_timeout),
+    ):
+        if value is not None and (timeout := _whole_seconds(value)) > 0:
+            values.append((f"net.netfilter.{key}", str(timeout)))
+    return tuple(values)
+
+
 # Sysctls a node's datapath needs, as kube-proxy and the bridge CNI set them.
-def node_sysctls(localhost_node_ports: bool) -> tuple[tuple[str, str], ...]:
+def node_sysctls(
+    localhost_node_ports: bool, conntrack: tuple[tuple[str, str], ...] = ()
+) -> tuple[tuple[str, str], ...]:
     values = [
         ("net.ipv4.ip_forward", "1"),
         # Bridged pod traffic must traverse iptables, or same-node Service
@@ -336,7 +406,7 @@ def node_sysctls(localhost_node_ports: bool) -> tuple[tuple[str, str], ...]:
     if localhost_node_ports:
         # kube-proxy sets this for NodePorts on 127.0.0.1 (pkg/proxy/iptables, localhostNodePorts).
         values.append(("net.ipv4.conf.all.route_localnet", "1"))
-    return tuple(values)
+    return tuple(values) + conntrack
 
 
 def _underlay_gateway(lab: Lab, services: Sequence[Service]) -> str:
@@ -413,13 +483,14 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 bridge_ip=bridge_gateway(pod_cidr),
                 pod_prefixlen=netaddr.IPNetwork(pod_cidr).prefixlen,
                 overlay=lab.spec.overlay,
+                vxlan_port=lab.spec.vxlan_port,
                 vtep_mac=vtep_mac(lab_name, name),
                 vtep_ip=overlay_address(pod_cidr),
                 bridge_mac=bridge_mac(lab_name, name),
                 pod_mtu=mtu,
                 peers=peers if lab.spec.overlay == "vxlan" else (),
                 routes=tuple(routes),
-                sysctls=node_sysctls(localhost_node_ports),
+                sysctls=node_sysctls(localhost_node_ports, conntrack_sysctls(state.proxy_config)),
                 cluster_cidr=lab.spec.pod_cidr,
             )
         )

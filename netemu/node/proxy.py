@@ -3,7 +3,8 @@ through the control plane's client, compiles the node's rules and applies
 them in one `iptables-restore --noflush` transaction.
 
 The first sync writes everything a fresh node gets (kubelet's and
-kube-proxy's jump rules and KUBE-FIREWALL included); later syncs write
+kube-proxy's jump rules and KUBE-FIREWALL included, and flanneld's
+FLANNEL-POSTRTG and FLANNEL-FWD, in the same restore); later syncs write
 kube-proxy's own chains and delete the service chains no longer wanted,
 reading what the kernel has first, as kube-proxy does. After each sync it
 deletes the UDP conntrack entries that point at endpoints no longer serving
@@ -41,6 +42,7 @@ from netemu.node.proxyservers import NodeProxyServers
 from netemu.pipeline import proxy_input
 from netemu.rules import names
 from netemu.rules.conntrack import stale_udp_filters
+from netemu.rules.flannel import ensure_flannel_rules, flannel_config
 from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import compile_full_resync, compile_node, compile_resync
 from netemu.rules.model import RuleSet, parse_restore
@@ -109,9 +111,12 @@ class ProxyAgent:
         started = time.monotonic()
         self.failed = True
         if first:
-            rules = compile_node(data)
+            rules = compile_node(data, flannel_config(self.lab, data.config.node_pod_cidr))
         elif full:
-            rules = compile_full_resync(data, parse_restore(self.iptables.save()))
+            existing = parse_restore(self.iptables.save())
+            rules = compile_full_resync(data, existing)
+            if (flannel := flannel_config(self.lab, data.config.node_pod_cidr)) is not None:
+                ensure_flannel_rules(rules, existing, flannel)
         else:
             rules = compile_resync(data, parse_restore(self.iptables.save()))
         text = rules.render()

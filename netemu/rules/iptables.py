@@ -6,7 +6,9 @@ order as kube-proxy's own iptables-restore input.
 `--noflush`). `compile_node` adds what is installed once at start-up: the
 jumps from the built-in chains (kube-proxy's and kubelet's, each prepended,
 so they appear in reverse order) and KUBE-PROXY-CANARY in mangle, nat and
-filter; its rendering is a complete restore input for a fresh node and reads
+filter; with a FlannelConfig it also writes flanneld's FLANNEL-POSTRTG and
+FLANNEL-FWD (netemu.rules.flannel), which kube-proxy's later syncs leave
+alone. Its rendering is a complete restore input for a fresh node and reads
 like `iptables-save` of a real one. `compile_resync` is a sync of a node
 whose kernel already holds rules: it also flushes and deletes the service and
 endpoint chains kube-proxy no longer uses.
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import netaddr
 
 from netemu.rules import names as n
+from netemu.rules.flannel import FlannelConfig, add_flannel_rules
 from netemu.rules.input import EndpointInfo, ProxyInput, ServicePortInfo
 from netemu.rules.model import BUILTIN_CHAINS, Rule, RuleSet, quote
 
@@ -88,9 +91,13 @@ LOCALNET_RULE = (
 )
 
 
-def compile_node(data: ProxyInput) -> RuleSet:
-    """Everything kube-proxy (and kubelet's KUBE-FIREWALL) puts in a fresh node."""
+def compile_node(data: ProxyInput, flannel: FlannelConfig | None = None) -> RuleSet:
+    """Everything kube-proxy (and kubelet's KUBE-FIREWALL, and flanneld when
+    `flannel` is given) puts in a fresh node."""
     sync = compile_sync(data)
+    extra = RuleSet()
+    if flannel is not None:
+        add_flannel_rules(extra, flannel)
     full = RuleSet()
     full.table("mangle").declare(n.KUBE_PROXY_CANARY)
     for table_name in ("filter", "nat"):
@@ -115,12 +122,20 @@ def compile_node(data: ProxyInput) -> RuleSet:
                     if part
                 )
                 table.append(chain, f"{args} -j {jump.dst}".strip())
+        # flanneld appends its jumps, so they follow the prepended KUBE-* ones.
+        own = extra.tables.get(table_name)
+        builtin = set(BUILTIN_CHAINS[table_name])
+        if own is not None:
+            table.rules.extend(r for r in own.rules if r.chain in builtin)
         table.rules.extend(src.rules)
         if table_name == "filter" and n.KUBE_FIREWALL not in src.chains:
             # kubelet owns KUBE-FIREWALL and fills it even when kube-proxy's
             # localhost NodePorts are off (pkg/kubelet/kubelet_network_linux.go).
             table.chains.append(n.KUBE_FIREWALL)
             table.append(n.KUBE_FIREWALL, LOCALNET_RULE)
+        if own is not None:
+            table.chains.extend(own.chains)
+            table.rules.extend(r for r in own.rules if r.chain not in builtin)
     return full
 
 

@@ -121,8 +121,10 @@ def decode(frame: bytes, vxlan_port: int | None) -> Decoded | None:
     and VXLAN frames that carry something other than IPv4.
 
     `vxlan_port` is the lab's own tunnel port (None without a VXLAN
-    overlay): only UDP to it is unwrapped. Any other UDP, 4789 and 8472
-    included, is a datagram of its own: a Service may well listen there."""
+    overlay): only UDP to it is unwrapped, and only when it starts with a
+    VXLAN header (RFC 7348: flags exactly I, reserved bits zero). Any other
+    UDP, 4789 and 8472 included, and a Service's own datagram to the lab's
+    port (a pod's server may listen there too) is a datagram of its own."""
     located = _ipv4_of(frame)
     if located is None:
         return None
@@ -131,7 +133,12 @@ def decode(frame: bytes, vxlan_port: int | None) -> Decoded | None:
     if outer is None:
         return None
     tunnel = None
-    if vxlan_port is not None and outer.proto == "udp" and outer.dport == vxlan_port:
+    if (
+        vxlan_port is not None
+        and outer.proto == "udp"
+        and outer.dport == vxlan_port
+        and _has_vxlan_header(data)
+    ):
         inner = _vxlan(outer, data)
         if inner is None:
             return None
@@ -177,6 +184,15 @@ def _ipv4_of(frame: bytes) -> tuple[Ether, bytes] | None:
     if ethertype != _ETH_P_IP:
         return None
     return Ether(frame[:14]), frame[offset:]
+
+
+def _has_vxlan_header(data: bytes) -> bool:
+    """The UDP payload of IPv4 packet `data` opens with a VXLAN header as
+    Linux sends it: the flags byte 0x08 (a valid VNI), the 24 bits after it
+    and the last byte (reserved) zero."""
+    ihl = (data[0] & 0x0F) * 4
+    header = data[ihl + 8 : ihl + 16]
+    return len(header) == 8 and header[0] == 0x08 and header[1:4] == b"\0\0\0" and header[7] == 0
 
 
 def _vxlan(outer: IpPacket, data: bytes) -> tuple[Tunnel, bytes] | None:

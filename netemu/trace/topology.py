@@ -15,6 +15,8 @@ from typing import Any
 from netemu.controlplane.state import ClusterState
 from netemu.net.plan import VXLAN_DEVICE, VXLAN_PORT, LabPlan, host_veth, pod_netns
 
+UNRECORDED_VXLAN_PORT = 4789
+
 
 @dataclass(frozen=True)
 class NodeSite:
@@ -116,8 +118,9 @@ class Topology:
             backend="legacy" if info["backend"] == "legacy" else "nft",
             overlay=str(info["overlay"]),
             underlay=str(info["underlay"]),
-            # Labs that do not record their port run the plan's.
-            tunnel_port=int(info.get("vxlanPort", VXLAN_PORT)),
+            # A lab.json without the port is from a netemu that always
+            # tunnelled on IANA's 4789.
+            tunnel_port=int(info.get("vxlanPort", UNRECORDED_VXLAN_PORT)),
             nodes={
                 name: NodeSite(name, n["netns"], n["ip"], tuple(n.get("addresses") or (n["ip"],)))
                 for name, n in info["nodes"].items()
@@ -162,6 +165,7 @@ class Topology:
             lab=plan.name,
             backend="legacy" if backend == "legacy" else "nft",
             overlay=plan.nodes[0].overlay if plan.nodes else "vxlan",
+            tunnel_port=plan.nodes[0].vxlan_port if plan.nodes else VXLAN_PORT,
             underlay=plan.underlay.netns,
             nodes=nodes,
             clients={c.name: ClientSite(c.name, c.netns, c.ip) for c in plan.clients},

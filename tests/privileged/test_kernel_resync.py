@@ -12,6 +12,7 @@ import pytest
 
 from netemu.kernel.iptables import Backend, KernelIptables
 from netemu.pipeline import load_cluster, proxy_input
+from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import (
     compile_node,
@@ -65,3 +66,27 @@ def test_plain_sync_leaves_stale_chains_behind(
     saved = parse_restore(kernel.save())
     assert set(stale) <= set(saved.tables["nat"].chains)
     assert canonical_ruleset(saved) != canonical_ruleset(compile_node(state_b))
+
+
+@pytest.mark.parametrize("backend", ["nft", "legacy"])
+def test_resync_keeps_flannels_chains(
+    namespace: str, default_lab_variant: Callable[..., ProxyInput], backend: Backend
+) -> None:
+    """flanneld's FLANNEL-POSTRTG and FLANNEL-FWD, written with the node's
+    first restore, stay exactly as they were through kube-proxy's resyncs."""
+    cluster = load_cluster([DEFAULT_LAB])
+    state_a = proxy_input(cluster, NODE)
+    flannel = flannel_config(cluster.lab, state_a.config.node_pod_cidr)
+    assert flannel is not None
+    kernel = KernelIptables(namespace, backend)
+    kernel.restore(compile_node(state_a, flannel).render(), noflush=False)
+    first = parse_restore(kernel.save())
+    assert first.tables["nat"].chain_rules("FLANNEL-POSTRTG")
+    assert first.tables["filter"].chain_rules("FLANNEL-FWD")
+
+    state_b = default_lab_variant(drop_service="web-local")
+    kernel.restore(compile_resync(state_b, parse_restore(kernel.save())).render())
+    saved = parse_restore(kernel.save())
+    assert canonical_ruleset(saved) == canonical_ruleset(compile_node(state_b, flannel))
+    for table, chain in (("nat", "FLANNEL-POSTRTG"), ("filter", "FLANNEL-FWD")):
+        assert saved.tables[table].chain_rules(chain) == first.tables[table].chain_rules(chain)

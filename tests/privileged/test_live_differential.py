@@ -18,7 +18,10 @@ meets, simulate the packet there. The live side sends the packet:
 - REJECT: the connection is refused at once (TCP RST / ICMP unreachable);
 - DROP: no answer within DROP_TIMEOUT;
 - no translation (the rules leave the packet alone): the packet goes to
-  its original destination, where nothing listens in these rows: refused.
+  its original destination, where nothing listens in these rows: refused;
+  except when that destination is another node's address (the walk goes on
+  there, with the source the first node's masquerade wrote, if any) or an
+  external client's server (it answers, and sees that source).
 
 SCTP is left out: lab kernels have no sctp module, so SCTP is not served.
 """
@@ -66,8 +69,9 @@ State = dict[str, list[dict[str, Any]]]
 class Flow:
     lab: str  # directory under controlplane/
     source: str  # "pod/<app label>@<node>", "node/<node>" or "client/<client>"
-    # "clusterIP", "lb", "externalIP" (with the Service's port), or
-    # "node/<node>", "loopback" (with its nodePort)
+    # "clusterIP", "lb", "externalIP" (with the Service's port),
+    # "node/<node>", "loopback" (with its nodePort), or "client/<client>"
+    # (its CLIENT_PORT server; `svc` is then empty)
     dst: str
     svc: str  # "<name>" or "<namespace>/<name>"
     proto: str = "tcp"
@@ -87,6 +91,12 @@ FLOWS = [
     Flow("default", "client/client", "node/node-1", "web-local", note="ETP Local, 2 local pods"),
     Flow("default", "pod/web@node-2", "clusterIP", "empty", note="no endpoints: REJECT"),
     Flow("default", "node/node-1", "loopback", "web-nodeport", note="localhost NodePort"),
+    # flanneld's masquerade (FLANNEL-POSTRTG): a pod calling another node's
+    # ETP Local NodePort arrives there as its node, so that node's own pod serves it.
+    Flow("default", "pod/web@node-1", "node/node-2", "web-local", note="via node-1's masq"),
+    Flow("default", "pod/web@node-2", "node/node-1", "web-local", note="via node-2's masq"),
+    Flow("default", "pod/web@node-1", "node/node-2", "web-nodeport", note="ETP Cluster"),
+    Flow("default", "pod/web@node-2", "client/client", "", note="to outside: node's IP"),
     # controlplane/loadbalancer
     Flow("loadbalancer", "client/allowed", "lb", "shop-lb"),
     Flow("loadbalancer", "client/allowed", "lb", "shop-firewalled", note="in sourceRanges"),
@@ -121,6 +131,7 @@ FLOWS = [
 ]
 
 EXPORTER_PORT = 9100
+CLIENT_PORT = 8080
 
 
 # -- the labs: each up once for the module, when a row first needs it ---------
@@ -166,7 +177,25 @@ def start_exporters(lab: LiveLab, stack: ExitStack) -> NodeServers:
     return serving
 
 
-SETUP: dict[str, Callable[[LiveLab, ExitStack], NodeServers]] = {"no-selector": start_exporters}
+def start_client_servers(lab: LiveLab, stack: ExitStack) -> NodeServers:
+    """A server on every external client's address (CLIENT_PORT), so that a
+    pod's request to outside the cluster shows whom the client saw."""
+    servers = TestServers()
+    servers.start()
+    stack.callback(servers.close)
+    serving: NodeServers = {}
+    for name, info in lab.info()["clients"].items():
+        tcp, udp = bind_pod_sockets(info["netns"], str(info["ip"]), [(CLIENT_PORT, "TCP")])
+        identity = PodIdentity(pod=name, namespace="", pod_ip=str(info["ip"]), node="")
+        servers.serve(f"client/{name}", identity, tcp, udp)
+        serving[(str(info["ip"]), "tcp")] = CLIENT_PORT
+    return serving
+
+
+SETUP: dict[str, Callable[[LiveLab, ExitStack], NodeServers]] = {
+    "no-selector": start_exporters,
+    "default": start_client_servers,
+}
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +236,11 @@ def _svc_ref(flow: Flow) -> tuple[str, str]:
     return name, namespace or "default"
 
 
-def destination(flow: Flow, state: State, node_ips: dict[str, str]) -> tuple[str, int]:
+def destination(
+    flow: Flow, state: State, node_ips: dict[str, str], client_ips: dict[str, str]
+) -> tuple[str, int]:
+    if flow.dst.startswith("client/"):
+        return client_ips[flow.dst.removeprefix("client/")], CLIENT_PORT
     name, namespace = _svc_ref(flow)
     spec = service(state, name, namespace)
     port = service_port(state, name, flow.proto, namespace)
@@ -229,7 +262,7 @@ def destination(flow: Flow, state: State, node_ips: dict[str, str]) -> tuple[str
 def resolve(flow: Flow, lab: LiveLab, state: State) -> Resolved:
     info = lab.info()
     node_ips = {name: str(n["ip"]) for name, n in info["nodes"].items()}
-    dst, dport = destination(flow, state, node_ips)
+    dst, dport = destination(flow, state, node_ips, client_ips(lab))
     kind, _, what = flow.source.partition("/")
     if kind == "pod":
         app, _, node = what.partition("@")
@@ -250,11 +283,33 @@ def resolve(flow: Flow, lab: LiveLab, state: State) -> Resolved:
     return Resolved(client["netns"], client["ip"], dst, dport, by_ip.get(dst, first))
 
 
-def predict(flow: Flow, resolved: Resolved) -> Simulation:
+def client_ips(lab: LiveLab) -> dict[str, str]:
+    return {name: str(c["ip"]) for name, c in lab.info()["clients"].items()}
+
+
+def predict(flow: Flow, resolved: Resolved, lab: LiveLab) -> tuple[Simulation, Resolved]:
+    """The prediction at the node the packet first meets; when that node
+    leaves it untranslated and it is for another node's address, the
+    prediction at that node, for the packet as the first node sent it on
+    (its source masqueraded to the address the first node's routing picks
+    towards it, if predicted so). Returns the deciding simulation and the
+    packet as the deciding node sees it."""
     state = offline_state(flow.lab)
     ruleset = compile_rules(state, resolved.node)
     packet = Packet(src=resolved.src, dst=resolved.dst, dport=resolved.dport, proto=flow.proto)
-    return Simulator(ruleset, local_ips(state, resolved.node)).run(packet)
+    sim = Simulator(ruleset, local_ips(state, resolved.node)).run(packet)
+    nodes = lab.info()["nodes"]
+    by_ip = {str(n["ip"]): name for name, n in nodes.items()}
+    following = by_ip.get(resolved.dst)
+    if sim.verdict not in ("NONE", "ACCEPT") or following in (None, resolved.node):
+        return sim, resolved
+    assert following is not None
+    src = resolved.src
+    if sim.masquerade:
+        src = route_source(nodes[resolved.node]["netns"], resolved.dst)
+    hop = Resolved(resolved.source_netns, src, resolved.dst, resolved.dport, following)
+    packet = Packet(src=src, dst=hop.dst, dport=hop.dport, proto=flow.proto)
+    return Simulator(compile_rules(state, following), local_ips(state, following)).run(packet), hop
 
 
 def served_port(state: State, node_servers: NodeServers, ip: str, proto: str) -> int:
@@ -357,16 +412,35 @@ def test_live_outcome_matches_offline_prediction(labs: Labs, flow: Flow) -> None
     resolved = resolve(flow, lab, state)
     node_ips = {name: str(n["ip"]) for name, n in lab.info()["nodes"].items()}
     # The live control plane computed what the offline one did.
-    assert destination(flow, offline_dicts(flow.lab), node_ips) == (resolved.dst, resolved.dport)
-    sim = predict(flow, resolved)
+    assert destination(flow, offline_dicts(flow.lab), node_ips, client_ips(lab)) == (
+        resolved.dst,
+        resolved.dport,
+    )
+    sim, hop = predict(flow, resolved, lab)
     where = (
         f"{flow.id} ({flow.note}): {resolved.src} -> {resolved.dst}:{resolved.dport}/{flow.proto}, "
-        f"rules of {resolved.node}; predicted {sim.verdict} {sim.endpoints} "
+        + (f"as {hop.src} from {resolved.node}, " if hop != resolved else "")
+        + f"rules of {hop.node}; predicted {sim.verdict} {sim.endpoints} "
         f"masquerade={sim.masquerade}"
     )
 
     if sim.verdict == "DNAT":
-        check_dnat(flow, lab, labs.node_servers[flow.lab], state, resolved, sim, where)
+        check_dnat(flow, lab, labs.node_servers[flow.lab], state, resolved, hop, sim, where)
+    elif flow.dst.startswith("client/"):
+        # Untranslated by kube-proxy, out of the cluster to the client's
+        # server, which sees the source as the node's masquerade left it.
+        assert sim.verdict in ("NONE", "ACCEPT") and not sim.endpoints, where
+        expected = (
+            route_source(lab.info()["nodes"][hop.node]["netns"], hop.dst)
+            if sim.masquerade
+            else hop.src
+        )
+        for i in range(SPREAD_REQUESTS):
+            result = probe(resolved.source_netns, resolved.dst, resolved.dport, flow.proto)
+            got = answer_of(result, f"{where}; live request {i + 1}/{SPREAD_REQUESTS}")
+            assert got.pod_ip == resolved.dst and got.client_ip == expected, (
+                f"{where}; the client saw {got.client_ip}, expected {expected}"
+            )
     elif sim.verdict == "REJECT":
         for _ in range(REFUSED_TRIES):
             result = probe(resolved.source_netns, resolved.dst, resolved.dport, flow.proto)
@@ -394,6 +468,7 @@ def check_dnat(
     node_servers: NodeServers,
     state: State,
     resolved: Resolved,
+    hop: Resolved,
     sim: Simulation,
     where: str,
 ) -> None:
@@ -414,15 +489,15 @@ def check_dnat(
             f"{where}; the endpoint {endpoint} ({described or 'no pod'}) is in the lab's "
             "EndpointSlices and rules but not running in the live lab"
         )
-    # What each endpoint must see as client: the source itself, or the
-    # masqueraded source the deciding node's routing picks towards it.
-    node_netns = lab.info()["nodes"][resolved.node]["netns"]
+    # What each endpoint must see as client: the source as the deciding
+    # node got it, or the masqueraded source its routing picks towards it.
+    node_netns = lab.info()["nodes"][hop.node]["netns"]
     expected_client: dict[str, str] = {}
     for path in sim.paths:
         if path.verdict != "DNAT" or path.endpoint is None:
             continue
         ip = path.endpoint.rsplit(":", 1)[0]
-        client = route_source(node_netns, ip) if path.masquerade else resolved.src
+        client = route_source(node_netns, ip) if path.masquerade else hop.src
         assert expected_client.setdefault(path.endpoint, client) == client, where
 
     got: list[Answer] = []

@@ -1,6 +1,6 @@
 """Pod-to-pod traffic in a live lab, with each overlay: pods on one node talk
 over the node's cni0 bridge, pods on different nodes over the overlay. With
-vxlan the cross-node packet crosses the underlay inside UDP 4789 between the
+vxlan the cross-node packet crosses the underlay inside UDP 8472 (the Lab's vxlanPort) between the
 two nodes' addresses; with host-gw it crosses unencapsulated.
 
 Both overlays run controlplane/default (host-gw on a copy whose lab.yaml

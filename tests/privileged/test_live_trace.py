@@ -47,13 +47,12 @@ from scapy.utils import rdpcap
 
 from netemu.cli import main
 from netemu.lab import LiveLab
-from netemu.net.plan import switch_port
+from netemu.net.plan import VXLAN_PORT, switch_port
 from netemu.rules.spec import canonical
 from netemu.trace.report import Hop, RuleRef, TraceReport
 
 NETEMU = REPO / ".venv" / "bin" / "netemu"
 CLIENT_IP = "192.168.56.20"
-VXLAN_PORT = 4789
 VXLAN_VNI = 1
 # Tries until the kernel picks a wanted endpoint among 3 equally likely
 # ones (at worst 1/3 per connection): missing it 30 times in a row has
@@ -355,7 +354,8 @@ def tshark(path: Path, *fields: str) -> list[list[str]]:
     of `-T fields` for `fields`."""
     tool = shutil.which("tshark")
     assert tool is not None
-    argv = [tool, "-r", str(path), "-T", "fields"]
+    # tshark decodes VXLAN on 4789 only; the lab's overlay uses flannel's port.
+    argv = [tool, "-r", str(path), "-d", f"udp.port=={VXLAN_PORT},vxlan", "-T", "fields"]
     for field in ("frame.number", *fields):
         argv += ["-e", field]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
@@ -1088,7 +1088,7 @@ def test_tshark_reads_the_pcaps(request: pytest.FixtureRequest, report_fixture: 
     for hop in report.hops:
         if hop.interface is not None:
             assert (hop.packet.src, hop.packet.dst) in pairs, (hop, sorted(pairs))
-    # VXLAN frames: those whose outer UDP goes to port 4789 (tshark also
+    # VXLAN frames: those whose outer UDP goes to the lab's port (tshark also
     # dissects a masqueraded inner port 4790 as VXLAN-GPE: not a tunnel).
     vxlan = [row for row in rows if row["udp.dstport"].split(",")[0] == str(VXLAN_PORT)]
     assert all(row["vxlan.vni"].split(",")[0] == str(VXLAN_VNI) for row in vxlan), vxlan

@@ -218,7 +218,7 @@ def other_vxlan_port(lab: LiveLab) -> int:
     return 8472 if own == 4789 else 4789
 
 
-def assert_plain_udp_delivered(lab: LiveLab, port: int) -> None:
+def assert_plain_udp_delivered(lab: LiveLab, port: int, own: bool = False) -> None:
     code, report, stderr = trace_json(lab, web_pod(lab), f"udp-{port}", "--proto", "udp")
     assert code == 0, stderr
     where = report["summary"]
@@ -230,11 +230,25 @@ def assert_plain_udp_delivered(lab: LiveLab, port: int) -> None:
     endpoint = report["endpoints"][0]
     seen = [h for h in report["hops"] if h["packet"]["dst"] == endpoint.rsplit(":", 1)[0]]
     assert seen and all(h["packet"]["dport"] == port for h in seen), where
-    assert all(h["tunnel"] is None or h["tunnel"]["dport"] != port for h in report["hops"])
+    if own:
+        # The lab's own tunnel carries the datagram (and its answer) between
+        # nodes: only those hops are VXLAN, and inside is the Service's
+        # datagram to `port` or the answer from it.
+        tunnelled = [h for h in report["hops"] if h["tunnel"] is not None]
+        assert tunnelled and all(h["tunnel"]["dport"] == port for h in tunnelled), where
+        assert all(port in (h["packet"]["dport"], h["packet"]["sport"]) for h in tunnelled), where
+    else:
+        assert all(h["tunnel"] is None or h["tunnel"]["dport"] != port for h in report["hops"])
 
 
 def test_udp_to_the_vxlan_port_the_lab_does_not_use_is_plain_udp(lab: LiveLab) -> None:
     assert_plain_udp_delivered(lab, other_vxlan_port(lab))
+
+
+def test_udp_to_a_service_on_the_labs_own_vxlan_port_is_plain_udp(lab: LiveLab) -> None:
+    own = lab.topology().vxlan_port
+    assert own == 8472, "the default lab runs flannel's port"
+    assert_plain_udp_delivered(lab, own, own=True)
 
 
 @pytest.mark.parametrize("port", [4789, 8472])

@@ -288,7 +288,21 @@ def test_vxlan_tunnels_only_in_vxlan_labs(tmp_path: Path) -> None:
         (node_interface_id("node-1", "flannel.1"), node_interface_id("node-2", "flannel.1"))
     ]
     assert tunnels[0][2]["style"] == "dashed"
-    assert tunnels[0][2]["label"] == "VXLAN VNI 1\\nUDP 4789"
+    # flannel's Linux default port, on the tunnel and on each VXLAN device.
+    assert tunnels[0][2]["label"] == "VXLAN VNI 1\\nUDP 8472"
+    device = dot.nodes[node_interface_id("node-1", "flannel.1")]
+    assert "(VNI 1, UDP 8472)" in device["tooltip"]
+
+    # A Lab's own vxlanPort is the one drawn.
+    own_port = tmp_path / "own-port"
+    shutil.copytree(DEFAULT, own_port)
+    lab_yaml = own_port / "lab.yaml"
+    lab_yaml.write_text(
+        lab_yaml.read_text().replace("overlay: vxlan", "overlay: vxlan\n  vxlanPort: 4789")
+    )
+    topology, state = offline([str(own_port)])
+    assert topology.vxlan_port == 4789
+    assert "UDP 4789" in lab_graph(topology, state)
 
     topology, state = offline([str(host_gw_copy(tmp_path))])
     assert topology.overlay == "host-gw"

@@ -11,7 +11,7 @@ from pathlib import Path
 import netaddr
 import pytest
 
-from netemu.api.config import ExternalClient
+from netemu.api.config import ExternalClient, KubeProxyConfiguration
 from netemu.api.core import Pod
 from netemu.controlplane.state import ClusterState
 from netemu.net.plan import (
@@ -27,6 +27,7 @@ from netemu.net.plan import (
     check_lab_name,
     client_netns,
     client_routes,
+    conntrack_sysctls,
     host_veth,
     hostname,
     netns_name,
@@ -37,6 +38,7 @@ from netemu.net.plan import (
     vtep_mac,
 )
 from netemu.pipeline import load_cluster
+from netemu.trace.topology import Topology
 
 ROOT = Path(__file__).parents[2]
 LABS = (
@@ -218,6 +220,17 @@ def test_vxlan_plan_has_one_peer_per_other_node(lab: str) -> None:
             assert is_local_unicast_mac(peer.vtep_mac)
             assert peer.vtep_ip == str(netaddr.IPNetwork(other.pod_cidr).network)
             assert peer.vtep_ip == other.vtep_ip
+
+
+def test_vxlan_port_is_flannels_default_or_the_labs_own() -> None:
+    assert {n.vxlan_port for n in plan_of("default").nodes} == {8472}
+    state = state_of("default")
+    assert state.lab is not None
+    spec = state.lab.spec.model_copy(update={"vxlan_port": 4789})
+    own = dataclasses.replace(state, lab=state.lab.model_copy(update={"spec": spec}))
+    plan = plan_lab(own, "default")
+    assert {n.vxlan_port for n in plan.nodes} == {4789}
+    assert Topology.from_plan(plan, own, "nft").vxlan_port == 4789
 
 
 @pytest.mark.parametrize("lab", LABS)
@@ -578,3 +591,49 @@ def test_a_host_network_pod_has_the_node_hostname() -> None:
     pod = make_pod([{"name": "c", "ports": [{"containerPort": 80}]}], host_network=True)
     assert plan_pod("default", node, pod).hostname == "node-2"
     assert plan_pod("default", node, make_pod([{"name": "c"}])).hostname == "tool"
+
+
+def _conntrack(yaml_conntrack: dict[str, object] | None) -> dict[str, str]:
+    config = KubeProxyConfiguration.model_validate(
+        {"conntrack": yaml_conntrack} if yaml_conntrack is not None else {}
+    )
+    return dict(conntrack_sysctls(config))
+
+
+def test_kube_proxy_conntrack_defaults_in_every_node() -> None:
+    # kube-proxy's defaults: 24h established, 1h close-wait; the rest unset.
+    expected = {
+        "net.netfilter.nf_conntrack_tcp_timeout_established": "86400",
+        "net.netfilter.nf_conntrack_tcp_timeout_close_wait": "3600",
+    }
+    assert _conntrack(None) == expected
+    for node in plan_of("default").nodes:
+        assert {k: v for k, v in node.sysctls if k.startswith("net.netfilter.")} == expected
+
+
+def test_kube_proxy_conntrack_settings_become_sysctls() -> None:
+    assert _conntrack(
+        {
+            "tcpEstablishedTimeout": "1h30m",
+            "tcpCloseWaitTimeout": "90s",
+            "tcpBeLiberal": True,
+            "udpTimeout": "45s",
+            "udpStreamTimeout": "2m0s",
+            "maxPerCore": 65536,
+        }
+    ) == {
+        "net.netfilter.nf_conntrack_tcp_timeout_established": "5400",
+        "net.netfilter.nf_conntrack_tcp_timeout_close_wait": "90",
+        "net.netfilter.nf_conntrack_tcp_be_liberal": "1",
+        "net.netfilter.nf_conntrack_udp_timeout": "45",
+        "net.netfilter.nf_conntrack_udp_timeout_stream": "120",
+    }
+    # Zero leaves the kernel's value (kube-proxy writes only positive ones);
+    # nf_conntrack_max is never written (read-only outside the host's namespace).
+    assert _conntrack({"tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0"}) == {}
+    linux = KubeProxyConfiguration.model_validate(
+        {"linux": {"conntrack": {"tcpCloseWaitTimeout": "2h"}}}
+    )
+    assert dict(conntrack_sysctls(linux))["net.netfilter.nf_conntrack_tcp_timeout_close_wait"] == (
+        "7200"
+    )

@@ -113,6 +113,23 @@ def test_vxlan_frame_is_unwrapped(port: int) -> None:
     assert identity(decoded.packet) == identity(_decode(inner).packet)
 
 
+@pytest.mark.parametrize("lab_port", [4789, 8472])
+def test_a_services_own_datagram_to_the_labs_vxlan_port_is_plain_udp(lab_port: int) -> None:
+    """A pod's server on the lab's own tunnel port: the datagram carries no
+    VXLAN header, so it is read as itself, not dropped as a broken tunnel."""
+    payload = b'{"probe": "netemu"}'
+    frame = (
+        _eth()
+        / IP(src="10.244.0.2", dst="10.96.0.20", ttl=64, id=4)
+        / UDP(sport=40000, dport=lab_port)
+        / payload
+    )
+    decoded = _decode(frame, vxlan_port=lab_port)
+    assert decoded.tunnel is None
+    assert (decoded.packet.dst, decoded.packet.dport) == ("10.96.0.20", lab_port)
+    assert decoded.packet.summary() == f"10.244.0.2:40000 → 10.96.0.20:{lab_port} udp ttl=64"
+
+
 def test_vxlan_port_as_source_only_is_plain_udp() -> None:
     frame = _eth() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=4789, dport=53) / b"x"
     decoded = _decode(frame, vxlan_port=4789)
@@ -220,7 +237,7 @@ def test_vlan_tag_is_skipped() -> None:
         _eth()
         / IP(src="192.168.56.11", dst="192.168.56.12")
         / UDP(sport=1, dport=8472)
-        / VXLAN(vni=1)
+        / VXLAN(vni=1, flags="Instance")
         / _eth()
         / ARP(),
     ],

@@ -1225,6 +1225,30 @@ def test_proxy_masquerade_bit() -> None:
     ]
 
 
+def test_proxy_conntrack() -> None:
+    text = proxy("""
+        conntrack:
+          maxPerCore: -1
+          min: "many"
+          tcpEstablishedTimeout: 24 hours
+          tcpCloseWaitTimeout: -1h
+          udpTimeout: 30
+          udpStreamTimeout: 2m0s
+    """)
+    assert check(text) == [
+        "x.yaml:4: KubeProxyConfiguration/<unnamed>: conntrack.maxPerCore: must be greater "
+        "than or equal to 0",
+        "x.yaml:5: KubeProxyConfiguration/<unnamed>: conntrack.min: must be an integer, got 'many'",
+        "x.yaml:6: KubeProxyConfiguration/<unnamed>: conntrack.tcpEstablishedTimeout: invalid "
+        'duration "24 hours" (units: ns, us, ms, s, m, h)',
+        "x.yaml:7: KubeProxyConfiguration/<unnamed>: conntrack.tcpCloseWaitTimeout: must be "
+        "greater than or equal to 0",
+        "x.yaml:8: KubeProxyConfiguration/<unnamed>: conntrack.udpTimeout: expected a duration "
+        'string such as "30s" or "1m30s", got 30',
+    ]
+    assert check(proxy("conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 1h30m}\n")) == []
+
+
 def test_at_most_one_proxy_configuration_and_one_lab() -> None:
     kpc = proxy("mode: iptables\n")
     assert check(kpc, ("y.yaml", kpc)) == [
@@ -1275,6 +1299,27 @@ def test_lab_node_port_range() -> None:
             '<= 65535 (e.g. "30000-32767")'
         ], value
     assert check(lab("nodePortRange: 80-80\n" + NODES)) == []
+
+
+def test_lab_vxlan_port() -> None:
+    for value in (0, 65536, -1):
+        assert check(lab(f"vxlanPort: {value}\n" + NODES)) == [
+            f"x.yaml:6: Lab/lab: spec.vxlanPort: {value} is not a UDP port: must be 1-65535 "
+            "(flannel's default is 8472)"
+        ], value
+    assert check(lab("vxlanPort: 4789\n" + NODES)) == []
+    _, problems = load_text(lab('vxlanPort: "8472"\n' + NODES), "x.yaml")
+    assert [(p.line, p.field, p.message) for p in problems] == [
+        (6, "spec.vxlanPort", "expected an integer, got '8472'")
+    ]
+
+
+def test_lab_vxlan_port_defaults_to_flannels() -> None:
+    from netemu.api.config import Lab
+
+    spec = {"nodes": [{"name": "n1", "underlayIP": "192.168.56.11"}]}
+    parsed = Lab.model_validate({"metadata": {"name": "lab"}, "spec": spec})
+    assert parsed.spec.vxlan_port == 8472
 
 
 def test_lab_cidr_overlaps_name_both() -> None:
