@@ -75,6 +75,7 @@ from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.owner import OutputDirectory
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
+from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.kubelet import Kubelet, container_log
@@ -112,6 +113,9 @@ _REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     # with output json|yaml the objects as a List.
     "table": {"kind": (str, True), "namespace": (str, False), "output": (str, False)},
     "shutdown": {},
+    # The emulated cloud load balancer: its Services, each node's health
+    # and reason, and where each ingress IP's connections go.
+    "loadbalancer": {},
     # `netemu trace` on this lab: the trace runs here, where the lab's state,
     # the models and Scapy are already imported; the reply carries the
     # report and the pcaps' bytes, which the CLI writes under `captures`
@@ -293,6 +297,7 @@ class Supervisor:
         self.probes: ProbeLoop | None = None
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
+        self.cloudlb: CloudLoadBalancer | None = None
 
     # -- bring-up -----------------------------------------------------------
 
@@ -306,9 +311,10 @@ class Supervisor:
         plan = plan_lab(state, self.name)
         self.plan = plan
 
-        p.stage, p.total = "underlay", 1 + len(plan.nodes) + len(plan.clients)
+        p.stage, p.total = "underlay", 2 + len(plan.nodes) + len(plan.clients)
         self.datapath.build_underlay(plan.underlay)
-        p.done = 1
+        self.datapath.build_load_balancer(plan.load_balancer, plan.underlay)
+        p.done = 2
         p.stage = "nodes"
         backend = self.lab.spec.iptables_backend
         for node in plan.nodes:
@@ -348,6 +354,9 @@ class Supervisor:
                     proxy_config=self.proxy_config,
                 )
             )
+        self.cloudlb = CloudLoadBalancer(
+            plan.load_balancer, plan.nodes, self.lab.spec.load_balancer.health_check, self.datapath
+        )
         p.stage = "pods and rules"
         p.done, p.total = 0, len(self.kubelets) + len(self.proxies)
         self.reconcile(progress=True)
@@ -355,6 +364,7 @@ class Supervisor:
             [ProbeManager(kubelet) for kubelet in self.kubelets], self.lock, self.reconcile
         )
         self.probes.start()
+        self.cloudlb.start()
         p.stage, p.ready = "ready", True
         # What a trace request imports (Scapy's layers, the tracer: about
         # 0.2 s), now that bring-up is done, so a trace does not wait for it.
@@ -382,6 +392,8 @@ class Supervisor:
             for kubelet, plans in zip(self.kubelets, desired, strict=True):
                 kubelet.stop_gone(plans)
             self._reconcile_client_routes(state)
+            if self.cloudlb is not None:
+                self.cloudlb.update(state)
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
@@ -420,7 +432,7 @@ class Supervisor:
     def _reconcile_client_routes(self, state: ClusterState) -> None:
         if self.plan is None or not self.plan.nodes:
             return
-        wanted = client_routes(state, self.plan.nodes[0].underlay_ip)
+        wanted = client_routes(state, self.plan.nodes[0].underlay_ip, self.plan.load_balancer.ip)
         for client in self.plan.clients:
             current = self.client_routes.get(client.netns, ())
             if current != wanted:
@@ -472,6 +484,7 @@ class Supervisor:
                 for n in plan.nodes
             },
             "clients": {c.name: {"netns": c.netns, "ip": c.ip} for c in plan.clients},
+            "loadBalancer": {"netns": plan.load_balancer.netns, "ip": plan.load_balancer.ip},
             "pods": dict(sorted(pods.items())),
         }
 
@@ -518,6 +531,9 @@ class Supervisor:
             return {"ok": True, "scaled": self._change(lambda: self._scale(fields))}
         if op == "logs":
             return {"ok": True, "log": self._logs(fields)}
+        if op == "loadbalancer":
+            assert self.cloudlb is not None, "a ready lab has its load balancer"
+            return {"ok": True, "loadBalancer": self.cloudlb.status()}
         assert op == "shutdown", op
         self.shutdown()
         return {"ok": True}
@@ -668,6 +684,8 @@ class Supervisor:
         removed by `netemu down` from the journal."""
         if self.probes is not None:
             self.probes.close()
+        if self.cloudlb is not None:
+            self.cloudlb.stop()
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:

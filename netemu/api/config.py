@@ -115,6 +115,28 @@ class LabDNS(K8sModel):
     enabled: bool = True
 
 
+class LabHealthCheck(K8sModel):
+    """How the emulated cloud load balancer checks each node. The defaults
+    are those the GCE cloud provider gives the HTTP health checks of its
+    external passthrough load balancers (legacy-cloud-providers/gce,
+    gce_loadbalancer_external.go: check every 8 s, 1 s timeout, healthy
+    after 1 success, unhealthy after 3 failures)."""
+
+    interval_seconds: float = 8.0
+    timeout_seconds: float = 1.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 1
+
+
+class LabLoadBalancer(K8sModel):
+    """The lab's emulated cloud load balancer (netemu.node.cloudlb): its own
+    namespace on the underlay at `ip` (default: the highest free host
+    address of underlayCIDR) owns the Services' ingress IPs."""
+
+    ip: str | None = None
+    health_check: LabHealthCheck = Field(default_factory=LabHealthCheck)
+
+
 class LabSpec(K8sModel):
     nodes: list[LabNode]
     external_clients: list[ExternalClient] = Field(default_factory=list)
@@ -128,6 +150,7 @@ class LabSpec(K8sModel):
     proxy_mode: Literal["iptables", "nftables"] = "iptables"
     iptables_backend: Literal["nft", "legacy"] = "nft"
     overlay: Literal["vxlan", "host-gw"] = "vxlan"
+    load_balancer: LabLoadBalancer = Field(default_factory=LabLoadBalancer, alias="loadBalancer")
 
 
 class Lab(K8sModel):

@@ -1188,6 +1188,7 @@ class _Checker:
         if not spec.nodes:
             self.report(item, ("spec", "nodes"), "a Lab needs at least one node")
         self.check_lab_hosts(item, lab, underlay)
+        self.check_lab_load_balancer(item, lab, underlay)
         self.check_lab_pod_cidrs(item, lab, pod_cidr)
         return _LabRanges(service_cidr, node_ports, spec.node_port_range)
 
@@ -1237,6 +1238,50 @@ class _Checker:
             addresses.setdefault(ip, ip_path)
         for i, node in enumerate(lab.spec.nodes):
             self.check_labels(item, ("spec", "nodes", i, "labels"), node.labels)
+
+    def check_lab_load_balancer(self, item: Loaded, lab: Lab, underlay: Any) -> None:
+        """The load balancer's own underlay address and its health check."""
+        spec = lab.spec.load_balancer
+        base: FieldPath = ("spec", "loadBalancer")
+        if spec.ip is not None:
+            ip_path: FieldPath = (*base, "ip")
+            ip = parse_ip(spec.ip)
+            used = {parse_ip(n.underlay_ip): f"node {n.name}" for n in lab.spec.nodes}
+            used.update(
+                {parse_ip(c.ip): f"external client {c.name}" for c in lab.spec.external_clients}
+            )
+            if ip is None:
+                self.report(item, ip_path, _IP_MSG)
+            elif underlay is not None and ip not in underlay:
+                self.report(item, ip_path, f"must be inside underlayCIDR {underlay}")
+            elif underlay is not None and (reserved := _reserved_address(ip, underlay)):
+                self.report(
+                    item,
+                    ip_path,
+                    f"{ip} is the {reserved} address of underlayCIDR {underlay}; use a host "
+                    "address inside it",
+                )
+            elif ip in used:
+                self.report(
+                    item,
+                    ip_path,
+                    f"{ip} is already used by {used[ip]}; underlay addresses must be unique",
+                )
+        check = spec.health_check
+        hc: FieldPath = (*base, "healthCheck")
+        if not check.interval_seconds > 0:
+            self.report(item, (*hc, "intervalSeconds"), "must be greater than 0")
+        if not check.timeout_seconds > 0:
+            self.report(item, (*hc, "timeoutSeconds"), "must be greater than 0")
+        elif check.timeout_seconds > check.interval_seconds > 0:
+            # As a cloud health check: a probe ends before the next one starts.
+            self.report(item, (*hc, "timeoutSeconds"), "must not be greater than intervalSeconds")
+        for name, value in (
+            ("healthyThreshold", check.healthy_threshold),
+            ("unhealthyThreshold", check.unhealthy_threshold),
+        ):
+            if value < 1:
+                self.report(item, (*hc, name), "must be at least 1")
 
     def check_lab_pod_cidrs(self, item: Loaded, lab: Lab, pod_cidr: Any) -> None:
         """Explicit node podCIDRs fit the Lab's podCIDR; the rest can be allocated."""
