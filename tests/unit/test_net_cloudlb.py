@@ -85,8 +85,8 @@ def test_ip_modes_are_served_apart() -> None:
     ]
 
 
-CHECK = LabHealthCheck(
-    intervalSeconds=1, timeoutSeconds=1, healthyThreshold=2, unhealthyThreshold=3
+CHECK = LabHealthCheck.model_validate(
+    {"intervalSeconds": 1, "timeoutSeconds": 1, "healthyThreshold": 2, "unhealthyThreshold": 3}
 )
 
 
