@@ -11,6 +11,12 @@ chains match the ingress IP there, and the node answers the client
 directly. `ip route get IP from CLIENT iif eth0 ipproto tcp sport S dport
 D` in the namespace tells which node a flow goes to (`route_choice`).
 
+Proxy mode (ipMode Proxy): the ingress IP is an address of the load
+balancer's own namespace; it accepts each TCP connection on IP:port itself
+and opens a new one to the chosen node's nodePort (`pick` among the
+healthy nodes), so the node sees the load balancer's address, not the
+client's, and kube-proxy has no rules for the IP.
+
 Runs in the supervisor, on a thread of its own; every socket it opens
 lives in the load balancer's namespace.
 
@@ -20,8 +26,10 @@ namespace. Must not touch: any other namespace.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import selectors
 import socket
 import subprocess
 import threading
@@ -37,6 +45,7 @@ from netemu.kernel import netns
 from netemu.kernel.datapath import Datapath
 from netemu.net.cloudlb import (
     HEALTHZ_PATH,
+    PROXY,
     VIP,
     Frontend,
     NodeHealth,
@@ -44,6 +53,7 @@ from netemu.net.cloudlb import (
     Spread,
     advance,
     frontends,
+    pick,
     spreads,
 )
 from netemu.net.plan import LoadBalancerPlan, NodePlan
@@ -51,6 +61,11 @@ from netemu.net.plan import LoadBalancerPlan, NodePlan
 # Health checks run in parallel, at most this many at once.
 PROBE_WORKERS = 8
 MAX_BODY = 4096
+RELAY_CHUNK = 65536
+# How long a proxy-mode connection to a node may take to open.
+CONNECT_TIMEOUT = 2.0
+# How often a listener looks whether it should stop.
+ACCEPT_POLL = 0.2
 
 
 class _NetnsHTTPConnection(http.client.HTTPConnection):
@@ -138,6 +153,93 @@ def route_choice(
     return RouteChoice(node, gateway, command)
 
 
+def _relay(client: socket.socket, upstream: socket.socket) -> None:
+    """Copy bytes both ways until both sides have closed; a half-close is
+    passed on (shutdown SHUT_WR), as a TCP proxy does."""
+    with selectors.DefaultSelector() as sel:
+        peers = {client: upstream, upstream: client}
+        for sock in peers:
+            sock.setblocking(True)
+            sel.register(sock, selectors.EVENT_READ)
+        open_reads = 2
+        try:
+            while open_reads:
+                for key, _ in sel.select():
+                    src = _as_socket(key.fileobj)
+                    try:
+                        data = src.recv(RELAY_CHUNK)
+                    except OSError:
+                        data = b""
+                    if data:
+                        peers[src].sendall(data)
+                        continue
+                    sel.unregister(src)
+                    open_reads -= 1
+                    with contextlib.suppress(OSError):
+                        peers[src].shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+
+def _as_socket(obj: object) -> socket.socket:
+    assert isinstance(obj, socket.socket)
+    return obj
+
+
+class _ProxyListener:
+    """One proxy-mode ingress IP:port: accepts in the load balancer's
+    namespace and connects each client to a node's nodePort."""
+
+    def __init__(
+        self, balancer: CloudLoadBalancer, ip: str, port: int, node_port: int | None
+    ) -> None:
+        self.balancer = balancer
+        self.ip, self.port, self.node_port = ip, port, node_port
+        self.sock = netns.open_socket(balancer.plan.netns, socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, port))
+        self.sock.listen(128)
+        self.sock.settimeout(ACCEPT_POLL)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name=f"lb-{ip}:{port}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=ACCEPT_POLL * 5)
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, (client_ip, client_port) = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(
+                target=self._serve, args=(conn, client_ip, client_port), daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket, client_ip: str, client_port: int) -> None:
+        node = self.balancer.proxy_choice(self.ip, client_ip, client_port)
+        if node is None or self.node_port is None:
+            conn.close()  # nowhere to send it: the client sees the connection closed
+            return
+        upstream = netns.open_socket(self.balancer.plan.netns, socket.AF_INET, socket.SOCK_STREAM)
+        upstream.settimeout(CONNECT_TIMEOUT)
+        try:
+            upstream.connect((node.underlay_ip, self.node_port))
+        except OSError:
+            upstream.close()
+            conn.close()
+            return
+        _relay(conn, upstream)
+
+
 class CloudLoadBalancer:
     """The load balancer's health checker and route programmer."""
 
@@ -160,6 +262,9 @@ class CloudLoadBalancer:
         self._health_ports: dict[str, int] = {}
         self._spreads: list[Spread] = []
         self._routes: dict[str, tuple[str, ...]] = {}
+        self._proxy_nodes: dict[str, tuple[str, ...]] = {}  # proxy-mode IP → nodes
+        self._local_ips: set[str] = set()
+        self._listeners: dict[tuple[str, int], _ProxyListener] = {}
         self._last_round: float | None = None
         self._pool = ThreadPoolExecutor(max_workers=PROBE_WORKERS, thread_name_prefix="lb-probe")
         self._thread = threading.Thread(target=self._run, name="cloudlb", daemon=True)
@@ -173,6 +278,9 @@ class CloudLoadBalancer:
         if self._thread.is_alive():
             self._thread.join(timeout=self.check.timeout_seconds + 2)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for listener in self._listeners.values():
+            listener.close()
+        self._listeners.clear()
 
     def update(self, state: ClusterState) -> None:
         """Take the Services of a new cluster state; a change is checked at once."""
@@ -222,13 +330,55 @@ class CloudLoadBalancer:
                     health[key] = advance(before, result, self.check) if result else before
             self._health = health
             self._health_ports = {f.service: f.health_port for f in self._fronts}
+            names = [n.name for n in self.nodes]
             passthrough = [f for f in self._fronts if f.ip_mode == VIP]
-            self._spreads = spreads(passthrough, health, [n.name for n in self.nodes])
+            proxied = [f for f in self._fronts if f.ip_mode == PROXY]
+            routed, terminated = (
+                spreads(passthrough, health, names),
+                spreads(proxied, health, names),
+            )
+            self._spreads = routed + terminated
+            self._proxy_nodes = {s.ip: s.nodes for s in terminated}
             self._last_round = time.time()
-            wanted = {s.ip: tuple(self._node_ip(n) for n in s.nodes) for s in self._spreads}
+            wanted = {s.ip: tuple(self._node_ip(n) for n in s.nodes) for s in routed}
         if wanted != self._routes:
             self.datapath.set_spread_routes(self.plan.netns, self._routes, wanted)
             self._routes = wanted
+        self._serve_proxied(proxied)
+
+    def _serve_proxied(self, fronts: list[Frontend]) -> None:
+        """Proxy-mode IPs on the namespace's loopback, and a listener on
+        each of their TCP ports (only TCP: a cloud proxy LB terminates TCP)."""
+        ips = {ip for f in fronts for ip in f.ips}
+        if ips != self._local_ips:
+            self.datapath.set_local_addresses(self.plan.netns, self._local_ips, ips)
+            self._local_ips = ips
+        wanted = {
+            (ip, port): node_port
+            for f in fronts
+            for ip in f.ips
+            for port, proto, node_port in f.ports
+            if proto == "TCP"
+        }
+        for key in [
+            k for k, listener in self._listeners.items() if wanted.get(k, -1) != listener.node_port
+        ]:
+            self._listeners.pop(key).close()
+        for (ip, port), node_port in wanted.items():
+            if (ip, port) not in self._listeners:
+                try:
+                    self._listeners[(ip, port)] = _ProxyListener(self, ip, port, node_port)
+                except OSError as exc:
+                    print(f"load balancer: cannot listen on {ip}:{port}: {exc}", flush=True)
+
+    def proxy_choice(self, ip: str, client_ip: str, client_port: int) -> NodePlan | None:
+        """The node a proxy-mode connection from client_ip:client_port goes to."""
+        with self._lock:
+            nodes = self._proxy_nodes.get(ip, ())
+        if not nodes:
+            return None
+        name = pick(nodes, client_ip, client_port)
+        return next(n for n in self.nodes if n.name == name)
 
     def _node_ip(self, name: str) -> str:
         return next(n.underlay_ip for n in self.nodes if n.name == name)
