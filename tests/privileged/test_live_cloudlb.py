@@ -116,7 +116,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
 
 
 def client_ns(lab: LiveLab) -> str:
-    return lab.info()["clients"]["client"]["netns"]
+    return str(lab.info()["clients"]["client"]["netns"])
 
 
 def served_by(lab: LiveLab, ip: str, attempts: int, timeout: float = 0.3) -> list[str | None]:
