@@ -582,7 +582,10 @@ class Supervisor:
         kind, output = request["kind"], request["output"]
         if output in ("json", "yaml"):
             return {"list": cli_table.listing(cli_table.items(kind, state))}
-        return {"table": cli_table.table(kind, state, wide=output == "wide")}
+        shown = cli_table.table(kind, state, wide=output == "wide")
+        if kind == "services" and output == "wide" and self.cloudlb is not None:
+            shown = cli_table.with_lb_health(shown, self.cloudlb.status())
+        return {"table": shown}
 
     def _trace(self, request: dict[str, Any]) -> dict[str, Any]:
         """{"report": the trace report as trace.json holds it, "files":

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_helpers import lab_name, running_lab
+from live_helpers import lab_name, netemu_cli, running_lab
 
 from netemu.kernel import netns
 from netemu.kernel.probe import http_get
@@ -223,3 +223,22 @@ def test_proxy_mode_terminates_at_the_load_balancer(lab: LiveLab) -> None:
             assert seen.body.split(":")[0] == LB_IP
     finally:
         lab.scale("Deployment", "default", "web-1", 0)
+
+
+def test_describe_and_wide_get_show_health_per_node(lab: LiveLab) -> None:
+    wait_settled(lab)
+    expected = health(lab, "default/web-lb")
+    described = netemu_cli("describe", "svc", "web-lb", "--lab", lab.name)
+    assert described.returncode == 0, described.stderr
+    lines = described.stdout.splitlines()
+    for node, healthy in expected.items():
+        state = "healthy" if healthy else "unhealthy"
+        assert any(line.split()[:2] == [node, state] for line in lines), described.stdout
+    wide = netemu_cli("get", "svc", "-o", "wide", "--lab", lab.name)
+    assert wide.returncode == 0, wide.stderr
+    [row] = [line for line in wide.stdout.splitlines() if " web-lb " in line]
+    cell = row.split()[-1]
+    assert {part.split(":")[0] for part in cell.split(",")} == set(expected)
+    missing = netemu_cli("describe", "svc", "nothing", "--lab", lab.name)
+    assert missing.returncode == 1
+    assert 'services "nothing" not found' in missing.stderr
