@@ -73,6 +73,7 @@ from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.owner import OutputDirectory
+from netemu.kernel.sockets import bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
 from netemu.node.cloudlb import CloudLoadBalancer
@@ -81,6 +82,8 @@ from netemu.node.dnsserver import DnsFeed
 from netemu.node.kubelet import Kubelet, container_log
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
+from netemu.node.proxyhealth import health_check_ips, proxy_settings
+from netemu.node.proxyservers import ProxyServers
 from netemu.node.testserver import TestServers
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 from netemu.trace.topology import Topology
@@ -294,6 +297,10 @@ class Supervisor:
         self.dns = DnsFeed()
         self.kubelets: list[Kubelet] = []
         self.proxies: list[ProxyAgent] = []
+        # kube-proxy's health, health check and metrics servers of every node.
+        self.proxy_servers = ProxyServers(bind_tcp_listener)
+        self.proxy_settings = proxy_settings(self.proxy_config)
+        self._stop_ticks = threading.Event()
         self.probes: ProbeLoop | None = None
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
@@ -329,7 +336,19 @@ class Supervisor:
 
         self.servers.start()
         log_dir = run_dir(self.name) / LOGS
+        settings = self.proxy_settings
+        npa = tuple(self.proxy_config.node_port_addresses) if self.proxy_config else ()
         for node in plan.nodes:
+            addresses = [node.underlay_ip, node.bridge_ip]
+            if node.overlay == "vxlan":
+                addresses.append(node.vtep_ip)
+            node_servers = self.proxy_servers.add_node(
+                node.name,
+                node.netns,
+                settings,
+                listen_ips=health_check_ips(npa, [node.underlay_ip], addresses),
+                log=lambda line: print(line, flush=True),
+            )
             self.kubelets.append(
                 Kubelet(
                     client=self.client,
@@ -352,6 +371,8 @@ class Supervisor:
                     fresh_node=True,
                     lab=self.lab,
                     proxy_config=self.proxy_config,
+                    servers=node_servers,
+                    sync_period=settings.sync_period,
                 )
             )
         self.cloudlb = CloudLoadBalancer(
@@ -364,6 +385,7 @@ class Supervisor:
             [ProbeManager(kubelet) for kubelet in self.kubelets], self.lock, self.reconcile
         )
         self.probes.start()
+        threading.Thread(target=self._proxy_ticks, name="kube-proxy-sync", daemon=True).start()
         self.cloudlb.start()
         p.stage, p.ready = "ready", True
         # What a trace request imports (Scapy's layers, the tracer: about
@@ -397,6 +419,19 @@ class Supervisor:
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
+
+    def _proxy_ticks(self) -> None:
+        """kube-proxy's periodic work on every node (ProxyAgent.tick: the
+        canary check every syncPeriod, retries, the hourly full sync)."""
+        interval = min(1.0, self.proxy_settings.sync_period / 4)
+        while not self._stop_ticks.wait(interval):
+            with self.lock:
+                for proxy in self.proxies:
+                    try:
+                        if proxy.tick():
+                            print(f"kube-proxy on {proxy.node}: full resync", flush=True)
+                    except Exception:
+                        traceback.print_exc()
 
     def _add_addons(self) -> None:
         """The cluster DNS addon (netemu.controlplane.addons), unless the Lab
@@ -685,10 +720,12 @@ class Supervisor:
     def shutdown(self) -> None:
         """Stop serving and stop container processes; the namespaces are
         removed by `netemu down` from the journal."""
+        self._stop_ticks.set()
         if self.probes is not None:
             self.probes.close()
         if self.cloudlb is not None:
             self.cloudlb.stop()
+        self.proxy_servers.close()
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:

@@ -33,6 +33,7 @@ from netemu.api.core import (
     PodSpec,
     Service,
 )
+from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.load import Loaded, gc_paused, load_paths
 
@@ -1133,6 +1134,43 @@ class _Checker:
         ):
             if bit is not None and not 0 <= bit <= 31:
                 self.report(item, (section, "masqueradeBit"), "must be between 0 and 31, inclusive")
+        for section, periods in (("iptables", cfg.iptables), ("nftables", cfg.nftables)):
+            self.check_sync_periods(item, section, periods.sync_period, periods.min_sync_period)
+        for name, value in (
+            ("healthzBindAddress", cfg.healthz_bind_address),
+            ("metricsBindAddress", cfg.metrics_bind_address),
+        ):
+            if value not in (None, "") and not _is_bind_address(value):
+                self.report(
+                    item, (name,), 'must be "IP" or "IP:PORT" (e.g. "0.0.0.0:10256"), PORT 1-65535'
+                )
+
+    def check_sync_periods(
+        self, item: Loaded, section: str, sync: object, min_sync: object
+    ) -> None:
+        """kube-proxy's validateKubeProxyIPTablesConfiguration: syncPeriod > 0,
+        minSyncPeriod >= 0 and not above syncPeriod; Go duration strings."""
+        periods: dict[str, float] = {}
+        for name, value, least in (("syncPeriod", sync, 0.0), ("minSyncPeriod", min_sync, None)):
+            if value is None:
+                continue
+            try:
+                seconds = parse_duration(value)
+            except DurationError as exc:
+                self.report(item, (section, name), str(exc))
+                continue
+            if least is not None and seconds <= least:
+                self.report(item, (section, name), "must be greater than 0")
+            elif seconds < 0:
+                self.report(item, (section, name), "must be greater than or equal to 0")
+            else:
+                periods[name] = seconds
+        if "syncPeriod" in periods and periods.get("minSyncPeriod", 0.0) > periods["syncPeriod"]:
+            self.report(
+                item,
+                (section, "syncPeriod"),
+                f"must be greater than or equal to {section}.minSyncPeriod",
+            )
 
     def check_lab(self, item: Loaded) -> _LabRanges:
         lab = item.obj
@@ -1398,3 +1436,15 @@ def _may_share(earlier: _NodePortUse, later: _NodePortUse) -> bool:
         and earlier.port == later.port
         and earlier.protocol != later.protocol
     )
+
+
+def _is_bind_address(value: object) -> bool:
+    """An IP, or IP:PORT with PORT 1-65535 (kube-proxy's bind addresses)."""
+    if not isinstance(value, str):
+        return False
+    host, sep, port = value.rpartition(":") if value.count(":") == 1 else ("", "", "")
+    if not sep:
+        host, port = value, "1"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return False
+    return parse_ip(host) is not None

@@ -78,6 +78,10 @@ class FakeIptables:
                 if chain not in current.chains:
                     current.chains.append(chain)
             current.policies.update(table.policies)
+            for rule in table.inserts:
+                if not current.has_chain(rule.chain):
+                    raise IptablesError(f"iptables-restore failed: no chain {rule.chain!r}")
+                current.rules.insert(0, rule)
             for rule in table.rules:
                 if not current.has_chain(rule.chain):
                     raise IptablesError(f"iptables-restore failed: no chain {rule.chain!r}")

@@ -66,3 +66,9 @@ def bind_pod_sockets(
             sock.close()
         raise
     return tcp, udp
+
+
+def bind_tcp_listener(netns_name: str, ip: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket listening on ip:port in namespace
+    `netns_name` (for kube-proxy's health and metrics servers)."""
+    return _bound(netns_name, ip, port, socket.SOCK_STREAM)

@@ -20,6 +20,21 @@ from netemu.api.config import (
 )
 from netemu.api.core import SERVICE_NAME_LABEL, EndpointSlice, Node, Service
 
+# kube-proxy's informers list Services and EndpointSlices with the label
+# selector "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
+# (cmd/kube-proxy/app/server.go, ProxyServer.Run): an object carrying either
+# label, whatever its value, is never seen, so it gets no rules. The first
+# hands a Service to another proxy implementation; the second is what the
+# EndpointSlice controller puts on the slices of headless Services.
+SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+UNWATCHED_LABELS = (SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL)
+
+
+def watched(labels: dict[str, str]) -> bool:
+    """Whether kube-proxy's informers see an object with these labels."""
+    return not any(label in labels for label in UNWATCHED_LABELS)
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointInfo:
@@ -116,13 +131,16 @@ class ProxyInput:
 
 
 def service_ports(services: Iterable[Service]) -> list[ServicePortInfo]:
-    """Service ports kube-proxy programs: not headless, not ExternalName, IPv4.
+    """Service ports kube-proxy programs: not headless, not ExternalName, IPv4,
+    not labelled away from kube-proxy (UNWATCHED_LABELS).
 
     Sorted by service port name and protocol so that output is deterministic
     (kube-proxy itself walks a Go map, in no fixed order).
     """
     result: list[ServicePortInfo] = []
     for svc in services:
+        if not watched(svc.metadata.labels):
+            continue
         spec = svc.spec
         cluster_ip = spec.cluster_ip or ""
         if spec.type == "ExternalName" or cluster_ip in ("", "None"):
@@ -193,7 +211,7 @@ def endpoints_by_port(
     merged: dict[tuple[str, str, str, str], dict[str, EndpointInfo]] = {}
     for eps in slices:
         service = eps.metadata.labels.get(SERVICE_NAME_LABEL)
-        if not service or eps.address_type != "IPv4":
+        if not service or eps.address_type != "IPv4" or not watched(eps.metadata.labels):
             continue
         namespace = eps.metadata.namespace or "default"
         for port in eps.ports:

@@ -20,7 +20,7 @@ import netaddr
 
 from netemu.rules import names as n
 from netemu.rules.input import EndpointInfo, ProxyInput, ServicePortInfo
-from netemu.rules.model import BUILTIN_CHAINS, RuleSet, quote
+from netemu.rules.model import BUILTIN_CHAINS, Rule, RuleSet, quote
 
 # Above this many endpoints in total kube-proxy drops per-endpoint comments
 # ("largeClusterMode", largeClusterEndpointsThreshold).
@@ -158,6 +158,48 @@ def compile_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
     for chain in stale:
         nat.declare(chain)
         nat.deletions.append(chain)
+    return rules
+
+
+def compile_full_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
+    """A full sync of a node whose kernel holds `existing` (parsed
+    iptables-save), as kube-proxy's forced sync after its canary vanished
+    (utiliptables.Monitor → forceSyncProxyRules): `compile_resync` plus
+    what a full sync ensures before its restore: KUBE-PROXY-CANARY in
+    mangle, nat and filter, kubelet's KUBE-FIREWALL, and every jump from a
+    built-in chain that is missing, put back at the head of its chain in the
+    order kube-proxy prepends them (EnsureChain, EnsureRule(Prepend) in
+    syncProxyRules). A jump counts as present when its built-in chain has a
+    rule jumping to its target: iptables-save rewrites argument order, so the
+    text would not compare."""
+    rules = compile_resync(data, existing)
+    rules.table("mangle").declare(n.KUBE_PROXY_CANARY)
+    for table_name in ("filter", "nat"):
+        table = rules.table(table_name)
+        if n.KUBE_PROXY_CANARY not in table.chains:
+            table.chains.insert(0, n.KUBE_PROXY_CANARY)
+        current = existing.tables.get(table_name)
+        if (
+            table_name == "filter"
+            and n.KUBE_FIREWALL not in table.chains
+            and not (current and current.has_chain(n.KUBE_FIREWALL))
+        ):
+            table.declare(n.KUBE_FIREWALL)
+            table.append(n.KUBE_FIREWALL, LOCALNET_RULE)
+        for jump in (*KUBELET_JUMP_CHAINS, *JUMP_CHAINS):
+            if jump.table != table_name:
+                continue
+            present = current is not None and any(
+                rule.args.endswith(f"-j {jump.dst}") for rule in current.chain_rules(jump.src)
+            )
+            if present:
+                continue
+            args = " ".join(
+                part
+                for part in (jump.extra, _comment(jump.comment) if jump.comment else "")
+                if part
+            )
+            table.inserts.append(Rule(jump.src, f"{args} -j {jump.dst}".strip()))
     return rules
 
 

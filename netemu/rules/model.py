@@ -49,6 +49,9 @@ class Table:
     policies: dict[str, str] = field(default_factory=dict)  # built-in chain → policy
     rules: list[Rule] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)  # `-X chain` lines
+    # `-I chain 1 args` lines, each put at the head of its chain in turn
+    # (kube-proxy's EnsureRule(Prepend) of a missing jump, in a full resync).
+    inserts: list[Rule] = field(default_factory=list)
 
     def declare(self, chain: str) -> None:
         self.chains.append(chain)
@@ -91,6 +94,7 @@ class RuleSet:
             for chain, policy in table.policies.items():
                 out.append(f":{chain} {policy} [0:0]")
             out.extend(f":{chain} - [0:0]" for chain in table.chains)
+            out.extend(f"-I {r.chain} 1 {r.args}".rstrip() for r in table.inserts)
             out.extend(rule.line() for rule in table.rules)
             out.extend(f"-X {chain}" for chain in table.deletions)
             out.append("COMMIT")
@@ -251,6 +255,18 @@ def parse_restore(text: str) -> RuleSet:
             continue
         if line.startswith("-X ") or line.startswith("--delete-chain "):
             table.deletions.append(line.split()[1])
+            continue
+        if line.startswith("-I ") or line.startswith("--insert "):
+            # `-I CHAIN [1] args`: at the head of the chain (no other position
+            # is ever written by kube-proxy, nor read here).
+            _, rest = line.split(" ", 1)
+            chain, _, args = rest.strip().partition(" ")
+            position, _, after = args.strip().partition(" ")
+            if position.isdigit():
+                if position != "1":
+                    raise ParseError(line_no, f"unsupported insert position in {_shown(line)}")
+                args = after
+            table.inserts.append(Rule(chain, args.strip(), line_no))
             continue
         raise ParseError(line_no, f"unsupported line {_shown(line)}")
     if table is not None:

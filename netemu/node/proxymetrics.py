@@ -1,0 +1,175 @@
+"""kube-proxy's sync metrics (pkg/proxy/metrics), one Prometheus registry
+per node, exposed by the metrics server's `/metrics` in the Prometheus text
+format (prometheus_client writes it).
+
+Names, types, label names and histogram buckets are kube-proxy's, so a
+dashboard or alert written for real nodes reads these. Values come from
+the node's own sync loop (netemu.node.proxy): a sync's duration, when it
+finished, how many rules it wrote per table, how many Services and
+endpoint sets changed since the previous sync (kube-proxy counts informer
+events; netemu counts the Services whose ports or endpoints differ between
+two syncs, which is what those events carry), restore failures, and how
+many /healthz and /livez answers were 200 or 503.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from netemu.rules.input import ProxyInput
+
+# The Go client writes no `_created` series; neither does kube-proxy's /metrics.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+# prometheus.ExponentialBuckets(0.001, 2, 15): 1 ms to about 16 s.
+SYNC_BUCKETS = tuple(0.001 * 2**i for i in range(15))
+NAMESPACE = "kubeproxy"
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        def histogram(name: str, doc: str) -> Histogram:
+            return Histogram(name, doc, namespace=NAMESPACE, buckets=SYNC_BUCKETS, registry=r)
+
+        self.sync_duration = histogram(
+            "sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds"
+        )
+        self.full_sync_duration = histogram(
+            "sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+        )
+        self.partial_sync_duration = histogram(
+            "sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+        )
+        self.last_sync = Gauge(
+            "sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.last_queued = Gauge(
+            "sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.endpoint_changes = Counter(
+            "sync_proxy_rules_endpoint_changes_total",
+            "Cumulative proxy rules Endpoint changes",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.endpoint_changes_pending = Gauge(
+            "sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.service_changes = Counter(
+            "sync_proxy_rules_service_changes_total",
+            "Cumulative proxy rules Service changes",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.service_changes_pending = Gauge(
+            "sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rules_total = Gauge(
+            "sync_proxy_rules_iptables_total",
+            "Total number of iptables rules owned by kube-proxy",
+            ["table"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.restore_failures = Counter(
+            "sync_proxy_rules_iptables_restore_failures_total",
+            "Cumulative proxy iptables restore failures",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.healthz = Counter(
+            "proxy_healthz_total",
+            "Cumulative proxy healthz HTTP status",
+            ["code"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.livez = Counter(
+            "proxy_livez_total",
+            "Cumulative proxy livez HTTP status",
+            ["code"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for table in ("filter", "nat"):
+            self.rules_total.labels(table=table).set(0)
+
+    def queued(self, when: float) -> None:
+        self.last_queued.set(when)
+
+    def synced(
+        self, duration: float, full: bool, when: float, rules_by_table: dict[str, int]
+    ) -> None:
+        self.sync_duration.observe(duration)
+        (self.full_sync_duration if full else self.partial_sync_duration).observe(duration)
+        self.last_sync.set(when)
+        for table, count in rules_by_table.items():
+            if table in ("filter", "nat"):
+                self.rules_total.labels(table=table).set(count)
+
+    def changes(self, services: int, endpoints: int) -> None:
+        if services:
+            self.service_changes.inc(services)
+        if endpoints:
+            self.endpoint_changes.inc(endpoints)
+
+    def answered(self, path: str, status: int) -> None:
+        counter = self.healthz if path == "healthz" else self.livez
+        counter.labels(code=str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def rules_by_table(restore_text: str) -> dict[str, int]:
+    """Rules (`-A` lines) per table in an iptables-restore input."""
+    counts: dict[str, int] = {}
+    table = ""
+    for line in restore_text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+            counts.setdefault(table, 0)
+        elif line.startswith("-A ") and table:
+            counts[table] += 1
+    return counts
+
+
+def changed_services(before: ProxyInput | None, after: ProxyInput) -> tuple[int, int]:
+    """(Services whose ports changed, Services whose endpoints changed)
+    between two syncs' inputs: what the informer events in between carried."""
+
+    def ports(data: ProxyInput | None) -> dict[tuple[str, str], set[object]]:
+        out: dict[tuple[str, str], set[object]] = {}
+        for sp in data.service_ports if data else ():
+            out.setdefault((sp.namespace, sp.name), set()).add(sp)
+        return out
+
+    def endpoints(data: ProxyInput | None) -> dict[tuple[str, str], set[object]]:
+        out: dict[tuple[str, str], set[object]] = {}
+        for (namespace, name, port, proto), eps in (data.endpoints if data else {}).items():
+            out.setdefault((namespace, name), set()).add((port, proto, eps))
+        return out
+
+    def diff(a: dict[tuple[str, str], set[object]], b: dict[tuple[str, str], set[object]]) -> int:
+        return sum(1 for key in a.keys() | b.keys() if a.get(key) != b.get(key))
+
+    return diff(ports(before), ports(after)), diff(endpoints(before), endpoints(after))
