@@ -519,7 +519,11 @@ class Supervisor:
                 for n in plan.nodes
             },
             "clients": {c.name: {"netns": c.netns, "ip": c.ip} for c in plan.clients},
-            "loadBalancer": {"netns": plan.load_balancer.netns, "ip": plan.load_balancer.ip},
+            "loadBalancer": {
+                "netns": plan.load_balancer.netns,
+                "ip": plan.load_balancer.ip,
+                "proxyIPs": self.cloudlb.proxy_ips() if self.cloudlb is not None else [],
+            },
             "pods": dict(sorted(pods.items())),
         }
 
@@ -639,8 +643,14 @@ class Supervisor:
             timeout=float(request["wait"]),
         )
         # With the view given, trace() reads nothing through the lab's socket.
+        balancer = self.cloudlb.status() if self.cloudlb is not None else None
         report = trace(
-            LiveLab(self.name), request["from"], request["to"], options, (topology, state)
+            LiveLab(self.name),
+            request["from"],
+            request["to"],
+            options,
+            (topology, state),
+            balancer,
         )
         files: dict[str, bytes] = {}
         if request["pcap"]:

@@ -34,7 +34,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -127,29 +127,30 @@ class RouteChoice:
 
 
 def route_choice(
-    plan: LoadBalancerPlan,
-    nodes: Sequence[NodePlan],
+    netns_name: str,
+    node_ips: Mapping[str, str],
     dst: str,
     src: str,
     sport: int,
     dport: int,
     proto: str,
 ) -> RouteChoice:
-    """Which node the load balancer's kernel sends a flow to: its own
-    multipath hash, asked of the kernel (pyroute2 does not encode the
-    sport/dport/ipproto attributes of RTM_GETROUTE)."""
+    """Which node (by `node_ips`, name → underlay IP) the load balancer's
+    kernel sends a flow to: its own multipath hash, asked of the kernel as
+    for a packet arriving on eth0 (pyroute2 does not encode the
+    sport/dport/ipproto attributes of RTM_GETROUTE, so `ip` asks)."""
     args = ["route", "get", dst, "from", src, "iif", "eth0", "ipproto", proto]
     if proto in ("tcp", "udp"):
         args += ["sport", str(sport), "dport", str(dport)]
     command = "ip " + " ".join(args)
     done = subprocess.run(
-        ["ip", "-n", plan.netns, "-j", *args], capture_output=True, text=True, check=False
+        ["ip", "-n", netns_name, "-j", *args], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         return RouteChoice(None, None, command)
     answer = json.loads(done.stdout or "[]")
     gateway = answer[0].get("gateway") if answer else None
-    node = next((n.name for n in nodes if n.underlay_ip == gateway), None)
+    node = next((name for name, ip in node_ips.items() if ip == gateway), None)
     return RouteChoice(node, gateway, command)
 
 
@@ -370,6 +371,11 @@ class CloudLoadBalancer:
                     self._listeners[(ip, port)] = _ProxyListener(self, ip, port, node_port)
                 except OSError as exc:
                     print(f"load balancer: cannot listen on {ip}:{port}: {exc}", flush=True)
+
+    def proxy_ips(self) -> list[str]:
+        """The ingress IPs it terminates itself (ipMode Proxy)."""
+        with self._lock:
+            return sorted({ip for f in self._fronts if f.ip_mode == PROXY for ip in f.ips})
 
     def proxy_choice(self, ip: str, client_ip: str, client_port: int) -> NodePlan | None:
         """The node a proxy-mode connection from client_ip:client_port goes to."""

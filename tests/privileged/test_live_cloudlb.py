@@ -7,6 +7,7 @@ One lab (written below, short health-check intervals) is up for the module.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -242,3 +243,34 @@ def test_describe_and_wide_get_show_health_per_node(lab: LiveLab) -> None:
     missing = netemu_cli("describe", "svc", "nothing", "--lab", lab.name)
     assert missing.returncode == 1
     assert 'services "nothing" not found' in missing.stderr
+
+
+def test_trace_shows_the_load_balancer_hop(lab: LiveLab, tmp_path: Path) -> None:
+    wait_settled(lab)
+    expected = health(lab, "default/web-lb")
+    done = netemu_cli(
+        "trace",
+        "client",
+        f"{PASSTHROUGH_IP}:80",
+        "--lab",
+        lab.name,
+        "-o",
+        "json",
+        "--captures",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    lb = report["loadBalancer"]
+    assert lb["ip"] == LB_IP and lb["ipMode"] == "VIP" and lb["service"] == "default/web-lb"
+    assert {n: h["healthy"] for n, h in lb["nodes"].items()} == expected
+    assert lb["chosen"] in lb["spread"]
+    assert lb["why"].startswith(f"ip route get {PASSTHROUGH_IP} from {CLIENT_IP} iif eth0")
+    # The flow entered the chosen node, was delivered there with the
+    # client's address, and the load balancer's namespace was captured.
+    assert report["node"] == lb["chosen"]
+    assert report["outcome"] == "delivered"
+    assert report["seenClient"].split(":")[0] == CLIENT_IP
+    assert any(h["namespace"] == lab.info()["loadBalancer"]["netns"] for h in report["hops"])
+    pcaps = list(tmp_path.rglob("*.pcap"))
+    assert any("_lb-" in p.name for p in pcaps), [p.name for p in pcaps]
