@@ -34,6 +34,7 @@ import socket
 import subprocess
 import threading
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -297,7 +298,12 @@ class CloudLoadBalancer:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.run_round()
+            try:
+                self.run_round()
+            except Exception:
+                # A failed round (a netlink error) must not end the checks:
+                # the next one tries again; the log says what happened.
+                traceback.print_exc()
             remaining = self.check.interval_seconds - (time.monotonic() - started)
             if remaining > 0:
                 self._wake.wait(remaining)
