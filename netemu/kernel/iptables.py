@@ -64,7 +64,7 @@ class FakeIptables:
 
     def restore(self, text: str, *, noflush: bool = True) -> None:
         try:
-            incoming = parse_restore(text)
+            incoming = parse_restore(text, inserts=True)
         except ParseError as exc:
             raise IptablesError(f"iptables-restore failed: {exc}") from exc
         result = parse_restore(self.ruleset.render()) if self.ruleset.tables else RuleSet()

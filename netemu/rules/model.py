@@ -182,8 +182,11 @@ def _read_regular_file(path: Path, source: str) -> bytes:
     return data
 
 
-def parse_restore(text: str) -> RuleSet:
+def parse_restore(text: str, *, inserts: bool = False) -> RuleSet:
     """Parse iptables-save output (or iptables-restore input) into a RuleSet.
+
+    `inserts`: accept `-I CHAIN [1] args` lines (restore input only; an
+    iptables-save dump never has them, so they are refused by default).
 
     Counters (`[pkts:bytes]` prefixes from `iptables-save -c`) are dropped;
     comments and blank lines are skipped. Empty text is an empty RuleSet
@@ -256,7 +259,7 @@ def parse_restore(text: str) -> RuleSet:
         if line.startswith("-X ") or line.startswith("--delete-chain "):
             table.deletions.append(line.split()[1])
             continue
-        if line.startswith("-I ") or line.startswith("--insert "):
+        if inserts and (line.startswith("-I ") or line.startswith("--insert ")):
             # `-I CHAIN [1] args`: at the head of the chain (no other position
             # is ever written by kube-proxy, nor read here).
             _, rest = line.split(" ", 1)
