@@ -65,6 +65,7 @@ from netemu.controlplane import (
 )
 from netemu.controlplane.addons import live_addons
 from netemu.controlplane.errors import NotFound
+from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import nfacct
@@ -301,6 +302,7 @@ class Supervisor:
         self.proxy_servers = ProxyServers(bind_tcp_listener)
         self.proxy_settings = proxy_settings(self.proxy_config)
         self._stop_ticks = threading.Event()
+        self._events_logged = 0
         self.probes: ProbeLoop | None = None
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
@@ -398,6 +400,7 @@ class Supervisor:
         only after every node's rules have stopped sending them traffic."""
         with self.lock:
             self.plane.run_to_fixed_point()
+            self._log_events()
             # Under the lock nothing writes to the store from here on: one
             # read of each kubelet's pods and one snapshot serve the pass.
             desired = [kubelet.desired() for kubelet in self.kubelets]
@@ -419,6 +422,15 @@ class Supervisor:
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
+
+    def _log_events(self) -> None:
+        """The load-balancer controller's new events (a pending Service's
+        reason) as lines of the supervisor's log, as `kubectl get events`."""
+        for controller in self.plane.controllers:
+            if isinstance(controller, LoadBalancerController):
+                for event in controller.events[self._events_logged :]:
+                    print(event, flush=True)
+                self._events_logged = len(controller.events)
 
     def _proxy_ticks(self) -> None:
         """kube-proxy's periodic work on every node (ProxyAgent.tick: the

@@ -129,10 +129,16 @@ class LabHealthCheck(K8sModel):
 
 
 class LabLoadBalancer(K8sModel):
-    """The lab's emulated cloud load balancer (netemu.node.cloudlb): its own
-    namespace on the underlay at `ip` (default: the highest free host
-    address of underlayCIDR) owns the Services' ingress IPs."""
+    """The lab's load-balancer address pool (netemu.controlplane.loadbalancer):
+    `addresses` are ranges "A-B" or CIDRs inside the underlay CIDR; empty
+    means the default pool, the top of the underlay (default_pool).
 
+    The emulated cloud load balancer (netemu.node.cloudlb) owns those
+    addresses from its own namespace on the underlay at `ip` (default: the
+    highest free host address of underlayCIDR outside the pool) and checks
+    the nodes as `healthCheck` says."""
+
+    addresses: list[str] = Field(default_factory=list)
     ip: str | None = None
     health_check: LabHealthCheck = Field(default_factory=LabHealthCheck)
 
@@ -147,10 +153,10 @@ class LabSpec(K8sModel):
     cluster_dns: str = Field(default="10.96.0.10", alias="clusterDNS")
     cluster_domain: str = "cluster.local"
     dns: LabDNS = Field(default_factory=LabDNS)
+    load_balancer: LabLoadBalancer = Field(default_factory=LabLoadBalancer, alias="loadBalancer")
     proxy_mode: Literal["iptables", "nftables"] = "iptables"
     iptables_backend: Literal["nft", "legacy"] = "nft"
     overlay: Literal["vxlan", "host-gw"] = "vxlan"
-    load_balancer: LabLoadBalancer = Field(default_factory=LabLoadBalancer, alias="loadBalancer")
 
 
 class Lab(K8sModel):

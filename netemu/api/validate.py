@@ -20,6 +20,7 @@ from typing import Any
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
+from netemu.api.addresspool import default_pool, parse_pool
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.config import DEFAULT_NODE_POD_PREFIX, KubeProxyConfiguration, Lab
@@ -1227,6 +1228,7 @@ class _Checker:
             self.report(item, ("spec", "nodes"), "a Lab needs at least one node")
         self.check_lab_hosts(item, lab, underlay)
         self.check_lab_load_balancer(item, lab, underlay)
+        self.check_lab_load_balancer_host(item, lab, underlay)
         self.check_lab_pod_cidrs(item, lab, pod_cidr)
         return _LabRanges(service_cidr, node_ports, spec.node_port_range)
 
@@ -1278,6 +1280,47 @@ class _Checker:
             self.check_labels(item, ("spec", "nodes", i, "labels"), node.labels)
 
     def check_lab_load_balancer(self, item: Loaded, lab: Lab, underlay: Any) -> None:
+        """The load-balancer pool: ranges "A-B" or CIDRs of IPv4 addresses
+        inside the underlay, apart from the nodes, the clients and each other."""
+        hosts = {node.underlay_ip: f"node {node.name}" for node in lab.spec.nodes} | {
+            client.ip: f"external client {client.name}" for client in lab.spec.external_clients
+        }
+        seen: dict[Any, int] = {}
+        for i, entry in enumerate(lab.spec.load_balancer.addresses):
+            path: FieldPath = ("spec", "loadBalancer", "addresses", i)
+            try:
+                addresses = parse_pool([entry])
+            except ValueError as exc:
+                self.report(
+                    item,
+                    path,
+                    f'{exc}: expected an IPv4 range "A-B" (e.g. "192.168.56.200-192.168.56.239") '
+                    'or a CIDR (e.g. "192.168.56.192/27")',
+                )
+                continue
+            parsed = [parse_ip(str(ip)) for ip in addresses]
+            outside = [ip for ip in parsed if underlay is not None and ip not in underlay]
+            if outside:
+                self.report(item, path, f"{outside[0]} is outside underlayCIDR {underlay}")
+                continue
+            for ip in parsed:
+                if str(ip) in hosts:
+                    self.report(item, path, f"{ip} is the address of {hosts[str(ip)]}")
+                    break
+                if underlay is not None and (reserved := _reserved_address(ip, underlay)):
+                    self.report(item, path, f"{ip} is the {reserved} address of underlayCIDR")
+                    break
+                if ip in seen:
+                    self.report(
+                        item,
+                        path,
+                        f"{ip} is already in spec.loadBalancer.addresses[{seen[ip]}]; "
+                        "the pool's entries must not overlap",
+                    )
+                    break
+                seen[ip] = i
+
+    def check_lab_load_balancer_host(self, item: Loaded, lab: Lab, underlay: Any) -> None:
         """The load balancer's own underlay address and its health check."""
         spec = lab.spec.load_balancer
         base: FieldPath = ("spec", "loadBalancer")
@@ -1304,6 +1347,13 @@ class _Checker:
                     item,
                     ip_path,
                     f"{ip} is already used by {used[ip]}; underlay addresses must be unique",
+                )
+            elif ip in _lab_pool(lab):
+                self.report(
+                    item,
+                    ip_path,
+                    f"{ip} is in the load-balancer pool ({_pool_text(lab)}), whose addresses "
+                    "go to Services; the load balancer's own address must be outside it",
                 )
         check = spec.health_check
         hc: FieldPath = (*base, "healthCheck")
@@ -1398,6 +1448,25 @@ def _parse_port_range(text: str) -> tuple[int, int] | None:
     if not 1 <= low <= high <= 65535:
         return None
     return low, high
+
+
+def _lab_pool(lab: Lab) -> set[Any]:
+    """The Lab's load-balancer pool, as parse_ip gives addresses; empty if
+    it does not parse (check_lab_load_balancer reports that)."""
+    try:
+        pool = (
+            parse_pool(lab.spec.load_balancer.addresses)
+            if lab.spec.load_balancer.addresses
+            else default_pool(lab.spec.underlay_cidr)
+        )
+    except ValueError:
+        return set()
+    return {parse_ip(str(ip)) for ip in pool}
+
+
+def _pool_text(lab: Lab) -> str:
+    given = lab.spec.load_balancer.addresses
+    return ", ".join(given) if given else "the default pool"
 
 
 def _reserved_address(ip: Any, net: Any) -> str:

@@ -20,6 +20,7 @@ from netemu.controlplane.deployment import DeploymentController
 from netemu.controlplane.endpointslice import EndpointSliceController
 from netemu.controlplane.errors import AlreadyExists, Conflict, NotFound
 from netemu.controlplane.gc import GarbageCollector
+from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.nodeipam import NodeIpamController
 from netemu.controlplane.nodes import NodeController
 from netemu.controlplane.podipam import PodIpamController
@@ -51,6 +52,7 @@ def default_controllers(client: Client, kubelet_probes: bool = False) -> list[Co
     return [
         DefaultingController(client),
         ServiceAllocatorController(client),
+        LoadBalancerController(client),
         NodeController(client),
         NodeIpamController(client),
         GarbageCollector(client),

@@ -36,6 +36,7 @@ Must not touch: the kernel (netemu.kernel applies this plan).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 
 import netaddr
 
+from netemu.api.addresspool import default_pool, parse_pool
 from netemu.api.config import Lab
 from netemu.api.core import Pod, Service
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
@@ -339,15 +341,22 @@ def _underlay_gateway(lab: Lab, services: Sequence[Service]) -> str:
 
 
 def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
-    """spec.loadBalancer.ip, else the underlay's highest free host address:
-    the gateway takes the lowest, and nodes, clients and pools are usually
-    written from the bottom up, so the top is the least likely to collide."""
+    """spec.loadBalancer.ip, else the underlay's highest free host address
+    outside the load-balancer pool (whose addresses go to Services): the
+    gateway takes the lowest, and nodes and clients are usually written from
+    the bottom up, so the top is the least likely to collide."""
     used = _underlay_used(lab, services)
+    pool = lab.spec.load_balancer.addresses
+    # A pool that does not parse is refused by validation.
+    with contextlib.suppress(ValueError):
+        used.update(
+            str(ip) for ip in (parse_pool(pool) if pool else default_pool(lab.spec.underlay_cidr))
+        )
     if lab.spec.load_balancer.ip:
         if lab.spec.load_balancer.ip in used:
             raise PlanError(
                 f"spec.loadBalancer.ip {lab.spec.load_balancer.ip} is also a node's, a client's "
-                "or a Service's ingress address"
+                "or a Service's ingress address, or in the load-balancer pool"
             )
         return lab.spec.load_balancer.ip
     hosts = list(netaddr.IPNetwork(lab.spec.underlay_cidr).iter_hosts())

@@ -249,3 +249,28 @@ def test_service_with_service_proxy_name_gets_no_rules(lab: LiveLab) -> None:
     assert control.status == 200
     other = http_get(netns, "10.96.200.10", 80, "/", timeout=1.0)
     assert other.outcome != "answered"
+
+
+def test_load_balancer_gets_an_address_from_the_pool_that_answers(lab: LiveLab) -> None:
+    objects, problems = load_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: assigned\nspec:\n"
+        "  type: LoadBalancer\n  selector:\n    app: shop\n"
+        "  ports:\n    - port: 8081\n      targetPort: 8080\n",
+        "assigned.yaml",
+    )
+    assert not problems
+    lab.apply([item.obj for item in objects])
+    try:
+        services = {s["metadata"]["name"]: s for s in lab.state()["services"]}
+        # The loadbalancer lab sets no pool: the default, .200-.239 of its /24,
+        # lowest free first; manual-local (no status in its manifest) has .200.
+        ingress = services["assigned"]["status"]["loadBalancer"]["ingress"]
+        assert ingress == [{"ip": "192.168.56.201", "ipMode": "VIP"}]
+        assert services["manual-local"]["status"]["loadBalancer"]["ingress"] == [
+            {"ip": "192.168.56.200", "ipMode": "VIP"}
+        ]
+        result = http_get(_client(lab), "192.168.56.201", 8081, "/")
+        assert result.status == 200
+        assert result.reply is not None and result.reply["pod"].startswith("shop-")
+    finally:
+        lab.delete([("Service", "default", "assigned")])

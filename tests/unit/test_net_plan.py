@@ -400,6 +400,11 @@ def test_load_balancer_address_skips_used_ones_and_honours_the_lab() -> None:
     chosen = spec.model_copy(update={"load_balancer": LabLoadBalancer(ip="192.168.56.77")})
     lab = state.lab.model_copy(update={"spec": chosen})
     assert load_balancer_ip(lab, state.services) == "192.168.56.77"
+    pool = spec.model_copy(
+        update={"load_balancer": LabLoadBalancer(addresses=["192.168.56.250-192.168.56.254"])}
+    )
+    lab = state.lab.model_copy(update={"spec": pool})
+    assert load_balancer_ip(lab, state.services) == "192.168.56.249"
     clash = spec.model_copy(update={"load_balancer": LabLoadBalancer(ip="192.168.56.11")})
     with pytest.raises(PlanError, match=r"loadBalancer\.ip 192\.168\.56\.11"):
         load_balancer_ip(state.lab.model_copy(update={"spec": clash}), state.services)

@@ -1373,7 +1373,7 @@ def test_lab_load_balancer_address_and_health_check() -> None:
     """
     good = lab(
         base
-        + "      ip: 192.168.56.200\n"
+        + "      ip: 192.168.56.250\n"
         + "          healthCheck: {intervalSeconds: 0.5, timeoutSeconds: 0.25}\n"
     )
     assert check(good) == []
@@ -1392,6 +1392,16 @@ def test_lab_load_balancer_address_and_health_check() -> None:
         "than intervalSeconds",
         "x.yaml:16: Lab/lab: spec.loadBalancer.healthCheck.healthyThreshold: must be at least 1",
     ]
+    in_pool = lab(base + "      ip: 192.168.56.210\n")
+    assert check(in_pool) == [
+        "x.yaml:12: Lab/lab: spec.loadBalancer.ip: 192.168.56.210 is in the load-balancer pool "
+        "(the default pool), whose addresses go to Services; the load balancer's own address "
+        "must be outside it",
+    ]
+    given_pool = lab(
+        base + "      ip: 192.168.56.210\n          addresses: [192.168.56.100-192.168.56.120]\n"
+    )
+    assert check(given_pool) == []
     outside = lab(base + "      ip: 10.0.0.1\n          healthCheck: {intervalSeconds: 0}\n")
     assert check(outside) == [
         "x.yaml:12: Lab/lab: spec.loadBalancer.ip: must be inside underlayCIDR 192.168.56.0/24",
