@@ -72,11 +72,17 @@ LB_SWITCH_PORT = "lb"
 # The load balancer forwards what it receives on eth0 back out of eth0 (to
 # the chosen node): it must not tell the client, by an ICMP redirect, to
 # send to that node directly, or one flow's choice would stick to every
-# later flow; and with an L4 hash (policy 1) each connection is placed on
-# its own, as a cloud LB's per-connection hash does.
+# later flow. Each connection is placed by a hash of its 5-tuple, as a
+# cloud LB's per-connection hash: the custom policy (3) over source and
+# destination address and port and the protocol (fields 0x37, see the
+# kernel's ip-sysctl.rst). Not the L4 policy (1): it reuses a hash the
+# packet already carries, here the sending socket's random txhash (kept
+# across veths), which `ip route get` cannot know and TCP re-rolls after a
+# retransmission timeout.
 LB_SYSCTLS = (
     ("net.ipv4.ip_forward", "1"),
-    ("net.ipv4.fib_multipath_hash_policy", "1"),
+    ("net.ipv4.fib_multipath_hash_policy", "3"),
+    ("net.ipv4.fib_multipath_hash_fields", "0x0037"),
     ("net.ipv4.conf.all.send_redirects", "0"),
     ("net.ipv4.conf.default.send_redirects", "0"),
     ("net.ipv4.conf.all.rp_filter", "0"),

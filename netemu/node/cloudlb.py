@@ -4,8 +4,8 @@ over the healthy nodes (the decisions are netemu.net.cloudlb's).
 
 Passthrough (ipMode VIP, the default): each ingress IP has a multipath
 route in the load balancer's namespace with one nexthop per healthy node,
-and the namespace hashes on addresses and ports
-(net.ipv4.fib_multipath_hash_policy=1), so each connection goes to one
+and the namespace hashes on addresses, ports and protocol
+(net.plan.LB_SYSCTLS: fib_multipath_hash_policy 3), so each connection goes to one
 node, unchanged: the client's address is kept, kube-proxy's KUBE-EXT/FW
 chains match the ingress IP there, and the node answers the client
 directly. `ip route get IP from CLIENT iif eth0 ipproto tcp sport S dport

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from live_helpers import lab_name, netemu_cli, running_lab
 
+from netemu.api.validate import load_and_validate
 from netemu.kernel import netns
 from netemu.kernel.probe import http_get
 from netemu.lab import LiveLab
@@ -161,8 +162,10 @@ def test_load_balancer_namespace_owns_the_ingress_ips(lab: LiveLab) -> None:
         check=True,
     ).stdout
     assert f"via {LB_IP}" in routes
-    hash_policy = netns.read_sysctls(lb["netns"], ["net.ipv4.fib_multipath_hash_policy"])
-    assert hash_policy == {"net.ipv4.fib_multipath_hash_policy": "1"}
+    keys = ["net.ipv4.fib_multipath_hash_policy", "net.ipv4.fib_multipath_hash_fields"]
+    policy, fields = (netns.read_sysctls(lb["netns"], keys)[k] for k in keys)
+    # The kernel reads the fields mask back in decimal: 55 is 0x37.
+    assert (policy, int(fields, 0)) == ("3", 0x37)
 
 
 def test_passthrough_etp_local_follows_the_health_checks(lab: LiveLab) -> None:
@@ -291,3 +294,40 @@ def trace_lb(lab: LiveLab, captures: Path) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
+
+
+def test_a_service_given_an_address_by_the_pool_is_served_through_the_load_balancer(
+    lab: LiveLab, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "pooled.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: pooled\nspec:\n"
+        "  type: LoadBalancer\n  selector: {app: web}\n  ports:\n    - port: 8080\n"
+    )
+    lab.apply([item.obj for item in load_and_validate([manifest])])
+    try:
+        state = lab.state()
+        [svc] = [s for s in state["services"] if s["metadata"]["name"] == "pooled"]
+        [ingress] = svc["status"]["loadBalancer"]["ingress"]
+        ip = ingress["ip"]
+        routes = subprocess.run(
+            ["ip", "-n", client_ns(lab), "route", "show", f"{ip}/32"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"via {LB_IP}" in routes
+        wait_settled(lab)
+        # ETP Cluster: checked on kube-proxy's 10256, which every node passes.
+        status = lab.request("loadbalancer")["loadBalancer"]
+        pooled = status["services"]["default/pooled"]
+        assert pooled["healthCheck"] == "http://NODE:10256/healthz"
+        assert {n: h["healthy"] for n, h in pooled["nodes"].items()} == {
+            "node-1": True,
+            "node-2": True,
+        }
+        for _ in range(5):
+            result = http_get(client_ns(lab), ip, 8080, "/hostname", timeout=2)
+            assert result.status == 200, result
+    finally:
+        lab.delete([("Service", "default", "pooled")])

@@ -378,7 +378,9 @@ def test_load_balancer_namespace_and_address() -> None:
     assert plan.load_balancer.netns == "netemu_loadbalancer_lb"
     assert plan.load_balancer.netns in plan.namespaces()
     sysctls = dict(plan.load_balancer.sysctls)
-    assert sysctls["net.ipv4.fib_multipath_hash_policy"] == "1"
+    # The 5-tuple, not a hash the packet may already carry (see LB_SYSCTLS).
+    assert sysctls["net.ipv4.fib_multipath_hash_policy"] == "3"
+    assert sysctls["net.ipv4.fib_multipath_hash_fields"] == "0x0037"
     assert sysctls["net.ipv4.conf.all.send_redirects"] == "0"
     assert sysctls["net.ipv4.ip_forward"] == "1"
 
