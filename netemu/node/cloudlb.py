@@ -106,11 +106,11 @@ def probe(netns_name: str, ip: str, port: int, timeout: float) -> ProbeResult:
     return ProbeResult(
         ok=response.status == 200,
         reason=f"HTTP {response.status}",
-        local_endpoints=_local_endpoints(body),
+        local_endpoints=local_endpoints(body),
     )
 
 
-def _local_endpoints(body: bytes) -> int | None:
+def local_endpoints(body: bytes) -> int | None:
     """localEndpoints from a healthCheckNodePort answer's JSON body, if any."""
     try:
         data = json.loads(body)

@@ -20,6 +20,7 @@ from netemu.net.cloudlb import (
     pick,
     spreads,
 )
+from netemu.node.cloudlb import local_endpoints
 
 OK = ProbeResult(ok=True, reason="HTTP 200", local_endpoints=1)
 DOWN = ProbeResult(ok=False, reason="HTTP 503", local_endpoints=0)
@@ -114,7 +115,7 @@ def test_a_success_resets_the_failure_count() -> None:
     assert run([DOWN, DOWN, OK, DOWN, DOWN, DOWN], healthy) == [True, True, True, True, True, False]
 
 
-def test_health_keeps_the_last_reason_and_local_endpoints() -> None:
+def test_health_keeps_the_last_reason_andlocal_endpoints() -> None:
     health = advance(NodeHealth(), DOWN, CHECK)
     assert (health.reason, health.local_endpoints, health.checked) == ("HTTP 503", 0, True)
     timeout = advance(health, ProbeResult(ok=False, reason="timeout"), CHECK)
@@ -161,3 +162,20 @@ def test_proxy_pick_is_stable_and_among_the_nodes(nodes: tuple[str, ...]) -> Non
     chosen = {pick(nodes, "192.168.56.20", port) for port in range(40000, 40200)}
     assert chosen == set(nodes)
     assert pick(nodes, "192.168.56.20", 40001) == pick(nodes, "192.168.56.20", 40001)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"service":{"namespace":"default","name":"web"},"localEndpoints":2}', 2),
+        (b'{"localEndpoints":0,"serviceProxyHealthy":true}', 0),
+        (b'{"lastUpdated":"2026-01-01T00:00:00Z"}', None),  # kube-proxy's 10256 answer
+        (b'{"localEndpoints":true}', None),
+        (b"not json", None),
+        (b"[1]", None),
+    ],
+)
+def testlocal_endpoints_come_from_the_health_check_answer(
+    body: bytes, expected: int | None
+) -> None:
+    assert local_endpoints(body) == expected
