@@ -53,6 +53,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "delete_command",
         "Delete objects: netemu delete -f PATH, or netemu delete KIND NAME.",
     ),
+    "describe": LazyCommand(
+        "netemu.cli_describe",
+        "describe_command",
+        "Show a live Service in detail, with its load balancer's health per node.",
+    ),
     "down": LazyCommand(
         "netemu.cli_live",
         "down_command",

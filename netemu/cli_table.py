@@ -249,3 +249,38 @@ def human_duration(seconds: int) -> str:
     if hours < 24 * 8:
         return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
     return f"{days}d"
+
+
+# -- the emulated cloud load balancer's view (live labs only) -----------------
+
+
+def lb_health_text(nodes: dict[str, Any]) -> str:
+    """A Service's health per node as one cell without spaces (a column of
+    its own): `node-1:healthy,node-2:unhealthy(503)`, the reason short."""
+    return ",".join(
+        f"{name}:healthy" if h["healthy"] else f"{name}:unhealthy({_short_reason(h['reason'])})"
+        for name, h in nodes.items()
+    )
+
+
+def _short_reason(reason: str) -> str:
+    """`HTTP 503` → `503`, `connection refused` → `connection-refused`."""
+    return reason.removeprefix("HTTP ").replace(" ", "-")
+
+
+def with_lb_health(shown: dict[str, Any], balancer: dict[str, Any]) -> dict[str, Any]:
+    """A services Table with an LB-HEALTH column added (the load balancer's
+    `loadbalancer` status, netemu.node.cloudlb): each LoadBalancer Service
+    it serves shows its nodes' health; others show <none>. The rows' first
+    two cells are NAMESPACE and NAME."""
+    services = balancer.get("services", {})
+    rows = []
+    for row in shown["rows"]:
+        cells = row["cells"]
+        entry = services.get(f"{cells[0]}/{cells[1]}")
+        rows.append({"cells": [*cells, lb_health_text(entry["nodes"]) if entry else "<none>"]})
+    return {
+        **shown,
+        "columnDefinitions": [*shown["columnDefinitions"], {"name": "LB-HEALTH", "type": "string"}],
+        "rows": rows,
+    }

@@ -77,6 +77,7 @@ from netemu.kernel.owner import OutputDirectory
 from netemu.kernel.sockets import bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
+from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.kubelet import Kubelet, container_log
@@ -116,6 +117,9 @@ _REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     # with output json|yaml the objects as a List.
     "table": {"kind": (str, True), "namespace": (str, False), "output": (str, False)},
     "shutdown": {},
+    # The emulated cloud load balancer: its Services, each node's health
+    # and reason, and where each ingress IP's connections go.
+    "loadbalancer": {},
     # `netemu trace` on this lab: the trace runs here, where the lab's state,
     # the models and Scapy are already imported; the reply carries the
     # report and the pcaps' bytes, which the CLI writes under `captures`
@@ -302,6 +306,7 @@ class Supervisor:
         self.probes: ProbeLoop | None = None
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
+        self.cloudlb: CloudLoadBalancer | None = None
 
     # -- bring-up -----------------------------------------------------------
 
@@ -315,9 +320,10 @@ class Supervisor:
         plan = plan_lab(state, self.name)
         self.plan = plan
 
-        p.stage, p.total = "underlay", 1 + len(plan.nodes) + len(plan.clients)
+        p.stage, p.total = "underlay", 2 + len(plan.nodes) + len(plan.clients)
         self.datapath.build_underlay(plan.underlay)
-        p.done = 1
+        self.datapath.build_load_balancer(plan.load_balancer, plan.underlay)
+        p.done = 2
         p.stage = "nodes"
         backend = self.lab.spec.iptables_backend
         for node in plan.nodes:
@@ -372,6 +378,9 @@ class Supervisor:
                     sync_period=settings.sync_period,
                 )
             )
+        self.cloudlb = CloudLoadBalancer(
+            plan.load_balancer, plan.nodes, self.lab.spec.load_balancer.health_check, self.datapath
+        )
         p.stage = "pods and rules"
         p.done, p.total = 0, len(self.kubelets) + len(self.proxies)
         self.reconcile(progress=True)
@@ -380,6 +389,7 @@ class Supervisor:
         )
         self.probes.start()
         threading.Thread(target=self._proxy_ticks, name="kube-proxy-sync", daemon=True).start()
+        self.cloudlb.start()
         p.stage, p.ready = "ready", True
         # What a trace request imports (Scapy's layers, the tracer: about
         # 0.2 s), now that bring-up is done, so a trace does not wait for it.
@@ -410,6 +420,8 @@ class Supervisor:
             for kubelet, plans in zip(self.kubelets, desired, strict=True):
                 kubelet.stop_gone(plans)
             self._reconcile_client_routes(state)
+            if self.cloudlb is not None:
+                self.cloudlb.update(state)
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
@@ -470,7 +482,7 @@ class Supervisor:
     def _reconcile_client_routes(self, state: ClusterState) -> None:
         if self.plan is None or not self.plan.nodes:
             return
-        wanted = client_routes(state, self.plan.nodes[0].underlay_ip)
+        wanted = client_routes(state, self.plan.nodes[0].underlay_ip, self.plan.load_balancer.ip)
         for client in self.plan.clients:
             current = self.client_routes.get(client.netns, ())
             if current != wanted:
@@ -523,6 +535,11 @@ class Supervisor:
                 for n in plan.nodes
             },
             "clients": {c.name: {"netns": c.netns, "ip": c.ip} for c in plan.clients},
+            "loadBalancer": {
+                "netns": plan.load_balancer.netns,
+                "ip": plan.load_balancer.ip,
+                "proxyIPs": self.cloudlb.proxy_ips() if self.cloudlb is not None else [],
+            },
             "pods": dict(sorted(pods.items())),
         }
 
@@ -569,6 +586,9 @@ class Supervisor:
             return {"ok": True, "scaled": self._change(lambda: self._scale(fields))}
         if op == "logs":
             return {"ok": True, "log": self._logs(fields)}
+        if op == "loadbalancer":
+            assert self.cloudlb is not None, "a ready lab has its load balancer"
+            return {"ok": True, "loadBalancer": self.cloudlb.status()}
         assert op == "shutdown", op
         self.shutdown()
         return {"ok": True}
@@ -617,7 +637,10 @@ class Supervisor:
         kind, output = request["kind"], request["output"]
         if output in ("json", "yaml"):
             return {"list": cli_table.listing(cli_table.items(kind, state))}
-        return {"table": cli_table.table(kind, state, wide=output == "wide")}
+        shown = cli_table.table(kind, state, wide=output == "wide")
+        if kind == "services" and output == "wide" and self.cloudlb is not None:
+            shown = cli_table.with_lb_health(shown, self.cloudlb.status())
+        return {"table": shown}
 
     def _trace(self, request: dict[str, Any]) -> dict[str, Any]:
         """{"report": the trace report as trace.json holds it, "files":
@@ -636,8 +659,14 @@ class Supervisor:
             timeout=float(request["wait"]),
         )
         # With the view given, trace() reads nothing through the lab's socket.
+        balancer = self.cloudlb.status() if self.cloudlb is not None else None
         report = trace(
-            LiveLab(self.name), request["from"], request["to"], options, (topology, state)
+            LiveLab(self.name),
+            request["from"],
+            request["to"],
+            options,
+            (topology, state),
+            balancer,
         )
         files: dict[str, bytes] = {}
         if request["pcap"]:
@@ -720,6 +749,8 @@ class Supervisor:
         self._stop_ticks.set()
         if self.probes is not None:
             self.probes.close()
+        if self.cloudlb is not None:
+            self.cloudlb.stop()
         self.proxy_servers.close()
         for kubelet in self.kubelets:
             for running in kubelet.running.values():

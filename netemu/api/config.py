@@ -118,12 +118,32 @@ class LabDNS(K8sModel):
     enabled: bool = True
 
 
+class LabHealthCheck(K8sModel):
+    """How the emulated cloud load balancer checks each node. The defaults
+    are those the GCE cloud provider gives the HTTP health checks of its
+    external passthrough load balancers (legacy-cloud-providers/gce,
+    gce_loadbalancer_external.go: check every 8 s, 1 s timeout, healthy
+    after 1 success, unhealthy after 3 failures)."""
+
+    interval_seconds: float = 8.0
+    timeout_seconds: float = 1.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 1
+
+
 class LabLoadBalancer(K8sModel):
     """The lab's load-balancer address pool (netemu.controlplane.loadbalancer):
     `addresses` are ranges "A-B" or CIDRs inside the underlay CIDR; empty
-    means the default pool, the top of the underlay (default_pool)."""
+    means the default pool, the top of the underlay (default_pool).
+
+    The emulated cloud load balancer (netemu.node.cloudlb) owns those
+    addresses from its own namespace on the underlay at `ip` (default: the
+    highest free host address of underlayCIDR outside the pool) and checks
+    the nodes as `healthCheck` says."""
 
     addresses: list[str] = Field(default_factory=list)
+    ip: str | None = None
+    health_check: LabHealthCheck = Field(default_factory=LabHealthCheck)
 
 
 class LabSpec(K8sModel):

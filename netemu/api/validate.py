@@ -20,7 +20,7 @@ from typing import Any
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
-from netemu.api.addresspool import parse_pool
+from netemu.api.addresspool import default_pool, parse_pool
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.config import (
@@ -1284,6 +1284,7 @@ class _Checker:
             self.report(item, ("spec", "nodes"), "a Lab needs at least one node")
         self.check_lab_hosts(item, lab, underlay)
         self.check_lab_load_balancer(item, lab, underlay)
+        self.check_lab_load_balancer_host(item, lab, underlay)
         self.check_lab_pod_cidrs(item, lab, pod_cidr)
         return _LabRanges(service_cidr, node_ports, spec.node_port_range)
 
@@ -1375,6 +1376,57 @@ class _Checker:
                     break
                 seen[ip] = i
 
+    def check_lab_load_balancer_host(self, item: Loaded, lab: Lab, underlay: Any) -> None:
+        """The load balancer's own underlay address and its health check."""
+        spec = lab.spec.load_balancer
+        base: FieldPath = ("spec", "loadBalancer")
+        if spec.ip is not None:
+            ip_path: FieldPath = (*base, "ip")
+            ip = parse_ip(spec.ip)
+            used = {parse_ip(n.underlay_ip): f"node {n.name}" for n in lab.spec.nodes}
+            used.update(
+                {parse_ip(c.ip): f"external client {c.name}" for c in lab.spec.external_clients}
+            )
+            if ip is None:
+                self.report(item, ip_path, _IP_MSG)
+            elif underlay is not None and ip not in underlay:
+                self.report(item, ip_path, f"must be inside underlayCIDR {underlay}")
+            elif underlay is not None and (reserved := _reserved_address(ip, underlay)):
+                self.report(
+                    item,
+                    ip_path,
+                    f"{ip} is the {reserved} address of underlayCIDR {underlay}; use a host "
+                    "address inside it",
+                )
+            elif ip in used:
+                self.report(
+                    item,
+                    ip_path,
+                    f"{ip} is already used by {used[ip]}; underlay addresses must be unique",
+                )
+            elif ip in _lab_pool(lab):
+                self.report(
+                    item,
+                    ip_path,
+                    f"{ip} is in the load-balancer pool ({_pool_text(lab)}), whose addresses "
+                    "go to Services; the load balancer's own address must be outside it",
+                )
+        check = spec.health_check
+        hc: FieldPath = (*base, "healthCheck")
+        if not check.interval_seconds > 0:
+            self.report(item, (*hc, "intervalSeconds"), "must be greater than 0")
+        if not check.timeout_seconds > 0:
+            self.report(item, (*hc, "timeoutSeconds"), "must be greater than 0")
+        elif check.timeout_seconds > check.interval_seconds > 0:
+            # As a cloud health check: a probe ends before the next one starts.
+            self.report(item, (*hc, "timeoutSeconds"), "must not be greater than intervalSeconds")
+        for name, value in (
+            ("healthyThreshold", check.healthy_threshold),
+            ("unhealthyThreshold", check.unhealthy_threshold),
+        ):
+            if value < 1:
+                self.report(item, (*hc, name), "must be at least 1")
+
     def check_lab_pod_cidrs(self, item: Loaded, lab: Lab, pod_cidr: Any) -> None:
         """Explicit node podCIDRs fit the Lab's podCIDR; the rest can be allocated."""
         explicit: list[tuple[int, Any]] = []
@@ -1452,6 +1504,25 @@ def _parse_port_range(text: str) -> tuple[int, int] | None:
     if not 1 <= low <= high <= 65535:
         return None
     return low, high
+
+
+def _lab_pool(lab: Lab) -> set[Any]:
+    """The Lab's load-balancer pool, as parse_ip gives addresses; empty if
+    it does not parse (check_lab_load_balancer reports that)."""
+    try:
+        pool = (
+            parse_pool(lab.spec.load_balancer.addresses)
+            if lab.spec.load_balancer.addresses
+            else default_pool(lab.spec.underlay_cidr)
+        )
+    except ValueError:
+        return set()
+    return {parse_ip(str(ip)) for ip in pool}
+
+
+def _pool_text(lab: Lab) -> str:
+    given = lab.spec.load_balancer.addresses
+    return ", ".join(given) if given else "the default pool"
 
 
 def _reserved_address(ip: Any, net: Any) -> str:

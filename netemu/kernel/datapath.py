@@ -36,6 +36,7 @@ from netemu.net.plan import (
     VXLAN_DEVICE,
     VXLAN_VNI,
     ClientPlan,
+    LoadBalancerPlan,
     NodePlan,
     PodPlan,
     Route,
@@ -231,6 +232,48 @@ class Datapath:
         for route in set(old) - new_set:
             ipr.route("del", dst=route.dst, gateway=route.via)
         self._add_routes(ipr, sorted(new_set, key=lambda r: r.dst))
+
+    # -- the emulated cloud load balancer ----------------------------------
+
+    @_on_worker
+    def build_load_balancer(self, plan: LoadBalancerPlan, underlay: UnderlayPlan) -> None:
+        ipr = self._new_netns(plan.netns)
+        netns.write_sysctls(plan.netns, dict(plan.sysctls))
+        _, eth0 = self._attach_to_underlay(underlay, plan.netns, plan.switch_port)
+        ipr.addr("add", index=eth0, address=plan.ip, prefixlen=plan.prefixlen)
+        ipr.link("set", index=eth0, state="up")
+
+    @_on_worker
+    def set_spread_routes(
+        self, netns_name: str, old: dict[str, tuple[str, ...]], new: dict[str, tuple[str, ...]]
+    ) -> None:
+        """Make each ingress IP's /32 route in the load balancer a multipath
+        route over the underlay IPs `new[ip]` (one nexthop each), and remove
+        the routes of IPs no longer in `new`. Each route is replaced in one
+        netlink request, so a flow never meets a missing route."""
+        ipr = self._open(netns_name)
+        eth0 = self._index(ipr, "eth0")
+        for ip in sorted(set(old) - set(new)):
+            ipr.route("del", dst=f"{ip}/32")
+        for ip, gateways in sorted(new.items()):
+            if old.get(ip) == gateways:
+                continue
+            if len(gateways) == 1:
+                ipr.route("replace", dst=f"{ip}/32", gateway=gateways[0], oif=eth0)
+            else:
+                hops = [{"gateway": gw, "oif": eth0} for gw in gateways]
+                ipr.route("replace", dst=f"{ip}/32", multipath=hops)
+
+    @_on_worker
+    def set_local_addresses(self, netns_name: str, old: set[str], new: set[str]) -> None:
+        """Give the namespace's loopback the /32 addresses `new` and take away
+        those of `old` not in it: proxy-mode ingress IPs the load balancer
+        answers itself."""
+        ipr = self._open(netns_name)
+        for ip in sorted(old - new):
+            ipr.addr("del", index=LOOPBACK_IFINDEX, address=ip, prefixlen=32)
+        for ip in sorted(new - old):
+            ipr.addr("replace", index=LOOPBACK_IFINDEX, address=ip, prefixlen=32)
 
     # -- pods (the bridge CNI's ADD and DEL) -------------------------------
 

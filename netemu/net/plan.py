@@ -4,7 +4,8 @@ and overlay entries it has, as pure data computed from the cluster state.
 Naming grammar (every name is collision-free between labs and within kernel
 limits):
 
-- namespaces: `netemu_<lab>_underlay`, `netemu_<lab>_node_<node>`,
+- namespaces: `netemu_<lab>_underlay`, `netemu_<lab>_lb` (the emulated
+  cloud load balancer), `netemu_<lab>_node_<node>`,
   `netemu_<lab>_ext_<client>`, `netemu_<lab>_pod_<namespace>_<pod>`.
   Kubernetes names never contain `_`, so the parts can always be told
   apart and two labs never share a name.
@@ -27,13 +28,15 @@ limits):
   link), `cni0` (the pod bridge), `flannel.1` (the VXLAN device),
   `veth<8 hex>` (a pod's host-side veth, as the bridge CNI plugin names
   them), and on the underlay switch `br0` plus one port per member,
-  `n<i>-<node>` / `c<i>-<client>`, cut to 15 characters.
+  `n<i>-<node>` / `c<i>-<client>`, cut to 15 characters, and `lb` for
+  the load balancer.
 
 Must not touch: the kernel (netemu.kernel applies this plan).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Sequence
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 
 import netaddr
 
+from netemu.api.addresspool import default_pool, parse_pool
 from netemu.api.config import (
     DEFAULT_VXLAN_PORT,
     KubeProxyConfiguration,
@@ -76,6 +80,26 @@ SWITCH_BRIDGE = "br0"
 # The CNI network name of flannel's conflist (kube-flannel.yml's cni-conf.json,
 # "name": "cbr0"): portmap hashes it into its per-pod chain names.
 CNI_NETWORK = "cbr0"
+LB_SWITCH_PORT = "lb"
+# The load balancer forwards what it receives on eth0 back out of eth0 (to
+# the chosen node): it must not tell the client, by an ICMP redirect, to
+# send to that node directly, or one flow's choice would stick to every
+# later flow. Each connection is placed by a hash of its 5-tuple, as a
+# cloud LB's per-connection hash: the custom policy (3) over source and
+# destination address and port and the protocol (fields 0x37, see the
+# kernel's ip-sysctl.rst). Not the L4 policy (1): it reuses a hash the
+# packet already carries, here the sending socket's random txhash (kept
+# across veths), which `ip route get` cannot know and TCP re-rolls after a
+# retransmission timeout.
+LB_SYSCTLS = (
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv4.fib_multipath_hash_policy", "3"),
+    ("net.ipv4.fib_multipath_hash_fields", "0x0037"),
+    ("net.ipv4.conf.all.send_redirects", "0"),
+    ("net.ipv4.conf.default.send_redirects", "0"),
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+)
 
 
 class PlanError(ValueError):
@@ -108,6 +132,10 @@ def netns_name(full: str) -> str:
 
 def switch_netns(lab: str) -> str:
     return netns_name(f"{lab_prefix(lab)}underlay")
+
+
+def lb_netns(lab: str) -> str:
+    return netns_name(f"{lab_prefix(lab)}lb")
 
 
 def node_netns(lab: str, node: str) -> str:
@@ -225,11 +253,25 @@ class UnderlayPlan:
 
 
 @dataclass(frozen=True)
+class LoadBalancerPlan:
+    """The emulated cloud load balancer's namespace: one underlay address of
+    its own; the ingress IPs it owns are routed to it by the clients and
+    from it to the healthy nodes (netemu.node.cloudlb)."""
+
+    netns: str
+    ip: str
+    prefixlen: int
+    switch_port: str
+    sysctls: tuple[tuple[str, str], ...] = LB_SYSCTLS
+
+
+@dataclass(frozen=True)
 class LabPlan:
     name: str
     underlay: UnderlayPlan
     nodes: tuple[NodePlan, ...]
     clients: tuple[ClientPlan, ...]
+    load_balancer: LoadBalancerPlan
 
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
@@ -240,6 +282,7 @@ class LabPlan:
     def namespaces(self) -> list[str]:
         return [
             self.underlay.netns,
+            self.load_balancer.netns,
             *(n.netns for n in self.nodes),
             *(c.netns for c in self.clients),
         ]
@@ -409,25 +452,75 @@ def node_sysctls(
     return tuple(values) + conntrack
 
 
+def _underlay_used(lab: Lab, services: Sequence[Service]) -> set[str]:
+    used = {n.underlay_ip for n in lab.spec.nodes} | {c.ip for c in lab.spec.external_clients}
+    used.update(announced_ips(services))
+    return used
+
+
 def _underlay_gateway(lab: Lab, services: Sequence[Service]) -> str:
     """The underlay's first free host address: the lab's router for node
     default routes (as a Vagrant host-only network's .1); it forwards nothing."""
-    used = {n.underlay_ip for n in lab.spec.nodes} | {c.ip for c in lab.spec.external_clients}
-    used.update(announced_ips(services))
+    used = _underlay_used(lab, services)
+    if lab.spec.load_balancer.ip:
+        used.add(lab.spec.load_balancer.ip)
     for ip in netaddr.IPNetwork(lab.spec.underlay_cidr).iter_hosts():
         if str(ip) not in used:
             return str(ip)
     raise PlanError(f"underlayCIDR {lab.spec.underlay_cidr} has no free address for the gateway")
 
 
+def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
+    """spec.loadBalancer.ip, else the underlay's highest free host address
+    outside the load-balancer pool (whose addresses go to Services): the
+    gateway takes the lowest, and nodes and clients are usually written from
+    the bottom up, so the top is the least likely to collide."""
+    used = _underlay_used(lab, services)
+    pool = lab.spec.load_balancer.addresses
+    # A pool that does not parse is refused by validation.
+    with contextlib.suppress(ValueError):
+        used.update(
+            str(ip) for ip in (parse_pool(pool) if pool else default_pool(lab.spec.underlay_cidr))
+        )
+    if lab.spec.load_balancer.ip:
+        if lab.spec.load_balancer.ip in used:
+            raise PlanError(
+                f"spec.loadBalancer.ip {lab.spec.load_balancer.ip} is also a node's, a client's "
+                "or a Service's ingress address, or in the load-balancer pool"
+            )
+        return lab.spec.load_balancer.ip
+    hosts = list(netaddr.IPNetwork(lab.spec.underlay_cidr).iter_hosts())
+    for ip in reversed(hosts):
+        if str(ip) not in used:
+            return str(ip)
+    raise PlanError(
+        f"underlayCIDR {lab.spec.underlay_cidr} has no free address for the load balancer"
+    )
+
+
 def announced_ips(services: Sequence[Service]) -> list[str]:
-    """LoadBalancer ingress IPs and externalIPs: clients reach them through a node."""
+    """LoadBalancer ingress IPs and externalIPs: addresses clients reach the lab at."""
+    return _sorted_ips({*external_ips(services), *ingress_ips(services)})
+
+
+def external_ips(services: Sequence[Service]) -> list[str]:
     ips: set[str] = set()
     for svc in services:
         ips.update(svc.spec.external_ips if svc.spec else [])
-        for ingress in svc.status.load_balancer.ingress if svc.status else []:
-            if ingress.ip:
-                ips.add(ingress.ip)
+    return _sorted_ips(ips)
+
+
+def ingress_ips(services: Sequence[Service]) -> list[str]:
+    """The LoadBalancer ingress IPs of LoadBalancer Services: the load balancer's."""
+    ips: set[str] = set()
+    for svc in services:
+        if svc.spec is None or svc.spec.type != "LoadBalancer" or svc.status is None:
+            continue
+        ips.update(i.ip for i in svc.status.load_balancer.ingress if i.ip)
+    return _sorted_ips(ips)
+
+
+def _sorted_ips(ips: set[str]) -> list[str]:
     return sorted(ips, key=lambda ip: netaddr.IPAddress(ip))
 
 
@@ -440,6 +533,12 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     mtu = VXLAN_MTU if lab.spec.overlay == "vxlan" else UNDERLAY_MTU
     localhost_node_ports = _localhost_node_ports(state)
     gateway = _underlay_gateway(lab, state.services)
+    balancer = LoadBalancerPlan(
+        netns=lb_netns(lab_name),
+        ip=load_balancer_ip(lab, state.services),
+        prefixlen=underlay.prefixlen,
+        switch_port=LB_SWITCH_PORT,
+    )
 
     node_info = []
     for node in state.nodes:
@@ -502,7 +601,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
             ip=client.ip,
             prefixlen=underlay.prefixlen,
             switch_port=switch_port("c", index, client.name),
-            routes=client_routes(state, nodes[0].underlay_ip if nodes else None),
+            routes=client_routes(state, nodes[0].underlay_ip if nodes else None, balancer.ip),
         )
         for index, client in enumerate(lab.spec.external_clients)
     )
@@ -517,17 +616,28 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
         ),
         nodes=tuple(nodes),
         clients=clients,
+        load_balancer=balancer,
     )
 
 
-def client_routes(state: ClusterState, announcing_node_ip: str | None) -> tuple[Route, ...]:
-    """An external client reaches LoadBalancer and external IPs through the
-    lab's first node, as if that node announced them (MetalLB in BGP mode
-    with a single peer): kube-proxy in iptables mode DNATs them in
-    PREROUTING without putting them on any interface."""
-    if announcing_node_ip is None:
-        return ()
-    return tuple(Route(f"{ip}/32", via=announcing_node_ip) for ip in announced_ips(state.services))
+def client_routes(
+    state: ClusterState, announcing_node_ip: str | None, balancer_ip: str
+) -> tuple[Route, ...]:
+    """An external client reaches LoadBalancer ingress IPs through the lab's
+    load balancer, which owns them (netemu.node.cloudlb), and external IPs
+    through the lab's first node, as if that node announced them (MetalLB
+    in BGP mode with a single peer): kube-proxy in iptables mode DNATs them
+    in PREROUTING without putting them on any interface. An address that is
+    both goes to the load balancer."""
+    ingress = ingress_ips(state.services)
+    routes = [Route(f"{ip}/32", via=balancer_ip) for ip in ingress]
+    if announcing_node_ip is not None:
+        routes.extend(
+            Route(f"{ip}/32", via=announcing_node_ip)
+            for ip in external_ips(state.services)
+            if ip not in ingress
+        )
+    return tuple(sorted(routes, key=lambda r: netaddr.IPNetwork(r.dst)))
 
 
 def _localhost_node_ports(state: ClusterState) -> bool:

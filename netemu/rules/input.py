@@ -156,7 +156,10 @@ def service_ports(services: Iterable[Service]) -> list[ServicePortInfo]:
             cfg = spec.session_affinity_config
             timeout = cfg.client_ip.timeout_seconds if cfg and cfg.client_ip else None
             affinity = timeout or DEFAULT_AFFINITY_TIMEOUT
-        # Only VIP-mode ingress points are programmed (ipMode Proxy is the LB's job).
+        # Only VIP-mode ingress points are programmed: kube-proxy takes a
+        # Service's LoadBalancerVIPs only from ingress whose ipMode is unset or
+        # VIP (pkg/proxy/serviceport.go with util.IsVIPMode, since 1.30); with
+        # ipMode Proxy the load balancer itself connects to the node.
         vips = tuple(
             ing.ip
             for ing in svc.status.load_balancer.ingress

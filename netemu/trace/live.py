@@ -41,6 +41,8 @@ from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monit
 from netemu.kernel.nflog import NflogMonitor
 from netemu.kernel.owner import OutputDirectory, OutputPathError
 from netemu.lab import LabError, LabUsageError, LiveLab
+from netemu.net.cloudlb import VIP, pick
+from netemu.node.cloudlb import route_choice
 from netemu.rules.model import parse_restore
 from netemu.rules.simulate import Packet, Simulation, simulate
 from netemu.trace import dnsquery, scope
@@ -79,11 +81,16 @@ def trace(
     to: str,
     options: TraceOptions | None = None,
     view: tuple[Topology, ClusterState] | None = None,
+    balancer: dict[str, Any] | None = None,
 ) -> TraceReport:
-    """`view`: the lab's topology and state, if the caller has read them."""
+    """`view`: the lab's topology and state, if the caller has read them;
+    `balancer`: its load balancer's status (the supervisor's `loadbalancer`
+    reply), read from the lab when not given."""
     options = options or TraceOptions()
     started = time.monotonic()
     topology, state = view or (lab.topology(), lab.cluster_state())
+    if balancer is None and view is None:
+        balancer = lab.request("loadbalancer").get("loadBalancer")
     try:
         flow = resolve_flow(state, topology, frm, to, options.port, options.proto)
     except FlowError as exc:
@@ -101,8 +108,12 @@ def trace(
     if source_ip != flow.source.ip:
         flow = replace(flow, source=replace(flow.source, ip=source_ip))
     trace_id = new_trace_id(flow)
-    prediction = predict(flow, topology)
     sport = _source_port(flow)
+    lb_hop = load_balancer_hop(balancer, topology, flow, sport) if balancer else None
+    if lb_hop is not None and lb_hop["ipMode"] == VIP and lb_hop["chosen"]:
+        # Passthrough: the flow enters the node the load balancer routes it to.
+        flow = replace(flow, entry_node=lb_hop["chosen"])
+    prediction = predict(flow, topology)
     # Opened before the flow is sent: a captures/ that cannot be written
     # safely should not cost a trace first.
     directory = open_captures(options.captures, topology.lab, trace_id) if options.pcap else None
@@ -110,6 +121,7 @@ def trace(
         question = dnsquery.dns_question(state, flow)
         evidence, answer = _run(flow, topology, trace_id, sport, prediction, options, question)
         report = build_report(trace_id, flow, topology, evidence, answer)
+        report.load_balancer = lb_hop
         report.prediction = {
             "verdict": prediction.verdict,
             "endpoints": prediction.endpoints,
@@ -151,6 +163,55 @@ def _writing(directory: OutputDirectory) -> Iterator[None]:
         raise LabError(f"cannot write the captures in {directory.path}: {exc.strerror}") from None
 
 
+def load_balancer_hop(
+    balancer: dict[str, Any], topology: Topology, flow: Flow, sport: int
+) -> dict[str, Any] | None:
+    """The load balancer's part in a flow from an external client to one of
+    its ingress IPs, asked before the flow is sent: the Service, each node's
+    health and why, the nodes new connections go to, and the node this flow
+    goes to and why (passthrough: the kernel's multipath hash, as `ip route
+    get` tells it; proxy: the load balancer's own hash of the client's
+    address and port). None for any other flow."""
+    lb = topology.load_balancer
+    spread = balancer.get("spread", {}).get(flow.dst)
+    if lb is None or spread is None or flow.source.kind != "client":
+        return None
+    service, entry = next(
+        (name, e) for name, e in balancer["services"].items() if flow.dst in e["ips"]
+    )
+    mode = entry["ipMode"].get(flow.dst, VIP)
+    if mode == VIP:
+        choice = route_choice(
+            lb.netns,
+            {n.name: n.ip for n in topology.nodes.values()},
+            flow.dst,
+            flow.source.ip,
+            sport,
+            flow.dport or 0,
+            flow.proto,
+        )
+        chosen = choice.node
+        why = f"{choice.command}: via {choice.gateway or 'no route'}"
+    else:
+        chosen = pick(spread["nodes"], flow.source.ip, sport)
+        why = (
+            f"ipMode Proxy: the load balancer ends the connection and opens its own to "
+            f"{chosen}'s nodePort, picked by a hash of {flow.source.ip}:{sport}"
+        )
+    return {
+        "ip": lb.ip,
+        "namespace": lb.netns,
+        "service": service,
+        "ipMode": mode,
+        "healthCheck": entry["healthCheck"],
+        "nodes": entry["nodes"],
+        "spread": spread["nodes"],
+        "failOpen": spread["failOpen"],
+        "chosen": chosen,
+        "why": why,
+    }
+
+
 def new_trace_id(flow: Flow) -> str:
     """`<time>-<source>-<proto>-<random>`: sortable, and unique per trace."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -181,6 +242,8 @@ def capture_namespaces(flow: Flow, topology: Topology, endpoints: Iterable[str])
     ips = {flow.dst, *(e.rsplit(":", 1)[0] for e in endpoints)}
     pods = [p.netns for p in topology.pods.values() if p.ip in ips and not p.host_network]
     names = [flow.source.netns, *(n.netns for n in topology.nodes.values()), topology.underlay]
+    if topology.load_balancer is not None and flow.source.kind == "client":
+        names.append(topology.load_balancer.netns)
     return list(dict.fromkeys([*names, *pods]))
 
 

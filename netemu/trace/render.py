@@ -78,6 +78,8 @@ def render(report: Mapping[str, Any]) -> RenderableType:
                 f"({'agrees' if agrees else 'DIFFERS'})"
             )
         )
+    if report.get("loadBalancer"):
+        lines += load_balancer_lines(report["loadBalancer"])
     for entry in report["conntrack"]:
         o, r = entry["original"], entry["reply"]
         lines.append(
@@ -90,6 +92,23 @@ def render(report: Mapping[str, Any]) -> RenderableType:
         pcaps = report["pcaps"]
         lines.append(Text(f"pcaps: {pcaps['directory']}/ (merged: {pcaps['merged']})"))
     return Group(*lines)
+
+
+def load_balancer_lines(lb: Mapping[str, Any]) -> list[RenderableType]:
+    """The load balancer's hop: health per node, the spread, the choice."""
+    health = ", ".join(
+        f"{node} healthy" if h["healthy"] else f"{node} unhealthy ({h['reason']})"
+        for node, h in lb["nodes"].items()
+    )
+    spread = ", ".join(lb["spread"]) + (" (fail open: no node healthy)" if lb["failOpen"] else "")
+    return [
+        Text(
+            f"load balancer {lb['ip']} ({lb['ipMode']}) for {lb['service']}: "
+            f"checks {lb['healthCheck']}: {health}"
+        ),
+        Text(f"  new connections go to {spread}; this one to {lb['chosen'] or 'none'}"),
+        Text(f"  why: {lb['why']}"),
+    ]
 
 
 def prediction_differences(report: Mapping[str, Any]) -> list[str]:

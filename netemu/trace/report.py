@@ -163,6 +163,9 @@ class TraceReport:
     prediction: dict[str, Any] | None = None
     pcaps: dict[str, Any] | None = None
     elapsed: float = 0.0
+    # The emulated cloud load balancer's hop (netemu.trace.live): which
+    # nodes were healthy, which one the flow was given and why.
+    load_balancer: dict[str, Any] | None = None
     # The flow's frames, in time order: its packets in every form NAT and
     # tunnels gave them, and ICMP errors about them (what the pcaps hold).
     frames: list[Frame] = field(default_factory=list)
@@ -245,6 +248,7 @@ class TraceReport:
             "hops": [h.to_dict() for h in self.hops],
             "conntrack": self.conntrack,
             "prediction": self.prediction,
+            "loadBalancer": self.load_balancer,
             "pcaps": self.pcaps,
             "elapsed": round(self.elapsed, 3),
         }
@@ -752,6 +756,9 @@ class _HopBuilder:
             return ip in self.topology.nodes[node].addresses or ip.startswith("127.")
         if kind == "client":
             return self.topology.clients[name].ip == ip
+        if kind == "loadbalancer" and self.topology.load_balancer is not None:
+            lb = self.topology.load_balancer
+            return ip == lb.ip or ip in lb.proxy_ips
         return False
 
     def nat_hops(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netemu.controlplane.state import ClusterState
+from netemu.net.cloudlb import PROXY, frontends
 from netemu.net.plan import VXLAN_DEVICE, VXLAN_PORT, LabPlan, host_veth, pod_netns
 
 UNRECORDED_VXLAN_PORT = 4789
@@ -31,6 +32,15 @@ class ClientSite:
     name: str
     netns: str
     ip: str
+
+
+@dataclass(frozen=True)
+class LoadBalancerSite:
+    """The lab's emulated cloud load balancer (netemu.node.cloudlb)."""
+
+    netns: str
+    ip: str  # its own underlay address
+    proxy_ips: tuple[str, ...] = ()  # ipMode Proxy ingress IPs: its own too
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class Topology:
     pods: Mapping[str, PodSite]
     # The UDP port of the lab's VXLAN overlay (flannel.1's dstport).
     tunnel_port: int = VXLAN_PORT
+    load_balancer: LoadBalancerSite | None = None
 
     @property
     def overlay_device(self) -> str | None:
@@ -76,8 +87,9 @@ class Topology:
 
     @property
     def announcing_node(self) -> str | None:
-        """The node external clients reach LoadBalancer and external IPs
-        through (net.plan.client_routes: the lab's first node)."""
+        """The node external clients reach external IPs through
+        (net.plan.client_routes: the lab's first node); LoadBalancer ingress
+        IPs go through the load balancer, which picks a node per flow."""
         return next(iter(self.nodes), None)
 
     def node_of_ip(self, ip: str) -> str | None:
@@ -108,11 +120,14 @@ class Topology:
         for pod in self.pods.values():
             if pod.netns == netns and not pod.host_network:
                 return "pod", pod.key, pod.node
+        if self.load_balancer is not None and self.load_balancer.netns == netns:
+            return "loadbalancer", "lb", None
         return "underlay", "switch", None
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> Topology:
         """From a live lab's lab.json (written by the supervisor)."""
+        lb = info.get("loadBalancer")
         return cls(
             lab=str(info["name"]),
             backend="legacy" if info["backend"] == "legacy" else "nft",
@@ -132,6 +147,11 @@ class Topology:
                 key: PodSite(key, p["netns"], p["ip"], p["node"], bool(p["hostNetwork"]))
                 for key, p in info["pods"].items()
             },
+            load_balancer=LoadBalancerSite(
+                str(lb["netns"]), str(lb["ip"]), tuple(lb.get("proxyIPs", ()))
+            )
+            if lb
+            else None,
         )
 
     @classmethod
@@ -170,4 +190,9 @@ class Topology:
             nodes=nodes,
             clients={c.name: ClientSite(c.name, c.netns, c.ip) for c in plan.clients},
             pods=dict(sorted(pods.items())),
+            load_balancer=LoadBalancerSite(
+                plan.load_balancer.netns,
+                plan.load_balancer.ip,
+                tuple(ip for f in frontends(state.services) if f.ip_mode == PROXY for ip in f.ips),
+            ),
         )

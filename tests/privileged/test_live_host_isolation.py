@@ -167,7 +167,8 @@ def test_down_after_the_supervisor_was_killed_removes_everything(tmp_path: Path)
         stray = subprocess.Popen(command_in(web_ns, ["sleep", "302"]), start_new_session=True)
 
         namespaces = lab_namespaces(name)
-        assert len(namespaces) == len(lab.info()["pods"]) + 4  # underlay, 2 nodes, client
+        # underlay, load balancer, 2 nodes, client
+        assert len(namespaces) == len(lab.info()["pods"]) + 5
         inodes = {netns.inode(n) for n in namespaces}
         sleeper_ns = lab.info()["pods"]["default/sleeper"]["netns"]
         # Both processes enter their namespace on their own, shortly after

@@ -122,6 +122,7 @@ LIVE_COMMANDS = [
     ("labs", ["labs"]),
     ("get", ["get", "pods"]),
     ("trace", ["trace", "client", "node-1:30080"]),
+    ("describe", ["describe", "svc", "web"]),
 ]
 
 

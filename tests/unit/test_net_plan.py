@@ -11,7 +11,7 @@ from pathlib import Path
 import netaddr
 import pytest
 
-from netemu.api.config import ExternalClient, KubeProxyConfiguration
+from netemu.api.config import ExternalClient, KubeProxyConfiguration, LabLoadBalancer
 from netemu.api.core import Pod
 from netemu.controlplane.state import ClusterState
 from netemu.net.plan import (
@@ -26,10 +26,10 @@ from netemu.net.plan import (
     announced_ips,
     check_lab_name,
     client_netns,
-    client_routes,
     conntrack_sysctls,
     host_veth,
     hostname,
+    load_balancer_ip,
     netns_name,
     node_netns,
     node_sysctls,
@@ -139,7 +139,8 @@ def test_long_node_and_client_names_are_cut_to_15_characters(tmp_path: Path) -> 
 def test_namespace_names_are_unique_and_prefixed_with_the_lab(lab: str) -> None:
     state, plan = state_of(lab), plan_of(lab)
     names = all_namespaces(state, plan)
-    assert len(names) == 1 + len(plan.nodes) + len(plan.clients) + len(state.pods)
+    # The underlay switch and the load balancer, then one per node, client and pod.
+    assert len(names) == 2 + len(plan.nodes) + len(plan.clients) + len(state.pods)
     assert len(names) == len(set(names))
     assert all(name.startswith(f"netemu_{lab}_") for name in names)
 
@@ -356,28 +357,72 @@ def test_node_sysctls_function() -> None:
 # ---------------------------------------------------------------- external clients
 
 
-def test_loadbalancer_clients_route_every_announced_ip_via_the_first_node() -> None:
+def test_clients_route_ingress_ips_via_the_balancer_and_external_ips_via_a_node() -> None:
     state, plan = state_of("loadbalancer"), plan_of("loadbalancer")
     assert state.lab is not None
     first_node_ip = state.lab.spec.nodes[0].underlay_ip
     assert plan.nodes[0].underlay_ip == first_node_ip == "192.168.56.11"
-    announced: set[str] = set()
+    ingress: set[str] = set()
+    external: set[str] = set()
     for svc in state.services:
-        announced.update(svc.spec.external_ips)
-        announced.update(i.ip for i in svc.status.load_balancer.ingress if i.ip)
-    assert announced == {"192.168.56.100", "192.168.56.101", "192.168.56.102", "192.168.56.110"}
-    assert set(announced_ips(state.services)) == announced
+        external.update(svc.spec.external_ips)
+        ingress.update(i.ip for i in svc.status.load_balancer.ingress if i.ip)
+    assert ingress == {"192.168.56.100", "192.168.56.101", "192.168.56.102"}
+    assert external == {"192.168.56.110"}
+    assert set(announced_ips(state.services)) == ingress | external
+    # No address in the lab file: the underlay's highest host address.
+    assert plan.load_balancer.ip == "192.168.56.254"
     assert len(plan.clients) == 2
     for client in plan.clients:
-        assert {r.dst for r in client.routes} == {f"{ip}/32" for ip in announced}
-        assert len(client.routes) == len(announced)
-        assert all(r.via == first_node_ip for r in client.routes)
+        via = {r.dst: r.via for r in client.routes}
+        assert via == {
+            **{f"{ip}/32": plan.load_balancer.ip for ip in ingress},
+            **{f"{ip}/32": first_node_ip for ip in external},
+        }
 
 
 def test_clients_have_no_routes_without_announced_ips() -> None:
     plan = plan_of("default")
     assert plan.clients and all(c.routes == () for c in plan.clients)
-    assert client_routes(state_of("loadbalancer"), None) == ()
+
+
+def test_load_balancer_namespace_and_address() -> None:
+    plan = plan_of("loadbalancer")
+    assert plan.load_balancer.netns == "netemu_loadbalancer_lb"
+    assert plan.load_balancer.netns in plan.namespaces()
+    sysctls = dict(plan.load_balancer.sysctls)
+    # The 5-tuple, not a hash the packet may already carry (see LB_SYSCTLS).
+    assert sysctls["net.ipv4.fib_multipath_hash_policy"] == "3"
+    assert sysctls["net.ipv4.fib_multipath_hash_fields"] == "0x0037"
+    assert sysctls["net.ipv4.conf.all.send_redirects"] == "0"
+    assert sysctls["net.ipv4.ip_forward"] == "1"
+
+
+def test_load_balancer_address_skips_used_ones_and_honours_the_lab() -> None:
+    state = state_of("loadbalancer")
+    assert state.lab is not None
+    spec = state.lab.spec
+    taken = spec.model_copy(
+        update={
+            "external_clients": [
+                *spec.external_clients,
+                ExternalClient(name="top", ip="192.168.56.254"),
+            ]
+        }
+    )
+    lab = state.lab.model_copy(update={"spec": taken})
+    assert load_balancer_ip(lab, state.services) == "192.168.56.253"
+    chosen = spec.model_copy(update={"load_balancer": LabLoadBalancer(ip="192.168.56.77")})
+    lab = state.lab.model_copy(update={"spec": chosen})
+    assert load_balancer_ip(lab, state.services) == "192.168.56.77"
+    pool = spec.model_copy(
+        update={"load_balancer": LabLoadBalancer(addresses=["192.168.56.250-192.168.56.254"])}
+    )
+    lab = state.lab.model_copy(update={"spec": pool})
+    assert load_balancer_ip(lab, state.services) == "192.168.56.249"
+    clash = spec.model_copy(update={"load_balancer": LabLoadBalancer(ip="192.168.56.11")})
+    with pytest.raises(PlanError, match=r"loadBalancer\.ip 192\.168\.56\.11"):
+        load_balancer_ip(state.lab.model_copy(update={"spec": clash}), state.services)
 
 
 # ---------------------------------------------------------------- pods

@@ -1407,6 +1407,53 @@ def test_lab_underlay_addresses() -> None:
     ]
 
 
+def test_lab_load_balancer_address_and_health_check() -> None:
+    base = """
+        underlayCIDR: 192.168.56.0/24
+        nodes:
+          - {name: a, underlayIP: 192.168.56.11}
+        externalClients:
+          - {name: client, ip: 192.168.56.20}
+        loadBalancer:
+    """
+    good = lab(
+        base
+        + "      ip: 192.168.56.250\n"
+        + "          healthCheck: {intervalSeconds: 0.5, timeoutSeconds: 0.25}\n"
+    )
+    assert check(good) == []
+    text = lab(
+        base
+        + "      ip: 192.168.56.20\n"
+        + "          healthCheck:\n"
+        + "            intervalSeconds: 1\n"
+        + "            timeoutSeconds: 2\n"
+        + "            healthyThreshold: 0\n"
+    )
+    assert check(text) == [
+        "x.yaml:12: Lab/lab: spec.loadBalancer.ip: 192.168.56.20 is already used by external "
+        "client client; underlay addresses must be unique",
+        "x.yaml:15: Lab/lab: spec.loadBalancer.healthCheck.timeoutSeconds: must not be greater "
+        "than intervalSeconds",
+        "x.yaml:16: Lab/lab: spec.loadBalancer.healthCheck.healthyThreshold: must be at least 1",
+    ]
+    in_pool = lab(base + "      ip: 192.168.56.210\n")
+    assert check(in_pool) == [
+        "x.yaml:12: Lab/lab: spec.loadBalancer.ip: 192.168.56.210 is in the load-balancer pool "
+        "(the default pool), whose addresses go to Services; the load balancer's own address "
+        "must be outside it",
+    ]
+    given_pool = lab(
+        base + "      ip: 192.168.56.210\n          addresses: [192.168.56.100-192.168.56.120]\n"
+    )
+    assert check(given_pool) == []
+    outside = lab(base + "      ip: 10.0.0.1\n          healthCheck: {intervalSeconds: 0}\n")
+    assert check(outside) == [
+        "x.yaml:12: Lab/lab: spec.loadBalancer.ip: must be inside underlayCIDR 192.168.56.0/24",
+        "x.yaml:13: Lab/lab: spec.loadBalancer.healthCheck.intervalSeconds: must be greater than 0",
+    ]
+
+
 def test_lab_cluster_dns_inside_service_cidr() -> None:
     assert check(lab("clusterDNS: 10.0.0.10\n" + NODES)) == [
         "x.yaml:6: Lab/lab: spec.clusterDNS: must be inside serviceCIDR 10.96.0.0/12"

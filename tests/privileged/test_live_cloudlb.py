@@ -1,0 +1,333 @@
+"""The emulated cloud load balancer with real packets: its namespace,
+passthrough spreading over the nodes its health checks find healthy, and
+proxy mode.
+
+One lab (written below, short health-check intervals) is up for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from live_helpers import lab_name, netemu_cli, running_lab
+
+from netemu.api.validate import load_and_validate
+from netemu.kernel import netns
+from netemu.kernel.probe import http_get
+from netemu.lab import LiveLab
+
+pytestmark = pytest.mark.privileged
+
+INTERVAL = 0.5
+HEALTHY, UNHEALTHY = 1, 2
+PASSTHROUGH_IP, PROXY_IP = "192.168.56.100", "192.168.56.101"
+CLIENT_IP = "192.168.56.20"
+LB_IP = "192.168.56.250"
+
+LAB = f"""\
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata:
+  name: cloudlb
+spec:
+  nodes:
+    - name: node-1
+      underlayIP: 192.168.56.11
+    - name: node-2
+      underlayIP: 192.168.56.12
+  externalClients:
+    - name: client
+      ip: {CLIENT_IP}
+  dns:
+    enabled: false
+  loadBalancer:
+    ip: {LB_IP}
+    healthCheck:
+      intervalSeconds: {INTERVAL}
+      timeoutSeconds: 0.4
+      healthyThreshold: {HEALTHY}
+      unhealthyThreshold: {UNHEALTHY}
+"""
+
+
+def pinned(name: str, node: str, replicas: int) -> str:
+    return f"""\
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web, pin: {name}}}
+  template:
+    metadata:
+      labels: {{app: web, pin: {name}}}
+    spec:
+      nodeSelector:
+        kubernetes.io/hostname: {node}
+      containers:
+        - name: web
+          image: registry.k8s.io/e2e-test-images/agnhost:2.52
+          ports:
+            - containerPort: 8080
+"""
+
+
+def lb_service(name: str, ip: str, mode: str, node_port: int) -> str:
+    return f"""\
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {{app: web}}
+  ports:
+    - port: 80
+      targetPort: 8080
+      nodePort: {node_port}
+status:
+  loadBalancer:
+    ingress:
+      - ip: {ip}
+        ipMode: {mode}
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
+    directory: Path = tmp_path_factory.mktemp("cloudlb")
+    (directory / "lab.yaml").write_text(
+        LAB
+        + pinned("web-1", "node-1", 0)
+        + pinned("web-2", "node-2", 1)
+        + lb_service("web-lb", PASSTHROUGH_IP, "VIP", 31080)
+        + lb_service("web-proxy", PROXY_IP, "Proxy", 31081)
+    )
+    with running_lab([directory], lab_name("cloudlb")) as live:
+        yield live
+
+
+def client_ns(lab: LiveLab) -> str:
+    return str(lab.info()["clients"]["client"]["netns"])
+
+
+def served_by(lab: LiveLab, ip: str, attempts: int, timeout: float = 0.3) -> list[str | None]:
+    """For each of `attempts` fresh connections to ip:80, the node whose pod
+    answered /hostname (None: no answer)."""
+    by_name = {key.split("/")[1]: p["node"] for key, p in lab.info()["pods"].items()}
+    found: list[str | None] = []
+    for _ in range(attempts):
+        result = http_get(client_ns(lab), ip, 80, "/hostname", timeout=timeout)
+        found.append(by_name.get(result.body.strip()) if result.status == 200 else None)
+    return found
+
+
+def health(lab: LiveLab, service: str) -> dict[str, bool]:
+    status = lab.request("loadbalancer")["loadBalancer"]
+    return {n: h["healthy"] for n, h in status["services"][service]["nodes"].items()}
+
+
+def proxy_health_servers_answer(lab: LiveLab) -> bool:
+    """Whether kube-proxy's health servers answer on the nodes: without
+    them every check fails and the load balancer fails open."""
+    status = lab.request("loadbalancer")["loadBalancer"]
+    reasons = {h["reason"] for h in status["services"]["default/web-lb"]["nodes"].values()}
+    return "connection refused" not in reasons
+
+
+def wait_settled(lab: LiveLab) -> None:
+    time.sleep(INTERVAL * max(HEALTHY, UNHEALTHY) + 0.5)
+
+
+def test_load_balancer_namespace_owns_the_ingress_ips(lab: LiveLab) -> None:
+    info = lab.info()
+    lb = info["loadBalancer"]
+    assert lb["ip"] == LB_IP
+    assert netns.exists(lb["netns"])
+    routes = subprocess.run(
+        ["ip", "-n", client_ns(lab), "route", "show", f"{PASSTHROUGH_IP}/32"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"via {LB_IP}" in routes
+    keys = ["net.ipv4.fib_multipath_hash_policy", "net.ipv4.fib_multipath_hash_fields"]
+    policy, fields = (netns.read_sysctls(lb["netns"], keys)[k] for k in keys)
+    # The kernel reads the fields mask back in decimal: 55 is 0x37.
+    assert (policy, int(fields, 0)) == ("3", 0x37)
+
+
+def test_passthrough_etp_local_follows_the_health_checks(lab: LiveLab) -> None:
+    if not proxy_health_servers_answer(lab):
+        pytest.skip("kube-proxy's healthCheckNodePort servers do not answer in this build")
+    wait_settled(lab)
+    assert health(lab, "default/web-lb") == {"node-1": False, "node-2": True}
+    # Every connection reaches node-2, and its pod sees the client's address.
+    assert set(served_by(lab, PASSTHROUGH_IP, 20)) == {"node-2"}
+    seen = http_get(client_ns(lab), PASSTHROUGH_IP, 80, "/clientip", timeout=1)
+    assert seen.body.split(":")[0] == CLIENT_IP
+
+    bound = INTERVAL * HEALTHY + 1
+    lab.scale("Deployment", "default", "web-1", 1)
+    start = time.monotonic()
+    while "node-1" not in served_by(lab, PASSTHROUGH_IP, 10):
+        assert time.monotonic() - start <= bound, f"node-1 got nothing within {bound} s"
+    assert set(served_by(lab, PASSTHROUGH_IP, 40)) == {"node-1", "node-2"}
+
+    bound = INTERVAL * UNHEALTHY + 1
+    lab.scale("Deployment", "default", "web-2", 0)
+    start = time.monotonic()
+    time.sleep(bound)
+    # After the bound no connection fails and none goes to node-2.
+    assert served_by(lab, PASSTHROUGH_IP, 40, timeout=1) == ["node-1"] * 40
+    assert health(lab, "default/web-lb") == {"node-1": True, "node-2": False}
+    lab.scale("Deployment", "default", "web-2", 1)
+    lab.scale("Deployment", "default", "web-1", 0)
+
+
+def test_no_healthy_node_fails_open_to_every_node(lab: LiveLab) -> None:
+    """Before kube-proxy answers its health checks (or with none passing),
+    a cloud load balancer sends to every node rather than to none."""
+    status = lab.request("loadbalancer")["loadBalancer"]
+    spread = status["spread"][PASSTHROUGH_IP]
+    healthy = [n for n, h in health(lab, "default/web-lb").items() if h]
+    assert spread["failOpen"] == (not healthy)
+    assert spread["nodes"] == (healthy or ["node-1", "node-2"])
+    routes = subprocess.run(
+        ["ip", "-n", status["netns"], "route", "show", f"{PASSTHROUGH_IP}/32"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    nodes = lab.info()["nodes"]
+    for name in spread["nodes"]:
+        assert f"via {nodes[name]['ip']}" in routes
+
+
+def test_proxy_mode_terminates_at_the_load_balancer(lab: LiveLab) -> None:
+    # A pod on each node: whichever node a connection is given (all of them
+    # when the load balancer fails open), it has a local endpoint.
+    lab.scale("Deployment", "default", "web-1", 1)
+    try:
+        wait_settled(lab)
+        for _ in range(10):
+            seen = http_get(client_ns(lab), PROXY_IP, 80, "/clientip", timeout=2)
+            assert seen.status == 200, seen
+            # The node's pod sees the load balancer, not the client.
+            assert seen.body.split(":")[0] == LB_IP
+    finally:
+        lab.scale("Deployment", "default", "web-1", 0)
+
+
+def test_describe_and_wide_get_show_health_per_node(lab: LiveLab) -> None:
+    wait_settled(lab)
+    expected = health(lab, "default/web-lb")
+    described = netemu_cli("describe", "svc", "web-lb", "--lab", lab.name)
+    assert described.returncode == 0, described.stderr
+    lines = described.stdout.splitlines()
+    for node, healthy in expected.items():
+        state = "healthy" if healthy else "unhealthy"
+        assert any(line.split()[:2] == [node, state] for line in lines), described.stdout
+    wide = netemu_cli("get", "svc", "-o", "wide", "--lab", lab.name)
+    assert wide.returncode == 0, wide.stderr
+    [row] = [line for line in wide.stdout.splitlines() if " web-lb " in line]
+    cell = row.split()[-1]
+    assert {part.split(":")[0] for part in cell.split(",")} == set(expected)
+    missing = netemu_cli("describe", "svc", "nothing", "--lab", lab.name)
+    assert missing.returncode == 1
+    assert 'services "nothing" not found' in missing.stderr
+
+
+def test_trace_shows_the_load_balancer_hop(lab: LiveLab, tmp_path: Path) -> None:
+    # A pod on each node: both healthy, so the hash has a choice to make.
+    lab.scale("Deployment", "default", "web-1", 1)
+    try:
+        wait_settled(lab)
+        assert health(lab, "default/web-lb") == {"node-1": True, "node-2": True}
+        for attempt in range(4):
+            report = trace_lb(lab, tmp_path / str(attempt))
+            lb = report["loadBalancer"]
+            assert lb["ip"] == LB_IP and lb["ipMode"] == "VIP"
+            assert lb["service"] == "default/web-lb"
+            assert lb["spread"] == ["node-1", "node-2"] and not lb["failOpen"]
+            assert lb["why"].startswith(
+                f"ip route get {PASSTHROUGH_IP} from {CLIENT_IP} iif eth0 ipproto tcp "
+                f"sport {report['packet']['sport']} dport 80"
+            )
+            # The kernel's answer named the node the packet really entered:
+            # only that node tracked (and DNATed) the flow.
+            assert {c["node"] for c in report["conntrack"]} == {lb["chosen"]}
+            assert report["node"] == lb["chosen"]
+            assert report["outcome"] == "delivered"
+            assert report["seenClient"].split(":")[0] == CLIENT_IP
+            lb_netns = lab.info()["loadBalancer"]["netns"]
+            assert any(h["namespace"] == lb_netns for h in report["hops"])
+            pcaps = [p.name for p in (tmp_path / str(attempt)).rglob("*.pcap")]
+            assert any(lb_netns in name for name in pcaps), pcaps
+    finally:
+        lab.scale("Deployment", "default", "web-1", 0)
+
+
+def trace_lb(lab: LiveLab, captures: Path) -> dict[str, Any]:
+    done = netemu_cli(
+        "trace",
+        "client",
+        f"{PASSTHROUGH_IP}:80",
+        "--lab",
+        lab.name,
+        "-o",
+        "json",
+        "--captures",
+        str(captures),
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_a_service_given_an_address_by_the_pool_is_served_through_the_load_balancer(
+    lab: LiveLab, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "pooled.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: pooled\nspec:\n"
+        "  type: LoadBalancer\n  selector: {app: web}\n  ports:\n    - port: 8080\n"
+    )
+    lab.apply([item.obj for item in load_and_validate([manifest])])
+    try:
+        state = lab.state()
+        [svc] = [s for s in state["services"] if s["metadata"]["name"] == "pooled"]
+        [ingress] = svc["status"]["loadBalancer"]["ingress"]
+        ip = ingress["ip"]
+        routes = subprocess.run(
+            ["ip", "-n", client_ns(lab), "route", "show", f"{ip}/32"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"via {LB_IP}" in routes
+        wait_settled(lab)
+        # ETP Cluster: checked on kube-proxy's 10256, which every node passes.
+        status = lab.request("loadbalancer")["loadBalancer"]
+        pooled = status["services"]["default/pooled"]
+        assert pooled["healthCheck"] == "http://NODE:10256/healthz"
+        assert {n: h["healthy"] for n, h in pooled["nodes"].items()} == {
+            "node-1": True,
+            "node-2": True,
+        }
+        for _ in range(5):
+            result = http_get(client_ns(lab), ip, 8080, "/hostname", timeout=2)
+            assert result.status == 200, result
+    finally:
+        lab.delete([("Service", "default", "pooled")])
