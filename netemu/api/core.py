@@ -3,7 +3,7 @@ Namespace and EndpointSlice, with the Kubernetes JSON field names."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -426,6 +426,8 @@ class EndpointPort(K8sModel):
 class EndpointSlice(K8sModel):
     api_version: Literal["discovery.k8s.io/v1"] = "discovery.k8s.io/v1"
     kind: Literal["EndpointSlice"] = "EndpointSlice"
+    # `endpoints` has no omitempty in discovery/v1: an empty slice is `[]`.
+    keep_empty: ClassVar[frozenset[str]] = frozenset({"endpoints"})
     metadata: ObjectMeta
     address_type: Literal["IPv4", "IPv6", "FQDN"]
     endpoints: list[Endpoint] = Field(default_factory=list)
