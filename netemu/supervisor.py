@@ -566,7 +566,10 @@ class Supervisor:
         kind, output = request["kind"], request["output"]
         if output in ("json", "yaml"):
             return {"list": cli_table.listing(cli_table.items(kind, state))}
-        return {"table": cli_table.table(kind, state, wide=output == "wide")}
+        shown = cli_table.table(
+            kind, state, wide=output == "wide", with_namespace=request["namespace"] is None
+        )
+        return {"table": shown}
 
     def _trace(self, request: dict[str, Any]) -> dict[str, Any]:
         """{"report": the trace report as trace.json holds it, "files":

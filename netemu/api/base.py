@@ -9,10 +9,11 @@ so that ordinary manifests load unchanged.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 
 class K8sModel(BaseModel):
@@ -49,13 +50,20 @@ def _prune_model(model: K8sModel, dumped: dict[str, Any]) -> dict[str, Any]:
         key = field.alias or name
         if key not in dumped:
             continue
-        out_value = _prune_value(getattr(model, name), dumped[key])
-        if out_value in ({}, []) and not isinstance(getattr(model, name), K8sModel):
-            # An empty list or map (or a free-form value that is empty).
-            if name not in model.keep_empty:
-                continue
+        value = getattr(model, name)
+        out_value = _prune_value(value, dumped[key])
+        # Empty lists and typed maps are omitted. An empty object in a
+        # free-form field stays: it stands for a Go struct that was set
+        # (`securityContext: {}`, `resources: {}`).
+        empty = out_value == [] or (out_value == {} and isinstance(value, dict) and _is_map(field))
+        if empty and name not in model.keep_empty:
+            continue
         out[key] = out_value
     return out
+
+
+def _is_map(field: FieldInfo) -> bool:
+    return get_origin(field.annotation) is dict or field.annotation is dict
 
 
 def _prune_value(value: Any, dumped: Any) -> Any:
