@@ -126,7 +126,9 @@ class PodIpamController:
         host = update.get("host_ip", status.host_ip)
         if not status.host_ips and host is not None:
             update["host_ips"] = [PodIP(ip=host)]
-        update["conditions"] = _conditions(status, self.kubelet_probes and _gated(pod))
+        update["conditions"] = _conditions(
+            status, self.kubelet_probes and _gated(pod), pod.metadata.creation_timestamp
+        )
         if status.start_time is None:
             update["start_time"] = pod.metadata.creation_timestamp
         ready = any(c.type == "Ready" and c.status == "True" for c in update["conditions"])
@@ -197,7 +199,12 @@ def _gated(pod: Pod) -> bool:
     return any(c.readiness_probe or c.startup_probe for c in pod.spec.containers)
 
 
-def _conditions(status: PodStatus, not_ready: bool = False) -> list[PodCondition]:
+def _conditions(
+    status: PodStatus, not_ready: bool = False, since: Any = None
+) -> list[PodCondition]:
+    """The kubelet's four conditions, the given ones kept; a condition
+    without a lastTransitionTime gets `since` (the pod's start: the
+    controllers read no clock)."""
     given = {c.type: c for c in status.conditions}
     if not_ready and "Ready" not in given:
         for kind in ("Ready", "ContainersReady"):
@@ -210,6 +217,13 @@ def _conditions(status: PodStatus, not_ready: bool = False) -> list[PodCondition
         given.get(kind) or PodCondition(type=kind, status=defaults.get(kind, "True"))
         for kind in CONDITION_ORDER
     ]
+    if since is not None:
+        out = [
+            c
+            if c.last_transition_time is not None
+            else c.model_copy(update={"last_transition_time": since})
+            for c in out
+        ]
     out.extend(c for c in status.conditions if c.type not in CONDITION_ORDER)
     return out
 

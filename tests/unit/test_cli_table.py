@@ -249,4 +249,4 @@ def test_json_and_yaml_sort_keys_as_kubectl(state: ClusterState) -> None:
     assert yaml.safe_load(as_yaml) == shown
     assert as_yaml.startswith("apiVersion: v1\nitems:\n- apiVersion: v1\n  kind: Pod\n")
     # kubectl's YAML quotes with double quotes: `status: "True"`.
-    assert '    - status: "True"\n' in as_yaml and "'" not in as_yaml
+    assert '      status: "True"\n' in as_yaml and "'" not in as_yaml

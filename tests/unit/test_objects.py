@@ -245,6 +245,10 @@ def test_a_running_pod_reports_every_container(state: ClusterState) -> None:
         assert status.state is not None and status.state.running is not None
         assert status.state.running.started_at == "2026-03-01T12:00:00Z"
     assert a.container_id != b.container_id
+    assert [(c.type, c.status, c.last_transition_time) for c in lone.status.conditions] == [
+        (kind, "True", "2026-03-01T12:00:00Z")
+        for kind in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+    ]
 
 
 def test_an_unschedulable_pod_has_no_container_statuses(state: ClusterState) -> None:
