@@ -32,6 +32,9 @@ class K8sModel(BaseModel):
     # none (EndpointSlice.endpoints); clients such as the official Python
     # client reject the object when such a required field is missing.
     keep_empty: ClassVar[frozenset[str]] = frozenset()
+    # Booleans with `omitempty` that netemu keeps as plain bools: false is
+    # left out, as the API server leaves it out (`hostNetwork`).
+    omit_false: ClassVar[frozenset[str]] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         """The object as Kubernetes JSON, as the API server writes it: unset
@@ -57,6 +60,8 @@ def _prune_model(model: K8sModel, dumped: dict[str, Any]) -> dict[str, Any]:
         # (`securityContext: {}`, `resources: {}`).
         empty = out_value == [] or (out_value == {} and isinstance(value, dict) and _is_map(field))
         if empty and name not in model.keep_empty:
+            continue
+        if out_value is False and name in model.omit_false:
             continue
         out[key] = out_value
     return out

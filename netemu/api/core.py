@@ -108,6 +108,7 @@ class Container(K8sModel):
 
 
 class PodSpec(K8sModel):
+    omit_false: ClassVar[frozenset[str]] = frozenset({"host_network"})
     containers: list[Container]
     node_name: str | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -332,6 +333,7 @@ class NodeAddress(K8sModel):
 
 
 class NodeSpec(K8sModel):
+    omit_false: ClassVar[frozenset[str]] = frozenset({"unschedulable"})
     pod_cidr: str | None = Field(default=None, alias="podCIDR")
     pod_cidrs: list[str] = Field(default_factory=list, alias="podCIDRs")
     provider_id: str | None = Field(default=None, alias="providerID")

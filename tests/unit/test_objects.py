@@ -301,5 +301,10 @@ def test_to_dict_keeps_empty_structs_and_drops_empty_lists_and_maps(state: Clust
     assert "labels" not in shown["metadata"] and "externalIPs" not in shown["spec"]
     lone = next(p for p in state.pods if p.metadata.name == "lone")
     assert lone.to_dict()["spec"]["securityContext"] == {}
+    # A false `omitempty` bool is left out, a true one kept.
+    assert "hostNetwork" not in lone.to_dict()["spec"]
+    host = lone.model_copy(update={"spec": lone.spec.model_copy(update={"host_network": True})})
+    assert host.to_dict()["spec"]["hostNetwork"] is True
+    assert "unschedulable" not in state.nodes[0].to_dict()["spec"]
     bare = Pod(metadata=ObjectMeta(name="x"), spec=PodSpec(containers=[Container(name="c")]))
     assert "status" in bare.to_dict()
