@@ -71,7 +71,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "get": LazyCommand(
         "netemu.cli_get",
         "get",
-        "Show pods, services, endpointslices or nodes (as kubectl would), computed "
+        "Show pods, services, endpointslices, nodes, namespaces, deployments, "
+        "replicasets, daemonsets or statefulsets (as kubectl would), computed "
         "from manifests (-f) or read from a live lab.",
     ),
     "graph": LazyCommand(

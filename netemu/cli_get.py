@@ -1,6 +1,6 @@
-"""`netemu get`: pods, services, endpointslices or nodes as kubectl prints
-them, computed from manifests or read from a live lab. Imported only when
-it runs (netemu.cli).
+"""`netemu get`: pods, services, endpointslices, nodes, namespaces and
+workloads as kubectl prints them, computed from manifests or read from a
+live lab. Imported only when it runs (netemu.cli).
 
 A live lab's supervisor builds the table (or the -o json|yaml List) itself,
 as Kubernetes' API server does for kubectl, so this path imports click, the
@@ -10,13 +10,21 @@ with the manifest pipeline and pydantic's models, imported when it runs.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from netemu.cli import require_root, run
-from netemu.cli_table import RESOURCES, in_namespace, items, listing, render, table
+from netemu.cli_table import (
+    RESOURCES,
+    dump_json,
+    dump_yaml,
+    in_namespace,
+    items,
+    listing,
+    render,
+    table,
+)
 from netemu.errors import UsageError
 from netemu.lab import LiveLab, resolve_lab
 
@@ -48,10 +56,12 @@ def get(
     namespace: str | None,
     all_namespaces: bool,
 ) -> None:
-    """Show pods, services, endpointslices or nodes (as kubectl would), computed
+    """Show pods, services, endpointslices, nodes, namespaces, deployments,
+    replicasets, daemonsets or statefulsets (as kubectl would), computed
     from manifests (-f) or read from a live lab. Unlike kubectl, every
-    namespace is listed unless -n names one: a lab is small, and its
-    kube-system objects (the DNS addon) are part of what it shows."""
+    namespace is listed (with a NAMESPACE column, as kubectl -A) unless -n
+    names one: a lab is small, and its kube-system objects (the DNS addon)
+    are part of what it shows."""
 
     def action() -> None:
         if namespace is not None and all_namespaces:
@@ -61,7 +71,7 @@ def get(
             state = _computed_state(paths)
             if namespace is not None:
                 state = in_namespace(state, namespace)
-            print_resources(kind, state, output)
+            print_resources(kind, state, output, with_namespace=namespace is None)
         else:
             require_root("get")
             shown = LiveLab(resolve_lab(lab_name_)).table(kind, namespace, output)
@@ -79,22 +89,23 @@ def _computed_state(paths: tuple[str, ...]) -> ClusterState:
     return load_cluster(paths)
 
 
-def print_resources(kind: str, state: ClusterState, output: str | None) -> None:
+def print_resources(
+    kind: str, state: ClusterState, output: str | None, *, with_namespace: bool = True
+) -> None:
     """Print the objects of `kind` in `state` as `get` does."""
     if output in ("json", "yaml"):
         _print({"list": listing(items(kind, state))}, output)
     else:
-        _print({"table": table(kind, state, wide=output == "wide")}, output)
+        shown = table(kind, state, wide=output == "wide", with_namespace=with_namespace)
+        _print({"table": shown}, output)
 
 
 def _print(shown: dict[str, Any], output: str | None) -> None:
     """A Table, or for -o json|yaml a List ({"table": ...} or {"list": ...},
     as LiveLab.table returns them)."""
     if output == "json":
-        click.echo(json.dumps(shown["list"], indent=4))
+        click.echo(dump_json(shown["list"]), nl=False)
     elif output == "yaml":
-        import yaml  # only -o yaml needs PyYAML here
-
-        click.echo(yaml.safe_dump(shown["list"], sort_keys=False), nl=False)
+        click.echo(dump_yaml(shown["list"]), nl=False)
     else:
         click.echo(render(shown["table"]), nl=False)

@@ -10,18 +10,35 @@ the CLI imports only this module, the socket client and click to show it,
 not pydantic's models or the control plane. Offline `get -f` builds the
 Table from the state it computes. This module therefore imports the models
 only for type checking.
+
+Columns, their order and every cell follow kubectl's printers
+(pkg/printers/internalversion/printers.go): AGE as
+apimachinery's duration.HumanDuration, `<none>`/`<pending>`/`<unset>` where
+kubectl prints them, the wide columns after the others. `render` pads as
+kubectl's tabwriter does (minimum cell width 6 including 3 spaces of
+padding), and never pads the last column (nor leaves the padding before an
+empty last cell, where kubectl's tabwriter would: no line ends in a space).
+NAMESPACE comes first when every namespace is shown (kubectl's -A,
+netemu's default), and not with -n.
+Left out: init-container states in a pod's STATUS (netemu runs no init
+containers) and the pod Status.Reason of evicted or node-lost pods.
+
+`-o json|yaml` (`dump_json`, `dump_yaml`) print the List with keys sorted,
+as kubectl prints objects it decoded into maps.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from netemu.api.base import K8sModel
-    from netemu.api.core import Pod
+    from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+    from netemu.api.base import K8sModel, LabelSelector
+    from netemu.api.core import Container, EndpointSlice, Namespace, Node, Pod, Service
     from netemu.controlplane.state import ClusterState
 
 # What `get` shows, by every name kubectl accepts for it.
@@ -37,9 +54,26 @@ RESOURCES = {
     "nodes": "nodes",
     "node": "nodes",
     "no": "nodes",
+    "namespaces": "namespaces",
+    "namespace": "namespaces",
+    "ns": "namespaces",
+    "deployments": "deployments",
+    "deployment": "deployments",
+    "deploy": "deployments",
+    "replicasets": "replicasets",
+    "replicaset": "replicasets",
+    "rs": "replicasets",
+    "daemonsets": "daemonsets",
+    "daemonset": "daemonsets",
+    "ds": "daemonsets",
+    "statefulsets": "statefulsets",
+    "statefulset": "statefulsets",
+    "sts": "statefulsets",
 }
-# Between columns, as kubectl's tabwriter pads them.
+CLUSTER_SCOPED = ("nodes", "namespaces")
+# kubectl's tabwriter: padding 3, minimum cell width 6 (padding included).
 GAP = "   "
+MIN_WIDTH = 6
 
 
 def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
@@ -49,12 +83,18 @@ def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
         "services": state.services,
         "endpointslices": state.endpoint_slices,
         "nodes": state.nodes,
+        "namespaces": state.namespaces,
+        "deployments": state.deployments,
+        "replicasets": state.replica_sets,
+        "daemonsets": state.daemon_sets,
+        "statefulsets": state.stateful_sets,
     }[kind]
     return found
 
 
 def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
-    """The namespaced objects of `namespace` only (Nodes are not namespaced)."""
+    """The namespaced objects of `namespace` only (Nodes and Namespaces are
+    cluster-scoped and stay)."""
 
     def keep(objects: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(o for o in objects if (o.metadata.namespace or "default") == namespace)
@@ -64,6 +104,10 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
         pods=keep(state.pods),
         services=keep(state.services),
         endpoint_slices=keep(state.endpoint_slices),
+        deployments=keep(state.deployments),
+        replica_sets=keep(state.replica_sets),
+        daemon_sets=keep(state.daemon_sets),
+        stateful_sets=keep(state.stateful_sets),
     )
 
 
@@ -77,10 +121,50 @@ def listing(objects: Sequence[K8sModel]) -> dict[str, Any]:
     }
 
 
-def table(kind: str, state: ClusterState, wide: bool) -> dict[str, Any]:
+def dump_json(shown: Any) -> str:
+    """kubectl's -o json: keys sorted, four spaces of indent."""
+    return json.dumps(shown, indent=4, sort_keys=True) + "\n"
+
+
+def dump_yaml(shown: Any) -> str:
+    """kubectl's -o yaml: keys sorted, strings that need quotes in double
+    quotes (`status: "True"`), long strings not folded."""
+    import yaml  # only -o yaml needs PyYAML
+
+    class KubectlDumper(yaml.SafeDumper):
+        def choose_scalar_style(self) -> Any:
+            style = super().choose_scalar_style()
+            return '"' if style == "'" else style
+
+    return yaml.dump(
+        shown, Dumper=KubectlDumper, sort_keys=True, default_flow_style=False, width=2**31 - 1
+    )
+
+
+def table(
+    kind: str,
+    state: ClusterState,
+    wide: bool,
+    *,
+    with_namespace: bool = True,
+    now: datetime.datetime | None = None,
+) -> dict[str, Any]:
     """The objects of `kind` as a meta.k8s.io/v1 Table, with the columns
-    kubectl prints for them (`-o wide` adds the wide ones)."""
-    head, rows = _columns(kind, state, wide)
+    kubectl prints for them (`-o wide` adds the wide ones; NAMESPACE first
+    when `with_namespace` and the kind is namespaced). AGE is counted to
+    `now` (default: the current time)."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    columns, printer = _PRINTERS[kind]
+    head = [name for name, is_wide in columns if wide or not is_wide]
+    namespaced = with_namespace and kind not in CLUSTER_SCOPED
+    rows: list[list[str]] = []
+    for obj in items(kind, state):
+        cells = printer(obj, wide, moment)
+        if namespaced:
+            cells = [obj.metadata.namespace or "default", *cells]  # type: ignore[attr-defined]
+        rows.append(cells)
+    if namespaced:
+        head = ["NAMESPACE", *head]
     return {
         "apiVersion": "meta.k8s.io/v1",
         "kind": "Table",
@@ -91,106 +175,384 @@ def table(kind: str, state: ClusterState, wide: bool) -> dict[str, Any]:
 
 def render(shown: dict[str, Any]) -> str:
     """A Table as `kubectl get` prints it: a header line and a line per row,
-    each column left-aligned to its widest cell, GAP between columns;
-    "No resources found." without rows."""
+    each column but the last padded to its widest cell plus GAP (at least
+    MIN_WIDTH), the last never padded; "No resources found." without rows."""
     head = [str(c["name"]) for c in shown["columnDefinitions"]]
     rows = [[str(cell) for cell in row["cells"]] for row in shown["rows"]]
     if not rows:
         return "No resources found.\n"
-    widths = [max(len(line[i]) for line in [head, *rows]) for i in range(len(head))]
-    return "".join(
-        GAP.join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + "\n"
-        for line in [head, *rows]
+    lines = [head, *rows]
+    widths = [
+        max(max(len(line[i]) for line in lines) + len(GAP), MIN_WIDTH) for i in range(len(head))
+    ]
+    out = []
+    for line in lines:
+        padded = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=False)]
+        # An empty last cell would leave the padding of the one before it.
+        out.append(("".join(padded) + line[-1]).rstrip(" "))
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- the printers
+
+Printer = Callable[[Any, bool, datetime.datetime], list[str]]
+
+
+def _age(obj: Any, now: datetime.datetime) -> str:
+    """translateTimestampSince: `<unknown>` without a creationTimestamp."""
+    seconds = _seconds_between(obj.metadata.creation_timestamp, now)
+    return "<unknown>" if seconds is None else human_duration(seconds)
+
+
+def _containers(containers: Sequence[Container]) -> list[str]:
+    """layoutContainerCells: the names and the images, each joined by commas."""
+    return [",".join(c.name for c in containers), ",".join(c.image or "" for c in containers)]
+
+
+def format_labels(labels: Mapping[str, str]) -> str:
+    """labels.FormatLabels: sorted `k=v` joined by commas, `<none>` when empty."""
+    return ",".join(f"{k}={labels[k]}" for k in sorted(labels)) or "<none>"
+
+
+def selector_string(selector: LabelSelector) -> str:
+    """labels.Selector.String() of a LabelSelector: requirements sorted by key
+    (`k=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`)."""
+    parts: list[tuple[str, str]] = [(k, f"{k}={v}") for k, v in selector.match_labels.items()]
+    for req in selector.match_expressions:
+        values = ",".join(sorted(req.values))
+        text = {
+            "In": f"{req.key} in ({values})",
+            "NotIn": f"{req.key} notin ({values})",
+            "Exists": req.key,
+            "DoesNotExist": f"!{req.key}",
+        }.get(req.operator, req.key)
+        parts.append((req.key, text))
+    return ",".join(text for _, text in sorted(parts, key=lambda p: p[0]))
+
+
+def _status(obj: Any) -> dict[str, Any]:
+    return obj.status if isinstance(obj.status, dict) else {}
+
+
+def _count(status: Mapping[str, Any], field: str) -> int:
+    value = status.get(field, 0)
+    return value if isinstance(value, int) else 0
+
+
+def _pod(pod: Pod, wide: bool, now: datetime.datetime) -> list[str]:
+    total = len(pod.spec.containers)
+    ready = sum(
+        1
+        for s in pod.status.container_statuses
+        if s.ready and s.state is not None and s.state.running is not None
     )
+    row = [
+        pod.metadata.name or "",
+        f"{ready}/{total}",
+        _pod_status(pod),
+        _restarts(pod, now),
+        _age(pod, now),
+    ]
+    if wide:
+        ip = pod.status.pod_ips[0].ip if pod.status.pod_ips else (pod.status.pod_ip or "")
+        gates = pod.spec.readiness_gates if isinstance(pod.spec.readiness_gates, list) else []
+        shown_gates = "<none>"
+        if gates:
+            true = sum(
+                1
+                for gate in gates
+                if isinstance(gate, dict)
+                and pod.status.condition(str(gate.get("conditionType"))) == "True"
+            )
+            shown_gates = f"{true}/{len(gates)}"
+        row += [
+            ip or "<none>",
+            pod.spec.node_name or "<none>",
+            str(pod.status.nominated_node_name or "") or "<none>",
+            shown_gates,
+        ]
+    return row
 
 
-def _columns(kind: str, state: ClusterState, wide: bool) -> tuple[list[str], list[list[str]]]:
-    rows: list[list[str]] = []
-    if kind == "pods":
-        head = ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS"]
-        if wide:
-            head += ["IP", "NODE"]
-        for pod in state.pods:
-            total = len(pod.spec.containers)
-            statuses = pod.status.container_statuses
-            if statuses:
-                ready = sum(1 for s in statuses if s.ready)
-            else:
-                ready = total if pod.status.condition("Ready") == "True" else 0
-            row = [
-                pod.metadata.namespace or "default",
-                pod.metadata.name or "",
-                f"{ready}/{total}",
-                _pod_status(pod),
-                _restarts(pod),
-            ]
-            if wide:
-                row += [pod.status.pod_ip or "<none>", pod.spec.node_name or "<none>"]
-            rows.append(row)
-    elif kind == "services":
-        head = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
-        if wide:
-            head.append("SELECTOR")
-        for svc in state.services:
-            spec = svc.spec
-            external = [i.ip or i.hostname or "" for i in svc.status.load_balancer.ingress]
-            external += spec.external_ips
-            if not external:
-                external = ["<pending>"] if spec.type == "LoadBalancer" else ["<none>"]
-            ports = ",".join(
-                f"{p.port}:{p.node_port}/{p.protocol}" if p.node_port else f"{p.port}/{p.protocol}"
-                for p in spec.ports
+def _service(svc: Service, wide: bool, now: datetime.datetime) -> list[str]:
+    spec = svc.spec
+    svc_type = spec.type or "ClusterIP"
+    ports = ",".join(
+        f"{p.port}:{p.node_port}/{p.protocol}" if p.node_port else f"{p.port}/{p.protocol}"
+        for p in spec.ports
+    )
+    row = [
+        svc.metadata.name or "",
+        svc_type,
+        spec.cluster_ip or "<none>",
+        _external_ip(svc, wide),
+        ports,
+        _age(svc, now),
+    ]
+    if wide:
+        row.append(format_labels(spec.selector or {}))
+    return row
+
+
+def _external_ip(svc: Service, wide: bool) -> str:
+    """getServiceExternalIP."""
+    spec = svc.spec
+    svc_type = spec.type or "ClusterIP"
+    if svc_type in ("ClusterIP", "NodePort"):
+        return ",".join(spec.external_ips) or "<none>"
+    if svc_type == "ExternalName":
+        return spec.external_name or ""
+    ingress = ",".join(
+        i.ip or i.hostname or "" for i in svc.status.load_balancer.ingress if i.ip or i.hostname
+    )
+    if not wide and len(ingress) > 16:
+        # loadBalancerStatusStringer shortens a long list unless -o wide.
+        ingress = ingress[:13] + "..."
+    if spec.external_ips:
+        return ",".join([*(ingress.split(",") if ingress else []), *spec.external_ips])
+    return ingress or "<pending>"
+
+
+def _more(shown: list[str], count: int, limit: int = 3) -> str:
+    """listWithMoreString."""
+    text = ",".join(shown)
+    if count > limit:
+        return f"{text} + {count - limit} more..."
+    return text or "<unset>"
+
+
+def _endpoint_slice(eps: EndpointSlice, wide: bool, now: datetime.datetime) -> list[str]:
+    ports = [str(p.port) if p.port is not None else (p.name or "*") for p in eps.ports]
+    addresses = [a for ep in eps.endpoints for a in ep.addresses]
+    return [
+        eps.metadata.name or "",
+        eps.address_type,
+        _more(ports[:3], len(ports)),
+        _more(addresses[:3], len(addresses)),
+        _age(eps, now),
+    ]
+
+
+def _node(node: Node, wide: bool, now: datetime.datetime) -> list[str]:
+    conditions = node.status.conditions if isinstance(node.status.conditions, list) else []
+    status = [
+        "Ready" if c.get("status") == "True" else "NotReady"
+        for c in conditions
+        if isinstance(c, dict) and c.get("type") == "Ready"
+    ][:1] or ["Unknown"]
+    if node.spec.unschedulable:
+        status.append("SchedulingDisabled")
+    roles = set()
+    for key, value in node.metadata.labels.items():
+        if key.startswith("node-role.kubernetes.io/") and key.partition("/")[2]:
+            roles.add(key.partition("/")[2])
+        elif key == "kubernetes.io/role" and value:
+            roles.add(value)
+    info = node.status.node_info if isinstance(node.status.node_info, dict) else {}
+    row = [
+        node.metadata.name or "",
+        ",".join(status),
+        ",".join(sorted(roles)) or "<none>",
+        _age(node, now),
+        str(info.get("kubeletVersion", "")),
+    ]
+    if wide:
+
+        def address(kind: str) -> str:
+            found = [a.address for a in node.status.addresses if a.type == kind]
+            return found[0] if found else "<none>"
+
+        row += [
+            address("InternalIP"),
+            address("ExternalIP"),
+            str(info.get("osImage") or "<unknown>"),
+            str(info.get("kernelVersion") or "<unknown>"),
+            str(info.get("containerRuntimeVersion") or "<unknown>"),
+        ]
+    return row
+
+
+def _namespace(ns: Namespace, wide: bool, now: datetime.datetime) -> list[str]:
+    phase = ns.status.get("phase", "") if isinstance(ns.status, dict) else ""
+    return [ns.metadata.name or "", str(phase), _age(ns, now)]
+
+
+def _replicas(spec_replicas: int | None) -> int:
+    return 1 if spec_replicas is None else spec_replicas
+
+
+def _deployment(deploy: Deployment, wide: bool, now: datetime.datetime) -> list[str]:
+    status = _status(deploy)
+    row = [
+        deploy.metadata.name or "",
+        f"{_count(status, 'readyReplicas')}/{_replicas(deploy.spec.replicas)}",
+        str(_count(status, "updatedReplicas")),
+        str(_count(status, "availableReplicas")),
+        _age(deploy, now),
+    ]
+    if wide:
+        row += [*_containers(deploy.spec.template.spec.containers)]
+        row.append(selector_string(deploy.spec.selector))
+    return row
+
+
+def _replica_set(rs: ReplicaSet, wide: bool, now: datetime.datetime) -> list[str]:
+    status = _status(rs)
+    row = [
+        rs.metadata.name or "",
+        str(_replicas(rs.spec.replicas)),
+        str(_count(status, "replicas")),
+        str(_count(status, "readyReplicas")),
+        _age(rs, now),
+    ]
+    if wide:
+        row += [*_containers(rs.spec.template.spec.containers)]
+        row.append(selector_string(rs.spec.selector) or "<none>")
+    return row
+
+
+def _daemon_set(ds: DaemonSet, wide: bool, now: datetime.datetime) -> list[str]:
+    status = _status(ds)
+    row = [
+        ds.metadata.name or "",
+        *(
+            str(_count(status, field))
+            for field in (
+                "desiredNumberScheduled",
+                "currentNumberScheduled",
+                "numberReady",
+                "updatedNumberScheduled",
+                "numberAvailable",
             )
-            row = [
-                svc.metadata.namespace or "default",
-                svc.metadata.name or "",
-                spec.type or "ClusterIP",
-                spec.cluster_ip or "<none>",
-                ",".join(external),
-                ports or "<none>",
-            ]
-            if wide:
-                sel = spec.selector or {}
-                row.append(",".join(f"{k}={v}" for k, v in sel.items()) or "<none>")
-            rows.append(row)
-    elif kind == "endpointslices":
-        head = ["NAMESPACE", "NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS"]
-        for eps in state.endpoint_slices:
-            addresses = [a for ep in eps.endpoints for a in ep.addresses]
-            shown = ",".join(addresses[:3]) + (
-                f" + {len(addresses) - 3} more..." if len(addresses) > 3 else ""
-            )
-            rows.append(
-                [
-                    eps.metadata.namespace or "default",
-                    eps.metadata.name or "",
-                    eps.address_type,
-                    ",".join(str(p.port) for p in eps.ports) or "<unset>",
-                    shown or "<unset>",
-                ]
-            )
-    else:
-        head = ["NAME", "STATUS", "INTERNAL-IP", "POD-CIDR"]
-        if wide:
-            head.append("LABELS")
-        for node in state.nodes:
-            status = "Ready,SchedulingDisabled" if node.spec.unschedulable else "Ready"
-            row = [
-                node.metadata.name or "",
-                status,
-                ",".join(node.internal_ips()) or "<none>",
-                node.spec.pod_cidr or "<none>",
-            ]
-            if wide:
-                row.append(",".join(f"{k}={v}" for k, v in node.metadata.labels.items()))
-            rows.append(row)
-    return head, rows
+        ),
+        format_labels(ds.spec.template.spec.node_selector),
+        _age(ds, now),
+    ]
+    if wide:
+        row += [*_containers(ds.spec.template.spec.containers)]
+        row.append(selector_string(ds.spec.selector) or "<none>")
+    return row
+
+
+def _stateful_set(sts: StatefulSet, wide: bool, now: datetime.datetime) -> list[str]:
+    status = _status(sts)
+    row = [
+        sts.metadata.name or "",
+        f"{_count(status, 'readyReplicas')}/{_replicas(sts.spec.replicas)}",
+        _age(sts, now),
+    ]
+    if wide:
+        row += _containers(sts.spec.template.spec.containers)
+    return row
+
+
+_WORKLOAD_WIDE = [("CONTAINERS", True), ("IMAGES", True), ("SELECTOR", True)]
+# Per kind: the columns (name, wide only?) and the printer of a row.
+_PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
+    "pods": (
+        [
+            ("NAME", False),
+            ("READY", False),
+            ("STATUS", False),
+            ("RESTARTS", False),
+            ("AGE", False),
+            ("IP", True),
+            ("NODE", True),
+            ("NOMINATED NODE", True),
+            ("READINESS GATES", True),
+        ],
+        _pod,
+    ),
+    "services": (
+        [
+            ("NAME", False),
+            ("TYPE", False),
+            ("CLUSTER-IP", False),
+            ("EXTERNAL-IP", False),
+            ("PORT(S)", False),
+            ("AGE", False),
+            ("SELECTOR", True),
+        ],
+        _service,
+    ),
+    "endpointslices": (
+        [
+            ("NAME", False),
+            ("ADDRESSTYPE", False),
+            ("PORTS", False),
+            ("ENDPOINTS", False),
+            ("AGE", False),
+        ],
+        _endpoint_slice,
+    ),
+    "nodes": (
+        [
+            ("NAME", False),
+            ("STATUS", False),
+            ("ROLES", False),
+            ("AGE", False),
+            ("VERSION", False),
+            ("INTERNAL-IP", True),
+            ("EXTERNAL-IP", True),
+            ("OS-IMAGE", True),
+            ("KERNEL-VERSION", True),
+            ("CONTAINER-RUNTIME", True),
+        ],
+        _node,
+    ),
+    "namespaces": ([("NAME", False), ("STATUS", False), ("AGE", False)], _namespace),
+    "deployments": (
+        [
+            ("NAME", False),
+            ("READY", False),
+            ("UP-TO-DATE", False),
+            ("AVAILABLE", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _deployment,
+    ),
+    "replicasets": (
+        [
+            ("NAME", False),
+            ("DESIRED", False),
+            ("CURRENT", False),
+            ("READY", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _replica_set,
+    ),
+    "daemonsets": (
+        [
+            ("NAME", False),
+            ("DESIRED", False),
+            ("CURRENT", False),
+            ("READY", False),
+            ("UP-TO-DATE", False),
+            ("AVAILABLE", False),
+            ("NODE SELECTOR", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _daemon_set,
+    ),
+    "statefulsets": (
+        [("NAME", False), ("READY", False), ("AGE", False), ("CONTAINERS", True), ("IMAGES", True)],
+        _stateful_set,
+    ),
+}
 
 
 def _pod_status(pod: Pod) -> str:
-    """kubectl's STATUS: a container's waiting or terminated reason
-    (CrashLoopBackOff, Error), else the pod's phase."""
+    """kubectl's STATUS: the pod's reason or phase, overridden by a
+    container's waiting or terminated reason (CrashLoopBackOff, Error,
+    Signal:N, ExitCode:N); Completed with a container still running is
+    Running or NotReady; a pod being deleted is Terminating."""
     reason = pod.status.phase or "Pending"
+    if pod.status.reason:
+        reason = str(pod.status.reason)
+    has_running = False
     for status in reversed(pod.status.container_statuses):
         state = status.state
         if state is None:
@@ -204,40 +566,56 @@ def _pod_status(pod: Pod) -> str:
                 if terminated.signal
                 else f"ExitCode:{terminated.exit_code}"
             )
+        elif status.ready and state.running is not None:
+            has_running = True
+    if reason == "Completed" and has_running:
+        reason = "Running" if pod.status.condition("Ready") == "True" else "NotReady"
+    if pod.metadata.deletion_timestamp is not None:
+        if pod.status.reason == "NodeLost":
+            reason = "Unknown"
+        elif pod.status.phase not in ("Succeeded", "Failed"):
+            reason = "Terminating"
     return reason
 
 
-def _restarts(pod: Pod) -> str:
+def _restarts(pod: Pod, now: datetime.datetime) -> str:
     """kubectl's RESTARTS: the containers' restarts, with how long ago the
     last one ended when one has (`2 (5s ago)`)."""
     statuses = pod.status.container_statuses
     count = sum(s.restart_count for s in statuses)
     ages = [
-        _seconds_since(str(s.last_state.terminated.finished_at))
+        _seconds_between(s.last_state.terminated.finished_at, now)
         for s in statuses
-        if s.restart_count and s.last_state is not None and s.last_state.terminated is not None
+        if s.last_state is not None and s.last_state.terminated is not None
     ]
     known = [a for a in ages if a is not None]
-    return f"{count} ({human_duration(min(known))} ago)" if known else str(count)
+    if count and known:
+        return f"{count} ({human_duration(min(known))} ago)"
+    return str(count)
 
 
-def _seconds_since(timestamp: str) -> int | None:
+def _seconds_between(timestamp: Any, now: datetime.datetime) -> int | None:
+    if not timestamp:
+        return None
     try:
-        when = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        when = datetime.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
     except ValueError:
         return None
     if when.tzinfo is None:
         return None
-    return int((datetime.datetime.now(datetime.UTC) - when).total_seconds())
+    return int((now - when).total_seconds())
 
 
 def human_duration(seconds: int) -> str:
-    """An age as kubectl prints it (apimachinery's duration.HumanDuration)."""
+    """An age as kubectl prints it (apimachinery's duration.HumanDuration):
+    up to 2 s in the future counts as now, further is `<invalid>`."""
+    if seconds < -1:
+        return "<invalid>"
     if seconds < 0:
         return "0s"
     if seconds < 120:
         return f"{seconds}s"
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    minutes, hours = seconds // 60, seconds // 3600
     if minutes < 10:
         return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
     if minutes < 180:
@@ -247,8 +625,13 @@ def human_duration(seconds: int) -> str:
     if hours < 48:
         return f"{hours}h"
     if hours < 24 * 8:
-        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
-    return f"{days}d"
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        years, days = hours // 24 // 365, (hours // 24) % 365
+        return f"{years}y{days}d" if days else f"{years}y"
+    return f"{hours // 24 // 365}y"
 
 
 # -- the emulated cloud load balancer's view (live labs only) -----------------
@@ -268,16 +651,20 @@ def _short_reason(reason: str) -> str:
     return reason.removeprefix("HTTP ").replace(" ", "-")
 
 
-def with_lb_health(shown: dict[str, Any], balancer: dict[str, Any]) -> dict[str, Any]:
+def with_lb_health(
+    shown: dict[str, Any], balancer: dict[str, Any], namespace: str | None = None
+) -> dict[str, Any]:
     """A services Table with an LB-HEALTH column added (the load balancer's
     `loadbalancer` status, netemu.node.cloudlb): each LoadBalancer Service
     it serves shows its nodes' health; others show <none>. The rows' first
-    two cells are NAMESPACE and NAME."""
+    two cells are NAMESPACE and NAME, or only NAME when the table is of one
+    `namespace`."""
     services = balancer.get("services", {})
     rows = []
     for row in shown["rows"]:
         cells = row["cells"]
-        entry = services.get(f"{cells[0]}/{cells[1]}")
+        key = f"{cells[0]}/{cells[1]}" if namespace is None else f"{namespace}/{cells[0]}"
+        entry = services.get(key)
         rows.append({"cells": [*cells, lb_health_text(entry["nodes"]) if entry else "<none>"]})
     return {
         **shown,

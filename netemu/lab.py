@@ -209,7 +209,8 @@ class LiveLab:
     def table(self, kind: str, namespace: str | None, output: str | None) -> dict[str, Any]:
         """What `netemu get` prints, built by the supervisor: {"table": a
         meta.k8s.io/v1 Table} or, for output json|yaml, {"list": a v1 List}
-        (netemu.cli_table). `kind`: pods, services, endpointslices or nodes."""
+        (netemu.cli_table). `kind`: a value of netemu.cli_table.RESOURCES.
+        `namespace` given: only that namespace, without a NAMESPACE column."""
         reply = self.request("table", kind=kind, namespace=namespace, output=output)
         return {key: reply[key] for key in ("table", "list") if key in reply}
 

@@ -637,9 +637,11 @@ class Supervisor:
         kind, output = request["kind"], request["output"]
         if output in ("json", "yaml"):
             return {"list": cli_table.listing(cli_table.items(kind, state))}
-        shown = cli_table.table(kind, state, wide=output == "wide")
+        shown = cli_table.table(
+            kind, state, wide=output == "wide", with_namespace=request["namespace"] is None
+        )
         if kind == "services" and output == "wide" and self.cloudlb is not None:
-            shown = cli_table.with_lb_health(shown, self.cloudlb.status())
+            shown = cli_table.with_lb_health(shown, self.cloudlb.status(), request["namespace"])
         return {"table": shown}
 
     def _trace(self, request: dict[str, Any]) -> dict[str, Any]:

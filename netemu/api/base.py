@@ -9,10 +9,11 @@ so that ordinary manifests load unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 
 class K8sModel(BaseModel):
@@ -26,26 +27,62 @@ class K8sModel(BaseModel):
         alias_generator=to_camel,
     )
 
+    # Fields serialised even when empty: Go's encoding/json omits an empty
+    # slice or map only with `omitempty`, and a few Kubernetes fields have
+    # none (EndpointSlice.endpoints); clients such as the official Python
+    # client reject the object when such a required field is missing.
+    keep_empty: ClassVar[frozenset[str]] = frozenset()
+    # Booleans with `omitempty` that netemu keeps as plain bools: false is
+    # left out, as the API server leaves it out (`hostNetwork`).
+    omit_false: ClassVar[frozenset[str]] = frozenset()
+
     def to_dict(self) -> dict[str, Any]:
-        """The object as Kubernetes JSON, omitting unset and empty fields as
-        the API server's `omitempty` does."""
-        pruned = _prune(self.model_dump(by_alias=True, exclude_none=True, mode="json"))
-        assert isinstance(pruned, dict)
+        """The object as Kubernetes JSON, as the API server writes it: unset
+        fields, empty lists and empty maps are omitted (`omitempty`), but a
+        nested object is kept even when all its fields are empty, since
+        encoding/json never omits a struct (`status: {loadBalancer: {}}`,
+        `securityContext: {}`)."""
+        dumped = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        pruned = _prune_model(self, dumped)
         return pruned
 
 
-def _prune(value: Any) -> Any:
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            item = _prune(item)
-            if item in ({}, []):
-                continue
-            out[key] = item
-        return out
-    if isinstance(value, list):
-        return [_prune(item) for item in value]
-    return value
+def _prune_model(model: K8sModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        key = field.alias or name
+        if key not in dumped:
+            continue
+        value = getattr(model, name)
+        out_value = _prune_value(value, dumped[key])
+        # Empty lists and typed maps are omitted. An empty object in a
+        # free-form field stays: it stands for a Go struct that was set
+        # (`securityContext: {}`, `resources: {}`).
+        empty = out_value == [] or (out_value == {} and isinstance(value, dict) and _is_map(field))
+        if empty and name not in model.keep_empty:
+            continue
+        if out_value is False and name in model.omit_false:
+            continue
+        out[key] = out_value
+    return out
+
+
+def _is_map(field: FieldInfo) -> bool:
+    return get_origin(field.annotation) is dict or field.annotation is dict
+
+
+def _prune_value(value: Any, dumped: Any) -> Any:
+    if isinstance(value, K8sModel) and isinstance(dumped, dict):
+        return _prune_model(value, dumped)
+    if isinstance(value, list | tuple) and isinstance(dumped, list):
+        return [_prune_value(v, d) for v, d in zip(value, dumped, strict=True)]
+    if isinstance(value, dict) and isinstance(dumped, dict):
+        if any(isinstance(v, K8sModel) for v in value.values()):
+            return {k: _prune_value(value[k], d) for k, d in dumped.items()}
+        # Free-form JSON (a map of strings, or a field netemu keeps as given):
+        # kept as the user wrote it, as the API server stores it.
+        return dumped
+    return dumped
 
 
 class OwnerReference(K8sModel):

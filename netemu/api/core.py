@@ -3,7 +3,7 @@ Namespace and EndpointSlice, with the Kubernetes JSON field names."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -108,6 +108,7 @@ class Container(K8sModel):
 
 
 class PodSpec(K8sModel):
+    omit_false: ClassVar[frozenset[str]] = frozenset({"host_network"})
     containers: list[Container]
     node_name: str | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -332,6 +333,7 @@ class NodeAddress(K8sModel):
 
 
 class NodeSpec(K8sModel):
+    omit_false: ClassVar[frozenset[str]] = frozenset({"unschedulable"})
     pod_cidr: str | None = Field(default=None, alias="podCIDR")
     pod_cidrs: list[str] = Field(default_factory=list, alias="podCIDRs")
     provider_id: str | None = Field(default=None, alias="providerID")
@@ -426,6 +428,8 @@ class EndpointPort(K8sModel):
 class EndpointSlice(K8sModel):
     api_version: Literal["discovery.k8s.io/v1"] = "discovery.k8s.io/v1"
     kind: Literal["EndpointSlice"] = "EndpointSlice"
+    # `endpoints` has no omitempty in discovery/v1: an empty slice is `[]`.
+    keep_empty: ClassVar[frozenset[str]] = frozenset({"endpoints"})
     metadata: ObjectMeta
     address_type: Literal["IPv4", "IPv6", "FQDN"]
     endpoints: list[Endpoint] = Field(default_factory=list)

@@ -9,7 +9,8 @@ interface controllers and agents use), the controllers (`defaulting`,
 `daemonset`, `statefulset`, `scheduler`, `podipam`, `endpointslice`), the
 fixed-point `runner`, and `ClusterState` (`state`).
 Must not touch: the kernel, the network, files, the clock or randomness
-(the same input always yields byte-identical output); manifest loading and
+(the same input always yields byte-identical output; the one exception is
+the store's clock for creationTimestamp, which callers may fix); manifest loading and
 validation (netemu.api) and rule compilation (netemu.rules) live elsewhere.
 Controllers talk to the API only through a `Client`.
 
@@ -31,7 +32,7 @@ from netemu.controlplane.errors import AlreadyExists
 from netemu.controlplane.objects import is_namespaced, key_of, kind_of, meta_of
 from netemu.controlplane.runner import ControlPlane, FixedPointError, run_to_fixed_point
 from netemu.controlplane.state import ClusterState
-from netemu.controlplane.store import Store
+from netemu.controlplane.store import Clock, Store, wall_clock
 
 __all__ = [
     "Client",
@@ -55,7 +56,7 @@ DEFAULT_PROXY_CONFIG_NAME = "kube-proxy"
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
-def build_cluster_state(objects: Sequence[K8sModel]) -> ClusterState:
+def build_cluster_state(objects: Sequence[K8sModel], clock: Clock = wall_clock) -> ClusterState:
     """Store every object, run the controllers to a fixed point, and return the
     resulting state.
 
@@ -64,9 +65,10 @@ def build_cluster_state(objects: Sequence[K8sModel]) -> ClusterState:
     does not define them. A later object with the same kind, namespace and
     name replaces an earlier one, as a second `kubectl apply` would. The Lab
     and KubeProxyConfiguration are stored too (controllers read them) and
-    returned as given in `lab` and `proxy_config`.
+    returned as given in `lab` and `proxy_config`. `clock` stamps
+    creationTimestamp (the only input besides `objects`).
     """
-    client = LocalClient(Store())
+    client = LocalClient(Store(clock=clock))
     plane = ControlPlane(client)  # before any object exists, to see creation order
     originals = apply_objects(client, objects)
     plane.run_to_fixed_point()

@@ -9,8 +9,12 @@ may carry to have its containers without a command serve DNS on their ports.
 (The image alone does not decide: labs use the CoreDNS image for test-server
 pods too.)
 
-Left out of kubeadm's manifests: the metrics port 9153 and the liveness and
-readiness probes (the built-in server serves DNS only), the ConfigMap with
+The metrics port 9153 (name `metrics`, TCP) is on the Service, with
+kubeadm's prometheus.io annotations, and on the container: the built-in
+server answers `GET /metrics` there (netemu.node.dnsserver).
+
+Left out of kubeadm's manifests: the liveness and readiness probes (the
+built-in server serves DNS and metrics only), the ConfigMap with
 the Corefile (netemu's server is configured as kubeadm's Corefile configures
 CoreDNS), the second replica, tolerations and the priority class.
 
@@ -34,6 +38,8 @@ DNS_DEPLOYMENT = "coredns"
 # decides what runs).
 DNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.11.1"
 DNS_LABELS = {"k8s-app": "kube-dns"}
+# CoreDNS's Prometheus port in kubeadm's manifests (netemu.node.dnsserver.METRICS_PORT).
+DNS_METRICS_PORT = 9153
 # The pod annotation that picks the built-in server of containers without a
 # command (netemu.net.plan.ContainerPlan.builtin).
 BUILTIN_SERVER = "netemu/builtin-server"
@@ -54,6 +60,10 @@ def dns_service(lab: Lab) -> Service:
                     "kubernetes.io/cluster-service": "true",
                     "kubernetes.io/name": "CoreDNS",
                 },
+                "annotations": {
+                    "prometheus.io/port": str(DNS_METRICS_PORT),
+                    "prometheus.io/scrape": "true",
+                },
             },
             "spec": {
                 "clusterIP": lab.spec.cluster_dns,
@@ -61,6 +71,12 @@ def dns_service(lab: Lab) -> Service:
                 "ports": [
                     {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                     {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                    {
+                        "name": "metrics",
+                        "port": DNS_METRICS_PORT,
+                        "protocol": "TCP",
+                        "targetPort": DNS_METRICS_PORT,
+                    },
                 ],
             },
         }
@@ -91,6 +107,11 @@ def dns_deployment() -> Deployment:
                                 "ports": [
                                     {"name": "dns", "containerPort": 53, "protocol": "UDP"},
                                     {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                                    {
+                                        "name": "metrics",
+                                        "containerPort": DNS_METRICS_PORT,
+                                        "protocol": "TCP",
+                                    },
                                 ],
                             }
                         ],

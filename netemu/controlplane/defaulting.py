@@ -7,6 +7,19 @@ the registry does when a Service's type changes (dropTypeDependentFields).
 Cluster IPs and node ports themselves are allocated by `allocator`.
 
 Namespaces get the `kubernetes.io/metadata.name` label and phase Active.
+
+Pods get SetDefaults_PodSpec / SetDefaults_Container (restartPolicy Always,
+dnsPolicy ClusterFirst, schedulerName default-scheduler,
+terminationGracePeriodSeconds 30, securityContext {}, enableServiceLinks
+true; per container terminationMessagePath/Policy, imagePullPolicy Always
+for an image tagged `latest` or untagged and IfNotPresent otherwise,
+resources {} with requests copied from limits) and what admission adds to
+every pod of a kubeadm cluster: priority 0 with preemptionPolicy
+PreemptLowerPriority (Priority) and the two NoExecute tolerations of
+DefaultTolerationSeconds (not-ready and unreachable, 300 s) unless the pod
+tolerates those taints already. Left out: the ServiceAccount admission
+plugin (no ServiceAccounts or token volumes in a lab), the hostPort
+defaulting of hostNetwork pods, and defaulting inside workload templates.
 """
 
 from __future__ import annotations
@@ -16,7 +29,9 @@ from typing import Any, Literal
 from netemu.api.config import DEFAULT_AFFINITY_TIMEOUT
 from netemu.api.core import (
     ClientIPConfig,
+    Container,
     Namespace,
+    Pod,
     Service,
     ServicePort,
     ServiceSpec,
@@ -24,6 +39,7 @@ from netemu.api.core import (
 )
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import sorted_map, write
+from netemu.controlplane.podstatus import qos_class
 from netemu.controlplane.settings import read_settings
 
 LABEL_NAMESPACE_NAME = "kubernetes.io/metadata.name"
@@ -46,6 +62,8 @@ class DefaultingController:
             changed |= write(self.client, svc, default_service(svc, family))
         for ns in self.client.list(Namespace).items:
             changed |= write(self.client, ns, default_namespace(ns))
+        for pod in self.client.list(Pod).items:
+            changed |= write(self.client, pod, default_pod(pod))
         return changed
 
 
@@ -160,3 +178,95 @@ def default_namespace(ns: Namespace) -> Namespace:
     return ns.model_copy(
         update={"metadata": ns.metadata.model_copy(update={"labels": labels}), "status": status}
     )
+
+
+# DefaultTolerationSeconds (plugin/pkg/admission/defaulttolerationseconds):
+# both taints are tolerated for 300 s unless the pod already tolerates them.
+TAINT_NOT_READY = "node.kubernetes.io/not-ready"
+TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
+DEFAULT_TOLERATION_SECONDS = 300
+
+
+def default_pod(pod: Pod) -> Pod:
+    spec = pod.spec
+    update: dict[str, Any] = {
+        "containers": [_default_container(c) for c in spec.containers],
+        "init_containers": [_default_container(c) for c in spec.init_containers],
+    }
+    defaults: dict[str, Any] = {
+        "restart_policy": "Always",
+        "dns_policy": "ClusterFirst",
+        "scheduler_name": "default-scheduler",
+        "termination_grace_period_seconds": 30,
+        "security_context": {},
+        "enable_service_links": True,
+        "priority": 0,
+        "preemption_policy": "PreemptLowerPriority",
+    }
+    for name, value in defaults.items():
+        if getattr(spec, name) is None:
+            update[name] = value
+    tolerations = list(spec.tolerations) if isinstance(spec.tolerations, list) else []
+    for key in (TAINT_NOT_READY, TAINT_UNREACHABLE):
+        if not any(_tolerates_no_execute(t, key) for t in tolerations):
+            tolerations.append(
+                {
+                    "key": key,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+                }
+            )
+    update["tolerations"] = tolerations
+    new_spec = spec.model_copy(update=update)
+    status = pod.status
+    if status.qos_class is None:
+        # The pod strategy's PrepareForCreate sets the QoS class.
+        status = status.model_copy(update={"qos_class": qos_class(pod)})
+    if new_spec == spec and status is pod.status:
+        return pod
+    return pod.model_copy(update={"spec": new_spec, "status": status})
+
+
+def _tolerates_no_execute(toleration: Any, key: str) -> bool:
+    if not isinstance(toleration, dict):
+        return False
+    return toleration.get("key") in (None, "", key) and toleration.get("effect") in (
+        None,
+        "",
+        "NoExecute",
+    )
+
+
+def _default_container(container: Container) -> Container:
+    update: dict[str, Any] = {}
+    if container.termination_message_path is None:
+        update["termination_message_path"] = "/dev/termination-log"
+    if container.termination_message_policy is None:
+        update["termination_message_policy"] = "File"
+    if container.image_pull_policy is None:
+        update["image_pull_policy"] = (
+            "Always" if _image_tag(container.image) == "latest" else ("IfNotPresent")
+        )
+    resources = container.resources if isinstance(container.resources, dict) else {}
+    limits = resources.get("limits")
+    requests = resources.get("requests")
+    if isinstance(limits, dict) and limits:
+        # SetDefaults_Pod: a limit without a request is also the request.
+        merged = {**limits, **(requests if isinstance(requests, dict) else {})}
+        if merged != requests:
+            resources = {**resources, "requests": merged}
+    if resources != container.resources:
+        update["resources"] = resources
+    return container.model_copy(update=update) if update else container
+
+
+def _image_tag(image: str | None) -> str:
+    """The tag of an image reference as the kubelet's parser reads it:
+    "latest" when neither a tag nor a digest is given, "" with a digest."""
+    if not image:
+        return ""
+    if "@" in image:
+        return ""
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else "latest"

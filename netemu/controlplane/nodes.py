@@ -1,7 +1,9 @@
 """Node registration from the Lab: what each lab node's kubelet would write
 when it registers (name, hostname/os labels plus the lab's labels,
-InternalIP and Hostname addresses), plus an explicit per-node podCIDR from
-the Lab. Nodes given directly in manifests are left as they are; a Node
+InternalIP and Hostname addresses, and once stored the machine's status:
+conditions, nodeInfo, capacity/allocatable and the kubelet's daemon
+endpoint, see netemu.controlplane.nodeinfo), plus an explicit per-node
+podCIDR from the Lab. Nodes given directly in manifests are left as they are; a Node
 that both the Lab and a manifest describe keeps the manifest's values and
 only gains what is missing."""
 
@@ -13,6 +15,14 @@ from netemu.api.core import Node, NodeAddress, NodeSpec, NodeStatus
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import sorted_map, write
 from netemu.controlplane.errors import NotFound
+from netemu.controlplane.nodeinfo import (
+    HostFacts,
+    capacity,
+    conditions,
+    daemon_endpoints,
+    host_facts,
+    node_info,
+)
 
 LABEL_HOSTNAME = "kubernetes.io/hostname"
 LABEL_OS = "kubernetes.io/os"
@@ -23,8 +33,9 @@ class NodeController:
 
     name = "nodes"
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, facts: HostFacts | None = None) -> None:
         self.client = client
+        self.facts = facts
 
     def reconcile(self) -> bool:
         labs = self.client.list(Lab).items
@@ -39,7 +50,8 @@ class NodeController:
                 self.client.create(desired)
                 changed = True
                 continue
-            changed |= write(self.client, current, _fill(current, desired))
+            facts = self.facts or host_facts()
+            changed |= write(self.client, current, _fill(current, desired, facts))
         return changed
 
 
@@ -61,7 +73,7 @@ def node_for(lab_node: LabNode) -> Node:
     )
 
 
-def _fill(current: Node, desired: Node) -> Node:
+def _fill(current: Node, desired: Node, facts: HostFacts) -> Node:
     labels = {**desired.metadata.labels, **current.metadata.labels}
     labels = sorted_map(labels) if labels != current.metadata.labels else current.metadata.labels
     spec = current.spec
@@ -72,6 +84,18 @@ def _fill(current: Node, desired: Node) -> Node:
     status = current.status
     if not status.addresses:
         status = status.model_copy(update={"addresses": list(desired.status.addresses)})
+    name = current.metadata.name or ""
+    machine = {
+        # Conditions hold times: the registration's (the controllers read no clock).
+        "conditions": conditions(current.metadata.creation_timestamp),
+        "node_info": node_info(name, facts),
+        "capacity": capacity(facts),
+        "allocatable": capacity(facts),
+        "daemon_endpoints": daemon_endpoints(),
+    }
+    missing = {k: v for k, v in machine.items() if getattr(status, k) is None}
+    if missing:
+        status = status.model_copy(update=missing)
     return current.model_copy(
         update={
             "metadata": current.metadata.model_copy(update={"labels": labels}),

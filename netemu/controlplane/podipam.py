@@ -12,7 +12,12 @@ controller). Pods are served in creation order. hostNetwork pods get the
 node's InternalIP. Succeeded/Failed pods hold no address.
 
 Status written: phase Running, podIP/podIPs, hostIP/hostIPs, conditions
-Initialized, Ready, ContainersReady, PodScheduled = True. A status written
+Initialized, Ready, ContainersReady, PodScheduled = True, startTime and a
+containerStatus per container (running since startTime, ready as the pod,
+with netemu.controlplane.podstatus's imageID and containerID). startTime is
+the pod's creationTimestamp: a lab starts a pod as soon as it is bound, and
+the controllers read no clock. A pod waiting for its sandbox gets
+containerStatuses waiting with reason ContainerCreating. A status written
 in the manifest is kept: only what is missing is filled in (a manifest's
 `Ready: False` stays, and then ContainersReady defaults to False too).
 Probes: offline, a pod's probes are taken to pass (the state a cluster
@@ -32,10 +37,21 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from netemu.api.core import Node, Pod, PodCondition, PodIP, PodStatus
+from netemu.api.core import (
+    ContainerState,
+    ContainerStateRunning,
+    ContainerStateWaiting,
+    ContainerStatus,
+    Node,
+    Pod,
+    PodCondition,
+    PodIP,
+    PodStatus,
+)
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import is_terminal, write
 from netemu.controlplane.informer import CreationOrder
+from netemu.controlplane.podstatus import container_id, image_id
 from netemu.controlplane.settings import IPAddress, IPNetwork
 
 # Condition order as the kubelet reports them.
@@ -90,11 +106,14 @@ class PodIpamController:
                     pod_ip = str(addr)
         if pod_ip is None:
             # No sandbox: the pod waits (ContainerCreating), without an address.
+            waiting: dict[str, Any] = {}
             if status.phase is None:
-                return pod.model_copy(
-                    update={"status": status.model_copy(update={"phase": "Pending"})}
-                )
-            return pod
+                waiting["phase"] = "Pending"
+            if not status.container_statuses:
+                waiting["container_statuses"] = _container_statuses(pod, None, ready=False)
+            if not waiting:
+                return pod
+            return pod.model_copy(update={"status": status.model_copy(update=waiting)})
 
         update: dict[str, Any] = {
             "pod_ip": pod_ip,
@@ -107,7 +126,21 @@ class PodIpamController:
         host = update.get("host_ip", status.host_ip)
         if not status.host_ips and host is not None:
             update["host_ips"] = [PodIP(ip=host)]
-        update["conditions"] = _conditions(status, self.kubelet_probes and _gated(pod))
+        update["conditions"] = _conditions(
+            status, self.kubelet_probes and _gated(pod), pod.metadata.creation_timestamp
+        )
+        if status.start_time is None:
+            update["start_time"] = pod.metadata.creation_timestamp
+        ready = any(c.type == "Ready" and c.status == "True" for c in update["conditions"])
+        creating = all(
+            c.state is not None
+            and c.state.waiting is not None
+            and c.state.waiting.reason == "ContainerCreating"
+            for c in status.container_statuses
+        )
+        if creating:  # none yet, or only those written while the pod waited
+            started = update.get("start_time", status.start_time)
+            update["container_statuses"] = _container_statuses(pod, started, ready)
         new_status: PodStatus = status.model_copy(update=update)
         return pod.model_copy(update={"status": new_status})
 
@@ -134,12 +167,44 @@ class PodIpamController:
         return None
 
 
+def _container_statuses(pod: Pod, started_at: Any, ready: bool) -> list[ContainerStatus]:
+    """A status per container as the kubelet first reports it: running since
+    `started_at` (waiting in ContainerCreating when None), never restarted."""
+    statuses = []
+    for container in pod.spec.containers:
+        running = started_at is not None
+        state = (
+            ContainerState(running=ContainerStateRunning(started_at=started_at))
+            if running
+            else ContainerState(waiting=ContainerStateWaiting(reason="ContainerCreating"))
+        )
+        statuses.append(
+            ContainerStatus(
+                name=container.name,
+                state=state,
+                ready=ready and running,
+                restart_count=0,
+                image=container.image or "",
+                image_id=image_id(container.image) if running else "",
+                container_id=container_id(pod, container.name, 0) if running else None,
+                # A startup probe holds `started` false until it passes.
+                started=running and (ready or container.startup_probe is None),
+            )
+        )
+    return statuses
+
+
 def _gated(pod: Pod) -> bool:
     """Whether a kubelet reports the pod not ready until a probe passes."""
     return any(c.readiness_probe or c.startup_probe for c in pod.spec.containers)
 
 
-def _conditions(status: PodStatus, not_ready: bool = False) -> list[PodCondition]:
+def _conditions(
+    status: PodStatus, not_ready: bool = False, since: Any = None
+) -> list[PodCondition]:
+    """The kubelet's four conditions, the given ones kept; a condition
+    without a lastTransitionTime gets `since` (the pod's start: the
+    controllers read no clock)."""
     given = {c.type: c for c in status.conditions}
     if not_ready and "Ready" not in given:
         for kind in ("Ready", "ContainersReady"):
@@ -152,6 +217,13 @@ def _conditions(status: PodStatus, not_ready: bool = False) -> list[PodCondition
         given.get(kind) or PodCondition(type=kind, status=defaults.get(kind, "True"))
         for kind in CONDITION_ORDER
     ]
+    if since is not None:
+        out = [
+            c
+            if c.last_transition_time is not None
+            else c.model_copy(update={"last_transition_time": since})
+            for c in out
+        ]
     out.extend(c for c in status.conditions if c.type not in CONDITION_ORDER)
     return out
 

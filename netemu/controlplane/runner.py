@@ -27,6 +27,7 @@ from netemu.controlplane.podipam import PodIpamController
 from netemu.controlplane.replicaset import ReplicaSetController
 from netemu.controlplane.scheduler import Scheduler
 from netemu.controlplane.statefulset import StatefulSetController
+from netemu.controlplane.workloadstatus import WorkloadStatusController
 
 DEFAULT_MAX_ROUNDS = 100
 
@@ -63,6 +64,7 @@ def default_controllers(client: Client, kubelet_probes: bool = False) -> list[Co
         Scheduler(client),
         PodIpamController(client, kubelet_probes=kubelet_probes),
         EndpointSliceController(client),
+        WorkloadStatusController(client),
     ]
 
 

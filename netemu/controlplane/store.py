@@ -10,11 +10,20 @@ are served: `watch(kind, since_rv)` yields exactly the events after
 `since_rv`, and a `since_rv` older than the retained history fails with
 `Expired` (HTTP 410), after which a client must list again.
 
+The server-set metadata is stamped here as the API server stamps it:
+`creationTimestamp` (RFC 3339, whole seconds, UTC) from the store's clock
+when an object is created, kept on every update whatever the update
+carries; `uid` on create, kept for the object's life; `generation` 1 on
+create for the kinds whose registry strategy tracks it (workloads and
+EndpointSlices), raised by one whenever an update changes anything but
+metadata and status (PrepareForUpdate of those strategies).
+
 Deliberate simplifications: deletion is immediate (no graceful deletion or
 finalizers; a `deletionTimestamp` written by a user is stored as data),
-namespaces are not required to exist, `creationTimestamp` is never set (no
-wall clock in outputs), and uids are derived from the object's key and how
-many times that key has been created, so they are deterministic.
+namespaces are not required to exist, and uids are UUIDs derived from the
+object's key and how many times that key has been created, so they are
+deterministic. The clock is the one thing from outside: pass a fixed one
+(`clock=`) for byte-identical output.
 
 Thread-safe: one lock guards the state; watches block on a condition.
 Owns: the stored objects, the revision counter and the event history.
@@ -24,11 +33,12 @@ Must not touch: anything outside this process.
 from __future__ import annotations
 
 import builtins
+import datetime
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, cast
 
@@ -52,6 +62,24 @@ _UID_NAMESPACE = uuid.UUID("6f1c9a4e-2b1d-5d8e-9c3a-6e6574656d75")
 
 DEFAULT_HISTORY = 10_000
 
+Clock = Callable[[], datetime.datetime]
+
+# Kinds whose registry strategy sets metadata.generation (1 on create, +1 on
+# a spec change): apps/v1 workloads and discovery/v1 EndpointSlices. Core
+# Services, Nodes and Namespaces have none.
+GENERATION_KINDS = frozenset(
+    {"Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "EndpointSlice"}
+)
+
+
+def wall_clock() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def rfc3339(when: datetime.datetime) -> str:
+    """metav1.Time's JSON form: RFC 3339 in UTC with whole seconds."""
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -72,9 +100,10 @@ class _Event:
 class Store:
     """Objects keyed by (kind, namespace, name) with resourceVersions and watch."""
 
-    def __init__(self, history: int = DEFAULT_HISTORY) -> None:
+    def __init__(self, history: int = DEFAULT_HISTORY, clock: Clock = wall_clock) -> None:
         if history < 1:
             raise ValueError("history must be at least 1")
+        self._clock = clock
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._objects: dict[Key, K8sModel] = {}
@@ -151,6 +180,8 @@ class Store:
                         "namespace": namespace or None,
                         "uid": uid,
                         "resource_version": str(self._rv),
+                        "creation_timestamp": rfc3339(self._clock()),
+                        "generation": 1 if kind in GENERATION_KINDS else None,
                     }
                 ),
             )
@@ -185,6 +216,8 @@ class Store:
                 "namespace": key[1] or None,
                 "uid": current_meta.uid,
                 "resource_version": current_meta.resource_version,
+                "creation_timestamp": current_meta.creation_timestamp,
+                "generation": _next_generation(kind, current, obj),
             }
             candidate = _with_meta(obj, meta.model_copy(update=fixed))
             if candidate == current:
@@ -432,6 +465,19 @@ class Watch(Generic[T]):
                 if self._stopped:
                     return
             yield from batch
+
+
+def _next_generation(kind: str, current: K8sModel, new: K8sModel) -> int | None:
+    """The generation after an update: +1 when anything but metadata and
+    status changed, for the kinds that track it."""
+    old = meta_of(current).generation
+    if kind not in GENERATION_KINDS:
+        return old
+    old = old or 1
+    ignored = {"metadata", "status"}
+    before = {n: getattr(current, n) for n in type(current).model_fields if n not in ignored}
+    after = {n: getattr(new, n) for n in type(new).model_fields if n not in ignored}
+    return old + 1 if before != after else old
 
 
 def _with_meta(obj: T, meta: ObjectMeta) -> T:

@@ -52,6 +52,7 @@ from netemu.api.core import (
 )
 from netemu.controlplane.client import Client
 from netemu.controlplane.errors import Conflict, NotFound
+from netemu.controlplane.podstatus import container_id, image_id
 from netemu.kernel import kubeprobe
 from netemu.net.plan import NodePlan, PodPlan
 from netemu.node.probes import (
@@ -388,13 +389,16 @@ class ProbeManager:
         last = None
         if life.last_exit is not None and state.terminated is None:
             last = ContainerState(terminated=_terminated(life.last_exit))
+        image = tracked.specs[name].image
         return ContainerStatus(
             name=name,
             state=state,
             last_state=last,
             ready=life.ready,
             restart_count=life.restart_count,
-            image=tracked.specs[name].image,
+            image=image or "",
+            image_id=image_id(image),
+            container_id=container_id(pod, name, life.restart_count),
             started=life.started,
         )
 

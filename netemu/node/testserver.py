@@ -45,7 +45,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from netemu.net.addresses import host_port
-from netemu.node.dnsserver import DnsFeed, DnsServing, serve_dns
+from netemu.node.dnsserver import METRICS_PORT, DnsFeed, DnsServing, serve_dns
 
 T = TypeVar("T")
 
@@ -374,17 +374,28 @@ class TestServers:
             raise
 
     def serve_dns(
-        self, key: str, feed: DnsFeed, tcp: list[socket.socket], udp: list[socket.socket]
+        self,
+        key: str,
+        feed: DnsFeed,
+        tcp: list[socket.socket],
+        udp: list[socket.socket],
+        metrics_port: int = METRICS_PORT,
     ) -> None:
         """Serve the built-in cluster DNS (netemu.node.dnsserver) from `feed`
-        instead of the test server on these sockets; otherwise as `serve`."""
+        instead of the test server on these sockets (its metrics on the TCP
+        one bound to `metrics_port`); otherwise as `serve`."""
         if self._loop is None:
             for sock in (*tcp, *udp):
                 sock.close()
-        self._call(self._serve_dns(key, feed, list(tcp), list(udp)))
+        self._call(self._serve_dns(key, feed, list(tcp), list(udp), metrics_port))
 
     async def _serve_dns(
-        self, key: str, feed: DnsFeed, tcp: list[socket.socket], udp: list[socket.socket]
+        self,
+        key: str,
+        feed: DnsFeed,
+        tcp: list[socket.socket],
+        udp: list[socket.socket],
+        metrics_port: int,
     ) -> None:
         if key in self._served:
             for sock in (*tcp, *udp):
@@ -393,7 +404,7 @@ class TestServers:
         served = _Served()
         self._served[key] = served
         try:
-            served.dns = await serve_dns(feed, tcp, udp)
+            served.dns = await serve_dns(feed, tcp, udp, metrics_port)
         except BaseException:
             await self._stop(key)
             for sock in (*tcp, *udp):

@@ -117,8 +117,32 @@ def test_kube_dns_service_fronts_the_coredns_pod(default_lab: LiveLab) -> None:
     assert {(p["name"], p["port"], p["protocol"]) for p in svc["spec"]["ports"]} == {
         ("dns", 53, "UDP"),
         ("dns-tcp", 53, "TCP"),
+        ("metrics", 9153, "TCP"),
     }
     assert endpoint_ips(state, "kube-dns", "kube-system") == {dns_pod(default_lab)["ip"]}
+
+
+def test_kube_dns_metrics_count_the_queries(default_lab: LiveLab) -> None:
+    """GET /metrics on kubeadm's port 9153, through the Service, in CoreDNS's
+    names; the counters grow with the queries answered."""
+    key, _ = first_pod(default_lab, "default/web-")
+    url = f"http://{DNS_IP}:9153/metrics"
+
+    def requests_total() -> float:
+        done = default_lab.exec(key, ["curl", "-sS", "-m", "5", url], timeout=15)
+        assert done.returncode == 0, done.stderr
+        total = 0.0
+        for line in done.stdout.splitlines():
+            udp_a = 'proto="udp"' in line and 'type="A"' in line
+            if line.startswith("coredns_dns_requests_total{") and udp_a:
+                total += float(line.rsplit(" ", 1)[1])
+        assert "# TYPE coredns_dns_responses_total counter" in done.stdout
+        return total
+
+    before = requests_total()
+    for _ in range(3):
+        assert query(default_lab, key, f"web.default.svc.{DOMAIN}").rcode() == dns.rcode.NOERROR
+    assert requests_total() == before + 3
 
 
 def test_every_pod_has_the_cluster_resolv_conf(default_lab: LiveLab) -> None:

@@ -154,7 +154,7 @@ def test_offline_get_works_without_root(not_root: None) -> None:
     assert result.exit_code == 0, result.stderr
     assert "needs root" not in result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS"]
+    assert lines[0].split() == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert len(lines) == 4
     assert all(line.split()[1].startswith("web-") for line in lines[1:])
 

@@ -40,7 +40,7 @@ def test_pods_table_reads_container_statuses(capsys: pytest.CaptureFixture[str])
     restarted = pod(
         "restarted",
         [
-            {"name": "a", "ready": True, "restartCount": 0},
+            {"name": "a", "ready": True, "restartCount": 0, "state": {"running": {}}},
             {
                 "name": "b",
                 "ready": False,
@@ -62,12 +62,14 @@ def test_pods_table_reads_container_statuses(capsys: pytest.CaptureFixture[str])
     )
     print_resources("pods", ClusterState(pods=(restarted, plain, stopped)), None)
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert rows[0] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS"]
+    assert rows[0] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert rows[1][:5] == ["default", "restarted", "1/2", "CrashLoopBackOff", "2"]
-    assert rows[1][5:] in (["(5s", "ago)"], ["(6s", "ago)"])
-    # Without containerStatuses (offline, or a pod without probes): the Ready condition.
-    assert rows[2] == ["default", "plain", "2/2", "Running", "0"]
-    assert rows[3] == ["default", "stopped", "1/2", "Error", "0"]
+    assert rows[1][5:7] in (["(5s", "ago)"], ["(6s", "ago)"])
+    # As kubectl: READY counts ready running containers only, so a pod
+    # without containerStatuses shows none ready; no creationTimestamp is
+    # an AGE of <unknown>.
+    assert rows[2] == ["default", "plain", "0/2", "Running", "0", "<unknown>"]
+    assert rows[3] == ["default", "stopped", "1/2", "Error", "0", "<unknown>"]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ fixed-point runner, and determinism (same input, byte-identical output)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,11 @@ def as_json(state: ClusterState) -> str:
 
 
 def test_two_runs_give_byte_identical_output() -> None:
-    assert as_json(build_cluster_state(demo_objects())) == as_json(
-        build_cluster_state(demo_objects())
+    def clock() -> datetime.datetime:
+        return datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+
+    assert as_json(build_cluster_state(demo_objects(), clock)) == as_json(
+        build_cluster_state(demo_objects(), clock)
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import struct
 import textwrap
+import urllib.request
 
 import dns.edns
 import dns.flags
@@ -16,6 +17,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from netemu.api.base import K8sModel
 from netemu.api.config import Lab
@@ -263,6 +265,47 @@ def test_served_over_udp_and_tcp_with_several_messages_per_connection(
     assert servers.serving() == []
 
 
+def test_metrics_count_what_was_answered_in_coredns_names(
+    servers: TestServers, zone: ClusterDns
+) -> None:
+    tcp, udp, port = _bound()
+    metrics_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    metrics_sock.bind(("127.0.0.1", 0))
+    metrics_sock.listen(8)
+    metrics_sock.setblocking(False)
+    metrics_port = metrics_sock.getsockname()[1]
+    feed = DnsFeed()
+    feed.update(zone)
+    servers.serve_dns("kube-system/coredns/coredns", feed, [tcp, metrics_sock], [udp], metrics_port)
+    try:
+        for name in ("web.default.svc.cluster.local", "nope.default.svc.cluster.local"):
+            dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=2)
+        srv = dns.message.make_query("_http._tcp.web.default.svc.cluster.local", "SRV")
+        dns.query.tcp(srv, "127.0.0.1", port=port, timeout=2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as got:
+            assert got.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+            text = got.read().decode()
+    finally:
+        servers.stop_serving("kube-system/coredns/coredns")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    common = (("server", "dns://:53"), ("view", ""), ("zone", "."))
+
+    def requests(proto: str, qtype: str) -> float:
+        labels = (("family", "1"), ("proto", proto), *common[:1], ("type", qtype), *common[1:])
+        return samples[("coredns_dns_requests_total", labels)]
+
+    def responses(rcode: str) -> float:
+        labels = (("plugin", "kubernetes"), ("rcode", rcode), *common)
+        return samples[("coredns_dns_responses_total", labels)]
+
+    assert requests("udp", "A") == 2 and requests("tcp", "SRV") == 1
+    assert responses("NOERROR") == 2 and responses("NXDOMAIN") == 1
+
+
 def _read(conn: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -293,10 +336,16 @@ def test_dns_addon_is_kube_dns_at_the_cluster_dns_ip() -> None:
     state = build_cluster_state([lab, *objects])
     svc = next(s for s in state.services if s.metadata.name == "kube-dns")
     assert (svc.metadata.namespace, svc.spec.cluster_ip) == ("kube-system", "10.96.0.10")
+    # kubeadm's three ports, the metrics one with its Prometheus annotations.
     assert [(p.name, p.port, p.protocol) for p in svc.spec.ports] == [
         ("dns", 53, "UDP"),
         ("dns-tcp", 53, "TCP"),
+        ("metrics", 9153, "TCP"),
     ]
+    assert svc.metadata.annotations == {
+        "prometheus.io/port": "9153",
+        "prometheus.io/scrape": "true",
+    }
     (pod,) = state.pods
     assert pod.metadata.namespace == "kube-system" and pod.metadata.name
     assert pod.metadata.name.startswith("coredns-")
@@ -309,7 +358,7 @@ def test_dns_addon_is_kube_dns_at_the_cluster_dns_ip() -> None:
     assert container.argv == () and container.builtin == BUILTIN_DNS
     assert pod.metadata.annotations == {BUILTIN_SERVER: BUILTIN_DNS}
     assert pod.spec.containers[0].image == DNS_IMAGE
-    assert container.ports == ((53, "UDP"), (53, "TCP"))
+    assert container.ports == ((53, "UDP"), (53, "TCP"), (9153, "TCP"))
 
 
 def test_dns_addon_follows_the_lab() -> None:

@@ -203,7 +203,10 @@ def test_readiness_makes_the_pod_ready_and_its_endpoint_follows(cluster: Cluster
         "/readyz",
     )
     # The pod without probes is left as the control plane reports it.
-    assert cluster.pod("plain").status.container_statuses == []
+    # (the control plane's statuses: running since start, never restarted)
+    (plain,) = cluster.pod("plain").status.container_statuses
+    assert plain.restart_count == 0 and plain.ready
+    assert plain.state is not None and plain.state.running is not None
 
 
 def test_readiness_failure_takes_the_endpoint_out_and_back(cluster: Cluster) -> None:
