@@ -38,7 +38,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
     from netemu.api.base import K8sModel, LabelSelector
-    from netemu.api.core import Container, EndpointSlice, Namespace, Node, Pod, Service
+    from netemu.api.core import (
+        ConfigMap,
+        Container,
+        EndpointSlice,
+        Namespace,
+        Node,
+        Pod,
+        Secret,
+        Service,
+    )
     from netemu.controlplane.state import ClusterState
 
 # What `get` shows, by every name kubectl accepts for it.
@@ -69,6 +78,11 @@ RESOURCES = {
     "statefulsets": "statefulsets",
     "statefulset": "statefulsets",
     "sts": "statefulsets",
+    "configmaps": "configmaps",
+    "configmap": "configmaps",
+    "cm": "configmaps",
+    "secrets": "secrets",
+    "secret": "secrets",
 }
 CLUSTER_SCOPED = ("nodes", "namespaces")
 # kubectl's tabwriter: padding 3, minimum cell width 6 (padding included).
@@ -88,6 +102,8 @@ def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
         "replicasets": state.replica_sets,
         "daemonsets": state.daemon_sets,
         "statefulsets": state.stateful_sets,
+        "configmaps": state.config_maps,
+        "secrets": state.secrets,
     }[kind]
     return found
 
@@ -108,6 +124,8 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
         replica_sets=keep(state.replica_sets),
         daemon_sets=keep(state.daemon_sets),
         stateful_sets=keep(state.stateful_sets),
+        config_maps=keep(state.config_maps),
+        secrets=keep(state.secrets),
     )
 
 
@@ -446,6 +464,17 @@ def _stateful_set(sts: StatefulSet, wide: bool, now: datetime.datetime) -> list[
     return row
 
 
+def _config_map(cm: ConfigMap, wide: bool, now: datetime.datetime) -> list[str]:
+    """printConfigMap: DATA counts the keys of data and binaryData."""
+    return [cm.metadata.name or "", str(len(cm.data) + len(cm.binary_data)), _age(cm, now)]
+
+
+def _secret(secret: Secret, wide: bool, now: datetime.datetime) -> list[str]:
+    """printSecret: TYPE as stored, DATA the keys of data."""
+    stored = secret.with_string_data_merged()
+    return [stored.metadata.name or "", stored.type or "", str(len(stored.data)), _age(secret, now)]
+
+
 _WORKLOAD_WIDE = [("CONTAINERS", True), ("IMAGES", True), ("SELECTOR", True)]
 # Per kind: the columns (name, wide only?) and the printer of a row.
 _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
@@ -541,6 +570,8 @@ _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
         [("NAME", False), ("READY", False), ("AGE", False), ("CONTAINERS", True), ("IMAGES", True)],
         _stateful_set,
     ),
+    "configmaps": ([("NAME", False), ("DATA", False), ("AGE", False)], _config_map),
+    "secrets": ([("NAME", False), ("TYPE", False), ("DATA", False), ("AGE", False)], _secret),
 }
 
 

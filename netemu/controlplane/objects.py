@@ -72,6 +72,11 @@ KIND_ALIASES = {
     "sts": "StatefulSet",
     "endpointslice": "EndpointSlice",
     "endpointslices": "EndpointSlice",
+    "configmap": "ConfigMap",
+    "configmaps": "ConfigMap",
+    "cm": "ConfigMap",
+    "secret": "Secret",
+    "secrets": "Secret",
 }
 SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
 # The kinds that describe a live lab itself: fixed while it runs (`netemu

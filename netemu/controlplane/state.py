@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import ConfigMap, EndpointSlice, Namespace, Node, Pod, Secret, Service
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class ClusterState:
     carry status.addresses (InternalIP) and spec.podCIDR; EndpointSlices are
     as the EndpointSlice controller wrote them, plus user-supplied ones for
     Services without selectors. The workload objects (Deployments with their
-    ReplicaSets, DaemonSets, StatefulSets) are included for display.
+    ReplicaSets, DaemonSets, StatefulSets) are included for display, and
+    ConfigMaps and Secrets (Secrets as stored: stringData merged into data).
     """
 
     nodes: tuple[Node, ...] = ()
@@ -33,6 +34,8 @@ class ClusterState:
     replica_sets: tuple[ReplicaSet, ...] = ()
     daemon_sets: tuple[DaemonSet, ...] = ()
     stateful_sets: tuple[StatefulSet, ...] = ()
+    config_maps: tuple[ConfigMap, ...] = ()
+    secrets: tuple[Secret, ...] = ()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
