@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,8 @@ from netemu.errors import LabUsageError as LabUsageError
 from netemu.errors import needs_root as needs_root
 from netemu.kernel import journal
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
-from netemu.kernel.processes import command_in
+from netemu.kernel.processes import command_in, sandboxed_in
+from netemu.kernel.sandbox import SandboxSpec
 from netemu.launch import call_off, send_orders, start_supervisor
 
 # pydantic's models, the control plane and the lab plan are imported by the
@@ -103,6 +104,10 @@ class Target:
     name: str
     netns: str
     hostname: str
+    # A pod's: the sandbox of its first container (its user, environment,
+    # filesystem view), which `netemu exec` runs in, as `kubectl exec` runs in
+    # the default container.
+    sandbox: SandboxSpec | None = None
 
 
 class LiveLab:
@@ -284,7 +289,10 @@ class LiveLab:
             hostname = kernel_hostname(
                 pod["node"] if pod["hostNetwork"] else pod_key.split("/", 1)[1]
             )
-            found.append(Target("pod", pod_key, pod["netns"], hostname))
+            sandboxes = pod.get("containers") or {}
+            first = next(iter(sandboxes.values()), None)
+            sandbox = SandboxSpec.from_json(first) if isinstance(first, dict) else None
+            found.append(Target("pod", pod_key, pod["netns"], hostname, sandbox))
         if not found:
             known = sorted([*info["nodes"], *info["clients"], *info["pods"]])
             raise LabUsageError(
@@ -319,6 +327,11 @@ class LiveLab:
 
     def exec_argv(self, target: str, argv: Sequence[str]) -> list[str]:
         found = self.target(target)
+        if found.sandbox is not None:
+            # A new session: the command cannot push input into the caller's terminal.
+            return sandboxed_in(
+                found.netns, argv, replace(found.sandbox, new_session=True, die_with_parent=True)
+            )
         return command_in(found.netns, argv, found.hostname)
 
     def exec(

@@ -511,6 +511,11 @@ class Supervisor:
                     "node": running.plan.node,
                     "ip": running.plan.ip,
                     "hostNetwork": running.plan.host_network,
+                    # `netemu exec` runs in a container's sandbox (its
+                    # environment included: the file is root's alone, 0600).
+                    "containers": {
+                        name: sandbox.to_json() for name, sandbox in running.sandboxes.items()
+                    },
                 }
         return {
             "name": self.name,

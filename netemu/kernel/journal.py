@@ -216,7 +216,12 @@ def _kill(pid: int, start: int | None) -> None:
     if start is not None and process_start_time(pid) != start:
         return  # gone, or the pid now belongs to someone else
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        # A container's process leads its own group (processes.start): the
+        # group holds its sandbox, whose PID 1 outlives the leader otherwise.
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
 
 
 def _wait_gone(pids: list[tuple[int, int | None]], timeout: float) -> None:

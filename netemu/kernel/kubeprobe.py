@@ -32,11 +32,12 @@ import ssl
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from netemu.kernel import netns
-from netemu.kernel.processes import command_in
+from netemu.kernel.processes import sandboxed_in
+from netemu.kernel.sandbox import SandboxSpec
 from netemu.net.addresses import host_port
 
 # The kubelet's User-Agent names its own minor version (pkg/probe/http).
@@ -69,7 +70,7 @@ class TcpConnect:
 class Exec:
     netns: str  # the pod's namespace
     argv: tuple[str, ...]
-    hostname: str
+    sandbox: SandboxSpec  # the container's: its user, environment, filesystem view
 
 
 Action = HttpGet | TcpConnect | Exec
@@ -192,16 +193,17 @@ def http_get(action: HttpGet, timeout: float) -> Outcome:
 
 
 def exec_command(action: Exec, timeout: float) -> Outcome:
-    return run_in(action.netns, action.argv, action.hostname, timeout)
+    return run_in(action.netns, action.argv, action.sandbox, timeout)
 
 
-def run_in(name: str, argv: Sequence[str], hostname: str, timeout: float) -> Outcome:
-    """Run `argv` in namespace `name` (with `hostname`), its output captured."""
+def run_in(name: str, argv: Sequence[str], sandbox: SandboxSpec, timeout: float) -> Outcome:
+    """Run `argv` in namespace `name`, in the container's `sandbox`, its output captured."""
     if not netns.exists(name):
         return Outcome("error", f"namespace {name} does not exist")
     try:
         process = subprocess.Popen(
-            command_in(name, argv, hostname),
+            # The worker thread that starts the probe waits for it.
+            sandboxed_in(name, argv, replace(sandbox, die_with_parent=True)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -3,19 +3,24 @@
 A process runs under `ip netns exec` (so /etc/netns/<ns>/ files such as
 resolv.conf and hosts are bind-mounted over /etc, as for any `ip netns`
 user) and in its own UTS namespace whose hostname is the pod's (or node's)
-name. Container output goes to a log file per container.
+name. A container's command runs sandboxed (netemu.kernel.sandbox: bwrap,
+read-only host, its own user and environment). Container output goes to a
+log file per container.
 
 Owns: the processes it starts and the /etc/netns/<ns>/ files it writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from netemu.kernel.sandbox import SandboxSpec, bwrap_argv
 
 ETC_NETNS = Path("/etc/netns")
 
@@ -30,6 +35,11 @@ def command_in(netns: str, argv: Sequence[str], hostname: str | None = None) -> 
     if hostname is None:
         return [*prefix, *argv]
     return [*prefix, "unshare", "--uts", "--", "sh", "-c", _WITH_HOSTNAME, "sh", hostname, *argv]
+
+
+def sandboxed_in(netns: str, argv: Sequence[str], sandbox: SandboxSpec) -> list[str]:
+    """The argv that runs `argv` in namespace `netns`, in `sandbox`."""
+    return ["ip", "netns", "exec", netns, *bwrap_argv(sandbox, argv)]
 
 
 def etc_dir(netns: str) -> Path:
@@ -51,8 +61,7 @@ class StartSpec:
 
     netns: str
     argv: tuple[str, ...]
-    hostname: str
-    env: tuple[tuple[str, str], ...]
+    sandbox: SandboxSpec
     log: Path
 
 
@@ -63,51 +72,80 @@ class ContainerProcess(subprocess.Popen[bytes]):
 
 
 def start(
-    netns: str,
-    argv: Sequence[str],
-    *,
-    hostname: str,
-    env: Mapping[str, str],
-    log: Path,
+    netns: str, argv: Sequence[str], *, sandbox: SandboxSpec, log: Path
 ) -> subprocess.Popen[bytes]:
-    return _launch(StartSpec(netns, tuple(argv), hostname, tuple(env.items()), log))
+    return _launch(StartSpec(netns, tuple(argv), sandbox, log))
 
 
 def start_again(
     process: subprocess.Popen[bytes], env: Mapping[str, str]
 ) -> subprocess.Popen[bytes]:
     """Start a container process that `start` started (and that has ended)
-    again: same namespace, command, hostname and log file (appended to), with
+    again: same namespace, command, sandbox and log file (appended to), with
     the environment the kubelet computes for this start."""
     if not isinstance(process, ContainerProcess):
         raise TypeError(f"process {process.pid} was not started by processes.start")
-    return _launch(replace(process.spec, env=tuple(env.items())))
+    sandbox = replace(process.spec.sandbox, env=tuple(env.items()))
+    return _launch(replace(process.spec, sandbox=sandbox))
 
 
 def _launch(spec: StartSpec) -> ContainerProcess:
     spec.log.parent.mkdir(parents=True, exist_ok=True)
     with open(spec.log, "ab") as out:
         process = ContainerProcess(
-            command_in(spec.netns, spec.argv, spec.hostname),
+            sandboxed_in(spec.netns, spec.argv, spec.sandbox),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **dict(spec.env)},
-            start_new_session=True,  # its own process group: stopped as one
+            # For `ip` and bwrap only: the sandbox starts from an empty environment.
+            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+            # Its own session and process group, without a terminal (bwrap's
+            # --new-session would put the command in another group, out of
+            # reach of `stop`'s SIGTERM).
+            start_new_session=True,
         )
     process.spec = spec
     return process
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 2.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    """SIGTERM the container's processes, SIGKILL its process group after
+    `timeout`, and SIGKILL whatever of the group outlived its leader.
+
+    The group's leader is bwrap outside the sandbox, which waits for the
+    command and exits with its status: it is spared the SIGTERM, since its
+    death would end the sandbox before the command could act on the signal.
+    bwrap's reaper, PID 1 inside, ignores SIGTERM and may outlive the
+    leader; killing it ends every process left in the sandbox's PID
+    namespace, daemons included."""
+    if process.poll() is None:
+        members = [pid for pid in group_members(process.pid) if pid != process.pid]
+        for pid in members or [process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+
+
+def group_members(pgid: int) -> list[int]:
+    """The pids of the processes in process group `pgid` (from /proc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                text = stat.read()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        fields = text[text.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found

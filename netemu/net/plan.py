@@ -298,6 +298,12 @@ class ContainerPlan:
     # test server), or "dns" (the cluster DNS server, netemu.node.dnsserver)
     # in a pod annotated netemu/builtin-server: dns, as the DNS addon's is.
     builtin: str = BUILTIN_TEST
+    # The user and group its processes run as (securityContext runAsUser /
+    # runAsGroup, the container's over the pod's; None: the sandbox's
+    # default, nobody) and its workingDir (None: /).
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    working_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -667,6 +673,9 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
             env=_plain_env(c.env),
             ports=tuple((p.container_port, p.protocol) for p in c.ports),
             builtin=BUILTIN_TEST if c.command else builtin,
+            run_as_user=_security_id(c.security_context, spec.security_context, "runAsUser"),
+            run_as_group=_security_id(c.security_context, spec.security_context, "runAsGroup"),
+            working_dir=c.working_dir or None,
         )
         for c in spec.containers
     )
@@ -690,6 +699,17 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         # runtime does not call CNI for it, so portmap never sees them.
         host_ports=() if host_network else port_mappings(pod),
     )
+
+
+def _security_id(container: object, pod: object, key: str) -> int | None:
+    """A securityContext id: the container's setting wins over the pod's
+    (SecurityContext overrides PodSecurityContext, as kubelet merges them)."""
+    for context in (container, pod):
+        if isinstance(context, dict):
+            value = context.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+    return None
 
 
 def _plain_env(env: object) -> tuple[tuple[str, str], ...]:

@@ -20,8 +20,9 @@ node replaces the whole nat table.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from netemu.api.config import Lab
@@ -32,6 +33,7 @@ from netemu.kernel import netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
 from netemu.kernel.journal import Journal, run_dir
+from netemu.kernel.sandbox import DEFAULT_GID, DEFAULT_UID, SandboxSpec, prepare_private
 from netemu.kernel.sockets import bind_pod_sockets
 from netemu.net.plan import CNI_NETWORK, POD_BRIDGE, ContainerPlan, NodePlan, PodPlan, plan_pod
 from netemu.node.dnsserver import DnsFeed
@@ -44,6 +46,9 @@ from netemu.rules.portmap import PortmapPod, sync_text
 # A container the runtime could not start: containerd reports exit code 128
 # with reason StartError.
 EXIT_START_FAILED = 128
+
+# containerd's PATH for an image that sets none (oci.defaultUnixEnv).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # How long a removed pod's connections may take to close (the built-in
 # server closes idle keep-alive connections on the loop's next turns).
@@ -78,6 +83,9 @@ class RunningPod:
     # Built-in server containers that could not start (their ports taken):
     # name -> exit code. The prober restarts them with back-off.
     failed: dict[str, int] = field(default_factory=dict)
+    # Each container's sandbox as last started (exec probes and `netemu
+    # exec` run in it), a built-in server container's too.
+    sandboxes: dict[str, SandboxSpec] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,8 +103,14 @@ class Kubelet:
     # The node's iptables, for hostPorts (None: hostPorts are not programmed).
     iptables: Iptables | None = None
     running: dict[str, RunningPod] = field(default_factory=dict, init=False)
+    # Where containers' private directories go (None: the lab's run
+    # directory's `containers`).
+    private_dir: Path | None = None
     # The pods whose portmap chains are in the kernel, in ADD order.
     host_ports_applied: list[str] = field(default_factory=list, init=False)
+
+    def _private_base(self) -> Path:
+        return self.private_dir or run_dir(self.lab_name) / "containers"
 
     def desired(self) -> dict[str, PodPlan]:
         plans = {}
@@ -189,12 +203,13 @@ class Kubelet:
                 },
             )
         for container in plan.containers:
+            sandbox = self._sandbox(plan, container)
+            running.sandboxes[container.name] = sandbox
             if container.argv:
                 proc = processes.start(
                     plan.netns,
                     container.argv,
-                    hostname=plan.hostname,
-                    env=self._environment(plan, container),
+                    sandbox=sandbox,
                     log=self._log_path(plan, container.name),
                 )
                 self.journal.process(proc.pid)
@@ -233,6 +248,7 @@ class Kubelet:
             # queued on it) is deleted.
             netns.wait_tcp_closed(plan.netns, timeout=CLOSE_DRAIN_TIMEOUT)
         self.datapath.remove_pod(plan, self.node)
+        shutil.rmtree(pod_dir(self._private_base(), plan.namespace, plan.name), ignore_errors=True)
         if not plan.host_network:
             etc = processes.etc_dir(plan.netns)
             for child in etc.glob("*"):
@@ -292,13 +308,37 @@ class Kubelet:
         return code
 
     def _environment(self, plan: PodPlan, container: ContainerPlan) -> dict[str, str]:
-        """The container's environment for this start: its own `env` and the
-        Services that exist now (kubelet_pods.go makeEnvironmentVariables):
-        a Service created later reaches it only at its next start."""
+        """The container's environment for this start: what the runtime sets
+        (PATH, HOSTNAME, HOME, as containerd does for an image without its
+        own), then its own `env` and the Services that exist now
+        (kubelet_pods.go makeEnvironmentVariables): a Service created later
+        reaches it only at its next start."""
         services = service_env(
             self.client.list(Service).items, plan.namespace, plan.enable_service_links
         )
-        return dict(container_env(container.env, services))
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": plan.hostname, "HOME": "/"}
+        env.update(container_env(container.env, services))
+        return env
+
+    def _sandbox(self, plan: PodPlan, container: ContainerPlan) -> SandboxSpec:
+        """The sandbox a container's processes run in: its user (runAsUser /
+        runAsGroup, default nobody; a runAsUser without runAsGroup has group
+        0, as containerd gives a uid the image does not list), its working
+        directory and environment."""
+        uid = DEFAULT_UID if container.run_as_user is None else container.run_as_user
+        gid = container.run_as_group
+        if gid is None:
+            gid = DEFAULT_GID if container.run_as_user is None else 0
+        private = container_dir(self._private_base(), plan.namespace, plan.name, container.name)
+        prepare_private(private)
+        return SandboxSpec(
+            hostname=plan.hostname,
+            env=tuple(self._environment(plan, container).items()),
+            uid=uid,
+            gid=gid,
+            workdir=container.working_dir or "/",
+            private_root=str(private),
+        )
 
     def start_container(self, key: str, name: str) -> None:
         """Start a container that `kill_container` stopped (or that exited)
@@ -312,6 +352,7 @@ class Kubelet:
             # a Service created since the last start is in it now.
             env = self._environment(plan, container)
             process = processes.start_again(running.procs[index], env)
+            running.sandboxes[name] = replace(running.sandboxes[name], env=tuple(env.items()))
             self.journal.process(process.pid)
             running.procs[index] = process
             return
@@ -348,8 +389,28 @@ def container_log(
     log_dir: Path, namespace: str, pod: str, container: str, previous: bool = False
 ) -> Path:
     """A container's log (stdout and stderr, or the built-in server's access
-    log); `previous`: the instance before its last restart."""
+    log); `previous`: the instance before its last restart. The names are
+    validated DNS names; one that could lead out of `log_dir` is refused
+    all the same, since the log is written as root."""
+    for part in (namespace, pod, container):
+        if not part or "/" in part or part in (".", "..") or "\0" in part:
+            raise ValueError(f"not a name for a log path: {part!r}")
     return log_dir / namespace / pod / f"{container}{'.previous' if previous else ''}.log"
+
+
+def pod_dir(base: Path, namespace: str, pod: str) -> Path:
+    """A pod's containers' private directories (their /tmp, /var, /run and
+    working directory: netemu.kernel.sandbox) under `base`."""
+    for part in (namespace, pod):
+        if not part or "/" in part or part in (".", ".."):
+            raise ValueError(f"not a name for a pod directory: {part!r}")
+    return base / namespace / pod
+
+
+def container_dir(base: Path, namespace: str, pod: str, container: str) -> Path:
+    if not container or "/" in container or container in (".", ".."):
+        raise ValueError(f"not a name for a container directory: {container!r}")
+    return pod_dir(base, namespace, pod) / container
 
 
 def health_dir(lab_name: str, namespace: str, pod: str) -> Path:

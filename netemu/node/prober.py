@@ -54,6 +54,7 @@ from netemu.controlplane.client import Client
 from netemu.controlplane.errors import Conflict, NotFound
 from netemu.controlplane.podstatus import container_id, image_id
 from netemu.kernel import kubeprobe
+from netemu.kernel.sandbox import SandboxSpec
 from netemu.net.plan import NodePlan, PodPlan
 from netemu.node.probes import (
     EXIT_SIGKILL,
@@ -83,6 +84,11 @@ class _Running(Protocol):
     @property
     def failed(self) -> Mapping[str, int]:
         """Containers that could not start (their exit codes)."""
+        ...
+
+    @property
+    def sandboxes(self) -> Mapping[str, SandboxSpec]:
+        """Each container's sandbox, which its exec probes run in."""
         ...
 
 
@@ -228,7 +234,8 @@ class ProbeManager:
         plan = tracked.running.plan
         handler = spec.handler
         if isinstance(handler, ExecHandler):
-            return kubeprobe.Exec(plan.netns, handler.command, plan.hostname)
+            sandbox = tracked.running.sandboxes[container.name]
+            return kubeprobe.Exec(plan.netns, handler.command, sandbox)
         port = handler.port
         if isinstance(port, str):
             # probe.ResolveContainerPort: a named port of the probed container.

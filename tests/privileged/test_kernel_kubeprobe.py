@@ -15,6 +15,7 @@ from typing import ClassVar
 import pytest
 
 from netemu.kernel import kubeprobe, netns
+from netemu.kernel.sandbox import SandboxSpec
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -96,9 +97,14 @@ def test_refused_and_tcp(namespace: str, server: int) -> None:
 
 def test_exec_exit_codes_and_timeout(namespace: str) -> None:
     def run(argv: tuple[str, ...], timeout: float = 2.0) -> kubeprobe.Outcome:
-        return kubeprobe.run(kubeprobe.Exec(namespace, argv, "probe-host"), timeout)
+        sandbox = SandboxSpec(hostname="probe-host", env=(("PATH", "/usr/bin:/bin"),))
+        return kubeprobe.run(kubeprobe.Exec(namespace, argv, sandbox), timeout)
 
     assert run(("hostname",)) == kubeprobe.Outcome("success", "probe-host\n")
+    # The probe runs as the container's user (nobody by default), in its environment.
+    assert run(("sh", "-c", "id -u; env")) == kubeprobe.Outcome(
+        "success", "65534\nPATH=/usr/bin:/bin\nPWD=/\n"
+    )
     assert run(("sh", "-c", "echo no; exit 3")) == kubeprobe.Outcome(
         "failure", "command ['sh', '-c', 'echo no; exit 3'] exited with 3: no"
     )
@@ -112,5 +118,8 @@ def test_exec_exit_codes_and_timeout(namespace: str) -> None:
 def test_a_probe_that_cannot_be_sent_is_an_error() -> None:
     gone = "netemu_test_no_such_namespace"
     assert kubeprobe.run(kubeprobe.TcpConnect(gone, "127.0.0.1", 80), 0.5).result == "error"
-    assert kubeprobe.run(kubeprobe.Exec(gone, ("true",), "h"), 0.5).result == "error"
+    assert (
+        kubeprobe.run(kubeprobe.Exec(gone, ("true",), SandboxSpec(hostname="h")), 0.5).result
+        == "error"
+    )
     assert kubeprobe.run(kubeprobe.HttpGet(gone, "web", 80), 0.5).result == "error"

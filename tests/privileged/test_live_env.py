@@ -94,7 +94,12 @@ def running_env(lab: LiveLab, pod: str) -> dict[str, str]:
     pod_ns = str(lab.info()["pods"][f"default/{pod}"]["netns"])
     deadline = time.monotonic() + WRITTEN_WITHIN
     while True:
-        pids = netns.pids(pod_ns)
+        # bwrap, outside the sandbox and as its PID 1, is in the namespace too.
+        pids = [
+            pid
+            for pid in netns.pids(pod_ns)
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap"
+        ]
         comms = [Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids]
         if comms == ["sleep"]:
             break

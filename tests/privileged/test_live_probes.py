@@ -323,15 +323,16 @@ SCRIPT = (
 
 def test_exec_liveness_restarts_a_command_container(lab: LiveLab, tmp_path: Path) -> None:
     name = "probed-command"
-    kill = tmp_path / "kill-me"
+    # In the container's own /tmp, which its exec probes and `netemu exec` share.
+    kill = "/tmp/kill-me"
     apply(lab, tmp_path, COMMAND_POD.format(name=name, script=SCRIPT, kill=kill))
     try:
         # tcpSocket readiness: ready once the process listens.
         wait_for(lambda: is_ready(lab, name), 3.0, "ready (tcpSocket)")
         wait_for(lambda: "listening" in lab.logs(name), 3.0, "the command's output")
-        kill.touch()
+        assert lab.exec(name, ["touch", kill]).returncode == 0
         took = wait_for(lambda: restarts(lab, name) == 1, LEAVE_WITHIN, "an exec-probe restart")
-        kill.unlink()
+        assert lab.exec(name, ["rm", kill]).returncode == 0
         print(f"restarted {took:.2f} s after the exec probe began failing")
         logs = run_dir(lab.name) / "logs" / "default" / name
         assert (logs / "server.previous.log").read_text().count("listening") == 1
@@ -366,7 +367,7 @@ spec:
 
 def test_startup_probe_delays_liveness(lab: LiveLab, tmp_path: Path) -> None:
     name = "slow-start"
-    started = tmp_path / "started"
+    started = "/tmp/started"  # the container's own /tmp, shared with `netemu exec`
     # /healthz fails from the start: without the startup probe the first
     # liveness probe (1 s in) would restart the container.
     flags = run_dir(lab.name) / "health" / "default" / name
@@ -379,7 +380,7 @@ def test_startup_probe_delays_liveness(lab: LiveLab, tmp_path: Path) -> None:
         assert status, "no container status 3 s after the pod started"
         assert status["restartCount"] == 0, "liveness ran before the startup probe passed"
         assert status["started"] is False and status["ready"] is False
-        started.touch()
+        assert lab.exec(name, ["touch", started]).returncode == 0
         # Startup passes at its next tick, liveness fails at its next one.
         took = wait_for(lambda: restarts(lab, name) >= 1, 3.0, "the liveness restart")
         print(f"restarted {took:.2f} s after the startup probe could pass")

@@ -20,9 +20,10 @@ from netemu.controlplane.state import ClusterState
 from netemu.kernel import processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.journal import Journal
+from netemu.kernel.sandbox import SandboxSpec
 from netemu.net.plan import plan_lab, plan_pod
 from netemu.node.envvars import container_env, expand, service_env
-from netemu.node.kubelet import Kubelet
+from netemu.node.kubelet import DEFAULT_PATH, Kubelet
 from netemu.node.testserver import TestServers
 from netemu.pipeline import load_cluster
 
@@ -364,9 +365,9 @@ def test_kubelet_starts_a_container_with_the_services_that_exist_then(
     started: dict[str, dict[str, str]] = {}
 
     def fake_start(
-        netns: str, argv: Sequence[str], *, hostname: str, env: Mapping[str, str], log: Path
+        netns: str, argv: Sequence[str], *, sandbox: SandboxSpec, log: Path
     ) -> subprocess.Popen[bytes]:
-        started[log.parent.name] = dict(env)
+        started[log.parent.name] = dict(sandbox.env)
         return cast("subprocess.Popen[bytes]", _FakeProcess())
 
     monkeypatch.setattr(processes, "start", fake_start)
@@ -383,6 +384,7 @@ def test_kubelet_starts_a_container_with_the_services_that_exist_then(
         servers=cast(TestServers, None),
         journal=cast(Journal, _FakeJournal()),
         log_dir=tmp_path,
+        private_dir=tmp_path / "containers",
     )
     client.create(pod("first", ["sleep", "1"], enableServiceLinks=True))
     client.create(pod("off", ["sleep", "1"], enableServiceLinks=False))
@@ -396,7 +398,9 @@ def test_kubelet_starts_a_container_with_the_services_that_exist_then(
     assert "API_SERVICE_HOST" not in started["first"]
     assert started["second"]["API_SERVICE_HOST"] == "10.96.0.20"
     assert started["second"]["WEB_SERVICE_HOST"] == "10.96.149.150"
-    assert started["off"] == {}
+    # Besides what the container runtime sets (a hostNetwork pod: the node's
+    # hostname), nothing: no Service links.
+    assert started["off"] == {"PATH": DEFAULT_PATH, "HOSTNAME": "node-1", "HOME": "/"}
     # A restart computes the environment again: the Service created since
     # the first start is there now (kubelet makes the env at every start).
     again: dict[str, str] = {}

@@ -19,6 +19,7 @@ from netemu.api.validate import load_and_validate
 from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects, snapshot
 from netemu.controlplane.client import Client
 from netemu.kernel import kubeprobe
+from netemu.kernel.sandbox import SandboxSpec
 from netemu.net.plan import NodePlan, PodPlan, plan_lab, plan_pod
 from netemu.node.prober import ProbeLoop, ProbeManager
 
@@ -70,6 +71,7 @@ spec:
 class FakeRunning:
     plan: PodPlan
     failed: dict[str, int] = field(default_factory=dict)
+    sandboxes: dict[str, SandboxSpec] = field(default_factory=dict)
 
 
 @dataclass
