@@ -47,6 +47,10 @@ from netemu.rules.portmap import PortmapPod, sync_text
 # with reason StartError.
 EXIT_START_FAILED = 128
 
+POD_SYSCTLS = {
+    "net.ipv4.ip_unprivileged_port_start": "0",
+    "net.ipv4.ping_group_range": "0 2147483647",
+}
 # containerd's PATH for an image that sets none (oci.defaultUnixEnv).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -202,6 +206,12 @@ class Kubelet:
                     "hostname": plan.hostname + "\n",
                 },
             )
+        if not plan.host_network:
+            # containerd's CRI gives a pod's network namespace these two
+            # (enable_unprivileged_ports / enable_unprivileged_icmp, on by
+            # default since containerd 2.0): a non-root container may bind
+            # ports below 1024 and ping, without any capability.
+            netns.write_sysctls(plan.netns, POD_SYSCTLS)
         for container in plan.containers:
             sandbox = self._sandbox(plan, container)
             running.sandboxes[container.name] = sandbox

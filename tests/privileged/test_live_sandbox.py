@@ -123,3 +123,13 @@ def test_exec_env_is_the_container_environment_never_the_caller(
     assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     assert lab.exec("plain", ["id", "-u"]).stdout.strip() == "65534"
     assert lab.exec("rooted", ["id", "-u"]).stdout.strip() == "0"
+
+
+def test_a_non_root_container_may_bind_low_ports_and_ping_as_under_containerd(
+    lab: LiveLab,
+) -> None:
+    bind = "import socket; s = socket.socket(); s.bind(('0.0.0.0', 81)); print('bound')"
+    result = lab.exec("plain", ["python3", "-c", bind])
+    assert (result.returncode, result.stdout) == (0, "bound\n"), result.stderr
+    ping = lab.exec("plain", ["ping", "-c", "1", "-W", "1", "127.0.0.1"])
+    assert ping.returncode == 0, ping.stdout + ping.stderr
