@@ -68,7 +68,7 @@ from netemu.controlplane.errors import NotFound
 from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
 from netemu.controlplane.state import ClusterState
-from netemu.kernel import nfacct
+from netemu.kernel import nfacct, processes
 from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
@@ -762,7 +762,7 @@ class Supervisor:
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:
-                    proc.kill()
+                    processes.kill(proc)
         self.servers.close()
         self.datapath.close()
 

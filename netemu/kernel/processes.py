@@ -133,6 +133,13 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 2.0) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a container's whole process group at once: bwrap and its
+    sandbox (killing bwrap alone would leave the sandbox's PID 1 behind)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 def group_members(pgid: int) -> list[int]:
     """The pids of the processes in process group `pgid` (from /proc)."""
     found = []
