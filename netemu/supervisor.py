@@ -80,7 +80,7 @@ from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
 from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
-from netemu.node.kubelet import Kubelet, container_log
+from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
 from netemu.node.proxyhealth import health_check_ips, proxy_settings
@@ -328,6 +328,7 @@ class Supervisor:
         backend = self.lab.spec.iptables_backend
         for node in plan.nodes:
             self.datapath.build_node(node, plan.underlay)
+            write_node_files(self.journal, node)
             nfacct.ensure(node.netns, (NFACCT_LOCALHOST_NODEPORTS, NFACCT_INVALID_DROPPED))
             p.done += 1
         p.stage = "external clients"
@@ -511,6 +512,14 @@ class Supervisor:
                     "node": running.plan.node,
                     "ip": running.plan.ip,
                     "hostNetwork": running.plan.host_network,
+                    "hostname": running.plan.hostname,
+                    # A hostNetwork pod's own /etc files, which `netemu exec`
+                    # mounts as its containers have them.
+                    **(
+                        {"etc": str(pod_etc_dir(self.name, running.plan))}
+                        if running.plan.host_network
+                        else {}
+                    ),
                 }
         return {
             "name": self.name,
