@@ -51,6 +51,8 @@ MAX_FQDN_HOSTNAME = 64
 HOSTNAME_MAX = 63
 
 DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+# The order the API server lists them in its "supported values" (validateDNSPolicy).
+DNS_POLICIES_API_ORDER = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
 DEFAULT_DNS_POLICY = "ClusterFirst"
 # kubelet's defaultDNSOptions for cluster DNS.
 CLUSTER_DNS_OPTIONS = ("ndots:5",)
