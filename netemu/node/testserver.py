@@ -34,6 +34,7 @@ import asyncio
 import concurrent.futures
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -395,6 +396,48 @@ class TestServers:
             await self._stop(key)
             # Sockets not yet taken by a server; closing a closed one is a no-op.
             for sock in (*tcp, *udp):
+                sock.close()
+            raise
+
+    def serve_app(
+        self,
+        key: str,
+        app: web.Application,
+        tcp: list[socket.socket],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Serve an aiohttp application (the stand-in API server,
+        netemu.node.apiserver) on listening TCP sockets, over TLS with
+        `ssl_context`; stopped with `stop_serving(key)` like a pod's."""
+        if self._loop is None:
+            for sock in tcp:
+                sock.close()
+        self._call(self._serve_app(key, app, list(tcp), ssl_context))
+
+    async def _serve_app(
+        self,
+        key: str,
+        app: web.Application,
+        tcp: list[socket.socket],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        if key in self._served:
+            for sock in tcp:
+                sock.close()
+            raise ValueError(f"{key} is already being served")
+        served = _Served()
+        self._served[key] = served
+        try:
+            runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+            )
+            await runner.setup()
+            served.runner = runner
+            for sock in tcp:
+                await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        except BaseException:
+            await self._stop(key)
+            for sock in tcp:
                 sock.close()
             raise
 
