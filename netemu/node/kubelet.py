@@ -204,7 +204,7 @@ class Kubelet:
                     plan.netns,
                     container.argv,
                     hostname=plan.hostname,
-                    etc=etc if plan.host_network else None,
+                    etc=self.host_network_etc(plan),
                     env=self._environment(plan, container),
                     log=self._log_path(plan, container.name),
                 )
@@ -337,6 +337,11 @@ class Kubelet:
         if served not in running.served:
             return  # nothing is served for a container without ports
         self._serve_builtin(plan, container)
+
+    def host_network_etc(self, plan: PodPlan) -> Path | None:
+        """A hostNetwork pod's own /etc files, which its processes mount
+        over the node's (None for other pods: `ip netns exec` mounts theirs)."""
+        return pod_etc_dir(self.lab_name, plan) if plan.host_network else None
 
     def _serve_builtin(self, plan: PodPlan, container: ContainerPlan) -> str:
         """Serve a container without a command on fresh sockets bound to its
