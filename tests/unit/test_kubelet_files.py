@@ -3,12 +3,13 @@ hostname, /etc/hosts and /etc/resolv.conf, as pkg/kubelet writes them."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from netemu.api.core import Pod
-from netemu.net.plan import NodePlan, PlanError, PodPlan, Route, plan_pod
+from netemu.net.plan import PlanError, PodPlan, plan_lab, plan_pod
 from netemu.node.podfiles import (
     Resolver,
     host_network_hosts,
@@ -17,6 +18,7 @@ from netemu.node.podfiles import (
     pod_hosts,
     pod_resolver,
 )
+from netemu.pipeline import load_cluster
 
 NODE_DNS = Resolver(nameservers=("192.168.56.1",))
 HEADER = [
@@ -165,24 +167,10 @@ def test_fqdn_hostname_must_fit_the_kernel() -> None:
         kernel_hostname("h" * 35, "sub.default.svc.cluster.local", True)
 
 
-NODE = NodePlan(
-    name="node-1",
-    netns="netemu_t_node_node-1",
-    underlay_ip="192.168.56.11",
-    underlay_prefixlen=24,
-    switch_port="n0-node-1",
-    pod_cidr="10.244.1.0/24",
-    bridge_ip="10.244.1.1",
-    pod_prefixlen=24,
-    overlay="vxlan",
-    vtep_mac="02:00:00:00:00:01",
-    vtep_ip="10.244.1.0",
-    bridge_mac="02:00:00:00:00:02",
-    pod_mtu=1450,
-    peers=(),
-    routes=(Route("default", via="192.168.56.1"),),
-    sysctls=(),
-)
+ROOT = Path(__file__).parents[2]
+# node-1 of controlplane/default, whose default route (and so its resolver)
+# is the underlay's router, 192.168.56.1.
+NODE = plan_lab(load_cluster([ROOT / "controlplane" / "default"]), "t").node("node-1")
 
 
 def plan(spec: dict[str, Any], name: str = "busybox-1", ip: str = "10.244.1.5") -> PodPlan:
