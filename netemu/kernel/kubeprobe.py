@@ -33,6 +33,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from netemu.kernel import netns
@@ -70,6 +71,8 @@ class Exec:
     netns: str  # the pod's namespace
     argv: tuple[str, ...]
     hostname: str
+    # A hostNetwork pod's own /etc files (processes.command_in's `etc`).
+    etc: Path | None = None
 
 
 Action = HttpGet | TcpConnect | Exec
@@ -192,16 +195,19 @@ def http_get(action: HttpGet, timeout: float) -> Outcome:
 
 
 def exec_command(action: Exec, timeout: float) -> Outcome:
-    return run_in(action.netns, action.argv, action.hostname, timeout)
+    return run_in(action.netns, action.argv, action.hostname, timeout, action.etc)
 
 
-def run_in(name: str, argv: Sequence[str], hostname: str, timeout: float) -> Outcome:
-    """Run `argv` in namespace `name` (with `hostname`), its output captured."""
+def run_in(
+    name: str, argv: Sequence[str], hostname: str, timeout: float, etc: Path | None = None
+) -> Outcome:
+    """Run `argv` in namespace `name` (with `hostname`, and `etc`'s files
+    over /etc), its output captured."""
     if not netns.exists(name):
         return Outcome("error", f"namespace {name} does not exist")
     try:
         process = subprocess.Popen(
-            command_in(name, argv, hostname),
+            command_in(name, argv, hostname, etc),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -56,6 +56,18 @@ from netemu.api.duration import parse_duration
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
+from netemu.node.podfiles import (
+    PodFilesError,
+    dns_policy,
+    host_aliases,
+    host_network_hosts,
+    hostname_and_domain,
+    kernel_hostname,
+    node_hosts,
+    node_resolver,
+    pod_hosts,
+    pod_resolver,
+)
 from netemu.rules.portmap import PortMapping, port_mappings
 
 PREFIX = "netemu"
@@ -313,8 +325,12 @@ class PodPlan:
     mtu: int
     host_veth: str
     containers: tuple[ContainerPlan, ...] = field(default=())
-    # The hostname its containers see: the node's for hostNetwork pods.
+    # The hostname its containers see: the node's for hostNetwork pods,
+    # else spec.hostname or the pod's name (the FQDN with setHostnameAsFQDN).
     hostname: str = ""
+    # kubelet's /etc/hosts and /etc/resolv.conf for it (netemu.node.podfiles).
+    hosts: str = ""
+    resolv_conf: str = ""
     # spec.enableServiceLinks; unset is true: the API server fills in
     # v1.DefaultEnableServiceLinks, and kubelet refuses a pod without it
     # (pkg/kubelet/kubelet_pods.go, makeEnvironmentVariables).
@@ -647,7 +663,21 @@ def _localhost_node_ports(state: ClusterState) -> bool:
     return config.iptables.localhost_node_ports
 
 
-def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
+def node_upstream(node: NodePlan) -> str:
+    """The DNS server a node's own resolv.conf names: its default gateway."""
+    return next((r.via for r in node.routes if r.dst == "default" and r.via), "127.0.0.1")
+
+
+def plan_pod(
+    lab_name: str,
+    node: NodePlan,
+    pod: Pod,
+    *,
+    cluster_dns: Sequence[str] = ("10.96.0.10",),
+    domain: str = "cluster.local",
+) -> PodPlan:
+    """A pod's plan; `cluster_dns` and `domain` are kubelet's clusterDNS and
+    clusterDomain, for its resolv.conf and hostname."""
     meta, spec = pod.metadata, pod.spec
     namespace, name = meta.namespace or "default", meta.name or ""
     if spec is None:
@@ -670,6 +700,29 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         )
         for c in spec.containers
     )
+    aliases = host_aliases(spec.host_aliases)
+    if host_network:
+        kernel = hostname(node.name)
+        hosts = host_network_hosts(node_hosts(node.underlay_ip, kernel), aliases)
+    else:
+        short, pod_domain = hostname_and_domain(
+            name, namespace, spec.hostname, spec.subdomain, domain
+        )
+        try:
+            kernel = kernel_hostname(short, pod_domain, spec.set_hostname_as_fqdn is True)
+        except PodFilesError as exc:
+            raise PlanError(f"pod {namespace}/{name}: {exc}") from None
+        # The pod's IPs: netemu's pods are single-stack (status.podIP).
+        hosts = pod_hosts([ip], short, pod_domain, aliases)
+    resolver = pod_resolver(
+        namespace=namespace,
+        policy=dns_policy(spec.dns_policy),
+        dns_config=spec.dns_config,
+        host_network=host_network,
+        node=node_resolver(node_upstream(node)),
+        cluster_dns=cluster_dns,
+        domain=domain,
+    )
     return PodPlan(
         namespace=namespace,
         name=name,
@@ -682,7 +735,9 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         mtu=node.pod_mtu,
         host_veth=host_veth(namespace, name),
         containers=containers,
-        hostname=hostname(node.name if host_network else name),
+        hostname=kernel,
+        hosts=hosts,
+        resolv_conf=resolver.text(),
         enable_service_links=spec.enable_service_links is not False,
         routes=() if host_network else pod_routes(node.bridge_ip, node.cluster_cidr),
         sandbox_id=sandbox_id(namespace, name),

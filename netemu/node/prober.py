@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from netemu.api.core import (
@@ -103,6 +104,8 @@ class KubeletPort(Protocol):
     def kill_container(self, key: str, name: str) -> int: ...
 
     def start_container(self, key: str, name: str) -> None: ...
+
+    def host_network_etc(self, plan: PodPlan) -> Path | None: ...
 
 
 def timestamp(wall: float) -> str:
@@ -228,7 +231,8 @@ class ProbeManager:
         plan = tracked.running.plan
         handler = spec.handler
         if isinstance(handler, ExecHandler):
-            return kubeprobe.Exec(plan.netns, handler.command, plan.hostname)
+            etc = self.kubelet.host_network_etc(plan)
+            return kubeprobe.Exec(plan.netns, handler.command, plan.hostname, etc)
         port = handler.port
         if isinstance(port, str):
             # probe.ResolveContainerPort: a named port of the probed container.

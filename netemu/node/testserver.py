@@ -34,6 +34,7 @@ import asyncio
 import concurrent.futures
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -71,6 +72,10 @@ class PodIdentity:
     namespace: str
     pod_ip: str
     node: str
+    # The kernel hostname its containers have (agnhost's /hostname answers
+    # os.Hostname()): spec.hostname or the pod's name, the node's name in a
+    # hostNetwork pod; empty: the pod's name.
+    hostname: str = ""
 
 
 def reply(identity: PodIdentity, client_ip: str, client_port: int) -> dict[str, Any]:
@@ -175,7 +180,26 @@ class _Handlers:
         return web.json_response(reply(self.identity, *self._peer(request)))
 
     async def hostname(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.identity.pod)
+        return web.Response(text=self.identity.hostname or self.identity.pod)
+
+    async def echo(self, request: web.Request) -> web.Response:
+        """agnhost's /echo: the `msg` parameter, with status `code` if given
+        (a code that is no integer: a 200 saying so, as agnhost answers)."""
+        msg = request.query.get("msg", "")
+        code = request.query.get("code", "")
+        if not code:
+            return web.Response(text=msg)
+        try:
+            status = int(code)
+        except ValueError:
+            # Go's %q quoting, which JSON's string quoting matches here.
+            quoted = json.dumps(code)
+            return web.Response(text=f"argument 'code' must be an integer or empty, got {quoted}\n")
+        if not 100 <= status <= 999:
+            # Go's net/http refuses such a status (its handler panics and the
+            # connection closes unanswered); netemu answers 500 instead.
+            raise web.HTTPInternalServerError(text="invalid status code\n")
+        return web.Response(status=status, text=msg)
 
     async def clientip(self, request: web.Request) -> web.Response:
         return web.Response(text=host_port(*self._peer(request)))
@@ -207,6 +231,8 @@ def _app(identity: PodIdentity, health: _Health, log: _AccessLog) -> web.Applica
     app = web.Application(middlewares=[_access_middleware(log)])
     app.router.add_get("/", handlers.root)
     app.router.add_get("/hostname", handlers.hostname)
+    app.router.add_get("/hostName", handlers.hostname)  # agnhost's older name
+    app.router.add_get("/echo", handlers.echo)
     app.router.add_get("/clientip", handlers.clientip)
     app.router.add_get("/healthz", handlers.check("liveness"))
     app.router.add_get("/readyz", handlers.check("readiness"))
@@ -370,6 +396,48 @@ class TestServers:
             await self._stop(key)
             # Sockets not yet taken by a server; closing a closed one is a no-op.
             for sock in (*tcp, *udp):
+                sock.close()
+            raise
+
+    def serve_app(
+        self,
+        key: str,
+        app: web.Application,
+        tcp: list[socket.socket],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Serve an aiohttp application (the stand-in API server,
+        netemu.node.apiserver) on listening TCP sockets, over TLS with
+        `ssl_context`; stopped with `stop_serving(key)` like a pod's."""
+        if self._loop is None:
+            for sock in tcp:
+                sock.close()
+        self._call(self._serve_app(key, app, list(tcp), ssl_context))
+
+    async def _serve_app(
+        self,
+        key: str,
+        app: web.Application,
+        tcp: list[socket.socket],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        if key in self._served:
+            for sock in tcp:
+                sock.close()
+            raise ValueError(f"{key} is already being served")
+        served = _Served()
+        self._served[key] = served
+        try:
+            runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+            )
+            await runner.setup()
+            served.runner = runner
+            for sock in tcp:
+                await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        except BaseException:
+            await self._stop(key)
+            for sock in tcp:
                 sock.close()
             raise
 
