@@ -51,11 +51,12 @@ from netemu.api.config import (
     KubeProxyConntrackConfiguration,
     Lab,
 )
-from netemu.api.core import Pod, Service
+from netemu.api.core import Container, Pod, Service
 from netemu.api.duration import parse_duration
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
+from netemu.net.standin import ProgramCheck, stand_in, why_stand_in
 from netemu.node.podfiles import (
     PodFilesError,
     dns_policy,
@@ -310,6 +311,13 @@ class ContainerPlan:
     # test server), or "dns" (the cluster DNS server, netemu.node.dnsserver)
     # in a pod annotated netemu/builtin-server: dns, as the DNS addon's is.
     builtin: str = BUILTIN_TEST
+    # Why the built-in test server stands in for the container's own
+    # program ("": it runs its command, or is the built-in DNS server); see
+    # netemu.net.standin. A stand-in also listens on its probes' ports.
+    stand_in: str = ""
+    tls_ports: tuple[int, ...] = ()  # TCP ports served with TLS
+    # httpGet probe paths, each with the fail switches that fail it.
+    probe_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -675,9 +683,12 @@ def plan_pod(
     *,
     cluster_dns: Sequence[str] = ("10.96.0.10",),
     domain: str = "cluster.local",
+    check_program: ProgramCheck | None = None,
 ) -> PodPlan:
     """A pod's plan; `cluster_dns` and `domain` are kubelet's clusterDNS and
-    clusterDomain, for its resolv.conf and hostname."""
+    clusterDomain, for its resolv.conf and hostname; `check_program` tells
+    whether a container's program can run on this machine (None: every
+    command is taken to run)."""
     meta, spec = pod.metadata, pod.spec
     namespace, name = meta.namespace or "default", meta.name or ""
     if spec is None:
@@ -688,17 +699,7 @@ def plan_pod(
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
     builtin = BUILTIN_DNS if meta.annotations.get(BUILTIN_SERVER) == BUILTIN_DNS else BUILTIN_TEST
     containers = tuple(
-        ContainerPlan(
-            name=c.name,
-            # Without a command the image's entrypoint would run (agnhost's
-            # netexec, with `args` as its flags): the built-in test server
-            # stands in for it, whatever the args.
-            argv=(*c.command, *c.args) if c.command else (),
-            env=_plain_env(c.env),
-            ports=tuple((p.container_port, p.protocol) for p in c.ports),
-            builtin=BUILTIN_TEST if c.command else builtin,
-        )
-        for c in spec.containers
+        _container_plan(c, spec.containers, builtin, check_program) for c in spec.containers
     )
     aliases = host_aliases(spec.host_aliases)
     if host_network:
@@ -744,6 +745,39 @@ def plan_pod(
         # A hostNetwork pod's hostPorts are its own sockets on the node: the
         # runtime does not call CNI for it, so portmap never sees them.
         host_ports=() if host_network else port_mappings(pod),
+    )
+
+
+def _container_plan(
+    c: Container, siblings: Sequence[Container], builtin: str, check: ProgramCheck | None
+) -> ContainerPlan:
+    env = _plain_env(c.env)
+    ports = tuple((p.container_port, p.protocol) for p in c.ports)
+    if not c.command and builtin == BUILTIN_DNS:
+        # netemu's own DNS server is the program of the DNS addon's pod.
+        return ContainerPlan(c.name, (), env, ports, builtin=BUILTIN_DNS)
+    reason = why_stand_in(c, env, check)
+    if reason is None:
+        return ContainerPlan(c.name, (*c.command, *c.args), env, ports)
+    # The image's entrypoint (agnhost's netexec, with `args` as its flags),
+    # or a program this machine does not have: the built-in test server
+    # stands in for it, whatever the args.
+    taken = [
+        p.container_port
+        for other in siblings
+        if other is not c
+        for p in other.ports
+        if p.protocol == "TCP"
+    ]
+    served = stand_in(c, reason, taken)
+    return ContainerPlan(
+        name=c.name,
+        argv=(),
+        env=env,
+        ports=served.ports,
+        stand_in=served.reason,
+        tls_ports=served.tls_ports,
+        probe_paths=served.probe_paths,
     )
 
 
