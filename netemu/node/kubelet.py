@@ -21,6 +21,7 @@ node replaces the whole nat table.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,12 @@ from netemu.api.config import Lab
 from netemu.api.core import Pod, Service
 from netemu.controlplane import Client
 from netemu.controlplane.addons import BUILTIN_DNS
+from netemu.controlplane.errors import Conflict, NotFound
 from netemu.kernel import netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
 from netemu.kernel.journal import Journal, run_dir
+from netemu.kernel.programs import program_problem
 from netemu.kernel.sockets import bind_pod_sockets
 from netemu.net.plan import (
     CNI_NETWORK,
@@ -46,6 +49,7 @@ from netemu.net.plan import (
     plan_pod,
     pod_netns,
 )
+from netemu.net.standin import STAND_IN_ANNOTATION
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.envvars import container_env, service_env
 from netemu.node.podfiles import node_hosts, node_resolver
@@ -109,6 +113,7 @@ class Kubelet:
                     pod,
                     cluster_dns=(self.lab.spec.cluster_dns,),
                     domain=self.lab.spec.cluster_domain,
+                    check_program=program_problem,
                 )
             except PlanError as exc:
                 # kubelet cannot create its sandbox (an FQDN too long for
@@ -127,6 +132,7 @@ class Kubelet:
         new = [key for key in sorted(desired) if key not in self.running]
         for key in new:
             self.running[key] = self._start(desired[key])
+            annotate_stand_ins(self.client, desired[key])
         return bool(new)
 
     def stop_gone(self, desired: dict[str, PodPlan]) -> bool:
@@ -359,7 +365,15 @@ class Kubelet:
             node=plan.node,
             hostname=plan.hostname,
         )
-        self.servers.serve(key, identity, tcp, udp, **self._builtin_files(plan, container.name))
+        self.servers.serve(
+            key,
+            identity,
+            tcp,
+            udp,
+            tls_ports=container.tls_ports,
+            probe_paths=container.probe_paths,
+            **self._builtin_files(plan, container.name),
+        )
         return key
 
 
@@ -389,6 +403,29 @@ def write_node_files(journal: Journal, node: NodePlan) -> None:
             "hostname": name + "\n",
         },
     )
+
+
+def annotate_stand_ins(client: Client, plan: PodPlan) -> None:
+    """Record on the Pod which of its containers a stand-in serves
+    (netemu.io/stand-in: a comma-separated list of container names), so
+    `get pods -o wide` and `-o json` show it. A pod that went meanwhile
+    (or was just changed by another writer) is left alone: its next start
+    writes it again."""
+    names = ",".join(c.name for c in plan.containers if c.stand_in)
+    try:
+        pod = client.get(Pod, plan.namespace, plan.name)
+    except NotFound:
+        return
+    annotations = dict(pod.metadata.annotations)
+    if annotations.get(STAND_IN_ANNOTATION, "") == names:
+        return
+    if names:
+        annotations[STAND_IN_ANNOTATION] = names
+    else:
+        annotations.pop(STAND_IN_ANNOTATION, None)
+    meta = pod.metadata.model_copy(update={"annotations": annotations})
+    with contextlib.suppress(NotFound, Conflict):
+        client.update(pod.model_copy(update={"metadata": meta}))
 
 
 def container_log(

@@ -13,6 +13,15 @@ pod's flag directory (`flags`, for live labs
 /run/netemu/<lab>/health/<namespace>/<pod>/) fails them too, for as long
 as it exists, restarts or not (a file outlives a process).
 
+Stand-ins (netemu.net.standin): a container whose own program cannot run
+is served here too, and must pass its own probes. Its httpGet probe paths
+(`probe_paths`) answer 200 "ok" (or what the path's own route answers, for
+`/`, `/hostname`...), and 500 while a switch of a probe kind using the path
+is on (`fail-readiness` for readiness probes, `fail-liveness` for liveness
+and startup probes), by request or by flag file as above. Its `tls_ports`
+speak HTTPS with a self-signed certificate, made once per `TestServers`
+(one per lab supervisor) with the `cryptography` package.
+
 Access log: with a `log` file, every HTTP request is appended to it as a
 combined-log-format line (as an nginx or Apache access log), and every UDP
 datagram as a line too: the container's log (`netemu logs`).
@@ -32,18 +41,24 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import json
 import socket
 import ssl
+import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from netemu.net.addresses import host_port
 from netemu.node.dnsserver import METRICS_PORT, DnsFeed, DnsServing, serve_dns
@@ -64,6 +79,11 @@ FAIL_READINESS = "fail-readiness"
 FAIL_LIVENESS = "fail-liveness"
 
 Check = Literal["readiness", "liveness"]
+CHECKS: tuple[Check, ...] = ("readiness", "liveness")
+# The stand-ins' certificate: its subject, and how long it is valid (a lab
+# lives far shorter).
+CERT_SUBJECT = "netemu stand-in"
+CERT_DAYS = 365
 
 
 @dataclass(frozen=True)
@@ -226,9 +246,41 @@ class _Handlers:
         return answer
 
 
-def _app(identity: PodIdentity, health: _Health, log: _AccessLog) -> web.Application:
+def _probe_middleware(health: _Health, probe_paths: dict[str, tuple[Check, ...]]) -> Middleware:
+    """A stand-in's probe paths: 500 while a switch of a probe kind using
+    the path is on; else the path's own route, or 200 "ok" for a path the
+    test server has no route for."""
+
+    @web.middleware
+    async def probe(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        checks = probe_paths.get(request.path)
+        if checks is None:
+            return await handler(request)
+        for check in checks:
+            why = health.why_failing(check)
+            if why is not None:
+                return web.Response(status=500, text=f"{check} failing: {why}\n")
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return web.Response(text="ok")
+
+    return probe
+
+
+def _app(
+    identity: PodIdentity,
+    health: _Health,
+    log: _AccessLog,
+    probe_paths: dict[str, tuple[Check, ...]] | None = None,
+) -> web.Application:
     handlers = _Handlers(identity, health)
-    app = web.Application(middlewares=[_access_middleware(log)])
+    middlewares = [_access_middleware(log)]
+    if probe_paths:
+        middlewares.append(_probe_middleware(health, probe_paths))
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/", handlers.root)
     app.router.add_get("/hostname", handlers.hostname)
     app.router.add_get("/hostName", handlers.hostname)  # agnhost's older name
@@ -292,6 +344,7 @@ class TestServers:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._served: dict[str, _Served] = {}
+        self._tls: ssl.SSLContext | None = None
 
     def start(self) -> None:
         with self._lock:
@@ -341,15 +394,35 @@ class TestServers:
         *,
         log: Path | None = None,
         flags: Path | None = None,
+        tls_ports: Iterable[int] = (),
+        probe_paths: Iterable[tuple[str, Iterable[str]]] = (),
     ) -> None:
         """Serve `identity` on already bound sockets (TCP ones listening);
         returns once every socket is being served. The sockets belong to the
         servers from this call on, even if it raises. Requests are appended
-        to `log`; `flags` is the pod's flag directory (see the module)."""
+        to `log`; `flags` is the pod's flag directory; the TCP sockets bound
+        to `tls_ports` speak TLS; `probe_paths` are a stand-in's probe paths
+        with the switches that fail them (see the module)."""
         if self._loop is None:
             for sock in (*tcp, *udp):
                 sock.close()
-        self._call(self._serve(key, identity, list(tcp), list(udp), log, flags))
+        paths = {path: tuple(c for c in CHECKS if c in set(checks)) for path, checks in probe_paths}
+        try:
+            tls = self._tls_context() if tls_ports else None
+        except BaseException:
+            for sock in (*tcp, *udp):
+                sock.close()
+            raise
+        self._call(
+            self._serve(key, identity, list(tcp), list(udp), log, flags, tls, set(tls_ports), paths)
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The stand-ins' server TLS context, made on first use."""
+        with self._lock:
+            if self._tls is None:
+                self._tls = tls_context(*self_signed())
+            return self._tls
 
     async def _serve(
         self,
@@ -359,6 +432,9 @@ class TestServers:
         udp: list[socket.socket],
         log: Path | None,
         flags: Path | None,
+        tls: ssl.SSLContext | None = None,
+        tls_ports: set[int] | None = None,
+        probe_paths: dict[str, tuple[Check, ...]] | None = None,
     ) -> None:
         if key in self._served:
             for sock in (*tcp, *udp):
@@ -377,7 +453,7 @@ class TestServers:
         try:
             if tcp:
                 runner = web.AppRunner(
-                    _app(identity, _Health(flags), access),
+                    _app(identity, _Health(flags), access, probe_paths),
                     handle_signals=False,
                     access_log=None,
                     shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -385,7 +461,9 @@ class TestServers:
                 await runner.setup()
                 served.runner = runner
                 for sock in tcp:
-                    await web.SockSite(runner, sock).start()
+                    port = sock.getsockname()[1]
+                    context = tls if tls_ports and port in tls_ports else None
+                    await web.SockSite(runner, sock, ssl_context=context).start()
             loop = asyncio.get_running_loop()
             for sock in udp:
                 transport, _ = await loop.create_datagram_endpoint(
@@ -523,3 +601,43 @@ class TestServers:
     async def _stop_all(self) -> None:
         for key in list(self._served):
             await self._stop(key)
+
+
+def self_signed() -> tuple[bytes, bytes]:
+    """(certificate, key) in PEM: a self-signed ECDSA P-256 serving
+    certificate. Kubelet HTTPS probes do not verify it (pkg/probe/http sets
+    InsecureSkipVerify), and neither need clients of a stand-in."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CERT_SUBJECT)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def tls_context(cert: bytes, key: bytes) -> ssl.SSLContext:
+    """A server context for `cert` and `key`. The ssl module loads a chain
+    only from files: they live in a private temporary directory for the
+    moment of loading."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory(prefix="netemu-tls-") as directory:
+        cert_file, key_file = Path(directory, "tls.crt"), Path(directory, "tls.key")
+        cert_file.write_bytes(cert)
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key)
+        context.load_cert_chain(cert_file, key_file)
+    return context
