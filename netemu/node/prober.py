@@ -24,6 +24,12 @@ Supervisor-log lines (one per change, as the kubelet's events): a probe's
 result changing, a container killed, started again or waiting out its
 back-off.
 
+An exec probe whose program does not exist on this machine (the image it
+would come from is not here; netemu.kernel.programs decides, as for a
+container's command) is not run: it counts as passing, with one notice per
+pod in the supervisor's log, so a stand-in container (netemu.net.standin)
+passes the app's own exec probes.
+
 Owns: its thread and pool. Must not touch: anything but through the kubelet
 (container kill/start) and the client (pod status).
 """
@@ -55,7 +61,9 @@ from netemu.controlplane.client import Client
 from netemu.controlplane.errors import Conflict, NotFound
 from netemu.controlplane.podstatus import container_id, image_id
 from netemu.kernel import kubeprobe
+from netemu.kernel.programs import program_problem
 from netemu.net.plan import NodePlan, PodPlan
+from netemu.net.standin import env_path
 from netemu.node.probes import (
     EXIT_SIGKILL,
     ContainerLife,
@@ -120,6 +128,13 @@ def has_probes(pod: Pod) -> bool:
 
 
 @dataclass(frozen=True)
+class _MissingProgram:
+    """An exec probe whose program cannot run here (why)."""
+
+    problem: str
+
+
+@dataclass(frozen=True)
 class ProbeTask:
     """One probe to run, and whose result it is."""
 
@@ -143,6 +158,8 @@ class _Tracked:
     written: list[ContainerStatus] | None = None
     dirty: bool = True  # something changed that its status may show
     results: dict[tuple[str, Kind], Result] = field(default_factory=dict)
+    # The pod's notice of an exec probe passed without running was logged.
+    exec_noticed: bool = False
 
     @property
     def key(self) -> str:
@@ -205,6 +222,9 @@ class ProbeManager:
                 for kind in life.due(now, terminating):
                     spec = life.workers[kind].spec
                     action = self._action(tracked, tracked.specs[name], spec)
+                    if isinstance(action, _MissingProgram):
+                        self._pass_missing(tracked, name, life, kind, action.problem)
+                        continue
                     if isinstance(action, str):
                         # The kubelet throws a probe that errs away (worker.go).
                         life.record(kind, life.instance, Result.UNKNOWN)
@@ -224,13 +244,39 @@ class ProbeManager:
                     tasks.append(task)
         return tasks
 
+    def _pass_missing(
+        self,
+        tracked: _Tracked,
+        name: str,
+        life: ContainerLife,
+        kind: Kind,
+        problem: str,
+    ) -> None:
+        """An exec probe whose program is not on this machine: a success."""
+        if not tracked.exec_noticed:
+            tracked.exec_noticed = True
+            self.log(
+                f"{tracked.key}/{name}: exec probe not run, counted as passing: {problem} "
+                "(the image it comes from is not on this machine; notice given once per pod)"
+            )
+        life.record(kind, life.instance, Result.SUCCESS)
+        tracked.dirty = True
+        worker = life.workers[kind]
+        if worker.result != tracked.results.get((name, kind)):
+            self._note(tracked, name, kind, worker.result, "")
+
     def _action(
         self, tracked: _Tracked, container: Container, spec: ProbeSpec
-    ) -> kubeprobe.Action | str:
+    ) -> kubeprobe.Action | str | _MissingProgram:
         """The probe as an action, or why it cannot be sent."""
         plan = tracked.running.plan
         handler = spec.handler
         if isinstance(handler, ExecHandler):
+            env = next((c.env for c in plan.containers if c.name == container.name), ())
+            program = handler.command[0] if handler.command else ""
+            problem = program_problem(program, env_path(env), container.working_dir or "/")
+            if problem is not None:
+                return _MissingProgram(f"{program!r}: {problem}")
             etc = self.kubelet.host_network_etc(plan)
             return kubeprobe.Exec(plan.netns, handler.command, plan.hostname, etc)
         port = handler.port
