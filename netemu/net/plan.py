@@ -698,9 +698,19 @@ def plan_pod(
     if not ip:
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
     builtin = BUILTIN_DNS if meta.annotations.get(BUILTIN_SERVER) == BUILTIN_DNS else BUILTIN_TEST
-    containers = tuple(
-        _container_plan(c, spec.containers, builtin, check_program) for c in spec.containers
-    )
+    containers: list[ContainerPlan] = []
+    for c in spec.containers:
+        # The TCP ports the pod's other containers declare, and those an
+        # earlier stand-in opened for its probes: a stand-in leaves them be.
+        taken = {
+            p.container_port
+            for other in spec.containers
+            if other is not c
+            for p in other.ports
+            if p.protocol == "TCP"
+        }
+        taken.update(port for done in containers for port, proto in done.ports if proto == "TCP")
+        containers.append(_container_plan(c, builtin, check_program, taken))
     aliases = host_aliases(spec.host_aliases)
     if host_network:
         kernel = hostname(node.name)
@@ -735,7 +745,7 @@ def plan_pod(
         gateway=node.bridge_ip,
         mtu=node.pod_mtu,
         host_veth=host_veth(namespace, name),
-        containers=containers,
+        containers=tuple(containers),
         hostname=kernel,
         hosts=hosts,
         resolv_conf=resolver.text(),
@@ -749,7 +759,7 @@ def plan_pod(
 
 
 def _container_plan(
-    c: Container, siblings: Sequence[Container], builtin: str, check: ProgramCheck | None
+    c: Container, builtin: str, check: ProgramCheck | None, taken: set[int]
 ) -> ContainerPlan:
     env = _plain_env(c.env)
     ports = tuple((p.container_port, p.protocol) for p in c.ports)
@@ -762,13 +772,6 @@ def _container_plan(
     # The image's entrypoint (agnhost's netexec, with `args` as its flags),
     # or a program this machine does not have: the built-in test server
     # stands in for it, whatever the args.
-    taken = [
-        p.container_port
-        for other in siblings
-        if other is not c
-        for p in other.ports
-        if p.protocol == "TCP"
-    ]
     served = stand_in(c, reason, taken)
     return ContainerPlan(
         name=c.name,

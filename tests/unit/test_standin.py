@@ -264,3 +264,14 @@ def test_plan_of_the_dns_pod_is_no_stand_in(node: NodePlan) -> None:
     )
     (dns,) = planned.containers
     assert dns.builtin == "dns" and dns.stand_in == ""
+
+
+def test_two_stand_ins_probing_one_undeclared_port_open_it_once(node: NodePlan) -> None:
+    probed = {"livenessProbe": {"tcpSocket": {"port": 15020}}}
+    planned = plan_pod(
+        "t",
+        node,
+        pod([{"name": "a", **probed}, {"name": "b", **probed}, {"name": "c", **probed}]),
+        check_program=program_problem,
+    )
+    assert [c.ports for c in planned.containers] == [((15020, "TCP"),), (), ()]
