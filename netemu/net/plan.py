@@ -318,6 +318,8 @@ class ContainerPlan:
     tls_ports: tuple[int, ...] = ()  # TCP ports served with TLS
     # httpGet probe paths, each with the fail switches that fail it.
     probe_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # grpc probe ports (the gRPC health service there), with their fail switches.
+    grpc_ports: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -781,6 +783,7 @@ def _container_plan(
         stand_in=served.reason,
         tls_ports=served.tls_ports,
         probe_paths=served.probe_paths,
+        grpc_ports=served.grpc_ports,
     )
 
 

@@ -19,13 +19,16 @@ run on this machine; otherwise the built-in test server stands in for it:
 A stand-in listens on the container's declared ports (TCP and UDP) and on
 the TCP ports its own probes target (httpGet and tcpSocket, named ports
 resolved against the container's ports; grpc), unless another container of
-the pod declares that port. It speaks TLS (a self-signed certificate) on the
-ports of HTTPS probes, on ports named `https` and on 443 and 8443. Every
-httpGet probe path answers 200, and 500 while the fail switch of a probe
-that uses it is on (readiness; liveness for liveness and startup probes).
+the pod declares that port. The port of a grpc probe serves the gRPC health
+service (grpc.health.v1.Health/Check: SERVING) instead of HTTP/1. It
+speaks TLS (a self-signed certificate) on the ports of HTTPS probes, on
+ports named `https` and on 443 and 8443. Every httpGet probe path answers
+200, and 500 while the fail switch of a probe that uses it is on (readiness;
+liveness for liveness and startup probes); a grpc port answers NOT_SERVING
+then.
 
 Pure: the check whether a program can run is handed in (the kubelet passes
-netemu.kernel.processes.program_problem).
+netemu.kernel.programs.program_problem).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class StandIn:
     tls_ports: tuple[int, ...]
     # (path without its query, the fail switches that fail it)
     probe_paths: tuple[tuple[str, tuple[Check, ...]], ...]
+    # (port of grpc probes, the fail switches that make it NOT_SERVING)
+    grpc_ports: tuple[tuple[int, tuple[Check, ...]], ...] = ()
 
 
 def env_path(env: Iterable[tuple[str, str]]) -> str:
@@ -121,6 +126,7 @@ def stand_in(container: Container, reason: str, taken: Iterable[int]) -> StandIn
         if p.protocol == "TCP" and (p.name or "").lower() == TLS_PORT_NAME
     }
     paths: dict[str, set[Check]] = {}
+    grpc: dict[int, set[Check]] = {}
     for check, probe in _probes(container):
         port: int | None = None
         if probe.http_get is not None and not probe.http_get.host:
@@ -137,6 +143,7 @@ def stand_in(container: Container, reason: str, taken: Iterable[int]) -> StandIn
             port = _resolve(container, probe.tcp_socket.port)
         elif probe.grpc is not None:
             port = probe.grpc.port
+            grpc.setdefault(port, set()).add(check)
         if port is not None and port not in tcp and port not in others and port not in extra:
             extra.append(port)
     ports = (*declared, *((port, "TCP") for port in extra))
@@ -146,4 +153,7 @@ def stand_in(container: Container, reason: str, taken: Iterable[int]) -> StandIn
         ports=ports,
         tls_ports=tuple(sorted(tls & served_tcp)),
         probe_paths=tuple((path, tuple(sorted(paths[path]))) for path in sorted(paths)),
+        grpc_ports=tuple(
+            (port, tuple(sorted(grpc[port]))) for port in sorted(grpc) if port in served_tcp
+        ),
     )

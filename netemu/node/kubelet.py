@@ -365,14 +365,17 @@ class Kubelet:
             node=plan.node,
             hostname=plan.hostname,
         )
+        files = self._builtin_files(plan, container.name)
         self.servers.serve(
             key,
             identity,
             tcp,
             udp,
+            log=files["log"],
+            flags=files["flags"],
             tls_ports=container.tls_ports,
             probe_paths=container.probe_paths,
-            **self._builtin_files(plan, container.name),
+            grpc_ports=container.grpc_ports,
         )
         return key
 

@@ -69,6 +69,7 @@ from netemu.node.probes import (
     ContainerLife,
     ExecHandler,
     Exit,
+    GrpcHandler,
     HttpHandler,
     Kind,
     ProbeSpec,
@@ -292,7 +293,8 @@ class ProbeManager:
             return kubeprobe.HttpGet(
                 node_netns, host, port, handler.path, handler.scheme, handler.headers
             )
-        # tcpSocket, and grpc checked as a TCP connect (netemu speaks no gRPC health).
+        if isinstance(handler, GrpcHandler):
+            return kubeprobe.GrpcCheck(node_netns, host, port, handler.service or "")
         return kubeprobe.TcpConnect(node_netns, host, port)
 
     def record(self, task: ProbeTask, outcome: kubeprobe.Outcome, now: float, wall: float) -> None:

@@ -20,7 +20,10 @@ is served here too, and must pass its own probes. Its httpGet probe paths
 is on (`fail-readiness` for readiness probes, `fail-liveness` for liveness
 and startup probes), by request or by flag file as above. Its `tls_ports`
 speak HTTPS with a self-signed certificate, made once per `TestServers`
-(one per lab supervisor) with the `cryptography` package.
+(one per lab supervisor) with the `cryptography` package. The ports of its
+grpc probes (`grpc_ports`) serve the gRPC health service instead of HTTP/1
+(netemu.node.grpcserver): SERVING, NOT_SERVING while a switch of a probe
+kind using the port is on.
 
 Access log: with a `log` file, every HTTP request is appended to it as a
 combined-log-format line (as an nginx or Apache access log), and every UDP
@@ -62,6 +65,7 @@ from cryptography.x509.oid import NameOID
 
 from netemu.net.addresses import host_port
 from netemu.node.dnsserver import METRICS_PORT, DnsFeed, DnsServing, serve_dns
+from netemu.node.grpcserver import GrpcHealthProtocol
 
 T = TypeVar("T")
 
@@ -246,6 +250,12 @@ class _Handlers:
         return answer
 
 
+def _checks(names: Iterable[str]) -> tuple[Check, ...]:
+    """The fail switches among `names`, in CHECKS order."""
+    given = set(names)
+    return tuple(check for check in CHECKS if check in given)
+
+
 def _probe_middleware(health: _Health, probe_paths: dict[str, tuple[Check, ...]]) -> Middleware:
     """A stand-in's probe paths: 500 while a switch of a probe kind using
     the path is on; else the path's own route, or 200 "ok" for a path the
@@ -326,6 +336,8 @@ class _Served:
     runner: web.AppRunner | None = None
     udp: list[asyncio.DatagramTransport] = field(default_factory=list)
     dns: DnsServing | None = None
+    grpc: list[asyncio.Server] = field(default_factory=list)
+    grpc_connections: set[GrpcHealthProtocol] = field(default_factory=set)
 
 
 class TestServers:
@@ -396,17 +408,20 @@ class TestServers:
         flags: Path | None = None,
         tls_ports: Iterable[int] = (),
         probe_paths: Iterable[tuple[str, Iterable[str]]] = (),
+        grpc_ports: Iterable[tuple[int, Iterable[str]]] = (),
     ) -> None:
         """Serve `identity` on already bound sockets (TCP ones listening);
         returns once every socket is being served. The sockets belong to the
         servers from this call on, even if it raises. Requests are appended
         to `log`; `flags` is the pod's flag directory; the TCP sockets bound
         to `tls_ports` speak TLS; `probe_paths` are a stand-in's probe paths
-        with the switches that fail them (see the module)."""
+        and `grpc_ports` the ports of its grpc probes (gRPC health there,
+        not HTTP/1), each with the switches that fail them (see the module)."""
         if self._loop is None:
             for sock in (*tcp, *udp):
                 sock.close()
-        paths = {path: tuple(c for c in CHECKS if c in set(checks)) for path, checks in probe_paths}
+        paths = {path: _checks(checks) for path, checks in probe_paths}
+        grpc = {port: _checks(checks) for port, checks in grpc_ports}
         try:
             tls = self._tls_context() if tls_ports else None
         except BaseException:
@@ -414,7 +429,9 @@ class TestServers:
                 sock.close()
             raise
         self._call(
-            self._serve(key, identity, list(tcp), list(udp), log, flags, tls, set(tls_ports), paths)
+            self._serve(
+                key, identity, list(tcp), list(udp), log, flags, tls, set(tls_ports), paths, grpc
+            )
         )
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -435,6 +452,7 @@ class TestServers:
         tls: ssl.SSLContext | None = None,
         tls_ports: set[int] | None = None,
         probe_paths: dict[str, tuple[Check, ...]] | None = None,
+        grpc_ports: dict[int, tuple[Check, ...]] | None = None,
     ) -> None:
         if key in self._served:
             for sock in (*tcp, *udp):
@@ -450,21 +468,31 @@ class TestServers:
         # Registered before anything starts so a failure halfway is undone
         # by the same path as a normal stop.
         self._served[key] = served
+        health = _Health(flags)
+        grpc_ports = grpc_ports or {}
+        grpc = [sock for sock in tcp if sock.getsockname()[1] in grpc_ports]
+        tcp_http = [sock for sock in tcp if sock.getsockname()[1] not in grpc_ports]
         try:
-            if tcp:
+            loop = asyncio.get_running_loop()
+            for sock in grpc:
+                checks = grpc_ports[sock.getsockname()[1]]
+                server = await loop.create_server(
+                    self._grpc_factory(served, health, checks), sock=sock
+                )
+                served.grpc.append(server)
+            if tcp_http:
                 runner = web.AppRunner(
-                    _app(identity, _Health(flags), access, probe_paths),
+                    _app(identity, health, access, probe_paths),
                     handle_signals=False,
                     access_log=None,
                     shutdown_timeout=SHUTDOWN_TIMEOUT,
                 )
                 await runner.setup()
                 served.runner = runner
-                for sock in tcp:
+                for sock in tcp_http:
                     port = sock.getsockname()[1]
                     context = tls if tls_ports and port in tls_ports else None
                     await web.SockSite(runner, sock, ssl_context=context).start()
-            loop = asyncio.get_running_loop()
             for sock in udp:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _UdpResponder(identity, access), sock=sock
@@ -562,12 +590,32 @@ class TestServers:
         connections dropped by the time this returns. Unknown keys are ignored."""
         self._call(self._stop(key))
 
+    @staticmethod
+    def _grpc_factory(
+        served: _Served, health: _Health, checks: tuple[Check, ...]
+    ) -> Callable[[], GrpcHealthProtocol]:
+        def serving() -> bool:
+            return all(health.why_failing(check) is None for check in checks)
+
+        def made() -> GrpcHealthProtocol:
+            protocol = GrpcHealthProtocol(serving, served.log.write)
+            served.grpc_connections.add(protocol)
+            return protocol
+
+        return made
+
     async def _stop(self, key: str) -> None:
         served = self._served.pop(key, None)
         if served is None:
             return
         for transport in served.udp:
             transport.close()
+        for server in served.grpc:
+            server.close()
+        for protocol in served.grpc_connections:
+            # asyncio.Server.close leaves accepted connections open (3.11).
+            if protocol.transport is not None:
+                protocol.transport.close()
         if served.dns is not None:
             await served.dns.aclose()
         if served.runner is not None:

@@ -8,11 +8,13 @@ programs this machine does not have:
   startup probe whose program is missing;
 - `tls` has no command (its image's entrypoint): an HTTPS readiness probe on
   8443 and an exec liveness probe whose program is missing;
+- `cart` has no command and a grpc readiness probe: the stand-in serves the
+  gRPC health service on its port;
 - `shell` runs `sh -c 'sleep 1000'`, which exists here: not replaced.
 
 The pod is Ready within 10 s of `up` and stays so without restarts; the two
 missing exec programs give one notice; the containers' ports answer (HTTP,
-HTTPS, UDP, the probe-only TCP port); the fail switch takes the pod out of
+HTTPS, UDP, gRPC health, the probe-only TCP port); the fail switch takes the pod out of
 Ready through its own probe path and back; `get pods -o wide` and the pod's
 annotation name the stand-ins.
 """
@@ -71,6 +73,12 @@ spec:
       livenessProbe:
         exec: {command: [grpc_health_probe, -addr=:8443]}
         periodSeconds: 1
+    - name: cart
+      image: example/cartservice:1.0
+      ports: [{name: grpc, containerPort: 7070}]
+      readinessProbe:
+        grpc: {port: 7070}
+        periodSeconds: 1
     - name: shell
       image: busybox
       command: [sh, -c, sleep 1000]
@@ -123,7 +131,7 @@ def test_ready_within_10s_and_stays_up(lab: tuple[LiveLab, float]) -> None:
     time.sleep(4.0)
     pod = shop(live)
     assert ready(pod)
-    assert restarts(pod) == {"app": 0, "tls": 0, "shell": 0}
+    assert restarts(pod) == {"app": 0, "tls": 0, "cart": 0, "shell": 0}
 
 
 def test_missing_exec_programs_pass_with_one_notice(lab: tuple[LiveLab, float]) -> None:
@@ -151,6 +159,8 @@ def test_the_containers_ports_answer(lab: tuple[LiveLab, float]) -> None:
     assert kubeprobe.tcp_connect(kubeprobe.TcpConnect(netns_name, ip, 9090), 2.0).result == (
         "success"
     )
+    grpc = kubeprobe.grpc_check(kubeprobe.GrpcCheck(netns_name, ip, 7070, "hipstershop.Cart"), 2.0)
+    assert grpc == kubeprobe.Outcome("success", "service healthy")
     udp = udp_request(netns_name, ip, 5353)
     assert udp.outcome == "answered" and udp.reply is not None and udp.reply["pod"] == "shop"
 
@@ -159,13 +169,13 @@ def test_a_command_that_exists_is_not_replaced(lab: tuple[LiveLab, float]) -> No
     live, _ = lab
     wait_for(lambda: ready(shop(live)), READY_WITHIN, "shop Ready")
     assert [p for p in processes_in_lab(live, ["sleep"]) if "_pod_default_shop" in p]
-    assert shop(live)["metadata"]["annotations"][STAND_IN_ANNOTATION] == "app,tls"
+    assert shop(live)["metadata"]["annotations"][STAND_IN_ANNOTATION] == "app,tls,cart"
     shown = netemu_cli("get", "pods", "--lab", live.name, "-n", "default", "-o", "wide")
     assert shown.returncode == 0, shown.stderr
     header, *rows = shown.stdout.splitlines()
     assert header.split()[-1] == "STAND-INS"
     (row,) = [r for r in rows if r.startswith("shop ")]
-    assert row.split()[-1] == "app,tls"
+    assert row.split()[-1] == "app,tls,cart"
     web = [r for r in rows if r.startswith("web-")]
     assert web and all(r.split()[-1] == "web" for r in web)
 
@@ -180,4 +190,4 @@ def test_the_fail_switch_works_on_the_stand_ins_probe_path(lab: tuple[LiveLab, f
     assert http_get(netns_name, ip, 9080, "/health/ready").status == 500
     assert http_get(netns_name, ip, 9080, "/pass-readiness").status == 200
     wait_for(lambda: ready(shop(live)), 1 + 2.0, "shop Ready again")
-    assert restarts(shop(live)) == {"app": 0, "tls": 0, "shell": 0}
+    assert restarts(shop(live)) == {"app": 0, "tls": 0, "cart": 0, "shell": 0}

@@ -184,9 +184,16 @@ def test_probes_of_another_host_and_unknown_port_names_open_nothing() -> None:
     assert stand_in(app, "why", ()).ports == ()
 
 
-def test_grpc_probe_ports_are_served() -> None:
-    app = container(readinessProbe={"grpc": {"port": 50051}})
-    assert stand_in(app, "why", ()).ports == ((50051, "TCP"),)
+def test_grpc_probe_ports_serve_grpc_health() -> None:
+    app = container(
+        readinessProbe={"grpc": {"port": 50051}},
+        livenessProbe={"grpc": {"port": 50051, "service": "liveness"}},
+    )
+    served = stand_in(app, "why", ())
+    assert served.ports == ((50051, "TCP"),)
+    assert served.grpc_ports == ((50051, ("liveness", "readiness")),)
+    # A port another container declares is not the stand-in's to serve.
+    assert stand_in(app, "why", taken=[50051]).grpc_ports == ()
 
 
 # -- the pod's plan -----------------------------------------------------------------
