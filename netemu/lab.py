@@ -104,6 +104,8 @@ class Target:
     name: str
     netns: str
     hostname: str
+    # A hostNetwork pod's own /etc files (netemu.node.kubelet.pod_etc_dir).
+    etc: Path | None = None
     # A pod's: the sandbox of its first container (its user, environment,
     # filesystem view), which `netemu exec` runs in, as `kubectl exec` runs in
     # the default container.
@@ -286,13 +288,14 @@ class LiveLab:
         if pod_key in info["pods"]:
             pod = info["pods"][pod_key]
             # The hostname its containers have (long names are cut, netemu.net.plan).
-            hostname = kernel_hostname(
+            hostname = pod.get("hostname") or kernel_hostname(
                 pod["node"] if pod["hostNetwork"] else pod_key.split("/", 1)[1]
             )
+            etc = Path(pod["etc"]) if pod.get("etc") else None
             sandboxes = pod.get("containers") or {}
             first = next(iter(sandboxes.values()), None)
             sandbox = SandboxSpec.from_json(first) if isinstance(first, dict) else None
-            found.append(Target("pod", pod_key, pod["netns"], hostname, sandbox))
+            found.append(Target("pod", pod_key, pod["netns"], hostname, etc, sandbox))
         if not found:
             known = sorted([*info["nodes"], *info["clients"], *info["pods"]])
             raise LabUsageError(
@@ -332,7 +335,7 @@ class LiveLab:
             return sandboxed_in(
                 found.netns, argv, replace(found.sandbox, new_session=True, die_with_parent=True)
             )
-        return command_in(found.netns, argv, found.hostname)
+        return command_in(found.netns, argv, found.hostname, found.etc)
 
     def exec(
         self, target: str, argv: Sequence[str], timeout: float = 30.0

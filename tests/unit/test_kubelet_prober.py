@@ -73,6 +73,11 @@ class FakeRunning:
     failed: dict[str, int] = field(default_factory=dict)
     sandboxes: dict[str, SandboxSpec] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # As the kubelet's: every started container has its sandbox.
+        for c in self.plan.containers:
+            self.sandboxes.setdefault(c.name, SandboxSpec(hostname=self.plan.hostname))
+
 
 @dataclass
 class FakeKubelet:
@@ -90,6 +95,9 @@ class FakeKubelet:
 
     def start_container(self, key: str, name: str) -> None:
         self.calls.append(f"start {key}/{name}")
+
+    def host_network_etc(self, plan: PodPlan) -> Path | None:
+        return None
 
 
 class Clock:
