@@ -794,7 +794,8 @@ class Supervisor:
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:
-                    processes.kill(proc)
+                    if proc is not None:
+                        processes.kill(proc)
         self.servers.close()
         self.datapath.close()
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from netemu.api.config import Lab
-from netemu.api.core import Pod, Service
+from netemu.api.core import ConfigMap, Pod, Secret, Service
 from netemu.controlplane import Client
 from netemu.controlplane.addons import BUILTIN_DNS
 from netemu.controlplane.errors import Conflict, NotFound
@@ -53,7 +53,7 @@ from netemu.net.plan import (
 )
 from netemu.net.standin import STAND_IN_ANNOTATION
 from netemu.node.dnsserver import DnsFeed
-from netemu.node.envvars import container_env, service_env
+from netemu.node.envvars import ConfigError, EnvSources, expand_argv, make_env, service_env
 from netemu.node.podfiles import node_hosts, node_resolver
 from netemu.node.probes import EXIT_SIGTERM
 from netemu.node.testserver import PodIdentity, TestServers
@@ -80,13 +80,17 @@ CLOSE_DRAIN_TIMEOUT = 0.5
 class RunningPod:
     plan: PodPlan
     served: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # A command container's process, in the order of the pod's command
+    # containers; None for one that could not start (config_errors).
+    procs: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
     # Built-in server containers that could not start (their ports taken):
     # name -> exit code. The prober restarts them with back-off.
     failed: dict[str, int] = field(default_factory=dict)
     # Each container's sandbox as last started (exec probes and `netemu
     # exec` run in it), a built-in server container's too.
     sandboxes: dict[str, SandboxSpec] = field(default_factory=dict)
+    # Containers whose env references do not resolve: kubelet's message.
+    config_errors: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -229,17 +233,18 @@ class Kubelet:
             # ports below 1024 and ping, without any capability.
             netns.write_sysctls(plan.netns, POD_SYSCTLS)
         for container in plan.containers:
-            sandbox = self._sandbox(plan, container)
+            try:
+                sandbox = self._sandbox(plan, container)
+            except ConfigError as exc:
+                # kubelet's CreateContainerConfigError: the container does not
+                # start; the prober tries again until the reference resolves.
+                running.config_errors[container.name] = str(exc)
+                if container.argv:
+                    running.procs.append(None)
+                continue
             running.sandboxes[container.name] = sandbox
             if container.argv:
-                proc = processes.start(
-                    plan.netns,
-                    container.argv,
-                    sandbox=sandbox,
-                    log=self._log_path(plan, container.name),
-                )
-                self.journal.process(proc.pid)
-                running.procs.append(proc)
+                running.procs.append(self._launch(plan, container, sandbox))
             elif container.ports:
                 try:
                     running.served.append(self._serve_builtin(plan, container))
@@ -252,6 +257,20 @@ class Kubelet:
                     # runs, and the prober restarts the container with
                     # back-off (CrashLoopBackOff), as the kubelet does.
                     running.failed[container.name] = self._start_failed(plan, container, exc)
+
+    def _launch(
+        self, plan: PodPlan, container: ContainerPlan, sandbox: SandboxSpec
+    ) -> subprocess.Popen[bytes]:
+        """Start a command container's process, `$(VAR)` in its command and
+        args expanded against its environment."""
+        proc = processes.start(
+            plan.netns,
+            expand_argv(container.argv, list(sandbox.env)),
+            sandbox=sandbox,
+            log=self._log_path(plan, container.name),
+        )
+        self.journal.process(proc.pid)
+        return proc
 
     def _start_failed(self, plan: PodPlan, container: ContainerPlan, exc: OSError) -> int:
         """Note a built-in server container that could not bind its ports in
@@ -266,7 +285,8 @@ class Kubelet:
         for key in running.served:
             self.servers.stop_serving(key)
         for proc in running.procs:
-            processes.stop(proc)
+            if proc is not None:
+                processes.stop(proc)
         plan = running.plan
         if drain and not plan.host_network and netns.exists(plan.netns):
             # As when a container exits before CNI DEL: its connections'
@@ -307,9 +327,10 @@ class Kubelet:
         """The exit code of a command container whose process has ended
         (128+N for signal N), or None while it runs or for a built-in one."""
         running, _, index = self._container(key, name)
-        if index is None:
+        process = None if index is None else running.procs[index]
+        if process is None:
             return None
-        code = running.procs[index].poll()
+        code = process.poll()
         return None if code is None else exit_code(code)
 
     def kill_container(self, key: str, name: str) -> int:
@@ -325,6 +346,8 @@ class Kubelet:
             code = EXIT_SIGTERM
         else:
             process = running.procs[index]
+            if process is None:
+                raise KeyError(f"container {name} of pod {key} has not started")
             processes.stop(process)
             code = exit_code(process.returncode if process.returncode is not None else -9)
         log = self._log_path(running.plan, name)
@@ -341,8 +364,19 @@ class Kubelet:
         services = service_env(
             self.client.list(Service).items, plan.namespace, plan.enable_service_links
         )
+        pod = self.client.get(Pod, plan.namespace, plan.name)
+        spec = next(c for c in pod.spec.containers if c.name == container.name)
+        config_maps = self.client.list(ConfigMap, plan.namespace).items
+        secrets = self.client.list(Secret, plan.namespace).items
+        sources = EnvSources(
+            config_maps={cm.metadata.name or "": cm for cm in config_maps},
+            secrets={secret.metadata.name or "": secret for secret in secrets},
+        )
+        declared, events = make_env(spec, pod, sources, services)
+        for event in events:
+            print(f"{plan.key}/{container.name}: Warning {event}", flush=True)
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": plan.hostname, "HOME": "/"}
-        env.update(container_env(container.env, services))
+        env.update(declared)
         return env
 
     def _sandbox(self, plan: PodPlan, container: ContainerPlan) -> SandboxSpec:
@@ -383,11 +417,31 @@ class Kubelet:
         in-memory state (fail-readiness/fail-liveness switches) reset."""
         running, container, index = self._container(key, name)
         plan = running.plan
+        if name in running.config_errors:
+            # Its references may resolve now (ConfigError again if not).
+            try:
+                sandbox = self._sandbox(plan, container)
+            except ConfigError as exc:
+                running.config_errors[name] = str(exc)
+                raise
+            del running.config_errors[name]
+            running.sandboxes[name] = sandbox
+            if index is not None:
+                running.procs[index] = self._launch(plan, container, sandbox)
+            elif container.ports:
+                running.served.append(self._serve_builtin(plan, container))
+            return
         if index is not None:
             # Each start computes the environment afresh, as kubelet does:
             # a Service created since the last start is in it now.
-            env = self._environment(plan, container)
-            process = processes.start_again(running.procs[index], env)
+            previous = running.procs[index]
+            assert previous is not None, "a container that has run has a process"
+            try:
+                env = self._environment(plan, container)
+            except ConfigError as exc:
+                running.config_errors[name] = str(exc)
+                raise
+            process = processes.start_again(previous, env)
             running.sandboxes[name] = replace(running.sandboxes[name], env=tuple(env.items()))
             self.journal.process(process.pid)
             running.procs[index] = process

@@ -65,6 +65,7 @@ from netemu.kernel.programs import program_problem
 from netemu.kernel.sandbox import SandboxSpec
 from netemu.net.plan import NodePlan, PodPlan
 from netemu.net.standin import env_path
+from netemu.node.envvars import ConfigError
 from netemu.node.probes import (
     EXIT_SIGKILL,
     ContainerLife,
@@ -97,6 +98,11 @@ class _Running(Protocol):
         ...
 
     @property
+    def config_errors(self) -> Mapping[str, str]:
+        """Containers whose env references do not resolve (kubelet's message)."""
+        ...
+
+    @property
     def sandboxes(self) -> Mapping[str, SandboxSpec]:
         """Each container's sandbox, which its exec probes run in."""
         ...
@@ -121,6 +127,11 @@ class KubeletPort(Protocol):
     def start_container(self, key: str, name: str) -> None: ...
 
     def host_network_etc(self, plan: PodPlan) -> Path | None: ...
+
+
+# How often a container held by CreateContainerConfigError is tried again
+# (the kubelet tries at its next sync of the pod).
+CONFIG_RETRY = 1.0
 
 
 def timestamp(wall: float) -> str:
@@ -201,7 +212,7 @@ class ProbeManager:
                 tracked.pod = pod  # a deletionTimestamp may have come
                 continue
             self.pods.pop(key, None)  # a pod re-created under its name is another
-            if has_probes(pod) or run.failed:
+            if has_probes(pod) or run.failed or run.config_errors:
                 self.pods[key] = self._track(run, pod, now, wall)
 
     def _track(self, running: _Running, pod: Pod, now: float, wall: float) -> _Tracked:
@@ -217,6 +228,10 @@ class ProbeManager:
                 # It failed as it started: restarted with back-off from now.
                 self.log(f"{running.plan.key}/{c.name}: container could not start (exit {code})")
                 lives[c.name].exited(now, wall, code)
+            error = running.config_errors.get(c.name)
+            if error is not None:
+                self.log(f"{running.plan.key}/{c.name}: CreateContainerConfigError: {error}")
+                lives[c.name].held(now, CONFIG_RETRY)
         return _Tracked(next(self._tokens), running, pod, lives, specs)
 
     # -- probes -------------------------------------------------------------------
@@ -364,6 +379,10 @@ class ProbeManager:
                     tracked.dirty = True
                     try:
                         self.kubelet.start_container(tracked.key, name)
+                    except ConfigError:
+                        # Still CreateContainerConfigError: tried again later.
+                        life.held(now, CONFIG_RETRY)
+                        continue
                     except Exception as exc:  # e.g. its port cannot be bound again
                         self.log(f"{tracked.key}/{name}: could not start the container: {exc}")
                         life.start(now, wall)
@@ -418,9 +437,18 @@ class ProbeManager:
                 conditions.append(
                     _condition(PodCondition(type=kind, status="Unknown"), ready, unready, wall)
                 )
-        status = pod.status.model_copy(
-            update={"conditions": conditions, "container_statuses": statuses}
+        update: dict[str, Any] = {"conditions": conditions, "container_statuses": statuses}
+        # A pod none of whose containers has run yet is Pending (a container
+        # held by CreateContainerConfigError), and Running once one has.
+        never_ran = all(
+            s.state is not None and s.state.waiting is not None and s.last_state is None
+            for s in statuses
         )
+        if never_ran and pod.status.phase == "Running":
+            update["phase"] = "Pending"
+        elif not never_ran and pod.status.phase == "Pending":
+            update["phase"] = "Running"
+        status = pod.status.model_copy(update=update)
         self.kubelet.client.update(pod.model_copy(update={"status": status}))
         if was != ready:
             self.log(f"{tracked.key}: Ready={ready}")
@@ -431,7 +459,14 @@ class ProbeManager:
     ) -> ContainerStatus:
         pod = tracked.pod
         state: ContainerState
-        if life.running:
+        config_error = tracked.running.config_errors.get(name)
+        if config_error is not None and not life.running:
+            state = ContainerState(
+                waiting=ContainerStateWaiting(
+                    reason="CreateContainerConfigError", message=config_error
+                )
+            )
+        elif life.running:
             assert life.started_wall is not None
             state = ContainerState(
                 running=ContainerStateRunning(started_at=timestamp(life.started_wall))

@@ -442,6 +442,18 @@ class ContainerLife:
             latest = self.last_exit.finished_mono
             self.restart_at, self._restart_event = latest + self.backoff_delay(), latest
 
+    def held(self, now: float, retry: float) -> None:
+        """The container cannot be created (its env references do not
+        resolve: CreateContainerConfigError): it does not run and is tried
+        again `retry` from now. One that never ran stays at its first
+        instance, so its first start is no restart."""
+        self.running_since = self.started_wall = None
+        if self.last_exit is None and self.restart_count == 0:
+            self.instance = 0
+        self.restart_at, self._restart_event = now + retry, None
+        for worker in self.workers.values():
+            worker.in_flight = False
+
     def restart_due(self, now: float) -> bool:
         """Whether a waiting container starts now (then call `start`)."""
         if self.running or self.restart_at is None or now < self.restart_at:

@@ -46,6 +46,48 @@ spec:
       image: busybox
       command: ["sh", "-c", {TRY_WRITES!r}]
       securityContext: {{runAsUser: 0}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: app-config}}
+data: {{MODE: fast, GREETING: hi}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: app-secret}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: configured, labels: {{app: shop}}}}
+spec:
+  containers:
+    - name: app
+      image: busybox
+      command: ["sh", "-c", "echo mode=$(MODE) pw=$PASSWORD; exec sleep 300"]
+      envFrom: [{{configMapRef: {{name: app-config}}, prefix: CFG_}}]
+      env:
+        - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: app-config, key: MODE}}}}}}
+        - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: app-secret, key: password}}}}}}
+        - {{name: APP, valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['app']"}}}}}}
+        - {{name: MY_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: waiting}}
+spec:
+  containers:
+    - name: app
+      image: busybox
+      command: ["sh", "-c", "echo level=$LEVEL; exec sleep 300"]
+      env:
+        - {{name: LEVEL, valueFrom: {{configMapKeyRef: {{name: late, key: level}}}}}}
+"""
+LATE = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: late}
+data: {level: debug}
 """
 
 
@@ -133,3 +175,55 @@ def test_a_non_root_container_may_bind_low_ports_and_ping_as_under_containerd(
     assert (result.returncode, result.stdout) == (0, "bound\n"), result.stderr
     ping = lab.exec("plain", ["ping", "-c", "1", "-W", "1", "127.0.0.1"])
     assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def pod_row(lab: LiveLab, name: str) -> list[str]:
+    rows = lab.table("pods", "default", None)["table"]["rows"]
+    cells: list[str] = next(row["cells"] for row in rows if row["cells"][0] == name)
+    return cells
+
+
+def test_config_map_and_secret_env_reach_the_container(lab: LiveLab) -> None:
+    deadline = time.monotonic() + 5
+    while "mode=" not in lab.logs("configured") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # $(MODE) in the command is expanded by the kubelet, $PASSWORD by the shell.
+    assert lab.logs("configured") == "mode=fast pw=s3cret\n"
+    result = lab.exec("configured", ["env"])
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    ip = lab.info()["pods"]["default/configured"]["ip"]
+    assert {k: env.get(k) for k in ("CFG_MODE", "CFG_GREETING", "APP", "MY_IP")} == {
+        "CFG_MODE": "fast",
+        "CFG_GREETING": "hi",
+        "APP": "shop",
+        "MY_IP": ip,
+    }
+
+
+def test_a_missing_config_map_holds_the_container_until_it_appears(
+    lab: LiveLab, tmp_path: Path
+) -> None:
+    deadline = time.monotonic() + 5
+    while pod_row(lab, "waiting")[2] != "CreateContainerConfigError":
+        assert time.monotonic() < deadline, pod_row(lab, "waiting")
+        time.sleep(0.1)
+    pod = next(p for p in lab.cluster_state().pods if p.metadata.name == "waiting")
+    waiting = pod.status.container_statuses[0].state
+    assert waiting is not None and waiting.waiting is not None
+    assert waiting.waiting.message == 'configmap "late" not found'
+    assert pod.status.phase == "Pending"
+    assert pod.status.condition("Ready") == "False"
+    assert lab.logs("waiting") == ""
+
+    late = tmp_path / "late.yaml"
+    late.write_text(LATE)
+    lab.apply([item.obj for item in load_and_validate([late])])
+    deadline = time.monotonic() + 5
+    while pod_row(lab, "waiting")[1:3] != ["1/1", "Running"]:
+        assert time.monotonic() < deadline, pod_row(lab, "waiting")
+        time.sleep(0.1)
+    assert pod_row(lab, "waiting")[3] == "0"  # its first start, no restart
+    deadline = time.monotonic() + 3
+    while "level=" not in lab.logs("waiting") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lab.logs("waiting") == "level=debug\n"
