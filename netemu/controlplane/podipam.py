@@ -136,6 +136,9 @@ class PodIpamController:
             c.state is not None
             and c.state.waiting is not None
             and c.state.waiting.reason == "ContainerCreating"
+            # A kubelet's own ContainerCreating (a volume it cannot mount)
+            # carries its message, and stays.
+            and not c.state.waiting.message
             for c in status.container_statuses
         )
         if creating:  # none yet, or only those written while the pod waited

@@ -46,7 +46,7 @@ import h2.events
 import h2.exceptions
 
 from netemu.kernel import netns
-from netemu.kernel.processes import sandboxed_in
+from netemu.kernel.processes import CONTAINER_UMASK, sandboxed_in
 from netemu.kernel.sandbox import SandboxSpec
 from netemu.net import grpchealth
 from netemu.net.addresses import host_port
@@ -327,6 +327,7 @@ def run_in(name: str, argv: Sequence[str], sandbox: SandboxSpec, timeout: float)
             stderr=subprocess.STDOUT,
             env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
             start_new_session=True,  # its own process group: killed as one on timeout
+            umask=CONTAINER_UMASK,
         )
     except OSError as exc:
         return Outcome("error", f"{type(exc).__name__}: {exc}")

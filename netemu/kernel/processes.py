@@ -23,6 +23,7 @@ from pathlib import Path
 from netemu.kernel.sandbox import SandboxSpec, bwrap_argv
 
 ETC_NETNS = Path("/etc/netns")
+CONTAINER_UMASK = 0o022
 
 # `unshare --uts` gives the process its own hostname; the shell sets it and
 # then execs the command, so the pid we record is the command's own.
@@ -125,6 +126,10 @@ def _launch(spec: StartSpec) -> ContainerProcess:
             # --new-session would put the command in another group, out of
             # reach of `stop`'s SIGTERM).
             start_new_session=True,
+            # A container runtime's umask (containerd's 0022), whatever the
+            # supervisor's: the directories bwrap makes for mount points and the
+            # files the command writes are readable by the container's user.
+            umask=CONTAINER_UMASK,
         )
     process.spec = spec
     return process

@@ -34,7 +34,9 @@ Owns: nothing beyond the command line; processes.py runs it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -187,6 +189,74 @@ def prepare_private(root: Path) -> None:
         path.chmod(0o1777)
 
 
+def prepare_mount_points(root: Path, mounts: Iterable[Mount]) -> None:
+    """Make the mount points of `mounts` that lie in the container's private
+    /tmp, /var or /run (under `root`, see prepare_private) as world-readable
+    directories: bwrap would make missing ones readable by root alone."""
+    for mount in mounts:
+        target = _normal(mount.target)
+        private = next((d for d in PRIVATE_DIRS if _under(target, d)), None)
+        if private is None or target == private:
+            continue
+        parts = PurePosixPath(target).relative_to(private).parts
+        if ".." in parts:
+            continue
+        base = root / private.lstrip("/")
+        last = len(parts) if os.path.isdir(mount.source) else len(parts) - 1
+        for depth in range(1, last + 1):
+            path = base.joinpath(*parts[:depth])
+            if path.is_symlink():
+                break  # the container's own doing: never follow it
+            path.mkdir(exist_ok=True)
+            path.chmod(0o755)
+
+
+def write_volume(directory: Path, files: Mapping[str, tuple[bytes, int]] | None) -> None:
+    """A volume's directory on the host: empty and world-writable for
+    `files` None (emptyDir), else the files in the kubelet's atomic-writer
+    layout: a timestamped `..<time>` directory holding them, a `..data`
+    symlink to it swapped in by rename, and one symlink per top-level name
+    through `..data`, so a reader never sees half an update."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if files is None:
+        directory.chmod(0o1777)
+        return
+    # Directories readable by any user whatever the umask: the container's
+    # user is not root; each file keeps its own mode.
+    directory.chmod(0o755)
+    stamp = directory / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    stamp.mkdir(mode=0o755)
+    stamp.chmod(0o755)
+    for relative, (data, mode) in files.items():
+        parts = PurePosixPath(relative).parts
+        if not parts or relative.startswith("/") or ".." in parts:
+            continue  # validation forbids such paths; never write outside
+        target = stamp.joinpath(*parts)
+        for depth in range(1, len(parts)):
+            sub = stamp.joinpath(*parts[:depth])
+            sub.mkdir(exist_ok=True)
+            sub.chmod(0o755)
+        target.write_bytes(data)
+        target.chmod(mode & 0o777)
+    link = directory / "..data_tmp"
+    link.unlink(missing_ok=True)
+    link.symlink_to(stamp.name)
+    old = os.readlink(directory / "..data") if (directory / "..data").is_symlink() else None
+    link.rename(directory / "..data")
+    tops = {PurePosixPath(p).parts[0] for p in files if PurePosixPath(p).parts}
+    for top in tops:
+        if top == ".." or top.startswith(".."):
+            continue
+        entry = directory / top
+        if not entry.is_symlink():
+            entry.symlink_to(f"..data/{top}")
+    for entry in directory.iterdir():
+        if entry.is_symlink() and not entry.name.startswith("..") and entry.name not in tops:
+            entry.unlink()  # a key that is gone
+    if old is not None and old != stamp.name:
+        shutil.rmtree(directory / old, ignore_errors=True)
+
+
 def _under(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
@@ -261,5 +331,7 @@ __all__ = [
     "SandboxSpec",
     "bwrap_argv",
     "list_host",
+    "prepare_mount_points",
     "prepare_private",
+    "write_volume",
 ]

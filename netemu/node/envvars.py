@@ -185,8 +185,13 @@ def _read_variable_name(rest: str) -> tuple[str, bool, int]:
 
 
 class ConfigError(Exception):
-    """A container's configuration cannot be made (kubelet's
-    CreateContainerConfigError); the message is kubelet's."""
+    """A container cannot be made: the message is kubelet's, `reason` the
+    container's waiting reason (CreateContainerConfigError for env
+    references; ContainerCreating for a volume that cannot be mounted)."""
+
+    def __init__(self, message: str, reason: str = "CreateContainerConfigError") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,15 @@ from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
 from netemu.kernel.journal import Journal, run_dir
 from netemu.kernel.programs import program_problem
-from netemu.kernel.sandbox import DEFAULT_GID, DEFAULT_UID, Mount, SandboxSpec, prepare_private
+from netemu.kernel.sandbox import (
+    DEFAULT_GID,
+    DEFAULT_UID,
+    Mount,
+    SandboxSpec,
+    prepare_mount_points,
+    prepare_private,
+    write_volume,
+)
 from netemu.kernel.sockets import bind_pod_sockets
 from netemu.net.plan import (
     CNI_NETWORK,
@@ -57,6 +65,7 @@ from netemu.node.envvars import ConfigError, EnvSources, expand_argv, make_env, 
 from netemu.node.podfiles import node_hosts, node_resolver
 from netemu.node.probes import EXIT_SIGTERM
 from netemu.node.testserver import PodIdentity, TestServers
+from netemu.node.volumes import container_mounts, volume_files
 from netemu.rules.model import parse_restore
 from netemu.rules.portmap import PortmapPod, sync_text
 
@@ -89,8 +98,9 @@ class RunningPod:
     # Each container's sandbox as last started (exec probes and `netemu
     # exec` run in it), a built-in server container's too.
     sandboxes: dict[str, SandboxSpec] = field(default_factory=dict)
-    # Containers whose env references do not resolve: kubelet's message.
-    config_errors: dict[str, str] = field(default_factory=dict)
+    # Containers that cannot be made (env references or volumes that do not
+    # resolve): their waiting reason and kubelet's message.
+    config_errors: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +121,8 @@ class Kubelet:
     # Where containers' private directories go (None: the lab's run
     # directory's `containers`).
     private_dir: Path | None = None
+    # (pod, volume) of volumes not emulated, each noticed once.
+    noticed: set[tuple[str, str]] = field(default_factory=set, init=False)
     # The pods whose portmap chains are in the kernel, in ADD order.
     host_ports_applied: list[str] = field(default_factory=list, init=False)
     # Pods whose sandbox kubelet cannot create (already reported).
@@ -238,7 +250,7 @@ class Kubelet:
             except ConfigError as exc:
                 # kubelet's CreateContainerConfigError: the container does not
                 # start; the prober tries again until the reference resolves.
-                running.config_errors[container.name] = str(exc)
+                running.config_errors[container.name] = (exc.reason, str(exc))
                 if container.argv:
                     running.procs.append(None)
                 continue
@@ -364,20 +376,46 @@ class Kubelet:
         services = service_env(
             self.client.list(Service).items, plan.namespace, plan.enable_service_links
         )
-        pod = self.client.get(Pod, plan.namespace, plan.name)
+        pod, sources = self._pod_and_sources(plan)
         spec = next(c for c in pod.spec.containers if c.name == container.name)
-        config_maps = self.client.list(ConfigMap, plan.namespace).items
-        secrets = self.client.list(Secret, plan.namespace).items
-        sources = EnvSources(
-            config_maps={cm.metadata.name or "": cm for cm in config_maps},
-            secrets={secret.metadata.name or "": secret for secret in secrets},
-        )
         declared, events = make_env(spec, pod, sources, services)
         for event in events:
             print(f"{plan.key}/{container.name}: Warning {event}", flush=True)
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": plan.hostname, "HOME": "/"}
         env.update(declared)
         return env
+
+    def _pod_and_sources(self, plan: PodPlan) -> tuple[Pod, EnvSources]:
+        """The pod as stored now, and its namespace's ConfigMaps and Secrets."""
+        pod = self.client.get(Pod, plan.namespace, plan.name)
+        config_maps = self.client.list(ConfigMap, plan.namespace).items
+        secrets = self.client.list(Secret, plan.namespace).items
+        return pod, EnvSources(
+            config_maps={cm.metadata.name or "": cm for cm in config_maps},
+            secrets={secret.metadata.name or "": secret for secret in secrets},
+        )
+
+    def _volume_mounts(self, plan: PodPlan, container: ContainerPlan) -> tuple[Mount, ...]:
+        """Fill the pod's volumes (the API's files afresh at each container
+        start; an emptyDir kept for the pod's life) and return the
+        container's mounts of them. ConfigError if a source is missing."""
+        pod, sources = self._pod_and_sources(plan)
+        volumes = {volume.name: volume for volume in volume_files(pod, sources)}
+        base = pod_dir(self._private_base(), plan.namespace, plan.name) / ".volumes"
+        directories = {}
+        for volume in volumes.values():
+            directory = base / volume.name
+            write_volume(directory, dict(volume.files) if volume.from_api else None)
+            directories[volume.name] = str(directory)
+            if not volume.emulated and (plan.key, volume.name) not in self.noticed:
+                self.noticed.add((plan.key, volume.name))
+                print(
+                    f"{plan.key}: volume {volume.name!r} ({volume.kind}) is not emulated: "
+                    "an empty directory",
+                    flush=True,
+                )
+        spec = next(c for c in pod.spec.containers if c.name == container.name)
+        return container_mounts(spec, volumes, directories)
 
     def _sandbox(self, plan: PodPlan, container: ContainerPlan) -> SandboxSpec:
         """The sandbox a container's processes run in: its user (runAsUser /
@@ -400,6 +438,8 @@ class Kubelet:
             if etc is not None
             else ()
         )
+        mounts += self._volume_mounts(plan, container)
+        prepare_mount_points(private, mounts)
         return SandboxSpec(
             hostname=plan.hostname,
             env=tuple(self._environment(plan, container).items()),
@@ -422,7 +462,7 @@ class Kubelet:
             try:
                 sandbox = self._sandbox(plan, container)
             except ConfigError as exc:
-                running.config_errors[name] = str(exc)
+                running.config_errors[name] = (exc.reason, str(exc))
                 raise
             del running.config_errors[name]
             running.sandboxes[name] = sandbox
@@ -439,7 +479,7 @@ class Kubelet:
             try:
                 env = self._environment(plan, container)
             except ConfigError as exc:
-                running.config_errors[name] = str(exc)
+                running.config_errors[name] = (exc.reason, str(exc))
                 raise
             process = processes.start_again(previous, env)
             running.sandboxes[name] = replace(running.sandboxes[name], env=tuple(env.items()))

@@ -98,8 +98,8 @@ class _Running(Protocol):
         ...
 
     @property
-    def config_errors(self) -> Mapping[str, str]:
-        """Containers whose env references do not resolve (kubelet's message)."""
+    def config_errors(self) -> Mapping[str, tuple[str, str]]:
+        """Containers that cannot be made: (waiting reason, kubelet's message)."""
         ...
 
     @property
@@ -230,7 +230,7 @@ class ProbeManager:
                 lives[c.name].exited(now, wall, code)
             error = running.config_errors.get(c.name)
             if error is not None:
-                self.log(f"{running.plan.key}/{c.name}: CreateContainerConfigError: {error}")
+                self.log(f"{running.plan.key}/{c.name}: {error[0]}: {error[1]}")
                 lives[c.name].held(now, CONFIG_RETRY)
         return _Tracked(next(self._tokens), running, pod, lives, specs)
 
@@ -461,11 +461,8 @@ class ProbeManager:
         state: ContainerState
         config_error = tracked.running.config_errors.get(name)
         if config_error is not None and not life.running:
-            state = ContainerState(
-                waiting=ContainerStateWaiting(
-                    reason="CreateContainerConfigError", message=config_error
-                )
-            )
+            reason, message = config_error
+            state = ContainerState(waiting=ContainerStateWaiting(reason=reason, message=message))
         elif life.running:
             assert life.started_wall is not None
             state = ContainerState(

@@ -83,6 +83,46 @@ spec:
       env:
         - {{name: LEVEL, valueFrom: {{configMapKeyRef: {{name: late, key: level}}}}}}
 """
+VOLUMES = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: mounted, labels: {app: shop}}
+spec:
+  containers:
+    - name: app
+      image: busybox
+      command: ["sh", "-c", "echo written > /cache/note; exec sleep 300"]
+      volumeMounts:
+        - {name: config, mountPath: /etc/app}
+        - {name: secret, mountPath: /etc/secret-pw, subPath: password}
+        - {name: cache, mountPath: /cache}
+        - {name: info, mountPath: /etc/podinfo}
+        - {name: token, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}
+        - {name: host, mountPath: /host-etc}
+  volumes:
+    - name: config
+      configMap:
+        name: app-config
+        items: [{key: MODE, path: conf/mode, mode: 0600}]
+    - {name: secret, secret: {secretName: app-secret}}
+    - {name: cache, emptyDir: {}}
+    - name: info
+      downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+    - name: token
+      projected: {sources: [{serviceAccountToken: {path: token}}]}
+    - {name: host, hostPath: {path: /etc}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unmounted}
+spec:
+  containers:
+    - name: app
+      image: busybox
+      command: ["sleep", "300"]
+      volumeMounts: [{name: v, mountPath: /v}]
+  volumes: [{name: v, configMap: {name: absent}}]
+"""
 LATE = """\
 apiVersion: v1
 kind: ConfigMap
@@ -227,3 +267,42 @@ def test_a_missing_config_map_holds_the_container_until_it_appears(
     while "level=" not in lab.logs("waiting") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert lab.logs("waiting") == "level=debug\n"
+
+
+def test_volumes_appear_as_files_in_the_container(lab: LiveLab, tmp_path: Path) -> None:
+    manifest = tmp_path / "mounted.yaml"
+    manifest.write_text(VOLUMES)
+    lab.apply([item.obj for item in load_and_validate([manifest])])
+
+    def run(*argv: str) -> str:
+        result = lab.exec("mounted", list(argv))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    # items with their own path and mode, in kubelet's atomic-writer layout;
+    # the container (nobody) cannot read a 0600 file root wrote, as in Kubernetes.
+    listed = run("ls", "-A", "/etc/app").split()
+    assert listed[-2:] == ["..data", "conf"] and listed[0].startswith("..20")
+    assert run("stat", "-L", "-c", "%a", "/etc/app/conf/mode").strip() == "600"
+    assert run("cat", "/etc/secret-pw") == "s3cret"
+    assert run("cat", "/etc/podinfo/labels") == 'app="shop"'
+    assert "stand-in" in run("cat", "/var/run/secrets/kubernetes.io/serviceaccount/token")
+    deadline = time.monotonic() + 3
+    while "written" not in run("sh", "-c", "cat /cache/note 2>/dev/null || true"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # Not emulated: an empty directory, never the host's /etc.
+    assert run("ls", "-A", "/host-etc") == ""
+    # API volumes are read-only whatever the mount says.
+    assert lab.exec("mounted", ["touch", "/etc/podinfo/x"]).returncode != 0
+    # A volume whose ConfigMap is missing holds its container, as kubelet does.
+    deadline = time.monotonic() + 5
+    while pod_row(lab, "unmounted")[2] != "ContainerCreating":
+        assert time.monotonic() < deadline, pod_row(lab, "unmounted")
+        time.sleep(0.1)
+    pod = next(p for p in lab.cluster_state().pods if p.metadata.name == "unmounted")
+    state = pod.status.container_statuses[0].state
+    assert state is not None and state.waiting is not None
+    assert state.waiting.message == (
+        'MountVolume.SetUp failed for volume "v" : configmap "absent" not found'
+    )

@@ -72,7 +72,7 @@ class FakeRunning:
     plan: PodPlan
     failed: dict[str, int] = field(default_factory=dict)
     sandboxes: dict[str, SandboxSpec] = field(default_factory=dict)
-    config_errors: dict[str, str] = field(default_factory=dict)
+    config_errors: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # As the kubelet's: every started container has its sandbox.
