@@ -32,7 +32,7 @@ metadata: {name: web}
 spec:
   type: NodePort
   selector: {app: web}
-  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -111,3 +111,18 @@ def test_apply_refuses_a_clashing_node_port_and_a_missing_namespace(
     )
     services = json.loads(netemu_cli("get", "svc", "--lab", lab.name, "-o", "json").stdout)
     assert "other" not in [i["metadata"]["name"] for i in services["items"]]
+
+
+def test_exec_and_trace_take_a_namespace_and_trace_a_port_name(lab: LiveLab) -> None:
+    [pod_key] = [key for key in lab.info()["pods"] if key.startswith("default/web-")]
+    pod = pod_key.split("/", 1)[1]
+    done = netemu_cli("exec", "--lab", lab.name, "-n", "default", pod, "--", "hostname")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == pod
+    traced = netemu_cli(
+        "trace", "--lab", lab.name, "-n", "default", pod, "web", "--port", "http", "--no-pcap"
+    )
+    assert traced.returncode == 0, traced.stderr
+    # Sent from the pod to the Service's port named http (80), DNATed to the pod's 8080.
+    first = traced.stdout.splitlines()[0]
+    assert first.startswith(f"{pod} ") and ":80 ⇒ DNAT " in first and ":8080" in first
