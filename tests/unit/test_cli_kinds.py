@@ -110,10 +110,10 @@ def test_get_lists_custom_resources_by_their_crds_names(bundle: Path) -> None:
 
 
 def test_get_an_unknown_resource_is_exit_2(bundle: Path) -> None:
-    result = invoke("get", "gizmos", "-f", str(bundle))
+    result = invoke("get", "frobnicators", "-f", str(bundle))
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1] == (
-        'error: the server doesn\'t have a resource type "gizmos"'
+        'error: the server doesn\'t have a resource type "frobnicators"'
     )
 
 

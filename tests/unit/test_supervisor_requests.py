@@ -86,8 +86,8 @@ SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "w
         ({**TRACE, "wait": True}, "field 'wait'"),
         ({**TRACE, "pcap": "yes"}, "field 'pcap': expected bool, got str"),
         (
-            {"op": "table", "kind": "gizmos"},
-            "field 'kind': the server doesn't have a resource type \"gizmos\"",
+            {"op": "table", "kind": "frobnicators"},
+            "field 'kind': the server doesn't have a resource type \"frobnicators\"",
         ),
         ({"op": "table", "kind": "pods", "output": "xml"}, "field 'output': expected wide"),
         ({"op": "table", "kind": "pods", "namespace": 3}, "field 'namespace': expected str"),
