@@ -178,6 +178,22 @@ def manifest_files(text: str, *, required: bool = True, exists: bool = False) ->
     )
 
 
+def create_namespaces_option(func: FC) -> FC:
+    """--create-namespaces: namespaces used but not defined are created."""
+    return click.option(
+        "--create-namespaces",
+        is_flag=True,
+        help="Create namespaces objects use but no Namespace defines (else an error, "
+        'as kubectl apply says: namespaces "x" not found).',
+    )(func)
+
+
+def echo_notes(notes: list[str]) -> None:
+    """The loader's notices and warnings, one line each, on stderr."""
+    for line in notes:
+        click.echo(line, err=True)
+
+
 def stdout_width() -> int | None:
     """Scripts read our tables: never wrap them when stdout is not a terminal."""
     return None if sys.stdout.isatty() else 10_000

@@ -79,7 +79,10 @@ MIN_WIDTH = 6
 
 
 def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
-    """The objects of `kind` (a value of RESOURCES)."""
+    """The objects of `kind`: a value of RESOURCES, or the kind name of objects
+    stored but not emulated (netemu.api.generic)."""
+    if kind not in _PRINTERS:
+        return tuple(o for o in state.others if o.kind == kind)
     found: Sequence[K8sModel] = {
         "pods": state.pods,
         "services": state.services,
@@ -101,6 +104,13 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
     def keep(objects: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(o for o in objects if (o.metadata.namespace or "default") == namespace)
 
+    def keep_namespaced(objects: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            o
+            for o in objects
+            if not type(o).namespaced or (o.metadata.namespace or "default") == namespace
+        )
+
     return replace(
         state,
         pods=keep(state.pods),
@@ -110,6 +120,7 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
         replica_sets=keep(state.replica_sets),
         daemon_sets=keep(state.daemon_sets),
         stateful_sets=keep(state.stateful_sets),
+        others=keep_namespaced(state.others),
     )
 
 
@@ -156,11 +167,18 @@ def table(
     when `with_namespace` and the kind is namespaced). AGE is counted to
     `now` (default: the current time)."""
     moment = now or datetime.datetime.now(datetime.UTC)
-    columns, printer = _PRINTERS[kind]
+    found = items(kind, state)
+    if kind in _PRINTERS:
+        columns, printer = _PRINTERS[kind]
+        namespaced = with_namespace and kind not in CLUSTER_SCOPED
+    else:
+        # Stored, not emulated: kubectl's default columns for a kind without a
+        # printer of its own (NAME, AGE; a CRD without additionalPrinterColumns).
+        columns, printer = [("NAME", False), ("AGE", False)], _generic
+        namespaced = with_namespace and all(getattr(type(o), "namespaced", True) for o in found)
     head = [name for name, is_wide in columns if wide or not is_wide]
-    namespaced = with_namespace and kind not in CLUSTER_SCOPED
     rows: list[list[str]] = []
-    for obj in items(kind, state):
+    for obj in found:
         cells = printer(obj, wide, moment)
         if namespaced:
             cells = [obj.metadata.namespace or "default", *cells]  # type: ignore[attr-defined]
@@ -198,6 +216,10 @@ def render(shown: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the printers
 
 Printer = Callable[[Any, bool, datetime.datetime], list[str]]
+
+
+def _generic(obj: Any, wide: bool, now: datetime.datetime) -> list[str]:
+    return [obj.metadata.name or "", _age(obj, now)]
 
 
 def _age(obj: Any, now: datetime.datetime) -> str:

@@ -74,6 +74,10 @@ def kind_named(word: str) -> str:
 
     kind = KIND_ALIASES.get(word.lower())
     if kind is None:
+        from netemu.api.generic import resource_kind
+
+        kind = resource_kind(word)  # a built-in kind netemu stores, not emulates
+    if kind is None:
         known = ", ".join(sorted(set(KIND_ALIASES.values())))
         raise LabUsageError(f"unknown kind {word!r}; expected one of: {known}")
     return kind
@@ -352,6 +356,7 @@ def up(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = READY_TIMEOUT,
     supervisor: subprocess.Popen[bytes] | None = None,
+    create_namespaces: bool = False,
 ) -> LiveLab:
     """Start the lab's supervisor and wait until every pod's servers listen and
     every node's rules are applied. On failure the lab is taken down again.
@@ -376,7 +381,7 @@ def up(
     deadline = time.monotonic() + timeout
     try:
         with contextlib.suppress(BrokenPipeError):  # it exited: reported below
-            send_orders(proc, name, [str(path) for path in paths])
+            send_orders(proc, name, [str(path) for path in paths], create_namespaces)
         while True:
             if proc.poll() is not None:
                 raise LabError(f"lab {name}: the supervisor exited ({_log_tail(log)})")

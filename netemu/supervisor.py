@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
@@ -49,7 +49,8 @@ from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import Pod, Service
 from netemu.api.errors import InputError
-from netemu.api.load import KINDS, Loaded, Origin, load_text
+from netemu.api.generic import GenericObject, generic_kind, resource_kind
+from netemu.api.load import KINDS, Loaded, Origin, load_text, resolve_custom_kinds
 from netemu.api.validate import (
     is_dns1123_label,
     is_dns1123_subdomain,
@@ -202,8 +203,11 @@ def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
         if isinstance(value, str) and (check := is_dns1123_subdomain(value)):
             problems.append(f"field {name!r}: {'; '.join(check)}")
     if op == "table":
-        if fields["kind"] not in TABLE_KINDS:
-            problems.append(f"field 'kind': expected one of {', '.join(TABLE_KINDS)}")
+        if fields["kind"] not in TABLE_KINDS and resource_kind(fields["kind"]) is None:
+            problems.append(
+                f"field 'kind': the server doesn't have a resource type \"{fields['kind']}\"; "
+                f"expected one of {', '.join(TABLE_KINDS)} or a kind stored in the lab"
+            )
         if fields["output"] not in TABLE_OUTPUTS:
             problems.append("field 'output': expected wide, json or yaml")
     if op == "scale":
@@ -236,7 +240,7 @@ def _ref_problems(ref: object) -> list[str]:
         return [f"expected an object with kind, namespace and name, got {type(ref).__name__}"]
     problems = [f"unknown field {k!r}" for k in ref if k not in ("kind", "namespace", "name")]
     kind, namespace, name = ref.get("kind"), ref.get("namespace"), ref.get("name")
-    if not isinstance(kind, str) or kind not in KIND_BY_NAME:
+    if not isinstance(kind, str) or (kind not in KIND_BY_NAME and _generic_class(kind) is None):
         problems.append(f"unknown kind {kind!r}")
     if not isinstance(name, str) or is_dns1123_subdomain(name):
         problems.append(f"name {name!r}: expected a Kubernetes object name")
@@ -245,17 +249,29 @@ def _ref_problems(ref: object) -> list[str]:
     return problems
 
 
-def _objects(raws: list[Any], lab: Lab) -> list[K8sModel]:
+def _generic_class(kind: str) -> type[GenericObject] | None:
+    """The class of a kind stored but not emulated, by its exact kind name."""
+    cls = generic_kind(kind)
+    return cls if cls is not None and cls.model_fields["kind"].default == kind else None
+
+
+def _objects(raws: list[Any], lab: Lab, in_place: Sequence[Loaded] = ()) -> list[K8sModel]:
     """The request's objects, loaded and validated as manifests are (each a
     document of a `request` file, so a diagnostic names `request:<line>`),
-    against the running lab's own Lab (its ranges and nodes)."""
+    against the running lab: its own Lab (ranges and nodes), its Namespaces,
+    and its Services' cluster IPs and nodePorts."""
     for index, raw in enumerate(raws):
         if not isinstance(raw, dict):
             raise RequestError(f"objects[{index}]: expected an object, got {type(raw).__name__}")
     text = "".join(f"---\n{json.dumps(raw, indent=1)}\n" for raw in raws)
     loaded, problems = load_text(text, "request")
+    problems += resolve_custom_kinds(loaded)
     if not problems:
-        problems = validate(loaded, context=[Loaded(lab, Origin("<lab>", 0))])
+        # The client checked namespaces (and created them if asked): an
+        # object's namespace is created with it here, as apply_objects does.
+        problems = validate(
+            loaded, context=[Loaded(lab, Origin("<lab>", 0)), *in_place], create_namespaces=True
+        )
     if problems:
         raise InputError(problems)
     return [item.obj for item in loaded]
@@ -610,7 +626,7 @@ class Supervisor:
         if op == "table":
             return {"ok": True, **self._table(fields)}
         if op == "apply":
-            objects = _objects(fields["objects"], self.lab)
+            objects = _objects(fields["objects"], self.lab, self._in_place())
             return {"ok": True, "applied": self._change(lambda: self._apply(objects))}
         if op == "delete":
             return {"ok": True, "deleted": self._change(lambda: self._delete(fields["refs"]))}
@@ -649,9 +665,16 @@ class Supervisor:
             raise
         return result
 
+    def _in_place(self) -> list[Loaded]:
+        """The lab's Lab, Namespaces and Services, as what is applied is checked against."""
+        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+        where = Origin(f"lab {self.name}", 0)
+        return [Loaded(o, where) for o in (*state.namespaces, *state.services)]
+
     def _state(self) -> dict[str, list[dict[str, Any]]]:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         return {
+            "namespaces": [o.to_dict() for o in state.namespaces],
             "nodes": [o.to_dict() for o in state.nodes],
             "services": [o.to_dict() for o in state.services],
             "pods": [o.to_dict() for o in state.pods],
@@ -667,6 +690,8 @@ class Supervisor:
         if request["namespace"] is not None:
             state = cli_table.in_namespace(state, request["namespace"])
         kind, output = request["kind"], request["output"]
+        if kind not in TABLE_KINDS:
+            kind = resource_kind(kind)
         if output in ("json", "yaml"):
             return {"list": cli_table.listing(cli_table.items(kind, state))}
         shown = cli_table.table(
@@ -731,7 +756,9 @@ class Supervisor:
                     f"netemu down {self.name} takes the lab down"
                 )
             try:
-                self.client.delete(KIND_BY_NAME[kind], ref.get("namespace"), ref["name"])
+                cls = KIND_BY_NAME.get(kind) or _generic_class(kind)
+                assert cls is not None, kind  # checked with the request
+                self.client.delete(cls, ref.get("namespace"), ref["name"])
             except NotFound as exc:
                 raise RequestError(str(exc)) from exc
             deleted.append(f"{kind}/{ref['name']}")
@@ -873,6 +900,7 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netemu-supervisor")
     parser.add_argument("--lab", help="the lab (default: read orders from stdin)")
+    parser.add_argument("--create-namespaces", action="store_true")
     parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
     if args.lab is None:
@@ -883,6 +911,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         given = json.loads(orders)
         args.lab, args.paths = given["lab"], given["paths"]
+        args.create_namespaces = bool(given.get("createNamespaces", False))
     if not args.paths:
         parser.error("no manifest paths")
 
@@ -898,7 +927,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.devnull, "rb") as nothing:
         os.dup2(nothing.fileno(), 0)
 
-    objects = [item.obj for item in load_and_validate(args.paths)]
+    objects = [
+        item.obj
+        for item in load_and_validate(
+            args.paths, create_namespaces=args.create_namespaces, default_lab=True
+        )
+    ]
     supervisor = Supervisor(args.lab, objects)
     sock = run_dir(args.lab) / SOCKET
     sock.unlink(missing_ok=True)

@@ -25,11 +25,13 @@ from netemu.api.addresspool import default_pool, parse_pool
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.config import (
+    DEFAULT_LAB_NOTICE,
     DEFAULT_NODE_POD_PREFIX,
     KubeProxyConfiguration,
     KubeProxyConntrackConfiguration,
     Lab,
 )
+from netemu.api.config import default_lab as make_default_lab
 from netemu.api.core import (
     SERVICE_NAME_LABEL,
     Container,
@@ -42,7 +44,8 @@ from netemu.api.core import (
 )
 from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
-from netemu.api.load import Loaded, gc_paused, load_paths
+from netemu.api.generic import GenericObject
+from netemu.api.load import Loaded, Origin, gc_paused, load_paths_partly
 from netemu.node.podfiles import (
     DNS_POLICIES_API_ORDER as DNS_POLICIES,
 )
@@ -297,29 +300,53 @@ def _join(msgs: Iterable[str]) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def validate(loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> list[Diagnostic]:
+def validate(
+    loaded: Sequence[Loaded], context: Sequence[Loaded] = (), *, create_namespaces: bool = False
+) -> list[Diagnostic]:
     """Every semantic problem in `loaded` (already structurally valid), sorted by file
     and line. Cross-object checks (duplicates, clusterIP and nodePort clashes, Lab
     ranges, node names) look at all documents together, whatever file they came from.
 
     `context`: objects already in place that `loaded` is checked against without being
     checked themselves: a running lab's Lab, whose serviceCIDR, nodePortRange and
-    nodes bound what is applied to it (used when `loaded` has no Lab of its own)."""
-    checker = _Checker(loaded, context)
+    nodes bound what is applied to it (used when `loaded` has no Lab of its own),
+    and its Namespaces, Services and their cluster IPs and nodePorts, which
+    what is applied must not clash with (an object of `loaded` replaces its own
+    namesake in `context`, as `kubectl apply` updates it).
+
+    `create_namespaces`: namespaces used but not defined are not reported."""
+    checker = _Checker(loaded, context, create_namespaces)
     checker.run()
     return sorted(checker.out)
 
 
-def load_and_validate(paths: Iterable[str | Path], context: Sequence[Loaded] = ()) -> list[Loaded]:
+def load_and_validate(
+    paths: Iterable[str | Path],
+    context: Sequence[Loaded] = (),
+    *,
+    notes: list[str] | None = None,
+    create_namespaces: bool = False,
+    default_lab: bool = False,
+) -> list[Loaded]:
     """Load every manifest under `paths` and validate them together (and
     against `context`, as `validate` does).
 
-    Raises InputError with all structural problems if loading fails (semantic
-    checks need well-typed objects), else with all semantic problems if any.
+    Raises InputError with every problem: the structural ones of documents
+    that do not load and the semantic ones of those that do, as the API
+    server answers each object of a `kubectl apply` on its own. `notes` gets
+    the loader's notices (skipped documents, kinds stored but not emulated).
+    `create_namespaces`: a namespace no Namespace object defines is created
+    rather than reported (`--create-namespaces`). `default_lab`: an input
+    without a Lab and without Nodes gets the built-in Lab (DEFAULT_LAB), said in
+    `notes`.
     """
     with gc_paused():  # see gc_paused: millions of objects, none of them garbage
-        loaded = load_paths(paths)
-        problems = validate(loaded, context)
+        loaded, problems = load_paths_partly(paths, notes)
+        if default_lab and not problems and not any(isinstance(i.obj, Lab | Node) for i in loaded):
+            loaded.append(Loaded(make_default_lab(), Origin("<built-in lab>", 0)))
+            if notes is not None:
+                notes.append(DEFAULT_LAB_NOTICE)
+        problems += validate(loaded, context, create_namespaces=create_namespaces)
     if problems:
         raise InputError(problems)
     return loaded
@@ -329,6 +356,24 @@ def load_and_validate(paths: Iterable[str | Path], context: Sequence[Loaded] = (
 
 _NAMESPACED = (Service, Pod, Deployment, ReplicaSet, DaemonSet, StatefulSet, EndpointSlice)
 _WORKLOADS = (Deployment, ReplicaSet, DaemonSet, StatefulSet)
+# The namespaces every cluster has (kubeadm's, and the API server's `default`).
+SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+# RBAC objects' names are path segments, not DNS names (`system:aggregate-to-admin`):
+# the API server checks them with path.IsValidPathSegmentName.
+_RBAC_KINDS = frozenset({"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})
+
+
+def _namespaced(obj: object) -> bool:
+    if isinstance(obj, GenericObject):
+        return type(obj).namespaced
+    return isinstance(obj, _NAMESPACED)
+
+
+def is_path_segment_name(value: str) -> list[str]:
+    """apimachinery's path.IsValidPathSegmentName, with its wording."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
 
 
 @dataclass(frozen=True)
@@ -351,15 +396,40 @@ class _LabRanges:
 
 
 class _Checker:
-    def __init__(self, loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> None:
+    def __init__(
+        self,
+        loaded: Sequence[Loaded],
+        context: Sequence[Loaded] = (),
+        create_namespaces: bool = False,
+    ) -> None:
         self.loaded = loaded
         self.context = context
+        self.create_namespaces = create_namespaces
+        self.in_place = {id(item) for item in context}
         self.out: list[Diagnostic] = []
         self.node_refs: list[tuple[Loaded, FieldPath, str]] = []
         self.lab: _LabRanges | None = None
 
     def report(self, item: Loaded, path: FieldPath, message: str) -> None:
+        if id(item) in self.in_place:
+            return  # an object already in the lab: its own problems are not this input's
         self.out.append(item.diagnostic(path, message))
+
+    def services(self) -> list[Loaded]:
+        """The Services whose cluster IPs and nodePorts must not clash: those in
+        place (context) that the input does not replace, then the input's."""
+        mine = {
+            (i.obj.metadata.namespace or "default", i.obj.metadata.name)
+            for i in self.loaded
+            if isinstance(i.obj, Service)
+        }
+        kept = [
+            i
+            for i in self.context
+            if isinstance(i.obj, Service)
+            and (i.obj.metadata.namespace or "default", i.obj.metadata.name) not in mine
+        ]
+        return [*kept, *(i for i in self.loaded if isinstance(i.obj, Service))]
 
     def where(self, item: Loaded, path: FieldPath) -> str:
         """How a message points at another object's field: `Kind/name field (file:line)`."""
@@ -404,6 +474,9 @@ class _Checker:
                 self.check_node(item, obj)
             elif isinstance(obj, Namespace):
                 self.check_meta(item, obj.metadata, is_dns1123_label)
+            elif isinstance(obj, GenericObject):
+                self.check_generic(item, obj)
+        self.check_namespaces()
         self.check_service_ips()
         self.check_node_ports()
         self.check_node_refs(labs)
@@ -430,7 +503,7 @@ class _Checker:
             if isinstance(item.obj, Lab):
                 continue  # reported as "at most one Lab"
             kind = type(item.obj).__name__
-            namespace = (meta.namespace or "default") if isinstance(item.obj, _NAMESPACED) else ""
+            namespace = (meta.namespace or "default") if _namespaced(item.obj) else ""
             key = (kind, namespace, meta.name)
             first = seen.setdefault(key, item)
             if first is item:
@@ -502,6 +575,36 @@ class _Checker:
             if name not in nodes:
                 self.report(item, path, f'node "{name}" does not exist; defined nodes: {known}')
 
+    def check_generic(self, item: Loaded, obj: GenericObject) -> None:
+        """An object stored but not emulated: its metadata, as the API server checks
+        every object's (names are DNS subdomains, RBAC's path segments)."""
+        rule = is_path_segment_name if obj.kind in _RBAC_KINDS else is_dns1123_subdomain
+        self.check_meta(item, obj.metadata, rule)
+
+    def check_namespaces(self) -> None:
+        """Each namespaced object's namespace exists: one of the cluster's own,
+        defined in the input, or (live) in the lab; as the API server answers
+        `namespaces "x" not found` otherwise."""
+        if self.create_namespaces:
+            return
+        known = set(SYSTEM_NAMESPACES)
+        for item in [*self.context, *self.loaded]:
+            if isinstance(item.obj, Namespace) and item.obj.metadata.name:
+                known.add(item.obj.metadata.name)
+        for item in self.loaded:
+            meta = getattr(item.obj, "metadata", None)
+            if not isinstance(meta, ObjectMeta) or not _namespaced(item.obj):
+                continue
+            namespace = meta.namespace or "default"
+            if namespace in known or is_dns1123_label(namespace):
+                continue  # a malformed name is reported by check_meta
+            self.report(
+                item,
+                ("metadata", "namespace"),
+                f'namespaces "{namespace}" not found: define the Namespace in the input, '
+                "or pass --create-namespaces",
+            )
+
     # ------------------------------------------------------------ metadata and labels
 
     def check_meta(
@@ -522,7 +625,7 @@ class _Checker:
                 self.report(item, (*path, "generateName"), _join(errs))
         else:
             self.report(item, (*path, "name"), "name or generateName is required")
-        namespaced = isinstance(item.obj, _NAMESPACED)
+        namespaced = _namespaced(item.obj)
         if meta.namespace and namespaced and (errs := is_dns1123_label(meta.namespace)):
             self.report(item, (*path, "namespace"), _join(errs))
         self.check_labels(item, (*path, "labels"), meta.labels)
@@ -914,6 +1017,7 @@ class _Checker:
         if spec.selector:
             self.check_labels(item, ("spec", "selector"), spec.selector)
         self.check_service_ports(item, svc, svc_type)
+        self.check_ip_families(item, svc)
 
         if spec.cluster_ip not in (None, "", "None") and parse_ip(spec.cluster_ip) is None:
             self.report(item, ("spec", "clusterIP"), "must be empty, 'None', or a valid IP address")
@@ -1013,6 +1117,27 @@ class _Checker:
                     f"must be between 1 and {MAX_AFFINITY_TIMEOUT}, inclusive",
                 )
 
+    def check_ip_families(self, item: Loaded, svc: Service) -> None:
+        """A lab is single-stack, of its serviceCIDR's family (IPv4 by default): the
+        API server's allocator refuses other families and RequireDualStack, with
+        these messages (pkg/registry/core/service/storage/alloc.go,
+        initIPFamilyFields)."""
+        cidr = self.lab.service_cidr if self.lab is not None else None
+        family = f"IPv{cidr.version}" if cidr is not None else "IPv4"
+        if svc.spec.ip_family_policy == "RequireDualStack":
+            self.report(
+                item,
+                ("spec", "ipFamilyPolicy"),
+                "Cluster is not configured for dual stack services",
+            )
+        for i, wanted in enumerate(svc.spec.ip_families):
+            if wanted != family:
+                self.report(
+                    item,
+                    ("spec", "ipFamilies", i),
+                    f"ipfamily {wanted} is not configured on cluster (the lab is {family} only)",
+                )
+
     def check_service_ports(self, item: Loaded, svc: Service, svc_type: str) -> None:
         ports = svc.spec.ports
         names: dict[str, int] = {}
@@ -1085,9 +1210,8 @@ class _Checker:
         """clusterIPs are unique and, with a Lab, inside its serviceCIDR."""
         owners: dict[Any, tuple[Loaded, FieldPath]] = {}
         cidr = self.lab.service_cidr if self.lab else None
-        for item in self.loaded:
-            if not isinstance(item.obj, Service):
-                continue
+        for item in self.services():
+            assert isinstance(item.obj, Service)
             for path, ip in self.service_ips(item.obj):
                 if cidr is not None:
                     if ip not in cidr:
@@ -1111,10 +1235,9 @@ class _Checker:
         """nodePorts (and healthCheckNodePorts) are unique on the nodes and, with a
         Lab, inside its nodePortRange."""
         uses: dict[int, list[_NodePortUse]] = {}
-        for item in self.loaded:
+        for item in self.services():
             svc = item.obj
-            if not isinstance(svc, Service):
-                continue
+            assert isinstance(svc, Service)
             svc_type = svc.spec.type or "ClusterIP"
             if svc_type not in ("NodePort", "LoadBalancer"):
                 continue  # nodePorts there are already reported as not allowed

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from netemu.api.base import K8sModel, ObjectMeta
+from netemu.api.generic import is_cluster_scoped_generic
 from netemu.controlplane.errors import Invalid
 
 T = TypeVar("T", bound=K8sModel)
@@ -88,7 +89,7 @@ def kind_of(cls: type[K8sModel]) -> str:
 
 
 def is_namespaced(kind: str) -> bool:
-    return kind not in CLUSTER_SCOPED_KINDS
+    return kind not in CLUSTER_SCOPED_KINDS and not is_cluster_scoped_generic(kind)
 
 
 def meta_of(obj: K8sModel) -> ObjectMeta:

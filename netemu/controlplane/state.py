@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.generic import GenericObject
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ClusterState:
     replica_sets: tuple[ReplicaSet, ...] = ()
     daemon_sets: tuple[DaemonSet, ...] = ()
     stateful_sets: tuple[StatefulSet, ...] = ()
+    # Objects stored but not emulated (netemu.api.generic), by kind, namespace, name.
+    others: tuple[GenericObject, ...] = ()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
