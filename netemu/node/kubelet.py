@@ -7,7 +7,9 @@ hosts and hostname files, and its containers: a container's command runs
 as a process in the pod's namespace, a container without one is served by
 the lab's built-in test server (the built-in DNS server in a pod annotated
 `netemu/builtin-server: dns`). A pod that is gone is torn down in the
-reverse order (CNI DEL last).
+reverse order (CNI DEL last). A pod being deleted gracefully
+(deletionTimestamp set) is stopped container by container first
+(`begin_terminations`, netemu.node.termination), and removed once it has.
 
 A pod's hostPorts go through the portmap plugin's chains
 (netemu.rules.portmap), written in one `iptables-restore --noflush`
@@ -21,14 +23,16 @@ node replaces the whole nat table.
 from __future__ import annotations
 
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netemu.api.config import Lab
-from netemu.api.core import Pod, Service
+from netemu.api.core import Container, Pod, Service
 from netemu.controlplane import Client
 from netemu.controlplane.addons import BUILTIN_DNS
-from netemu.kernel import netns, processes
+from netemu.kernel import kubeprobe, netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
 from netemu.kernel.journal import Journal, run_dir
@@ -36,7 +40,8 @@ from netemu.kernel.sockets import bind_pod_sockets
 from netemu.net.plan import CNI_NETWORK, POD_BRIDGE, ContainerPlan, NodePlan, PodPlan, plan_pod
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.envvars import container_env, service_env
-from netemu.node.probes import EXIT_SIGTERM
+from netemu.node.probes import EXIT_SIGTERM, ExecHandler, HttpHandler
+from netemu.node.termination import Stoppable, pre_stop_of, terminate
 from netemu.node.testserver import PodIdentity, TestServers
 from netemu.rules.model import parse_restore
 from netemu.rules.portmap import PortmapPod, sync_text
@@ -97,6 +102,8 @@ class Kubelet:
     running: dict[str, RunningPod] = field(default_factory=dict, init=False)
     # The pods whose portmap chains are in the kernel, in ADD order.
     host_ports_applied: list[str] = field(default_factory=list, init=False)
+    # Pods being stopped after their deletion: key -> uid.
+    terminating: dict[str, str] = field(default_factory=dict, init=False)
 
     def desired(self) -> dict[str, PodPlan]:
         plans = {}
@@ -126,12 +133,86 @@ class Kubelet:
             if key not in desired or desired[key] != self.running[key].plan
         ]
         stopping = [self.running.pop(key) for key in gone]
+        for key in gone:
+            self.terminating.pop(key, None)
         # portmap's DEL runs before the bridge plugin's (a chain's DEL goes
         # in reverse order): no hostPort leads to a pod that is going.
         self.sync_host_ports()
         for running in stopping:
             self._stop(running)
         return bool(gone)
+
+    def begin_terminations(
+        self, finish: Callable[[str, str], None], log: Callable[[str], None] = print
+    ) -> bool:
+        """Start stopping the running pods that are being deleted (each on a
+        thread: netemu.node.termination); `finish(key, uid)` is called once
+        a pod's containers have stopped. True if any began."""
+        began = False
+        for pod in self.client.list(Pod).items:
+            meta = pod.metadata
+            if pod.spec.node_name != self.node.name or meta.deletion_timestamp is None:
+                continue
+            key = f"{meta.namespace or 'default'}/{meta.name}"
+            running = self.running.get(key)
+            if key in self.terminating:
+                continue
+            uid = meta.uid or ""
+            self.terminating[key] = uid
+            if running is None:
+                # Bound here but not started (no address yet): nothing to
+                # stop. Finished on a thread, as the caller holds the lock.
+                threading.Thread(target=finish, args=(key, uid), daemon=True).start()
+                began = True
+                continue
+            containers = [self._stoppable(key, running, c) for c in pod.spec.containers]
+            grace = float(meta.deletion_grace_period_seconds or 0)
+            log(f"{key}: deleted, stopping its containers within {grace:.0f}s")
+            threading.Thread(
+                target=terminate,
+                args=(key, containers, grace, lambda k=key, u=uid: finish(k, u), log),
+                name=f"terminate {key}",
+                daemon=True,
+            ).start()
+            began = True
+        return began
+
+    def _stoppable(self, key: str, running: RunningPod, container: Container) -> Stoppable:
+        """A container of a pod being deleted: its preStop hook and how it stops."""
+        plan = running.plan
+        hook = pre_stop_of(container)
+        action: kubeprobe.Action | str | None = None
+        if isinstance(hook, ExecHandler):
+            action = kubeprobe.Exec(plan.netns, hook.command, plan.hostname)
+        elif isinstance(hook, HttpHandler):
+            port = hook.port
+            if isinstance(port, str):
+                found = [p.container_port for p in container.ports if p.name == port]
+                port = found[0] if found else port
+            if isinstance(port, str):
+                action = f"couldn't find port: {port} in container {container.name}"
+            else:
+                action = kubeprobe.HttpGet(
+                    self.node.netns,
+                    hook.host or plan.ip,
+                    port,
+                    hook.path,
+                    hook.scheme,
+                    hook.headers,
+                )
+        name = container.name
+        commands = [c.name for c in plan.containers if c.argv]
+
+        def stop(seconds: float) -> None:
+            if name in commands:
+                # The process now (a restart replaces it).
+                processes.stop(running.procs[commands.index(name)], timeout=seconds)
+            else:
+                # A built-in server's SIGTERM: it stops accepting and drops
+                # its connections (unknown keys are ignored).
+                self.servers.stop_serving(f"{key}/{name}")
+
+        return Stoppable(name, hook, action, stop)
 
     def sync_host_ports(self) -> bool:
         """Make the node's portmap chains match the running pods with

@@ -290,6 +290,9 @@ class ProbeManager:
     def restarts(self, now: float, wall: float) -> None:
         """Containers that ended by themselves, and restarts that are due."""
         for tracked in self.pods.values():
+            if tracked.pod.metadata.deletion_timestamp is not None:
+                # Being stopped (netemu.node.termination): nothing restarts.
+                continue
             for name, life in tracked.lives.items():
                 if life.running:
                     code = self.kubelet.container_exit(tracked.key, name)
