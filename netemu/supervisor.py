@@ -375,6 +375,8 @@ class Supervisor:
                     log_dir=log_dir,
                     dns=self.dns,
                     iptables=KernelIptables(node.netns, backend),
+                    locked=self._locked,
+                    log=_log,
                 )
             )
             self.proxies.append(
@@ -439,6 +441,18 @@ class Supervisor:
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
+
+    def _locked(self, change: Callable[[], bool]) -> None:
+        """A change from a kubelet's own thread (an init container's
+        progress): under the lock, then a reconcile if it says so."""
+        with self.lock:
+            if self._stop_ticks.is_set():
+                return  # shutting down
+            try:
+                if change():
+                    self.reconcile()
+            except Exception:
+                traceback.print_exc()
 
     def _terminated(self, key: str, uid: str) -> None:
         """A deleted pod's containers have stopped (on its termination

@@ -298,6 +298,9 @@ class ContainerPlan:
     # test server), or "dns" (the cluster DNS server, netemu.node.dnsserver)
     # in a pod annotated netemu/builtin-server: dns, as the DNS addon's is.
     builtin: str = BUILTIN_TEST
+    # An init container with restartPolicy Always: a sidecar, started
+    # before the next init container and left running.
+    sidecar: bool = False
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,8 @@ class PodPlan:
     sandbox_id: str = ""
     # The pod's hostPorts, as kubelet hands them to CNI (runtimeConfig.portMappings).
     host_ports: tuple[PortMapping, ...] = ()
+    # Its init containers, run in order before `containers` start.
+    init_containers: tuple[ContainerPlan, ...] = ()
 
     @property
     def key(self) -> str:
@@ -670,6 +675,16 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         )
         for c in spec.containers
     )
+    init_containers = tuple(
+        ContainerPlan(
+            name=c.name,
+            argv=(*c.command, *c.args) if c.command else (),
+            env=_plain_env(c.env),
+            ports=tuple((p.container_port, p.protocol) for p in c.ports),
+            sidecar=c.restart_policy == "Always",
+        )
+        for c in spec.init_containers
+    )
     return PodPlan(
         namespace=namespace,
         name=name,
@@ -689,6 +704,7 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         # A hostNetwork pod's hostPorts are its own sockets on the node: the
         # runtime does not call CNI for it, so portmap never sees them.
         host_ports=() if host_network else port_mappings(pod),
+        init_containers=init_containers,
     )
 
 

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netemu.api.config import Lab
-from netemu.api.core import Container, Pod, Service
+from netemu.api.core import Container, Pod, PodStatus, Service
 from netemu.controlplane import Client
 from netemu.controlplane.addons import BUILTIN_DNS
+from netemu.controlplane.errors import Conflict, NotFound
 from netemu.kernel import kubeprobe, netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
@@ -40,7 +42,9 @@ from netemu.kernel.sockets import bind_pod_sockets
 from netemu.net.plan import CNI_NETWORK, POD_BRIDGE, ContainerPlan, NodePlan, PodPlan, plan_pod
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.envvars import container_env, service_env
-from netemu.node.probes import EXIT_SIGTERM, ExecHandler, HttpHandler
+from netemu.node.initcontainers import initialized_status, run_init
+from netemu.node.initcontainers import pod_status as init_pod_status
+from netemu.node.probes import EXIT_SIGTERM, ContainerLife, ExecHandler, HttpHandler, RestartPolicy
 from netemu.node.termination import Stoppable, pre_stop_of, terminate
 from netemu.node.testserver import PodIdentity, TestServers
 from netemu.rules.model import parse_restore
@@ -83,6 +87,12 @@ class RunningPod:
     # Built-in server containers that could not start (their ports taken):
     # name -> exit code. The prober restarts them with back-off.
     failed: dict[str, int] = field(default_factory=dict)
+    # Its init containers run (netemu.node.initcontainers); the app
+    # containers have not started, and the prober leaves the pod alone.
+    initializing: bool = False
+    init_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Set when the pod stops: its init sequence ends.
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -102,6 +112,11 @@ class Kubelet:
     running: dict[str, RunningPod] = field(default_factory=dict, init=False)
     # The pods whose portmap chains are in the kernel, in ADD order.
     host_ports_applied: list[str] = field(default_factory=list, init=False)
+    # How a change from one of the kubelet's own threads (init containers)
+    # is made: under the supervisor's lock, then a reconcile if the change
+    # returns True. None: run directly.
+    locked: Callable[[Callable[[], bool]], None] | None = None
+    log: Callable[[str], None] = print
     # Pods being stopped after their deletion: key -> uid.
     terminating: dict[str, str] = field(default_factory=dict, init=False)
 
@@ -269,6 +284,14 @@ class Kubelet:
                     "hostname": plan.hostname + "\n",
                 },
             )
+        if plan.init_containers:
+            self._begin_init(running)
+            return
+        self._start_containers(running)
+
+    def _start_containers(self, running: RunningPod) -> None:
+        """Start the pod's app containers (its init containers are done)."""
+        plan = running.plan
         for container in plan.containers:
             if container.argv:
                 proc = processes.start(
@@ -293,6 +316,87 @@ class Kubelet:
                     # back-off (CrashLoopBackOff), as the kubelet does.
                     running.failed[container.name] = self._start_failed(plan, container, exc)
 
+    def _begin_init(self, running: RunningPod) -> None:
+        """Run the pod's init containers on a thread of its own
+        (netemu.node.initcontainers); its app containers start after them."""
+        plan = running.plan
+        running.initializing = True
+        pod = self.client.get(Pod, plan.namespace, plan.name)
+        policy = pod.spec.restart_policy
+        restart: RestartPolicy = policy if policy in ("OnFailure", "Never") else "Always"
+        uid = pod.metadata.uid
+
+        def start(container: ContainerPlan) -> subprocess.Popen[bytes] | None:
+            if not container.argv:
+                return None
+            proc = processes.start(
+                plan.netns,
+                container.argv,
+                hostname=plan.hostname,
+                env=self._environment(plan, container),
+                log=self._log_path(plan, container.name),
+            )
+            self.journal.process(proc.pid)
+            running.init_procs[container.name] = proc
+            return proc
+
+        def write(status: Callable[[Pod], PodStatus], reconcile: bool) -> bool:
+            try:
+                now = self.client.get(Pod, plan.namespace, plan.name)
+                if now.metadata.uid != uid or running.cancel.is_set():
+                    return False
+                self.client.update(now.model_copy(update={"status": status(now)}))
+            except (NotFound, Conflict):
+                return False
+            return reconcile
+
+        def publish(lives: Sequence[ContainerLife | None], failed: bool) -> None:
+            self._locked(
+                lambda: write(
+                    lambda p: init_pod_status(p, plan.init_containers, lives, failed), failed
+                )
+            )
+
+        def done(lives: Sequence[ContainerLife | None]) -> None:
+            def finish() -> bool:
+                if running.cancel.is_set():
+                    return False
+                running.initializing = False
+                self._start_containers(running)
+                return write(
+                    lambda p: initialized_status(
+                        p, plan.init_containers, lives, time.time(), has_gates(p)
+                    ),
+                    True,
+                )
+
+            self._locked(finish)
+
+        threading.Thread(
+            target=run_init,
+            args=(
+                plan.key,
+                plan.init_containers,
+                restart,
+                start,
+                exit_code,
+                publish,
+                done,
+                running.cancel,
+                self.log,
+            ),
+            name=f"init {plan.key}",
+            daemon=True,
+        ).start()
+
+    def _locked(self, change: Callable[[], bool]) -> None:
+        """Run `change` as the supervisor runs changes (under its lock, then
+        a reconcile if it returns True); directly without a supervisor."""
+        if self.locked is not None:
+            self.locked(change)
+        else:
+            change()
+
     def _start_failed(self, plan: PodPlan, container: ContainerPlan, exc: OSError) -> int:
         """Note a built-in server container that could not bind its ports in
         its log (as the server would print it) and return its exit code."""
@@ -303,6 +407,9 @@ class Kubelet:
         return EXIT_START_FAILED
 
     def _stop(self, running: RunningPod, drain: bool = True) -> None:
+        running.cancel.set()  # its init sequence, if one runs, ends
+        for proc in running.init_procs.values():
+            processes.stop(proc)
         for key in running.served:
             self.servers.stop_serving(key)
         for proc in running.procs:
@@ -423,6 +530,11 @@ class Kubelet:
         )
         self.servers.serve(key, identity, tcp, udp, **self._builtin_files(plan, container.name))
         return key
+
+
+def has_gates(pod: Pod) -> bool:
+    """Whether a readiness or startup probe must pass before the pod is Ready."""
+    return any(c.readiness_probe or c.startup_probe for c in pod.spec.containers)
 
 
 def container_log(

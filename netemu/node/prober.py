@@ -81,6 +81,11 @@ class _Running(Protocol):
     def plan(self) -> PodPlan: ...
 
     @property
+    def initializing(self) -> bool:
+        """Its init containers run; its app containers have not started."""
+        ...
+
+    @property
     def failed(self) -> Mapping[str, int]:
         """Containers that could not start (their exit codes)."""
         ...
@@ -167,7 +172,8 @@ class ProbeManager:
             del self.pods[key]
         for key, run in running.items():
             pod = pods.get(key)
-            if pod is None:
+            if pod is None or run.initializing:
+                # Its app containers start once its init containers are done.
                 continue
             tracked = self.pods.get(key)
             if tracked is not None and tracked.pod.metadata.uid == pod.metadata.uid:
