@@ -181,6 +181,14 @@ class Kubelet:
                 began = True
                 continue
             containers = [self._stoppable(key, running, c) for c in pod.spec.containers]
+            if running.initializing or running.init_procs:
+                # Its init sequence ends; an init container still running
+                # (or a sidecar) is stopped with the others.
+                running.cancel.set()
+                containers.extend(
+                    Stoppable(name, None, None, _stopper(proc))
+                    for name, proc in running.init_procs.items()
+                )
             grace = float(meta.deletion_grace_period_seconds or 0)
             log(f"{key}: deleted, stopping its containers within {grace:.0f}s")
             threading.Thread(
@@ -220,8 +228,10 @@ class Kubelet:
 
         def stop(seconds: float) -> None:
             if name in commands:
-                # The process now (a restart replaces it).
-                processes.stop(running.procs[commands.index(name)], timeout=seconds)
+                index = commands.index(name)
+                if index < len(running.procs):  # not while init containers run
+                    # The process now (a restart replaces it).
+                    processes.stop(running.procs[index], timeout=seconds)
             else:
                 # A built-in server's SIGTERM: it stops accepting and drops
                 # its connections (unknown keys are ignored).
@@ -530,6 +540,15 @@ class Kubelet:
         )
         self.servers.serve(key, identity, tcp, udp, **self._builtin_files(plan, container.name))
         return key
+
+
+def _stopper(process: subprocess.Popen[bytes]) -> Callable[[float], None]:
+    """SIGTERM `process`, SIGKILL after the seconds given."""
+
+    def stop(seconds: float) -> None:
+        processes.stop(process, timeout=seconds)
+
+    return stop
 
 
 def has_gates(pod: Pod) -> bool:

@@ -163,3 +163,14 @@ def test_a_failing_init_container_is_restarted_with_back_off(lab: LiveLab) -> No
     assert migrate["lastState"]["terminated"]["exitCode"] == 1
     assert migrate["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     assert pod["status"]["phase"] == "Pending"
+
+
+def test_a_pod_deleted_while_initializing_goes_at_once(lab: LiveLab) -> None:
+    # `ordered` is done by now; `crashing` waits out its back-off: nothing
+    # of it runs, so its deletion need not wait for its grace period.
+    began = time.monotonic()
+    assert lab.delete([("Pod", "default", "crashing")]) == ["Pod/crashing"]
+    took = time.monotonic() - began
+    assert all(p["metadata"]["name"] != "crashing" for p in lab.state()["pods"])
+    assert "default/crashing" not in lab.info()["pods"]
+    assert took < 5, f"deleting took {took:.1f}s"
