@@ -12,8 +12,8 @@ from netemu.api.errors import Diagnostic, InputError
 from netemu.api.load import load_paths, load_text
 
 KINDS_READ = (
-    "DaemonSet, Deployment, EndpointSlice, KubeProxyConfiguration, Lab, Namespace, Node, Pod, "
-    "ReplicaSet, Service, StatefulSet"
+    "CronJob, DaemonSet, Deployment, EndpointSlice, Endpoints, Job, KubeProxyConfiguration, Lab, "
+    "Namespace, Node, Pod, ReplicaSet, ReplicationController, Service, StatefulSet"
 )
 
 
