@@ -1,5 +1,5 @@
 """The `netemu` commands that work on live labs: down, exec, apply, delete,
-scale, logs, rules and labs, and the body of up (netemu.cli_up). Each needs
+scale, create job, logs, rules and labs, and the body of up (netemu.cli_up). Each needs
 root and says so in one line without it. Imported only when one of them
 runs (netemu.cli)."""
 
@@ -192,7 +192,8 @@ def delete_command(
 @click.option("-n", "--namespace", default="default", show_default=True)
 @_lab_option
 def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | None) -> None:
-    """Scale a Deployment, ReplicaSet or StatefulSet (e.g. deployment/web --replicas 5)."""
+    """Scale a Deployment, ReplicaSet, StatefulSet or ReplicationController (e.g. deployment/web
+    --replicas 5, rc/web --replicas 2)."""
     require_root("scale")
 
     def action() -> None:
@@ -203,6 +204,36 @@ def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | N
         if kind not in SCALABLE:
             raise LabUsageError(f"{kind} cannot be scaled; scalable: {', '.join(sorted(SCALABLE))}")
         click.echo(LiveLab(resolve_lab(lab_opt)).scale(kind, namespace, name, replicas))
+
+    run(action)
+
+
+@click.group("create")
+def create_command() -> None:
+    """Create an object in a live lab (as kubectl create): job --from=cronjob/NAME."""
+
+
+@create_command.command("job")
+@click.argument("name")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="The CronJob whose jobTemplate the Job is made from: cronjob/NAME.",
+)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@_lab_option
+def create_job_command(name: str, source: str, namespace: str, lab_opt: str | None) -> None:
+    """Create Job NAME from a CronJob's template now (kubectl create job --from=cronjob/NAME)."""
+    require_root("create job")
+
+    def action() -> None:
+        kind_name, _, cronjob = source.partition("/")
+        if kind_name not in ("cronjob", "cronjobs", "cj", "cronjob.batch") or not cronjob:
+            raise LabUsageError(
+                f"--from: expected cronjob/NAME, got {source!r} (only a CronJob can be the source)"
+            )
+        click.echo(LiveLab(resolve_lab(lab_opt)).create_job(namespace, name, cronjob))
 
     run(action)
 
