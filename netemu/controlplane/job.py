@@ -260,7 +260,9 @@ class JobController:
                 self.client.create(pod_for(job, index))
             return bool(pending[:room])
         if completions is None:
-            wanted = 0 if succeeded else parallelism
+            # A work queue: once one pod succeeded, no new ones, and those
+            # running are left running (manageJob).
+            wanted = len(active) if succeeded else parallelism
         else:
             wanted = max(min(parallelism, completions - len(succeeded)), 0)
         if len(active) < wanted:
