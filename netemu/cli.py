@@ -76,9 +76,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "get": LazyCommand(
         "netemu.cli_get",
         "get",
-        "Show pods, services, endpoints, endpointslices, nodes, namespaces, deployments, "
-        "replicasets, daemonsets, statefulsets, replicationcontrollers, jobs or cronjobs "
-        "(as kubectl would), computed "
+        "Show pods, services, endpointslices, nodes, namespaces, deployments, "
+        "replicasets, daemonsets, statefulsets, replicationcontrollers, jobs, "
+        "cronjobs or endpoints (as kubectl would), computed "
         "from manifests (-f) or read from a live lab.",
     ),
     "graph": LazyCommand(
@@ -103,7 +103,7 @@ COMMANDS: dict[str, LazyCommand] = {
         "netemu.cli_live",
         "scale_command",
         "Scale a Deployment, ReplicaSet, StatefulSet or ReplicationController "
-        "(e.g. deployment/web --replicas 5).",
+        "(e.g. rc/web --replicas 2).",
     ),
     "trace": LazyCommand("netemu.cli_trace", "trace", "Follow a packet from FROM to TO."),
     "up": LazyCommand(

@@ -192,8 +192,8 @@ def delete_command(
 @click.option("-n", "--namespace", default="default", show_default=True)
 @_lab_option
 def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | None) -> None:
-    """Scale a Deployment, ReplicaSet, StatefulSet or ReplicationController (e.g. deployment/web
-    --replicas 5, rc/web --replicas 2)."""
+    """Scale a Deployment, ReplicaSet, StatefulSet or ReplicationController
+    (e.g. rc/web --replicas 2)."""
     require_root("scale")
 
     def action() -> None:
@@ -208,12 +208,8 @@ def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | N
     run(action)
 
 
-@click.group("create")
-def create_command() -> None:
-    """Create an object in a live lab (as kubectl create): job --from=cronjob/NAME."""
-
-
-@create_command.command("job")
+@click.command("create")
+@click.argument("kind", type=click.Choice(["job"]))
 @click.argument("name")
 @click.option(
     "--from",
@@ -223,9 +219,9 @@ def create_command() -> None:
 )
 @click.option("-n", "--namespace", default="default", show_default=True)
 @_lab_option
-def create_job_command(name: str, source: str, namespace: str, lab_opt: str | None) -> None:
-    """Create Job NAME from a CronJob's template now (kubectl create job --from=cronjob/NAME)."""
-    require_root("create job")
+def create_command(kind: str, name: str, source: str, namespace: str, lab_opt: str | None) -> None:
+    """Create a Job from a CronJob now: netemu create job NAME --from=cronjob/CJ."""
+    require_root("create")
 
     def action() -> None:
         kind_name, _, cronjob = source.partition("/")

@@ -85,7 +85,7 @@ SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "w
         ({**TRACE, "wait": 61}, "field 'wait': expected 0.1 to 60 seconds"),
         ({**TRACE, "wait": True}, "field 'wait'"),
         ({**TRACE, "pcap": "yes"}, "field 'pcap': expected bool, got str"),
-        ({"op": "table", "kind": "secrets"}, "field 'kind': expected one of daemonsets"),
+        ({"op": "table", "kind": "secrets"}, "field 'kind': expected one of cronjobs, daemonsets"),
         ({"op": "table", "kind": "pods", "output": "xml"}, "field 'output': expected wide"),
         ({"op": "table", "kind": "pods", "namespace": 3}, "field 'namespace': expected str"),
     ],
