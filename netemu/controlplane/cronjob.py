@@ -153,11 +153,20 @@ class CronJobController:
         return changed
 
     def next_event(self) -> datetime.datetime | None:
+        """The earliest scheduled time not yet run (it may have passed)."""
         times = []
         for cj in self.client.list(CronJob).items:
             if cj.spec.suspend or schedule_error(cj.spec.schedule):
                 continue
-            times.append(next_time(cj, self.clock()))
+            status = cj.status if isinstance(cj.status, dict) else {}
+            last = parse_time(status.get("lastScheduleTime")) or parse_time(
+                cj.metadata.creation_timestamp
+            )
+            if cj.spec.concurrency_policy == "Forbid" and status.get("active"):
+                # A run skipped while one is active is not retried: the next
+                # chance is the next scheduled time.
+                last = self.clock()
+            times.append(next_time(cj, last or self.clock()))
         return min(times) if times else None
 
     def _sync(self, cj: CronJob, jobs: list[Job], now: datetime.datetime) -> bool:
@@ -190,6 +199,7 @@ class CronJobController:
                     if policy == "Replace":
                         for job in active:
                             delete(self.client, job)
+                            changed = True
                         active = []
                     name = job_name(cj, scheduled)
                     if not any(j.metadata.name == name for j in jobs):
@@ -199,8 +209,8 @@ class CronJobController:
                             job_from_cronjob(cj, name, {SCHEDULED_TIMESTAMP: stamp})
                         )
                         active.append(created)
+                        changed = True
                     status["lastScheduleTime"] = rfc3339(scheduled)
-                    changed = True
         refs = [
             {
                 "apiVersion": "batch/v1",

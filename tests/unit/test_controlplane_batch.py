@@ -305,8 +305,14 @@ def test_cronjob_defaults_and_creates_jobs_at_schedule_times() -> None:
     assert (cj.spec.concurrency_policy, cj.spec.suspend) == ("Allow", False)
     assert (cj.spec.successful_jobs_history_limit, cj.spec.failed_jobs_history_limit) == (3, 1)
     assert cron_jobs(client) == []
+    cron_controller = next(c for c in control.controllers if c.name == "cronjob")
+    first = START + datetime.timedelta(minutes=5)
+    assert cron_controller.next_event() == first  # type: ignore[attr-defined]
     clock.advance(5 * 60)
+    # Due now: a live lab's timer runs the controllers when next_event has come.
+    assert cron_controller.next_event() == first  # type: ignore[attr-defined]
     control.run_to_fixed_point()
+    assert cron_controller.next_event() == first + datetime.timedelta(minutes=5)  # type: ignore[attr-defined]
     (job,) = cron_jobs(client)
     scheduled = START + datetime.timedelta(minutes=5)
     assert job.metadata.name == f"tick-{int(scheduled.timestamp()) // 60}"
