@@ -290,3 +290,30 @@ def test_selectorless_service_answers_through_mirrored_slice(lab: LiveLab, tmp_p
     assert {a.pod for a in answers(node, vip, 80, count=5)} == {"target"}
     row = get_row(lab, "endpoints", "outside")
     assert row[row.index("|") + 1 :][:2] == ["outside", f"{ip}:8080"]
+
+
+DEADLINE = """\
+apiVersion: batch/v1
+kind: Job
+metadata: {name: slow}
+spec:
+  activeDeadlineSeconds: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: work
+          image: busybox
+          command: ["sleep", "600"]
+"""
+
+
+def test_job_past_its_active_deadline_fails_and_its_pod_goes(lab: LiveLab, tmp_path: Path) -> None:
+    assert apply(lab, tmp_path, "slow", DEADLINE) == ["Job/slow"]
+    assert len(pods_of_job(lab, "slow")) == 1
+    # Nothing changes in the lab meanwhile: the supervisor's timer acts on the deadline.
+    wait_for("Job slow Failed", lambda: "Failed" in conditions(job(lab, "slow")), within=8.0)
+    found = job(lab, "slow")
+    reasons = {c["reason"] for c in found["status"]["conditions"]}
+    assert reasons == {"DeadlineExceeded"}
+    wait_for("the Job's pod deleted", lambda: not pods_of_job(lab, "slow"), within=5.0)
