@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from netemu.net.standin import STAND_IN_ANNOTATION
+
 if TYPE_CHECKING:
     from netemu.api.apps import (
         DaemonSet,
@@ -303,6 +305,9 @@ def _pod(pod: Pod, wide: bool, now: datetime.datetime) -> list[str]:
             pod.spec.node_name or "<none>",
             str(pod.status.nominated_node_name or "") or "<none>",
             shown_gates,
+            # netemu's own column, after kubectl's: the containers the
+            # built-in server stands in for (netemu.net.standin).
+            pod.metadata.annotations.get(STAND_IN_ANNOTATION) or "<none>",
         ]
     return row
 
@@ -606,6 +611,7 @@ _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
             ("NODE", True),
             ("NOMINATED NODE", True),
             ("READINESS GATES", True),
+            ("STAND-INS", True),
         ],
         _pod,
     ),

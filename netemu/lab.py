@@ -103,6 +103,8 @@ class Target:
     name: str
     netns: str
     hostname: str
+    # A hostNetwork pod's own /etc files (netemu.node.kubelet.pod_etc_dir).
+    etc: Path | None = None
 
 
 class LiveLab:
@@ -288,10 +290,11 @@ class LiveLab:
         if pod_key in info["pods"]:
             pod = info["pods"][pod_key]
             # The hostname its containers have (long names are cut, netemu.net.plan).
-            hostname = kernel_hostname(
+            hostname = pod.get("hostname") or kernel_hostname(
                 pod["node"] if pod["hostNetwork"] else pod_key.split("/", 1)[1]
             )
-            found.append(Target("pod", pod_key, pod["netns"], hostname))
+            etc = Path(pod["etc"]) if pod.get("etc") else None
+            found.append(Target("pod", pod_key, pod["netns"], hostname, etc))
         if not found:
             known = sorted([*info["nodes"], *info["clients"], *info["pods"]])
             raise LabUsageError(
@@ -326,7 +329,7 @@ class LiveLab:
 
     def exec_argv(self, target: str, argv: Sequence[str]) -> list[str]:
         found = self.target(target)
-        return command_in(found.netns, argv, found.hostname)
+        return command_in(found.netns, argv, found.hostname, found.etc)
 
     def exec(
         self, target: str, argv: Sequence[str], timeout: float = 30.0

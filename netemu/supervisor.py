@@ -64,7 +64,12 @@ from netemu.controlplane import (
     apply_objects,
     snapshot,
 )
-from netemu.controlplane.addons import live_addons
+from netemu.controlplane.addons import (
+    API_SECURE_PORT,
+    KubernetesServiceController,
+    api_service_ip,
+    live_addons,
+)
 from netemu.controlplane.cronjob import CronJobController, manual_job
 from netemu.controlplane.errors import AlreadyExists, NotFound
 from netemu.controlplane.job import JobController
@@ -78,13 +83,14 @@ from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.owner import OutputDirectory
-from netemu.kernel.sockets import bind_tcp_listener
+from netemu.kernel.sockets import bind_pod_sockets, bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
+from netemu.node import apiserver
 from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
-from netemu.node.kubelet import Kubelet, container_log
+from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
 from netemu.node.proxyhealth import health_check_ips, proxy_settings
@@ -337,6 +343,7 @@ class Supervisor:
         backend = self.lab.spec.iptables_backend
         for node in plan.nodes:
             self.datapath.build_node(node, plan.underlay)
+            write_node_files(self.journal, node)
             nfacct.ensure(node.netns, (NFACCT_LOCALHOST_NODEPORTS, NFACCT_INVALID_DROPPED))
             p.done += 1
         p.stage = "external clients"
@@ -346,6 +353,7 @@ class Supervisor:
             p.done += 1
 
         self.servers.start()
+        self._serve_api_stand_in(plan)
         log_dir = run_dir(self.name) / LOGS
         settings = self.proxy_settings
         npa = tuple(self.proxy_config.node_port_addresses) if self.proxy_config else ()
@@ -484,6 +492,10 @@ class Supervisor:
         as offline (`netemu get -f`, the rules goldens); its Service asks for
         the clusterDNS IP, which the allocator keeps free for it. A user's
         Service that asks for that IP itself (their own DNS) replaces it."""
+        # The API server's own Service, kept from now on like the API server
+        # keeps it; after the user's objects, which it never displaces.
+        self.plane.controllers.append(KubernetesServiceController(self.client, self.lab))
+        self.plane.run_to_fixed_point()
         dns_ip = self.lab.spec.cluster_dns
         for svc in self.client.list(Service).items:
             if dns_ip in (svc.spec.cluster_ip, *svc.spec.cluster_ips):
@@ -500,6 +512,18 @@ class Supervisor:
         if addons:
             apply_objects(self.client, addons)
             self.plane.run_to_fixed_point()
+
+    def _serve_api_stand_in(self, plan: LabPlan) -> None:
+        """TLS on the control-plane (first) node's address, port 6443: the
+        endpoint of `default/kubernetes` (netemu.node.apiserver)."""
+        node = plan.nodes[0]
+        context = apiserver.tls_context(
+            run_dir(self.name) / "pki",
+            apiserver.certificate_names(self.lab.spec.cluster_domain, node.name),
+            [api_service_ip(self.lab), node.underlay_ip],
+        )
+        tcp, _ = bind_pod_sockets(node.netns, node.underlay_ip, [(API_SECURE_PORT, "TCP")])
+        self.servers.serve_app("kube-apiserver", apiserver.app(), tcp, context)
 
     def _refresh_dns(self, state: ClusterState) -> None:
         """New records for the DNS server, built here (not on the servers'
@@ -540,6 +564,14 @@ class Supervisor:
                     "node": running.plan.node,
                     "ip": running.plan.ip,
                     "hostNetwork": running.plan.host_network,
+                    "hostname": running.plan.hostname,
+                    # A hostNetwork pod's own /etc files, which `netemu exec`
+                    # mounts as its containers have them.
+                    **(
+                        {"etc": str(pod_etc_dir(self.name, running.plan))}
+                        if running.plan.host_network
+                        else {}
+                    ),
                 }
         return {
             "name": self.name,

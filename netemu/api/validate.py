@@ -12,6 +12,7 @@ does not default or allocate anything; that is the control plane's job.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,14 @@ from netemu.api.core import (
 from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.load import Loaded, gc_paused, load_paths
+from netemu.node.podfiles import (
+    DNS_POLICIES_API_ORDER as DNS_POLICIES,
+)
+from netemu.node.podfiles import (
+    MAX_NAMESERVERS,
+    MAX_SEARCH_LIST_CHARS,
+    MAX_SEARCH_PATHS,
+)
 
 __all__ = [
     "is_dns1035_label",
@@ -610,6 +619,7 @@ class _Checker:
                 self.report(item, (*path, "nodeName"), _join(errs))
             else:
                 self.node_refs.append((item, (*path, "nodeName"), spec.node_name))
+        self.check_pod_dns(item, path, spec)
         # Container names: DNS-1123 labels, unique across containers and init containers
         # (the API server's validateContainers: "Duplicate value").
         container_names: dict[str, FieldPath] = {}
@@ -675,6 +685,140 @@ class _Checker:
                         )
                     else:
                         names[port.name] = ppath
+
+    def check_pod_dns(self, item: Loaded, path: FieldPath, spec: PodSpec) -> None:
+        """hostname, subdomain, hostAliases, dnsPolicy and dnsConfig, with the
+        API server's messages (pkg/apis/core/validation: ValidatePodSpec,
+        validateHostAliases, validateDNSPolicy, validatePodDNSConfig)."""
+        for name, value in (("hostname", spec.hostname), ("subdomain", spec.subdomain)):
+            if value and (errs := is_dns1123_label(value)):
+                self.report(item, (*path, name), f'Invalid value: "{value}": {_join(errs)}')
+        self.check_host_aliases(item, (*path, "hostAliases"), spec.host_aliases)
+        policy = spec.dns_policy
+        if policy is not None and policy not in DNS_POLICIES:
+            if policy == "":
+                self.report(item, (*path, "dnsPolicy"), "Required value")
+            else:
+                supported = ", ".join(f'"{v}"' for v in DNS_POLICIES)
+                self.report(
+                    item,
+                    (*path, "dnsPolicy"),
+                    f"Unsupported value: {json.dumps(policy)}: supported values: {supported}",
+                )
+        where = (*path, "dnsConfig")
+        config = spec.dns_config
+        if policy == "None":
+            if not isinstance(config, dict):
+                self.report(
+                    item, where, "Required value: must provide `dnsConfig` when `dnsPolicy` is None"
+                )
+                return
+            if not config.get("nameservers"):
+                self.report(
+                    item,
+                    (*where, "nameservers"),
+                    "Required value: must provide at least one DNS nameserver when `dnsPolicy` "
+                    "is None",
+                )
+                return
+        if config is None:
+            return
+        if not isinstance(config, dict):
+            self.report(item, where, "expected an object with nameservers, searches and options")
+            return
+        if unknown := sorted(set(config) - {"nameservers", "searches", "options"}):
+            self.report(
+                item,
+                (*where, unknown[0]),
+                "unknown field: expected nameservers, searches or options",
+            )
+        nameservers = self.string_list(item, (*where, "nameservers"), config.get("nameservers"))
+        if len(nameservers) > MAX_NAMESERVERS:
+            self.report(
+                item,
+                (*where, "nameservers"),
+                f"Invalid value: {_go_list(nameservers)}: must not have more than "
+                f"{MAX_NAMESERVERS} nameservers",
+            )
+        for i, ns in enumerate(nameservers):
+            if parse_ip(ns) is None:
+                self.report(
+                    item,
+                    (*where, "nameservers", i),
+                    f'Invalid value: "{ns}": {_IP_MSG}',
+                )
+        searches = self.string_list(item, (*where, "searches"), config.get("searches"))
+        if len(searches) > MAX_SEARCH_PATHS:
+            self.report(
+                item,
+                (*where, "searches"),
+                f"Invalid value: {_go_list(searches)}: must not have more than "
+                f"{MAX_SEARCH_PATHS} search paths",
+            )
+        if len(" ".join(searches)) > MAX_SEARCH_LIST_CHARS:
+            self.report(
+                item,
+                (*where, "searches"),
+                f"Invalid value: {_go_list(searches)}: must not have more than "
+                f"{MAX_SEARCH_LIST_CHARS} characters (including spaces) in the search list",
+            )
+        for i, search in enumerate(searches):
+            # A trailing dot is fine (an absolute name).
+            trimmed = search.removesuffix(".")
+            if errs := is_dns1123_subdomain(trimmed):
+                self.report(
+                    item, (*where, "searches", i), f'Invalid value: "{trimmed}": {_join(errs)}'
+                )
+        options = config.get("options")
+        if options is not None and not isinstance(options, list):
+            self.report(item, (*where, "options"), "expected a list of {name, value}")
+            return
+        for i, option in enumerate(options or []):
+            entry = option if isinstance(option, dict) else {}
+            opt_name, opt_value = entry.get("name"), entry.get("value")
+            if not isinstance(opt_name, str) or not opt_name:
+                self.report(
+                    item,
+                    (*where, "options", i),
+                    "Required value: Option.Name must not be empty",
+                )
+            elif opt_value is not None and not isinstance(opt_value, str):
+                self.report(item, (*where, "options", i, "value"), "expected a string")
+
+    def check_host_aliases(self, item: Loaded, path: FieldPath, aliases: Any) -> None:
+        if aliases is None:
+            return
+        if not isinstance(aliases, list):
+            self.report(item, path, "expected a list of {ip, hostnames}")
+            return
+        for i, alias in enumerate(aliases):
+            if not isinstance(alias, dict):
+                self.report(item, (*path, i), "expected an object with ip and hostnames")
+                continue
+            ip = alias.get("ip")
+            if not isinstance(ip, str) or not ip:
+                self.report(item, (*path, i, "ip"), "Required value")
+            elif parse_ip(ip) is None:
+                self.report(
+                    item,
+                    (*path, i, "ip"),
+                    f'Invalid value: "{ip}": {_IP_MSG}',
+                )
+            names = self.string_list(item, (*path, i, "hostnames"), alias.get("hostnames"))
+            for j, name in enumerate(names):
+                if errs := is_dns1123_subdomain(name):
+                    self.report(
+                        item, (*path, i, "hostnames", j), f'Invalid value: "{name}": {_join(errs)}'
+                    )
+
+    def string_list(self, item: Loaded, path: FieldPath, value: Any) -> list[str]:
+        """`value` as a list of strings ([] when absent); wrong types are reported."""
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.report(item, path, "expected a list of strings")
+            return []
+        return value
 
     def check_probes(self, item: Loaded, path: FieldPath, container: Container, init: bool) -> None:
         """validateProbe and the container checks around it
@@ -1649,6 +1793,11 @@ class _Checker:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _go_list(values: Sequence[str]) -> str:
+    """A list of strings as the API server prints it in an error ([a b c])."""
+    return "[" + " ".join(values) + "]"
 
 
 def _selector_text(selector: LabelSelector) -> str:

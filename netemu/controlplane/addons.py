@@ -18,18 +18,36 @@ built-in server serves DNS and metrics only), the ConfigMap with
 the Corefile (netemu's server is configured as kubeadm's Corefile configures
 CoreDNS), the second replica, tolerations and the priority class.
 
+The `default/kubernetes` Service, as the API server keeps it: at the first
+address of the service CIDR (10.96.0.1 by default), labels
+component=apiserver and provider=kubernetes, port `https` 443 to 6443, no
+selector, and its EndpointSlice `kubernetes` (label
+kubernetes.io/service-name only, one ready endpoint per API server, port
+`https` 6443), both put back when changed or deleted, as the API server's
+kubernetes-service controller and endpoint reconciler do
+(pkg/controlplane/controller/kubernetesservice, pkg/controlplane/reconcilers).
+The endpoint is the lab's stand-in API server address: the first node's
+underlay IP, the control-plane node of a kubeadm cluster, where
+netemu.node.apiserver answers TLS on 6443. No Endpoints object: netemu's
+API has EndpointSlices only.
+
 Pure: objects from a Lab, no store access (the caller skips those that
-exist). Offline commands (`netemu compile`, `get -f`, `trace --offline`) do
+exist; KubernetesServiceController reads and writes through a client).
+Offline commands (`netemu compile`, `get -f`, `trace --offline`) do
 not add them, so the rules goldens and the offline state stay the user's own
 objects; see `live_addons`.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from netemu.api.apps import Deployment
 from netemu.api.base import K8sModel
 from netemu.api.config import Lab
-from netemu.api.core import Service
+from netemu.api.core import SERVICE_NAME_LABEL, EndpointSlice, Service
+from netemu.controlplane.client import Client
+from netemu.controlplane.errors import NotFound
 
 DNS_NAMESPACE = "kube-system"
 DNS_SERVICE = "kube-dns"
@@ -127,3 +145,129 @@ def live_addons(lab: Lab) -> list[K8sModel]:
     if not lab.spec.dns.enabled:
         return []
     return [dns_service(lab), dns_deployment()]
+
+
+# The API server's own Service (pkg/controlplane/controller/kubernetesservice).
+API_NAMESPACE = "default"
+API_SERVICE = "kubernetes"
+API_SERVICE_LABELS = {"component": "apiserver", "provider": "kubernetes"}
+API_PORT_NAME = "https"
+API_SERVICE_PORT = 443
+# kubeadm's default --secure-port (its API server's advertise port).
+API_SECURE_PORT = 6443
+
+
+def api_service_ip(lab: Lab) -> str:
+    """The first address of the service CIDR (the API server's
+    GetAPIServerServiceIP, which the IP allocator never hands out)."""
+    network = ipaddress.ip_network(lab.spec.service_cidr, strict=False)
+    return str(network.network_address + 1)
+
+
+def api_endpoint_ip(lab: Lab) -> str:
+    """The stand-in API server's address: the first node's (the control-plane node)."""
+    return lab.spec.nodes[0].underlay_ip
+
+
+def api_service(lab: Lab) -> Service:
+    return Service.model_validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": API_SERVICE,
+                "namespace": API_NAMESPACE,
+                "labels": dict(API_SERVICE_LABELS),
+            },
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": api_service_ip(lab),
+                "sessionAffinity": "None",
+                "ports": [
+                    {
+                        "name": API_PORT_NAME,
+                        "port": API_SERVICE_PORT,
+                        "protocol": "TCP",
+                        "targetPort": API_SECURE_PORT,
+                    }
+                ],
+            },
+        }
+    )
+
+
+def api_endpoint_slice(lab: Lab) -> EndpointSlice:
+    """The slice the endpoint reconciler writes (EndpointsAdapter.updateEndpointSlice)."""
+    ip = api_endpoint_ip(lab)
+    return EndpointSlice.model_validate(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": API_SERVICE,
+                "namespace": API_NAMESPACE,
+                "labels": {SERVICE_NAME_LABEL: API_SERVICE},
+            },
+            "addressType": "IPv6" if ipaddress.ip_address(ip).version == 6 else "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+            "ports": [{"name": API_PORT_NAME, "port": API_SECURE_PORT, "protocol": "TCP"}],
+        }
+    )
+
+
+class KubernetesServiceController:
+    """Keeps `default/kubernetes` and its EndpointSlice as the API server
+    does: created when missing, the slice's endpoints, ports and labels put
+    back when they differ (the Service's ports too: the API server
+    reconciles them). A live lab's only: offline states stay the user's
+    objects. If a user's Service holds the first service IP, the Service
+    is not created (the API server would fail to allocate it and retry)."""
+
+    name = "kubernetes-service"
+
+    def __init__(self, client: Client, lab: Lab) -> None:
+        self.client = client
+        self.lab = lab
+
+    def reconcile(self) -> bool:
+        want_svc = api_service(self.lab)
+        try:
+            svc = self.client.get(Service, API_NAMESPACE, API_SERVICE)
+        except NotFound:
+            ip = api_service_ip(self.lab)
+            for other in self.client.list(Service).items:
+                if ip in (other.spec.cluster_ip, *other.spec.cluster_ips):
+                    return False
+            self.client.create(want_svc)
+            return True
+        changed = False
+        if svc.spec.ports != want_svc.spec.ports:
+            self.client.update(
+                svc.model_copy(
+                    update={"spec": svc.spec.model_copy(update={"ports": want_svc.spec.ports})}
+                )
+            )
+            changed = True
+        want = api_endpoint_slice(self.lab)
+        try:
+            eps = self.client.get(EndpointSlice, API_NAMESPACE, API_SERVICE)
+        except NotFound:
+            self.client.create(want)
+            return True
+        if (eps.endpoints, eps.ports, eps.metadata.labels, eps.address_type) != (
+            want.endpoints,
+            want.ports,
+            want.metadata.labels,
+            want.address_type,
+        ):
+            fixed = eps.model_copy(
+                update={
+                    "endpoints": want.endpoints,
+                    "ports": want.ports,
+                    "address_type": want.address_type,
+                    "metadata": eps.metadata.model_copy(update={"labels": want.metadata.labels}),
+                }
+            )
+            self.client.update(fixed)
+            changed = True
+        return changed

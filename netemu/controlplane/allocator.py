@@ -3,8 +3,9 @@ registry's allocators in the API server).
 
 Explicit values are always honoured and reserved first. A Service without a
 clusterIP gets one from the service CIDR, never the network address or the
-IPv4 broadcast address, and never the cluster DNS IP (which the DNS
-Service in kube-system requests explicitly). Like Kubernetes (the
+IPv4 broadcast address, never the cluster DNS IP (which the DNS
+Service in kube-system requests explicitly), and never the first address
+(the `default/kubernetes` Service's, netemu.controlplane.addons). Like Kubernetes (the
 ServiceIPStaticSubrange and ServiceNodePortStaticSubrange behaviour), dynamic
 allocation prefers the upper part of each range and leaves the lower band
 `min(max(16, size/16), 256)` IPs, `min(max(16, size/32), 128)` ports to
@@ -55,6 +56,9 @@ class ServiceAllocatorController:
                 ports.reserve(svc.spec.health_check_node_port)
         if settings.cluster_dns is not None:
             ips.reserve(str(settings.cluster_dns))
+        # The first address is the API server's own Service's (default/kubernetes,
+        # which a live lab adds): the allocator never hands it out.
+        ips.reserve(str(settings.service_cidr.network_address + 1))
 
         changed = False
         for svc in services:

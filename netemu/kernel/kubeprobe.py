@@ -12,6 +12,11 @@ after the timeout (its process group is killed then). "error" is for a
 probe that could not be sent at all (its namespace is gone, say): the
 kubelet throws such a result away (prober/worker.go).
 
+A grpc probe calls grpc.health.v1.Health/Check over cleartext HTTP/2, as
+pkg/probe/grpc does: SERVING is success; a refused or timed-out connection,
+an error status (UNIMPLEMENTED: no health service) or any other serving
+status is failure, with the kubelet's messages.
+
 Requests carry the kubelet's headers (User-Agent kube-probe/<version>,
 Accept */*, Connection close) with the probe's httpHeaders on top; HTTPS
 probes skip certificate checks, as the kubelet's do.
@@ -33,10 +38,17 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Literal, cast
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 
 from netemu.kernel import netns
 from netemu.kernel.processes import command_in
+from netemu.net import grpchealth
 from netemu.net.addresses import host_port
 
 # The kubelet's User-Agent names its own minor version (pkg/probe/http).
@@ -70,9 +82,19 @@ class Exec:
     netns: str  # the pod's namespace
     argv: tuple[str, ...]
     hostname: str
+    # A hostNetwork pod's own /etc files (processes.command_in's `etc`).
+    etc: Path | None = None
 
 
-Action = HttpGet | TcpConnect | Exec
+@dataclass(frozen=True)
+class GrpcCheck:
+    netns: str
+    host: str
+    port: int
+    service: str = ""
+
+
+Action = HttpGet | TcpConnect | Exec | GrpcCheck
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,8 @@ def run(action: Action, timeout: float) -> Outcome:
         return http_get(action, timeout)
     if isinstance(action, TcpConnect):
         return tcp_connect(action, timeout)
+    if isinstance(action, GrpcCheck):
+        return grpc_check(action, timeout)
     return exec_command(action, timeout)
 
 
@@ -191,17 +215,117 @@ def http_get(action: HttpGet, timeout: float) -> Outcome:
     return Outcome("failure", f"HTTP probe failed with statuscode: {response.status}")
 
 
+def grpc_check(action: GrpcCheck, timeout: float) -> Outcome:
+    """grpc.health.v1.Health/Check of `action.service` (pkg/probe/grpc)."""
+    if (problem := _bad_target(action.host)) is not None:
+        return Outcome("error", problem)
+    addr = host_port(action.host, action.port)
+    deadline = time.monotonic() + timeout
+    try:
+        sock = _connected(action.netns, action.host, action.port, timeout)
+    except _CannotSendError as exc:
+        return Outcome("error", str(exc))
+    except TimeoutError:
+        return Outcome(
+            "failure", f'timeout: failed to connect service "{addr}" within {timeout:g}s'
+        )
+    except OSError as exc:
+        return Outcome(
+            "failure",
+            f'error: failed to connect service at "{addr}": '
+            f"{_dial_error(exc, action.host, action.port)}",
+        )
+    try:
+        return grpc_call(sock, addr, action.service, deadline, timeout)
+    except TimeoutError:
+        return Outcome("failure", f"timeout: health rpc did not complete within {timeout:g}s")
+    except (OSError, h2.exceptions.H2Error) as exc:
+        return Outcome("failure", f"error: health rpc probe failed: {type(exc).__name__}: {exc}")
+    finally:
+        sock.close()
+
+
+def grpc_call(
+    sock: socket.socket, addr: str, service: str, deadline: float, timeout: float
+) -> Outcome:
+    """The health Check on a connected socket, answered by `deadline`
+    (monotonic); raises OSError (TimeoutError too) or h2's errors for what
+    goes wrong on the wire."""
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    )
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(
+        stream,
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", grpchealth.CHECK_PATH),
+            (":authority", addr),
+            ("content-type", grpchealth.CONTENT_TYPE),
+            ("te", "trailers"),
+            ("user-agent", USER_AGENT),
+        ],
+    )
+    conn.send_data(stream, grpchealth.check_request(service), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    headers: dict[str, str] = {}
+    body = bytearray()
+    while True:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionResetError("the server closed the connection")
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                headers.update(dict(cast(list[tuple[str, str]], event.headers)))
+            elif isinstance(event, h2.events.DataReceived):
+                body.extend(event.data)
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                raise ConnectionResetError(f"stream reset (code {event.error_code})")
+            elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
+                return _grpc_outcome(headers, bytes(body), timeout)
+        sock.sendall(conn.data_to_send())
+
+
+def _grpc_outcome(headers: dict[str, str], body: bytes, timeout: float) -> Outcome:
+    code = int(headers.get("grpc-status", "2"))
+    message = headers.get("grpc-message", "")
+    if code == grpchealth.UNIMPLEMENTED:
+        return Outcome(
+            "failure",
+            "error: this server does not implement the grpc health protocol "
+            f"(grpc.health.v1.Health): {message}",
+        )
+    if code == grpchealth.DEADLINE_EXCEEDED:
+        return Outcome("failure", f"timeout: health rpc did not complete within {timeout:g}s")
+    if code != grpchealth.OK:
+        name = grpchealth.CODE_NAMES.get(code, f"Code({code})")
+        return Outcome(
+            "failure", f"error: health rpc probe failed: rpc error: code = {name} desc = {message}"
+        )
+    status = grpchealth.response_status(body)
+    if status != "SERVING":
+        return Outcome("failure", f'service unhealthy (responded with "{status}")')
+    return Outcome("success", "service healthy")
+
+
 def exec_command(action: Exec, timeout: float) -> Outcome:
-    return run_in(action.netns, action.argv, action.hostname, timeout)
+    return run_in(action.netns, action.argv, action.hostname, timeout, action.etc)
 
 
-def run_in(name: str, argv: Sequence[str], hostname: str, timeout: float) -> Outcome:
-    """Run `argv` in namespace `name` (with `hostname`), its output captured."""
+def run_in(
+    name: str, argv: Sequence[str], hostname: str, timeout: float, etc: Path | None = None
+) -> Outcome:
+    """Run `argv` in namespace `name` (with `hostname`, and `etc`'s files
+    over /etc), its output captured."""
     if not netns.exists(name):
         return Outcome("error", f"namespace {name} does not exist")
     try:
         process = subprocess.Popen(
-            command_in(name, argv, hostname),
+            command_in(name, argv, hostname, etc),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

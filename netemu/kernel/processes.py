@@ -22,14 +22,31 @@ ETC_NETNS = Path("/etc/netns")
 # `unshare --uts` gives the process its own hostname; the shell sets it and
 # then execs the command, so the pid we record is the command's own.
 _WITH_HOSTNAME = 'hostname "$1" && shift && exec "$@"'
+# The same, first mounting each file of directory $1 over /etc/<its name>.
+# `ip netns exec` has already made the process a mount namespace whose
+# mounts do not propagate back (it remounts / as a recursive slave), so
+# the mounts are the process's own and vanish with it.
+_WITH_ETC = (
+    'for f in "$1"/*; do mount --bind "$f" "/etc/${f##*/}" || exit 125; done'
+    ' && shift && hostname "$1" && shift && exec "$@"'
+)
 
 
-def command_in(netns: str, argv: Sequence[str], hostname: str | None = None) -> list[str]:
-    """The argv that runs `argv` inside namespace `netns` (with `hostname`)."""
+def command_in(
+    netns: str,
+    argv: Sequence[str],
+    hostname: str | None = None,
+    etc: Path | None = None,
+) -> list[str]:
+    """The argv that runs `argv` inside namespace `netns` (with `hostname`,
+    and with the files of `etc` over /etc's: a hostNetwork pod's own)."""
     prefix = ["ip", "netns", "exec", netns]
     if hostname is None:
         return [*prefix, *argv]
-    return [*prefix, "unshare", "--uts", "--", "sh", "-c", _WITH_HOSTNAME, "sh", hostname, *argv]
+    shell = ["unshare", "--uts", "--", "sh", "-c"]
+    if etc is not None:
+        return [*prefix, *shell, _WITH_ETC, "sh", str(etc), hostname, *argv]
+    return [*prefix, *shell, _WITH_HOSTNAME, "sh", hostname, *argv]
 
 
 def etc_dir(netns: str) -> Path:
@@ -38,7 +55,12 @@ def etc_dir(netns: str) -> Path:
 
 def write_etc(netns: str, files: Mapping[str, str]) -> Path:
     """Files that `ip netns exec` mounts over /etc/<name> in namespace `netns`."""
-    directory = etc_dir(netns)
+    return write_etc_dir(etc_dir(netns), files)
+
+
+def write_etc_dir(directory: Path, files: Mapping[str, str]) -> Path:
+    """Files to mount over /etc/<name>: by `ip netns exec` for the namespace
+    the directory is named after, or by command_in's `etc`."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (directory / name).write_text(text)
@@ -54,6 +76,7 @@ class StartSpec:
     hostname: str
     env: tuple[tuple[str, str], ...]
     log: Path
+    etc: Path | None = None
 
 
 class ContainerProcess(subprocess.Popen[bytes]):
@@ -69,8 +92,9 @@ def start(
     hostname: str,
     env: Mapping[str, str],
     log: Path,
+    etc: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    return _launch(StartSpec(netns, tuple(argv), hostname, tuple(env.items()), log))
+    return _launch(StartSpec(netns, tuple(argv), hostname, tuple(env.items()), log, etc))
 
 
 def start_again(
@@ -88,7 +112,7 @@ def _launch(spec: StartSpec) -> ContainerProcess:
     spec.log.parent.mkdir(parents=True, exist_ok=True)
     with open(spec.log, "ab") as out:
         process = ContainerProcess(
-            command_in(spec.netns, spec.argv, spec.hostname),
+            command_in(spec.netns, spec.argv, spec.hostname, spec.etc),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -51,11 +51,24 @@ from netemu.api.config import (
     KubeProxyConntrackConfiguration,
     Lab,
 )
-from netemu.api.core import Pod, Service
+from netemu.api.core import Container, Pod, Service
 from netemu.api.duration import parse_duration
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
+from netemu.net.standin import ProgramCheck, stand_in, why_stand_in
+from netemu.node.podfiles import (
+    PodFilesError,
+    dns_policy,
+    host_aliases,
+    host_network_hosts,
+    hostname_and_domain,
+    kernel_hostname,
+    node_hosts,
+    node_resolver,
+    pod_hosts,
+    pod_resolver,
+)
 from netemu.rules.portmap import PortMapping, port_mappings
 
 PREFIX = "netemu"
@@ -298,6 +311,15 @@ class ContainerPlan:
     # test server), or "dns" (the cluster DNS server, netemu.node.dnsserver)
     # in a pod annotated netemu/builtin-server: dns, as the DNS addon's is.
     builtin: str = BUILTIN_TEST
+    # Why the built-in test server stands in for the container's own
+    # program ("": it runs its command, or is the built-in DNS server); see
+    # netemu.net.standin. A stand-in also listens on its probes' ports.
+    stand_in: str = ""
+    tls_ports: tuple[int, ...] = ()  # TCP ports served with TLS
+    # httpGet probe paths, each with the fail switches that fail it.
+    probe_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # grpc probe ports (the gRPC health service there), with their fail switches.
+    grpc_ports: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -313,8 +335,12 @@ class PodPlan:
     mtu: int
     host_veth: str
     containers: tuple[ContainerPlan, ...] = field(default=())
-    # The hostname its containers see: the node's for hostNetwork pods.
+    # The hostname its containers see: the node's for hostNetwork pods,
+    # else spec.hostname or the pod's name (the FQDN with setHostnameAsFQDN).
     hostname: str = ""
+    # kubelet's /etc/hosts and /etc/resolv.conf for it (netemu.node.podfiles).
+    hosts: str = ""
+    resolv_conf: str = ""
     # spec.enableServiceLinks; unset is true: the API server fills in
     # v1.DefaultEnableServiceLinks, and kubelet refuses a pod without it
     # (pkg/kubelet/kubelet_pods.go, makeEnvironmentVariables).
@@ -647,7 +673,24 @@ def _localhost_node_ports(state: ClusterState) -> bool:
     return config.iptables.localhost_node_ports
 
 
-def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
+def node_upstream(node: NodePlan) -> str:
+    """The DNS server a node's own resolv.conf names: its default gateway."""
+    return next((r.via for r in node.routes if r.dst == "default" and r.via), "127.0.0.1")
+
+
+def plan_pod(
+    lab_name: str,
+    node: NodePlan,
+    pod: Pod,
+    *,
+    cluster_dns: Sequence[str] = ("10.96.0.10",),
+    domain: str = "cluster.local",
+    check_program: ProgramCheck | None = None,
+) -> PodPlan:
+    """A pod's plan; `cluster_dns` and `domain` are kubelet's clusterDNS and
+    clusterDomain, for its resolv.conf and hostname; `check_program` tells
+    whether a container's program can run on this machine (None: every
+    command is taken to run)."""
     meta, spec = pod.metadata, pod.spec
     namespace, name = meta.namespace or "default", meta.name or ""
     if spec is None:
@@ -657,18 +700,41 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
     if not ip:
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
     builtin = BUILTIN_DNS if meta.annotations.get(BUILTIN_SERVER) == BUILTIN_DNS else BUILTIN_TEST
-    containers = tuple(
-        ContainerPlan(
-            name=c.name,
-            # Without a command the image's entrypoint would run (agnhost's
-            # netexec, with `args` as its flags): the built-in test server
-            # stands in for it, whatever the args.
-            argv=(*c.command, *c.args) if c.command else (),
-            env=_plain_env(c.env),
-            ports=tuple((p.container_port, p.protocol) for p in c.ports),
-            builtin=BUILTIN_TEST if c.command else builtin,
+    containers: list[ContainerPlan] = []
+    for c in spec.containers:
+        # The TCP ports the pod's other containers declare, and those an
+        # earlier stand-in opened for its probes: a stand-in leaves them be.
+        taken = {
+            p.container_port
+            for other in spec.containers
+            if other is not c
+            for p in other.ports
+            if p.protocol == "TCP"
+        }
+        taken.update(port for done in containers for port, proto in done.ports if proto == "TCP")
+        containers.append(_container_plan(c, builtin, check_program, taken))
+    aliases = host_aliases(spec.host_aliases)
+    if host_network:
+        kernel = hostname(node.name)
+        hosts = host_network_hosts(node_hosts(node.underlay_ip, kernel), aliases)
+    else:
+        short, pod_domain = hostname_and_domain(
+            name, namespace, spec.hostname, spec.subdomain, domain
         )
-        for c in spec.containers
+        try:
+            kernel = kernel_hostname(short, pod_domain, spec.set_hostname_as_fqdn is True)
+        except PodFilesError as exc:
+            raise PlanError(f"pod {namespace}/{name}: {exc}") from None
+        # The pod's IPs: netemu's pods are single-stack (status.podIP).
+        hosts = pod_hosts([ip], short, pod_domain, aliases)
+    resolver = pod_resolver(
+        namespace=namespace,
+        policy=dns_policy(spec.dns_policy),
+        dns_config=spec.dns_config,
+        host_network=host_network,
+        node=node_resolver(node_upstream(node)),
+        cluster_dns=cluster_dns,
+        domain=domain,
     )
     return PodPlan(
         namespace=namespace,
@@ -681,14 +747,43 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
         gateway=node.bridge_ip,
         mtu=node.pod_mtu,
         host_veth=host_veth(namespace, name),
-        containers=containers,
-        hostname=hostname(node.name if host_network else name),
+        containers=tuple(containers),
+        hostname=kernel,
+        hosts=hosts,
+        resolv_conf=resolver.text(),
         enable_service_links=spec.enable_service_links is not False,
         routes=() if host_network else pod_routes(node.bridge_ip, node.cluster_cidr),
         sandbox_id=sandbox_id(namespace, name),
         # A hostNetwork pod's hostPorts are its own sockets on the node: the
         # runtime does not call CNI for it, so portmap never sees them.
         host_ports=() if host_network else port_mappings(pod),
+    )
+
+
+def _container_plan(
+    c: Container, builtin: str, check: ProgramCheck | None, taken: set[int]
+) -> ContainerPlan:
+    env = _plain_env(c.env)
+    ports = tuple((p.container_port, p.protocol) for p in c.ports)
+    if not c.command and builtin == BUILTIN_DNS:
+        # netemu's own DNS server is the program of the DNS addon's pod.
+        return ContainerPlan(c.name, (), env, ports, builtin=BUILTIN_DNS)
+    reason = why_stand_in(c, env, check)
+    if reason is None:
+        return ContainerPlan(c.name, (*c.command, *c.args), env, ports)
+    # The image's entrypoint (agnhost's netexec, with `args` as its flags),
+    # or a program this machine does not have: the built-in test server
+    # stands in for it, whatever the args.
+    served = stand_in(c, reason, taken)
+    return ContainerPlan(
+        name=c.name,
+        argv=(),
+        env=env,
+        ports=served.ports,
+        stand_in=served.reason,
+        tls_ports=served.tls_ports,
+        probe_paths=served.probe_paths,
+        grpc_ports=served.grpc_ports,
     )
 
 

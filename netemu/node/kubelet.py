@@ -3,7 +3,8 @@
 It lists the Pods bound to its node through the control plane's client and
 makes the node match: a new pod gets a namespace, a veth into the node's
 pod bridge, its address and default route (CNI ADD), kubelet's resolv.conf,
-hosts and hostname files, and its containers: a container's command runs
+hosts and hostname files (netemu.node.podfiles; a hostNetwork pod's are
+mounted over the node's for its processes only), and its containers: a container's command runs
 as a process in the pod's namespace, a container without one is served by
 the lab's built-in test server (the built-in DNS server in a pod annotated
 `netemu/builtin-server: dns`). A pod that is gone is torn down in the
@@ -20,6 +21,7 @@ node replaces the whole nat table.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +30,29 @@ from netemu.api.config import Lab
 from netemu.api.core import Pod, Service
 from netemu.controlplane import Client
 from netemu.controlplane.addons import BUILTIN_DNS
+from netemu.controlplane.errors import Conflict, NotFound
 from netemu.kernel import netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
 from netemu.kernel.journal import Journal, run_dir
+from netemu.kernel.programs import program_problem
 from netemu.kernel.sockets import bind_pod_sockets
-from netemu.net.plan import CNI_NETWORK, POD_BRIDGE, ContainerPlan, NodePlan, PodPlan, plan_pod
+from netemu.net.plan import (
+    CNI_NETWORK,
+    POD_BRIDGE,
+    ContainerPlan,
+    NodePlan,
+    PlanError,
+    PodPlan,
+    hostname,
+    node_upstream,
+    plan_pod,
+    pod_netns,
+)
+from netemu.net.standin import STAND_IN_ANNOTATION
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.envvars import container_env, service_env
+from netemu.node.podfiles import node_hosts, node_resolver
 from netemu.node.probes import EXIT_SIGTERM
 from netemu.node.testserver import PodIdentity, TestServers
 from netemu.rules.model import parse_restore
@@ -48,26 +65,6 @@ EXIT_START_FAILED = 128
 # How long a removed pod's connections may take to close (the built-in
 # server closes idle keep-alive connections on the loop's next turns).
 CLOSE_DRAIN_TIMEOUT = 0.5
-
-
-def resolv_conf(namespace: str, cluster_dns: str, domain: str) -> str:
-    """kubelet's resolv.conf for dnsPolicy ClusterFirst (pkg/kubelet/network/dns)."""
-    search = f"{namespace}.svc.{domain} svc.{domain} {domain}"
-    return f"search {search}\nnameserver {cluster_dns}\noptions ndots:5\n"
-
-
-def hosts_file(ip: str, hostname: str) -> str:
-    """kubelet's managed /etc/hosts (pkg/kubelet/kubelet_pods.go, managedHostsFileContent)."""
-    return (
-        "# Kubernetes-managed hosts file.\n"
-        "127.0.0.1\tlocalhost\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        "fe00::0\tip6-localnet\n"
-        "fe00::0\tip6-mcastprefix\n"
-        "fe00::1\tip6-allnodes\n"
-        "fe00::2\tip6-allrouters\n"
-        f"{ip}\t{hostname}\n"
-    )
 
 
 @dataclass
@@ -97,6 +94,8 @@ class Kubelet:
     running: dict[str, RunningPod] = field(default_factory=dict, init=False)
     # The pods whose portmap chains are in the kernel, in ADD order.
     host_ports_applied: list[str] = field(default_factory=list, init=False)
+    # Pods whose sandbox kubelet cannot create (already reported).
+    refused: set[str] = field(default_factory=set, init=False)
 
     def desired(self) -> dict[str, PodPlan]:
         plans = {}
@@ -107,7 +106,24 @@ class Kubelet:
                 continue
             if not pod.spec.host_network and not pod.status.pod_ip:
                 continue  # not yet addressed by the pod IPAM
-            plan = plan_pod(self.lab_name, self.node, pod)
+            try:
+                plan = plan_pod(
+                    self.lab_name,
+                    self.node,
+                    pod,
+                    cluster_dns=(self.lab.spec.cluster_dns,),
+                    domain=self.lab.spec.cluster_domain,
+                    check_program=program_problem,
+                )
+            except PlanError as exc:
+                # kubelet cannot create its sandbox (an FQDN too long for
+                # the kernel): the pod stays without containers, as it
+                # stays ContainerCreating with a FailedCreatePodSandBox event.
+                key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+                if key not in self.refused:
+                    print(f"kubelet {self.node.name}: {exc}", flush=True)
+                    self.refused.add(key)
+                continue
             plans[plan.key] = plan
         return plans
 
@@ -116,6 +132,7 @@ class Kubelet:
         new = [key for key in sorted(desired) if key not in self.running]
         for key in new:
             self.running[key] = self._start(desired[key])
+            annotate_stand_ins(self.client, desired[key])
         return bool(new)
 
     def stop_gone(self, desired: dict[str, PodPlan]) -> bool:
@@ -172,28 +189,28 @@ class Kubelet:
 
     def _start_into(self, running: RunningPod) -> None:
         plan = running.plan
-        if not plan.host_network:
-            etc = processes.etc_dir(plan.netns)
-            if not etc.parent.exists():
-                self.journal.shared_dir(etc.parent)
-            self.journal.path(etc)
-            spec = self.lab.spec
-            processes.write_etc(
-                plan.netns,
-                {
-                    "resolv.conf": resolv_conf(
-                        plan.namespace, spec.cluster_dns, spec.cluster_domain
-                    ),
-                    "hosts": hosts_file(plan.ip, plan.hostname),
-                    "hostname": plan.hostname + "\n",
-                },
-            )
+        etc = pod_etc_dir(self.lab_name, plan)
+        if not etc.parent.exists():
+            self.journal.shared_dir(etc.parent)
+        self.journal.path(etc)
+        # A pod's namespace has its own files (`ip netns exec` mounts them);
+        # a hostNetwork pod shares the node's namespace, so its files are
+        # kept apart and mounted for its processes (processes.command_in).
+        processes.write_etc_dir(
+            etc,
+            {
+                "resolv.conf": plan.resolv_conf,
+                "hosts": plan.hosts,
+                "hostname": plan.hostname + "\n",
+            },
+        )
         for container in plan.containers:
             if container.argv:
                 proc = processes.start(
                     plan.netns,
                     container.argv,
                     hostname=plan.hostname,
+                    etc=self.host_network_etc(plan),
                     env=self._environment(plan, container),
                     log=self._log_path(plan, container.name),
                 )
@@ -233,12 +250,11 @@ class Kubelet:
             # queued on it) is deleted.
             netns.wait_tcp_closed(plan.netns, timeout=CLOSE_DRAIN_TIMEOUT)
         self.datapath.remove_pod(plan, self.node)
-        if not plan.host_network:
-            etc = processes.etc_dir(plan.netns)
-            for child in etc.glob("*"):
-                child.unlink()
-            if etc.exists():
-                etc.rmdir()
+        etc = pod_etc_dir(self.lab_name, plan)
+        for child in etc.glob("*"):
+            child.unlink()
+        if etc.exists():
+            etc.rmdir()
 
     # -- one container: the prober's restarts (netemu.node.prober) -------------
 
@@ -328,6 +344,11 @@ class Kubelet:
             return  # nothing is served for a container without ports
         self._serve_builtin(plan, container)
 
+    def host_network_etc(self, plan: PodPlan) -> Path | None:
+        """A hostNetwork pod's own /etc files, which its processes mount
+        over the node's (None for other pods: `ip netns exec` mounts theirs)."""
+        return pod_etc_dir(self.lab_name, plan) if plan.host_network else None
+
     def _serve_builtin(self, plan: PodPlan, container: ContainerPlan) -> str:
         """Serve a container without a command on fresh sockets bound to its
         ports: the DNS server for the DNS addon's pod, else the test server.
@@ -338,10 +359,76 @@ class Kubelet:
             self.servers.serve_dns(key, self.dns, tcp, udp)
             return key
         identity = PodIdentity(
-            pod=plan.name, namespace=plan.namespace, pod_ip=plan.ip, node=plan.node
+            pod=plan.name,
+            namespace=plan.namespace,
+            pod_ip=plan.ip,
+            node=plan.node,
+            hostname=plan.hostname,
         )
-        self.servers.serve(key, identity, tcp, udp, **self._builtin_files(plan, container.name))
+        files = self._builtin_files(plan, container.name)
+        self.servers.serve(
+            key,
+            identity,
+            tcp,
+            udp,
+            log=files["log"],
+            flags=files["flags"],
+            tls_ports=container.tls_ports,
+            probe_paths=container.probe_paths,
+            grpc_ports=container.grpc_ports,
+        )
         return key
+
+
+def pod_etc_dir(lab_name: str, plan: PodPlan) -> Path:
+    """Where a pod's kubelet files live: /etc/netns/<its namespace>/, which
+    `ip netns exec` mounts over /etc; for a hostNetwork pod the directory of
+    the namespace it would have had, which no namespace uses."""
+    netns_name = pod_netns(lab_name, plan.namespace, plan.name) if plan.host_network else plan.netns
+    return processes.etc_dir(netns_name)
+
+
+def write_node_files(journal: Journal, node: NodePlan) -> None:
+    """A node's own /etc/resolv.conf, hosts and hostname, as a kubeadm node
+    has them: its network's resolver, not the cluster DNS, so cluster names
+    do not resolve on nodes (nor in hostNetwork pods, except with
+    dnsPolicy ClusterFirstWithHostNet)."""
+    etc = processes.etc_dir(node.netns)
+    if not etc.parent.exists():
+        journal.shared_dir(etc.parent)
+    journal.path(etc)
+    name = hostname(node.name)
+    processes.write_etc_dir(
+        etc,
+        {
+            "resolv.conf": node_resolver(node_upstream(node)).text(),
+            "hosts": node_hosts(node.underlay_ip, name),
+            "hostname": name + "\n",
+        },
+    )
+
+
+def annotate_stand_ins(client: Client, plan: PodPlan) -> None:
+    """Record on the Pod which of its containers a stand-in serves
+    (netemu.io/stand-in: a comma-separated list of container names), so
+    `get pods -o wide` and `-o json` show it. A pod that went meanwhile
+    (or was just changed by another writer) is left alone: its next start
+    writes it again."""
+    names = ",".join(c.name for c in plan.containers if c.stand_in)
+    try:
+        pod = client.get(Pod, plan.namespace, plan.name)
+    except NotFound:
+        return
+    annotations = dict(pod.metadata.annotations)
+    if annotations.get(STAND_IN_ANNOTATION, "") == names:
+        return
+    if names:
+        annotations[STAND_IN_ANNOTATION] = names
+    else:
+        annotations.pop(STAND_IN_ANNOTATION, None)
+    meta = pod.metadata.model_copy(update={"annotations": annotations})
+    with contextlib.suppress(NotFound, Conflict):
+        client.update(pod.model_copy(update={"metadata": meta}))
 
 
 def container_log(

@@ -24,6 +24,12 @@ Supervisor-log lines (one per change, as the kubelet's events): a probe's
 result changing, a container killed, started again or waiting out its
 back-off.
 
+An exec probe whose program does not exist on this machine (the image it
+would come from is not here; netemu.kernel.programs decides, as for a
+container's command) is not run: it counts as passing, with one notice per
+pod in the supervisor's log, so a stand-in container (netemu.net.standin)
+passes the app's own exec probes.
+
 Owns: its thread and pool. Must not touch: anything but through the kubelet
 (container kill/start) and the client (pod status).
 """
@@ -38,6 +44,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from netemu.api.core import (
@@ -54,12 +61,15 @@ from netemu.controlplane.client import Client
 from netemu.controlplane.errors import Conflict, NotFound
 from netemu.controlplane.podstatus import container_id, image_id
 from netemu.kernel import kubeprobe
+from netemu.kernel.programs import program_problem
 from netemu.net.plan import NodePlan, PodPlan
+from netemu.net.standin import env_path
 from netemu.node.probes import (
     EXIT_SIGKILL,
     ContainerLife,
     ExecHandler,
     Exit,
+    GrpcHandler,
     HttpHandler,
     Kind,
     ProbeSpec,
@@ -104,6 +114,8 @@ class KubeletPort(Protocol):
 
     def start_container(self, key: str, name: str) -> None: ...
 
+    def host_network_etc(self, plan: PodPlan) -> Path | None: ...
+
 
 def timestamp(wall: float) -> str:
     """RFC 3339 in UTC, to the second, as Kubernetes writes times."""
@@ -133,6 +145,13 @@ def has_probes(pod: Pod) -> bool:
 
 
 @dataclass(frozen=True)
+class _MissingProgram:
+    """An exec probe whose program cannot run here (why)."""
+
+    problem: str
+
+
+@dataclass(frozen=True)
 class ProbeTask:
     """One probe to run, and whose result it is."""
 
@@ -156,6 +175,8 @@ class _Tracked:
     written: list[ContainerStatus] | None = None
     dirty: bool = True  # something changed that its status may show
     results: dict[tuple[str, Kind], Result] = field(default_factory=dict)
+    # The pod's notice of an exec probe passed without running was logged.
+    exec_noticed: bool = False
 
     @property
     def key(self) -> str:
@@ -218,6 +239,9 @@ class ProbeManager:
                 for kind in life.due(now, terminating):
                     spec = life.workers[kind].spec
                     action = self._action(tracked, tracked.specs[name], spec)
+                    if isinstance(action, _MissingProgram):
+                        self._pass_missing(tracked, name, life, kind, action.problem)
+                        continue
                     if isinstance(action, str):
                         # The kubelet throws a probe that errs away (worker.go).
                         life.record(kind, life.instance, Result.UNKNOWN)
@@ -237,14 +261,41 @@ class ProbeManager:
                     tasks.append(task)
         return tasks
 
+    def _pass_missing(
+        self,
+        tracked: _Tracked,
+        name: str,
+        life: ContainerLife,
+        kind: Kind,
+        problem: str,
+    ) -> None:
+        """An exec probe whose program is not on this machine: a success."""
+        if not tracked.exec_noticed:
+            tracked.exec_noticed = True
+            self.log(
+                f"{tracked.key}/{name}: exec probe not run, counted as passing: {problem} "
+                "(the image it comes from is not on this machine; notice given once per pod)"
+            )
+        life.record(kind, life.instance, Result.SUCCESS)
+        tracked.dirty = True
+        worker = life.workers[kind]
+        if worker.result != tracked.results.get((name, kind)):
+            self._note(tracked, name, kind, worker.result, "")
+
     def _action(
         self, tracked: _Tracked, container: Container, spec: ProbeSpec
-    ) -> kubeprobe.Action | str:
+    ) -> kubeprobe.Action | str | _MissingProgram:
         """The probe as an action, or why it cannot be sent."""
         plan = tracked.running.plan
         handler = spec.handler
         if isinstance(handler, ExecHandler):
-            return kubeprobe.Exec(plan.netns, handler.command, plan.hostname)
+            env = next((c.env for c in plan.containers if c.name == container.name), ())
+            program = handler.command[0] if handler.command else ""
+            problem = program_problem(program, env_path(env), container.working_dir or "/")
+            if problem is not None:
+                return _MissingProgram(f"{program!r}: {problem}")
+            etc = self.kubelet.host_network_etc(plan)
+            return kubeprobe.Exec(plan.netns, handler.command, plan.hostname, etc)
         port = handler.port
         if isinstance(port, str):
             # probe.ResolveContainerPort: a named port of the probed container.
@@ -258,7 +309,8 @@ class ProbeManager:
             return kubeprobe.HttpGet(
                 node_netns, host, port, handler.path, handler.scheme, handler.headers
             )
-        # tcpSocket, and grpc checked as a TCP connect (netemu speaks no gRPC health).
+        if isinstance(handler, GrpcHandler):
+            return kubeprobe.GrpcCheck(node_netns, host, port, handler.service or "")
         return kubeprobe.TcpConnect(node_netns, host, port)
 
     def record(self, task: ProbeTask, outcome: kubeprobe.Outcome, now: float, wall: float) -> None:

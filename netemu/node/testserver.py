@@ -13,6 +13,18 @@ pod's flag directory (`flags`, for live labs
 /run/netemu/<lab>/health/<namespace>/<pod>/) fails them too, for as long
 as it exists, restarts or not (a file outlives a process).
 
+Stand-ins (netemu.net.standin): a container whose own program cannot run
+is served here too, and must pass its own probes. Its httpGet probe paths
+(`probe_paths`) answer 200 "ok" (or what the path's own route answers, for
+`/`, `/hostname`...), and 500 while a switch of a probe kind using the path
+is on (`fail-readiness` for readiness probes, `fail-liveness` for liveness
+and startup probes), by request or by flag file as above. Its `tls_ports`
+speak HTTPS with a self-signed certificate, made once per `TestServers`
+(one per lab supervisor) with the `cryptography` package. The ports of its
+grpc probes (`grpc_ports`) serve the gRPC health service instead of HTTP/1
+(netemu.node.grpcserver): SERVING, NOT_SERVING while a switch of a probe
+kind using the port is on.
+
 Access log: with a `log` file, every HTTP request is appended to it as a
 combined-log-format line (as an nginx or Apache access log), and every UDP
 datagram as a line too: the container's log (`netemu logs`).
@@ -34,9 +46,10 @@ import asyncio
 import concurrent.futures
 import json
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar, cast
@@ -45,7 +58,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from netemu.net.addresses import host_port
+from netemu.node import tls
 from netemu.node.dnsserver import METRICS_PORT, DnsFeed, DnsServing, serve_dns
+from netemu.node.grpcserver import GrpcHealthProtocol
 
 T = TypeVar("T")
 
@@ -63,6 +78,10 @@ FAIL_READINESS = "fail-readiness"
 FAIL_LIVENESS = "fail-liveness"
 
 Check = Literal["readiness", "liveness"]
+CHECKS: tuple[Check, ...] = ("readiness", "liveness")
+# The stand-ins' certificate: its subject, and how long it is valid (a lab
+# lives far shorter).
+CERT_SUBJECT = "netemu stand-in"
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,10 @@ class PodIdentity:
     namespace: str
     pod_ip: str
     node: str
+    # The kernel hostname its containers have (agnhost's /hostname answers
+    # os.Hostname()): spec.hostname or the pod's name, the node's name in a
+    # hostNetwork pod; empty: the pod's name.
+    hostname: str = ""
 
 
 def reply(identity: PodIdentity, client_ip: str, client_port: int) -> dict[str, Any]:
@@ -175,7 +198,26 @@ class _Handlers:
         return web.json_response(reply(self.identity, *self._peer(request)))
 
     async def hostname(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.identity.pod)
+        return web.Response(text=self.identity.hostname or self.identity.pod)
+
+    async def echo(self, request: web.Request) -> web.Response:
+        """agnhost's /echo: the `msg` parameter, with status `code` if given
+        (a code that is no integer: a 200 saying so, as agnhost answers)."""
+        msg = request.query.get("msg", "")
+        code = request.query.get("code", "")
+        if not code:
+            return web.Response(text=msg)
+        try:
+            status = int(code)
+        except ValueError:
+            # Go's %q quoting, which JSON's string quoting matches here.
+            quoted = json.dumps(code)
+            return web.Response(text=f"argument 'code' must be an integer or empty, got {quoted}\n")
+        if not 100 <= status <= 999:
+            # Go's net/http refuses such a status (its handler panics and the
+            # connection closes unanswered); netemu answers 500 instead.
+            raise web.HTTPInternalServerError(text="invalid status code\n")
+        return web.Response(status=status, text=msg)
 
     async def clientip(self, request: web.Request) -> web.Response:
         return web.Response(text=host_port(*self._peer(request)))
@@ -202,11 +244,51 @@ class _Handlers:
         return answer
 
 
-def _app(identity: PodIdentity, health: _Health, log: _AccessLog) -> web.Application:
+def _checks(names: Iterable[str]) -> tuple[Check, ...]:
+    """The fail switches among `names`, in CHECKS order."""
+    given = set(names)
+    return tuple(check for check in CHECKS if check in given)
+
+
+def _probe_middleware(health: _Health, probe_paths: dict[str, tuple[Check, ...]]) -> Middleware:
+    """A stand-in's probe paths: 500 while a switch of a probe kind using
+    the path is on; else the path's own route, or 200 "ok" for a path the
+    test server has no route for."""
+
+    @web.middleware
+    async def probe(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        checks = probe_paths.get(request.path)
+        if checks is None:
+            return await handler(request)
+        for check in checks:
+            why = health.why_failing(check)
+            if why is not None:
+                return web.Response(status=500, text=f"{check} failing: {why}\n")
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return web.Response(text="ok")
+
+    return probe
+
+
+def _app(
+    identity: PodIdentity,
+    health: _Health,
+    log: _AccessLog,
+    probe_paths: dict[str, tuple[Check, ...]] | None = None,
+) -> web.Application:
     handlers = _Handlers(identity, health)
-    app = web.Application(middlewares=[_access_middleware(log)])
+    middlewares = [_access_middleware(log)]
+    if probe_paths:
+        middlewares.append(_probe_middleware(health, probe_paths))
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/", handlers.root)
     app.router.add_get("/hostname", handlers.hostname)
+    app.router.add_get("/hostName", handlers.hostname)  # agnhost's older name
+    app.router.add_get("/echo", handlers.echo)
     app.router.add_get("/clientip", handlers.clientip)
     app.router.add_get("/healthz", handlers.check("liveness"))
     app.router.add_get("/readyz", handlers.check("readiness"))
@@ -248,6 +330,8 @@ class _Served:
     runner: web.AppRunner | None = None
     udp: list[asyncio.DatagramTransport] = field(default_factory=list)
     dns: DnsServing | None = None
+    grpc: list[asyncio.Server] = field(default_factory=list)
+    grpc_connections: set[GrpcHealthProtocol] = field(default_factory=set)
 
 
 class TestServers:
@@ -266,6 +350,7 @@ class TestServers:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._served: dict[str, _Served] = {}
+        self._tls: ssl.SSLContext | None = None
 
     def start(self) -> None:
         with self._lock:
@@ -315,15 +400,51 @@ class TestServers:
         *,
         log: Path | None = None,
         flags: Path | None = None,
+        tls_ports: Iterable[int] = (),
+        probe_paths: Iterable[tuple[str, Iterable[str]]] = (),
+        grpc_ports: Iterable[tuple[int, Iterable[str]]] = (),
     ) -> None:
         """Serve `identity` on already bound sockets (TCP ones listening);
         returns once every socket is being served. The sockets belong to the
         servers from this call on, even if it raises. Requests are appended
-        to `log`; `flags` is the pod's flag directory (see the module)."""
+        to `log`; `flags` is the pod's flag directory; the TCP sockets bound
+        to `tls_ports` speak TLS; `probe_paths` are a stand-in's probe paths
+        and `grpc_ports` the ports of its grpc probes (gRPC health there,
+        not HTTP/1), each with the switches that fail them (see the module)."""
         if self._loop is None:
             for sock in (*tcp, *udp):
                 sock.close()
-        self._call(self._serve(key, identity, list(tcp), list(udp), log, flags))
+        paths = {path: _checks(checks) for path, checks in probe_paths}
+        grpc = {port: _checks(checks) for port, checks in grpc_ports}
+        try:
+            context = self._tls_context() if tls_ports else None
+        except BaseException:
+            for sock in (*tcp, *udp):
+                sock.close()
+            raise
+        self._call(
+            self._serve(
+                key,
+                identity,
+                list(tcp),
+                list(udp),
+                log,
+                flags,
+                context,
+                set(tls_ports),
+                paths,
+                grpc,
+            )
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The stand-ins' server TLS context, made on first use."""
+        with self._lock:
+            if self._tls is None:
+                # Kubelet HTTPS probes do not verify the certificate (pkg/probe/http
+                # sets InsecureSkipVerify), and neither need clients of a stand-in.
+                self._tls = tls.server_context(*tls.self_signed(CERT_SUBJECT))
+            return self._tls
 
     async def _serve(
         self,
@@ -333,6 +454,10 @@ class TestServers:
         udp: list[socket.socket],
         log: Path | None,
         flags: Path | None,
+        tls: ssl.SSLContext | None = None,
+        tls_ports: set[int] | None = None,
+        probe_paths: dict[str, tuple[Check, ...]] | None = None,
+        grpc_ports: dict[int, tuple[Check, ...]] | None = None,
     ) -> None:
         if key in self._served:
             for sock in (*tcp, *udp):
@@ -348,19 +473,31 @@ class TestServers:
         # Registered before anything starts so a failure halfway is undone
         # by the same path as a normal stop.
         self._served[key] = served
+        health = _Health(flags)
+        grpc_ports = grpc_ports or {}
+        grpc = [sock for sock in tcp if sock.getsockname()[1] in grpc_ports]
+        tcp_http = [sock for sock in tcp if sock.getsockname()[1] not in grpc_ports]
         try:
-            if tcp:
+            loop = asyncio.get_running_loop()
+            for sock in grpc:
+                checks = grpc_ports[sock.getsockname()[1]]
+                server = await loop.create_server(
+                    self._grpc_factory(served, health, checks), sock=sock
+                )
+                served.grpc.append(server)
+            if tcp_http:
                 runner = web.AppRunner(
-                    _app(identity, _Health(flags), access),
+                    _app(identity, health, access, probe_paths),
                     handle_signals=False,
                     access_log=None,
                     shutdown_timeout=SHUTDOWN_TIMEOUT,
                 )
                 await runner.setup()
                 served.runner = runner
-                for sock in tcp:
-                    await web.SockSite(runner, sock).start()
-            loop = asyncio.get_running_loop()
+                for sock in tcp_http:
+                    port = sock.getsockname()[1]
+                    context = tls if tls_ports and port in tls_ports else None
+                    await web.SockSite(runner, sock, ssl_context=context).start()
             for sock in udp:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _UdpResponder(identity, access), sock=sock
@@ -370,6 +507,48 @@ class TestServers:
             await self._stop(key)
             # Sockets not yet taken by a server; closing a closed one is a no-op.
             for sock in (*tcp, *udp):
+                sock.close()
+            raise
+
+    def serve_app(
+        self,
+        key: str,
+        app: web.Application,
+        tcp: list[socket.socket],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Serve an aiohttp application (the stand-in API server,
+        netemu.node.apiserver) on listening TCP sockets, over TLS with
+        `ssl_context`; stopped with `stop_serving(key)` like a pod's."""
+        if self._loop is None:
+            for sock in tcp:
+                sock.close()
+        self._call(self._serve_app(key, app, list(tcp), ssl_context))
+
+    async def _serve_app(
+        self,
+        key: str,
+        app: web.Application,
+        tcp: list[socket.socket],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        if key in self._served:
+            for sock in tcp:
+                sock.close()
+            raise ValueError(f"{key} is already being served")
+        served = _Served()
+        self._served[key] = served
+        try:
+            runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+            )
+            await runner.setup()
+            served.runner = runner
+            for sock in tcp:
+                await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        except BaseException:
+            await self._stop(key)
+            for sock in tcp:
                 sock.close()
             raise
 
@@ -416,12 +595,32 @@ class TestServers:
         connections dropped by the time this returns. Unknown keys are ignored."""
         self._call(self._stop(key))
 
+    @staticmethod
+    def _grpc_factory(
+        served: _Served, health: _Health, checks: tuple[Check, ...]
+    ) -> Callable[[], GrpcHealthProtocol]:
+        def serving() -> bool:
+            return all(health.why_failing(check) is None for check in checks)
+
+        def made() -> GrpcHealthProtocol:
+            protocol = GrpcHealthProtocol(serving, served.log.write)
+            served.grpc_connections.add(protocol)
+            return protocol
+
+        return made
+
     async def _stop(self, key: str) -> None:
         served = self._served.pop(key, None)
         if served is None:
             return
         for transport in served.udp:
             transport.close()
+        for server in served.grpc:
+            server.close()
+        for protocol in served.grpc_connections:
+            # asyncio.Server.close leaves accepted connections open (3.11).
+            if protocol.transport is not None:
+                protocol.transport.close()
         if served.dns is not None:
             await served.dns.aclose()
         if served.runner is not None:

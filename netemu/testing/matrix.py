@@ -18,7 +18,8 @@ The pairs are picked from the lab's own state (`plan_pairs`, pure):
   node, grouped by the Service's externalTrafficPolicy.
 
 Pods and Services in kube-system (a live lab's cluster DNS addon, which
-answers DNS, not HTTP) are left out.
+answers DNS, not HTTP) are left out, and so is default/kubernetes (the
+stand-in API server answers HTTPS only).
 
 A category without a fitting pair (one node, no Service with Local
 policy, ...) has no rows. The requests run concurrently, so expected
@@ -39,6 +40,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+
+from netemu.controlplane.addons import API_NAMESPACE, API_SERVICE
 
 # The live cluster DNS addon's namespace (netemu.controlplane.addons).
 SYSTEM_NAMESPACE = "kube-system"
@@ -238,6 +241,7 @@ def plan_pairs(state: ClusterState, topology: Topology) -> list[Pair]:
         if s.spec.cluster_ip not in (None, "None")
         and _first_tcp_port(s) is not None
         and s.metadata.namespace != SYSTEM_NAMESPACE
+        and (s.metadata.namespace, s.metadata.name) != (API_NAMESPACE, API_SERVICE)
     ]
     # ClusterIP Services first: a NodePort Service's ClusterIP is the same
     # kind of destination, but a plain one is what a reader expects here.

@@ -49,7 +49,7 @@ from live_helpers import (
     service_port,
 )
 
-from netemu.controlplane.addons import DNS_NAMESPACE, DNS_SERVICE
+from netemu.controlplane.addons import API_NAMESPACE, API_SERVICE, DNS_NAMESPACE, DNS_SERVICE
 from netemu.controlplane.state import ClusterState
 from netemu.kernel.sockets import bind_pod_sockets
 from netemu.lab import LiveLab
@@ -381,24 +381,25 @@ def _summary(state: State) -> dict[str, set[tuple[Any, ...]]]:
 
 
 def _without_dns_addon(state: State) -> State:
-    """The state less the cluster DNS addon a live lab adds (kube-system's
-    kube-dns Service, its EndpointSlice and the coredns pod), which offline
-    states leave out (netemu.controlplane.addons)."""
+    """The state less what a live lab adds and offline states leave out
+    (netemu.controlplane.addons): the cluster DNS addon (kube-system's
+    kube-dns Service, its EndpointSlice and the coredns pod) and the API
+    server's default/kubernetes Service with its EndpointSlice."""
 
-    def addon(obj: dict[str, Any]) -> bool:
+    def addon(kind: str, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
         labels = meta.get("labels", {})
-        return bool(
-            meta.get("namespace") == DNS_NAMESPACE
-            and (
-                labels.get("k8s-app") == "kube-dns"
-                or labels.get("kubernetes.io/service-name") == DNS_SERVICE
-            )
-        )
+        key = (meta.get("namespace"), meta.get("name"))
+        if kind == "services":
+            return key in ((DNS_NAMESPACE, DNS_SERVICE), (API_NAMESPACE, API_SERVICE))
+        if kind == "endpointslices":
+            owner = (meta.get("namespace"), labels.get("kubernetes.io/service-name"))
+            return owner in ((DNS_NAMESPACE, DNS_SERVICE), (API_NAMESPACE, API_SERVICE))
+        return bool(meta.get("namespace") == DNS_NAMESPACE and labels.get("k8s-app") == "kube-dns")
 
-    found = {kind: [o for o in objects if addon(o)] for kind, objects in state.items()}
-    assert [len(found[k]) for k in ("services", "pods", "endpointslices")] == [1, 1, 1], found
-    return {kind: [o for o in objects if not addon(o)] for kind, objects in state.items()}
+    found = {kind: [o for o in objects if addon(kind, o)] for kind, objects in state.items()}
+    assert [len(found[k]) for k in ("services", "pods", "endpointslices")] == [2, 1, 2], found
+    return {kind: [o for o in objects if not addon(kind, o)] for kind, objects in state.items()}
 
 
 @pytest.mark.parametrize("lab", sorted({f.lab for f in FLOWS}))

@@ -131,13 +131,33 @@ def test_container_gets_the_services_of_its_namespace(lab: LiveLab) -> None:
     # The container's own env wins, and may refer to Service variables.
     assert env["WEB_SERVICE_PORT_HTTP"] == "own value"
     assert env["WEB_URL"] == f"http://{web}:80/"
-    # The lab defines no default/kubernetes Service, so there is no KUBERNETES_*.
-    assert not [k for k in env if k.startswith("KUBERNETES_")]
+    # A live lab has default/kubernetes (https 443 at the first service IP).
+    api = cluster_ip(state, "kubernetes", "default")
+    assert api == "10.96.0.1"
+    assert env["KUBERNETES_SERVICE_HOST"] == api
+    assert env["KUBERNETES_SERVICE_PORT"] == "443"
+    assert env["KUBERNETES_SERVICE_PORT_HTTPS"] == "443"
+    assert env["KUBERNETES_PORT_443_TCP"] == f"tcp://{api}:443"
+
+
+MASTER_SERVICE_VARS = {
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "KUBERNETES_SERVICE_PORT_HTTPS",
+    "KUBERNETES_PORT",
+    "KUBERNETES_PORT_443_TCP",
+    "KUBERNETES_PORT_443_TCP_PROTO",
+    "KUBERNETES_PORT_443_TCP_PORT",
+    "KUBERNETES_PORT_443_TCP_ADDR",
+}
 
 
 def test_enable_service_links_false_gives_no_service_variables(lab: LiveLab) -> None:
     env = logged_env(lab, "env-off")
-    assert service_vars(env) == {"WEB_SERVICE_PORT_HTTP"}, sorted(service_vars(env))
+    # Only the master Service's variables, which kubelet adds whatever
+    # enableServiceLinks says (kubelet_pods.go, getServiceEnvVarMap).
+    expected = {"WEB_SERVICE_PORT_HTTP", *MASTER_SERVICE_VARS}
+    assert service_vars(env) == expected, sorted(service_vars(env))
     # With nothing to refer to, the references stay as written (kubelet's expansion).
     assert env["WEB_URL"] == "http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT)/"
 

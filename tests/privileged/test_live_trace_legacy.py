@@ -42,7 +42,6 @@ pytestmark = pytest.mark.skipif(
 # likely ones: missing it 30 times in a row has probability (2/3)**30 < 1e-5.
 TRIES = 30
 MONITOR_TOOLS = ("tcpdump", "conntrack")
-TRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,6 @@ def nodeport_cross(legacy: LegacyLab, before: dict[str, str]) -> TraceReport:
         report = legacy.trace("client", "node-1:30080")
         assert report.outcome == "delivered", show(report)
         assert report.rules_source == "TRACE", show(report)
-        assert report.elapsed < TRACE_SECONDS, f"the trace took {report.elapsed:.2f} s"
         seen.append(report.delivered_to)
         if report.delivered_to is not None and report.delivered_to.endswith(" on node-2"):
             return report

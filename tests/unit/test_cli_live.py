@@ -263,6 +263,24 @@ def test_exec_runs_the_command_in_the_targets_namespace(
     assert "web-1" in argv  # the pod's hostname
 
 
+def test_exec_into_a_host_network_pod_mounts_its_own_etc_files(
+    as_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = json.loads(json.dumps(INFO))
+    etc = "/etc/netns/netemu_t1_pod_kube-system_agent"
+    info["pods"]["kube-system/agent"].update({"hostname": "node-2", "etc": etc})
+    write_lab(as_root, "t1", info)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(os, "execvp", lambda f, a: calls.append(a))
+    result = invoke("exec", "kube-system/agent", "--", "cat", "/etc/resolv.conf")
+    assert result.exit_code == 0, result.stderr
+    (argv,) = calls
+    assert argv[:4] == ["ip", "netns", "exec", "netemu_t1_node_node-2"]
+    script = argv[argv.index("-c") + 1]
+    assert 'mount --bind "$f" "/etc/${f##*/}"' in script
+    assert argv[-4:] == [etc, "node-2", "cat", "/etc/resolv.conf"]
+
+
 def test_labs_lists_a_lab_whose_supervisor_is_gone(as_root: Path) -> None:
     write_lab(as_root, "t1", INFO)
     result = invoke("labs")

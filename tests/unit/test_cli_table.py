@@ -8,6 +8,7 @@ shown, and -o json|yaml with keys sorted as kubectl prints them."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import textwrap
@@ -30,6 +31,7 @@ from netemu.cli_table import (
 )
 from netemu.controlplane import build_cluster_state, nodeinfo, nodes
 from netemu.controlplane.state import ClusterState
+from netemu.net.standin import STAND_IN_ANNOTATION
 
 DEFAULT = str(Path(__file__).resolve().parents[2] / "controlplane" / "default")
 CREATED = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -67,12 +69,27 @@ def test_pods(state: ClusterState) -> None:
         default     web-7769d69d5c-qxmpz   1/1     Running   0          3m20s
         default     web-7769d69d5c-tpd2k   1/1     Running   0          3m20s
         """)
-    wide = "READY   STATUS    RESTARTS   AGE     IP           NODE     NOMINATED NODE   READINESS GATES"
+    wide = (
+        "READY   STATUS    RESTARTS   AGE     IP           NODE     NOMINATED NODE   "
+        "READINESS GATES   STAND-INS"
+    )
+    # Offline nothing runs, so no kubelet has put a stand-in in any pod.
     assert shown("pods", state, wide=True).splitlines()[:2] == [
         f"NAMESPACE   NAME                   {wide}",
         "default     web-7769d69d5c-65gwp   1/1     Running   0          3m20s   "
-        "10.244.0.2   node-1   <none>           <none>",
+        "10.244.0.2   node-1   <none>           <none>            <none>",
     ]
+
+
+def test_pods_wide_lists_the_stand_ins_the_kubelet_recorded(state: ClusterState) -> None:
+    pod = state.pods[0]
+    meta = pod.metadata.model_copy(
+        update={"annotations": {**pod.metadata.annotations, STAND_IN_ANNOTATION: "app,sidecar"}}
+    )
+    marked = dataclasses.replace(state, pods=(pod.model_copy(update={"metadata": meta}),))
+    lines = shown("pods", marked, wide=True).splitlines()
+    assert lines[0].endswith("READINESS GATES   STAND-INS")
+    assert lines[1].endswith("<none>            app,sidecar")
 
 
 def test_services(state: ClusterState) -> None:

@@ -158,13 +158,14 @@ def test_allocation_is_stable_when_unrelated_services_are_added() -> None:
 
 
 def test_lab_service_cidr_is_used_and_dns_ip_is_skipped_unless_requested() -> None:
-    # A /28 leaves 14 usable addresses; the cluster DNS IP must be left for kube-dns.
+    # A /28 leaves 14 usable addresses; the cluster DNS IP must be left for
+    # kube-dns and the first one for default/kubernetes.
     lab = lab_yaml("serviceCIDR: 10.100.0.0/28\n  clusterDNS: 10.100.0.10")
-    state = build(lab + "".join(svc_yaml(f"s{i}") for i in range(13)))
+    state = build(lab + "".join(svc_yaml(f"s{i}") for i in range(12)))
     ips = {s.spec.cluster_ip for s in state.services}
-    assert len(ips) == 13
+    assert len(ips) == 12
     assert "10.100.0.10" not in ips
-    assert ips == {f"10.100.0.{i}" for i in range(1, 15)} - {"10.100.0.10"}
+    assert ips == {f"10.100.0.{i}" for i in range(2, 15)} - {"10.100.0.10"}
 
     with_dns = build(
         lab

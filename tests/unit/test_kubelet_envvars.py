@@ -357,6 +357,12 @@ class _FakeJournal:
     def process(self, pid: int) -> None:
         pass
 
+    def shared_dir(self, path: Path) -> None:
+        pass
+
+    def path(self, path: Path) -> None:
+        pass
+
 
 def test_kubelet_starts_a_container_with_the_services_that_exist_then(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -364,12 +370,20 @@ def test_kubelet_starts_a_container_with_the_services_that_exist_then(
     started: dict[str, dict[str, str]] = {}
 
     def fake_start(
-        netns: str, argv: Sequence[str], *, hostname: str, env: Mapping[str, str], log: Path
+        netns: str,
+        argv: Sequence[str],
+        *,
+        hostname: str,
+        env: Mapping[str, str],
+        log: Path,
+        etc: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         started[log.parent.name] = dict(env)
         return cast("subprocess.Popen[bytes]", _FakeProcess())
 
     monkeypatch.setattr(processes, "start", fake_start)
+    # The hostNetwork pods' own /etc files go under tmp_path.
+    monkeypatch.setattr(processes, "ETC_NETNS", tmp_path / "etc-netns")
     state = state_of("default")
     assert state.lab is not None
     client = LocalClient(Store())

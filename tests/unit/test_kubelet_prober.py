@@ -89,6 +89,9 @@ class FakeKubelet:
     def start_container(self, key: str, name: str) -> None:
         self.calls.append(f"start {key}/{name}")
 
+    def host_network_etc(self, plan: PodPlan) -> Path | None:
+        return None
+
 
 class Clock:
     def __init__(self) -> None:

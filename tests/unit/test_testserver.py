@@ -253,3 +253,45 @@ def test_requests_are_not_access_logged(
     finally:
         conn.close()
     assert [r for r in caplog.records if r.name == "aiohttp.access"] == []
+
+
+# -- agnhost netexec's answers (test/images/agnhost/netexec) ------------------------
+
+
+def test_hostname_is_the_kernel_hostname_the_pod_has(servers: TestServers) -> None:
+    # spec.hostname, or the node's name in a hostNetwork pod: agnhost
+    # answers os.Hostname(), which is the pod's kernel hostname.
+    named = PodIdentity(
+        pod="web-abc", namespace="default", pod_ip="10.244.1.5", node="node-1", hostname="h1"
+    )
+    tcp_port, _ = serve_one(servers, identity=named)
+    conn, _ = connected(tcp_port)
+    try:
+        assert get(conn, "/hostname")[::2] == (200, "h1")
+        assert get(conn, "/hostName")[::2] == (200, "h1")
+    finally:
+        conn.close()
+
+
+def test_echo_answers_msg_with_the_asked_status(servers: TestServers) -> None:
+    tcp_port, _ = serve_one(servers)
+    conn, _ = connected(tcp_port)
+    try:
+        assert get(conn, "/echo?msg=hello")[::2] == (200, "hello")
+        assert get(conn, "/echo?msg=gone&code=410")[::2] == (410, "gone")
+        assert get(conn, "/echo?msg=x&code=abc")[::2] == (
+            200,
+            "argument 'code' must be an integer or empty, got \"abc\"\n",
+        )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["/shell?cmd=id", "/upload", "/exit", "/shutdown", "/dial"])
+def test_agnhost_endpoints_netemu_lacks_are_not_found(servers: TestServers, path: str) -> None:
+    tcp_port, _ = serve_one(servers)
+    conn, _ = connected(tcp_port)
+    try:
+        assert get(conn, path)[0] == 404
+    finally:
+        conn.close()

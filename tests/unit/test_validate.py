@@ -1614,3 +1614,112 @@ def test_health_check_node_port_range() -> None:
         ports: [{port: 80}]
     """)
     assert check(text) == [f"x.yaml:8: Service/web: spec.healthCheckNodePort: {PORT_RANGE}"]
+
+
+# -- pod DNS fields (hostname, subdomain, hostAliases, dnsPolicy, dnsConfig) ---------
+
+
+def pod_with(spec: str) -> str:
+    return (
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n"
+        + textwrap.indent(textwrap.dedent(spec), "  ")
+        + "  containers: [{name: c, image: busybox}]\n"
+    )
+
+
+def test_valid_dns_fields_pass() -> None:
+    assert (
+        check(
+            pod_with(
+                """\
+                hostname: h1
+                subdomain: sub
+                setHostnameAsFQDN: true
+                hostAliases: [{ip: 10.1.2.3, hostnames: [foo.local, bar]}]
+                dnsPolicy: None
+                dnsConfig:
+                  nameservers: [1.2.3.4, "2001:db8::1"]
+                  searches: [ns1.svc.cluster.local, abs.example.]
+                  options: [{name: ndots, value: "2"}, {name: edns0}]
+                """
+            )
+        )
+        == []
+    )
+
+
+def test_dns_policy_must_be_one_the_api_server_knows() -> None:
+    assert check(pod_with("dnsPolicy: ClusterFirstWithHostnet\n")) == [
+        'x.yaml:6: Pod/p: spec.dnsPolicy: Unsupported value: "ClusterFirstWithHostnet": '
+        'supported values: "ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"'
+    ]
+
+
+def test_dns_policy_none_needs_a_dns_config_with_a_nameserver() -> None:
+    assert check(pod_with("dnsPolicy: None\n")) == [
+        "x.yaml:5: Pod/p: spec.dnsConfig: Required value: must provide `dnsConfig` when "
+        "`dnsPolicy` is None"
+    ]
+    assert check(pod_with("dnsPolicy: None\ndnsConfig: {searches: [a.example]}\n")) == [
+        "x.yaml:7: Pod/p: spec.dnsConfig.nameservers: Required value: must provide at least "
+        "one DNS nameserver when `dnsPolicy` is None"
+    ]
+
+
+def test_dns_config_limits_and_values() -> None:
+    searches = ", ".join(f"s{i}.example" for i in range(33))
+    got = check(
+        pod_with(
+            f"""\
+            dnsConfig:
+              nameservers: [1.1.1.1, 2.2.2.2, 3.3.3.3, not-an-ip]
+              searches: [{searches}, Bad_Domain]
+              options: [{{value: "1"}}]
+            """
+        )
+    )
+    assert got[0] == (
+        "x.yaml:7: Pod/p: spec.dnsConfig.nameservers: Invalid value: [1.1.1.1 2.2.2.2 3.3.3.3 "
+        "not-an-ip]: must not have more than 3 nameservers"
+    )
+    assert (
+        got[1]
+        == f'x.yaml:7: Pod/p: spec.dnsConfig.nameservers[3]: Invalid value: "not-an-ip": {IP}'
+    )
+    assert got[2].startswith("x.yaml:8: Pod/p: spec.dnsConfig.searches: Invalid value: [s0.example")
+    assert got[2].endswith(": must not have more than 32 search paths")
+    assert (
+        got[3]
+        == f'x.yaml:8: Pod/p: spec.dnsConfig.searches[33]: Invalid value: "Bad_Domain": {SUBDOMAIN}'
+    )
+    assert got[4] == (
+        "x.yaml:9: Pod/p: spec.dnsConfig.options[0]: Required value: Option.Name must not be empty"
+    )
+    assert len(got) == 5
+
+
+def test_search_list_longer_than_2048_characters_is_rejected() -> None:
+    long = ", ".join("a" * 63 + f".d{i:02d}" for i in range(31))
+    got = check(pod_with(f"dnsConfig: {{searches: [{long}]}}\n"))
+    assert len(got) == 1
+    assert got[0].endswith(
+        "must not have more than 2048 characters (including spaces) in the search list"
+    )
+
+
+def test_hostname_subdomain_and_host_aliases_are_checked() -> None:
+    got = check(
+        pod_with(
+            """\
+            hostname: Web_1
+            subdomain: sub.domain
+            hostAliases: [{ip: 10.0.0.300, hostnames: [ok, Not_OK]}]
+            """
+        )
+    )
+    assert got == [
+        f'x.yaml:6: Pod/p: spec.hostname: Invalid value: "Web_1": {LABEL}',
+        'x.yaml:7: Pod/p: spec.subdomain: Invalid value: "sub.domain": must not contain dots',
+        f'x.yaml:8: Pod/p: spec.hostAliases[0].hostnames[1]: Invalid value: "Not_OK": {SUBDOMAIN}',
+        f'x.yaml:8: Pod/p: spec.hostAliases[0].ip: Invalid value: "10.0.0.300": {IP}',
+    ]
