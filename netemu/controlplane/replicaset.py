@@ -1,19 +1,22 @@
 """The ReplicaSet controller: keeps spec.replicas (default 1) active pods.
+It runs ReplicationControllers too, as kube-controller-manager's
+replication controller is the ReplicaSet controller's code behind an
+adapter (pkg/controller/replication): an RC's selector is a plain map,
+defaulted to its template's labels.
 
 Pods are named `<replicaset>-<5 characters>` (generateName). Orphan pods
 matching the selector are adopted, as Kubernetes does. When scaling down,
-pods are removed in the spirit of controller.ActivePods: unscheduled before
-scheduled, Pending before Running, not-ready before ready, then by name (a
-deterministic stand-in for "newest first", since netemu keeps no creation
-timestamps).
+pods are removed in the order the controller ranks them
+(netemu.controlplane.ranking: getPodsToDelete / ActivePodsWithRanks).
 """
 
 from __future__ import annotations
 
 import datetime
 
-from netemu.api.apps import ReplicaSet
-from netemu.api.core import Pod
+from netemu.api.apps import ReplicaSet, ReplicationController
+from netemu.api.base import LabelSelector
+from netemu.api.core import Pod, PodTemplateSpec
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
     controlled_by,
@@ -27,8 +30,20 @@ from netemu.controlplane.common import (
 from netemu.controlplane.ranking import pods_to_delete
 
 
+def replicated_spec(
+    owner: ReplicaSet | ReplicationController,
+) -> tuple[LabelSelector, PodTemplateSpec | None, int]:
+    """The selector, template and wanted replicas of a ReplicaSet or RC."""
+    replicas = owner.spec.replicas if owner.spec.replicas is not None else 1
+    if isinstance(owner, ReplicationController):
+        selector = LabelSelector(match_labels=owner.spec.effective_selector())
+        return selector, owner.spec.template, replicas
+    return owner.spec.selector, owner.spec.template, replicas
+
+
 class ReplicaSetController:
-    """Creates and deletes pods so each ReplicaSet has spec.replicas of them."""
+    """Creates and deletes pods so each ReplicaSet (and ReplicationController)
+    has spec.replicas of them."""
 
     name = "replicaset"
 
@@ -47,10 +62,13 @@ class ReplicaSetController:
                 orphans.setdefault(pod.metadata.namespace, []).append(pod)
             elif ref.uid:
                 controlled.setdefault(ref.uid, []).append(pod)
-        sets = self.client.list(ReplicaSet).items
+        sets: list[ReplicaSet | ReplicationController] = [
+            *self.client.list(ReplicaSet).items,
+            *self.client.list(ReplicationController).items,
+        ]
         # getReplicaSetsWithSameController: the sets of one owner (a
         # Deployment's old and new ones); a set without an owner stands alone.
-        siblings: dict[str, list[ReplicaSet]] = {}
+        siblings: dict[str, list[ReplicaSet | ReplicationController]] = {}
         for rs in sets:
             ref = controller_ref(rs.metadata)
             siblings.setdefault(ref.uid if ref else rs.metadata.uid or "", []).append(rs)
@@ -64,10 +82,16 @@ class ReplicaSetController:
         return changed
 
     def _sync(
-        self, rs: ReplicaSet, claimed: list[Pod], orphans: list[Pod], related: list[Pod]
+        self,
+        rs: ReplicaSet | ReplicationController,
+        claimed: list[Pod],
+        orphans: list[Pod],
+        related: list[Pod],
     ) -> bool:
         changed = False
-        selector = rs.spec.selector
+        selector, template, desired = replicated_spec(rs)
+        if template is None:
+            return False  # rejected by validation; nothing to create pods from
         if selector.match_labels or selector.match_expressions:
             for pod in orphans:
                 if (
@@ -86,11 +110,10 @@ class ReplicaSetController:
                     changed = True
 
         active = [p for p in claimed if is_active(p)]
-        desired = rs.spec.replicas if rs.spec.replicas is not None else 1
         if len(active) < desired:
             for _ in range(desired - len(active)):
                 self.client.create(
-                    pod_from_template(rs.spec.template, rs, generate_name=f"{rs.metadata.name}-")
+                    pod_from_template(template, rs, generate_name=f"{rs.metadata.name}-")
                 )
             changed = True
         elif len(active) > desired:
