@@ -37,6 +37,7 @@ from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
+from netemu.api.networking import Ingress, IngressClass
 
 # (apiVersion, kind) → type. The only place that says which kinds netemu reads.
 KINDS: dict[tuple[str, str], type[K8sModel]] = {
@@ -49,6 +50,8 @@ KINDS: dict[tuple[str, str], type[K8sModel]] = {
     ("apps/v1", "DaemonSet"): DaemonSet,
     ("apps/v1", "StatefulSet"): StatefulSet,
     ("discovery.k8s.io/v1", "EndpointSlice"): EndpointSlice,
+    ("networking.k8s.io/v1", "Ingress"): Ingress,
+    ("networking.k8s.io/v1", "IngressClass"): IngressClass,
     ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration"): KubeProxyConfiguration,
     ("netemu/v1alpha1", "Lab"): Lab,
 }

@@ -42,6 +42,7 @@ from netemu.api.core import (
 from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.load import Loaded, gc_paused, load_paths
+from netemu.api.networking import Ingress, IngressClass
 
 __all__ = [
     "is_dns1035_label",
@@ -318,7 +319,16 @@ def load_and_validate(paths: Iterable[str | Path], context: Sequence[Loaded] = (
 
 # ---------------------------------------------------------------- the checker
 
-_NAMESPACED = (Service, Pod, Deployment, ReplicaSet, DaemonSet, StatefulSet, EndpointSlice)
+_NAMESPACED = (
+    Service,
+    Pod,
+    Deployment,
+    ReplicaSet,
+    DaemonSet,
+    StatefulSet,
+    EndpointSlice,
+    Ingress,
+)
 _WORKLOADS = (Deployment, ReplicaSet, DaemonSet, StatefulSet)
 
 
@@ -395,6 +405,14 @@ class _Checker:
                 self.check_node(item, obj)
             elif isinstance(obj, Namespace):
                 self.check_meta(item, obj.metadata, is_dns1123_label)
+            elif isinstance(obj, Ingress | IngressClass):
+                # Imported here: that module builds on this one's helpers.
+                from netemu.api import validate_networking
+
+                if isinstance(obj, Ingress):
+                    validate_networking.check_ingress(self, item, obj)
+                else:
+                    validate_networking.check_ingress_class(self, item, obj)
         self.check_service_ips()
         self.check_node_ports()
         self.check_node_refs(labs)

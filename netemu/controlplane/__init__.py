@@ -27,6 +27,7 @@ from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import K8sModel, ObjectMeta
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.networking import Ingress, IngressClass
 from netemu.controlplane.client import Client, LocalClient
 from netemu.controlplane.errors import AlreadyExists
 from netemu.controlplane.objects import is_namespaced, key_of, kind_of, meta_of
@@ -130,6 +131,8 @@ def snapshot(
         replica_sets=client.list(ReplicaSet).items,
         daemon_sets=client.list(DaemonSet).items,
         stateful_sets=client.list(StatefulSet).items,
+        ingresses=client.list(Ingress).items,
+        ingress_classes=client.list(IngressClass).items,
     )
 
 

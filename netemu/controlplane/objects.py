@@ -15,7 +15,9 @@ T = TypeVar("T", bound=K8sModel)
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 # Kinds without a namespace, as in Kubernetes (plus netemu's own config kinds).
-CLUSTER_SCOPED_KINDS = frozenset({"Node", "Namespace", "Lab", "KubeProxyConfiguration"})
+CLUSTER_SCOPED_KINDS = frozenset(
+    {"Node", "Namespace", "Lab", "KubeProxyConfiguration", "IngressClass"}
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,11 @@ KIND_ALIASES = {
     "sts": "StatefulSet",
     "endpointslice": "EndpointSlice",
     "endpointslices": "EndpointSlice",
+    "ingress": "Ingress",
+    "ingresses": "Ingress",
+    "ing": "Ingress",
+    "ingressclass": "IngressClass",
+    "ingressclasses": "IngressClass",
 }
 SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
 # The kinds that describe a live lab itself: fixed while it runs (`netemu

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.networking import Ingress, IngressClass
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ClusterState:
     replica_sets: tuple[ReplicaSet, ...] = ()
     daemon_sets: tuple[DaemonSet, ...] = ()
     stateful_sets: tuple[StatefulSet, ...] = ()
+    ingresses: tuple[Ingress, ...] = ()
+    ingress_classes: tuple[IngressClass, ...] = ()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

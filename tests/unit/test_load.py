@@ -12,8 +12,8 @@ from netemu.api.errors import Diagnostic, InputError
 from netemu.api.load import load_paths, load_text
 
 KINDS_READ = (
-    "DaemonSet, Deployment, EndpointSlice, KubeProxyConfiguration, Lab, Namespace, Node, Pod, "
-    "ReplicaSet, Service, StatefulSet"
+    "DaemonSet, Deployment, EndpointSlice, Ingress, IngressClass, KubeProxyConfiguration, Lab, "
+    "Namespace, Node, Pod, ReplicaSet, Service, StatefulSet"
 )
 
 
