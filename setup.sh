@@ -24,7 +24,7 @@ apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-pip \
   iproute2 iptables nftables conntrack nfacct tcpdump kmod ca-certificates \
   util-linux procps iputils-ping curl tshark graphviz vagrant vagrant-libvirt \
-  containernetworking-plugins >/dev/null
+  containernetworking-plugins nginx-light openssl >/dev/null
 
 # The Python environment, with the project installed in it.
 if [ ! -x .venv/bin/python ]; then
