@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
     from netemu.api.base import K8sModel, LabelSelector
     from netemu.api.core import Container, EndpointSlice, Namespace, Node, Pod, Service
+    from netemu.api.networking import Ingress, IngressClass
     from netemu.controlplane.state import ClusterState
 
 # What `get` shows, by every name kubectl accepts for it.
@@ -69,8 +70,13 @@ RESOURCES = {
     "statefulsets": "statefulsets",
     "statefulset": "statefulsets",
     "sts": "statefulsets",
+    "ingresses": "ingresses",
+    "ingress": "ingresses",
+    "ing": "ingresses",
+    "ingressclasses": "ingressclasses",
+    "ingressclass": "ingressclasses",
 }
-CLUSTER_SCOPED = ("nodes", "namespaces")
+CLUSTER_SCOPED = ("nodes", "namespaces", "ingressclasses")
 # kubectl's tabwriter: padding 3, minimum cell width 6 (padding included).
 GAP = "   "
 MIN_WIDTH = 6
@@ -88,6 +94,8 @@ def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
         "replicasets": state.replica_sets,
         "daemonsets": state.daemon_sets,
         "statefulsets": state.stateful_sets,
+        "ingresses": state.ingresses,
+        "ingressclasses": state.ingress_classes,
     }[kind]
     return found
 
@@ -108,6 +116,7 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
         replica_sets=keep(state.replica_sets),
         daemon_sets=keep(state.daemon_sets),
         stateful_sets=keep(state.stateful_sets),
+        ingresses=keep(state.ingresses),
     )
 
 
@@ -448,7 +457,64 @@ def _stateful_set(sts: StatefulSet, wide: bool, now: datetime.datetime) -> list[
 
 _WORKLOAD_WIDE = [("CONTAINERS", True), ("IMAGES", True), ("SELECTOR", True)]
 # Per kind: the columns (name, wide only?) and the printer of a row.
+# kubectl's loadBalancerWidth: an ADDRESS longer than this is cut (not with -o wide).
+LB_WIDTH = 16
+# formatHosts lists at most three hosts.
+MAX_HOSTS = 3
+
+
+def _ingress(ing: Ingress, wide: bool, now: datetime.datetime) -> list[str]:
+    """printIngress: NAME CLASS HOSTS ADDRESS PORTS AGE."""
+    hosts: list[str] = []
+    more = False
+    for rule in ing.spec.rules:
+        if len(hosts) == MAX_HOSTS:
+            more = True
+        if not more and rule.host:
+            hosts.append(rule.host)
+    shown = ",".join(hosts) or "*"
+    if more:
+        shown += f" + {len(ing.spec.rules) - MAX_HOSTS} more..."
+    lb = ing.status.load_balancer.ingress
+    address = ",".join(x for entry in lb for x in (entry.ip, entry.hostname) if x)
+    if not wide and len(address) > LB_WIDTH:
+        address = address[: LB_WIDTH - 3] + "..."
+    return [
+        ing.metadata.name or "",
+        ing.spec.ingress_class_name or "<none>",
+        shown,
+        address,
+        "80, 443" if ing.spec.tls else "80",
+        _age(ing, now),
+    ]
+
+
+def _ingress_class(cls: IngressClass, wide: bool, now: datetime.datetime) -> list[str]:
+    """printIngressClass: NAME CONTROLLER PARAMETERS AGE."""
+    params = cls.spec.parameters
+    shown = "<none>"
+    if params is not None:
+        shown = params.kind + (f".{params.api_group}" if params.api_group else "")
+        shown += f"/{params.name}"
+    return [cls.metadata.name or "", cls.spec.controller or "", shown, _age(cls, now)]
+
+
 _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
+    "ingresses": (
+        [
+            ("NAME", False),
+            ("CLASS", False),
+            ("HOSTS", False),
+            ("ADDRESS", False),
+            ("PORTS", False),
+            ("AGE", False),
+        ],
+        _ingress,
+    ),
+    "ingressclasses": (
+        [("NAME", False), ("CONTROLLER", False), ("PARAMETERS", False), ("AGE", False)],
+        _ingress_class,
+    ),
     "pods": (
         [
             ("NAME", False),
