@@ -38,7 +38,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
     from netemu.api.base import K8sModel, LabelSelector
-    from netemu.api.core import Container, EndpointSlice, Namespace, Node, Pod, Service
+    from netemu.api.core import (
+        ConfigMap,
+        Container,
+        EndpointSlice,
+        Namespace,
+        Node,
+        Pod,
+        Secret,
+        Service,
+    )
     from netemu.api.networking import Ingress, IngressClass
     from netemu.controlplane.state import ClusterState
 
@@ -75,6 +84,11 @@ RESOURCES = {
     "ing": "ingresses",
     "ingressclasses": "ingressclasses",
     "ingressclass": "ingressclasses",
+    "configmaps": "configmaps",
+    "configmap": "configmaps",
+    "cm": "configmaps",
+    "secrets": "secrets",
+    "secret": "secrets",
 }
 CLUSTER_SCOPED = ("nodes", "namespaces", "ingressclasses")
 # kubectl's tabwriter: padding 3, minimum cell width 6 (padding included).
@@ -96,6 +110,8 @@ def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
         "statefulsets": state.stateful_sets,
         "ingresses": state.ingresses,
         "ingressclasses": state.ingress_classes,
+        "configmaps": state.config_maps,
+        "secrets": state.secrets,
     }[kind]
     return found
 
@@ -117,6 +133,8 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
         daemon_sets=keep(state.daemon_sets),
         stateful_sets=keep(state.stateful_sets),
         ingresses=keep(state.ingresses),
+        config_maps=keep(state.config_maps),
+        secrets=keep(state.secrets),
     )
 
 
@@ -455,6 +473,17 @@ def _stateful_set(sts: StatefulSet, wide: bool, now: datetime.datetime) -> list[
     return row
 
 
+def _config_map(cm: ConfigMap, wide: bool, now: datetime.datetime) -> list[str]:
+    """printConfigMap: DATA counts the keys of data and binaryData."""
+    return [cm.metadata.name or "", str(len(cm.data) + len(cm.binary_data)), _age(cm, now)]
+
+
+def _secret(secret: Secret, wide: bool, now: datetime.datetime) -> list[str]:
+    """printSecret: TYPE as stored, DATA the keys of data."""
+    stored = secret.with_string_data_merged()
+    return [stored.metadata.name or "", stored.type or "", str(len(stored.data)), _age(secret, now)]
+
+
 _WORKLOAD_WIDE = [("CONTAINERS", True), ("IMAGES", True), ("SELECTOR", True)]
 # Per kind: the columns (name, wide only?) and the printer of a row.
 # kubectl's loadBalancerWidth: an ADDRESS longer than this is cut (not with -o wide).
@@ -607,6 +636,8 @@ _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
         [("NAME", False), ("READY", False), ("AGE", False), ("CONTAINERS", True), ("IMAGES", True)],
         _stateful_set,
     ),
+    "configmaps": ([("NAME", False), ("DATA", False), ("AGE", False)], _config_map),
+    "secrets": ([("NAME", False), ("TYPE", False), ("DATA", False), ("AGE", False)], _secret),
 }
 
 

@@ -35,7 +35,7 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import K8sModel
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import ConfigMap, EndpointSlice, Namespace, Node, Pod, Secret, Service
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.networking import Ingress, IngressClass
 
@@ -45,6 +45,8 @@ KINDS: dict[tuple[str, str], type[K8sModel]] = {
     ("v1", "Pod"): Pod,
     ("v1", "Node"): Node,
     ("v1", "Namespace"): Namespace,
+    ("v1", "ConfigMap"): ConfigMap,
+    ("v1", "Secret"): Secret,
     ("apps/v1", "Deployment"): Deployment,
     ("apps/v1", "ReplicaSet"): ReplicaSet,
     ("apps/v1", "DaemonSet"): DaemonSet,

@@ -26,7 +26,7 @@ from typing import Any
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.base import K8sModel, ObjectMeta
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import ConfigMap, EndpointSlice, Namespace, Node, Pod, Secret, Service
 from netemu.api.networking import Ingress, IngressClass
 from netemu.controlplane.client import Client, LocalClient
 from netemu.controlplane.errors import AlreadyExists
@@ -133,6 +133,8 @@ def snapshot(
         stateful_sets=client.list(StatefulSet).items,
         ingresses=client.list(Ingress).items,
         ingress_classes=client.list(IngressClass).items,
+        config_maps=client.list(ConfigMap).items,
+        secrets=client.list(Secret).items,
     )
 
 

@@ -79,6 +79,11 @@ KIND_ALIASES = {
     "ing": "Ingress",
     "ingressclass": "IngressClass",
     "ingressclasses": "IngressClass",
+    "configmap": "ConfigMap",
+    "configmaps": "ConfigMap",
+    "cm": "ConfigMap",
+    "secret": "Secret",
+    "secrets": "Secret",
 }
 SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
 # The kinds that describe a live lab itself: fixed while it runs (`netemu

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import ConfigMap, EndpointSlice, Namespace, Node, Pod, Secret, Service
 from netemu.api.networking import Ingress, IngressClass
 
 
@@ -20,7 +20,8 @@ class ClusterState:
     carry status.addresses (InternalIP) and spec.podCIDR; EndpointSlices are
     as the EndpointSlice controller wrote them, plus user-supplied ones for
     Services without selectors. The workload objects (Deployments with their
-    ReplicaSets, DaemonSets, StatefulSets) are included for display.
+    ReplicaSets, DaemonSets, StatefulSets) are included for display, and
+    ConfigMaps and Secrets (Secrets as stored: stringData merged into data).
     """
 
     nodes: tuple[Node, ...] = ()
@@ -36,6 +37,8 @@ class ClusterState:
     stateful_sets: tuple[StatefulSet, ...] = ()
     ingresses: tuple[Ingress, ...] = ()
     ingress_classes: tuple[IngressClass, ...] = ()
+    config_maps: tuple[ConfigMap, ...] = ()
+    secrets: tuple[Secret, ...] = ()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

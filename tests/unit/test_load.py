@@ -12,8 +12,8 @@ from netemu.api.errors import Diagnostic, InputError
 from netemu.api.load import load_paths, load_text
 
 KINDS_READ = (
-    "DaemonSet, Deployment, EndpointSlice, Ingress, IngressClass, KubeProxyConfiguration, Lab, "
-    "Namespace, Node, Pod, ReplicaSet, Service, StatefulSet"
+    "ConfigMap, DaemonSet, Deployment, EndpointSlice, Ingress, IngressClass, "
+    "KubeProxyConfiguration, Lab, Namespace, Node, Pod, ReplicaSet, Secret, Service, StatefulSet"
 )
 
 
@@ -145,8 +145,8 @@ def test_unknown_api_version_of_a_known_kind() -> None:
 
 
 def test_unknown_kind() -> None:
-    assert problems("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n") == [
-        f"x.yaml:2: ConfigMap/a: kind: unknown kind 'ConfigMap'; netemu reads {KINDS_READ}"
+    assert problems("apiVersion: v1\nkind: Widget\nmetadata: {name: a}\n") == [
+        f"x.yaml:2: Widget/a: kind: unknown kind 'Widget'; netemu reads {KINDS_READ}"
     ]
 
 
@@ -236,14 +236,14 @@ def test_load_paths_reads_directories_in_order(tmp_path: Path) -> None:
 
 
 def test_load_paths_collects_problems_of_every_file(tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml").write_text("apiVersion: v1\nkind: Secret\n")
+    (tmp_path / "bad.yaml").write_text("apiVersion: v1\nkind: Widget\n")
     (tmp_path / "good.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n")
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00kind")
     missing = tmp_path / "missing.yaml"
     with pytest.raises(InputError) as caught:
         load_paths([tmp_path, missing])
     assert [str(d) for d in caught.value.diagnostics] == [
-        f"{tmp_path / 'bad.yaml'}:2: Secret/<unnamed>: kind: unknown kind 'Secret'; netemu "
+        f"{tmp_path / 'bad.yaml'}:2: Widget/<unnamed>: kind: unknown kind 'Widget'; netemu "
         f"reads {KINDS_READ}",
         f"{tmp_path / 'binary.yaml'}:1: not UTF-8 text: byte 0xff at column 1 (invalid start "
         "byte); manifests are UTF-8 text",
