@@ -60,8 +60,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from netemu.api.core import SERVICE_NAME_LABEL, EndpointSlice, Service
-from netemu.api.networking import Ingress, IngressBackend
+from netemu.api.core import SERVICE_NAME_LABEL, EndpointSlice, Secret, Service
+from netemu.api.networking import Ingress, IngressBackend, IngressClass
 
 ANNOTATION = "nginx.ingress.kubernetes.io/"
 REWRITE_TARGET = ANNOTATION + "rewrite-target"
@@ -72,6 +72,10 @@ COOKIE_NAME = ANNOTATION + "session-cookie-name"
 BACKEND_PROTOCOL = ANNOTATION + "backend-protocol"
 DEFAULT_COOKIE = "INGRESSCOOKIE"
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPCS")
+# ingress-nginx's controller value and default class name.
+CONTROLLER = "k8s.io/ingress-nginx"
+CLASS_NAME = "nginx"
+TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 # Written where nginx's prefix (-p) is, so nothing lands outside it.
 HEADER = """\
@@ -142,6 +146,33 @@ class _Server:
     fallback: _Target = field(default_factory=lambda: _Target(None, 404))
     regex: bool = False
     cert: str | None = None
+
+
+def tls_pairs(secrets: Iterable[Secret]) -> dict[tuple[str, str], TLSPair]:
+    """The kubernetes.io/tls Secrets with both tls.crt and tls.key, by (namespace, name)."""
+    pairs: dict[tuple[str, str], TLSPair] = {}
+    for secret in secrets:
+        if secret.type != TLS_SECRET_TYPE:
+            continue
+        data = secret.files()
+        if "tls.crt" in data and "tls.key" in data:
+            key = (secret.metadata.namespace or "default", secret.metadata.name or "")
+            pairs[key] = TLSPair(data["tls.crt"], data["tls.key"])
+    return pairs
+
+
+def class_ingresses(
+    ingresses: Iterable[Ingress], classes: Iterable[IngressClass], name: str = CLASS_NAME
+) -> list[Ingress]:
+    """The Ingresses the controller of class `name` serves: those naming it
+    (spec.ingressClassName, else the legacy annotation), and those naming no
+    class when an IngressClass `name` of ingress-nginx's controller is the
+    cluster's default (ingressclass.kubernetes.io/is-default-class)."""
+    default = any(
+        c.metadata.name == name and c.spec.controller == CONTROLLER and c.is_default()
+        for c in classes
+    )
+    return [i for i in ingresses if i.class_name() == name or (i.class_name() is None and default)]
 
 
 def _ingress_key(ing: Ingress) -> tuple[str, str, str]:

@@ -12,6 +12,7 @@ removes (with nginx) whatever happens.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -26,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from netemu.api.core import EndpointSlice, Service
+from netemu.api.core import EndpointSlice, Secret, Service
 from netemu.api.load import load_text
 from netemu.api.networking import Ingress
-from netemu.controlplane.ingressconf import TLSPair, render
+from netemu.controlplane.ingressconf import TLSPair, render, tls_pairs
 from netemu.kernel import netns
 from netemu.kernel.nginx import Nginx, NginxConfigError
 
@@ -207,9 +208,18 @@ class Env:
         self.services = [i.obj for i in loaded if isinstance(i.obj, Service)]
 
     def apply(self, cart: list[str]) -> str:
-        rendered = render(
-            self.ingresses, self.services, _slices(cart), {("shop", "shop-tls"): self.tls}
+        # The certificate as a kubernetes.io/tls Secret, base64 in `data`.
+        secret = Secret.model_validate(
+            {
+                "metadata": {"name": "shop-tls", "namespace": "shop"},
+                "type": "kubernetes.io/tls",
+                "data": {
+                    "tls.crt": base64.b64encode(self.tls.cert).decode(),
+                    "tls.key": base64.b64encode(self.tls.key).decode(),
+                },
+            }
         )
+        rendered = render(self.ingresses, self.services, _slices(cart), tls_pairs([secret]))
         assert rendered.warnings == ()
         self.nginx.apply(rendered.conf, rendered.files)
         return rendered.conf

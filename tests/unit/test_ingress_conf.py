@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from netemu.api.core import EndpointSlice, Service
+from netemu.api.core import EndpointSlice, Secret, Service
 from netemu.api.load import load_text
-from netemu.api.networking import Ingress
-from netemu.controlplane.ingressconf import Rendered, TLSPair, render
+from netemu.api.networking import Ingress, IngressClass
+from netemu.controlplane.ingressconf import (
+    Rendered,
+    TLSPair,
+    class_ingresses,
+    render,
+    tls_pairs,
+)
 
 INPUT = """\
 apiVersion: v1
@@ -296,3 +302,44 @@ def test_nginx_accepts_a_render_with_every_feature(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stderr
+
+
+def test_tls_secrets_and_the_ingresses_of_the_class() -> None:
+    loaded, problems = load_text(
+        """\
+apiVersion: v1
+kind: Secret
+metadata: {name: web-tls, namespace: web}
+type: kubernetes.io/tls
+stringData: {tls.crt: CERT, tls.key: KEY}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: other, namespace: web}
+stringData: {tls.crt: CERT, tls.key: KEY}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: nginx
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: k8s.io/ingress-nginx}
+""",
+        "x.yaml",
+    )
+    assert problems == []
+    secrets = [i.obj for i in loaded if isinstance(i.obj, Secret)]
+    assert tls_pairs(secrets) == {("web", "web-tls"): TLSPair(b"CERT", b"KEY")}
+    default = [i.obj for i in loaded if isinstance(i.obj, IngressClass)]
+
+    def ing(name: str, cls: str | None) -> Ingress:
+        spec: dict[str, object] = {
+            "defaultBackend": {"service": {"name": "a", "port": {"number": 1}}}
+        }
+        if cls is not None:
+            spec["ingressClassName"] = cls
+        return Ingress.model_validate({"metadata": {"name": name}, "spec": spec})
+
+    mine, unnamed, theirs = ing("mine", "nginx"), ing("unnamed", None), ing("theirs", "traefik")
+    assert class_ingresses([mine, unnamed, theirs], default) == [mine, unnamed]
+    assert class_ingresses([mine, unnamed, theirs], []) == [mine]
