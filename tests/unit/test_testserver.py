@@ -253,3 +253,17 @@ def test_requests_are_not_access_logged(
     finally:
         conn.close()
     assert [r for r in caplog.records if r.name == "aiohttp.access"] == []
+
+
+def test_header_answers_the_named_request_header(servers: TestServers) -> None:
+    tcp_port, _ = serve_one(servers)
+    conn, _ = connected(tcp_port)
+    try:
+        conn.request("GET", "/header?key=X-Request-ID", headers={"X-Request-ID": "abc123"})
+        seen = conn.getresponse()
+        body = seen.read().decode()
+        missing = get(conn, "/header?key=X-Missing")
+    finally:
+        conn.close()
+    assert (seen.status, body) == (200, "abc123")
+    assert missing[0] == 200 and missing[2] == ""
