@@ -63,7 +63,7 @@ from netemu.controlplane import (
     apply_objects,
     snapshot,
 )
-from netemu.controlplane.addons import live_addons
+from netemu.controlplane.addons import ingress_addons, live_addons, wants_ingress
 from netemu.controlplane.errors import NotFound
 from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
@@ -80,6 +80,7 @@ from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
 from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
+from netemu.node.ingress import IngressController
 from netemu.node.kubelet import Kubelet, container_log
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
@@ -307,6 +308,7 @@ class Supervisor:
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
         self.cloudlb: CloudLoadBalancer | None = None
+        self.ingress = IngressController(lab_name, self.journal, log=lambda s: print(s, flush=True))
 
     # -- bring-up -----------------------------------------------------------
 
@@ -417,6 +419,16 @@ class Supervisor:
                 kubelet.sync_host_ports()  # after kube-proxy's (see netemu.node.kubelet)
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
             self._refresh_dns(state)
+            # Before gone pods stop: their nginx stops while their namespace exists.
+            self.ingress.sync(
+                state,
+                [
+                    plan
+                    for kubelet, plans in zip(self.kubelets, desired, strict=True)
+                    for key, plan in plans.items()
+                    if key in kubelet.running
+                ],
+            )
             for kubelet, plans in zip(self.kubelets, desired, strict=True):
                 kubelet.stop_gone(plans)
             self._reconcile_client_routes(state)
@@ -456,13 +468,17 @@ class Supervisor:
         the clusterDNS IP, which the allocator keeps free for it. A user's
         Service that asks for that IP itself (their own DNS) replaces it."""
         dns_ip = self.lab.spec.cluster_dns
+        wanted = live_addons(self.lab)
         for svc in self.client.list(Service).items:
             if dns_ip in (svc.spec.cluster_ip, *svc.spec.cluster_ips):
                 where = f"{svc.metadata.namespace}/{svc.metadata.name}"
                 print(f"Service {where} has the clusterDNS IP {dns_ip}: no DNS addon", flush=True)
-                return
+                wanted = []
+        # The ingress-nginx addon when the input has an Ingress (netemu.controlplane.addons).
+        if wants_ingress(self.objects):
+            wanted += ingress_addons()
         addons = []
-        for obj in live_addons(self.lab):
+        for obj in wanted:
             _, namespace, name = key_of(obj)
             try:
                 self.client.get(type(obj), namespace, name)
@@ -754,6 +770,7 @@ class Supervisor:
         if self.cloudlb is not None:
             self.cloudlb.stop()
         self.proxy_servers.close()
+        self.ingress.close()
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:

@@ -20,6 +20,7 @@ from netemu.controlplane.deployment import DeploymentController
 from netemu.controlplane.endpointslice import EndpointSliceController
 from netemu.controlplane.errors import AlreadyExists, Conflict, NotFound
 from netemu.controlplane.gc import GarbageCollector
+from netemu.controlplane.ingress import IngressStatusController
 from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.nodeipam import NodeIpamController
 from netemu.controlplane.nodes import NodeController
@@ -65,6 +66,7 @@ def default_controllers(client: Client, kubelet_probes: bool = False) -> list[Co
         PodIpamController(client, kubelet_probes=kubelet_probes),
         EndpointSliceController(client),
         WorkloadStatusController(client),
+        IngressStatusController(client),
     ]
 
 

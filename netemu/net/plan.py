@@ -53,7 +53,12 @@ from netemu.api.config import (
 )
 from netemu.api.core import Pod, Service
 from netemu.api.duration import parse_duration
-from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
+from netemu.controlplane.addons import (
+    BUILTIN_DNS,
+    BUILTIN_INGRESS,
+    BUILTIN_SERVER,
+    BUILTIN_TEST,
+)
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
 from netemu.rules.portmap import PortMapping, port_mappings
@@ -656,7 +661,8 @@ def plan_pod(lab_name: str, node: NodePlan, pod: Pod) -> PodPlan:
     ip = node.underlay_ip if host_network else (pod.status.pod_ip if pod.status else None)
     if not ip:
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
-    builtin = BUILTIN_DNS if meta.annotations.get(BUILTIN_SERVER) == BUILTIN_DNS else BUILTIN_TEST
+    asked = meta.annotations.get(BUILTIN_SERVER)
+    builtin = asked if asked in (BUILTIN_DNS, BUILTIN_INGRESS) else BUILTIN_TEST
     containers = tuple(
         ContainerPlan(
             name=c.name,

@@ -27,7 +27,7 @@ from pathlib import Path
 from netemu.api.config import Lab
 from netemu.api.core import Pod, Service
 from netemu.controlplane import Client
-from netemu.controlplane.addons import BUILTIN_DNS
+from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_INGRESS
 from netemu.kernel import netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
@@ -199,7 +199,8 @@ class Kubelet:
                 )
                 self.journal.process(proc.pid)
                 running.procs.append(proc)
-            elif container.ports:
+            elif container.ports and container.builtin != BUILTIN_INGRESS:
+                # (The ingress controller's nginx is run by netemu.node.ingress.)
                 try:
                     running.served.append(self._serve_builtin(plan, container))
                 except OSError as exc:
