@@ -17,7 +17,8 @@ fi
 
 # System packages: the kernel-facing tools netemu drives, and Python;
 # containernetworking-plugins (bridge, host-local, portmap in /usr/lib/cni)
-# for the differential tests that compare netemu's pod plumbing with them.
+# for the differential tests that compare netemu's pod plumbing with them;
+# nginx-light for the ingress controller's proxy, openssl for test certificates.
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
