@@ -72,8 +72,8 @@ COMMANDS: dict[str, LazyCommand] = {
         "netemu.cli_get",
         "get",
         "Show pods, services, endpointslices, nodes, namespaces, deployments, "
-        "replicasets, daemonsets or statefulsets (as kubectl would), computed "
-        "from manifests (-f) or read from a live lab.",
+        "replicasets, daemonsets, statefulsets, ingresses or ingressclasses (as "
+        "kubectl would), computed from manifests (-f) or read from a live lab.",
     ),
     "graph": LazyCommand(
         "netemu.cli_graph",
