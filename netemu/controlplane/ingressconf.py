@@ -97,9 +97,16 @@ http {
     access_log logs/access.log upstreaminfo;
     server_names_hash_bucket_size 128;
     proxy_max_temp_file_size 0;
+    # ingress-nginx's defaults: TLS 1.2 and 1.3 (Debian's nginx 1.22 would
+    # also offer 1.0 and 1.1), HTTP/1.1 to the pods, WebSocket upgrades passed on.
+    ssl_protocols TLSv1.2 TLSv1.3;
     map $http_x_request_id $req_id {
         default $http_x_request_id;
         "" $request_id;
+    }
+    map $http_upgrade $connection_upgrade {
+        default upgrade;
+        "" close;
     }
 """
 
@@ -454,6 +461,9 @@ def _location_body(server: _Server, p: _Path | None) -> list[str]:
     if p is not None and p.cookie is not None:
         lines.append(f"            add_header Set-Cookie $affinity_set_{p.cookie.lower()};\n")
     lines += [
+        "            proxy_http_version 1.1;\n",
+        "            proxy_set_header Upgrade $http_upgrade;\n",
+        "            proxy_set_header Connection $connection_upgrade;\n",
         "            proxy_set_header Host $host;\n",
         "            proxy_set_header X-Request-ID $req_id;\n",
         "            proxy_set_header X-Real-IP $remote_addr;\n",

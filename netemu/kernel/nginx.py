@@ -30,6 +30,8 @@ from pathlib import Path
 CONF = "nginx.conf"
 STAGED = "nginx.conf.new"
 _DIRS = ("logs", "tmp", "certs")
+# What a worker logs (at notice level) when it stops accepting for a reload.
+SHUTTING_DOWN = "gracefully shutting down"
 
 
 class NginxConfigError(ValueError):
@@ -72,8 +74,10 @@ class Nginx:
         os.replace(self.prefix / STAGED, self.prefix / CONF)
         if self.running():
             assert self.process is not None
+            before = self._shutdowns()
             self.process.send_signal(signal.SIGHUP)
             self.reloads += 1
+            self._wait_reloaded(before)
             return
         self.process = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, *self._args(CONF), "-g", "daemon off;"],
@@ -96,6 +100,20 @@ class Nginx:
                 return
             time.sleep(0.02)
         raise NginxConfigError("nginx did not start within 5 s")
+
+    def _shutdowns(self) -> int:
+        """How many times a worker began its graceful shutdown (error log, notice)."""
+        log = self.prefix / "logs" / "error.log"
+        return log.read_text(errors="replace").count(SHUTTING_DOWN) if log.exists() else 0
+
+    def _wait_reloaded(self, before: int, timeout: float = 5.0) -> None:
+        """Until the old worker stopped accepting (its graceful shutdown began,
+        after the master started the new one): from then on, only workers with
+        the new configuration take connections. A reload is asynchronous to
+        SIGHUP; waiting makes `apply` mean "in effect"."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._shutdowns() <= before:
+            time.sleep(0.01)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

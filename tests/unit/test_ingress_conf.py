@@ -75,9 +75,16 @@ http {
     access_log logs/access.log upstreaminfo;
     server_names_hash_bucket_size 128;
     proxy_max_temp_file_size 0;
+    # ingress-nginx's defaults: TLS 1.2 and 1.3 (Debian's nginx 1.22 would
+    # also offer 1.0 and 1.1), HTTP/1.1 to the pods, WebSocket upgrades passed on.
+    ssl_protocols TLSv1.2 TLSv1.3;
     map $http_x_request_id $req_id {
         default $http_x_request_id;
         "" $request_id;
+    }
+    map $http_upgrade $connection_upgrade {
+        default upgrade;
+        "" close;
     }
     upstream web-app-80 {
         server 10.244.1.5:8080;
@@ -114,6 +121,9 @@ http {
             if ($scheme = "http") {
                 return 308 https://$host$request_uri;
             }
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $host;
             proxy_set_header X-Request-ID $req_id;
             proxy_set_header X-Real-IP $remote_addr;
@@ -130,6 +140,9 @@ http {
         server_name "~^[^.]+\.example\.com$";
         location / {
             # web/web: Prefix /
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $host;
             proxy_set_header X-Request-ID $req_id;
             proxy_set_header X-Real-IP $remote_addr;
