@@ -45,13 +45,20 @@ def request(
     done = subprocess.run(
         [*argv, url], capture_output=True, text=True, check=False, timeout=timeout + 5
     )
-    body, _, code = done.stdout.rpartition("\n")
+    return parse_verbose(done.stdout, done.stderr, cacert is not None)
+
+
+def parse_verbose(stdout: str, stderr: str, checked: bool) -> CurlResult:
+    """curl's output: the body then the status code (`-w`), and what `-v`
+    says on stderr (request line, TLS protocol, ALPN, certificate subject and
+    issuer, the verification; curl 7.88's wording)."""
+    body, _, code = stdout.rpartition("\n")
     status = int(code) if code.isdigit() and code != "000" else None
     found: dict[str, str] = {}
     request_line = ""
     verified: bool | None = None
     errors = []
-    for line in done.stderr.splitlines():
+    for line in stderr.splitlines():
         text = line[2:].strip() if line[:2] in ("* ", "> ") else line.strip()
         if line.startswith("> ") and not request_line:
             request_line = text
@@ -64,10 +71,10 @@ def request(
         elif text.startswith("issuer: ") and "issuer" not in found:
             found["issuer"] = text.removeprefix("issuer: ")
         elif text.startswith("SSL certificate verify ok"):
-            verified = True if cacert else None
+            verified = True if checked else None
         elif line.startswith("curl: "):
             errors.append(line)
-    if cacert and verified is None and "subject" in found:
+    if checked and verified is None and "subject" in found:
         verified = False
     return CurlResult(
         status=status,
