@@ -17,14 +17,15 @@ fi
 
 # System packages: the kernel-facing tools netemu drives, and Python;
 # containernetworking-plugins (bridge, host-local, portmap in /usr/lib/cni)
-# for the differential tests that compare netemu's pod plumbing with them.
+# for the differential tests that compare netemu's pod plumbing with them;
+# nginx-light for the ingress controller's proxy, openssl for test certificates.
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-pip \
   iproute2 iptables nftables conntrack nfacct tcpdump kmod ca-certificates \
   util-linux procps iputils-ping curl tshark graphviz vagrant vagrant-libvirt \
-  containernetworking-plugins >/dev/null
+  containernetworking-plugins nginx-light openssl >/dev/null
 
 # The Python environment, with the project installed in it.
 if [ ! -x .venv/bin/python ]; then

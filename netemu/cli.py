@@ -78,7 +78,7 @@ COMMANDS: dict[str, LazyCommand] = {
         "get",
         "Show pods, services, endpointslices, nodes, namespaces, deployments, "
         "replicasets, daemonsets, statefulsets, replicationcontrollers, jobs, "
-        "cronjobs or endpoints (as kubectl would), computed "
+        "cronjobs, endpoints, ingresses or ingressclasses (as kubectl would), computed "
         "from manifests (-f) or read from a live lab.",
     ),
     "graph": LazyCommand(

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from netemu.api.base import K8sModel, LabelSelector
     from netemu.api.batch import CronJob, Job
     from netemu.api.core import (
+        ConfigMap,
         Container,
         ContainerStatus,
         Endpoints,
@@ -55,8 +56,10 @@ if TYPE_CHECKING:
         Namespace,
         Node,
         Pod,
+        Secret,
         Service,
     )
+    from netemu.api.networking import Ingress, IngressClass
     from netemu.controlplane.state import ClusterState
 
 # What `get` shows, by every name kubectl accepts for it.
@@ -97,8 +100,18 @@ RESOURCES = {
     "cj": "cronjobs",
     "endpoints": "endpoints",
     "ep": "endpoints",
+    "ingresses": "ingresses",
+    "ingress": "ingresses",
+    "ing": "ingresses",
+    "ingressclasses": "ingressclasses",
+    "ingressclass": "ingressclasses",
+    "configmaps": "configmaps",
+    "configmap": "configmaps",
+    "cm": "configmaps",
+    "secrets": "secrets",
+    "secret": "secrets",
 }
-CLUSTER_SCOPED = ("nodes", "namespaces")
+CLUSTER_SCOPED = ("nodes", "namespaces", "ingressclasses")
 # kubectl's tabwriter: padding 3, minimum cell width 6 (padding included).
 GAP = "   "
 MIN_WIDTH = 6
@@ -123,6 +136,10 @@ def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
         "jobs": state.jobs,
         "cronjobs": state.cron_jobs,
         "endpoints": state.endpoints,
+        "ingresses": state.ingresses,
+        "ingressclasses": state.ingress_classes,
+        "configmaps": state.config_maps,
+        "secrets": state.secrets,
     }[kind]
     return found
 
@@ -155,6 +172,9 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
         jobs=keep(state.jobs),
         cron_jobs=keep(state.cron_jobs),
         endpoints=keep(state.endpoints),
+        ingresses=keep(state.ingresses),
+        config_maps=keep(state.config_maps),
+        secrets=keep(state.secrets),
     )
 
 
@@ -620,9 +640,77 @@ def format_endpoints(ep: Endpoints, shown: int = 3) -> str:
     return text
 
 
+def _config_map(cm: ConfigMap, wide: bool, now: datetime.datetime) -> list[str]:
+    """printConfigMap: DATA counts the keys of data and binaryData."""
+    return [cm.metadata.name or "", str(len(cm.data) + len(cm.binary_data)), _age(cm, now)]
+
+
+def _secret(secret: Secret, wide: bool, now: datetime.datetime) -> list[str]:
+    """printSecret: TYPE as stored, DATA the keys of data."""
+    stored = secret.with_string_data_merged()
+    return [stored.metadata.name or "", stored.type or "", str(len(stored.data)), _age(secret, now)]
+
+
 _WORKLOAD_WIDE = [("CONTAINERS", True), ("IMAGES", True), ("SELECTOR", True)]
 # Per kind: the columns (name, wide only?) and the printer of a row.
+# kubectl's loadBalancerWidth: an ADDRESS longer than this is cut (not with -o wide).
+LB_WIDTH = 16
+# formatHosts lists at most three hosts.
+MAX_HOSTS = 3
+
+
+def _ingress(ing: Ingress, wide: bool, now: datetime.datetime) -> list[str]:
+    """printIngress: NAME CLASS HOSTS ADDRESS PORTS AGE."""
+    hosts: list[str] = []
+    more = False
+    for rule in ing.spec.rules:
+        if len(hosts) == MAX_HOSTS:
+            more = True
+        if not more and rule.host:
+            hosts.append(rule.host)
+    shown = ",".join(hosts) or "*"
+    if more:
+        shown += f" + {len(ing.spec.rules) - MAX_HOSTS} more..."
+    lb = ing.status.load_balancer.ingress
+    address = ",".join(x for entry in lb for x in (entry.ip, entry.hostname) if x)
+    if not wide and len(address) > LB_WIDTH:
+        address = address[: LB_WIDTH - 3] + "..."
+    return [
+        ing.metadata.name or "",
+        ing.spec.ingress_class_name or "<none>",
+        shown,
+        address,
+        "80, 443" if ing.spec.tls else "80",
+        _age(ing, now),
+    ]
+
+
+def _ingress_class(cls: IngressClass, wide: bool, now: datetime.datetime) -> list[str]:
+    """printIngressClass: NAME CONTROLLER PARAMETERS AGE."""
+    params = cls.spec.parameters
+    shown = "<none>"
+    if params is not None:
+        shown = params.kind + (f".{params.api_group}" if params.api_group else "")
+        shown += f"/{params.name}"
+    return [cls.metadata.name or "", cls.spec.controller or "", shown, _age(cls, now)]
+
+
 _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
+    "ingresses": (
+        [
+            ("NAME", False),
+            ("CLASS", False),
+            ("HOSTS", False),
+            ("ADDRESS", False),
+            ("PORTS", False),
+            ("AGE", False),
+        ],
+        _ingress,
+    ),
+    "ingressclasses": (
+        [("NAME", False), ("CONTROLLER", False), ("PARAMETERS", False), ("AGE", False)],
+        _ingress_class,
+    ),
     "pods": (
         [
             ("NAME", False),
@@ -752,6 +840,8 @@ _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
         _cron_job,
     ),
     "endpoints": ([("NAME", False), ("ENDPOINTS", False), ("AGE", False)], _endpoints),
+    "configmaps": ([("NAME", False), ("DATA", False), ("AGE", False)], _config_map),
+    "secrets": ([("NAME", False), ("TYPE", False), ("DATA", False), ("AGE", False)], _secret),
 }
 
 

@@ -74,6 +74,11 @@ REPORT = "trace.json"
     show_default=True,
     help="Seconds to wait for an answer.",
 )
+@click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="(TO an https:// URL) CA certificate to verify the Ingress's certificate with.",
+)
 @click.option("--offline", is_flag=True, help="Simulate with the rule compiler; no lab needed.")
 @click.option(
     "-f",
@@ -133,13 +138,16 @@ def trace(
     dport: int | None,
     svg: Path | None,
     check: bool,
+    cacert: str | None,
 ) -> None:
     """Follow a packet from FROM to TO.
 
     Live (a lab is up): send a real flow and show every hop, NAT and rule
     verdict, with pcaps under captures/<lab>/<trace-id>/. FROM is a pod,
     node or external client; TO a Service, a pod, NODE:NODEPORT or an IP
-    (with --port).
+    (with --port). With TO an http:// or https:// URL (FROM an external
+    client), one request through the Ingress controller: both legs, joined
+    by its X-Request-ID.
 
     Offline (--offline -f DIR FROM TO, or --src/--dst/--dport): walk the
     packet through the compiled rules of the node it meets first.
@@ -168,6 +176,11 @@ def trace(
             )
         if frm is None or to is None:
             raise UsageError("give FROM and TO (or --offline with manifests)")
+        if _is_url(to):
+            _trace_url(lab_opt, frm, to, output, not no_pcap, captures, cacert)
+            return
+        if cacert is not None:
+            raise UsageError("--cacert goes with TO an https:// URL")
         if proto == "sctp":
             raise UsageError("--proto sctp: live traces send tcp, udp or icmp")
         source, target = frm, to
@@ -187,6 +200,32 @@ def trace(
                 )
 
     run(action)
+
+
+def _is_url(target: str) -> bool:
+    return target.startswith(("http://", "https://"))
+
+
+def _trace_url(
+    lab_opt: str | None,
+    client: str,
+    url: str,
+    output: str,
+    pcap: bool,
+    captures: Path,
+    cacert: str | None,
+) -> None:
+    """One HTTP(S) request from an external client through the Ingress
+    controller (netemu.trace.ingress), run here as root."""
+    require_root("trace")
+    from netemu.trace.ingress import IngressTraceOptions, render_text, trace_url
+
+    lab = LiveLab(resolve_lab(lab_opt))
+    report = trace_url(lab, client, url, IngressTraceOptions(cacert, pcap, captures))
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(render_text(report), nl=False)
 
 
 @dataclass(frozen=True)

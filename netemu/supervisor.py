@@ -69,7 +69,9 @@ from netemu.controlplane.addons import (
     API_SECURE_PORT,
     KubernetesServiceController,
     api_service_ip,
+    ingress_addons,
     live_addons,
+    wants_ingress,
 )
 from netemu.controlplane.cronjob import CronJobController, manual_job
 from netemu.controlplane.errors import AlreadyExists, Conflict, NotFound
@@ -91,6 +93,7 @@ from netemu.node import apiserver
 from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
+from netemu.node.ingress import IngressController
 from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
@@ -350,6 +353,7 @@ class Supervisor:
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
         self.cloudlb: CloudLoadBalancer | None = None
+        self.ingress = IngressController(lab_name, self.journal, log=lambda s: print(s, flush=True))
 
     # -- bring-up -----------------------------------------------------------
 
@@ -467,6 +471,16 @@ class Supervisor:
                 kubelet.begin_terminations(self._terminated, _log)
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
             self._refresh_dns(state)
+            # Before gone pods stop: their nginx stops while their namespace exists.
+            self.ingress.sync(
+                state,
+                [
+                    plan
+                    for kubelet, plans in zip(self.kubelets, desired, strict=True)
+                    for key, plan in plans.items()
+                    if key in kubelet.running
+                ],
+            )
             for kubelet, plans in zip(self.kubelets, desired, strict=True):
                 kubelet.stop_gone(plans)
             self._reconcile_client_routes(state)
@@ -558,13 +572,17 @@ class Supervisor:
         self.plane.controllers.append(KubernetesServiceController(self.client, self.lab))
         self.plane.run_to_fixed_point()
         dns_ip = self.lab.spec.cluster_dns
+        wanted = live_addons(self.lab)
         for svc in self.client.list(Service).items:
             if dns_ip in (svc.spec.cluster_ip, *svc.spec.cluster_ips):
                 where = f"{svc.metadata.namespace}/{svc.metadata.name}"
                 print(f"Service {where} has the clusterDNS IP {dns_ip}: no DNS addon", flush=True)
-                return
+                wanted = []
+        # The ingress-nginx addon when the input has an Ingress (netemu.controlplane.addons).
+        if wants_ingress(self.objects):
+            wanted += ingress_addons()
         addons = []
-        for obj in live_addons(self.lab):
+        for obj in wanted:
             _, namespace, name = key_of(obj)
             try:
                 self.client.get(type(obj), namespace, name)
@@ -947,6 +965,7 @@ class Supervisor:
         if self.cloudlb is not None:
             self.cloudlb.stop()
         self.proxy_servers.close()
+        self.ingress.close()
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:

@@ -1,8 +1,10 @@
 """Core (v1) and discovery.k8s.io/v1 resource types: Service, Pod, Node,
-Namespace, Endpoints and EndpointSlice, with the Kubernetes JSON field names."""
+Namespace, ConfigMap, Secret, Endpoints and EndpointSlice, with the
+Kubernetes JSON field names."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -467,3 +469,88 @@ class EndpointSlice(K8sModel):
     address_type: Literal["IPv4", "IPv6", "FQDN"]
     endpoints: list[Endpoint] = Field(default_factory=list)
     ports: list[EndpointPort] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- ConfigMap / Secret
+
+
+class ConfigMap(K8sModel):
+    """v1.ConfigMap. `binaryData` values are base64 text (as in JSON); the
+    validator checks them as the API server decodes them."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["ConfigMap"] = "ConfigMap"
+    metadata: ObjectMeta
+    data: dict[str, str] = Field(default_factory=dict)
+    binary_data: dict[str, str] = Field(default_factory=dict)
+    immutable: bool | None = None
+
+    def files(self) -> dict[str, bytes]:
+        """Every key with its bytes (data as UTF-8, binaryData decoded), as a
+        configMap volume or an env reference sees them."""
+        out = {key: value.encode() for key, value in self.data.items()}
+        for key, value in self.binary_data.items():
+            out[key] = decode_base64(value)
+        return out
+
+
+# The Secret types with required keys (core.SecretType*), and the default type.
+SECRET_TYPE_OPAQUE = "Opaque"
+SECRET_TYPE_TLS = "kubernetes.io/tls"
+
+
+class Secret(K8sModel):
+    """v1.Secret. `data` values are base64 text (as in JSON); `stringData` is
+    write-only: the API server merges it into `data` (stringData wins) and
+    never stores it, which `with_string_data_merged` does."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["Secret"] = "Secret"
+    metadata: ObjectMeta
+    type: str | None = None
+    data: dict[str, str] = Field(default_factory=dict)
+    string_data: dict[str, str] = Field(default_factory=dict)
+    immutable: bool | None = None
+
+    def with_string_data_merged(self) -> Secret:
+        """The Secret as the API server stores it (Convert_v1_Secret_To_core_Secret):
+        stringData folded into data, type defaulted to Opaque."""
+        if not self.string_data and self.type is not None:
+            return self
+        data = dict(self.data)
+        for key, value in self.string_data.items():
+            data[key] = base64.b64encode(value.encode()).decode()
+        return self.model_copy(
+            update={"data": data, "string_data": {}, "type": self.type or SECRET_TYPE_OPAQUE}
+        )
+
+    def files(self) -> dict[str, bytes]:
+        """Every key with its decoded bytes (stringData included)."""
+        merged = self.with_string_data_merged()
+        return {key: decode_base64(value) for key, value in merged.data.items()}
+
+
+def decode_base64(text: str) -> bytes:
+    """Standard base64 as Go's encoding/json decodes a []byte: padding
+    required, CR and LF ignored. Raises ValueError (see base64_error)."""
+    return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+
+
+_B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def base64_error(text: str) -> str | None:
+    """None if `text` is valid standard base64, else Go's message
+    (base64.CorruptInputError: "illegal base64 data at input byte N")."""
+    stripped = text.replace("\r", "").replace("\n", "")
+    body = stripped.rstrip("=")
+    for index, char in enumerate(body):
+        if char not in _B64_ALPHABET:
+            return f"illegal base64 data at input byte {index}"
+    padding = len(stripped) - len(body)
+    if len(stripped) % 4 or padding > 2 or (padding and len(body) % 4 == 1):
+        # Go reports the position where the quantum fell short.
+        return f"illegal base64 data at input byte {len(body) - len(body) % 4}"
+    if len(body) % 4 == 1:
+        return f"illegal base64 data at input byte {len(body) - 1}"
+    return None

@@ -43,7 +43,16 @@ from netemu.api.apps import (
 from netemu.api.base import K8sModel
 from netemu.api.batch import CronJob, Job
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import Endpoints, EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import (
+    ConfigMap,
+    Endpoints,
+    EndpointSlice,
+    Namespace,
+    Node,
+    Pod,
+    Secret,
+    Service,
+)
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.generic import (
     BUILTIN_GROUPS,
@@ -54,6 +63,7 @@ from netemu.api.generic import (
     generic_model,
     split_api_version,
 )
+from netemu.api.networking import Ingress, IngressClass
 
 # (apiVersion, kind) → type. The only place that says which kinds netemu reads.
 KINDS: dict[tuple[str, str], type[K8sModel]] = {
@@ -61,6 +71,8 @@ KINDS: dict[tuple[str, str], type[K8sModel]] = {
     ("v1", "Pod"): Pod,
     ("v1", "Node"): Node,
     ("v1", "Namespace"): Namespace,
+    ("v1", "ConfigMap"): ConfigMap,
+    ("v1", "Secret"): Secret,
     ("apps/v1", "Deployment"): Deployment,
     ("apps/v1", "ReplicaSet"): ReplicaSet,
     ("apps/v1", "DaemonSet"): DaemonSet,
@@ -70,6 +82,8 @@ KINDS: dict[tuple[str, str], type[K8sModel]] = {
     ("batch/v1", "Job"): Job,
     ("batch/v1", "CronJob"): CronJob,
     ("discovery.k8s.io/v1", "EndpointSlice"): EndpointSlice,
+    ("networking.k8s.io/v1", "Ingress"): Ingress,
+    ("networking.k8s.io/v1", "IngressClass"): IngressClass,
     ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration"): KubeProxyConfiguration,
     ("netemu/v1alpha1", "Lab"): Lab,
 }

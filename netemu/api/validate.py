@@ -34,7 +34,9 @@ from netemu.api.config import (
 )
 from netemu.api.config import default_lab as make_default_lab
 from netemu.api.core import (
+    SECRET_TYPE_TLS,
     SERVICE_NAME_LABEL,
+    ConfigMap,
     Container,
     Endpoints,
     EndpointSlice,
@@ -42,12 +44,15 @@ from netemu.api.core import (
     Node,
     Pod,
     PodSpec,
+    Secret,
     Service,
+    base64_error,
 )
 from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.generic import GenericObject
 from netemu.api.load import Loaded, Origin, gc_paused, load_paths_partly
+from netemu.api.networking import Ingress, IngressClass
 from netemu.node.podfiles import (
     DNS_POLICIES_API_ORDER as DNS_POLICIES,
 )
@@ -58,6 +63,7 @@ from netemu.node.podfiles import (
 )
 
 __all__ = [
+    "is_config_map_key",
     "is_dns1035_label",
     "is_dns1123_label",
     "is_dns1123_subdomain",
@@ -206,6 +212,38 @@ def is_qualified_name(value: str) -> list[str]:
             "name part "
             + _regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
         )
+    return errs
+
+
+_CONFIG_KEY_FMT = "[-._a-zA-Z0-9]+"
+_CONFIG_KEY_RE = re.compile(_CONFIG_KEY_FMT)
+_CONFIG_KEY_MSG = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+# core.MaxSecretSize: the API server's bound on a ConfigMap's or Secret's data.
+MAX_CONFIG_BYTES = 1024 * 1024
+# The keys each built-in Secret type requires (ValidateSecret).
+SECRET_REQUIRED_KEYS = {
+    SECRET_TYPE_TLS: ("tls.crt", "tls.key"),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
+}
+
+
+def is_config_map_key(value: str) -> list[str]:
+    """Problems with `value` as a ConfigMap or Secret key (IsConfigMapKey); [] if valid."""
+    errs = []
+    if len(value) > SUBDOMAIN_MAX:
+        errs.append(_max_len(SUBDOMAIN_MAX))
+    if not _CONFIG_KEY_RE.fullmatch(value):
+        errs.append(
+            _regex_error(_CONFIG_KEY_MSG, _CONFIG_KEY_FMT, "key.name", "KEY_NAME", "key-name")
+        )
+    if value == ".":
+        errs.append("must not be '.'")
+    elif value == "..":
+        errs.append("must not be '..'")
+    elif value.startswith(".."):
+        errs.append("must not start with '..'")
     return errs
 
 
@@ -368,6 +406,9 @@ _NAMESPACED = (
     Job,
     CronJob,
     Endpoints,
+    Ingress,
+    ConfigMap,
+    Secret,
 )
 # The longest CronJob name: its Jobs are named `<name>-<11 digits>` and must
 # fit a 63-character label (ValidateCronJobCreate).
@@ -502,6 +543,18 @@ class _Checker:
                 self.check_meta(item, obj.metadata, is_dns1123_label)
             elif isinstance(obj, GenericObject):
                 self.check_generic(item, obj)
+            elif isinstance(obj, Ingress | IngressClass):
+                # Imported here: that module builds on this one's helpers.
+                from netemu.api import validate_networking
+
+                if isinstance(obj, Ingress):
+                    validate_networking.check_ingress(self, item, obj)
+                else:
+                    validate_networking.check_ingress_class(self, item, obj)
+            elif isinstance(obj, ConfigMap):
+                self.check_config_map(item, obj)
+            elif isinstance(obj, Secret):
+                self.check_secret(item, obj)
         self.check_namespaces()
         self.check_service_ips()
         self.check_node_ports()
@@ -638,6 +691,66 @@ class _Checker:
                 f'namespaces "{namespace}" not found: define the Namespace in the input, '
                 "or pass --create-namespaces",
             )
+
+    # ------------------------------------------------------------ ConfigMap and Secret
+
+    def check_config_keys(self, item: Loaded, field: str, data: dict[str, str]) -> None:
+        for key in data:
+            if errs := is_config_map_key(key):
+                self.report(item, (field, key), f'invalid key "{key}": {_join(errs)}')
+
+    def check_base64(self, item: Loaded, field: str, data: dict[str, str]) -> int:
+        """Each value of `data` decodes as the API server decodes a []byte
+        field; returns the decoded size (of the values that decode)."""
+        size = 0
+        for key, value in data.items():
+            if problem := base64_error(value):
+                self.report(item, (field, key), f"{problem} (expected base64-encoded data)")
+            else:
+                size += len(value) * 3 // 4
+        return size
+
+    def check_config_map(self, item: Loaded, cm: ConfigMap) -> None:
+        """ValidateConfigMap: valid keys, none in both data and binaryData,
+        binaryData base64, at most 1 MiB in all."""
+        self.check_meta(item, cm.metadata, is_dns1123_subdomain)
+        self.check_config_keys(item, "data", cm.data)
+        self.check_config_keys(item, "binaryData", cm.binary_data)
+        for key in cm.binary_data:
+            if key in cm.data:
+                self.report(item, ("binaryData", key), "duplicate of key present in data")
+        size = sum(len(k) + len(v.encode()) for k, v in cm.data.items())
+        size += self.check_base64(item, "binaryData", cm.binary_data)
+        size += sum(len(k) for k in cm.binary_data)
+        if size > MAX_CONFIG_BYTES:
+            self.report(item, (), f"Too long: must have at most {MAX_CONFIG_BYTES} bytes")
+
+    def check_secret(self, item: Loaded, secret: Secret) -> None:
+        """ValidateSecret: valid keys, data base64, at most 1 MiB, and the
+        keys (or annotation) a built-in type requires, checked on the data
+        as stored (stringData merged in)."""
+        self.check_meta(item, secret.metadata, is_dns1123_subdomain)
+        self.check_config_keys(item, "data", secret.data)
+        self.check_config_keys(item, "stringData", secret.string_data)
+        size = self.check_base64(item, "data", secret.data)
+        size += sum(len(v.encode()) for v in secret.string_data.values())
+        if size > MAX_CONFIG_BYTES:
+            self.report(item, ("data",), f"Too long: must have at most {MAX_CONFIG_BYTES} bytes")
+        keys = set(secret.data) | set(secret.string_data)
+        kind = secret.type or "Opaque"  # SetDefaults_Secret
+        for key in SECRET_REQUIRED_KEYS.get(kind, ()):
+            if key not in keys:
+                self.report(item, ("data",), f"data[{key}]: Required value")
+        if kind == "kubernetes.io/basic-auth" and not keys & {"username", "password"}:
+            self.report(item, ("data",), "data[username]: Required value")
+        if kind == "kubernetes.io/service-account-token":
+            annotation = "kubernetes.io/service-account.name"
+            if not secret.metadata.annotations.get(annotation):
+                self.report(
+                    item,
+                    ("metadata", "annotations"),
+                    f"metadata.annotations[{annotation}]: Required value",
+                )
 
     # ------------------------------------------------------------ metadata and labels
 

@@ -30,8 +30,18 @@ from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationContro
 from netemu.api.base import K8sModel, ObjectMeta
 from netemu.api.batch import CronJob, Job
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import Endpoints, EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import (
+    ConfigMap,
+    Endpoints,
+    EndpointSlice,
+    Namespace,
+    Node,
+    Pod,
+    Secret,
+    Service,
+)
 from netemu.api.generic import generic_kinds
+from netemu.api.networking import Ingress, IngressClass
 from netemu.controlplane.client import Client, LocalClient
 from netemu.controlplane.errors import AlreadyExists
 from netemu.controlplane.objects import is_namespaced, key_of, kind_of, meta_of
@@ -140,6 +150,10 @@ def snapshot(
         jobs=client.list(Job).items,
         cron_jobs=client.list(CronJob).items,
         endpoints=client.list(Endpoints).items,
+        ingresses=client.list(Ingress).items,
+        ingress_classes=client.list(IngressClass).items,
+        config_maps=client.list(ConfigMap).items,
+        secrets=client.list(Secret).items,
     )
 
 

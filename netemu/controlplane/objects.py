@@ -16,7 +16,9 @@ T = TypeVar("T", bound=K8sModel)
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 # Kinds without a namespace, as in Kubernetes (plus netemu's own config kinds).
-CLUSTER_SCOPED_KINDS = frozenset({"Node", "Namespace", "Lab", "KubeProxyConfiguration"})
+CLUSTER_SCOPED_KINDS = frozenset(
+    {"Node", "Namespace", "Lab", "KubeProxyConfiguration", "IngressClass"}
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,16 @@ KIND_ALIASES = {
     "cj": "CronJob",
     "endpoints": "Endpoints",
     "ep": "Endpoints",
+    "ingress": "Ingress",
+    "ingresses": "Ingress",
+    "ing": "Ingress",
+    "ingressclass": "IngressClass",
+    "ingressclasses": "IngressClass",
+    "configmap": "ConfigMap",
+    "configmaps": "ConfigMap",
+    "cm": "ConfigMap",
+    "secret": "Secret",
+    "secrets": "Secret",
 }
 SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet", "ReplicationController")
 # The kinds that describe a live lab itself: fixed while it runs (`netemu

@@ -22,6 +22,7 @@ from netemu.controlplane.endpointslice import EndpointSliceController
 from netemu.controlplane.endpointsmirror import EndpointsController, EndpointsMirroringController
 from netemu.controlplane.errors import AlreadyExists, Conflict, NotFound
 from netemu.controlplane.gc import GarbageCollector
+from netemu.controlplane.ingress import IngressStatusController
 from netemu.controlplane.job import JobController
 from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.nodeipam import NodeIpamController
@@ -76,6 +77,7 @@ def default_controllers(
         EndpointsMirroringController(client),
         EndpointsController(client),
         WorkloadStatusController(client),
+        IngressStatusController(client),
     ]
 
 

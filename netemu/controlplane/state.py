@@ -7,8 +7,18 @@ from dataclasses import dataclass, field
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
 from netemu.api.batch import CronJob, Job
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import Endpoints, EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import (
+    ConfigMap,
+    Endpoints,
+    EndpointSlice,
+    Namespace,
+    Node,
+    Pod,
+    Secret,
+    Service,
+)
 from netemu.api.generic import GenericObject
+from netemu.api.networking import Ingress, IngressClass
 
 
 @dataclass(frozen=True)
@@ -23,7 +33,8 @@ class ClusterState:
     Services without selectors and mirrored from users' v1 Endpoints. The
     workload objects (Deployments with their ReplicaSets, DaemonSets,
     StatefulSets, ReplicationControllers, CronJobs with their Jobs) and the
-    v1 Endpoints are included for display.
+    v1 Endpoints are included for display, and ConfigMaps and Secrets
+    (Secrets as stored: stringData merged into data).
     """
 
     nodes: tuple[Node, ...] = ()
@@ -43,6 +54,10 @@ class ClusterState:
     jobs: tuple[Job, ...] = ()
     cron_jobs: tuple[CronJob, ...] = ()
     endpoints: tuple[Endpoints, ...] = ()
+    ingresses: tuple[Ingress, ...] = ()
+    ingress_classes: tuple[IngressClass, ...] = ()
+    config_maps: tuple[ConfigMap, ...] = ()
+    secrets: tuple[Secret, ...] = ()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

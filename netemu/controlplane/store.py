@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, cast
 
 from netemu.api.base import K8sModel, ObjectMeta
+from netemu.api.core import ConfigMap, Secret
 from netemu.controlplane.errors import AlreadyExists, Conflict, Expired, Invalid, NotFound
 from netemu.controlplane.names import generate_name
 from netemu.controlplane.objects import (
@@ -179,6 +180,7 @@ class Store:
     # ------------------------------------------------------------ writes
 
     def create(self, obj: T) -> T:
+        obj = _stored_form(obj)
         kind = kind_of(type(obj))
         meta = meta_of(obj)
         if meta.resource_version:
@@ -219,6 +221,7 @@ class Store:
         stored one (else Conflict); without one the update is unconditional.
         An update that changes nothing keeps the resourceVersion and emits no
         event, as the API server does."""
+        obj = _stored_form(obj)
         kind = kind_of(type(obj))
         meta = meta_of(obj)
         key = self._key(kind, meta.namespace, meta.name or "")
@@ -226,6 +229,7 @@ class Store:
             current = self._objects.get(key)
             if current is None:
                 raise NotFound(_describe(key) + " not found")
+            _check_immutable(key, current, obj)
             current_meta = meta_of(current)
             if meta.resource_version and meta.resource_version != current_meta.resource_version:
                 raise Conflict(
@@ -554,6 +558,34 @@ def _next_generation(kind: str, current: K8sModel, new: K8sModel) -> int | None:
     before = {n: getattr(current, n) for n in type(current).model_fields if n not in ignored}
     after = {n: getattr(new, n) for n in type(new).model_fields if n not in ignored}
     return old + 1 if before != after else old
+
+
+def _stored_form(obj: T) -> T:
+    """What the API server stores for `obj`: a Secret's write-only stringData
+    is merged into data and its type defaulted (Convert_v1_Secret_To_core_Secret,
+    SetDefaults_Secret)."""
+    if isinstance(obj, Secret):
+        return cast(T, obj.with_string_data_merged())
+    return obj
+
+
+def _check_immutable(key: Key, current: K8sModel, new: K8sModel) -> None:
+    """ValidateConfigMapUpdate / ValidateSecretUpdate: once `immutable` is
+    true, the data and the flag itself stay as they are."""
+    if not isinstance(current, ConfigMap | Secret) or not current.immutable:
+        return
+    assert isinstance(new, ConfigMap | Secret)
+    fields = ("data", "binary_data") if isinstance(current, ConfigMap) else ("data",)
+    problems = [
+        f"{'binaryData' if f == 'binary_data' else f}: Forbidden: field is immutable when "
+        "`immutable` is set"
+        for f in fields
+        if getattr(current, f) != getattr(new, f)
+    ]
+    if not new.immutable:
+        problems.append("immutable: Forbidden: field is immutable when `immutable` is set")
+    if problems:
+        raise Invalid(f"{_describe(key)} is invalid: " + ", ".join(problems))
 
 
 def _with_meta(obj: T, meta: ObjectMeta) -> T:

@@ -53,7 +53,12 @@ from netemu.api.config import (
 )
 from netemu.api.core import Container, Pod, Service
 from netemu.api.duration import parse_duration
-from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
+from netemu.controlplane.addons import (
+    BUILTIN_DNS,
+    BUILTIN_INGRESS,
+    BUILTIN_SERVER,
+    BUILTIN_TEST,
+)
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
 from netemu.net.standin import ProgramCheck, stand_in, why_stand_in
@@ -704,7 +709,8 @@ def plan_pod(
     ip = node.underlay_ip if host_network else (pod.status.pod_ip if pod.status else None)
     if not ip:
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
-    builtin = BUILTIN_DNS if meta.annotations.get(BUILTIN_SERVER) == BUILTIN_DNS else BUILTIN_TEST
+    asked = meta.annotations.get(BUILTIN_SERVER)
+    builtin = asked if asked in (BUILTIN_DNS, BUILTIN_INGRESS) else BUILTIN_TEST
     containers: list[ContainerPlan] = []
     for c in spec.containers:
         # The TCP ports the pod's other containers declare, and those an
@@ -781,9 +787,10 @@ def _container_plan(
 ) -> ContainerPlan:
     env = _plain_env(c.env)
     ports = tuple((p.container_port, p.protocol) for p in c.ports)
-    if not c.command and builtin == BUILTIN_DNS:
-        # netemu's own DNS server is the program of the DNS addon's pod.
-        return ContainerPlan(c.name, (), env, ports, builtin=BUILTIN_DNS)
+    if not c.command and builtin in (BUILTIN_DNS, BUILTIN_INGRESS):
+        # netemu's own DNS server is the program of the DNS addon's pod, and
+        # Debian's nginx (netemu.node.ingress) that of the ingress addon's.
+        return ContainerPlan(c.name, (), env, ports, builtin=builtin)
     reason = why_stand_in(c, env, check)
     if reason is None:
         return ContainerPlan(c.name, (*c.command, *c.args), env, ports)

@@ -34,7 +34,7 @@ from pathlib import Path
 from netemu.api.config import Lab
 from netemu.api.core import Container, Pod, PodStatus, Service
 from netemu.controlplane import Client
-from netemu.controlplane.addons import BUILTIN_DNS
+from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_INGRESS
 from netemu.controlplane.errors import Conflict, NotFound
 from netemu.kernel import kubeprobe, netns, processes
 from netemu.kernel.datapath import Datapath
@@ -329,7 +329,8 @@ class Kubelet:
                 )
                 self.journal.process(proc.pid)
                 running.procs.append(proc)
-            elif container.ports:
+            elif container.ports and container.builtin != BUILTIN_INGRESS:
+                # (The ingress controller's nginx is run by netemu.node.ingress.)
                 try:
                     running.served.append(self._serve_builtin(plan, container))
                 except OSError as exc:

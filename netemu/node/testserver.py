@@ -222,6 +222,12 @@ class _Handlers:
     async def clientip(self, request: web.Request) -> web.Response:
         return web.Response(text=host_port(*self._peer(request)))
 
+    async def header(self, request: web.Request) -> web.Response:
+        """agnhost netexec's /header: the value of the request header named by
+        the `key` query parameter (empty when absent), e.g. the X-Request-ID a
+        proxy passed on."""
+        return web.Response(text=request.headers.get(request.query.get("key", ""), ""))
+
     def check(self, check: Check) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def answer(request: web.Request) -> web.Response:
             why = self.health.why_failing(check)
@@ -290,6 +296,7 @@ def _app(
     app.router.add_get("/hostName", handlers.hostname)  # agnhost's older name
     app.router.add_get("/echo", handlers.echo)
     app.router.add_get("/clientip", handlers.clientip)
+    app.router.add_get("/header", handlers.header)
     app.router.add_get("/healthz", handlers.check("liveness"))
     app.router.add_get("/readyz", handlers.check("readiness"))
     for check in ("readiness", "liveness"):

@@ -13,8 +13,9 @@ from netemu.api.generic import GenericObject, generic_kind
 from netemu.api.load import load_paths, load_text, stored_not_emulated
 
 KINDS_READ = (
-    "CronJob, DaemonSet, Deployment, EndpointSlice, Endpoints, Job, KubeProxyConfiguration, Lab, "
-    "Namespace, Node, Pod, ReplicaSet, ReplicationController, Service, StatefulSet"
+    "ConfigMap, CronJob, DaemonSet, Deployment, EndpointSlice, Endpoints, Ingress, IngressClass, "
+    "Job, KubeProxyConfiguration, Lab, Namespace, Node, Pod, ReplicaSet, ReplicationController, "
+    "Secret, Service, StatefulSet"
 )
 
 
