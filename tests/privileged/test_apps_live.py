@@ -67,6 +67,7 @@ APPS = (
     # kube-rbac-proxy serves HTTPS on hostPort 9100 of each node (hostNetwork).
     App("node-exporter", "node-exporter", 9100, "https", pods=2, namespace="monitoring"),
     App("podinfo", "podinfo", 9898, "http", pods=1),
+    App("tensorflow-serving", "tf-serving", 8501, "http", pods=1),
     App("voting-app", "vote", 8080, "http", pods=5),
 )
 BY_NAME = {app.name: app for app in APPS}

@@ -35,6 +35,7 @@ EXPECTED: dict[str, tuple[int, int | None]] = {
     "nginx": (1, 2),
     "node-exporter": (1, None),
     "podinfo": (1, 1),
+    "tensorflow-serving": (1, 1),
     "voting-app": (4, 5),
 }
 
