@@ -58,6 +58,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "describe_command",
         "Show a live Service in detail, with its load balancer's health per node.",
     ),
+    "create": LazyCommand(
+        "netemu.cli_live",
+        "create_command",
+        "Create a Job from a CronJob now: netemu create job NAME --from=cronjob/CJ.",
+    ),
     "down": LazyCommand(
         "netemu.cli_live",
         "down_command",
@@ -72,7 +77,8 @@ COMMANDS: dict[str, LazyCommand] = {
         "netemu.cli_get",
         "get",
         "Show pods, services, endpointslices, nodes, namespaces, deployments, "
-        "replicasets, daemonsets or statefulsets (as kubectl would), computed "
+        "replicasets, daemonsets, statefulsets, replicationcontrollers, jobs, "
+        "cronjobs or endpoints (as kubectl would), computed "
         "from manifests (-f) or read from a live lab.",
     ),
     "graph": LazyCommand(
@@ -96,7 +102,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "scale": LazyCommand(
         "netemu.cli_live",
         "scale_command",
-        "Scale a Deployment, ReplicaSet or StatefulSet (e.g. deployment/web --replicas 5).",
+        "Scale a Deployment, ReplicaSet, StatefulSet or ReplicationController "
+        "(e.g. rc/web --replicas 2).",
     ),
     "trace": LazyCommand("netemu.cli_trace", "trace", "Follow a packet from FROM to TO."),
     "up": LazyCommand(

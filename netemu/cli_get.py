@@ -59,7 +59,8 @@ def get(
     create_namespaces: bool,
 ) -> None:
     """Show pods, services, endpointslices, nodes, namespaces, deployments,
-    replicasets, daemonsets or statefulsets (as kubectl would), computed
+    replicasets, daemonsets, statefulsets, replicationcontrollers, jobs,
+    cronjobs or endpoints (as kubectl would), computed
     from manifests (-f) or read from a live lab. Unlike kubectl, every
     namespace is listed (with a NAMESPACE column, as kubectl -A) unless -n
     names one: a lab is small, and its kube-system objects (the DNS addon)

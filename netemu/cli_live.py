@@ -1,5 +1,5 @@
 """The `netemu` commands that work on live labs: down, exec, apply, delete,
-scale, logs, rules and labs, and the body of up (netemu.cli_up). Each needs
+scale, create job, logs, rules and labs, and the body of up (netemu.cli_up). Each needs
 root and says so in one line without it. Imported only when one of them
 runs (netemu.cli)."""
 
@@ -242,7 +242,8 @@ def delete_command(
 @click.option("-n", "--namespace", default="default", show_default=True)
 @_lab_option
 def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | None) -> None:
-    """Scale a Deployment, ReplicaSet or StatefulSet (e.g. deployment/web --replicas 5)."""
+    """Scale a Deployment, ReplicaSet, StatefulSet or ReplicationController
+    (e.g. rc/web --replicas 2)."""
     require_root("scale")
 
     def action() -> None:
@@ -253,6 +254,32 @@ def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | N
         if kind not in SCALABLE:
             raise LabUsageError(f"{kind} cannot be scaled; scalable: {', '.join(sorted(SCALABLE))}")
         click.echo(LiveLab(resolve_lab(lab_opt)).scale(kind, namespace, name, replicas))
+
+    run(action)
+
+
+@click.command("create")
+@click.argument("kind", type=click.Choice(["job"]))
+@click.argument("name")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="The CronJob whose jobTemplate the Job is made from: cronjob/NAME.",
+)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@_lab_option
+def create_command(kind: str, name: str, source: str, namespace: str, lab_opt: str | None) -> None:
+    """Create a Job from a CronJob now: netemu create job NAME --from=cronjob/CJ."""
+    require_root("create")
+
+    def action() -> None:
+        kind_name, _, cronjob = source.partition("/")
+        if kind_name not in ("cronjob", "cronjobs", "cj", "cronjob.batch") or not cronjob:
+            raise LabUsageError(
+                f"--from: expected cronjob/NAME, got {source!r} (only a CronJob can be the source)"
+            )
+        click.echo(LiveLab(resolve_lab(lab_opt)).create_job(namespace, name, cronjob))
 
     run(action)
 

@@ -38,9 +38,24 @@ from typing import TYPE_CHECKING, Any
 from netemu.net.standin import STAND_IN_ANNOTATION
 
 if TYPE_CHECKING:
-    from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+    from netemu.api.apps import (
+        DaemonSet,
+        Deployment,
+        ReplicaSet,
+        ReplicationController,
+        StatefulSet,
+    )
     from netemu.api.base import K8sModel, LabelSelector
-    from netemu.api.core import Container, EndpointSlice, Namespace, Node, Pod, Service
+    from netemu.api.batch import CronJob, Job
+    from netemu.api.core import (
+        Container,
+        Endpoints,
+        EndpointSlice,
+        Namespace,
+        Node,
+        Pod,
+        Service,
+    )
     from netemu.controlplane.state import ClusterState
 
 # What `get` shows, by every name kubectl accepts for it.
@@ -71,6 +86,16 @@ RESOURCES = {
     "statefulsets": "statefulsets",
     "statefulset": "statefulsets",
     "sts": "statefulsets",
+    "replicationcontrollers": "replicationcontrollers",
+    "replicationcontroller": "replicationcontrollers",
+    "rc": "replicationcontrollers",
+    "jobs": "jobs",
+    "job": "jobs",
+    "cronjobs": "cronjobs",
+    "cronjob": "cronjobs",
+    "cj": "cronjobs",
+    "endpoints": "endpoints",
+    "ep": "endpoints",
 }
 CLUSTER_SCOPED = ("nodes", "namespaces")
 # kubectl's tabwriter: padding 3, minimum cell width 6 (padding included).
@@ -93,6 +118,10 @@ def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
         "replicasets": state.replica_sets,
         "daemonsets": state.daemon_sets,
         "statefulsets": state.stateful_sets,
+        "replicationcontrollers": state.replication_controllers,
+        "jobs": state.jobs,
+        "cronjobs": state.cron_jobs,
+        "endpoints": state.endpoints,
     }[kind]
     return found
 
@@ -120,6 +149,10 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
         replica_sets=keep(state.replica_sets),
         daemon_sets=keep(state.daemon_sets),
         stateful_sets=keep(state.stateful_sets),
+        replication_controllers=keep(state.replication_controllers),
+        jobs=keep(state.jobs),
+        cron_jobs=keep(state.cron_jobs),
+        endpoints=keep(state.endpoints),
         others=keep_namespaced(state.others),
     )
 
@@ -473,6 +506,119 @@ def _stateful_set(sts: StatefulSet, wide: bool, now: datetime.datetime) -> list[
     return row
 
 
+def _replication_controller(
+    rc: ReplicationController, wide: bool, now: datetime.datetime
+) -> list[str]:
+    status = _status(rc)
+    row = [
+        rc.metadata.name or "",
+        str(_replicas(rc.spec.replicas)),
+        str(_count(status, "replicas")),
+        str(_count(status, "readyReplicas")),
+        _age(rc, now),
+    ]
+    if wide:
+        containers = rc.spec.template.spec.containers if rc.spec.template is not None else []
+        row += _containers(containers)
+        row.append(format_labels(rc.spec.effective_selector()))
+    return row
+
+
+def _has_condition(status: Mapping[str, Any], kind: str) -> bool:
+    return any(
+        isinstance(c, dict) and c.get("type") == kind and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def _job(job: Job, wide: bool, now: datetime.datetime) -> list[str]:
+    """printJob (kubectl 1.31): STATUS from the conditions, COMPLETIONS
+    succeeded/completions (`n/1 of P` for a work queue), DURATION from
+    startTime to completionTime (or now)."""
+    status = _status(job)
+    if _has_condition(status, "Complete"):
+        state = "Complete"
+    elif _has_condition(status, "Failed"):
+        state = "Failed"
+    elif job.metadata.deletion_timestamp is not None:
+        state = "Terminating"
+    elif _has_condition(status, "Suspended"):
+        state = "Suspended"
+    elif _has_condition(status, "FailureTarget"):
+        state = "FailureTarget"
+    elif _has_condition(status, "SuccessCriteriaMet"):
+        state = "SuccessCriteriaMet"
+    else:
+        state = "Running"
+    succeeded = _count(status, "succeeded")
+    spec = job.spec
+    if spec.completions is not None:
+        completions = f"{succeeded}/{spec.completions}"
+    elif spec.parallelism is not None and spec.parallelism > 1:
+        completions = f"{succeeded}/1 of {spec.parallelism}"
+    else:
+        completions = f"{succeeded}/1"
+    started = _seconds_between(status.get("startTime"), now)
+    duration = ""
+    if started is not None:
+        ended = _seconds_between(status.get("completionTime"), now)
+        duration = human_duration(started - (ended or 0))
+    row = [job.metadata.name or "", state, completions, duration, _age(job, now)]
+    if wide:
+        row += _containers(spec.template.spec.containers)
+        row.append(selector_string(spec.selector) if spec.selector is not None else "<none>")
+    return row
+
+
+def _cron_job(cj: CronJob, wide: bool, now: datetime.datetime) -> list[str]:
+    status = _status(cj)
+    last = _seconds_between(status.get("lastScheduleTime"), now)
+    suspend = cj.spec.suspend
+    row = [
+        cj.metadata.name or "",
+        cj.spec.schedule,
+        cj.spec.time_zone or "<none>",
+        "<unset>" if suspend is None else str(suspend),
+        str(len(status.get("active") or [])),
+        "<none>" if last is None else human_duration(last),
+        _age(cj, now),
+    ]
+    if wide:
+        spec = cj.spec.job_template.spec
+        row += _containers(spec.template.spec.containers)
+        row.append(selector_string(spec.selector) if spec.selector is not None else "<none>")
+    return row
+
+
+def _endpoints(ep: Endpoints, wide: bool, now: datetime.datetime) -> list[str]:
+    return [ep.metadata.name or "", format_endpoints(ep), _age(ep, now)]
+
+
+def format_endpoints(ep: Endpoints, shown: int = 3) -> str:
+    """formatEndpoints: the first three ready `ip:port` (or ip for a subset
+    without ports), then ` + N more...`; `<none>` without subsets."""
+    if not ep.subsets:
+        return "<none>"
+    listed: list[str] = []
+    count = 0
+    for subset in ep.subsets:
+        ips = [a.ip for a in subset.addresses]
+        if not subset.ports:
+            entries = ips
+        else:
+            entries = [
+                f"[{ip}]:{port.port}" if ":" in ip else f"{ip}:{port.port}"
+                for port in subset.ports
+                for ip in ips
+            ]
+        count += len(entries)
+        listed += entries[: max(shown - len(listed), 0)]
+    text = ",".join(listed)
+    if count > shown:
+        return f"{text} + {count - shown} more..."
+    return text
+
+
 _WORKLOAD_WIDE = [("CONTAINERS", True), ("IMAGES", True), ("SELECTOR", True)]
 # Per kind: the columns (name, wide only?) and the printer of a row.
 _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
@@ -569,6 +715,42 @@ _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
         [("NAME", False), ("READY", False), ("AGE", False), ("CONTAINERS", True), ("IMAGES", True)],
         _stateful_set,
     ),
+    "replicationcontrollers": (
+        [
+            ("NAME", False),
+            ("DESIRED", False),
+            ("CURRENT", False),
+            ("READY", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _replication_controller,
+    ),
+    "jobs": (
+        [
+            ("NAME", False),
+            ("STATUS", False),
+            ("COMPLETIONS", False),
+            ("DURATION", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _job,
+    ),
+    "cronjobs": (
+        [
+            ("NAME", False),
+            ("SCHEDULE", False),
+            ("TIMEZONE", False),
+            ("SUSPEND", False),
+            ("ACTIVE", False),
+            ("LAST SCHEDULE", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _cron_job,
+    ),
+    "endpoints": ([("NAME", False), ("ENDPOINTS", False), ("AGE", False)], _endpoints),
 }
 
 

@@ -236,6 +236,13 @@ class LiveLab:
         )["scaled"]
         return scaled
 
+    def create_job(self, namespace: str, name: str, cronjob: str) -> str:
+        """`kubectl create job NAME --from=cronjob/CRONJOB`."""
+        created: str = self.request("createjob", namespace=namespace, name=name, cronjob=cronjob)[
+            "created"
+        ]
+        return created
+
     def logs(
         self,
         pod: str,

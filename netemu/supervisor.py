@@ -4,7 +4,7 @@ test servers of every pod, and answers the CLI on a Unix socket at
 /run/netemu/<lab>/supervisor.sock.
 
 Protocol: one JSON object per connection, one JSON reply, each a line.
-Requests carry `op` (status, state, apply, delete, scale, logs, shutdown);
+Requests carry `op` (status, state, apply, delete, scale, createjob, logs, shutdown);
 replies carry `ok` and either the result or `error`. Every change runs the
 controllers to a fixed point and then every node's agents, before the reply,
 so a reply means the change has reached every node's pods and rules. Until
@@ -46,6 +46,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 
 from netemu import cli_table
 from netemu.api.base import K8sModel
+from netemu.api.batch import CronJob
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import Pod, Service
 from netemu.api.errors import InputError
@@ -70,10 +71,13 @@ from netemu.controlplane.addons import (
     api_service_ip,
     live_addons,
 )
-from netemu.controlplane.errors import NotFound
+from netemu.controlplane.cronjob import CronJobController, manual_job
+from netemu.controlplane.errors import AlreadyExists, NotFound
+from netemu.controlplane.job import JobController
 from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
 from netemu.controlplane.state import ClusterState
+from netemu.controlplane.store import wall_clock
 from netemu.kernel import nfacct
 from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
@@ -106,6 +110,9 @@ KIND_BY_NAME: dict[str, type[K8sModel]] = {kind: cls for (_, kind), cls in KINDS
 # fits); a longer one is refused without being read whole.
 MAX_REQUEST_BYTES = 64 << 20
 MAX_REPLICAS = 1000  # as `netemu scale --replicas` accepts
+# How often Jobs' deadlines and CronJobs' schedules are looked at (cron's
+# resolution is a minute; deadlines are in seconds).
+TIMER_TICK = 1.0
 TABLE_KINDS = sorted(set(cli_table.RESOURCES.values()))
 TABLE_OUTPUTS = (None, "wide", "json", "yaml")
 TRACE_PROTOCOLS = ("tcp", "udp", "icmp")  # what a live trace sends
@@ -148,6 +155,8 @@ _REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "name": (str, True),
         "replicas": (int, True),
     },
+    # `netemu create job NAME --from=cronjob/CJ` (kubectl's manual trigger).
+    "createjob": {"namespace": (str, True), "name": (str, True), "cronjob": (str, True)},
     "logs": {
         "namespace": (str, True),
         "pod": (str, True),
@@ -195,7 +204,7 @@ def _types(types: type | tuple[type, ...]) -> tuple[type, ...]:
 def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
     """What is wrong with the values of a request whose fields have the right types."""
     problems = []
-    for name in ("namespace", "name", "pod", "container"):
+    for name in ("namespace", "name", "pod", "container", "cronjob"):
         value = fields.get(name)
         # `get -n` filters by any namespace, as kubectl lists one that does not exist.
         if op == "table" and name == "namespace":
@@ -413,6 +422,7 @@ class Supervisor:
         )
         self.probes.start()
         threading.Thread(target=self._proxy_ticks, name="kube-proxy-sync", daemon=True).start()
+        threading.Thread(target=self._timer_ticks, name="job-timers", daemon=True).start()
         self.cloudlb.start()
         p.stage, p.ready = "ready", True
         # What a trace request imports (Scapy's layers, the tracer: about
@@ -469,6 +479,25 @@ class Supervisor:
                     try:
                         if proxy.tick():
                             print(f"kube-proxy on {proxy.node}: full resync", flush=True)
+                    except Exception:
+                        traceback.print_exc()
+
+    def _timer_ticks(self) -> None:
+        """A round of the controllers when a Job's deadline or TTL, or a
+        CronJob's scheduled time, has come: what their controllers' delayed
+        work queues do in kube-controller-manager."""
+        while not self._stop_ticks.wait(TIMER_TICK):
+            with self.lock:
+                now = wall_clock()
+                due = [
+                    when
+                    for c in self.plane.controllers
+                    if isinstance(c, JobController | CronJobController)
+                    and (when := c.next_event()) is not None
+                ]
+                if due and min(due) <= now:
+                    try:
+                        self.reconcile()
                     except Exception:
                         traceback.print_exc()
 
@@ -632,6 +661,8 @@ class Supervisor:
             return {"ok": True, "deleted": self._change(lambda: self._delete(fields["refs"]))}
         if op == "scale":
             return {"ok": True, "scaled": self._change(lambda: self._scale(fields))}
+        if op == "createjob":
+            return {"ok": True, "created": self._change(lambda: self._create_job(fields))}
         if op == "logs":
             return {"ok": True, "log": self._logs(fields)}
         if op == "loadbalancer":
@@ -775,6 +806,18 @@ class Supervisor:
         self.client.update(current.model_copy(update={"spec": spec}))
         kind, _, obj_name = key_of(current)
         return f"{kind.lower()}/{obj_name} scaled to {replicas}"
+
+    def _create_job(self, request: dict[str, Any]) -> str:
+        namespace, name, source = request["namespace"], request["name"], request["cronjob"]
+        try:
+            cronjob = self.client.get(CronJob, namespace, source)
+        except NotFound as exc:
+            raise RequestError(f'cronjobs.batch "{source}" not found') from exc
+        try:
+            self.client.create(manual_job(cronjob, name))
+        except AlreadyExists as exc:
+            raise RequestError(f'jobs.batch "{name}" already exists') from exc
+        return f"job.batch/{name} created"
 
     def _logs(self, request: dict[str, Any]) -> str:
         """A container's log (`netemu logs`): its output, or the built-in

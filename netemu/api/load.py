@@ -33,10 +33,17 @@ import pydantic
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.apps import (
+    DaemonSet,
+    Deployment,
+    ReplicaSet,
+    ReplicationController,
+    StatefulSet,
+)
 from netemu.api.base import K8sModel
+from netemu.api.batch import CronJob, Job
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import Endpoints, EndpointSlice, Namespace, Node, Pod, Service
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.generic import (
     BUILTIN_GROUPS,
@@ -58,6 +65,10 @@ KINDS: dict[tuple[str, str], type[K8sModel]] = {
     ("apps/v1", "ReplicaSet"): ReplicaSet,
     ("apps/v1", "DaemonSet"): DaemonSet,
     ("apps/v1", "StatefulSet"): StatefulSet,
+    ("v1", "ReplicationController"): ReplicationController,
+    ("v1", "Endpoints"): Endpoints,
+    ("batch/v1", "Job"): Job,
+    ("batch/v1", "CronJob"): CronJob,
     ("discovery.k8s.io/v1", "EndpointSlice"): EndpointSlice,
     ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration"): KubeProxyConfiguration,
     ("netemu/v1alpha1", "Lab"): Lab,

@@ -22,8 +22,9 @@ from typing import Any
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from netemu.api.addresspool import default_pool, parse_pool
-from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
+from netemu.api.batch import CronJob, Job, JobSpec, schedule_error, time_zone_error
 from netemu.api.config import (
     DEFAULT_LAB_NOTICE,
     DEFAULT_NODE_POD_PREFIX,
@@ -35,6 +36,7 @@ from netemu.api.config import default_lab as make_default_lab
 from netemu.api.core import (
     SERVICE_NAME_LABEL,
     Container,
+    Endpoints,
     EndpointSlice,
     Namespace,
     Node,
@@ -354,7 +356,22 @@ def load_and_validate(
 
 # ---------------------------------------------------------------- the checker
 
-_NAMESPACED = (Service, Pod, Deployment, ReplicaSet, DaemonSet, StatefulSet, EndpointSlice)
+_NAMESPACED = (
+    Service,
+    Pod,
+    Deployment,
+    ReplicaSet,
+    DaemonSet,
+    StatefulSet,
+    EndpointSlice,
+    ReplicationController,
+    Job,
+    CronJob,
+    Endpoints,
+)
+# The longest CronJob name: its Jobs are named `<name>-<11 digits>` and must
+# fit a 63-character label (ValidateCronJobCreate).
+MAX_CRONJOB_NAME = 52
 _WORKLOADS = (Deployment, ReplicaSet, DaemonSet, StatefulSet)
 # The namespaces every cluster has (kubeadm's, and the API server's `default`).
 SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
@@ -470,6 +487,15 @@ class _Checker:
                 self.check_workload(item, obj)
             elif isinstance(obj, EndpointSlice):
                 self.check_endpoint_slice(item, obj)
+            elif isinstance(obj, ReplicationController):
+                self.check_replication_controller(item, obj)
+            elif isinstance(obj, Job):
+                self.check_meta(item, obj.metadata, is_dns1123_subdomain)
+                self.check_job_spec(item, ("spec",), obj.spec)
+            elif isinstance(obj, CronJob):
+                self.check_cronjob(item, obj)
+            elif isinstance(obj, Endpoints):
+                self.check_endpoints(item, obj)
             elif isinstance(obj, Node):
                 self.check_node(item, obj)
             elif isinstance(obj, Namespace):
@@ -545,6 +571,14 @@ class _Checker:
                 # Replicas over MAX_REPLICAS are reported by check_workload already.
                 pods += 1 if replicas is None else min(max(replicas, 0), MAX_REPLICAS)
                 path = ("spec", "replicas")
+            elif isinstance(obj, ReplicationController):
+                replicas = obj.spec.replicas
+                pods += 1 if replicas is None else min(max(replicas, 0), MAX_REPLICAS)
+                path = ("spec", "replicas")
+            elif isinstance(obj, Job):
+                parallelism = obj.spec.parallelism
+                pods += 1 if parallelism is None else min(max(parallelism, 0), MAX_REPLICAS)
+                path = ("spec", "parallelism")
             elif isinstance(obj, DaemonSet):
                 pods += max(nodes, 1)  # a pod on every node, at most
                 path = ("spec",)
@@ -1006,6 +1040,149 @@ class _Checker:
                 f"{_selector_text(selector)}; template labels: "
                 f"{_labels_text(template.metadata.labels)})",
             )
+
+    # ------------------------------------------------------------ v1 and batch workloads
+
+    def check_replication_controller(self, item: Loaded, rc: ReplicationController) -> None:
+        """ValidateReplicationControllerSpec: a template is required, its
+        selector (defaulted to the template's labels) must select them."""
+        self.check_meta(item, rc.metadata, is_dns1123_subdomain)
+        spec = rc.spec
+        self.check_replicas(item, ("spec", "replicas"), spec.replicas)
+        if spec.selector:
+            self.check_labels(item, ("spec", "selector"), spec.selector)
+        if spec.template is None:
+            self.report(item, ("spec", "template"), "Required value")
+            return
+        labels = spec.template.metadata.labels
+        self.check_labels(item, ("spec", "template", "metadata", "labels"), labels)
+        self.check_pod_spec(item, ("spec", "template", "spec"), spec.template.spec)
+        selector = spec.effective_selector()
+        if not selector:
+            self.report(item, ("spec", "selector"), "Required value")
+        elif not selector.items() <= labels.items():
+            self.report(
+                item,
+                ("spec", "template", "metadata", "labels"),
+                f"Invalid value: {_labels_text(labels)}: `selector` does not match template "
+                f"`labels` (selector: {_labels_text(selector)})",
+            )
+        restart = spec.template.spec.restart_policy
+        if restart not in (None, "Always"):
+            self.report(
+                item,
+                ("spec", "template", "spec", "restartPolicy"),
+                f'Unsupported value: "{restart}": supported values: "Always"',
+            )
+
+    def check_replicas(self, item: Loaded, path: FieldPath, value: int | None) -> None:
+        if value is not None and value < 0:
+            self.report(item, path, "must be greater than or equal to 0")
+        elif value is not None and value > MAX_REPLICAS:
+            self.report(
+                item,
+                path,
+                f"must be no more than {MAX_REPLICAS:,}: each replica is a pod (in a live lab a "
+                "network namespace), and no lab needs so many",
+            )
+
+    def check_job_spec(self, item: Loaded, path: FieldPath, spec: JobSpec) -> None:
+        """ValidateJobSpec (pkg/apis/batch/validation)."""
+        for field, value in (
+            ("parallelism", spec.parallelism),
+            ("completions", spec.completions),
+            ("activeDeadlineSeconds", spec.active_deadline_seconds),
+            ("backoffLimit", spec.backoff_limit),
+            ("ttlSecondsAfterFinished", spec.ttl_seconds_after_finished),
+        ):
+            if value is not None and value < 0:
+                self.report(item, (*path, field), "must be greater than or equal to 0")
+        if spec.parallelism is not None and spec.parallelism > MAX_REPLICAS:
+            self.check_replicas(item, (*path, "parallelism"), spec.parallelism)
+        if spec.completion_mode == "Indexed" and spec.completions is None:
+            self.report(
+                item, (*path, "completions"), "Required value: when completion mode is Indexed"
+            )
+        template = spec.template
+        self.check_labels(item, (*path, "template", "metadata", "labels"), template.metadata.labels)
+        self.check_pod_spec(item, (*path, "template", "spec"), template.spec)
+        restart = template.spec.restart_policy or "Always"
+        if restart not in ("OnFailure", "Never"):
+            self.report(
+                item,
+                (*path, "template", "spec", "restartPolicy"),
+                f'Unsupported value: "{restart}": supported values: "OnFailure", "Never"',
+            )
+        if spec.manual_selector:
+            if spec.selector is None:
+                self.report(item, (*path, "selector"), "Required value")
+            elif self.check_selector(item, (*path, "selector"), spec.selector) and (
+                not spec.selector.matches(template.metadata.labels)
+            ):
+                self.report(
+                    item,
+                    (*path, "template", "metadata", "labels"),
+                    f"Invalid value: {_labels_text(template.metadata.labels)}: `selector` does "
+                    "not match template `labels`",
+                )
+        elif spec.selector is not None:
+            # The API server generates the selector itself (manualSelector unset).
+            self.report(
+                item,
+                (*path, "selector"),
+                "Invalid value: `selector` not auto-generated: set `manualSelector: true` to "
+                "give your own, or leave `selector` out",
+            )
+
+    def check_cronjob(self, item: Loaded, cj: CronJob) -> None:
+        """ValidateCronJobCreate: name, schedule, timeZone and the job template."""
+        self.check_meta(item, cj.metadata, is_dns1123_subdomain)
+        name = cj.metadata.name or ""
+        if len(name) > MAX_CRONJOB_NAME:
+            self.report(
+                item,
+                ("metadata", "name"),
+                f'Invalid value: "{name}": must be no more than {MAX_CRONJOB_NAME} characters',
+            )
+        spec = cj.spec
+        if why := schedule_error(spec.schedule):
+            self.report(item, ("spec", "schedule"), f'Invalid value: "{spec.schedule}": {why}')
+        if spec.time_zone is not None and (why := time_zone_error(spec.time_zone)):
+            self.report(item, ("spec", "timeZone"), f'Invalid value: "{spec.time_zone}": {why}')
+        for field, value in (
+            ("startingDeadlineSeconds", spec.starting_deadline_seconds),
+            ("successfulJobsHistoryLimit", spec.successful_jobs_history_limit),
+            ("failedJobsHistoryLimit", spec.failed_jobs_history_limit),
+        ):
+            if value is not None and value < 0:
+                self.report(item, ("spec", field), "must be greater than or equal to 0")
+        self.check_job_spec(item, ("spec", "jobTemplate", "spec"), spec.job_template.spec)
+
+    def check_endpoints(self, item: Loaded, endpoints: Endpoints) -> None:
+        """ValidateEndpoints: addresses are IPs, ports in range, port names
+        DNS labels and required when a subset has several ports."""
+        self.check_meta(item, endpoints.metadata, is_dns1123_subdomain)
+        for s, subset in enumerate(endpoints.subsets):
+            for group, addresses in (
+                ("addresses", subset.addresses),
+                ("notReadyAddresses", subset.not_ready_addresses),
+            ):
+                for a, address in enumerate(addresses):
+                    if parse_ip(address.ip) is None:
+                        self.report(
+                            item,
+                            ("subsets", s, group, a, "ip"),
+                            f'Invalid value: "{address.ip}": must be a valid IP address',
+                        )
+            for p, port in enumerate(subset.ports):
+                ppath: FieldPath = ("subsets", s, "ports", p)
+                if errs := is_port_number(port.port):
+                    self.report(item, (*ppath, "port"), _join(errs))
+                if port.name:
+                    if errs := is_dns1123_label(port.name):
+                        self.report(item, (*ppath, "name"), _join(errs))
+                elif len(subset.ports) > 1:
+                    self.report(item, (*ppath, "name"), "Required value")
 
     # ------------------------------------------------------------ Services
 

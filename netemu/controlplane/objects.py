@@ -73,8 +73,18 @@ KIND_ALIASES = {
     "sts": "StatefulSet",
     "endpointslice": "EndpointSlice",
     "endpointslices": "EndpointSlice",
+    "replicationcontroller": "ReplicationController",
+    "replicationcontrollers": "ReplicationController",
+    "rc": "ReplicationController",
+    "job": "Job",
+    "jobs": "Job",
+    "cronjob": "CronJob",
+    "cronjobs": "CronJob",
+    "cj": "CronJob",
+    "endpoints": "Endpoints",
+    "ep": "Endpoints",
 }
-SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
+SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet", "ReplicationController")
 # The kinds that describe a live lab itself: fixed while it runs (`netemu
 # down` and `up` change them), never applied to or deleted from it.
 LAB_KINDS = ("Lab", "KubeProxyConfiguration")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
+from netemu.api.batch import CronJob, Job
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import EndpointSlice, Namespace, Node, Pod, Service
+from netemu.api.core import Endpoints, EndpointSlice, Namespace, Node, Pod, Service
 from netemu.api.generic import GenericObject
 
 
@@ -19,8 +20,10 @@ class ClusterState:
     spec.nodeName, status.podIP, status.hostIP and a Ready condition; Nodes
     carry status.addresses (InternalIP) and spec.podCIDR; EndpointSlices are
     as the EndpointSlice controller wrote them, plus user-supplied ones for
-    Services without selectors. The workload objects (Deployments with their
-    ReplicaSets, DaemonSets, StatefulSets) are included for display.
+    Services without selectors and mirrored from users' v1 Endpoints. The
+    workload objects (Deployments with their ReplicaSets, DaemonSets,
+    StatefulSets, ReplicationControllers, CronJobs with their Jobs) and the
+    v1 Endpoints are included for display.
     """
 
     nodes: tuple[Node, ...] = ()
@@ -34,6 +37,10 @@ class ClusterState:
     replica_sets: tuple[ReplicaSet, ...] = ()
     daemon_sets: tuple[DaemonSet, ...] = ()
     stateful_sets: tuple[StatefulSet, ...] = ()
+    replication_controllers: tuple[ReplicationController, ...] = ()
+    jobs: tuple[Job, ...] = ()
+    cron_jobs: tuple[CronJob, ...] = ()
+    endpoints: tuple[Endpoints, ...] = ()
     # Objects stored but not emulated (netemu.api.generic), by kind, namespace, name.
     others: tuple[GenericObject, ...] = ()
 

@@ -65,10 +65,20 @@ DEFAULT_HISTORY = 10_000
 Clock = Callable[[], datetime.datetime]
 
 # Kinds whose registry strategy sets metadata.generation (1 on create, +1 on
-# a spec change): apps/v1 workloads and discovery/v1 EndpointSlices. Core
-# Services, Nodes and Namespaces have none.
+# a spec change): apps/v1 workloads, ReplicationControllers, batch/v1 Jobs
+# and CronJobs, and discovery/v1 EndpointSlices. Core Services, Nodes and
+# Namespaces have none.
 GENERATION_KINDS = frozenset(
-    {"Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "EndpointSlice"}
+    {
+        "Deployment",
+        "ReplicaSet",
+        "DaemonSet",
+        "StatefulSet",
+        "ReplicationController",
+        "Job",
+        "CronJob",
+        "EndpointSlice",
+    }
 )
 
 

@@ -13,8 +13,8 @@ from netemu.api.generic import GenericObject, generic_kind
 from netemu.api.load import load_paths, load_text, stored_not_emulated
 
 KINDS_READ = (
-    "DaemonSet, Deployment, EndpointSlice, KubeProxyConfiguration, Lab, Namespace, Node, Pod, "
-    "ReplicaSet, Service, StatefulSet"
+    "CronJob, DaemonSet, Deployment, EndpointSlice, Endpoints, Job, KubeProxyConfiguration, Lab, "
+    "Namespace, Node, Pod, ReplicaSet, ReplicationController, Service, StatefulSet"
 )
 
 
