@@ -191,16 +191,53 @@ def _running_lab(lab: LiveLab) -> list[Loaded]:
     return in_place
 
 
+def delete_grace_period(given: int, force: bool) -> int | None:
+    """The grace period a delete asks for, as kubectl computes it: None for
+    each pod's own; 0 (remove at once) only with --force, else 1."""
+    if given == 0 and not force:
+        return 1
+    if force and given < 0:
+        return 0
+    return given if given >= 0 else None
+
+
 @click.command("delete")
 @manifest_files("Delete the objects in these manifests.", required=False, exists=True)
 @click.option("-n", "--namespace", default="default", show_default=True)
+@click.option(
+    "--grace-period",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Seconds a pod gets to stop (negative: its terminationGracePeriodSeconds); "
+    "0 only with --force.",
+)
+@click.option("--force", is_flag=True, help="Remove pods at once, without waiting for them.")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Return once deleted pods are gone."
+)
 @_lab_option
 @click.argument("kind_and_name", nargs=-1)
 def delete_command(
-    paths: tuple[str, ...], namespace: str, lab_opt: str | None, kind_and_name: tuple[str, ...]
+    paths: tuple[str, ...],
+    namespace: str,
+    grace_period: int,
+    force: bool,
+    wait: bool,
+    lab_opt: str | None,
+    kind_and_name: tuple[str, ...],
 ) -> None:
-    """Delete objects: netemu delete -f PATH, or netemu delete KIND NAME."""
+    """Delete objects: netemu delete -f PATH, or netemu delete KIND NAME.
+    Pods are deleted gracefully: each container's preStop hook, then
+    SIGTERM, then SIGKILL when the grace period is over."""
     require_root("delete")
+    grace = delete_grace_period(grace_period, force)
+    if grace == 0:
+        click.echo(
+            "warning: pods are removed at once; their containers are killed without "
+            "waiting for them to stop",
+            err=True,
+        )
 
     def action() -> None:
         refs: list[tuple[str, str | None, str]] = []
@@ -230,7 +267,7 @@ def delete_command(
             raise LabUsageError("expected -f PATH, KIND NAME or KIND/NAME")
         if not refs:
             return
-        for line in LiveLab(lab).delete(refs):
+        for line in LiveLab(lab).delete(refs, grace_period=grace, wait=wait):
             click.echo(f"{line} deleted")
 
     run(action)

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from netemu.api.batch import CronJob, Job
     from netemu.api.core import (
         Container,
+        ContainerStatus,
         Endpoints,
         EndpointSlice,
         Namespace,
@@ -762,8 +763,12 @@ def _pod_status(pod: Pod) -> str:
     reason = pod.status.phase or "Pending"
     if pod.status.reason:
         reason = str(pod.status.reason)
+    initializing, reason = _init_reason(pod, reason)
     has_running = False
-    for status in reversed(pod.status.container_statuses):
+    shown = pod.status.container_statuses
+    if initializing and pod.status.condition("Initialized") != "True":
+        shown = []  # the init containers' reason stands
+    for status in reversed(shown):
         state = status.state
         if state is None:
             continue
@@ -788,10 +793,58 @@ def _pod_status(pod: Pod) -> str:
     return reason
 
 
+def init_statuses(pod: Pod) -> list[ContainerStatus]:
+    """status.initContainerStatuses (kept as written: a manifest's or the
+    kubelet's), as ContainerStatus objects; unreadable entries are left out."""
+    from netemu.api.core import ContainerStatus  # the CLI imports no models up front
+
+    raw = pod.status.init_container_statuses
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if isinstance(item, ContainerStatus):
+            out.append(item)
+        elif isinstance(item, dict):
+            try:
+                out.append(ContainerStatus.model_validate(item))
+            except ValueError:
+                continue
+    return out
+
+
+def _init_reason(pod: Pod, reason: str) -> tuple[bool, str]:
+    """kubectl's printPod for init containers: the first that has not
+    completed decides: Init:<reason> for one that failed or waits for a
+    reason of its own (CrashLoopBackOff), else Init:N/M. A sidecar that has
+    started counts as done."""
+    sidecars = {c.name for c in pod.spec.init_containers if c.restart_policy == "Always"}
+    total = len(pod.spec.init_containers)
+    for index, status in enumerate(init_statuses(pod)):
+        state = status.state
+        terminated = state.terminated if state is not None else None
+        waiting = state.waiting if state is not None else None
+        if terminated is not None and terminated.exit_code == 0:
+            continue
+        if status.name in sidecars and status.started:
+            continue
+        if terminated is not None:
+            if terminated.reason:
+                return True, f"Init:{terminated.reason}"
+            if terminated.signal:
+                return True, f"Init:Signal:{terminated.signal}"
+            return True, f"Init:ExitCode:{terminated.exit_code}"
+        if waiting is not None and waiting.reason and waiting.reason != "PodInitializing":
+            return True, f"Init:{waiting.reason}"
+        return True, f"Init:{index}/{total}"
+    return False, reason
+
+
 def _restarts(pod: Pod, now: datetime.datetime) -> str:
     """kubectl's RESTARTS: the containers' restarts, with how long ago the
     last one ended when one has (`2 (5s ago)`)."""
-    statuses = pod.status.container_statuses
+    # Init containers' restarts count too, as kubectl adds them up.
+    statuses = [*init_statuses(pod), *pod.status.container_statuses]
     count = sum(s.restart_count for s in statuses)
     ages = [
         _seconds_between(s.last_state.terminated.finished_at, now)

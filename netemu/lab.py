@@ -225,9 +225,20 @@ class LiveLab:
         applied: list[str] = self.request("apply", objects=raws)["applied"]
         return applied
 
-    def delete(self, refs: Sequence[tuple[str, str | None, str]]) -> list[str]:
+    def delete(
+        self,
+        refs: Sequence[tuple[str, str | None, str]],
+        *,
+        grace_period: int | None = None,
+        wait: bool = True,
+    ) -> list[str]:
+        """Delete objects; pods gracefully (`grace_period`: None for each
+        pod's own, 0 removes them at once). With `wait`, returns once the
+        deleted pods are gone."""
         payload = [{"kind": k, "namespace": ns, "name": n} for k, ns, n in refs]
-        deleted: list[str] = self.request("delete", refs=payload)["deleted"]
+        deleted: list[str] = self.request(
+            "delete", refs=payload, gracePeriod=grace_period, wait=wait
+        )["deleted"]
         return deleted
 
     def scale(self, kind: str, namespace: str, name: str, replicas: int) -> str:

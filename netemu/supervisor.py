@@ -72,7 +72,7 @@ from netemu.controlplane.addons import (
     live_addons,
 )
 from netemu.controlplane.cronjob import CronJobController, manual_job
-from netemu.controlplane.errors import AlreadyExists, NotFound
+from netemu.controlplane.errors import AlreadyExists, Conflict, NotFound
 from netemu.controlplane.job import JobController
 from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
@@ -113,10 +113,16 @@ MAX_REPLICAS = 1000  # as `netemu scale --replicas` accepts
 # How often Jobs' deadlines and CronJobs' schedules are looked at (cron's
 # resolution is a minute; deadlines are in seconds).
 TIMER_TICK = 1.0
+WAIT_POLL = 0.05  # how often a delete that waits looks whether its pods are gone
+WAIT_SLACK = 10.0  # and how long past their grace period it waits at most
 TABLE_KINDS = sorted(set(cli_table.RESOURCES.values()))
 TABLE_OUTPUTS = (None, "wide", "json", "yaml")
 TRACE_PROTOCOLS = ("tcp", "udp", "icmp")  # what a live trace sends
 R = TypeVar("R")
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
 class RequestError(ValueError):
@@ -148,7 +154,10 @@ _REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "wait": ((int, float), True),  # seconds the sender waits for an answer
     },
     "apply": {"objects": (list, True)},
-    "delete": {"refs": (list, True)},
+    # gracePeriod: the pods' grace period (None: each pod's own; 0 removes
+    # them at once); wait: reply once the pods the deletion set terminating
+    # (its own, and its objects' dependents) are gone (kubectl delete's --wait).
+    "delete": {"refs": (list, True), "gracePeriod": (int, False), "wait": (bool, False)},
     "scale": {
         "kind": (str, True),
         "namespace": (str, True),
@@ -237,6 +246,8 @@ def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
     if op == "apply" and not fields["objects"]:
         problems.append("field 'objects': no objects to apply")
     if op == "delete":
+        if fields["gracePeriod"] is not None and fields["gracePeriod"] < 0:
+            problems.append("field 'gracePeriod': expected 0 or more")
         if not fields["refs"]:
             problems.append("field 'refs': nothing to delete")
         for index, ref in enumerate(fields["refs"]):
@@ -312,7 +323,8 @@ class Supervisor:
         self.journal = Journal(lab_name)
         self.progress = Progress()
         self.lock = threading.RLock()
-        self.store = Store()
+        # Pods are deleted gracefully: the kubelets finish their deletion.
+        self.store = Store(graceful_pods=True)
         self.client = LocalClient(self.store)
         # The kubelets run the pods' probes and report readiness themselves.
         self.plane = ControlPlane(self.client, kubelet_probes=True)
@@ -396,6 +408,8 @@ class Supervisor:
                     log_dir=log_dir,
                     dns=self.dns,
                     iptables=KernelIptables(node.netns, backend),
+                    locked=self._locked,
+                    log=_log,
                 )
             )
             self.proxies.append(
@@ -449,6 +463,8 @@ class Supervisor:
                     self.progress.done += 1
             for kubelet in self.kubelets:
                 kubelet.sync_host_ports()  # after kube-proxy's (see netemu.node.kubelet)
+                # Deleted pods stop once the rules treat them as terminating.
+                kubelet.begin_terminations(self._terminated, _log)
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
             self._refresh_dns(state)
             for kubelet, plans in zip(self.kubelets, desired, strict=True):
@@ -459,6 +475,35 @@ class Supervisor:
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
+
+    def _locked(self, change: Callable[[], bool]) -> None:
+        """A change from a kubelet's own thread (an init container's
+        progress): under the lock, then a reconcile if it says so."""
+        with self.lock:
+            if self._stop_ticks.is_set():
+                return  # shutting down
+            try:
+                if change():
+                    self.reconcile()
+            except Exception:
+                traceback.print_exc()
+
+    def _terminated(self, key: str, uid: str) -> None:
+        """A deleted pod's containers have stopped (on its termination
+        thread): the kubelet deletes the object for good (grace 0, as its
+        status manager does) and every node follows."""
+        namespace, _, name = key.partition("/")
+        with self.lock:
+            if self._stop_ticks.is_set():
+                return  # shutting down
+            try:
+                self.client.delete(Pod, namespace, name, uid=uid, grace_period_seconds=0)
+            except (NotFound, Conflict):
+                return  # deleted already, or another pod by that name now
+            try:
+                self.reconcile()
+            except Exception:
+                traceback.print_exc()
 
     def _log_events(self) -> None:
         """The load-balancer controller's new events (a pending Service's
@@ -588,6 +633,8 @@ class Supervisor:
                         if running.plan.host_network
                         else {}
                     ),
+                    # Deleted, and stopping (graceful deletion).
+                    "terminating": key in kubelet.terminating,
                 }
         return {
             "name": self.name,
@@ -645,9 +692,15 @@ class Supervisor:
                 return {"ok": False, "error": str(exc)}
         with self.lock:
             try:
-                return self._handle(op, fields)
+                reply = self._handle(op, fields)
             except (RequestError, InputError) as exc:
                 return {"ok": False, "error": str(exc)}
+        if op == "delete" and fields["wait"] is not False:
+            # Not under the lock: the pods' kubelets need it to finish.
+            self._wait_gone(reply.pop("pods"))
+        else:
+            reply.pop("pods", None)
+        return reply
 
     def _handle(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         if op == "state":
@@ -658,7 +711,13 @@ class Supervisor:
             objects = _objects(fields["objects"], self.lab, self._in_place())
             return {"ok": True, "applied": self._change(lambda: self._apply(objects))}
         if op == "delete":
-            return {"ok": True, "deleted": self._change(lambda: self._delete(fields["refs"]))}
+            refs, grace = fields["refs"], fields["gracePeriod"]
+            before = self._terminating_pods()
+            deleted = self._change(lambda: self._delete(refs, grace))
+            # The pods this deletion set terminating, its own and those of
+            # the objects it deleted (their garbage collection).
+            pods = [p for p in self._terminating_pods() if p not in before]
+            return {"ok": True, "deleted": deleted, "pods": pods}
         if op == "scale":
             return {"ok": True, "scaled": self._change(lambda: self._scale(fields))}
         if op == "createjob":
@@ -776,7 +835,7 @@ class Supervisor:
         keys = list(apply_objects(self.client, objects))
         return [f"{kind}/{name}" for kind, _, name in keys]
 
-    def _delete(self, refs: list[dict[str, Any]]) -> list[str]:
+    def _delete(self, refs: list[dict[str, Any]], grace: int | None) -> list[str]:
         deleted = []
         for ref in refs:
             kind = ref["kind"]
@@ -789,11 +848,43 @@ class Supervisor:
             try:
                 cls = KIND_BY_NAME.get(kind) or _generic_class(kind)
                 assert cls is not None, kind  # checked with the request
-                self.client.delete(cls, ref.get("namespace"), ref["name"])
+                self.client.delete(
+                    cls, ref.get("namespace"), ref["name"], grace_period_seconds=grace
+                )
             except NotFound as exc:
                 raise RequestError(str(exc)) from exc
             deleted.append(f"{kind}/{ref['name']}")
         return deleted
+
+    def _terminating_pods(self) -> list[tuple[str | None, str, str]]:
+        """(namespace, name, uid) of the pods being deleted gracefully."""
+        return [
+            (p.metadata.namespace, p.metadata.name or "", p.metadata.uid or "")
+            for p in self.client.list(Pod).items
+            if p.metadata.deletion_timestamp is not None
+        ]
+
+    def _wait_gone(self, pods: list[tuple[str | None, str, str]]) -> None:
+        """Until these pods (by uid) are gone, as `kubectl delete` waits:
+        at most their grace period and a little more, since the kubelet
+        kills what is left when the period is over."""
+        for namespace, name, uid in pods:
+            deadline = None
+            while True:
+                try:
+                    pod = self.client.get(Pod, namespace, name)
+                except NotFound:
+                    break
+                if pod.metadata.uid != uid:
+                    break
+                if deadline is None:
+                    grace = pod.metadata.deletion_grace_period_seconds or 0
+                    deadline = time.monotonic() + grace + WAIT_SLACK
+                if time.monotonic() > deadline:
+                    break  # e.g. bound to a node this lab does not have
+                time.sleep(WAIT_POLL)
+        with self.lock:
+            pass  # the reconcile that follows their removal is over
 
     def _scale(self, request: dict[str, Any]) -> str:
         cls = KIND_BY_NAME[request["kind"]]

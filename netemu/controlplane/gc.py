@@ -63,6 +63,8 @@ class GarbageCollector:
             for obj in self.client.list(kind).items:
                 meta = meta_of(obj)
                 refs = [r.uid for r in meta.owner_references]
+                if meta.deletion_timestamp is not None:
+                    continue  # being deleted already (a pod's graceful deletion)
                 if refs and all(uid in self.deleted for uid in refs):
                     try:
                         delete(self.client, obj)

@@ -14,6 +14,8 @@ timestamps).
 
 from __future__ import annotations
 
+import datetime
+
 from netemu.api.apps import ReplicaSet, ReplicationController
 from netemu.api.base import LabelSelector
 from netemu.api.core import Pod, PodTemplateSpec
@@ -23,13 +25,11 @@ from netemu.controlplane.common import (
     controller_ref,
     delete,
     is_active,
-    is_pod_ready,
     owner_reference,
     pod_from_template,
     write,
 )
-
-_PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+from netemu.controlplane.ranking import pods_to_delete
 
 
 def replicated_spec(
@@ -64,18 +64,31 @@ class ReplicaSetController:
                 orphans.setdefault(pod.metadata.namespace, []).append(pod)
             elif ref.uid:
                 controlled.setdefault(ref.uid, []).append(pod)
-        owners: list[ReplicaSet | ReplicationController] = [
+        sets: list[ReplicaSet | ReplicationController] = [
             *self.client.list(ReplicaSet).items,
             *self.client.list(ReplicationController).items,
         ]
-        for rs in owners:
+        # getReplicaSetsWithSameController: the sets of one owner (a
+        # Deployment's old and new ones); a set without an owner stands alone.
+        siblings: dict[str, list[ReplicaSet | ReplicationController]] = {}
+        for rs in sets:
+            ref = controller_ref(rs.metadata)
+            siblings.setdefault(ref.uid if ref else rs.metadata.uid or "", []).append(rs)
+        for rs in sets:
             owned = controlled.get(rs.metadata.uid or "", [])
             claimed = [p for p in owned if controlled_by(p, rs)]
-            changed |= self._sync(rs, claimed, orphans.get(rs.metadata.namespace, []))
+            ref = controller_ref(rs.metadata)
+            family = siblings[ref.uid if ref else rs.metadata.uid or ""]
+            related = [p for s in family for p in controlled.get(s.metadata.uid or "", [])]
+            changed |= self._sync(rs, claimed, orphans.get(rs.metadata.namespace, []), related)
         return changed
 
     def _sync(
-        self, rs: ReplicaSet | ReplicationController, claimed: list[Pod], orphans: list[Pod]
+        self,
+        rs: ReplicaSet | ReplicationController,
+        claimed: list[Pod],
+        orphans: list[Pod],
+        related: list[Pod],
     ) -> bool:
         changed = False
         selector, template, desired = replicated_spec(rs)
@@ -106,16 +119,8 @@ class ReplicaSetController:
                 )
             changed = True
         elif len(active) > desired:
-            for pod in sorted(active, key=_deletion_rank)[: len(active) - desired]:
+            now = datetime.datetime.now(datetime.UTC)
+            for pod in pods_to_delete(active, related, len(active) - desired, now):
                 delete(self.client, pod)
             changed = True
         return changed
-
-
-def _deletion_rank(pod: Pod) -> tuple[bool, int, bool, str]:
-    return (
-        bool(pod.spec.node_name),
-        _PHASE_RANK.get(pod.status.phase or "Pending", 0),
-        is_pod_ready(pod),
-        pod.metadata.name or "",
-    )

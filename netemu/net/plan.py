@@ -320,6 +320,9 @@ class ContainerPlan:
     probe_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # grpc probe ports (the gRPC health service there), with their fail switches.
     grpc_ports: tuple[tuple[int, tuple[str, ...]], ...] = ()
+    # An init container with restartPolicy Always: a sidecar, started
+    # before the next init container and left running.
+    sidecar: bool = False
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,8 @@ class PodPlan:
     sandbox_id: str = ""
     # The pod's hostPorts, as kubelet hands them to CNI (runtimeConfig.portMappings).
     host_ports: tuple[PortMapping, ...] = ()
+    # Its init containers, run in order before `containers` start.
+    init_containers: tuple[ContainerPlan, ...] = ()
 
     @property
     def key(self) -> str:
@@ -736,6 +741,16 @@ def plan_pod(
         cluster_dns=cluster_dns,
         domain=domain,
     )
+    init_containers = tuple(
+        ContainerPlan(
+            name=c.name,
+            argv=(*c.command, *c.args) if c.command else (),
+            env=_plain_env(c.env),
+            ports=tuple((p.container_port, p.protocol) for p in c.ports),
+            sidecar=c.restart_policy == "Always",
+        )
+        for c in spec.init_containers
+    )
     return PodPlan(
         namespace=namespace,
         name=name,
@@ -757,6 +772,7 @@ def plan_pod(
         # A hostNetwork pod's hostPorts are its own sockets on the node: the
         # runtime does not call CNI for it, so portmap never sees them.
         host_ports=() if host_network else port_mappings(pod),
+        init_containers=init_containers,
     )
 
 

@@ -8,7 +8,9 @@ mounted over the node's for its processes only), and its containers: a container
 as a process in the pod's namespace, a container without one is served by
 the lab's built-in test server (the built-in DNS server in a pod annotated
 `netemu/builtin-server: dns`). A pod that is gone is torn down in the
-reverse order (CNI DEL last).
+reverse order (CNI DEL last). A pod being deleted gracefully
+(deletionTimestamp set) is stopped container by container first
+(`begin_terminations`, netemu.node.termination), and removed once it has.
 
 A pod's hostPorts go through the portmap plugin's chains
 (netemu.rules.portmap), written in one `iptables-restore --noflush`
@@ -23,15 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netemu.api.config import Lab
-from netemu.api.core import Pod, Service
+from netemu.api.core import Container, Pod, PodStatus, Service
 from netemu.controlplane import Client
 from netemu.controlplane.addons import BUILTIN_DNS
 from netemu.controlplane.errors import Conflict, NotFound
-from netemu.kernel import netns, processes
+from netemu.kernel import kubeprobe, netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
 from netemu.kernel.journal import Journal, run_dir
@@ -52,8 +57,11 @@ from netemu.net.plan import (
 from netemu.net.standin import STAND_IN_ANNOTATION
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.envvars import container_env, service_env
+from netemu.node.initcontainers import initialized_status, run_init
+from netemu.node.initcontainers import pod_status as init_pod_status
 from netemu.node.podfiles import node_hosts, node_resolver
-from netemu.node.probes import EXIT_SIGTERM
+from netemu.node.probes import EXIT_SIGTERM, ContainerLife, ExecHandler, HttpHandler, RestartPolicy
+from netemu.node.termination import Stoppable, pre_stop_of, terminate
 from netemu.node.testserver import PodIdentity, TestServers
 from netemu.rules.model import parse_restore
 from netemu.rules.portmap import PortmapPod, sync_text
@@ -75,6 +83,12 @@ class RunningPod:
     # Built-in server containers that could not start (their ports taken):
     # name -> exit code. The prober restarts them with back-off.
     failed: dict[str, int] = field(default_factory=dict)
+    # Its init containers run (netemu.node.initcontainers); the app
+    # containers have not started, and the prober leaves the pod alone.
+    initializing: bool = False
+    init_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Set when the pod stops: its init sequence ends.
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -96,6 +110,13 @@ class Kubelet:
     host_ports_applied: list[str] = field(default_factory=list, init=False)
     # Pods whose sandbox kubelet cannot create (already reported).
     refused: set[str] = field(default_factory=set, init=False)
+    # How a change from one of the kubelet's own threads (init containers)
+    # is made: under the supervisor's lock, then a reconcile if the change
+    # returns True. None: run directly.
+    locked: Callable[[Callable[[], bool]], None] | None = None
+    log: Callable[[str], None] = print
+    # Pods being stopped after their deletion: key -> uid.
+    terminating: dict[str, str] = field(default_factory=dict, init=False)
 
     def desired(self) -> dict[str, PodPlan]:
         plans = {}
@@ -143,12 +164,96 @@ class Kubelet:
             if key not in desired or desired[key] != self.running[key].plan
         ]
         stopping = [self.running.pop(key) for key in gone]
+        for key in gone:
+            self.terminating.pop(key, None)
         # portmap's DEL runs before the bridge plugin's (a chain's DEL goes
         # in reverse order): no hostPort leads to a pod that is going.
         self.sync_host_ports()
         for running in stopping:
             self._stop(running)
         return bool(gone)
+
+    def begin_terminations(
+        self, finish: Callable[[str, str], None], log: Callable[[str], None] = print
+    ) -> bool:
+        """Start stopping the running pods that are being deleted (each on a
+        thread: netemu.node.termination); `finish(key, uid)` is called once
+        a pod's containers have stopped. True if any began."""
+        began = False
+        for pod in self.client.list(Pod).items:
+            meta = pod.metadata
+            if pod.spec.node_name != self.node.name or meta.deletion_timestamp is None:
+                continue
+            key = f"{meta.namespace or 'default'}/{meta.name}"
+            running = self.running.get(key)
+            if key in self.terminating:
+                continue
+            uid = meta.uid or ""
+            self.terminating[key] = uid
+            if running is None:
+                # Bound here but not started (no address yet): nothing to
+                # stop. Finished on a thread, as the caller holds the lock.
+                threading.Thread(target=finish, args=(key, uid), daemon=True).start()
+                began = True
+                continue
+            containers = [self._stoppable(key, running, c) for c in pod.spec.containers]
+            if running.initializing or running.init_procs:
+                # Its init sequence ends; an init container still running
+                # (or a sidecar) is stopped with the others.
+                running.cancel.set()
+                containers.extend(
+                    Stoppable(name, None, None, _stopper(proc))
+                    for name, proc in running.init_procs.items()
+                )
+            grace = float(meta.deletion_grace_period_seconds or 0)
+            log(f"{key}: deleted, stopping its containers within {grace:.0f}s")
+            threading.Thread(
+                target=terminate,
+                args=(key, containers, grace, lambda k=key, u=uid: finish(k, u), log),
+                name=f"terminate {key}",
+                daemon=True,
+            ).start()
+            began = True
+        return began
+
+    def _stoppable(self, key: str, running: RunningPod, container: Container) -> Stoppable:
+        """A container of a pod being deleted: its preStop hook and how it stops."""
+        plan = running.plan
+        hook = pre_stop_of(container)
+        action: kubeprobe.Action | str | None = None
+        if isinstance(hook, ExecHandler):
+            action = kubeprobe.Exec(plan.netns, hook.command, plan.hostname)
+        elif isinstance(hook, HttpHandler):
+            port = hook.port
+            if isinstance(port, str):
+                found = [p.container_port for p in container.ports if p.name == port]
+                port = found[0] if found else port
+            if isinstance(port, str):
+                action = f"couldn't find port: {port} in container {container.name}"
+            else:
+                action = kubeprobe.HttpGet(
+                    self.node.netns,
+                    hook.host or plan.ip,
+                    port,
+                    hook.path,
+                    hook.scheme,
+                    hook.headers,
+                )
+        name = container.name
+        commands = [c.name for c in plan.containers if c.argv]
+
+        def stop(seconds: float) -> None:
+            if name in commands:
+                index = commands.index(name)
+                if index < len(running.procs):  # not while init containers run
+                    # The process now (a restart replaces it).
+                    processes.stop(running.procs[index], timeout=seconds)
+            else:
+                # A built-in server's SIGTERM: it stops accepting and drops
+                # its connections (unknown keys are ignored).
+                self.servers.stop_serving(f"{key}/{name}")
+
+        return Stoppable(name, hook, action, stop)
 
     def sync_host_ports(self) -> bool:
         """Make the node's portmap chains match the running pods with
@@ -204,6 +309,14 @@ class Kubelet:
                 "hostname": plan.hostname + "\n",
             },
         )
+        if plan.init_containers:
+            self._begin_init(running)
+            return
+        self._start_containers(running)
+
+    def _start_containers(self, running: RunningPod) -> None:
+        """Start the pod's app containers (its init containers are done)."""
+        plan = running.plan
         for container in plan.containers:
             if container.argv:
                 proc = processes.start(
@@ -229,6 +342,87 @@ class Kubelet:
                     # back-off (CrashLoopBackOff), as the kubelet does.
                     running.failed[container.name] = self._start_failed(plan, container, exc)
 
+    def _begin_init(self, running: RunningPod) -> None:
+        """Run the pod's init containers on a thread of its own
+        (netemu.node.initcontainers); its app containers start after them."""
+        plan = running.plan
+        running.initializing = True
+        pod = self.client.get(Pod, plan.namespace, plan.name)
+        policy = pod.spec.restart_policy
+        restart: RestartPolicy = policy if policy in ("OnFailure", "Never") else "Always"
+        uid = pod.metadata.uid
+
+        def start(container: ContainerPlan) -> subprocess.Popen[bytes] | None:
+            if not container.argv:
+                return None
+            proc = processes.start(
+                plan.netns,
+                container.argv,
+                hostname=plan.hostname,
+                env=self._environment(plan, container),
+                log=self._log_path(plan, container.name),
+            )
+            self.journal.process(proc.pid)
+            running.init_procs[container.name] = proc
+            return proc
+
+        def write(status: Callable[[Pod], PodStatus], reconcile: bool) -> bool:
+            try:
+                now = self.client.get(Pod, plan.namespace, plan.name)
+                if now.metadata.uid != uid or running.cancel.is_set():
+                    return False
+                self.client.update(now.model_copy(update={"status": status(now)}))
+            except (NotFound, Conflict):
+                return False
+            return reconcile
+
+        def publish(lives: Sequence[ContainerLife | None], failed: bool) -> None:
+            self._locked(
+                lambda: write(
+                    lambda p: init_pod_status(p, plan.init_containers, lives, failed), failed
+                )
+            )
+
+        def done(lives: Sequence[ContainerLife | None]) -> None:
+            def finish() -> bool:
+                if running.cancel.is_set():
+                    return False
+                running.initializing = False
+                self._start_containers(running)
+                return write(
+                    lambda p: initialized_status(
+                        p, plan.init_containers, lives, time.time(), has_gates(p)
+                    ),
+                    True,
+                )
+
+            self._locked(finish)
+
+        threading.Thread(
+            target=run_init,
+            args=(
+                plan.key,
+                plan.init_containers,
+                restart,
+                start,
+                exit_code,
+                publish,
+                done,
+                running.cancel,
+                self.log,
+            ),
+            name=f"init {plan.key}",
+            daemon=True,
+        ).start()
+
+    def _locked(self, change: Callable[[], bool]) -> None:
+        """Run `change` as the supervisor runs changes (under its lock, then
+        a reconcile if it returns True); directly without a supervisor."""
+        if self.locked is not None:
+            self.locked(change)
+        else:
+            change()
+
     def _start_failed(self, plan: PodPlan, container: ContainerPlan, exc: OSError) -> int:
         """Note a built-in server container that could not bind its ports in
         its log (as the server would print it) and return its exit code."""
@@ -239,6 +433,9 @@ class Kubelet:
         return EXIT_START_FAILED
 
     def _stop(self, running: RunningPod, drain: bool = True) -> None:
+        running.cancel.set()  # its init sequence, if one runs, ends
+        for proc in running.init_procs.values():
+            processes.stop(proc)
         for key in running.served:
             self.servers.stop_serving(key)
         for proc in running.procs:
@@ -429,6 +626,20 @@ def annotate_stand_ins(client: Client, plan: PodPlan) -> None:
     meta = pod.metadata.model_copy(update={"annotations": annotations})
     with contextlib.suppress(NotFound, Conflict):
         client.update(pod.model_copy(update={"metadata": meta}))
+
+
+def _stopper(process: subprocess.Popen[bytes]) -> Callable[[float], None]:
+    """SIGTERM `process`, SIGKILL after the seconds given."""
+
+    def stop(seconds: float) -> None:
+        processes.stop(process, timeout=seconds)
+
+    return stop
+
+
+def has_gates(pod: Pod) -> bool:
+    """Whether a readiness or startup probe must pass before the pod is Ready."""
+    return any(c.readiness_probe or c.startup_probe for c in pod.spec.containers)
 
 
 def container_log(

@@ -91,6 +91,11 @@ class _Running(Protocol):
     def plan(self) -> PodPlan: ...
 
     @property
+    def initializing(self) -> bool:
+        """Its init containers run; its app containers have not started."""
+        ...
+
+    @property
     def failed(self) -> Mapping[str, int]:
         """Containers that could not start (their exit codes)."""
         ...
@@ -204,7 +209,8 @@ class ProbeManager:
             del self.pods[key]
         for key, run in running.items():
             pod = pods.get(key)
-            if pod is None:
+            if pod is None or run.initializing:
+                # Its app containers start once its init containers are done.
                 continue
             tracked = self.pods.get(key)
             if tracked is not None and tracked.pod.metadata.uid == pod.metadata.uid:
@@ -358,6 +364,9 @@ class ProbeManager:
     def restarts(self, now: float, wall: float) -> None:
         """Containers that ended by themselves, and restarts that are due."""
         for tracked in self.pods.values():
+            if tracked.pod.metadata.deletion_timestamp is not None:
+                # Being stopped (netemu.node.termination): nothing restarts.
+                continue
             for name, life in tracked.lives.items():
                 if life.running:
                     code = self.kubelet.container_exit(tracked.key, name)

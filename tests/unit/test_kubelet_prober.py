@@ -70,6 +70,7 @@ spec:
 class FakeRunning:
     plan: PodPlan
     failed: dict[str, int] = field(default_factory=dict)
+    initializing: bool = False
 
 
 @dataclass
