@@ -1169,6 +1169,18 @@ def _raw_ref(data: Any) -> str:
     return f"{kind}/{name or '<unnamed>'}"
 
 
+def _without_nulls(data: Any) -> Any:
+    """`data` without the mapping entries whose value is null: the API server
+    decodes a JSON null as the field's zero value, so `data: null` (as
+    kustomize and Helm render an empty map) is the field left out, and a
+    required field given null is missing."""
+    if isinstance(data, dict):
+        return {k: _without_nulls(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_without_nulls(v) for v in data]
+    return data
+
+
 def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic] | Diagnostic:
     """The typed (or generic) object a document holds, its problems, or (a single
     Diagnostic) a notice that the document is not an object and was skipped."""
@@ -1200,7 +1212,7 @@ def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic] | Diagn
             return untyped
         model = untyped
     try:
-        obj = model.model_validate(data)
+        obj = model.model_validate(_without_nulls(data))
     except pydantic.ValidationError as exc:
         return [
             Diagnostic(

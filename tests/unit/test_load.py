@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from netemu.api.config import Lab
-from netemu.api.core import Service
+from netemu.api.core import ConfigMap, Service
 from netemu.api.errors import Diagnostic, InputError
 from netemu.api.generic import GenericObject, generic_kind
 from netemu.api.load import load_paths, load_text, stored_not_emulated
@@ -356,3 +356,18 @@ def test_a_custom_resource_without_its_crd_is_kept_with_a_warning() -> None:
         "warning: Gadget (other.io/v1, custom resource without its CustomResourceDefinition "
         "in the input): 1 object stored, not emulated"
     ]
+
+
+def test_null_is_a_field_left_out_as_the_api_server_decodes_it() -> None:
+    # `data: null` as kustomize renders an empty map; a required field given null is missing.
+    text = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: null}\ndata: null\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n"
+        "  selector: null\n  ports: [{port: 80, targetPort: null}]\n"
+    )
+    loaded, found = load_text(text, "x.yaml")
+    assert found == []
+    config, service = (item.obj for item in loaded)
+    assert isinstance(config, ConfigMap) and config.data == {}
+    assert isinstance(service, Service) and service.spec.selector is None
+    assert problems("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: null}\n")
