@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netemu.api.config import KubeProxyConfiguration, Lab
+from netemu.api.load import gc_paused
 from netemu.controlplane import Client, snapshot
 from netemu.kernel.conntrack import Conntrack
 from netemu.kernel.iptables import Iptables
@@ -95,6 +96,13 @@ class ProxyAgent:
 
     def reconcile(self) -> bool:
         """One sync if anything kube-proxy watches changed; True if it wrote rules."""
+        # A sync makes rules and strings by the hundred thousand and frees
+        # them only at its end: the cyclic GC walking them again and again
+        # took most of a partial sync's time at 5,000 Services.
+        with gc_paused():
+            return self._reconcile()
+
+    def _reconcile(self) -> bool:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         data = proxy_input(state, self.node)
         if self.servers is not None:
@@ -118,9 +126,14 @@ class ProxyAgent:
         due = self.failed or now - self.last_full_sync >= FULL_SYNC_PERIOD
         if not due and not canary_gone(parse_restore(self.iptables.save())):
             return False
-        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-        self._sync(proxy_input(state, self.node), full=True)
+        self.force_sync()
         return True
+
+    def force_sync(self) -> None:
+        """A full sync now (kube-proxy's forceSyncProxyRules)."""
+        with gc_paused():  # see reconcile
+            state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+            self._sync(proxy_input(state, self.node), full=True)
 
     def _sync(self, data: ProxyInput, *, full: bool) -> None:
         previous = self.last_input

@@ -203,20 +203,23 @@ def updated_services(
     (its change trackers drop a change that ends where it began, so a
     Service counts when what kube-proxy sees of it differs)."""
 
-    def ports(data: ProxyInput | None) -> dict[tuple[str, str], set[object]]:
-        out: dict[tuple[str, str], set[object]] = {}
+    # Keyed dicts rather than sets: comparing them does not hash every
+    # endpoint, which at 25,000 endpoints is a good part of a partial sync.
+    def ports(data: ProxyInput | None) -> dict[tuple[str, str], dict[object, object]]:
+        out: dict[tuple[str, str], dict[object, object]] = {}
         for sp in data.service_ports if data else ():
-            out.setdefault((sp.namespace, sp.name), set()).add(sp)
+            out.setdefault((sp.namespace, sp.name), {})[(sp.port_name, sp.protocol)] = sp
         return out
 
-    def endpoints(data: ProxyInput | None) -> dict[tuple[str, str], set[object]]:
-        out: dict[tuple[str, str], set[object]] = {}
+    def endpoints(data: ProxyInput | None) -> dict[tuple[str, str], dict[object, object]]:
+        out: dict[tuple[str, str], dict[object, object]] = {}
         for (namespace, name, port, proto), eps in (data.endpoints if data else {}).items():
-            out.setdefault((namespace, name), set()).add((port, proto, eps))
+            out.setdefault((namespace, name), {})[(port, proto)] = eps
         return out
 
     def diff(
-        a: dict[tuple[str, str], set[object]], b: dict[tuple[str, str], set[object]]
+        a: dict[tuple[str, str], dict[object, object]],
+        b: dict[tuple[str, str], dict[object, object]],
     ) -> set[tuple[str, str]]:
         return {key for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
 
