@@ -581,16 +581,20 @@ class Supervisor:
         # The ingress-nginx addon when the input has an Ingress (netemu.controlplane.addons).
         if wants_ingress(self.objects):
             wanted += ingress_addons()
-        addons = []
-        for obj in wanted:
+        if addons := self._missing(wanted):
+            apply_objects(self.client, addons)
+            self.plane.run_to_fixed_point()
+
+    def _missing(self, objects: list[K8sModel]) -> list[K8sModel]:
+        """The objects the store does not hold yet (by kind, namespace, name)."""
+        missing = []
+        for obj in objects:
             _, namespace, name = key_of(obj)
             try:
                 self.client.get(type(obj), namespace, name)
             except NotFound:
-                addons.append(obj)
-        if addons:
-            apply_objects(self.client, addons)
-            self.plane.run_to_fixed_point()
+                missing.append(obj)
+        return missing
 
     def _serve_api_stand_in(self, plan: LabPlan) -> None:
         """TLS on the control-plane (first) node's address, port 6443: the
@@ -851,6 +855,10 @@ class Supervisor:
             if isinstance(obj, Lab | KubeProxyConfiguration):
                 raise RequestError(f"{obj.kind} cannot change in a running lab; netemu down and up")
         keys = list(apply_objects(self.client, objects))
+        # The first Ingress applied to a lab started without one brings the
+        # ingress-nginx addon, as one in the input does at start.
+        if wants_ingress(objects) and (addons := self._missing(ingress_addons())):
+            apply_objects(self.client, addons)
         return [f"{kind}/{name}" for kind, _, name in keys]
 
     def _delete(self, refs: list[dict[str, Any]], grace: int | None) -> list[str]:

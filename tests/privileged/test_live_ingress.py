@@ -206,3 +206,36 @@ def test_ingress_lab(tmp_path: Path) -> None:
             for line in _access_log(lab).read_text().splitlines()
         }
         assert upstream_ips - {"-"} <= pods
+
+
+def test_the_first_ingress_applied_to_a_running_lab_brings_the_controller() -> None:
+    with running_lab([LAB / "lab.yaml", LAB / "shop.yaml"], lab_name("ing-late")) as lab:
+
+        def controller_services() -> list[dict[str, Any]]:
+            return [
+                s for s in lab.state()["services"] if s["metadata"]["namespace"] == "ingress-nginx"
+            ]
+
+        assert controller_services() == []  # no Ingress yet: no addon
+        applied = netemu_cli(
+            "apply", "--lab", lab.name, "-f", str(LAB / "tls.yaml"), "-f", str(LAB / "ingress.yaml")
+        )
+        assert applied.returncode == 0, applied.stderr
+        [svc] = controller_services()
+        address = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+        api = _pod_ips(lab, "api")
+        browser = Browser(lab, address)
+        deadline = time.monotonic() + 10
+        while True:
+            request_id = uuid.uuid4().hex
+            try:
+                status, _, _ = browser.get(
+                    "http://api.example.com/v1/users", "-H", f"X-Request-ID: {request_id}"
+                )
+            except subprocess.CalledProcessError:
+                status = 0  # the controller pod's nginx is still starting
+            if status != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert status == 404  # the test server's answer to an unknown path: the pod answered
+        assert _upstream_of(lab, request_id) in api
