@@ -58,6 +58,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "describe_command",
         "Show a live Service in detail, with its load balancer's health per node.",
     ),
+    "create": LazyCommand(
+        "netemu.cli_live",
+        "create_command",
+        "Create a Job from a CronJob now: netemu create job NAME --from=cronjob/CJ.",
+    ),
     "down": LazyCommand(
         "netemu.cli_live",
         "down_command",
@@ -72,7 +77,8 @@ COMMANDS: dict[str, LazyCommand] = {
         "netemu.cli_get",
         "get",
         "Show pods, services, endpointslices, nodes, namespaces, deployments, "
-        "replicasets, daemonsets or statefulsets (as kubectl would), computed "
+        "replicasets, daemonsets, statefulsets, replicationcontrollers, jobs, "
+        "cronjobs, endpoints, ingresses or ingressclasses (as kubectl would), computed "
         "from manifests (-f) or read from a live lab.",
     ),
     "graph": LazyCommand(
@@ -96,7 +102,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "scale": LazyCommand(
         "netemu.cli_live",
         "scale_command",
-        "Scale a Deployment, ReplicaSet or StatefulSet (e.g. deployment/web --replicas 5).",
+        "Scale a Deployment, ReplicaSet, StatefulSet or ReplicationController "
+        "(e.g. rc/web --replicas 2).",
     ),
     "trace": LazyCommand("netemu.cli_trace", "trace", "Follow a packet from FROM to TO."),
     "up": LazyCommand(
@@ -176,6 +183,22 @@ def manifest_files(text: str, *, required: bool = True, exists: bool = False) ->
         type=click.Path(exists=exists),
         help=text,
     )
+
+
+def create_namespaces_option(func: FC) -> FC:
+    """--create-namespaces: namespaces used but not defined are created."""
+    return click.option(
+        "--create-namespaces",
+        is_flag=True,
+        help="Create namespaces objects use but no Namespace defines (else an error, "
+        'as kubectl apply says: namespaces "x" not found).',
+    )(func)
+
+
+def echo_notes(notes: list[str]) -> None:
+    """The loader's notices and warnings, one line each, on stderr."""
+    for line in notes:
+        click.echo(line, err=True)
 
 
 def stdout_width() -> int | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from netemu.cli import require_root, run
+from netemu.cli import create_namespaces_option, echo_notes, require_root, run
 from netemu.cli_table import (
     RESOURCES,
     dump_json,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("resource", type=click.Choice(sorted(RESOURCES)), metavar="RESOURCE")
+@click.argument("resource", metavar="RESOURCE")
 @click.option(
     "-f",
     "--filename",
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 @click.option(
     "-A", "--all-namespaces", is_flag=True, help="Objects in every namespace (the default)."
 )
+@create_namespaces_option
 def get(
     resource: str,
     paths: tuple[str, ...],
@@ -55,38 +56,62 @@ def get(
     output: str | None,
     namespace: str | None,
     all_namespaces: bool,
+    create_namespaces: bool,
 ) -> None:
     """Show pods, services, endpointslices, nodes, namespaces, deployments,
-    replicasets, daemonsets or statefulsets (as kubectl would), computed
+    replicasets, daemonsets, statefulsets, replicationcontrollers, jobs,
+    cronjobs, endpoints, ingresses or ingressclasses (as kubectl would), computed
     from manifests (-f) or read from a live lab. Unlike kubectl, every
     namespace is listed (with a NAMESPACE column, as kubectl -A) unless -n
     names one: a lab is small, and its kube-system objects (the DNS addon)
-    are part of what it shows."""
+    are part of what it shows. Kinds netemu stores but does not emulate
+    (serviceaccounts, roles, configmaps, custom resources, ...) are listed
+    by plural, kind or short name, with NAME and AGE."""
 
     def action() -> None:
         if namespace is not None and all_namespaces:
             raise UsageError("-n and -A cannot be used together")
-        kind = RESOURCES[resource]
         if paths:
-            state = _computed_state(paths)
+            notes: list[str] = []
+            try:
+                state = _computed_state(paths, notes, create_namespaces)
+            finally:
+                echo_notes(notes)
+            kind = RESOURCES.get(resource) or _stored_kind(resource)
             if namespace is not None:
                 state = in_namespace(state, namespace)
             print_resources(kind, state, output, with_namespace=namespace is None)
         else:
             require_root("get")
+            # A kind the lab stores but does not emulate is resolved by the lab,
+            # which knows its custom resources' names.
+            kind = RESOURCES.get(resource, resource)
             shown = LiveLab(resolve_lab(lab_name_)).table(kind, namespace, output)
             _print(shown, output)
 
     run(action)
 
 
-def _computed_state(paths: tuple[str, ...]) -> ClusterState:
+def _computed_state(
+    paths: tuple[str, ...], notes: list[str], create_namespaces: bool
+) -> ClusterState:
     """The state the control plane computes from manifests (-f). The manifest
     pipeline (YAML, validation, the rule compiler) is imported only here:
     reading a live lab does not need it (benchmarks/startup.py)."""
     from netemu.pipeline import load_cluster
 
-    return load_cluster(paths)
+    return load_cluster(paths, notes=notes, create_namespaces=create_namespaces)
+
+
+def _stored_kind(resource: str) -> str:
+    """The kind of objects stored but not emulated that `resource` names (after
+    loading, so custom resources' CRDs are known), as kubectl resolves it."""
+    from netemu.api.generic import resource_kind
+
+    kind = resource_kind(resource)
+    if kind is None:
+        raise UsageError(f'the server doesn\'t have a resource type "{resource}"')
+    return kind
 
 
 def print_resources(

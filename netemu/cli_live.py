@@ -1,5 +1,5 @@
 """The `netemu` commands that work on live labs: down, exec, apply, delete,
-scale, logs, rules and labs, and the body of up (netemu.cli_up). Each needs
+scale, create job, logs, rules and labs, and the body of up (netemu.cli_up). Each needs
 root and says so in one line without it. Imported only when one of them
 runs (netemu.cli)."""
 
@@ -14,10 +14,10 @@ from typing import Any
 import click
 from rich.console import Console
 
-from netemu.api.config import Lab
+from netemu.api.config import DEFAULT_LAB_NOTICE, Lab
 from netemu.api.load import Loaded, Origin
 from netemu.api.validate import load_and_validate
-from netemu.cli import manifest_files, require_root, run
+from netemu.cli import create_namespaces_option, echo_notes, manifest_files, require_root, run
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, is_namespaced, kind_of
 from netemu.errors import LabError, LabUsageError
 from netemu.lab import (
@@ -39,21 +39,36 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def bring_up(paths: tuple[str, ...], name: str | None, supervisor: Popen[bytes]) -> None:
+def bring_up(
+    paths: tuple[str, ...],
+    name: str | None,
+    supervisor: Popen[bytes],
+    create_namespaces: bool = False,
+) -> None:
     """`netemu up` once its supervisor has started (netemu.cli_up)."""
 
     def action() -> None:
         started = time.monotonic()
         # Validation errors with file:line before the lab is named; the
         # supervisor runs the control plane itself.
-        objects = [item.obj for item in load_and_validate(paths)]
+        notes: list[str] = []
+        try:
+            loaded = load_and_validate(
+                paths, notes=notes, create_namespaces=create_namespaces, default_lab=True
+            )
+        finally:
+            echo_notes(notes)
+        objects = [item.obj for item in loaded]
         labs = [obj for obj in objects if isinstance(obj, Lab)]
         if not labs:
             raise LabUsageError(
                 f"{', '.join(paths)}: a live lab needs a Lab object (apiVersion "
-                "netemu/v1alpha1, kind Lab) with its nodes; see controlplane/default/lab.yaml"
+                "netemu/v1alpha1, kind Lab) with its nodes, or no Node objects (then "
+                "the built-in lab is used); see controlplane/default/lab.yaml"
             )
-        lab = name or lab_name(labs[0], paths)
+        # On the built-in lab, the lab is named after the manifests.
+        built_in = DEFAULT_LAB_NOTICE in notes
+        lab = name or lab_name(None if built_in else labs[0], paths)
         console = Console(stderr=True, highlight=False)
         with console.status(f"lab {lab}: starting") as status:
 
@@ -61,7 +76,13 @@ def bring_up(paths: tuple[str, ...], name: str | None, supervisor: Popen[bytes])
                 count = f" {progress['done']}/{progress['total']}" if progress["total"] else ""
                 status.update(f"lab {lab}: {progress['stage']}{count}")
 
-            live = up(paths, lab, on_progress=show, supervisor=supervisor)
+            live = up(
+                paths,
+                lab,
+                on_progress=show,
+                supervisor=supervisor,
+                create_namespaces=create_namespaces,
+            )
         elapsed = time.monotonic() - started
         info = live.info()
         counts = ", ".join(
@@ -104,14 +125,27 @@ def down_command(lab: str | None, all_: bool) -> None:
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
 @_lab_option
+@click.option(
+    "-n", "--namespace", help="The pod's namespace (TARGET is then the pod's name, as kubectl)."
+)
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_command(lab_opt: str | None, target: str, command: tuple[str, ...]) -> None:
+def exec_command(
+    lab_opt: str | None, namespace: str | None, target: str, command: tuple[str, ...]
+) -> None:
     """Run COMMAND in a pod, node or external client: netemu exec TARGET -- CMD ..."""
     require_root("exec")
 
     def action() -> None:
-        argv = LiveLab(resolve_lab(lab_opt)).exec_argv(target, list(command))
+        if namespace is not None:
+            if "/" in target:
+                raise LabUsageError(
+                    f"-n {namespace} names the namespace: give the pod as NAME, not {target!r}"
+                )
+            chosen = f"{namespace}/{target}"
+        else:
+            chosen = target
+        argv = LiveLab(resolve_lab(lab_opt)).exec_argv(chosen, list(command))
         sys.stdout.flush()
         os.execvp(argv[0], argv)
 
@@ -121,13 +155,21 @@ def exec_command(lab_opt: str | None, target: str, command: tuple[str, ...]) -> 
 @click.command("apply")
 @manifest_files("Manifest file or directory.", exists=True)
 @_lab_option
-def apply_command(paths: tuple[str, ...], lab_opt: str | None) -> None:
+@create_namespaces_option
+def apply_command(paths: tuple[str, ...], lab_opt: str | None, create_namespaces: bool) -> None:
     """Create or update objects in a live lab; pods and rules follow at once."""
     require_root("apply")
 
     def action() -> None:
         lab = LiveLab(resolve_lab(lab_opt))
-        objects = [item.obj for item in load_and_validate(paths, _running_lab(lab))]
+        notes: list[str] = []
+        try:
+            loaded = load_and_validate(
+                paths, _running_lab(lab), notes=notes, create_namespaces=create_namespaces
+            )
+        finally:
+            echo_notes(notes)
+        objects = [item.obj for item in loaded]
         for line in lab.apply(objects):
             click.echo(f"{line} applied")
 
@@ -135,22 +177,67 @@ def apply_command(paths: tuple[str, ...], lab_opt: str | None) -> None:
 
 
 def _running_lab(lab: LiveLab) -> list[Loaded]:
-    """The Lab the lab runs, for checking what is applied against its ranges
-    and nodes here, with the files' own lines, before the lab sees it."""
+    """The Lab the lab runs, its Namespaces and Services, for checking what is
+    applied against its ranges, nodes, namespaces, cluster IPs and nodePorts
+    here, with the files' own lines, before the lab sees it."""
+    from netemu.api.core import Namespace, Service
+
+    where = Origin(f"lab {lab.name}", 0)
     raw = lab.info().get("lab")
-    return [] if raw is None else [Loaded(Lab.model_validate(raw), Origin(f"lab {lab.name}", 0))]
+    in_place = [] if raw is None else [Loaded(Lab.model_validate(raw), where)]
+    state = lab.state()
+    in_place += [Loaded(Namespace.model_validate(o), where) for o in state.get("namespaces", [])]
+    in_place += [Loaded(Service.model_validate(o), where) for o in state["services"]]
+    return in_place
+
+
+def delete_grace_period(given: int, force: bool) -> int | None:
+    """The grace period a delete asks for, as kubectl computes it: None for
+    each pod's own; 0 (remove at once) only with --force, else 1."""
+    if given == 0 and not force:
+        return 1
+    if force and given < 0:
+        return 0
+    return given if given >= 0 else None
 
 
 @click.command("delete")
 @manifest_files("Delete the objects in these manifests.", required=False, exists=True)
 @click.option("-n", "--namespace", default="default", show_default=True)
+@click.option(
+    "--grace-period",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Seconds a pod gets to stop (negative: its terminationGracePeriodSeconds); "
+    "0 only with --force.",
+)
+@click.option("--force", is_flag=True, help="Remove pods at once, without waiting for them.")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Return once deleted pods are gone."
+)
 @_lab_option
 @click.argument("kind_and_name", nargs=-1)
 def delete_command(
-    paths: tuple[str, ...], namespace: str, lab_opt: str | None, kind_and_name: tuple[str, ...]
+    paths: tuple[str, ...],
+    namespace: str,
+    grace_period: int,
+    force: bool,
+    wait: bool,
+    lab_opt: str | None,
+    kind_and_name: tuple[str, ...],
 ) -> None:
-    """Delete objects: netemu delete -f PATH, or netemu delete KIND NAME."""
+    """Delete objects: netemu delete -f PATH, or netemu delete KIND NAME.
+    Pods are deleted gracefully: each container's preStop hook, then
+    SIGTERM, then SIGKILL when the grace period is over."""
     require_root("delete")
+    grace = delete_grace_period(grace_period, force)
+    if grace == 0:
+        click.echo(
+            "warning: pods are removed at once; their containers are killed without "
+            "waiting for them to stop",
+            err=True,
+        )
 
     def action() -> None:
         refs: list[tuple[str, str | None, str]] = []
@@ -180,7 +267,7 @@ def delete_command(
             raise LabUsageError("expected -f PATH, KIND NAME or KIND/NAME")
         if not refs:
             return
-        for line in LiveLab(lab).delete(refs):
+        for line in LiveLab(lab).delete(refs, grace_period=grace, wait=wait):
             click.echo(f"{line} deleted")
 
     run(action)
@@ -192,7 +279,8 @@ def delete_command(
 @click.option("-n", "--namespace", default="default", show_default=True)
 @_lab_option
 def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | None) -> None:
-    """Scale a Deployment, ReplicaSet or StatefulSet (e.g. deployment/web --replicas 5)."""
+    """Scale a Deployment, ReplicaSet, StatefulSet or ReplicationController
+    (e.g. rc/web --replicas 2)."""
     require_root("scale")
 
     def action() -> None:
@@ -203,6 +291,32 @@ def scale_command(resource: str, replicas: int, namespace: str, lab_opt: str | N
         if kind not in SCALABLE:
             raise LabUsageError(f"{kind} cannot be scaled; scalable: {', '.join(sorted(SCALABLE))}")
         click.echo(LiveLab(resolve_lab(lab_opt)).scale(kind, namespace, name, replicas))
+
+    run(action)
+
+
+@click.command("create")
+@click.argument("kind", type=click.Choice(["job"]))
+@click.argument("name")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="The CronJob whose jobTemplate the Job is made from: cronjob/NAME.",
+)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@_lab_option
+def create_command(kind: str, name: str, source: str, namespace: str, lab_opt: str | None) -> None:
+    """Create a Job from a CronJob now: netemu create job NAME --from=cronjob/CJ."""
+    require_root("create")
+
+    def action() -> None:
+        kind_name, _, cronjob = source.partition("/")
+        if kind_name not in ("cronjob", "cronjobs", "cj", "cronjob.batch") or not cronjob:
+            raise LabUsageError(
+                f"--from: expected cronjob/NAME, got {source!r} (only a CronJob can be the source)"
+            )
+        click.echo(LiveLab(resolve_lab(lab_opt)).create_job(namespace, name, cronjob))
 
     run(action)
 

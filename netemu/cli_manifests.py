@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from netemu.cli import manifest_files, run
+from netemu.cli import create_namespaces_option, echo_notes, manifest_files, run
 from netemu.pipeline import compile_rules, lab_name, load_cluster, pick_node
 
 RULES_DIR = Path("rules")
@@ -15,11 +15,16 @@ RULES_DIR = Path("rules")
 
 @click.command()
 @manifest_files("Manifest file or directory (repeatable).")
-def validate(paths: tuple[str, ...]) -> None:
+@create_namespaces_option
+def validate(paths: tuple[str, ...], create_namespaces: bool) -> None:
     """Check manifests; print every problem as file:line: object: field: message."""
 
     def action() -> None:
-        state = load_cluster(paths)
+        notes: list[str] = []
+        try:
+            state = load_cluster(paths, notes=notes, create_namespaces=create_namespaces)
+        finally:
+            echo_notes(notes)
         count = len(state.services) + len(state.nodes)
         click.echo(
             f"valid: {len(state.nodes)} node(s), {len(state.services)} service(s), "
@@ -42,11 +47,18 @@ def validate(paths: tuple[str, ...]) -> None:
     help="kube-proxy mode.",
 )
 @click.option("--write", is_flag=True, help="Write rules/<lab>/<node>.iptables for every node.")
-def compile_command(paths: tuple[str, ...], node: str | None, mode: str, write: bool) -> None:
+@create_namespaces_option
+def compile_command(
+    paths: tuple[str, ...], node: str | None, mode: str, write: bool, create_namespaces: bool
+) -> None:
     """Print the iptables-restore input kube-proxy would apply on a node."""
 
     def action() -> None:
-        state = load_cluster(paths)
+        notes: list[str] = []
+        try:
+            state = load_cluster(paths, notes=notes, create_namespaces=create_namespaces)
+        finally:
+            echo_notes(notes)
         if write:
             out_dir = RULES_DIR / lab_name(state.lab, paths)
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,11 +38,20 @@ from typing import TYPE_CHECKING, Any
 from netemu.net.standin import STAND_IN_ANNOTATION
 
 if TYPE_CHECKING:
-    from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+    from netemu.api.apps import (
+        DaemonSet,
+        Deployment,
+        ReplicaSet,
+        ReplicationController,
+        StatefulSet,
+    )
     from netemu.api.base import K8sModel, LabelSelector
+    from netemu.api.batch import CronJob, Job
     from netemu.api.core import (
         ConfigMap,
         Container,
+        ContainerStatus,
+        Endpoints,
         EndpointSlice,
         Namespace,
         Node,
@@ -50,6 +59,7 @@ if TYPE_CHECKING:
         Secret,
         Service,
     )
+    from netemu.api.networking import Ingress, IngressClass
     from netemu.controlplane.state import ClusterState
 
 # What `get` shows, by every name kubectl accepts for it.
@@ -80,20 +90,38 @@ RESOURCES = {
     "statefulsets": "statefulsets",
     "statefulset": "statefulsets",
     "sts": "statefulsets",
+    "replicationcontrollers": "replicationcontrollers",
+    "replicationcontroller": "replicationcontrollers",
+    "rc": "replicationcontrollers",
+    "jobs": "jobs",
+    "job": "jobs",
+    "cronjobs": "cronjobs",
+    "cronjob": "cronjobs",
+    "cj": "cronjobs",
+    "endpoints": "endpoints",
+    "ep": "endpoints",
+    "ingresses": "ingresses",
+    "ingress": "ingresses",
+    "ing": "ingresses",
+    "ingressclasses": "ingressclasses",
+    "ingressclass": "ingressclasses",
     "configmaps": "configmaps",
     "configmap": "configmaps",
     "cm": "configmaps",
     "secrets": "secrets",
     "secret": "secrets",
 }
-CLUSTER_SCOPED = ("nodes", "namespaces")
+CLUSTER_SCOPED = ("nodes", "namespaces", "ingressclasses")
 # kubectl's tabwriter: padding 3, minimum cell width 6 (padding included).
 GAP = "   "
 MIN_WIDTH = 6
 
 
 def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
-    """The objects of `kind` (a value of RESOURCES)."""
+    """The objects of `kind`: a value of RESOURCES, or the kind name of objects
+    stored but not emulated (netemu.api.generic)."""
+    if kind not in _PRINTERS:
+        return tuple(o for o in state.others if o.kind == kind)
     found: Sequence[K8sModel] = {
         "pods": state.pods,
         "services": state.services,
@@ -104,6 +132,12 @@ def items(kind: str, state: ClusterState) -> Sequence[K8sModel]:
         "replicasets": state.replica_sets,
         "daemonsets": state.daemon_sets,
         "statefulsets": state.stateful_sets,
+        "replicationcontrollers": state.replication_controllers,
+        "jobs": state.jobs,
+        "cronjobs": state.cron_jobs,
+        "endpoints": state.endpoints,
+        "ingresses": state.ingresses,
+        "ingressclasses": state.ingress_classes,
         "configmaps": state.config_maps,
         "secrets": state.secrets,
     }[kind]
@@ -117,6 +151,13 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
     def keep(objects: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(o for o in objects if (o.metadata.namespace or "default") == namespace)
 
+    def keep_namespaced(objects: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            o
+            for o in objects
+            if not type(o).namespaced or (o.metadata.namespace or "default") == namespace
+        )
+
     return replace(
         state,
         pods=keep(state.pods),
@@ -126,6 +167,12 @@ def in_namespace(state: ClusterState, namespace: str) -> ClusterState:
         replica_sets=keep(state.replica_sets),
         daemon_sets=keep(state.daemon_sets),
         stateful_sets=keep(state.stateful_sets),
+        others=keep_namespaced(state.others),
+        replication_controllers=keep(state.replication_controllers),
+        jobs=keep(state.jobs),
+        cron_jobs=keep(state.cron_jobs),
+        endpoints=keep(state.endpoints),
+        ingresses=keep(state.ingresses),
         config_maps=keep(state.config_maps),
         secrets=keep(state.secrets),
     )
@@ -174,11 +221,18 @@ def table(
     when `with_namespace` and the kind is namespaced). AGE is counted to
     `now` (default: the current time)."""
     moment = now or datetime.datetime.now(datetime.UTC)
-    columns, printer = _PRINTERS[kind]
+    found = items(kind, state)
+    if kind in _PRINTERS:
+        columns, printer = _PRINTERS[kind]
+        namespaced = with_namespace and kind not in CLUSTER_SCOPED
+    else:
+        # Stored, not emulated: kubectl's default columns for a kind without a
+        # printer of its own (NAME, AGE; a CRD without additionalPrinterColumns).
+        columns, printer = [("NAME", False), ("AGE", False)], _generic
+        namespaced = with_namespace and all(getattr(type(o), "namespaced", True) for o in found)
     head = [name for name, is_wide in columns if wide or not is_wide]
-    namespaced = with_namespace and kind not in CLUSTER_SCOPED
     rows: list[list[str]] = []
-    for obj in items(kind, state):
+    for obj in found:
         cells = printer(obj, wide, moment)
         if namespaced:
             cells = [obj.metadata.namespace or "default", *cells]  # type: ignore[attr-defined]
@@ -216,6 +270,10 @@ def render(shown: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the printers
 
 Printer = Callable[[Any, bool, datetime.datetime], list[str]]
+
+
+def _generic(obj: Any, wide: bool, now: datetime.datetime) -> list[str]:
+    return [obj.metadata.name or "", _age(obj, now)]
 
 
 def _age(obj: Any, now: datetime.datetime) -> str:
@@ -469,6 +527,119 @@ def _stateful_set(sts: StatefulSet, wide: bool, now: datetime.datetime) -> list[
     return row
 
 
+def _replication_controller(
+    rc: ReplicationController, wide: bool, now: datetime.datetime
+) -> list[str]:
+    status = _status(rc)
+    row = [
+        rc.metadata.name or "",
+        str(_replicas(rc.spec.replicas)),
+        str(_count(status, "replicas")),
+        str(_count(status, "readyReplicas")),
+        _age(rc, now),
+    ]
+    if wide:
+        containers = rc.spec.template.spec.containers if rc.spec.template is not None else []
+        row += _containers(containers)
+        row.append(format_labels(rc.spec.effective_selector()))
+    return row
+
+
+def _has_condition(status: Mapping[str, Any], kind: str) -> bool:
+    return any(
+        isinstance(c, dict) and c.get("type") == kind and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def _job(job: Job, wide: bool, now: datetime.datetime) -> list[str]:
+    """printJob (kubectl 1.31): STATUS from the conditions, COMPLETIONS
+    succeeded/completions (`n/1 of P` for a work queue), DURATION from
+    startTime to completionTime (or now)."""
+    status = _status(job)
+    if _has_condition(status, "Complete"):
+        state = "Complete"
+    elif _has_condition(status, "Failed"):
+        state = "Failed"
+    elif job.metadata.deletion_timestamp is not None:
+        state = "Terminating"
+    elif _has_condition(status, "Suspended"):
+        state = "Suspended"
+    elif _has_condition(status, "FailureTarget"):
+        state = "FailureTarget"
+    elif _has_condition(status, "SuccessCriteriaMet"):
+        state = "SuccessCriteriaMet"
+    else:
+        state = "Running"
+    succeeded = _count(status, "succeeded")
+    spec = job.spec
+    if spec.completions is not None:
+        completions = f"{succeeded}/{spec.completions}"
+    elif spec.parallelism is not None and spec.parallelism > 1:
+        completions = f"{succeeded}/1 of {spec.parallelism}"
+    else:
+        completions = f"{succeeded}/1"
+    started = _seconds_between(status.get("startTime"), now)
+    duration = ""
+    if started is not None:
+        ended = _seconds_between(status.get("completionTime"), now)
+        duration = human_duration(started - (ended or 0))
+    row = [job.metadata.name or "", state, completions, duration, _age(job, now)]
+    if wide:
+        row += _containers(spec.template.spec.containers)
+        row.append(selector_string(spec.selector) if spec.selector is not None else "<none>")
+    return row
+
+
+def _cron_job(cj: CronJob, wide: bool, now: datetime.datetime) -> list[str]:
+    status = _status(cj)
+    last = _seconds_between(status.get("lastScheduleTime"), now)
+    suspend = cj.spec.suspend
+    row = [
+        cj.metadata.name or "",
+        cj.spec.schedule,
+        cj.spec.time_zone or "<none>",
+        "<unset>" if suspend is None else str(suspend),
+        str(len(status.get("active") or [])),
+        "<none>" if last is None else human_duration(last),
+        _age(cj, now),
+    ]
+    if wide:
+        spec = cj.spec.job_template.spec
+        row += _containers(spec.template.spec.containers)
+        row.append(selector_string(spec.selector) if spec.selector is not None else "<none>")
+    return row
+
+
+def _endpoints(ep: Endpoints, wide: bool, now: datetime.datetime) -> list[str]:
+    return [ep.metadata.name or "", format_endpoints(ep), _age(ep, now)]
+
+
+def format_endpoints(ep: Endpoints, shown: int = 3) -> str:
+    """formatEndpoints: the first three ready `ip:port` (or ip for a subset
+    without ports), then ` + N more...`; `<none>` without subsets."""
+    if not ep.subsets:
+        return "<none>"
+    listed: list[str] = []
+    count = 0
+    for subset in ep.subsets:
+        ips = [a.ip for a in subset.addresses]
+        if not subset.ports:
+            entries = ips
+        else:
+            entries = [
+                f"[{ip}]:{port.port}" if ":" in ip else f"{ip}:{port.port}"
+                for port in subset.ports
+                for ip in ips
+            ]
+        count += len(entries)
+        listed += entries[: max(shown - len(listed), 0)]
+    text = ",".join(listed)
+    if count > shown:
+        return f"{text} + {count - shown} more..."
+    return text
+
+
 def _config_map(cm: ConfigMap, wide: bool, now: datetime.datetime) -> list[str]:
     """printConfigMap: DATA counts the keys of data and binaryData."""
     return [cm.metadata.name or "", str(len(cm.data) + len(cm.binary_data)), _age(cm, now)]
@@ -482,7 +653,64 @@ def _secret(secret: Secret, wide: bool, now: datetime.datetime) -> list[str]:
 
 _WORKLOAD_WIDE = [("CONTAINERS", True), ("IMAGES", True), ("SELECTOR", True)]
 # Per kind: the columns (name, wide only?) and the printer of a row.
+# kubectl's loadBalancerWidth: an ADDRESS longer than this is cut (not with -o wide).
+LB_WIDTH = 16
+# formatHosts lists at most three hosts.
+MAX_HOSTS = 3
+
+
+def _ingress(ing: Ingress, wide: bool, now: datetime.datetime) -> list[str]:
+    """printIngress: NAME CLASS HOSTS ADDRESS PORTS AGE."""
+    hosts: list[str] = []
+    more = False
+    for rule in ing.spec.rules:
+        if len(hosts) == MAX_HOSTS:
+            more = True
+        if not more and rule.host:
+            hosts.append(rule.host)
+    shown = ",".join(hosts) or "*"
+    if more:
+        shown += f" + {len(ing.spec.rules) - MAX_HOSTS} more..."
+    lb = ing.status.load_balancer.ingress
+    address = ",".join(x for entry in lb for x in (entry.ip, entry.hostname) if x)
+    if not wide and len(address) > LB_WIDTH:
+        address = address[: LB_WIDTH - 3] + "..."
+    return [
+        ing.metadata.name or "",
+        ing.spec.ingress_class_name or "<none>",
+        shown,
+        address,
+        "80, 443" if ing.spec.tls else "80",
+        _age(ing, now),
+    ]
+
+
+def _ingress_class(cls: IngressClass, wide: bool, now: datetime.datetime) -> list[str]:
+    """printIngressClass: NAME CONTROLLER PARAMETERS AGE."""
+    params = cls.spec.parameters
+    shown = "<none>"
+    if params is not None:
+        shown = params.kind + (f".{params.api_group}" if params.api_group else "")
+        shown += f"/{params.name}"
+    return [cls.metadata.name or "", cls.spec.controller or "", shown, _age(cls, now)]
+
+
 _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
+    "ingresses": (
+        [
+            ("NAME", False),
+            ("CLASS", False),
+            ("HOSTS", False),
+            ("ADDRESS", False),
+            ("PORTS", False),
+            ("AGE", False),
+        ],
+        _ingress,
+    ),
+    "ingressclasses": (
+        [("NAME", False), ("CONTROLLER", False), ("PARAMETERS", False), ("AGE", False)],
+        _ingress_class,
+    ),
     "pods": (
         [
             ("NAME", False),
@@ -576,6 +804,42 @@ _PRINTERS: dict[str, tuple[list[tuple[str, bool]], Printer]] = {
         [("NAME", False), ("READY", False), ("AGE", False), ("CONTAINERS", True), ("IMAGES", True)],
         _stateful_set,
     ),
+    "replicationcontrollers": (
+        [
+            ("NAME", False),
+            ("DESIRED", False),
+            ("CURRENT", False),
+            ("READY", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _replication_controller,
+    ),
+    "jobs": (
+        [
+            ("NAME", False),
+            ("STATUS", False),
+            ("COMPLETIONS", False),
+            ("DURATION", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _job,
+    ),
+    "cronjobs": (
+        [
+            ("NAME", False),
+            ("SCHEDULE", False),
+            ("TIMEZONE", False),
+            ("SUSPEND", False),
+            ("ACTIVE", False),
+            ("LAST SCHEDULE", False),
+            ("AGE", False),
+            *_WORKLOAD_WIDE,
+        ],
+        _cron_job,
+    ),
+    "endpoints": ([("NAME", False), ("ENDPOINTS", False), ("AGE", False)], _endpoints),
     "configmaps": ([("NAME", False), ("DATA", False), ("AGE", False)], _config_map),
     "secrets": ([("NAME", False), ("TYPE", False), ("DATA", False), ("AGE", False)], _secret),
 }
@@ -589,8 +853,12 @@ def _pod_status(pod: Pod) -> str:
     reason = pod.status.phase or "Pending"
     if pod.status.reason:
         reason = str(pod.status.reason)
+    initializing, reason = _init_reason(pod, reason)
     has_running = False
-    for status in reversed(pod.status.container_statuses):
+    shown = pod.status.container_statuses
+    if initializing and pod.status.condition("Initialized") != "True":
+        shown = []  # the init containers' reason stands
+    for status in reversed(shown):
         state = status.state
         if state is None:
             continue
@@ -615,10 +883,58 @@ def _pod_status(pod: Pod) -> str:
     return reason
 
 
+def init_statuses(pod: Pod) -> list[ContainerStatus]:
+    """status.initContainerStatuses (kept as written: a manifest's or the
+    kubelet's), as ContainerStatus objects; unreadable entries are left out."""
+    from netemu.api.core import ContainerStatus  # the CLI imports no models up front
+
+    raw = pod.status.init_container_statuses
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if isinstance(item, ContainerStatus):
+            out.append(item)
+        elif isinstance(item, dict):
+            try:
+                out.append(ContainerStatus.model_validate(item))
+            except ValueError:
+                continue
+    return out
+
+
+def _init_reason(pod: Pod, reason: str) -> tuple[bool, str]:
+    """kubectl's printPod for init containers: the first that has not
+    completed decides: Init:<reason> for one that failed or waits for a
+    reason of its own (CrashLoopBackOff), else Init:N/M. A sidecar that has
+    started counts as done."""
+    sidecars = {c.name for c in pod.spec.init_containers if c.restart_policy == "Always"}
+    total = len(pod.spec.init_containers)
+    for index, status in enumerate(init_statuses(pod)):
+        state = status.state
+        terminated = state.terminated if state is not None else None
+        waiting = state.waiting if state is not None else None
+        if terminated is not None and terminated.exit_code == 0:
+            continue
+        if status.name in sidecars and status.started:
+            continue
+        if terminated is not None:
+            if terminated.reason:
+                return True, f"Init:{terminated.reason}"
+            if terminated.signal:
+                return True, f"Init:Signal:{terminated.signal}"
+            return True, f"Init:ExitCode:{terminated.exit_code}"
+        if waiting is not None and waiting.reason and waiting.reason != "PodInitializing":
+            return True, f"Init:{waiting.reason}"
+        return True, f"Init:{index}/{total}"
+    return False, reason
+
+
 def _restarts(pod: Pod, now: datetime.datetime) -> str:
     """kubectl's RESTARTS: the containers' restarts, with how long ago the
     last one ended when one has (`2 (5s ago)`)."""
-    statuses = pod.status.container_statuses
+    # Init containers' restarts count too, as kubectl adds them up.
+    statuses = [*init_statuses(pod), *pod.status.container_statuses]
     count = sum(s.restart_count for s in statuses)
     ages = [
         _seconds_between(s.last_state.terminated.finished_at, now)

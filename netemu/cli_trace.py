@@ -41,7 +41,18 @@ REPORT = "trace.json"
 @click.argument("frm", required=False, metavar="FROM")
 @click.argument("to", required=False, metavar="TO")
 @click.option("--lab", "lab_opt", help="Live lab (default: the only lab that is up).")
-@click.option("--port", type=click.IntRange(1, 65535), help="Destination port (for TO).")
+@click.option(
+    "--port",
+    "port_text",
+    metavar="PORT",
+    help="Destination port (for TO): a number, or a name (the Service's port name, or a "
+    "pod's container port name).",
+)
+@click.option(
+    "-n",
+    "--namespace",
+    help="Namespace of pods and Services named in FROM and TO without NAMESPACE/.",
+)
 @click.option(
     "--proto", type=click.Choice(["tcp", "udp", "icmp", "sctp"]), default="tcp", show_default=True
 )
@@ -62,6 +73,11 @@ REPORT = "trace.json"
     default=1.0,
     show_default=True,
     help="Seconds to wait for an answer.",
+)
+@click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="(TO an https:// URL) CA certificate to verify the Ingress's certificate with.",
 )
 @click.option("--offline", is_flag=True, help="Simulate with the rule compiler; no lab needed.")
 @click.option(
@@ -105,7 +121,8 @@ def trace(
     frm: str | None,
     to: str | None,
     lab_opt: str | None,
-    port: int | None,
+    port_text: str | None,
+    namespace: str | None,
     proto: str,
     output: str,
     no_pcap: bool,
@@ -121,19 +138,23 @@ def trace(
     dport: int | None,
     svg: Path | None,
     check: bool,
+    cacert: str | None,
 ) -> None:
     """Follow a packet from FROM to TO.
 
     Live (a lab is up): send a real flow and show every hop, NAT and rule
     verdict, with pcaps under captures/<lab>/<trace-id>/. FROM is a pod,
     node or external client; TO a Service, a pod, NODE:NODEPORT or an IP
-    (with --port).
+    (with --port). With TO an http:// or https:// URL (FROM an external
+    client), one request through the Ingress controller: both legs, joined
+    by its X-Request-ID.
 
     Offline (--offline -f DIR FROM TO, or --src/--dst/--dport): walk the
     packet through the compiled rules of the node it meets first.
     """
 
     def action() -> None:
+        port: int | str | None = _port(port_text)
         query = _OfflineQuery(paths, rules_file, local_ip, node, src, dst, dport)
         if offline and svg is not None:
             raise UsageError(
@@ -146,7 +167,7 @@ def trace(
                 "it does not go with --offline"
             )
         if offline:
-            _trace_offline(frm, to, port, proto, output, query)
+            _trace_offline(frm, to, port, proto, output, query, namespace)
             return
         if query.given():
             raise UsageError(
@@ -155,10 +176,19 @@ def trace(
             )
         if frm is None or to is None:
             raise UsageError("give FROM and TO (or --offline with manifests)")
+        if _is_url(to):
+            _trace_url(lab_opt, frm, to, output, not no_pcap, captures, cacert)
+            return
+        if cacert is not None:
+            raise UsageError("--cacert goes with TO an https:// URL")
         if proto == "sctp":
             raise UsageError("--proto sctp: live traces send tcp, udp or icmp")
+        source, target = frm, to
+        if namespace is not None or isinstance(port, str):
+            source, target, port = _live_names(lab_opt, frm, to, port, proto, namespace)
+        assert not isinstance(port, str)
         report = live_trace(
-            lab_opt, frm, to, port, proto, output, not no_pcap, captures, timeout, svg
+            lab_opt, source, target, port, proto, output, not no_pcap, captures, timeout, svg
         )
         if check:
             from netemu.trace.render import prediction_differences
@@ -170,6 +200,32 @@ def trace(
                 )
 
     run(action)
+
+
+def _is_url(target: str) -> bool:
+    return target.startswith(("http://", "https://"))
+
+
+def _trace_url(
+    lab_opt: str | None,
+    client: str,
+    url: str,
+    output: str,
+    pcap: bool,
+    captures: Path,
+    cacert: str | None,
+) -> None:
+    """One HTTP(S) request from an external client through the Ingress
+    controller (netemu.trace.ingress), run here as root."""
+    require_root("trace")
+    from netemu.trace.ingress import IngressTraceOptions, render_text, trace_url
+
+    lab = LiveLab(resolve_lab(lab_opt))
+    report = trace_url(lab, client, url, IngressTraceOptions(cacert, pcap, captures))
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(render_text(report), nl=False)
 
 
 @dataclass(frozen=True)
@@ -190,15 +246,64 @@ class _OfflineQuery:
         )
 
 
+def _port(text: str | None) -> int | str | None:
+    """--port: a number 1-65535, or a port name (resolved against TO)."""
+    if text is None or not text.isdigit():
+        if text is not None and not text:
+            raise UsageError("--port: expected a number or a port name")
+        return text
+    if not 1 <= int(text) <= 65535:
+        raise UsageError(f"--port {text}: expected 1 to 65535, or a port name")
+    return int(text)
+
+
+def _named(
+    state: ClusterState,
+    topology: Any,
+    frm: str,
+    to: str,
+    port: int | str | None,
+    proto: str,
+    namespace: str | None,
+) -> tuple[str, str, int | None]:
+    """FROM, TO and the port number as -n and a --port name mean them."""
+    from netemu.trace.flow import FlowError, in_namespace, named_port
+
+    frm = in_namespace(topology, frm, namespace, source=True)
+    to = in_namespace(topology, to, namespace, source=False)
+    if isinstance(port, str):
+        try:
+            port = named_port(state, topology, to, port, proto)
+        except FlowError as exc:
+            raise UsageError(str(exc)) from None
+    return frm, to, port
+
+
+def _live_names(
+    lab_opt: str | None,
+    frm: str,
+    to: str,
+    port: int | str | None,
+    proto: str,
+    namespace: str | None,
+) -> tuple[str, str, int | None]:
+    """_named for a live lab: its state is read only when it is needed."""
+    require_root("trace")
+    lab = LiveLab(resolve_lab(lab_opt))
+    state = lab.cluster_state()
+    return _named(state, lab.topology(), frm, to, port, proto, namespace)
+
+
 def _trace_offline(
     frm: str | None,
     to: str | None,
-    port: int | None,
+    port: int | str | None,
     proto: str,
     output: str,
     query: _OfflineQuery,
+    namespace: str | None = None,
 ) -> None:
-    from netemu.pipeline import compile_rules, load_cluster, local_ips, pick_node
+    from netemu.pipeline import compile_rules, local_ips, pick_node
     from netemu.rules.model import ParseError, read_rules
     from netemu.rules.simulate import Packet, simulate
 
@@ -212,7 +317,13 @@ def _trace_offline(
             raise UsageError("--offline FROM TO needs the lab's manifests: -f PATH")
         if src or dst or dport:
             raise UsageError("use either FROM TO or --src/--dst/--dport, not both")
-        state = load_cluster(paths)
+        state = _load_noted(paths)
+        if namespace is not None or isinstance(port, str):
+            from netemu.cli_graph import offline_topology
+
+            topology = offline_topology(state, paths, "FROM/TO")
+            frm, to, port = _named(state, topology, frm, to, port, proto, namespace)
+        assert not isinstance(port, str)
         flow = offline_flow(state, paths, frm, to, port, proto)
         if flow.entry_node is None:
             raise UsageError(f"{flow.describe()}: no node of the lab is on the way")
@@ -244,7 +355,7 @@ def _trace_offline(
         else:
             if not paths:
                 raise UsageError("give manifests with -f PATH, or a dump with --rules FILE")
-            state = load_cluster(paths)
+            state = _load_noted(paths)
             node_name = pick_node(state, node)
             result = simulate(compile_rules(state, node_name), local_ips(state, node_name), packet)
     if output == "json":
@@ -420,3 +531,15 @@ def _print_report(report: Mapping[str, Any]) -> None:
     from netemu.trace.render import render
 
     _print(render(report))
+
+
+def _load_noted(paths: tuple[str, ...]) -> Any:
+    """The computed state of `paths`, the loader's notices on stderr."""
+    from netemu.cli import echo_notes
+    from netemu.pipeline import load_cluster
+
+    notes: list[str] = []
+    try:
+        return load_cluster(paths, notes=notes)
+    finally:
+        echo_notes(notes)

@@ -75,6 +75,10 @@ def kind_named(word: str) -> str:
 
     kind = KIND_ALIASES.get(word.lower())
     if kind is None:
+        from netemu.api.generic import resource_kind
+
+        kind = resource_kind(word)  # a built-in kind netemu stores, not emulates
+    if kind is None:
         known = ", ".join(sorted(set(KIND_ALIASES.values())))
         raise LabUsageError(f"unknown kind {word!r}; expected one of: {known}")
     return kind
@@ -226,9 +230,20 @@ class LiveLab:
         applied: list[str] = self.request("apply", objects=raws)["applied"]
         return applied
 
-    def delete(self, refs: Sequence[tuple[str, str | None, str]]) -> list[str]:
+    def delete(
+        self,
+        refs: Sequence[tuple[str, str | None, str]],
+        *,
+        grace_period: int | None = None,
+        wait: bool = True,
+    ) -> list[str]:
+        """Delete objects; pods gracefully (`grace_period`: None for each
+        pod's own, 0 removes them at once). With `wait`, returns once the
+        deleted pods are gone."""
         payload = [{"kind": k, "namespace": ns, "name": n} for k, ns, n in refs]
-        deleted: list[str] = self.request("delete", refs=payload)["deleted"]
+        deleted: list[str] = self.request(
+            "delete", refs=payload, gracePeriod=grace_period, wait=wait
+        )["deleted"]
         return deleted
 
     def scale(self, kind: str, namespace: str, name: str, replicas: int) -> str:
@@ -236,6 +251,13 @@ class LiveLab:
             "scale", kind=kind, namespace=namespace, name=name, replicas=replicas
         )["scaled"]
         return scaled
+
+    def create_job(self, namespace: str, name: str, cronjob: str) -> str:
+        """`kubectl create job NAME --from=cronjob/CRONJOB`."""
+        created: str = self.request("createjob", namespace=namespace, name=name, cronjob=cronjob)[
+            "created"
+        ]
+        return created
 
     def logs(
         self,
@@ -365,6 +387,7 @@ def up(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = READY_TIMEOUT,
     supervisor: subprocess.Popen[bytes] | None = None,
+    create_namespaces: bool = False,
 ) -> LiveLab:
     """Start the lab's supervisor and wait until every pod's servers listen and
     every node's rules are applied. On failure the lab is taken down again.
@@ -389,7 +412,7 @@ def up(
     deadline = time.monotonic() + timeout
     try:
         with contextlib.suppress(BrokenPipeError):  # it exited: reported below
-            send_orders(proc, name, [str(path) for path in paths])
+            send_orders(proc, name, [str(path) for path in paths], create_namespaces)
         while True:
             if proc.poll() is not None:
                 raise LabError(f"lab {name}: the supervisor exited ({_log_tail(log)})")

@@ -32,10 +32,16 @@ def start_supervisor() -> subprocess.Popen[bytes]:
     )
 
 
-def send_orders(proc: subprocess.Popen[bytes], lab: str, paths: Sequence[str]) -> None:
+def send_orders(
+    proc: subprocess.Popen[bytes],
+    lab: str,
+    paths: Sequence[str],
+    create_namespaces: bool = False,
+) -> None:
     """Tell a waiting supervisor to bring up `lab` from `paths`."""
     assert proc.stdin is not None
-    proc.stdin.write(json.dumps({"lab": lab, "paths": list(paths)}).encode() + b"\n")
+    orders = {"lab": lab, "paths": list(paths), "createNamespaces": create_namespaces}
+    proc.stdin.write(json.dumps(orders).encode() + b"\n")
     proc.stdin.close()
 
 

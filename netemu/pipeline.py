@@ -25,10 +25,19 @@ from netemu.rules.model import RuleSet
 from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
 
 
-def load_cluster(paths: Iterable[str | Path]) -> ClusterState:
-    """Manifests → validated objects → the control plane's computed state."""
+def load_cluster(
+    paths: Iterable[str | Path],
+    *,
+    notes: list[str] | None = None,
+    create_namespaces: bool = False,
+) -> ClusterState:
+    """Manifests → validated objects → the control plane's computed state. An
+    input without a Lab (and without Nodes) runs on the built-in lab; `notes`
+    gets that and the loader's other notices (netemu.api.validate)."""
     with gc_paused():  # objects by the million, none of them garbage (see gc_paused)
-        loaded = load_and_validate(paths)
+        loaded = load_and_validate(
+            paths, notes=notes, create_namespaces=create_namespaces, default_lab=True
+        )
         return build_cluster_state([item.obj for item in loaded])
 
 

@@ -4,7 +4,7 @@ test servers of every pod, and answers the CLI on a Unix socket at
 /run/netemu/<lab>/supervisor.sock.
 
 Protocol: one JSON object per connection, one JSON reply, each a line.
-Requests carry `op` (status, state, apply, delete, scale, logs, shutdown);
+Requests carry `op` (status, state, apply, delete, scale, createjob, logs, shutdown);
 replies carry `ok` and either the result or `error`. Every change runs the
 controllers to a fixed point and then every node's agents, before the reply,
 so a reply means the change has reached every node's pods and rules. Until
@@ -39,17 +39,19 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
 from netemu import cli_table
 from netemu.api.base import K8sModel
+from netemu.api.batch import CronJob
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.core import Pod, Service
 from netemu.api.errors import InputError
-from netemu.api.load import KINDS, Loaded, Origin, load_text
+from netemu.api.generic import GenericObject, generic_kind, resource_kind
+from netemu.api.load import KINDS, Loaded, Origin, load_text, resolve_custom_kinds
 from netemu.api.validate import (
     is_dns1123_label,
     is_dns1123_subdomain,
@@ -67,12 +69,17 @@ from netemu.controlplane.addons import (
     API_SECURE_PORT,
     KubernetesServiceController,
     api_service_ip,
+    ingress_addons,
     live_addons,
+    wants_ingress,
 )
-from netemu.controlplane.errors import NotFound
+from netemu.controlplane.cronjob import CronJobController, manual_job
+from netemu.controlplane.errors import AlreadyExists, Conflict, NotFound
+from netemu.controlplane.job import JobController
 from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
 from netemu.controlplane.state import ClusterState
+from netemu.controlplane.store import wall_clock
 from netemu.kernel import nfacct, processes
 from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
@@ -86,6 +93,7 @@ from netemu.node import apiserver
 from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
+from netemu.node.ingress import IngressController
 from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
@@ -105,10 +113,19 @@ KIND_BY_NAME: dict[str, type[K8sModel]] = {kind: cls for (_, kind), cls in KINDS
 # fits); a longer one is refused without being read whole.
 MAX_REQUEST_BYTES = 64 << 20
 MAX_REPLICAS = 1000  # as `netemu scale --replicas` accepts
+WAIT_POLL = 0.05  # how often a delete that waits looks whether its pods are gone
+WAIT_SLACK = 10.0  # and how long past their grace period it waits at most
+# How often Jobs' deadlines and CronJobs' schedules are looked at (cron's
+# resolution is a minute; deadlines are in seconds).
+TIMER_TICK = 1.0
 TABLE_KINDS = sorted(set(cli_table.RESOURCES.values()))
 TABLE_OUTPUTS = (None, "wide", "json", "yaml")
 TRACE_PROTOCOLS = ("tcp", "udp", "icmp")  # what a live trace sends
 R = TypeVar("R")
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
 class RequestError(ValueError):
@@ -140,13 +157,18 @@ _REQUEST_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "wait": ((int, float), True),  # seconds the sender waits for an answer
     },
     "apply": {"objects": (list, True)},
-    "delete": {"refs": (list, True)},
+    # gracePeriod: the pods' grace period (None: each pod's own; 0 removes
+    # them at once); wait: reply once the pods the deletion set terminating
+    # (its own, and its objects' dependents) are gone (kubectl delete's --wait).
+    "delete": {"refs": (list, True), "gracePeriod": (int, False), "wait": (bool, False)},
     "scale": {
         "kind": (str, True),
         "namespace": (str, True),
         "name": (str, True),
         "replicas": (int, True),
     },
+    # `netemu create job NAME --from=cronjob/CJ` (kubectl's manual trigger).
+    "createjob": {"namespace": (str, True), "name": (str, True), "cronjob": (str, True)},
     "logs": {
         "namespace": (str, True),
         "pod": (str, True),
@@ -194,7 +216,7 @@ def _types(types: type | tuple[type, ...]) -> tuple[type, ...]:
 def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
     """What is wrong with the values of a request whose fields have the right types."""
     problems = []
-    for name in ("namespace", "name", "pod", "container"):
+    for name in ("namespace", "name", "pod", "container", "cronjob"):
         value = fields.get(name)
         # `get -n` filters by any namespace, as kubectl lists one that does not exist.
         if op == "table" and name == "namespace":
@@ -202,8 +224,11 @@ def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
         if isinstance(value, str) and (check := is_dns1123_subdomain(value)):
             problems.append(f"field {name!r}: {'; '.join(check)}")
     if op == "table":
-        if fields["kind"] not in TABLE_KINDS:
-            problems.append(f"field 'kind': expected one of {', '.join(TABLE_KINDS)}")
+        if fields["kind"] not in TABLE_KINDS and resource_kind(fields["kind"]) is None:
+            problems.append(
+                f"field 'kind': the server doesn't have a resource type \"{fields['kind']}\"; "
+                f"expected one of {', '.join(TABLE_KINDS)} or a kind stored in the lab"
+            )
         if fields["output"] not in TABLE_OUTPUTS:
             problems.append("field 'output': expected wide, json or yaml")
     if op == "scale":
@@ -224,6 +249,8 @@ def _field_problems(op: str, fields: dict[str, Any]) -> list[str]:
     if op == "apply" and not fields["objects"]:
         problems.append("field 'objects': no objects to apply")
     if op == "delete":
+        if fields["gracePeriod"] is not None and fields["gracePeriod"] < 0:
+            problems.append("field 'gracePeriod': expected 0 or more")
         if not fields["refs"]:
             problems.append("field 'refs': nothing to delete")
         for index, ref in enumerate(fields["refs"]):
@@ -236,7 +263,7 @@ def _ref_problems(ref: object) -> list[str]:
         return [f"expected an object with kind, namespace and name, got {type(ref).__name__}"]
     problems = [f"unknown field {k!r}" for k in ref if k not in ("kind", "namespace", "name")]
     kind, namespace, name = ref.get("kind"), ref.get("namespace"), ref.get("name")
-    if not isinstance(kind, str) or kind not in KIND_BY_NAME:
+    if not isinstance(kind, str) or (kind not in KIND_BY_NAME and _generic_class(kind) is None):
         problems.append(f"unknown kind {kind!r}")
     if not isinstance(name, str) or is_dns1123_subdomain(name):
         problems.append(f"name {name!r}: expected a Kubernetes object name")
@@ -245,17 +272,29 @@ def _ref_problems(ref: object) -> list[str]:
     return problems
 
 
-def _objects(raws: list[Any], lab: Lab) -> list[K8sModel]:
+def _generic_class(kind: str) -> type[GenericObject] | None:
+    """The class of a kind stored but not emulated, by its exact kind name."""
+    cls = generic_kind(kind)
+    return cls if cls is not None and cls.model_fields["kind"].default == kind else None
+
+
+def _objects(raws: list[Any], lab: Lab, in_place: Sequence[Loaded] = ()) -> list[K8sModel]:
     """The request's objects, loaded and validated as manifests are (each a
     document of a `request` file, so a diagnostic names `request:<line>`),
-    against the running lab's own Lab (its ranges and nodes)."""
+    against the running lab: its own Lab (ranges and nodes), its Namespaces,
+    and its Services' cluster IPs and nodePorts."""
     for index, raw in enumerate(raws):
         if not isinstance(raw, dict):
             raise RequestError(f"objects[{index}]: expected an object, got {type(raw).__name__}")
     text = "".join(f"---\n{json.dumps(raw, indent=1)}\n" for raw in raws)
     loaded, problems = load_text(text, "request")
+    problems += resolve_custom_kinds(loaded)
     if not problems:
-        problems = validate(loaded, context=[Loaded(lab, Origin("<lab>", 0))])
+        # The client checked namespaces (and created them if asked): an
+        # object's namespace is created with it here, as apply_objects does.
+        problems = validate(
+            loaded, context=[Loaded(lab, Origin("<lab>", 0)), *in_place], create_namespaces=True
+        )
     if problems:
         raise InputError(problems)
     return [item.obj for item in loaded]
@@ -287,7 +326,8 @@ class Supervisor:
         self.journal = Journal(lab_name)
         self.progress = Progress()
         self.lock = threading.RLock()
-        self.store = Store()
+        # Pods are deleted gracefully: the kubelets finish their deletion.
+        self.store = Store(graceful_pods=True)
         self.client = LocalClient(self.store)
         # The kubelets run the pods' probes and report readiness themselves.
         self.plane = ControlPlane(self.client, kubelet_probes=True)
@@ -313,6 +353,7 @@ class Supervisor:
         self.plan: LabPlan | None = None
         self.client_routes: dict[str, tuple[Route, ...]] = {}
         self.cloudlb: CloudLoadBalancer | None = None
+        self.ingress = IngressController(lab_name, self.journal, log=lambda s: print(s, flush=True))
 
     # -- bring-up -----------------------------------------------------------
 
@@ -371,6 +412,8 @@ class Supervisor:
                     log_dir=log_dir,
                     dns=self.dns,
                     iptables=KernelIptables(node.netns, backend),
+                    locked=self._locked,
+                    log=_log,
                 )
             )
             self.proxies.append(
@@ -397,6 +440,7 @@ class Supervisor:
         )
         self.probes.start()
         threading.Thread(target=self._proxy_ticks, name="kube-proxy-sync", daemon=True).start()
+        threading.Thread(target=self._timer_ticks, name="job-timers", daemon=True).start()
         self.cloudlb.start()
         p.stage, p.ready = "ready", True
         # What a trace request imports (Scapy's layers, the tracer: about
@@ -423,8 +467,20 @@ class Supervisor:
                     self.progress.done += 1
             for kubelet in self.kubelets:
                 kubelet.sync_host_ports()  # after kube-proxy's (see netemu.node.kubelet)
+                # Deleted pods stop once the rules treat them as terminating.
+                kubelet.begin_terminations(self._terminated, _log)
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
             self._refresh_dns(state)
+            # Before gone pods stop: their nginx stops while their namespace exists.
+            self.ingress.sync(
+                state,
+                [
+                    plan
+                    for kubelet, plans in zip(self.kubelets, desired, strict=True)
+                    for key, plan in plans.items()
+                    if key in kubelet.running
+                ],
+            )
             for kubelet, plans in zip(self.kubelets, desired, strict=True):
                 kubelet.stop_gone(plans)
             self._reconcile_client_routes(state)
@@ -433,6 +489,35 @@ class Supervisor:
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
+
+    def _locked(self, change: Callable[[], bool]) -> None:
+        """A change from a kubelet's own thread (an init container's
+        progress): under the lock, then a reconcile if it says so."""
+        with self.lock:
+            if self._stop_ticks.is_set():
+                return  # shutting down
+            try:
+                if change():
+                    self.reconcile()
+            except Exception:
+                traceback.print_exc()
+
+    def _terminated(self, key: str, uid: str) -> None:
+        """A deleted pod's containers have stopped (on its termination
+        thread): the kubelet deletes the object for good (grace 0, as its
+        status manager does) and every node follows."""
+        namespace, _, name = key.partition("/")
+        with self.lock:
+            if self._stop_ticks.is_set():
+                return  # shutting down
+            try:
+                self.client.delete(Pod, namespace, name, uid=uid, grace_period_seconds=0)
+            except (NotFound, Conflict):
+                return  # deleted already, or another pod by that name now
+            try:
+                self.reconcile()
+            except Exception:
+                traceback.print_exc()
 
     def _log_events(self) -> None:
         """The load-balancer controller's new events (a pending Service's
@@ -456,6 +541,25 @@ class Supervisor:
                     except Exception:
                         traceback.print_exc()
 
+    def _timer_ticks(self) -> None:
+        """A round of the controllers when a Job's deadline or TTL, or a
+        CronJob's scheduled time, has come: what their controllers' delayed
+        work queues do in kube-controller-manager."""
+        while not self._stop_ticks.wait(TIMER_TICK):
+            with self.lock:
+                now = wall_clock()
+                due = [
+                    when
+                    for c in self.plane.controllers
+                    if isinstance(c, JobController | CronJobController)
+                    and (when := c.next_event()) is not None
+                ]
+                if due and min(due) <= now:
+                    try:
+                        self.reconcile()
+                    except Exception:
+                        traceback.print_exc()
+
     def _add_addons(self) -> None:
         """The cluster DNS addon (netemu.controlplane.addons), unless the Lab
         turns it off or the user's objects have it already. Added once the
@@ -468,21 +572,29 @@ class Supervisor:
         self.plane.controllers.append(KubernetesServiceController(self.client, self.lab))
         self.plane.run_to_fixed_point()
         dns_ip = self.lab.spec.cluster_dns
+        wanted = live_addons(self.lab)
         for svc in self.client.list(Service).items:
             if dns_ip in (svc.spec.cluster_ip, *svc.spec.cluster_ips):
                 where = f"{svc.metadata.namespace}/{svc.metadata.name}"
                 print(f"Service {where} has the clusterDNS IP {dns_ip}: no DNS addon", flush=True)
-                return
-        addons = []
-        for obj in live_addons(self.lab):
+                wanted = []
+        # The ingress-nginx addon when the input has an Ingress (netemu.controlplane.addons).
+        if wants_ingress(self.objects):
+            wanted += ingress_addons()
+        if addons := self._missing(wanted):
+            apply_objects(self.client, addons)
+            self.plane.run_to_fixed_point()
+
+    def _missing(self, objects: list[K8sModel]) -> list[K8sModel]:
+        """The objects the store does not hold yet (by kind, namespace, name)."""
+        missing = []
+        for obj in objects:
             _, namespace, name = key_of(obj)
             try:
                 self.client.get(type(obj), namespace, name)
             except NotFound:
-                addons.append(obj)
-        if addons:
-            apply_objects(self.client, addons)
-            self.plane.run_to_fixed_point()
+                missing.append(obj)
+        return missing
 
     def _serve_api_stand_in(self, plan: LabPlan) -> None:
         """TLS on the control-plane (first) node's address, port 6443: the
@@ -543,6 +655,8 @@ class Supervisor:
                         if running.plan.host_network
                         else {}
                     ),
+                    # Deleted, and stopping (graceful deletion).
+                    "terminating": key in kubelet.terminating,
                     # `netemu exec` runs in a container's sandbox (its
                     # environment included: the file is root's alone, 0600).
                     "containers": {
@@ -605,9 +719,15 @@ class Supervisor:
                 return {"ok": False, "error": str(exc)}
         with self.lock:
             try:
-                return self._handle(op, fields)
+                reply = self._handle(op, fields)
             except (RequestError, InputError) as exc:
                 return {"ok": False, "error": str(exc)}
+        if op == "delete" and fields["wait"] is not False:
+            # Not under the lock: the pods' kubelets need it to finish.
+            self._wait_gone(reply.pop("pods"))
+        else:
+            reply.pop("pods", None)
+        return reply
 
     def _handle(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         if op == "state":
@@ -615,12 +735,20 @@ class Supervisor:
         if op == "table":
             return {"ok": True, **self._table(fields)}
         if op == "apply":
-            objects = _objects(fields["objects"], self.lab)
+            objects = _objects(fields["objects"], self.lab, self._in_place())
             return {"ok": True, "applied": self._change(lambda: self._apply(objects))}
         if op == "delete":
-            return {"ok": True, "deleted": self._change(lambda: self._delete(fields["refs"]))}
+            refs, grace = fields["refs"], fields["gracePeriod"]
+            before = self._terminating_pods()
+            deleted = self._change(lambda: self._delete(refs, grace))
+            # The pods this deletion set terminating, its own and those of
+            # the objects it deleted (their garbage collection).
+            pods = [p for p in self._terminating_pods() if p not in before]
+            return {"ok": True, "deleted": deleted, "pods": pods}
         if op == "scale":
             return {"ok": True, "scaled": self._change(lambda: self._scale(fields))}
+        if op == "createjob":
+            return {"ok": True, "created": self._change(lambda: self._create_job(fields))}
         if op == "logs":
             return {"ok": True, "log": self._logs(fields)}
         if op == "loadbalancer":
@@ -654,9 +782,16 @@ class Supervisor:
             raise
         return result
 
+    def _in_place(self) -> list[Loaded]:
+        """The lab's Lab, Namespaces and Services, as what is applied is checked against."""
+        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+        where = Origin(f"lab {self.name}", 0)
+        return [Loaded(o, where) for o in (*state.namespaces, *state.services)]
+
     def _state(self) -> dict[str, list[dict[str, Any]]]:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         return {
+            "namespaces": [o.to_dict() for o in state.namespaces],
             "nodes": [o.to_dict() for o in state.nodes],
             "services": [o.to_dict() for o in state.services],
             "pods": [o.to_dict() for o in state.pods],
@@ -672,6 +807,8 @@ class Supervisor:
         if request["namespace"] is not None:
             state = cli_table.in_namespace(state, request["namespace"])
         kind, output = request["kind"], request["output"]
+        if kind not in TABLE_KINDS:
+            kind = resource_kind(kind)
         if output in ("json", "yaml"):
             return {"list": cli_table.listing(cli_table.items(kind, state))}
         shown = cli_table.table(
@@ -723,9 +860,13 @@ class Supervisor:
             if isinstance(obj, Lab | KubeProxyConfiguration):
                 raise RequestError(f"{obj.kind} cannot change in a running lab; netemu down and up")
         keys = list(apply_objects(self.client, objects))
+        # The first Ingress applied to a lab started without one brings the
+        # ingress-nginx addon, as one in the input does at start.
+        if wants_ingress(objects) and (addons := self._missing(ingress_addons())):
+            apply_objects(self.client, addons)
         return [f"{kind}/{name}" for kind, _, name in keys]
 
-    def _delete(self, refs: list[dict[str, Any]]) -> list[str]:
+    def _delete(self, refs: list[dict[str, Any]], grace: int | None) -> list[str]:
         deleted = []
         for ref in refs:
             kind = ref["kind"]
@@ -736,11 +877,45 @@ class Supervisor:
                     f"netemu down {self.name} takes the lab down"
                 )
             try:
-                self.client.delete(KIND_BY_NAME[kind], ref.get("namespace"), ref["name"])
+                cls = KIND_BY_NAME.get(kind) or _generic_class(kind)
+                assert cls is not None, kind  # checked with the request
+                self.client.delete(
+                    cls, ref.get("namespace"), ref["name"], grace_period_seconds=grace
+                )
             except NotFound as exc:
                 raise RequestError(str(exc)) from exc
             deleted.append(f"{kind}/{ref['name']}")
         return deleted
+
+    def _terminating_pods(self) -> list[tuple[str | None, str, str]]:
+        """(namespace, name, uid) of the pods being deleted gracefully."""
+        return [
+            (p.metadata.namespace, p.metadata.name or "", p.metadata.uid or "")
+            for p in self.client.list(Pod).items
+            if p.metadata.deletion_timestamp is not None
+        ]
+
+    def _wait_gone(self, pods: list[tuple[str | None, str, str]]) -> None:
+        """Until these pods (by uid) are gone, as `kubectl delete` waits:
+        at most their grace period and a little more, since the kubelet
+        kills what is left when the period is over."""
+        for namespace, name, uid in pods:
+            deadline = None
+            while True:
+                try:
+                    pod = self.client.get(Pod, namespace, name)
+                except NotFound:
+                    break
+                if pod.metadata.uid != uid:
+                    break
+                if deadline is None:
+                    grace = pod.metadata.deletion_grace_period_seconds or 0
+                    deadline = time.monotonic() + grace + WAIT_SLACK
+                if time.monotonic() > deadline:
+                    break  # e.g. bound to a node this lab does not have
+                time.sleep(WAIT_POLL)
+        with self.lock:
+            pass  # the reconcile that follows their removal is over
 
     def _scale(self, request: dict[str, Any]) -> str:
         cls = KIND_BY_NAME[request["kind"]]
@@ -753,6 +928,18 @@ class Supervisor:
         self.client.update(current.model_copy(update={"spec": spec}))
         kind, _, obj_name = key_of(current)
         return f"{kind.lower()}/{obj_name} scaled to {replicas}"
+
+    def _create_job(self, request: dict[str, Any]) -> str:
+        namespace, name, source = request["namespace"], request["name"], request["cronjob"]
+        try:
+            cronjob = self.client.get(CronJob, namespace, source)
+        except NotFound as exc:
+            raise RequestError(f'cronjobs.batch "{source}" not found') from exc
+        try:
+            self.client.create(manual_job(cronjob, name))
+        except AlreadyExists as exc:
+            raise RequestError(f'jobs.batch "{name}" already exists') from exc
+        return f"job.batch/{name} created"
 
     def _logs(self, request: dict[str, Any]) -> str:
         """A container's log (`netemu logs`): its output, or the built-in
@@ -791,6 +978,7 @@ class Supervisor:
         if self.cloudlb is not None:
             self.cloudlb.stop()
         self.proxy_servers.close()
+        self.ingress.close()
         for kubelet in self.kubelets:
             for running in kubelet.running.values():
                 for proc in running.procs:
@@ -879,6 +1067,7 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netemu-supervisor")
     parser.add_argument("--lab", help="the lab (default: read orders from stdin)")
+    parser.add_argument("--create-namespaces", action="store_true")
     parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
     if args.lab is None:
@@ -889,6 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         given = json.loads(orders)
         args.lab, args.paths = given["lab"], given["paths"]
+        args.create_namespaces = bool(given.get("createNamespaces", False))
     if not args.paths:
         parser.error("no manifest paths")
 
@@ -904,7 +1094,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.devnull, "rb") as nothing:
         os.dup2(nothing.fileno(), 0)
 
-    objects = [item.obj for item in load_and_validate(args.paths)]
+    objects = [
+        item.obj
+        for item in load_and_validate(
+            args.paths, create_namespaces=args.create_namespaces, default_lab=True
+        )
+    ]
     supervisor = Supervisor(args.lab, objects)
     sock = run_dir(args.lab) / SOCKET
     sock.unlink(missing_ok=True)

@@ -379,7 +379,7 @@ def _structured(docs: list[Any], rng: random.Random) -> Iterator[_Mutant]:
         # Document-level changes.
         yield mutant("unknown-top-field", _setter(("bogus",), {"x": 1}), "reject")
         yield mutant("kind-missing", _dropper(("kind",)), "reject")
-        yield mutant("kind-Secret", _setter(("kind",), "Secret"), "reject")
+        yield mutant("kind-misspelt", _setter(("kind",), "Sevrice"), "reject")
     if docs:
         yield _Mutant("duplicate-doc", [*docs, copy.deepcopy(docs[-1])], "any")
         yield _Mutant("scalar-doc", [*docs, "just a string"], "reject")

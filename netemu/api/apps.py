@@ -1,4 +1,6 @@
-"""apps/v1 workload types: Deployment, ReplicaSet, DaemonSet, StatefulSet."""
+"""Workload types: apps/v1 Deployment, ReplicaSet, DaemonSet, StatefulSet, and
+the core v1 ReplicationController (the ReplicaSet's predecessor, run by the
+same controller code)."""
 
 from __future__ import annotations
 
@@ -81,6 +83,28 @@ class StatefulSet(K8sModel):
     kind: Literal["StatefulSet"] = "StatefulSet"
     metadata: ObjectMeta
     spec: StatefulSetSpec
+    status: Any = None
+
+
+class ReplicationControllerSpec(K8sModel):
+    # A map, not a LabelSelector; empty or missing means the template's labels
+    # (SetDefaults_ReplicationController).
+    selector: dict[str, str] | None = None
+    template: PodTemplateSpec | None = None
+    replicas: int | None = None
+    min_ready_seconds: Any = None
+
+    def effective_selector(self) -> dict[str, str]:
+        if self.selector:
+            return self.selector
+        return dict(self.template.metadata.labels) if self.template is not None else {}
+
+
+class ReplicationController(K8sModel):
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["ReplicationController"] = "ReplicationController"
+    metadata: ObjectMeta
+    spec: ReplicationControllerSpec
     status: Any = None
 
 

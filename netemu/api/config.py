@@ -169,3 +169,29 @@ class Lab(K8sModel):
     kind: Literal["Lab"] = "Lab"
     metadata: ObjectMeta
     spec: LabSpec
+
+
+# The Lab used when the input has none (and no Node objects either): the shape of
+# controlplane/default/lab.yaml, two nodes and one external client on one underlay.
+# A live lab on it takes its name from the manifests (netemu.cli_live.bring_up).
+DEFAULT_LAB = {
+    "apiVersion": "netemu/v1alpha1",
+    "kind": "Lab",
+    "metadata": {"name": "default"},
+    "spec": {
+        "underlayCIDR": "192.168.56.0/24",
+        "nodes": [
+            {"name": "node-1", "underlayIP": "192.168.56.11"},
+            {"name": "node-2", "underlayIP": "192.168.56.12"},
+        ],
+        "externalClients": [{"name": "client", "ip": "192.168.56.20"}],
+    },
+}
+DEFAULT_LAB_NOTICE = (
+    "notice: no Lab in the input: using the built-in lab (nodes node-1 192.168.56.11 and "
+    "node-2 192.168.56.12, external client 'client' 192.168.56.20)"
+)
+
+
+def default_lab() -> Lab:
+    return Lab.model_validate(DEFAULT_LAB)

@@ -1,6 +1,6 @@
 """Core (v1) and discovery.k8s.io/v1 resource types: Service, Pod, Node,
-Namespace, ConfigMap, Secret and EndpointSlice, with the Kubernetes JSON
-field names."""
+Namespace, ConfigMap, Secret, Endpoints and EndpointSlice, with the
+Kubernetes JSON field names."""
 
 from __future__ import annotations
 
@@ -425,6 +425,39 @@ class EndpointPort(K8sModel):
     protocol: Protocol | None = None
     port: int | None = None
     app_protocol: str | None = None
+
+
+class EndpointAddress(K8sModel):
+    ip: str
+    hostname: str | None = None
+    node_name: str | None = None
+    target_ref: ObjectReference | None = None
+
+
+class EndpointsPort(K8sModel):
+    """core/v1 EndpointPort (the v1 Endpoints kind's, not discovery's)."""
+
+    port: int
+    name: str | None = None
+    protocol: Protocol | None = None
+    app_protocol: str | None = None
+
+
+class EndpointSubset(K8sModel):
+    addresses: list[EndpointAddress] = Field(default_factory=list)
+    not_ready_addresses: list[EndpointAddress] = Field(default_factory=list)
+    ports: list[EndpointsPort] = Field(default_factory=list)
+
+
+class Endpoints(K8sModel):
+    """v1 Endpoints: the endpoints of a Service before EndpointSlices; users
+    still write them for Services without selectors (see
+    netemu.controlplane.endpointsmirror)."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["Endpoints"] = "Endpoints"
+    metadata: ObjectMeta
+    subsets: list[EndpointSubset] = Field(default_factory=list)
 
 
 class EndpointSlice(K8sModel):

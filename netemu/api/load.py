@@ -16,6 +16,7 @@ and only regular files are read, so no input can exhaust memory or hang.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import gc
 import json
@@ -32,11 +33,37 @@ import pydantic
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.apps import (
+    DaemonSet,
+    Deployment,
+    ReplicaSet,
+    ReplicationController,
+    StatefulSet,
+)
 from netemu.api.base import K8sModel
+from netemu.api.batch import CronJob, Job
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import ConfigMap, EndpointSlice, Namespace, Node, Pod, Secret, Service
+from netemu.api.core import (
+    ConfigMap,
+    Endpoints,
+    EndpointSlice,
+    Namespace,
+    Node,
+    Pod,
+    Secret,
+    Service,
+)
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
+from netemu.api.generic import (
+    BUILTIN_GROUPS,
+    BUILTIN_KINDS,
+    NOT_OBJECT_GROUPS,
+    GenericObject,
+    builtin_kind,
+    generic_model,
+    split_api_version,
+)
+from netemu.api.networking import Ingress, IngressClass
 
 # (apiVersion, kind) → type. The only place that says which kinds netemu reads.
 KINDS: dict[tuple[str, str], type[K8sModel]] = {
@@ -50,7 +77,13 @@ KINDS: dict[tuple[str, str], type[K8sModel]] = {
     ("apps/v1", "ReplicaSet"): ReplicaSet,
     ("apps/v1", "DaemonSet"): DaemonSet,
     ("apps/v1", "StatefulSet"): StatefulSet,
+    ("v1", "ReplicationController"): ReplicationController,
+    ("v1", "Endpoints"): Endpoints,
+    ("batch/v1", "Job"): Job,
+    ("batch/v1", "CronJob"): CronJob,
     ("discovery.k8s.io/v1", "EndpointSlice"): EndpointSlice,
+    ("networking.k8s.io/v1", "Ingress"): Ingress,
+    ("networking.k8s.io/v1", "IngressClass"): IngressClass,
     ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration"): KubeProxyConfiguration,
     ("netemu/v1alpha1", "Lab"): Lab,
 }
@@ -371,9 +404,26 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_paths(paths: Iterable[str | Path]) -> list[Loaded]:
+def load_paths(paths: Iterable[str | Path], notes: list[str] | None = None) -> list[Loaded]:
     """Load every document of every file; raise InputError with all problems.
-    No object at all in the input is itself an error, as for `kubectl apply`."""
+    No object at all in the input is itself an error, as for `kubectl apply`.
+    `notes` gets one line per document skipped (no object) and per kind stored
+    but not emulated (see `stored_not_emulated`)."""
+    loaded, problems = load_paths_partly(paths, notes)
+    if problems:
+        raise InputError(problems)
+    return loaded
+
+
+def load_paths_partly(
+    paths: Iterable[str | Path], notes: list[str] | None = None
+) -> tuple[list[Loaded], list[Diagnostic]]:
+    """Every object that loads, and the problems of those that do not: what
+    loads can still be checked (netemu.api.validate), so that one broken
+    document does not hide the other documents' errors."""
+    if notes is None:
+        notes = []
+    skipped: list[Diagnostic] = []
     paths = list(paths)
     files, problems = _manifest_files(paths)
     loaded: list[Loaded] = []
@@ -387,9 +437,12 @@ def load_paths(paths: Iterable[str | Path]) -> list[Loaded]:
             if isinstance(text, Diagnostic):
                 problems.append(text)
                 continue
-            docs, doc_problems = load_text(text, str(f))
+            docs, doc_problems = load_text(text, str(f), skipped)
             loaded.extend(docs)
             problems.extend(doc_problems)
+    problems.extend(resolve_custom_kinds(loaded))
+    notes.extend(f"notice: {note}" for note in sorted(skipped))
+    notes.extend(stored_not_emulated(loaded))
     if not loaded and not problems:
         where = str(paths[0]) if paths else "<no files>"
         problems.append(
@@ -402,27 +455,113 @@ def load_paths(paths: Iterable[str | Path]) -> list[Loaded]:
                 "holds only empty documents or comments",
             )
         )
-    if problems:
-        raise InputError(problems)
-    return loaded
+    return loaded, problems
+
+
+def stored_not_emulated(loaded: Iterable[Loaded]) -> list[str]:
+    """One warning line per generic kind in `loaded`: stored, not emulated."""
+    counts: dict[tuple[str, str], int] = {}
+    defined: set[tuple[str, str]] = set()  # (group, kind) of the CRDs in the input
+    for item in loaded:
+        if isinstance(item.obj, GenericObject):
+            key = (item.obj.kind, item.obj.api_version)
+            counts[key] = counts.get(key, 0) + 1
+            spec = (item.obj.model_extra or {}).get("spec")
+            if item.obj.kind == "CustomResourceDefinition" and isinstance(spec, dict):
+                names = spec.get("names")
+                if isinstance(names, dict):
+                    defined.add((str(spec.get("group")), str(names.get("kind"))))
+    lines = []
+    for (kind, api_version), n in sorted(counts.items()):
+        objects = "1 object" if n == 1 else f"{n} objects"
+        group = split_api_version(api_version)[0]
+        custom = ""
+        if group not in BUILTIN_GROUPS:
+            custom = ", custom resource"
+            if (group, kind) not in defined:
+                custom += " without its CustomResourceDefinition in the input"
+        lines.append(f"warning: {kind} ({api_version}{custom}): {objects} stored, not emulated")
+    return lines
+
+
+def resolve_custom_kinds(loaded: Iterable[Loaded]) -> list[Diagnostic]:
+    """Custom resources against the CustomResourceDefinitions in the same input:
+    a CRD gives its kind's scope, plural and short names; a version the CRD
+    does not serve is an error, as kubectl's "no matches for kind". A custom
+    resource whose CRD is not in the input is kept (namespaced), with the
+    kind's warning: kubectl would refuse it on a cluster without the CRD, but
+    real bundles install CRDs separately and should load here as they are."""
+    items = list(loaded)
+    crds: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in items:
+        obj = item.obj
+        if isinstance(obj, GenericObject) and obj.kind == "CustomResourceDefinition":
+            spec = (obj.model_extra or {}).get("spec")
+            if not isinstance(spec, dict) or not isinstance(spec.get("names"), dict):
+                continue
+            names = spec["names"]
+            if isinstance(spec.get("group"), str) and isinstance(names.get("kind"), str):
+                crds[(spec["group"], names["kind"])] = spec
+    for (_, kind), spec in crds.items():
+        names = spec["names"]
+        short = names.get("shortNames")
+        generic_model(
+            kind,
+            namespaced=spec.get("scope") != "Cluster",
+            plural=names.get("plural") if isinstance(names.get("plural"), str) else "",
+            short_names=tuple(s for s in short if isinstance(s, str))
+            if isinstance(short, list)
+            else (),
+        )
+    problems: list[Diagnostic] = []
+    for item in items:
+        obj = item.obj
+        if not isinstance(obj, GenericObject):
+            continue
+        group, version = split_api_version(obj.api_version)
+        spec = crds.get((group, obj.kind))
+        if spec is None or not isinstance(spec.get("versions"), list):
+            continue
+        served = [
+            v.get("name")
+            for v in spec["versions"]
+            if isinstance(v, dict) and v.get("served", True) is not False
+        ]
+        if version not in served:
+            expected = " or ".join(repr(f"{group}/{v}") for v in served)
+            problems.append(
+                item.diagnostic(
+                    ("apiVersion",),
+                    f'no matches for kind "{obj.kind}" in version "{obj.api_version}": its '
+                    f"CustomResourceDefinition serves {expected or 'no version'}",
+                )
+            )
+    return problems
 
 
 # ---------------------------------------------------------------- text
 
 
-def load_text(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
+def load_text(
+    text: str, file: str, notes: list[Diagnostic] | None = None
+) -> tuple[list[Loaded], list[Diagnostic]]:
     """Parse a YAML text (or JSON, for a `.json` file or a text that starts with `{`)
-    into typed resources and diagnostics."""
+    into typed resources and diagnostics. Documents that are no objects (a
+    Kustomization, a Helm values file) are skipped, each with a notice in `notes`."""
+    if notes is None:
+        notes = []
     looks_json = _JSON_START.match(text) is not None
-    result = _load_json(text, file) if file.endswith(".json") or looks_json else None
-    loaded, problems = result if result is not None else _load_yaml(text, file)
+    result = _load_json(text, file, notes) if file.endswith(".json") or looks_json else None
+    loaded, problems = result if result is not None else _load_yaml(text, file, notes)
     # A parser that stops at the end of the text marks the line after the last one:
     # the problem is on the file's last line.
     last = max(1, text.count("\n") + (0 if text.endswith("\n") or not text else 1))
     return loaded, [replace(d, line=last) if d.line > last else d for d in problems]
 
 
-def _load_json(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]] | None:
+def _load_json(
+    text: str, file: str, notes: list[Diagnostic]
+) -> tuple[list[Loaded], list[Diagnostic]] | None:
     """A stream of JSON values, or None for a text that is no JSON and whose file is not
     named *.json (then it is read as YAML, of which a flow mapping is part)."""
     dupes = 0  # objects with a repeated key so far
@@ -463,7 +602,7 @@ def _load_json(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]] | 
         if repeated:  # rare: which keys, and their lines
             problems.extend(_json_duplicates(text, file, value, start, end, line))
         item_lines = _json_item_lines(text, start) if _is_list(value) else None
-        _to_documents(value, file, line, lines, (), loaded, problems, item_lines)
+        _to_documents(value, file, line, lines, (), loaded, problems, item_lines, notes)
     return loaded, problems
 
 
@@ -583,7 +722,9 @@ def _too_deep() -> str:
     return f"nested more than {MAX_DEPTH} levels deep: no Kubernetes object nests so deep"
 
 
-def _load_yaml(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
+def _load_yaml(
+    text: str, file: str, notes: list[Diagnostic]
+) -> tuple[list[Loaded], list[Diagnostic]]:
     loaded: list[Loaded] = []
     problems: list[Diagnostic] = []
     # A character YAML forbids: the same check (and message) as PyYAML's reader,
@@ -656,7 +797,7 @@ def _load_yaml(text: str, file: str) -> tuple[list[Loaded], list[Diagnostic]]:
         if data is None:
             continue
         item_lines = _yaml_item_lines(text, node) if isinstance(lines, _Lines) else None
-        _to_documents(data, file, doc_line, lines, (), loaded, problems, item_lines)
+        _to_documents(data, file, doc_line, lines, (), loaded, problems, item_lines, notes)
         ref = _raw_ref(data)
         for path, line in dupes:
             problems.append(Diagnostic(file, line, ref, format_field_path(path), "duplicate field"))
@@ -975,9 +1116,12 @@ def _to_documents(
     loaded: list[Loaded],
     problems: list[Diagnostic],
     item_lines: ItemLines | None = None,
+    notes: list[Diagnostic] | None = None,
 ) -> None:
     """One document's objects: the object itself, or each item of a `kind: List` (as
     `kubectl get -o yaml|json` writes several objects, and `kubectl apply` reads)."""
+    if notes is None:
+        notes = []
     origin = Origin(file, line, lines, prefix)
     if isinstance(data, dict) and data.get("kind") == "List" and data.get("apiVersion") == "v1":
         items = data.get("items")
@@ -1000,14 +1144,18 @@ def _to_documents(
         for i, item in enumerate(items):
             if item_lines is not None:
                 own, item_line = item_lines(i)
-                _to_documents(item, file, item_line, own, (), loaded, problems)
+                _to_documents(item, file, item_line, own, (), loaded, problems, None, notes)
                 continue
             item_line = None if isinstance(lines, _Lines) else lines.get((*prefix, "items", i))
-            _to_documents(item, file, item_line, lines, (*prefix, "items", i), loaded, problems)
+            _to_documents(
+                item, file, item_line, lines, (*prefix, "items", i), loaded, problems, None, notes
+            )
         return
     result = _to_resource(data, origin)
     if isinstance(result, Loaded):
         loaded.append(result)
+    elif isinstance(result, Diagnostic):
+        notes.append(result)
     else:
         problems.extend(result)
 
@@ -1021,7 +1169,22 @@ def _raw_ref(data: Any) -> str:
     return f"{kind}/{name or '<unnamed>'}"
 
 
-def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic]:
+def _without_nulls(data: Any) -> Any:
+    """`data` without the mapping entries whose value is null: the API server
+    decodes a JSON null as the field's zero value, so `data: null` (as
+    kustomize and Helm render an empty map) is the field left out, and a
+    required field given null is missing."""
+    if isinstance(data, dict):
+        return {k: _without_nulls(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_without_nulls(v) for v in data]
+    return data
+
+
+def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic] | Diagnostic:
+    """The typed (or generic) object a document holds, its problems, or (a single
+    Diagnostic) a notice that the document is not an object and was skipped."""
+
     def problem(path: FieldPath, message: str) -> list[Diagnostic]:
         return [
             Diagnostic(
@@ -1032,22 +1195,24 @@ def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic]:
     if not isinstance(data, dict):
         return problem((), f"a manifest must be a mapping, got {type(data).__name__}")
     api_version, kind = data.get("apiVersion"), data.get("kind")
+    if not kind and "metadata" not in data:
+        # A Helm Chart.yaml or values file beside the manifests: data, not an object.
+        return _skipped(origin, "not a Kubernetes object (no kind and no metadata)")
     if not kind:
         return problem(("kind",), "required field missing")
     if not api_version:
         return problem(("apiVersion",), "required field missing")
     model = KINDS.get((str(api_version), str(kind)))
     if model is None:
-        if isinstance(kind, str) and kind in API_VERSIONS_OF_KIND:
-            return problem(
-                ("apiVersion",),
-                f"unknown apiVersion {api_version!r} for kind {kind}; "
-                f"expected {API_VERSIONS_OF_KIND[kind]!r}",
-            )
-        known = ", ".join(sorted(API_VERSIONS_OF_KIND))
-        return problem(("kind",), f"unknown kind {kind!r}; netemu reads {known}")
+        if not isinstance(kind, str) or not isinstance(api_version, str):
+            known = ", ".join(sorted(API_VERSIONS_OF_KIND))
+            return problem(("kind",), f"unknown kind {kind!r}; netemu reads {known}")
+        untyped = _untyped_model(api_version, kind, origin, problem)
+        if not isinstance(untyped, type):
+            return untyped
+        model = untyped
     try:
-        obj = model.model_validate(data)
+        obj = model.model_validate(_without_nulls(data))
     except pydantic.ValidationError as exc:
         return [
             Diagnostic(
@@ -1060,6 +1225,55 @@ def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic]:
             for path, message in _explain(exc, data)
         ]
     return Loaded(obj, origin)
+
+
+def _skipped(origin: Origin, why: str) -> Diagnostic:
+    return Diagnostic(origin.file, origin.line, "", "", f"skipped: {why}")
+
+
+def _untyped_model(
+    api_version: str,
+    kind: str,
+    origin: Origin,
+    problem: Callable[[FieldPath, str], list[Diagnostic]],
+) -> type[K8sModel] | list[Diagnostic] | Diagnostic:
+    """The model of a kind netemu has no type for: a generic one for Kubernetes'
+    other built-in kinds and for custom resources; an error (as kubectl's "no
+    matches for kind") for a misspelt kind or a version no longer served of a
+    built-in group; a skip notice for kustomize's files."""
+    group, version = split_api_version(api_version)
+    if group in NOT_OBJECT_GROUPS:
+        return _skipped(origin, f"{kind} ({api_version}) describes how to build manifests")
+    no_match = f'no matches for kind "{kind}" in version "{api_version}"'
+    typed_version = API_VERSIONS_OF_KIND.get(kind)
+    if typed_version is not None and group in BUILTIN_GROUPS:
+        return problem(
+            ("apiVersion",),
+            f"unknown apiVersion {api_version!r} for kind {kind}; expected {typed_version!r}",
+        )
+    info = builtin_kind(group, kind)
+    if info is not None:
+        if version not in info.versions:
+            served = " or ".join(repr(f"{group}/{v}" if group else v) for v in info.versions)
+            return problem(
+                ("apiVersion",),
+                f"{no_match}: this version is not served (removed from Kubernetes); "
+                f"expected {served}",
+            )
+        return generic_model(kind, info.namespaced, info.plural, info.short_names)
+    if group in BUILTIN_GROUPS:
+        known = sorted(
+            {k for api, k in KINDS if split_api_version(api)[0] == group}
+            | {i.kind for i in BUILTIN_KINDS if i.group == group}
+        )
+        close = difflib.get_close_matches(kind, known, n=1, cutoff=0.6)
+        if not close:
+            close = [k for k in known if k.lower() == kind.lower()]
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return problem(("kind",), f"{no_match}{hint}")
+    # A custom resource: namespaced unless its CRD in the input says otherwise
+    # (resolve_custom_scopes).
+    return generic_model(kind, namespaced=True)
 
 
 _TYPE_NAMES = {

@@ -22,19 +22,23 @@ from typing import Any
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from netemu.api.addresspool import default_pool, parse_pool
-from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
+from netemu.api.batch import CronJob, Job, JobSpec, schedule_error, time_zone_error
 from netemu.api.config import (
+    DEFAULT_LAB_NOTICE,
     DEFAULT_NODE_POD_PREFIX,
     KubeProxyConfiguration,
     KubeProxyConntrackConfiguration,
     Lab,
 )
+from netemu.api.config import default_lab as make_default_lab
 from netemu.api.core import (
     SECRET_TYPE_TLS,
     SERVICE_NAME_LABEL,
     ConfigMap,
     Container,
+    Endpoints,
     EndpointSlice,
     Namespace,
     Node,
@@ -46,7 +50,9 @@ from netemu.api.core import (
 )
 from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
-from netemu.api.load import Loaded, gc_paused, load_paths
+from netemu.api.generic import GenericObject
+from netemu.api.load import Loaded, Origin, gc_paused, load_paths_partly
+from netemu.api.networking import Ingress, IngressClass
 from netemu.node.podfiles import (
     DNS_POLICIES_API_ORDER as DNS_POLICIES,
 )
@@ -334,29 +340,53 @@ def _join(msgs: Iterable[str]) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def validate(loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> list[Diagnostic]:
+def validate(
+    loaded: Sequence[Loaded], context: Sequence[Loaded] = (), *, create_namespaces: bool = False
+) -> list[Diagnostic]:
     """Every semantic problem in `loaded` (already structurally valid), sorted by file
     and line. Cross-object checks (duplicates, clusterIP and nodePort clashes, Lab
     ranges, node names) look at all documents together, whatever file they came from.
 
     `context`: objects already in place that `loaded` is checked against without being
     checked themselves: a running lab's Lab, whose serviceCIDR, nodePortRange and
-    nodes bound what is applied to it (used when `loaded` has no Lab of its own)."""
-    checker = _Checker(loaded, context)
+    nodes bound what is applied to it (used when `loaded` has no Lab of its own),
+    and its Namespaces, Services and their cluster IPs and nodePorts, which
+    what is applied must not clash with (an object of `loaded` replaces its own
+    namesake in `context`, as `kubectl apply` updates it).
+
+    `create_namespaces`: namespaces used but not defined are not reported."""
+    checker = _Checker(loaded, context, create_namespaces)
     checker.run()
     return sorted(checker.out)
 
 
-def load_and_validate(paths: Iterable[str | Path], context: Sequence[Loaded] = ()) -> list[Loaded]:
+def load_and_validate(
+    paths: Iterable[str | Path],
+    context: Sequence[Loaded] = (),
+    *,
+    notes: list[str] | None = None,
+    create_namespaces: bool = False,
+    default_lab: bool = False,
+) -> list[Loaded]:
     """Load every manifest under `paths` and validate them together (and
     against `context`, as `validate` does).
 
-    Raises InputError with all structural problems if loading fails (semantic
-    checks need well-typed objects), else with all semantic problems if any.
+    Raises InputError with every problem: the structural ones of documents
+    that do not load and the semantic ones of those that do, as the API
+    server answers each object of a `kubectl apply` on its own. `notes` gets
+    the loader's notices (skipped documents, kinds stored but not emulated).
+    `create_namespaces`: a namespace no Namespace object defines is created
+    rather than reported (`--create-namespaces`). `default_lab`: an input
+    without a Lab and without Nodes gets the built-in Lab (DEFAULT_LAB), said in
+    `notes`.
     """
     with gc_paused():  # see gc_paused: millions of objects, none of them garbage
-        loaded = load_paths(paths)
-        problems = validate(loaded, context)
+        loaded, problems = load_paths_partly(paths, notes)
+        if default_lab and not problems and not any(isinstance(i.obj, Lab | Node) for i in loaded):
+            loaded.append(Loaded(make_default_lab(), Origin("<built-in lab>", 0)))
+            if notes is not None:
+                notes.append(DEFAULT_LAB_NOTICE)
+        problems += validate(loaded, context, create_namespaces=create_namespaces)
     if problems:
         raise InputError(problems)
     return loaded
@@ -372,10 +402,36 @@ _NAMESPACED = (
     DaemonSet,
     StatefulSet,
     EndpointSlice,
+    ReplicationController,
+    Job,
+    CronJob,
+    Endpoints,
+    Ingress,
     ConfigMap,
     Secret,
 )
+# The longest CronJob name: its Jobs are named `<name>-<11 digits>` and must
+# fit a 63-character label (ValidateCronJobCreate).
+MAX_CRONJOB_NAME = 52
 _WORKLOADS = (Deployment, ReplicaSet, DaemonSet, StatefulSet)
+# The namespaces every cluster has (kubeadm's, and the API server's `default`).
+SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+# RBAC objects' names are path segments, not DNS names (`system:aggregate-to-admin`):
+# the API server checks them with path.IsValidPathSegmentName.
+_RBAC_KINDS = frozenset({"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})
+
+
+def _namespaced(obj: object) -> bool:
+    if isinstance(obj, GenericObject):
+        return type(obj).namespaced
+    return isinstance(obj, _NAMESPACED)
+
+
+def is_path_segment_name(value: str) -> list[str]:
+    """apimachinery's path.IsValidPathSegmentName, with its wording."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
 
 
 @dataclass(frozen=True)
@@ -398,15 +454,40 @@ class _LabRanges:
 
 
 class _Checker:
-    def __init__(self, loaded: Sequence[Loaded], context: Sequence[Loaded] = ()) -> None:
+    def __init__(
+        self,
+        loaded: Sequence[Loaded],
+        context: Sequence[Loaded] = (),
+        create_namespaces: bool = False,
+    ) -> None:
         self.loaded = loaded
         self.context = context
+        self.create_namespaces = create_namespaces
+        self.in_place = {id(item) for item in context}
         self.out: list[Diagnostic] = []
         self.node_refs: list[tuple[Loaded, FieldPath, str]] = []
         self.lab: _LabRanges | None = None
 
     def report(self, item: Loaded, path: FieldPath, message: str) -> None:
+        if id(item) in self.in_place:
+            return  # an object already in the lab: its own problems are not this input's
         self.out.append(item.diagnostic(path, message))
+
+    def services(self) -> list[Loaded]:
+        """The Services whose cluster IPs and nodePorts must not clash: those in
+        place (context) that the input does not replace, then the input's."""
+        mine = {
+            (i.obj.metadata.namespace or "default", i.obj.metadata.name)
+            for i in self.loaded
+            if isinstance(i.obj, Service)
+        }
+        kept = [
+            i
+            for i in self.context
+            if isinstance(i.obj, Service)
+            and (i.obj.metadata.namespace or "default", i.obj.metadata.name) not in mine
+        ]
+        return [*kept, *(i for i in self.loaded if isinstance(i.obj, Service))]
 
     def where(self, item: Loaded, path: FieldPath) -> str:
         """How a message points at another object's field: `Kind/name field (file:line)`."""
@@ -447,14 +528,34 @@ class _Checker:
                 self.check_workload(item, obj)
             elif isinstance(obj, EndpointSlice):
                 self.check_endpoint_slice(item, obj)
+            elif isinstance(obj, ReplicationController):
+                self.check_replication_controller(item, obj)
+            elif isinstance(obj, Job):
+                self.check_meta(item, obj.metadata, is_dns1123_subdomain)
+                self.check_job_spec(item, ("spec",), obj.spec)
+            elif isinstance(obj, CronJob):
+                self.check_cronjob(item, obj)
+            elif isinstance(obj, Endpoints):
+                self.check_endpoints(item, obj)
             elif isinstance(obj, Node):
                 self.check_node(item, obj)
             elif isinstance(obj, Namespace):
                 self.check_meta(item, obj.metadata, is_dns1123_label)
+            elif isinstance(obj, GenericObject):
+                self.check_generic(item, obj)
+            elif isinstance(obj, Ingress | IngressClass):
+                # Imported here: that module builds on this one's helpers.
+                from netemu.api import validate_networking
+
+                if isinstance(obj, Ingress):
+                    validate_networking.check_ingress(self, item, obj)
+                else:
+                    validate_networking.check_ingress_class(self, item, obj)
             elif isinstance(obj, ConfigMap):
                 self.check_config_map(item, obj)
             elif isinstance(obj, Secret):
                 self.check_secret(item, obj)
+        self.check_namespaces()
         self.check_service_ips()
         self.check_node_ports()
         self.check_node_refs(labs)
@@ -481,7 +582,7 @@ class _Checker:
             if isinstance(item.obj, Lab):
                 continue  # reported as "at most one Lab"
             kind = type(item.obj).__name__
-            namespace = (meta.namespace or "default") if isinstance(item.obj, _NAMESPACED) else ""
+            namespace = (meta.namespace or "default") if _namespaced(item.obj) else ""
             key = (kind, namespace, meta.name)
             first = seen.setdefault(key, item)
             if first is item:
@@ -523,6 +624,14 @@ class _Checker:
                 # Replicas over MAX_REPLICAS are reported by check_workload already.
                 pods += 1 if replicas is None else min(max(replicas, 0), MAX_REPLICAS)
                 path = ("spec", "replicas")
+            elif isinstance(obj, ReplicationController):
+                replicas = obj.spec.replicas
+                pods += 1 if replicas is None else min(max(replicas, 0), MAX_REPLICAS)
+                path = ("spec", "replicas")
+            elif isinstance(obj, Job):
+                parallelism = obj.spec.parallelism
+                pods += 1 if parallelism is None else min(max(parallelism, 0), MAX_REPLICAS)
+                path = ("spec", "parallelism")
             elif isinstance(obj, DaemonSet):
                 pods += max(nodes, 1)  # a pod on every node, at most
                 path = ("spec",)
@@ -552,6 +661,36 @@ class _Checker:
         for item, path, name in self.node_refs:
             if name not in nodes:
                 self.report(item, path, f'node "{name}" does not exist; defined nodes: {known}')
+
+    def check_generic(self, item: Loaded, obj: GenericObject) -> None:
+        """An object stored but not emulated: its metadata, as the API server checks
+        every object's (names are DNS subdomains, RBAC's path segments)."""
+        rule = is_path_segment_name if obj.kind in _RBAC_KINDS else is_dns1123_subdomain
+        self.check_meta(item, obj.metadata, rule)
+
+    def check_namespaces(self) -> None:
+        """Each namespaced object's namespace exists: one of the cluster's own,
+        defined in the input, or (live) in the lab; as the API server answers
+        `namespaces "x" not found` otherwise."""
+        if self.create_namespaces:
+            return
+        known = set(SYSTEM_NAMESPACES)
+        for item in [*self.context, *self.loaded]:
+            if isinstance(item.obj, Namespace) and item.obj.metadata.name:
+                known.add(item.obj.metadata.name)
+        for item in self.loaded:
+            meta = getattr(item.obj, "metadata", None)
+            if not isinstance(meta, ObjectMeta) or not _namespaced(item.obj):
+                continue
+            namespace = meta.namespace or "default"
+            if namespace in known or is_dns1123_label(namespace):
+                continue  # a malformed name is reported by check_meta
+            self.report(
+                item,
+                ("metadata", "namespace"),
+                f'namespaces "{namespace}" not found: define the Namespace in the input, '
+                "or pass --create-namespaces",
+            )
 
     # ------------------------------------------------------------ ConfigMap and Secret
 
@@ -633,7 +772,7 @@ class _Checker:
                 self.report(item, (*path, "generateName"), _join(errs))
         else:
             self.report(item, (*path, "name"), "name or generateName is required")
-        namespaced = isinstance(item.obj, _NAMESPACED)
+        namespaced = _namespaced(item.obj)
         if meta.namespace and namespaced and (errs := is_dns1123_label(meta.namespace)):
             self.report(item, (*path, "namespace"), _join(errs))
         self.check_labels(item, (*path, "labels"), meta.labels)
@@ -1015,6 +1154,149 @@ class _Checker:
                 f"{_labels_text(template.metadata.labels)})",
             )
 
+    # ------------------------------------------------------------ v1 and batch workloads
+
+    def check_replication_controller(self, item: Loaded, rc: ReplicationController) -> None:
+        """ValidateReplicationControllerSpec: a template is required, its
+        selector (defaulted to the template's labels) must select them."""
+        self.check_meta(item, rc.metadata, is_dns1123_subdomain)
+        spec = rc.spec
+        self.check_replicas(item, ("spec", "replicas"), spec.replicas)
+        if spec.selector:
+            self.check_labels(item, ("spec", "selector"), spec.selector)
+        if spec.template is None:
+            self.report(item, ("spec", "template"), "Required value")
+            return
+        labels = spec.template.metadata.labels
+        self.check_labels(item, ("spec", "template", "metadata", "labels"), labels)
+        self.check_pod_spec(item, ("spec", "template", "spec"), spec.template.spec)
+        selector = spec.effective_selector()
+        if not selector:
+            self.report(item, ("spec", "selector"), "Required value")
+        elif not selector.items() <= labels.items():
+            self.report(
+                item,
+                ("spec", "template", "metadata", "labels"),
+                f"Invalid value: {_labels_text(labels)}: `selector` does not match template "
+                f"`labels` (selector: {_labels_text(selector)})",
+            )
+        restart = spec.template.spec.restart_policy
+        if restart not in (None, "Always"):
+            self.report(
+                item,
+                ("spec", "template", "spec", "restartPolicy"),
+                f'Unsupported value: "{restart}": supported values: "Always"',
+            )
+
+    def check_replicas(self, item: Loaded, path: FieldPath, value: int | None) -> None:
+        if value is not None and value < 0:
+            self.report(item, path, "must be greater than or equal to 0")
+        elif value is not None and value > MAX_REPLICAS:
+            self.report(
+                item,
+                path,
+                f"must be no more than {MAX_REPLICAS:,}: each replica is a pod (in a live lab a "
+                "network namespace), and no lab needs so many",
+            )
+
+    def check_job_spec(self, item: Loaded, path: FieldPath, spec: JobSpec) -> None:
+        """ValidateJobSpec (pkg/apis/batch/validation)."""
+        for field, value in (
+            ("parallelism", spec.parallelism),
+            ("completions", spec.completions),
+            ("activeDeadlineSeconds", spec.active_deadline_seconds),
+            ("backoffLimit", spec.backoff_limit),
+            ("ttlSecondsAfterFinished", spec.ttl_seconds_after_finished),
+        ):
+            if value is not None and value < 0:
+                self.report(item, (*path, field), "must be greater than or equal to 0")
+        if spec.parallelism is not None and spec.parallelism > MAX_REPLICAS:
+            self.check_replicas(item, (*path, "parallelism"), spec.parallelism)
+        if spec.completion_mode == "Indexed" and spec.completions is None:
+            self.report(
+                item, (*path, "completions"), "Required value: when completion mode is Indexed"
+            )
+        template = spec.template
+        self.check_labels(item, (*path, "template", "metadata", "labels"), template.metadata.labels)
+        self.check_pod_spec(item, (*path, "template", "spec"), template.spec)
+        restart = template.spec.restart_policy or "Always"
+        if restart not in ("OnFailure", "Never"):
+            self.report(
+                item,
+                (*path, "template", "spec", "restartPolicy"),
+                f'Unsupported value: "{restart}": supported values: "OnFailure", "Never"',
+            )
+        if spec.manual_selector:
+            if spec.selector is None:
+                self.report(item, (*path, "selector"), "Required value")
+            elif self.check_selector(item, (*path, "selector"), spec.selector) and (
+                not spec.selector.matches(template.metadata.labels)
+            ):
+                self.report(
+                    item,
+                    (*path, "template", "metadata", "labels"),
+                    f"Invalid value: {_labels_text(template.metadata.labels)}: `selector` does "
+                    "not match template `labels`",
+                )
+        elif spec.selector is not None:
+            # The API server generates the selector itself (manualSelector unset).
+            self.report(
+                item,
+                (*path, "selector"),
+                "Invalid value: `selector` not auto-generated: set `manualSelector: true` to "
+                "give your own, or leave `selector` out",
+            )
+
+    def check_cronjob(self, item: Loaded, cj: CronJob) -> None:
+        """ValidateCronJobCreate: name, schedule, timeZone and the job template."""
+        self.check_meta(item, cj.metadata, is_dns1123_subdomain)
+        name = cj.metadata.name or ""
+        if len(name) > MAX_CRONJOB_NAME:
+            self.report(
+                item,
+                ("metadata", "name"),
+                f'Invalid value: "{name}": must be no more than {MAX_CRONJOB_NAME} characters',
+            )
+        spec = cj.spec
+        if why := schedule_error(spec.schedule):
+            self.report(item, ("spec", "schedule"), f'Invalid value: "{spec.schedule}": {why}')
+        if spec.time_zone is not None and (why := time_zone_error(spec.time_zone)):
+            self.report(item, ("spec", "timeZone"), f'Invalid value: "{spec.time_zone}": {why}')
+        for field, value in (
+            ("startingDeadlineSeconds", spec.starting_deadline_seconds),
+            ("successfulJobsHistoryLimit", spec.successful_jobs_history_limit),
+            ("failedJobsHistoryLimit", spec.failed_jobs_history_limit),
+        ):
+            if value is not None and value < 0:
+                self.report(item, ("spec", field), "must be greater than or equal to 0")
+        self.check_job_spec(item, ("spec", "jobTemplate", "spec"), spec.job_template.spec)
+
+    def check_endpoints(self, item: Loaded, endpoints: Endpoints) -> None:
+        """ValidateEndpoints: addresses are IPs, ports in range, port names
+        DNS labels and required when a subset has several ports."""
+        self.check_meta(item, endpoints.metadata, is_dns1123_subdomain)
+        for s, subset in enumerate(endpoints.subsets):
+            for group, addresses in (
+                ("addresses", subset.addresses),
+                ("notReadyAddresses", subset.not_ready_addresses),
+            ):
+                for a, address in enumerate(addresses):
+                    if parse_ip(address.ip) is None:
+                        self.report(
+                            item,
+                            ("subsets", s, group, a, "ip"),
+                            f'Invalid value: "{address.ip}": must be a valid IP address',
+                        )
+            for p, port in enumerate(subset.ports):
+                ppath: FieldPath = ("subsets", s, "ports", p)
+                if errs := is_port_number(port.port):
+                    self.report(item, (*ppath, "port"), _join(errs))
+                if port.name:
+                    if errs := is_dns1123_label(port.name):
+                        self.report(item, (*ppath, "name"), _join(errs))
+                elif len(subset.ports) > 1:
+                    self.report(item, (*ppath, "name"), "Required value")
+
     # ------------------------------------------------------------ Services
 
     def check_service(self, item: Loaded, svc: Service) -> None:
@@ -1025,6 +1307,7 @@ class _Checker:
         if spec.selector:
             self.check_labels(item, ("spec", "selector"), spec.selector)
         self.check_service_ports(item, svc, svc_type)
+        self.check_ip_families(item, svc)
 
         if spec.cluster_ip not in (None, "", "None") and parse_ip(spec.cluster_ip) is None:
             self.report(item, ("spec", "clusterIP"), "must be empty, 'None', or a valid IP address")
@@ -1124,6 +1407,27 @@ class _Checker:
                     f"must be between 1 and {MAX_AFFINITY_TIMEOUT}, inclusive",
                 )
 
+    def check_ip_families(self, item: Loaded, svc: Service) -> None:
+        """A lab is single-stack, of its serviceCIDR's family (IPv4 by default): the
+        API server's allocator refuses other families and RequireDualStack, with
+        these messages (pkg/registry/core/service/storage/alloc.go,
+        initIPFamilyFields)."""
+        cidr = self.lab.service_cidr if self.lab is not None else None
+        family = f"IPv{cidr.version}" if cidr is not None else "IPv4"
+        if svc.spec.ip_family_policy == "RequireDualStack":
+            self.report(
+                item,
+                ("spec", "ipFamilyPolicy"),
+                "Cluster is not configured for dual stack services",
+            )
+        for i, wanted in enumerate(svc.spec.ip_families):
+            if wanted != family:
+                self.report(
+                    item,
+                    ("spec", "ipFamilies", i),
+                    f"ipfamily {wanted} is not configured on cluster (the lab is {family} only)",
+                )
+
     def check_service_ports(self, item: Loaded, svc: Service, svc_type: str) -> None:
         ports = svc.spec.ports
         names: dict[str, int] = {}
@@ -1196,9 +1500,8 @@ class _Checker:
         """clusterIPs are unique and, with a Lab, inside its serviceCIDR."""
         owners: dict[Any, tuple[Loaded, FieldPath]] = {}
         cidr = self.lab.service_cidr if self.lab else None
-        for item in self.loaded:
-            if not isinstance(item.obj, Service):
-                continue
+        for item in self.services():
+            assert isinstance(item.obj, Service)
             for path, ip in self.service_ips(item.obj):
                 if cidr is not None:
                     if ip not in cidr:
@@ -1222,10 +1525,9 @@ class _Checker:
         """nodePorts (and healthCheckNodePorts) are unique on the nodes and, with a
         Lab, inside its nodePortRange."""
         uses: dict[int, list[_NodePortUse]] = {}
-        for item in self.loaded:
+        for item in self.services():
             svc = item.obj
-            if not isinstance(svc, Service):
-                continue
+            assert isinstance(svc, Service)
             svc_type = svc.spec.type or "ClusterIP"
             if svc_type not in ("NodePort", "LoadBalancer"):
                 continue  # nodePorts there are already reported as not allowed

@@ -6,11 +6,14 @@ Nodes with pod CIDRs, workload Pods scheduled and addressed, EndpointSlices).
 Owns: `store` (objects, resourceVersions, watch history), `client` (the API
 interface controllers and agents use), the controllers (`defaulting`,
 `allocator`, `nodes`, `nodeipam`, `gc`, `deployment`, `replicaset`,
-`daemonset`, `statefulset`, `scheduler`, `podipam`, `endpointslice`), the
+`daemonset`, `statefulset`, `replicaset` (also ReplicationControllers),
+`cronjob`, `job`, `scheduler`, `podipam`, `endpointslice`,
+`endpointsmirror` (v1 Endpoints and their mirrored slices)), the
 fixed-point `runner`, and `ClusterState` (`state`).
 Must not touch: the kernel, the network, files, the clock or randomness
 (the same input always yields byte-identical output; the one exception is
-the store's clock for creationTimestamp, which callers may fix); manifest loading and
+the clock for creationTimestamp and the Job and CronJob controllers' times,
+which callers may fix); manifest loading and
 validation (netemu.api) and rule compilation (netemu.rules) live elsewhere.
 Controllers talk to the API only through a `Client`.
 
@@ -23,10 +26,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
 from netemu.api.base import K8sModel, ObjectMeta
+from netemu.api.batch import CronJob, Job
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.core import ConfigMap, EndpointSlice, Namespace, Node, Pod, Secret, Service
+from netemu.api.core import (
+    ConfigMap,
+    Endpoints,
+    EndpointSlice,
+    Namespace,
+    Node,
+    Pod,
+    Secret,
+    Service,
+)
+from netemu.api.generic import generic_kinds
+from netemu.api.networking import Ingress, IngressClass
 from netemu.controlplane.client import Client, LocalClient
 from netemu.controlplane.errors import AlreadyExists
 from netemu.controlplane.objects import is_namespaced, key_of, kind_of, meta_of
@@ -69,7 +84,7 @@ def build_cluster_state(objects: Sequence[K8sModel], clock: Clock = wall_clock) 
     creationTimestamp (the only input besides `objects`).
     """
     client = LocalClient(Store(clock=clock))
-    plane = ControlPlane(client)  # before any object exists, to see creation order
+    plane = ControlPlane(client, clock=clock)  # before any object exists, to see creation order
     originals = apply_objects(client, objects)
     plane.run_to_fixed_point()
 
@@ -130,6 +145,13 @@ def snapshot(
         replica_sets=client.list(ReplicaSet).items,
         daemon_sets=client.list(DaemonSet).items,
         stateful_sets=client.list(StatefulSet).items,
+        others=tuple(obj for cls in generic_kinds() for obj in client.list(cls).items),
+        replication_controllers=client.list(ReplicationController).items,
+        jobs=client.list(Job).items,
+        cron_jobs=client.list(CronJob).items,
+        endpoints=client.list(Endpoints).items,
+        ingresses=client.list(Ingress).items,
+        ingress_classes=client.list(IngressClass).items,
         config_maps=client.list(ConfigMap).items,
         secrets=client.list(Secret).items,
     )

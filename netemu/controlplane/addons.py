@@ -41,11 +41,13 @@ objects; see `live_addons`.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 from netemu.api.apps import Deployment
 from netemu.api.base import K8sModel
 from netemu.api.config import Lab
 from netemu.api.core import SERVICE_NAME_LABEL, EndpointSlice, Service
+from netemu.api.networking import Ingress, IngressClass
 from netemu.controlplane.client import Client
 from netemu.controlplane.errors import NotFound
 
@@ -271,3 +273,116 @@ class KubernetesServiceController:
             self.client.update(fixed)
             changed = True
         return changed
+
+
+# ---------------------------------------------------------------- ingress-nginx
+
+# The ingress controller addon, as ingress-nginx's published manifests for a
+# cloud (deploy/static/provider/cloud/deploy.yaml) name and label it: the
+# `ingress-nginx-controller` Deployment and LoadBalancer Service (which has
+# node ports too) in namespace `ingress-nginx`, and the IngressClass `nginx`.
+# The pod runs Debian's nginx (netemu.node.ingress) instead of the image:
+# its template carries `netemu/builtin-server: ingress`.
+BUILTIN_INGRESS = "ingress"
+INGRESS_NAMESPACE = "ingress-nginx"
+INGRESS_CONTROLLER = "ingress-nginx-controller"
+INGRESS_IMAGE = "registry.k8s.io/ingress-nginx/controller:v1.10.1"
+INGRESS_LABELS = {
+    "app.kubernetes.io/component": "controller",
+    "app.kubernetes.io/instance": "ingress-nginx",
+    "app.kubernetes.io/name": "ingress-nginx",
+}
+INGRESS_CLASS = "nginx"
+INGRESS_CONTROLLER_VALUE = "k8s.io/ingress-nginx"
+
+
+def ingress_service() -> Service:
+    return Service.model_validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": INGRESS_CONTROLLER,
+                "namespace": INGRESS_NAMESPACE,
+                "labels": dict(INGRESS_LABELS),
+            },
+            "spec": {
+                "type": "LoadBalancer",
+                "externalTrafficPolicy": "Local",
+                "selector": dict(INGRESS_LABELS),
+                "ports": [
+                    {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+                    {"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https"},
+                ],
+            },
+        }
+    )
+
+
+def ingress_deployment() -> Deployment:
+    return Deployment.model_validate(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": INGRESS_CONTROLLER,
+                "namespace": INGRESS_NAMESPACE,
+                "labels": dict(INGRESS_LABELS),
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": dict(INGRESS_LABELS)},
+                "template": {
+                    "metadata": {
+                        "labels": dict(INGRESS_LABELS),
+                        "annotations": {BUILTIN_SERVER: BUILTIN_INGRESS},
+                    },
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "controller",
+                                "image": INGRESS_IMAGE,
+                                # The controller's own flags; netemu's nginx ignores them.
+                                "args": [
+                                    "/nginx-ingress-controller",
+                                    f"--publish-service=$(POD_NAMESPACE)/{INGRESS_CONTROLLER}",
+                                    "--election-id=ingress-nginx-leader",
+                                    f"--controller-class={INGRESS_CONTROLLER_VALUE}",
+                                    f"--ingress-class={INGRESS_CLASS}",
+                                ],
+                                "ports": [
+                                    {"name": "http", "containerPort": 80, "protocol": "TCP"},
+                                    {"name": "https", "containerPort": 443, "protocol": "TCP"},
+                                ],
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+    )
+
+
+def ingress_class() -> IngressClass:
+    return IngressClass.model_validate(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {"name": INGRESS_CLASS, "labels": dict(INGRESS_LABELS)},
+            "spec": {"controller": INGRESS_CONTROLLER_VALUE},
+        }
+    )
+
+
+def wants_ingress(objects: Sequence[K8sModel]) -> bool:
+    """Whether a lab gets the ingress addon: its objects have an Ingress, or
+    an IngressClass of ingress-nginx's controller."""
+    return any(
+        isinstance(o, Ingress)
+        or (isinstance(o, IngressClass) and o.spec.controller == INGRESS_CONTROLLER_VALUE)
+        for o in objects
+    )
+
+
+def ingress_addons() -> list[K8sModel]:
+    return [ingress_class(), ingress_service(), ingress_deployment()]

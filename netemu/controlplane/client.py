@@ -44,6 +44,7 @@ class Client(Protocol):
         *,
         resource_version: str | None = None,
         uid: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> T: ...
 
     def watch(
@@ -88,8 +89,16 @@ class LocalClient:
         *,
         resource_version: str | None = None,
         uid: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> T:
-        return self.store.delete(kind, namespace, name, resource_version=resource_version, uid=uid)
+        return self.store.delete(
+            kind,
+            namespace,
+            name,
+            resource_version=resource_version,
+            uid=uid,
+            grace_period_seconds=grace_period_seconds,
+        )
 
     def watch(
         self,

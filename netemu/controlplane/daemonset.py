@@ -63,12 +63,13 @@ class DaemonSetController:
         ]
         by_node: dict[str, list[Pod]] = {}
         for pod in sorted(owned, key=lambda p: p.metadata.name or ""):
+            if is_terminating(pod):
+                continue  # going; a node without another pod gets a new one
             if is_terminal(pod) or (
                 not on_delete and pod.metadata.labels.get(LABEL_REVISION_HASH) != revision
             ):
-                if not is_terminating(pod):
-                    delete(self.client, pod)
-                    changed = True
+                delete(self.client, pod)
+                changed = True
                 continue
             by_node.setdefault(pod.spec.node_name or "", []).append(pod)
 

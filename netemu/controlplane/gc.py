@@ -10,16 +10,26 @@ real cluster, say) is left alone rather than treated as dangling.
 
 from __future__ import annotations
 
-from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
 from netemu.api.base import K8sModel
+from netemu.api.batch import CronJob, Job
 from netemu.api.core import EndpointSlice, Pod, Service
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import delete
 from netemu.controlplane.errors import Expired, NotFound
 from netemu.controlplane.objects import meta_of
 
-OWNER_KINDS: tuple[type[K8sModel], ...] = (Deployment, ReplicaSet, DaemonSet, StatefulSet, Service)
-DEPENDENT_KINDS: tuple[type[K8sModel], ...] = (ReplicaSet, Pod, EndpointSlice)
+OWNER_KINDS: tuple[type[K8sModel], ...] = (
+    Deployment,
+    ReplicaSet,
+    DaemonSet,
+    StatefulSet,
+    ReplicationController,
+    CronJob,
+    Job,
+    Service,
+)
+DEPENDENT_KINDS: tuple[type[K8sModel], ...] = (ReplicaSet, Job, Pod, EndpointSlice)
 
 
 class GarbageCollector:
@@ -53,6 +63,8 @@ class GarbageCollector:
             for obj in self.client.list(kind).items:
                 meta = meta_of(obj)
                 refs = [r.uid for r in meta.owner_references]
+                if meta.deletion_timestamp is not None:
+                    continue  # being deleted already (a pod's graceful deletion)
                 if refs and all(uid in self.deleted for uid in refs):
                     try:
                         delete(self.client, obj)

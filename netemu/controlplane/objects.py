@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from netemu.api.base import K8sModel, ObjectMeta
+from netemu.api.generic import is_cluster_scoped_generic
 from netemu.controlplane.errors import Invalid
 
 T = TypeVar("T", bound=K8sModel)
@@ -15,7 +16,9 @@ T = TypeVar("T", bound=K8sModel)
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 # Kinds without a namespace, as in Kubernetes (plus netemu's own config kinds).
-CLUSTER_SCOPED_KINDS = frozenset({"Node", "Namespace", "Lab", "KubeProxyConfiguration"})
+CLUSTER_SCOPED_KINDS = frozenset(
+    {"Node", "Namespace", "Lab", "KubeProxyConfiguration", "IngressClass"}
+)
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,28 @@ KIND_ALIASES = {
     "sts": "StatefulSet",
     "endpointslice": "EndpointSlice",
     "endpointslices": "EndpointSlice",
+    "replicationcontroller": "ReplicationController",
+    "replicationcontrollers": "ReplicationController",
+    "rc": "ReplicationController",
+    "job": "Job",
+    "jobs": "Job",
+    "cronjob": "CronJob",
+    "cronjobs": "CronJob",
+    "cj": "CronJob",
+    "endpoints": "Endpoints",
+    "ep": "Endpoints",
+    "ingress": "Ingress",
+    "ingresses": "Ingress",
+    "ing": "Ingress",
+    "ingressclass": "IngressClass",
+    "ingressclasses": "IngressClass",
     "configmap": "ConfigMap",
     "configmaps": "ConfigMap",
     "cm": "ConfigMap",
     "secret": "Secret",
     "secrets": "Secret",
 }
-SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
+SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet", "ReplicationController")
 # The kinds that describe a live lab itself: fixed while it runs (`netemu
 # down` and `up` change them), never applied to or deleted from it.
 LAB_KINDS = ("Lab", "KubeProxyConfiguration")
@@ -93,7 +111,7 @@ def kind_of(cls: type[K8sModel]) -> str:
 
 
 def is_namespaced(kind: str) -> bool:
-    return kind not in CLUSTER_SCOPED_KINDS
+    return kind not in CLUSTER_SCOPED_KINDS and not is_cluster_scoped_generic(kind)
 
 
 def meta_of(obj: K8sModel) -> ObjectMeta:

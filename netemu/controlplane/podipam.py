@@ -38,6 +38,7 @@ import ipaddress
 from typing import Any
 
 from netemu.api.core import (
+    Container,
     ContainerState,
     ContainerStateRunning,
     ContainerStateWaiting,
@@ -126,6 +127,14 @@ class PodIpamController:
         host = update.get("host_ip", status.host_ip)
         if not status.host_ips and host is not None:
             update["host_ips"] = [PodIP(ip=host)]
+        # In a live lab a pod with init containers starts initializing: its
+        # kubelet runs them first and reports their progress itself
+        # (netemu.node.initcontainers).
+        initializing = self.kubelet_probes and fresh and bool(pod.spec.init_containers)
+        if initializing:
+            if status.phase in (None, "Pending"):
+                update["phase"] = "Pending"
+            status = status.model_copy(update={"conditions": _initializing(pod, status)})
         update["conditions"] = _conditions(
             status, self.kubelet_probes and _gated(pod), pod.metadata.creation_timestamp
         )
@@ -141,7 +150,13 @@ class PodIpamController:
             and not c.state.waiting.message
             for c in status.container_statuses
         )
-        if creating:  # none yet, or only those written while the pod waited
+        if initializing:
+            update["container_statuses"] = _waiting(pod.spec.containers, "PodInitializing")
+            if status.init_container_statuses is None:
+                update["init_container_statuses"] = [
+                    s.to_dict() for s in _waiting(pod.spec.init_containers, "PodInitializing")
+                ]
+        elif creating:  # none yet, or only those written while the pod waited
             started = update.get("start_time", status.start_time)
             update["container_statuses"] = _container_statuses(pod, started, ready)
         new_status: PodStatus = status.model_copy(update=update)
@@ -195,6 +210,47 @@ def _container_statuses(pod: Pod, started_at: Any, ready: bool) -> list[Containe
             )
         )
     return statuses
+
+
+def _waiting(containers: list[Container], reason: str) -> list[ContainerStatus]:
+    return [
+        ContainerStatus(
+            name=c.name,
+            state=ContainerState(waiting=ContainerStateWaiting(reason=reason)),
+            ready=False,
+            restart_count=0,
+            image=c.image or "",
+            image_id="",
+            started=False,
+        )
+        for c in containers
+    ]
+
+
+def _initializing(pod: Pod, status: PodStatus) -> list[PodCondition]:
+    """The conditions of a pod whose init containers have yet to run, as
+    the kubelet's generate.go writes them; conditions given are kept."""
+    given = {c.type for c in status.conditions}
+    inits = " ".join(c.name for c in pod.spec.init_containers)
+    apps = " ".join(c.name for c in pod.spec.containers)
+    fresh = [
+        PodCondition(
+            type="Initialized",
+            status="False",
+            reason="ContainersNotInitialized",
+            message=f"containers with incomplete status: [{inits}]",
+        ),
+        *(
+            PodCondition(
+                type=kind,
+                status="False",
+                reason="ContainersNotReady",
+                message=f"containers with unready status: [{apps}]",
+            )
+            for kind in ("Ready", "ContainersReady")
+        ),
+    ]
+    return [*status.conditions, *(c for c in fresh if c.type not in given)]
 
 
 def _gated(pod: Pod) -> bool:

@@ -1,34 +1,49 @@
 """The ReplicaSet controller: keeps spec.replicas (default 1) active pods.
+It runs ReplicationControllers too, as kube-controller-manager's
+replication controller is the ReplicaSet controller's code behind an
+adapter (pkg/controller/replication): an RC's selector is a plain map,
+defaulted to its template's labels.
 
 Pods are named `<replicaset>-<5 characters>` (generateName). Orphan pods
 matching the selector are adopted, as Kubernetes does. When scaling down,
-pods are removed in the spirit of controller.ActivePods: unscheduled before
-scheduled, Pending before Running, not-ready before ready, then by name (a
-deterministic stand-in for "newest first", since netemu keeps no creation
-timestamps).
+pods are removed in the order the controller ranks them
+(netemu.controlplane.ranking: getPodsToDelete / ActivePodsWithRanks).
 """
 
 from __future__ import annotations
 
-from netemu.api.apps import ReplicaSet
-from netemu.api.core import Pod
+import datetime
+
+from netemu.api.apps import ReplicaSet, ReplicationController
+from netemu.api.base import LabelSelector
+from netemu.api.core import Pod, PodTemplateSpec
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
     controlled_by,
     controller_ref,
     delete,
     is_active,
-    is_pod_ready,
     owner_reference,
     pod_from_template,
     write,
 )
+from netemu.controlplane.ranking import pods_to_delete
 
-_PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+
+def replicated_spec(
+    owner: ReplicaSet | ReplicationController,
+) -> tuple[LabelSelector, PodTemplateSpec | None, int]:
+    """The selector, template and wanted replicas of a ReplicaSet or RC."""
+    replicas = owner.spec.replicas if owner.spec.replicas is not None else 1
+    if isinstance(owner, ReplicationController):
+        selector = LabelSelector(match_labels=owner.spec.effective_selector())
+        return selector, owner.spec.template, replicas
+    return owner.spec.selector, owner.spec.template, replicas
 
 
 class ReplicaSetController:
-    """Creates and deletes pods so each ReplicaSet has spec.replicas of them."""
+    """Creates and deletes pods so each ReplicaSet (and ReplicationController)
+    has spec.replicas of them."""
 
     name = "replicaset"
 
@@ -47,15 +62,36 @@ class ReplicaSetController:
                 orphans.setdefault(pod.metadata.namespace, []).append(pod)
             elif ref.uid:
                 controlled.setdefault(ref.uid, []).append(pod)
-        for rs in self.client.list(ReplicaSet).items:
+        sets: list[ReplicaSet | ReplicationController] = [
+            *self.client.list(ReplicaSet).items,
+            *self.client.list(ReplicationController).items,
+        ]
+        # getReplicaSetsWithSameController: the sets of one owner (a
+        # Deployment's old and new ones); a set without an owner stands alone.
+        siblings: dict[str, list[ReplicaSet | ReplicationController]] = {}
+        for rs in sets:
+            ref = controller_ref(rs.metadata)
+            siblings.setdefault(ref.uid if ref else rs.metadata.uid or "", []).append(rs)
+        for rs in sets:
             owned = controlled.get(rs.metadata.uid or "", [])
             claimed = [p for p in owned if controlled_by(p, rs)]
-            changed |= self._sync(rs, claimed, orphans.get(rs.metadata.namespace, []))
+            ref = controller_ref(rs.metadata)
+            family = siblings[ref.uid if ref else rs.metadata.uid or ""]
+            related = [p for s in family for p in controlled.get(s.metadata.uid or "", [])]
+            changed |= self._sync(rs, claimed, orphans.get(rs.metadata.namespace, []), related)
         return changed
 
-    def _sync(self, rs: ReplicaSet, claimed: list[Pod], orphans: list[Pod]) -> bool:
+    def _sync(
+        self,
+        rs: ReplicaSet | ReplicationController,
+        claimed: list[Pod],
+        orphans: list[Pod],
+        related: list[Pod],
+    ) -> bool:
         changed = False
-        selector = rs.spec.selector
+        selector, template, desired = replicated_spec(rs)
+        if template is None:
+            return False  # rejected by validation; nothing to create pods from
         if selector.match_labels or selector.match_expressions:
             for pod in orphans:
                 if (
@@ -74,24 +110,15 @@ class ReplicaSetController:
                     changed = True
 
         active = [p for p in claimed if is_active(p)]
-        desired = rs.spec.replicas if rs.spec.replicas is not None else 1
         if len(active) < desired:
             for _ in range(desired - len(active)):
                 self.client.create(
-                    pod_from_template(rs.spec.template, rs, generate_name=f"{rs.metadata.name}-")
+                    pod_from_template(template, rs, generate_name=f"{rs.metadata.name}-")
                 )
             changed = True
         elif len(active) > desired:
-            for pod in sorted(active, key=_deletion_rank)[: len(active) - desired]:
+            now = datetime.datetime.now(datetime.UTC)
+            for pod in pods_to_delete(active, related, len(active) - desired, now):
                 delete(self.client, pod)
             changed = True
         return changed
-
-
-def _deletion_rank(pod: Pod) -> tuple[bool, int, bool, str]:
-    return (
-        bool(pod.spec.node_name),
-        _PHASE_RANK.get(pod.status.phase or "Pending", 0),
-        is_pod_ready(pod),
-        pod.metadata.name or "",
-    )

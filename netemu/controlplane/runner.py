@@ -14,12 +14,16 @@ from typing import Protocol
 
 from netemu.controlplane.allocator import ServiceAllocatorController
 from netemu.controlplane.client import Client
+from netemu.controlplane.cronjob import CronJobController
 from netemu.controlplane.daemonset import DaemonSetController
 from netemu.controlplane.defaulting import DefaultingController
 from netemu.controlplane.deployment import DeploymentController
 from netemu.controlplane.endpointslice import EndpointSliceController
+from netemu.controlplane.endpointsmirror import EndpointsController, EndpointsMirroringController
 from netemu.controlplane.errors import AlreadyExists, Conflict, NotFound
 from netemu.controlplane.gc import GarbageCollector
+from netemu.controlplane.ingress import IngressStatusController
+from netemu.controlplane.job import JobController
 from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.nodeipam import NodeIpamController
 from netemu.controlplane.nodes import NodeController
@@ -27,6 +31,7 @@ from netemu.controlplane.podipam import PodIpamController
 from netemu.controlplane.replicaset import ReplicaSetController
 from netemu.controlplane.scheduler import Scheduler
 from netemu.controlplane.statefulset import StatefulSetController
+from netemu.controlplane.store import Clock, wall_clock
 from netemu.controlplane.workloadstatus import WorkloadStatusController
 
 DEFAULT_MAX_ROUNDS = 100
@@ -44,12 +49,15 @@ class FixedPointError(RuntimeError):
     """The controllers kept changing the state (a controller bug, never bad input)."""
 
 
-def default_controllers(client: Client, kubelet_probes: bool = False) -> list[Controller]:
+def default_controllers(
+    client: Client, kubelet_probes: bool = False, clock: Clock = wall_clock
+) -> list[Controller]:
     """The standard controllers, in the order a round runs them. Controllers
     that track creation order start watching now, so objects created after
     this call are ordered as they were created. `kubelet_probes`: node
     kubelets run the pods' probes and report readiness (a live lab), so a
-    probed pod starts not ready (see PodIpamController)."""
+    probed pod starts not ready (see PodIpamController). `clock` is read by
+    the Job and CronJob controllers (start times, deadlines, schedules)."""
     return [
         DefaultingController(client),
         ServiceAllocatorController(client),
@@ -61,10 +69,15 @@ def default_controllers(client: Client, kubelet_probes: bool = False) -> list[Co
         ReplicaSetController(client),
         DaemonSetController(client),
         StatefulSetController(client),
+        CronJobController(client, clock),
+        JobController(client, clock),
         Scheduler(client),
         PodIpamController(client, kubelet_probes=kubelet_probes),
         EndpointSliceController(client),
+        EndpointsMirroringController(client),
+        EndpointsController(client),
         WorkloadStatusController(client),
+        IngressStatusController(client),
     ]
 
 
@@ -78,12 +91,13 @@ class ControlPlane:
         client: Client,
         controllers: Sequence[Controller] | None = None,
         kubelet_probes: bool = False,
+        clock: Clock = wall_clock,
     ) -> None:
         self.client = client
         self.controllers = (
             list(controllers)
             if controllers is not None
-            else default_controllers(client, kubelet_probes=kubelet_probes)
+            else default_controllers(client, kubelet_probes=kubelet_probes, clock=clock)
         )
 
     def run_round(self) -> list[str]:

@@ -21,10 +21,12 @@ from netemu.controlplane.common import (
     controller_ref,
     delete,
     is_terminal,
+    is_terminating,
     pod_from_template,
     sorted_map,
 )
 from netemu.controlplane.daemonset import LABEL_REVISION_HASH, update_strategy_type
+from netemu.controlplane.errors import NotFound
 from netemu.controlplane.names import compute_hash
 
 LABEL_POD_NAME = "statefulset.kubernetes.io/pod-name"
@@ -77,11 +79,16 @@ class StatefulSetController:
             reverse=True,
         )
         for pod in owned:
+            if is_terminating(pod):
+                # Its name is taken until its kubelet has stopped it; the
+                # set re-creates that ordinal only then.
+                continue
             ordinal = ordinal_of(set_name, pod.metadata.name or "")
             stale = not on_delete and pod.metadata.labels.get(LABEL_REVISION_HASH) != revision
             if ordinal not in wanted or is_terminal(pod) or stale:
                 delete(self.client, pod)
-                removed.add(pod.metadata.name)
+                if not _still_there(self.client, pod):
+                    removed.add(pod.metadata.name)
                 changed = True
 
         for ordinal in wanted:
@@ -91,6 +98,15 @@ class StatefulSetController:
             self.client.create(stateful_pod(sts, name, ordinal, revision))
             changed = True
         return changed
+
+
+def _still_there(client: Client, pod: Pod) -> bool:
+    """Whether a pod just deleted stays, being deleted gracefully."""
+    try:
+        client.get(Pod, pod.metadata.namespace, pod.metadata.name or "")
+    except NotFound:
+        return False
+    return True
 
 
 def ordinal_of(set_name: str, pod_name: str) -> int:

@@ -18,8 +18,18 @@ create for the kinds whose registry strategy tracks it (workloads and
 EndpointSlices), raised by one whenever an update changes anything but
 metadata and status (PrepareForUpdate of those strategies).
 
-Deliberate simplifications: deletion is immediate (no graceful deletion or
-finalizers; a `deletionTimestamp` written by a user is stored as data),
+Graceful deletion of Pods, when the store is made with `graceful_pods`
+(a live lab, whose kubelets finish what the deletion starts): deleting a
+pod that is bound to a node and not Succeeded/Failed stamps
+`deletionTimestamp` (now + the grace period) and
+`deletionGracePeriodSeconds` and keeps it; the grace period is the
+request's, else the pod's terminationGracePeriodSeconds (the pod strategy's
+CheckGracefulDelete). Deleting it again can only shorten the period
+(BeforeDelete); a grace period of 0 removes it. Its kubelet removes it with
+grace 0 once its containers have stopped.
+
+Deliberate simplifications: other deletions are immediate (no finalizers;
+a `deletionTimestamp` written by a user is stored as data),
 namespaces are not required to exist, and uids are UUIDs derived from the
 object's key and how many times that key has been created, so they are
 deterministic. The clock is the one thing from outside: pass a fixed one
@@ -40,7 +50,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Generic, cast
+from typing import Any, Generic, cast
 
 from netemu.api.base import K8sModel, ObjectMeta
 from netemu.api.core import ConfigMap, Secret
@@ -62,14 +72,26 @@ Key = tuple[str, str, str]
 _UID_NAMESPACE = uuid.UUID("6f1c9a4e-2b1d-5d8e-9c3a-6e6574656d75")
 
 DEFAULT_HISTORY = 10_000
+# A pod's terminationGracePeriodSeconds when it has none (SetDefaults_PodSpec).
+DEFAULT_GRACE_PERIOD = 30
 
 Clock = Callable[[], datetime.datetime]
 
 # Kinds whose registry strategy sets metadata.generation (1 on create, +1 on
-# a spec change): apps/v1 workloads and discovery/v1 EndpointSlices. Core
-# Services, Nodes and Namespaces have none.
+# a spec change): apps/v1 workloads, ReplicationControllers, batch/v1 Jobs
+# and CronJobs, and discovery/v1 EndpointSlices. Core Services, Nodes and
+# Namespaces have none.
 GENERATION_KINDS = frozenset(
-    {"Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "EndpointSlice"}
+    {
+        "Deployment",
+        "ReplicaSet",
+        "DaemonSet",
+        "StatefulSet",
+        "ReplicationController",
+        "Job",
+        "CronJob",
+        "EndpointSlice",
+    }
 )
 
 
@@ -101,10 +123,13 @@ class _Event:
 class Store:
     """Objects keyed by (kind, namespace, name) with resourceVersions and watch."""
 
-    def __init__(self, history: int = DEFAULT_HISTORY, clock: Clock = wall_clock) -> None:
+    def __init__(
+        self, history: int = DEFAULT_HISTORY, clock: Clock = wall_clock, graceful_pods: bool = False
+    ) -> None:
         if history < 1:
             raise ValueError("history must be at least 1")
         self._clock = clock
+        self.graceful_pods = graceful_pods
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._objects: dict[Key, K8sModel] = {}
@@ -242,10 +267,12 @@ class Store:
         *,
         resource_version: str | None = None,
         uid: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> T:
-        """Remove an object (immediately), optionally only if it still has the
-        given resourceVersion / uid. Returns its last state stamped with the
-        deletion's resourceVersion."""
+        """Remove an object, optionally only if it still has the given
+        resourceVersion / uid. Returns its last state stamped with the
+        deletion's resourceVersion; for a pod deleted gracefully (see the
+        module), the pod as it stays, being deleted."""
         key = self._key(kind_of(kind), namespace, name)
         with self._lock:
             current = self._objects.get(key)
@@ -263,6 +290,9 @@ class Store:
                     f"Precondition failed for {_describe(key)}: UID in precondition: {uid}, "
                     f"UID in object meta: {current_meta.uid}"
                 )
+            grace = self._grace(current, grace_period_seconds)
+            if grace:
+                return cast(T, self._delete_gracefully(key, current, grace))
             del self._objects[key]
             self._rv += 1
             last = _with_meta(
@@ -270,6 +300,52 @@ class Store:
             )
             self._record("DELETED", key, last)
             return cast(T, last)
+
+    def _grace(self, obj: K8sModel, requested: int | None) -> int:
+        """The grace period a deletion gets: 0 deletes at once."""
+        if not self.graceful_pods or kind_of(type(obj)) != "Pod":
+            return 0
+        spec: Any = getattr(obj, "spec", None)
+        status: Any = getattr(obj, "status", None)
+        # CheckGracefulDelete: a pod no kubelet runs, or one that has
+        # finished, has nothing to stop.
+        if spec is None or not spec.node_name or status.phase in ("Succeeded", "Failed"):
+            return 0
+        if requested is None:
+            requested = spec.termination_grace_period_seconds
+            if not isinstance(requested, int) or isinstance(requested, bool):
+                requested = DEFAULT_GRACE_PERIOD
+        return max(requested, 0)
+
+    def _delete_gracefully(self, key: Key, current: K8sModel, grace: int) -> K8sModel:
+        """Mark a pod as being deleted, or shorten a deletion under way
+        (BeforeDelete: a later deadline is never taken)."""
+        meta = meta_of(current)
+        start = self._clock()
+        was = meta.deletion_grace_period_seconds
+        if meta.deletion_timestamp is not None and was is not None:
+            if was <= grace:
+                return current
+            # The deadline moves as if the shorter period had been asked
+            # for when the deletion began.
+            try:
+                began = datetime.datetime.fromisoformat(str(meta.deletion_timestamp))
+                start = began - datetime.timedelta(seconds=was)
+            except ValueError:
+                pass
+        deadline = start + datetime.timedelta(seconds=grace)
+        self._rv += 1
+        stamped = meta.model_copy(
+            update={
+                "deletion_timestamp": rfc3339(deadline),
+                "deletion_grace_period_seconds": grace,
+                "resource_version": str(self._rv),
+            }
+        )
+        stored = _with_meta(current, stamped)
+        self._objects[key] = stored
+        self._record("MODIFIED", key, stored)
+        return stored
 
     # ------------------------------------------------------------ transactions
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
 from netemu.api.core import Node, Pod
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
@@ -51,6 +51,9 @@ class WorkloadStatusController:
         for rs in replica_sets:
             status = replica_set_status(rs, pods.get(rs.metadata.uid or "", []))
             changed |= write(self.client, rs, rs.model_copy(update={"status": status}))
+        for rc in self.client.list(ReplicationController).items:
+            status = replica_set_status(rc, pods.get(rc.metadata.uid or "", []))
+            changed |= write(self.client, rc, rc.model_copy(update={"status": status}))
         by_owner: dict[str, list[ReplicaSet]] = {}
         for rs in self.client.list(ReplicaSet).items:
             ref = controller_ref(rs.metadata)
@@ -75,11 +78,13 @@ def _nonzero(status: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if v or k in required}
 
 
-def replica_set_status(rs: ReplicaSet, pods: Sequence[Pod]) -> dict[str, Any]:
+def replica_set_status(
+    rs: ReplicaSet | ReplicationController, pods: Sequence[Pod]
+) -> dict[str, Any]:
+    """A ReplicaSet's status, and an RC's (the same fields, same computation)."""
     ready = sum(1 for p in pods if is_pod_ready(p))
-    labelled = sum(
-        1 for p in pods if rs.spec.template.metadata.labels.items() <= p.metadata.labels.items()
-    )
+    template_labels = rs.spec.template.metadata.labels if rs.spec.template is not None else {}
+    labelled = sum(1 for p in pods if template_labels.items() <= p.metadata.labels.items())
     return _nonzero(
         {
             "availableReplicas": ready,

@@ -6,6 +6,7 @@ by rule); `noflush` keeps chains netemu does not own, as kube-proxy does.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -92,9 +93,24 @@ class FakeIptables:
             for chain in table.deletions:
                 if any(r.chain == chain for r in current.rules):
                     raise IptablesError(f"iptables-restore failed: chain {chain!r} not empty")
+                # The kernel refuses to delete a chain a rule still jumps to
+                # (EBUSY, "Too many links" from iptables-legacy-restore).
+                if any(_jumps_to(r.args, chain) for r in current.rules):
+                    raise IptablesError(
+                        f"iptables-restore failed: chain {chain!r} is still referenced"
+                    )
                 current.chains = [c for c in current.chains if c != chain]
         self.ruleset = result
         self.last_transaction = text
 
     def save(self) -> str:
         return self.ruleset.render()
+
+
+def _jumps_to(args: str, chain: str) -> bool:
+    """Whether rule arguments jump (-j) or go (-g) to `chain`."""
+    tokens = args.split()
+    return any(
+        tok in ("-j", "--jump", "-g", "--goto") and nxt == chain
+        for tok, nxt in itertools.pairwise(tokens)
+    )

@@ -53,7 +53,12 @@ from netemu.api.config import (
 )
 from netemu.api.core import Container, Pod, Service
 from netemu.api.duration import parse_duration
-from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_SERVER, BUILTIN_TEST
+from netemu.controlplane.addons import (
+    BUILTIN_DNS,
+    BUILTIN_INGRESS,
+    BUILTIN_SERVER,
+    BUILTIN_TEST,
+)
 from netemu.controlplane.state import ClusterState
 from netemu.net.addresses import bridge_gateway, overlay_address
 from netemu.net.standin import ProgramCheck, stand_in, why_stand_in
@@ -320,6 +325,9 @@ class ContainerPlan:
     probe_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # grpc probe ports (the gRPC health service there), with their fail switches.
     grpc_ports: tuple[tuple[int, tuple[str, ...]], ...] = ()
+    # An init container with restartPolicy Always: a sidecar, started
+    # before the next init container and left running.
+    sidecar: bool = False
     # The user and group its processes run as (securityContext runAsUser /
     # runAsGroup, the container's over the pod's; None: the sandbox's
     # default, nobody) and its workingDir (None: /).
@@ -358,6 +366,8 @@ class PodPlan:
     sandbox_id: str = ""
     # The pod's hostPorts, as kubelet hands them to CNI (runtimeConfig.portMappings).
     host_ports: tuple[PortMapping, ...] = ()
+    # Its init containers, run in order before `containers` start.
+    init_containers: tuple[ContainerPlan, ...] = ()
 
     @property
     def key(self) -> str:
@@ -705,7 +715,8 @@ def plan_pod(
     ip = node.underlay_ip if host_network else (pod.status.pod_ip if pod.status else None)
     if not ip:
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
-    builtin = BUILTIN_DNS if meta.annotations.get(BUILTIN_SERVER) == BUILTIN_DNS else BUILTIN_TEST
+    asked = meta.annotations.get(BUILTIN_SERVER)
+    builtin = asked if asked in (BUILTIN_DNS, BUILTIN_INGRESS) else BUILTIN_TEST
     containers: list[ContainerPlan] = []
     for c in spec.containers:
         # The TCP ports the pod's other containers declare, and those an
@@ -750,6 +761,16 @@ def plan_pod(
         cluster_dns=cluster_dns,
         domain=domain,
     )
+    init_containers = tuple(
+        ContainerPlan(
+            name=c.name,
+            argv=(*c.command, *c.args) if c.command else (),
+            env=_plain_env(c.env),
+            ports=tuple((p.container_port, p.protocol) for p in c.ports),
+            sidecar=c.restart_policy == "Always",
+        )
+        for c in spec.init_containers
+    )
     return PodPlan(
         namespace=namespace,
         name=name,
@@ -771,6 +792,7 @@ def plan_pod(
         # A hostNetwork pod's hostPorts are its own sockets on the node: the
         # runtime does not call CNI for it, so portmap never sees them.
         host_ports=() if host_network else port_mappings(pod),
+        init_containers=init_containers,
     )
 
 
@@ -790,9 +812,10 @@ def _container_plan(
 ) -> ContainerPlan:
     env = _plain_env(c.env)
     ports = tuple((p.container_port, p.protocol) for p in c.ports)
-    if not c.command and builtin == BUILTIN_DNS:
-        # netemu's own DNS server is the program of the DNS addon's pod.
-        return ContainerPlan(c.name, (), env, ports, builtin=BUILTIN_DNS)
+    if not c.command and builtin in (BUILTIN_DNS, BUILTIN_INGRESS):
+        # netemu's own DNS server is the program of the DNS addon's pod, and
+        # Debian's nginx (netemu.node.ingress) that of the ingress addon's.
+        return ContainerPlan(c.name, (), env, ports, builtin=builtin)
     reason = why_stand_in(c, env, check)
     if reason is None:
         return ContainerPlan(c.name, (*c.command, *c.args), env, ports)

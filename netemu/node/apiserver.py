@@ -21,23 +21,21 @@ The certificate and key are written under the lab's run directory
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import ssl
 from pathlib import Path
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from netemu.controlplane.nodeinfo import KUBERNETES_VERSION
+from netemu.node import tls
 
 # What /version reports: the Kubernetes release netemu's behaviour follows.
+_MAJOR, _MINOR, _ = KUBERNETES_VERSION.removeprefix("v").split(".")
 VERSION = {
-    "major": "1",
-    "minor": "30",
-    "gitVersion": "v1.30.0",
+    "major": _MAJOR,
+    "minor": _MINOR,
+    "gitVersion": KUBERNETES_VERSION,
     "gitCommit": "",
     "gitTreeState": "clean",
     "buildDate": "",
@@ -47,8 +45,6 @@ VERSION = {
 }
 # Paths an anonymous client may GET (the system:public-info-viewer ClusterRole).
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz")
-# kubeadm's API server certificate lasts a year.
-CERT_DAYS = 365
 
 
 def certificate_names(domain: str, node: str) -> list[str]:
@@ -64,43 +60,20 @@ def certificate_names(domain: str, node: str) -> list[str]:
 
 def self_signed(names: list[str], ips: list[str]) -> tuple[bytes, bytes]:
     """(certificate, key) in PEM: a self-signed serving certificate
-    (CN kube-apiserver, as kubeadm's) for `names` and `ips`, ECDSA P-256."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
-    now = datetime.datetime.now(datetime.UTC)
-    alt = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    (CN kube-apiserver, as kubeadm's) for `names` and `ips`, its own CA."""
+    return tls.self_signed("kube-apiserver", names, ips, ca=True)
 
 
 def tls_context(directory: Path, names: list[str], ips: list[str]) -> ssl.SSLContext:
-    """A server TLS context with a fresh certificate, written to `directory`."""
+    """A server TLS context with a fresh certificate, written to `directory`
+    (clients in the lab may trust it as a CA)."""
     cert, key = self_signed(names, ips)
     directory.mkdir(parents=True, exist_ok=True)
-    cert_file, key_file = directory / "apiserver.crt", directory / "apiserver.key"
-    cert_file.write_bytes(cert)
+    (directory / "apiserver.crt").write_bytes(cert)
+    key_file = directory / "apiserver.key"
     key_file.touch(mode=0o600)
     key_file.write_bytes(key)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    return context
+    return tls.server_context(cert, key)
 
 
 def forbidden_status(path: str) -> dict[str, object]:

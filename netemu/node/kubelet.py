@@ -8,7 +8,9 @@ mounted over the node's for its processes only), and its containers: a container
 as a process in the pod's namespace, a container without one is served by
 the lab's built-in test server (the built-in DNS server in a pod annotated
 `netemu/builtin-server: dns`). A pod that is gone is torn down in the
-reverse order (CNI DEL last).
+reverse order (CNI DEL last). A pod being deleted gracefully
+(deletionTimestamp set) is stopped container by container first
+(`begin_terminations`, netemu.node.termination), and removed once it has.
 
 A pod's hostPorts go through the portmap plugin's chains
 (netemu.rules.portmap), written in one `iptables-restore --noflush`
@@ -24,15 +26,18 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from netemu.api.config import Lab
-from netemu.api.core import ConfigMap, Pod, Secret, Service
+from netemu.api.core import ConfigMap, Container, Pod, PodStatus, Secret, Service
 from netemu.controlplane import Client
-from netemu.controlplane.addons import BUILTIN_DNS
+from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_INGRESS
 from netemu.controlplane.errors import Conflict, NotFound
-from netemu.kernel import netns, processes
+from netemu.kernel import kubeprobe, netns, processes
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import Iptables
 from netemu.kernel.journal import Journal, run_dir
@@ -62,8 +67,11 @@ from netemu.net.plan import (
 from netemu.net.standin import STAND_IN_ANNOTATION
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.envvars import ConfigError, EnvSources, expand_argv, make_env, service_env
+from netemu.node.initcontainers import initialized_status, run_init
+from netemu.node.initcontainers import pod_status as init_pod_status
 from netemu.node.podfiles import node_hosts, node_resolver
-from netemu.node.probes import EXIT_SIGTERM
+from netemu.node.probes import EXIT_SIGTERM, ContainerLife, ExecHandler, HttpHandler, RestartPolicy
+from netemu.node.termination import Stoppable, pre_stop_of, terminate
 from netemu.node.testserver import PodIdentity, TestServers
 from netemu.node.volumes import container_mounts, volume_files
 from netemu.rules.model import parse_restore
@@ -101,6 +109,12 @@ class RunningPod:
     # Containers that cannot be made (env references or volumes that do not
     # resolve): their waiting reason and kubelet's message.
     config_errors: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Its init containers run (netemu.node.initcontainers); the app
+    # containers have not started, and the prober leaves the pod alone.
+    initializing: bool = False
+    init_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Set when the pod stops: its init sequence ends.
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -127,6 +141,13 @@ class Kubelet:
     host_ports_applied: list[str] = field(default_factory=list, init=False)
     # Pods whose sandbox kubelet cannot create (already reported).
     refused: set[str] = field(default_factory=set, init=False)
+    # How a change from one of the kubelet's own threads (init containers)
+    # is made: under the supervisor's lock, then a reconcile if the change
+    # returns True. None: run directly.
+    locked: Callable[[Callable[[], bool]], None] | None = None
+    log: Callable[[str], None] = print
+    # Pods being stopped after their deletion: key -> uid.
+    terminating: dict[str, str] = field(default_factory=dict, init=False)
 
     def _private_base(self) -> Path:
         return self.private_dir or run_dir(self.lab_name) / "containers"
@@ -177,12 +198,103 @@ class Kubelet:
             if key not in desired or desired[key] != self.running[key].plan
         ]
         stopping = [self.running.pop(key) for key in gone]
+        for key in gone:
+            self.terminating.pop(key, None)
         # portmap's DEL runs before the bridge plugin's (a chain's DEL goes
         # in reverse order): no hostPort leads to a pod that is going.
         self.sync_host_ports()
         for running in stopping:
             self._stop(running)
         return bool(gone)
+
+    def begin_terminations(
+        self, finish: Callable[[str, str], None], log: Callable[[str], None] = print
+    ) -> bool:
+        """Start stopping the running pods that are being deleted (each on a
+        thread: netemu.node.termination); `finish(key, uid)` is called once
+        a pod's containers have stopped. True if any began."""
+        began = False
+        for pod in self.client.list(Pod).items:
+            meta = pod.metadata
+            if pod.spec.node_name != self.node.name or meta.deletion_timestamp is None:
+                continue
+            key = f"{meta.namespace or 'default'}/{meta.name}"
+            running = self.running.get(key)
+            if key in self.terminating:
+                continue
+            uid = meta.uid or ""
+            self.terminating[key] = uid
+            if running is None:
+                # Bound here but not started (no address yet): nothing to
+                # stop. Finished on a thread, as the caller holds the lock.
+                threading.Thread(target=finish, args=(key, uid), daemon=True).start()
+                began = True
+                continue
+            containers = [self._stoppable(key, running, c) for c in pod.spec.containers]
+            if running.initializing or running.init_procs:
+                # Its init sequence ends; an init container still running
+                # (or a sidecar) is stopped with the others.
+                running.cancel.set()
+                containers.extend(
+                    Stoppable(name, None, None, _stopper(proc))
+                    for name, proc in running.init_procs.items()
+                )
+            grace = float(meta.deletion_grace_period_seconds or 0)
+            log(f"{key}: deleted, stopping its containers within {grace:.0f}s")
+            threading.Thread(
+                target=terminate,
+                args=(key, containers, grace, lambda k=key, u=uid: finish(k, u), log),
+                name=f"terminate {key}",
+                daemon=True,
+            ).start()
+            began = True
+        return began
+
+    def _stoppable(self, key: str, running: RunningPod, container: Container) -> Stoppable:
+        """A container of a pod being deleted: its preStop hook and how it stops."""
+        plan = running.plan
+        hook = pre_stop_of(container)
+        action: kubeprobe.Action | str | None = None
+        if isinstance(hook, ExecHandler):
+            # In the container's sandbox, as its exec probes run.
+            sandbox = running.sandboxes.get(container.name)
+            action = (
+                kubeprobe.Exec(plan.netns, hook.command, sandbox)
+                if sandbox is not None
+                else f"container {container.name} has not started"
+            )
+        elif isinstance(hook, HttpHandler):
+            port = hook.port
+            if isinstance(port, str):
+                found = [p.container_port for p in container.ports if p.name == port]
+                port = found[0] if found else port
+            if isinstance(port, str):
+                action = f"couldn't find port: {port} in container {container.name}"
+            else:
+                action = kubeprobe.HttpGet(
+                    self.node.netns,
+                    hook.host or plan.ip,
+                    port,
+                    hook.path,
+                    hook.scheme,
+                    hook.headers,
+                )
+        name = container.name
+        commands = [c.name for c in plan.containers if c.argv]
+
+        def stop(seconds: float) -> None:
+            if name in commands:
+                index = commands.index(name)
+                process = running.procs[index] if index < len(running.procs) else None
+                if process is not None:  # not while init containers run, nor one held
+                    # The process now (a restart replaces it).
+                    processes.stop(process, timeout=seconds)
+            else:
+                # A built-in server's SIGTERM: it stops accepting and drops
+                # its connections (unknown keys are ignored).
+                self.servers.stop_serving(f"{key}/{name}")
+
+        return Stoppable(name, hook, action, stop)
 
     def sync_host_ports(self) -> bool:
         """Make the node's portmap chains match the running pods with
@@ -244,6 +356,14 @@ class Kubelet:
             # default since containerd 2.0): a non-root container may bind
             # ports below 1024 and ping, without any capability.
             netns.write_sysctls(plan.netns, POD_SYSCTLS)
+        if plan.init_containers:
+            self._begin_init(running)
+            return
+        self._start_containers(running)
+
+    def _start_containers(self, running: RunningPod) -> None:
+        """Start the pod's app containers (its init containers are done)."""
+        plan = running.plan
         for container in plan.containers:
             try:
                 sandbox = self._sandbox(plan, container)
@@ -257,7 +377,8 @@ class Kubelet:
             running.sandboxes[container.name] = sandbox
             if container.argv:
                 running.procs.append(self._launch(plan, container, sandbox))
-            elif container.ports:
+            elif container.ports and container.builtin != BUILTIN_INGRESS:
+                # (The ingress controller's nginx is run by netemu.node.ingress.)
                 try:
                     running.served.append(self._serve_builtin(plan, container))
                 except OSError as exc:
@@ -284,6 +405,91 @@ class Kubelet:
         self.journal.process(proc.pid)
         return proc
 
+    def _begin_init(self, running: RunningPod) -> None:
+        """Run the pod's init containers on a thread of its own
+        (netemu.node.initcontainers); its app containers start after them."""
+        plan = running.plan
+        running.initializing = True
+        pod = self.client.get(Pod, plan.namespace, plan.name)
+        policy = pod.spec.restart_policy
+        restart: RestartPolicy = policy if policy in ("OnFailure", "Never") else "Always"
+        uid = pod.metadata.uid
+
+        def start(container: ContainerPlan) -> subprocess.Popen[bytes] | None:
+            if not container.argv:
+                return None
+            while True:
+                # An init container's references must resolve too: it waits
+                # (CreateContainerConfigError) and is tried every second.
+                try:
+                    sandbox = self._sandbox(plan, container)
+                    break
+                except ConfigError as exc:
+                    if running.cancel.wait(1.0):
+                        return None
+                    self.log(f"{plan.key}/{container.name}: {exc.reason}: {exc}")
+            running.sandboxes[container.name] = sandbox
+            proc = self._launch(plan, container, sandbox)
+            running.init_procs[container.name] = proc
+            return proc
+
+        def write(status: Callable[[Pod], PodStatus], reconcile: bool) -> bool:
+            try:
+                now = self.client.get(Pod, plan.namespace, plan.name)
+                if now.metadata.uid != uid or running.cancel.is_set():
+                    return False
+                self.client.update(now.model_copy(update={"status": status(now)}))
+            except (NotFound, Conflict):
+                return False
+            return reconcile
+
+        def publish(lives: Sequence[ContainerLife | None], failed: bool) -> None:
+            self._locked(
+                lambda: write(
+                    lambda p: init_pod_status(p, plan.init_containers, lives, failed), failed
+                )
+            )
+
+        def done(lives: Sequence[ContainerLife | None]) -> None:
+            def finish() -> bool:
+                if running.cancel.is_set():
+                    return False
+                running.initializing = False
+                self._start_containers(running)
+                return write(
+                    lambda p: initialized_status(
+                        p, plan.init_containers, lives, time.time(), has_gates(p)
+                    ),
+                    True,
+                )
+
+            self._locked(finish)
+
+        threading.Thread(
+            target=run_init,
+            args=(
+                plan.key,
+                plan.init_containers,
+                restart,
+                start,
+                exit_code,
+                publish,
+                done,
+                running.cancel,
+                self.log,
+            ),
+            name=f"init {plan.key}",
+            daemon=True,
+        ).start()
+
+    def _locked(self, change: Callable[[], bool]) -> None:
+        """Run `change` as the supervisor runs changes (under its lock, then
+        a reconcile if it returns True); directly without a supervisor."""
+        if self.locked is not None:
+            self.locked(change)
+        else:
+            change()
+
     def _start_failed(self, plan: PodPlan, container: ContainerPlan, exc: OSError) -> int:
         """Note a built-in server container that could not bind its ports in
         its log (as the server would print it) and return its exit code."""
@@ -294,6 +500,9 @@ class Kubelet:
         return EXIT_START_FAILED
 
     def _stop(self, running: RunningPod, drain: bool = True) -> None:
+        running.cancel.set()  # its init sequence, if one runs, ends
+        for init_proc in running.init_procs.values():
+            processes.stop(init_proc)
         for key in running.served:
             self.servers.stop_serving(key)
         for proc in running.procs:
@@ -377,7 +586,9 @@ class Kubelet:
             self.client.list(Service).items, plan.namespace, plan.enable_service_links
         )
         pod, sources = self._pod_and_sources(plan)
-        spec = next(c for c in pod.spec.containers if c.name == container.name)
+        spec = next(
+            c for c in (*pod.spec.init_containers, *pod.spec.containers) if c.name == container.name
+        )
         declared, events = make_env(spec, pod, sources, services)
         for event in events:
             print(f"{plan.key}/{container.name}: Warning {event}", flush=True)
@@ -414,7 +625,9 @@ class Kubelet:
                     "an empty directory",
                     flush=True,
                 )
-        spec = next(c for c in pod.spec.containers if c.name == container.name)
+        spec = next(
+            c for c in (*pod.spec.init_containers, *pod.spec.containers) if c.name == container.name
+        )
         return container_mounts(spec, volumes, directories)
 
     def _sandbox(self, plan: PodPlan, container: ContainerPlan) -> SandboxSpec:
@@ -584,6 +797,20 @@ def annotate_stand_ins(client: Client, plan: PodPlan) -> None:
     meta = pod.metadata.model_copy(update={"annotations": annotations})
     with contextlib.suppress(NotFound, Conflict):
         client.update(pod.model_copy(update={"metadata": meta}))
+
+
+def _stopper(process: subprocess.Popen[bytes]) -> Callable[[float], None]:
+    """SIGTERM `process`, SIGKILL after the seconds given."""
+
+    def stop(seconds: float) -> None:
+        processes.stop(process, timeout=seconds)
+
+    return stop
+
+
+def has_gates(pod: Pod) -> bool:
+    """Whether a readiness or startup probe must pass before the pod is Ready."""
+    return any(c.readiness_probe or c.startup_probe for c in pod.spec.containers)
 
 
 def container_log(

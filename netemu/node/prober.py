@@ -93,6 +93,11 @@ class _Running(Protocol):
     def plan(self) -> PodPlan: ...
 
     @property
+    def initializing(self) -> bool:
+        """Its init containers run; its app containers have not started."""
+        ...
+
+    @property
     def failed(self) -> Mapping[str, int]:
         """Containers that could not start (their exit codes)."""
         ...
@@ -137,6 +142,22 @@ CONFIG_RETRY = 1.0
 def timestamp(wall: float) -> str:
     """RFC 3339 in UTC, to the second, as Kubernetes writes times."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+
+
+def runs_to_completion(pod: Pod) -> bool:
+    """restartPolicy Never or OnFailure: the pod may end Succeeded or Failed,
+    so its containers' exits are followed even without probes."""
+    return pod.spec.restart_policy in ("Never", "OnFailure")
+
+
+def pod_phase(lives: Sequence[ContainerLife]) -> Literal["Succeeded", "Failed"] | None:
+    """The kubelet's getPhase once no container runs or will run again: Succeeded
+    when every container exited 0, Failed otherwise; None while one runs or
+    waits to restart."""
+    if not lives or any(life.running or life.waiting for life in lives):
+        return None
+    codes = [life.last_exit.exit_code if life.last_exit else 0 for life in lives]
+    return "Succeeded" if all(code == 0 for code in codes) else "Failed"
 
 
 def has_probes(pod: Pod) -> bool:
@@ -205,14 +226,15 @@ class ProbeManager:
             del self.pods[key]
         for key, run in running.items():
             pod = pods.get(key)
-            if pod is None:
+            if pod is None or run.initializing:
+                # Its app containers start once its init containers are done.
                 continue
             tracked = self.pods.get(key)
             if tracked is not None and tracked.pod.metadata.uid == pod.metadata.uid:
                 tracked.pod = pod  # a deletionTimestamp may have come
                 continue
             self.pods.pop(key, None)  # a pod re-created under its name is another
-            if has_probes(pod) or run.failed or run.config_errors:
+            if has_probes(pod) or run.failed or runs_to_completion(pod) or run.config_errors:
                 self.pods[key] = self._track(run, pod, now, wall)
 
     def _track(self, running: _Running, pod: Pod, now: float, wall: float) -> _Tracked:
@@ -367,6 +389,9 @@ class ProbeManager:
     def restarts(self, now: float, wall: float) -> None:
         """Containers that ended by themselves, and restarts that are due."""
         for tracked in self.pods.values():
+            if tracked.pod.metadata.deletion_timestamp is not None:
+                # Being stopped (netemu.node.termination): nothing restarts.
+                continue
             for name, life in tracked.lives.items():
                 if life.running:
                     code = self.kubelet.container_exit(tracked.key, name)
@@ -428,30 +453,41 @@ class ProbeManager:
         unready = [s.name for s in statuses if not s.ready]
         ready: Literal["True", "False"] = "False" if unready else "True"
         was = pod.status.condition("Ready")
+        phase = pod_phase(list(tracked.lives.values()))
         conditions = [
-            _condition(c, ready, unready, wall) if c.type in ("Ready", "ContainersReady") else c
+            _condition(c, ready, unready, wall, phase)
+            if c.type in ("Ready", "ContainersReady")
+            else c
             for c in pod.status.conditions
         ]
         for kind in ("Ready", "ContainersReady"):
             if not any(c.type == kind for c in conditions):
                 conditions.append(
-                    _condition(PodCondition(type=kind, status="Unknown"), ready, unready, wall)
+                    _condition(
+                        PodCondition(type=kind, status="Unknown"), ready, unready, wall, phase
+                    )
                 )
         update: dict[str, Any] = {"conditions": conditions, "container_statuses": statuses}
-        # A pod none of whose containers has run yet is Pending (a container
-        # held by CreateContainerConfigError), and Running once one has.
-        never_ran = all(
-            s.state is not None and s.state.waiting is not None and s.last_state is None
-            for s in statuses
-        )
-        if never_ran and pod.status.phase == "Running":
-            update["phase"] = "Pending"
-        elif not never_ran and pod.status.phase == "Pending":
-            update["phase"] = "Running"
+        if phase is not None:
+            update["phase"] = phase
+        else:
+            # A pod none of whose containers has run yet is Pending (a
+            # container held by CreateContainerConfigError), Running once one has.
+            never_ran = all(
+                s.state is not None and s.state.waiting is not None and s.last_state is None
+                for s in statuses
+            )
+            if never_ran and pod.status.phase == "Running":
+                update["phase"] = "Pending"
+            elif not never_ran and pod.status.phase == "Pending":
+                update["phase"] = "Running"
         status = pod.status.model_copy(update=update)
         self.kubelet.client.update(pod.model_copy(update={"status": status}))
         if was != ready:
             self.log(f"{tracked.key}: Ready={ready}")
+        if phase is not None and pod.status.phase != phase:
+            self.log(f"{tracked.key}: phase {phase}")
+            return True  # its Job counts it; its endpoints go
         return was != ready
 
     def _container_status(
@@ -518,13 +554,20 @@ def _terminated(last: Exit | None) -> ContainerStateTerminated:
 
 
 def _condition(
-    old: PodCondition, ready: Literal["True", "False"], unready: list[str], wall: float
+    old: PodCondition,
+    ready: Literal["True", "False"],
+    unready: list[str],
+    wall: float,
+    phase: str | None = None,
 ) -> PodCondition:
     """A Ready or ContainersReady condition as the kubelet generates it
-    (pkg/kubelet/status/generate.go); its transition time moves only when
-    its status does."""
+    (pkg/kubelet/status/generate.go: reason PodCompleted once the pod has
+    Succeeded or Failed); its transition time moves only when its status
+    does."""
     reason, message = None, None
-    if ready == "False":
+    if phase is not None:
+        ready, reason = "False", "PodCompleted"
+    elif ready == "False":
         reason = "ContainersNotReady"
         message = f"containers with unready status: [{' '.join(unready)}]"
     if (old.status, old.reason, old.message) == (ready, reason, message):

@@ -4,11 +4,21 @@ them in one `iptables-restore --noflush` transaction.
 
 The first sync writes everything a fresh node gets (kubelet's and
 kube-proxy's jump rules and KUBE-FIREWALL included, and flanneld's
-FLANNEL-POSTRTG and FLANNEL-FWD, in the same restore); later syncs write
-kube-proxy's own chains and delete the service chains no longer wanted,
-reading what the kernel has first, as kube-proxy does. After each sync it
-deletes the UDP conntrack entries that point at endpoints no longer serving
-(netemu.rules.conntrack).
+FLANNEL-POSTRTG and FLANNEL-FWD, in the same restore). Later syncs are
+partial, as kube-proxy's since 1.28 (MinimizeIPTablesRestore): they write
+the filter table and nat's top-level chains in full, but the service and
+endpoint chains only of the Services whose Service or EndpointSlices changed
+since the last sync (netemu.rules.iptables.compile_partial_sync), and
+delete the service chains no longer wanted, reading what the kernel has
+first. In large-cluster mode (more than 1,000 endpoints) that reading and
+deleting happens at most once per syncPeriod, as kube-proxy's
+lastIPTablesCleanup. After each sync it deletes the UDP conntrack entries
+that point at endpoints no longer serving (netemu.rules.conntrack).
+
+A sync is full (every chain written, every jump and canary ensured) when
+kube-proxy's would be: the first one, the one after a sync that failed (its
+change trackers were already flushed, proxier.needFullSync), one after the
+node's own settings changed, and the periodic ones below.
 
 Periodic work, as kube-proxy's sync runner and utiliptables.Monitor do it
 (`tick`, called by the supervisor): every syncPeriod the KUBE-PROXY-CANARY
@@ -16,8 +26,8 @@ chain in mangle is looked for, and when it is gone (someone flushed the
 tables) a full sync puts back every chain, jump and canary; a failed sync
 is retried after syncPeriod; and a full sync runs at least once an hour
 (proxyutil.FullSyncPeriod). Each sync is reported to the node's kube-proxy
-servers (netemu.node.proxyservers): health, metrics and the health check
-listeners follow it.
+servers (netemu.node.proxyservers): health, metrics (full and partial syncs
+apart, as kube-proxy's) and the health check listeners follow it.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netemu.api.config import KubeProxyConfiguration, Lab
+from netemu.api.load import gc_paused
 from netemu.controlplane import Client, snapshot
 from netemu.kernel.conntrack import Conntrack
 from netemu.kernel.iptables import Iptables
@@ -37,14 +48,21 @@ from netemu.node.proxyhealth import (
     local_ready_endpoints,
     node_eligible,
 )
-from netemu.node.proxymetrics import changed_services, rules_by_table
+from netemu.node.proxymetrics import changed_services, updated_services
 from netemu.node.proxyservers import NodeProxyServers
 from netemu.pipeline import proxy_input
 from netemu.rules import names
 from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.flannel import ensure_flannel_rules, flannel_config
 from netemu.rules.input import ProxyInput
-from netemu.rules.iptables import compile_full_resync, compile_node, compile_resync
+from netemu.rules.iptables import (
+    compile_full_resync,
+    compile_node,
+    compile_partial_sync,
+    compile_sync,
+    large_cluster,
+    rule_counts,
+)
 from netemu.rules.model import RuleSet, parse_restore
 
 
@@ -72,10 +90,19 @@ class ProxyAgent:
     last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
     last_check: float = field(default=0.0, init=False)
     last_full_sync: float = field(default=0.0, init=False)
+    # When stale chains were last looked for (kube-proxy's lastIPTablesCleanup).
+    last_cleanup: float = field(default=float("-inf"), init=False)
     failed: bool = field(default=False, init=False)  # the last sync did not finish
 
     def reconcile(self) -> bool:
         """One sync if anything kube-proxy watches changed; True if it wrote rules."""
+        # A sync makes rules and strings by the hundred thousand and frees
+        # them only at its end: the cyclic GC walking them again and again
+        # took most of a partial sync's time at 5,000 Services.
+        with gc_paused():
+            return self._reconcile()
+
+    def _reconcile(self) -> bool:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         data = proxy_input(state, self.node)
         if self.servers is not None:
@@ -99,45 +126,59 @@ class ProxyAgent:
         due = self.failed or now - self.last_full_sync >= FULL_SYNC_PERIOD
         if not due and not canary_gone(parse_restore(self.iptables.save())):
             return False
-        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-        self._sync(proxy_input(state, self.node), full=True)
+        self.force_sync()
         return True
 
+    def force_sync(self) -> None:
+        """A full sync now (kube-proxy's forceSyncProxyRules)."""
+        with gc_paused():  # see reconcile
+            state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+            self._sync(proxy_input(state, self.node), full=True)
+
     def _sync(self, data: ProxyInput, *, full: bool) -> None:
-        first = self.last_input is None
-        if self.servers is not None and data != self.last_input:
+        previous = self.last_input
+        first = previous is None
+        full = full or previous is None or self.failed or previous.config != data.config
+        if self.servers is not None and data != previous:
             # Proxier.OnServiceUpdate / OnEndpointSliceUpdate → QueuedUpdate.
             self.servers.queued(time.time())
         started = time.monotonic()
         self.failed = True
-        if first:
-            rules = compile_node(data, flannel_config(self.lab, data.config.node_pod_cidr))
-        elif full:
-            existing = parse_restore(self.iptables.save())
-            rules = compile_full_resync(data, existing)
-            if (flannel := flannel_config(self.lab, data.config.node_pod_cidr)) is not None:
-                ensure_flannel_rules(rules, existing, flannel)
-        else:
-            rules = compile_resync(data, parse_restore(self.iptables.save()))
-        text = rules.render()
         # A first restore into a fresh namespace may flush the (empty) tables:
         # the same end state, and iptables-nft-restore --noflush is ~50x
         # slower on large rule sets (benchmarks/RESULTS.md, restore).
         noflush = not first or not self.fresh_node
         try:
-            self.iptables.restore(text, noflush=noflush)
+            if full:
+                sync = compile_sync(data)
+                total = written = rule_counts(sync)
+                flannel = flannel_config(self.lab, data.config.node_pod_cidr)
+                if first:
+                    rules = compile_node(data, flannel, sync=sync)
+                else:
+                    existing = parse_restore(self.iptables.save())
+                    rules = compile_full_resync(data, existing, sync=sync)
+                    if flannel is not None:
+                        ensure_flannel_rules(rules, existing, flannel)
+                self.last_cleanup = self.clock()
+            else:
+                services, endpoints = updated_services(previous, data)
+                partial = compile_partial_sync(data, services | endpoints, self._existing(data))
+                rules = partial.rules
+                total, written = partial.rule_counts()
+            self._restore(rules.render(), noflush)
         except Exception:
             if self.servers is not None:
-                self.servers.metrics.restore_failures.inc()
+                self.servers.metrics.failed(partial=not full)
             raise
         if self.conntrack is not None and any(sp.protocol == "udp" for sp in data.service_ports):
             for flow in stale_udp_filters(data, self.conntrack.list_udp()):
                 self.conntrack.delete(flow)
         if self.servers is not None:
-            services, endpoints = changed_services(self.last_input, data)
-            self.servers.metrics.changes(services, endpoints)
+            services_changed, endpoints_changed = changed_services(previous, data)
+            self.servers.metrics.changes(services_changed, endpoints_changed)
             self.servers.metrics.synced(
-                time.monotonic() - started, full, time.time(), rules_by_table(text)
+                time.monotonic() - started, full, time.time(), total, written
             )
             self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))
             self.servers.synced()
@@ -147,3 +188,22 @@ class ProxyAgent:
         self.last_check = now
         if full:
             self.last_full_sync = now
+
+    def _existing(self, data: ProxyInput) -> RuleSet | None:
+        """The kernel's rules, to find stale chains in: on every sync, but in
+        large-cluster mode at most once per syncPeriod, as kube-proxy (its
+        iptables-save "can take several seconds to run on hosts with lots of
+        iptables rules"; a stale chain nothing jumps to is harmless)."""
+        now = self.clock()
+        if large_cluster(data) and now - self.last_cleanup <= self.sync_period:
+            return None
+        self.last_cleanup = now
+        return parse_restore(self.iptables.save())
+
+    def _restore(self, text: str, noflush: bool) -> None:
+        try:
+            self.iptables.restore(text, noflush=noflush)
+        except Exception:
+            if self.servers is not None:
+                self.servers.metrics.restore_failures.inc()
+            raise

@@ -4,12 +4,13 @@ format (prometheus_client writes it).
 
 Names, types, label names and histogram buckets are kube-proxy's, so a
 dashboard or alert written for real nodes reads these. Values come from
-the node's own sync loop (netemu.node.proxy): a sync's duration, when it
-finished, how many rules it wrote per table, how many Services and
+the node's own sync loop (netemu.node.proxy): a sync's duration (full and
+partial syncs each in their own histogram too), when it finished, how many
+rules kube-proxy owns and how many the sync wrote per table, how many Services and
 endpoint sets changed since the previous sync (kube-proxy counts informer
 events; netemu counts the Services whose ports or endpoints differ between
-two syncs, which is what those events carry), restore failures, and how
-many /healthz and /livez answers were 200 or 503.
+two syncs, which is what those events carry), restore failures (and those
+of partial syncs), and how many /healthz and /livez answers were 200 or 503.
 """
 
 from __future__ import annotations
@@ -90,9 +91,22 @@ class ProxyMetrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.rules_last = Gauge(
+            "sync_proxy_rules_iptables_last",
+            "Number of iptables rules written by kube-proxy in last sync",
+            ["table"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.restore_failures = Counter(
             "sync_proxy_rules_iptables_restore_failures_total",
             "Cumulative proxy iptables restore failures",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.partial_restore_failures = Counter(
+            "sync_proxy_rules_iptables_partial_restore_failures_total",
+            "Cumulative proxy iptables partial restore failures",
             namespace=NAMESPACE,
             registry=r,
         )
@@ -112,19 +126,39 @@ class ProxyMetrics:
         )
         for table in ("filter", "nat"):
             self.rules_total.labels(table=table).set(0)
+            self.rules_last.labels(table=table).set(0)
 
     def queued(self, when: float) -> None:
         self.last_queued.set(when)
 
     def synced(
-        self, duration: float, full: bool, when: float, rules_by_table: dict[str, int]
+        self,
+        duration: float,
+        full: bool,
+        when: float,
+        rules_by_table: dict[str, int],
+        written_by_table: dict[str, int] | None = None,
     ) -> None:
+        """A successful sync. `rules_by_table`: the rules kube-proxy owns
+        (sync_proxy_rules_iptables_total); `written_by_table`: those this
+        sync wrote (sync_proxy_rules_iptables_last), the same in a full sync.
+        In a partial sync kube-proxy counts the rules of the Services it left
+        out in the total, and neither counts the `-X` lines."""
         self.sync_duration.observe(duration)
         (self.full_sync_duration if full else self.partial_sync_duration).observe(duration)
         self.last_sync.set(when)
-        for table, count in rules_by_table.items():
-            if table in ("filter", "nat"):
-                self.rules_total.labels(table=table).set(count)
+        written = rules_by_table if written_by_table is None else written_by_table
+        for table in ("filter", "nat"):
+            if table in rules_by_table:
+                self.rules_total.labels(table=table).set(rules_by_table[table])
+            if table in written:
+                self.rules_last.labels(table=table).set(written[table])
+
+    def failed(self, partial: bool) -> None:
+        """A sync that did not finish; kube-proxy counts a partial one
+        separately, as it falls back to a full sync after it."""
+        if partial:
+            self.partial_restore_failures.inc()
 
     def changes(self, services: int, endpoints: int) -> None:
         if services:
@@ -156,20 +190,37 @@ def rules_by_table(restore_text: str) -> dict[str, int]:
 def changed_services(before: ProxyInput | None, after: ProxyInput) -> tuple[int, int]:
     """(Services whose ports changed, Services whose endpoints changed)
     between two syncs' inputs: what the informer events in between carried."""
+    services, endpoints = updated_services(before, after)
+    return len(services), len(endpoints)
 
-    def ports(data: ProxyInput | None) -> dict[tuple[str, str], set[object]]:
-        out: dict[tuple[str, str], set[object]] = {}
+
+def updated_services(
+    before: ProxyInput | None, after: ProxyInput
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """The (namespace, name) of the Services whose ports changed, and of those
+    whose endpoints changed, between two syncs' inputs: kube-proxy's
+    serviceUpdateResult.UpdatedServices and endpointUpdateResult.UpdatedServices
+    (its change trackers drop a change that ends where it began, so a
+    Service counts when what kube-proxy sees of it differs)."""
+
+    # Keyed dicts rather than sets: comparing them does not hash every
+    # endpoint, which at 25,000 endpoints is a good part of a partial sync.
+    def ports(data: ProxyInput | None) -> dict[tuple[str, str], dict[object, object]]:
+        out: dict[tuple[str, str], dict[object, object]] = {}
         for sp in data.service_ports if data else ():
-            out.setdefault((sp.namespace, sp.name), set()).add(sp)
+            out.setdefault((sp.namespace, sp.name), {})[(sp.port_name, sp.protocol)] = sp
         return out
 
-    def endpoints(data: ProxyInput | None) -> dict[tuple[str, str], set[object]]:
-        out: dict[tuple[str, str], set[object]] = {}
+    def endpoints(data: ProxyInput | None) -> dict[tuple[str, str], dict[object, object]]:
+        out: dict[tuple[str, str], dict[object, object]] = {}
         for (namespace, name, port, proto), eps in (data.endpoints if data else {}).items():
-            out.setdefault((namespace, name), set()).add((port, proto, eps))
+            out.setdefault((namespace, name), {})[(port, proto)] = eps
         return out
 
-    def diff(a: dict[tuple[str, str], set[object]], b: dict[tuple[str, str], set[object]]) -> int:
-        return sum(1 for key in a.keys() | b.keys() if a.get(key) != b.get(key))
+    def diff(
+        a: dict[tuple[str, str], dict[object, object]],
+        b: dict[tuple[str, str], dict[object, object]],
+    ) -> set[tuple[str, str]]:
+        return {key for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
 
     return diff(ports(before), ports(after)), diff(endpoints(before), endpoints(after))

@@ -44,11 +44,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime
 import json
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -58,12 +56,9 @@ from typing import IO, Any, Literal, TypeVar, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from netemu.net.addresses import host_port
+from netemu.node import tls
 from netemu.node.dnsserver import METRICS_PORT, DnsFeed, DnsServing, serve_dns
 from netemu.node.grpcserver import GrpcHealthProtocol
 
@@ -87,7 +82,6 @@ CHECKS: tuple[Check, ...] = ("readiness", "liveness")
 # The stand-ins' certificate: its subject, and how long it is valid (a lab
 # lives far shorter).
 CERT_SUBJECT = "netemu stand-in"
-CERT_DAYS = 365
 
 
 @dataclass(frozen=True)
@@ -228,6 +222,12 @@ class _Handlers:
     async def clientip(self, request: web.Request) -> web.Response:
         return web.Response(text=host_port(*self._peer(request)))
 
+    async def header(self, request: web.Request) -> web.Response:
+        """agnhost netexec's /header: the value of the request header named by
+        the `key` query parameter (empty when absent), e.g. the X-Request-ID a
+        proxy passed on."""
+        return web.Response(text=request.headers.get(request.query.get("key", ""), ""))
+
     def check(self, check: Check) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def answer(request: web.Request) -> web.Response:
             why = self.health.why_failing(check)
@@ -296,6 +296,7 @@ def _app(
     app.router.add_get("/hostName", handlers.hostname)  # agnhost's older name
     app.router.add_get("/echo", handlers.echo)
     app.router.add_get("/clientip", handlers.clientip)
+    app.router.add_get("/header", handlers.header)
     app.router.add_get("/healthz", handlers.check("liveness"))
     app.router.add_get("/readyz", handlers.check("readiness"))
     for check in ("readiness", "liveness"):
@@ -423,14 +424,23 @@ class TestServers:
         paths = {path: _checks(checks) for path, checks in probe_paths}
         grpc = {port: _checks(checks) for port, checks in grpc_ports}
         try:
-            tls = self._tls_context() if tls_ports else None
+            context = self._tls_context() if tls_ports else None
         except BaseException:
             for sock in (*tcp, *udp):
                 sock.close()
             raise
         self._call(
             self._serve(
-                key, identity, list(tcp), list(udp), log, flags, tls, set(tls_ports), paths, grpc
+                key,
+                identity,
+                list(tcp),
+                list(udp),
+                log,
+                flags,
+                context,
+                set(tls_ports),
+                paths,
+                grpc,
             )
         )
 
@@ -438,7 +448,9 @@ class TestServers:
         """The stand-ins' server TLS context, made on first use."""
         with self._lock:
             if self._tls is None:
-                self._tls = tls_context(*self_signed())
+                # Kubelet HTTPS probes do not verify the certificate (pkg/probe/http
+                # sets InsecureSkipVerify), and neither need clients of a stand-in.
+                self._tls = tls.server_context(*tls.self_signed(CERT_SUBJECT))
             return self._tls
 
     async def _serve(
@@ -649,43 +661,3 @@ class TestServers:
     async def _stop_all(self) -> None:
         for key in list(self._served):
             await self._stop(key)
-
-
-def self_signed() -> tuple[bytes, bytes]:
-    """(certificate, key) in PEM: a self-signed ECDSA P-256 serving
-    certificate. Kubelet HTTPS probes do not verify it (pkg/probe/http sets
-    InsecureSkipVerify), and neither need clients of a stand-in."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CERT_SUBJECT)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
-def tls_context(cert: bytes, key: bytes) -> ssl.SSLContext:
-    """A server context for `cert` and `key`. The ssl module loads a chain
-    only from files: they live in a private temporary directory for the
-    moment of loading."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    with tempfile.TemporaryDirectory(prefix="netemu-tls-") as directory:
-        cert_file, key_file = Path(directory, "tls.crt"), Path(directory, "tls.key")
-        cert_file.write_bytes(cert)
-        key_file.touch(mode=0o600)
-        key_file.write_bytes(key)
-        context.load_cert_chain(cert_file, key_file)
-    return context

@@ -11,11 +11,14 @@ FLANNEL-FWD (netemu.rules.flannel), which kube-proxy's later syncs leave
 alone. Its rendering is a complete restore input for a fresh node and reads
 like `iptables-save` of a real one. `compile_resync` is a sync of a node
 whose kernel already holds rules: it also flushes and deletes the service and
-endpoint chains kube-proxy no longer uses.
+endpoint chains kube-proxy no longer uses. `compile_partial_sync` is a
+partial sync (kube-proxy ≥ 1.28, MinimizeIPTablesRestore): the same, except
+that the chains of Services that did not change are left out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import netaddr
@@ -23,7 +26,7 @@ import netaddr
 from netemu.rules import names as n
 from netemu.rules.flannel import FlannelConfig, add_flannel_rules
 from netemu.rules.input import EndpointInfo, ProxyInput, ServicePortInfo
-from netemu.rules.model import BUILTIN_CHAINS, Rule, RuleSet, quote
+from netemu.rules.model import BUILTIN_CHAINS, Rule, RuleSet, Table, quote
 
 # Above this many endpoints in total kube-proxy drops per-endpoint comments
 # ("largeClusterMode", largeClusterEndpointsThreshold).
@@ -91,10 +94,21 @@ LOCALNET_RULE = (
 )
 
 
-def compile_node(data: ProxyInput, flannel: FlannelConfig | None = None) -> RuleSet:
+def large_cluster(data: ProxyInput) -> bool:
+    """kube-proxy's largeClusterMode: more than LARGE_CLUSTER_ENDPOINTS
+    endpoints in all (per-endpoint comments dropped, stale chains deleted at
+    most once per syncPeriod)."""
+    total = sum(len(data.endpoints_of(sp)) for sp in data.service_ports)
+    return total > LARGE_CLUSTER_ENDPOINTS
+
+
+def compile_node(
+    data: ProxyInput, flannel: FlannelConfig | None = None, *, sync: RuleSet | None = None
+) -> RuleSet:
     """Everything kube-proxy (and kubelet's KUBE-FIREWALL, and flanneld when
-    `flannel` is given) puts in a fresh node."""
-    sync = compile_sync(data)
+    `flannel` is given) puts in a fresh node. `sync`: `compile_sync(data)`
+    when the caller has it already."""
+    sync = compile_sync(data) if sync is None else sync
     extra = RuleSet()
     if flannel is not None:
         add_flannel_rules(extra, flannel)
@@ -144,7 +158,7 @@ def compile_sync(data: ProxyInput) -> RuleSet:
     return _Compiler(data).run()
 
 
-def compile_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
+def compile_resync(data: ProxyInput, existing: RuleSet, *, sync: RuleSet | None = None) -> RuleSet:
     """kube-proxy's restore input for a sync of a node whose kernel holds `existing`
     (parsed iptables-save): `compile_sync(data)` plus the deletion of stale chains.
 
@@ -163,20 +177,86 @@ def compile_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
     renders its deletions after all its rules; iptables-restore applies both
     the same way.
     """
-    rules = compile_sync(data)
+    rules = compile_sync(data) if sync is None else sync
+    _delete_stale(rules.table("nat"), set(rules.table("nat").chains), existing)
+    return rules
+
+
+def _delete_stale(nat: Table, active: set[str], existing: RuleSet) -> None:
+    """Flush and delete the service chains `existing` has in nat that are not
+    `active` (see compile_resync)."""
     current = existing.tables.get("nat")
     if current is None:
-        return rules
-    nat = rules.table("nat")
-    active = set(nat.chains)
+        return
     stale = sorted({c for c in current.chains if c not in active and n.is_service_chain(c)})
     for chain in stale:
         nat.declare(chain)
         nat.deletions.append(chain)
-    return rules
 
 
-def compile_full_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
+@dataclass(frozen=True)
+class PartialSync:
+    """One partial sync: the restore input, and what it computed but left out."""
+
+    rules: RuleSet
+    # The nat chains and rules of the Services that did not change: kube-proxy
+    # computes them too (to know which chains are still in use, and for
+    # sync_proxy_rules_iptables_total) and throws them away.
+    skipped: Table
+
+    def rule_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(rules kube-proxy owns per table, rules this sync wrote per table):
+        sync_proxy_rules_iptables_total and sync_proxy_rules_iptables_last."""
+        written = rule_counts(self.rules)
+        total = dict(written)
+        total["nat"] = total.get("nat", 0) + len(self.skipped.rules)
+        return total, written
+
+
+def rule_counts(rules: RuleSet) -> dict[str, int]:
+    """Rules per table of a sync's restore input (its `-X` lines are not rules)."""
+    return {name: len(table.rules) for name, table in rules.tables.items()}
+
+
+def compile_partial_sync(
+    data: ProxyInput,
+    changed: Collection[tuple[str, str]],
+    existing: RuleSet | None,
+) -> PartialSync:
+    """kube-proxy's restore input for a partial sync (syncProxyRules with
+    tryPartialSync, pkg/proxy/iptables/proxier.go, ≥ 1.28; KEP-3453
+    MinimizeIPTablesRestore).
+
+    `changed` holds the (namespace, name) of every Service whose Service or
+    EndpointSlices changed since the last successful sync (the trackers'
+    UpdatedServices). kube-proxy then still writes every filter chain and the
+    nat table's top-level chains (KUBE-SERVICES, KUBE-NODEPORTS,
+    KUBE-POSTROUTING, KUBE-MARK-MASQ) in full, since each holds rules of
+    every Service; but the KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW- and
+    KUBE-SEP- chains only of the changed Services, all ports of each (the
+    test is per Service, not per port). iptables-restore --noflush leaves a
+    chain that the input does not name as it is.
+
+    `existing` is the kernel's iptables-save (nat is all that is read): the
+    service chains in it that no Service uses any more, changed or not, are
+    flushed and deleted as in compile_resync. None skips that, as kube-proxy
+    does in large-cluster mode between cleanups.
+
+    kube-proxy's own test of this is TestSyncProxyRulesRepeated
+    (pkg/proxy/iptables/proxier_test.go); tests/unit/test_rules_partial.py
+    follows it step by step.
+    """
+    compiler = _Compiler(data, changed=frozenset(changed))
+    rules = compiler.run()
+    if existing is not None:
+        nat = rules.table("nat")
+        _delete_stale(nat, set(nat.chains) | set(compiler.skipped.chains), existing)
+    return PartialSync(rules, compiler.skipped)
+
+
+def compile_full_resync(
+    data: ProxyInput, existing: RuleSet, *, sync: RuleSet | None = None
+) -> RuleSet:
     """A full sync of a node whose kernel holds `existing` (parsed
     iptables-save), as kube-proxy's forced sync after its canary vanished
     (utiliptables.Monitor → forceSyncProxyRules): `compile_resync` plus
@@ -187,7 +267,7 @@ def compile_full_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
     syncProxyRules). A jump counts as present when its built-in chain has a
     rule jumping to its target: iptables-save rewrites argument order, so the
     text would not compare."""
-    rules = compile_resync(data, existing)
+    rules = compile_resync(data, existing, sync=sync)
     rules.table("mangle").declare(n.KUBE_PROXY_CANARY)
     for table_name in ("filter", "nat"):
         table = rules.table(table_name)
@@ -219,15 +299,18 @@ def compile_full_resync(data: ProxyInput, existing: RuleSet) -> RuleSet:
 
 
 class _Compiler:
-    def __init__(self, data: ProxyInput) -> None:
+    def __init__(self, data: ProxyInput, changed: frozenset[tuple[str, str]] | None = None) -> None:
         self.data = data
         self.cfg = data.config
         self.mark = n.masquerade_mark(self.cfg.masquerade_bit)
         self.rules = RuleSet()
         self.filter = self.rules.table("filter")
         self.nat = self.rules.table("nat")
-        total = sum(len(data.endpoints_of(sp)) for sp in data.service_ports)
-        self.large_cluster = total > LARGE_CLUSTER_ENDPOINTS
+        self.large_cluster = large_cluster(data)
+        # None: a full sync, every Service's chains are written. Otherwise
+        # the Services whose chains are; the others' go to `skipped`.
+        self.changed = changed
+        self.skipped = Table("nat")
 
     def run(self) -> RuleSet:
         cfg, nat, flt, mark = self.cfg, self.nat, self.filter, self.mark
@@ -393,6 +476,13 @@ class _Compiler:
                 f"--dport {sp.health_check_node_port} -j ACCEPT",
             )
 
+        # From here on: the Service's own chains, written only when it
+        # changed if this is a partial sync (proxier.go: "If the
+        # SVC/SVL/EXT/FW/SEP chains have not changed since the last sync then
+        # we can omit them from the restore input").
+        if self.changed is not None and (sp.namespace, sp.name) not in self.changed:
+            nat = self.skipped
+
         # Internal traffic: masquerade what comes from outside the cluster.
         if has_internal:
             local_cidr = cfg.local_traffic_cidr
@@ -456,10 +546,10 @@ class _Compiler:
         sep_names = {ep.text: n.endpoint_chain(name, proto, ep.text) for ep in reachable}
         if uses_cluster_chain:
             nat.declare(svc_chain)
-            self.service_to_endpoints(sp, svc_chain, cluster, sep_names)
+            self.service_to_endpoints(nat, sp, svc_chain, cluster, sep_names)
         if uses_local_chain:
             nat.declare(svl_chain)
-            self.service_to_endpoints(sp, svl_chain, local, sep_names)
+            self.service_to_endpoints(nat, sp, svl_chain, local, sep_names)
 
         for ep in reachable:
             sep = sep_names[ep.text]
@@ -473,12 +563,12 @@ class _Compiler:
 
     def service_to_endpoints(
         self,
+        nat: Table,
         sp: ServicePortInfo,
         chain: str,
         endpoints: list[EndpointInfo],
         sep_names: dict[str, str],
     ) -> None:
-        nat = self.nat
         name = sp.name_string
         seps = [sep_names[ep.text] for ep in endpoints]
         if sp.affinity_timeout:

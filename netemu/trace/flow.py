@@ -322,3 +322,54 @@ def _by_address(
     if node is not None:
         return ip, port, node_label or f"node {node}", None
     return ip, port, f"address {ip}", None
+
+
+def in_namespace(topology: Topology, word: str, namespace: str | None, *, source: bool) -> str:
+    """FROM or TO as `-n NAMESPACE` means it (kubectl's habit): a pod or Service
+    named without `NAMESPACE/` is looked up in `namespace`; nodes, external
+    clients (as FROM), addresses, NODE:PORT and names with a namespace stay."""
+    if namespace is None:
+        return word
+    kind, name = _split_kind(word)
+    prefix = word[: len(word) - len(name)]  # "svc/", "pod/" or ""
+    if "/" in name or ":" in name or _is_ip(name) or kind in ("node", "client"):
+        return word
+    if kind is None and (name in topology.nodes or (source and name in topology.clients)):
+        return word
+    return f"{prefix}{namespace}/{name}"
+
+
+def named_port(state: ClusterState, topology: Topology, to: str, name: str, proto: str) -> int:
+    """The number of port `name` of TO: the Service's port of that name (its
+    `port`), or for a pod its container port of that name, as `--port NAME`
+    means it (kubectl port-forward takes names the same way)."""
+    kind, word = _split_kind(to)
+    if kind in (None, "service"):
+        svc = _find_service(state, word)
+        if svc is not None:
+            ports = [p for p in svc.spec.ports if p.name == name and p.protocol.lower() == proto]
+            if ports:
+                return ports[0].port
+            named = ", ".join(p.name for p in svc.spec.ports if p.name) or "none"
+            raise FlowError(
+                f"--port {name!r}: Service {_svc_key(svc)} has no {proto.upper()} port of that "
+                f"name; its port names: {named}"
+            )
+    if kind in (None, "pod") and _pod_key(word) in topology.pods:
+        key = _pod_key(word)
+        declared = [
+            cp
+            for p in state.pods
+            if f"{p.metadata.namespace or 'default'}/{p.metadata.name}" == key
+            for c in p.spec.containers
+            for cp in c.ports
+        ]
+        found = [cp for cp in declared if cp.name == name and cp.protocol.lower() == proto]
+        if found:
+            return found[0].container_port
+        named = ", ".join(cp.name for cp in declared if cp.name) or "none"
+        raise FlowError(
+            f"--port {name!r}: pod {key} has no {proto.upper()} container port of that name; "
+            f"its port names: {named}"
+        )
+    raise FlowError(f"--port {name!r}: a port name needs a Service or pod as TO, got {to!r}")

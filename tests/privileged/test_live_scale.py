@@ -2,7 +2,9 @@
 every node already match the new replica set. Scaled up, every new pod
 answers through the ClusterIP at once; scaled down, removed pods get no
 more traffic while an established connection to the surviving pod (its
-conntrack entry carrying the DNAT) keeps working.
+conntrack entry carrying the DNAT) keeps working. Removed pods are deleted
+gracefully: they stop (their built-in servers at SIGTERM, at once) and are
+gone soon after.
 
 The test runs its own controlplane/default lab: it changes the lab.
 """
@@ -35,6 +37,8 @@ WITHIN = 1.0
 # likely endpoints, 150 connections miss one with probability < 1e-13.
 SESSION_TRIES = 150
 REQUEST_TIMEOUT = 0.5
+# Removed pods stop at once (SIGTERM stops a built-in server) and are gone by then.
+GONE_WITHIN = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,11 @@ def web_pods(lab: LiveLab) -> dict[str, dict[str, str]]:
         for key, pod in lab.info()["pods"].items()
         if key.startswith("default/web-")
     }
+
+
+def staying_pods(lab: LiveLab) -> dict[str, dict[str, str]]:
+    """The running web pods that are not being deleted."""
+    return {name: pod for name, pod in web_pods(lab).items() if not pod.get("terminating")}
 
 
 def spread(source: str, vip: str, port: int, want: set[str], deadline: float) -> list[Answer]:
@@ -105,7 +114,7 @@ def test_scale_up_then_down(lab: LiveLab) -> None:
         # -- down to 1 ---------------------------------------------------------
         lab.scale("Deployment", "default", "web", 1)
         scaled_down = time.monotonic()
-        survivors = web_pods(lab)
+        survivors = staying_pods(lab)
         assert len(survivors) == 1, f"scaled to 1, the lab runs {sorted(survivors)}"
         (survivor,) = survivors
         removed = set(pods) - {survivor}
@@ -137,7 +146,11 @@ def test_scale_up_then_down(lab: LiveLab) -> None:
         for session, _ in sessions.values():
             session.close()
 
+    # Their kubelets remove them once stopped (CNI DEL last).
+    deadline = time.monotonic() + GONE_WITHIN
     for pod in removed:
         ns = pods[pod]["netns"]
+        while netns.exists(ns) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not netns.exists(ns), f"removed pod {pod}'s namespace {ns} is still there"
     assert endpoint_ips(lab.state(), "web") == {survivors[survivor]["ip"]}

@@ -490,12 +490,15 @@ def test_up_with_a_bad_lab_name_is_a_usage_error_before_anything_starts(as_root:
     assert not any(as_root.iterdir())  # no run directory, no supervisor
 
 
-def test_up_without_a_lab_object_is_a_usage_error_before_anything_starts(
+def test_up_with_nodes_but_no_lab_object_is_a_usage_error_before_anything_starts(
     as_root: Path, tmp_path: Path
 ) -> None:
+    # Without a Lab and without Nodes the built-in lab is used; Nodes of the
+    # input's own are not overridden by it, and a live lab needs a Lab.
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "web.yaml").write_text(Path("controlplane/default/web.yaml").read_text())
+    (manifests / "node.yaml").write_text("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n")
     result = invoke("up", "-f", str(manifests))
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "needs a Lab object" in result.stderr

@@ -71,6 +71,7 @@ spec:
 class FakeRunning:
     plan: PodPlan
     failed: dict[str, int] = field(default_factory=dict)
+    initializing: bool = False
     sandboxes: dict[str, SandboxSpec] = field(default_factory=dict)
     config_errors: dict[str, tuple[str, str]] = field(default_factory=dict)
 

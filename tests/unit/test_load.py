@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 
 from netemu.api.config import Lab
-from netemu.api.core import Service
+from netemu.api.core import ConfigMap, Service
 from netemu.api.errors import Diagnostic, InputError
-from netemu.api.load import load_paths, load_text
+from netemu.api.generic import GenericObject, generic_kind
+from netemu.api.load import load_paths, load_text, stored_not_emulated
 
 KINDS_READ = (
-    "ConfigMap, DaemonSet, Deployment, EndpointSlice, KubeProxyConfiguration, Lab, Namespace, "
-    "Node, Pod, ReplicaSet, Secret, Service, StatefulSet"
+    "ConfigMap, CronJob, DaemonSet, Deployment, EndpointSlice, Endpoints, Ingress, IngressClass, "
+    "Job, KubeProxyConfiguration, Lab, Namespace, Node, Pod, ReplicaSet, ReplicationController, "
+    "Secret, Service, StatefulSet"
 )
 
 
@@ -144,10 +146,106 @@ def test_unknown_api_version_of_a_known_kind() -> None:
     ]
 
 
-def test_unknown_kind() -> None:
-    assert problems("apiVersion: v1\nkind: Widget\nmetadata: {name: a}\n") == [
-        f"x.yaml:2: Widget/a: kind: unknown kind 'Widget'; netemu reads {KINDS_READ}"
+def test_a_misspelt_kind_of_a_known_group_is_an_error_with_a_suggestion() -> None:
+    assert problems("apiVersion: v1\nkind: Sevrice\nmetadata: {name: a}\n") == [
+        'x.yaml:2: Sevrice/a: kind: no matches for kind "Sevrice" in version "v1"; '
+        "did you mean Service?"
     ]
+    assert problems("apiVersion: apps/v1\nkind: Deploymnet\nmetadata: {name: a}\n") == [
+        'x.yaml:2: Deploymnet/a: kind: no matches for kind "Deploymnet" in version "apps/v1"; '
+        "did you mean Deployment?"
+    ]
+    assert problems(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Widget\nmetadata: {name: a}\n"
+    ) == [
+        'x.yaml:2: Widget/a: kind: no matches for kind "Widget" in version '
+        '"rbac.authorization.k8s.io/v1"'
+    ]
+
+
+def test_a_version_no_longer_served_is_an_error() -> None:
+    assert problems("apiVersion: apps/v1beta1\nkind: Deployment\nmetadata: {name: a}\n") == [
+        "x.yaml:1: Deployment/a: apiVersion: unknown apiVersion 'apps/v1beta1' for kind "
+        "Deployment; expected 'apps/v1'"
+    ]
+    assert problems(
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata: {name: a}\n"
+    ) == [
+        'x.yaml:1: PodDisruptionBudget/a: apiVersion: no matches for kind "PodDisruptionBudget" '
+        'in version "policy/v1beta1": this version is not served (removed from Kubernetes); '
+        "expected 'policy/v1'"
+    ]
+
+
+def test_kinds_not_emulated_load_as_generic_objects_kept_as_written() -> None:
+    text = (
+        "apiVersion: rbac.authorization.k8s.io/v1\n"
+        "kind: ClusterRole\n"
+        "metadata: {name: 'system:viewer', labels: {a: b}}\n"
+        "rules: [{apiGroups: [''], resources: [pods], verbs: [get]}]\n"
+    )
+    loaded, found = load_text(text, "x.yaml")
+    assert found == []
+    obj = loaded[0].obj
+    assert isinstance(obj, GenericObject)
+    assert type(obj).namespaced is False
+    assert obj.to_dict() == {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "system:viewer", "labels": {"a": "b"}},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+    }
+
+
+def test_kustomization_and_helm_values_are_skipped_with_a_notice(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [a.yaml]\n"
+    )
+    (tmp_path / "values.yaml").write_text("replicaCount: 2\nimage: {tag: x}\n")
+    (tmp_path / "a.yaml").write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n")
+    notes: list[str] = []
+    loaded = load_paths([tmp_path], notes)
+    assert [item.ref for item in loaded] == ["ServiceAccount/a"]
+    assert notes == [
+        f"notice: {tmp_path / 'kustomization.yaml'}:1: skipped: Kustomization "
+        "(kustomize.config.k8s.io/v1beta1) describes how to build manifests",
+        f"notice: {tmp_path / 'values.yaml'}:1: skipped: not a Kubernetes object (no kind and "
+        "no metadata)",
+        "warning: ServiceAccount (v1): 1 object stored, not emulated",
+    ]
+
+
+def test_custom_resources_take_scope_and_versions_from_their_crd(tmp_path: Path) -> None:
+    (tmp_path / "crd.yaml").write_text(
+        "apiVersion: apiextensions.k8s.io/v1\n"
+        "kind: CustomResourceDefinition\n"
+        "metadata: {name: gizmos.example.com}\n"
+        "spec:\n"
+        "  group: example.com\n"
+        "  scope: Cluster\n"
+        "  names: {kind: Gizmo, plural: gizmos, shortNames: [gz]}\n"
+        "  versions: [{name: v1, served: true, storage: true}]\n"
+        "---\n"
+        "apiVersion: example.com/v1\n"
+        "kind: Gizmo\n"
+        "metadata: {name: g}\n"
+        "---\n"
+        "apiVersion: example.com/v2\n"
+        "kind: Gizmo\n"
+        "metadata: {name: h}\n"
+        "---\n"
+        "apiVersion: elsewhere.io/v1\n"
+        "kind: Thing\n"
+        "metadata: {name: t}\n"
+    )
+    with pytest.raises(InputError) as caught:
+        load_paths([tmp_path])
+    assert [str(d) for d in caught.value.diagnostics] == [
+        f'{tmp_path / "crd.yaml"}:14: Gizmo/h: apiVersion: no matches for kind "Gizmo" in '
+        "version \"example.com/v2\": its CustomResourceDefinition serves 'example.com/v1'"
+    ]
+    assert generic_kind("gz") is not None and generic_kind("gz").namespaced is False  # type: ignore[union-attr]
+    assert generic_kind("things") is not None and generic_kind("things").namespaced  # type: ignore[union-attr]
 
 
 def test_kind_that_is_not_a_string() -> None:
@@ -236,16 +334,40 @@ def test_load_paths_reads_directories_in_order(tmp_path: Path) -> None:
 
 
 def test_load_paths_collects_problems_of_every_file(tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml").write_text("apiVersion: v1\nkind: Widget\n")
+    (tmp_path / "bad.yaml").write_text("apiVersion: v1\nkind: Secrte\n")
     (tmp_path / "good.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n")
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00kind")
     missing = tmp_path / "missing.yaml"
     with pytest.raises(InputError) as caught:
         load_paths([tmp_path, missing])
     assert [str(d) for d in caught.value.diagnostics] == [
-        f"{tmp_path / 'bad.yaml'}:2: Widget/<unnamed>: kind: unknown kind 'Widget'; netemu "
-        f"reads {KINDS_READ}",
+        f'{tmp_path / "bad.yaml"}:2: Secrte/<unnamed>: kind: no matches for kind "Secrte" in '
+        'version "v1"; did you mean Secret?',
         f"{tmp_path / 'binary.yaml'}:1: not UTF-8 text: byte 0xff at column 1 (invalid start "
         "byte); manifests are UTF-8 text",
         f"{missing}:0: no such file or directory",
     ]
+
+
+def test_a_custom_resource_without_its_crd_is_kept_with_a_warning() -> None:
+    loaded, found = load_text("apiVersion: other.io/v1\nkind: Gadget\nmetadata: {name: g}\n", "x")
+    assert found == []
+    assert stored_not_emulated(loaded) == [
+        "warning: Gadget (other.io/v1, custom resource without its CustomResourceDefinition "
+        "in the input): 1 object stored, not emulated"
+    ]
+
+
+def test_null_is_a_field_left_out_as_the_api_server_decodes_it() -> None:
+    # `data: null` as kustomize renders an empty map; a required field given null is missing.
+    text = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: null}\ndata: null\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n"
+        "  selector: null\n  ports: [{port: 80, targetPort: null}]\n"
+    )
+    loaded, found = load_text(text, "x.yaml")
+    assert found == []
+    config, service = (item.obj for item in loaded)
+    assert isinstance(config, ConfigMap) and config.data == {}
+    assert isinstance(service, Service) and service.spec.selector is None
+    assert problems("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: null}\n")

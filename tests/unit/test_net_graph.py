@@ -534,10 +534,12 @@ def test_cli_graph_bad_input_exits_2(tmp_path: Path, args: list[str], message: s
     assert message in result.stderr
 
 
-def test_cli_graph_without_a_lab_object_exits_2(tmp_path: Path) -> None:
-    result = invoke("graph", "-f", str(DEFAULT / "web.yaml"), "-o", str(tmp_path / "x.svg"))
-    assert result.exit_code == 2
-    assert "netemu graph needs a Lab object" in result.stderr
+def test_cli_graph_without_a_lab_object_draws_the_built_in_lab(tmp_path: Path) -> None:
+    result = invoke("graph", "-f", str(DEFAULT / "web.yaml"), "-o", str(tmp_path / "x.dot"))
+    assert result.exit_code == 0, result.stderr
+    assert "no Lab in the input: using the built-in lab" in result.stderr
+    drawn = (tmp_path / "x.dot").read_text()
+    assert "node-1" in drawn and "node-2" in drawn and "client" in drawn
 
 
 def test_cli_graph_live_needs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,8 +86,8 @@ SCALE = {"op": "scale", "kind": "Deployment", "namespace": "default", "name": "w
         ({**TRACE, "wait": True}, "field 'wait'"),
         ({**TRACE, "pcap": "yes"}, "field 'pcap': expected bool, got str"),
         (
-            {"op": "table", "kind": "widgets"},
-            "field 'kind': expected one of configmaps, daemonsets",
+            {"op": "table", "kind": "frobnicators"},
+            "field 'kind': the server doesn't have a resource type \"frobnicators\"",
         ),
         ({"op": "table", "kind": "pods", "output": "xml"}, "field 'output': expected wide"),
         ({"op": "table", "kind": "pods", "namespace": 3}, "field 'namespace': expected str"),

@@ -295,3 +295,17 @@ def test_agnhost_endpoints_netemu_lacks_are_not_found(servers: TestServers, path
         assert get(conn, path)[0] == 404
     finally:
         conn.close()
+
+
+def test_header_answers_the_named_request_header(servers: TestServers) -> None:
+    tcp_port, _ = serve_one(servers)
+    conn, _ = connected(tcp_port)
+    try:
+        conn.request("GET", "/header?key=X-Request-ID", headers={"X-Request-ID": "abc123"})
+        seen = conn.getresponse()
+        body = seen.read().decode()
+        missing = get(conn, "/header?key=X-Missing")
+    finally:
+        conn.close()
+    assert (seen.status, body) == (200, "abc123")
+    assert missing[0] == 200 and missing[2] == ""

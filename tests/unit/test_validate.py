@@ -460,7 +460,7 @@ def test_duplicate_objects_across_files() -> None:
         kind: Service
         metadata:
           name: web
-          namespace: other
+          namespace: kube-system
         spec:
           ports: [{port: 80}]
         ---

@@ -1,0 +1,203 @@
+"""The kube-proxy agent's partial syncs (netemu.node.proxy): after the first
+sync only the chains of Services that changed are written, a failed sync is
+followed by a full one, and the metrics count full and partial syncs as
+kube-proxy's do. The loadbalancer lab, node-1, on the fake kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from netemu.api.config import Lab
+from netemu.api.core import Service
+from netemu.api.validate import load_and_validate
+from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects, snapshot
+from netemu.kernel.iptables import FakeIptables
+from netemu.node.proxy import ProxyAgent
+from netemu.node.proxymetrics import ProxyMetrics
+from netemu.node.proxyservers import NodeProxyServers
+from netemu.pipeline import proxy_input
+from netemu.rules import names as n
+from netemu.rules.flannel import flannel_config
+from netemu.rules.input import ProxyInput
+from netemu.rules.iptables import compile_node, compile_sync
+from netemu.rules.model import parse_restore
+from netemu.rules.spec import canonical_ruleset
+
+LB_LAB = Path(__file__).parents[2] / "controlplane" / "loadbalancer"
+NODE = "node-1"
+
+
+class Servers:
+    """What the agent reports to, without the HTTP servers."""
+
+    def __init__(self) -> None:
+        self.metrics = ProxyMetrics()
+
+    def queued(self, when: float) -> None: ...
+
+    def synced(self) -> None: ...
+
+    def set_node_eligible(self, eligible: bool) -> None: ...
+
+    def sync_services(
+        self, ports: dict[tuple[str, str], int], endpoints: dict[tuple[str, str], int]
+    ) -> None: ...
+
+    def value(self, name: str, **labels: str) -> float:
+        found = self.metrics.registry.get_sample_value(f"kubeproxy_{name}", labels)
+        assert found is not None, name
+        return found
+
+
+class Kernel(FakeIptables):
+    """The fake kernel, keeping every restore input; `fail` makes the next restore fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[str] = []
+        self.fail = False
+
+    def restore(self, text: str, *, noflush: bool = True) -> None:
+        self.inputs.append(text)
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("iptables-restore: resource busy")
+        super().restore(text, noflush=noflush)
+
+
+class Cluster:
+    def __init__(self) -> None:
+        objects = [item.obj for item in load_and_validate([str(LB_LAB)])]
+        self.client = LocalClient(Store())
+        apply_objects(self.client, objects)
+        ControlPlane(self.client).run_to_fixed_point()
+        self.lab = next(o for o in objects if isinstance(o, Lab))
+        self.kernel = Kernel()
+        self.servers = Servers()
+        self.agent = ProxyAgent(
+            client=self.client,
+            node=NODE,
+            iptables=self.kernel,
+            lab=self.lab,
+            proxy_config=None,
+            servers=cast(NodeProxyServers, self.servers),
+        )
+
+    def edit_service(self, name: str, **spec: object) -> None:
+        svc = self.client.get(Service, "default", name)
+        self.client.update(svc.model_copy(update={"spec": svc.spec.model_copy(update=spec)}))
+        ControlPlane(self.client).run_to_fixed_point()
+
+    def delete_service(self, name: str) -> None:
+        self.client.delete(Service, "default", name)
+        ControlPlane(self.client).run_to_fixed_point()
+
+    def data(self) -> ProxyInput:
+        return proxy_input(snapshot(self.client, lab=self.lab), NODE)
+
+    def fresh_node(self) -> object:
+        """iptables-save of a node given the current state in one first sync."""
+        data = self.data()
+        kernel = FakeIptables()
+        kernel.restore(
+            compile_node(data, flannel_config(self.lab, data.config.node_pod_cidr)).render(),
+            noflush=False,
+        )
+        return canonical_ruleset(parse_restore(kernel.save()))
+
+    def node_now(self) -> object:
+        return canonical_ruleset(parse_restore(self.kernel.save()))
+
+
+def service_chains(data: ProxyInput, service: str) -> set[str]:
+    """Every chain name kube-proxy's naming gives one Service's ports and endpoints."""
+    out: set[str] = set()
+    for sp in data.service_ports:
+        if sp.name == service:
+            digest = n.port_proto_hash(sp.name_string, sp.protocol)
+            out |= {p + digest for p in (n.SVC_PREFIX, n.SVL_PREFIX, n.EXT_PREFIX, n.FW_PREFIX)}
+            out |= {
+                n.endpoint_chain(sp.name_string, sp.protocol, ep.text)
+                for ep in data.endpoints_of(sp)
+            }
+    return out
+
+
+def declared_service_chains(restore_text: str) -> set[str]:
+    nat = parse_restore(restore_text).tables["nat"]
+    return {c for c in nat.chains if n.is_service_chain(c)}
+
+
+def test_later_syncs_write_only_the_changed_services_chains() -> None:
+    cluster = Cluster()
+    assert cluster.agent.reconcile()
+    assert cluster.servers.value("sync_full_proxy_rules_duration_seconds_count") == 1
+    first = declared_service_chains(cluster.kernel.inputs[-1])
+    assert first  # the first sync writes every Service's chains
+
+    cluster.edit_service("shop-lb", session_affinity="ClientIP")
+    assert cluster.agent.reconcile()
+    written = declared_service_chains(cluster.kernel.inputs[-1])
+    assert written and written <= service_chains(cluster.data(), "shop-lb")
+    assert cluster.node_now() == cluster.fresh_node()
+    assert cluster.servers.value("sync_partial_proxy_rules_duration_seconds_count") == 1
+    assert cluster.servers.value("sync_full_proxy_rules_duration_seconds_count") == 1
+
+    # Rules kube-proxy owns, and those the partial sync wrote: nat's differ.
+    data = cluster.data()
+    full = compile_sync(data)
+    for table in ("filter", "nat"):
+        total = cluster.servers.value("sync_proxy_rules_iptables_total", table=table)
+        assert total == len(full.tables[table].rules)
+    last = parse_restore(cluster.kernel.inputs[-1])
+    assert cluster.servers.value("sync_proxy_rules_iptables_last", table="nat") == len(
+        last.tables["nat"].rules
+    )
+    assert len(last.tables["nat"].rules) < len(full.tables["nat"].rules)
+
+    # A deleted Service: its chains are flushed and deleted, no other written.
+    before = cluster.data()
+    cluster.delete_service("shop-external")
+    assert cluster.agent.reconcile()
+    text = cluster.kernel.inputs[-1]
+    gone = service_chains(before, "shop-external") & set(
+        parse_restore(cluster.kernel.inputs[0]).tables["nat"].chains
+    )
+    assert gone
+    assert declared_service_chains(text) == gone
+    assert set(parse_restore(text).tables["nat"].deletions) == gone
+    assert cluster.node_now() == cluster.fresh_node()
+
+    # Nothing changed: no sync at all.
+    count = len(cluster.kernel.inputs)
+    assert not cluster.agent.reconcile()
+    assert len(cluster.kernel.inputs) == count
+
+
+def test_a_failed_partial_sync_is_followed_by_a_full_one() -> None:
+    cluster = Cluster()
+    cluster.agent.reconcile()
+    cluster.edit_service("shop-local", session_affinity="ClientIP")
+    cluster.kernel.fail = True
+    try:
+        cluster.agent.reconcile()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the restore should have failed")
+    assert cluster.agent.failed
+    assert cluster.servers.value("sync_proxy_rules_iptables_partial_restore_failures_total") == 1
+    assert cluster.servers.value("sync_proxy_rules_iptables_restore_failures_total") == 1
+
+    assert cluster.agent.reconcile()  # retried at once, and full
+    assert not cluster.agent.failed
+    assert cluster.servers.value("sync_full_proxy_rules_duration_seconds_count") == 2
+    assert cluster.servers.value("sync_partial_proxy_rules_duration_seconds_count") == 0
+    every = set().union(
+        *(service_chains(cluster.data(), sp.name) for sp in cluster.data().service_ports)
+    )
+    assert declared_service_chains(cluster.kernel.inputs[-1]) == every & set(
+        compile_sync(cluster.data()).tables["nat"].chains
+    )
+    assert cluster.node_now() == cluster.fresh_node()
