@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from netemu.api.core import Pod
+from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_INGRESS, BUILTIN_SERVER
 from netemu.testing.plugin import LabFactory
 from netemu.testing.testlab import NetemuLab, unique_lab_name
 
@@ -188,11 +189,12 @@ def lab_of(labs: dict[str, Brought], app: App) -> tuple[NetemuLab, float]:
 
 
 def app_pods(lab: NetemuLab, app: App) -> list[Pod]:
-    """The app's pods (not the lab's DNS addon), not being deleted."""
+    """The app's pods, not being deleted: not the lab's addons (the cluster
+    DNS, and the ingress-nginx controller an app's Ingress brings)."""
     return [
         pod
         for pod in lab.state().pods
-        if (pod.metadata.namespace or "default") != "kube-system"
+        if pod.metadata.annotations.get(BUILTIN_SERVER) not in (BUILTIN_DNS, BUILTIN_INGRESS)
         and not pod.metadata.deletion_timestamp
     ]
 
