@@ -38,7 +38,6 @@ import ipaddress
 from typing import Any
 
 from netemu.api.core import (
-    Container,
     ContainerState,
     ContainerStateRunning,
     ContainerStateWaiting,
@@ -52,7 +51,7 @@ from netemu.api.core import (
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import is_terminal, write
 from netemu.controlplane.informer import CreationOrder
-from netemu.controlplane.podstatus import container_id, image_id
+from netemu.controlplane.podstatus import container_id, image_id, waiting_statuses
 from netemu.controlplane.settings import IPAddress, IPNetwork
 
 # Condition order as the kubelet reports them.
@@ -151,10 +150,11 @@ class PodIpamController:
             for c in status.container_statuses
         )
         if initializing:
-            update["container_statuses"] = _waiting(pod.spec.containers, "PodInitializing")
+            update["container_statuses"] = waiting_statuses(pod.spec.containers, "PodInitializing")
             if status.init_container_statuses is None:
                 update["init_container_statuses"] = [
-                    s.to_dict() for s in _waiting(pod.spec.init_containers, "PodInitializing")
+                    s.to_dict()
+                    for s in waiting_statuses(pod.spec.init_containers, "PodInitializing")
                 ]
         elif creating:  # none yet, or only those written while the pod waited
             started = update.get("start_time", status.start_time)
@@ -210,21 +210,6 @@ def _container_statuses(pod: Pod, started_at: Any, ready: bool) -> list[Containe
             )
         )
     return statuses
-
-
-def _waiting(containers: list[Container], reason: str) -> list[ContainerStatus]:
-    return [
-        ContainerStatus(
-            name=c.name,
-            state=ContainerState(waiting=ContainerStateWaiting(reason=reason)),
-            ready=False,
-            restart_count=0,
-            image=c.image or "",
-            image_id="",
-            started=False,
-        )
-        for c in containers
-    ]
 
 
 def _initializing(pod: Pod, status: PodStatus) -> list[PodCondition]:

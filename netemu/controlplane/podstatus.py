@@ -19,7 +19,13 @@ import hashlib
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from netemu.api.core import Container, Pod
+from netemu.api.core import (
+    Container,
+    ContainerState,
+    ContainerStateWaiting,
+    ContainerStatus,
+    Pod,
+)
 
 RUNTIME = "netemu"
 # The resources that decide the QoS class (qos.go: supportedQoSComputeResources).
@@ -112,3 +118,21 @@ def image_id(image: str | None) -> str:
     if ":" in last:
         repository = repository[: len(repository) - len(last)] + last.split(":", 1)[0]
     return f"{repository}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
+def waiting_statuses(containers: list[Container], reason: str) -> list[ContainerStatus]:
+    """A status per container, waiting for `reason` (PodInitializing,
+    ContainerCreating...), never started: what the kubelet reports before
+    a container runs."""
+    return [
+        ContainerStatus(
+            name=c.name,
+            state=ContainerState(waiting=ContainerStateWaiting(reason=reason)),
+            ready=False,
+            restart_count=0,
+            image=c.image or "",
+            image_id="",
+            started=False,
+        )
+        for c in containers
+    ]

@@ -131,26 +131,6 @@ def service_env(services: Iterable[Service], namespace: str, enable_service_link
     return from_services(visible_services(services, namespace, enable_service_links))
 
 
-def container_env(declared: Sequence[tuple[str, str]], service_vars: EnvVars) -> EnvVars:
-    """makeEnvironmentVariables: the container's `env` entries in their order,
-    each non-empty value with its `$(VAR)` references expanded (an earlier
-    entry first, then a Service variable; an unknown reference stays as it
-    is), then the Service variables the container does not set itself."""
-    services = dict(service_vars)
-    own: dict[str, str] = {}
-
-    def lookup(name: str) -> str:
-        if name in own:
-            return own[name]
-        if name in services:
-            return services[name]
-        return f"$({name})"
-
-    for name, value in declared:
-        own[name] = expand(value, lookup) if value else value
-    return [*own.items(), *((k, v) for k, v in service_vars if k not in own)]
-
-
 def expand(text: str, mapping: Callable[[str], str]) -> str:
     """expansion.Expand: `$(NAME)` is replaced by mapping(NAME), `$$` is a
     literal `$`, and any other `$` (or an unclosed `$(`) is kept as written."""

@@ -40,7 +40,7 @@ from netemu.api.core import (
     PodCondition,
     PodStatus,
 )
-from netemu.controlplane.podstatus import container_id, image_id
+from netemu.controlplane.podstatus import container_id, image_id, waiting_statuses
 from netemu.net.plan import ContainerPlan
 from netemu.node.probes import ContainerLife, Exit, RestartPolicy
 
@@ -150,18 +150,7 @@ def pod_status(
     kept = pod.status.conditions
     merged = [_moved(c, conditions[c.type]) if c.type in conditions else c for c in kept]
     merged.extend(c for kind, c in conditions.items() if not any(k.type == kind for k in kept))
-    waiting = [
-        ContainerStatus(
-            name=c.name,
-            state=ContainerState(waiting=ContainerStateWaiting(reason=reason)),
-            ready=False,
-            restart_count=0,
-            image=c.image or "",
-            image_id="",
-            started=False,
-        )
-        for c in pod.spec.containers
-    ]
+    waiting = waiting_statuses(pod.spec.containers, reason)
     return pod.status.model_copy(
         update={
             "phase": "Failed" if failed else "Pending",

@@ -22,7 +22,7 @@ from netemu.kernel.datapath import Datapath
 from netemu.kernel.journal import Journal
 from netemu.kernel.sandbox import SandboxSpec
 from netemu.net.plan import plan_lab, plan_pod
-from netemu.node.envvars import container_env, expand, service_env
+from netemu.node.envvars import EnvSources, EnvVars, expand, make_env, service_env
 from netemu.node.kubelet import DEFAULT_PATH, Kubelet
 from netemu.node.testserver import TestServers
 from netemu.pipeline import load_cluster
@@ -233,6 +233,23 @@ def test_own_namespace_kubernetes_service_wins_over_the_master(master_first: boo
 # -- merging with the container's env -----------------------------------------
 
 SERVICE_VARS = [("WEB_SERVICE_HOST", "10.96.149.150"), ("WEB_SERVICE_PORT", "80")]
+
+
+def container_env(declared: Sequence[tuple[str, str]], service_vars: EnvVars) -> EnvVars:
+    """What make_env gives a container whose `env` is `declared` (plain values)."""
+    pod = Pod.model_validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {
+                "containers": [{"name": "c", "env": [{"name": k, "value": v} for k, v in declared]}]
+            },
+        }
+    )
+    env, events = make_env(pod.spec.containers[0], pod, EnvSources({}, {}), service_vars)
+    assert events == []
+    return env
 
 
 def test_container_env_wins_and_comes_first() -> None:
