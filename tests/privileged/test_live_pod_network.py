@@ -9,6 +9,7 @@ says `overlay: host-gw`), each as its own lab for the module.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 from collections.abc import Iterator
@@ -179,6 +180,12 @@ def test_cross_node_pod_traffic_on_the_underlay(overlay_lab: OverlayLab) -> None
     source = on_node(pods, "node-1")[0]
     (target,) = on_node(pods, "node-2")
     node_1_ip, node_2_ip = info["nodes"]["node-1"]["ip"], info["nodes"]["node-2"]["ip"]
+    # node-1's pod CIDR, from its Node object (spec.podCIDR).
+    node_1_cidr = next(
+        ipaddress.ip_network(n["spec"]["podCIDR"])
+        for n in lab.state()["nodes"]
+        if n["metadata"]["name"] == "node-1"
+    )
 
     capture = Capture(info["nodes"]["node-1"]["netns"], "eth0")
     try:
@@ -201,9 +208,13 @@ def test_cross_node_pod_traffic_on_the_underlay(overlay_lab: OverlayLab) -> None
             assert vxlan.vni == VXLAN_VNI
             inner = _tcp_flow(vxlan.payload)
             if inner is not None:
-                # The inner packet is the pods' own, addressed pod to pod.
+                # The inner packet is the pods' own, addressed pod to pod, and
+                # leaves the node its source pod is on (any pod's: a frame of an
+                # earlier connection may still be on the wire).
                 direction = (
-                    (node_1_ip, node_2_ip) if inner[0] == source.ip else (node_2_ip, node_1_ip)
+                    (node_1_ip, node_2_ip)
+                    if ipaddress.ip_address(inner[0]) in node_1_cidr
+                    else (node_2_ip, node_1_ip)
                 )
                 assert (outer.src, outer.dst) == direction, frame.summary()
                 inner_flows.add(inner)
