@@ -109,6 +109,16 @@ class Container(K8sModel):
     tty: Any = None
 
 
+# dnsPolicy values, in the order the API server lists them as "supported
+# values" (validateDNSPolicy), and pkg/apis/core/validation's dnsConfig
+# limits (MaxDNSNameservers, MaxDNSSearchPaths, MaxDNSSearchListChars), which
+# the kubelet applies again when it writes resolv.conf.
+DNS_POLICIES = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
+MAX_NAMESERVERS = 3
+MAX_SEARCH_PATHS = 32
+MAX_SEARCH_LIST_CHARS = 2048
+
+
 class PodSpec(K8sModel):
     omit_false: ClassVar[frozenset[str]] = frozenset({"host_network"})
     containers: list[Container]

@@ -34,6 +34,10 @@ from netemu.api.config import (
 )
 from netemu.api.config import default_lab as make_default_lab
 from netemu.api.core import (
+    DNS_POLICIES,
+    MAX_NAMESERVERS,
+    MAX_SEARCH_LIST_CHARS,
+    MAX_SEARCH_PATHS,
     SECRET_TYPE_TLS,
     SERVICE_NAME_LABEL,
     ConfigMap,
@@ -53,14 +57,6 @@ from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_pa
 from netemu.api.generic import GenericObject
 from netemu.api.load import Loaded, Origin, gc_paused, load_paths_partly
 from netemu.api.networking import Ingress, IngressClass
-from netemu.node.podfiles import (
-    DNS_POLICIES_API_ORDER as DNS_POLICIES,
-)
-from netemu.node.podfiles import (
-    MAX_NAMESERVERS,
-    MAX_SEARCH_LIST_CHARS,
-    MAX_SEARCH_PATHS,
-)
 
 __all__ = [
     "is_config_map_key",

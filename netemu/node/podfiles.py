@@ -39,20 +39,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# pkg/apis/core/validation: MaxDNSNameservers, MaxDNSSearchPaths,
-# MaxDNSSearchListChars; a search domain longer than a DNS subdomain
-# (253) is dropped (glibc aborts on such a search path).
-MAX_NAMESERVERS = 3
-MAX_SEARCH_PATHS = 32
-MAX_SEARCH_LIST_CHARS = 2048
+from netemu.api.core import (
+    MAX_NAMESERVERS,
+    MAX_SEARCH_LIST_CHARS,
+    MAX_SEARCH_PATHS,
+)
+
+# A search domain longer than a DNS subdomain (253) is dropped (glibc
+# aborts on such a search path). The API's own limits are netemu.api.core's.
 MAX_SEARCH_DOMAIN = 253
 # The kernel's nodename field: 64 bytes without the NUL (GetNodenameForKernel).
 MAX_FQDN_HOSTNAME = 64
 HOSTNAME_MAX = 63
 
-DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
-# The order the API server lists them in its "supported values" (validateDNSPolicy).
-DNS_POLICIES_API_ORDER = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
 DEFAULT_DNS_POLICY = "ClusterFirst"
 # kubelet's defaultDNSOptions for cluster DNS.
 CLUSTER_DNS_OPTIONS = ("ndots:5",)
@@ -223,7 +222,7 @@ def pod_resolver(
     cluster_dns: Sequence[str],
     domain: str,
 ) -> Resolver:
-    """A pod's resolv.conf settings (GetPodDNS), `policy` one of DNS_POLICIES."""
+    """A pod's resolv.conf settings (GetPodDNS), `policy` one of netemu.api.core.DNS_POLICIES."""
     cluster = policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network)
     if policy == "None":
         resolver = Resolver()
