@@ -122,7 +122,7 @@ def cluster_objects(services: int) -> list[Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.yaml"
         path.write_text(yaml.safe_dump_all(docs))
-        return [item.obj for item in load_and_validate([str(path)])]
+        return [item.obj for item in load_and_validate([str(path)], create_namespaces=True)]
 
 
 @contextmanager
