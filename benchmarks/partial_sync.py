@@ -122,7 +122,7 @@ def cluster_objects(services: int) -> list[Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.yaml"
         path.write_text(yaml.safe_dump_all(docs))
-        return [item.obj for item in load_and_validate([str(path)])]
+        return [item.obj for item in load_and_validate([str(path)], create_namespaces=True)]
 
 
 @contextmanager
@@ -259,7 +259,9 @@ def table(
         "(median); the rest is netemu's Python: the control plane, each agent",
         "reading the whole state through the client, diffing it with the last",
         "sync's, and compiling every Service (kube-proxy computes the unchanged",
-        "Services' chains too, to count them and to know which are in use).",
+        "Services' chains too, to count them and to know which are in use; each",
+        "agent reuses the last sync's rules of a Service port whose port and",
+        "endpoints did not change).",
         "",
         "| sync | restore lines | nft | legacy | nft / legacy "
         "| nft: restores | legacy: restores | nft, runs | legacy, runs |",

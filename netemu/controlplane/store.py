@@ -166,15 +166,19 @@ class Store:
         `labels`), sorted by (namespace, name), and the current resourceVersion."""
         kind_name = kind_of(kind)
         with self._lock:
-            items = [
-                obj
-                for (k, ns, _), obj in self._objects.items()
-                if k == kind_name and (namespace is None or ns == namespace)
+            found = [
+                (key, obj)
+                for key, obj in self._objects.items()
+                if key[0] == kind_name and (namespace is None or key[1] == namespace)
             ]
             rv = str(self._rv)
+        # A stored object's namespace and name are its key's (see create), so
+        # sorting by key is sorting by (namespace, name), without reading
+        # every object's metadata.
+        found.sort(key=_first)
+        items = [obj for _, obj in found]
         if labels:
             items = [o for o in items if _has_labels(o, labels)]
-        items.sort(key=_sort_key)
         return ObjectList(tuple(cast(T, o) for o in items), rv)
 
     # ------------------------------------------------------------ writes
@@ -597,9 +601,8 @@ def _has_labels(obj: K8sModel, labels: Mapping[str, str]) -> bool:
     return all(own.get(k) == v for k, v in labels.items())
 
 
-def _sort_key(obj: K8sModel) -> tuple[str, str]:
-    meta = meta_of(obj)
-    return meta.namespace or "", meta.name or ""
+def _first(pair: tuple[Key, K8sModel]) -> Key:
+    return pair[0]
 
 
 def _describe(key: Key) -> str:

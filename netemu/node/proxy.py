@@ -56,6 +56,7 @@ from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.flannel import ensure_flannel_rules, flannel_config
 from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import (
+    CompileCache,
     compile_full_resync,
     compile_node,
     compile_partial_sync,
@@ -93,6 +94,8 @@ class ProxyAgent:
     # When stale chains were last looked for (kube-proxy's lastIPTablesCleanup).
     last_cleanup: float = field(default=float("-inf"), init=False)
     failed: bool = field(default=False, init=False)  # the last sync did not finish
+    # Each Service port's rules of the last partial sync, to reuse the unchanged ones.
+    compile_cache: CompileCache = field(default_factory=CompileCache, init=False)
 
     def reconcile(self) -> bool:
         """One sync if anything kube-proxy watches changed; True if it wrote rules."""
@@ -163,7 +166,9 @@ class ProxyAgent:
                 self.last_cleanup = self.clock()
             else:
                 services, endpoints = updated_services(previous, data)
-                partial = compile_partial_sync(data, services | endpoints, self._existing(data))
+                partial = compile_partial_sync(
+                    data, services | endpoints, self._existing(data), self.compile_cache
+                )
                 rules = partial.rules
                 total, written = partial.rule_counts()
             self._restore(rules.render(), noflush)

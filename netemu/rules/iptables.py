@@ -19,13 +19,13 @@ that the chains of Services that did not change are left out.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import netaddr
 
 from netemu.rules import names as n
 from netemu.rules.flannel import FlannelConfig, add_flannel_rules
-from netemu.rules.input import EndpointInfo, ProxyInput, ServicePortInfo
+from netemu.rules.input import EndpointInfo, ProxyConfig, ProxyInput, ServicePortInfo
 from netemu.rules.model import BUILTIN_CHAINS, Rule, RuleSet, Table, quote
 
 # Above this many endpoints in total kube-proxy drops per-endpoint comments
@@ -222,6 +222,7 @@ def compile_partial_sync(
     data: ProxyInput,
     changed: Collection[tuple[str, str]],
     existing: RuleSet | None,
+    cache: CompileCache | None = None,
 ) -> PartialSync:
     """kube-proxy's restore input for a partial sync (syncProxyRules with
     tryPartialSync, pkg/proxy/iptables/proxier.go, ≥ 1.28; KEP-3453
@@ -245,8 +246,12 @@ def compile_partial_sync(
     kube-proxy's own test of this is TestSyncProxyRulesRepeated
     (pkg/proxy/iptables/proxier_test.go); tests/unit/test_rules_partial.py
     follows it step by step.
+
+    `cache` (the node's, kept from sync to sync) saves recompiling the
+    Service ports whose port and endpoints are unchanged; the result is the
+    same with or without it.
     """
-    compiler = _Compiler(data, changed=frozenset(changed))
+    compiler = _Compiler(data, changed=frozenset(changed), cache=cache)
     rules = compiler.run()
     if existing is not None:
         nat = rules.table("nat")
@@ -298,8 +303,65 @@ def compile_full_resync(
     return rules
 
 
+@dataclass(frozen=True, slots=True)
+class _Fragment:
+    """One Service port's rules: in the filter table, in the nat table's
+    top-level chains (KUBE-SERVICES, KUBE-NODEPORTS), and its own nat
+    chains (SVC, SVL, EXT, FW, SEP) with their rules."""
+
+    filter_rules: tuple[Rule, ...]
+    nat_rules: tuple[Rule, ...]
+    own_chains: tuple[str, ...]
+    own_rules: tuple[Rule, ...]
+
+
+@dataclass
+class CompileCache:
+    """Each Service port's compiled rules from the last compile, keyed by the
+    port and its endpoints, so that a sync recompiles only what changed. The
+    rules depend on nothing else but the node's config and large-cluster
+    mode; when either changes, everything is recompiled. Only the entries
+    the last compile used are kept. One cache per node (one kube-proxy)."""
+
+    context: tuple[ProxyConfig, bool] | None = None
+    fragments: dict[tuple[ServicePortInfo, tuple[EndpointInfo, ...]], _Fragment] = field(
+        default_factory=dict
+    )
+    used: dict[tuple[ServicePortInfo, tuple[EndpointInfo, ...]], _Fragment] = field(
+        default_factory=dict
+    )
+    hits: int = 0  # in the last compile
+
+    def start(self, config: ProxyConfig, large: bool) -> None:
+        if self.context != (config, large):
+            self.fragments.clear()
+        self.context = (config, large)
+        self.used = {}
+        self.hits = 0
+
+    def get(self, sp: ServicePortInfo, endpoints: tuple[EndpointInfo, ...]) -> _Fragment | None:
+        fragment = self.fragments.get((sp, endpoints))
+        if fragment is not None:
+            self.hits += 1
+            self.used[(sp, endpoints)] = fragment
+        return fragment
+
+    def put(
+        self, sp: ServicePortInfo, endpoints: tuple[EndpointInfo, ...], fragment: _Fragment
+    ) -> None:
+        self.used[(sp, endpoints)] = fragment
+
+    def finish(self) -> None:
+        self.fragments, self.used = self.used, {}
+
+
 class _Compiler:
-    def __init__(self, data: ProxyInput, changed: frozenset[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        data: ProxyInput,
+        changed: frozenset[tuple[str, str]] | None = None,
+        cache: CompileCache | None = None,
+    ) -> None:
         self.data = data
         self.cfg = data.config
         self.mark = n.masquerade_mark(self.cfg.masquerade_bit)
@@ -311,6 +373,7 @@ class _Compiler:
         # the Services whose chains are; the others' go to `skipped`.
         self.changed = changed
         self.skipped = Table("nat")
+        self.cache = cache
 
     def run(self) -> RuleSet:
         cfg, nat, flt, mark = self.cfg, self.nat, self.filter, self.mark
@@ -335,8 +398,19 @@ class _Compiler:
             flt.declare(n.KUBE_FIREWALL)
             flt.append(n.KUBE_FIREWALL, LOCALNET_RULE)
 
+        cache = self.cache
+        if cache is not None:
+            cache.start(self.cfg, self.large_cluster)
         for sp in self.data.service_ports:
-            self.service_port(sp)
+            endpoints = self.data.endpoints_of(sp)
+            fragment = cache.get(sp, endpoints) if cache is not None else None
+            if fragment is None:
+                fragment = self.service_port(sp, endpoints)
+                if cache is not None:
+                    cache.put(sp, endpoints, fragment)
+            self.add(sp, fragment)
+        if cache is not None:
+            cache.finish()
 
         self.nodeports_tail()
 
@@ -356,13 +430,28 @@ class _Compiler:
 
     # ---------------------------------------------------------------- per service port
 
-    def service_port(self, sp: ServicePortInfo) -> None:
-        cfg, nat, flt = self.cfg, self.nat, self.filter
+    def add(self, sp: ServicePortInfo, fragment: _Fragment) -> None:
+        """Append one Service port's rules: its own chains go to `skipped`
+        when this is a partial sync and its Service did not change."""
+        self.filter.rules.extend(fragment.filter_rules)
+        self.nat.rules.extend(fragment.nat_rules)
+        own = self.nat
+        if self.changed is not None and (sp.namespace, sp.name) not in self.changed:
+            # proxier.go: "If the SVC/SVL/EXT/FW/SEP chains have not changed
+            # since the last sync then we can omit them from the restore input".
+            own = self.skipped
+        own.chains.extend(fragment.own_chains)
+        own.rules.extend(fragment.own_rules)
+
+    def service_port(self, sp: ServicePortInfo, endpoints: tuple[EndpointInfo, ...]) -> _Fragment:
+        """One Service port's rules; they depend only on `sp`, `endpoints`,
+        the config and large-cluster mode (what CompileCache keys on)."""
+        cfg = self.cfg
+        flt, nat_top, own = Table("filter"), Table("nat"), Table("nat")
+        nat = nat_top  # KUBE-SERVICES, KUBE-NODEPORTS; `own` from below on
         proto = sp.protocol
         name = sp.name_string
-        cluster, local, reachable, has_endpoints = categorize(
-            self.data.endpoints_of(sp), sp, cfg.node_name
-        )
+        cluster, local, reachable, has_endpoints = categorize(endpoints, sp, cfg.node_name)
         hash16 = n.port_proto_hash(name, proto)
         svc_chain = n.SVC_PREFIX + hash16
         svl_chain = n.SVL_PREFIX + hash16
@@ -477,11 +566,8 @@ class _Compiler:
             )
 
         # From here on: the Service's own chains, written only when it
-        # changed if this is a partial sync (proxier.go: "If the
-        # SVC/SVL/EXT/FW/SEP chains have not changed since the last sync then
-        # we can omit them from the restore input").
-        if self.changed is not None and (sp.namespace, sp.name) not in self.changed:
-            nat = self.skipped
+        # changed if this is a partial sync (see add).
+        nat = own
 
         # Internal traffic: masquerade what comes from outside the cluster.
         if has_internal:
@@ -560,6 +646,12 @@ class _Compiler:
             nat.append(
                 sep, " ".join([*head, *recent, f"{match} -j DNAT --to-destination {ep.text}"])
             )
+        return _Fragment(
+            filter_rules=tuple(flt.rules),
+            nat_rules=tuple(nat_top.rules),
+            own_chains=tuple(own.chains),
+            own_rules=tuple(own.rules),
+        )
 
     def service_to_endpoints(
         self,

@@ -13,6 +13,7 @@ and of `-X` lines and groups rules by chain (in order within each chain).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 
@@ -20,6 +21,7 @@ from netemu.kernel.iptables import FakeIptables, IptablesError
 from netemu.rules import names as n
 from netemu.rules.input import EndpointInfo, ProxyConfig, ProxyInput, ServicePortInfo
 from netemu.rules.iptables import (
+    CompileCache,
     compile_node,
     compile_partial_sync,
     compile_resync,
@@ -329,3 +331,38 @@ def test_unchanged_services_chains_are_not_deleted() -> None:
     assert sync.rules.tables["nat"].deletions == ["KUBE-SEP-STALESTALESTALE1"]
     # Without the kernel's state (large-cluster mode between cleanups) nothing is deleted.
     assert compile_partial_sync(data, {ns("svc3")}, None).rules.tables["nat"].deletions == []
+
+
+def test_cached_compile_equals_uncached() -> None:
+    """A CompileCache kept across a sequence of syncs gives the same restore
+    input and the same skipped chains as compiling from scratch, and reuses
+    every Service port whose port and endpoints did not change."""
+    svc3_two = (ep("10.0.3.2", 80), ep("10.0.3.3", 80))
+    masquerade_all = replace(CONFIG, masquerade_all=True)
+    steps: list[tuple[ProxyInput, set[str], int]] = [  # state, changed, expected cache hits
+        (state({"svc1": SVC1_EPS, "svc2": SVC2_EPS}), {"svc1", "svc2"}, 0),
+        (state({"svc1": SVC1_EPS, "svc2": SVC2_EPS, "svc3": SVC3_EPS}), {"svc3"}, 2),
+        (state({"svc1": SVC1_EPS, "svc3": SVC3_EPS}), {"svc2"}, 2),
+        (state({"svc1": SVC1_EPS, "svc3": SVC3_EPS, "svc4": ()}), {"svc4"}, 2),
+        (state({"svc1": SVC1_EPS, "svc3": SVC3_EPS, "svc4": SVC4_EPS}), {"svc4"}, 2),
+        (state({"svc1": SVC1_EPS, "svc3": svc3_two, "svc4": SVC4_EPS}), {"svc3"}, 2),
+        (state({"svc1": SVC1_EPS, "svc3": svc3_two, "svc4": SVC4_EPS}), set(), 3),
+        # An endpoint moves back: its earlier rules were dropped from the
+        # cache (only the last compile's are kept), so they are compiled anew.
+        (state({"svc1": SVC1_EPS, "svc3": SVC3_EPS, "svc4": SVC4_EPS}), {"svc3"}, 2),
+        # Another config: nothing is reused.
+        (
+            replace(state({"svc1": SVC1_EPS, "svc3": SVC3_EPS}), config=masquerade_all),
+            {"svc4"},
+            0,
+        ),
+        (state({"svc1": SVC1_EPS, "svc3": SVC3_EPS}), set(), 0),
+    ]
+    cache = CompileCache()
+    for data, changed, hits in steps:
+        names = {ns(s) for s in changed}
+        cached = compile_partial_sync(data, names, None, cache)
+        plain = compile_partial_sync(data, names, None)
+        assert cached.rules.render() == plain.rules.render()
+        assert cached.skipped == plain.skipped
+        assert cache.hits == hits
