@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from netemu.cli import create_namespaces_option, echo_notes, require_root, run
+from netemu.cli import create_namespaces_option, echo_notes, manifest_files, require_root, run
 from netemu.cli_table import (
     RESOURCES,
     dump_json,
@@ -34,13 +34,8 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("resource", metavar="RESOURCE")
-@click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
-    type=click.Path(),
-    help="Manifest file or directory (repeatable): show the computed state offline.",
+@manifest_files(
+    "Manifest file or directory (repeatable): show the computed state offline.", required=False
 )
 @click.option("--lab", "lab_name_", help="Live lab to read (default: the only lab that is up).")
 @click.option("-o", "--output", type=click.Choice(["wide", "json", "yaml"]), help="Output format.")

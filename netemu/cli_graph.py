@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from netemu.cli import echo_notes, require_root, run
+from netemu.cli import echo_notes, manifest_files, require_root, run
 from netemu.controlplane.state import ClusterState
 from netemu.errors import LabError, UsageError
 from netemu.kernel.graphviz import (
@@ -28,13 +28,8 @@ from netemu.trace.topology import Topology
 
 
 @click.command()
-@click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
-    type=click.Path(),
-    help="Manifest file or directory (repeatable): draw the lab they describe, offline.",
+@manifest_files(
+    "Manifest file or directory (repeatable): draw the lab they describe, offline.", required=False
 )
 @click.option("--lab", "lab_opt", help="Live lab to draw (default: the only lab that is up).")
 @click.option(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from netemu.cli import require_root, run, stdout_width
+from netemu.cli import manifest_files, require_root, run, stdout_width
 from netemu.errors import LabError, UsageError
 from netemu.lab import LiveLab, resolve_lab
 
@@ -80,14 +80,7 @@ REPORT = "trace.json"
     help="(TO an https:// URL) CA certificate to verify the Ingress's certificate with.",
 )
 @click.option("--offline", is_flag=True, help="Simulate with the rule compiler; no lab needed.")
-@click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
-    type=click.Path(),
-    help="(--offline) Manifest file or directory (repeatable).",
-)
+@manifest_files("(--offline) Manifest file or directory (repeatable).", required=False)
 @click.option(
     "--rules",
     "rules_file",
