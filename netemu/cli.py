@@ -12,9 +12,10 @@ summary equal to the command's own help).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -195,10 +196,16 @@ def create_namespaces_option(func: FC) -> FC:
     )(func)
 
 
-def echo_notes(notes: list[str]) -> None:
-    """The loader's notices and warnings, one line each, on stderr."""
-    for line in notes:
-        click.echo(line, err=True)
+@contextlib.contextmanager
+def loader_notes() -> Iterator[list[str]]:
+    """A list for the loader's notices and warnings, printed one line each on
+    stderr when the block ends, whether the input loaded or not."""
+    notes: list[str] = []
+    try:
+        yield notes
+    finally:
+        for line in notes:
+            click.echo(line, err=True)
 
 
 def stdout_width() -> int | None:

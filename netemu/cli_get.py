@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from netemu.cli import create_namespaces_option, echo_notes, manifest_files, require_root, run
+from netemu.cli import create_namespaces_option, loader_notes, manifest_files, require_root, run
 from netemu.cli_table import (
     RESOURCES,
     dump_json,
@@ -67,11 +67,8 @@ def get(
         if namespace is not None and all_namespaces:
             raise UsageError("-n and -A cannot be used together")
         if paths:
-            notes: list[str] = []
-            try:
+            with loader_notes() as notes:
                 state = _computed_state(paths, notes, create_namespaces)
-            finally:
-                echo_notes(notes)
             kind = RESOURCES.get(resource) or _stored_kind(resource)
             if namespace is not None:
                 state = in_namespace(state, namespace)

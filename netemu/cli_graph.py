@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from netemu.cli import echo_notes, manifest_files, require_root, run
+from netemu.cli import loader_notes, manifest_files, require_root, run
 from netemu.controlplane.state import ClusterState
 from netemu.errors import LabError, UsageError
 from netemu.kernel.graphviz import (
@@ -56,11 +56,8 @@ def graph(paths: tuple[str, ...], lab_opt: str | None, output: Path, fmt: str | 
         if paths and lab_opt:
             raise UsageError("use either -f PATH (offline) or --lab LAB (live), not both")
         if paths:
-            notes: list[str] = []
-            try:
+            with loader_notes() as notes:
                 state = load_cluster(paths, notes=notes)
-            finally:
-                echo_notes(notes)
             topology = offline_topology(state, paths, "netemu graph")
         else:
             require_root("graph")

@@ -17,7 +17,7 @@ from rich.console import Console
 from netemu.api.config import DEFAULT_LAB_NOTICE, Lab
 from netemu.api.load import Loaded, Origin
 from netemu.api.validate import load_and_validate
-from netemu.cli import create_namespaces_option, echo_notes, manifest_files, require_root, run
+from netemu.cli import create_namespaces_option, loader_notes, manifest_files, require_root, run
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, is_namespaced, kind_of
 from netemu.errors import LabError, LabUsageError
 from netemu.lab import (
@@ -51,13 +51,10 @@ def bring_up(
         started = time.monotonic()
         # Validation errors with file:line before the lab is named; the
         # supervisor runs the control plane itself.
-        notes: list[str] = []
-        try:
+        with loader_notes() as notes:
             loaded = load_and_validate(
                 paths, notes=notes, create_namespaces=create_namespaces, default_lab=True
             )
-        finally:
-            echo_notes(notes)
         objects = [item.obj for item in loaded]
         labs = [obj for obj in objects if isinstance(obj, Lab)]
         if not labs:
@@ -162,13 +159,10 @@ def apply_command(paths: tuple[str, ...], lab_opt: str | None, create_namespaces
 
     def action() -> None:
         lab = LiveLab(resolve_lab(lab_opt))
-        notes: list[str] = []
-        try:
+        with loader_notes() as notes:
             loaded = load_and_validate(
                 paths, _running_lab(lab), notes=notes, create_namespaces=create_namespaces
             )
-        finally:
-            echo_notes(notes)
         objects = [item.obj for item in loaded]
         for line in lab.apply(objects):
             click.echo(f"{line} applied")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from netemu.cli import create_namespaces_option, echo_notes, manifest_files, run
+from netemu.cli import create_namespaces_option, loader_notes, manifest_files, run
 from netemu.pipeline import compile_rules, lab_name, load_cluster, pick_node
 
 RULES_DIR = Path("rules")
@@ -20,11 +20,8 @@ def validate(paths: tuple[str, ...], create_namespaces: bool) -> None:
     """Check manifests; print every problem as file:line: object: field: message."""
 
     def action() -> None:
-        notes: list[str] = []
-        try:
+        with loader_notes() as notes:
             state = load_cluster(paths, notes=notes, create_namespaces=create_namespaces)
-        finally:
-            echo_notes(notes)
         count = len(state.services) + len(state.nodes)
         click.echo(
             f"valid: {len(state.nodes)} node(s), {len(state.services)} service(s), "
@@ -54,11 +51,8 @@ def compile_command(
     """Print the iptables-restore input kube-proxy would apply on a node."""
 
     def action() -> None:
-        notes: list[str] = []
-        try:
+        with loader_notes() as notes:
             state = load_cluster(paths, notes=notes, create_namespaces=create_namespaces)
-        finally:
-            echo_notes(notes)
         if write:
             out_dir = RULES_DIR / lab_name(state.lab, paths)
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -528,11 +528,8 @@ def _print_report(report: Mapping[str, Any]) -> None:
 
 def _load_noted(paths: tuple[str, ...]) -> Any:
     """The computed state of `paths`, the loader's notices on stderr."""
-    from netemu.cli import echo_notes
+    from netemu.cli import loader_notes
     from netemu.pipeline import load_cluster
 
-    notes: list[str] = []
-    try:
+    with loader_notes() as notes:
         return load_cluster(paths, notes=notes)
-    finally:
-        echo_notes(notes)
