@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import netaddr
 
@@ -95,6 +96,10 @@ class ProxyConfig:
     """The per-node settings of one kube-proxy."""
 
     node_name: str
+    # kube-proxy runs one proxier per IP family (a dual-stack node has two);
+    # this one programs only this family's addresses (iptables or ip6tables,
+    # table `ip kube-proxy` or `ip6 kube-proxy`).
+    ip_family: Literal["IPv4", "IPv6"] = "IPv4"
     node_ips: tuple[str, ...] = ()  # the node's primary IPs (InternalIP)
     local_ips: tuple[str, ...] = ()  # every address on the node (nodePortAddresses)
     cluster_cidr: str | None = None
