@@ -358,7 +358,9 @@ def _element_key(element: str) -> str:
 
 def _split_elements(text: str) -> list[str]:
     """Split `a, b : goto c, d` at the top-level commas (not in quotes or braces)."""
-    parts, depth, quoted, current = [], 0, False, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
     for char in text:
         if char == '"':
             quoted = not quoted
