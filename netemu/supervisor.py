@@ -85,6 +85,7 @@ from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
+from netemu.kernel.nftables import KernelNftables
 from netemu.kernel.owner import OutputDirectory
 from netemu.kernel.sockets import bind_pod_sockets, bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
@@ -95,6 +96,7 @@ from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.ingress import IngressController
 from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
+from netemu.node.nftproxy import NftProxyAgent
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent
 from netemu.node.proxyhealth import health_check_ips, proxy_settings
@@ -343,10 +345,11 @@ class Supervisor:
         # The cluster DNS server's records, refreshed after every reconcile.
         self.dns = DnsFeed()
         self.kubelets: list[Kubelet] = []
-        self.proxies: list[ProxyAgent] = []
+        self.proxies: list[ProxyAgent | NftProxyAgent] = []
         # kube-proxy's health, health check and metrics servers of every node.
         self.proxy_servers = ProxyServers(bind_tcp_listener)
-        self.proxy_settings = proxy_settings(self.proxy_config)
+        self.proxy_mode = live_proxy_mode(self.lab, self.proxy_config)
+        self.proxy_settings = proxy_settings(self.proxy_config, self.proxy_mode)
         self._stop_ticks = threading.Event()
         self._events_logged = 0
         self.probes: ProbeLoop | None = None
@@ -416,11 +419,25 @@ class Supervisor:
                     log=_log,
                 )
             )
+            iptables = KernelIptables(node.netns, backend)
             self.proxies.append(
-                ProxyAgent(
+                NftProxyAgent(
                     client=self.client,
                     node=node.name,
-                    iptables=KernelIptables(node.netns, backend),
+                    nftables=KernelNftables(node.netns),
+                    iptables=iptables,
+                    conntrack=KernelConntrack(node.netns),
+                    fresh_node=True,
+                    lab=self.lab,
+                    proxy_config=self.proxy_config,
+                    servers=node_servers,
+                    sync_period=settings.sync_period,
+                )
+                if self.proxy_mode == "nftables"
+                else ProxyAgent(
+                    client=self.client,
+                    node=node.name,
+                    iptables=iptables,
                     conntrack=KernelConntrack(node.netns),
                     fresh_node=True,
                     lab=self.lab,
@@ -667,6 +684,7 @@ class Supervisor:
             "name": self.name,
             "pid": os.getpid(),
             "backend": self.lab.spec.iptables_backend,
+            "proxyMode": self.proxy_mode,
             # The Lab as the lab runs it: `netemu apply` checks objects against
             # its ranges and nodes before sending them.
             "lab": self.lab.to_dict(),
@@ -986,6 +1004,15 @@ class Supervisor:
                         processes.kill(proc)
         self.servers.close()
         self.datapath.close()
+
+
+def live_proxy_mode(lab: Lab, config: KubeProxyConfiguration | None) -> str:
+    """The mode every node's kube-proxy runs in: the KubeProxyConfiguration's
+    `mode` when it names one, else the Lab's `spec.proxyMode`. (Validation
+    refuses the modes netemu does not emulate.)"""
+    if config is not None and config.mode in ("iptables", "nftables"):
+        return config.mode
+    return lab.spec.proxy_mode
 
 
 def _preload_tracer() -> None:
