@@ -23,7 +23,8 @@ without headers.
 The records are netemu.trace.nftrace's TracedPacket and RuleVerdict, so
 the report reads both tracers alike: `table` is the table's name ("kube-proxy",
 "nat", ...), `rule` the rule as nft prints it (no `-A`; RuleVerdict.target
-reads its final statement), `handle` None (nft prints none without -a).
+reads its final statement; a counter's values are left out), `handle`
+None (nft prints none without -a).
 Unlike xtables-monitor, nft prints the protocol and the ICMP type, so PROTO
 is always known when the packet had a transport header nft could decode.
 
@@ -47,6 +48,9 @@ _LINE = re.compile(
 )
 _RULE = re.compile(r"^rule (?P<rule>.*) \(verdict (?P<verdict>[^()]*)\)$")
 _POLICY = re.compile(r"^policy (?P<verdict>\S+)")
+# iptables-nft's rules carry counters, printed with their current values:
+# left out, so that a rule reads the same in every trace.
+_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
 _VERDICT = re.compile(r"^(?:verdict )?(?P<verdict>\S+)(?: (?P<target>\S+))?")
 
 # Header fields nft prints for the packet, by the key TracedPacket uses.
@@ -156,7 +160,8 @@ def _read_verdict(table: str, chain: str, rest: str) -> RuleVerdict:
     rule = _RULE.match(rest)
     if rule:
         verdict, target = _verdict(rule["verdict"])
-        return RuleVerdict(table, chain, "rule", None, verdict, target, rule["rule"].strip())
+        text = _COUNTER.sub("counter", rule["rule"]).strip()
+        return RuleVerdict(table, chain, "rule", None, verdict, target, text)
     policy = _POLICY.match(rest)
     if policy:
         return RuleVerdict(table, chain, "policy", None, policy["verdict"].upper(), None, None)

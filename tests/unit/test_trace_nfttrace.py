@@ -79,6 +79,8 @@ def test_icmp_and_a_reject_chain() -> None:
     assert echo.fields["ICMPID"] == "14122"
     masquerade = [v for p in passes for v in p.verdicts if v.target == "MASQUERADE"]
     assert masquerade and masquerade[0].table == "nat" and masquerade[0].chain == "POSTROUTING"
+    # iptables-nft's counter values are left out of the rule text.
+    assert masquerade[0].rule == "ip saddr 10.0.0.0/24 ip daddr 10.0.0.0/24  counter masquerade"
     udp = [p for p in passes if p.proto == "udp"]
     assert [(p.dport, p.sport) for p in udp] == [(53, 50409)]
     verdicts = udp[0].verdicts
