@@ -59,8 +59,10 @@ def validate(paths: tuple[str, ...], create_namespaces: bool) -> None:
 def compile_command(
     paths: tuple[str, ...], node: str | None, mode: str | None, write: bool, create_namespaces: bool
 ) -> None:
-    """Print what kube-proxy would apply on a node: its iptables-restore input,
-    or in nftables mode its `ip kube-proxy` table (as `nft -f` input)."""
+    """Print the rules kube-proxy would apply on a node (iptables or nftables).
+
+    iptables mode: its iptables-restore input; nftables mode: its
+    `ip kube-proxy` table, as `nft -f` input."""
 
     def action() -> None:
         with loader_notes() as notes:
