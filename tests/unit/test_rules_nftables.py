@@ -25,7 +25,10 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
+from netemu.pipeline import compile_nftables, load_cluster, proxy_mode
+from netemu.pipeline import proxy_input as proxy_input_of
 from netemu.rules.flannel import FlannelConfig
 from netemu.rules.input import EndpointInfo, ProxyConfig, ProxyInput, ServicePortInfo
 from netemu.rules.nftables import (
@@ -41,6 +44,7 @@ from netemu.rules.nftables import (
     sync,
 )
 
+ROOT = Path(__file__).parents[2]
 MARK = "0x00004000"
 TEST_NODE = "test-node"
 
@@ -892,3 +896,57 @@ def test_firewall_allows_the_node_and_its_vips() -> None:
         f"1.2.3.4 . tcp . 80 : goto firewall-{SVC}",
         f"5.6.7.8 . tcp . 80 : goto firewall-{SVC}",
     ]
+
+
+# ---------------------------------------------------------------- mode selection
+
+
+def lab_dir(tmp_path: Path, proxy_mode: str | None, kube_proxy: str | None) -> Path:
+    lab = (ROOT / "controlplane" / "default" / "lab.yaml").read_text()
+    lab = lab.replace(
+        "  proxyMode: iptables\n", f"  proxyMode: {proxy_mode}\n" if proxy_mode else ""
+    )
+    (tmp_path / "lab.yaml").write_text(lab)
+    if kube_proxy is not None:
+        (tmp_path / "kube-proxy.yaml").write_text(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+            + kube_proxy
+        )
+    return tmp_path
+
+
+def test_proxy_mode_rule(tmp_path: Path) -> None:
+    """A KubeProxyConfiguration's explicit mode wins; "" or none leaves it to
+    the Lab's proxyMode, whose default is iptables."""
+    cases = [
+        (None, None, "iptables"),
+        ("nftables", None, "nftables"),
+        (None, "mode: nftables\n", "nftables"),
+        ("nftables", 'mode: ""\n', "nftables"),
+        ("iptables", "mode: iptables\n", "iptables"),
+    ]
+    for i, (lab_mode, kube_proxy, expected) in enumerate(cases):
+        directory = tmp_path / str(i)
+        directory.mkdir()
+        state = load_cluster([lab_dir(directory, lab_mode, kube_proxy)])
+        assert proxy_mode(state) == expected, (lab_mode, kube_proxy)
+
+
+def test_nftables_mode_takes_the_nftables_section(tmp_path: Path) -> None:
+    """In nftables mode kube-proxy's masquerade bit and masqueradeAll come
+    from the `nftables` section of its configuration."""
+    state = load_cluster(
+        [
+            lab_dir(
+                tmp_path,
+                "nftables",
+                "nftables:\n  masqueradeBit: 10\n  masqueradeAll: true\n"
+                "iptables:\n  masqueradeBit: 12\n",
+            )
+        ]
+    )
+    nft = proxy_input_of(state, "node-1", "nftables").config
+    ipt = proxy_input_of(state, "node-1", "iptables").config
+    assert (nft.masquerade_bit, nft.masquerade_all) == (10, True)
+    assert (ipt.masquerade_bit, ipt.masquerade_all) == (12, False)
+    assert "mark set mark or 0x00000400" in compile_nftables(state, "node-1").dump()
