@@ -72,6 +72,33 @@ def test_compile_write_goes_to_rules_dir(tmp_path: Path, monkeypatch: object) ->
     )[1]
 
 
+def test_compile_nftables_mode(tmp_path: Path, monkeypatch: object) -> None:
+    import netemu.cli_manifests
+
+    code, out, _ = run("compile", "-f", DEFAULT, "--node", "node-2", "--mode", "nftables")
+    assert code == 0
+    assert out.startswith('add table ip kube-proxy { comment "rules for kube-proxy" ; }\n')
+    assert "COMMIT" not in out
+    assert "add element ip kube-proxy service-nodeports { tcp . " in out
+    monkeypatch.setattr(netemu.cli_manifests, "RULES_DIR", tmp_path)  # type: ignore[attr-defined]
+    code, _, _ = run("compile", "-f", DEFAULT, "--write", "--mode", "nftables")
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == ["node-1.nft", "node-2.nft"]
+    assert (tmp_path / "default" / "node-2.nft").read_text() == out
+
+
+def test_compile_defaults_to_the_labs_mode(tmp_path: Path) -> None:
+    lab = (Path(DEFAULT) / "lab.yaml").read_text()
+    assert "proxyMode: iptables" in lab
+    (tmp_path / "lab.yaml").write_text(lab.replace("proxyMode: iptables", "proxyMode: nftables"))
+    code, out, _ = run("compile", "-f", str(tmp_path), "--node", "node-1")
+    assert code == 0
+    assert out.startswith("add table ip kube-proxy")
+    code, out, _ = run("compile", "-f", str(tmp_path), "--node", "node-1", "--mode", "iptables")
+    assert code == 0
+    assert out.startswith("*mangle\n")
+
+
 def test_get_json_is_a_kubernetes_list() -> None:
     code, out, _ = run("get", "pods", "-f", DEFAULT, "-o", "json")
     assert code == 0
@@ -259,3 +286,14 @@ def test_get_namespace_filters_and_all_namespaces_is_the_default() -> None:
     assert code == 0 and other.strip() == "No resources found."
     code, _, err = run("get", "services", "-f", lab, "-n", "monitoring", "-A")
     assert code == 2 and "-n and -A cannot be used together" in err
+
+
+def test_offline_trace_refuses_an_nftables_lab(tmp_path: Path) -> None:
+    lab = (Path(DEFAULT) / "lab.yaml").read_text()
+    (tmp_path / "lab.yaml").write_text(lab.replace("proxyMode: iptables", "proxyMode: nftables"))
+    code, _, err = run(
+        "trace", "--offline", "-f", str(tmp_path), "--node", "node-1",
+        "--src", "10.244.0.5", "--dst", "10.96.0.10", "--dport", "53",
+    )  # fmt: skip
+    assert code == 2
+    assert "runs in nftables mode; trace --offline walks iptables-mode rules only" in err
