@@ -102,6 +102,7 @@ from netemu.node.proxy import ProxyAgent
 from netemu.node.proxyhealth import health_check_ips, proxy_settings
 from netemu.node.proxyservers import ProxyServers
 from netemu.node.testserver import TestServers
+from netemu.pipeline import proxy_mode
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 from netemu.trace.topology import Topology
 
@@ -348,7 +349,10 @@ class Supervisor:
         self.proxies: list[ProxyAgent | NftProxyAgent] = []
         # kube-proxy's health, health check and metrics servers of every node.
         self.proxy_servers = ProxyServers(bind_tcp_listener)
-        self.proxy_mode = live_proxy_mode(self.lab, self.proxy_config)
+        # The pipeline's one rule (netemu.pipeline.proxy_mode) on the lab's objects.
+        self.proxy_mode = proxy_mode(
+            ClusterState(lab=self.lab, proxy_config=self.proxy_config or KubeProxyConfiguration())
+        )
         self.proxy_settings = proxy_settings(self.proxy_config, self.proxy_mode)
         self._stop_ticks = threading.Event()
         self._events_logged = 0
@@ -1004,15 +1008,6 @@ class Supervisor:
                         processes.kill(proc)
         self.servers.close()
         self.datapath.close()
-
-
-def live_proxy_mode(lab: Lab, config: KubeProxyConfiguration | None) -> str:
-    """The mode every node's kube-proxy runs in: the KubeProxyConfiguration's
-    `mode` when it names one, else the Lab's `spec.proxyMode`. (Validation
-    refuses the modes netemu does not emulate.)"""
-    if config is not None and config.mode in ("iptables", "nftables"):
-        return config.mode
-    return lab.spec.proxy_mode
 
 
 def _preload_tracer() -> None:
