@@ -8,6 +8,7 @@ kube-proxy nft rules that matched, and leaves no trace table behind; and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -30,9 +31,21 @@ pytestmark = pytest.mark.privileged
 NODES = ("node-1", "node-2")
 
 
+SYNC_PERIOD = 2.0
+# A short nftables.syncPeriod, so that the agent's periodic work shows within a test.
+PROXY_CONFIG = f"""\
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+nftables:
+  syncPeriod: {SYNC_PERIOD:g}s
+"""
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
     path = mode_copy("default", tmp_path_factory.mktemp("nft"), "nftables")
+    (path / "proxy.yaml").write_text(PROXY_CONFIG)
     name = lab_name("nft")
     with running_lab([path], name) as live:
         yield live
@@ -128,3 +141,15 @@ def test_a_trace_to_a_service_without_endpoints_is_rejected_by_kube_proxys_nft_r
     assert report.outcome == "refused", report.outcome
     targets = [(r.chain, r.target) for r in report.rules]
     assert ("reject-chain", "REJECT") in targets, targets
+
+
+def test_a_deleted_table_comes_back_within_sync_period(lab: LiveLab) -> None:
+    nft = KernelNftables(lab.info()["nodes"]["node-2"]["netns"])
+    before = structure(_table(nft.list_table("ip", "kube-proxy")))
+    assert nft.delete_table("ip", "kube-proxy")
+    deleted = time.monotonic()
+    while not nft.has_table("ip", "kube-proxy"):
+        assert time.monotonic() - deleted < SYNC_PERIOD + 2.0, "not repaired within syncPeriod"
+        time.sleep(0.1)
+    time.sleep(0.2)  # the table is created and filled in one transaction; read it settled
+    assert structure(_table(nft.list_table("ip", "kube-proxy"))) == before
