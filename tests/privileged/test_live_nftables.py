@@ -8,12 +8,14 @@ kube-proxy nft rules that matched, and leaves no trace table behind; and
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
-from live_helpers import lab_name, lab_prefix, mode_copy, running_lab
+from live_helpers import lab_name, lab_prefix, mode_copy, netemu_cli, running_lab
 
 from netemu.api.config import Lab
 from netemu.kernel import netns
@@ -153,3 +155,30 @@ def test_a_deleted_table_comes_back_within_sync_period(lab: LiveLab) -> None:
         time.sleep(0.1)
     time.sleep(0.2)  # the table is created and filled in one transaction; read it settled
     assert structure(_table(nft.list_table("ip", "kube-proxy"))) == before
+
+
+def trace_json(lab: LiveLab, *args: str) -> tuple[int, dict[str, Any], str]:
+    done = netemu_cli("trace", "--lab", lab.name, "--no-pcap", "-o", "json", *args)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_netemu_trace_check_agrees_with_the_nftables_prediction(lab: LiveLab) -> None:
+    # A NodePort through the CLI, in the lab's supervisor: the kernel did
+    # what the prediction from the node's nft and iptables rules says.
+    code, report, stderr = trace_json(lab, "client", "node-1:30080", "--check")
+    assert code == 0, stderr
+    assert (report["outcome"], report["verdict"]) == ("delivered", "DNAT"), report["summary"]
+    assert "service-" in report["summary"] and "endpoint-" in report["summary"]
+    # A Service without endpoints: rejected by kube-proxy's reject-chain.
+    pod = next(
+        p["metadata"]["name"]
+        for p in lab.state()["pods"]
+        if p["metadata"]["name"].startswith("web-")
+    )
+    code, report, stderr = trace_json(lab, f"pod/{pod}", "service/empty", "--check")
+    assert code == 0, stderr
+    assert report["outcome"] == "refused", report["summary"]
+    assert report["prediction"]["verdict"] == "REJECT"
+    rejecting = [r for r in report["rules"] if r["chain"] == "reject-chain"]
+    assert rejecting and rejecting[0]["table"] == "kube-proxy"
