@@ -16,14 +16,14 @@ own run first, as kube-proxy's staleChains cleanup), stale affinity sets
 at once. After each sync the UDP conntrack entries of endpoints no longer
 serving are deleted (netemu.rules.conntrack), as in iptables mode.
 
-Periodic work (`tick`, called by the supervisor): kube-proxy's sync runner
-retries a failed sync after syncPeriod and syncs at least once an hour
-(NewProxier's BoundedFrequencyRunner, maxInterval time.Hour); here that
-hourly sync is full, as in iptables mode. There is no iptables canary in
-this mode; instead every syncPeriod the agent looks for its table, and when
-someone deleted it a full sync writes it back (in the proxier source read
-for this module, commit b0f823e6, a deleted table goes unnoticed until a
-sync fails, see the module's tests).
+Periodic work (`tick`, called by the supervisor). kube-proxy's nftables
+proxier has no canary (pkg/proxy/nftables/proxier.go at the commit read,
+b0f823e6): its sync runner retries a failed sync after syncPeriod, in full
+(needFullSync), and syncs at least once an hour (NewProxier's
+BoundedFrequencyRunner, maxInterval time.Hour). This agent does both, makes
+the hourly sync full as in iptables mode, and, as the canary's equivalent,
+looks for its table every syncPeriod: when someone deleted it, a full sync
+writes it back.
 
 The node's other iptables rules (kubelet's KUBE-IPTABLES-HINT,
 KUBE-FIREWALL and canaries, flanneld's FLANNEL-POSTRTG / FLANNEL-FWD) are
@@ -36,7 +36,8 @@ Metrics and health as in iptables mode (full and partial syncs apart), with
 nftables mode's own failure counters.
 
 Owns: this node's kube-proxy table, through the Nftables interface it is
-given. Must not touch: any other table.
+given, and the first sync's write of the iptables rules above. Must not
+touch: any other nftables table, nor iptables rules after that first sync.
 """
 
 from __future__ import annotations

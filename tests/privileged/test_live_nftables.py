@@ -107,6 +107,9 @@ def test_no_kube_proxy_chains_in_iptables_and_proxy_mode_answers_nftables(lab: L
         assert "FLANNEL-POSTRTG" in saved and "KUBE-FIREWALL" in saved, node
         mode = http_get(ns, "127.0.0.1", 10249, "/proxyMode")
         assert (mode.status, mode.body) == (200, "nftables"), node
+        shown = netemu_cli("rules", "--lab", lab.name, node)
+        assert shown.returncode == 0, shown.stderr
+        assert "KUBE-FIREWALL" in shown.stdout and "table ip kube-proxy {" in shown.stdout
 
 
 def test_a_trace_shows_dnat_masquerade_and_kube_proxys_nft_rules(lab: LiveLab) -> None:
