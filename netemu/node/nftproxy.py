@@ -59,7 +59,7 @@ from netemu.node.proxyhealth import (
     local_ready_endpoints,
     node_eligible,
 )
-from netemu.node.proxymetrics import changed_services, updated_services
+from netemu.node.proxymetrics import updated_services
 from netemu.node.proxyservers import NodeProxyServers
 from netemu.pipeline import proxy_input
 from netemu.rules.conntrack import stale_udp_filters
@@ -142,10 +142,9 @@ class NftProxyAgent:
         if self.servers is not None and data != previous:
             self.servers.queued(time.time())
         started = time.monotonic()
-        changed: set[tuple[str, str]] = set()
-        if not full and previous is not None:
-            services, endpoints = updated_services(previous, data)
-            changed = services | endpoints
+        # One diff of the inputs serves the partial sync and the metrics.
+        services, endpoints = updated_services(previous, data)
+        changed = set() if full else services | endpoints
         self.failed = True
         try:
             result = sync(data, self.state, full=full, changed=changed, now=self.clock())
@@ -179,8 +178,7 @@ class NftProxyAgent:
             for flow in stale_udp_filters(data, self.conntrack.list_udp()):
                 self.conntrack.delete(flow)
         if self.servers is not None:
-            services_changed, endpoints_changed = changed_services(previous, data)
-            self.servers.metrics.changes(services_changed, endpoints_changed)
+            self.servers.metrics.changes(len(services), len(endpoints))
             # No iptables rules are kube-proxy's in this mode: those gauges stay 0.
             self.servers.metrics.synced(time.monotonic() - started, full, time.time(), {})
             self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))

@@ -164,6 +164,7 @@ def test_partial_syncs_write_only_what_changed_and_end_as_a_fresh_sync() -> None
     assert "add chain ip kube-proxy nat-prerouting" not in cluster.nft.scripts[-1]
     assert cluster.table_now() == cluster.fresh_table()
     assert cluster.servers.value("sync_partial_proxy_rules_duration_seconds_count") == 1
+    assert cluster.servers.value("sync_proxy_rules_service_changes_total") == 1
 
     # Nothing changed: no transaction.
     assert not cluster.agent.reconcile()
