@@ -27,6 +27,17 @@ Pure: no I/O. Running a transaction (`nft -f`) is netemu.kernel's.
 Where kube-proxy walks a Go map (services, stale chains, leftover
 elements) this module walks in a fixed order (sorted), so output is
 deterministic; the resulting table is the same.
+
+The proxier followed is 1.33's: base chains filter-prerouting/-input/
+-forward/-output at dstnat-10 and filter-output-post-dnat at dstnat+10
+(1.34 renamed and moved them, kubernetes PR #132456), the service chain's
+masquerade rule matching protocol and port too (dropped in 1.34, PR
+#131492), partial syncs, and element storage that writes only changed
+elements. Not modelled: skipping unchanged chains in the first sync over a
+table left by an earlier kube-proxy (PR #130119; netemu's kube-proxies
+start on fresh namespaces), and the interface-based local-traffic
+detectors (BridgeInterface, InterfaceNamePrefix), which ProxyConfig does
+not carry.
 """
 
 from __future__ import annotations
