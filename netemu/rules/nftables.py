@@ -474,7 +474,10 @@ def sync(
 
     `previous`: the state the last successful sync returned (None: the first
     sync of this kube-proxy, on a node with no kube-proxy table; that sync is
-    full). `full`: kube-proxy's needFullSync (at start, after a failed sync,
+    full). A kube-proxy that starts over a table left by an earlier one
+    passes `NftSyncState(<that table>, {}, base_chains_recreated=False)` and
+    `full=True`, as kube-proxy lists the kernel's chains and sets.
+    `full`: kube-proxy's needFullSync (at start, after a failed sync,
     after the node's labels changed); otherwise a partial sync rewrites the
     chains of the Services in `changed` ((namespace, name) of every Service
     whose Service or EndpointSlices changed since the last sync) and updates
