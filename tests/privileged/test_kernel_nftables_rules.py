@@ -34,9 +34,9 @@ def nft(namespace: str, *args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def shape_in_kernel(namespace: str) -> dict[str, object]:
+def shape_in_kernel(namespace: str, family: str = "ip") -> dict[str, object]:
     """Chains with their rule counts, sets and maps with their element counts."""
-    listing = json.loads(nft(namespace, "-j", "list", "table", "ip", "kube-proxy"))["nftables"]
+    listing = json.loads(nft(namespace, "-j", "list", "table", family, "kube-proxy"))["nftables"]
     chains: Counter[str] = Counter()
     containers: dict[str, int] = {}
     for item in listing:
@@ -126,3 +126,38 @@ def test_syncs_leave_the_table_the_model_predicts(namespace: str) -> None:
         run(namespace, result.transaction)
         state = result.state
         assert shape_in_kernel(namespace) == shape_in_model(state.ruleset), f"step {i}"
+
+
+def test_ipv6_table_loads(namespace: str) -> None:
+    config = ProxyConfig(
+        "node-1",
+        ip_family="IPv6",
+        node_ips=("192.168.56.11", "fd00:56::11"),
+        local_ips=("fd00:56::11",),
+        cluster_cidr="fd00:10:244::/56",
+        service_cidrs=("10.96.0.0/12", "fd00:10:96::/112"),
+    )
+    sp = ServicePortInfo(
+        "default",
+        "web",
+        "http",
+        "tcp",
+        "fd00:10:96::10",
+        80,
+        node_port=30080,
+        external_ips=("fd00:56::200",),
+        affinity_timeout=60,
+    )
+    endpoints = tuple(
+        EndpointInfo(ip, 8080, True, True, False, node)
+        for ip, node in (("fd00:10:244:1::2", "node-1"), ("fd00:10:244:2::2", "node-2"))
+    )
+    data = ProxyInput(config, (sp,), {("default", "web", "http", "tcp"): endpoints})
+    result = sync(data, None, full=True, now=0.0)
+    run(namespace, result.transaction)
+    assert shape_in_kernel(namespace, "ip6") == shape_in_model(result.state.ruleset)
+    emptied = sync(
+        ProxyInput(config, (sp,)), result.state, full=False, changed={("default", "web")}, now=1
+    )
+    run(namespace, emptied.transaction)
+    assert shape_in_kernel(namespace, "ip6") == shape_in_model(emptied.state.ruleset)
