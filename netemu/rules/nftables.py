@@ -27,6 +27,17 @@ Pure: no I/O. Running a transaction (`nft -f`) is netemu.kernel's.
 Where kube-proxy walks a Go map (services, stale chains, leftover
 elements) this module walks in a fixed order (sorted), so output is
 deterministic; the resulting table is the same.
+
+The proxier followed is 1.33's: base chains filter-prerouting/-input/
+-forward/-output at dstnat-10 and filter-output-post-dnat at dstnat+10
+(1.34 renamed and moved them, kubernetes PR #132456), the service chain's
+masquerade rule matching protocol and port too (dropped in 1.34, PR
+#131492), partial syncs, and element storage that writes only changed
+elements. Not modelled: skipping unchanged chains in the first sync over a
+table left by an earlier kube-proxy (PR #130119; netemu's kube-proxies
+start on fresh namespaces), and the interface-based local-traffic
+detectors (BridgeInterface, InterfaceNamePrefix), which ProxyConfig does
+not carry.
 """
 
 from __future__ import annotations
@@ -463,7 +474,10 @@ def sync(
 
     `previous`: the state the last successful sync returned (None: the first
     sync of this kube-proxy, on a node with no kube-proxy table; that sync is
-    full). `full`: kube-proxy's needFullSync (at start, after a failed sync,
+    full). A kube-proxy that starts over a table left by an earlier one
+    passes `NftSyncState(<that table>, {}, base_chains_recreated=False)` and
+    `full=True`, as kube-proxy lists the kernel's chains and sets.
+    `full`: kube-proxy's needFullSync (at start, after a failed sync,
     after the node's labels changed); otherwise a partial sync rewrites the
     chains of the Services in `changed` ((namespace, name) of every Service
     whose Service or EndpointSlices changed since the last sync) and updates

@@ -950,3 +950,20 @@ def test_nftables_mode_takes_the_nftables_section(tmp_path: Path) -> None:
     assert (nft.masquerade_bit, nft.masquerade_all) == (10, True)
     assert (ipt.masquerade_bit, ipt.masquerade_all) == (12, False)
     assert "mark set mark or 0x00000400" in compile_nftables(state, "node-1").dump()
+
+
+def test_restart_over_an_existing_table() -> None:
+    """A new kube-proxy over an old one's table: its first (full) sync
+    re-creates the base chains, refills the maps and flushes the old chains
+    no Service uses any more (they are stale from then on)."""
+    old = sync(small_input(), None, full=True, now=0.0).state.ruleset
+    restart = NftSyncState(old, {}, base_chains_recreated=False)
+    result = sync(proxy_input([], {}), restart, full=True, now=10.0)
+    text = result.transaction.render()
+    assert "delete chain ip kube-proxy filter-input" in text
+    assert "flush map ip kube-proxy service-ips" in text
+    stale = {c for c in old.chains if "/" in c}
+    assert len(stale) == 3
+    assert set(result.state.stale_chains) == stale
+    assert all(f"flush chain ip kube-proxy {c}" in text for c in stale)
+    assert result.state.ruleset.elements["service-ips"] == {}
