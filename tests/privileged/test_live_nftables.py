@@ -107,6 +107,15 @@ def test_no_kube_proxy_chains_in_iptables_and_proxy_mode_answers_nftables(lab: L
         assert "FLANNEL-POSTRTG" in saved and "KUBE-FIREWALL" in saved, node
         mode = http_get(ns, "127.0.0.1", 10249, "/proxyMode")
         assert (mode.status, mode.body) == (200, "nftables"), node
+        health = http_get(ns, lab.info()["nodes"][node]["ip"], 10256, "/healthz")
+        assert health.status == 200, (node, health)
+        metrics = http_get(ns, "127.0.0.1", 10249, "/metrics").body.splitlines()
+        full_syncs = next(
+            float(line.split()[1])
+            for line in metrics
+            if line.startswith("kubeproxy_sync_full_proxy_rules_duration_seconds_count ")
+        )
+        assert full_syncs >= 1, node
         shown = netemu_cli("rules", "--lab", lab.name, node)
         assert shown.returncode == 0, shown.stderr
         assert "KUBE-FIREWALL" in shown.stdout and "table ip kube-proxy {" in shown.stdout
