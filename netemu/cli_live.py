@@ -354,8 +354,10 @@ def logs_command(
 )
 @_lab_option
 def rules_command(node: str, counters: bool, lab_opt: str | None) -> None:
-    """Show a node's live iptables rules (iptables-save format); in
-    kube-proxy's nftables mode, then its `kube-proxy` table (nft list format)."""
+    """Show a node's live iptables rules (iptables-save format).
+
+    In kube-proxy's nftables mode, its `kube-proxy` table follows (as `nft
+    list table` prints it)."""
     require_root("rules")
 
     def action() -> None:
