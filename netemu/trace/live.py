@@ -62,7 +62,7 @@ from netemu.trace import dnsquery, scope
 from netemu.trace.ctevents import parse_events
 from netemu.trace.flow import Flow, FlowError, resolve_flow
 from netemu.trace.legacytrace import parse_legacy_trace
-from netemu.trace.nftrace import parse_trace
+from netemu.trace.nftrace import TracedPacket, parse_trace
 from netemu.trace.nfttrace import parse_nft_trace
 from netemu.trace.report import (
     TRACE_SOURCE,
@@ -283,6 +283,8 @@ def _run(
     question: dnsquery.DnsQuestion | None = None,
 ) -> tuple[Evidence, Answer]:
     nodes = list(topology.nodes.values())
+    # kube-proxy's nftables mode: `nft monitor trace` for every table (with
+    # the legacy iptables backend, the node's few iptables rules go unseen).
     nft_mode = topology.proxy_mode == "nftables"
     legacy = topology.backend == "legacy" and not nft_mode
     backend: Backend = "legacy" if legacy else "nft"
@@ -338,7 +340,7 @@ def _run(
     events = dict(zip(conntrack, outputs[: len(conntrack)], strict=True))
     traced = dict(zip(tracers, outputs[len(conntrack) :], strict=True))
 
-    def parse(node: str, text: str) -> list[Any]:
+    def parse(node: str, text: str) -> list[TracedPacket]:
         if legacy:
             return parse_legacy_trace(text, saves[node], nflogs[node].interfaces)
         if nft_mode:
