@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from netemu.cli import create_namespaces_option, loader_notes, manifest_files, run
-from netemu.pipeline import compile_rules, lab_name, load_cluster, pick_node
+from netemu.pipeline import (
+    RULES_SUFFIX,
+    compile_rules,
+    lab_name,
+    load_cluster,
+    pick_node,
+    proxy_families,
+)
 
 RULES_DIR = Path("rules")
 
@@ -43,12 +50,19 @@ def validate(paths: tuple[str, ...], create_namespaces: bool) -> None:
     show_default=True,
     help="kube-proxy mode.",
 )
-@click.option("--write", is_flag=True, help="Write rules/<lab>/<node>.iptables for every node.")
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Write rules/<lab>/<node>.iptables (and <node>.ip6tables for IPv6) for every node.",
+)
 @create_namespaces_option
 def compile_command(
     paths: tuple[str, ...], node: str | None, mode: str, write: bool, create_namespaces: bool
 ) -> None:
-    """Print the iptables-restore input kube-proxy would apply on a node."""
+    """Print the iptables-restore input kube-proxy would apply on a node.
+
+    On a dual-stack lab, each family's (ip6tables-restore input for IPv6),
+    primary first, each under a `# <family>` comment line."""
 
     def action() -> None:
         with loader_notes() as notes:
@@ -58,10 +72,16 @@ def compile_command(
             out_dir.mkdir(parents=True, exist_ok=True)
             for n in state.nodes:
                 name = n.metadata.name or ""
-                target = out_dir / f"{name}.{mode}"
-                target.write_text(compile_rules(state, name).render())
-                click.echo(f"wrote {target}")
+                for family in proxy_families(state, name):
+                    target = out_dir / f"{name}.{RULES_SUFFIX[family]}"
+                    target.write_text(compile_rules(state, name, family).render())
+                    click.echo(f"wrote {target}")
             return
-        click.echo(compile_rules(state, pick_node(state, node)).render(), nl=False)
+        name = pick_node(state, node)
+        families = proxy_families(state, name)
+        for family in families:
+            if len(families) > 1:
+                click.echo(f"# {family}: {RULES_SUFFIX[family]}-restore input")
+            click.echo(compile_rules(state, name, family).render(), nl=False)
 
     run(action)

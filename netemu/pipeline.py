@@ -19,7 +19,14 @@ from netemu.errors import UsageError as UsageError
 from netemu.net.addresses import node_addresses
 from netemu.net.plan import CNI_NETWORK, sandbox_id
 from netemu.rules.flannel import flannel_config
-from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
+from netemu.rules.input import (
+    IPFamily,
+    ProxyInput,
+    endpoints_by_port,
+    family_of,
+    proxy_config,
+    service_ports,
+)
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
 from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
@@ -63,22 +70,47 @@ def pick_node(state: ClusterState, name: str | None) -> str:
     raise UsageError(f"several nodes ({', '.join(names)}): choose one with --node")
 
 
-def proxy_input(state: ClusterState, node_name: str) -> ProxyInput:
+# The rules file of each family's proxier: `<node>.iptables`, `<node>.ip6tables`.
+RULES_SUFFIX: dict[IPFamily, str] = {"IPv4": "iptables", "IPv6": "ip6tables"}
+
+
+def proxy_families(state: ClusterState, node_name: str) -> list[IPFamily]:
+    """The families kube-proxy runs a proxier for on the node, primary first:
+    the cluster's service IP families (the Lab's serviceCIDR, one or a
+    dual-stack pair); without a Lab, those of the node's InternalIPs."""
+    if state.lab is not None:
+        texts = state.lab.spec.service_cidrs
+    else:
+        texts = state.node(node_name).internal_ips()
+    found: list[IPFamily] = []
+    for text in texts:
+        family = family_of(text)
+        if family is not None and family not in found:
+            found.append(family)
+    return found or ["IPv4"]
+
+
+def proxy_input(state: ClusterState, node_name: str, family: IPFamily = "IPv4") -> ProxyInput:
+    """What the node's kube-proxy proxier of `family` sees."""
     node = state.node(node_name)
-    config = proxy_config(node, state.proxy_config, state.lab, node_addresses(node, state.lab))
+    addresses = node_addresses(node, state.lab)
+    config = proxy_config(node, state.proxy_config, state.lab, addresses, family)
     return ProxyInput(
         config=config,
-        service_ports=tuple(service_ports(state.services)),
-        endpoints=endpoints_by_port(state.endpoint_slices),
+        service_ports=tuple(service_ports(state.services, family)),
+        endpoints=endpoints_by_port(state.endpoint_slices, family),
     )
 
 
-def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
-    """The node's iptables rules: kube-proxy's, and the portmap CNI plugin's
-    for the hostPorts of the pods on it."""
+def compile_rules(state: ClusterState, node_name: str, family: IPFamily = "IPv4") -> RuleSet:
+    """The node's iptables (IPv4) or ip6tables (IPv6) rules: kube-proxy's,
+    flannel's, and the portmap CNI plugin's for the hostPorts of the pods on
+    it (IPv4 only: netemu's portmap handles pods' IPv4 addresses)."""
     with gc_paused():
-        data = proxy_input(state, node_name)
+        data = proxy_input(state, node_name, family)
         rules = compile_node(data, flannel_config(state.lab, data.config.node_pod_cidr))
+    if family != "IPv4":
+        return rules
     return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name))
 
 
@@ -108,4 +140,5 @@ def _pod_prefixlen(state: ClusterState, node_name: str) -> int:
 
 
 def local_ips(state: ClusterState, node_name: str) -> list[str]:
+    """Every address on the node, both families."""
     return node_addresses(state.node(node_name), state.lab)

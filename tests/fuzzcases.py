@@ -325,7 +325,10 @@ def _structured(docs: list[Any], rng: random.Random) -> Iterator[_Mutant]:
             if key in _CIDRS and isinstance(value, str):
                 bad = rng.choice(_BAD_CIDRS)
                 yield mutant(f"cidr-{where}={bad}", _setter(path, bad), "reject")
-            if key in _ENUMS and isinstance(value, str) and isinstance(last, str):
+            # `type` is an enum in a Service's spec; elsewhere (a Secret's type, a
+            # condition's type) Kubernetes takes any string.
+            free_type = key == "type" and parent_key != "spec"
+            if key in _ENUMS and isinstance(value, str) and isinstance(last, str) and not free_type:
                 bad = rng.choice(_ENUMS[key])
                 yield mutant(f"enum-{where}={bad}", _setter(path, bad), "reject")
             if key == "name" and isinstance(value, str) and parent_key != "matchLabels":

@@ -1,0 +1,162 @@
+"""kube-proxy's IPv6 iptables proxier (ip6tables): on a dual-stack node
+kube-proxy runs one proxier per family (cmd/kube-proxy/app/server_linux.go,
+NewDualStackProxier), each seeing only its family's service IPs and
+EndpointSlices. The IPv6 one differs from the IPv4 one where
+pkg/proxy/iptables/proxier.go branches on the family: no localhost NodePorts
+(NewNodePortAddresses never contains an IPv4 loopback for IPv6), so no
+localnet KUBE-FIREWALL rule and no 127.0.0.0/8 nfacct NodePort rule, and the
+NodePort tail call excludes ::1/128."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from netemu.api.config import KubeProxyConfiguration
+from netemu.controlplane.state import ClusterState
+from netemu.pipeline import compile_rules, load_cluster, proxy_families, proxy_input
+from netemu.rules.flannel import flannel_config
+from netemu.rules.input import service_ports
+from netemu.rules.model import RuleSet
+
+ROOT = Path(__file__).parents[2]
+DUAL = ROOT / "controlplane" / "dualstack"
+
+
+@pytest.fixture(scope="module")
+def state() -> ClusterState:
+    return load_cluster([DUAL])
+
+
+def nat_rules(rules: RuleSet) -> list[str]:
+    return [f"-A {r.chain} {r.args}" for r in rules.tables["nat"].rules]
+
+
+def filter_rules(rules: RuleSet) -> list[str]:
+    return [f"-A {r.chain} {r.args}" for r in rules.tables["filter"].rules]
+
+
+def test_a_dual_stack_node_runs_a_proxier_per_family_primary_first(state: ClusterState) -> None:
+    assert proxy_families(state, "node-1") == ["IPv4", "IPv6"]
+
+
+def test_an_ipv4_lab_runs_only_the_ipv4_proxier() -> None:
+    state = load_cluster([ROOT / "controlplane" / "default"])
+    assert proxy_families(state, "node-1") == ["IPv4"]
+
+
+def test_each_proxier_sees_its_familys_cluster_ips_only(state: ClusterState) -> None:
+    v4 = {sp.name: sp.cluster_ip for sp in service_ports(state.services, "IPv4")}
+    v6 = {sp.name: sp.cluster_ip for sp in service_ports(state.services, "IPv6")}
+    # web-v6 is SingleStack IPv6: the IPv4 proxier never sees it.
+    assert "web-v6" not in v4
+    assert set(v6) >= {"web", "web-v6", "web-nodeport", "web-local"}
+    assert all(":" in ip for ip in v6.values())
+    assert all("." in ip for ip in v4.values())
+    web = next(s for s in state.services if s.metadata.name == "web")
+    assert (v4["web"], v6["web"]) == tuple(web.spec.cluster_ips)
+
+
+def test_the_ipv6_proxier_reads_only_ipv6_slices(state: ClusterState) -> None:
+    data = proxy_input(state, "node-1", "IPv6")
+    endpoints = [ep for eps in data.endpoints.values() for ep in eps]
+    assert endpoints
+    assert all(":" in ep.ip and ep.text.startswith("[") for ep in endpoints)
+
+
+def test_the_ipv6_proxier_config_is_of_its_family(state: ClusterState) -> None:
+    cfg = proxy_input(state, "node-1", "IPv6").config
+    assert cfg.ip_family == "IPv6"
+    assert cfg.node_ips == ("fd00:56::11",)
+    assert cfg.cluster_cidr == "fd00:10:244::/56"
+    assert cfg.node_pod_cidr == "fd00:10:244::/64"
+    assert all(":" in ip for ip in cfg.local_ips)
+    # NewNodePortAddresses(IPv6, ...) never contains an IPv4 loopback.
+    assert cfg.localhost_node_ports is False
+
+
+def test_ip6tables_have_no_localhost_nodeport_or_localnet_rules(state: ClusterState) -> None:
+    rules = compile_rules(state, "node-1", "IPv6")
+    text = rules.render()
+    assert "127.0.0.0/8" not in text
+    assert "localhost_nps_accepted_pkts" not in text
+    # kube-proxy still ensures kubelet's KUBE-FIREWALL chain and its jumps,
+    # but nothing writes a rule into it for IPv6.
+    assert "KUBE-FIREWALL" in rules.tables["filter"].chains
+    assert [r for r in rules.tables["filter"].rules if r.chain == "KUBE-FIREWALL"] == []
+    assert "-A INPUT -j KUBE-FIREWALL" in filter_rules(rules)
+
+
+def test_ip6tables_nodeport_tail_excludes_ipv6_loopback(state: ClusterState) -> None:
+    rules = nat_rules(compile_rules(state, "node-1", "IPv6"))
+    assert (
+        rules.count(
+            '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must '
+            'be the last rule in this chain" -m addrtype --dst-type LOCAL ! -d ::1/128 '
+            "-j KUBE-NODEPORTS"
+        )
+        == 1
+    )
+
+
+def test_ip6tables_dnat_to_bracketed_endpoints(state: ClusterState) -> None:
+    rules = nat_rules(compile_rules(state, "node-1", "IPv6"))
+    dnats = [r for r in rules if "-j DNAT" in r]
+    assert dnats
+    assert all("--to-destination [fd00:10:244:" in r and "]:8080" in r for r in dnats)
+
+
+def test_ip6tables_masquerade_off_cluster_traffic_by_the_ipv6_cluster_cidr(
+    state: ClusterState,
+) -> None:
+    rules = nat_rules(compile_rules(state, "node-1", "IPv6"))
+    assert any("! -s fd00:10:244::/56 -j KUBE-MARK-MASQ" in r for r in rules)
+
+
+def test_the_ipv4_rules_of_a_dual_stack_node_hold_no_ipv6_address(state: ClusterState) -> None:
+    text = compile_rules(state, "node-1", "IPv4").render()
+    assert "fd00:" not in text
+    # ...and keep the IPv4 proxier's localhost NodePorts.
+    assert "127.0.0.0/8" in text
+
+
+def test_a_service_without_ipv6_endpoints_is_rejected_in_ip6tables(state: ClusterState) -> None:
+    # Only the IPv4 slices left: the IPv6 proxier sees no endpoints and REJECTs
+    # in filter's KUBE-SERVICES (hasEndpoints false), the IPv4 one still DNATs.
+    v4_only = replace(
+        state, endpoint_slices=tuple(s for s in state.endpoint_slices if s.address_type == "IPv4")
+    )
+    six = filter_rules(compile_rules(v4_only, "node-1", "IPv6"))
+    web = next(s for s in state.services if s.metadata.name == "web")
+    assert (
+        '-A KUBE-SERVICES -m comment --comment "default/web:http has no endpoints" -m tcp -p tcp '
+        f"-d {web.spec.cluster_ips[1]} --dport 80 -j REJECT"
+    ) in six
+    four = nat_rules(compile_rules(v4_only, "node-1", "IPv4"))
+    assert any("-j DNAT --to-destination 10.244." in r for r in four)
+
+
+def test_node_port_addresses_are_filtered_by_family(state: ClusterState) -> None:
+    config = KubeProxyConfiguration(node_port_addresses=["192.168.56.0/24", "fd00:56::/64"])
+    both = replace(state, proxy_config=config)
+    tails = {
+        family: [
+            r.split(" -d ")[1].split()[0]
+            for r in nat_rules(compile_rules(both, "node-1", family))
+            if "this must be the last rule" in r
+        ]
+        for family in ("IPv4", "IPv6")
+    }
+    assert tails == {"IPv4": ["192.168.56.11"], "IPv6": ["fd00:56::11"]}
+
+
+def test_flannel_masquerades_ipv6_with_ipv6_multicast_excluded(state: ClusterState) -> None:
+    cfg = flannel_config(state.lab, "fd00:10:244::/64")
+    assert cfg is not None and cfg.network == "fd00:10:244::/56"
+    rules = nat_rules(compile_rules(state, "node-1", "IPv6"))
+    assert (
+        '-A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld '
+        'masq" -j MASQUERADE --random-fully'
+    ) in rules
