@@ -685,7 +685,8 @@ _BAD_TO = [
     "ns/with/too/many",
 ]
 _BAD_FROM = ["nosuch", "pod/nope", "1.2.3.4.5", "client:30080", f"client\n{MARKER}", "y" * 300]
-_BAD_IP_WORDS = ["256.1.1.1", "1.2.3", "::1", "", "10.0.0.1/24", "0x0a000001x", "a" * 300]
+# IPv6 addresses are valid words (ip6tables dumps, IPv6 packets); a malformed one is not.
+_BAD_IP_WORDS = ["256.1.1.1", "1.2.3", "fd00::1::2", "", "10.0.0.1/24", "0x0a000001x", "a" * 300]
 
 
 # ---------------------------------------------------------------- the cases

@@ -9,17 +9,22 @@ NodePort tail call excludes ::1/128."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from netemu.api.config import KubeProxyConfiguration
+from netemu.cli import main
 from netemu.controlplane.state import ClusterState
-from netemu.pipeline import compile_rules, load_cluster, proxy_families, proxy_input
+from netemu.pipeline import compile_rules, load_cluster, local_ips, proxy_families, proxy_input
 from netemu.rules.flannel import flannel_config
-from netemu.rules.input import service_ports
+from netemu.rules.input import IPFamily, service_ports
 from netemu.rules.model import RuleSet
+from netemu.rules.simulate import Packet, Simulation, _dnat_destination, simulate
+from netemu.rules.spec import parse_args
 
 ROOT = Path(__file__).parents[2]
 DUAL = ROOT / "controlplane" / "dualstack"
@@ -160,3 +165,132 @@ def test_flannel_masquerades_ipv6_with_ipv6_multicast_excluded(state: ClusterSta
         '-A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld '
         'masq" -j MASQUERADE --random-fully'
     ) in rules
+
+
+# ---------------------------------------------------------------- offline walks over IPv6
+# The IPv6 counterparts of the iptables packet-flow cases: the ip6tables rules
+# compiled for node-1 of controlplane/dualstack, walked by the simulator.
+# One web pod runs on each node (node-1: fd00:10:244::2, node-2: fd00:10:244:1::2).
+
+
+def walk(state: ClusterState, src: str, dst: str, dport: int) -> Simulation:
+    family: IPFamily = "IPv6" if ":" in dst else "IPv4"
+    rules = compile_rules(state, "node-1", family)
+    return simulate(rules, local_ips(state, "node-1"), Packet(src=src, dst=dst, dport=dport))
+
+
+def v6_cluster_ip(state: ClusterState, name: str) -> str:
+    svc = next(s for s in state.services if s.metadata.name == name)
+    return next(ip for ip in svc.spec.cluster_ips if ":" in ip)
+
+
+V6_ENDPOINTS = ["[fd00:10:244:1::2]:8080", "[fd00:10:244::2]:8080"]
+
+
+def test_pod_to_an_ipv6_cluster_ip_reaches_every_endpoint_unmasqueraded(
+    state: ClusterState,
+) -> None:
+    result = walk(state, "fd00:10:244::9", v6_cluster_ip(state, "web"), 80)
+    assert result.verdict == "DNAT"
+    assert sorted(result.endpoints) == V6_ENDPOINTS
+    assert [round(p.probability, 4) for p in result.paths] == [0.5, 0.5]
+    assert result.masquerade is False
+
+
+def test_an_ipv6_only_service_is_reached_over_ipv6(state: ClusterState) -> None:
+    result = walk(state, "fd00:10:244::9", v6_cluster_ip(state, "web-v6"), 80)
+    assert sorted(result.endpoints) == V6_ENDPOINTS
+
+
+def test_an_outside_client_to_an_ipv6_cluster_ip_is_masqueraded(state: ClusterState) -> None:
+    result = walk(state, "fd00:56::20", v6_cluster_ip(state, "web"), 80)
+    assert result.verdict == "DNAT" and result.masquerade is True
+
+
+def test_external_client_to_an_ipv6_nodeport_cluster_policy(state: ClusterState) -> None:
+    result = walk(state, "fd00:56::20", "fd00:56::11", 30080)
+    assert result.verdict == "DNAT"
+    assert sorted(result.endpoints) == V6_ENDPOINTS
+    assert result.masquerade is True
+
+
+def test_external_client_to_an_ipv6_nodeport_local_policy_keeps_its_address(
+    state: ClusterState,
+) -> None:
+    result = walk(state, "fd00:56::20", "fd00:56::11", 30081)
+    assert result.endpoints == ["[fd00:10:244::2]:8080"]
+    assert result.masquerade is False
+
+
+def test_ipv6_loopback_never_reaches_a_nodeport(state: ClusterState) -> None:
+    # `! -d ::1/128` on the tail call: no DNAT for [::1]:30080.
+    result = walk(state, "::1", "::1", 30080)
+    assert result.verdict != "DNAT"
+    assert result.endpoints == []
+
+
+def test_ipv4_on_the_same_dual_stack_node_still_dnats_to_ipv4_endpoints(
+    state: ClusterState,
+) -> None:
+    result = walk(state, "192.168.56.20", "192.168.56.11", 30080)
+    assert result.verdict == "DNAT"
+    assert all(e.startswith("10.244.") for e in result.endpoints)
+
+
+def test_no_ipv6_endpoints_means_reject(state: ClusterState) -> None:
+    v4_only = replace(
+        state, endpoint_slices=tuple(s for s in state.endpoint_slices if s.address_type == "IPv4")
+    )
+    result = walk(v4_only, "fd00:10:244::9", v6_cluster_ip(state, "web"), 80)
+    assert result.verdict == "REJECT"
+
+
+def test_ip6tables_dnat_destinations_parse_in_every_form() -> None:
+    # ip6tables writes the address in brackets when a port follows.
+    for text, expected in (
+        ("[fd00::2]:8080", ("fd00::2", 8080)),
+        ("fd00::2", ("fd00::2", None)),
+        ("10.0.0.1:80", ("10.0.0.1", 80)),
+    ):
+        spec = parse_args(f"-p tcp -j DNAT --to-destination {text}")
+        assert _dnat_destination(spec) == expected
+    with pytest.raises(ValueError):
+        _dnat_destination(parse_args("-p tcp -j DNAT --to-destination [fd00::2]x80"))
+
+
+def test_trace_offline_cli_takes_ipv6_addresses() -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "trace", "--offline", "-f", str(DUAL), "--node", "node-1",
+            "--src", "fd00:56::20", "--dst", "fd00:56::11", "--dport", "30080", "-o", "json",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "DNAT"
+    assert sorted(data["endpoints"]) == V6_ENDPOINTS
+
+
+def test_trace_offline_cli_refuses_mixed_families() -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "trace", "--offline", "-f", str(DUAL), "--node", "node-1",
+            "--src", "192.168.56.20", "--dst", "fd00:56::11", "--dport", "30080",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "different IP families" in result.stderr
+
+
+def test_trace_offline_cli_refuses_ipv6_on_an_ipv4_lab() -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "trace", "--offline", "-f", str(ROOT / "controlplane" / "default"),
+            "--node", "node-1", "--src", "fd00::1", "--dst", "fd00::2", "--dport", "80",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "runs only IPv4" in result.stderr
