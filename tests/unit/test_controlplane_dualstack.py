@@ -314,3 +314,20 @@ def test_a_single_stack_ipv6_service_gets_only_an_ipv6_slice() -> None:
         if s.metadata.labels.get("kubernetes.io/service-name") == "web"
     ]
     assert types == ["IPv6"]
+
+
+def test_v1_endpoints_hold_the_primary_family_only() -> None:
+    # podToEndpointAddressForService: the pod IP of the Service's ipFamilies[0].
+    state = build(
+        DUAL_LAB
+        + service("web", "ipFamilyPolicy: PreferDualStack")
+        + service("six", "ipFamilies: [IPv6], ipFamilyPolicy: PreferDualStack")
+        + POD
+    )
+    pod = next(p for p in state.pods if p.metadata.name == "web-1")
+    v4, v6 = (p.ip for p in pod.status.pod_ips)
+    addresses = {
+        e.metadata.name: [a.ip for s in e.subsets for a in s.addresses] for e in state.endpoints
+    }
+    assert addresses["web"] == [v4]
+    assert addresses["six"] == [v6]
