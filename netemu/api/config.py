@@ -206,6 +206,25 @@ class LabSpec(K8sModel):
     def underlay_cidrs(self) -> list[str]:
         return split_family_list(self.underlay_cidr)
 
+    @property
+    def ipv6_cidrs(self) -> list[str]:
+        """Its IPv6 underlay, service and pod CIDRs: what live labs cannot build yet."""
+        every = (*self.underlay_cidrs, *self.service_cidrs, *self.pod_cidrs)
+        return [text for text in every if ":" in text]
+
+
+def live_ipv6_refusal(lab_name: str, lab: Lab) -> str | None:
+    """Why a live lab cannot be built from `lab` (its datapath, addresses,
+    routes, overlay and the node agents' ip6tables, is IPv4 only), or None."""
+    found = lab.spec.ipv6_cidrs
+    if not found:
+        return None
+    return (
+        f"lab {lab_name}: IPv6 CIDRs ({', '.join(found)}) are not supported by live labs "
+        "yet; netemu validate, compile, get and trace --offline handle IPv6 and dual-stack "
+        "labs offline"
+    )
+
 
 class Lab(K8sModel):
     api_version: Literal["netemu/v1alpha1"] = "netemu/v1alpha1"

@@ -50,6 +50,7 @@ from netemu.api.config import (
     KubeProxyConfiguration,
     KubeProxyConntrackConfiguration,
     Lab,
+    live_ipv6_refusal,
 )
 from netemu.api.core import Container, Pod, Service
 from netemu.api.duration import parse_duration
@@ -571,18 +572,10 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     if lab is None:
         raise PlanError("a live lab needs a Lab object (kind: Lab) describing its nodes")
     check_lab_name(lab_name)
-    ipv6 = [
-        text
-        for text in (*lab.spec.underlay_cidrs, *lab.spec.service_cidrs, *lab.spec.pod_cidrs)
-        if ":" in text
-    ]
-    if ipv6:
-        # The datapath (addresses, routes, overlay, ip6tables in the node
-        # agents) is IPv4 only: refuse here rather than half-build the lab.
-        raise PlanError(
-            f"lab {lab_name}: IPv6 CIDRs ({', '.join(ipv6)}) are not supported by live labs "
-            "yet; netemu validate, compile and get handle IPv6 and dual-stack labs offline"
-        )
+    refusal = live_ipv6_refusal(lab_name, lab)
+    if refusal is not None:
+        # Refused here rather than half-building the lab.
+        raise PlanError(refusal)
     underlay = netaddr.IPNetwork(lab.spec.underlay_cidr)
     mtu = VXLAN_MTU if lab.spec.overlay == "vxlan" else UNDERLAY_MTU
     localhost_node_ports = _localhost_node_ports(state)
