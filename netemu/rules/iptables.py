@@ -546,7 +546,7 @@ class _Compiler:
         # Capture nodeports (never subject to loadBalancerSourceRanges).
         if sp.node_port:
             if has_endpoints:
-                if cfg.localhost_node_ports and cfg.nfacct:
+                if cfg.localhost_node_ports and cfg.nfacct and cfg.ip_family == "IPv4":
                     nat.append(
                         n.KUBE_NODEPORTS,
                         f"{_comment(name)} {match} -d 127.0.0.0/8 --dport {sp.node_port} "

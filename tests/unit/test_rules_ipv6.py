@@ -21,8 +21,16 @@ from netemu.cli import main
 from netemu.controlplane.state import ClusterState
 from netemu.pipeline import compile_rules, load_cluster, local_ips, proxy_families, proxy_input
 from netemu.rules.flannel import flannel_config
-from netemu.rules.input import IPFamily, service_ports
-from netemu.rules.model import RuleSet
+from netemu.rules.input import (
+    EndpointInfo,
+    IPFamily,
+    ProxyConfig,
+    ProxyInput,
+    ServicePortInfo,
+    service_ports,
+)
+from netemu.rules.iptables import compile_sync
+from netemu.rules.model import RuleSet, parse_restore
 from netemu.rules.simulate import Packet, Simulation, _dnat_destination, simulate
 from netemu.rules.spec import parse_args
 
@@ -294,3 +302,86 @@ def test_trace_offline_cli_refuses_ipv6_on_an_ipv4_lab() -> None:
     )  # fmt: skip
     assert result.exit_code == 2
     assert "runs only IPv4" in result.stderr
+
+
+# ---------------------------------------------------------------- kube-proxy's own IPv6 case
+# Transcribed from kube-proxy's TestEnableLocalhostNodePortsIPv6
+# (pkg/proxy/iptables/proxier_test.go): an IPv6 fake proxier (hostname
+# test-hostname, no local-traffic detector, no --random-fully, no nfacct)
+# asked for localhost NodePorts still writes no 127.0.0.0/8 rule and excludes
+# ::1/128 from the NodePort tail call. Compared as its assertIPTablesRulesEqual
+# does: chains as a set, rules grouped by chain, in order within each.
+
+KUBE_PROXY_IPV6_LOCALHOST = """*filter
+:KUBE-NODEPORTS - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-EXTERNAL-SERVICES - [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-PROXY-FIREWALL - [0:0]
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+*nat
+:KUBE-NODEPORTS - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-EXT-XPGD46QRK7WJZT7O - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SEP-LIGRYQQLSZN4UWQ5 - [0:0]
+:KUBE-SEP-XJJ5QXWGJG344QDZ - [0:0]
+:KUBE-SVC-XPGD46QRK7WJZT7O - [0:0]
+:KUBE-SVL-XPGD46QRK7WJZT7O - [0:0]
+-A KUBE-NODEPORTS -m comment --comment ns1/svc1:p80 -m tcp -p tcp --dport 30001 -j KUBE-EXT-XPGD46QRK7WJZT7O
+-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d fd00:ab34::20 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS
+-A KUBE-EXT-XPGD46QRK7WJZT7O -m comment --comment "masquerade LOCAL traffic for ns1/svc1:p80 external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ
+-A KUBE-EXT-XPGD46QRK7WJZT7O -m comment --comment "route LOCAL traffic for ns1/svc1:p80 external destinations" -m addrtype --src-type LOCAL -j KUBE-SVC-XPGD46QRK7WJZT7O
+-A KUBE-EXT-XPGD46QRK7WJZT7O -j KUBE-SVL-XPGD46QRK7WJZT7O
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE
+-A KUBE-SEP-LIGRYQQLSZN4UWQ5 -m comment --comment ns1/svc1:p80 -s ff06::c1 -j KUBE-MARK-MASQ
+-A KUBE-SEP-LIGRYQQLSZN4UWQ5 -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination [ff06::c1]:80
+-A KUBE-SEP-XJJ5QXWGJG344QDZ -m comment --comment ns1/svc1:p80 -s ff06::c2 -j KUBE-MARK-MASQ
+-A KUBE-SEP-XJJ5QXWGJG344QDZ -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination [ff06::c2]:80
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> [ff06::c1]:80" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-LIGRYQQLSZN4UWQ5
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> [ff06::c2]:80" -j KUBE-SEP-XJJ5QXWGJG344QDZ
+-A KUBE-SVL-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> [ff06::c2]:80" -j KUBE-SEP-XJJ5QXWGJG344QDZ
+COMMIT
+"""  # noqa: E501
+
+
+def shape(rules: RuleSet) -> dict[str, tuple[object, ...]]:
+    """Per table: the chains declared, each chain's rules in order (with
+    kube-proxy's 0x4000 marks, which netemu writes zero-padded)."""
+    out: dict[str, tuple[object, ...]] = {}
+    for name, table in rules.tables.items():
+        by_chain: dict[str, list[str]] = {}
+        for rule in table.rules:
+            by_chain.setdefault(rule.chain, []).append(rule.args.replace("0x00004000", "0x4000"))
+        out[name] = (sorted(table.chains), by_chain)
+    return out
+
+
+@pytest.mark.parametrize("localhost", [True, False])
+def test_kube_proxys_ipv6_localhost_nodeports_case(localhost: bool) -> None:
+    # TestEnableLocalhostNodePortsIPv6 and TestDisableLocalhostNodePortsIPv6
+    # expect the same rules: localhost NodePorts never apply to IPv6.
+    config = ProxyConfig(
+        node_name="test-hostname",
+        ip_family="IPv6",
+        localhost_node_ports=localhost,
+        random_fully=False,
+        nfacct=False,
+    )
+    sp = ServicePortInfo(
+        "ns1", "svc1", "p80", "tcp", "fd00:ab34::20", 80, node_port=30001, external_local=True
+    )
+    endpoints = (
+        EndpointInfo("ff06::c1", 80, True, True, False, None),
+        EndpointInfo("ff06::c2", 80, True, True, False, "test-hostname"),
+    )
+    data = ProxyInput(config, (sp,), {("ns1", "svc1", "p80", "tcp"): endpoints})
+    assert shape(compile_sync(data)) == shape(parse_restore(KUBE_PROXY_IPV6_LOCALHOST))
