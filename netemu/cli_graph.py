@@ -96,6 +96,12 @@ def offline_topology(state: ClusterState, paths: Sequence[str], needed_by: str) 
     """Where everything would live if the manifests' lab were up (its plan)."""
     if state.lab is None:
         raise UsageError(f"{needed_by} needs a Lab object (kind: Lab) naming the nodes and clients")
+    if state.lab.spec.ipv6_cidrs:
+        raise UsageError(
+            f"{needed_by} needs the lab's topology, which netemu plans for IPv4 labs only "
+            f"(this Lab has IPv6 CIDRs: {', '.join(state.lab.spec.ipv6_cidrs)}); "
+            "trace --offline with --src, --dst and --dport works on any lab"
+        )
     try:
         plan = plan_lab(state, lab_name(state.lab, paths))
     except PlanError as exc:

@@ -385,3 +385,12 @@ def test_kube_proxys_ipv6_localhost_nodeports_case(localhost: bool) -> None:
     )
     data = ProxyInput(config, (sp,), {("ns1", "svc1", "p80", "tcp"): endpoints})
     assert shape(compile_sync(data)) == shape(parse_restore(KUBE_PROXY_IPV6_LOCALHOST))
+
+
+def test_trace_offline_from_to_on_a_dual_stack_lab_points_to_src_dst() -> None:
+    # FROM/TO needs the lab's plan, which is IPv4 only: a usage error naming
+    # what does work, not the live-lab refusal.
+    result = CliRunner().invoke(main, ["trace", "--offline", "-f", str(DUAL), "pod/web", "svc/web"])
+    assert result.exit_code == 2
+    assert "plans for IPv4 labs only" in result.stderr
+    assert "--src, --dst and --dport" in result.stderr
