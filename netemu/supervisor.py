@@ -429,6 +429,21 @@ class Supervisor:
                     sync_period=settings.sync_period,
                 )
             )
+            if node.ipv6 is not None:
+                # kube-proxy's IPv6 proxier on the dual-stack node: ip6tables,
+                # its own sync; health and metrics stay the IPv4 agent's.
+                self.proxies.append(
+                    ProxyAgent(
+                        client=self.client,
+                        node=node.name,
+                        iptables=KernelIptables(node.netns, backend, family="IPv6"),
+                        fresh_node=True,
+                        lab=self.lab,
+                        proxy_config=self.proxy_config,
+                        sync_period=settings.sync_period,
+                        family="IPv6",
+                    )
+                )
         self.cloudlb = CloudLoadBalancer(
             plan.load_balancer, plan.nodes, self.lab.spec.load_balancer.health_check, self.datapath
         )

@@ -214,15 +214,32 @@ class LabSpec(K8sModel):
 
 
 def live_ipv6_refusal(lab_name: str, lab: Lab) -> str | None:
-    """Why a live lab cannot be built from `lab` (its datapath, addresses,
-    routes, overlay and the node agents' ip6tables, is IPv4 only), or None."""
-    found = lab.spec.ipv6_cidrs
-    if not found:
+    """Why a live lab cannot be built from `lab`, or None. Live labs are IPv4,
+    or dual-stack with IPv4 as the primary family: every CIDR a pair, IPv4
+    first, and every node with an IPv6 underlay address. IPv6-only and
+    IPv6-primary labs work offline only (their datapath is not built)."""
+    spec = lab.spec
+    if not spec.ipv6_cidrs:
         return None
+    pairs = {
+        "underlayCIDR": spec.underlay_cidrs,
+        "serviceCIDR": spec.service_cidrs,
+        "podCIDR": spec.pod_cidrs,
+    }
+    single = [
+        name
+        for name, cidrs in pairs.items()
+        if not (len(cidrs) == 2 and ":" not in cidrs[0] and ":" in cidrs[1])
+    ]
+    bare = [n.name for n in spec.nodes if not any(":" in ip for ip in n.underlay_ips)]
+    if not single and not bare:
+        return None
+    what = [f"{', '.join(single)} not an IPv4,IPv6 pair"] if single else []
+    what += [f"node(s) {', '.join(bare)} without an IPv6 underlayIP"] if bare else []
     return (
-        f"lab {lab_name}: IPv6 CIDRs ({', '.join(found)}) are not supported by live labs "
-        "yet; netemu validate, compile, get and trace --offline handle IPv6 and dual-stack "
-        "labs offline"
+        f"lab {lab_name}: live labs are IPv4, or dual-stack with IPv4 first ({'; '.join(what)}); "
+        "netemu validate, compile, get and trace --offline --src/--dst handle IPv6-only and "
+        "IPv6-primary labs offline"
     )
 
 

@@ -387,10 +387,18 @@ def test_kube_proxys_ipv6_localhost_nodeports_case(localhost: bool) -> None:
     assert shape(compile_sync(data)) == shape(parse_restore(KUBE_PROXY_IPV6_LOCALHOST))
 
 
-def test_trace_offline_from_to_on_a_dual_stack_lab_points_to_src_dst() -> None:
-    # FROM/TO needs the lab's plan, which is IPv4 only: a usage error naming
-    # what does work, not the live-lab refusal.
-    result = CliRunner().invoke(main, ["trace", "--offline", "-f", str(DUAL), "pod/web", "svc/web"])
+def test_trace_offline_from_to_on_an_ipv6_only_lab_points_to_src_dst(tmp_path: Path) -> None:
+    # FROM/TO needs the lab's plan, which exists for IPv4 and IPv4-first
+    # dual-stack labs only: a usage error naming what does work.
+    (tmp_path / "lab.yaml").write_text(
+        "apiVersion: netemu/v1alpha1\nkind: Lab\nmetadata: {name: six}\nspec:\n"
+        "  underlayCIDR: fd00:56::/64\n  serviceCIDR: fd00:10:96::/112\n"
+        "  podCIDR: fd00:10:244::/56\n  clusterDNS: fd00:10:96::a\n"
+        '  nodes: [{name: node-1, underlayIP: "fd00:56::11"}]\n'
+    )
+    result = CliRunner().invoke(
+        main, ["trace", "--offline", "-f", str(tmp_path), "node-1", "node-1:30080"]
+    )
     assert result.exit_code == 2
-    assert "plans for IPv4 labs only" in result.stderr
+    assert "IPv4-first dual-stack labs only" in result.stderr
     assert "--src, --dst and --dport" in result.stderr
