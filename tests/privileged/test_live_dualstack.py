@@ -11,6 +11,7 @@ The lab is up once for the module and always taken down."""
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -26,9 +27,24 @@ NODE_V6 = {"node-1": "fd00:56::11", "node-2": "fd00:56::12"}
 DROP_TIMEOUT = 1.0
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[LiveLab]:
-    with running_lab([CONTROLPLANE / "dualstack"], lab_name("dual")) as live:
+@pytest.fixture(scope="module", params=["vxlan", "host-gw"])
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveLab]:
+    # Over each overlay: flannel-v6.1 (vxlan), or routes via the peers' IPv6
+    # underlay addresses (host-gw).
+    overlay = str(request.param)
+    source = CONTROLPLANE / "dualstack"
+    if overlay == "vxlan":
+        paths = [source]
+    else:
+        target = tmp_path_factory.mktemp("dualstack-host-gw")
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        text = (target / "lab.yaml").read_text()
+        assert "overlay: vxlan" in text
+        (target / "lab.yaml").write_text(text.replace("overlay: vxlan", "overlay: host-gw"))
+        paths = [target]
+    with running_lab(paths, lab_name(f"dual-{overlay}")) as live:
         yield live
 
 
