@@ -138,9 +138,13 @@ class Datapath:
     @_on_worker
     def build_underlay(self, plan: UnderlayPlan) -> None:
         ipr = self._new_netns(plan.netns)
+        if plan.gateway_ip6:
+            netns.write_sysctls(plan.netns, dict(IPV6_NAMESPACE_SYSCTLS))
         ipr.link("add", ifname=plan.bridge, kind="bridge", address=plan.bridge_mac)
         bridge = self._index(ipr, plan.bridge)
         ipr.addr("add", index=bridge, address=plan.gateway_ip, prefixlen=plan.prefixlen)
+        if plan.gateway_ip6:
+            ipr.addr("add", index=bridge, address=plan.gateway_ip6, prefixlen=plan.prefixlen6)
         ipr.link("set", index=bridge, state="up")
 
     def _attach_to_underlay(

@@ -295,6 +295,10 @@ class UnderlayPlan:
     bridge_mac: str
     gateway_ip: str
     prefixlen: int
+    # The lab's IPv6 router address on a dual-stack underlay ("" if none):
+    # the nodes' IPv6 default route, as gateway_ip is their IPv4 one.
+    gateway_ip6: str = ""
+    prefixlen6: int = 0
 
 
 @dataclass(frozen=True)
@@ -573,6 +577,17 @@ def _underlay_gateway(lab: Lab, services: Sequence[Service]) -> str:
     raise PlanError(f"underlayCIDR {underlay} has no free address for the gateway")
 
 
+def _underlay_gateway6(lab: Lab, underlay6: netaddr.IPNetwork) -> str:
+    """The IPv6 underlay's first free host address: the lab's IPv6 router,
+    like the IPv4 one it forwards nothing."""
+    used = {ip for n in lab.spec.nodes for ip in n.underlay_ips}
+    used |= {ip for c in lab.spec.external_clients for ip in c.ips}
+    for ip in underlay6.iter_hosts():
+        if str(ip) not in used:
+            return str(ip)
+    raise PlanError(f"underlayCIDR {underlay6} has no free address for the IPv6 gateway")
+
+
 def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
     """spec.loadBalancer.ip, else the underlay's highest free host address
     outside the load-balancer pool (whose addresses go to Services): the
@@ -641,6 +656,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     # A dual-stack lab's IPv6 side (live labs are IPv4-primary: live_ipv6_refusal).
     underlay6 = next((netaddr.IPNetwork(c) for c in lab.spec.underlay_cidrs[1:] if ":" in c), None)
     cluster_cidr6 = next((c for c in lab.spec.pod_cidrs[1:] if ":" in c), "")
+    gateway6 = _underlay_gateway6(lab, underlay6) if underlay6 is not None else ""
     mtu = VXLAN_MTU if lab.spec.overlay == "vxlan" else UNDERLAY_MTU
     localhost_node_ports = _localhost_node_ports(state)
     gateway = _underlay_gateway(lab, state.services)
@@ -711,7 +727,15 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 + ((*IPV6_NAMESPACE_SYSCTLS, *IPV6_NODE_SYSCTLS) if underlay6 is not None else ()),
                 cluster_cidr=lab.spec.pod_cidrs[0],
                 ipv6=(
-                    _node_ipv6(lab_name, name, v6_info, underlay6, cluster_cidr6, lab.spec.overlay)
+                    _node_ipv6(
+                        lab_name,
+                        name,
+                        v6_info,
+                        underlay6,
+                        cluster_cidr6,
+                        lab.spec.overlay,
+                        gateway6,
+                    )
                     if underlay6 is not None
                     else None
                 ),
@@ -739,6 +763,8 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
             bridge_mac=bridge_mac(lab_name),
             gateway_ip=gateway,
             prefixlen=underlay.prefixlen,
+            gateway_ip6=gateway6,
+            prefixlen6=underlay6.prefixlen if underlay6 is not None else 0,
         ),
         nodes=tuple(nodes),
         clients=clients,
@@ -753,11 +779,13 @@ def _node_ipv6(
     underlay6: netaddr.IPNetwork,
     cluster_cidr6: str,
     overlay: str,
+    gateway6: str,
 ) -> NodeIPv6:
-    """A dual-stack node's IPv6 side: flannel's IPv6 routes to every peer's
-    IPv6 pod CIDR, via its flannel-v6.1 VTEP on-link (vxlan) or via its IPv6
-    underlay address (host-gw). No IPv6 default route: nothing outside the
-    lab's underlay exists."""
+    """A dual-stack node's IPv6 side: a default route via the underlay's IPv6
+    router (a node's own connections to IPv6 Service IPs need a route before
+    kube-proxy's OUTPUT rules can DNAT them, as with IPv4), and flannel's
+    IPv6 routes to every peer's IPv6 pod CIDR, via its flannel-v6.1 VTEP
+    on-link (vxlan) or via its IPv6 underlay address (host-gw)."""
     ip6, cidr6 = v6_info[name]
     peers = tuple(
         VxlanPeer(
@@ -770,12 +798,14 @@ def _node_ipv6(
         for other, (other_ip, other_cidr) in v6_info.items()
         if other != name
     )
-    routes = tuple(
-        Route(peer.pod_cidr, via=peer.vtep_ip, device=VXLAN_DEVICE_V6, onlink=True)
-        if overlay == "vxlan"
-        else Route(peer.pod_cidr, via=peer.underlay_ip, device="eth0")
-        for peer in peers
-    )
+    routes = [Route("default", via=gateway6)]
+    for peer in peers:
+        if overlay == "vxlan":
+            routes.append(
+                Route(peer.pod_cidr, via=peer.vtep_ip, device=VXLAN_DEVICE_V6, onlink=True)
+            )
+        else:
+            routes.append(Route(peer.pod_cidr, via=peer.underlay_ip, device="eth0"))
     return NodeIPv6(
         underlay_ip=ip6,
         underlay_prefixlen=underlay6.prefixlen,
@@ -786,7 +816,7 @@ def _node_ipv6(
         vtep_ip=overlay_address(cidr6),
         cluster_cidr=cluster_cidr6,
         peers=peers if overlay == "vxlan" else (),
-        routes=routes,
+        routes=tuple(routes),
     )
 
 

@@ -731,8 +731,11 @@ def test_a_dual_stack_node_plan_has_its_ipv6_side() -> None:
         "fd00:10:244:1::",
     )
     assert v6.routes == (
+        # The IPv6 default route via the underlay's IPv6 router (its first host).
+        Route("default", via="fd00:56::1"),
         Route("fd00:10:244:1::/64", via="fd00:10:244:1::", device="flannel-v6.1", onlink=True),
     )
+    assert plan.underlay.gateway_ip6 == "fd00:56::1"
     assert v6.vtep_mac != node.vtep_mac
     sysctls = dict(node.sysctls)
     assert sysctls["net.ipv6.conf.all.forwarding"] == "1"
