@@ -152,3 +152,16 @@ def test_the_ipv6_rules_are_kube_proxys_ipv6_proxier(lab: LiveLab) -> None:
     ).stdout
     assert "! -d ::1/128" in saved and "-j KUBE-NODEPORTS" in saved
     assert "127.0.0.0/8" not in saved
+
+
+def test_scaling_up_resyncs_both_families(lab: LiveLab) -> None:
+    # Last in the module: it leaves three web pods. Once `scale` returns the
+    # new pod has its IPv6 address and both proxiers' rules send to it.
+    lab.scale("Deployment", "default", "web", 3)
+    pods = [p for p in lab.state()["pods"] if p["metadata"].get("labels", {}).get("app") == "web"]
+    assert len(pods) == 3
+    source = sorted(pods, key=lambda p: str(p["metadata"]["name"]))[0]
+    names = {p["metadata"]["name"] for p in pods}
+    for vip in cluster_ips(lab, "web"):
+        got = [http_get(pod_netns(lab, source), vip, 80) for _ in range(SPREAD_REQUESTS)]
+        assert answered_by(got) == names, vip
