@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import dns.message
+import dns.query
 import pytest
 from live_helpers import CONTROLPLANE, SPREAD_REQUESTS, answer_of, lab_name, running_lab
 
+from netemu.kernel import netns
 from netemu.kernel.probe import ProbeResult, http_get
 from netemu.lab import LiveLab
 
@@ -152,6 +156,35 @@ def test_the_ipv6_rules_are_kube_proxys_ipv6_proxier(lab: LiveLab) -> None:
     ).stdout
     assert "! -d ::1/128" in saved and "-j KUBE-NODEPORTS" in saved
     assert "127.0.0.0/8" not in saved
+
+
+def dns_query(netns_name: str, server: str, name: str, qtype: str) -> list[str]:
+    """One UDP DNS query from inside `netns_name`; the answer's records."""
+    message = dns.message.make_query(name, qtype)
+    sock = netns.open_socket(
+        netns_name, socket.AF_INET6 if v6(server) else socket.AF_INET, socket.SOCK_DGRAM
+    )
+    try:
+        reply = dns.query.udp(message, server, timeout=2.0, sock=sock)
+    finally:
+        sock.close()
+    return sorted(rr.to_text() for rrset in reply.answer for rr in rrset)
+
+
+def test_cluster_dns_answers_aaaa_and_serves_over_ipv6(lab: LiveLab) -> None:
+    # The DNS addon answers a dual-stack Service's A and AAAA records, and its
+    # pod serves DNS on its IPv6 address too.
+    v4_ip, v6_ip = cluster_ips(lab, "web")
+    source = pod_netns(lab, web_pods(lab)[0])
+    name = "web.default.svc.cluster.local."
+    assert dns_query(source, "10.96.0.10", name, "A") == [v4_ip]
+    assert dns_query(source, "10.96.0.10", name, "AAAA") == [v6_ip]
+    (coredns,) = [
+        p
+        for p in lab.state()["pods"]
+        if p["metadata"].get("labels", {}).get("k8s-app") == "kube-dns"
+    ]
+    assert dns_query(source, pod_ip6(coredns), name, "AAAA") == [v6_ip]
 
 
 def test_scaling_up_resyncs_both_families(lab: LiveLab) -> None:
