@@ -457,7 +457,8 @@ class _LabRanges:
         nets = list((self.service_cidrs or {}).values()) or (
             [self.service_cidr] if self.service_cidr is not None else []
         )
-        return [f"IPv{net.version}" for net in nets] or ["IPv4"]  # type: ignore[misc]
+        found: list[IPFamily] = ["IPv6" if net.version == 6 else "IPv4" for net in nets]
+        return found or ["IPv4"]
 
     def cidr_for(self, ip: Any) -> Any:
         """The service CIDR of `ip`'s family, or None."""

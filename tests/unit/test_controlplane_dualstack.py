@@ -16,7 +16,7 @@ from manifests import build
 
 from netemu.api.core import Service
 from netemu.api.errors import InputError
-from netemu.api.ipfamilies import settle_ip_families
+from netemu.api.ipfamilies import IPFamily, IPFamilyPolicy, settle_ip_families
 from netemu.api.validate import load_and_validate
 
 DUAL_LAB = """
@@ -93,15 +93,18 @@ def families(ip: str) -> str:
     ],
 )
 def test_ip_families_are_defaulted_as_init_ip_family_fields_does(
-    policy: str | None, given: list[str], cluster: list[str], expected: tuple[str, list[str]]
+    policy: IPFamilyPolicy | None,
+    given: list[IPFamily],
+    cluster: list[IPFamily],
+    expected: tuple[str, list[str]],
 ) -> None:
     settled = settle_ip_families(
         cluster_ip=None,
         cluster_ips=[],
-        families=given,  # type: ignore[arg-type]
-        policy=policy,  # type: ignore[arg-type]
+        families=given,
+        policy=policy,
         has_selector=True,
-        cluster=cluster,  # type: ignore[arg-type]
+        cluster=cluster,
     )
     assert (settled.policy, settled.families, settled.errors) == (*expected, [])
 
