@@ -16,6 +16,10 @@ hash(namespace/name[/port]) within the band and probes linearly, so the
 result is deterministic and does not move when unrelated Services are added.
 Ports of one Service with the same port number (TCP and UDP 53, say) share
 one nodePort, as in initNodePorts.
+
+On a dual-stack cluster each service CIDR has its own range, and a Service
+gets one clusterIP per entry of spec.ipFamilies, in that order
+(allocClusterIPs); its nodePorts serve both families.
 """
 
 from __future__ import annotations
