@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from netemu.api.config import live_ipv6_refusal
 from netemu.cli import loader_notes, manifest_files, require_root, run
 from netemu.controlplane.state import ClusterState
 from netemu.errors import LabError, UsageError
@@ -96,6 +97,12 @@ def offline_topology(state: ClusterState, paths: Sequence[str], needed_by: str) 
     """Where everything would live if the manifests' lab were up (its plan)."""
     if state.lab is None:
         raise UsageError(f"{needed_by} needs a Lab object (kind: Lab) naming the nodes and clients")
+    if live_ipv6_refusal(lab_name(state.lab, paths), state.lab) is not None:
+        raise UsageError(
+            f"{needed_by} needs the lab's topology, which netemu plans for IPv4 and IPv4-first "
+            f"dual-stack labs only (this Lab's CIDRs: {', '.join(state.lab.spec.ipv6_cidrs)}); "
+            "trace --offline with --src, --dst and --dport works on any lab"
+        )
     try:
         plan = plan_lab(state, lab_name(state.lab, paths))
     except PlanError as exc:

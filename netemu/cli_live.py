@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from netemu.api.config import DEFAULT_LAB_NOTICE, Lab
+from netemu.api.config import DEFAULT_LAB_NOTICE, Lab, live_ipv6_refusal
 from netemu.api.load import Loaded, Origin
 from netemu.api.validate import load_and_validate
 from netemu.cli import create_namespaces_option, loader_notes, manifest_files, require_root, run
@@ -66,6 +66,9 @@ def bring_up(
         # On the built-in lab, the lab is named after the manifests.
         built_in = DEFAULT_LAB_NOTICE in notes
         lab = name or lab_name(None if built_in else labs[0], paths)
+        refusal = live_ipv6_refusal(lab, labs[0])
+        if refusal is not None:
+            raise LabUsageError(refusal)
         console = Console(stderr=True, highlight=False)
         with console.status(f"lab {lab}: starting") as status:
 

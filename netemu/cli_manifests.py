@@ -9,15 +9,24 @@ import click
 
 from netemu.cli import create_namespaces_option, loader_notes, manifest_files, run
 from netemu.pipeline import (
+    ProxyMode,
     compile_nftables,
     compile_rules,
     lab_name,
     load_cluster,
     pick_node,
+    proxy_families,
     proxy_mode,
+    rules_suffix,
 )
+from netemu.rules.input import IPFamily
 
 RULES_DIR = Path("rules")
+
+
+def parse_mode(text: str) -> ProxyMode:
+    """--mode's value (click has checked it is one of the two)."""
+    return "nftables" if text == "nftables" else "iptables"
 
 
 @click.command()
@@ -52,8 +61,8 @@ def validate(paths: tuple[str, ...], create_namespaces: bool) -> None:
 @click.option(
     "--write",
     is_flag=True,
-    help="Write rules/<lab>/<node>.iptables (iptables mode) or <node>.nft (nftables mode) "
-    "for every node.",
+    help="Write each node's rules under rules/<lab>/: <node>.iptables and <node>.ip6tables "
+    "(iptables mode), <node>.nft and <node>.ip6.nft (nftables mode), one per IP family.",
 )
 @create_namespaces_option
 def compile_command(
@@ -61,29 +70,36 @@ def compile_command(
 ) -> None:
     """Print the rules kube-proxy would apply on a node (iptables or nftables).
 
-    iptables mode: its iptables-restore input; nftables mode: its
-    `ip kube-proxy` table, as `nft -f` input."""
+    iptables mode: its iptables-restore input (ip6tables-restore input for
+    IPv6); nftables mode: its `ip kube-proxy` (`ip6 kube-proxy`) table, as
+    `nft -f` input. On a dual-stack lab, each family's, primary first, each
+    under a `# <family>` comment line."""
 
     def action() -> None:
         with loader_notes() as notes:
             state = load_cluster(paths, notes=notes, create_namespaces=create_namespaces)
-        chosen = proxy_mode(state) if mode is None else mode
+        chosen: ProxyMode = proxy_mode(state) if mode is None else parse_mode(mode)
 
-        def text(name: str) -> str:
+        def text(name: str, family: IPFamily) -> str:
             if chosen == "nftables":
-                return compile_nftables(state, name).dump()
-            return compile_rules(state, name, "iptables").render()
+                return compile_nftables(state, name, family=family).dump()
+            return compile_rules(state, name, family=family, mode="iptables").render()
 
         if write:
             out_dir = RULES_DIR / lab_name(state.lab, paths)
             out_dir.mkdir(parents=True, exist_ok=True)
-            suffix = "nft" if chosen == "nftables" else "iptables"
             for n in state.nodes:
                 name = n.metadata.name or ""
-                target = out_dir / f"{name}.{suffix}"
-                target.write_text(text(name))
-                click.echo(f"wrote {target}")
+                for family in proxy_families(state, name):
+                    target = out_dir / f"{name}.{rules_suffix(chosen, family)}"
+                    target.write_text(text(name, family))
+                    click.echo(f"wrote {target}")
             return
-        click.echo(text(pick_node(state, node)), nl=False)
+        name = pick_node(state, node)
+        families = proxy_families(state, name)
+        for family in families:
+            if len(families) > 1:
+                click.echo(f"# {family}: {rules_suffix(chosen, family)}")
+            click.echo(text(name, family), nl=False)
 
     run(action)

@@ -296,7 +296,7 @@ def _trace_offline(
     query: _OfflineQuery,
     namespace: str | None = None,
 ) -> None:
-    from netemu.pipeline import compile_rules, local_ips, pick_node, proxy_mode
+    from netemu.pipeline import compile_rules, local_ips, pick_node, proxy_families, proxy_mode
     from netemu.rules.model import ParseError, read_rules
     from netemu.rules.simulate import Packet, simulate
 
@@ -332,6 +332,11 @@ def _trace_offline(
             raise UsageError("give FROM TO, or --src, --dst and --dport")
         _check_ip("--src", src)
         _check_ip("--dst", dst)
+        family = _ip_family(dst)
+        if _ip_family(src) != family:
+            raise UsageError(
+                f"--src {src} and --dst {dst} are of different IP families: a packet has one"
+            )
         packet = Packet(src=src, dst=dst, dport=dport, proto=proto)
         if rules_file:
             if paths:
@@ -352,7 +357,15 @@ def _trace_offline(
             state = _load_noted(paths)
             _check_iptables_mode(proxy_mode(state))
             node_name = pick_node(state, node)
-            result = simulate(compile_rules(state, node_name), local_ips(state, node_name), packet)
+            # The proxier of the packet's family: ip6tables for IPv6.
+            families = proxy_families(state, node_name)
+            if family not in families:
+                raise UsageError(
+                    f"--dst {dst} is {family}, but the lab's kube-proxy runs only "
+                    f"{' and '.join(families)} (its serviceCIDR)"
+                )
+            rules = compile_rules(state, node_name, family=family)
+            result = simulate(rules, local_ips(state, node_name), packet)
     if output == "json":
         data: dict[str, Any] = {"node": node_name, **described, **result.to_dict()}
         click.echo(json.dumps(data, indent=2))
@@ -380,16 +393,21 @@ def _check_ip(flag: str, value: str) -> None:
     import netaddr
 
     try:
-        netaddr.IPAddress(value, version=4)
+        netaddr.IPAddress(value)
     except (netaddr.AddrFormatError, ValueError):
-        raise UsageError(f"{flag}: {value!r} is not an IPv4 address") from None
+        raise UsageError(f"{flag}: {value!r} is not an IPv4 or IPv6 address") from None
+
+
+def _ip_family(value: str) -> str:
+    return "IPv6" if ":" in value else "IPv4"
 
 
 def _print_simulation(result: Simulation, node: str | None) -> None:
     pkt = result.packet
     where = f" on {node}" if node else ""
     origin = "local" if result.local_origin else "from outside the node"
-    click.echo(f"{pkt.proto} {pkt.src} → {pkt.dst}:{pkt.dport}{where} ({origin}): {result.verdict}")
+    dst = f"[{pkt.dst}]" if ":" in pkt.dst else pkt.dst
+    click.echo(f"{pkt.proto} {pkt.src} → {dst}:{pkt.dport}{where} ({origin}): {result.verdict}")
     if result.endpoints:
         click.echo(f"  endpoints: {', '.join(result.endpoints)}")
     click.echo(f"  masquerade: {'yes' if result.masquerade else 'no'}")

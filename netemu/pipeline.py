@@ -20,7 +20,14 @@ from netemu.errors import UsageError as UsageError
 from netemu.net.addresses import node_addresses
 from netemu.net.plan import CNI_NETWORK, sandbox_id
 from netemu.rules.flannel import flannel_config
-from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
+from netemu.rules.input import (
+    IPFamily,
+    ProxyInput,
+    endpoints_by_port,
+    family_of,
+    proxy_config,
+    service_ports,
+)
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
 from netemu.rules.nftables import NftRuleset, compile_ruleset, nftables_mode_iptables
@@ -67,6 +74,20 @@ def pick_node(state: ClusterState, name: str | None) -> str:
 
 ProxyMode = Literal["iptables", "nftables"]
 
+# The suffix of each proxier's rules file under rules/<lab>/, by mode and family.
+RULES_SUFFIXES: dict[tuple[ProxyMode, IPFamily], str] = {
+    ("iptables", "IPv4"): "iptables",
+    ("iptables", "IPv6"): "ip6tables",
+    ("nftables", "IPv4"): "nft",
+    ("nftables", "IPv6"): "ip6.nft",
+}
+
+
+def rules_suffix(mode: ProxyMode, family: IPFamily) -> str:
+    """`<node>.<suffix>`: the file `netemu compile --write` writes for the
+    proxier of `family` in `mode`."""
+    return RULES_SUFFIXES[(mode, family)]
+
 
 def proxy_mode(state: ClusterState) -> ProxyMode:
     """The mode every kube-proxy of the lab runs in.
@@ -86,8 +107,31 @@ def proxy_mode(state: ClusterState) -> ProxyMode:
     return state.lab.spec.proxy_mode if state.lab is not None else "iptables"
 
 
-def proxy_input(state: ClusterState, node_name: str, mode: ProxyMode | None = None) -> ProxyInput:
-    """What the node's kube-proxy sees, in `mode` (default: proxy_mode)."""
+def proxy_families(state: ClusterState, node_name: str) -> list[IPFamily]:
+    """The families kube-proxy runs a proxier for on the node, primary first:
+    the cluster's service IP families (the Lab's serviceCIDR, one or a
+    dual-stack pair); without a Lab, those of the node's InternalIPs."""
+    if state.lab is not None:
+        texts = state.lab.spec.service_cidrs
+    else:
+        texts = state.node(node_name).internal_ips()
+    found: list[IPFamily] = []
+    for text in texts:
+        family = family_of(text)
+        if family is not None and family not in found:
+            found.append(family)
+    return found or ["IPv4"]
+
+
+def proxy_input(
+    state: ClusterState,
+    node_name: str,
+    *,
+    family: IPFamily = "IPv4",
+    mode: ProxyMode | None = None,
+) -> ProxyInput:
+    """What the node's kube-proxy proxier of `family` sees, in `mode`
+    (default: proxy_mode)."""
     node = state.node(node_name)
     config = proxy_config(
         node,
@@ -95,35 +139,47 @@ def proxy_input(state: ClusterState, node_name: str, mode: ProxyMode | None = No
         state.lab,
         node_addresses(node, state.lab),
         mode=mode or proxy_mode(state),
+        family=family,
     )
     return ProxyInput(
         config=config,
-        service_ports=tuple(service_ports(state.services)),
-        endpoints=endpoints_by_port(state.endpoint_slices),
+        service_ports=tuple(service_ports(state.services, family)),
+        endpoints=endpoints_by_port(state.endpoint_slices, family),
     )
 
 
-def compile_rules(state: ClusterState, node_name: str, mode: ProxyMode | None = None) -> RuleSet:
-    """The node's iptables rules, and the portmap CNI plugin's for the
-    hostPorts of the pods on it. In iptables mode (default: proxy_mode)
-    they hold kube-proxy's; in nftables mode only kubelet's and flanneld's
-    (kube-proxy's are compile_nftables')."""
+def compile_rules(
+    state: ClusterState,
+    node_name: str,
+    *,
+    family: IPFamily = "IPv4",
+    mode: ProxyMode | None = None,
+) -> RuleSet:
+    """The node's iptables (IPv4) or ip6tables (IPv6) rules, and the portmap
+    CNI plugin's for the hostPorts of the pods on it (IPv4 only: netemu's
+    portmap handles pods' IPv4 addresses). In iptables mode (default:
+    proxy_mode) they hold kube-proxy's; in nftables mode only kubelet's and
+    flanneld's (kube-proxy's are compile_nftables')."""
     mode = mode or proxy_mode(state)
     with gc_paused():
-        data = proxy_input(state, node_name, mode)
+        data = proxy_input(state, node_name, family=family, mode=mode)
         flannel = flannel_config(state.lab, data.config.node_pod_cidr)
         if mode == "nftables":
-            rules = nftables_mode_iptables(flannel)
+            rules = nftables_mode_iptables(flannel, family=family)
         else:
             rules = compile_node(data, flannel)
+    if family != "IPv4":
+        return rules
     return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name))
 
 
-def compile_nftables(state: ClusterState, node_name: str) -> NftRuleset:
-    """The node's kube-proxy table in nftables mode after its first sync
-    (`ip kube-proxy`; the IPv4 kube-proxy)."""
+def compile_nftables(
+    state: ClusterState, node_name: str, *, family: IPFamily = "IPv4"
+) -> NftRuleset:
+    """The node's kube-proxy table of `family` in nftables mode after its
+    first sync (`ip kube-proxy` for IPv4, `ip6 kube-proxy` for IPv6)."""
     with gc_paused():
-        return compile_ruleset(proxy_input(state, node_name, "nftables"))
+        return compile_ruleset(proxy_input(state, node_name, family=family, mode="nftables"))
 
 
 def portmap_pods(state: ClusterState, node_name: str) -> list[PortmapPod]:
@@ -152,4 +208,5 @@ def _pod_prefixlen(state: ClusterState, node_name: str) -> int:
 
 
 def local_ips(state: ClusterState, node_name: str) -> list[str]:
+    """Every address on the node, both families."""
     return node_addresses(state.node(node_name), state.lab)

@@ -103,6 +103,7 @@ from netemu.node.proxyhealth import health_check_ips, proxy_settings
 from netemu.node.proxyservers import ProxyServers
 from netemu.node.testserver import TestServers
 from netemu.pipeline import proxy_mode
+from netemu.rules.input import IPFamily
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 from netemu.trace.topology import Topology
 
@@ -423,33 +424,42 @@ class Supervisor:
                     log=_log,
                 )
             )
-            iptables = KernelIptables(node.netns, backend)
-            self.proxies.append(
-                NftProxyAgent(
-                    client=self.client,
-                    node=node.name,
-                    nftables=KernelNftables(node.netns),
-                    iptables=iptables,
-                    conntrack=KernelConntrack(node.netns),
-                    fresh_node=True,
-                    lab=self.lab,
-                    proxy_config=self.proxy_config,
-                    servers=node_servers,
-                    sync_period=settings.sync_period,
-                )
-                if self.proxy_mode == "nftables"
-                else ProxyAgent(
-                    client=self.client,
-                    node=node.name,
-                    iptables=iptables,
-                    conntrack=KernelConntrack(node.netns),
-                    fresh_node=True,
-                    lab=self.lab,
-                    proxy_config=self.proxy_config,
-                    servers=node_servers,
-                    sync_period=settings.sync_period,
-                )
-            )
+            # kube-proxy runs one proxier per IP family; on a dual-stack node
+            # the IPv6 one has its own sync (ip6tables, or `ip6 kube-proxy`),
+            # and health and metrics stay the IPv4 one's.
+            families: list[IPFamily] = ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
+            for family in families:
+                servers = node_servers if family == "IPv4" else None
+                iptables = KernelIptables(node.netns, backend, family=family)
+                agent: ProxyAgent | NftProxyAgent
+                if self.proxy_mode == "nftables":
+                    agent = NftProxyAgent(
+                        client=self.client,
+                        node=node.name,
+                        nftables=KernelNftables(node.netns),
+                        iptables=iptables,
+                        conntrack=KernelConntrack(node.netns) if family == "IPv4" else None,
+                        fresh_node=True,
+                        lab=self.lab,
+                        proxy_config=self.proxy_config,
+                        servers=servers,
+                        sync_period=settings.sync_period,
+                        family=family,
+                    )
+                else:
+                    agent = ProxyAgent(
+                        client=self.client,
+                        node=node.name,
+                        iptables=iptables,
+                        conntrack=KernelConntrack(node.netns) if family == "IPv4" else None,
+                        fresh_node=True,
+                        lab=self.lab,
+                        proxy_config=self.proxy_config,
+                        servers=servers,
+                        sync_period=settings.sync_period,
+                        family=family,
+                    )
+                self.proxies.append(agent)
         self.cloudlb = CloudLoadBalancer(
             plan.load_balancer, plan.nodes, self.lab.spec.load_balancer.health_check, self.datapath
         )

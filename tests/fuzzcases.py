@@ -325,7 +325,10 @@ def _structured(docs: list[Any], rng: random.Random) -> Iterator[_Mutant]:
             if key in _CIDRS and isinstance(value, str):
                 bad = rng.choice(_BAD_CIDRS)
                 yield mutant(f"cidr-{where}={bad}", _setter(path, bad), "reject")
-            if key in _ENUMS and isinstance(value, str) and isinstance(last, str):
+            # `type` is an enum in a Service's spec; elsewhere (a Secret's type, a
+            # condition's type) Kubernetes takes any string.
+            free_type = key == "type" and parent_key != "spec"
+            if key in _ENUMS and isinstance(value, str) and isinstance(last, str) and not free_type:
                 bad = rng.choice(_ENUMS[key])
                 yield mutant(f"enum-{where}={bad}", _setter(path, bad), "reject")
             if key == "name" and isinstance(value, str) and parent_key != "matchLabels":
@@ -682,7 +685,8 @@ _BAD_TO = [
     "ns/with/too/many",
 ]
 _BAD_FROM = ["nosuch", "pod/nope", "1.2.3.4.5", "client:30080", f"client\n{MARKER}", "y" * 300]
-_BAD_IP_WORDS = ["256.1.1.1", "1.2.3", "::1", "", "10.0.0.1/24", "0x0a000001x", "a" * 300]
+# IPv6 addresses are valid words (ip6tables dumps, IPv6 packets); a malformed one is not.
+_BAD_IP_WORDS = ["256.1.1.1", "1.2.3", "fd00::1::2", "", "10.0.0.1/24", "0x0a000001x", "a" * 300]
 
 
 # ---------------------------------------------------------------- the cases

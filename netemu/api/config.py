@@ -98,16 +98,41 @@ class KubeProxyConfiguration(K8sModel):
 # ---------------------------------------------------------------- Lab
 
 
+def split_family_list(text: str | None) -> list[str]:
+    """The entries of a comma-separated dual-stack value, as kube-apiserver's
+    --service-cluster-ip-range, kube-controller-manager's --cluster-cidr and the
+    kubelet's --node-ip read them ("10.96.0.0/12,fd00:10:96::/112"): one per IP
+    family, the first is the primary. Blank entries are dropped; validation
+    reports a bad entry, the wrong count or two of one family."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
 class LabNode(K8sModel):
     name: str
+    # One address, or a dual-stack pair "IPv4,IPv6" as the kubelet's --node-ip:
+    # the node's InternalIP per family, the first is its primary.
     underlay_ip: str = Field(alias="underlayIP")
     labels: dict[str, str] = Field(default_factory=dict)
+    # One CIDR, or one per family (the Node's spec.podCIDRs).
     pod_cidr: str | None = Field(default=None, alias="podCIDR")
+
+    @property
+    def underlay_ips(self) -> list[str]:
+        return split_family_list(self.underlay_ip)
+
+    @property
+    def pod_cidrs(self) -> list[str]:
+        return split_family_list(self.pod_cidr)
 
 
 class ExternalClient(K8sModel):
     name: str
+    # One address, or a dual-stack pair "IPv4,IPv6".
     ip: str
+
+    @property
+    def ips(self) -> list[str]:
+        return split_family_list(self.ip)
 
 
 class LabDNS(K8sModel):
@@ -147,6 +172,12 @@ class LabLoadBalancer(K8sModel):
 
 
 class LabSpec(K8sModel):
+    """The lab's topology. underlayCIDR, serviceCIDR and podCIDR each take one
+    CIDR or a dual-stack pair "IPv4CIDR,IPv6CIDR" (or IPv6 first for an
+    IPv6-primary cluster), as kube-apiserver's --service-cluster-ip-range and
+    kube-controller-manager's --cluster-cidr do; the first family is the
+    cluster's primary one (Services without ipFamilies get it)."""
+
     nodes: list[LabNode]
     external_clients: list[ExternalClient] = Field(default_factory=list)
     underlay_cidr: str = Field(default="192.168.56.0/24", alias="underlayCIDR")
@@ -162,6 +193,54 @@ class LabSpec(K8sModel):
     overlay: Literal["vxlan", "host-gw"] = "vxlan"
     # The UDP port of the vxlan overlay (flannel's backend "Port").
     vxlan_port: int = DEFAULT_VXLAN_PORT
+
+    @property
+    def service_cidrs(self) -> list[str]:
+        return split_family_list(self.service_cidr)
+
+    @property
+    def pod_cidrs(self) -> list[str]:
+        return split_family_list(self.pod_cidr)
+
+    @property
+    def underlay_cidrs(self) -> list[str]:
+        return split_family_list(self.underlay_cidr)
+
+    @property
+    def ipv6_cidrs(self) -> list[str]:
+        """Its IPv6 underlay, service and pod CIDRs: what live labs cannot build yet."""
+        every = (*self.underlay_cidrs, *self.service_cidrs, *self.pod_cidrs)
+        return [text for text in every if ":" in text]
+
+
+def live_ipv6_refusal(lab_name: str, lab: Lab) -> str | None:
+    """Why a live lab cannot be built from `lab`, or None. Live labs are IPv4,
+    or dual-stack with IPv4 as the primary family: every CIDR a pair, IPv4
+    first, and every node with an IPv6 underlay address. IPv6-only and
+    IPv6-primary labs work offline only (their datapath is not built)."""
+    spec = lab.spec
+    if not spec.ipv6_cidrs:
+        return None
+    pairs = {
+        "underlayCIDR": spec.underlay_cidrs,
+        "serviceCIDR": spec.service_cidrs,
+        "podCIDR": spec.pod_cidrs,
+    }
+    single = [
+        name
+        for name, cidrs in pairs.items()
+        if not (len(cidrs) == 2 and ":" not in cidrs[0] and ":" in cidrs[1])
+    ]
+    bare = [n.name for n in spec.nodes if not any(":" in ip for ip in n.underlay_ips)]
+    if not single and not bare:
+        return None
+    what = [f"{', '.join(single)} not an IPv4,IPv6 pair"] if single else []
+    what += [f"node(s) {', '.join(bare)} without an IPv6 underlayIP"] if bare else []
+    return (
+        f"lab {lab_name}: live labs are IPv4, or dual-stack with IPv4 first ({'; '.join(what)}); "
+        "netemu validate, compile, get and trace --offline --src/--dst handle IPv6-only and "
+        "IPv6-primary labs offline"
+    )
 
 
 class Lab(K8sModel):

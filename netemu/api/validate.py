@@ -31,6 +31,7 @@ from netemu.api.config import (
     KubeProxyConfiguration,
     KubeProxyConntrackConfiguration,
     Lab,
+    split_family_list,
 )
 from netemu.api.config import default_lab as make_default_lab
 from netemu.api.core import (
@@ -55,6 +56,7 @@ from netemu.api.core import (
 from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.generic import GenericObject
+from netemu.api.ipfamilies import IPFamily, settle_ip_families
 from netemu.api.load import Loaded, Origin, gc_paused, load_paths_partly
 from netemu.api.networking import Ingress, IngressClass
 
@@ -449,9 +451,23 @@ class _LabRanges:
     """The parts of the (first) Lab that other objects are checked against; a
     part is None when absent or invalid (then its own diagnostic says why)."""
 
-    service_cidr: Any
+    service_cidr: Any  # the primary family's
     node_ports: tuple[int, int] | None
     node_port_text: str
+    # Every valid service CIDR by IP version (4, 6): one per family.
+    service_cidrs: dict[int, Any] | None = None
+
+    def families(self) -> list[IPFamily]:
+        """The cluster's service IP families, primary first."""
+        nets = list((self.service_cidrs or {}).values()) or (
+            [self.service_cidr] if self.service_cidr is not None else []
+        )
+        found: list[IPFamily] = ["IPv6" if net.version == 6 else "IPv4" for net in nets]
+        return found or ["IPv4"]
+
+    def cidr_for(self, ip: Any) -> Any:
+        """The service CIDR of `ip`'s family, or None."""
+        return (self.service_cidrs or {}).get(ip.version)
 
 
 class _Checker:
@@ -1410,25 +1426,25 @@ class _Checker:
                 )
 
     def check_ip_families(self, item: Loaded, svc: Service) -> None:
-        """A lab is single-stack, of its serviceCIDR's family (IPv4 by default): the
-        API server's allocator refuses other families and RequireDualStack, with
-        these messages (pkg/registry/core/service/storage/alloc.go,
-        initIPFamilyFields)."""
-        cidr = self.lab.service_cidr if self.lab is not None else None
-        family = f"IPv{cidr.version}" if cidr is not None else "IPv4"
-        if svc.spec.ip_family_policy == "RequireDualStack":
-            self.report(
-                item,
-                ("spec", "ipFamilyPolicy"),
-                "Cluster is not configured for dual stack services",
-            )
-        for i, wanted in enumerate(svc.spec.ip_families):
-            if wanted != family:
-                self.report(
-                    item,
-                    ("spec", "ipFamilies", i),
-                    f"ipfamily {wanted} is not configured on cluster (the lab is {family} only)",
-                )
+        """ipFamilies, ipFamilyPolicy and clusterIPs against each other and
+        against the lab's service IP families (its serviceCIDR, one or a
+        dual-stack pair; IPv4 without a Lab), as the API server refuses them on
+        create: ValidateServiceClusterIPsRelatedFields and initIPFamilyFields
+        (pkg/registry/core/service/storage/alloc.go), netemu.api.ipfamilies."""
+        spec = svc.spec
+        if (spec.type or "ClusterIP") == "ExternalName":
+            return
+        cluster: list[IPFamily] = self.lab.families() if self.lab is not None else ["IPv4"]
+        settled = settle_ip_families(
+            cluster_ip=spec.cluster_ip,
+            cluster_ips=spec.cluster_ips,
+            families=spec.ip_families,
+            policy=spec.ip_family_policy,
+            has_selector=bool(spec.selector),
+            cluster=cluster,
+        )
+        for path, message in settled.errors:
+            self.report(item, path, message)
 
     def check_service_ports(self, item: Loaded, svc: Service, svc_type: str) -> None:
         ports = svc.spec.ports
@@ -1499,12 +1515,13 @@ class _Checker:
         return out
 
     def check_service_ips(self) -> None:
-        """clusterIPs are unique and, with a Lab, inside its serviceCIDR."""
+        """clusterIPs are unique and, with a Lab, inside its serviceCIDR of their
+        family (a family the lab lacks is check_ip_families' to report)."""
         owners: dict[Any, tuple[Loaded, FieldPath]] = {}
-        cidr = self.lab.service_cidr if self.lab else None
         for item in self.services():
             assert isinstance(item.obj, Service)
             for path, ip in self.service_ips(item.obj):
+                cidr = self.lab.cidr_for(ip) if self.lab else None
                 if cidr is not None:
                     if ip not in cidr:
                         self.report(item, path, f"must be inside the Lab's serviceCIDR {cidr}")
@@ -1815,27 +1832,31 @@ class _Checker:
         assert isinstance(lab, Lab)
         self.check_meta(item, lab.metadata, is_dns1123_label)
         spec = lab.spec
-        nets = {
-            "podCIDR": self.check_network(item, ("spec", "podCIDR"), spec.pod_cidr),
-            "serviceCIDR": self.check_network(item, ("spec", "serviceCIDR"), spec.service_cidr),
-            "underlayCIDR": self.check_network(item, ("spec", "underlayCIDR"), spec.underlay_cidr),
+        families = {
+            "podCIDR": self.check_networks(item, ("spec", "podCIDR"), spec.pod_cidr),
+            "serviceCIDR": self.check_networks(item, ("spec", "serviceCIDR"), spec.service_cidr),
+            "underlayCIDR": self.check_networks(item, ("spec", "underlayCIDR"), spec.underlay_cidr),
         }
-        names = list(nets)
+        names = list(families)
         for i, first in enumerate(names):
             for second in names[i + 1 :]:
-                a, b = nets[first], nets[second]
-                if a is not None and b is not None and _overlap(a, b):
-                    self.report(
-                        item,
-                        ("spec", second),
-                        f"{second} {b} overlaps {first} {a}: the pod, service and underlay "
-                        "CIDRs must not overlap",
-                    )
-        pod_cidr, service_cidr, underlay = (
-            nets["podCIDR"],
-            nets["serviceCIDR"],
-            nets["underlayCIDR"],
+                for a in families[first].values():
+                    for b in families[second].values():
+                        if _overlap(a, b):
+                            self.report(
+                                item,
+                                ("spec", second),
+                                f"{second} {b} overlaps {first} {a}: the pod, service and "
+                                "underlay CIDRs must not overlap",
+                            )
+        pod_cidrs, service_cidrs, underlays = (
+            families["podCIDR"],
+            families["serviceCIDR"],
+            families["underlayCIDR"],
         )
+        service_cidr = next(iter(service_cidrs.values()), None)
+        # The load balancer's pool and address are IPv4 (netemu.node.cloudlb).
+        underlay = underlays.get(4)
 
         node_ports = _parse_port_range(spec.node_port_range)
         if node_ports is None:
@@ -1856,6 +1877,8 @@ class _Checker:
         if dns is None:
             self.report(item, ("spec", "clusterDNS"), _IP_MSG)
         elif service_cidr is not None:
+            if dns.version in service_cidrs:
+                service_cidr = service_cidrs[dns.version]  # the DNS Service's family
             if dns not in service_cidr:
                 self.report(
                     item, ("spec", "clusterDNS"), f"must be inside serviceCIDR {service_cidr}"
@@ -1870,14 +1893,49 @@ class _Checker:
 
         if not spec.nodes:
             self.report(item, ("spec", "nodes"), "a Lab needs at least one node")
-        self.check_lab_hosts(item, lab, underlay)
+        self.check_lab_hosts(item, lab, underlays)
         self.check_lab_load_balancer(item, lab, underlay)
         self.check_lab_load_balancer_host(item, lab, underlay)
-        self.check_lab_pod_cidrs(item, lab, pod_cidr)
-        return _LabRanges(service_cidr, node_ports, spec.node_port_range)
+        self.check_lab_pod_cidrs(item, lab, pod_cidrs)
+        primary = next(iter(service_cidrs.values()), None)
+        return _LabRanges(primary, node_ports, spec.node_port_range, service_cidrs)
 
-    def check_lab_hosts(self, item: Loaded, lab: Lab, underlay: Any) -> None:
-        """Node and external-client names and underlay addresses."""
+    def check_networks(self, item: Loaded, path: FieldPath, value: str) -> dict[int, Any]:
+        """One CIDR, or a dual-stack pair "A,B" (kube-apiserver's
+        --service-cluster-ip-range, kube-controller-manager's --cluster-cidr):
+        at most two, of different IP families. The valid ones by IP version,
+        the primary first."""
+        parts = split_family_list(value)
+        found: dict[int, Any] = {}
+        if not parts:
+            self.report(item, path, _CIDR_MSG)
+            return found
+        if len(parts) > 2:
+            self.report(
+                item,
+                path,
+                f'"{value}" lists {len(parts)} CIDRs: expected one, or two of different IP '
+                'families (a dual-stack pair such as "10.96.0.0/12,fd00:10:96::/112")',
+            )
+            return found
+        for part in parts:
+            net = self.check_network(item, path, part)
+            if net is None:
+                continue
+            if net.version in found:
+                self.report(
+                    item,
+                    path,
+                    f'"{value}": a dual-stack pair needs one IPv4 and one IPv6 CIDR, '
+                    f"not two IPv{net.version}",
+                )
+                continue
+            found[net.version] = net
+        return found
+
+    def check_lab_hosts(self, item: Loaded, lab: Lab, underlays: dict[int, Any]) -> None:
+        """Node and external-client names and underlay addresses (one, or one
+        per family as the kubelet's --node-ip takes them)."""
         hosts: list[tuple[FieldPath, str, FieldPath, str]] = []
         for i, node in enumerate(lab.spec.nodes):
             path: FieldPath = ("spec", "nodes", i)
@@ -1898,36 +1956,82 @@ class _Checker:
                     "node and external client names must be unique",
                 )
             names.setdefault(name, path)
-            ip = parse_ip(value)
+            for ip in self.check_host_ips(item, ip_path, value):
+                self.check_host_ip(item, ip_path, ip, underlays, addresses)
+        for i, node in enumerate(lab.spec.nodes):
+            self.check_labels(item, ("spec", "nodes", i, "labels"), node.labels)
+
+    def check_host_ips(self, item: Loaded, path: FieldPath, value: str) -> list[Any]:
+        """The valid addresses of a dual-stack address list ("IPv4,IPv6")."""
+        parts = split_family_list(value)
+        if not parts:
+            self.report(item, path, _IP_MSG)
+            return []
+        if len(parts) > 2:
+            self.report(
+                item, path, f'"{value}": expected one address, or one IPv4 and one IPv6 address'
+            )
+            return []
+        out: list[Any] = []
+        for part in parts:
+            ip = parse_ip(part)
             if ip is None:
-                self.report(item, ip_path, _IP_MSG)
-                continue
-            if underlay is not None:
-                if ip not in underlay:
-                    self.report(item, ip_path, f"must be inside underlayCIDR {underlay}")
-                elif reserved := _reserved_address(ip, underlay):
-                    self.report(
-                        item,
-                        ip_path,
-                        f"{ip} is the {reserved} address of underlayCIDR {underlay}; use a host "
-                        "address inside it",
-                    )
-            if ip in addresses:
+                self.report(item, path, _IP_MSG)
+            elif any(ip.version == seen.version for seen in out):
+                self.report(
+                    item,
+                    path,
+                    f'"{value}": a dual-stack pair needs one IPv4 and one IPv6 address, '
+                    f"not two IPv{ip.version}",
+                )
+            else:
+                out.append(ip)
+        return out
+
+    def check_host_ip(
+        self,
+        item: Loaded,
+        ip_path: FieldPath,
+        ip: Any,
+        underlays: dict[int, Any],
+        addresses: dict[Any, FieldPath],
+    ) -> None:
+        underlay = underlays.get(ip.version)
+        if underlays and underlay is None:
+            self.report(
+                item,
+                ip_path,
+                f"{ip} is IPv{ip.version}, but underlayCIDR has no IPv{ip.version} CIDR: "
+                "give underlayCIDR one CIDR per family of the addresses (a dual-stack pair "
+                '"IPv4CIDR,IPv6CIDR")',
+            )
+            return
+        if underlay is not None:
+            if ip not in underlay:
+                self.report(item, ip_path, f"must be inside underlayCIDR {underlay}")
+            elif reserved := _reserved_address(ip, underlay):
                 self.report(
                     item,
                     ip_path,
-                    f"{ip} is already used by {format_field_path(addresses[ip])}; underlay "
-                    "addresses must be unique",
+                    f"{ip} is the {reserved} address of underlayCIDR {underlay}; use a host "
+                    "address inside it",
                 )
-            addresses.setdefault(ip, ip_path)
-        for i, node in enumerate(lab.spec.nodes):
-            self.check_labels(item, ("spec", "nodes", i, "labels"), node.labels)
+        if ip in addresses:
+            self.report(
+                item,
+                ip_path,
+                f"{ip} is already used by {format_field_path(addresses[ip])}; underlay "
+                "addresses must be unique",
+            )
+        addresses.setdefault(ip, ip_path)
 
     def check_lab_load_balancer(self, item: Loaded, lab: Lab, underlay: Any) -> None:
         """The load-balancer pool: ranges "A-B" or CIDRs of IPv4 addresses
         inside the underlay, apart from the nodes, the clients and each other."""
-        hosts = {node.underlay_ip: f"node {node.name}" for node in lab.spec.nodes} | {
-            client.ip: f"external client {client.name}" for client in lab.spec.external_clients
+        hosts = {ip: f"node {node.name}" for node in lab.spec.nodes for ip in node.underlay_ips} | {
+            ip: f"external client {client.name}"
+            for client in lab.spec.external_clients
+            for ip in client.ips
         }
         seen: dict[Any, int] = {}
         for i, entry in enumerate(lab.spec.load_balancer.addresses):
@@ -1971,9 +2075,13 @@ class _Checker:
         if spec.ip is not None:
             ip_path: FieldPath = (*base, "ip")
             ip = parse_ip(spec.ip)
-            used = {parse_ip(n.underlay_ip): f"node {n.name}" for n in lab.spec.nodes}
+            used = {parse_ip(a): f"node {n.name}" for n in lab.spec.nodes for a in n.underlay_ips}
             used.update(
-                {parse_ip(c.ip): f"external client {c.name}" for c in lab.spec.external_clients}
+                {
+                    parse_ip(a): f"external client {c.name}"
+                    for c in lab.spec.external_clients
+                    for a in c.ips
+                }
             )
             if ip is None:
                 self.report(item, ip_path, _IP_MSG)
@@ -2015,48 +2123,59 @@ class _Checker:
             if value < 1:
                 self.report(item, (*hc, name), "must be at least 1")
 
-    def check_lab_pod_cidrs(self, item: Loaded, lab: Lab, pod_cidr: Any) -> None:
-        """Explicit node podCIDRs fit the Lab's podCIDR; the rest can be allocated."""
+    def check_lab_pod_cidrs(self, item: Loaded, lab: Lab, pod_cidrs: dict[int, Any]) -> None:
+        """Explicit node podCIDRs (one per family of the Lab's podCIDR) fit the
+        Lab's podCIDR of their family; the rest can be allocated."""
         explicit: list[tuple[int, Any]] = []
         for i, node in enumerate(lab.spec.nodes):
             if node.pod_cidr is None:
                 continue
             path: FieldPath = ("spec", "nodes", i, "podCIDR")
-            net = self.check_network(item, path, node.pod_cidr)
-            if net is None:
+            nets = self.check_networks(item, path, node.pod_cidr)
+            if pod_cidrs and len(nets) == len(node.pod_cidrs) and set(nets) != set(pod_cidrs):
+                self.report(
+                    item,
+                    path,
+                    f"needs one CIDR per family of the Lab's podCIDR "
+                    f"({', '.join(str(n) for n in pod_cidrs.values())})",
+                )
                 continue
-            if pod_cidr is not None and net not in pod_cidr:
-                self.report(item, path, f"must be inside the Lab's podCIDR {pod_cidr}")
-                continue
-            for j, other in explicit:
-                if _overlap(net, other):
-                    self.report(
-                        item,
-                        path,
-                        f"overlaps {other}, the podCIDR of node {lab.spec.nodes[j].name} "
-                        f"(spec.nodes[{j}].podCIDR); node podCIDRs must not overlap",
-                    )
-                    break
-            else:
-                explicit.append((i, net))
+            for net in nets.values():
+                pod_cidr = pod_cidrs.get(net.version)
+                if pod_cidr is not None and net not in pod_cidr:
+                    self.report(item, path, f"must be inside the Lab's podCIDR {pod_cidr}")
+                    continue
+                for j, other in explicit:
+                    if _overlap(net, other):
+                        self.report(
+                            item,
+                            path,
+                            f"overlaps {other}, the podCIDR of node {lab.spec.nodes[j].name} "
+                            f"(spec.nodes[{j}].podCIDR); node podCIDRs must not overlap",
+                        )
+                        break
+                else:
+                    explicit.append((i, net))
         waiting = [n.name for n in lab.spec.nodes if n.pod_cidr is None]
-        if pod_cidr is None or not waiting:
+        if not waiting:
             return
-        # kube-controller-manager's defaults: a /24 per node (IPv4), a /64 (IPv6).
-        size = DEFAULT_NODE_POD_PREFIX if pod_cidr.version == 4 else 64
-        total = 1 << (size - pod_cidr.prefixlen) if pod_cidr.prefixlen <= size else 0
-        used = _subnets_taken(pod_cidr, size, [net for _, net in explicit])
-        free = max(total - used, 0)
-        if free < len(waiting):
-            wanted = size - (used + len(waiting) - 1).bit_length()
-            self.report(
-                item,
-                ("spec", "podCIDR"),
-                f"{pod_cidr} has room for {free} more /{size} node subnet(s), but "
-                f"{len(waiting)} node(s) have no explicit podCIDR ({', '.join(waiting)}): "
-                f"use a podCIDR of at least /{wanted} "
-                "or give nodes explicit podCIDRs",
-            )
+        for pod_cidr in pod_cidrs.values():
+            # kube-controller-manager's defaults: a /24 per node (IPv4), a /64 (IPv6).
+            size = DEFAULT_NODE_POD_PREFIX if pod_cidr.version == 4 else 64
+            total = 1 << (size - pod_cidr.prefixlen) if pod_cidr.prefixlen <= size else 0
+            taken = [net for _, net in explicit if net.version == pod_cidr.version]
+            used = _subnets_taken(pod_cidr, size, taken)
+            free = max(total - used, 0)
+            if free < len(waiting):
+                wanted = size - (used + len(waiting) - 1).bit_length()
+                self.report(
+                    item,
+                    ("spec", "podCIDR"),
+                    f"{pod_cidr} has room for {free} more /{size} node subnet(s), but "
+                    f"{len(waiting)} node(s) have no explicit podCIDR ({', '.join(waiting)}): "
+                    f"use a podCIDR of at least /{wanted} "
+                    "or give nodes explicit podCIDRs",
+                )
 
 
 # ---------------------------------------------------------------- helpers
@@ -2106,8 +2225,10 @@ def _lab_pool(lab: Lab) -> set[Any]:
         pool = (
             parse_pool(lab.spec.load_balancer.addresses)
             if lab.spec.load_balancer.addresses
-            else default_pool(lab.spec.underlay_cidr)
+            else default_pool(next(c for c in lab.spec.underlay_cidrs if ":" not in c))
         )
+    except StopIteration:
+        return set()  # no IPv4 underlay, no default pool
     except ValueError:
         return set()
     return {parse_ip(str(ip)) for ip in pool}

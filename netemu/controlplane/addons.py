@@ -162,13 +162,13 @@ API_SECURE_PORT = 6443
 def api_service_ip(lab: Lab) -> str:
     """The first address of the service CIDR (the API server's
     GetAPIServerServiceIP, which the IP allocator never hands out)."""
-    network = ipaddress.ip_network(lab.spec.service_cidr, strict=False)
+    network = ipaddress.ip_network(lab.spec.service_cidrs[0], strict=False)
     return str(network.network_address + 1)
 
 
 def api_endpoint_ip(lab: Lab) -> str:
     """The stand-in API server's address: the first node's (the control-plane node)."""
-    return lab.spec.nodes[0].underlay_ip
+    return lab.spec.nodes[0].underlay_ips[0]
 
 
 def api_service(lab: Lab) -> Service:

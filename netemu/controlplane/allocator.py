@@ -16,6 +16,10 @@ hash(namespace/name[/port]) within the band and probes linearly, so the
 result is deterministic and does not move when unrelated Services are added.
 Ports of one Service with the same port number (TCP and UDP 53, say) share
 one nodePort, as in initNodePorts.
+
+On a dual-stack cluster each service CIDR has its own range, and a Service
+gets one clusterIP per entry of spec.ipFamilies, in that order
+(allocClusterIPs); its nodePorts serve both families.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class ServiceAllocatorController:
     def reconcile(self) -> bool:
         settings = read_settings(self.client)
         services = self.client.list(Service).items
-        ips = IPRange(settings.service_cidr)
+        ips = FamilyRanges(settings.service_cidrs or (settings.service_cidr,))
         ports = PortRange(*settings.node_port_range)
         for svc in services:
             for ip in svc.spec.cluster_ips or [svc.spec.cluster_ip or ""]:
@@ -67,7 +71,9 @@ class ServiceAllocatorController:
         return changed
 
 
-def allocate(svc: Service, ips: IPRange, ports: PortRange, settings: ClusterSettings) -> Service:
+def allocate(
+    svc: Service, ips: FamilyRanges, ports: PortRange, settings: ClusterSettings
+) -> Service:
     spec = svc.spec
     if spec.type is None or spec.type == "ExternalName":
         # Not defaulted yet, or needs nothing allocated.
@@ -75,14 +81,11 @@ def allocate(svc: Service, ips: IPRange, ports: PortRange, settings: ClusterSett
     key = f"{svc.metadata.namespace}/{svc.metadata.name}"
     update: dict[str, Any] = {}
 
-    if not spec.cluster_ip and not spec.cluster_ips:
-        family = spec.ip_families[0] if spec.ip_families else settings.ip_family
-        wanted = "IPv6" if settings.service_cidr.version == 6 else "IPv4"
-        if family == wanted:
-            ip = ips.allocate(key)
-            if ip is not None:
-                update["cluster_ip"] = ip
-                update["cluster_ips"] = [ip]
+    given = spec.cluster_ips or ([spec.cluster_ip] if spec.cluster_ip else [])
+    cluster_ips = _allocate_cluster_ips(given, list(spec.ip_families), ips, key, settings)
+    if cluster_ips != given:
+        update["cluster_ips"] = cluster_ips
+        update["cluster_ip"] = cluster_ips[0]
 
     if spec.type in ("NodePort", "LoadBalancer"):
         new_ports = _allocate_node_ports(svc, ports, key)
@@ -101,6 +104,30 @@ def allocate(svc: Service, ips: IPRange, ports: PortRange, settings: ClusterSett
     if not update:
         return svc
     return svc.model_copy(update={"spec": spec.model_copy(update=update)})
+
+
+def _allocate_cluster_ips(
+    current: list[str],
+    families: list[str],
+    ranges: FamilyRanges,
+    key: str,
+    settings: ClusterSettings,
+) -> list[str]:
+    """allocClusterIPs: one IP per family of spec.ipFamilies, in that order,
+    keeping those given; headless Services get none. Before defaulting has
+    settled the families, the cluster's primary family stands in."""
+    if current and current[0] == "None":
+        return current
+    out = list(current)
+    wanted = families or [settings.ip_family]
+    for i, family in enumerate(wanted):
+        if i < len(out):
+            continue
+        ip = ranges.allocate(family, key if i == 0 else f"{key}:{family}")
+        if ip is None:
+            break  # that family is not configured, or its range is full
+        out.append(ip)
+    return out
 
 
 def _allocate_node_ports(svc: Service, ports: PortRange, key: str) -> list[ServicePort]:
@@ -171,6 +198,21 @@ class IPRange:
             return None
         self.used.add(index)
         return str(ipaddress.ip_address(self.base + index))
+
+
+class FamilyRanges:
+    """One IPRange per configured service CIDR, by family."""
+
+    def __init__(self, cidrs: tuple[IPNetwork, ...]) -> None:
+        self.by_family = {f"IPv{c.version}": IPRange(c) for c in cidrs}
+
+    def reserve(self, text: str) -> None:
+        for ips in self.by_family.values():
+            ips.reserve(text)
+
+    def allocate(self, family: str, key: str) -> str | None:
+        ips = self.by_family.get(family)
+        return ips.allocate(key) if ips is not None else None
 
 
 class PortRange:

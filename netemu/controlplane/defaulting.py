@@ -24,7 +24,8 @@ defaulting of hostNetwork pods, and defaulting inside workload templates.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, cast
 
 from netemu.api.config import DEFAULT_AFFINITY_TIMEOUT
 from netemu.api.core import (
@@ -37,14 +38,13 @@ from netemu.api.core import (
     ServiceSpec,
     SessionAffinityConfig,
 )
+from netemu.api.ipfamilies import IPFamily, settle_ip_families
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import sorted_map, write
 from netemu.controlplane.podstatus import qos_class
 from netemu.controlplane.settings import read_settings
 
 LABEL_NAMESPACE_NAME = "kubernetes.io/metadata.name"
-
-IPFamily = Literal["IPv4", "IPv6"]
 
 
 class DefaultingController:
@@ -57,9 +57,9 @@ class DefaultingController:
 
     def reconcile(self) -> bool:
         changed = False
-        family = read_settings(self.client).ip_family
+        families = cast(list[IPFamily], read_settings(self.client).ip_families)
         for svc in self.client.list(Service).items:
-            changed |= write(self.client, svc, default_service(svc, family))
+            changed |= write(self.client, svc, default_service(svc, families))
         for ns in self.client.list(Namespace).items:
             changed |= write(self.client, ns, default_namespace(ns))
         for pod in self.client.list(Pod).items:
@@ -75,7 +75,8 @@ def externally_accessible(spec: ServiceSpec) -> bool:
     )
 
 
-def default_service(svc: Service, family: str = "IPv4") -> Service:
+def default_service(svc: Service, cluster: Sequence[IPFamily] = ("IPv4",)) -> Service:
+    """`cluster`: the service IP families of the cluster, primary first."""
     spec = svc.spec
     update: dict[str, Any] = {}
     svc_type = spec.type or "ClusterIP"
@@ -112,7 +113,7 @@ def default_service(svc: Service, family: str = "IPv4") -> Service:
         update["health_check_node_port"] = None
 
     if svc_type != "ExternalName":
-        update.update(_ip_fields(spec, family))
+        update.update(_ip_fields(spec, cluster))
 
     new_spec = spec.model_copy(update=update)
     if new_spec == spec:
@@ -130,8 +131,10 @@ def _default_port(port: ServicePort, svc_type: str) -> ServicePort:
     return port.model_copy(update=update) if update else port
 
 
-def _ip_fields(spec: ServiceSpec, family: str) -> dict[str, Any]:
-    """clusterIP/clusterIPs mirroring and the IP family defaults of the registry."""
+def _ip_fields(spec: ServiceSpec, cluster: Sequence[IPFamily]) -> dict[str, Any]:
+    """clusterIP/clusterIPs mirroring and the IP family defaults of the registry
+    (initIPFamilyFields, netemu.api.ipfamilies). A Service the API server would
+    refuse keeps what could be settled; validation reports why."""
     update: dict[str, Any] = {}
     cluster_ip, cluster_ips = spec.cluster_ip, list(spec.cluster_ips)
     if cluster_ip and not cluster_ips:
@@ -140,26 +143,16 @@ def _ip_fields(spec: ServiceSpec, family: str) -> dict[str, Any]:
         cluster_ip = cluster_ips[0]
     update["cluster_ip"] = cluster_ip
     update["cluster_ips"] = cluster_ips
-
-    headless = cluster_ip == "None"
-    selectorless = not spec.selector
-    policy = spec.ip_family_policy
-    families: list[IPFamily] = list(spec.ip_families)
-    if policy is None:
-        # Headless Services without a selector default to RequireDualStack, which
-        # on a single-stack cluster lists both families (initIPFamilyFields).
-        policy = "RequireDualStack" if headless and selectorless else "SingleStack"
-    if not families:
-        for ip in cluster_ips:
-            if ip == "None":
-                break
-            families.append("IPv6" if ":" in ip else "IPv4")
-        if not families:
-            families = ["IPv6" if family == "IPv6" else "IPv4"]
-    if headless and selectorless and len(families) < 2 and policy != "SingleStack":
-        families.append("IPv6" if families[0] == "IPv4" else "IPv4")
-    update["ip_family_policy"] = policy
-    update["ip_families"] = families
+    settled = settle_ip_families(
+        cluster_ip=cluster_ip,
+        cluster_ips=cluster_ips,
+        families=spec.ip_families,
+        policy=spec.ip_family_policy,
+        has_selector=bool(spec.selector),
+        cluster=cluster,
+    )
+    update["ip_family_policy"] = settled.policy
+    update["ip_families"] = settled.families
     return update
 
 

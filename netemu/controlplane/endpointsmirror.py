@@ -277,10 +277,17 @@ class EndpointsController:
 
 
 def endpoints_of(svc: Service, slices: Sequence[EndpointSlice]) -> Endpoints:
-    """The Endpoints the endpoints controller writes for `svc`."""
+    """The Endpoints the endpoints controller writes for `svc`: one address
+    per pod, of the Service's primary IP family only (ipFamilies[0], else its
+    clusterIP's family), as podToEndpointAddressForService picks it
+    (pkg/controller/endpoint/endpoints_controller.go); so the slices of that
+    address type."""
     publish = bool(svc.spec.publish_not_ready_addresses)
+    family = _primary_family(svc)
     subsets: dict[_PortsKey, tuple[dict[str, EndpointAddress], dict[str, EndpointAddress]]] = {}
     for eps in slices:
+        if family is not None and eps.address_type != family:
+            continue
         ports = _slice_ports(eps)
         ready_set, not_ready_set = subsets.setdefault(ports, ({}, {}))
         for endpoint in eps.endpoints:
@@ -323,6 +330,17 @@ def endpoints_of(svc: Service, slices: Sequence[EndpointSlice]) -> Endpoints:
         ),
         subsets=out,
     )
+
+
+def _primary_family(svc: Service) -> str | None:
+    """The family the endpoints controller takes pod IPs of; None for a
+    headless Service without ipFamilies (then each pod's own)."""
+    if svc.spec.ip_families:
+        return svc.spec.ip_families[0]
+    ip = svc.spec.cluster_ip
+    if ip and ip != "None":
+        return "IPv6" if ":" in ip else "IPv4"
+    return None
 
 
 def _ip_order(ip: str) -> tuple[int, int]:

@@ -58,8 +58,12 @@ def lab_pool(lab: Lab) -> list[ipaddress.IPv4Address]:
     and external clients' addresses."""
     if lab.spec.load_balancer.addresses:
         return parse_pool(lab.spec.load_balancer.addresses)
-    taken = {n.underlay_ip for n in lab.spec.nodes} | {c.ip for c in lab.spec.external_clients}
-    return [ip for ip in default_pool(lab.spec.underlay_cidr) if str(ip) not in taken]
+    taken = {ip for n in lab.spec.nodes for ip in n.underlay_ips} | {
+        ip for c in lab.spec.external_clients for ip in c.ips
+    }
+    # The pool is IPv4 (the load balancer's addresses): none on an IPv6-only underlay.
+    v4 = [cidr for cidr in lab.spec.underlay_cidrs if ":" not in cidr]
+    return [ip for ip in (default_pool(v4[0]) if v4 else []) if str(ip) not in taken]
 
 
 def is_managed(svc: Service) -> bool:

@@ -5,6 +5,10 @@ Nodes without spec.podCIDR get the first free block of the cluster CIDR
 10.244.0.0/16), /24 blocks as kubeadm's default node-cidr-mask-size. Lab
 nodes are served in lab order, then other Nodes by name; blocks overlapping
 any podCIDR already set are skipped. spec.podCIDRs mirrors spec.podCIDR.
+On a dual-stack cluster (a cluster CIDR per family) a node gets one block
+of each, in the cluster CIDRs' order, IPv4 /24 and IPv6 /64 (the range
+allocator's dual-stack mode, one CIDR set per --cluster-cidr entry,
+pkg/controller/nodeipam/ipam/range_allocator.go).
 When the cluster CIDR is exhausted a node keeps no podCIDR (Kubernetes
 reports CIDRNotAvailable) and its pods get no IP.
 """
@@ -48,7 +52,10 @@ class NodeIpamController:
                     taken.append(ipaddress.ip_network(cidr or "", strict=False))
                 except ValueError:
                     continue
-        blocks = _free_blocks(settings.cluster_cidr, settings.node_cidr_prefix, taken)
+        blocks = [
+            _free_blocks(cidr, settings.node_cidr_prefix_of(cidr), taken)
+            for cidr in settings.cluster_cidrs or (settings.cluster_cidr,)
+        ]
 
         changed = False
         for node in nodes:
@@ -62,10 +69,11 @@ class NodeIpamController:
                 new_spec = spec.model_copy(update={"pod_cidr": spec.pod_cidrs[0]})
                 changed |= write(self.client, node, node.model_copy(update={"spec": new_spec}))
                 continue
-            block = next(blocks, None)
-            if block is None:
-                continue
-            new_spec = spec.model_copy(update={"pod_cidr": str(block), "pod_cidrs": [str(block)]})
+            chosen = [next(family_blocks, None) for family_blocks in blocks]
+            if any(block is None for block in chosen):
+                continue  # CIDRNotAvailable: all families or none
+            cidrs = [str(block) for block in chosen]
+            new_spec = spec.model_copy(update={"pod_cidr": cidrs[0], "pod_cidrs": cidrs})
             changed |= write(self.client, node, node.model_copy(update={"spec": new_spec}))
         return changed
 

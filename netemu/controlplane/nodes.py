@@ -59,14 +59,16 @@ def node_for(lab_node: LabNode) -> Node:
     # The kubelet sets the well-known labels first; --node-labels override them.
     labels = {LABEL_HOSTNAME: lab_node.name, LABEL_OS: "linux", **lab_node.labels}
     spec = NodeSpec()
-    if lab_node.pod_cidr:
-        spec = NodeSpec(pod_cidr=lab_node.pod_cidr, pod_cidrs=[lab_node.pod_cidr])
+    if lab_node.pod_cidrs:
+        spec = NodeSpec(pod_cidr=lab_node.pod_cidrs[0], pod_cidrs=lab_node.pod_cidrs)
     return Node(
         metadata=ObjectMeta(name=lab_node.name, labels=sorted_map(labels)),
         spec=spec,
         status=NodeStatus(
+            # A kubelet given --node-ip=IPv4,IPv6 reports an InternalIP per
+            # family, primary first (pkg/kubelet/nodestatus/setters.go).
             addresses=[
-                NodeAddress(type="InternalIP", address=lab_node.underlay_ip),
+                *(NodeAddress(type="InternalIP", address=ip) for ip in lab_node.underlay_ips),
                 NodeAddress(type="Hostname", address=lab_node.name),
             ]
         ),

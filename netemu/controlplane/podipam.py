@@ -95,15 +95,16 @@ class PodIpamController:
         status = pod.status
         host_ip = node.internal_ips()[0] if node is not None and node.internal_ips() else None
         pod_ip = status.pod_ip or (status.pod_ips[0].ip if status.pod_ips else None)
+        pod_ips = [p.ip for p in status.pod_ips]
         fresh = pod_ip is None
         if pod_ip is None and node is not None:
             if pod.spec.host_network:
                 pod_ip = host_ip
+                # A host-network pod has the node's IPs, one per family.
+                pod_ips = node.internal_ips()
             else:
-                addr = self._allocate(node, used)
-                if addr is not None:
-                    used.add(addr)
-                    pod_ip = str(addr)
+                pod_ips = self._allocate_all(node, used)
+                pod_ip = pod_ips[0] if pod_ips else None
         if pod_ip is None:
             # No sandbox: the pod waits (ContainerCreating), without an address.
             waiting: dict[str, Any] = {}
@@ -117,7 +118,7 @@ class PodIpamController:
 
         update: dict[str, Any] = {
             "pod_ip": pod_ip,
-            "pod_ips": list(status.pod_ips) or [PodIP(ip=pod_ip)],
+            "pod_ips": list(status.pod_ips) or [PodIP(ip=ip) for ip in pod_ips or [pod_ip]],
         }
         if status.phase is None or (fresh and status.phase == "Pending"):
             update["phase"] = "Running"
@@ -125,7 +126,9 @@ class PodIpamController:
             update["host_ip"] = host_ip
         host = update.get("host_ip", status.host_ip)
         if not status.host_ips and host is not None:
-            update["host_ips"] = [PodIP(ip=host)]
+            # hostIPs: the node's InternalIP of each family, primary first.
+            others = [ip for ip in (node.internal_ips() if node is not None else []) if ip != host]
+            update["host_ips"] = [PodIP(ip=host), *(PodIP(ip=ip) for ip in others[:1])]
         # In a live lab a pod with init containers starts initializing: its
         # kubelet runs them first and reports their progress itself
         # (netemu.node.initcontainers).
@@ -162,17 +165,30 @@ class PodIpamController:
         new_status: PodStatus = status.model_copy(update=update)
         return pod.model_copy(update={"status": new_status})
 
-    def _allocate(self, node: Node, used: set[IPAddress]) -> IPAddress | None:
+    def _allocate_all(self, node: Node, used: set[IPAddress]) -> list[str]:
+        """host-local with one range per podCIDR of the node: an address of
+        each family, in the node's podCIDRs order (the primary first), or none
+        at all when a family's range is full (the sandbox fails)."""
+        cidrs = [_network(c) for c in node.spec.pod_cidrs or [node.spec.pod_cidr or ""]]
+        found: list[IPAddress] = []
+        for cidr in cidrs:
+            if cidr is None:
+                return []
+            addr = self._allocate(node, cidr, used)
+            if addr is None:
+                return []
+            found.append(addr)
+        used.update(found)
+        return [str(addr) for addr in found]
+
+    def _allocate(self, node: Node, cidr: IPNetwork, used: set[IPAddress]) -> IPAddress | None:
         """host-local: the next free address after the last one reserved."""
-        cidr = _network(node.spec.pod_cidr)
-        if cidr is None:
-            return None
         first = int(cidr.network_address) + 2  # .1 is the bridge gateway
         last = int(cidr.broadcast_address) - (1 if cidr.version == 4 else 0)
         size = last - first + 1
         if size <= 0:
             return None
-        name = node.metadata.name or ""
+        name = f"{node.metadata.name or ''}/IPv{cidr.version}"
         previous = self._last_reserved.get(name)
         start = 0
         if previous is not None and first <= int(previous) <= last:

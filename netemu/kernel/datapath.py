@@ -20,6 +20,7 @@ neighbour entries in them. Must not touch: the host's root namespace.
 from __future__ import annotations
 
 import functools
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +32,11 @@ from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 from netemu.kernel import netns
 from netemu.kernel.journal import Journal
 from netemu.net.plan import (
+    IPV6_NAMESPACE_SYSCTLS,
     POD_BRIDGE,
     POD_IFNAME,
     VXLAN_DEVICE,
+    VXLAN_DEVICE_V6,
     VXLAN_VNI,
     ClientPlan,
     LoadBalancerPlan,
@@ -53,6 +56,14 @@ _RTPROT_BOOT = 3
 LOOPBACK_IFINDEX = 1
 POD_ETH0_IFINDEX = 2
 _NTF_SELF = 0x02
+# flannel gives flannel-v6.1 20 bytes less than flannel.1: its outer IPv6
+# header is 40 bytes, IPv4's 20 (pkg/backend/vxlan, the v6 device's MTU).
+_VXLAN6_OVERHEAD = 20
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -127,9 +138,13 @@ class Datapath:
     @_on_worker
     def build_underlay(self, plan: UnderlayPlan) -> None:
         ipr = self._new_netns(plan.netns)
+        if plan.gateway_ip6:
+            netns.write_sysctls(plan.netns, dict(IPV6_NAMESPACE_SYSCTLS))
         ipr.link("add", ifname=plan.bridge, kind="bridge", address=plan.bridge_mac)
         bridge = self._index(ipr, plan.bridge)
         ipr.addr("add", index=bridge, address=plan.gateway_ip, prefixlen=plan.prefixlen)
+        if plan.gateway_ip6:
+            ipr.addr("add", index=bridge, address=plan.gateway_ip6, prefixlen=plan.prefixlen6)
         ipr.link("set", index=bridge, state="up")
 
     def _attach_to_underlay(
@@ -201,10 +216,64 @@ class Datapath:
                     flags=_NTF_SELF,
                 )
         self._add_routes(ipr, plan.routes)
+        if plan.ipv6 is not None:
+            self._build_node_ipv6(ipr, plan, eth0, bridge)
+
+    def _build_node_ipv6(self, ipr: IPRoute, plan: NodePlan, eth0: int, bridge: int) -> None:
+        """A dual-stack node's IPv6 side: its underlay address, cni0's IPv6
+        gateway, and with vxlan flannel-v6.1 with every peer's neighbour and
+        FDB entries, as flannel's dual-stack VXLAN backend writes them."""
+        v6 = plan.ipv6
+        assert v6 is not None
+        six = socket.AF_INET6
+        ipr.addr("add", index=eth0, address=v6.underlay_ip, prefixlen=v6.underlay_prefixlen)
+        ipr.addr("add", index=bridge, address=v6.bridge_ip, prefixlen=v6.pod_prefixlen)
+        if plan.overlay == "vxlan":
+            ipr.link(
+                "add",
+                ifname=VXLAN_DEVICE_V6,
+                kind="vxlan",
+                vxlan_id=VXLAN_VNI,
+                vxlan_local6=v6.underlay_ip,
+                vxlan_link=eth0,
+                vxlan_port=plan.vxlan_port,
+                vxlan_learning=0,
+                address=v6.vtep_mac,
+                mtu=plan.pod_mtu - _VXLAN6_OVERHEAD,
+            )
+            vxlan = self._index(ipr, VXLAN_DEVICE_V6)
+            netns.write_sysctls(
+                plan.netns, dict(host_link_sysctls(VXLAN_DEVICE_V6)), ignore_missing=True
+            )
+            ipr.addr("add", index=vxlan, address=v6.vtep_ip, prefixlen=128)
+            ipr.link("set", index=vxlan, state="up")
+            for peer in v6.peers:
+                ipr.neigh(
+                    "add",
+                    family=six,
+                    dst=peer.vtep_ip,
+                    lladdr=peer.vtep_mac,
+                    ifindex=vxlan,
+                    state=NUD_PERMANENT,
+                )
+                ipr.fdb(
+                    "append",
+                    ifindex=vxlan,
+                    lladdr=peer.vtep_mac,
+                    dst=peer.underlay_ip,
+                    state=NUD_PERMANENT,
+                    flags=_NTF_SELF,
+                )
+        self._add_routes(ipr, v6.routes)
 
     def _add_routes(self, ipr: IPRoute, routes: Iterable[Route]) -> None:
         for route in routes:
-            args: dict[str, object] = {"dst": "0.0.0.0/0" if route.dst == "default" else route.dst}
+            family = _family(route.via or route.dst)
+            default = "::/0" if family == socket.AF_INET6 else "0.0.0.0/0"
+            args: dict[str, object] = {
+                "dst": default if route.dst == "default" else route.dst,
+                "family": family,
+            }
             if route.via:
                 args["gateway"] = route.via
             if route.device:
@@ -218,8 +287,12 @@ class Datapath:
     @_on_worker
     def build_client(self, plan: ClientPlan, underlay: UnderlayPlan) -> None:
         ipr = self._new_netns(plan.netns)
+        if plan.ip6:
+            netns.write_sysctls(plan.netns, dict(IPV6_NAMESPACE_SYSCTLS))
         _, eth0 = self._attach_to_underlay(underlay, plan.netns, plan.switch_port)
         ipr.addr("add", index=eth0, address=plan.ip, prefixlen=plan.prefixlen)
+        if plan.ip6:
+            ipr.addr("add", index=eth0, address=plan.ip6, prefixlen=plan.prefixlen6)
         ipr.link("set", index=eth0, state="up")
         self._add_routes(ipr, plan.routes)
 
@@ -320,12 +393,17 @@ class Datapath:
         # Before the address, as the plugin: arp_notify then announces it when eth0 comes up.
         netns.write_sysctls(pod.netns, dict(pod_sysctls()), ignore_missing=True)
         ipr.addr("add", index=POD_ETH0_IFINDEX, address=pod.ip, prefixlen=pod.prefixlen)
+        if pod.ip6:
+            ipr.addr("add", index=POD_ETH0_IFINDEX, address=pod.ip6, prefixlen=pod.prefixlen6)
         ipr.link("set", index=POD_ETH0_IFINDEX, state="up")
-        for route in pod.routes:
+        for route in (*pod.routes, *pod.routes6):
             # proto boot, as a netlink route add without a protocol (the plugin's) has.
+            family = _family(route.via or route.dst)
+            default = "::/0" if family == socket.AF_INET6 else "0.0.0.0/0"
             ipr.route(
                 "add",
-                dst="0.0.0.0/0" if route.dst == "default" else route.dst,
+                family=family,
+                dst=default if route.dst == "default" else route.dst,
                 gateway=route.via,
                 oif=POD_ETH0_IFINDEX,
                 proto=_RTPROT_BOOT,

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 from netemu.rules.model import ParseError, RuleSet, parse_restore
 
 Backend = Literal["nft", "legacy"]
+Family = Literal["IPv4", "IPv6"]
 
 
 class IptablesError(RuntimeError):
@@ -28,30 +29,34 @@ class Iptables(Protocol):
 
 @dataclass
 class KernelIptables:
-    """iptables-restore / iptables-save of one backend, run in namespace `netns`."""
+    """iptables-restore / iptables-save of one backend, run in namespace
+    `netns`; ip6tables-restore / ip6tables-save for the IPv6 family (kube-proxy's
+    IPv6 proxier)."""
 
     netns: str
     backend: Backend = "nft"
+    family: Family = "IPv4"
 
-    def _command(self, tool: str) -> list[str]:
-        # iptables-nft-restore / iptables-legacy-save, ...: the backend is explicit.
-        binary = tool.replace("iptables", f"iptables-{self.backend}", 1)
-        return ["ip", "netns", "exec", self.netns, binary]
+    @property
+    def _tool(self) -> str:
+        return "ip6tables" if self.family == "IPv6" else "iptables"
+
+    def _command(self, action: str) -> list[str]:
+        # iptables-nft-restore / ip6tables-legacy-save, ...: the backend is explicit.
+        return ["ip", "netns", "exec", self.netns, f"{self._tool}-{self.backend}-{action}"]
 
     def restore(self, text: str, *, noflush: bool = True) -> None:
-        cmd = [*self._command("iptables-restore"), "--counters"]
+        cmd = [*self._command("restore"), "--counters"]
         if noflush:
             cmd.append("--noflush")
         done = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise IptablesError(f"iptables-restore failed: {done.stderr.strip()}")
+            raise IptablesError(f"{self._tool}-restore failed: {done.stderr.strip()}")
 
     def save(self) -> str:
-        done = subprocess.run(
-            self._command("iptables-save"), capture_output=True, text=True, check=False
-        )
+        done = subprocess.run(self._command("save"), capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise IptablesError(f"iptables-save failed: {done.stderr.strip()}")
+            raise IptablesError(f"{self._tool}-save failed: {done.stderr.strip()}")
         return done.stdout
 
 

@@ -26,6 +26,10 @@ def _bound(netns_name: str, ip: str, port: int, kind: int) -> socket.socket:
         # A pod restarted on the same IP must rebind at once, not wait out
         # TIME_WAIT of the previous incarnation's connections.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sock.family == socket.AF_INET6:
+            # IPv6 only: a pod's IPv4 port has its own socket, and IPv4
+            # clients must not show up as ::ffff:a.b.c.d mapped addresses.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((ip, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(LISTEN_BACKLOG)

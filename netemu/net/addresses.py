@@ -29,10 +29,14 @@ def overlay_address(pod_cidr: str) -> str:
 
 
 def node_addresses(node: Node, lab: Lab | None) -> list[str]:
-    """Every IPv4 address on the node (loopback excluded), primary first."""
+    """Every address on the node (loopback excluded), primary first: its
+    InternalIPs, then per podCIDR (one per family on a dual-stack node) the
+    bridge gateway and, with vxlan, the overlay address (flannel.1, and
+    flannel-v6.1 for the IPv6 podCIDR)."""
     addresses = list(node.internal_ips())
-    if lab is not None and node.spec.pod_cidr:
-        addresses.append(bridge_gateway(node.spec.pod_cidr))
-        if lab.spec.overlay == "vxlan":
-            addresses.append(overlay_address(node.spec.pod_cidr))
+    if lab is not None:
+        for cidr in node.spec.pod_cidrs or ([node.spec.pod_cidr] if node.spec.pod_cidr else []):
+            addresses.append(bridge_gateway(cidr))
+            if lab.spec.overlay == "vxlan":
+                addresses.append(overlay_address(cidr))
     return addresses

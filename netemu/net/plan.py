@@ -50,6 +50,7 @@ from netemu.api.config import (
     KubeProxyConfiguration,
     KubeProxyConntrackConfiguration,
     Lab,
+    live_ipv6_refusal,
 )
 from netemu.api.core import Container, Pod, Service
 from netemu.api.duration import parse_duration
@@ -90,6 +91,10 @@ LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 VXLAN_VNI = 1
 VXLAN_PORT = DEFAULT_VXLAN_PORT
 VXLAN_DEVICE = "flannel.1"
+# flannel's VXLAN backend with EnableIPv6 runs a second device for the IPv6
+# network, flannel-v6.<VNI>, same VNI and port, its VTEP on the node's IPv6
+# underlay address (pkg/backend/vxlan/vxlan.go, newVXLANDevice for v6).
+VXLAN_DEVICE_V6 = "flannel-v6.1"
 VXLAN_MTU = 1450
 UNDERLAY_MTU = 1500
 POD_BRIDGE = "cni0"
@@ -193,10 +198,10 @@ def _mac(*parts: str) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def vtep_mac(lab: str, node: str) -> str:
-    """A node's VXLAN device MAC, fixed so every peer's FDB and neighbour
-    entries can be written up front."""
-    return _mac(lab, node)
+def vtep_mac(lab: str, node: str, *device: str) -> str:
+    """A node's VXLAN device MAC (`device` "v6": flannel-v6.1's), fixed so
+    every peer's FDB and neighbour entries can be written up front."""
+    return _mac(lab, node, *device)
 
 
 def bridge_mac(lab: str, *owner: str) -> str:
@@ -229,6 +234,23 @@ class VxlanPeer:
 
 
 @dataclass(frozen=True)
+class NodeIPv6:
+    """A dual-stack node's IPv6 side (IPv4 is the primary family): its
+    underlay address, IPv6 pod CIDR on cni0 and, with vxlan, flannel-v6.1."""
+
+    underlay_ip: str
+    underlay_prefixlen: int
+    pod_cidr: str
+    bridge_ip: str
+    pod_prefixlen: int
+    vtep_mac: str
+    vtep_ip: str
+    cluster_cidr: str
+    peers: tuple[VxlanPeer, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True)
 class NodePlan:
     name: str
     netns: str
@@ -249,6 +271,8 @@ class NodePlan:
     sysctls: tuple[tuple[str, str], ...]
     # The whole cluster's pod CIDR (flannel's FLANNEL_NETWORK).
     cluster_cidr: str = ""
+    # Its IPv6 side on a dual-stack lab.
+    ipv6: NodeIPv6 | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +283,9 @@ class ClientPlan:
     prefixlen: int
     switch_port: str
     routes: tuple[Route, ...]
+    # Its IPv6 underlay address on a dual-stack lab ("" if none).
+    ip6: str = ""
+    prefixlen6: int = 0
 
 
 @dataclass(frozen=True)
@@ -268,6 +295,10 @@ class UnderlayPlan:
     bridge_mac: str
     gateway_ip: str
     prefixlen: int
+    # The lab's IPv6 router address on a dual-stack underlay ("" if none):
+    # the nodes' IPv6 default route, as gateway_ip is their IPv4 one.
+    gateway_ip6: str = ""
+    prefixlen6: int = 0
 
 
 @dataclass(frozen=True)
@@ -368,6 +399,12 @@ class PodPlan:
     host_ports: tuple[PortMapping, ...] = ()
     # Its init containers, run in order before `containers` start.
     init_containers: tuple[ContainerPlan, ...] = ()
+    # Its IPv6 address, prefix, gateway and routes on a dual-stack lab
+    # (host-local's second range; "" if none).
+    ip6: str = ""
+    prefixlen6: int = 0
+    gateway6: str = ""
+    routes6: tuple[Route, ...] = ()
 
     @property
     def key(self) -> str:
@@ -394,6 +431,24 @@ def host_link_sysctls(ifname: str) -> tuple[tuple[str, str], ...]:
     return ((f"net.ipv6.conf.{ifname}.accept_ra", "0"),)
 
 
+# Every namespace of a dual-stack lab, before its links exist (new links take
+# the `default` values): no router advertisements, no address
+# autoconfiguration, and no duplicate address detection, so an address is
+# usable at once (the bridge CNI plugin turns DAD off in pods for the same
+# reason). Nothing here reaches beyond the lab's namespaces.
+IPV6_NAMESPACE_SYSCTLS = tuple(
+    (f"net.ipv6.conf.{scope}.{key}", "0")
+    for scope in ("all", "default")
+    for key in ("accept_ra", "autoconf", "accept_dad")
+)
+# A dual-stack node routes IPv6 and passes bridged IPv6 through ip6tables,
+# as kube-proxy's IPv6 proxier needs.
+IPV6_NODE_SYSCTLS = (
+    ("net.ipv6.conf.all.forwarding", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+)
+
+
 def pod_routes(gateway: str, cluster_cidr: str) -> tuple[Route, ...]:
     """eth0's routes as flannel's CNI plugin has the bridge plugin add them:
     host-local returns flannel's network (FLANNEL_NETWORK, the whole pod
@@ -405,6 +460,14 @@ def pod_routes(gateway: str, cluster_cidr: str) -> tuple[Route, ...]:
     routes = [Route(cluster_cidr, via=gateway, device=POD_IFNAME)] if cluster_cidr else []
     routes.append(Route("default", via=gateway, device=POD_IFNAME))
     return tuple(routes)
+
+
+def pod_routes6(gateway: str, cluster_cidr: str) -> tuple[Route, ...]:
+    """The same for the IPv6 range of a dual-stack pod."""
+    return (
+        Route(cluster_cidr, via=gateway, device=POD_IFNAME),
+        Route("default", via=gateway, device=POD_IFNAME),
+    )
 
 
 def sandbox_id(namespace: str, pod: str) -> str:
@@ -495,7 +558,8 @@ def node_sysctls(
 
 
 def _underlay_used(lab: Lab, services: Sequence[Service]) -> set[str]:
-    used = {n.underlay_ip for n in lab.spec.nodes} | {c.ip for c in lab.spec.external_clients}
+    used = {ip for n in lab.spec.nodes for ip in n.underlay_ips}
+    used |= {ip for c in lab.spec.external_clients for ip in c.ips}
     used.update(announced_ips(services))
     return used
 
@@ -506,10 +570,22 @@ def _underlay_gateway(lab: Lab, services: Sequence[Service]) -> str:
     used = _underlay_used(lab, services)
     if lab.spec.load_balancer.ip:
         used.add(lab.spec.load_balancer.ip)
-    for ip in netaddr.IPNetwork(lab.spec.underlay_cidr).iter_hosts():
+    underlay = lab.spec.underlay_cidrs[0]
+    for ip in netaddr.IPNetwork(underlay).iter_hosts():
         if str(ip) not in used:
             return str(ip)
-    raise PlanError(f"underlayCIDR {lab.spec.underlay_cidr} has no free address for the gateway")
+    raise PlanError(f"underlayCIDR {underlay} has no free address for the gateway")
+
+
+def _underlay_gateway6(lab: Lab, underlay6: netaddr.IPNetwork) -> str:
+    """The IPv6 underlay's first free host address: the lab's IPv6 router,
+    like the IPv4 one it forwards nothing."""
+    used = {ip for n in lab.spec.nodes for ip in n.underlay_ips}
+    used |= {ip for c in lab.spec.external_clients for ip in c.ips}
+    for ip in underlay6.iter_hosts():
+        if str(ip) not in used:
+            return str(ip)
+    raise PlanError(f"underlayCIDR {underlay6} has no free address for the IPv6 gateway")
 
 
 def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
@@ -522,7 +598,8 @@ def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
     # A pool that does not parse is refused by validation.
     with contextlib.suppress(ValueError):
         used.update(
-            str(ip) for ip in (parse_pool(pool) if pool else default_pool(lab.spec.underlay_cidr))
+            str(ip)
+            for ip in (parse_pool(pool) if pool else default_pool(lab.spec.underlay_cidrs[0]))
         )
     if lab.spec.load_balancer.ip:
         if lab.spec.load_balancer.ip in used:
@@ -531,12 +608,12 @@ def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
                 "or a Service's ingress address, or in the load-balancer pool"
             )
         return lab.spec.load_balancer.ip
-    hosts = list(netaddr.IPNetwork(lab.spec.underlay_cidr).iter_hosts())
+    hosts = list(netaddr.IPNetwork(lab.spec.underlay_cidrs[0]).iter_hosts())
     for ip in reversed(hosts):
         if str(ip) not in used:
             return str(ip)
     raise PlanError(
-        f"underlayCIDR {lab.spec.underlay_cidr} has no free address for the load balancer"
+        f"underlayCIDR {lab.spec.underlay_cidrs[0]} has no free address for the load balancer"
     )
 
 
@@ -571,7 +648,15 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     if lab is None:
         raise PlanError("a live lab needs a Lab object (kind: Lab) describing its nodes")
     check_lab_name(lab_name)
-    underlay = netaddr.IPNetwork(lab.spec.underlay_cidr)
+    refusal = live_ipv6_refusal(lab_name, lab)
+    if refusal is not None:
+        # Refused here rather than half-building the lab.
+        raise PlanError(refusal)
+    underlay = netaddr.IPNetwork(lab.spec.underlay_cidrs[0])
+    # A dual-stack lab's IPv6 side (live labs are IPv4-primary: live_ipv6_refusal).
+    underlay6 = next((netaddr.IPNetwork(c) for c in lab.spec.underlay_cidrs[1:] if ":" in c), None)
+    cluster_cidr6 = next((c for c in lab.spec.pod_cidrs[1:] if ":" in c), "")
+    gateway6 = _underlay_gateway6(lab, underlay6) if underlay6 is not None else ""
     mtu = VXLAN_MTU if lab.spec.overlay == "vxlan" else UNDERLAY_MTU
     localhost_node_ports = _localhost_node_ports(state)
     gateway = _underlay_gateway(lab, state.services)
@@ -583,6 +668,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     )
 
     node_info = []
+    v6_info: dict[str, tuple[str, str]] = {}  # node → (IPv6 underlay IP, IPv6 pod CIDR)
     for node in state.nodes:
         name = node.metadata.name or ""
         pod_cidr = node.spec.pod_cidr if node.spec else None
@@ -590,6 +676,12 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
         if not pod_cidr or not internal:
             raise PlanError(f"node {name}: no pod CIDR or underlay IP")
         node_info.append((name, internal[0], pod_cidr))
+        if underlay6 is not None:
+            ip6 = next((ip for ip in internal if ":" in ip), None)
+            cidr6 = next((c for c in node.spec.pod_cidrs if ":" in c), None)
+            if ip6 is None or cidr6 is None:
+                raise PlanError(f"node {name}: no IPv6 pod CIDR or underlay IP")
+            v6_info[name] = (ip6, cidr6)
 
     nodes = []
     for index, (name, ip, pod_cidr) in enumerate(node_info):
@@ -631,8 +723,22 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 pod_mtu=mtu,
                 peers=peers if lab.spec.overlay == "vxlan" else (),
                 routes=tuple(routes),
-                sysctls=node_sysctls(localhost_node_ports, conntrack_sysctls(state.proxy_config)),
-                cluster_cidr=lab.spec.pod_cidr,
+                sysctls=node_sysctls(localhost_node_ports, conntrack_sysctls(state.proxy_config))
+                + ((*IPV6_NAMESPACE_SYSCTLS, *IPV6_NODE_SYSCTLS) if underlay6 is not None else ()),
+                cluster_cidr=lab.spec.pod_cidrs[0],
+                ipv6=(
+                    _node_ipv6(
+                        lab_name,
+                        name,
+                        v6_info,
+                        underlay6,
+                        cluster_cidr6,
+                        lab.spec.overlay,
+                        gateway6,
+                    )
+                    if underlay6 is not None
+                    else None
+                ),
             )
         )
 
@@ -640,10 +746,12 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
         ClientPlan(
             name=client.name,
             netns=client_netns(lab_name, client.name),
-            ip=client.ip,
+            ip=client.ips[0],
             prefixlen=underlay.prefixlen,
             switch_port=switch_port("c", index, client.name),
             routes=client_routes(state, nodes[0].underlay_ip if nodes else None, balancer.ip),
+            ip6=next((ip for ip in client.ips[1:] if ":" in ip), ""),
+            prefixlen6=underlay6.prefixlen if underlay6 is not None else 0,
         )
         for index, client in enumerate(lab.spec.external_clients)
     )
@@ -655,10 +763,60 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
             bridge_mac=bridge_mac(lab_name),
             gateway_ip=gateway,
             prefixlen=underlay.prefixlen,
+            gateway_ip6=gateway6,
+            prefixlen6=underlay6.prefixlen if underlay6 is not None else 0,
         ),
         nodes=tuple(nodes),
         clients=clients,
         load_balancer=balancer,
+    )
+
+
+def _node_ipv6(
+    lab_name: str,
+    name: str,
+    v6_info: dict[str, tuple[str, str]],
+    underlay6: netaddr.IPNetwork,
+    cluster_cidr6: str,
+    overlay: str,
+    gateway6: str,
+) -> NodeIPv6:
+    """A dual-stack node's IPv6 side: a default route via the underlay's IPv6
+    router (a node's own connections to IPv6 Service IPs need a route before
+    kube-proxy's OUTPUT rules can DNAT them, as with IPv4), and flannel's
+    IPv6 routes to every peer's IPv6 pod CIDR, via its flannel-v6.1 VTEP
+    on-link (vxlan) or via its IPv6 underlay address (host-gw)."""
+    ip6, cidr6 = v6_info[name]
+    peers = tuple(
+        VxlanPeer(
+            node=other,
+            underlay_ip=other_ip,
+            vtep_mac=vtep_mac(lab_name, other, "v6"),
+            vtep_ip=overlay_address(other_cidr),
+            pod_cidr=other_cidr,
+        )
+        for other, (other_ip, other_cidr) in v6_info.items()
+        if other != name
+    )
+    routes = [Route("default", via=gateway6)]
+    for peer in peers:
+        if overlay == "vxlan":
+            routes.append(
+                Route(peer.pod_cidr, via=peer.vtep_ip, device=VXLAN_DEVICE_V6, onlink=True)
+            )
+        else:
+            routes.append(Route(peer.pod_cidr, via=peer.underlay_ip, device="eth0"))
+    return NodeIPv6(
+        underlay_ip=ip6,
+        underlay_prefixlen=underlay6.prefixlen,
+        pod_cidr=cidr6,
+        bridge_ip=bridge_gateway(cidr6),
+        pod_prefixlen=netaddr.IPNetwork(cidr6).prefixlen,
+        vtep_mac=vtep_mac(lab_name, name, "v6"),
+        vtep_ip=overlay_address(cidr6),
+        cluster_cidr=cluster_cidr6,
+        peers=peers if overlay == "vxlan" else (),
+        routes=tuple(routes),
     )
 
 
@@ -750,8 +908,8 @@ def plan_pod(
             kernel = kernel_hostname(short, pod_domain, spec.set_hostname_as_fqdn is True)
         except PodFilesError as exc:
             raise PlanError(f"pod {namespace}/{name}: {exc}") from None
-        # The pod's IPs: netemu's pods are single-stack (status.podIP).
-        hosts = pod_hosts([ip], short, pod_domain, aliases)
+        # The pod's IPs (status.podIPs: one per family on a dual-stack lab).
+        hosts = pod_hosts([ip, *_pod_ip6(pod, node)], short, pod_domain, aliases)
     resolver = pod_resolver(
         namespace=namespace,
         policy=dns_policy(spec.dns_policy),
@@ -771,7 +929,7 @@ def plan_pod(
         )
         for c in spec.init_containers
     )
-    return PodPlan(
+    pod_plan = PodPlan(
         namespace=namespace,
         name=name,
         node=node.name,
@@ -793,6 +951,29 @@ def plan_pod(
         # runtime does not call CNI for it, so portmap never sees them.
         host_ports=() if host_network else port_mappings(pod),
         init_containers=init_containers,
+    )
+    return _with_ipv6(pod_plan, pod, node)
+
+
+def _pod_ip6(pod: Pod, node: NodePlan) -> list[str]:
+    """The pod's IPv6 address on a dual-stack node (host-local's second range)."""
+    if node.ipv6 is None or pod.status is None:
+        return []
+    return [p.ip for p in pod.status.pod_ips if ":" in p.ip][:1]
+
+
+def _with_ipv6(plan: PodPlan, pod: Pod, node: NodePlan) -> PodPlan:
+    """`plan` with the pod's IPv6 address, gateway and routes on a dual-stack node."""
+    found = _pod_ip6(pod, node)
+    if plan.host_network or not found or node.ipv6 is None:
+        return plan
+    v6 = node.ipv6
+    return replace(
+        plan,
+        ip6=found[0],
+        prefixlen6=v6.pod_prefixlen,
+        gateway6=v6.bridge_ip,
+        routes6=pod_routes6(v6.bridge_ip, v6.cluster_cidr),
     )
 
 

@@ -723,6 +723,15 @@ class Kubelet:
         Returns the key it is served under."""
         key = f"{plan.key}/{container.name}"
         tcp, udp = bind_pod_sockets(plan.netns, "0.0.0.0", container.ports)
+        if plan.ip6:
+            # A dual-stack pod serves its ports on its IPv6 address too.
+            try:
+                tcp6, udp6 = bind_pod_sockets(plan.netns, "::", container.ports)
+            except BaseException:
+                for sock in (*tcp, *udp):
+                    sock.close()
+                raise
+            tcp, udp = tcp + tcp6, udp + udp6
         if self.dns is not None and container.builtin == BUILTIN_DNS:
             self.servers.serve_dns(key, self.dns, tcp, udp)
             return key

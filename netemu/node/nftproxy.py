@@ -64,7 +64,7 @@ from netemu.node.proxyservers import NodeProxyServers
 from netemu.pipeline import proxy_input
 from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.flannel import flannel_config
-from netemu.rules.input import ProxyInput
+from netemu.rules.input import IPFamily, ProxyInput
 from netemu.rules.nftables import TABLE, NftSyncState, nftables_mode_iptables, sync
 
 
@@ -87,6 +87,9 @@ class NftProxyAgent:
     servers: NodeProxyServers | None = None
     sync_period: float = DEFAULT_SYNC_PERIOD
     clock: Callable[[], float] = time.monotonic
+    # The IP family of this proxier: `ip kube-proxy` or `ip6 kube-proxy` (a
+    # dual-stack node runs one agent per family, as kube-proxy's MetaProxier).
+    family: IPFamily = "IPv4"
     last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
     # What the last successful sync left in the kernel (None: nothing yet).
     state: NftSyncState | None = field(default=None, init=False)
@@ -99,7 +102,7 @@ class NftProxyAgent:
         """One sync if anything kube-proxy watches changed; True if it wrote rules."""
         with gc_paused():  # as ProxyAgent.reconcile
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            data = proxy_input(state, self.node)
+            data = proxy_input(state, self.node, family=self.family)
             if self.servers is not None:
                 node = state.node(self.node)
                 taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
@@ -128,7 +131,7 @@ class NftProxyAgent:
         """A full sync now."""
         with gc_paused():
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            self._sync(proxy_input(state, self.node), full=True)
+            self._sync(proxy_input(state, self.node, family=self.family), full=True)
 
     def _sync(self, data: ProxyInput, *, full: bool) -> None:
         previous = self.last_input
@@ -151,7 +154,8 @@ class NftProxyAgent:
             if first:
                 flannel = flannel_config(self.lab, data.config.node_pod_cidr)
                 self.iptables.restore(
-                    nftables_mode_iptables(flannel).render(), noflush=not self.fresh_node
+                    nftables_mode_iptables(flannel, family=self.family).render(),
+                    noflush=not self.fresh_node,
                 )
             if result.cleanup.ops:
                 # Its own transaction, first, as kube-proxy's; the sync's

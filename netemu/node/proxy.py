@@ -54,7 +54,7 @@ from netemu.pipeline import proxy_input
 from netemu.rules import names
 from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.flannel import ensure_flannel_rules, flannel_config
-from netemu.rules.input import ProxyInput
+from netemu.rules.input import IPFamily, ProxyInput
 from netemu.rules.iptables import (
     CompileCache,
     compile_full_resync,
@@ -96,6 +96,9 @@ class ProxyAgent:
     failed: bool = field(default=False, init=False)  # the last sync did not finish
     # Each Service port's rules of the last partial sync, to reuse the unchanged ones.
     compile_cache: CompileCache = field(default_factory=CompileCache, init=False)
+    # The IP family of this proxier: a dual-stack node runs one agent per
+    # family (kube-proxy's dual-stack proxier), the IPv6 one on ip6tables.
+    family: IPFamily = "IPv4"
 
     def reconcile(self) -> bool:
         """One sync if anything kube-proxy watches changed; True if it wrote rules."""
@@ -107,7 +110,7 @@ class ProxyAgent:
 
     def _reconcile(self) -> bool:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-        data = proxy_input(state, self.node)
+        data = proxy_input(state, self.node, family=self.family)
         if self.servers is not None:
             node = state.node(self.node)
             taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
@@ -136,7 +139,7 @@ class ProxyAgent:
         """A full sync now (kube-proxy's forceSyncProxyRules)."""
         with gc_paused():  # see reconcile
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            self._sync(proxy_input(state, self.node), full=True)
+            self._sync(proxy_input(state, self.node, family=self.family), full=True)
 
     def _sync(self, data: ProxyInput, *, full: bool) -> None:
         previous = self.last_input

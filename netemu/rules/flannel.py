@@ -29,6 +29,8 @@ FORWARD_COMMENT = '-m comment --comment "flanneld forward"'
 # fixed in flannel whatever masqueradeBit kube-proxy runs with.
 KUBE_PROXY_MARK = "0x4000/0x4000"
 MULTICAST_V4 = "224.0.0.0/4"
+# masqIP6Rules: the same rules for the IPv6 network, with IPv6 multicast.
+MULTICAST_V6 = "ff00::/8"
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,17 @@ class FlannelConfig:
 
 
 def flannel_config(lab: Lab | None, node_pod_cidr: str | None) -> FlannelConfig | None:
-    """flanneld's settings on a lab node, or None where no flannel runs (no
-    Lab: bare Node manifests, or a node without a pod CIDR)."""
+    """flanneld's settings on a lab node for the family of `node_pod_cidr`
+    (a dual-stack flannel, EnableIPv6, has a Network and a lease per family
+    and writes each to its own iptables), or None where no flannel runs (no
+    Lab: bare Node manifests, or a node without a pod CIDR of that family)."""
     if lab is None or not node_pod_cidr:
         return None
-    return FlannelConfig(network=lab.spec.pod_cidr, subnet=node_pod_cidr)
+    v6 = ":" in node_pod_cidr
+    network = next((c for c in lab.spec.pod_cidrs if (":" in c) == v6), None)
+    if network is None:
+        return None
+    return FlannelConfig(network=network, subnet=node_pod_cidr)
 
 
 def add_flannel_rules(rules: RuleSet, cfg: FlannelConfig) -> None:
@@ -102,7 +110,7 @@ def _add_masq_rules(rules: RuleSet, cfg: FlannelConfig, *, jump: bool) -> None:
         # Pods to anything outside the cluster network (multicast excepted),
         # a remote node's NodePort included: the node's address, so replies
         # come back through this node's conntrack entry.
-        f"-s {net} ! -d {MULTICAST_V4} {MASQ_COMMENT} {masquerade}",
+        f"-s {net} ! -d {MULTICAST_V6 if ':' in net else MULTICAST_V4} {MASQ_COMMENT} {masquerade}",
         # The host (or anything not in the cluster) to remote pods over the overlay.
         f"! -s {net} -d {net} {MASQ_COMMENT} {masquerade}",
     ):

@@ -140,9 +140,32 @@ class ProxyInput:
         return self.endpoints.get((sp.namespace, sp.name, sp.port_name, sp.protocol), ())
 
 
-def service_ports(services: Iterable[Service]) -> list[ServicePortInfo]:
-    """Service ports kube-proxy programs: not headless, not ExternalName, IPv4,
-    not labelled away from kube-proxy (UNWATCHED_LABELS).
+IPFamily = Literal["IPv4", "IPv6"]
+
+
+def family_of(text: str) -> IPFamily | None:
+    """The family of an address or of a CIDR's address; None if neither."""
+    try:
+        return "IPv6" if netaddr.IPAddress(text.split("/")[0].strip()).version == 6 else "IPv4"
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return None
+
+
+def cluster_ip_of_family(spec_cluster_ip: str, cluster_ips: Sequence[str], family: str) -> str:
+    """GetClusterIPByFamily (pkg/proxy/util): the Service's clusterIP of the
+    family kube-proxy's proxier serves, "" if it has none."""
+    for ip in cluster_ips or [spec_cluster_ip]:
+        if family_of(ip) == family:
+            return ip
+    return ""
+
+
+def service_ports(services: Iterable[Service], family: IPFamily = "IPv4") -> list[ServicePortInfo]:
+    """Service ports one family's kube-proxy proxier programs: not headless,
+    not ExternalName, with a clusterIP of `family`, not labelled away from
+    kube-proxy (UNWATCHED_LABELS). externalIPs, load-balancer ingress IPs and
+    loadBalancerSourceRanges of the other family are left out, as
+    newBaseServiceInfo filters them (pkg/proxy/serviceport.go).
 
     Sorted by service port name and protocol so that output is deterministic
     (kube-proxy itself walks a Go map, in no fixed order).
@@ -152,10 +175,10 @@ def service_ports(services: Iterable[Service]) -> list[ServicePortInfo]:
         if not watched(svc.metadata.labels):
             continue
         spec = svc.spec
-        cluster_ip = spec.cluster_ip or ""
-        if spec.type == "ExternalName" or cluster_ip in ("", "None"):
+        if spec.type == "ExternalName" or (spec.cluster_ip or "") in ("", "None"):
             continue
-        if not _is_v4(cluster_ip):
+        cluster_ip = cluster_ip_of_family(spec.cluster_ip or "", spec.cluster_ips, family)
+        if not cluster_ip:
             continue
         external_local = spec.external_traffic_policy == "Local" and spec.type in (
             "NodePort",
@@ -173,7 +196,7 @@ def service_ports(services: Iterable[Service]) -> list[ServicePortInfo]:
         vips = tuple(
             ing.ip
             for ing in svc.status.load_balancer.ingress
-            if ing.ip and ing.ip_mode in (None, "VIP") and _is_v4(ing.ip)
+            if ing.ip and ing.ip_mode in (None, "VIP") and family_of(ing.ip) == family
         )
         if spec.type != "LoadBalancer":
             vips = ()
@@ -190,12 +213,12 @@ def service_ports(services: Iterable[Service]) -> list[ServicePortInfo]:
                     cluster_ip=cluster_ip,
                     port=port.port,
                     node_port=node_port,
-                    external_ips=tuple(ip for ip in spec.external_ips if _is_v4(ip)),
+                    external_ips=tuple(ip for ip in spec.external_ips if family_of(ip) == family),
                     load_balancer_vips=vips,
                     load_balancer_source_ranges=tuple(
                         _canonical_cidr(c)
                         for c in spec.load_balancer_source_ranges
-                        if _is_v4(c.split("/")[0].strip())
+                        if family_of(c) == family
                     ),
                     affinity_timeout=affinity,
                     internal_local=spec.internal_traffic_policy == "Local",
@@ -210,9 +233,10 @@ def service_ports(services: Iterable[Service]) -> list[ServicePortInfo]:
 
 
 def endpoints_by_port(
-    slices: Iterable[EndpointSlice],
+    slices: Iterable[EndpointSlice], family: IPFamily = "IPv4"
 ) -> dict[tuple[str, str, str, str], tuple[EndpointInfo, ...]]:
     """Merge EndpointSlices per service port, as kube-proxy's EndpointSliceCache.
+    One family's proxier reads only the slices of its addressType.
 
     Only the first address of an endpoint counts; ports without a number or
     protocol are skipped; the same ip:port from two slices counts once;
@@ -221,7 +245,7 @@ def endpoints_by_port(
     merged: dict[tuple[str, str, str, str], dict[str, EndpointInfo]] = {}
     for eps in slices:
         service = eps.metadata.labels.get(SERVICE_NAME_LABEL)
-        if not service or eps.address_type != "IPv4" or not watched(eps.metadata.labels):
+        if not service or eps.address_type != family or not watched(eps.metadata.labels):
             continue
         namespace = eps.metadata.namespace or "default"
         for port in eps.ports:
@@ -255,39 +279,58 @@ def proxy_config(
     local_ips: Sequence[str],
     *,
     mode: Literal["iptables", "nftables"] = "iptables",
+    family: IPFamily = "IPv4",
 ) -> ProxyConfig:
-    """The settings one node's kube-proxy runs with, in `mode`.
+    """The settings one node's kube-proxy proxier of `family` runs with, in `mode`.
 
     clusterCIDR comes from the KubeProxyConfiguration; with a Lab and no
-    explicit value it is the Lab's pod CIDR, as kubeadm writes it. The
-    masquerade settings come from the section of the mode (iptables or
+    explicit value it is the Lab's pod CIDR, as kubeadm writes it. Each
+    family's proxier takes that family's entry of it, the node's IPs, pod
+    CIDR and local addresses of that family, and the nodePortAddresses of
+    that family (cmd/kube-proxy/app/server_linux.go, NewNodePortAddresses).
+    The masquerade settings come from the section of the mode (iptables or
     nftables), as kube-proxy's v1alpha1 conversion takes them.
     """
     cfg = kube_proxy or KubeProxyConfiguration()
-    cluster_cidr = cfg.cluster_cidr.split(",")[0].strip() if cfg.cluster_cidr else None
-    if cluster_cidr is None and lab is not None:
-        cluster_cidr = lab.spec.pod_cidr
+    cidrs = [c.strip() for c in (cfg.cluster_cidr or "").split(",") if c.strip()]
+    if not cidrs and lab is not None:
+        cidrs = lab.spec.pod_cidrs
+    cluster_cidr = next((c for c in cidrs if family_of(c) == family), None)
     section = cfg.nftables if mode == "nftables" else cfg.iptables
     masquerade_all = section.masquerade_all or bool(cfg.linux and cfg.linux.masquerade_all)
     bit = section.masquerade_bit
     localhost = cfg.iptables.localhost_node_ports
     conntrack = cfg.linux.conntrack if cfg.linux and cfg.linux.conntrack else cfg.conntrack
-    node_port_addresses = tuple(cfg.node_port_addresses)
+    node_port_addresses = tuple(
+        a for a in cfg.node_port_addresses if a == "primary" or family_of(a) == family
+    )
     if localhost is None:
         localhost = True
-    # kube-proxy turns localhost NodePorts off when nodePortAddresses excludes 127.0.0.1.
-    if node_port_addresses and not any(
-        a != "primary" and netaddr.IPAddress("127.0.0.1") in netaddr.IPNetwork(a)
-        for a in node_port_addresses
+    # kube-proxy turns localhost NodePorts off when nodePortAddresses excludes
+    # 127.0.0.1, and always for IPv6 (ContainsIPv4Loopback is false there).
+    if family == "IPv6" or (
+        node_port_addresses
+        and not any(
+            a != "primary" and netaddr.IPAddress("127.0.0.1") in netaddr.IPNetwork(a)
+            for a in node_port_addresses
+        )
     ):
         localhost = False
     return ProxyConfig(
         node_name=node.metadata.name or "",
-        node_ips=tuple(node.internal_ips()),
-        local_ips=tuple(local_ips),
+        ip_family=family,
+        node_ips=tuple(ip for ip in node.internal_ips() if family_of(ip) == family),
+        local_ips=tuple(ip for ip in local_ips if family_of(ip) == family),
         cluster_cidr=cluster_cidr,
         detect_local_mode=cfg.detect_local_mode or "ClusterCIDR",
-        node_pod_cidr=node.spec.pod_cidr,
+        node_pod_cidr=next(
+            (
+                c
+                for c in node.spec.pod_cidrs or [node.spec.pod_cidr or ""]
+                if family_of(c) == family
+            ),
+            None,
+        ),
         masquerade_all=masquerade_all,
         masquerade_bit=DEFAULT_MASQUERADE_BIT if bit is None else bit,
         localhost_node_ports=localhost,
@@ -296,6 +339,7 @@ def proxy_config(
         service_cidrs=tuple(
             c.strip()
             for c in (lab.spec.service_cidr if lab is not None else DEFAULT_SERVICE_CIDR).split(",")
+            if family_of(c.strip()) == family
         ),
     )
 

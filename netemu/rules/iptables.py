@@ -144,9 +144,13 @@ def compile_node(
         table.rules.extend(src.rules)
         if table_name == "filter" and n.KUBE_FIREWALL not in src.chains:
             # kubelet owns KUBE-FIREWALL and fills it even when kube-proxy's
-            # localhost NodePorts are off (pkg/kubelet/kubelet_network_linux.go).
+            # localhost NodePorts are off (pkg/kubelet/kubelet_network_linux.go);
+            # for IPv6 it writes no rule ("ipv6 doesn't have this issue"), but
+            # kube-proxy still ensures the chain and its jumps
+            # (iptablesKubeletJumpChains in pkg/proxy/iptables/proxier.go).
             table.chains.append(n.KUBE_FIREWALL)
-            table.append(n.KUBE_FIREWALL, LOCALNET_RULE)
+            if data.config.ip_family == "IPv4":
+                table.append(n.KUBE_FIREWALL, LOCALNET_RULE)
         if own is not None:
             table.chains.extend(own.chains)
             table.rules.extend(r for r in own.rules if r.chain not in builtin)
@@ -394,7 +398,9 @@ class _Compiler:
         nat.append(n.KUBE_POSTROUTING, masq + (" --random-fully" if cfg.random_fully else ""))
         nat.append(n.KUBE_MARK_MASQ, f"-j MARK --or-mark {mark}")
 
-        if cfg.localhost_node_ports:
+        # proxier.go: `!isIPv6 && localhostNodePorts` (localhost NodePorts are
+        # off for IPv6 anyway: proxy_config).
+        if cfg.localhost_node_ports and cfg.ip_family == "IPv4":
             flt.declare(n.KUBE_FIREWALL)
             flt.append(n.KUBE_FIREWALL, LOCALNET_RULE)
 
@@ -540,7 +546,7 @@ class _Compiler:
         # Capture nodeports (never subject to loadBalancerSourceRanges).
         if sp.node_port:
             if has_endpoints:
-                if cfg.localhost_node_ports and cfg.nfacct:
+                if cfg.localhost_node_ports and cfg.nfacct and cfg.ip_family == "IPv4":
                     nat.append(
                         n.KUBE_NODEPORTS,
                         f"{_comment(name)} {match} -d 127.0.0.0/8 --dport {sp.node_port} "
@@ -688,14 +694,21 @@ class _Compiler:
         comment = _comment(
             "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
         )
+        ipv6 = cfg.ip_family == "IPv6"
         if not cfg.node_port_addresses:
             dest = "-m addrtype --dst-type LOCAL"
-            if not cfg.localhost_node_ports:
+            # Localhost NodePorts never work over IPv6; over IPv4 only with
+            # route_localnet (proxier.go, the nodePorts tail call).
+            if ipv6:
+                dest += " ! -d ::1/128"
+            elif not cfg.localhost_node_ports:
                 dest += " ! -d 127.0.0.0/8"
             self.nat.append(n.KUBE_SERVICES, f"{comment} {dest} -j {n.KUBE_NODEPORTS}")
             return
-        for ip in node_port_ips(cfg.node_port_addresses, cfg.local_ips, cfg.node_ips):
-            if ip.startswith("127.") and not cfg.localhost_node_ports:
+        for ip in node_port_ips(
+            cfg.node_port_addresses, cfg.local_ips, cfg.node_ips, cfg.ip_family
+        ):
+            if netaddr.IPAddress(ip).is_loopback() and (ipv6 or not cfg.localhost_node_ports):
                 continue
             self.nat.append(n.KUBE_SERVICES, f"{comment} -d {ip} -j {n.KUBE_NODEPORTS}")
 
@@ -742,16 +755,21 @@ def categorize(
 
 
 def node_port_ips(
-    node_port_addresses: tuple[str, ...], local_ips: tuple[str, ...], node_ips: tuple[str, ...]
+    node_port_addresses: tuple[str, ...],
+    local_ips: tuple[str, ...],
+    node_ips: tuple[str, ...],
+    family: str = "IPv4",
 ) -> list[str]:
     """The node's addresses selected by nodePortAddresses ("primary" = the node IPs)."""
     selected: list[str] = []
-    for ip in sorted(set(local_ips) | {"127.0.0.1"}, key=lambda a: netaddr.IPAddress(a)):
+    loopback = "::1" if family == "IPv6" else "127.0.0.1"
+    for ip in sorted(set(local_ips) | {loopback}, key=lambda a: netaddr.IPAddress(a)):
         for entry in node_port_addresses:
             if entry == "primary":
                 hit = ip in node_ips
             else:
-                hit = netaddr.IPAddress(ip) in netaddr.IPNetwork(entry)
+                address, network = netaddr.IPAddress(ip), netaddr.IPNetwork(entry)
+                hit = address.version == network.version and address in network
             if hit:
                 selected.append(ip)
                 break

@@ -1054,7 +1054,9 @@ KUBE_IPTABLES_HINT = "KUBE-IPTABLES-HINT"
 KUBE_KUBELET_CANARY = "KUBE-KUBELET-CANARY"
 
 
-def nftables_mode_iptables(flannel: FlannelConfig | None = None) -> RuleSet:
+def nftables_mode_iptables(
+    flannel: FlannelConfig | None = None, *, family: str = "IPv4"
+) -> RuleSet:
     """The iptables rules of a node whose kube-proxy runs in nftables mode:
     none of kube-proxy's (it writes no iptables rules in this mode), but
     kubelet's and flanneld's.
@@ -1067,6 +1069,8 @@ def nftables_mode_iptables(flannel: FlannelConfig | None = None) -> RuleSet:
     FLANNEL-FWD as in iptables mode; its masquerade exemption still matches
     kube-proxy's mark, which nftables mode sets too. The portmap CNI
     plugin's chains are the pipeline's to add (netemu.rules.portmap).
+    For IPv6 (ip6tables) kubelet writes no localnet rule: 127.0.0.0/8 is
+    IPv4's, and ::1 is never routed off the host.
     """
     rules = RuleSet()
     mangle = rules.table("mangle")
@@ -1093,7 +1097,7 @@ def nftables_mode_iptables(flannel: FlannelConfig | None = None) -> RuleSet:
                     table.append(chain, f"-j {jump.dst}")
         if own is not None:
             table.rules.extend(r for r in own.rules if r.chain in builtin)
-        if table_name == "filter":
+        if table_name == "filter" and family == "IPv4":
             table.append(n.KUBE_FIREWALL, LOCALNET_RULE)
         if own is not None:
             table.chains.extend(own.chains)

@@ -39,6 +39,7 @@ from netemu.rules.model import BUILTIN_CHAINS, ParseError, Rule, RuleSet
 from netemu.rules.spec import Match, RuleSpec, mark_pair, mark_target, parse_args
 
 LOOPBACK = netaddr.IPNetwork("127.0.0.0/8")
+LOOPBACK_V6 = netaddr.IPNetwork("::1/128")
 
 # iptables' verdicts and the target extensions of iptables 1.8
 # (iptables-extensions(8)). Any other -j name must be a chain of the table:
@@ -345,7 +346,7 @@ class Simulator:
 
     def is_local(self, ip: str) -> bool:
         addr = netaddr.IPAddress(ip)
-        return addr in LOOPBACK or addr in self.local
+        return addr in LOOPBACK or addr in LOOPBACK_V6 or addr in self.local
 
     def run(self, packet: Packet) -> Simulation:
         self.packet = packet
@@ -479,7 +480,9 @@ class Simulator:
         elif target == "DNAT":
             ip, port = _dnat_destination(spec)
             ip, dport = ip or st.dst, port or st.dport
-            yield "ACCEPT", replace(st, dst=ip, dport=dport, dnat=f"{ip}:{dport}")
+            # The endpoint as kube-proxy writes it: [ip6]:port for IPv6.
+            host = f"[{ip}]" if ":" in ip else ip
+            yield "ACCEPT", replace(st, dst=ip, dport=dport, dnat=f"{host}:{dport}")
         elif target in ("MASQUERADE", "SNAT"):
             yield "ACCEPT", replace(st, snat=True)
         elif target in ("LOG", "NFLOG", "TRACE", "CT", "CONNMARK", "NOTRACK", "CHECKSUM"):
@@ -638,15 +641,25 @@ def _probability(text: str) -> float:
 
 
 def _dnat_destination(spec: RuleSpec) -> tuple[str | None, int | None]:
-    """DNAT's `--to-destination ip[-ip][:port[-port]]`: the first address
+    """DNAT's `--to-destination ip[-ip][:port[-port]]`, in ip6tables
+    `[ip6][-[ip6]][:port[-port]]` or a bare IPv6 address: the first address
     and port (None where not given: the packet's own)."""
     to = spec.target_option("to-destination")
     if to is None:
         return None, None
-    address, _, ports = to.values[0].partition(":")
+    text = to.values[0]
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        ports = rest.split(":", 1)[1] if rest.startswith(":") else ""
+        if rest and not rest.startswith((":", "-")):
+            raise ValueError(f"--to-destination {text}: expected [IPv6]:PORT")
+    elif text.count(":") > 1:
+        address, ports = text, ""  # a bare IPv6 address, no port
+    else:
+        address, _, ports = text.partition(":")
     ip = address.split("-")[0] or None
     if ip is not None:
-        netaddr.IPAddress(ip)  # refuses what is no IPv4 address
+        netaddr.IPAddress(ip)  # refuses what is no IP address
     port = _port(ports.split("-")[0]) if ports else None
     if port == 0:
         raise ValueError("port 0 is not a DNAT destination port")

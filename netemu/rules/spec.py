@@ -202,7 +202,10 @@ def canonical(args: str) -> Canonical:
     if spec.target == "MARK":
         target_opts = [("set-xmark", mark_target(spec), False)]
     elif spec.target == "REJECT" and not spec.target_option("reject-with"):
-        target_opts.append(("reject-with", ("icmp-port-unreachable",), False))
+        # The default each family's REJECT fills in (ip6tables: ICMPv6).
+        ipv6 = any(":" in value for key, (value, _) in spec.core.items() if key in ("src", "dst"))
+        default = "icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable"
+        target_opts.append(("reject-with", (default,), False))
     return (
         core,
         tuple(sorted(matches, key=repr)),

@@ -4,12 +4,13 @@ both iptables backends. The fake adapter must agree with the kernel."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from netemu.kernel.iptables import Backend, FakeIptables, KernelIptables
-from netemu.pipeline import load_cluster, proxy_input
+from netemu.pipeline import compile_rules, load_cluster, proxy_input
 from netemu.rules.iptables import (
     compile_node,
     compile_sync,
@@ -60,3 +61,29 @@ def test_foreign_chains_survive_a_sync(namespace: str) -> None:
     nat = saved.tables["nat"]
     assert [r.args for r in nat.chain_rules("CNI-OWN")] == ["-j RETURN"]
     assert [r.args for r in nat.chain_rules("POSTROUTING")] == ["-j CNI-OWN"]
+
+
+@pytest.mark.parametrize("backend", ["nft", "legacy"])
+def test_ip6tables_save_what_the_ipv6_proxier_compiled(namespace: str, backend: Backend) -> None:
+    # kube-proxy's IPv6 proxier's rules of the dual-stack lab, flannel's IPv6
+    # rules included, and a REJECT for a Service whose IPv6 slices are gone
+    # (ip6tables fills in icmp6-port-unreachable).
+    state = load_cluster([LABS[0].parent / "dualstack"])
+    no_v6_web = replace(
+        state,
+        endpoint_slices=tuple(
+            s
+            for s in state.endpoint_slices
+            if s.address_type == "IPv4" or not (s.metadata.name or "").startswith("web-v6")
+        ),
+    )
+    kernel = KernelIptables(namespace, backend, family="IPv6")
+    for node in state.nodes:
+        compiled = compile_rules(no_v6_web, node.metadata.name or "", family="IPv6")
+        assert "-j REJECT" in compiled.render()
+        kernel.restore(compiled.render(), noflush=False)
+        saved = parse_restore(kernel.save())
+        assert "icmp6-port-unreachable" in kernel.save()
+        assert canonical_ruleset(saved) == canonical_ruleset(compiled), node.metadata.name
+    # The IPv4 tables of the namespace stay empty of kube-proxy's chains.
+    assert "KUBE-SERVICES" not in KernelIptables(namespace, backend).save()

@@ -35,7 +35,7 @@ SCTP is left out: lab kernels have no sctp module, so SCTP is not served.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import cache
@@ -66,6 +66,7 @@ from netemu.net.plan import CNI_NETWORK
 from netemu.node.testserver import PodIdentity, TestServers
 from netemu.pipeline import compile_rules, load_cluster, local_ips, portmap_pods, proxy_input
 from netemu.rules.flannel import flannel_config
+from netemu.rules.input import IPFamily
 from netemu.rules.nftables import compile_ruleset, nftables_mode_iptables
 from netemu.rules.nftmodel import parse_nft
 from netemu.rules.nftsimulate import simulate_nft
@@ -76,6 +77,7 @@ DROP_TIMEOUT = 1.0
 REFUSED_WITHIN = 0.5
 REFUSED_TRIES = 3
 LOOPBACK = "127.0.0.1"
+LOOPBACK6 = "::1"
 
 State = dict[str, list[dict[str, Any]]]
 
@@ -91,10 +93,14 @@ class Flow:
     svc: str  # "<name>" or "<namespace>/<name>"
     proto: str = "tcp"
     note: str = ""
+    # The packet's IP family: IPv6 rows use the IPv6 addresses of a
+    # dual-stack lab's pods, nodes, clients and Services, and ip6tables.
+    family: str = "IPv4"
 
     @property
     def id(self) -> str:
-        return f"{self.lab}:{self.source}->{self.dst}:{self.svc}/{self.proto}"
+        six = "/IPv6" if self.family == "IPv6" else ""
+        return f"{self.lab}:{self.source}->{self.dst}:{self.svc}/{self.proto}{six}"
 
 
 FLOWS = [
@@ -143,6 +149,16 @@ FLOWS = [
     Flow("protocols", "client/client", "node/node-1", "dns", "tcp"),
     Flow("protocols", "node/node-1", "loopback", "dns", "tcp", note="localhostNodePorts: false"),
     Flow("protocols", "pod/dns@node-2", "clusterIP", "draining", note="terminating fallback"),
+    # controlplane/dualstack: each family through its own proxier
+    Flow("dualstack", "pod/web@node-1", "clusterIP", "web", note="IPv4 of a dual-stack Service"),
+    Flow("dualstack", "client/client", "node/node-1", "web-nodeport", note="IPv4 NodePort"),
+    Flow("dualstack", "pod/web@node-1", "clusterIP", "web", family="IPv6"),
+    Flow("dualstack", "pod/web@node-2", "clusterIP", "web-v6", family="IPv6", note="IPv6 only"),
+    Flow("dualstack", "node/node-2", "clusterIP", "web", family="IPv6", note="node: masqueraded"),
+    Flow("dualstack", "client/client", "node/node-1", "web-nodeport", family="IPv6"),
+    Flow("dualstack", "client/client", "node/node-2", "web-local", family="IPv6", note="ETP Local"),
+    Flow("dualstack", "pod/web@node-1", "node/node-2", "web-nodeport", family="IPv6"),
+    Flow("dualstack", "node/node-1", "loopback", "web-nodeport", family="IPv6", note="no ::1"),
 ]
 
 EXPORTER_PORT = 9100
@@ -254,17 +270,19 @@ def offline_state(lab: str, mode: str = "iptables") -> ClusterState:
     return load_cluster([lab_path(lab, mode)])
 
 
-def node_simulation(state: ClusterState, node: str, mode: str, packet: Packet) -> Simulation:
-    """`trace --offline` at `node`: its compiled rules, simulated."""
+def node_simulation(
+    state: ClusterState, node: str, mode: str, packet: Packet, family: IPFamily = "IPv4"
+) -> Simulation:
+    """`trace --offline` at `node`: its compiled rules of `family`, simulated."""
     if mode == "iptables":
-        return Simulator(compile_rules(state, node), local_ips(state, node)).run(packet)
-    data = proxy_input(state, node)
+        rules = compile_rules(state, node, family=family, mode="iptables")
+        return Simulator(rules, local_ips(state, node)).run(packet)
+    data = proxy_input(state, node, family=family, mode="nftables")
     tables = parse_nft(compile_ruleset(data).dump())
-    others = with_portmap(
-        nftables_mode_iptables(flannel_config(state.lab, data.config.node_pod_cidr)),
-        CNI_NETWORK,
-        portmap_pods(state, node),
-    )
+    flannel = flannel_config(state.lab, data.config.node_pod_cidr)
+    others = nftables_mode_iptables(flannel, family=family)
+    if family == "IPv4":
+        others = with_portmap(others, CNI_NETWORK, portmap_pods(state, node))
     return simulate_nft(tables, local_ips(state, node), packet, iptables=others)
 
 
@@ -298,16 +316,27 @@ def _svc_ref(flow: Flow) -> tuple[str, str]:
     return name, namespace or "default"
 
 
+def of_family(flow: Flow, ips: Iterable[str]) -> str:
+    """The first of `ips` of the flow's family."""
+    six = flow.family == "IPv6"
+    found = [ip for ip in ips if (":" in ip) == six]
+    assert found, f"{flow.id}: no {flow.family} address among {list(ips)}"
+    return found[0]
+
+
 def destination(
     flow: Flow, state: State, node_ips: dict[str, str], client_ips: dict[str, str]
 ) -> tuple[str, int]:
+    if flow.family == "IPv6":
+        node_ips = node_ips6(state)
     if flow.dst.startswith("client/"):
         return client_ips[flow.dst.removeprefix("client/")], CLIENT_PORT
     name, namespace = _svc_ref(flow)
     spec = service(state, name, namespace)
     port = service_port(state, name, flow.proto, namespace)
     if flow.dst == "clusterIP":
-        return str(spec["spec"]["clusterIP"]), int(port["port"])
+        ips = spec["spec"].get("clusterIPs") or [spec["spec"]["clusterIP"]]
+        return of_family(flow, ips), int(port["port"])
     if flow.dst == "lb":
         (ingress,) = spec["status"]["loadBalancer"]["ingress"]
         return str(ingress["ip"]), int(port["port"])
@@ -315,16 +344,33 @@ def destination(
         (ip,) = spec["spec"]["externalIPs"]
         return str(ip), int(port["port"])
     if flow.dst == "loopback":
-        return LOOPBACK, int(port["nodePort"])
+        return (LOOPBACK6 if flow.family == "IPv6" else LOOPBACK), int(port["nodePort"])
     kind, _, node = flow.dst.partition("/")
     assert kind == "node", flow.dst
     return node_ips[node], int(port["nodePort"])
 
 
+def node_ips6(state: State) -> dict[str, str]:
+    """Each node's IPv6 InternalIP (a dual-stack lab's)."""
+    return {
+        str(n["metadata"]["name"]): a["address"]
+        for n in state["nodes"]
+        for a in n["status"]["addresses"]
+        if a["type"] == "InternalIP" and ":" in a["address"]
+    }
+
+
+def pod_ips(pod: dict[str, Any]) -> list[str]:
+    status = pod.get("status", {})
+    return [p["ip"] for p in status.get("podIPs") or []] or [status.get("podIP", "")]
+
+
 def resolve(flow: Flow, lab: LiveLab, state: State) -> Resolved:
     info = lab.info()
     node_ips = {name: str(n["ip"]) for name, n in info["nodes"].items()}
-    dst, dport = destination(flow, state, node_ips, client_ips(lab))
+    dst, dport = destination(flow, state, node_ips, client_ips(lab, flow))
+    if flow.family == "IPv6":
+        node_ips = node_ips6(state)
     kind, _, what = flow.source.partition("/")
     if kind == "pod":
         app, _, node = what.partition("@")
@@ -332,9 +378,9 @@ def resolve(flow: Flow, lab: LiveLab, state: State) -> Resolved:
         assert pods, f"no running pod app={app} on {node}"
         meta = pods[0]["metadata"]
         pod = info["pods"][f"{meta.get('namespace', 'default')}/{meta['name']}"]
-        return Resolved(pod["netns"], pods[0]["status"]["podIP"], dst, dport, node)
+        return Resolved(pod["netns"], of_family(flow, pod_ips(pods[0])), dst, dport, node)
     if kind == "node":
-        src = LOOPBACK if dst == LOOPBACK else node_ips[what]
+        src = dst if dst in (LOOPBACK, LOOPBACK6) else node_ips[what]
         return Resolved(info["nodes"][what]["netns"], src, dst, dport, what)
     assert kind == "client", flow.source
     # A client reaches a node's address directly, external IPs through the
@@ -343,10 +389,11 @@ def resolve(flow: Flow, lab: LiveLab, state: State) -> Resolved:
     by_ip = {ip: name for name, ip in node_ips.items()}
     first = next(iter(info["nodes"]))
     client = info["clients"][what]
+    source_ip = client_ips(lab, flow)[what]
     if flow.dst == "lb":
         spread = load_balancer_spread(lab, dst)
-        return Resolved(client["netns"], client["ip"], dst, dport, spread[0], tuple(spread))
-    return Resolved(client["netns"], client["ip"], dst, dport, by_ip.get(dst, first))
+        return Resolved(client["netns"], source_ip, dst, dport, spread[0], tuple(spread))
+    return Resolved(client["netns"], source_ip, dst, dport, by_ip.get(dst, first))
 
 
 def load_balancer_spread(lab: LiveLab, ip: str, wait: float = 10.0) -> list[str]:
@@ -360,7 +407,12 @@ def load_balancer_spread(lab: LiveLab, ip: str, wait: float = 10.0) -> list[str]
         time.sleep(0.1)
 
 
-def client_ips(lab: LiveLab) -> dict[str, str]:
+def client_ips(lab: LiveLab, flow: Flow | None = None) -> dict[str, str]:
+    """The clients' addresses of the flow's family (IPv6: from the Lab)."""
+    if flow is not None and flow.family == "IPv6":
+        spec = offline_state(flow.lab).lab
+        assert spec is not None
+        return {c.name: of_family(flow, c.ips) for c in spec.spec.external_clients}
     return {name: str(c["ip"]) for name, c in lab.info()["clients"].items()}
 
 
@@ -374,10 +426,13 @@ def predict(
     towards it, if predicted so). Returns the deciding simulation and the
     packet as the deciding node sees it."""
     state = offline_state(flow.lab, mode)
+    family: IPFamily = "IPv6" if flow.family == "IPv6" else "IPv4"
     packet = Packet(src=resolved.src, dst=resolved.dst, dport=resolved.dport, proto=flow.proto)
-    sim = node_simulation(state, resolved.node, mode, packet)
+    sim = node_simulation(state, resolved.node, mode, packet, family)
     nodes = lab.info()["nodes"]
     by_ip = {str(n["ip"]): name for name, n in nodes.items()}
+    if family == "IPv6":
+        by_ip = {ip: name for name, ip in node_ips6(offline_dicts(flow.lab)).items()}
     following = by_ip.get(resolved.dst)
     if sim.verdict not in ("NONE", "ACCEPT") or following in (None, resolved.node):
         return sim, resolved
@@ -387,7 +442,7 @@ def predict(
         src = route_source(nodes[resolved.node]["netns"], resolved.dst)
     hop = Resolved(resolved.source_netns, src, resolved.dst, resolved.dport, following)
     packet = Packet(src=src, dst=hop.dst, dport=hop.dport, proto=flow.proto)
-    return node_simulation(state, following, mode, packet), hop
+    return node_simulation(state, following, mode, packet, family), hop
 
 
 def served_port(state: State, node_servers: NodeServers, ip: str, proto: str) -> int:
@@ -396,7 +451,7 @@ def served_port(state: State, node_servers: NodeServers, ip: str, proto: str) ->
     extra = node_servers.get((ip, proto))
     if extra is not None:
         return extra
-    owners = [p for p in state["pods"] if p.get("status", {}).get("podIP") == ip]
+    owners = [p for p in state["pods"] if ip in pod_ips(p)]
     assert len(owners) == 1, f"{len(owners)} pods have IP {ip}"
     ports = [
         int(port["containerPort"])
@@ -494,7 +549,7 @@ def test_live_outcome_matches_offline_prediction(labs: Labs, mode: str, flow: Fl
     resolved = resolve(flow, lab, state)
     node_ips = {name: str(n["ip"]) for name, n in lab.info()["nodes"].items()}
     # The live control plane computed what the offline one did.
-    assert destination(flow, offline_dicts(flow.lab), node_ips, client_ips(lab)) == (
+    assert destination(flow, offline_dicts(flow.lab), node_ips, client_ips(lab, flow)) == (
         resolved.dst,
         resolved.dport,
     )
@@ -567,10 +622,15 @@ def check_dnat(
     assert predicted, where
     # Every endpoint the rules send traffic to must be running in the lab.
     running = {str(p["ip"]) for p in lab.info()["pods"].values()}
+    # A dual-stack pod runs with both of its addresses.
+    live_pods = {key.split("/", 1)[1] for key in lab.info()["pods"]}
+    running.update(
+        ip for p in state["pods"] if p["metadata"]["name"] in live_pods for ip in pod_ips(p)
+    )
     running.update(ip for ip, _ in node_servers)
     for endpoint in sorted(predicted):
-        ip = endpoint.rsplit(":", 1)[0]
-        owners = [p for p in state["pods"] if p.get("status", {}).get("podIP") == ip]
+        ip = endpoint.rsplit(":", 1)[0].strip("[]")
+        owners = [p for p in state["pods"] if ip in pod_ips(p)]
         described = ", ".join(
             f"pod {p['metadata']['name']}"
             + (" (terminating)" if p["metadata"].get("deletionTimestamp") else "")
@@ -588,7 +648,7 @@ def check_dnat(
     for path in sim.paths:
         if path.verdict != "DNAT" or path.endpoint is None:
             continue
-        ip = path.endpoint.rsplit(":", 1)[0]
+        ip = path.endpoint.rsplit(":", 1)[0].strip("[]")
         clients = {
             route_source(lab.info()["nodes"][node]["netns"], ip) if path.masquerade else hop.src
             for node in deciding
@@ -603,8 +663,15 @@ def check_dnat(
 
     live: dict[str, set[str]] = {}
     for answer in got:
-        port = served_port(state, node_servers, answer.pod_ip, flow.proto)
-        live.setdefault(f"{answer.pod_ip}:{port}", set()).add(answer.client_ip)
+        pod_ip = answer.pod_ip
+        if flow.family == "IPv6":
+            # The test server names the pod's primary (IPv4) address: the
+            # endpoint is the answering pod's IPv6 one.
+            (pod,) = [p for p in state["pods"] if p["metadata"]["name"] == answer.pod]
+            pod_ip = of_family(flow, pod_ips(pod))
+        port = served_port(state, node_servers, pod_ip, flow.proto)
+        host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+        live.setdefault(f"{host}:{port}", set()).add(answer.client_ip)
 
     name, namespace = _svc_ref(flow)
     if service(state, name, namespace)["spec"].get("sessionAffinity") == "ClientIP":

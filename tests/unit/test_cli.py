@@ -258,7 +258,7 @@ def test_trace_bad_input_exits_2() -> None:
         "--dport",
         "80",
     )
-    assert code == 2 and "'nope' is not an IPv4 address" in err
+    assert code == 2 and "'nope' is not an IPv4 or IPv6 address" in err
     code, _, err = run(
         "trace", "-f", DEFAULT, "--src", "10.1.1.1", "--dst", "172.30.0.41", "--dport", "80"
     )

@@ -469,3 +469,69 @@ def test_external_name_that_is_an_address_has_no_record() -> None:
     # CoreDNS answers only external names that are host names.
     dns = ClusterDns.from_state(build(IPV6))
     assert dns.answer("byip.default.svc.cluster.local.", "A").rcode == "NXDOMAIN"
+
+
+# ---------------------------------------------------------------- dual-stack
+
+
+DUAL_HEADLESS = """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  clusterIP: None
+  ipFamilyPolicy: RequireDualStack
+  selector: {app: web}
+  ports: [{name: http, port: 8080}]
+"""
+
+
+@pytest.fixture(scope="module")
+def dual_dns() -> tuple[ClusterState, ClusterDns]:
+    lab = (REPO / "controlplane" / "dualstack").glob("*.yaml")
+    text = "\n---\n".join(p.read_text() for p in sorted(lab)) + DUAL_HEADLESS
+    state = build(text)
+    return state, ClusterDns.from_state(state)
+
+
+def test_a_dual_stack_service_has_an_a_and_an_aaaa_record(
+    dual_dns: tuple[ClusterState, ClusterDns],
+) -> None:
+    # CoreDNS answers each clusterIP under the record type of its family.
+    state, dns = dual_dns
+    web = next(s for s in state.services if s.metadata.name == "web")
+    v4, v6 = web.spec.cluster_ips
+    name = "web.default.svc.cluster.local."
+    assert data(dns.answer(name, "A")) == [v4]
+    assert data(dns.answer(name, "AAAA")) == [v6]
+    assert data(dns.answer(ptr_name(v6), "PTR")) == [name]
+    assert data(dns.answer(ptr_name(v4), "PTR")) == [name]
+
+
+def test_an_ipv6_single_stack_service_has_only_an_aaaa_record(
+    dual_dns: tuple[ClusterState, ClusterDns],
+) -> None:
+    _, dns = dual_dns
+    name = "web-v6.default.svc.cluster.local."
+    (six,) = data(dns.answer(name, "AAAA"))
+    assert ipaddress.ip_address(six).version == 6
+    nodata = dns.answer(name, "A")
+    assert nodata.rcode == "NOERROR" and not nodata.answer
+
+
+def test_a_dual_stack_headless_service_answers_both_families_of_its_pods(
+    dual_dns: tuple[ClusterState, ClusterDns],
+) -> None:
+    # Both EndpointSlices (IPv4 and IPv6) feed the headless Service's records.
+    state, dns = dual_dns
+    pods = [p for p in state.pods if p.metadata.labels.get("app") == "web"]
+    v4 = sorted(p.status.pod_ips[0].ip for p in pods)
+    v6 = sorted(p.status.pod_ips[1].ip for p in pods)
+    name = "db.default.svc.cluster.local."
+    assert sorted(data(dns.answer(name, "A"))) == v4
+    assert sorted(data(dns.answer(name, "AAAA"))) == v6
+    # An IPv6 pod address: its ip6.arpa PTR names the endpoint, dashed.
+    dashed = endpoint_hostname(v6[0], None)
+    assert f"{dashed}.{name}" in data(dns.answer(ptr_name(v6[0]), "PTR"))
+    assert data(dns.answer(f"{dashed}.{name}", "AAAA")) == [v6[0]]

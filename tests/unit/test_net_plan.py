@@ -682,3 +682,89 @@ def test_kube_proxy_conntrack_settings_become_sysctls() -> None:
     assert dict(conntrack_sysctls(linux))["net.netfilter.nf_conntrack_tcp_timeout_close_wait"] == (
         "7200"
     )
+
+
+# ---------------------------------------------------------------- IPv6
+
+
+V6_ONLY_LAB = """
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata: {name: six}
+spec:
+  underlayCIDR: fd00:56::/64
+  serviceCIDR: fd00:10:96::/112
+  podCIDR: fd00:10:244::/56
+  clusterDNS: fd00:10:96::a
+  nodes:
+  - {name: node-1, underlayIP: "fd00:56::11"}
+"""
+
+
+def test_an_ipv6_only_live_lab_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    # Live labs are IPv4 or IPv4-first dual-stack: an IPv6-only one must fail
+    # up front, naming what is wrong, instead of half-building the lab.
+    (tmp_path / "lab.yaml").write_text(V6_ONLY_LAB)
+    with pytest.raises(PlanError, match=r"underlayCIDR, serviceCIDR, podCIDR not an IPv4,IPv6"):
+        plan_lab(load_cluster([tmp_path]), "six")
+
+
+def test_a_dual_stack_node_plan_has_its_ipv6_side() -> None:
+    plan = plan_of("dualstack")
+    node = plan.node("node-1")
+    assert node.underlay_ip == "192.168.56.11"  # IPv4 stays the primary
+    assert node.ipv6 is not None
+    v6 = node.ipv6
+    assert (v6.underlay_ip, v6.underlay_prefixlen) == ("fd00:56::11", 64)
+    assert (v6.pod_cidr, v6.bridge_ip, v6.vtep_ip) == (
+        "fd00:10:244::/64",
+        "fd00:10:244::1",
+        "fd00:10:244::",
+    )
+    assert v6.cluster_cidr == "fd00:10:244::/56"
+    # flannel-v6.1: the peer's IPv6 pod CIDR via its VTEP, on-link, and the
+    # peer's FDB entry on its IPv6 underlay address.
+    (peer,) = v6.peers
+    assert (peer.node, peer.underlay_ip, peer.vtep_ip) == (
+        "node-2",
+        "fd00:56::12",
+        "fd00:10:244:1::",
+    )
+    assert v6.routes == (
+        # The IPv6 default route via the underlay's IPv6 router (its first host).
+        Route("default", via="fd00:56::1"),
+        Route("fd00:10:244:1::/64", via="fd00:10:244:1::", device="flannel-v6.1", onlink=True),
+    )
+    assert plan.underlay.gateway_ip6 == "fd00:56::1"
+    assert v6.vtep_mac != node.vtep_mac
+    sysctls = dict(node.sysctls)
+    assert sysctls["net.ipv6.conf.all.forwarding"] == "1"
+    assert sysctls["net.bridge.bridge-nf-call-ip6tables"] == "1"
+    assert sysctls["net.ipv6.conf.default.accept_ra"] == "0"
+    assert sysctls["net.ipv6.conf.default.accept_dad"] == "0"
+    (client,) = plan.clients
+    assert (client.ip, client.ip6) == ("192.168.56.20", "fd00:56::20")
+
+
+def test_a_dual_stack_pod_plan_has_an_ipv6_address_and_routes() -> None:
+    state = state_of("dualstack")
+    plan = plan_of("dualstack")
+    pod = next(p for p in state.pods if p.metadata.labels.get("app") == "web")
+    node = plan.node(pod.spec.node_name or "")
+    planned = plan_pod(plan.name, node, pod)
+    ip6 = next(p.ip for p in pod.status.pod_ips if ":" in p.ip)
+    assert node.ipv6 is not None
+    assert (planned.ip6, planned.prefixlen6, planned.gateway6) == (ip6, 64, node.ipv6.bridge_ip)
+    assert planned.routes6 == (
+        Route("fd00:10:244::/56", via=node.ipv6.bridge_ip, device="eth0"),
+        Route("default", via=node.ipv6.bridge_ip, device="eth0"),
+    )
+    # /etc/hosts names both of the pod's addresses.
+    assert ip6 in planned.hosts
+
+
+def test_an_ipv4_lab_plans_no_ipv6() -> None:
+    plan = plan_of("default")
+    assert all(n.ipv6 is None for n in plan.nodes)
+    assert all(not c.ip6 for c in plan.clients)
+    assert not any("ipv6" in key for n in plan.nodes for key, _ in n.sysctls if "forwarding" in key)

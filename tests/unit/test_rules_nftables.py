@@ -945,8 +945,8 @@ def test_nftables_mode_takes_the_nftables_section(tmp_path: Path) -> None:
             )
         ]
     )
-    nft = proxy_input_of(state, "node-1", "nftables").config
-    ipt = proxy_input_of(state, "node-1", "iptables").config
+    nft = proxy_input_of(state, "node-1", mode="nftables").config
+    ipt = proxy_input_of(state, "node-1", mode="iptables").config
     assert (nft.masquerade_bit, nft.masquerade_all) == (10, True)
     assert (ipt.masquerade_bit, ipt.masquerade_all) == (12, False)
     assert "mark set mark or 0x00000400" in compile_nftables(state, "node-1").dump()

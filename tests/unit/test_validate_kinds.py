@@ -80,11 +80,12 @@ spec:
   ipFamilyPolicy: RequireDualStack
   ports: [{port: 80}]
 """
+    # The API server's words (initIPFamilyFields, pkg/registry/core/service/storage/alloc.go).
     assert errors(tmp_path, text, default_lab=True) == [
-        "x.yaml:5: Service/six: spec.ipFamilies[0]: ipfamily IPv6 is not configured on "
-        "cluster (the lab is IPv4 only)",
-        "x.yaml:12: Service/dual: spec.ipFamilyPolicy: Cluster is not configured for dual "
-        "stack services",
+        'x.yaml:5: Service/six: spec.ipFamilies[0]: Invalid value: "IPv6": not configured on '
+        "this cluster",
+        'x.yaml:12: Service/dual: spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this '
+        "cluster is not configured for dual-stack services",
     ]
 
 
