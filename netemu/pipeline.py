@@ -22,7 +22,15 @@ from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
+from netemu.rules.nftables import nftables_mode_iptables
+from netemu.rules.nftables import render as render_nftables
+from netemu.rules.nftmodel import NftRuleset, parse_nft
+from netemu.rules.nftsimulate import simulate_nft
 from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
+from netemu.rules.simulate import Packet, Simulation, simulate
+
+# The proxy modes netemu emulates (kube-proxy's ipvs and kernelspace are not).
+PROXY_MODES = ("iptables", "nftables")
 
 
 def load_cluster(
@@ -80,6 +88,39 @@ def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
         data = proxy_input(state, node_name)
         rules = compile_node(data, flannel_config(state.lab, data.config.node_pod_cidr))
     return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name))
+
+
+def proxy_mode(state: ClusterState) -> str:
+    """The mode the lab's kube-proxy runs in: its KubeProxyConfiguration's
+    `mode` when set, else the Lab's proxyMode (iptables by default, as
+    kube-proxy's own default on Linux). A mode netemu does not emulate is a
+    UsageError, never a silent fallback."""
+    mode = state.proxy_config.mode or (state.lab.spec.proxy_mode if state.lab else "iptables")
+    if mode not in PROXY_MODES:
+        raise UsageError(
+            f"kube-proxy mode {mode!r} is not emulated: netemu has {' and '.join(PROXY_MODES)}"
+        )
+    return mode
+
+
+def compile_nftables_rules(state: ClusterState, node_name: str) -> tuple[NftRuleset, RuleSet]:
+    """A node in nftables mode: kube-proxy's table (its dump, read back as
+    the simulator reads any nftables rules) and what the node still has in
+    iptables (kubelet's, flanneld's and the portmap plugin's chains)."""
+    with gc_paused():
+        data = proxy_input(state, node_name)
+        table = parse_nft(render_nftables(data))
+        iptables = nftables_mode_iptables(flannel_config(state.lab, data.config.node_pod_cidr))
+    return table, with_portmap(iptables, CNI_NETWORK, portmap_pods(state, node_name))
+
+
+def simulate_on_node(state: ClusterState, node_name: str, packet: Packet) -> Simulation:
+    """Walk `packet` through the rules of `node_name` in the lab's proxy mode."""
+    addresses = local_ips(state, node_name)
+    if proxy_mode(state) == "nftables":
+        table, iptables = compile_nftables_rules(state, node_name)
+        return simulate_nft(table, addresses, packet, iptables)
+    return simulate(compile_rules(state, node_name), addresses, packet)
 
 
 def portmap_pods(state: ClusterState, node_name: str) -> list[PortmapPod]:

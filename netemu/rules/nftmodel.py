@@ -24,8 +24,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from netemu.rules.model import ParseError
+from netemu.rules.model import MAX_RULES_BYTES, ParseError, _read_regular_file
 
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting", "ingress", "egress")
@@ -248,6 +249,53 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 # ---------------------------------------------------------------- parsing
+
+_NFT_START = re.compile(r"(table|add|create|insert|flush|delete|destroy|replace)\s")
+
+
+def is_nftables_file(path: Path) -> bool:
+    """Whether a rules file holds nftables rules rather than an iptables-save
+    dump: a `.nft` name, or a first line (past blanks and `#` lines) that
+    starts an nft block or command. An unreadable file is not (the iptables
+    reader then says why it cannot be read)."""
+    if path.suffix == ".nft":
+        return True
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in head.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return _NFT_START.match(line + " ") is not None
+    return False
+
+
+def read_nft_rules(path: Path) -> NftRuleset:
+    """Read nftables rules from a file, refusing what is not them (as
+    model.read_rules refuses: a non-regular file, more than MAX_RULES_BYTES,
+    text that is not UTF-8, a file with no table). Errors name the file."""
+    source = str(path)
+    data = _read_regular_file(path, source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            data.count(b"\n", 0, exc.start) + 1, "not UTF-8 text: expected nftables rules", source
+        ) from None
+    try:
+        ruleset = parse_nft(text)
+    except ParseError as exc:
+        raise exc.located(source) from None
+    if not ruleset.tables:
+        raise ParseError(
+            1,
+            f"no table: expected `nft list ruleset` output or an nft -f script "
+            f"(at most {MAX_RULES_BYTES >> 20} MiB)",
+            source,
+        )
+    return ruleset
 
 
 def parse_nft(text: str) -> NftRuleset:

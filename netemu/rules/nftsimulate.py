@@ -677,6 +677,14 @@ class NftSimulator:
                     yield "NEXT", st
                     return
                 continue
+            if op.kind == "vmap":
+                # A verdict map decides only for a key it holds: a miss is
+                # a rule that did not match.
+                verdict = self._map_lookup(table, op, st)
+                if verdict is None:
+                    yield "NEXT", st
+                    return
+                op = _Op("verdict", name=" ".join(verdict))
             # What ends the rule: it matched.
             matched = MatchedRule(table.label, chain, compiled.rule.text)
             st = replace(st, matched=_Trail(matched, st.matched))
@@ -697,12 +705,6 @@ class NftSimulator:
             yield "ACCEPT", replace(st, dst=dst, dport=dport, dnat=shown)
         elif op.kind == "snat":
             yield "ACCEPT", replace(st, snat=True)
-        elif op.kind == "vmap":
-            verdict = self._map_lookup(table, op, st)
-            if verdict is None:
-                yield "NEXT", st
-            else:
-                yield from self._verdict(table, verdict, st, depth)
         elif op.kind == "numgen":
             modulus = int(op.values[0])
             keys = {int(key): words for key, words in op.verdicts}
