@@ -141,7 +141,7 @@ class _Token:
 # A quoted string; `# ...` to the end of the line; one of the punctuation
 # tokens that stand alone whatever touches them; a newline; or a word (a run
 # of anything else: addresses, `10.180.0.1:80`, chain names with `/` and `.`).
-_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{};,]|\n|[^\s{};,"#]+')
+_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|[{};,]|\n|[^\s{};,"#]+')
 _HANDLE = re.compile(r"#\s*handle\s+(\d+)")
 NEWLINE = "\n"
 

@@ -1,0 +1,202 @@
+"""The nftables simulator's walk: hooks and priorities across nftables and
+iptables-nft tables, the kernel's NAT at a hook, families, forks, and the
+errors for rules it cannot walk."""
+
+from __future__ import annotations
+
+import pytest
+
+from netemu.rules.model import parse_restore
+from netemu.rules.nftmodel import parse_nft
+from netemu.rules.nftsimulate import simulate_nft
+from netemu.rules.simulate import Packet, SimulationError
+
+NODE = ["192.168.0.2", "2001:db8::1"]
+
+
+def table(body: str, family: str = "ip") -> str:
+    return f"table {family} t {{\n{body}\n}}\n"
+
+
+def test_base_chains_run_in_priority_order_and_accept_ends_only_one() -> None:
+    rules = parse_nft(
+        table(
+            """
+  chain late { type filter hook prerouting priority 10; policy accept;
+    meta mark set 0x2
+  }
+  chain early { type filter hook prerouting priority -10; policy accept;
+    meta mark set 0x1
+    accept
+  }
+  chain check { type filter hook forward priority 0; policy accept;
+    meta mark 0x2 drop
+  }
+"""
+        )
+    )
+    result = simulate_nft(rules, NODE, Packet("10.0.0.5", "10.0.0.9", 80))
+    # `early` (-10) accepts; `late` (10) still runs and its mark decides in forward.
+    assert result.verdict == "DROP"
+    assert [r.chain for r in result.rules] == ["early", "early", "late", "check"]
+
+
+def test_policy_drop_of_a_base_chain_drops() -> None:
+    rules = parse_nft(
+        table(
+            "  chain in { type filter hook input priority 0; policy drop;\n"
+            "    tcp dport 22 accept\n  }"
+        )
+    )
+    assert simulate_nft(rules, NODE, Packet("10.0.0.5", "192.168.0.2", 22)).verdict == "ACCEPT"
+    assert simulate_nft(rules, NODE, Packet("10.0.0.5", "192.168.0.2", 80)).verdict == "DROP"
+
+
+IPTABLES_NAT = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.7:8080
+COMMIT
+"""
+
+
+def test_iptables_tables_take_their_place_among_the_base_chains() -> None:
+    nft = parse_nft(
+        table(
+            """
+  chain nat-pre { type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 10.96.0.1 dnat to 10.0.0.8:9090
+  }
+  chain raw-ish { type filter hook prerouting priority -400; policy accept;
+    ip daddr 10.96.0.1 meta mark set 0x7
+  }
+"""
+        )
+    )
+    iptables = parse_restore(IPTABLES_NAT)
+    result = simulate_nft(nft, NODE, Packet("10.0.0.5", "10.96.0.1", 80), iptables)
+    # Both nat chains are at -100; iptables' goes first, its DNAT sets up
+    # the mapping and the kernel runs no further nat chain at that hook.
+    assert result.endpoints == ["10.0.0.7:8080"]
+    tables = [r.table for r in result.rules]
+    assert tables == ["ip t", "nat"]
+    without = simulate_nft(nft, NODE, Packet("10.0.0.5", "10.96.0.1", 80))
+    assert without.endpoints == ["10.0.0.8:9090"]
+
+
+def test_tables_see_only_their_family() -> None:
+    rules = parse_nft(
+        table(
+            "  chain f { type filter hook forward priority 0; policy accept;\n    drop\n  }", "ip6"
+        )
+        + table("  chain f { type filter hook forward priority 0; policy accept;\n    accept\n  }")
+    )
+    assert simulate_nft(rules, NODE, Packet("10.0.0.5", "10.0.0.9", 80)).verdict == "ACCEPT"
+    assert simulate_nft(rules, NODE, Packet("fd00::5", "fd00::9", 80)).verdict == "DROP"
+
+
+def test_ipv6_dnat_and_local_origin() -> None:
+    rules = parse_nft(
+        table(
+            """
+  chain out { type nat hook output priority -100; policy accept;
+    ip6 daddr fd00:96::1 tcp dport 80 dnat to [fd00:10::7]:8080
+  }
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    ip6 saddr 2001:db8::1 masquerade
+  }
+""",
+            "ip6",
+        )
+    )
+    result = simulate_nft(rules, NODE, Packet("2001:db8::1", "fd00:96::1", 80))
+    assert result.local_origin
+    assert result.endpoints == ["[fd00:10::7]:8080"]
+    assert result.masquerade
+
+
+def test_numgen_forks_with_equal_probability_and_a_missing_key_falls_through() -> None:
+    rules = parse_nft(
+        table(
+            """
+  chain pre { type nat hook prerouting priority dstnat; policy accept;
+    numgen random mod 3 vmap { 0 : goto a, 1 : goto b }
+    dnat to 10.0.0.3
+  }
+  chain a {
+    dnat to 10.0.0.1
+  }
+  chain b {
+    dnat to 10.0.0.2:81
+  }
+"""
+        )
+    )
+    result = simulate_nft(rules, NODE, Packet("10.9.0.5", "10.96.0.1", 80))
+    assert {p.endpoint: round(p.probability, 6) for p in result.paths} == {
+        "10.0.0.1:80": 0.333333,
+        "10.0.0.2:81": 0.333333,
+        "10.0.0.3:80": 0.333333,
+    }
+
+
+def test_jump_returns_and_goto_does_not() -> None:
+    rules = parse_nft(
+        table(
+            """
+  chain pre { type filter hook prerouting priority 0; policy accept;
+    jump sub
+    meta mark 0x1 goto again
+    drop
+  }
+  chain sub {
+    meta mark set mark or 0x1
+    return
+    drop
+  }
+  chain again {
+    meta mark set mark xor 0x1
+  }
+  chain fwd { type filter hook forward priority 0; policy accept;
+    mark and 0x1 == 0 accept
+    reject
+  }
+"""
+        )
+    )
+    result = simulate_nft(rules, NODE, Packet("10.9.0.5", "10.96.0.1", 80))
+    # sub returns into pre; the goto to `again` ends pre at again's end
+    # (its `drop` is never reached); again cleared the mark, so fwd accepts.
+    assert result.verdict == "ACCEPT"
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("jump nowhere", "no chain 'nowhere' in table ip t"),
+        ("ip daddr @missing drop", "no set or map 'missing'"),
+        ("ip daddr 10.0.0.300 drop", "'10.0.0.300' is not an address"),
+        ("tcp dport 70000 drop", "'70000' is not a port range within 0-65535"),
+        ("numgen random mod 2 vmap { 0 : goto c, 5 : drop }", "key 5 is out of range"),
+        ("dnat to 10.0.0.1:0", "the port is not in 1-65535"),
+        ("osf name Linux drop", "'osf' is not simulated"),
+        ("ct helper ftp drop", "only ct state and ct status are simulated"),
+    ],
+)
+def test_rules_it_cannot_walk_are_errors_naming_the_line(rule: str, message: str) -> None:
+    text = f"add table ip t\nadd chain ip t c\nadd rule ip t c {rule}\n"
+    with pytest.raises(SimulationError) as caught:
+        simulate_nft(parse_nft(text), NODE, Packet("10.0.0.5", "10.0.0.9", 80))
+    assert caught.value.line_no == 3
+    assert message in caught.value.message
+
+
+def test_a_jump_loop_is_refused() -> None:
+    text = (
+        "add table ip t\nadd chain ip t a { type filter hook input priority 0 ; }\n"
+        "add chain ip t b\nadd rule ip t a jump b\nadd rule ip t b jump a\n"
+    )
+    with pytest.raises(SimulationError, match="loop: a -> b -> a"):
+        simulate_nft(parse_nft(text), NODE, Packet("10.0.0.5", "192.168.0.2", 80))
