@@ -21,10 +21,13 @@ Pure: parses text it is given; reads no file, runs no `nft`.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from netemu.rules.model import MAX_RULES_BYTES, ParseError, _read_regular_file
 
@@ -130,17 +133,18 @@ class NftRuleset:
 # ---------------------------------------------------------------- tokens
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
     text: str
     line_no: int
     start: int  # offset of the token in the source text
     end: int
 
 
-# A quoted string; `# ...` to the end of the line; one of the punctuation
-# tokens that stand alone whatever touches them; a newline; or a word (a run
-# of anything else: addresses, `10.180.0.1:80`, chain names with `/` and `.`).
+# A quoted string (its closing quote may be missing: refused below); `# ...`
+# to the end of the line; one of the punctuation tokens that stand alone
+# whatever touches them; a newline; or a word (a run of anything else:
+# addresses, `10.180.0.1:80`, chain names with `/` and `.`). Between tokens
+# only blanks other than newlines are left, so newline tokens count lines.
 _TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|[{};,]|\n|[^\s{};,"#]+')
 _HANDLE = re.compile(r"#\s*handle\s+(\d+)")
 NEWLINE = "\n"
@@ -148,24 +152,17 @@ NEWLINE = "\n"
 
 def _tokens(text: str) -> list[_Token]:
     out: list[_Token] = []
+    append = out.append
     line_no = 1
-    position = 0
     for match in _TOKEN.finditer(text):
-        gap = text[position : match.start()]
-        if gap.strip():
-            bad = gap.strip()[0]
-            raise ParseError(line_no + gap[: gap.index(bad)].count("\n"), f"unexpected {bad!r}")
-        line_no += gap.count("\n")
         word = match.group()
-        if word.startswith('"') and (len(word) < 2 or not word.endswith('"')):
-            raise ParseError(line_no, "a quoted string is not closed on its line")
-        out.append(_Token(word, line_no, match.start(), match.end()))
         if word == NEWLINE:
+            append(_Token(word, line_no, match.start(), match.end()))
             line_no += 1
-        position = match.end()
-    rest = text[position:]
-    if rest.strip():
-        raise ParseError(line_no, f"unexpected {rest.strip()[0]!r}")
+            continue
+        if word[0] == '"' and (len(word) < 2 or word[-1] != '"'):
+            raise ParseError(line_no, "a quoted string is not closed on its line")
+        append(_Token(word, line_no, match.start(), match.end()))
     return out
 
 
@@ -220,25 +217,28 @@ class _Stream:
         out: list[_Token] = []
         depth = 0
         self.note_handle = None
-        while self.index < len(self.tokens):
-            token = self.tokens[self.index]
-            if token.text == "}" and depth == 0:
+        tokens, index, count = self.tokens, self.index, len(self.tokens)
+        while index < count:
+            token = tokens[index]
+            text = token.text
+            if text == "}" and depth == 0:
                 break  # the end of the enclosing block ends the statement
-            self.index += 1
-            if token.text.startswith("#"):
-                found = _HANDLE.match(token.text)
+            index += 1
+            if text[0] == "#":
+                found = _HANDLE.match(text)
                 if found and out:
                     self.note_handle = int(found.group(1))
                 continue
-            if token.text in (NEWLINE, ";") and depth == 0:
+            if (text == NEWLINE or text == ";") and depth == 0:
                 if out:
                     break
                 continue
-            if token.text == "{":
+            if text == "{":
                 depth += 1
-            elif token.text == "}":
+            elif text == "}":
                 depth -= 1
             out.append(token)
+        self.index = index
         if depth:
             raise ParseError(out[-1].line_no if out else 1, "a '{' is not closed")
         return out
@@ -261,6 +261,10 @@ def is_nftables_file(path: Path) -> bool:
     if path.suffix == ".nft":
         return True
     try:
+        # Only a regular file is looked into (a FIFO would wait for a
+        # writer): anything else goes to the reader that refuses it.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with path.open("rb") as handle:
             head = handle.read(1 << 16).decode("utf-8", errors="replace")
     except OSError:

@@ -473,15 +473,27 @@ class NftSimulator:
         self.assumptions: list[str] = [NEW_CONNECTION]
         self.packet = Packet("0.0.0.0", "0.0.0.0", 0)
         self._steps = 0
+        # Rules are compiled when the walk first enters their chain: a node
+        # with 10,000 Services has 120,000 rules and a packet meets a few
+        # dozen. What every rule names (chains, sets, maps) is checked for
+        # all of them first, and jump loops refused, as the kernel refuses
+        # such a table.
         self._compiled: dict[tuple[str, str, str], list[_Compiled]] = {}
+        self._indexes: dict[
+            tuple[int, tuple[str, ...]], dict[tuple[str | None, ...], tuple[str, ...]] | None
+        ] = {}
         for table in ruleset.tables.values():
-            for chain in table.chains.values():
-                self._compiled[(table.family, table.name, chain.name)] = [
-                    self._compile(table, rule) for rule in chain.rules
-                ]
-            self._check_jumps(table)
+            self._check_names(table)
 
-    # -- checks before the walk
+    def _rules(self, table: NftTable, chain: str) -> list[_Compiled]:
+        key = (table.family, table.name, chain)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = [self._compile(table, rule) for rule in table.chains[chain].rules]
+            self._compiled[key] = compiled
+        return compiled
+
+    # -- checks
 
     def _compile(self, table: NftTable, rule: NftRule) -> _Compiled:
         try:
@@ -494,9 +506,7 @@ class NftSimulator:
 
     def _check_op(self, table: NftTable, op: _Op) -> None:
         if op.kind in ("lookup", "vmap") and op.name:
-            named = table.sets.get(op.name)
-            if named is None:
-                raise ValueError(f"no set or map {op.name!r} in table {table.label}")
+            named = table.sets[op.name]  # its existence was checked by _check_names
             if op.kind == "vmap" and (named.kind != "map" or named.value_type != "verdict"):
                 raise ValueError(f"{op.name} is not a verdict map")
             if len(named.key_type) not in (0, len(op.fields)):
@@ -504,34 +514,57 @@ class NftSimulator:
                     f"{op.name}'s keys have {len(named.key_type)} parts, the rule looks up "
                     f"{len(op.fields)}"
                 )
-            for element in named.elements:
-                if element.value is not None and op.kind == "vmap":
-                    _check_verdict(element.value)
-        for verdict in self._verdicts_of(table, op):
-            if verdict[0] in ("jump", "goto") and verdict[1] not in table.chains:
-                raise ValueError(f"no chain {verdict[1]!r} in table {table.label}")
 
-    def _verdicts_of(self, table: NftTable, op: _Op) -> list[tuple[str, ...]]:
-        if op.kind == "verdict":
-            return [tuple(op.name.split())]
-        if op.kind == "numgen" or (op.kind == "vmap" and not op.name):
-            return [words for _, words in op.verdicts]
-        if op.kind == "vmap":
-            return [e.value for e in table.sets[op.name].elements if e.value is not None]
-        return []
-
-    def _check_jumps(self, table: NftTable) -> None:
-        """Refuse jump loops and nesting deeper than MAX_DEPTH below a base
-        chain, as the kernel refuses such a table (ELOOP)."""
+    def _check_names(self, table: NftTable) -> None:
+        """Every chain a rule or a verdict map element jumps to exists, and
+        every set a rule names; no jumps loop back, none nest deeper than
+        MAX_DEPTH below a base chain. Read from the rules' words (`jump X`,
+        `goto X`, `@set`), not their compiled form."""
         jumps: dict[str, list[tuple[str, int]]] = {}
+        map_targets: dict[str, list[str]] = {}
+        for named in table.sets.values():
+            targets = []
+            for element in named.elements:
+                value = element.value
+                if value is None:
+                    continue
+                if named.value_type == "verdict":
+                    try:
+                        _check_verdict(value)
+                    except ValueError as exc:
+                        raise SimulationError(element.line_no, f"{named.name}: {exc}") from None
+                if value[0] in ("jump", "goto"):
+                    if value[1] not in table.chains:
+                        raise SimulationError(
+                            element.line_no,
+                            f"{named.name}: no chain {value[1]!r} in table {table.label}",
+                        )
+                    targets.append(value[1])
+            map_targets[named.name] = targets
         for chain in table.chains.values():
-            targets: list[tuple[str, int]] = []
-            for compiled in self._compiled[(table.family, table.name, chain.name)]:
-                for op in compiled.ops:
-                    for verdict in self._verdicts_of(table, op):
-                        if verdict[0] in ("jump", "goto"):
-                            targets.append((verdict[1], compiled.rule.line_no))
-            jumps[chain.name] = targets
+            edges: list[tuple[str, int]] = []
+            for rule in chain.rules:
+                words = rule.tokens
+                for at, word in enumerate(words):
+                    if word in ("jump", "goto") and at + 1 < len(words):
+                        target = words[at + 1]
+                        if target not in table.chains:
+                            raise SimulationError(
+                                rule.line_no,
+                                f"rule {_shown(rule.text)}: no chain {target!r} in table "
+                                f"{table.label}",
+                            )
+                        edges.append((target, rule.line_no))
+                    elif word.startswith("@"):
+                        if word[1:] not in table.sets:
+                            raise SimulationError(
+                                rule.line_no,
+                                f"rule {_shown(rule.text)}: no set or map {word[1:]!r} in "
+                                f"table {table.label}",
+                            )
+                        if at > 0 and words[at - 1] == "vmap":
+                            edges.extend((t, rule.line_no) for t in map_targets[word[1:]])
+            jumps[chain.name] = edges
         below: dict[str, int] = {}
         for chain in table.chains.values():
             if chain.is_base and chain.name not in below:
@@ -634,7 +667,7 @@ class NftSimulator:
                 table.chains[name].line_no,
                 f"chain {name} is nested more than {MAX_DEPTH} jumps deep: not simulated",
             )
-        rules = self._compiled[(table.family, table.name, name)]
+        rules = self._rules(table, name)
         todo: list[tuple[int | None, str, _State]] = [(0, "NEXT", st)]
         while todo:
             index, verdict, st = todo.pop()
@@ -796,6 +829,13 @@ class NftSimulator:
         values = [self._value(field, st) for field in fields]
         if any(v is None for v in values):
             return None
+        index = self._index(named, fields)
+        if index is not None:
+            try:
+                key = tuple(_normal(f, str(v)) for f, v in zip(fields, values, strict=True))
+            except ValueError:
+                return None
+            return index.get(key)
         for element in named.elements:
             if all(
                 _part_matches(field, str(value), part)
@@ -803,6 +843,28 @@ class NftSimulator:
             ):
                 return element.value or ()
         return None
+
+    def _index(
+        self, named: NftSet, fields: tuple[str, ...]
+    ) -> dict[tuple[str | None, ...], tuple[str, ...]] | None:
+        """The set's elements by their normalised key, for a set of single
+        values (service-ips holds one element per Service port: a lookup
+        must not read them all); None for a set with CIDRs or ranges."""
+        cache_key = (id(named), fields)
+        if cache_key in self._indexes:
+            return self._indexes[cache_key]
+        index: dict[tuple[str | None, ...], tuple[str, ...]] | None = {}
+        for element in named.elements:
+            try:
+                key = tuple(_normal(f, p) for f, p in zip(fields, element.key, strict=True))
+            except ValueError:
+                key = (None,)
+            if None in key or index is None:
+                index = None
+                break
+            index.setdefault(key, element.value or ())
+        self._indexes[cache_key] = index
+        return index
 
     def _map_lookup(self, table: NftTable, op: _Op, st: _State) -> tuple[str, ...] | None:
         if op.name:
@@ -836,6 +898,25 @@ def _part_matches(field: str, value: str, part: str) -> bool:
     if field == "mark":
         return int(value) == _number(part)
     return value == part
+
+
+@lru_cache(maxsize=65536)
+def _normal(field: str, text: str) -> str | None:
+    """A value as an exact-match index holds it (an address in one spelling,
+    a protocol by number); None for a CIDR or range, which is no exact key."""
+    text = unquote(text)
+    if field.endswith("addr"):
+        if "/" in text or "-" in text:
+            return None
+        try:
+            return str(netaddr.IPAddress(text))
+        except (netaddr.AddrFormatError, ValueError):
+            raise ValueError(f"{text!r} is not an address") from None
+    if field.endswith("port"):
+        return None if "-" in text else str(int(text))
+    if field == "l4proto":
+        return _PROTOCOLS.get(text, text)
+    return text
 
 
 def _set_mark(mark: int, operator: str, value: int) -> int:

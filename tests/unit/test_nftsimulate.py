@@ -176,21 +176,36 @@ def test_jump_returns_and_goto_does_not() -> None:
     ("rule", "message"),
     [
         ("jump nowhere", "no chain 'nowhere' in table ip t"),
+        ("numgen random mod 1 vmap { 0 : goto elsewhere }", "no chain 'elsewhere'"),
         ("ip daddr @missing drop", "no set or map 'missing'"),
         ("ip daddr 10.0.0.300 drop", "'10.0.0.300' is not an address"),
         ("tcp dport 70000 drop", "'70000' is not a port range within 0-65535"),
-        ("numgen random mod 2 vmap { 0 : goto c, 5 : drop }", "key 5 is out of range"),
+        ("numgen random mod 2 vmap { 0 : drop, 5 : drop }", "key 5 is out of range"),
         ("dnat to 10.0.0.1:0", "the port is not in 1-65535"),
         ("osf name Linux drop", "'osf' is not simulated"),
         ("ct helper ftp drop", "only ct state and ct status are simulated"),
     ],
 )
 def test_rules_it_cannot_walk_are_errors_naming_the_line(rule: str, message: str) -> None:
-    text = f"add table ip t\nadd chain ip t c\nadd rule ip t c {rule}\n"
+    # `c` is a base chain the packet meets: a rule is read when the walk
+    # first enters its chain (the names rules refer to are checked before).
+    text = (
+        "add table ip t\nadd chain ip t c { type filter hook forward priority 0 ; }\n"
+        f"add rule ip t c {rule}\n"
+    )
     with pytest.raises(SimulationError) as caught:
         simulate_nft(parse_nft(text), NODE, Packet("10.0.0.5", "10.0.0.9", 80))
     assert caught.value.line_no == 3
     assert message in caught.value.message
+
+
+def test_a_rule_no_packet_meets_is_not_read_but_its_names_are_checked() -> None:
+    unread = "add table ip t\nadd chain ip t c\nadd rule ip t c ip daddr 10.0.0.300 drop\n"
+    result = simulate_nft(parse_nft(unread), NODE, Packet("10.0.0.5", "10.0.0.9", 80))
+    assert result.verdict == "NONE"
+    dangling = "add table ip t\nadd chain ip t c\nadd rule ip t c ip daddr @nowhere drop\n"
+    with pytest.raises(SimulationError, match="no set or map 'nowhere'"):
+        simulate_nft(parse_nft(dangling), NODE, Packet("10.0.0.5", "10.0.0.9", 80))
 
 
 def test_a_jump_loop_is_refused() -> None:
