@@ -319,6 +319,8 @@ class _Parser:
     def __init__(self, stream: _Stream) -> None:
         self.s = stream
         self.ruleset = NftRuleset()
+        # id(set) → (the set, its element keys), for _element_command.
+        self._known: dict[int, tuple[NftSet, set[tuple[str, ...]]]] = {}
 
     def run(self) -> None:
         while True:
@@ -496,6 +498,7 @@ class _Parser:
                 named.comment = unquote(value[0].text)
             elif prop == "elements":
                 named.elements.extend(_elements(value, named, line_no))
+                self._known.pop(id(named), None)
             elif prop not in ("size", "policy", "gc-interval", "auto-merge", "counter"):
                 raise ParseError(
                     line_no,
@@ -519,8 +522,16 @@ class _Parser:
                         f"delete element {' . '.join(element.key)}: not in {name.text}",
                     )
                 named.elements = kept
+            self._known.pop(id(named), None)
             return
-        known = {e.key for e in named.elements}
+        # The keys a set holds, kept between commands: a transaction adds
+        # its elements one `add element` at a time, thousands to one map.
+        cached = self._known.get(id(named))
+        if cached is not None and cached[0] is named and len(cached[1]) == len(named.elements):
+            known = cached[1]
+        else:
+            known = {e.key for e in named.elements}
+            self._known[id(named)] = (named, known)
         for element in elements:
             if element.key in known:
                 if verb == "create":
