@@ -95,7 +95,11 @@ IPTABLES_PRIORITIES: dict[tuple[str, str], int] = {
 }
 _PROTOCOLS = {"tcp": "6", "udp": "17", "sctp": "132", "icmp": "1", "icmpv6": "58"}
 _VERDICTS = ("accept", "drop", "reject", "return", "continue", "jump", "goto")
-_NO_OP_WORDS = ("counter", "log", "notrack", "limit")
+_NO_OP_WORDS = ("counter", "log", "notrack")
+# The flags a NAT statement may carry (`masquerade fully-random`, `snat to
+# 10.0.0.1 random,persistent`), and the options of `log`, each with a value.
+_NAT_FLAGS = frozenset(("random", "fully-random", "persistent", ","))
+_LOG_OPTIONS = frozenset(("prefix", "level", "group", "snaplen", "queue-threshold", "flags"))
 
 # (verdict, state): NEXT (the rule did not decide), RETURN, ACCEPT, DROP, REJECT
 _Outcome = tuple[str, _State]
@@ -152,7 +156,7 @@ class _Rule:
         if word == "comment":
             self.take("a comment")
         elif word in _NO_OP_WORDS:
-            self._skip_arguments()
+            self._statement_arguments(word)
             self.ops.append(_Op("nop", name=word))
         elif word in ("update", "add") and (self.peek() or "").startswith("@"):
             self.take("a set")
@@ -163,7 +167,7 @@ class _Rule:
             if word in ("jump", "goto"):
                 target = self.take("a chain name")
             elif word == "reject":
-                self._skip_arguments()
+                self._statement_arguments(word)
             self.ops.append(_Op("verdict", name=f"{word} {target}".strip()))
         elif word in ("dnat", "snat"):
             if self.peek() in ("ip", "ip6"):
@@ -172,10 +176,10 @@ class _Rule:
                 raise ValueError(f"{word}: expected `{word} to ADDRESS[:PORT]`")
             to = self.take("an address")
             _nat_address(to)  # refuses a bad one now
-            self._skip_arguments()
+            self._statement_arguments(word)
             self.ops.append(_Op(word, values=(to,)))
         elif word == "masquerade":
-            self._skip_arguments()
+            self._statement_arguments(word)
             self.ops.append(_Op("snat", name="masquerade"))
         elif word == "numgen":
             self._numgen()
@@ -187,14 +191,29 @@ class _Rule:
             self.i -= 1
             self._match()
 
-    def _skip_arguments(self) -> None:
-        """The flags and `with ...` words a statement may carry (`reject with
-        icmp port-unreachable`, `masquerade fully-random`, `counter packets 0
-        bytes 0`), up to the next word that starts something else."""
-        while (word := self.peek()) is not None:
-            if word in _VERDICTS or word == "comment" or word in _NO_OP_WORDS:
-                return
-            self.i += 1
+    def _statement_arguments(self, statement: str) -> None:
+        """Step over what a statement carries: `counter packets 0 bytes 0`,
+        `reject with icmp port-unreachable` (or `with tcp reset`, `with icmp
+        type host-unreachable`), the flags of masquerade/snat/dnat, `log
+        prefix "x" level warn`."""
+        if statement == "counter":
+            while self.peek() in ("packets", "bytes"):
+                self.take("a counter")
+                self.take("a count")
+        elif statement == "reject":
+            if self.peek() == "with":
+                self.take("with")
+                self.take("icmp, icmpv6, icmpx or tcp")
+                if self.peek() == "type":
+                    self.take("type")
+                self.take("a reject reason")
+        elif statement in ("masquerade", "snat", "dnat"):
+            while self.peek() in _NAT_FLAGS:
+                self.take("a flag")
+        elif statement == "log":
+            while self.peek() in _LOG_OPTIONS:
+                self.take("a log option")
+                self.take("its value")
 
     def _braced(self) -> list[str]:
         if self.take("'{'") != "{":
@@ -230,7 +249,7 @@ class _Rule:
             raise ValueError(f"{word} {part}: only daddr, saddr and protocol are simulated")
         if word == "meta":
             word = self.take("a meta key")
-        if word in ("l4proto", "mark", "iifname", "oifname", "iif", "oif", "nfproto"):
+        if word in ("l4proto", "mark", "iifname", "oifname", "iif", "oif", "nfproto", "nftrace"):
             return word
         if word in ("th", "tcp", "udp", "sctp"):
             part = self.take("dport or sport")
@@ -245,6 +264,12 @@ class _Rule:
         if fields == ("mark",) and word == "set":
             self.take("set")
             self._mark_set()
+            return
+        if fields == ("nftrace",) and word == "set":
+            # The live tracer's `meta nftrace set 1`: it changes no verdict.
+            self.take("set")
+            self.take("a value")
+            self.ops.append(_Op("nop", name="nftrace"))
             return
         if word == "vmap":
             self.take("vmap")

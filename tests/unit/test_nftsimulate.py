@@ -4,6 +4,8 @@ errors for rules it cannot walk."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from netemu.rules.model import parse_restore
@@ -12,6 +14,7 @@ from netemu.rules.nftsimulate import simulate_nft
 from netemu.rules.simulate import Packet, SimulationError
 
 NODE = ["192.168.0.2", "2001:db8::1"]
+DATA = Path(__file__).parent / "data" / "nftables"
 
 
 def table(body: str, family: str = "ip") -> str:
@@ -215,3 +218,44 @@ def test_a_jump_loop_is_refused() -> None:
     )
     with pytest.raises(SimulationError, match="loop: a -> b -> a"):
         simulate_nft(parse_nft(text), NODE, Packet("10.0.0.5", "192.168.0.2", 80))
+
+
+def test_a_live_node_listing_walks_iptables_nft_and_kube_proxy_tables_together() -> None:
+    """`nft list ruleset` of a node in nftables mode: iptables-nft's `ip nat`
+    and `ip filter` (counters and all) beside `ip kube-proxy`."""
+    listed = DATA / "node-nftables-mode.listed"
+    rules = parse_nft(listed.read_text())
+    assert list(rules.tables) == [("ip", "nat"), ("ip", "filter"), ("ip", "kube-proxy")]
+    to_service = simulate_nft(rules, ["192.168.0.2"], Packet("10.0.0.2", "172.30.0.41", 80))
+    assert to_service.endpoints == ["10.180.0.1:80"]
+    assert not to_service.masquerade  # 10.0.0.2 is outside flannel's 10.244.0.0/16
+    out = simulate_nft(rules, ["192.168.0.2"], Packet("10.244.1.5", "8.8.8.8", 53, "udp"))
+    # flanneld's masquerade, after a `counter packets 0 bytes 0` statement.
+    assert out.masquerade
+    assert out.rules[-1].table == "ip nat"
+    assert out.rules[-1].rule.endswith("counter packets 0 bytes 0 masquerade fully-random")
+    # The kernel set up SNAT in iptables-nft's nat chain: kube-proxy's
+    # nat-postrouting (same hook, later) is not run for this packet.
+    assert not any(r.chain == "nat-postrouting" for r in out.rules)
+
+
+@pytest.mark.parametrize(
+    ("rule", "verdict"),
+    [
+        ("counter packets 12 bytes 720 reject with icmp port-unreachable", "REJECT"),
+        ("reject with icmp type host-unreachable", "REJECT"),
+        ("reject with tcp reset", "REJECT"),
+        ('log prefix "kp: " level warn counter drop', "DROP"),
+        ("meta l4proto { udp, tcp } th dport 80-90 accept", "ACCEPT"),
+        ("ip daddr 10.0.0.0-10.0.0.20 ct state { new, established } accept", "ACCEPT"),
+        ("meta nftrace set 1 continue", "NONE"),
+    ],
+)
+def test_statements_carry_their_arguments(rule: str, verdict: str) -> None:
+    text = (
+        "add table ip t\nadd chain ip t c { type filter hook forward priority 0 ; }\n"
+        f"add rule ip t c {rule}\n"
+    )
+    result = simulate_nft(parse_nft(text), NODE, Packet("10.0.0.5", "10.0.0.9", 80))
+    assert result.verdict == verdict
+    assert [r.rule for r in result.rules] == [rule]
