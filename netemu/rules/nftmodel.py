@@ -710,10 +710,11 @@ def _properties(body: list[_Token], line_no: int) -> list[tuple[str, list[_Token
             current.append(token)
     if current:
         props.append((current[0].text, current[1:]))
-    for name, value in props:
-        if name == "elements" and value and value[0].text == "=":
-            value[:] = value[1:]
-    return props
+    # `elements = { ... }` (an nft -f script may write a set's elements so)
+    return [
+        (name, value[1:] if name == "elements" and value and value[0].text == "=" else value)
+        for name, value in props
+    ]
 
 
 def _elements(body: list[_Token], named: NftSet, line_no: int) -> list[NftElement]:
