@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from netemu.api.config import Lab
 from netemu.api.load import gc_paused
@@ -71,9 +72,13 @@ def pick_node(state: ClusterState, name: str | None) -> str:
     raise UsageError(f"several nodes ({', '.join(names)}): choose one with --node")
 
 
-def proxy_input(state: ClusterState, node_name: str) -> ProxyInput:
+def proxy_input(
+    state: ClusterState, node_name: str, mode: Literal["iptables", "nftables"] = "iptables"
+) -> ProxyInput:
     node = state.node(node_name)
-    config = proxy_config(node, state.proxy_config, state.lab, node_addresses(node, state.lab))
+    config = proxy_config(
+        node, state.proxy_config, state.lab, node_addresses(node, state.lab), mode=mode
+    )
     return ProxyInput(
         config=config,
         service_ports=tuple(service_ports(state.services)),
@@ -108,7 +113,7 @@ def compile_nftables_rules(state: ClusterState, node_name: str) -> tuple[NftRule
     the simulator reads any nftables rules) and what the node still has in
     iptables (kubelet's, flanneld's and the portmap plugin's chains)."""
     with gc_paused():
-        data = proxy_input(state, node_name)
+        data = proxy_input(state, node_name, "nftables")
         table = parse_nft(render_nftables(data))
         iptables = nftables_mode_iptables(flannel_config(state.lab, data.config.node_pod_cidr))
     return table, with_portmap(iptables, CNI_NETWORK, portmap_pods(state, node_name))

@@ -339,3 +339,25 @@ def test_trace_offline_names_the_nft_file_and_line_it_cannot_walk(tmp_path: Path
     )  # fmt: skip
     assert code == 2
     assert f"{rules}:3: " in err and "no chain 'nowhere'" in err
+
+
+def test_trace_offline_in_nftables_mode_takes_the_nftables_section(tmp_path: Path) -> None:
+    """kube-proxy reads masqueradeAll from the section of its mode: in
+    nftables mode `nftables.masqueradeAll` masquerades a pod's ClusterIP
+    connection, and `iptables.masqueradeAll` does not."""
+    lab = Path(nftables_lab(tmp_path))
+    masquerade = {}
+    for section in ("iptables", "nftables"):
+        (lab / "proxy.yaml").write_text(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+            f"{section}:\n  masqueradeAll: true\n"
+        )
+        code, out, _ = run(
+            "trace", "--offline", "-f", str(lab), "--node", "node-1",
+            "--src", "10.244.0.9", "--dst", "10.96.149.150", "--dport", "80", "-o", "json",
+        )  # fmt: skip
+        assert code == 0, out
+        data = json.loads(out)
+        assert data["verdict"] == "DNAT"
+        masquerade[section] = data["masquerade"]
+    assert masquerade == {"iptables": False, "nftables": True}
