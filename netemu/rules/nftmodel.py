@@ -26,6 +26,7 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
@@ -150,22 +151,6 @@ _HANDLE = re.compile(r"#\s*handle\s+(\d+)")
 NEWLINE = "\n"
 
 
-def _tokens(text: str) -> list[_Token]:
-    out: list[_Token] = []
-    append = out.append
-    line_no = 1
-    for match in _TOKEN.finditer(text):
-        word = match.group()
-        if word == NEWLINE:
-            append(_Token(word, line_no, match.start(), match.end()))
-            line_no += 1
-            continue
-        if word[0] == '"' and (len(word) < 2 or word[-1] != '"'):
-            raise ParseError(line_no, "a quoted string is not closed on its line")
-        append(_Token(word, line_no, match.start(), match.end()))
-    return out
-
-
 def unquote(token: str) -> str:
     if len(token) >= 2 and token.startswith('"') and token.endswith('"'):
         return re.sub(r"\\(.)", r"\1", token[1:-1])
@@ -173,37 +158,54 @@ def unquote(token: str) -> str:
 
 
 class _Stream:
-    """The tokens of a text, with the position of the next one."""
+    """The tokens of a text, with the position of the next one. Tokens are
+    kept as their words, lines and matches (a node's rules are hundreds of
+    thousands of tokens); a _Token is made only for a token asked for one
+    by one, and statements are lists of token indices."""
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = _tokens(text)
+        self.matches = list(_TOKEN.finditer(text))
+        self.words = [m.group() for m in self.matches]
+        # The line of each token: 1 + the newline tokens before it.
+        self.lines = list(accumulate((w == NEWLINE for w in self.words), initial=1))[:-1]
+        for index in [i for i, word in enumerate(self.words) if word[0] == '"']:
+            word = self.words[index]
+            if len(word) < 2 or word[-1] != '"':
+                raise ParseError(self.lines[index], "a quoted string is not closed on its line")
         self.index = 0
         # The `# handle N` note on the last statement's line (nft -a output).
         self.note_handle: int | None = None
 
+    def tok(self, index: int) -> _Token:
+        match = self.matches[index]
+        return _Token(self.words[index], self.lines[index], match.start(), match.end())
+
+    def toks(self, indices: list[int]) -> list[_Token]:
+        return [self.tok(i) for i in indices]
+
     def _ahead(self, skip_newlines: bool) -> int:
         """The index of the next token that is not a `# ...` note (nor,
         with skip_newlines, a newline)."""
-        index = self.index
-        while index < len(self.tokens):
-            text = self.tokens[index].text
-            if not (text.startswith("#") or (skip_newlines and text == NEWLINE)):
+        index, words = self.index, self.words
+        while index < len(words):
+            word = words[index]
+            if not (word[0] == "#" or (skip_newlines and word == NEWLINE)):
                 break
             index += 1
         return index
 
     def peek(self, skip_newlines: bool = False) -> _Token | None:
         index = self._ahead(skip_newlines)
-        return self.tokens[index] if index < len(self.tokens) else None
+        return self.tok(index) if index < len(self.words) else None
 
     def next(self, what: str, skip_newlines: bool = False) -> _Token:
         index = self._ahead(skip_newlines)
-        if index >= len(self.tokens):
-            last = self.tokens[-1].line_no if self.tokens else 1
+        if index >= len(self.words):
+            last = self.lines[-1] if self.lines else 1
             raise ParseError(last, f"the text ends where {what} was expected")
         self.index = index + 1
-        return self.tokens[index]
+        return self.tok(index)
 
     def expect(self, word: str, skip_newlines: bool = False) -> _Token:
         token = self.next(repr(word), skip_newlines)
@@ -211,36 +213,35 @@ class _Stream:
             raise ParseError(token.line_no, f"expected {word!r}, found {_shown(token.text)}")
         return token
 
-    def statement(self) -> list[_Token]:
-        """The tokens up to the end of the line or a `;` outside braces
-        (the end is consumed, and `# ...` notes are left out)."""
-        out: list[_Token] = []
+    def statement(self) -> list[int]:
+        """The indices of the tokens up to the end of the line or a `;`
+        outside braces (the end is consumed, `# ...` notes are left out)."""
+        out: list[int] = []
         depth = 0
         self.note_handle = None
-        tokens, index, count = self.tokens, self.index, len(self.tokens)
+        words, index, count = self.words, self.index, len(self.words)
         while index < count:
-            token = tokens[index]
-            text = token.text
-            if text == "}" and depth == 0:
+            word = words[index]
+            if word == "}" and depth == 0:
                 break  # the end of the enclosing block ends the statement
-            index += 1
-            if text[0] == "#":
-                found = _HANDLE.match(text)
+            if word[0] == "#":
+                found = _HANDLE.match(word)
                 if found and out:
                     self.note_handle = int(found.group(1))
-                continue
-            if (text == NEWLINE or text == ";") and depth == 0:
+            elif (word == NEWLINE or word == ";") and depth == 0:
                 if out:
+                    index += 1
                     break
-                continue
-            if text == "{":
-                depth += 1
-            elif text == "}":
-                depth -= 1
-            out.append(token)
+            else:
+                if word == "{":
+                    depth += 1
+                elif word == "}":
+                    depth -= 1
+                out.append(index)
+            index += 1
         self.index = index
         if depth:
-            raise ParseError(out[-1].line_no if out else 1, "a '{' is not closed")
+            raise ParseError(self.lines[out[-1]] if out else 1, "a '{' is not closed")
         return out
 
 
@@ -333,23 +334,24 @@ class _Parser:
                 continue
             if token.text == "}":
                 raise ParseError(token.line_no, "a '}' that closes nothing")
-            words = self.s.statement()
-            if words:
-                self._command(words)
+            indices = self.s.statement()
+            if indices:
+                self._command(indices)
 
     # -- commands (`add chain ip kube-proxy services`)
 
-    def _command(self, words: list[_Token]) -> None:
-        verb, line_no = words[0].text, words[0].line_no
+    def _command(self, indices: list[int]) -> None:
+        words = self.s.words
+        verb, line_no = words[indices[0]], self.s.lines[indices[0]]
         if verb not in ("add", "create", "insert", "flush", "delete", "destroy", "replace"):
             raise ParseError(
                 line_no,
                 f"unsupported command {_shown(verb)}: expected add, create, insert, "
                 "replace, flush, delete or a `table ... {` block",
             )
-        if len(words) < 2:
+        if len(indices) < 2:
             raise ParseError(line_no, f"{verb} of what? expected table, chain, rule, set, ...")
-        kind = words[1].text
+        kind = words[indices[1]]
         if kind == "ruleset" and verb == "flush":
             self.ruleset.tables.clear()
             return
@@ -359,24 +361,33 @@ class _Parser:
                 f"unsupported object {_shown(kind)} after {verb}: expected table, chain, "
                 "rule, set, map or element",
             )
-        family, name, rest = self._table_name(words[2:], line_no)
+        at = 2
+        family = "ip"  # nft's default family
+        if at < len(indices) and words[indices[at]] in FAMILIES:
+            family, at = words[indices[at]], at + 1
+        if at >= len(indices):
+            raise ParseError(line_no, "expected a table name")
+        name, rest = words[indices[at]], indices[at + 1 :]
         if kind == "table":
-            self._table_command(verb, family, name, rest, line_no)
+            self._table_command(verb, family, name, self.s.toks(rest), line_no)
             return
         table = self.ruleset.table(family, name)
         if table is None:
             raise ParseError(line_no, f"no table {family} {name} (add it first)")
         if not rest:
             raise ParseError(line_no, f"{verb} {kind} {family} {name}: expected the {kind}'s name")
-        target, body = rest[0], rest[1:]
+        target = self.s.tok(rest[0])
+        if kind == "rule":
+            # A rule's words go to the model as they are, never as _Tokens.
+            self._rule_command(verb, table, target, rest[1:])
+            return
+        body = self.s.toks(rest[1:])
         if kind == "chain":
             self._chain_command(verb, table, target, body)
         elif kind in ("set", "map"):
             self._set_command(verb, kind, table, target, body)
-        elif kind == "element":
-            self._element_command(verb, table, target, body)
         else:
-            self._rule_command(verb, table, target, body)
+            self._element_command(verb, table, target, body)
 
     def _table_name(self, words: list[_Token], line_no: int) -> tuple[str, str, list[_Token]]:
         if words and words[0].text in FAMILIES:
@@ -541,39 +552,43 @@ class _Parser:
             known.add(element.key)
 
     def _rule_command(
-        self, verb: str, table: NftTable, chain_name: _Token, body: list[_Token]
+        self, verb: str, table: NftTable, chain_name: _Token, body: list[int]
     ) -> None:
         chain = table.chains.get(chain_name.text)
         line_no = chain_name.line_no
         if chain is None:
             raise ParseError(line_no, f"{verb} rule: no chain {chain_name.text!r} in {table.label}")
+        words = [self.s.words[i] for i in body[:3]]
         if verb in ("delete", "destroy", "replace"):
-            if len(body) < 2 or body[0].text != "handle" or not body[1].text.isdigit():
+            if len(words) < 2 or words[0] != "handle" or not words[1].isdigit():
                 raise ParseError(line_no, f"{verb} rule: expected `handle N`")
-            handle = int(body[1].text)
+            handle = int(words[1])
             index = next((i for i, r in enumerate(chain.rules) if r.handle == handle), None)
             if index is None:
                 if verb == "destroy":
                     return
                 raise ParseError(line_no, f"{verb} rule: no rule with handle {handle}")
             if verb == "replace":
-                chain.rules[index] = self._rule(body[2:], line_no)
+                if len(body) < 3:
+                    raise ParseError(line_no, "replace rule: the rule is empty")
+                chain.rules[index] = self._rule(body[2:])
             else:
                 del chain.rules[index]
             return
-        if verb in ("add", "insert") and body and body[0].text in ("position", "handle", "index"):
-            raise ParseError(line_no, f"{verb} rule at a {body[0].text}: not supported")
+        if verb in ("add", "insert") and words and words[0] in ("position", "handle", "index"):
+            raise ParseError(line_no, f"{verb} rule at a {words[0]}: not supported")
         if not body:
             raise ParseError(line_no, f"{verb} rule to {chain_name.text}: the rule is empty")
-        rule = self._rule(body, line_no)
+        rule = self._rule(body)
         if verb == "insert":
             chain.rules.insert(0, rule)
         else:
             chain.rules.append(rule)
 
-    def _rule(self, body: list[_Token], line_no: int, handle: int | None = None) -> NftRule:
-        text = self.s.text[body[0].start : body[-1].end]
-        return NftRule(tuple(t.text for t in body), text, body[0].line_no or line_no, handle)
+    def _rule(self, body: list[int], handle: int | None = None) -> NftRule:
+        s = self.s
+        text = s.text[s.matches[body[0]].start() : s.matches[body[-1]].end()]
+        return NftRule(tuple([s.words[i] for i in body]), text, s.lines[body[0]], handle)
 
     # -- blocks (`table ip kube-proxy { ... }`, as `nft list ruleset` prints)
 
@@ -625,14 +640,15 @@ class _Parser:
             if token.text == "}":
                 self.s.next("'}'", skip_newlines=True)
                 return
-            words = self.s.statement()
-            if not words:
+            indices = self.s.statement()
+            if not indices:
                 continue
-            first = words[0].text
+            first = self.s.words[indices[0]]
             if first in ("type", "policy", "comment", "devices", "device"):
-                self._chain_properties(chain, [(first, words[1:])], words[0].line_no)
+                props = [(first, self.s.toks(indices[1:]))]
+                self._chain_properties(chain, props, self.s.lines[indices[0]])
             else:
-                chain.rules.append(self._rule(words, words[0].line_no, self.s.note_handle))
+                chain.rules.append(self._rule(indices, self.s.note_handle))
 
     def _set_block(self, table: NftTable, kind: str, name: _Token) -> None:
         self.s.expect("{")
@@ -647,7 +663,7 @@ class _Parser:
             if token.text == "}":
                 self.s.next("'}'", skip_newlines=True)
                 return
-            words = self.s.statement()
+            words = self.s.toks(self.s.statement())
             if not words:
                 continue
             value = words[1:]
