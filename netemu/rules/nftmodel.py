@@ -110,6 +110,10 @@ class NftTable:
     chains: dict[str, NftChain] = field(default_factory=dict)
     sets: dict[str, NftSet] = field(default_factory=dict)
     line_no: int = 0
+    # A table iptables-nft made (see _is_iptables_nft): its rules are
+    # iptables rules that nft prints as it can, and some prints lose what
+    # the rule means.
+    iptables_nft: bool = False
 
     @property
     def label(self) -> str:
@@ -313,7 +317,34 @@ def parse_nft(text: str) -> NftRuleset:
         )
     parser = _Parser(_Stream(text))
     parser.run()
+    for table in parser.ruleset.tables.values():
+        table.iptables_nft = _is_iptables_nft(table)
     return parser.ruleset
+
+
+# iptables' built-in chains per table (as iptables-nft names its base chains).
+_IPTABLES_BUILTINS = {
+    "raw": {"PREROUTING", "OUTPUT"},
+    "mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+    "filter": {"INPUT", "FORWARD", "OUTPUT"},
+    "nat": {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+    "security": {"INPUT", "FORWARD", "OUTPUT"},
+}
+
+
+def _is_iptables_nft(table: NftTable) -> bool:
+    """Whether a listed table is one iptables-nft made: an ip/ip6 table named
+    as an iptables table whose base chains are all that table's built-in
+    chains, each on its own hook. (nft warns "table ip nat is managed by
+    iptables-nft, do not touch!" on stderr only, so a saved listing does
+    not say it.)"""
+    builtins = _IPTABLES_BUILTINS.get(table.name)
+    if table.family not in ("ip", "ip6") or builtins is None:
+        return False
+    bases = [chain for chain in table.chains.values() if chain.is_base]
+    return bool(bases) and all(
+        chain.name in builtins and chain.hook == chain.name.lower() for chain in bases
+    )
 
 
 class _Parser:

@@ -496,7 +496,9 @@ class NftSimulator:
         iptables: RuleSet | None = None,
     ) -> None:
         """`iptables`: the node's iptables-nft tables (flannel, portmap,
-        kubelet), walked among the nftables base chains for IPv4 packets."""
+        kubelet), walked among the nftables base chains for IPv4 packets;
+        when given, the tables of `ruleset` that nft's listing marks as
+        iptables-nft's are left out (the dump is what they mean)."""
         self.ruleset = ruleset
         self.local = [netaddr.IPAddress(ip) for ip in local_ips]
         self.iptables = Simulator(iptables, local_ips) if iptables is not None else None
@@ -641,6 +643,12 @@ class NftSimulator:
         bases: list[_Base] = []
         for table in self.ruleset.tables.values():
             if table.family not in (self._family, "inet"):
+                continue
+            if table.iptables_nft and self.iptables is not None:
+                # The iptables-save dump given holds these rules as iptables
+                # means them; nft's listing of some (xt matches it cannot
+                # translate, such as kubelet's `-m conntrack ! --ctstate`)
+                # loses their meaning.
                 continue
             for chain in table.chains.values():
                 if chain.hook == hook and chain.priority is not None:

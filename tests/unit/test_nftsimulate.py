@@ -259,3 +259,29 @@ def test_statements_carry_their_arguments(rule: str, verdict: str) -> None:
     result = simulate_nft(parse_nft(text), NODE, Packet("10.0.0.5", "10.0.0.9", 80))
     assert result.verdict == verdict
     assert [r.rule for r in result.rules] == [rule]
+
+
+IPTABLES_FIREWALL = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FIREWALL - [0:0]
+-A INPUT -j KUBE-FIREWALL
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT \
+-j DROP
+COMMIT
+"""  # (the backslash joins the rule's two lines)
+
+
+def test_iptables_nft_tables_of_a_listing_give_way_to_the_iptables_dump() -> None:
+    """nft lists kubelet's KUBE-FIREWALL rule as `... ct status dnat ... drop`
+    (the negated ctstate lost); given the node's iptables-save dump, the
+    simulator walks the dump's rule for that table instead."""
+    rules = parse_nft((DATA / "node-nftables-mode.listed").read_text())
+    assert [t.label for t in rules.tables.values() if t.iptables_nft] == ["ip nat", "ip filter"]
+    assert not rules.tables[("ip", "kube-proxy")].iptables_nft
+    packet = Packet("10.0.0.1", "127.0.0.1", 80)
+    assert simulate_nft(rules, ["192.168.0.2"], packet).verdict == "NONE"
+    with_dump = simulate_nft(rules, ["192.168.0.2"], packet, parse_restore(IPTABLES_FIREWALL))
+    assert with_dump.verdict == "DROP"
+    assert with_dump.rules[-1].table == "filter"
