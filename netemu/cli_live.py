@@ -354,20 +354,30 @@ def logs_command(
 )
 @_lab_option
 def rules_command(node: str, counters: bool, lab_opt: str | None) -> None:
-    """Show a node's live iptables rules (iptables-save format)."""
+    """Show a node's live iptables rules (iptables-save format).
+
+    In kube-proxy's nftables mode, its `kube-proxy` table follows (as `nft
+    list table` prints it)."""
     require_root("rules")
 
     def action() -> None:
         from netemu.kernel.counters import read_counters
         from netemu.kernel.iptables import KernelIptables
+        from netemu.kernel.nftables import KernelNftables
 
-        netns_name, backend = LiveLab(resolve_lab(lab_opt)).node_netns(node)
+        live = LiveLab(resolve_lab(lab_opt))
+        netns_name, backend = live.node_netns(node)
         text = (
             read_counters(netns_name, backend)
             if counters
             else KernelIptables(netns_name, backend).save()
         )
         click.echo(text, nl=False)
+        if live.info().get("proxyMode") == "nftables":
+            nft = KernelNftables(netns_name)
+            for family in ("ip", "ip6"):
+                if nft.has_table(family, "kube-proxy"):
+                    click.echo(nft.list_table(family, "kube-proxy"), nl=False)
 
     run(action)
 

@@ -19,19 +19,15 @@ from netemu.controlplane.state import ClusterState
 from netemu.errors import UsageError as UsageError
 from netemu.net.addresses import node_addresses
 from netemu.net.plan import CNI_NETWORK, sandbox_id
+from netemu.rules import nftmodel
 from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
-from netemu.rules.nftables import nftables_mode_iptables
-from netemu.rules.nftables import render as render_nftables
-from netemu.rules.nftmodel import NftRuleset, parse_nft
+from netemu.rules.nftables import NftRuleset, compile_ruleset, nftables_mode_iptables
 from netemu.rules.nftsimulate import simulate_nft
 from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
 from netemu.rules.simulate import Packet, Simulation, simulate
-
-# The proxy modes netemu emulates (kube-proxy's ipvs and kernelspace are not).
-PROXY_MODES = ("iptables", "nftables")
 
 
 def load_cluster(
@@ -72,12 +68,36 @@ def pick_node(state: ClusterState, name: str | None) -> str:
     raise UsageError(f"several nodes ({', '.join(names)}): choose one with --node")
 
 
-def proxy_input(
-    state: ClusterState, node_name: str, mode: Literal["iptables", "nftables"] = "iptables"
-) -> ProxyInput:
+ProxyMode = Literal["iptables", "nftables"]
+
+
+def proxy_mode(state: ClusterState) -> ProxyMode:
+    """The mode every kube-proxy of the lab runs in.
+
+    One rule: a KubeProxyConfiguration's explicit `mode` wins; when it is
+    unset or "" (kube-proxy's "iptables on Linux"), the Lab's
+    `spec.proxyMode` decides (default iptables), the Lab being what
+    configures its kube-proxies. Validation (netemu.api.validate) has already
+    refused any other mode (ipvs, kernelspace) and a Lab and a
+    KubeProxyConfiguration that both name a mode and disagree.
+    """
+    mode = state.proxy_config.mode
+    if mode == "iptables" or mode == "nftables":
+        return mode
+    if mode:
+        raise UsageError(f"unsupported kube-proxy mode {mode!r}: expected iptables or nftables")
+    return state.lab.spec.proxy_mode if state.lab is not None else "iptables"
+
+
+def proxy_input(state: ClusterState, node_name: str, mode: ProxyMode | None = None) -> ProxyInput:
+    """What the node's kube-proxy sees, in `mode` (default: proxy_mode)."""
     node = state.node(node_name)
     config = proxy_config(
-        node, state.proxy_config, state.lab, node_addresses(node, state.lab), mode=mode
+        node,
+        state.proxy_config,
+        state.lab,
+        node_addresses(node, state.lab),
+        mode=mode or proxy_mode(state),
     )
     return ProxyInput(
         config=config,
@@ -86,44 +106,42 @@ def proxy_input(
     )
 
 
-def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
-    """The node's iptables rules: kube-proxy's, and the portmap CNI plugin's
-    for the hostPorts of the pods on it."""
+def compile_rules(state: ClusterState, node_name: str, mode: ProxyMode | None = None) -> RuleSet:
+    """The node's iptables rules, and the portmap CNI plugin's for the
+    hostPorts of the pods on it. In iptables mode (default: proxy_mode)
+    they hold kube-proxy's; in nftables mode only kubelet's and flanneld's
+    (kube-proxy's are compile_nftables')."""
+    mode = mode or proxy_mode(state)
     with gc_paused():
-        data = proxy_input(state, node_name)
-        rules = compile_node(data, flannel_config(state.lab, data.config.node_pod_cidr))
+        data = proxy_input(state, node_name, mode)
+        flannel = flannel_config(state.lab, data.config.node_pod_cidr)
+        if mode == "nftables":
+            rules = nftables_mode_iptables(flannel)
+        else:
+            rules = compile_node(data, flannel)
     return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name))
 
 
-def proxy_mode(state: ClusterState) -> str:
-    """The mode the lab's kube-proxy runs in: its KubeProxyConfiguration's
-    `mode` when set, else the Lab's proxyMode (iptables by default, as
-    kube-proxy's own default on Linux). A mode netemu does not emulate is a
-    UsageError, never a silent fallback."""
-    mode = state.proxy_config.mode or (state.lab.spec.proxy_mode if state.lab else "iptables")
-    if mode not in PROXY_MODES:
-        raise UsageError(
-            f"kube-proxy mode {mode!r} is not emulated: netemu has {' and '.join(PROXY_MODES)}"
-        )
-    return mode
-
-
-def compile_nftables_rules(state: ClusterState, node_name: str) -> tuple[NftRuleset, RuleSet]:
-    """A node in nftables mode: kube-proxy's table (its dump, read back as
-    the simulator reads any nftables rules) and what the node still has in
-    iptables (kubelet's, flanneld's and the portmap plugin's chains)."""
+def compile_nftables(state: ClusterState, node_name: str) -> NftRuleset:
+    """The node's kube-proxy table in nftables mode after its first sync
+    (`ip kube-proxy`; the IPv4 kube-proxy)."""
     with gc_paused():
-        data = proxy_input(state, node_name, "nftables")
-        table = parse_nft(render_nftables(data))
-        iptables = nftables_mode_iptables(flannel_config(state.lab, data.config.node_pod_cidr))
-    return table, with_portmap(iptables, CNI_NETWORK, portmap_pods(state, node_name))
+        return compile_ruleset(proxy_input(state, node_name, "nftables"))
+
+
+def nftables_node_rules(state: ClusterState, node_name: str) -> tuple[nftmodel.NftRuleset, RuleSet]:
+    """A node in nftables mode as the offline simulator reads it: kube-proxy's
+    table (its dump, read back as any nftables rules are) and what the node
+    still has in iptables (kubelet's, flanneld's and the portmap plugin's)."""
+    table = nftmodel.parse_nft(compile_nftables(state, node_name).dump())
+    return table, compile_rules(state, node_name, "nftables")
 
 
 def simulate_on_node(state: ClusterState, node_name: str, packet: Packet) -> Simulation:
     """Walk `packet` through the rules of `node_name` in the lab's proxy mode."""
     addresses = local_ips(state, node_name)
     if proxy_mode(state) == "nftables":
-        table, iptables = compile_nftables_rules(state, node_name)
+        table, iptables = nftables_node_rules(state, node_name)
         return simulate_nft(table, addresses, packet, iptables)
     return simulate(compile_rules(state, node_name), addresses, packet)
 

@@ -268,9 +268,15 @@ def _rule_comment(rule: str) -> str | None:
 
 
 def _service_chains(rules: Sequence[RuleRef]) -> str:
-    svc = next((r.chain for r in rules if r.chain.startswith(("KUBE-SVC-", "KUBE-SVL-"))), None)
-    sep = next((r.chain for r in rules if r.chain.startswith("KUBE-SEP-")), None)
-    return "/".join(c for c in (svc, sep) if c)
+    """The Service's and the endpoint's chain the flow went through:
+    KUBE-SVC-/KUBE-SVL- and KUBE-SEP- in iptables mode; kube-proxy's
+    service-/local- and endpoint- chains of its nftables table."""
+    svc_prefixes = ("KUBE-SVC-", "KUBE-SVL-", "service-", "local-")
+    svc = next((r.chain for r in rules if r.chain.startswith(svc_prefixes)), None)
+    sep = next((r.chain for r in rules if r.chain.startswith(("KUBE-SEP-", "endpoint-"))), None)
+    chains = [c for c in (svc, sep) if c]
+    # nftables chain names hold "/" themselves (service-HASH-ns/name/tcp/port).
+    return (" → " if any("/" in c for c in chains) else "/").join(chains)
 
 
 # -- flow membership -----------------------------------------------------------

@@ -2,7 +2,8 @@
 passthrough spreading over the nodes its health checks find healthy, and
 proxy mode.
 
-One lab (written below, short health-check intervals) is up for the module.
+One lab (written below, short health-check intervals) is up for the module,
+once in each of kube-proxy's modes.
 """
 
 from __future__ import annotations
@@ -104,17 +105,22 @@ status:
 """
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
+@pytest.fixture(scope="module", params=["iptables", "nftables"])
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveLab]:
+    """The lab with kube-proxy in each of its modes (its health check
+    servers and rules are what the load balancer's checks and traffic meet)."""
+    mode: str = request.param
     directory: Path = tmp_path_factory.mktemp("cloudlb")
     (directory / "lab.yaml").write_text(
-        LAB
+        LAB.replace("spec:\n", f"spec:\n  proxyMode: {mode}\n", 1)
         + pinned("web-1", "node-1", 0)
         + pinned("web-2", "node-2", 1)
         + lb_service("web-lb", PASSTHROUGH_IP, "VIP", 31080)
         + lb_service("web-proxy", PROXY_IP, "Proxy", 31081)
     )
-    with running_lab([directory], lab_name("cloudlb")) as live:
+    with running_lab([directory], lab_name(f"cloudlb-{mode[:3]}")) as live:
         yield live
 
 

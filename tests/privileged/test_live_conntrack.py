@@ -1,6 +1,7 @@
 """kube-proxy's UDP conntrack cleanup in a live lab: a UDP flow pinned to an
 endpoint by its conntrack entry moves to a serving endpoint once the first
-one is deleted, instead of sending datagrams into the void."""
+one is deleted, instead of sending datagrams into the void. In both of
+kube-proxy's modes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from live_helpers import CONTROLPLANE, lab_name, running_lab
+from live_helpers import CONTROLPLANE, lab_name, mode_copy, running_lab
 
 from netemu.kernel import netns
 from netemu.lab import LiveLab
@@ -18,9 +19,18 @@ from netemu.lab import LiveLab
 CLIENT_PORT = 40000
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[LiveLab]:
-    with running_lab([CONTROLPLANE / "protocols"], lab_name("ct")) as live:
+@pytest.fixture(scope="module", params=["iptables", "nftables"])
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveLab]:
+    """The protocols lab with kube-proxy in each mode: both clean up alike."""
+    mode = request.param
+    path = (
+        CONTROLPLANE / "protocols"
+        if mode == "iptables"
+        else mode_copy("protocols", tmp_path_factory.mktemp("ct"), mode)
+    )
+    with running_lab([path], lab_name(f"ct-{mode[:3]}")) as live:
         yield live
 
 

@@ -1,17 +1,19 @@
-"""Services in live labs, as kube-proxy's iptables rules make them behave:
+"""Services in live labs, as kube-proxy's rules make them behave (its
+iptables mode, and its nftables mode: each lab is up once per mode):
 ClusterIP load-balancing and hairpin masquerade from pods, ClusterIP from a
 node, NodePorts with externalTrafficPolicy Cluster (client SNATed to a node
 address) and Local (client address kept; a node without a local endpoint
 drops), and a Service without endpoints (rejected at once).
 
-controlplane/default and controlplane/loadbalancer are each up once for
-the module.
+controlplane/default and controlplane/loadbalancer are each up once per
+mode for the module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from live_helpers import (
@@ -24,6 +26,7 @@ from live_helpers import (
     cluster_ip,
     endpoint_ips,
     lab_name,
+    mode_copy,
     running_lab,
     service_port,
 )
@@ -40,15 +43,30 @@ REFUSED_WITHIN = 0.5
 DROP_TIMEOUT = 1.0
 
 
-@pytest.fixture(scope="module")
-def default_lab() -> Iterator[LiveLab]:
-    with running_lab([CONTROLPLANE / "default"], lab_name("svc-default")) as lab:
+MODES = ["iptables", "nftables"]
+
+
+def _lab_path(lab: str, mode: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if mode == "iptables":
+        return CONTROLPLANE / lab
+    return mode_copy(lab, tmp_path_factory.mktemp(f"svc-{lab}"), mode)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def default_lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveLab]:
+    path = _lab_path("default", request.param, tmp_path_factory)
+    with running_lab([path], lab_name(f"svc-default-{request.param[:3]}")) as lab:
         yield lab
 
 
-@pytest.fixture(scope="module")
-def lb_lab() -> Iterator[LiveLab]:
-    with running_lab([CONTROLPLANE / "loadbalancer"], lab_name("svc-lb")) as lab:
+@pytest.fixture(scope="module", params=MODES)
+def lb_lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveLab]:
+    path = _lab_path("loadbalancer", request.param, tmp_path_factory)
+    with running_lab([path], lab_name(f"svc-lb-{request.param[:3]}")) as lab:
         yield lab
 
 
