@@ -285,3 +285,5 @@ def test_iptables_nft_tables_of_a_listing_give_way_to_the_iptables_dump() -> Non
     with_dump = simulate_nft(rules, ["192.168.0.2"], packet, parse_restore(IPTABLES_FIREWALL))
     assert with_dump.verdict == "DROP"
     assert with_dump.rules[-1].table == "filter"
+    # The listed copies of those tables are not walked as well.
+    assert not any(r.table in ("ip nat", "ip filter") for r in with_dump.rules)
