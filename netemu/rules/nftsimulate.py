@@ -516,6 +516,12 @@ class NftSimulator:
         ] = {}
         for table in ruleset.tables.values():
             self._check_names(table)
+        # Each table's base chains (a table holds thousands of chains, a few
+        # of them on hooks).
+        self._base_chains = {
+            key: [chain for chain in table.chains.values() if chain.is_base]
+            for key, table in ruleset.tables.items()
+        }
 
     def _rules(self, table: NftTable, chain: str) -> list[_Compiled]:
         key = (table.family, table.name, chain)
@@ -650,7 +656,7 @@ class NftSimulator:
                 # translate, such as kubelet's `-m conntrack ! --ctstate`)
                 # loses their meaning.
                 continue
-            for chain in table.chains.values():
+            for chain in self._base_chains[(table.family, table.name)]:
                 if chain.hook == hook and chain.priority is not None:
                     bases.append(_Base(chain.priority, 1, chain.type == "nat", table, chain.name))
         if self.iptables is not None and self._family == "ip":
