@@ -375,3 +375,14 @@ def test_trace_offline_in_nftables_mode_takes_the_nftables_section(tmp_path: Pat
         assert data["verdict"] == "DNAT"
         masquerade[section] = data["masquerade"]
     assert masquerade == {"iptables": False, "nftables": True}
+
+
+def test_trace_offline_from_to_in_nftables_mode(tmp_path: Path) -> None:
+    code, out, _ = run(
+        "trace", "--offline", "-f", nftables_lab(tmp_path), "client", "node-1:30080", "-o", "json"
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["node"] == "node-1"
+    assert (data["verdict"], len(data["endpoints"]), data["masquerade"]) == ("DNAT", 3, True)
+    assert any(r["rule"].startswith("meta l4proto tcp dnat to ") for r in data["rules"])
