@@ -85,7 +85,8 @@ REPORT = "trace.json"
     "--rules",
     "rules_file",
     type=click.Path(exists=True, dir_okay=False),
-    help="(--offline) An iptables-save dump taken from a real node.",
+    help="(--offline) A real node's rules: an iptables-save dump, or nftables rules "
+    "(`nft list ruleset` output, or an nft -f script such as rules/<lab>/<node>.nft).",
 )
 @click.option(
     "--local-ip",
@@ -296,13 +297,16 @@ def _trace_offline(
     query: _OfflineQuery,
     namespace: str | None = None,
 ) -> None:
-    from netemu.pipeline import compile_rules, local_ips, pick_node, proxy_families, proxy_mode
+    from netemu.pipeline import pick_node, proxy_families, simulate_on_node
     from netemu.rules.model import ParseError, read_rules
+    from netemu.rules.nftmodel import is_nftables_file, read_nft_rules
+    from netemu.rules.nftsimulate import simulate_nft
     from netemu.rules.simulate import Packet, simulate
 
     paths, rules_file, local_ip, node = query.paths, query.rules_file, query.local_ip, query.node
     src, dst, dport = query.src, query.dst, query.dport
     described: dict[str, Any] = {}
+    result: Simulation
     if frm is not None or to is not None:
         if frm is None or to is None:
             raise UsageError("give both FROM and TO")
@@ -311,7 +315,6 @@ def _trace_offline(
         if src or dst or dport:
             raise UsageError("use either FROM TO or --src/--dst/--dport, not both")
         state = _load_noted(paths)
-        _check_iptables_mode(proxy_mode(state))
         if namespace is not None or isinstance(port, str):
             from netemu.cli_graph import offline_topology
 
@@ -323,9 +326,7 @@ def _trace_offline(
             raise UsageError(f"{flow.describe()}: no node of the lab is on the way")
         node_name: str | None = flow.entry_node
         packet = Packet(src=flow.source.ip, dst=flow.dst, dport=flow.dport, proto=flow.proto)
-        result = simulate(
-            compile_rules(state, flow.entry_node), local_ips(state, flow.entry_node), packet
-        )
+        result = simulate_on_node(state, flow.entry_node, packet)
         described = {"from": flow.source.label, "to": flow.target, "service": flow.service}
     else:
         if not (src and dst and dport):
@@ -345,27 +346,28 @@ def _trace_offline(
                 raise UsageError("--rules needs the node's addresses: --local-ip IP (repeatable)")
             for ip in local_ip:
                 _check_ip("--local-ip", ip)
-            ruleset = read_rules(Path(rules_file))
             try:
-                result = simulate(ruleset, list(local_ip), packet)
+                if is_nftables_file(Path(rules_file)):
+                    # An nft script (rules/<lab>/<node>.nft) or `nft list ruleset`.
+                    result = simulate_nft(read_nft_rules(Path(rules_file)), list(local_ip), packet)
+                else:
+                    result = simulate(read_rules(Path(rules_file)), list(local_ip), packet)
             except ParseError as exc:  # a rule the walk refused: name the file too
-                raise exc.located(rules_file) from None
+                raise (exc if exc.source else exc.located(rules_file)) from None
             node_name = None
         else:
             if not paths:
                 raise UsageError("give manifests with -f PATH, or a dump with --rules FILE")
             state = _load_noted(paths)
-            _check_iptables_mode(proxy_mode(state))
             node_name = pick_node(state, node)
-            # The proxier of the packet's family: ip6tables for IPv6.
+            # The proxier of the packet's family: ip6tables or ip6 kube-proxy for IPv6.
             families = proxy_families(state, node_name)
             if family not in families:
                 raise UsageError(
                     f"--dst {dst} is {family}, but the lab's kube-proxy runs only "
                     f"{' and '.join(families)} (its serviceCIDR)"
                 )
-            rules = compile_rules(state, node_name, family=family)
-            result = simulate(rules, local_ips(state, node_name), packet)
+            result = simulate_on_node(state, node_name, packet, family=family)
     if output == "json":
         data: dict[str, Any] = {"node": node_name, **described, **result.to_dict()}
         click.echo(json.dumps(data, indent=2))
@@ -553,13 +555,3 @@ def _load_noted(paths: tuple[str, ...]) -> Any:
 
     with loader_notes() as notes:
         return load_cluster(paths, notes=notes)
-
-
-def _check_iptables_mode(mode: str) -> None:
-    """The offline walk reads iptables rules: a lab whose kube-proxies run in
-    nftables mode has none of theirs there, so walking it would be wrong."""
-    if mode != "iptables":
-        raise UsageError(
-            f"this lab's kube-proxy runs in {mode} mode; trace --offline walks iptables-mode "
-            "rules only (compile --mode nftables prints the nftables rules)"
-        )

@@ -19,6 +19,7 @@ from netemu.controlplane.state import ClusterState
 from netemu.errors import UsageError as UsageError
 from netemu.net.addresses import node_addresses
 from netemu.net.plan import CNI_NETWORK, sandbox_id
+from netemu.rules import nftmodel
 from netemu.rules.flannel import flannel_config
 from netemu.rules.input import (
     IPFamily,
@@ -31,7 +32,9 @@ from netemu.rules.input import (
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
 from netemu.rules.nftables import NftRuleset, compile_ruleset, nftables_mode_iptables
+from netemu.rules.nftsimulate import simulate_nft
 from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
+from netemu.rules.simulate import Packet, Simulation, simulate
 
 
 def load_cluster(
@@ -180,6 +183,29 @@ def compile_nftables(
     first sync (`ip kube-proxy` for IPv4, `ip6 kube-proxy` for IPv6)."""
     with gc_paused():
         return compile_ruleset(proxy_input(state, node_name, family=family, mode="nftables"))
+
+
+def nftables_node_rules(
+    state: ClusterState, node_name: str, *, family: IPFamily = "IPv4"
+) -> tuple[nftmodel.NftRuleset, RuleSet]:
+    """A node in nftables mode as the offline simulator reads it: kube-proxy's
+    table of `family` (its dump, read back as any nftables rules are) and
+    what the node still has in iptables (ip6tables for IPv6): kubelet's,
+    flanneld's and the portmap plugin's."""
+    table = nftmodel.parse_nft(compile_nftables(state, node_name, family=family).dump())
+    return table, compile_rules(state, node_name, family=family, mode="nftables")
+
+
+def simulate_on_node(
+    state: ClusterState, node_name: str, packet: Packet, *, family: IPFamily = "IPv4"
+) -> Simulation:
+    """Walk `packet` (of `family`) through the rules of `node_name` in the
+    lab's proxy mode."""
+    addresses = local_ips(state, node_name)
+    if proxy_mode(state) == "nftables":
+        table, iptables = nftables_node_rules(state, node_name, family=family)
+        return simulate_nft(table, addresses, packet, iptables)
+    return simulate(compile_rules(state, node_name, family=family), addresses, packet)
 
 
 def portmap_pods(state: ClusterState, node_name: str) -> list[PortmapPod]:

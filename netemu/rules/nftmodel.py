@@ -21,11 +21,16 @@ Pure: parses text it is given; reads no file, runs no `nft`.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
+from pathlib import Path
+from typing import NamedTuple
 
-from netemu.rules.model import ParseError
+from netemu.rules.model import MAX_RULES_BYTES, ParseError, _read_regular_file
 
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting", "ingress", "egress")
@@ -105,6 +110,10 @@ class NftTable:
     chains: dict[str, NftChain] = field(default_factory=dict)
     sets: dict[str, NftSet] = field(default_factory=dict)
     line_no: int = 0
+    # A table iptables-nft made (see _is_iptables_nft): its rules are
+    # iptables rules that nft prints as it can, and some prints lose what
+    # the rule means.
+    iptables_nft: bool = False
 
     @property
     def label(self) -> str:
@@ -129,43 +138,21 @@ class NftRuleset:
 # ---------------------------------------------------------------- tokens
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
     text: str
     line_no: int
     start: int  # offset of the token in the source text
     end: int
 
 
-# A quoted string; `# ...` to the end of the line; one of the punctuation
-# tokens that stand alone whatever touches them; a newline; or a word (a run
-# of anything else: addresses, `10.180.0.1:80`, chain names with `/` and `.`).
-_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{};,]|\n|[^\s{};,"#]+')
+# A quoted string (its closing quote may be missing: refused below); `# ...`
+# to the end of the line; one of the punctuation tokens that stand alone
+# whatever touches them; a newline; or a word (a run of anything else:
+# addresses, `10.180.0.1:80`, chain names with `/` and `.`). Between tokens
+# only blanks other than newlines are left, so newline tokens count lines.
+_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|[{};,]|\n|[^\s{};,"#]+')
 _HANDLE = re.compile(r"#\s*handle\s+(\d+)")
 NEWLINE = "\n"
-
-
-def _tokens(text: str) -> list[_Token]:
-    out: list[_Token] = []
-    line_no = 1
-    position = 0
-    for match in _TOKEN.finditer(text):
-        gap = text[position : match.start()]
-        if gap.strip():
-            bad = gap.strip()[0]
-            raise ParseError(line_no + gap[: gap.index(bad)].count("\n"), f"unexpected {bad!r}")
-        line_no += gap.count("\n")
-        word = match.group()
-        if word.startswith('"') and (len(word) < 2 or not word.endswith('"')):
-            raise ParseError(line_no, "a quoted string is not closed on its line")
-        out.append(_Token(word, line_no, match.start(), match.end()))
-        if word == NEWLINE:
-            line_no += 1
-        position = match.end()
-    rest = text[position:]
-    if rest.strip():
-        raise ParseError(line_no, f"unexpected {rest.strip()[0]!r}")
-    return out
 
 
 def unquote(token: str) -> str:
@@ -175,37 +162,54 @@ def unquote(token: str) -> str:
 
 
 class _Stream:
-    """The tokens of a text, with the position of the next one."""
+    """The tokens of a text, with the position of the next one. Tokens are
+    kept as their words, lines and matches (a node's rules are hundreds of
+    thousands of tokens); a _Token is made only for a token asked for one
+    by one, and statements are lists of token indices."""
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = _tokens(text)
+        self.matches = list(_TOKEN.finditer(text))
+        self.words = [m.group() for m in self.matches]
+        # The line of each token: 1 + the newline tokens before it.
+        self.lines = list(accumulate((w == NEWLINE for w in self.words), initial=1))[:-1]
+        for index in [i for i, word in enumerate(self.words) if word[0] == '"']:
+            word = self.words[index]
+            if len(word) < 2 or word[-1] != '"':
+                raise ParseError(self.lines[index], "a quoted string is not closed on its line")
         self.index = 0
         # The `# handle N` note on the last statement's line (nft -a output).
         self.note_handle: int | None = None
 
+    def tok(self, index: int) -> _Token:
+        match = self.matches[index]
+        return _Token(self.words[index], self.lines[index], match.start(), match.end())
+
+    def toks(self, indices: list[int]) -> list[_Token]:
+        return [self.tok(i) for i in indices]
+
     def _ahead(self, skip_newlines: bool) -> int:
         """The index of the next token that is not a `# ...` note (nor,
         with skip_newlines, a newline)."""
-        index = self.index
-        while index < len(self.tokens):
-            text = self.tokens[index].text
-            if not (text.startswith("#") or (skip_newlines and text == NEWLINE)):
+        index, words = self.index, self.words
+        while index < len(words):
+            word = words[index]
+            if not (word[0] == "#" or (skip_newlines and word == NEWLINE)):
                 break
             index += 1
         return index
 
     def peek(self, skip_newlines: bool = False) -> _Token | None:
         index = self._ahead(skip_newlines)
-        return self.tokens[index] if index < len(self.tokens) else None
+        return self.tok(index) if index < len(self.words) else None
 
     def next(self, what: str, skip_newlines: bool = False) -> _Token:
         index = self._ahead(skip_newlines)
-        if index >= len(self.tokens):
-            last = self.tokens[-1].line_no if self.tokens else 1
+        if index >= len(self.words):
+            last = self.lines[-1] if self.lines else 1
             raise ParseError(last, f"the text ends where {what} was expected")
         self.index = index + 1
-        return self.tokens[index]
+        return self.tok(index)
 
     def expect(self, word: str, skip_newlines: bool = False) -> _Token:
         token = self.next(repr(word), skip_newlines)
@@ -213,33 +217,35 @@ class _Stream:
             raise ParseError(token.line_no, f"expected {word!r}, found {_shown(token.text)}")
         return token
 
-    def statement(self) -> list[_Token]:
-        """The tokens up to the end of the line or a `;` outside braces
-        (the end is consumed, and `# ...` notes are left out)."""
-        out: list[_Token] = []
+    def statement(self) -> list[int]:
+        """The indices of the tokens up to the end of the line or a `;`
+        outside braces (the end is consumed, `# ...` notes are left out)."""
+        out: list[int] = []
         depth = 0
         self.note_handle = None
-        while self.index < len(self.tokens):
-            token = self.tokens[self.index]
-            if token.text == "}" and depth == 0:
+        words, index, count = self.words, self.index, len(self.words)
+        while index < count:
+            word = words[index]
+            if word == "}" and depth == 0:
                 break  # the end of the enclosing block ends the statement
-            self.index += 1
-            if token.text.startswith("#"):
-                found = _HANDLE.match(token.text)
+            if word[0] == "#":
+                found = _HANDLE.match(word)
                 if found and out:
                     self.note_handle = int(found.group(1))
-                continue
-            if token.text in (NEWLINE, ";") and depth == 0:
+            elif (word == NEWLINE or word == ";") and depth == 0:
                 if out:
+                    index += 1
                     break
-                continue
-            if token.text == "{":
-                depth += 1
-            elif token.text == "}":
-                depth -= 1
-            out.append(token)
+            else:
+                if word == "{":
+                    depth += 1
+                elif word == "}":
+                    depth -= 1
+                out.append(index)
+            index += 1
+        self.index = index
         if depth:
-            raise ParseError(out[-1].line_no if out else 1, "a '{' is not closed")
+            raise ParseError(self.lines[out[-1]] if out else 1, "a '{' is not closed")
         return out
 
 
@@ -248,6 +254,57 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 # ---------------------------------------------------------------- parsing
+
+_NFT_START = re.compile(r"(table|add|create|insert|flush|delete|destroy|replace)\s")
+
+
+def is_nftables_file(path: Path) -> bool:
+    """Whether a rules file holds nftables rules rather than an iptables-save
+    dump: a `.nft` name, or a first line (past blanks and `#` lines) that
+    starts an nft block or command. An unreadable file is not (the iptables
+    reader then says why it cannot be read)."""
+    if path.suffix == ".nft":
+        return True
+    try:
+        # Only a regular file is looked into (a FIFO would wait for a
+        # writer): anything else goes to the reader that refuses it.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in head.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return _NFT_START.match(line + " ") is not None
+    return False
+
+
+def read_nft_rules(path: Path) -> NftRuleset:
+    """Read nftables rules from a file, refusing what is not them (as
+    model.read_rules refuses: a non-regular file, more than MAX_RULES_BYTES,
+    text that is not UTF-8, a file with no table). Errors name the file."""
+    source = str(path)
+    data = _read_regular_file(path, source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            data.count(b"\n", 0, exc.start) + 1, "not UTF-8 text: expected nftables rules", source
+        ) from None
+    try:
+        ruleset = parse_nft(text)
+    except ParseError as exc:
+        raise exc.located(source) from None
+    if not ruleset.tables:
+        raise ParseError(
+            1,
+            f"no table: expected `nft list ruleset` output or an nft -f script "
+            f"(at most {MAX_RULES_BYTES >> 20} MiB)",
+            source,
+        )
+    return ruleset
 
 
 def parse_nft(text: str) -> NftRuleset:
@@ -260,13 +317,42 @@ def parse_nft(text: str) -> NftRuleset:
         )
     parser = _Parser(_Stream(text))
     parser.run()
+    for table in parser.ruleset.tables.values():
+        table.iptables_nft = _is_iptables_nft(table)
     return parser.ruleset
+
+
+# iptables' built-in chains per table (as iptables-nft names its base chains).
+_IPTABLES_BUILTINS = {
+    "raw": {"PREROUTING", "OUTPUT"},
+    "mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+    "filter": {"INPUT", "FORWARD", "OUTPUT"},
+    "nat": {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+    "security": {"INPUT", "FORWARD", "OUTPUT"},
+}
+
+
+def _is_iptables_nft(table: NftTable) -> bool:
+    """Whether a listed table is one iptables-nft made: an ip/ip6 table named
+    as an iptables table whose base chains are all that table's built-in
+    chains, each on its own hook. (nft warns "table ip nat is managed by
+    iptables-nft, do not touch!" on stderr only, so a saved listing does
+    not say it.)"""
+    builtins = _IPTABLES_BUILTINS.get(table.name)
+    if table.family not in ("ip", "ip6") or builtins is None:
+        return False
+    bases = [chain for chain in table.chains.values() if chain.is_base]
+    return bool(bases) and all(
+        chain.name in builtins and chain.hook == chain.name.lower() for chain in bases
+    )
 
 
 class _Parser:
     def __init__(self, stream: _Stream) -> None:
         self.s = stream
         self.ruleset = NftRuleset()
+        # id(set) → (the set, its element keys), for _element_command.
+        self._known: dict[int, tuple[NftSet, set[tuple[str, ...]]]] = {}
 
     def run(self) -> None:
         while True:
@@ -279,23 +365,24 @@ class _Parser:
                 continue
             if token.text == "}":
                 raise ParseError(token.line_no, "a '}' that closes nothing")
-            words = self.s.statement()
-            if words:
-                self._command(words)
+            indices = self.s.statement()
+            if indices:
+                self._command(indices)
 
     # -- commands (`add chain ip kube-proxy services`)
 
-    def _command(self, words: list[_Token]) -> None:
-        verb, line_no = words[0].text, words[0].line_no
+    def _command(self, indices: list[int]) -> None:
+        words = self.s.words
+        verb, line_no = words[indices[0]], self.s.lines[indices[0]]
         if verb not in ("add", "create", "insert", "flush", "delete", "destroy", "replace"):
             raise ParseError(
                 line_no,
                 f"unsupported command {_shown(verb)}: expected add, create, insert, "
                 "replace, flush, delete or a `table ... {` block",
             )
-        if len(words) < 2:
+        if len(indices) < 2:
             raise ParseError(line_no, f"{verb} of what? expected table, chain, rule, set, ...")
-        kind = words[1].text
+        kind = words[indices[1]]
         if kind == "ruleset" and verb == "flush":
             self.ruleset.tables.clear()
             return
@@ -305,24 +392,33 @@ class _Parser:
                 f"unsupported object {_shown(kind)} after {verb}: expected table, chain, "
                 "rule, set, map or element",
             )
-        family, name, rest = self._table_name(words[2:], line_no)
+        at = 2
+        family = "ip"  # nft's default family
+        if at < len(indices) and words[indices[at]] in FAMILIES:
+            family, at = words[indices[at]], at + 1
+        if at >= len(indices):
+            raise ParseError(line_no, "expected a table name")
+        name, rest = words[indices[at]], indices[at + 1 :]
         if kind == "table":
-            self._table_command(verb, family, name, rest, line_no)
+            self._table_command(verb, family, name, self.s.toks(rest), line_no)
             return
         table = self.ruleset.table(family, name)
         if table is None:
             raise ParseError(line_no, f"no table {family} {name} (add it first)")
         if not rest:
             raise ParseError(line_no, f"{verb} {kind} {family} {name}: expected the {kind}'s name")
-        target, body = rest[0], rest[1:]
+        target = self.s.tok(rest[0])
+        if kind == "rule":
+            # A rule's words go to the model as they are, never as _Tokens.
+            self._rule_command(verb, table, target, rest[1:])
+            return
+        body = self.s.toks(rest[1:])
         if kind == "chain":
             self._chain_command(verb, table, target, body)
         elif kind in ("set", "map"):
             self._set_command(verb, kind, table, target, body)
-        elif kind == "element":
-            self._element_command(verb, table, target, body)
         else:
-            self._rule_command(verb, table, target, body)
+            self._element_command(verb, table, target, body)
 
     def _table_name(self, words: list[_Token], line_no: int) -> tuple[str, str, list[_Token]]:
         if words and words[0].text in FAMILIES:
@@ -444,6 +540,7 @@ class _Parser:
                 named.comment = unquote(value[0].text)
             elif prop == "elements":
                 named.elements.extend(_elements(value, named, line_no))
+                self._known.pop(id(named), None)
             elif prop not in ("size", "policy", "gc-interval", "auto-merge", "counter"):
                 raise ParseError(
                     line_no,
@@ -467,8 +564,16 @@ class _Parser:
                         f"delete element {' . '.join(element.key)}: not in {name.text}",
                     )
                 named.elements = kept
+            self._known.pop(id(named), None)
             return
-        known = {e.key for e in named.elements}
+        # The keys a set holds, kept between commands: a transaction adds
+        # its elements one `add element` at a time, thousands to one map.
+        cached = self._known.get(id(named))
+        if cached is not None and cached[0] is named and len(cached[1]) == len(named.elements):
+            known = cached[1]
+        else:
+            known = {e.key for e in named.elements}
+            self._known[id(named)] = (named, known)
         for element in elements:
             if element.key in known:
                 if verb == "create":
@@ -478,39 +583,43 @@ class _Parser:
             known.add(element.key)
 
     def _rule_command(
-        self, verb: str, table: NftTable, chain_name: _Token, body: list[_Token]
+        self, verb: str, table: NftTable, chain_name: _Token, body: list[int]
     ) -> None:
         chain = table.chains.get(chain_name.text)
         line_no = chain_name.line_no
         if chain is None:
             raise ParseError(line_no, f"{verb} rule: no chain {chain_name.text!r} in {table.label}")
+        words = [self.s.words[i] for i in body[:3]]
         if verb in ("delete", "destroy", "replace"):
-            if len(body) < 2 or body[0].text != "handle" or not body[1].text.isdigit():
+            if len(words) < 2 or words[0] != "handle" or not words[1].isdigit():
                 raise ParseError(line_no, f"{verb} rule: expected `handle N`")
-            handle = int(body[1].text)
+            handle = int(words[1])
             index = next((i for i, r in enumerate(chain.rules) if r.handle == handle), None)
             if index is None:
                 if verb == "destroy":
                     return
                 raise ParseError(line_no, f"{verb} rule: no rule with handle {handle}")
             if verb == "replace":
-                chain.rules[index] = self._rule(body[2:], line_no)
+                if len(body) < 3:
+                    raise ParseError(line_no, "replace rule: the rule is empty")
+                chain.rules[index] = self._rule(body[2:])
             else:
                 del chain.rules[index]
             return
-        if verb in ("add", "insert") and body and body[0].text in ("position", "handle", "index"):
-            raise ParseError(line_no, f"{verb} rule at a {body[0].text}: not supported")
+        if verb in ("add", "insert") and words and words[0] in ("position", "handle", "index"):
+            raise ParseError(line_no, f"{verb} rule at a {words[0]}: not supported")
         if not body:
             raise ParseError(line_no, f"{verb} rule to {chain_name.text}: the rule is empty")
-        rule = self._rule(body, line_no)
+        rule = self._rule(body)
         if verb == "insert":
             chain.rules.insert(0, rule)
         else:
             chain.rules.append(rule)
 
-    def _rule(self, body: list[_Token], line_no: int, handle: int | None = None) -> NftRule:
-        text = self.s.text[body[0].start : body[-1].end]
-        return NftRule(tuple(t.text for t in body), text, body[0].line_no or line_no, handle)
+    def _rule(self, body: list[int], handle: int | None = None) -> NftRule:
+        s = self.s
+        text = s.text[s.matches[body[0]].start() : s.matches[body[-1]].end()]
+        return NftRule(tuple([s.words[i] for i in body]), text, s.lines[body[0]], handle)
 
     # -- blocks (`table ip kube-proxy { ... }`, as `nft list ruleset` prints)
 
@@ -562,14 +671,15 @@ class _Parser:
             if token.text == "}":
                 self.s.next("'}'", skip_newlines=True)
                 return
-            words = self.s.statement()
-            if not words:
+            indices = self.s.statement()
+            if not indices:
                 continue
-            first = words[0].text
+            first = self.s.words[indices[0]]
             if first in ("type", "policy", "comment", "devices", "device"):
-                self._chain_properties(chain, [(first, words[1:])], words[0].line_no)
+                props = [(first, self.s.toks(indices[1:]))]
+                self._chain_properties(chain, props, self.s.lines[indices[0]])
             else:
-                chain.rules.append(self._rule(words, words[0].line_no, self.s.note_handle))
+                chain.rules.append(self._rule(indices, self.s.note_handle))
 
     def _set_block(self, table: NftTable, kind: str, name: _Token) -> None:
         self.s.expect("{")
@@ -584,7 +694,7 @@ class _Parser:
             if token.text == "}":
                 self.s.next("'}'", skip_newlines=True)
                 return
-            words = self.s.statement()
+            words = self.s.toks(self.s.statement())
             if not words:
                 continue
             value = words[1:]
@@ -647,10 +757,11 @@ def _properties(body: list[_Token], line_no: int) -> list[tuple[str, list[_Token
             current.append(token)
     if current:
         props.append((current[0].text, current[1:]))
-    for name, value in props:
-        if name == "elements" and value and value[0].text == "=":
-            value[:] = value[1:]
-    return props
+    # `elements = { ... }` (an nft -f script may write a set's elements so)
+    return [
+        (name, value[1:] if name == "elements" and value and value[0].text == "=" else value)
+        for name, value in props
+    ]
 
 
 def _elements(body: list[_Token], named: NftSet, line_no: int) -> list[NftElement]:

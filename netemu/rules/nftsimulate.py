@@ -32,11 +32,16 @@ local`, `ct state`, `ct status dnat`, `meta mark` tests and `mark set`,
 `jump`/`goto`/`return`, `dnat to`, `masquerade`, `snat`, `reject`, `drop`,
 `accept`, and the statements that do not decide (counter, log, comment,
 `update @set`, `meta nftrace set`). Anything else is a SimulationError
-naming the rule's line, never a silent guess.
+naming the rule's line, never a silent guess. A chain's rules are read when
+the walk first enters it (a node's table for 10,000 Services holds 120,000
+rules, a packet meets a few dozen); the chains, sets and maps every rule
+names are checked before the walk, and jumps that loop refused.
 
-The packet opens a NEW connection, and the affinity sets kube-proxy fills
-with `update @affinity-... { ip saddr }` have no entry yet (as NO_AFFINITY
-in the iptables simulator).
+Assumed, and said in the result's assumptions: the packet opens a NEW
+connection; the affinity sets kube-proxy fills with `update @affinity-...
+{ ip saddr }` have no entry yet (as NO_AFFINITY in the iptables
+simulator); interfaces are unknown offline, so `iifname`/`oifname` matches
+never match.
 """
 
 from __future__ import annotations
@@ -95,7 +100,11 @@ IPTABLES_PRIORITIES: dict[tuple[str, str], int] = {
 }
 _PROTOCOLS = {"tcp": "6", "udp": "17", "sctp": "132", "icmp": "1", "icmpv6": "58"}
 _VERDICTS = ("accept", "drop", "reject", "return", "continue", "jump", "goto")
-_NO_OP_WORDS = ("counter", "log", "notrack", "limit")
+_NO_OP_WORDS = ("counter", "log", "notrack")
+# The flags a NAT statement may carry (`masquerade fully-random`, `snat to
+# 10.0.0.1 random,persistent`), and the options of `log`, each with a value.
+_NAT_FLAGS = frozenset(("random", "fully-random", "persistent", ","))
+_LOG_OPTIONS = frozenset(("prefix", "level", "group", "snaplen", "queue-threshold", "flags"))
 
 # (verdict, state): NEXT (the rule did not decide), RETURN, ACCEPT, DROP, REJECT
 _Outcome = tuple[str, _State]
@@ -152,7 +161,7 @@ class _Rule:
         if word == "comment":
             self.take("a comment")
         elif word in _NO_OP_WORDS:
-            self._skip_arguments()
+            self._statement_arguments(word)
             self.ops.append(_Op("nop", name=word))
         elif word in ("update", "add") and (self.peek() or "").startswith("@"):
             self.take("a set")
@@ -163,7 +172,7 @@ class _Rule:
             if word in ("jump", "goto"):
                 target = self.take("a chain name")
             elif word == "reject":
-                self._skip_arguments()
+                self._statement_arguments(word)
             self.ops.append(_Op("verdict", name=f"{word} {target}".strip()))
         elif word in ("dnat", "snat"):
             if self.peek() in ("ip", "ip6"):
@@ -172,10 +181,10 @@ class _Rule:
                 raise ValueError(f"{word}: expected `{word} to ADDRESS[:PORT]`")
             to = self.take("an address")
             _nat_address(to)  # refuses a bad one now
-            self._skip_arguments()
+            self._statement_arguments(word)
             self.ops.append(_Op(word, values=(to,)))
         elif word == "masquerade":
-            self._skip_arguments()
+            self._statement_arguments(word)
             self.ops.append(_Op("snat", name="masquerade"))
         elif word == "numgen":
             self._numgen()
@@ -187,14 +196,29 @@ class _Rule:
             self.i -= 1
             self._match()
 
-    def _skip_arguments(self) -> None:
-        """The flags and `with ...` words a statement may carry (`reject with
-        icmp port-unreachable`, `masquerade fully-random`, `counter packets 0
-        bytes 0`), up to the next word that starts something else."""
-        while (word := self.peek()) is not None:
-            if word in _VERDICTS or word == "comment" or word in _NO_OP_WORDS:
-                return
-            self.i += 1
+    def _statement_arguments(self, statement: str) -> None:
+        """Step over what a statement carries: `counter packets 0 bytes 0`,
+        `reject with icmp port-unreachable` (or `with tcp reset`, `with icmp
+        type host-unreachable`), the flags of masquerade/snat/dnat, `log
+        prefix "x" level warn`."""
+        if statement == "counter":
+            while self.peek() in ("packets", "bytes"):
+                self.take("a counter")
+                self.take("a count")
+        elif statement == "reject":
+            if self.peek() == "with":
+                self.take("with")
+                self.take("icmp, icmpv6, icmpx or tcp")
+                if self.peek() == "type":
+                    self.take("type")
+                self.take("a reject reason")
+        elif statement in ("masquerade", "snat", "dnat"):
+            while self.peek() in _NAT_FLAGS:
+                self.take("a flag")
+        elif statement == "log":
+            while self.peek() in _LOG_OPTIONS:
+                self.take("a log option")
+                self.take("its value")
 
     def _braced(self) -> list[str]:
         if self.take("'{'") != "{":
@@ -230,7 +254,7 @@ class _Rule:
             raise ValueError(f"{word} {part}: only daddr, saddr and protocol are simulated")
         if word == "meta":
             word = self.take("a meta key")
-        if word in ("l4proto", "mark", "iifname", "oifname", "iif", "oif", "nfproto"):
+        if word in ("l4proto", "mark", "iifname", "oifname", "iif", "oif", "nfproto", "nftrace"):
             return word
         if word in ("th", "tcp", "udp", "sctp"):
             part = self.take("dport or sport")
@@ -245,6 +269,12 @@ class _Rule:
         if fields == ("mark",) and word == "set":
             self.take("set")
             self._mark_set()
+            return
+        if fields == ("nftrace",) and word == "set":
+            # The live tracer's `meta nftrace set 1`: it changes no verdict.
+            self.take("set")
+            self.take("a value")
+            self.ops.append(_Op("nop", name="nftrace"))
             return
         if word == "vmap":
             self.take("vmap")
@@ -466,22 +496,42 @@ class NftSimulator:
         iptables: RuleSet | None = None,
     ) -> None:
         """`iptables`: the node's iptables-nft tables (flannel, portmap,
-        kubelet), walked among the nftables base chains for IPv4 packets."""
+        kubelet), walked among the nftables base chains for IPv4 packets;
+        when given, the tables of `ruleset` that nft's listing marks as
+        iptables-nft's are left out (the dump is what they mean)."""
         self.ruleset = ruleset
         self.local = [netaddr.IPAddress(ip) for ip in local_ips]
         self.iptables = Simulator(iptables, local_ips) if iptables is not None else None
         self.assumptions: list[str] = [NEW_CONNECTION]
         self.packet = Packet("0.0.0.0", "0.0.0.0", 0)
         self._steps = 0
+        # Rules are compiled when the walk first enters their chain: a node
+        # with 10,000 Services has 120,000 rules and a packet meets a few
+        # dozen. What every rule names (chains, sets, maps) is checked for
+        # all of them first, and jump loops refused, as the kernel refuses
+        # such a table.
         self._compiled: dict[tuple[str, str, str], list[_Compiled]] = {}
+        self._indexes: dict[
+            tuple[int, tuple[str, ...]], dict[tuple[str | None, ...], tuple[str, ...]] | None
+        ] = {}
         for table in ruleset.tables.values():
-            for chain in table.chains.values():
-                self._compiled[(table.family, table.name, chain.name)] = [
-                    self._compile(table, rule) for rule in chain.rules
-                ]
-            self._check_jumps(table)
+            self._check_names(table)
+        # Each table's base chains (a table holds thousands of chains, a few
+        # of them on hooks).
+        self._base_chains = {
+            key: [chain for chain in table.chains.values() if chain.is_base]
+            for key, table in ruleset.tables.items()
+        }
 
-    # -- checks before the walk
+    def _rules(self, table: NftTable, chain: str) -> list[_Compiled]:
+        key = (table.family, table.name, chain)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = [self._compile(table, rule) for rule in table.chains[chain].rules]
+            self._compiled[key] = compiled
+        return compiled
+
+    # -- checks
 
     def _compile(self, table: NftTable, rule: NftRule) -> _Compiled:
         try:
@@ -494,9 +544,7 @@ class NftSimulator:
 
     def _check_op(self, table: NftTable, op: _Op) -> None:
         if op.kind in ("lookup", "vmap") and op.name:
-            named = table.sets.get(op.name)
-            if named is None:
-                raise ValueError(f"no set or map {op.name!r} in table {table.label}")
+            named = table.sets[op.name]  # its existence was checked by _check_names
             if op.kind == "vmap" and (named.kind != "map" or named.value_type != "verdict"):
                 raise ValueError(f"{op.name} is not a verdict map")
             if len(named.key_type) not in (0, len(op.fields)):
@@ -504,34 +552,57 @@ class NftSimulator:
                     f"{op.name}'s keys have {len(named.key_type)} parts, the rule looks up "
                     f"{len(op.fields)}"
                 )
-            for element in named.elements:
-                if element.value is not None and op.kind == "vmap":
-                    _check_verdict(element.value)
-        for verdict in self._verdicts_of(table, op):
-            if verdict[0] in ("jump", "goto") and verdict[1] not in table.chains:
-                raise ValueError(f"no chain {verdict[1]!r} in table {table.label}")
 
-    def _verdicts_of(self, table: NftTable, op: _Op) -> list[tuple[str, ...]]:
-        if op.kind == "verdict":
-            return [tuple(op.name.split())]
-        if op.kind == "numgen" or (op.kind == "vmap" and not op.name):
-            return [words for _, words in op.verdicts]
-        if op.kind == "vmap":
-            return [e.value for e in table.sets[op.name].elements if e.value is not None]
-        return []
-
-    def _check_jumps(self, table: NftTable) -> None:
-        """Refuse jump loops and nesting deeper than MAX_DEPTH below a base
-        chain, as the kernel refuses such a table (ELOOP)."""
+    def _check_names(self, table: NftTable) -> None:
+        """Every chain a rule or a verdict map element jumps to exists, and
+        every set a rule names; no jumps loop back, none nest deeper than
+        MAX_DEPTH below a base chain. Read from the rules' words (`jump X`,
+        `goto X`, `@set`), not their compiled form."""
         jumps: dict[str, list[tuple[str, int]]] = {}
+        map_targets: dict[str, list[str]] = {}
+        for named in table.sets.values():
+            targets = []
+            for element in named.elements:
+                value = element.value
+                if value is None:
+                    continue
+                if named.value_type == "verdict":
+                    try:
+                        _check_verdict(value)
+                    except ValueError as exc:
+                        raise SimulationError(element.line_no, f"{named.name}: {exc}") from None
+                if value[0] in ("jump", "goto"):
+                    if value[1] not in table.chains:
+                        raise SimulationError(
+                            element.line_no,
+                            f"{named.name}: no chain {value[1]!r} in table {table.label}",
+                        )
+                    targets.append(value[1])
+            map_targets[named.name] = targets
         for chain in table.chains.values():
-            targets: list[tuple[str, int]] = []
-            for compiled in self._compiled[(table.family, table.name, chain.name)]:
-                for op in compiled.ops:
-                    for verdict in self._verdicts_of(table, op):
-                        if verdict[0] in ("jump", "goto"):
-                            targets.append((verdict[1], compiled.rule.line_no))
-            jumps[chain.name] = targets
+            edges: list[tuple[str, int]] = []
+            for rule in chain.rules:
+                words = rule.tokens
+                for at, word in enumerate(words):
+                    if word in ("jump", "goto") and at + 1 < len(words):
+                        target = words[at + 1]
+                        if target not in table.chains:
+                            raise SimulationError(
+                                rule.line_no,
+                                f"rule {_shown(rule.text)}: no chain {target!r} in table "
+                                f"{table.label}",
+                            )
+                        edges.append((target, rule.line_no))
+                    elif word.startswith("@"):
+                        if word[1:] not in table.sets:
+                            raise SimulationError(
+                                rule.line_no,
+                                f"rule {_shown(rule.text)}: no set or map {word[1:]!r} in "
+                                f"table {table.label}",
+                            )
+                        if at > 0 and words[at - 1] == "vmap":
+                            edges.extend((t, rule.line_no) for t in map_targets[word[1:]])
+            jumps[chain.name] = edges
         below: dict[str, int] = {}
         for chain in table.chains.values():
             if chain.is_base and chain.name not in below:
@@ -579,7 +650,13 @@ class NftSimulator:
         for table in self.ruleset.tables.values():
             if table.family not in (self._family, "inet"):
                 continue
-            for chain in table.chains.values():
+            if table.iptables_nft and self.iptables is not None:
+                # The iptables-save dump given holds these rules as iptables
+                # means them; nft's listing of some (xt matches it cannot
+                # translate, such as kubelet's `-m conntrack ! --ctstate`)
+                # loses their meaning.
+                continue
+            for chain in self._base_chains[(table.family, table.name)]:
                 if chain.hook == hook and chain.priority is not None:
                     bases.append(_Base(chain.priority, 1, chain.type == "nat", table, chain.name))
         if self.iptables is not None and self._family == "ip":
@@ -634,7 +711,7 @@ class NftSimulator:
                 table.chains[name].line_no,
                 f"chain {name} is nested more than {MAX_DEPTH} jumps deep: not simulated",
             )
-        rules = self._compiled[(table.family, table.name, name)]
+        rules = self._rules(table, name)
         todo: list[tuple[int | None, str, _State]] = [(0, "NEXT", st)]
         while todo:
             index, verdict, st = todo.pop()
@@ -677,6 +754,14 @@ class NftSimulator:
                     yield "NEXT", st
                     return
                 continue
+            if op.kind == "vmap":
+                # A verdict map decides only for a key it holds: a miss is
+                # a rule that did not match.
+                verdict = self._map_lookup(table, op, st)
+                if verdict is None:
+                    yield "NEXT", st
+                    return
+                op = _Op("verdict", name=" ".join(verdict))
             # What ends the rule: it matched.
             matched = MatchedRule(table.label, chain, compiled.rule.text)
             st = replace(st, matched=_Trail(matched, st.matched))
@@ -697,12 +782,6 @@ class NftSimulator:
             yield "ACCEPT", replace(st, dst=dst, dport=dport, dnat=shown)
         elif op.kind == "snat":
             yield "ACCEPT", replace(st, snat=True)
-        elif op.kind == "vmap":
-            verdict = self._map_lookup(table, op, st)
-            if verdict is None:
-                yield "NEXT", st
-            else:
-                yield from self._verdict(table, verdict, st, depth)
         elif op.kind == "numgen":
             modulus = int(op.values[0])
             keys = {int(key): words for key, words in op.verdicts}
@@ -794,6 +873,13 @@ class NftSimulator:
         values = [self._value(field, st) for field in fields]
         if any(v is None for v in values):
             return None
+        index = self._index(named, fields)
+        if index is not None:
+            try:
+                key = tuple(_normal(f, str(v)) for f, v in zip(fields, values, strict=True))
+            except ValueError:
+                return None
+            return index.get(key)
         for element in named.elements:
             if all(
                 _part_matches(field, str(value), part)
@@ -801,6 +887,28 @@ class NftSimulator:
             ):
                 return element.value or ()
         return None
+
+    def _index(
+        self, named: NftSet, fields: tuple[str, ...]
+    ) -> dict[tuple[str | None, ...], tuple[str, ...]] | None:
+        """The set's elements by their normalised key, for a set of single
+        values (service-ips holds one element per Service port: a lookup
+        must not read them all); None for a set with CIDRs or ranges."""
+        cache_key = (id(named), fields)
+        if cache_key in self._indexes:
+            return self._indexes[cache_key]
+        index: dict[tuple[str | None, ...], tuple[str, ...]] | None = {}
+        for element in named.elements:
+            try:
+                key = tuple(_normal(f, p) for f, p in zip(fields, element.key, strict=True))
+            except ValueError:
+                key = (None,)
+            if None in key or index is None:
+                index = None
+                break
+            index.setdefault(key, element.value or ())
+        self._indexes[cache_key] = index
+        return index
 
     def _map_lookup(self, table: NftTable, op: _Op, st: _State) -> tuple[str, ...] | None:
         if op.name:
@@ -834,6 +942,25 @@ def _part_matches(field: str, value: str, part: str) -> bool:
     if field == "mark":
         return int(value) == _number(part)
     return value == part
+
+
+@lru_cache(maxsize=65536)
+def _normal(field: str, text: str) -> str | None:
+    """A value as an exact-match index holds it (an address in one spelling,
+    a protocol by number); None for a CIDR or range, which is no exact key."""
+    text = unquote(text)
+    if field.endswith("addr"):
+        if "/" in text or "-" in text:
+            return None
+        try:
+            return str(netaddr.IPAddress(text))
+        except (netaddr.AddrFormatError, ValueError):
+            raise ValueError(f"{text!r} is not an address") from None
+    if field.endswith("port"):
+        return None if "-" in text else str(int(text))
+    if field == "l4proto":
+        return _PROTOCOLS.get(text, text)
+    return text
 
 
 def _set_mark(mark: int, operator: str, value: int) -> int:

@@ -62,16 +62,10 @@ from netemu.controlplane.addons import API_NAMESPACE, API_SERVICE, DNS_NAMESPACE
 from netemu.controlplane.state import ClusterState
 from netemu.kernel.sockets import bind_pod_sockets
 from netemu.lab import LiveLab
-from netemu.net.plan import CNI_NETWORK
 from netemu.node.testserver import PodIdentity, TestServers
-from netemu.pipeline import compile_rules, load_cluster, local_ips, portmap_pods, proxy_input
-from netemu.rules.flannel import flannel_config
+from netemu.pipeline import load_cluster, proxy_mode, simulate_on_node
 from netemu.rules.input import IPFamily
-from netemu.rules.nftables import compile_ruleset, nftables_mode_iptables
-from netemu.rules.nftmodel import parse_nft
-from netemu.rules.nftsimulate import simulate_nft
-from netemu.rules.portmap import with_portmap
-from netemu.rules.simulate import Packet, Simulation, Simulator
+from netemu.rules.simulate import Packet, Simulation
 
 DROP_TIMEOUT = 1.0
 REFUSED_WITHIN = 0.5
@@ -273,17 +267,10 @@ def offline_state(lab: str, mode: str = "iptables") -> ClusterState:
 def node_simulation(
     state: ClusterState, node: str, mode: str, packet: Packet, family: IPFamily = "IPv4"
 ) -> Simulation:
-    """`trace --offline` at `node`: its compiled rules of `family`, simulated."""
-    if mode == "iptables":
-        rules = compile_rules(state, node, family=family, mode="iptables")
-        return Simulator(rules, local_ips(state, node)).run(packet)
-    data = proxy_input(state, node, family=family, mode="nftables")
-    tables = parse_nft(compile_ruleset(data).dump())
-    flannel = flannel_config(state.lab, data.config.node_pod_cidr)
-    others = nftables_mode_iptables(flannel, family=family)
-    if family == "IPv4":
-        others = with_portmap(others, CNI_NETWORK, portmap_pods(state, node))
-    return simulate_nft(tables, local_ips(state, node), packet, iptables=others)
+    """`trace --offline` at `node`: its compiled rules of `family`, simulated
+    (the lab's state is loaded in `mode`)."""
+    assert proxy_mode(state) == mode
+    return simulate_on_node(state, node, packet, family=family)
 
 
 def offline_dicts(lab: str) -> State:

@@ -288,12 +288,101 @@ def test_get_namespace_filters_and_all_namespaces_is_the_default() -> None:
     assert code == 2 and "-n and -A cannot be used together" in err
 
 
-def test_offline_trace_refuses_an_nftables_lab(tmp_path: Path) -> None:
-    lab = (Path(DEFAULT) / "lab.yaml").read_text()
-    (tmp_path / "lab.yaml").write_text(lab.replace("proxyMode: iptables", "proxyMode: nftables"))
+def nftables_lab(tmp_path: Path) -> str:
+    """The default lab with proxyMode nftables."""
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    for name in ("lab.yaml", "web.yaml"):
+        text = (Path(DEFAULT) / name).read_text()
+        (lab / name).write_text(text.replace("proxyMode: iptables", "proxyMode: nftables"))
+    return str(lab)
+
+
+def test_trace_offline_walks_the_nftables_rules_of_a_lab_in_nftables_mode(tmp_path: Path) -> None:
+    code, out, _ = run(
+        "trace",
+        "--offline",
+        "-f",
+        nftables_lab(tmp_path),
+        "--node",
+        "node-1",
+        "--src",
+        "192.168.56.20",
+        "--dst",
+        "192.168.56.11",
+        "--dport",
+        "30080",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["verdict"] == "DNAT"
+    assert len(data["endpoints"]) == 3
+    assert data["masquerade"] is True
+    chains = [(r["table"], r["chain"]) for r in data["rules"]]
+    assert ("ip kube-proxy", "services") in chains
+    assert ("ip kube-proxy", "masquerading") in chains
+    # flanneld's iptables chains are walked too, in their place.
+    assert ("nat", "FLANNEL-POSTRTG") in chains
+    assert not any(chain.startswith("KUBE-") for _, chain in chains)
+
+
+def test_trace_offline_reads_nft_list_ruleset_output() -> None:
+    listed = str(ROOT / "tests" / "unit" / "data" / "nftables" / "kube-proxy-overall.listed")
+    code, out, _ = run(
+        "trace", "--offline", "--rules", listed, "--local-ip", "192.168.0.2",
+        "--src", "203.0.113.130", "--dst", "5.6.7.8", "--dport", "80", "-o", "json",
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["verdict"] == "DROP"
+    assert data["rules"][-1] == {
+        "table": "ip kube-proxy",
+        "chain": "firewall-HVFWP5L3-ns5/svc5/tcp/p80",
+        "rule": "ip saddr != 203.0.113.0/25 drop",
+    }
+
+
+def test_trace_offline_names_the_nft_file_and_line_it_cannot_walk(tmp_path: Path) -> None:
+    rules = tmp_path / "node.nft"
+    rules.write_text("add table ip t\nadd chain ip t c\nadd rule ip t c jump nowhere\n")
     code, _, err = run(
-        "trace", "--offline", "-f", str(tmp_path), "--node", "node-1",
-        "--src", "10.244.0.5", "--dst", "10.96.0.10", "--dport", "53",
+        "trace", "--offline", "--rules", str(rules), "--local-ip", "192.168.0.2",
+        "--src", "10.0.0.1", "--dst", "10.0.0.2", "--dport", "80",
     )  # fmt: skip
     assert code == 2
-    assert "runs in nftables mode; trace --offline walks iptables-mode rules only" in err
+    assert f"{rules}:3: " in err and "no chain 'nowhere'" in err
+
+
+def test_trace_offline_in_nftables_mode_takes_the_nftables_section(tmp_path: Path) -> None:
+    """kube-proxy reads masqueradeAll from the section of its mode: in
+    nftables mode `nftables.masqueradeAll` masquerades a pod's ClusterIP
+    connection, and `iptables.masqueradeAll` does not."""
+    lab = Path(nftables_lab(tmp_path))
+    masquerade = {}
+    for section in ("iptables", "nftables"):
+        (lab / "proxy.yaml").write_text(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+            f"{section}:\n  masqueradeAll: true\n"
+        )
+        code, out, _ = run(
+            "trace", "--offline", "-f", str(lab), "--node", "node-1",
+            "--src", "10.244.0.9", "--dst", "10.96.149.150", "--dport", "80", "-o", "json",
+        )  # fmt: skip
+        assert code == 0, out
+        data = json.loads(out)
+        assert data["verdict"] == "DNAT"
+        masquerade[section] = data["masquerade"]
+    assert masquerade == {"iptables": False, "nftables": True}
+
+
+def test_trace_offline_from_to_in_nftables_mode(tmp_path: Path) -> None:
+    code, out, _ = run(
+        "trace", "--offline", "-f", nftables_lab(tmp_path), "client", "node-1:30080", "-o", "json"
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["node"] == "node-1"
+    assert (data["verdict"], len(data["endpoints"]), data["masquerade"]) == ("DNAT", 3, True)
+    assert any(r["rule"].startswith("meta l4proto tcp dnat to ") for r in data["rules"])
