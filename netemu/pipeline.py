@@ -20,6 +20,7 @@ from netemu.net.addresses import node_addresses
 from netemu.net.plan import CNI_NETWORK, sandbox_id
 from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, service_ports
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
 from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
@@ -63,14 +64,21 @@ def pick_node(state: ClusterState, name: str | None) -> str:
     raise UsageError(f"several nodes ({', '.join(names)}): choose one with --node")
 
 
-def proxy_input(state: ClusterState, node_name: str) -> ProxyInput:
+def proxy_input(
+    state: ClusterState, node_name: str, cache: ProxyInputCache | None = None
+) -> ProxyInput:
+    """What the node's kube-proxy sees of `state`. `cache` (kept from call to
+    call) converts only the Services and EndpointSlices that changed since
+    its last call; the result is the same without it."""
     node = state.node(node_name)
     config = proxy_config(node, state.proxy_config, state.lab, node_addresses(node, state.lab))
-    return ProxyInput(
-        config=config,
-        service_ports=tuple(service_ports(state.services)),
-        endpoints=endpoints_by_port(state.endpoint_slices),
-    )
+    if cache is not None:
+        ports = cache.service_ports(state.services)
+        endpoints = cache.endpoints_by_port(state.endpoint_slices)
+    else:
+        ports = tuple(service_ports(state.services))
+        endpoints = endpoints_by_port(state.endpoint_slices)
+    return ProxyInput(config=config, service_ports=ports, endpoints=endpoints)
 
 
 def compile_rules(state: ClusterState, node_name: str) -> RuleSet:

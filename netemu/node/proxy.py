@@ -55,6 +55,7 @@ from netemu.rules import names
 from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.flannel import ensure_flannel_rules, flannel_config
 from netemu.rules.input import ProxyInput
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import (
     CompileCache,
     compile_full_resync,
@@ -88,6 +89,9 @@ class ProxyAgent:
     servers: NodeProxyServers | None = None
     sync_period: float = DEFAULT_SYNC_PERIOD
     clock: Callable[[], float] = time.monotonic
+    # Converts only the Services and EndpointSlices that changed since the
+    # last sync, as kube-proxy's change trackers; one may serve every node.
+    input_cache: ProxyInputCache = field(default_factory=ProxyInputCache)
     last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
     last_check: float = field(default=0.0, init=False)
     last_full_sync: float = field(default=0.0, init=False)
@@ -107,7 +111,7 @@ class ProxyAgent:
 
     def _reconcile(self) -> bool:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-        data = proxy_input(state, self.node)
+        data = proxy_input(state, self.node, self.input_cache)
         if self.servers is not None:
             node = state.node(self.node)
             taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
@@ -136,7 +140,7 @@ class ProxyAgent:
         """A full sync now (kube-proxy's forceSyncProxyRules)."""
         with gc_paused():  # see reconcile
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            self._sync(proxy_input(state, self.node), full=True)
+            self._sync(proxy_input(state, self.node, self.input_cache), full=True)
 
     def _sync(self, data: ProxyInput, *, full: bool) -> None:
         previous = self.last_input
