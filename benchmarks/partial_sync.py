@@ -16,9 +16,11 @@ with kube-proxy's nfacct objects, synced once by its own ProxyAgent (the first
 sync, as a lab's bring-up does). Then, per run, one endpoint address of the
 last Service's EndpointSlice changes through the API, and the clock runs
 until every node's agent has applied it: the control plane to its fixed
-point, then each agent's reconcile (read the state through the client,
-compile, `iptables-restore --noflush` in the node's namespace), one node
-after the other as the lab's supervisor does. Kinds:
+point, then every agent's reconcile (read the state through the client,
+compile, `iptables-restore --noflush` in the node's namespace), all nodes
+at once as the lab's supervisor runs them (netemu.node.proxy.reconcile_nodes;
+full syncs, which only the periodic check forces, one node after the other).
+Kinds:
 
 - partial: the agent's normal sync (only the changed Service's chains written).
   At 25,000 endpoints kube-proxy is in large-cluster mode and reads the
@@ -57,8 +59,9 @@ from netemu.api.validate import load_and_validate
 from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects
 from netemu.kernel import netns, nfacct
 from netemu.kernel.iptables import Backend, KernelIptables
-from netemu.node.proxy import ProxyAgent
+from netemu.node.proxy import ProxyAgent, reconcile_nodes
 from netemu.rules import names as n
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import (
     LARGE_CLUSTER_ENDPOINTS,
     NFACCT_INVALID_DROPPED,
@@ -80,6 +83,7 @@ KINDS = (PARTIAL, CLEANUP, FULL)
 class Result:
     times: dict[tuple[Backend, str], list[float]] = field(default_factory=dict)
     restores: dict[tuple[Backend, str], list[float]] = field(default_factory=dict)
+    plane: dict[tuple[Backend, str], list[float]] = field(default_factory=dict)
     first: dict[Backend, float] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)  # restore input lines per kind
 
@@ -94,6 +98,9 @@ class Result:
 
     def restore_median(self, backend: Backend, kind: str) -> float:
         return statistics.median(self.restores[(backend, kind)])
+
+    def plane_median(self, backend: Backend, kind: str) -> float:
+        return statistics.median(self.plane[(backend, kind)])
 
 
 class Recording(KernelIptables):
@@ -169,6 +176,7 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
     original = client.get(EndpointSlice, "bench", f"{last}-abcde").endpoints[0].addresses[0]
     with namespaces(backend) as names:
         kernels = [Recording(name, backend) for name in names]
+        input_cache = ProxyInputCache()  # one for all nodes, as the lab's supervisor
         agents = [
             ProxyAgent(
                 client=client,
@@ -177,12 +185,12 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
                 lab=lab,
                 proxy_config=None,
                 fresh_node=True,
+                input_cache=input_cache,
             )
             for i, kernel in enumerate(kernels)
         ]
         start = time.perf_counter()
-        for agent in agents:
-            agent.reconcile()
+        reconcile_nodes(agents)
         result.first[backend] = time.perf_counter() - start
 
         address = original
@@ -197,13 +205,17 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
             start = time.perf_counter()
             move_endpoint(client, last, address)
             plane.run_to_fixed_point()
-            for agent in agents:
-                if kind == FULL:
+            result.plane.setdefault((backend, kind), []).append(time.perf_counter() - start)
+            if kind == FULL:
+                for agent in agents:
                     agent.force_sync()
-                else:
-                    agent.reconcile()
+            else:
+                reconcile_nodes(agents)
             result.add(backend, kind, time.perf_counter() - start)
-            restored = sum(kernel.restore_seconds for kernel in kernels)
+            # Partial syncs restore on both nodes at once: the change waits
+            # for the slower one. Full syncs run one node after the other.
+            seconds = [kernel.restore_seconds for kernel in kernels]
+            restored = sum(seconds) if kind == FULL else max(seconds)
             result.restores.setdefault((backend, kind), []).append(restored)
             result.lines[kind] = kernels[0].last_lines
             check(kernels, last, address, old)
@@ -221,6 +233,11 @@ def table(
             return "not run"
         return f"{result.restore_median(backend, kind):.3f}"
 
+    def plane(backend: Backend, kind: str) -> str:
+        if not result.ran(backend, kind):
+            return "not run"
+        return f"{result.plane_median(backend, kind):.3f}"
+
     def rounds(backend: Backend, kind: str) -> str:
         return ", ".join(f"{t:.2f}" for t in result.times.get((backend, kind), []))
 
@@ -231,7 +248,8 @@ def table(
 
     rows = [
         f"| {kind} | {result.lines.get(kind, 0):,} | {cell('nft', kind)} | {cell('legacy', kind)} "
-        f"| {ratio(kind)} | {restores('nft', kind)} | {restores('legacy', kind)} "
+        f"| {ratio(kind)} | {plane('nft', kind)} | {plane('legacy', kind)} "
+        f"| {restores('nft', kind)} | {restores('legacy', kind)} "
         f"| {rounds('nft', kind)} | {rounds('legacy', kind)} |"
         for kind in KINDS
     ]
@@ -250,22 +268,25 @@ def table(
         f"One endpoint of one Service changes at {services:,} Services × {ENDPOINTS} "
         f"endpoints ({services * ENDPOINTS:,}{mode}); seconds from the",
         "EndpointSlice update through the API until both nodes' agents have restored",
-        "their rules (control plane, then each node: read the state, compile,",
-        "`iptables-restore --noflush` in its namespace), median of the runs (partial:",
+        "their rules (control plane, then both nodes at once, each: read the state,",
+        "compile, `iptables-restore --noflush` in its namespace; full syncs one node",
+        "after the other), median of the runs (partial:",
         f"{runs}, full: {full_runs}). Lines: node-0's restore input. Goal: ≤ 1 s on both",
         "backends. partial + cleanup: the run in which large-cluster mode's",
         "once-per-syncPeriod iptables-save and stale-chain deletion falls.",
-        "restores: the part of that spent in the two iptables-restore processes",
-        "(median); the rest is netemu's Python: the control plane, each agent",
-        "reading the whole state through the client, diffing it with the last",
-        "sync's, and compiling every Service (kube-proxy computes the unchanged",
-        "Services' chains too, to count them and to know which are in use; each",
-        "agent reuses the last sync's rules of a Service port whose port and",
-        "endpoints did not change).",
+        "control plane: the API update and the controllers' fixed point (median).",
+        "restore: the slower node's iptables-restore process (median; for full syncs",
+        "the sum of both); the rest is netemu's Python in the agents: reading the",
+        "state through the client, converting the changed Services and",
+        "EndpointSlices (one cache for all nodes), diffing with the last sync's",
+        "input, and compiling every Service port (kube-proxy computes the",
+        "unchanged Services' chains too, to count them and to know which are in",
+        "use; each agent reuses the last sync's rules of a Service port whose port",
+        "and endpoints did not change).",
         "",
-        "| sync | restore lines | nft | legacy | nft / legacy "
-        "| nft: restores | legacy: restores | nft, runs | legacy, runs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sync | restore lines | nft | legacy | nft / legacy | nft: control plane "
+        "| legacy: control plane | nft: restore | legacy: restore | nft, runs | legacy, runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *(

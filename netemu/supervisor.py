@@ -96,10 +96,11 @@ from netemu.node.dnsserver import DnsFeed
 from netemu.node.ingress import IngressController
 from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
 from netemu.node.prober import ProbeLoop, ProbeManager
-from netemu.node.proxy import ProxyAgent
+from netemu.node.proxy import ProxyAgent, reconcile_nodes
 from netemu.node.proxyhealth import health_check_ips, proxy_settings
 from netemu.node.proxyservers import ProxyServers
 from netemu.node.testserver import TestServers
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 from netemu.trace.topology import Topology
 
@@ -344,6 +345,9 @@ class Supervisor:
         self.dns = DnsFeed()
         self.kubelets: list[Kubelet] = []
         self.proxies: list[ProxyAgent] = []
+        # Every node's agent converts the same Services and EndpointSlices:
+        # one cache converts each changed object once for all of them.
+        self.proxy_input_cache = ProxyInputCache()
         # kube-proxy's health, health check and metrics servers of every node.
         self.proxy_servers = ProxyServers(bind_tcp_listener)
         self.proxy_settings = proxy_settings(self.proxy_config)
@@ -427,6 +431,7 @@ class Supervisor:
                     proxy_config=self.proxy_config,
                     servers=node_servers,
                     sync_period=settings.sync_period,
+                    input_cache=self.proxy_input_cache,
                 )
             )
         self.cloudlb = CloudLoadBalancer(
@@ -461,10 +466,9 @@ class Supervisor:
                 kubelet.start_new(plans)
                 if progress:
                     self.progress.done += 1
-            for proxy in self.proxies:
-                proxy.reconcile()
-                if progress:
-                    self.progress.done += 1
+            reconcile_nodes(self.proxies)
+            if progress:
+                self.progress.done += len(self.proxies)
             for kubelet in self.kubelets:
                 kubelet.sync_host_ports()  # after kube-proxy's (see netemu.node.kubelet)
                 # Deleted pods stop once the rules treat them as terminating.

@@ -33,7 +33,8 @@ apart, as kube-proxy's) and the health check listeners follow it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from netemu.api.config import KubeProxyConfiguration, Lab
@@ -66,6 +67,26 @@ from netemu.rules.iptables import (
     rule_counts,
 )
 from netemu.rules.model import RuleSet, parse_restore
+
+
+def reconcile_nodes(agents: Sequence[ProxyAgent]) -> list[bool]:
+    """Every node's kube-proxy reconciles at once, each on its own thread,
+    as kube-proxies on real nodes do: one node's iptables-restore (a
+    process of its own, most of a partial sync) runs while another node
+    compiles or restores. Returns each agent's reconcile result; when one
+    fails, the others still finish and the first failure is raised.
+
+    The agents must not share anything but the client and an input cache
+    (both thread-safe)."""
+    if len(agents) <= 1:
+        return [agent.reconcile() for agent in agents]
+    # Paused once around all of them: each agent's own gc_paused finds it
+    # paused and leaves it so, rather than one agent turning the collector
+    # back on while another is still making its rules.
+    with gc_paused(), ThreadPoolExecutor(len(agents), thread_name_prefix="kube-proxy") as pool:
+        futures = [pool.submit(agent.reconcile) for agent in agents]
+        wait(futures)
+    return [future.result() for future in futures]
 
 
 def canary_gone(existing: RuleSet) -> bool:

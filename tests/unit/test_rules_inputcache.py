@@ -25,7 +25,7 @@ def service(name: str, ip: str, *ports: int) -> Service:
             "ports": [{"name": f"p{port}", "port": port, "protocol": "TCP"} for port in ports],
         },
     }
-    return obj(Service, doc)
+    return Service.model_validate(doc)
 
 
 def endpoint_slice(name: str, service: str, *ips: str, ready: bool = True) -> EndpointSlice:
@@ -43,11 +43,7 @@ def endpoint_slice(name: str, service: str, *ips: str, ready: bool = True) -> En
         ],
         "ports": [{"name": "p80", "port": 8080, "protocol": "TCP"}],
     }
-    return obj(EndpointSlice, doc)
-
-
-def obj(kind: type[Any], doc: dict[str, Any]) -> Any:
-    return kind.model_validate(doc)
+    return EndpointSlice.model_validate(doc)
 
 
 class Check:
