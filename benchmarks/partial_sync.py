@@ -19,7 +19,8 @@ until every node's agent has applied it: the control plane to its fixed
 point, then every agent's reconcile (read the state through the client,
 compile, `iptables-restore --noflush` in the node's namespace), all nodes
 at once as the lab's supervisor runs them (netemu.node.proxy.reconcile_nodes;
-full syncs, which only the periodic check forces, one node after the other).
+full syncs, which only the periodic check forces, one node after the other),
+each node with its own xtables lock as in a lab.
 Kinds:
 
 - partial: the agent's normal sync (only the changed Service's chains written).
@@ -174,8 +175,9 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
     plane.run_to_fixed_point()
     last = f"svc-{services - 1}"
     original = client.get(EndpointSlice, "bench", f"{last}-abcde").endpoints[0].addresses[0]
-    with namespaces(backend) as names:
-        kernels = [Recording(name, backend) for name in names]
+    with namespaces(backend) as names, tempfile.TemporaryDirectory() as locks:
+        # Each node its own xtables lock, as a lab's (netemu.kernel.iptables.node_lock_file).
+        kernels = [Recording(name, backend, Path(locks) / f"{name}.lock") for name in names]
         input_cache = ProxyInputCache()  # one for all nodes, as the lab's supervisor
         agents = [
             ProxyAgent(

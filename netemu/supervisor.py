@@ -83,7 +83,7 @@ from netemu.controlplane.store import wall_clock
 from netemu.kernel import nfacct, processes
 from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
-from netemu.kernel.iptables import KernelIptables
+from netemu.kernel.iptables import KernelIptables, node_lock_file
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.owner import OutputDirectory
 from netemu.kernel.sockets import bind_pod_sockets, bind_tcp_listener
@@ -415,7 +415,9 @@ class Supervisor:
                     journal=self.journal,
                     log_dir=log_dir,
                     dns=self.dns,
-                    iptables=KernelIptables(node.netns, backend),
+                    iptables=KernelIptables(
+                        node.netns, backend, node_lock_file(self.name, node.netns)
+                    ),
                     locked=self._locked,
                     log=_log,
                 )
@@ -424,7 +426,9 @@ class Supervisor:
                 ProxyAgent(
                     client=self.client,
                     node=node.name,
-                    iptables=KernelIptables(node.netns, backend),
+                    iptables=KernelIptables(
+                        node.netns, backend, node_lock_file(self.name, node.netns)
+                    ),
                     conntrack=KernelConntrack(node.netns),
                     fresh_node=True,
                     lab=self.lab,

@@ -36,7 +36,7 @@ from typing import Any
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
 from netemu.kernel.capture import Capture, Frame, write_pcap, write_pcapng
-from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
+from netemu.kernel.iptables import Backend, IptablesError, KernelIptables, node_lock_file
 from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monitor
 from netemu.kernel.nflog import NflogMonitor
 from netemu.kernel.owner import OutputDirectory, OutputPathError
@@ -287,7 +287,7 @@ def _run(
         saves: dict[str, str] = {}
         text = scope.install_text(chain, scope.trace_matches(flow, sport, prediction.endpoints))
         for node in nodes:
-            iptables = KernelIptables(node.netns, backend)
+            iptables = KernelIptables(node.netns, backend, node_lock_file(topology.lab, node.netns))
             cleanup.callback(_quietly(iptables, scope.remove_text(chain)))
             # Legacy traces number the rules: read them as the flow meets them.
             setup.append(_restorer(iptables, text, saves if legacy else None, node.name))
