@@ -47,7 +47,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "compile": LazyCommand(
         "netemu.cli_manifests",
         "compile_command",
-        "Print the iptables-restore input kube-proxy would apply on a node.",
+        "Print the rules kube-proxy would apply on a node (iptables or nftables).",
     ),
     "delete": LazyCommand(
         "netemu.cli_live",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from netemu.api.config import Lab
 from netemu.api.load import gc_paused
@@ -23,6 +24,7 @@ from netemu.rules.input import ProxyInput, endpoints_by_port, proxy_config, serv
 from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
+from netemu.rules.nftables import NftRuleset, compile_ruleset, nftables_mode_iptables
 from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
 
 
@@ -64,14 +66,46 @@ def pick_node(state: ClusterState, name: str | None) -> str:
     raise UsageError(f"several nodes ({', '.join(names)}): choose one with --node")
 
 
+ProxyMode = Literal["iptables", "nftables"]
+
+
+def proxy_mode(state: ClusterState) -> ProxyMode:
+    """The mode every kube-proxy of the lab runs in.
+
+    One rule: a KubeProxyConfiguration's explicit `mode` wins; when it is
+    unset or "" (kube-proxy's "iptables on Linux"), the Lab's
+    `spec.proxyMode` decides (default iptables), the Lab being what
+    configures its kube-proxies. Validation (netemu.api.validate) has already
+    refused any other mode (ipvs, kernelspace) and a Lab and a
+    KubeProxyConfiguration that both name a mode and disagree.
+    """
+    mode = state.proxy_config.mode
+    if mode == "iptables" or mode == "nftables":
+        return mode
+    if mode:
+        raise UsageError(f"unsupported kube-proxy mode {mode!r}: expected iptables or nftables")
+    return state.lab.spec.proxy_mode if state.lab is not None else "iptables"
+
+
 def proxy_input(
-    state: ClusterState, node_name: str, cache: ProxyInputCache | None = None
+    state: ClusterState,
+    node_name: str,
+    mode: ProxyMode | None = None,
+    *,
+    cache: ProxyInputCache | None = None,
 ) -> ProxyInput:
-    """What the node's kube-proxy sees of `state`. `cache` (kept from call to
-    call) converts only the Services and EndpointSlices that changed since
-    its last call; the result is the same without it."""
+    """What the node's kube-proxy sees, in `mode` (default: proxy_mode).
+    `cache` (kept from call to call) converts only the Services and
+    EndpointSlices that changed since its last call; the result is the same
+    without it."""
     node = state.node(node_name)
-    config = proxy_config(node, state.proxy_config, state.lab, node_addresses(node, state.lab))
+    config = proxy_config(
+        node,
+        state.proxy_config,
+        state.lab,
+        node_addresses(node, state.lab),
+        mode=mode or proxy_mode(state),
+    )
     if cache is not None:
         ports = cache.service_ports(state.services)
         endpoints = cache.endpoints_by_port(state.endpoint_slices)
@@ -81,13 +115,27 @@ def proxy_input(
     return ProxyInput(config=config, service_ports=ports, endpoints=endpoints)
 
 
-def compile_rules(state: ClusterState, node_name: str) -> RuleSet:
-    """The node's iptables rules: kube-proxy's, and the portmap CNI plugin's
-    for the hostPorts of the pods on it."""
+def compile_rules(state: ClusterState, node_name: str, mode: ProxyMode | None = None) -> RuleSet:
+    """The node's iptables rules, and the portmap CNI plugin's for the
+    hostPorts of the pods on it. In iptables mode (default: proxy_mode)
+    they hold kube-proxy's; in nftables mode only kubelet's and flanneld's
+    (kube-proxy's are compile_nftables')."""
+    mode = mode or proxy_mode(state)
     with gc_paused():
-        data = proxy_input(state, node_name)
-        rules = compile_node(data, flannel_config(state.lab, data.config.node_pod_cidr))
+        data = proxy_input(state, node_name, mode)
+        flannel = flannel_config(state.lab, data.config.node_pod_cidr)
+        if mode == "nftables":
+            rules = nftables_mode_iptables(flannel)
+        else:
+            rules = compile_node(data, flannel)
     return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name))
+
+
+def compile_nftables(state: ClusterState, node_name: str) -> NftRuleset:
+    """The node's kube-proxy table in nftables mode after its first sync
+    (`ip kube-proxy`; the IPv4 kube-proxy)."""
+    with gc_paused():
+        return compile_ruleset(proxy_input(state, node_name, "nftables"))
 
 
 def portmap_pods(state: ClusterState, node_name: str) -> list[PortmapPod]:

@@ -136,6 +136,11 @@ _IP_MSG = "must be a valid IP address (e.g. 10.9.8.7 or 2001:db8::ffff)"
 _CIDR_MSG = "must be a valid CIDR value (e.g. 10.9.8.0/24 or 2001:db8::/64)"
 
 
+# The kube-proxy modes netemu emulates (KubeProxyConfiguration.mode; "" means
+# iptables on Linux, and in netemu: the Lab's proxyMode).
+PROXY_MODES = ("iptables", "nftables")
+
+
 def _regex_error(msg: str, fmt: str, *examples: str) -> str:
     """The API server's explanation of a failed regex (RegexError), examples included."""
     if not examples:
@@ -512,6 +517,7 @@ class _Checker:
             labs = context_labs[:1]
         for item in proxies:
             self.check_proxy_config(item)
+            self.check_proxy_mode(item, labs)
         self.check_duplicates()
         for item in self.loaded:
             obj = item.obj
@@ -1719,6 +1725,35 @@ class _Checker:
         self.check_conntrack(item, ("conntrack",), cfg.conntrack)
         if cfg.linux is not None and cfg.linux.conntrack is not None:
             self.check_conntrack(item, ("linux", "conntrack"), cfg.linux.conntrack)
+
+    def check_proxy_mode(self, item: Loaded, labs: list[Loaded]) -> None:
+        """The KubeProxyConfiguration's mode must be one netemu emulates, and
+        agree with the Lab's proxyMode when both are given (see
+        netemu.pipeline.proxy_mode for which one counts)."""
+        cfg = item.obj
+        assert isinstance(cfg, KubeProxyConfiguration)
+        if not cfg.mode:
+            return
+        if cfg.mode not in PROXY_MODES:
+            self.report(
+                item,
+                ("mode",),
+                f"unsupported proxy mode {cfg.mode!r}: netemu emulates kube-proxy's "
+                "'iptables' and 'nftables' modes",
+            )
+            return
+        for lab_item in labs:
+            lab = lab_item.obj
+            assert isinstance(lab, Lab)
+            if "proxy_mode" in lab.spec.model_fields_set and lab.spec.proxy_mode != cfg.mode:
+                self.report(
+                    item,
+                    ("mode",),
+                    f"{cfg.mode!r} disagrees with the Lab's spec.proxyMode "
+                    f"{lab.spec.proxy_mode!r} ({lab_item.origin.file}:"
+                    f"{lab_item.origin.line_of(('spec', 'proxyMode'))}): "
+                    "set one, or the same in both",
+                )
 
     def check_sync_periods(
         self, item: Loaded, section: str, sync: object, min_sync: object

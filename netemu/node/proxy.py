@@ -132,7 +132,7 @@ class ProxyAgent:
 
     def _reconcile(self) -> bool:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-        data = proxy_input(state, self.node, self.input_cache)
+        data = proxy_input(state, self.node, cache=self.input_cache)
         if self.servers is not None:
             node = state.node(self.node)
             taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
@@ -161,7 +161,7 @@ class ProxyAgent:
         """A full sync now (kube-proxy's forceSyncProxyRules)."""
         with gc_paused():  # see reconcile
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            self._sync(proxy_input(state, self.node, self.input_cache), full=True)
+            self._sync(proxy_input(state, self.node, cache=self.input_cache), full=True)
 
     def _sync(self, data: ProxyInput, *, full: bool) -> None:
         previous = self.last_input

@@ -16,6 +16,7 @@ import netaddr
 from netemu.api.config import (
     DEFAULT_AFFINITY_TIMEOUT,
     DEFAULT_MASQUERADE_BIT,
+    DEFAULT_SERVICE_CIDR,
     KubeProxyConfiguration,
     Lab,
 )
@@ -114,6 +115,10 @@ class ProxyConfig:
     # A current kernel and kube-proxy count localhost NodePort and INVALID drops
     # with nfacct objects; those rules carry `-m nfacct` then.
     nfacct: bool = True
+    # The cluster's ServiceCIDRs (kube-proxy watches the ServiceCIDR objects;
+    # the apiserver's default one holds --service-cluster-ip-range). The
+    # nftables proxier drops traffic to unallocated addresses in them.
+    service_cidrs: tuple[str, ...] = ()
 
     @property
     def local_traffic_cidr(self) -> str | None:
@@ -244,19 +249,27 @@ def endpoints_by_port(
 
 
 def proxy_config(
-    node: Node, kube_proxy: KubeProxyConfiguration | None, lab: Lab | None, local_ips: Sequence[str]
+    node: Node,
+    kube_proxy: KubeProxyConfiguration | None,
+    lab: Lab | None,
+    local_ips: Sequence[str],
+    *,
+    mode: Literal["iptables", "nftables"] = "iptables",
 ) -> ProxyConfig:
-    """The settings one node's kube-proxy runs with.
+    """The settings one node's kube-proxy runs with, in `mode`.
 
     clusterCIDR comes from the KubeProxyConfiguration; with a Lab and no
-    explicit value it is the Lab's pod CIDR, as kubeadm writes it.
+    explicit value it is the Lab's pod CIDR, as kubeadm writes it. The
+    masquerade settings come from the section of the mode (iptables or
+    nftables), as kube-proxy's v1alpha1 conversion takes them.
     """
     cfg = kube_proxy or KubeProxyConfiguration()
     cluster_cidr = cfg.cluster_cidr.split(",")[0].strip() if cfg.cluster_cidr else None
     if cluster_cidr is None and lab is not None:
         cluster_cidr = lab.spec.pod_cidr
-    masquerade_all = cfg.iptables.masquerade_all or bool(cfg.linux and cfg.linux.masquerade_all)
-    bit = cfg.iptables.masquerade_bit
+    section = cfg.nftables if mode == "nftables" else cfg.iptables
+    masquerade_all = section.masquerade_all or bool(cfg.linux and cfg.linux.masquerade_all)
+    bit = section.masquerade_bit
     localhost = cfg.iptables.localhost_node_ports
     conntrack = cfg.linux.conntrack if cfg.linux and cfg.linux.conntrack else cfg.conntrack
     node_port_addresses = tuple(cfg.node_port_addresses)
@@ -280,6 +293,10 @@ def proxy_config(
         localhost_node_ports=localhost,
         node_port_addresses=node_port_addresses,
         tcp_be_liberal=conntrack.tcp_be_liberal,
+        service_cidrs=tuple(
+            c.strip()
+            for c in (lab.spec.service_cidr if lab is not None else DEFAULT_SERVICE_CIDR).split(",")
+        ),
     )
 
 

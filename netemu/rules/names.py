@@ -70,3 +70,50 @@ def masquerade_mark(bit: int) -> str:
     prints the kernel's normalised value, 0x4000.
     """
     return f"0x{1 << bit:08x}"
+
+
+# ---------------------------------------------------------------- nftables mode
+
+# kube-proxy's nftables proxier (pkg/proxy/nftables/proxier.go) names its
+# per-service objects "<prefix><HASH8>-<readable name>": HASH8 is the first 8
+# characters of the standard base32 of SHA-256 of the readable name, and the
+# whole base is cut to 240 characters (knftables.NameLengthMax 256 less the
+# longest prefix, 16) with a trailing "..." when too long (hashAndTruncate).
+NFT_SERVICE_PREFIX = "service-"
+NFT_LOCAL_PREFIX = "local-"
+NFT_EXTERNAL_PREFIX = "external-"
+NFT_ENDPOINT_PREFIX = "endpoint-"
+NFT_AFFINITY_PREFIX = "affinity-"
+NFT_FIREWALL_PREFIX = "firewall-"
+_NFT_NAME_BASE_MAX = 256 - 16
+
+
+def _hash_and_truncate(name: str) -> str:
+    base = _hash16(name)[:8] + "-" + name
+    if len(base) > _NFT_NAME_BASE_MAX:
+        base = base[: _NFT_NAME_BASE_MAX - 3] + "..."
+    return base
+
+
+def nft_service_base(namespace: str, name: str, protocol: str, port_name: str) -> str:
+    """servicePortChainNameBase: "HASH-ns/name/proto/portname"."""
+    return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}")
+
+
+def nft_endpoint_base(
+    namespace: str, name: str, protocol: str, port_name: str, ip: str, port: int
+) -> str:
+    """servicePortEndpointChainNameBase: "HASH-ns/name/proto/portname__ip/port",
+    with an IPv6 address's colons turned into dots (not allowed in a name)."""
+    host = ip.replace(":", ".")
+    return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}__{host}/{port}")
+
+
+def is_nft_service_chain(chain: str) -> bool:
+    """isServiceChainName: every per-service/per-endpoint chain has a "/" in
+    its name, and none of the fixed chains does."""
+    return "/" in chain
+
+
+def is_nft_affinity_set(name: str) -> bool:
+    return name.startswith(NFT_AFFINITY_PREFIX)

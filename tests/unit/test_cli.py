@@ -72,6 +72,33 @@ def test_compile_write_goes_to_rules_dir(tmp_path: Path, monkeypatch: object) ->
     )[1]
 
 
+def test_compile_nftables_mode(tmp_path: Path, monkeypatch: object) -> None:
+    import netemu.cli_manifests
+
+    code, out, _ = run("compile", "-f", DEFAULT, "--node", "node-2", "--mode", "nftables")
+    assert code == 0
+    assert out.startswith('add table ip kube-proxy { comment "rules for kube-proxy" ; }\n')
+    assert "COMMIT" not in out
+    assert "add element ip kube-proxy service-nodeports { tcp . " in out
+    monkeypatch.setattr(netemu.cli_manifests, "RULES_DIR", tmp_path)  # type: ignore[attr-defined]
+    code, _, _ = run("compile", "-f", DEFAULT, "--write", "--mode", "nftables")
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == ["node-1.nft", "node-2.nft"]
+    assert (tmp_path / "default" / "node-2.nft").read_text() == out
+
+
+def test_compile_defaults_to_the_labs_mode(tmp_path: Path) -> None:
+    lab = (Path(DEFAULT) / "lab.yaml").read_text()
+    assert "proxyMode: iptables" in lab
+    (tmp_path / "lab.yaml").write_text(lab.replace("proxyMode: iptables", "proxyMode: nftables"))
+    code, out, _ = run("compile", "-f", str(tmp_path), "--node", "node-1")
+    assert code == 0
+    assert out.startswith("add table ip kube-proxy")
+    code, out, _ = run("compile", "-f", str(tmp_path), "--node", "node-1", "--mode", "iptables")
+    assert code == 0
+    assert out.startswith("*mangle\n")
+
+
 def test_get_json_is_a_kubernetes_list() -> None:
     code, out, _ = run("get", "pods", "-f", DEFAULT, "-o", "json")
     assert code == 0

@@ -32,7 +32,9 @@ def _input() -> ProxyInput:
         EndpointInfo(f"10.180.0.{i}", 80, True, True, False, "node1" if i == 1 else "node2")
         for i in (1, 2, 3)
     )
-    cfg = ProxyConfig("node1", ("192.168.0.2",), ("192.168.0.2",), cluster_cidr="10.0.0.0/8")
+    cfg = ProxyConfig(
+        "node1", node_ips=("192.168.0.2",), local_ips=("192.168.0.2",), cluster_cidr="10.0.0.0/8"
+    )
     empty = ServicePortInfo("ns2", "empty", "", "tcp", "172.30.0.42", 80)
     return ProxyInput(cfg, (sp, empty), {("ns1", "svc1", "p80", "tcp"): eps})
 

@@ -1195,6 +1195,26 @@ def test_proxy_cluster_cidr() -> None:
     ]
 
 
+def test_proxy_mode() -> None:
+    """netemu emulates the iptables and nftables modes; any other is an error,
+    and so is a mode that disagrees with the Lab's proxyMode."""
+    for mode in ("iptables", "nftables", '""'):
+        assert check_with_lab(proxy(f"mode: {mode}")) == []
+    for mode in ("ipvs", "kernelspace"):
+        assert check_with_lab(proxy(f"mode: {mode}")) == [
+            f"x.yaml:3: KubeProxyConfiguration/<unnamed>: mode: unsupported proxy mode "
+            f"'{mode}': netemu emulates kube-proxy's 'iptables' and 'nftables' modes"
+        ]
+    nft_lab = LAB.replace("spec:\n", "spec:\n  proxyMode: nftables\n")
+    assert check_with_lab(proxy("mode: nftables"), nft_lab) == []
+    assert check_with_lab(proxy("mode: iptables"), nft_lab) == [
+        "x.yaml:3: KubeProxyConfiguration/<unnamed>: mode: 'iptables' disagrees with the "
+        "Lab's spec.proxyMode 'nftables' (lab.yaml:6): set one, or the same in both"
+    ]
+    # A Lab that names no mode leaves the choice to the KubeProxyConfiguration.
+    assert check_with_lab(proxy("mode: nftables")) == []
+
+
 def test_proxy_node_port_addresses() -> None:
     text = proxy("""
         nodePortAddresses:
