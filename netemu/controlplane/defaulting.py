@@ -54,16 +54,38 @@ class DefaultingController:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        # The objects found fully defaulted on the last pass, by key: the very
+        # same stored object (a write replaces it) needs no second look. A
+        # pass over 5,000 Services otherwise defaults every one of them again
+        # after any change anywhere. Services are defaulted for one IP family.
+        self._settled: dict[tuple[str, str, str], Any] = {}
+        self._family: str | None = None
 
     def reconcile(self) -> bool:
         changed = False
         family = read_settings(self.client).ip_family
+        if family != self._family:
+            self._settled = {}
+            self._family = family
+        settled: dict[tuple[str, str, str], Any] = {}
+
+        def default(kind: str, obj: Any, defaulted: Any) -> bool:
+            key = (kind, obj.metadata.namespace or "", obj.metadata.name or "")
+            if self._settled.get(key) is obj:
+                settled[key] = obj
+                return False
+            new = defaulted(obj)
+            if new == obj:
+                settled[key] = obj
+            return write(self.client, obj, new)
+
         for svc in self.client.list(Service).items:
-            changed |= write(self.client, svc, default_service(svc, family))
+            changed |= default("Service", svc, lambda o: default_service(o, family))
         for ns in self.client.list(Namespace).items:
-            changed |= write(self.client, ns, default_namespace(ns))
+            changed |= default("Namespace", ns, default_namespace)
         for pod in self.client.list(Pod).items:
-            changed |= write(self.client, pod, default_pod(pod))
+            changed |= default("Pod", pod, default_pod)
+        self._settled = settled
         return changed
 
 
