@@ -296,7 +296,7 @@ def _trace_offline(
     query: _OfflineQuery,
     namespace: str | None = None,
 ) -> None:
-    from netemu.pipeline import compile_rules, local_ips, pick_node
+    from netemu.pipeline import compile_rules, local_ips, pick_node, proxy_mode
     from netemu.rules.model import ParseError, read_rules
     from netemu.rules.simulate import Packet, simulate
 
@@ -311,6 +311,7 @@ def _trace_offline(
         if src or dst or dport:
             raise UsageError("use either FROM TO or --src/--dst/--dport, not both")
         state = _load_noted(paths)
+        _check_iptables_mode(proxy_mode(state))
         if namespace is not None or isinstance(port, str):
             from netemu.cli_graph import offline_topology
 
@@ -349,6 +350,7 @@ def _trace_offline(
             if not paths:
                 raise UsageError("give manifests with -f PATH, or a dump with --rules FILE")
             state = _load_noted(paths)
+            _check_iptables_mode(proxy_mode(state))
             node_name = pick_node(state, node)
             result = simulate(compile_rules(state, node_name), local_ips(state, node_name), packet)
     if output == "json":
@@ -533,3 +535,13 @@ def _load_noted(paths: tuple[str, ...]) -> Any:
 
     with loader_notes() as notes:
         return load_cluster(paths, notes=notes)
+
+
+def _check_iptables_mode(mode: str) -> None:
+    """The offline walk reads iptables rules: a lab whose kube-proxies run in
+    nftables mode has none of theirs there, so walking it would be wrong."""
+    if mode != "iptables":
+        raise UsageError(
+            f"this lab's kube-proxy runs in {mode} mode; trace --offline walks iptables-mode "
+            "rules only (compile --mode nftables prints the nftables rules)"
+        )

@@ -85,6 +85,7 @@ from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import KernelIptables, node_lock_file
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
+from netemu.kernel.nftables import KernelNftables
 from netemu.kernel.owner import OutputDirectory
 from netemu.kernel.sockets import bind_pod_sockets, bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
@@ -95,11 +96,13 @@ from netemu.node.dnsrecords import ClusterDns
 from netemu.node.dnsserver import DnsFeed
 from netemu.node.ingress import IngressController
 from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
+from netemu.node.nftproxy import NftProxyAgent
 from netemu.node.prober import ProbeLoop, ProbeManager
 from netemu.node.proxy import ProxyAgent, reconcile_nodes
 from netemu.node.proxyhealth import health_check_ips, proxy_settings
 from netemu.node.proxyservers import ProxyServers
 from netemu.node.testserver import TestServers
+from netemu.pipeline import proxy_mode
 from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 from netemu.trace.topology import Topology
@@ -344,13 +347,17 @@ class Supervisor:
         # The cluster DNS server's records, refreshed after every reconcile.
         self.dns = DnsFeed()
         self.kubelets: list[Kubelet] = []
-        self.proxies: list[ProxyAgent] = []
+        self.proxies: list[ProxyAgent | NftProxyAgent] = []
         # Every node's agent converts the same Services and EndpointSlices:
         # one cache converts each changed object once for all of them.
         self.proxy_input_cache = ProxyInputCache()
         # kube-proxy's health, health check and metrics servers of every node.
         self.proxy_servers = ProxyServers(bind_tcp_listener)
-        self.proxy_settings = proxy_settings(self.proxy_config)
+        # The pipeline's one rule (netemu.pipeline.proxy_mode) on the lab's objects.
+        self.proxy_mode = proxy_mode(
+            ClusterState(lab=self.lab, proxy_config=self.proxy_config or KubeProxyConfiguration())
+        )
+        self.proxy_settings = proxy_settings(self.proxy_config, self.proxy_mode)
         self._stop_ticks = threading.Event()
         self._events_logged = 0
         self.probes: ProbeLoop | None = None
@@ -422,13 +429,26 @@ class Supervisor:
                     log=_log,
                 )
             )
+            iptables = KernelIptables(node.netns, backend, node_lock_file(self.name, node.netns))
             self.proxies.append(
-                ProxyAgent(
+                NftProxyAgent(
                     client=self.client,
                     node=node.name,
-                    iptables=KernelIptables(
-                        node.netns, backend, node_lock_file(self.name, node.netns)
-                    ),
+                    nftables=KernelNftables(node.netns),
+                    iptables=iptables,
+                    conntrack=KernelConntrack(node.netns),
+                    fresh_node=True,
+                    lab=self.lab,
+                    proxy_config=self.proxy_config,
+                    servers=node_servers,
+                    sync_period=settings.sync_period,
+                    input_cache=self.proxy_input_cache,
+                )
+                if self.proxy_mode == "nftables"
+                else ProxyAgent(
+                    client=self.client,
+                    node=node.name,
+                    iptables=iptables,
                     conntrack=KernelConntrack(node.netns),
                     fresh_node=True,
                     lab=self.lab,
@@ -675,6 +695,7 @@ class Supervisor:
             "name": self.name,
             "pid": os.getpid(),
             "backend": self.lab.spec.iptables_backend,
+            "proxyMode": self.proxy_mode,
             # The Lab as the lab runs it: `netemu apply` checks objects against
             # its ranges and nodes before sending them.
             "lab": self.lab.to_dict(),

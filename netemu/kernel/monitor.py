@@ -1,5 +1,5 @@
 """Long-running netlink monitor tools inside a namespace (`xtables-monitor
---trace`, `conntrack -E`), started and awaited until they are really
+--trace`, `nft monitor trace`, `conntrack -E`), started and awaited until they are really
 subscribed to their netlink multicast groups, so that no event a caller
 causes afterwards is missed.
 
@@ -399,6 +399,14 @@ def trace_monitor(netns: str) -> NetlinkMonitor:
     TRACE target) as PACKET:/TRACE: lines."""
     return NetlinkMonitor(
         netns, ["xtables-monitor", "--trace"], group_bit(NFNLGRP_NFTRACE), NETLINK_NETFILTER
+    )
+
+
+def nft_trace_monitor(netns: str) -> NetlinkMonitor:
+    """`nft monitor trace`: nf_tables rule traces (set by `meta nftrace set
+    1`, or iptables-nft's TRACE) of every table, as `trace id ...` lines."""
+    return NetlinkMonitor(
+        netns, ["nft", "monitor", "trace"], group_bit(NFNLGRP_NFTRACE), NETLINK_NETFILTER
     )
 
 

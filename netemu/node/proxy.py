@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.load import gc_paused
@@ -69,7 +70,13 @@ from netemu.rules.iptables import (
 from netemu.rules.model import RuleSet, parse_restore
 
 
-def reconcile_nodes(agents: Sequence[ProxyAgent]) -> list[bool]:
+class NodeProxy(Protocol):
+    """A node's kube-proxy agent, in either mode (ProxyAgent, NftProxyAgent)."""
+
+    def reconcile(self) -> bool: ...
+
+
+def reconcile_nodes(agents: Sequence[NodeProxy]) -> list[bool]:
     """Every node's kube-proxy reconciles at once, each on its own thread,
     as kube-proxies on real nodes do: one node's iptables-restore (a
     process of its own, most of a partial sync) runs while another node

@@ -110,6 +110,20 @@ class ProxyMetrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        # nftables mode's own failure counters (pkg/proxy/metrics:
+        # NFTablesSyncFailuresTotal, NFTablesCleanupFailuresTotal).
+        self.nftables_sync_failures = Counter(
+            "sync_proxy_rules_nftables_sync_failures_total",
+            "Cumulative proxy nftables sync failures",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.nftables_cleanup_failures = Counter(
+            "sync_proxy_rules_nftables_cleanup_failures_total",
+            "Cumulative proxy nftables cleanup failures",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.healthz = Counter(
             "proxy_healthz_total",
             "Cumulative proxy healthz HTTP status",

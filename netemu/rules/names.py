@@ -8,6 +8,8 @@ plus the endpoint's `ip:port`.
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 
 # Fixed chains.
@@ -89,17 +91,21 @@ _NFT_NAME_BASE_MAX = 256 - 16
 
 
 def _hash_and_truncate(name: str) -> str:
-    base = _hash16(name)[:8] + "-" + name
+    # 8 base32 characters are exactly the digest's first 5 bytes.
+    base = base64.b32encode(hashlib.sha256(name.encode()).digest()[:5]).decode() + "-" + name
     if len(base) > _NFT_NAME_BASE_MAX:
         base = base[: _NFT_NAME_BASE_MAX - 3] + "..."
     return base
 
 
+# A node's kube-proxy names the same chains sync after sync: remember them.
+@functools.lru_cache(maxsize=1 << 17)
 def nft_service_base(namespace: str, name: str, protocol: str, port_name: str) -> str:
     """servicePortChainNameBase: "HASH-ns/name/proto/portname"."""
     return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}")
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def nft_endpoint_base(
     namespace: str, name: str, protocol: str, port_name: str, ip: str, port: int
 ) -> str:

@@ -31,7 +31,8 @@ deterministic; the resulting table is the same.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+import functools
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -777,19 +778,18 @@ class _Sync:
         tx, fam, cfg = self.tx, self.fam, self.cfg
         proto = sp.protocol
         port_name = sp.name_string
-        base = n.nft_service_base(sp.namespace, sp.name, proto, sp.port_name)
+        plan = _plan(sp, endpoints, cfg.node_name)
+        base = plan.base
         cluster_chain = n.NFT_SERVICE_PREFIX + base
         local_chain = n.NFT_LOCAL_PREFIX + base
         external_chain = n.NFT_EXTERNAL_PREFIX + base
         firewall_chain = n.NFT_FIREWALL_PREFIX + base
-        cluster, local, reachable, has_endpoints = categorize(endpoints, sp, cfg.node_name)
+        cluster, local, reachable = plan.cluster, plan.local, plan.reachable
+        has_endpoints = plan.has_endpoints
         skip = not self.full and (sp.namespace, sp.name) not in self.changed
         affinity = sp.affinity_timeout is not None
 
-        ep_base = {
-            ep.text: n.nft_endpoint_base(sp.namespace, sp.name, proto, sp.port_name, ep.ip, ep.port)
-            for ep in reachable
-        }
+        ep_base = plan.endpoint_bases
         for ep in reachable:
             self.ensure_chain(n.NFT_ENDPOINT_PREFIX + ep_base[ep.text], self.active_chains, skip)
             if affinity:
@@ -955,8 +955,8 @@ class _Sync:
         self,
         sp: ServicePortInfo,
         chain: str,
-        endpoints: list[EndpointInfo],
-        ep_base: dict[str, str],
+        endpoints: Sequence[EndpointInfo],
+        ep_base: Mapping[str, str],
     ) -> None:
         """writeServiceToEndpointRules: affinity lookups first, then one
         `numgen random mod N vmap` over the endpoint chains."""
@@ -984,6 +984,41 @@ class _Sync:
         if not cidr or _version(cidr.split("/")[0]) != self.fam.version:
             return None, None
         return f"{self.fam.ip} saddr != {cidr}", f"{self.fam.ip} saddr {cidr}"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one Service port's rules rest on besides the config: its name
+    base, its endpoints by policy (CategorizeEndpoints) and each reachable
+    endpoint's name base (by its `ip:port`)."""
+
+    base: str
+    cluster: tuple[EndpointInfo, ...]
+    local: tuple[EndpointInfo, ...]
+    reachable: tuple[EndpointInfo, ...]
+    has_endpoints: bool
+    endpoint_bases: Mapping[str, str]
+
+
+# A node's Service ports are mostly the same from one sync to the next, and
+# hashing their names is most of the work of a partial sync: remember plans.
+@functools.lru_cache(maxsize=1 << 15)
+def _plan(sp: ServicePortInfo, endpoints: tuple[EndpointInfo, ...], node_name: str) -> _Plan:
+    cluster, local, reachable, has_endpoints = categorize(endpoints, sp, node_name)
+    bases = {
+        ep.text: n.nft_endpoint_base(
+            sp.namespace, sp.name, sp.protocol, sp.port_name, ep.ip, ep.port
+        )
+        for ep in reachable
+    }
+    return _Plan(
+        n.nft_service_base(sp.namespace, sp.name, sp.protocol, sp.port_name),
+        tuple(cluster),
+        tuple(local),
+        tuple(reachable),
+        has_endpoints,
+        bases,
+    )
 
 
 def _concat(*parts: str) -> str:

@@ -352,14 +352,20 @@ class Simulator:
         self._steps = 0
         local_origin = self.is_local(packet.src)
         start = _State(dst=packet.dst, dport=packet.dport)
-        paths = [self._finish(st, v) for v, st in self._hooks(start, local_origin)]
+        paths = [finish_path(st, v) for v, st in self._hooks(start, local_origin)]
         return Simulation(packet, local_origin, paths, self.assumptions)
 
-    def _finish(self, st: _State, verdict: str) -> Path:
-        if verdict not in ("DROP", "REJECT"):
-            verdict = "DNAT" if st.dnat else ("ACCEPT" if st.accepted else "NONE")
-        rules = st.matched.rules() if st.matched is not None else ()
-        return Path(verdict, st.dnat, st.probability, st.snat, rules)
+    def begin(self, packet: Packet) -> None:
+        """Start a walk of `packet` made chain by chain from outside (the
+        nftables simulator walks iptables-nft's built-in chains among its
+        own base chains, with walk_builtin)."""
+        self.packet = packet
+        self._steps = 0
+
+    def walk_builtin(self, table: str, chain: str, st: _State) -> Iterator[_Outcome]:
+        """The outcomes of one built-in chain for `st` (after begin):
+        RETURN when the packet reaches its end (its policy applies)."""
+        yield from self._chain(table, chain, 0, st)
 
     def _hooks(self, st: _State, local_origin: bool) -> Iterator[_Outcome]:
         first = [_OUTPUT] if local_origin else [_PREROUTING]
@@ -576,6 +582,14 @@ class Simulator:
     def _assume(self, text: str) -> None:
         if text not in self.assumptions:
             self.assumptions.append(text)
+
+
+def finish_path(st: _State, verdict: str) -> Path:
+    """The Path a walk that ended with `verdict` took."""
+    if verdict not in ("DROP", "REJECT"):
+        verdict = "DNAT" if st.dnat else ("ACCEPT" if st.accepted else "NONE")
+    rules = st.matched.rules() if st.matched is not None else ()
+    return Path(verdict, st.dnat, st.probability, st.snat, rules)
 
 
 def simulate(ruleset: RuleSet, local_ips: list[str], packet: Packet) -> Simulation:

@@ -3,25 +3,30 @@ the kernel's own instruments, then write the report and the pcaps.
 
 Order of work, so that nothing the flow does goes unseen:
 1. resolve FROM/TO against the lab's state and topology; predict the flow
-   with the entry node's own rules (iptables-save → offline simulator),
-   which names the endpoints it may be DNATed to;
+   with the entry node's own rules (iptables-save → offline simulator; in
+   kube-proxy's nftables mode `nft list ruleset` and iptables-save → the
+   nftables simulator), which names the endpoints it may be DNATed to;
 2. open a capture socket in every namespace the flow may cross, start
    `conntrack -E` and a rule tracer in every node (nft backend:
    `xtables-monitor --trace`; legacy backend: NFLOG group 0 with the
-   node's IPv4 logger pointed at nfnetlink_log, see netemu.kernel.nflog),
-   install TRACE rules scoped to the flow, and wait until each monitor is
+   node's IPv4 logger pointed at nfnetlink_log, see netemu.kernel.nflog;
+   nftables mode: `nft monitor trace`, which reports kube-proxy's table and
+   iptables-nft's alike), install TRACE rules scoped to the flow (nftables
+   mode: `meta nftrace set 1` rules in a `netemu-trace-<id>` table of the
+   tracer's own, netemu.trace.scope), and wait until each monitor is
    subscribed (legacy: also read the node's rules, which number the
    traced rules);
 3. send the flow (a kernel socket: TCP handshake, an HTTP GET, the close;
    a UDP datagram and its answer; an ICMP echo built with Scapy);
 4. stop the monitors once quiet, drain the captures, remove the TRACE
-   rules (always, also on error; the nflog monitor restores the logger
+   rules or the trace table (always, also on error; the nflog monitor restores the logger
    the same way), and build the report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import time
@@ -37,19 +42,28 @@ from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
 from netemu.kernel.capture import Capture, Frame, write_pcap, write_pcapng
 from netemu.kernel.iptables import Backend, IptablesError, KernelIptables, node_lock_file
-from netemu.kernel.monitor import NetlinkMonitor, conntrack_monitor, trace_monitor
+from netemu.kernel.monitor import (
+    NetlinkMonitor,
+    conntrack_monitor,
+    nft_trace_monitor,
+    trace_monitor,
+)
 from netemu.kernel.nflog import NflogMonitor
+from netemu.kernel.nftables import KernelNftables, NftablesError
 from netemu.kernel.owner import OutputDirectory, OutputPathError
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.cloudlb import VIP, pick
 from netemu.node.cloudlb import route_choice
 from netemu.rules.model import parse_restore
+from netemu.rules.nftmodel import parse_nft
+from netemu.rules.nftsimulate import simulate_nft
 from netemu.rules.simulate import Packet, Simulation, simulate
 from netemu.trace import dnsquery, scope
 from netemu.trace.ctevents import parse_events
 from netemu.trace.flow import Flow, FlowError, resolve_flow
 from netemu.trace.legacytrace import parse_legacy_trace
 from netemu.trace.nftrace import parse_trace
+from netemu.trace.nfttrace import parse_nft_trace
 from netemu.trace.report import (
     TRACE_SOURCE,
     Answer,
@@ -227,6 +241,10 @@ def predict(flow: Flow, topology: Topology) -> Simulation:
     backend: Backend = "legacy" if topology.backend == "legacy" else "nft"
     ruleset = parse_restore(KernelIptables(node.netns, backend).save())
     packet = Packet(src=flow.source.ip, dst=flow.dst, dport=flow.dport, proto=flow.proto)
+    if topology.proxy_mode == "nftables":
+        # kube-proxy's table and iptables-nft's (kubelet, flanneld), walked together.
+        tables = parse_nft(KernelNftables(node.netns).list_ruleset())
+        return simulate_nft(tables, list(node.addresses), packet, iptables=ruleset)
     return simulate(ruleset, list(node.addresses), packet)
 
 
@@ -265,7 +283,8 @@ def _run(
     question: dnsquery.DnsQuestion | None = None,
 ) -> tuple[Evidence, Answer]:
     nodes = list(topology.nodes.values())
-    legacy = topology.backend == "legacy"
+    nft_mode = topology.proxy_mode == "nftables"
+    legacy = topology.backend == "legacy" and not nft_mode
     backend: Backend = "legacy" if legacy else "nft"
     chain = scope.chain_name(trace_id)
     with ExitStack() as cleanup:
@@ -275,9 +294,13 @@ def _run(
 
         conntrack = {n.name: conntrack_monitor(n.netns) for n in nodes}
         nflogs = {n.name: NflogMonitor(n.netns) for n in nodes} if legacy else {}
-        tracers: dict[str, NetlinkMonitor] = (
-            dict(nflogs) if legacy else {n.name: trace_monitor(n.netns) for n in nodes}
-        )
+        tracers: dict[str, NetlinkMonitor]
+        if legacy:
+            tracers = dict(nflogs)
+        elif nft_mode:
+            tracers = {n.name: nft_trace_monitor(n.netns) for n in nodes}
+        else:
+            tracers = {n.name: trace_monitor(n.netns) for n in nodes}
         monitors = [*conntrack.values(), *tracers.values()]
         for monitor in monitors:
             cleanup.callback(monitor.stop)
@@ -285,8 +308,19 @@ def _run(
 
         setup: list[Callable[[], Any]] = [m.wait_ready for m in monitors]
         saves: dict[str, str] = {}
-        text = scope.install_text(chain, scope.trace_matches(flow, sport, prediction.endpoints))
+        table, family = scope.nft_table_name(trace_id), scope.nft_family(flow)
+        if nft_mode:
+            text = scope.nft_install_text(
+                table, family, scope.nft_trace_matches(flow, sport, prediction.endpoints)
+            )
+        else:
+            text = scope.install_text(chain, scope.trace_matches(flow, sport, prediction.endpoints))
         for node in nodes:
+            if nft_mode:
+                nftables = KernelNftables(node.netns)
+                cleanup.callback(_drop_table(nftables, family, table))
+                setup.append(functools.partial(nftables.apply, text))
+                continue
             iptables = KernelIptables(node.netns, backend, node_lock_file(topology.lab, node.netns))
             cleanup.callback(_quietly(iptables, scope.remove_text(chain)))
             # Legacy traces number the rules: read them as the flow meets them.
@@ -303,10 +337,16 @@ def _run(
     # `monitors` lists the conntrack monitors first, then the rule tracers.
     events = dict(zip(conntrack, outputs[: len(conntrack)], strict=True))
     traced = dict(zip(tracers, outputs[len(conntrack) :], strict=True))
-    traces = {
-        n: parse_legacy_trace(text, saves[n], nflogs[n].interfaces) if legacy else parse_trace(text)
-        for n, text in traced.items()
-    }
+
+    def parse(node: str, text: str) -> list[Any]:
+        if legacy:
+            return parse_legacy_trace(text, saves[node], nflogs[node].interfaces)
+        if nft_mode:
+            # The trace table's own rules are the tracer's, not the flow's path.
+            return parse_nft_trace(text, ignore_tables={table})
+        return parse_trace(text)
+
+    traces = {n: parse(n, text) for n, text in traced.items()}
     evidence = Evidence(
         sport=sport,
         frames=frames,
@@ -326,6 +366,15 @@ def _restorer(
             saves[node] = iptables.save()
 
     return restore
+
+
+def _drop_table(nftables: KernelNftables, family: str, table: str) -> Callable[[], None]:
+    def remove() -> None:
+        # The table may not have been created if set-up failed half-way.
+        with contextlib.suppress(NftablesError):
+            nftables.delete_table(family, table)
+
+    return remove
 
 
 def _quietly(iptables: KernelIptables, text: str) -> Callable[[], None]:

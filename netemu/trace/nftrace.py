@@ -74,9 +74,49 @@ _TARGET = re.compile(r"(?:^|\s)-([jg])\s+(\S+)")
 
 
 def rule_target(rule: str) -> tuple[str, str] | None:
-    """("j" or "g", target) of an iptables rule text's `-j`/`-g`, or None."""
+    """("j" or "g", target) of an iptables rule text's `-j`/`-g`, or None.
+
+    A rule in nft's own syntax (as `nft monitor trace` prints kube-proxy's
+    nftables rules, and iptables-nft's rules too) has no `-j`: its final
+    statement stands for the target, named as iptables would name it
+    ("DNAT", "MASQUERADE", "REJECT", ...; a `jump`/`goto` gives the chain)."""
     found = _TARGET.findall(rule)
-    return (found[-1][0], found[-1][1]) if found else None
+    if found:
+        return (found[-1][0], found[-1][1])
+    if rule.startswith("-"):
+        return None
+    return nft_statement_target(rule)
+
+
+# nft statements that decide a packet, by the iptables target they stand for.
+_NFT_STATEMENTS = (
+    (re.compile(r"(?:^|\s)dnat\s+(?:ip6?\s+)?to\s"), "DNAT"),
+    (re.compile(r"(?:^|\s)snat\s+(?:ip6?\s+)?to\s"), "SNAT"),
+    (re.compile(r"(?:^|\s)masquerade(?:\s|$)"), "MASQUERADE"),
+    (re.compile(r"(?:^|\s)redirect(?:\s|$)"), "REDIRECT"),
+    (re.compile(r"(?:^|\s)reject(?:\s|$)"), "REJECT"),
+    (re.compile(r"(?:^|\s)drop\s*$"), "DROP"),
+    (re.compile(r"(?:^|\s)accept\s*$"), "ACCEPT"),
+    (re.compile(r"(?:^|\s)return\s*$"), "RETURN"),
+    (re.compile(r"(?:^|\s)(?:meta\s+)?mark\s+set\s"), "MARK"),
+)
+_NFT_JUMP = re.compile(r"(?:^|\s)(jump|goto)\s+(\S+)\s*$")
+
+
+def nft_statement_target(rule: str) -> tuple[str, str] | None:
+    """("j" or "g", target) of an nft rule text: the chain of a final
+    `jump`/`goto`, else the iptables name of its deciding statement. A
+    verdict map (`vmap`) has no single target: None."""
+    text = re.sub(r'"[^"]*"', '""', rule).strip()
+    if "vmap" in text.split():
+        return None
+    jump = _NFT_JUMP.search(text)
+    if jump:
+        return ("g" if jump[1] == "goto" else "j", jump[2])
+    for pattern, target in _NFT_STATEMENTS:
+        if pattern.search(text):
+            return ("j", target)
+    return None
 
 
 _PROTO_MATCH = re.compile(r"(?:^|\s)(!\s+)?-p\s+(\S+)")

@@ -45,8 +45,11 @@ def render(report: Mapping[str, Any]) -> RenderableType:
             detail.append(f"to {hop['translated']}")
         if hop["rule"]:
             rule = hop["rule"]
-            found = rule_target(rule["rule"])
-            detail.append(f"{rule['table']} {rule['chain']} -j {found[1] if found else None}")
+            if rule["rule"].startswith("-"):
+                found = rule_target(rule["rule"])
+                detail.append(f"{rule['table']} {rule['chain']} -j {found[1] if found else None}")
+            else:  # an nft rule (nftables mode): its own text says what it did
+                detail.append(f"{rule['table']} {rule['chain']}: {rule['rule']}")
         if hop["detail"]:
             detail.append(hop["detail"])
         hops.add_row(

@@ -11,7 +11,10 @@ DNATed and SNATed request on the endpoint's node, the reply everywhere).
 Packets of other connections to the same endpoint may be traced too; the
 report keeps only those conntrack ties to this flow.
 
-Pure: text only. netemu.kernel.iptables applies it.
+In nftables mode (see below) the same forms are `meta nftrace set 1`
+rules in a table of the tracer's own.
+
+Pure: text only. netemu.kernel.iptables / netemu.kernel.nftables apply it.
 """
 
 from __future__ import annotations
@@ -67,4 +70,72 @@ def remove_text(chain: str) -> str:
     lines = ["*raw"]
     lines += [f"-D {hook} -j {chain}" for hook in HOOKS]
     lines += [f"-F {chain}", f"-X {chain}", "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+# -- nftables mode ----------------------------------------------------------
+#
+# With kube-proxy in nftables mode the flow is traced with `meta nftrace set
+# 1` from a table of the tracer's own, whose chains hook prerouting and
+# output one priority before raw (so before conntrack and every NAT chain,
+# as the raw table's TRACE rules are), with one rule per form the flow's
+# packets can take (the same forms as trace_matches'). The kernel then
+# reports every rule the packet meets in every table (`nft monitor trace`):
+# kube-proxy's `ip kube-proxy` and iptables-nft's tables alike.
+
+NFT_TABLE_PREFIX = "netemu-trace-"
+NFT_PRIORITY = -301  # raw (-300) - 1
+
+
+def nft_table_name(trace_id: str) -> str:
+    return NFT_TABLE_PREFIX + trace_id.rsplit("-", 1)[-1]
+
+
+def nft_family(flow: Flow) -> str:
+    """The nftables family of the flow's packets (ip or ip6)."""
+    return "ip6" if ":" in flow.dst else "ip"
+
+
+def _nft_l4(family: str, proto: str, flag: str, port: int | None) -> str:
+    if proto == "icmp":
+        return "meta l4proto ipv6-icmp" if family == "ip6" else "meta l4proto icmp"
+    if port is None:
+        return f"meta l4proto {proto}"
+    return f"meta l4proto {proto} th {flag} {port}"
+
+
+def nft_trace_matches(flow: Flow, sport: int, endpoints: Iterable[str]) -> list[str]:
+    """The match part of each nftrace rule for `flow` sent from `sport`
+    (nft syntax); `endpoints` ("ip:port", "[ip6]:port") are where the rules
+    may DNAT it."""
+    family, proto, src = nft_family(flow), flow.proto, flow.source.ip
+    ip = family  # the expression prefix: `ip saddr` / `ip6 saddr`
+    own_port = None if proto == "icmp" else sport
+    matches = [
+        f"{ip} saddr {src} {_nft_l4(family, proto, 'sport', own_port)}",
+        f"{ip} daddr {src} {_nft_l4(family, proto, 'dport', own_port)}",
+    ]
+    if proto != "icmp":  # ICMP errors about the flow, sent back to its source
+        matches.append(f"{ip} daddr {src} {_nft_l4(family, 'icmp', '', None)}")
+    targets = list(dict.fromkeys([*endpoints, f"{flow.dst}:{flow.dport}"]))
+    for target in targets:
+        address, _, port_text = target.rpartition(":")
+        address = address.strip("[]")
+        port = int(port_text) if port_text.isdigit() and proto != "icmp" else None
+        matches.append(f"{ip} daddr {address} {_nft_l4(family, proto, 'dport', port)}")
+        matches.append(f"{ip} saddr {address} {_nft_l4(family, proto, 'sport', port)}")
+    return list(dict.fromkeys(matches))
+
+
+def nft_install_text(table: str, family: str, matches: Iterable[str]) -> str:
+    """The trace table, one `nft -f` transaction in knftables' line form."""
+    lines = [f"add table {family} {table}"]
+    for hook in ("prerouting", "output"):
+        lines.append(
+            f"add chain {family} {table} {hook} "
+            f"{{ type filter hook {hook} priority {NFT_PRIORITY} ; }}"
+        )
+        lines += [
+            f"add rule {family} {table} {hook} {match} meta nftrace set 1" for match in matches
+        ]
     return "\n".join(lines) + "\n"

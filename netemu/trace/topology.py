@@ -74,6 +74,7 @@ class Topology:
     # The UDP port of the lab's VXLAN overlay (flannel.1's dstport).
     tunnel_port: int = VXLAN_PORT
     load_balancer: LoadBalancerSite | None = None
+    proxy_mode: str = "iptables"  # kube-proxy's: "iptables" or "nftables"
 
     @property
     def overlay_device(self) -> str | None:
@@ -152,6 +153,8 @@ class Topology:
             )
             if lb
             else None,
+            # A lab.json without the mode is from a netemu with iptables mode only.
+            proxy_mode=str(info.get("proxyMode", "iptables")),
         )
 
     @classmethod

@@ -64,6 +64,33 @@ def host_gw_copy(directory: Path) -> Path:
     return target
 
 
+def mode_copy(lab: str | Path, directory: Path, mode: str) -> Path:
+    """controlplane/<lab> copied to `directory`, its kube-proxy in `mode`
+    ("iptables" or "nftables"): the Lab's spec.proxyMode and, where the lab
+    has one, the KubeProxyConfiguration's mode. The original directory for
+    "iptables" when it already says so (nothing to copy)."""
+    import yaml  # only the labs copied here need it
+
+    source = CONTROLPLANE / lab if isinstance(lab, str) else lab
+    target = directory / f"{source.name}-{mode}"
+    if target.exists():
+        return target
+    shutil.copytree(source, target)
+    for path in sorted(target.glob("*.yaml")):
+        documents = list(yaml.safe_load_all(path.read_text()))
+        changed = False
+        for doc in documents:
+            if isinstance(doc, dict) and doc.get("kind") == "Lab":
+                doc.setdefault("spec", {})["proxyMode"] = mode
+                changed = True
+            elif isinstance(doc, dict) and doc.get("kind") == "KubeProxyConfiguration":
+                doc["mode"] = mode
+                changed = True
+        if changed:
+            path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return target
+
+
 # -- the lab's state ---------------------------------------------------------
 
 

@@ -23,15 +23,23 @@ meets, simulate the packet there. The live side sends the packet:
   there, with the source the first node's masquerade wrote, if any) or an
   external client's server (it answers, and sees that source).
 
+Every row runs in both of kube-proxy's modes: the lab as written
+(iptables) and a copy with `proxyMode: nftables` (live_helpers.mode_copy),
+whose offline side compiles the node's `ip kube-proxy` table and its other
+iptables rules (kubelet's, flanneld's, portmap's) and walks both with the
+nftables simulator.
+
 SCTP is left out: lab kernels have no sctp module, so SCTP is not served.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +49,7 @@ from live_helpers import (
     Answer,
     answer_of,
     lab_name,
+    mode_copy,
     pods_with,
     probe,
     route_source,
@@ -53,8 +62,14 @@ from netemu.controlplane.addons import API_NAMESPACE, API_SERVICE, DNS_NAMESPACE
 from netemu.controlplane.state import ClusterState
 from netemu.kernel.sockets import bind_pod_sockets
 from netemu.lab import LiveLab
+from netemu.net.plan import CNI_NETWORK
 from netemu.node.testserver import PodIdentity, TestServers
-from netemu.pipeline import compile_rules, load_cluster, local_ips
+from netemu.pipeline import compile_rules, load_cluster, local_ips, portmap_pods, proxy_input
+from netemu.rules.flannel import flannel_config
+from netemu.rules.nftables import compile_ruleset, nftables_mode_iptables
+from netemu.rules.nftmodel import parse_nft
+from netemu.rules.nftsimulate import simulate_nft
+from netemu.rules.portmap import with_portmap
 from netemu.rules.simulate import Packet, Simulation, Simulator
 
 DROP_TIMEOUT = 1.0
@@ -141,21 +156,49 @@ CLIENT_PORT = 8080
 NodeServers = dict[tuple[str, str], int]
 
 
+MODES = ("iptables", "nftables")
+
+
 class Labs:
-    def __init__(self, stack: ExitStack) -> None:
+    """The labs the rows need, each up once per mode; a mode's labs go
+    down when the first row of the other mode needs a lab (the rows run
+    mode by mode), so that at most one mode's labs are up at a time."""
+
+    def __init__(self, stack: ExitStack, copies: Path) -> None:
         self.stack = stack
+        self.copies = copies
+        self.mode: str | None = None
+        self.mode_stack = ExitStack()
+        stack.callback(self.mode_stack.close)
         self.up: dict[str, LiveLab] = {}
         self.node_servers: dict[str, NodeServers] = {}
 
-    def get(self, lab: str) -> LiveLab:
+    def get(self, lab: str, mode: str = "iptables") -> LiveLab:
+        if mode != self.mode:
+            self.mode_stack.close()
+            self.mode_stack = ExitStack()
+            self.up.clear()
+            self.node_servers.clear()
+            self.mode = mode
         if lab not in self.up:
-            live = self.stack.enter_context(
-                running_lab([CONTROLPLANE / lab], lab_name(f"diff-{lab}"))
+            live = self.mode_stack.enter_context(
+                running_lab([lab_path(lab, mode)], lab_name(f"diff-{lab}-{mode[:3]}"))
             )
             setup = SETUP.get(lab)
-            self.node_servers[lab] = setup(live, self.stack) if setup is not None else {}
+            self.node_servers[lab] = setup(live, self.mode_stack) if setup is not None else {}
             self.up[lab] = live
         return self.up[lab]
+
+
+_COPIES: list[Path] = []
+
+
+def lab_path(lab: str, mode: str) -> Path:
+    """controlplane/<lab>, or its copy in nftables mode."""
+    if mode == "iptables":
+        return CONTROLPLANE / lab
+    assert _COPIES, "the labs fixture makes the copies' directory"
+    return mode_copy(lab, _COPIES[0], mode)
 
 
 def start_exporters(lab: LiveLab, stack: ExitStack) -> NodeServers:
@@ -199,14 +242,30 @@ SETUP: dict[str, Callable[[LiveLab, ExitStack], NodeServers]] = {
 
 
 @pytest.fixture(scope="module")
-def labs() -> Iterator[Labs]:
+def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Labs]:
+    copies = tmp_path_factory.mktemp("modes")
+    _COPIES[:] = [copies]
     with ExitStack() as stack:
-        yield Labs(stack)
+        yield Labs(stack, copies)
 
 
 @cache
-def offline_state(lab: str) -> ClusterState:
-    return load_cluster([CONTROLPLANE / lab])
+def offline_state(lab: str, mode: str = "iptables") -> ClusterState:
+    return load_cluster([lab_path(lab, mode)])
+
+
+def node_simulation(state: ClusterState, node: str, mode: str, packet: Packet) -> Simulation:
+    """`trace --offline` at `node`: its compiled rules, simulated."""
+    if mode == "iptables":
+        return Simulator(compile_rules(state, node), local_ips(state, node)).run(packet)
+    data = proxy_input(state, node)
+    tables = parse_nft(compile_ruleset(data).dump())
+    others = with_portmap(
+        nftables_mode_iptables(flannel_config(state.lab, data.config.node_pod_cidr)),
+        CNI_NETWORK,
+        portmap_pods(state, node),
+    )
+    return simulate_nft(tables, local_ips(state, node), packet, iptables=others)
 
 
 def offline_dicts(lab: str) -> State:
@@ -285,26 +344,38 @@ def resolve(flow: Flow, lab: LiveLab, state: State) -> Resolved:
     first = next(iter(info["nodes"]))
     client = info["clients"][what]
     if flow.dst == "lb":
-        spread = lab.request("loadbalancer")["loadBalancer"]["spread"][dst]["nodes"]
+        spread = load_balancer_spread(lab, dst)
         return Resolved(client["netns"], client["ip"], dst, dport, spread[0], tuple(spread))
     return Resolved(client["netns"], client["ip"], dst, dport, by_ip.get(dst, first))
+
+
+def load_balancer_spread(lab: LiveLab, ip: str, wait: float = 10.0) -> list[str]:
+    """The nodes the load balancer gives new connections to `ip`; a lab
+    just brought up may not have health-checked its nodes yet."""
+    deadline = time.monotonic() + wait
+    while True:
+        spread = lab.request("loadbalancer")["loadBalancer"]["spread"]
+        if ip in spread or time.monotonic() > deadline:
+            return list(spread[ip]["nodes"])
+        time.sleep(0.1)
 
 
 def client_ips(lab: LiveLab) -> dict[str, str]:
     return {name: str(c["ip"]) for name, c in lab.info()["clients"].items()}
 
 
-def predict(flow: Flow, resolved: Resolved, lab: LiveLab) -> tuple[Simulation, Resolved]:
+def predict(
+    flow: Flow, resolved: Resolved, lab: LiveLab, mode: str = "iptables"
+) -> tuple[Simulation, Resolved]:
     """The prediction at the node the packet first meets; when that node
     leaves it untranslated and it is for another node's address, the
     prediction at that node, for the packet as the first node sent it on
     (its source masqueraded to the address the first node's routing picks
     towards it, if predicted so). Returns the deciding simulation and the
     packet as the deciding node sees it."""
-    state = offline_state(flow.lab)
-    ruleset = compile_rules(state, resolved.node)
+    state = offline_state(flow.lab, mode)
     packet = Packet(src=resolved.src, dst=resolved.dst, dport=resolved.dport, proto=flow.proto)
-    sim = Simulator(ruleset, local_ips(state, resolved.node)).run(packet)
+    sim = node_simulation(state, resolved.node, mode, packet)
     nodes = lab.info()["nodes"]
     by_ip = {str(n["ip"]): name for name, n in nodes.items()}
     following = by_ip.get(resolved.dst)
@@ -316,7 +387,7 @@ def predict(flow: Flow, resolved: Resolved, lab: LiveLab) -> tuple[Simulation, R
         src = route_source(nodes[resolved.node]["netns"], resolved.dst)
     hop = Resolved(resolved.source_netns, src, resolved.dst, resolved.dport, following)
     packet = Packet(src=src, dst=hop.dst, dport=hop.dport, proto=flow.proto)
-    return Simulator(compile_rules(state, following), local_ips(state, following)).run(packet), hop
+    return node_simulation(state, following, mode, packet), hop
 
 
 def served_port(state: State, node_servers: NodeServers, ip: str, proto: str) -> int:
@@ -404,7 +475,7 @@ def _without_dns_addon(state: State) -> State:
 
 @pytest.mark.parametrize("lab", sorted({f.lab for f in FLOWS}))
 def test_live_state_equals_offline_state(labs: Labs, lab: str) -> None:
-    live = _summary(_without_dns_addon(labs.get(lab).state()))
+    live = _summary(_without_dns_addon(labs.get(lab, "iptables").state()))
     offline = _summary(offline_dicts(lab))
     for kind in live:
         assert live[kind] == offline[kind], (
@@ -413,9 +484,12 @@ def test_live_state_equals_offline_state(labs: Labs, lab: str) -> None:
         )
 
 
+# Mode by mode (the outer parameter varies slowest), so Labs keeps one
+# mode's labs up at a time.
 @pytest.mark.parametrize("flow", FLOWS, ids=[f.id for f in FLOWS])
-def test_live_outcome_matches_offline_prediction(labs: Labs, flow: Flow) -> None:
-    lab = labs.get(flow.lab)
+@pytest.mark.parametrize("mode", MODES)
+def test_live_outcome_matches_offline_prediction(labs: Labs, mode: str, flow: Flow) -> None:
+    lab = labs.get(flow.lab, mode)
     state = lab.state()
     resolved = resolve(flow, lab, state)
     node_ips = {name: str(n["ip"]) for name, n in lab.info()["nodes"].items()}
@@ -424,17 +498,18 @@ def test_live_outcome_matches_offline_prediction(labs: Labs, flow: Flow) -> None
         resolved.dst,
         resolved.dport,
     )
-    sim, hop = predict(flow, resolved, lab)
+    sim, hop = predict(flow, resolved, lab, mode)
     for other in resolved.entry_nodes[1:]:
         # Whichever node the load balancer picks, its rules decide alike.
-        again, _ = predict(flow, replace(resolved, node=other), lab)
+        again, _ = predict(flow, replace(resolved, node=other), lab, mode)
         assert (again.verdict, sorted(again.endpoints), again.masquerade) == (
             sim.verdict,
             sorted(sim.endpoints),
             sim.masquerade,
         ), f"{flow.id}: the rules of {resolved.node} and {other} decide differently"
     where = (
-        f"{flow.id} ({flow.note}): {resolved.src} -> {resolved.dst}:{resolved.dport}/{flow.proto}, "
+        f"[{mode}] {flow.id} ({flow.note}): "
+        f"{resolved.src} -> {resolved.dst}:{resolved.dport}/{flow.proto}, "
         + (f"as {hop.src} from {resolved.node}, " if hop != resolved else "")
         + f"rules of {hop.node}; predicted {sim.verdict} {sim.endpoints} "
         f"masquerade={sim.masquerade}"

@@ -286,3 +286,14 @@ def test_get_namespace_filters_and_all_namespaces_is_the_default() -> None:
     assert code == 0 and other.strip() == "No resources found."
     code, _, err = run("get", "services", "-f", lab, "-n", "monitoring", "-A")
     assert code == 2 and "-n and -A cannot be used together" in err
+
+
+def test_offline_trace_refuses_an_nftables_lab(tmp_path: Path) -> None:
+    lab = (Path(DEFAULT) / "lab.yaml").read_text()
+    (tmp_path / "lab.yaml").write_text(lab.replace("proxyMode: iptables", "proxyMode: nftables"))
+    code, _, err = run(
+        "trace", "--offline", "-f", str(tmp_path), "--node", "node-1",
+        "--src", "10.244.0.5", "--dst", "10.96.0.10", "--dport", "53",
+    )  # fmt: skip
+    assert code == 2
+    assert "runs in nftables mode; trace --offline walks iptables-mode rules only" in err

@@ -23,8 +23,12 @@ kube-proxy 1.33 writes rather than its test harness:
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
+from netemu.pipeline import compile_nftables, load_cluster, proxy_mode
+from netemu.pipeline import proxy_input as proxy_input_of
 from netemu.rules.flannel import FlannelConfig
 from netemu.rules.input import EndpointInfo, ProxyConfig, ProxyInput, ServicePortInfo
 from netemu.rules.nftables import (
@@ -33,12 +37,14 @@ from netemu.rules.nftables import (
     NftSyncState,
     Transaction,
     compile_ruleset,
+    iter_chain_rules,
     nftables_mode_iptables,
     render,
     sort_dump_lines,
     sync,
 )
 
+ROOT = Path(__file__).parents[2]
 MARK = "0x00004000"
 TEST_NODE = "test-node"
 
@@ -122,7 +128,7 @@ def ep(ip: str, port_number: int = 80, node: str | None = None) -> EndpointInfo:
 
 def proxy_input(
     ports: list[ServicePortInfo],
-    endpoints: dict[tuple[str, str], tuple[EndpointInfo, ...]],
+    endpoints: Mapping[tuple[str, str], tuple[EndpointInfo, ...]],
     config: ProxyConfig = CONFIG,
 ) -> ProxyInput:
     ports = sorted(ports, key=lambda sp: (sp.name_string, sp.protocol))
@@ -794,3 +800,153 @@ def test_sorted_comparison_keeps_rule_order() -> None:
     e1 = "add element ip kube-proxy s { 1 }\nadd element ip kube-proxy s { 2 }\n"
     e2 = "add element ip kube-proxy s { 2 }\nadd element ip kube-proxy s { 1 }\n"
     assert sort_dump_lines(e1) == sort_dump_lines(e2)
+
+
+# ---------------------------------------------------------------- traffic policies
+
+
+def chain_rules(data: ProxyInput, chain: str) -> list[str]:
+    return list(iter_chain_rules(compile_ruleset(data), chain))
+
+
+def elements(data: ProxyInput, container: str) -> list[str]:
+    ruleset = compile_ruleset(data)
+    return [
+        f"{e.key_text} : {e.value_text}" if e.value else e.key_text
+        for e in ruleset.elements[container].values()
+    ]
+
+
+SVC = "ULMVA6XW-ns1/svc1/tcp/p80"
+
+
+def test_internal_local_without_local_endpoints_drops() -> None:
+    """internalTrafficPolicy Local with no endpoint on this node: the
+    ClusterIP gets a `drop` verdict in no-endpoint-services, not `goto
+    reject-chain` (there are endpoints, just not here), and no chains."""
+    sp = port("ns1", "svc1", "172.30.0.41", internal_local=True)
+    data = proxy_input([sp], {("ns1", "svc1"): (ep("10.0.1.1", node="other"),)})
+    assert elements(data, "no-endpoint-services") == ["172.30.0.41 . tcp . 80 : drop"]
+    assert elements(data, "service-ips") == []
+    assert not any("/" in chain for chain in compile_ruleset(data).chains)
+
+
+def test_internal_local_with_a_local_endpoint_uses_the_local_chain() -> None:
+    sp = port("ns1", "svc1", "172.30.0.41", internal_local=True)
+    data = proxy_input(
+        [sp], {("ns1", "svc1"): (ep("10.0.1.1", node=TEST_NODE), ep("10.0.1.2", node="other"))}
+    )
+    assert elements(data, "service-ips") == [f"172.30.0.41 . tcp . 80 : goto local-{SVC}"]
+    rules = chain_rules(data, f"local-{SVC}")
+    assert rules[0] == (
+        "ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"
+    )
+    assert rules[1].startswith("numgen random mod 1 vmap { 0 : goto endpoint-")
+    assert f"service-{SVC}" not in compile_ruleset(data).chains
+
+
+def test_external_local_with_a_local_endpoint() -> None:
+    """externalTrafficPolicy Local: the external chain short-circuits pods and
+    the node to the cluster chain, and sends the rest to the local chain."""
+    sp = port("ns1", "svc1", "172.30.0.41", node_port=30080, external_local=True)
+    data = proxy_input(
+        [sp], {("ns1", "svc1"): (ep("10.0.1.1", node=TEST_NODE), ep("10.0.1.2", node="other"))}
+    )
+    assert chain_rules(data, f"external-{SVC}") == [
+        f'ip saddr 10.0.0.0/8 goto service-{SVC} comment "short-circuit pod traffic"',
+        'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"',
+        f'fib saddr type local goto service-{SVC} comment "short-circuit local traffic"',
+        f"goto local-{SVC}",
+    ]
+    assert chain_rules(data, f"service-{SVC}")[1].startswith("numgen random mod 2 vmap")
+    assert chain_rules(data, f"local-{SVC}")[0].startswith("numgen random mod 1 vmap")
+    assert elements(data, "no-endpoint-nodeports") == []
+
+
+def test_masquerade_all_and_no_local_detector() -> None:
+    sp = port("ns1", "svc1", "172.30.0.41")
+    endpoints = {("ns1", "svc1"): (ep("10.0.1.1"),)}
+    everything = proxy_input([sp], endpoints, replace(CONFIG, masquerade_all=True))
+    assert chain_rules(everything, f"service-{SVC}")[0] == (
+        "ip daddr 172.30.0.41 tcp dport 80 jump mark-for-masquerade"
+    )
+    # Without a cluster CIDR there is no local-traffic detector: no
+    # masquerade rule for off-cluster ClusterIP traffic at all.
+    undetected = proxy_input([sp], endpoints, replace(CONFIG, cluster_cidr=None))
+    assert chain_rules(undetected, f"service-{SVC}") == [
+        "numgen random mod 1 vmap { 0 : goto endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80 }"
+    ]
+
+
+def test_firewall_allows_the_node_and_its_vips() -> None:
+    """loadBalancerSourceRanges that hold the node's IP also let the VIPs in
+    as sources (a VIP bound on the node is the source of node → VIP traffic)."""
+    sp = port(
+        "ns1",
+        "svc1",
+        "172.30.0.41",
+        load_balancer_vips=("1.2.3.4", "5.6.7.8"),
+        load_balancer_source_ranges=("192.168.0.0/24", "203.0.113.0/25"),
+    )
+    data = proxy_input([sp], {("ns1", "svc1"): (ep("10.0.1.1"),)})
+    assert chain_rules(data, f"firewall-{SVC}") == [
+        "ip saddr != { 192.168.0.0/24 , 203.0.113.0/25 , 1.2.3.4 , 5.6.7.8 } drop"
+    ]
+    assert elements(data, "firewall-ips") == [
+        f"1.2.3.4 . tcp . 80 : goto firewall-{SVC}",
+        f"5.6.7.8 . tcp . 80 : goto firewall-{SVC}",
+    ]
+
+
+# ---------------------------------------------------------------- mode selection
+
+
+def lab_dir(tmp_path: Path, proxy_mode: str | None, kube_proxy: str | None) -> Path:
+    lab = (ROOT / "controlplane" / "default" / "lab.yaml").read_text()
+    lab = lab.replace(
+        "  proxyMode: iptables\n", f"  proxyMode: {proxy_mode}\n" if proxy_mode else ""
+    )
+    (tmp_path / "lab.yaml").write_text(lab)
+    if kube_proxy is not None:
+        (tmp_path / "kube-proxy.yaml").write_text(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+            + kube_proxy
+        )
+    return tmp_path
+
+
+def test_proxy_mode_rule(tmp_path: Path) -> None:
+    """A KubeProxyConfiguration's explicit mode wins; "" or none leaves it to
+    the Lab's proxyMode, whose default is iptables."""
+    cases = [
+        (None, None, "iptables"),
+        ("nftables", None, "nftables"),
+        (None, "mode: nftables\n", "nftables"),
+        ("nftables", 'mode: ""\n', "nftables"),
+        ("iptables", "mode: iptables\n", "iptables"),
+    ]
+    for i, (lab_mode, kube_proxy, expected) in enumerate(cases):
+        directory = tmp_path / str(i)
+        directory.mkdir()
+        state = load_cluster([lab_dir(directory, lab_mode, kube_proxy)])
+        assert proxy_mode(state) == expected, (lab_mode, kube_proxy)
+
+
+def test_nftables_mode_takes_the_nftables_section(tmp_path: Path) -> None:
+    """In nftables mode kube-proxy's masquerade bit and masqueradeAll come
+    from the `nftables` section of its configuration."""
+    state = load_cluster(
+        [
+            lab_dir(
+                tmp_path,
+                "nftables",
+                "nftables:\n  masqueradeBit: 10\n  masqueradeAll: true\n"
+                "iptables:\n  masqueradeBit: 12\n",
+            )
+        ]
+    )
+    nft = proxy_input_of(state, "node-1", "nftables").config
+    ipt = proxy_input_of(state, "node-1", "iptables").config
+    assert (nft.masquerade_bit, nft.masquerade_all) == (10, True)
+    assert (ipt.masquerade_bit, ipt.masquerade_all) == (12, False)
+    assert "mark set mark or 0x00000400" in compile_nftables(state, "node-1").dump()
