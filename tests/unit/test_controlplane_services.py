@@ -309,7 +309,7 @@ def test_a_running_control_plane_defaults_and_allocates_every_later_change() -> 
 
     # A's address taken away: allocated again, from the current service CIDR.
     a = client.get(Service, "default", "a")
-    gone = {"cluster_ip": None, "cluster_ips": []}
+    gone: dict[str, object] = {"cluster_ip": None, "cluster_ips": []}
     client.update(a.model_copy(update={"spec": a.spec.model_copy(update=gone)}))
     stored = client.get(Lab, None, "lab")
     spec = stored.spec.model_copy(update={"service_cidr": "10.100.0.0/16"})
