@@ -1,6 +1,6 @@
 """Change → rules applied on every node: one endpoint change at N Services × 5
 endpoints, kube-proxy's iptables mode, full against partial syncs, both
-iptables backends.
+iptables backends; and kube-proxy's nftables mode.
 
 Run (as root):  .venv/bin/python benchmarks/partial_sync.py [--write] [--runs 5] [--full-runs 3]
                 [--full-backends nft,legacy]
@@ -32,6 +32,10 @@ Kinds:
 - full: a full sync (ProxyAgent.force_sync: every chain written, as before
   partial syncs and as kube-proxy's hourly or after-failure syncs).
 
+With kube-proxy's nftables mode too (NftProxyAgent, netemu.node.nftproxy):
+the same change, partial syncs only, each node's sync one `nft -f`
+transaction.
+
 Every run's end state is checked: in each node's iptables-save the Service's
 chain jumps to the new endpoint's chain and not to the old one's.
 Wall-clock seconds, median of the runs.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -60,8 +65,11 @@ from netemu.api.validate import load_and_validate
 from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects
 from netemu.kernel import netns, nfacct
 from netemu.kernel.iptables import Backend, KernelIptables
+from netemu.kernel.nftables import KernelNftables
+from netemu.node.nftproxy import NftProxyAgent
 from netemu.node.proxy import ProxyAgent, reconcile_nodes
 from netemu.rules import names as n
+from netemu.rules import nftables
 from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import (
     LARGE_CLUSTER_ENDPOINTS,
@@ -82,25 +90,27 @@ KINDS = (PARTIAL, CLEANUP, FULL)
 
 @dataclass
 class Result:
-    times: dict[tuple[Backend, str], list[float]] = field(default_factory=dict)
-    restores: dict[tuple[Backend, str], list[float]] = field(default_factory=dict)
-    plane: dict[tuple[Backend, str], list[float]] = field(default_factory=dict)
-    first: dict[Backend, float] = field(default_factory=dict)
+    # Keyed by (iptables backend, or "nftables" for nftables mode; kind).
+    times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    restores: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    plane: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    first: dict[str, float] = field(default_factory=dict)
+    nft_lines: int = 0  # nftables mode: node-0's last sync transaction
     lines: dict[str, int] = field(default_factory=dict)  # restore input lines per kind
 
-    def add(self, backend: Backend, kind: str, seconds: float) -> None:
+    def add(self, backend: str, kind: str, seconds: float) -> None:
         self.times.setdefault((backend, kind), []).append(seconds)
 
-    def median(self, backend: Backend, kind: str) -> float:
+    def median(self, backend: str, kind: str) -> float:
         return statistics.median(self.times[(backend, kind)])
 
-    def ran(self, backend: Backend, kind: str) -> bool:
+    def ran(self, backend: str, kind: str) -> bool:
         return (backend, kind) in self.times
 
-    def restore_median(self, backend: Backend, kind: str) -> float:
+    def restore_median(self, backend: str, kind: str) -> float:
         return statistics.median(self.restores[(backend, kind)])
 
-    def plane_median(self, backend: Backend, kind: str) -> float:
+    def plane_median(self, backend: str, kind: str) -> float:
         return statistics.median(self.plane[(backend, kind)])
 
 
@@ -134,7 +144,7 @@ def cluster_objects(services: int) -> list[Any]:
 
 
 @contextmanager
-def namespaces(backend: Backend) -> Iterator[list[str]]:
+def namespaces(backend: str) -> Iterator[list[str]]:
     names = [f"{PREFIX}{backend}_{i}" for i in range(NODES)]
     with ExitStack() as stack:
         for name in names:
@@ -224,6 +234,82 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
             print(f"{backend} {kind}: {result.times[(backend, kind)][-1]:.3f} s", flush=True)
 
 
+class RecordingNft(KernelNftables):
+    """The node's nftables; remembers the last transaction's size and how
+    long the `nft -f` runs took (`ip netns exec` included)."""
+
+    last_lines: int = 0
+    apply_seconds: float = 0.0
+
+    def apply(self, script: str) -> None:
+        self.last_lines = script.count("\n")
+        start = time.perf_counter()
+        super().apply(script)
+        self.apply_seconds += time.perf_counter() - start
+
+
+def check_nftables(kernels: list[RecordingNft], service: str, new: str, old: str) -> None:
+    """Each node's kube-proxy table sends `service`'s traffic to the new
+    endpoint's chain and no longer to the old one's."""
+
+    def goto(address: str) -> re.Pattern[str]:
+        chain = rf"endpoint-\w+-bench/{service}/tcp/http__{re.escape(address)}/8080"
+        return re.compile(rf"goto {chain}\b")
+
+    for kernel in kernels:
+        listed = kernel.list_table("ip", nftables.TABLE)
+        if not goto(new).search(listed) or goto(old).search(listed):
+            raise RuntimeError(f"{kernel.netns}: the change is not applied")
+
+
+def measure_nftables(services: int, runs: int, result: Result) -> None:
+    """As `measure`, for kube-proxy's nftables mode (NftProxyAgent): each
+    sync one `nft -f` transaction per node."""
+    objs = cluster_objects(services)
+    lab = next(o for o in objs if isinstance(o, Lab))
+    client = LocalClient(Store())
+    apply_objects(client, objs)
+    plane = ControlPlane(client)
+    plane.run_to_fixed_point()
+    last = f"svc-{services - 1}"
+    address = client.get(EndpointSlice, "bench", f"{last}-abcde").endpoints[0].addresses[0]
+    mode = "nftables"
+    with namespaces("nftables") as names, tempfile.TemporaryDirectory() as locks:
+        kernels = [RecordingNft(name) for name in names]
+        input_cache = ProxyInputCache()
+        agents = [
+            NftProxyAgent(
+                client=client,
+                node=f"node-{i}",
+                nftables=kernel,
+                iptables=KernelIptables(kernel.netns, "nft", Path(locks) / f"{kernel.netns}.lock"),
+                lab=lab,
+                proxy_config=None,
+                fresh_node=True,
+                input_cache=input_cache,
+            )
+            for i, kernel in enumerate(kernels)
+        ]
+        start = time.perf_counter()
+        reconcile_nodes(agents)
+        result.first[mode] = time.perf_counter() - start
+        for n in range(runs):
+            old, address = address, f"10.254.{n // 256}.{n % 256 + 1}"
+            for kernel in kernels:
+                kernel.apply_seconds = 0.0
+            start = time.perf_counter()
+            move_endpoint(client, last, address)
+            plane.run_to_fixed_point()
+            result.plane.setdefault((mode, PARTIAL), []).append(time.perf_counter() - start)
+            reconcile_nodes(agents)
+            result.add(mode, PARTIAL, time.perf_counter() - start)
+            seconds = max(kernel.apply_seconds for kernel in kernels)
+            result.restores.setdefault((mode, PARTIAL), []).append(seconds)
+            result.nft_lines = kernels[0].last_lines
+            check_nftables(kernels, last, address, old)
+            print(f"nftables {PARTIAL}: {result.times[(mode, PARTIAL)][-1]:.3f} s", flush=True)
+
+
 def table(
     result: Result, services: int, runs: int, full_runs: int, full_backends: str
 ) -> list[str]:
@@ -306,6 +392,29 @@ def table(
         f"fresh namespaces): nft {result.first['nft']:.2f} s, "
         f"legacy {result.first['legacy']:.2f} s.",
         "",
+        *nftables_lines(result, runs),
+    ]
+
+
+def nftables_lines(result: Result, runs: int) -> list[str]:
+    if not result.ran("nftables", PARTIAL):
+        return []
+    times = result.times[("nftables", PARTIAL)]
+    return [
+        "kube-proxy's nftables mode (NftProxyAgent; `--no-nftables` leaves it out), the",
+        "same change: both nodes at once, each one `nft -f` transaction (lines: node-0's",
+        "last one). nft -f: the slower node's `nft -f` process (median).",
+        "",
+        "| sync | nft -f lines | seconds | control plane | nft -f | runs |",
+        "|---|---|---|---|---|---|",
+        f"| partial | {result.nft_lines:,} | {result.median('nftables', PARTIAL):.3f} "
+        f"| {result.plane_median('nftables', PARTIAL):.3f} "
+        f"| {result.restore_median('nftables', PARTIAL):.3f} "
+        f"| {', '.join(f'{t:.2f}' for t in times)} |",
+        "",
+        f"First sync of both nodes (the whole table, one `nft -f` each, both at once): "
+        f"{result.first['nftables']:.2f} s ({runs} partial runs).",
+        "",
     ]
 
 
@@ -318,6 +427,9 @@ def main() -> None:
     parser.add_argument(
         "--full-backends", default="nft,legacy", help="backends whose full syncs are timed"
     )
+    parser.add_argument(
+        "--no-nftables", action="store_true", help="leave kube-proxy's nftables mode out"
+    )
     args = parser.parse_args()
     full_backends = set(args.full_backends.split(",")) - {""}
     commit()
@@ -328,6 +440,8 @@ def main() -> None:
     for backend in BACKENDS:
         full_runs = args.full_runs if backend in full_backends else 0
         measure(backend, args.services, args.runs, full_runs, result)
+    if not args.no_nftables:
+        measure_nftables(args.services, args.runs, result)
     lines = table(result, args.services, args.runs, args.full_runs, args.full_backends)
     for line in lines[2:]:
         print(line)
