@@ -185,7 +185,7 @@ class ProxyAgent:
         noflush = not first or not self.fresh_node
         try:
             if full:
-                sync = compile_sync(data)
+                sync = compile_sync(data, self.compile_cache)
                 total = written = rule_counts(sync)
                 flannel = flannel_config(self.lab, data.config.node_pod_cidr)
                 if first:

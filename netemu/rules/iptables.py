@@ -153,9 +153,11 @@ def compile_node(
     return full
 
 
-def compile_sync(data: ProxyInput) -> RuleSet:
-    """kube-proxy's restore input for one sync of one node."""
-    return _Compiler(data).run()
+def compile_sync(data: ProxyInput, cache: CompileCache | None = None) -> RuleSet:
+    """kube-proxy's restore input for one sync of one node. `cache` (the
+    node's, see compile_partial_sync) is used and refilled: a full sync
+    leaves every Service port's rules in it for the partial syncs after it."""
+    return _Compiler(data, cache=cache).run()
 
 
 def compile_resync(data: ProxyInput, existing: RuleSet, *, sync: RuleSet | None = None) -> RuleSet:
