@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import tempfile
 import time
@@ -94,6 +95,9 @@ class Result:
     times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     restores: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     plane: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # CPU seconds of the change: this process's and its children's (the
+    # restores), user + system; other load on the machine stretches it little.
+    cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     first: dict[str, float] = field(default_factory=dict)
     nft_lines: int = 0  # nftables mode: node-0's last sync transaction
     lines: dict[str, int] = field(default_factory=dict)  # restore input lines per kind
@@ -112,6 +116,9 @@ class Result:
 
     def plane_median(self, backend: str, kind: str) -> float:
         return statistics.median(self.plane[(backend, kind)])
+
+    def cpu_median(self, backend: str, kind: str) -> float:
+        return statistics.median(self.cpu[(backend, kind)])
 
 
 class Recording(KernelIptables):
@@ -159,6 +166,15 @@ def move_endpoint(client: LocalClient, name: str, address: str) -> None:
     eps = client.get(EndpointSlice, "bench", f"{name}-abcde")
     first = eps.endpoints[0].model_copy(update={"addresses": [address]})
     client.update(eps.model_copy(update={"endpoints": [first, *eps.endpoints[1:]]}))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads) and of
+    its children that have ended (the restores)."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def check(kernels: list[Recording], service: str, new: str, old: str) -> None:
@@ -214,7 +230,7 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
                     agent.last_cleanup = float("-inf")  # a syncPeriod has gone by
             for kernel in kernels:
                 kernel.restore_seconds = 0.0
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             move_endpoint(client, last, address)
             plane.run_to_fixed_point()
             result.plane.setdefault((backend, kind), []).append(time.perf_counter() - start)
@@ -224,6 +240,7 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
             else:
                 reconcile_nodes(agents)
             result.add(backend, kind, time.perf_counter() - start)
+            result.cpu.setdefault((backend, kind), []).append(cpu_seconds() - cpu)
             # Partial syncs restore on both nodes at once: the change waits
             # for the slower one. Full syncs run one node after the other.
             seconds = [kernel.restore_seconds for kernel in kernels]
@@ -297,12 +314,13 @@ def measure_nftables(services: int, runs: int, result: Result) -> None:
             old, address = address, f"10.254.{n // 256}.{n % 256 + 1}"
             for kernel in kernels:
                 kernel.apply_seconds = 0.0
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             move_endpoint(client, last, address)
             plane.run_to_fixed_point()
             result.plane.setdefault((mode, PARTIAL), []).append(time.perf_counter() - start)
             reconcile_nodes(agents)
             result.add(mode, PARTIAL, time.perf_counter() - start)
+            result.cpu.setdefault((mode, PARTIAL), []).append(cpu_seconds() - cpu)
             seconds = max(kernel.apply_seconds for kernel in kernels)
             result.restores.setdefault((mode, PARTIAL), []).append(seconds)
             result.nft_lines = kernels[0].last_lines
@@ -326,6 +344,9 @@ def table(
             return "not run"
         return f"{result.plane_median(backend, kind):.3f}"
 
+    def cpu(backend: Backend, kind: str) -> str:
+        return f"{result.cpu_median(backend, kind):.3f}" if result.ran(backend, kind) else "not run"
+
     def rounds(backend: Backend, kind: str) -> str:
         return ", ".join(f"{t:.2f}" for t in result.times.get((backend, kind), []))
 
@@ -336,6 +357,7 @@ def table(
 
     rows = [
         f"| {kind} | {result.lines.get(kind, 0):,} | {cell('nft', kind)} | {cell('legacy', kind)} "
+        f"| {cpu('nft', kind)} | {cpu('legacy', kind)} "
         f"| {ratio(kind)} | {plane('nft', kind)} | {plane('legacy', kind)} "
         f"| {restores('nft', kind)} | {restores('legacy', kind)} "
         f"| {rounds('nft', kind)} | {rounds('legacy', kind)} |"
@@ -362,6 +384,9 @@ def table(
         f"{runs}, full: {full_runs}). Lines: node-0's restore input. Goal: ≤ 1 s on both",
         "backends. partial + cleanup: the run in which large-cluster mode's",
         "once-per-syncPeriod iptables-save and stale-chain deletion falls.",
+        "CPU: the change's CPU seconds, this process's and its children's (the",
+        "restores), user + system (median): less stretched by other load on the",
+        "machine than the wall-clock seconds.",
         "control plane: the API update and the controllers' fixed point (median).",
         "restore: the slower node's iptables-restore process (median; for full syncs",
         "the sum of both); the rest is netemu's Python in the agents: reading the",
@@ -372,9 +397,10 @@ def table(
         "use; each agent reuses the last sync's rules of a Service port whose port",
         "and endpoints did not change).",
         "",
-        "| sync | restore lines | nft | legacy | nft / legacy | nft: control plane "
+        "| sync | restore lines | nft | legacy | nft CPU | legacy CPU | nft / legacy "
+        "| nft: control plane "
         "| legacy: control plane | nft: restore | legacy: restore | nft, runs | legacy, runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *(
@@ -405,9 +431,10 @@ def nftables_lines(result: Result, runs: int) -> list[str]:
         "same change: both nodes at once, each one `nft -f` transaction (lines: node-0's",
         "last one). nft -f: the slower node's `nft -f` process (median).",
         "",
-        "| sync | nft -f lines | seconds | control plane | nft -f | runs |",
-        "|---|---|---|---|---|---|",
+        "| sync | nft -f lines | seconds | CPU | control plane | nft -f | runs |",
+        "|---|---|---|---|---|---|---|",
         f"| partial | {result.nft_lines:,} | {result.median('nftables', PARTIAL):.3f} "
+        f"| {result.cpu_median('nftables', PARTIAL):.3f} "
         f"| {result.plane_median('nftables', PARTIAL):.3f} "
         f"| {result.restore_median('nftables', PARTIAL):.3f} "
         f"| {', '.join(f'{t:.2f}' for t in times)} |",
