@@ -1,6 +1,6 @@
 """Change → rules applied on every node: one endpoint change at N Services × 5
 endpoints, kube-proxy's iptables mode, full against partial syncs, both
-iptables backends.
+iptables backends; and kube-proxy's nftables mode.
 
 Run (as root):  .venv/bin/python benchmarks/partial_sync.py [--write] [--runs 5] [--full-runs 3]
                 [--full-backends nft,legacy]
@@ -16,9 +16,12 @@ with kube-proxy's nfacct objects, synced once by its own ProxyAgent (the first
 sync, as a lab's bring-up does). Then, per run, one endpoint address of the
 last Service's EndpointSlice changes through the API, and the clock runs
 until every node's agent has applied it: the control plane to its fixed
-point, then each agent's reconcile (read the state through the client,
-compile, `iptables-restore --noflush` in the node's namespace), one node
-after the other as the lab's supervisor does. Kinds:
+point, then every agent's reconcile (read the state through the client,
+compile, `iptables-restore --noflush` in the node's namespace), all nodes
+at once as the lab's supervisor runs them (netemu.node.proxy.reconcile_nodes;
+full syncs, which only the periodic check forces, one node after the other),
+each node with its own xtables lock as in a lab.
+Kinds:
 
 - partial: the agent's normal sync (only the changed Service's chains written).
   At 25,000 endpoints kube-proxy is in large-cluster mode and reads the
@@ -29,6 +32,10 @@ after the other as the lab's supervisor does. Kinds:
 - full: a full sync (ProxyAgent.force_sync: every chain written, as before
   partial syncs and as kube-proxy's hourly or after-failure syncs).
 
+With kube-proxy's nftables mode too (NftProxyAgent, netemu.node.nftproxy):
+the same change, partial syncs only, each node's sync one `nft -f`
+transaction.
+
 Every run's end state is checked: in each node's iptables-save the Service's
 chain jumps to the new endpoint's chain and not to the old one's.
 Wall-clock seconds, median of the runs.
@@ -38,6 +45,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
 import statistics
 import tempfile
 import time
@@ -57,8 +66,12 @@ from netemu.api.validate import load_and_validate
 from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects
 from netemu.kernel import netns, nfacct
 from netemu.kernel.iptables import Backend, KernelIptables
-from netemu.node.proxy import ProxyAgent
+from netemu.kernel.nftables import KernelNftables
+from netemu.node.nftproxy import NftProxyAgent
+from netemu.node.proxy import ProxyAgent, reconcile_nodes
 from netemu.rules import names as n
+from netemu.rules import nftables
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import (
     LARGE_CLUSTER_ENDPOINTS,
     NFACCT_INVALID_DROPPED,
@@ -78,22 +91,34 @@ KINDS = (PARTIAL, CLEANUP, FULL)
 
 @dataclass
 class Result:
-    times: dict[tuple[Backend, str], list[float]] = field(default_factory=dict)
-    restores: dict[tuple[Backend, str], list[float]] = field(default_factory=dict)
-    first: dict[Backend, float] = field(default_factory=dict)
+    # Keyed by (iptables backend, or "nftables" for nftables mode; kind).
+    times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    restores: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    plane: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # CPU seconds of the change: this process's and its children's (the
+    # restores), user + system; other load on the machine stretches it little.
+    cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    first: dict[str, float] = field(default_factory=dict)
+    nft_lines: int = 0  # nftables mode: node-0's last sync transaction
     lines: dict[str, int] = field(default_factory=dict)  # restore input lines per kind
 
-    def add(self, backend: Backend, kind: str, seconds: float) -> None:
+    def add(self, backend: str, kind: str, seconds: float) -> None:
         self.times.setdefault((backend, kind), []).append(seconds)
 
-    def median(self, backend: Backend, kind: str) -> float:
+    def median(self, backend: str, kind: str) -> float:
         return statistics.median(self.times[(backend, kind)])
 
-    def ran(self, backend: Backend, kind: str) -> bool:
+    def ran(self, backend: str, kind: str) -> bool:
         return (backend, kind) in self.times
 
-    def restore_median(self, backend: Backend, kind: str) -> float:
+    def restore_median(self, backend: str, kind: str) -> float:
         return statistics.median(self.restores[(backend, kind)])
+
+    def plane_median(self, backend: str, kind: str) -> float:
+        return statistics.median(self.plane[(backend, kind)])
+
+    def cpu_median(self, backend: str, kind: str) -> float:
+        return statistics.median(self.cpu[(backend, kind)])
 
 
 class Recording(KernelIptables):
@@ -126,7 +151,7 @@ def cluster_objects(services: int) -> list[Any]:
 
 
 @contextmanager
-def namespaces(backend: Backend) -> Iterator[list[str]]:
+def namespaces(backend: str) -> Iterator[list[str]]:
     names = [f"{PREFIX}{backend}_{i}" for i in range(NODES)]
     with ExitStack() as stack:
         for name in names:
@@ -141,6 +166,15 @@ def move_endpoint(client: LocalClient, name: str, address: str) -> None:
     eps = client.get(EndpointSlice, "bench", f"{name}-abcde")
     first = eps.endpoints[0].model_copy(update={"addresses": [address]})
     client.update(eps.model_copy(update={"endpoints": [first, *eps.endpoints[1:]]}))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads) and of
+    its children that have ended (the restores)."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def check(kernels: list[Recording], service: str, new: str, old: str) -> None:
@@ -167,8 +201,12 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
     plane.run_to_fixed_point()
     last = f"svc-{services - 1}"
     original = client.get(EndpointSlice, "bench", f"{last}-abcde").endpoints[0].addresses[0]
-    with namespaces(backend) as names:
-        kernels = [Recording(name, backend) for name in names]
+    with namespaces(backend) as names, tempfile.TemporaryDirectory() as locks:
+        # Each node its own xtables lock, as a lab's (netemu.kernel.iptables.node_lock_file).
+        kernels = [
+            Recording(name, backend, lock_file=Path(locks) / f"{name}.lock") for name in names
+        ]
+        input_cache = ProxyInputCache()  # one for all nodes, as the lab's supervisor
         agents = [
             ProxyAgent(
                 client=client,
@@ -177,12 +215,12 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
                 lab=lab,
                 proxy_config=None,
                 fresh_node=True,
+                input_cache=input_cache,
             )
             for i, kernel in enumerate(kernels)
         ]
         start = time.perf_counter()
-        for agent in agents:
-            agent.reconcile()
+        reconcile_nodes(agents)
         result.first[backend] = time.perf_counter() - start
 
         address = original
@@ -194,20 +232,104 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
                     agent.last_cleanup = float("-inf")  # a syncPeriod has gone by
             for kernel in kernels:
                 kernel.restore_seconds = 0.0
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             move_endpoint(client, last, address)
             plane.run_to_fixed_point()
-            for agent in agents:
-                if kind == FULL:
+            result.plane.setdefault((backend, kind), []).append(time.perf_counter() - start)
+            if kind == FULL:
+                for agent in agents:
                     agent.force_sync()
-                else:
-                    agent.reconcile()
+            else:
+                reconcile_nodes(agents)
             result.add(backend, kind, time.perf_counter() - start)
-            restored = sum(kernel.restore_seconds for kernel in kernels)
+            result.cpu.setdefault((backend, kind), []).append(cpu_seconds() - cpu)
+            # Partial syncs restore on both nodes at once: the change waits
+            # for the slower one. Full syncs run one node after the other.
+            seconds = [kernel.restore_seconds for kernel in kernels]
+            restored = sum(seconds) if kind == FULL else max(seconds)
             result.restores.setdefault((backend, kind), []).append(restored)
             result.lines[kind] = kernels[0].last_lines
             check(kernels, last, address, old)
             print(f"{backend} {kind}: {result.times[(backend, kind)][-1]:.3f} s", flush=True)
+
+
+class RecordingNft(KernelNftables):
+    """The node's nftables; remembers the last transaction's size and how
+    long the `nft -f` runs took (`ip netns exec` included)."""
+
+    last_lines: int = 0
+    apply_seconds: float = 0.0
+
+    def apply(self, script: str) -> None:
+        self.last_lines = script.count("\n")
+        start = time.perf_counter()
+        super().apply(script)
+        self.apply_seconds += time.perf_counter() - start
+
+
+def check_nftables(kernels: list[RecordingNft], service: str, new: str, old: str) -> None:
+    """Each node's kube-proxy table sends `service`'s traffic to the new
+    endpoint's chain and no longer to the old one's."""
+
+    def goto(address: str) -> re.Pattern[str]:
+        chain = rf"endpoint-\w+-bench/{service}/tcp/http__{re.escape(address)}/8080"
+        return re.compile(rf"goto {chain}\b")
+
+    for kernel in kernels:
+        listed = kernel.list_table("ip", nftables.TABLE)
+        if not goto(new).search(listed) or goto(old).search(listed):
+            raise RuntimeError(f"{kernel.netns}: the change is not applied")
+
+
+def measure_nftables(services: int, runs: int, result: Result) -> None:
+    """As `measure`, for kube-proxy's nftables mode (NftProxyAgent): each
+    sync one `nft -f` transaction per node."""
+    objs = cluster_objects(services)
+    lab = next(o for o in objs if isinstance(o, Lab))
+    client = LocalClient(Store())
+    apply_objects(client, objs)
+    plane = ControlPlane(client)
+    plane.run_to_fixed_point()
+    last = f"svc-{services - 1}"
+    address = client.get(EndpointSlice, "bench", f"{last}-abcde").endpoints[0].addresses[0]
+    mode = "nftables"
+    with namespaces("nftables") as names, tempfile.TemporaryDirectory() as locks:
+        kernels = [RecordingNft(name) for name in names]
+        input_cache = ProxyInputCache()
+        agents = [
+            NftProxyAgent(
+                client=client,
+                node=f"node-{i}",
+                nftables=kernel,
+                iptables=KernelIptables(
+                    kernel.netns, "nft", lock_file=Path(locks) / f"{kernel.netns}.lock"
+                ),
+                lab=lab,
+                proxy_config=None,
+                fresh_node=True,
+                input_cache=input_cache,
+            )
+            for i, kernel in enumerate(kernels)
+        ]
+        start = time.perf_counter()
+        reconcile_nodes(agents)
+        result.first[mode] = time.perf_counter() - start
+        for n in range(runs):
+            old, address = address, f"10.254.{n // 256}.{n % 256 + 1}"
+            for kernel in kernels:
+                kernel.apply_seconds = 0.0
+            start, cpu = time.perf_counter(), cpu_seconds()
+            move_endpoint(client, last, address)
+            plane.run_to_fixed_point()
+            result.plane.setdefault((mode, PARTIAL), []).append(time.perf_counter() - start)
+            reconcile_nodes(agents)
+            result.add(mode, PARTIAL, time.perf_counter() - start)
+            result.cpu.setdefault((mode, PARTIAL), []).append(cpu_seconds() - cpu)
+            seconds = max(kernel.apply_seconds for kernel in kernels)
+            result.restores.setdefault((mode, PARTIAL), []).append(seconds)
+            result.nft_lines = kernels[0].last_lines
+            check_nftables(kernels, last, address, old)
+            print(f"nftables {PARTIAL}: {result.times[(mode, PARTIAL)][-1]:.3f} s", flush=True)
 
 
 def table(
@@ -221,6 +343,14 @@ def table(
             return "not run"
         return f"{result.restore_median(backend, kind):.3f}"
 
+    def plane(backend: Backend, kind: str) -> str:
+        if not result.ran(backend, kind):
+            return "not run"
+        return f"{result.plane_median(backend, kind):.3f}"
+
+    def cpu(backend: Backend, kind: str) -> str:
+        return f"{result.cpu_median(backend, kind):.3f}" if result.ran(backend, kind) else "not run"
+
     def rounds(backend: Backend, kind: str) -> str:
         return ", ".join(f"{t:.2f}" for t in result.times.get((backend, kind), []))
 
@@ -231,7 +361,9 @@ def table(
 
     rows = [
         f"| {kind} | {result.lines.get(kind, 0):,} | {cell('nft', kind)} | {cell('legacy', kind)} "
-        f"| {ratio(kind)} | {restores('nft', kind)} | {restores('legacy', kind)} "
+        f"| {cpu('nft', kind)} | {cpu('legacy', kind)} "
+        f"| {ratio(kind)} | {plane('nft', kind)} | {plane('legacy', kind)} "
+        f"| {restores('nft', kind)} | {restores('legacy', kind)} "
         f"| {rounds('nft', kind)} | {rounds('legacy', kind)} |"
         for kind in KINDS
     ]
@@ -250,22 +382,29 @@ def table(
         f"One endpoint of one Service changes at {services:,} Services × {ENDPOINTS} "
         f"endpoints ({services * ENDPOINTS:,}{mode}); seconds from the",
         "EndpointSlice update through the API until both nodes' agents have restored",
-        "their rules (control plane, then each node: read the state, compile,",
-        "`iptables-restore --noflush` in its namespace), median of the runs (partial:",
+        "their rules (control plane, then both nodes at once, each: read the state,",
+        "compile, `iptables-restore --noflush` in its namespace; full syncs one node",
+        "after the other), median of the runs (partial:",
         f"{runs}, full: {full_runs}). Lines: node-0's restore input. Goal: ≤ 1 s on both",
         "backends. partial + cleanup: the run in which large-cluster mode's",
         "once-per-syncPeriod iptables-save and stale-chain deletion falls.",
-        "restores: the part of that spent in the two iptables-restore processes",
-        "(median); the rest is netemu's Python: the control plane, each agent",
-        "reading the whole state through the client, diffing it with the last",
-        "sync's, and compiling every Service (kube-proxy computes the unchanged",
-        "Services' chains too, to count them and to know which are in use; each",
-        "agent reuses the last sync's rules of a Service port whose port and",
-        "endpoints did not change).",
+        "CPU: the change's CPU seconds, this process's and its children's (the",
+        "restores), user + system (median): less stretched by other load on the",
+        "machine than the wall-clock seconds.",
+        "control plane: the API update and the controllers' fixed point (median).",
+        "restore: the slower node's iptables-restore process (median; for full syncs",
+        "the sum of both); the rest is netemu's Python in the agents: reading the",
+        "state through the client, converting the changed Services and",
+        "EndpointSlices (one cache for all nodes), diffing with the last sync's",
+        "input, and compiling every Service port (kube-proxy computes the",
+        "unchanged Services' chains too, to count them and to know which are in",
+        "use; each agent reuses the last sync's rules of a Service port whose port",
+        "and endpoints did not change).",
         "",
-        "| sync | restore lines | nft | legacy | nft / legacy "
-        "| nft: restores | legacy: restores | nft, runs | legacy, runs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sync | restore lines | nft | legacy | nft CPU | legacy CPU | nft / legacy "
+        "| nft: control plane "
+        "| legacy: control plane | nft: restore | legacy: restore | nft, runs | legacy, runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *(
@@ -283,6 +422,30 @@ def table(
         f"fresh namespaces): nft {result.first['nft']:.2f} s, "
         f"legacy {result.first['legacy']:.2f} s.",
         "",
+        *nftables_lines(result, runs),
+    ]
+
+
+def nftables_lines(result: Result, runs: int) -> list[str]:
+    if not result.ran("nftables", PARTIAL):
+        return []
+    times = result.times[("nftables", PARTIAL)]
+    return [
+        "kube-proxy's nftables mode (NftProxyAgent; `--no-nftables` leaves it out), the",
+        "same change: both nodes at once, each one `nft -f` transaction (lines: node-0's",
+        "last one). nft -f: the slower node's `nft -f` process (median).",
+        "",
+        "| sync | nft -f lines | seconds | CPU | control plane | nft -f | runs |",
+        "|---|---|---|---|---|---|---|",
+        f"| partial | {result.nft_lines:,} | {result.median('nftables', PARTIAL):.3f} "
+        f"| {result.cpu_median('nftables', PARTIAL):.3f} "
+        f"| {result.plane_median('nftables', PARTIAL):.3f} "
+        f"| {result.restore_median('nftables', PARTIAL):.3f} "
+        f"| {', '.join(f'{t:.2f}' for t in times)} |",
+        "",
+        f"First sync of both nodes (the whole table, one `nft -f` each, both at once): "
+        f"{result.first['nftables']:.2f} s ({runs} partial runs).",
+        "",
     ]
 
 
@@ -295,6 +458,9 @@ def main() -> None:
     parser.add_argument(
         "--full-backends", default="nft,legacy", help="backends whose full syncs are timed"
     )
+    parser.add_argument(
+        "--no-nftables", action="store_true", help="leave kube-proxy's nftables mode out"
+    )
     args = parser.parse_args()
     full_backends = set(args.full_backends.split(",")) - {""}
     commit()
@@ -305,6 +471,8 @@ def main() -> None:
     for backend in BACKENDS:
         full_runs = args.full_runs if backend in full_backends else 0
         measure(backend, args.services, args.runs, full_runs, result)
+    if not args.no_nftables:
+        measure_nftables(args.services, args.runs, result)
     lines = table(result, args.services, args.runs, args.full_runs, args.full_backends)
     for line in lines[2:]:
         print(line)

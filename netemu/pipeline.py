@@ -29,6 +29,7 @@ from netemu.rules.input import (
     proxy_config,
     service_ports,
 )
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
 from netemu.rules.nftables import NftRuleset, compile_ruleset, nftables_mode_iptables
@@ -132,9 +133,12 @@ def proxy_input(
     *,
     family: IPFamily = "IPv4",
     mode: ProxyMode | None = None,
+    cache: ProxyInputCache | None = None,
 ) -> ProxyInput:
     """What the node's kube-proxy proxier of `family` sees, in `mode`
-    (default: proxy_mode)."""
+    (default: proxy_mode). `cache` (kept from call to call, one per family)
+    converts only the Services and EndpointSlices that changed since its
+    last call; the result is the same without it."""
     node = state.node(node_name)
     config = proxy_config(
         node,
@@ -144,11 +148,14 @@ def proxy_input(
         mode=mode or proxy_mode(state),
         family=family,
     )
-    return ProxyInput(
-        config=config,
-        service_ports=tuple(service_ports(state.services, family)),
-        endpoints=endpoints_by_port(state.endpoint_slices, family),
-    )
+    if cache is not None:
+        assert cache.family == family, f"a {cache.family} input cache for the {family} proxier"
+        ports = cache.service_ports(state.services)
+        endpoints = cache.endpoints_by_port(state.endpoint_slices)
+    else:
+        ports = tuple(service_ports(state.services, family))
+        endpoints = endpoints_by_port(state.endpoint_slices, family)
+    return ProxyInput(config=config, service_ports=ports, endpoints=endpoints)
 
 
 def compile_rules(

@@ -83,7 +83,7 @@ from netemu.controlplane.store import wall_clock
 from netemu.kernel import nfacct, processes
 from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
-from netemu.kernel.iptables import KernelIptables
+from netemu.kernel.iptables import KernelIptables, node_lock_file
 from netemu.kernel.journal import INFO, LOG, SOCKET, Journal, run_dir
 from netemu.kernel.nftables import KernelNftables
 from netemu.kernel.owner import OutputDirectory
@@ -98,12 +98,13 @@ from netemu.node.ingress import IngressController
 from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
 from netemu.node.nftproxy import NftProxyAgent
 from netemu.node.prober import ProbeLoop, ProbeManager
-from netemu.node.proxy import ProxyAgent
+from netemu.node.proxy import ProxyAgent, reconcile_nodes
 from netemu.node.proxyhealth import health_check_ips, proxy_settings
 from netemu.node.proxyservers import ProxyServers
 from netemu.node.testserver import TestServers
 from netemu.pipeline import proxy_mode
 from netemu.rules.input import IPFamily
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
 from netemu.trace.topology import Topology
 
@@ -348,6 +349,13 @@ class Supervisor:
         self.dns = DnsFeed()
         self.kubelets: list[Kubelet] = []
         self.proxies: list[ProxyAgent | NftProxyAgent] = []
+        # Every node's agent converts the same Services and EndpointSlices:
+        # one cache converts each changed object once for all of them.
+        # One input cache per IP family, shared by that family's agents.
+        self.proxy_input_caches: dict[IPFamily, ProxyInputCache] = {
+            "IPv4": ProxyInputCache("IPv4"),
+            "IPv6": ProxyInputCache("IPv6"),
+        }
         # kube-proxy's health, health check and metrics servers of every node.
         self.proxy_servers = ProxyServers(bind_tcp_listener)
         # The pipeline's one rule (netemu.pipeline.proxy_mode) on the lab's objects.
@@ -419,7 +427,9 @@ class Supervisor:
                     journal=self.journal,
                     log_dir=log_dir,
                     dns=self.dns,
-                    iptables=KernelIptables(node.netns, backend),
+                    iptables=KernelIptables(
+                        node.netns, backend, lock_file=node_lock_file(self.name, node.netns)
+                    ),
                     locked=self._locked,
                     log=_log,
                 )
@@ -430,7 +440,12 @@ class Supervisor:
             families: list[IPFamily] = ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
             for family in families:
                 servers = node_servers if family == "IPv4" else None
-                iptables = KernelIptables(node.netns, backend, family=family)
+                iptables = KernelIptables(
+                    node.netns,
+                    backend,
+                    family=family,
+                    lock_file=node_lock_file(self.name, node.netns),
+                )
                 agent: ProxyAgent | NftProxyAgent
                 if self.proxy_mode == "nftables":
                     agent = NftProxyAgent(
@@ -445,6 +460,7 @@ class Supervisor:
                         servers=servers,
                         sync_period=settings.sync_period,
                         family=family,
+                        input_cache=self.proxy_input_caches[family],
                     )
                 else:
                     agent = ProxyAgent(
@@ -458,6 +474,7 @@ class Supervisor:
                         servers=servers,
                         sync_period=settings.sync_period,
                         family=family,
+                        input_cache=self.proxy_input_caches[family],
                     )
                 self.proxies.append(agent)
         self.cloudlb = CloudLoadBalancer(
@@ -492,10 +509,9 @@ class Supervisor:
                 kubelet.start_new(plans)
                 if progress:
                     self.progress.done += 1
-            for proxy in self.proxies:
-                proxy.reconcile()
-                if progress:
-                    self.progress.done += 1
+            reconcile_nodes(self.proxies)
+            if progress:
+                self.progress.done += len(self.proxies)
             for kubelet in self.kubelets:
                 kubelet.sync_host_ports()  # after kube-proxy's (see netemu.node.kubelet)
                 # Deleted pods stop once the rules treat them as terminating.

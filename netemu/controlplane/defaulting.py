@@ -54,16 +54,39 @@ class DefaultingController:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        # The objects found fully defaulted on the last pass, by key: the very
+        # same stored object (a write replaces it) needs no second look. A
+        # pass over 5,000 Services otherwise defaults every one of them again
+        # after any change anywhere. Services are defaulted for the cluster's
+        # IP families: settled objects are forgotten when those change.
+        self._settled: dict[tuple[str, str, str], Any] = {}
+        self._families: list[IPFamily] | None = None
 
     def reconcile(self) -> bool:
         changed = False
         families = cast(list[IPFamily], read_settings(self.client).ip_families)
+        if families != self._families:
+            self._settled = {}
+            self._families = families
+        settled: dict[tuple[str, str, str], Any] = {}
+
+        def default(kind: str, obj: Any, defaulted: Any) -> bool:
+            key = (kind, obj.metadata.namespace or "", obj.metadata.name or "")
+            if self._settled.get(key) is obj:
+                settled[key] = obj
+                return False
+            new = defaulted(obj)
+            if new == obj:
+                settled[key] = obj
+            return write(self.client, obj, new)
+
         for svc in self.client.list(Service).items:
-            changed |= write(self.client, svc, default_service(svc, families))
+            changed |= default("Service", svc, lambda o: default_service(o, families))
         for ns in self.client.list(Namespace).items:
-            changed |= write(self.client, ns, default_namespace(ns))
+            changed |= default("Namespace", ns, default_namespace)
         for pod in self.client.list(Pod).items:
-            changed |= write(self.client, pod, default_pod(pod))
+            changed |= default("Pod", pod, default_pod)
+        self._settled = settled
         return changed
 
 

@@ -7,10 +7,13 @@ by rule); `noflush` keeps chains netemu does not own, as kube-proxy does.
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
+from netemu.kernel.journal import run_dir
 from netemu.rules.model import ParseError, RuleSet, parse_restore
 
 Backend = Literal["nft", "legacy"]
@@ -27,15 +30,27 @@ class Iptables(Protocol):
     def save(self) -> str: ...
 
 
+def node_lock_file(lab: str, netns: str) -> Path:
+    """The xtables lock of one node namespace of a lab, in the lab's run
+    directory (removed with it). A real node has its own /run/xtables.lock,
+    which iptables-restore holds while it writes (the legacy backend for
+    the whole restore); with the host's one lock, every node's kube-proxy
+    and kubelet waited for every other node's restores."""
+    return run_dir(lab) / f"xtables-{netns}.lock"
+
+
 @dataclass
 class KernelIptables:
     """iptables-restore / iptables-save of one backend, run in namespace
     `netns`; ip6tables-restore / ip6tables-save for the IPv6 family (kube-proxy's
-    IPv6 proxier)."""
+    IPv6 proxier). `lock_file`: the xtables lock its restores take
+    (XTABLES_LOCKFILE; see node_lock_file); None takes the host's,
+    /run/xtables.lock."""
 
     netns: str
     backend: Backend = "nft"
-    family: Family = "IPv4"
+    family: Family = field(default="IPv4", kw_only=True)
+    lock_file: Path | None = field(default=None, kw_only=True)
 
     @property
     def _tool(self) -> str:
@@ -49,7 +64,10 @@ class KernelIptables:
         cmd = [*self._command("restore"), "--counters"]
         if noflush:
             cmd.append("--noflush")
-        done = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False)
+        env = None
+        if self.lock_file is not None:
+            env = {**os.environ, "XTABLES_LOCKFILE": str(self.lock_file)}
+        done = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             raise IptablesError(f"{self._tool}-restore failed: {done.stderr.strip()}")
 

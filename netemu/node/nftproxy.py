@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.load import gc_paused
 from netemu.controlplane import Client, snapshot
+from netemu.controlplane.state import ClusterState
 from netemu.kernel.conntrack import Conntrack
 from netemu.kernel.iptables import Iptables
 from netemu.kernel.nftables import Nftables
@@ -65,6 +66,7 @@ from netemu.pipeline import proxy_input
 from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.flannel import flannel_config
 from netemu.rules.input import IPFamily, ProxyInput
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.nftables import TABLE, NftSyncState, nftables_mode_iptables, sync
 
 
@@ -90,6 +92,10 @@ class NftProxyAgent:
     # The IP family of this proxier: `ip kube-proxy` or `ip6 kube-proxy` (a
     # dual-stack node runs one agent per family, as kube-proxy's MetaProxier).
     family: IPFamily = "IPv4"
+    # Converts only the Services and EndpointSlices that changed since the
+    # last sync, as kube-proxy's change trackers; one may serve every node
+    # (of this family).
+    input_cache: ProxyInputCache | None = None
     last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
     # What the last successful sync left in the kernel (None: nothing yet).
     state: NftSyncState | None = field(default=None, init=False)
@@ -98,11 +104,17 @@ class NftProxyAgent:
     failed: bool = field(default=False, init=False)  # the last sync did not finish
     syncs: int = field(default=0, init=False)  # successful `nft -f` sync transactions
 
+    def _input(self, state: ClusterState) -> ProxyInput:
+        """What this proxier sees now, converted through its family's cache."""
+        if self.input_cache is None:
+            self.input_cache = ProxyInputCache(self.family)
+        return proxy_input(state, self.node, family=self.family, cache=self.input_cache)
+
     def reconcile(self) -> bool:
         """One sync if anything kube-proxy watches changed; True if it wrote rules."""
         with gc_paused():  # as ProxyAgent.reconcile
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            data = proxy_input(state, self.node, family=self.family)
+            data = self._input(state)
             if self.servers is not None:
                 node = state.node(self.node)
                 taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
@@ -131,7 +143,7 @@ class NftProxyAgent:
         """A full sync now."""
         with gc_paused():
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            self._sync(proxy_input(state, self.node, family=self.family), full=True)
+            self._sync(self._input(state), full=True)
 
     def _sync(self, data: ProxyInput, *, full: bool) -> None:
         previous = self.last_input

@@ -33,12 +33,15 @@ apart, as kube-proxy's) and the health check listeners follow it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.load import gc_paused
 from netemu.controlplane import Client, snapshot
+from netemu.controlplane.state import ClusterState
 from netemu.kernel.conntrack import Conntrack
 from netemu.kernel.iptables import Iptables
 from netemu.node.proxyhealth import (
@@ -55,6 +58,7 @@ from netemu.rules import names
 from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.flannel import ensure_flannel_rules, flannel_config
 from netemu.rules.input import IPFamily, ProxyInput
+from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import (
     CompileCache,
     compile_full_resync,
@@ -65,6 +69,32 @@ from netemu.rules.iptables import (
     rule_counts,
 )
 from netemu.rules.model import RuleSet, parse_restore
+
+
+class NodeProxy(Protocol):
+    """A node's kube-proxy agent, in either mode (ProxyAgent, NftProxyAgent)."""
+
+    def reconcile(self) -> bool: ...
+
+
+def reconcile_nodes(agents: Sequence[NodeProxy]) -> list[bool]:
+    """Every node's kube-proxy reconciles at once, each on its own thread,
+    as kube-proxies on real nodes do: one node's iptables-restore (a
+    process of its own, most of a partial sync) runs while another node
+    compiles or restores. Returns each agent's reconcile result; when one
+    fails, the others still finish and the first failure is raised.
+
+    The agents must not share anything but the client and an input cache
+    (both thread-safe)."""
+    if len(agents) <= 1:
+        return [agent.reconcile() for agent in agents]
+    # Paused once around all of them: each agent's own gc_paused finds it
+    # paused and leaves it so, rather than one agent turning the collector
+    # back on while another is still making its rules.
+    with gc_paused(), ThreadPoolExecutor(len(agents), thread_name_prefix="kube-proxy") as pool:
+        futures = [pool.submit(agent.reconcile) for agent in agents]
+        wait(futures)
+    return [future.result() for future in futures]
 
 
 def canary_gone(existing: RuleSet) -> bool:
@@ -88,6 +118,10 @@ class ProxyAgent:
     servers: NodeProxyServers | None = None
     sync_period: float = DEFAULT_SYNC_PERIOD
     clock: Callable[[], float] = time.monotonic
+    # Converts only the Services and EndpointSlices that changed since the
+    # last sync, as kube-proxy's change trackers; one may serve every node
+    # (of this family). None: the agent makes its own.
+    input_cache: ProxyInputCache | None = None
     last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
     last_check: float = field(default=0.0, init=False)
     last_full_sync: float = field(default=0.0, init=False)
@@ -100,6 +134,12 @@ class ProxyAgent:
     # family (kube-proxy's dual-stack proxier), the IPv6 one on ip6tables.
     family: IPFamily = "IPv4"
 
+    def _input(self, state: ClusterState) -> ProxyInput:
+        """What this proxier sees now, converted through its family's cache."""
+        if self.input_cache is None:
+            self.input_cache = ProxyInputCache(self.family)
+        return proxy_input(state, self.node, family=self.family, cache=self.input_cache)
+
     def reconcile(self) -> bool:
         """One sync if anything kube-proxy watches changed; True if it wrote rules."""
         # A sync makes rules and strings by the hundred thousand and frees
@@ -110,7 +150,7 @@ class ProxyAgent:
 
     def _reconcile(self) -> bool:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-        data = proxy_input(state, self.node, family=self.family)
+        data = self._input(state)
         if self.servers is not None:
             node = state.node(self.node)
             taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
@@ -139,7 +179,7 @@ class ProxyAgent:
         """A full sync now (kube-proxy's forceSyncProxyRules)."""
         with gc_paused():  # see reconcile
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            self._sync(proxy_input(state, self.node, family=self.family), full=True)
+            self._sync(self._input(state), full=True)
 
     def _sync(self, data: ProxyInput, *, full: bool) -> None:
         previous = self.last_input
@@ -156,7 +196,7 @@ class ProxyAgent:
         noflush = not first or not self.fresh_node
         try:
             if full:
-                sync = compile_sync(data)
+                sync = compile_sync(data, self.compile_cache)
                 total = written = rule_counts(sync)
                 flannel = flannel_config(self.lab, data.config.node_pod_cidr)
                 if first:

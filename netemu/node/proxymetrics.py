@@ -15,6 +15,8 @@ of partial syncs), and how many /healthz and /livez answers were 200 or 503.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -201,6 +203,9 @@ def rules_by_table(restore_text: str) -> dict[str, int]:
     return counts
 
 
+_MISSING = object()
+
+
 def changed_services(before: ProxyInput | None, after: ProxyInput) -> tuple[int, int]:
     """(Services whose ports changed, Services whose endpoints changed)
     between two syncs' inputs: what the informer events in between carried."""
@@ -217,24 +222,29 @@ def updated_services(
     (its change trackers drop a change that ends where it began, so a
     Service counts when what kube-proxy sees of it differs)."""
 
-    # Keyed dicts rather than sets: comparing them does not hash every
-    # endpoint, which at 25,000 endpoints is a good part of a partial sync.
-    def ports(data: ProxyInput | None) -> dict[tuple[str, str], dict[object, object]]:
-        out: dict[tuple[str, str], dict[object, object]] = {}
-        for sp in data.service_ports if data else ():
-            out.setdefault((sp.namespace, sp.name), {})[(sp.port_name, sp.protocol)] = sp
-        return out
-
-    def endpoints(data: ProxyInput | None) -> dict[tuple[str, str], dict[object, object]]:
-        out: dict[tuple[str, str], dict[object, object]] = {}
-        for (namespace, name, port, proto), eps in (data.endpoints if data else {}).items():
-            out.setdefault((namespace, name), {})[(port, proto)] = eps
-        return out
-
+    # Per service port, identity first: an unchanged Service's port and
+    # endpoints are the very objects of the last sync's input
+    # (netemu.rules.inputcache), so only the changed ones are compared, and
+    # nothing is hashed but the keys. A Service counts when one of its
+    # ports, or that port's endpoints, appeared, went or differs.
     def diff(
-        a: dict[tuple[str, str], dict[object, object]],
-        b: dict[tuple[str, str], dict[object, object]],
+        a: Mapping[tuple[str, str, str, str], object],
+        b: Mapping[tuple[str, str, str, str], object],
     ) -> set[tuple[str, str]]:
-        return {key for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
+        changed = {(key[0], key[1]) for key in a.keys() - b.keys()}
+        for key, value in b.items():
+            old = a.get(key, _MISSING)
+            if old is not value and old != value:
+                changed.add((key[0], key[1]))
+        return changed
 
-    return diff(ports(before), ports(after)), diff(endpoints(before), endpoints(after))
+    def ports(data: ProxyInput | None) -> dict[tuple[str, str, str, str], object]:
+        if data is None:
+            return {}
+        return {(sp.namespace, sp.name, sp.port_name, sp.protocol): sp for sp in data.service_ports}
+
+    if before is not None and before.service_ports is after.service_ports:
+        port_changes: set[tuple[str, str]] = set()
+    else:
+        port_changes = diff(ports(before), ports(after))
+    return port_changes, diff(before.endpoints if before else {}, after.endpoints)

@@ -157,9 +157,11 @@ def compile_node(
     return full
 
 
-def compile_sync(data: ProxyInput) -> RuleSet:
-    """kube-proxy's restore input for one sync of one node."""
-    return _Compiler(data).run()
+def compile_sync(data: ProxyInput, cache: CompileCache | None = None) -> RuleSet:
+    """kube-proxy's restore input for one sync of one node. `cache` (the
+    node's, see compile_partial_sync) is used and refilled: a full sync
+    leaves every Service port's rules in it for the partial syncs after it."""
+    return _Compiler(data, cache=cache).run()
 
 
 def compile_resync(data: ProxyInput, existing: RuleSet, *, sync: RuleSet | None = None) -> RuleSet:
@@ -319,21 +321,27 @@ class _Fragment:
     own_rules: tuple[Rule, ...]
 
 
+_CacheKey = tuple[str, str, str, str]  # (namespace, service, port name, protocol)
+_CacheEntry = tuple[ServicePortInfo, tuple[EndpointInfo, ...], _Fragment]
+
+
 @dataclass
 class CompileCache:
-    """Each Service port's compiled rules from the last compile, keyed by the
-    port and its endpoints, so that a sync recompiles only what changed. The
-    rules depend on nothing else but the node's config and large-cluster
-    mode; when either changes, everything is recompiled. Only the entries
-    the last compile used are kept. One cache per node (one kube-proxy)."""
+    """Each Service port's compiled rules from the last compile, with the
+    port and endpoints they were compiled from, so that a sync recompiles
+    only what changed. The rules depend on nothing else but the node's
+    config and large-cluster mode; when either changes, everything is
+    recompiled. Only the entries the last compile used are kept. One cache
+    per node (one kube-proxy).
+
+    Entries are found by the port's name and checked against its port and
+    endpoints, identity first: an unchanged Service's port and endpoints are
+    the very objects of the last sync (netemu.rules.inputcache), and hashing
+    them whole cost more than compiling a few changed ones."""
 
     context: tuple[ProxyConfig, bool] | None = None
-    fragments: dict[tuple[ServicePortInfo, tuple[EndpointInfo, ...]], _Fragment] = field(
-        default_factory=dict
-    )
-    used: dict[tuple[ServicePortInfo, tuple[EndpointInfo, ...]], _Fragment] = field(
-        default_factory=dict
-    )
+    fragments: dict[_CacheKey, _CacheEntry] = field(default_factory=dict)
+    used: dict[_CacheKey, _CacheEntry] = field(default_factory=dict)
     hits: int = 0  # in the last compile
 
     def start(self, config: ProxyConfig, large: bool) -> None:
@@ -344,16 +352,23 @@ class CompileCache:
         self.hits = 0
 
     def get(self, sp: ServicePortInfo, endpoints: tuple[EndpointInfo, ...]) -> _Fragment | None:
-        fragment = self.fragments.get((sp, endpoints))
-        if fragment is not None:
-            self.hits += 1
-            self.used[(sp, endpoints)] = fragment
+        key = (sp.namespace, sp.name, sp.port_name, sp.protocol)
+        entry = self.fragments.get(key)
+        if entry is None:
+            return None
+        cached_sp, cached_endpoints, fragment = entry
+        if not (cached_sp is sp or cached_sp == sp) or not (
+            cached_endpoints is endpoints or cached_endpoints == endpoints
+        ):
+            return None
+        self.hits += 1
+        self.used[key] = entry
         return fragment
 
     def put(
         self, sp: ServicePortInfo, endpoints: tuple[EndpointInfo, ...], fragment: _Fragment
     ) -> None:
-        self.used[(sp, endpoints)] = fragment
+        self.used[(sp.namespace, sp.name, sp.port_name, sp.protocol)] = (sp, endpoints, fragment)
 
     def finish(self) -> None:
         self.fragments, self.used = self.used, {}

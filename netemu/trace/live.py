@@ -41,7 +41,7 @@ from typing import Any
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
 from netemu.kernel.capture import Capture, Frame, write_pcap, write_pcapng
-from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
+from netemu.kernel.iptables import Backend, IptablesError, KernelIptables, node_lock_file
 from netemu.kernel.monitor import (
     NetlinkMonitor,
     conntrack_monitor,
@@ -323,7 +323,9 @@ def _run(
                 cleanup.callback(_drop_table(nftables, family, table))
                 setup.append(functools.partial(nftables.apply, text))
                 continue
-            iptables = KernelIptables(node.netns, backend)
+            iptables = KernelIptables(
+                node.netns, backend, lock_file=node_lock_file(topology.lab, node.netns)
+            )
             cleanup.callback(_quietly(iptables, scope.remove_text(chain)))
             # Legacy traces number the rules: read them as the flow meets them.
             setup.append(_restorer(iptables, text, saves if legacy else None, node.name))

@@ -4,6 +4,8 @@ both iptables backends. The fake adapter must agree with the kernel."""
 
 from __future__ import annotations
 
+import fcntl
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,3 +89,26 @@ def test_ip6tables_save_what_the_ipv6_proxier_compiled(namespace: str, backend: 
         assert canonical_ruleset(saved) == canonical_ruleset(compiled), node.metadata.name
     # The IPv4 tables of the namespace stay empty of kube-proxy's chains.
     assert "KUBE-SERVICES" not in KernelIptables(namespace, backend).save()
+
+
+def test_a_restore_takes_its_own_lock_file_not_the_hosts(namespace: str, tmp_path: Path) -> None:
+    """KernelIptables(lock_file=...) makes iptables-restore take that xtables
+    lock: it waits while another process holds that file, and does not wait
+    for a holder of another file (another node's lock). Legacy only:
+    iptables-nft-restore takes no xtables lock (nf_tables transactions)."""
+    backend: Backend = "legacy"
+    held, other = tmp_path / "held.lock", tmp_path / "other.lock"
+    text = "*filter\n:NETEMU-LOCK-TEST - [0:0]\nCOMMIT\n"
+    with open(held, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        KernelIptables(namespace, backend, lock_file=other).restore(text)  # does not wait
+        waiting = threading.Thread(
+            target=KernelIptables(namespace, backend, lock_file=held).restore, args=(text,)
+        )
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive()  # still waiting for the lock this test holds
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    waiting.join(10.0)
+    assert not waiting.is_alive()
+    assert "NETEMU-LOCK-TEST" in KernelIptables(namespace, backend).save()

@@ -7,8 +7,12 @@ import ipaddress
 
 from manifests import build
 
-from netemu.api.core import Service
-from netemu.controlplane import ClusterState
+from netemu.api.base import ObjectMeta
+from netemu.api.config import Lab
+from netemu.api.core import Service, ServicePort, ServiceSpec
+from netemu.controlplane import ClusterState, ControlPlane, LocalClient, Store
+from netemu.controlplane.allocator import ServiceAllocatorController
+from netemu.controlplane.defaulting import DefaultingController
 
 
 def service(state: ClusterState, name: str, namespace: str = "default") -> Service:
@@ -260,3 +264,57 @@ def test_health_check_node_port_only_for_load_balancer_with_local_policy() -> No
     assert service(state, "lb-cluster").spec.health_check_node_port is None
     assert service(state, "np-local").spec.health_check_node_port is None
     assert service(state, "lb-fixed").spec.health_check_node_port == 32000
+
+
+# ---------------------------------------------------------------- a control plane kept running
+
+
+def test_a_running_control_plane_defaults_and_allocates_every_later_change() -> None:
+    """The defaulting and allocator controllers skip objects they found
+    settled on an earlier pass: a Service added, changed back to needing
+    defaults, or a Lab whose service CIDR changes must still be seen."""
+    client = LocalClient(Store())
+    lab = Lab.model_validate(
+        {
+            "apiVersion": "netemu/v1alpha1",
+            "kind": "Lab",
+            "metadata": {"name": "lab"},
+            "spec": {"nodes": [{"name": "node-1", "underlayIP": "192.168.56.11"}]},
+        }
+    )
+    client.create(lab)
+    plane = ControlPlane(client, [DefaultingController(client), ServiceAllocatorController(client)])
+
+    def new_service(name: str) -> Service:
+        return Service(
+            metadata=ObjectMeta(name=name, namespace="default"),
+            spec=ServiceSpec(ports=[ServicePort(port=80)]),
+        )
+
+    client.create(new_service("a"))
+    plane.run_to_fixed_point()
+    a = client.get(Service, "default", "a")
+    assert a.spec.type == "ClusterIP" and a.spec.cluster_ip
+    assert not plane.run_round()  # settled
+
+    client.create(new_service("b"))  # added after a settled pass
+    plane.run_to_fixed_point()
+    b = client.get(Service, "default", "b")
+    assert b.spec.type == "ClusterIP" and b.spec.cluster_ip not in (None, a.spec.cluster_ip)
+
+    # A's defaults taken away by an update: defaulted again.
+    client.update(a.model_copy(update={"spec": a.spec.model_copy(update={"type": None})}))
+    plane.run_to_fixed_point()
+    assert client.get(Service, "default", "a").spec.type == "ClusterIP"
+
+    # A's address taken away: allocated again, from the current service CIDR.
+    a = client.get(Service, "default", "a")
+    gone: dict[str, object] = {"cluster_ip": None, "cluster_ips": []}
+    client.update(a.model_copy(update={"spec": a.spec.model_copy(update=gone)}))
+    stored = client.get(Lab, None, "lab")
+    spec = stored.spec.model_copy(update={"service_cidr": "10.100.0.0/16"})
+    client.update(stored.model_copy(update={"spec": spec}))
+    plane.run_to_fixed_point()
+    new_ip = client.get(Service, "default", "a").spec.cluster_ip
+    assert new_ip is not None
+    assert ipaddress.ip_address(new_ip) in ipaddress.ip_network("10.100.0.0/16")

@@ -132,6 +132,43 @@ def test_list_is_sorted_and_filters_by_labels(client: Client) -> None:
     assert [p.metadata.name for p in listed.items] == ["a", "b"]
 
 
+def test_a_list_sees_every_write_to_its_kind_made_since_the_last_list(client: Client) -> None:
+    # Store.list keeps each kind's sorted items between writes: each write
+    # of the kind must be seen by the next list, whatever was listed before.
+    def names() -> list[str]:
+        return [f"{p.metadata.namespace}/{p.metadata.name}" for p in client.list(Pod).items]
+
+    b = client.create(pod("b"))
+    assert names() == ["default/b"]
+    client.create(pod("a", "other"))
+    assert names() == ["default/b", "other/a"]
+    client.update(relabel(b, app="web"))
+    assert [p.metadata.labels for p in client.list(Pod, "default").items] == [{"app": "web"}]
+    assert [p.metadata.name for p in client.list(Pod, "other").items] == ["a"]
+    client.delete(Pod, "default", "b")
+    assert names() == ["other/a"]
+    assert client.list(Pod, "default").items == ()
+
+
+def test_a_list_of_one_kind_is_not_changed_by_writes_to_another(client: Client) -> None:
+    client.create(Node(metadata=ObjectMeta(name="n1")))
+    nodes = client.list(Node).items
+    client.create(pod("a"))
+    client.delete(Pod, "default", "a")
+    # The same sorted tuple: other kinds' writes neither show in it nor rebuild it.
+    assert client.list(Node).items is nodes
+
+
+def test_a_list_after_restore_sees_the_restored_objects() -> None:
+    store = Store()
+    store.create(pod("kept"))
+    saved = store.checkpoint()
+    store.create(pod("new"))
+    assert [p.metadata.name for p in store.list(Pod).items] == ["kept", "new"]
+    store.restore(saved)
+    assert [p.metadata.name for p in store.list(Pod).items] == ["kept"]
+
+
 def test_delete_with_stale_version_or_uid_precondition_is_a_conflict(client: Client) -> None:
     a = client.create(pod("a"))
     client.update(relabel(a, x="1"))

@@ -13,7 +13,7 @@ from netemu.api.core import Service
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects, snapshot
 from netemu.kernel.iptables import FakeIptables
-from netemu.node.proxy import ProxyAgent
+from netemu.node.proxy import ProxyAgent, reconcile_nodes
 from netemu.node.proxymetrics import ProxyMetrics
 from netemu.node.proxyservers import NodeProxyServers
 from netemu.pipeline import proxy_input
@@ -200,4 +200,46 @@ def test_a_failed_partial_sync_is_followed_by_a_full_one() -> None:
     assert declared_service_chains(cluster.kernel.inputs[-1]) == every & set(
         compile_sync(cluster.data()).tables["nat"].chains
     )
+    assert cluster.node_now() == cluster.fresh_node()
+
+
+def test_every_node_syncs_at_once_and_one_failure_does_not_stop_the_others() -> None:
+    cluster = Cluster()
+    other_kernel = Kernel()
+    other = ProxyAgent(
+        client=cluster.client,
+        node="node-2",
+        iptables=other_kernel,
+        lab=cluster.lab,
+        proxy_config=None,
+        input_cache=cluster.agent.input_cache,  # shared, as the supervisor's agents
+    )
+
+    def node2_fresh() -> object:
+        """node-2's rules (its node IPs and pod CIDR) in one first sync."""
+        data = proxy_input(snapshot(cluster.client, lab=cluster.lab), "node-2")
+        kernel = FakeIptables()
+        flannel = flannel_config(cluster.lab, data.config.node_pod_cidr)
+        kernel.restore(compile_node(data, flannel).render(), noflush=False)
+        return canonical_ruleset(parse_restore(kernel.save()))
+
+    def node2_now() -> object:
+        return canonical_ruleset(parse_restore(other_kernel.save()))
+
+    assert reconcile_nodes([cluster.agent, other]) == [True, True]
+    assert cluster.node_now() == cluster.fresh_node()
+    assert node2_now() == node2_fresh() != cluster.node_now()
+
+    before = node2_now()
+    cluster.edit_service("shop-lb", session_affinity="ClientIP")
+    cluster.kernel.fail = True
+    try:
+        reconcile_nodes([cluster.agent, other])
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("node-1's restore should have failed")
+    assert cluster.agent.failed and not other.failed
+    assert node2_now() == node2_fresh() != before  # node-2 synced the change all the same
+    assert reconcile_nodes([cluster.agent, other]) == [True, False]  # node-1 retries
     assert cluster.node_now() == cluster.fresh_node()

@@ -28,7 +28,12 @@ from netemu.node.proxyhealth import (
     proxy_settings,
     service_health_answer,
 )
-from netemu.node.proxymetrics import ProxyMetrics, changed_services, rules_by_table
+from netemu.node.proxymetrics import (
+    ProxyMetrics,
+    changed_services,
+    rules_by_table,
+    updated_services,
+)
 from netemu.pipeline import load_cluster, proxy_input
 from netemu.rules.input import EndpointInfo, ProxyInput
 from netemu.rules.iptables import compile_full_resync, compile_node
@@ -201,6 +206,37 @@ def test_rules_and_changes_are_counted_from_the_sync() -> None:
     assert changed_services(data, data) == (0, 0)
     fewer = dataclasses.replace(data, endpoints={})
     assert changed_services(data, fewer) == (0, len({k[:2] for k in data.endpoints}))
+
+
+def test_updated_services_names_each_service_whose_ports_or_endpoints_changed() -> None:
+    """kube-proxy's UpdatedServices: by value, whether or not the objects are
+    the same ones (updated_services compares identity first)."""
+    data = _lb_input()
+    first, second = data.service_ports[0], data.service_ports[1]
+    copied = dataclasses.replace(
+        data,
+        service_ports=tuple(dataclasses.replace(sp) for sp in data.service_ports),
+        endpoints={key: tuple(eps) for key, eps in data.endpoints.items()},
+    )
+    assert updated_services(data, copied) == (set(), set())  # equal, not identical
+    moved = dataclasses.replace(first, port=first.port + 1)
+    without_second = dataclasses.replace(
+        data,
+        service_ports=(moved, *(sp for sp in data.service_ports[1:] if sp.name != second.name)),
+    )
+    ports, endpoints = updated_services(data, without_second)
+    assert ports == {(first.namespace, first.name), (second.namespace, second.name)}
+    assert endpoints == set()
+    key = next(iter(data.endpoints))
+    one_less = {**data.endpoints, key: data.endpoints[key][1:]}
+    assert updated_services(data, dataclasses.replace(data, endpoints=one_less)) == (
+        set(),
+        {key[:2]},
+    )
+    added = {**data.endpoints, ("other", "svc", "", "tcp"): data.endpoints[key]}
+    assert updated_services(data, dataclasses.replace(data, endpoints=added))[1] == {
+        ("other", "svc")
+    }
 
 
 def test_full_resync_after_a_flush_restores_a_fresh_nodes_rules() -> None:

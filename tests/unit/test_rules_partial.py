@@ -366,3 +366,16 @@ def test_cached_compile_equals_uncached() -> None:
         assert cached.rules.render() == plain.rules.render()
         assert cached.skipped == plain.skipped
         assert cache.hits == hits
+
+
+def test_a_full_sync_fills_the_cache_for_the_partial_syncs_after_it() -> None:
+    """compile_sync with the node's cache leaves every Service port's rules
+    in it: the first partial sync after it recompiles only the changed one,
+    and writes what it would have written without the cache."""
+    before = state({"svc1": SVC1_EPS, "svc2": SVC2_EPS, "svc3": SVC3_EPS})
+    cache = CompileCache()
+    assert compile_sync(before, cache).render() == compile_sync(before).render()
+    after = state({"svc1": SVC1_EPS, "svc2": SVC2_EPS, "svc3": (ep("10.0.3.9", 80),)})
+    cached = compile_partial_sync(after, {ns("svc3")}, None, cache)
+    assert cache.hits == len(after.service_ports) - 1
+    assert cached.rules.render() == compile_partial_sync(after, {ns("svc3")}, None).rules.render()
