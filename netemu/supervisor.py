@@ -90,6 +90,7 @@ from netemu.kernel.owner import OutputDirectory
 from netemu.kernel.sockets import bind_pod_sockets, bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
+from netemu.trace.topology import node_ipv6_addresses
 from netemu.node import apiserver
 from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
@@ -677,6 +678,8 @@ class Supervisor:
                     "netns": running.plan.netns,
                     "node": running.plan.node,
                     "ip": running.plan.ip,
+                    # Its IPv6 address on a dual-stack lab ("" if none).
+                    "ip6": running.plan.ip6,
                     "hostNetwork": running.plan.host_network,
                     "hostname": running.plan.hostname,
                     # A hostNetwork pod's own /etc files, which `netemu exec`
@@ -713,11 +716,14 @@ class Supervisor:
                         n.underlay_ip,
                         n.bridge_ip,
                         *([n.vtep_ip] if n.overlay == "vxlan" else []),
+                        # A dual-stack node's IPv6 ones, underlay first.
+                        *(node_ipv6_addresses(n.ipv6, n.overlay) if n.ipv6 else []),
                     ],
+                    "ip6": n.ipv6.underlay_ip if n.ipv6 else "",
                 }
                 for n in plan.nodes
             },
-            "clients": {c.name: {"netns": c.netns, "ip": c.ip} for c in plan.clients},
+            "clients": {c.name: {"netns": c.netns, "ip": c.ip, "ip6": c.ip6} for c in plan.clients},
             "loadBalancer": {
                 "netns": plan.load_balancer.netns,
                 "ip": plan.load_balancer.ip,

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import json
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ from typing import Any
 from netemu.controlplane.state import ClusterState
 from netemu.kernel import probe
 from netemu.kernel.capture import Capture, Frame, write_pcap, write_pcapng
-from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
+from netemu.kernel.iptables import Backend, Family, IptablesError, KernelIptables
 from netemu.kernel.monitor import (
     NetlinkMonitor,
     conntrack_monitor,
@@ -239,7 +240,9 @@ def predict(flow: Flow, topology: Topology) -> Simulation:
     assert flow.entry_node is not None
     node = topology.nodes[flow.entry_node]
     backend: Backend = "legacy" if topology.backend == "legacy" else "nft"
-    ruleset = parse_restore(KernelIptables(node.netns, backend).save())
+    # An IPv6 flow meets kube-proxy's IPv6 proxier: ip6tables' rules.
+    family: Family = "IPv6" if scope.is_ipv6(flow) else "IPv4"
+    ruleset = parse_restore(KernelIptables(node.netns, backend, family).save())
     packet = Packet(src=flow.source.ip, dst=flow.dst, dport=flow.dport, proto=flow.proto)
     if topology.proxy_mode == "nftables":
         # kube-proxy's table and iptables-nft's (kubelet, flanneld), walked together.
@@ -251,14 +254,19 @@ def predict(flow: Flow, topology: Topology) -> Simulation:
 def _source_port(flow: Flow) -> int:
     if flow.proto == "icmp":
         return secrets.randbelow(0xFFFF - 1) + 1  # the echo id
-    return probe.free_port(flow.source.netns, flow.proto)
+    family = socket.AF_INET6 if scope.is_ipv6(flow) else socket.AF_INET
+    return probe.free_port(flow.source.netns, flow.proto, family)
 
 
 def capture_namespaces(flow: Flow, topology: Topology, endpoints: Iterable[str]) -> list[str]:
     """The source, every node, the underlay switch, and every pod the flow
     may be delivered to (the destination pod, or any predicted endpoint)."""
-    ips = {flow.dst, *(e.rsplit(":", 1)[0] for e in endpoints)}
-    pods = [p.netns for p in topology.pods.values() if p.ip in ips and not p.host_network]
+    ips = {flow.dst, *(e.rsplit(":", 1)[0].strip("[]") for e in endpoints)}
+    pods = [
+        p.netns
+        for p in topology.pods.values()
+        if (p.ip in ips or p.ip6 in ips) and not p.host_network
+    ]
     names = [flow.source.netns, *(n.netns for n in topology.nodes.values()), topology.underlay]
     if topology.load_balancer is not None and flow.source.kind == "client":
         names.append(topology.load_balancer.netns)
@@ -289,6 +297,14 @@ def _run(
     legacy = topology.backend == "legacy" and not nft_mode
     backend: Backend = "legacy" if legacy else "nft"
     chain = scope.chain_name(trace_id)
+    # An IPv6 flow's TRACE rules go to ip6tables' raw table.
+    family_of_rules: Family = "IPv6" if scope.is_ipv6(flow) else "IPv4"
+    if legacy and family_of_rules == "IPv6":
+        raise LabUsageError(
+            f"{flow.describe()}: the legacy iptables backend cannot trace IPv6: its rule "
+            "tracer is NFLOG through nf_log's IPv4 logger (netemu.kernel.nflog); use the "
+            "nft backend"
+        )
     with ExitStack() as cleanup:
         capture = Capture(capture_namespaces(flow, topology, prediction.endpoints))
         capture.start()
@@ -323,7 +339,7 @@ def _run(
                 cleanup.callback(_drop_table(nftables, family, table))
                 setup.append(functools.partial(nftables.apply, text))
                 continue
-            iptables = KernelIptables(node.netns, backend)
+            iptables = KernelIptables(node.netns, backend, family_of_rules)
             cleanup.callback(_quietly(iptables, scope.remove_text(chain)))
             # Legacy traces number the rules: read them as the flow meets them.
             setup.append(_restorer(iptables, text, saves if legacy else None, node.name))

@@ -118,7 +118,7 @@ def test_udp_service_port_is_chosen_by_protocol() -> None:
         ("node-1", "node-2", None, "tcp", "a node needs a port"),
         ("node-1", "10.96.0.99", None, "tcp", "give the destination port with --port"),
         ("node-1", "web", None, "gre", "--proto 'gre': expected one of tcp, udp, icmp"),
-        ("node-1", "node-3:30080", None, "tcp", "'node-3' is neither a node nor an IPv4 address"),
+        ("node-1", "node-3:30080", None, "tcp", "'node-3' is neither a node nor an IP address"),
         ("client", "10.244.1.2:8080", None, "tcp", "an external client has no route to pod"),
         ("client", "node-1:0", None, "tcp", "TO 'node-1:0': port 0 is not in 1-65535"),
         ("client", "node-1:65536", None, "tcp", "port 65536 is not in 1-65535"),
