@@ -90,7 +90,6 @@ from netemu.kernel.owner import OutputDirectory
 from netemu.kernel.sockets import bind_pod_sockets, bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
-from netemu.trace.topology import node_ipv6_addresses
 from netemu.node import apiserver
 from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
@@ -106,7 +105,7 @@ from netemu.node.testserver import TestServers
 from netemu.pipeline import proxy_mode
 from netemu.rules.input import IPFamily
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
-from netemu.trace.topology import Topology
+from netemu.trace.topology import Topology, node_ipv6_addresses
 
 # Containers' logs, under the lab's run directory.
 LOGS = "logs"

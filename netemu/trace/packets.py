@@ -110,7 +110,7 @@ class IpPacket:
         """ "src:sport → dst:dport proto" ("src → dst proto" without ports)."""
         if self.proto == "icmp" or self.sport is None or self.dport is None:
             return f"{self.src} → {self.dst} {self.proto}"
-        return f"{self.src}:{self.sport} → {self.dst}:{self.dport} {self.proto}"
+        return f"{_at(self.src, self.sport)} → {_at(self.dst, self.dport)} {self.proto}"
 
     def summary(self) -> str:
         """One line, e.g. "10.244.0.2:41522 → 10.96.0.10:53 udp ttl=64",
@@ -200,6 +200,11 @@ def identity(packet: IpPacket) -> tuple[object, ...]:
         packet.payload_digest,
         packet.length,
     )
+
+
+def _at(ip: str, port: int) -> str:
+    """`ip:port`; `[ip]:port` for IPv6."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _ip_of(frame: bytes) -> tuple[Ether, bytes] | None:

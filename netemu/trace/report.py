@@ -625,15 +625,20 @@ def _flooded_copy(seen: _Seen, topology: Topology) -> bool:
 
 def _is_refusal(p: IpPacket) -> bool:
     """An answer that refuses the flow: an ICMP destination-unreachable
-    about it, or a TCP RST."""
-    return p.icmp_type == 3 or bool(p.tcp_flags and "R" in p.tcp_flags)
+    about it (ICMPv6: type 1), or a TCP RST."""
+    unreachable = 1 if p.version == 6 else 3
+    return p.icmp_type == unreachable or bool(p.tcp_flags and "R" in p.tcp_flags)
 
 
 def _refuses(p: IpPacket) -> bool:
     """A refusal a socket reports as "connection refused" (ECONNREFUSED):
     a RST, or ICMP port-unreachable (Linux maps port-unreachable to
-    ECONNREFUSED; it is what kube-proxy's REJECT rules send)."""
-    return (p.icmp_type, p.icmp_code) == (3, 3) or bool(p.tcp_flags and "R" in p.tcp_flags)
+    ECONNREFUSED; it is what kube-proxy's REJECT rules send). ICMPv6's
+    port-unreachable is type 1 code 4 (RFC 4443)."""
+    port_unreachable = (1, 4) if p.version == 6 else (3, 3)
+    return (p.icmp_type, p.icmp_code) == port_unreachable or bool(
+        p.tcp_flags and "R" in p.tcp_flags
+    )
 
 
 def _leg_observations(seen: Sequence[_Seen], leg: str, origin: str | None) -> list[_Seen]:
