@@ -177,3 +177,52 @@ def test_icmp_trace_rules_match_addresses_only() -> None:
         f"-d {f.dst}/32 -p icmp",
         f"-s {f.dst}/32 -p icmp",
     ]
+
+
+# -- IPv6 (controlplane/dualstack) ---------------------------------------------
+
+
+def _v6_cluster_ip(svc: str) -> str:
+    spec = service("dualstack", svc)["spec"]
+    assert isinstance(spec, dict)
+    return next(ip for ip in spec["clusterIPs"] if ":" in ip)
+
+
+def test_pod_to_an_ipv6_cluster_ip_in_brackets_sends_from_its_ipv6_address() -> None:
+    _, topology = lab("dualstack")
+    pod = pod_on("dualstack", "node-1")
+    ip = _v6_cluster_ip("web-v6")
+    f = flow("dualstack", pod, f"[{ip}]:80")
+    assert (f.dst, f.dport, f.service, f.entry_node) == (ip, 80, "default/web-v6", "node-1")
+    assert f.source.ip == topology.pods[pod].ip6 and ":" in f.source.ip
+    assert f.target == "Service default/web-v6 port 80/TCP (ClusterIP)"
+    # A bare address with --port means the same.
+    assert flow("dualstack", pod, ip, port=80) == f
+
+
+def test_client_to_an_ipv6_node_port_enters_at_that_node() -> None:
+    f = flow("dualstack", "client", "[fd00:56::12]:30080")
+    assert (f.entry_node, f.source.ip, f.service) == (
+        "node-2",
+        "fd00:56::20",
+        "default/web-nodeport",
+    )
+    assert f.target == "NodePort 30080 of Service default/web-nodeport on node node-2"
+
+
+def test_bracketed_words_that_are_not_addresses_are_refused() -> None:
+    with pytest.raises(FlowError, match="neither a node nor an IP address"):
+        flow("dualstack", "client", "[node-9]:30080")
+
+
+def test_ipv6_trace_rules_are_ip6tables_rules() -> None:
+    pod = pod_on("dualstack", "node-1")
+    ip = _v6_cluster_ip("web-v6")
+    f = flow("dualstack", pod, f"[{ip}]:80")
+    matches = scope.trace_matches(f, 40000, ["[fd00:10:244:1::2]:8080"])
+    src = f.source.ip
+    assert f"-s {src}/128 -p tcp -m tcp --sport 40000" in matches
+    assert f"-d {src}/128 -p icmpv6" in matches
+    assert "-d fd00:10:244:1::2/128 -p tcp -m tcp --dport 8080" in matches
+    assert f"-d {ip}/128 -p tcp -m tcp --dport 80" in matches
+    assert not any("/32" in m for m in matches)
