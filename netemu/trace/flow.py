@@ -412,3 +412,63 @@ def named_port(state: ClusterState, topology: Topology, to: str, name: str, prot
             f"its port names: {named}"
         )
     raise FlowError(f"--port {name!r}: a port name needs a Service or pod as TO, got {to!r}")
+
+
+FAMILIES = ("IPv4", "IPv6")
+
+
+def to_family(
+    state: ClusterState, topology: Topology, to: str, family: str, port: int | None, proto: str
+) -> str:
+    """TO as an address of `family` (`--family IPv6`, `-6`): a Service's
+    clusterIP of that family (`spec.clusterIPs`, as kube-proxy's proxier of
+    that family programs it), a node's or a pod's address of that family;
+    `[ADDRESS]:PORT` for IPv6. An address literal must already be of that
+    family."""
+    if family not in FAMILIES:
+        raise FlowError(f"--family {family!r}: expected one of {', '.join(FAMILIES)}")
+    v6 = family == "IPv6"
+
+    def written(ip: str, port_number: int | None) -> str:
+        if port_number is None:
+            return ip
+        return f"[{ip}]:{port_number}" if v6 else f"{ip}:{port_number}"
+
+    kind, word = _split_kind(to)
+    split = _split_host_port(word) if kind is None else None
+    host, port_text = split or (word, "")
+    if _is_ip(host):
+        if _is_ipv6(host) != v6:
+            raise FlowError(f"TO {to!r} is not an {family} address (--family {family})")
+        return to
+    if split is not None and port_text.isdigit() and host in topology.nodes:
+        return written(_node_address(topology, host, family, to), int(port_text))
+    if kind in (None, "service"):
+        svc = _find_service(state, word)
+        if svc is not None:
+            ips = [ip for ip in _cluster_ips(svc) if ip != "None" and _is_ipv6(ip) == v6]
+            if not ips:
+                raise FlowError(
+                    f"TO {to!r}: Service {_svc_key(svc)} has no {family} clusterIP "
+                    f"(its clusterIPs: {', '.join(_cluster_ips(svc)) or 'none'})"
+                )
+            if proto == "icmp":
+                return ips[0]
+            return written(ips[0], _service_port(svc, port, proto, repr(to)).port)
+    if kind in (None, "pod") and _pod_key(word) in topology.pods:
+        pod = topology.pods[_pod_key(word)]
+        ip = pod.ip6 if v6 else pod.ip
+        if not ip:
+            raise FlowError(f"TO {to!r}: pod {pod.key} has no {family} address")
+        return written(ip, port) if port is not None else ip
+    if kind in (None, "node") and word in topology.nodes:
+        return _node_address(topology, word, family, to)
+    return to  # not a name a family applies to: resolve_flow says what is wrong
+
+
+def _node_address(topology: Topology, name: str, family: str, to: str) -> str:
+    node = topology.nodes[name]
+    ip = node.ip6 if family == "IPv6" else node.ip
+    if not ip:
+        raise FlowError(f"TO {to!r}: node {name} has no {family} address")
+    return ip

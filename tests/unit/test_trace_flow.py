@@ -12,7 +12,7 @@ from netemu.controlplane.state import ClusterState
 from netemu.net.plan import plan_lab
 from netemu.pipeline import load_cluster
 from netemu.trace import scope
-from netemu.trace.flow import Flow, FlowError, resolve_flow
+from netemu.trace.flow import Flow, FlowError, resolve_flow, to_family
 from netemu.trace.topology import Topology
 
 CONTROLPLANE = Path(__file__).parents[2] / "controlplane"
@@ -185,7 +185,7 @@ def test_icmp_trace_rules_match_addresses_only() -> None:
 def _v6_cluster_ip(svc: str) -> str:
     spec = service("dualstack", svc)["spec"]
     assert isinstance(spec, dict)
-    return next(ip for ip in spec["clusterIPs"] if ":" in ip)
+    return str(next(ip for ip in spec["clusterIPs"] if ":" in ip))
 
 
 def test_pod_to_an_ipv6_cluster_ip_in_brackets_sends_from_its_ipv6_address() -> None:
@@ -226,3 +226,29 @@ def test_ipv6_trace_rules_are_ip6tables_rules() -> None:
     assert "-d fd00:10:244:1::2/128 -p tcp -m tcp --dport 8080" in matches
     assert f"-d {ip}/128 -p tcp -m tcp --dport 80" in matches
     assert not any("/32" in m for m in matches)
+
+
+def test_family_ipv6_names_a_services_ipv6_cluster_ip_and_a_nodes_ipv6_address() -> None:
+    state, topology = lab("dualstack")
+    web = service("dualstack", "web")["spec"]
+    assert isinstance(web, dict)
+    v4, v6 = web["clusterIPs"]
+    assert to_family(state, topology, "web", "IPv6", None, "tcp") == f"[{v6}]:80"
+    assert to_family(state, topology, "svc/web", "IPv4", None, "tcp") == f"{v4}:80"
+    assert to_family(state, topology, "web", "IPv6", None, "icmp") == v6
+    assert to_family(state, topology, "node-2:30080", "IPv6", None, "tcp") == "[fd00:56::12]:30080"
+    pod = pod_on("dualstack", "node-1")
+    assert to_family(state, topology, pod, "IPv6", 8080, "tcp") == (
+        f"[{topology.pods[pod].ip6}]:8080"
+    )
+
+
+def test_family_refuses_what_has_no_address_of_that_family() -> None:
+    state, topology = lab("dualstack")
+    with pytest.raises(FlowError, match="Service default/web-v6 has no IPv4 clusterIP"):
+        to_family(state, topology, "web-v6", "IPv4", None, "tcp")
+    with pytest.raises(FlowError, match="is not an IPv6 address"):
+        to_family(state, topology, "10.96.0.1:443", "IPv6", None, "tcp")
+    state4, topology4 = lab("default")
+    with pytest.raises(FlowError, match="node node-1 has no IPv6 address"):
+        to_family(state4, topology4, "node-1:30080", "IPv6", None, "tcp")
