@@ -13,7 +13,9 @@ Order of work, so that nothing the flow does goes unseen:
    nftables mode: `nft monitor trace`, which reports kube-proxy's table and
    iptables-nft's alike), install TRACE rules scoped to the flow (nftables
    mode: `meta nftrace set 1` rules in a `netemu-trace-<id>` table of the
-   tracer's own, netemu.trace.scope), and wait until each monitor is
+   tracer's own, netemu.trace.scope; an IPv6 flow: ip6tables' raw table,
+   or the table in family ip6, and `nft monitor trace` in either mode, see
+   _run), and wait until each monitor is
    subscribed (legacy: also read the node's rules, which number the
    traced rules);
 3. send the flow (a kernel socket: TCP handshake, an HTTP GET, the close;

@@ -10,12 +10,14 @@ One lab per mode, up for the module and always taken down."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from live_helpers import lab_name, mode_copy, running_lab
+from live_helpers import REPO, lab_name, mode_copy, running_lab
 from scapy.layers.inet import TCP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.utils import rdpcap
@@ -25,6 +27,7 @@ from netemu.trace.render import prediction_differences
 
 pytestmark = pytest.mark.privileged
 
+NETEMU = REPO / ".venv" / "bin" / "netemu"
 CLIENT_V6 = "fd00:56::20"
 NODE_V6 = {"node-1": "fd00:56::11", "node-2": "fd00:56::12"}
 NODE_PORT_CLUSTER = 30080  # web-nodeport: externalTrafficPolicy Cluster
@@ -144,3 +147,18 @@ def test_icmpv6_echo_to_a_cluster_ip(lab: LiveLab, tmp_path: Path) -> None:
         assert errors[-1]["src"] == "fd00:56::1" and errors[-1]["icmpCode"] == 0
     echoes = [p for p in _merged(data) if p.haslayer(ICMPv6EchoRequest)]
     assert echoes and echoes[0].dst == cluster_ip
+
+
+def test_cli_family_ipv6_traces_a_named_service_at_its_ipv6_cluster_ip(
+    lab: LiveLab, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [str(NETEMU), "trace", "--lab", lab.name, f"pod/{_coredns(lab)}", "default/web", "-6",
+         "-o", "json", "--check", "--captures", str(tmp_path / "captures")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["packet"]["dst"] == _v6_cluster_ip(lab, "web")
+    assert data["to"] == "Service default/web port 80/TCP (ClusterIP)"
+    assert data["outcome"] == "delivered"
