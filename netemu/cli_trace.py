@@ -57,6 +57,14 @@ REPORT = "trace.json"
     "--proto", type=click.Choice(["tcp", "udp", "icmp", "sctp"]), default="tcp", show_default=True
 )
 @click.option(
+    "--family",
+    type=click.Choice(["IPv4", "IPv6"]),
+    help="(live) The IP family of TO named as a Service, node or pod: its clusterIP, or "
+    "address, of that family (default: the Service's first clusterIP, the IPv4 address). "
+    "An IPv6 address is written [ADDRESS]:PORT or ADDRESS with --port.",
+)
+@click.option("-6", "ipv6", is_flag=True, help="(live) Same as --family IPv6.")
+@click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option("--no-pcap", is_flag=True, help="Write no pcaps and no trace.json.")
@@ -118,6 +126,8 @@ def trace(
     port_text: str | None,
     namespace: str | None,
     proto: str,
+    family: str | None,
+    ipv6: bool,
     output: str,
     no_pcap: bool,
     captures: Path,
@@ -177,10 +187,15 @@ def trace(
             raise UsageError("--cacert goes with TO an https:// URL")
         if proto == "sctp":
             raise UsageError("--proto sctp: live traces send tcp, udp or icmp")
+        if ipv6 and family == "IPv4":
+            raise UsageError("-6 and --family IPv4 disagree")
+        family_of_to = "IPv6" if ipv6 else family
         source, target = frm, to
         if namespace is not None or isinstance(port, str):
             source, target, port = _live_names(lab_opt, frm, to, port, proto, namespace)
         assert not isinstance(port, str)
+        if family_of_to is not None:
+            target = _live_family(lab_opt, target, family_of_to, port, proto)
         report = live_trace(
             lab_opt, source, target, port, proto, output, not no_pcap, captures, timeout, svg
         )
@@ -286,6 +301,18 @@ def _live_names(
     lab = LiveLab(resolve_lab(lab_opt))
     state = lab.cluster_state()
     return _named(state, lab.topology(), frm, to, port, proto, namespace)
+
+
+def _live_family(lab_opt: str | None, to: str, family: str, port: int | None, proto: str) -> str:
+    """TO as an address of `family` in the live lab (netemu.trace.flow.to_family)."""
+    from netemu.trace.flow import FlowError, to_family
+
+    require_root("trace")
+    lab = LiveLab(resolve_lab(lab_opt))
+    try:
+        return to_family(lab.cluster_state(), lab.topology(), to, family, port, proto)
+    except FlowError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _trace_offline(

@@ -106,7 +106,7 @@ from netemu.pipeline import proxy_mode
 from netemu.rules.input import IPFamily
 from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
-from netemu.trace.topology import Topology
+from netemu.trace.topology import Topology, node_ipv6_addresses
 
 # Containers' logs, under the lab's run directory.
 LOGS = "logs"
@@ -693,6 +693,8 @@ class Supervisor:
                     "netns": running.plan.netns,
                     "node": running.plan.node,
                     "ip": running.plan.ip,
+                    # Its IPv6 address on a dual-stack lab ("" if none).
+                    "ip6": running.plan.ip6,
                     "hostNetwork": running.plan.host_network,
                     "hostname": running.plan.hostname,
                     # A hostNetwork pod's own /etc files, which `netemu exec`
@@ -729,11 +731,14 @@ class Supervisor:
                         n.underlay_ip,
                         n.bridge_ip,
                         *([n.vtep_ip] if n.overlay == "vxlan" else []),
+                        # A dual-stack node's IPv6 ones, underlay first.
+                        *(node_ipv6_addresses(n.ipv6, n.overlay) if n.ipv6 else []),
                     ],
+                    "ip6": n.ipv6.underlay_ip if n.ipv6 else "",
                 }
                 for n in plan.nodes
             },
-            "clients": {c.name: {"netns": c.netns, "ip": c.ip} for c in plan.clients},
+            "clients": {c.name: {"netns": c.netns, "ip": c.ip, "ip6": c.ip6} for c in plan.clients},
             "loadBalancer": {
                 "netns": plan.load_balancer.netns,
                 "ip": plan.load_balancer.ip,

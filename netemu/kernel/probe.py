@@ -227,13 +227,14 @@ def udp_request(
     )
 
 
-def free_port(netns_name: str, proto: str) -> int:
+def free_port(netns_name: str, proto: str, family: int = socket.AF_INET) -> int:
     """A source port nothing in `netns_name` uses now, chosen by the kernel
-    from its ephemeral range (the socket that found it is closed again)."""
+    from its ephemeral range (the socket that found it is closed again);
+    `family` AF_INET6 for a port free on IPv6."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    sock = netns.open_socket(netns_name, socket.AF_INET, kind)
+    sock = netns.open_socket(netns_name, family, kind)
     try:
-        sock.bind(("0.0.0.0", 0))
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         return int(sock.getsockname()[1])
     finally:
         sock.close()
@@ -253,7 +254,10 @@ def source_address(netns_name: str, host: str) -> str:
 def icmp_echo(netns_name: str, host: str, ident: int, timeout: float = 2.0) -> ProbeResult:
     """One ICMP echo request (built with Scapy) from inside `netns_name` on a
     raw socket, waiting for the echo reply with the same id; an ICMP
-    destination unreachable about it is "unreachable"."""
+    destination unreachable about it is "unreachable"; ICMPv6 for an IPv6
+    `host`."""
+    if _family(host) == socket.AF_INET6:
+        return _icmpv6_echo(netns_name, host, ident, timeout)
     from scapy.layers.inet import ICMP, IP
 
     started = time.monotonic()
@@ -283,6 +287,64 @@ def icmp_echo(netns_name: str, host: str, ident: int, timeout: float = 2.0) -> P
                 return ProbeResult(
                     outcome="unreachable",
                     detail=f"ICMP type {icmp.type} code {icmp.code} from {packet.src}",
+                    elapsed=time.monotonic() - started,
+                )
+    except OSError as exc:
+        return _failure(exc, started)
+    finally:
+        sock.close()
+
+
+def _icmpv6_echo(netns_name: str, host: str, ident: int, timeout: float) -> ProbeResult:
+    """icmp_echo over IPv6: an ICMPv6 echo request on a raw ICMPv6 socket
+    (the kernel fills in its checksum, RFC 3542), whose reads start at the
+    ICMPv6 header (an IPv6 raw socket hands over no IP header)."""
+    from scapy.layers.inet6 import (
+        ICMPv6DestUnreach,
+        ICMPv6EchoReply,
+        ICMPv6EchoRequest,
+        ICMPv6TimeExceeded,
+        IPerror6,
+    )
+
+    started = time.monotonic()
+    try:
+        sock = netns.open_socket(
+            netns_name, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6
+        )
+    except OSError as exc:
+        return _failure(exc, started)
+    try:
+        sock.sendto(
+            bytes(ICMPv6EchoRequest(id=ident, seq=1, data=b"netemu trace", cksum=0)), (host, 0)
+        )
+        deadline = started + timeout
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            data, sender = sock.recvfrom(_MAX_DATAGRAM)
+            if data[0] == 129:
+                if ICMPv6EchoReply(data).id == ident:
+                    return ProbeResult(
+                        outcome="answered",
+                        body=f"echo reply from {sender[0]}",
+                        elapsed=time.monotonic() - started,
+                    )
+                continue
+            error = (
+                ICMPv6DestUnreach(data)
+                if data[0] == 1
+                else ICMPv6TimeExceeded(data)
+                if data[0] == 3
+                else None
+            )
+            if error is None:
+                continue
+            quoted = error.getlayer(IPerror6)
+            echo = quoted.getlayer(ICMPv6EchoRequest) if quoted is not None else None
+            if echo is not None and echo.id == ident:
+                return ProbeResult(
+                    outcome="unreachable",
+                    detail=f"ICMPv6 type {data[0]} code {data[1]} from {sender[0]}",
                     elapsed=time.monotonic() - started,
                 )
     except OSError as exc:

@@ -63,11 +63,46 @@ class Flow:
 
 
 def _is_ip(text: str) -> bool:
+    """An IPv4 or IPv6 address literal (IPv6 without brackets)."""
     try:
-        netaddr.IPAddress(text, version=4)
+        netaddr.IPAddress(text)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         return False
     return True
+
+
+def _is_ipv6(text: str) -> bool:
+    return _is_ip(text) and ":" in text
+
+
+def _split_host_port(word: str) -> tuple[str, str] | None:
+    """`HOST:PORT`, or for IPv6 `[ADDRESS]:PORT` as curl and URLs write it;
+    None when `word` has no port (a bare IPv6 address has colons of its own)."""
+    if word.startswith("["):
+        host, sep, rest = word[1:].partition("]")
+        if not sep:
+            return None
+        return (host, rest[1:]) if rest.startswith(":") else (host, "")
+    if _is_ipv6(word):
+        return None
+    host, sep, port_text = word.rpartition(":")
+    return (host, port_text) if sep else None
+
+
+def _source_for(source: Source, topology: Topology, dst: str) -> Source:
+    """The source with its address of the destination's family (a dual-stack
+    pod, node or client sends to an IPv6 address from its IPv6 one)."""
+    if not _is_ipv6(dst):
+        return source
+    if source.kind == "pod":
+        ip6 = topology.pods[source.name].ip6
+    elif source.kind == "node":
+        ip6 = topology.nodes[source.name].ip6
+    else:
+        ip6 = topology.clients[source.name].ip6
+    if not ip6:
+        raise FlowError(f"{source.label} has no IPv6 address: it cannot send to {dst}")
+    return Source(source.kind, source.name, source.netns, ip6, source.node)
 
 
 def _split_kind(word: str) -> tuple[str | None, str]:
@@ -164,6 +199,7 @@ def resolve_flow(
     dst, dport, target, service = _resolve_destination(state, topology, source, to, port, proto)
     if proto == "icmp":
         dport = 0
+    source = _source_for(source, topology, dst)
     if source.kind == "client" and service is not None and _is_cluster_ip(state, dst):
         raise FlowError(
             f"TO {to!r}: an external client cannot reach a ClusterIP; trace to a NodePort "
@@ -196,8 +232,11 @@ def _resolve_destination(
     proto: str,
 ) -> tuple[str, int, str, str | None]:
     kind, word = _split_kind(to)
-    host, sep, port_text = word.rpartition(":")
-    if sep and kind is None and port_text.isdigit():
+    split = _split_host_port(word) if kind is None else None
+    host, port_text = split or ("", "")
+    if split is not None and not port_text and _is_ipv6(host):
+        word = host  # [ADDRESS] alone
+    if split is not None and port_text.isdigit():
         # NODE:PORT or IP:PORT
         if not 1 <= int(port_text) <= 65535:
             raise FlowError(f"TO {to!r}: port {port_text} is not in 1-65535")
@@ -208,7 +247,7 @@ def _resolve_destination(
             return _by_address(state, topology, node.ip, int(port_text), proto, f"node {host}")
         if _is_ip(host):
             return _by_address(state, topology, host, int(port_text), proto, None)
-        raise FlowError(f"TO {to!r}: {host!r} is neither a node nor an IPv4 address")
+        raise FlowError(f"TO {to!r}: {host!r} is neither a node nor an IP address")
     if kind is None and _is_ip(word):
         if port is None and proto != "icmp":
             pod = topology.pod_of_ip(word)
@@ -232,7 +271,7 @@ def _resolve_destination(
         f"{s.metadata.namespace or 'default'}/{s.metadata.name}" for s in state.services
     )
     raise FlowError(
-        f"TO {to!r}: not a Service, pod, node or IPv4 address of lab {topology.lab}; "
+        f"TO {to!r}: not a Service, pod, node or IP address of lab {topology.lab}; "
         f"Services: {', '.join(services) or 'none'}"
     )
 
@@ -373,3 +412,63 @@ def named_port(state: ClusterState, topology: Topology, to: str, name: str, prot
             f"its port names: {named}"
         )
     raise FlowError(f"--port {name!r}: a port name needs a Service or pod as TO, got {to!r}")
+
+
+FAMILIES = ("IPv4", "IPv6")
+
+
+def to_family(
+    state: ClusterState, topology: Topology, to: str, family: str, port: int | None, proto: str
+) -> str:
+    """TO as an address of `family` (`--family IPv6`, `-6`): a Service's
+    clusterIP of that family (`spec.clusterIPs`, as kube-proxy's proxier of
+    that family programs it), a node's or a pod's address of that family;
+    `[ADDRESS]:PORT` for IPv6. An address literal must already be of that
+    family."""
+    if family not in FAMILIES:
+        raise FlowError(f"--family {family!r}: expected one of {', '.join(FAMILIES)}")
+    v6 = family == "IPv6"
+
+    def written(ip: str, port_number: int | None) -> str:
+        if port_number is None:
+            return ip
+        return f"[{ip}]:{port_number}" if v6 else f"{ip}:{port_number}"
+
+    kind, word = _split_kind(to)
+    split = _split_host_port(word) if kind is None else None
+    host, port_text = split or (word, "")
+    if _is_ip(host):
+        if _is_ipv6(host) != v6:
+            raise FlowError(f"TO {to!r} is not an {family} address (--family {family})")
+        return to
+    if split is not None and port_text.isdigit() and host in topology.nodes:
+        return written(_node_address(topology, host, family, to), int(port_text))
+    if kind in (None, "service"):
+        svc = _find_service(state, word)
+        if svc is not None:
+            ips = [ip for ip in _cluster_ips(svc) if ip != "None" and _is_ipv6(ip) == v6]
+            if not ips:
+                raise FlowError(
+                    f"TO {to!r}: Service {_svc_key(svc)} has no {family} clusterIP "
+                    f"(its clusterIPs: {', '.join(_cluster_ips(svc)) or 'none'})"
+                )
+            if proto == "icmp":
+                return ips[0]
+            return written(ips[0], _service_port(svc, port, proto, repr(to)).port)
+    if kind in (None, "pod") and _pod_key(word) in topology.pods:
+        pod = topology.pods[_pod_key(word)]
+        ip = pod.ip6 if v6 else pod.ip
+        if not ip:
+            raise FlowError(f"TO {to!r}: pod {pod.key} has no {family} address")
+        return written(ip, port) if port is not None else ip
+    if kind in (None, "node") and word in topology.nodes:
+        return _node_address(topology, word, family, to)
+    return to  # not a name a family applies to: resolve_flow says what is wrong
+
+
+def _node_address(topology: Topology, name: str, family: str, to: str) -> str:
+    node = topology.nodes[name]
+    ip = node.ip6 if family == "IPv6" else node.ip
+    if not ip:
+        raise FlowError(f"TO {to!r}: node {name} has no {family} address")
+    return ip

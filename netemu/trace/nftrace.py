@@ -203,11 +203,14 @@ class TracedPacket:
 
     @property
     def ttl(self) -> int | None:
-        return _int(self.fields.get("TTL"))
+        """The TTL; an IPv6 packet's hop limit (HOPLIMIT=)."""
+        return _int(self.fields.get("TTL", self.fields.get("HOPLIMIT")))
 
     @property
     def ip_id(self) -> int | None:
-        return _int(self.fields.get("ID"))
+        """The IP id; for IPv6, which has none, its flow label (FLOWLBL=),
+        as netemu.trace.packets identifies IPv6 packets."""
+        return _int(self.fields.get("ID", self.fields.get("FLOWLBL")))
 
     @property
     def length(self) -> int | None:

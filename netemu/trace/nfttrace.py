@@ -62,6 +62,8 @@ _HEADER_FIELDS = (
     (re.compile(r"(?:^|\s)ip ttl (\d+)"), "TTL"),
     (re.compile(r"(?:^|\s)ip6 hoplimit (\d+)"), "TTL"),
     (re.compile(r"(?:^|\s)ip id (\d+)"), "ID"),
+    # IPv6 has no id: its flow label stands in for it (netemu.trace.packets).
+    (re.compile(r"(?:^|\s)ip6 flowlabel (\d+)"), "ID"),
     (re.compile(r"(?:^|\s)ip6? length (\d+)"), "LEN"),
     (re.compile(r"(?:^|\s)(?:tcp|udp|udplite|sctp|dccp) sport (\d+)"), "SPORT"),
     (re.compile(r"(?:^|\s)(?:tcp|udp|udplite|sctp|dccp) dport (\d+)"), "DPORT"),

@@ -1,7 +1,7 @@
 """Decoding captured frames into the packets a trace reports.
 
 A capture point hands over raw Ethernet frames; this module turns one frame
-into its IPv4 packet (through a VXLAN overlay when the frame is
+into its IPv4 or IPv6 packet (through a VXLAN overlay when the frame is
 encapsulated), says it in one line, and computes the packet's identity:
 what stays the same for one packet from hop to hop while NAT rewrites
 addresses and ports, routers decrement the TTL and the overlay wraps and
@@ -18,12 +18,40 @@ import struct
 from dataclasses import dataclass
 
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
 _ETH_P_IP = 0x0800
+_ETH_P_IPV6 = 0x86DD
+_IPV6_HEADER = 40
 _VLAN_TAGS = (0x8100, 0x88A8)
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
+# ICMPv6 is "icmp" too: the flow's protocol word is the same for both
+# families (as `ping` is); `version` tells the type numbers apart.
+_PROTO_NAMES_V6 = {58: "icmp", 6: "tcp", 17: "udp"}
+_ICMPV6_ECHO = (128, 129)
+_IPV6_HOP_BY_HOP = 0
+_IPPROTO_ICMPV6 = 58
+# MLD (130-132, 143) and neighbour discovery (133-137) and what lies between.
+_ICMPV6_LINK_TYPES = (130, 143)
+# ICMPv6 errors (RFC 4443): unreachable, packet too big, time exceeded,
+# parameter problem, each quoting as much of the packet as fits.
+_ICMPV6_ERRORS = (1, 2, 3, 4)
+_ICMPV6_NAMES: dict[tuple[int, int | None], str] = {
+    (128, None): "echo-request",
+    (129, None): "echo-reply",
+    (1, 0): "no-route",
+    (1, 1): "admin-prohibited",
+    (1, 3): "addr-unreachable",
+    (1, 4): "port-unreachable",
+    (1, 5): "policy-fail",
+    (1, 6): "reject-route",
+    (2, None): "packet-too-big",
+    (3, 0): "hop-limit-exceeded",
+    (3, 1): "reassembly-time-exceeded",
+    (4, None): "parameter-problem",
+}
 _ICMP_ECHO = (0, 8)
 # ICMP errors quote the offending packet's IP header and first bytes.
 _ICMP_ERRORS = (3, 4, 5, 11, 12)
@@ -53,15 +81,18 @@ class IpPacket:
     dst: str
     sport: int | None  # ICMP echo: the echo id (same convention as FlowTuple)
     dport: int | None  # ICMP echo: 0
-    ttl: int
+    ttl: int  # the hop limit for IPv6
+    # IPv4: the IP id. IPv6 has none: its flow label, which routers and NAT
+    # leave alone as they do the id (nft monitor trace prints it too).
     ip_id: int
-    length: int  # the IP total length from the header
+    length: int  # the IP total length from the header (IPv6: the payload length)
     tcp_flags: str | None  # Scapy's flags string: "S", "SA", "A", "PA", "FA", "R", "RA"
     tcp_seq: int | None
     icmp_type: int | None
     icmp_code: int | None
     quoted: IpPacket | None  # ICMP errors: the packet the error is about (possibly truncated)
     payload_digest: str  # short hash of the L4 payload (see identity)
+    version: int = 4
 
     @property
     def icmp_name(self) -> str | None:
@@ -69,16 +100,17 @@ class IpPacket:
         "type=T code=C" for the rest; None for non-ICMP packets."""
         if self.icmp_type is None:
             return None
-        return _ICMP_NAMES.get(
+        names = _ICMPV6_NAMES if self.version == 6 else _ICMP_NAMES
+        return names.get(
             (self.icmp_type, self.icmp_code),
-            _ICMP_NAMES.get((self.icmp_type, None), f"type={self.icmp_type} code={self.icmp_code}"),
+            names.get((self.icmp_type, None), f"type={self.icmp_type} code={self.icmp_code}"),
         )
 
     def endpoints(self) -> str:
         """ "src:sport → dst:dport proto" ("src → dst proto" without ports)."""
         if self.proto == "icmp" or self.sport is None or self.dport is None:
             return f"{self.src} → {self.dst} {self.proto}"
-        return f"{self.src}:{self.sport} → {self.dst}:{self.dport} {self.proto}"
+        return f"{_at(self.src, self.sport)} → {_at(self.dst, self.dport)} {self.proto}"
 
     def summary(self) -> str:
         """One line, e.g. "10.244.0.2:41522 → 10.96.0.10:53 udp ttl=64",
@@ -89,7 +121,8 @@ class IpPacket:
             text += f" [{self.tcp_flags}]"
         if self.icmp_type is not None:
             text += f" {self.icmp_name}"
-            if self.icmp_type in _ICMP_ECHO and self.sport is not None:
+            echo = _ICMPV6_ECHO if self.version == 6 else _ICMP_ECHO
+            if self.icmp_type in echo and self.sport is not None:
                 text += f" id={self.sport}"
             if self.quoted is not None:
                 text += f" ({self.quoted.endpoints()})"
@@ -125,7 +158,7 @@ def decode(frame: bytes, vxlan_port: int | None) -> Decoded | None:
     VXLAN header (RFC 7348: flags exactly I, reserved bits zero). Any other
     UDP, 4789 and 8472 included, and a Service's own datagram to the lab's
     port (a pod's server may listen there too) is a datagram of its own."""
-    located = _ipv4_of(frame)
+    located = _ip_of(frame)
     if located is None:
         return None
     eth, data = located
@@ -143,7 +176,7 @@ def decode(frame: bytes, vxlan_port: int | None) -> Decoded | None:
         if inner is None:
             return None
         tunnel, inner_frame = inner
-        located_inner = _ipv4_of(inner_frame)
+        located_inner = _ip_of(inner_frame)
         if located_inner is None:
             return None
         packet = _ip_packet(located_inner[1])
@@ -169,8 +202,13 @@ def identity(packet: IpPacket) -> tuple[object, ...]:
     )
 
 
-def _ipv4_of(frame: bytes) -> tuple[Ether, bytes] | None:
-    """The Ethernet header and the bytes of its IPv4 packet. Only the
+def _at(ip: str, port: int) -> str:
+    """`ip:port`; `[ip]:port` for IPv6."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _ip_of(frame: bytes) -> tuple[Ether, bytes] | None:
+    """The Ethernet header and the bytes of its IPv4 or IPv6 packet. Only the
     headers are dissected: a tracer decodes every frame it captured, and a
     whole-frame dissection (VXLAN and its inner frame included) cost several
     times more than the fields it reads."""
@@ -181,22 +219,28 @@ def _ipv4_of(frame: bytes) -> tuple[Ether, bytes] | None:
     while ethertype in _VLAN_TAGS and len(frame) >= offset + 4:
         ethertype = int.from_bytes(frame[offset + 2 : offset + 4], "big")
         offset += 4
-    if ethertype != _ETH_P_IP:
+    if ethertype not in (_ETH_P_IP, _ETH_P_IPV6):
         return None
     return Ether(frame[:14]), frame[offset:]
 
 
+def _header_length(data: bytes) -> int:
+    """The IP header's length: IPv4's IHL, IPv6's fixed header (flannel and
+    kube-proxy's packets carry no extension headers)."""
+    return _IPV6_HEADER if data[0] >> 4 == 6 else (data[0] & 0x0F) * 4
+
+
 def _has_vxlan_header(data: bytes) -> bool:
-    """The UDP payload of IPv4 packet `data` opens with a VXLAN header as
+    """The UDP payload of IP packet `data` opens with a VXLAN header as
     Linux sends it: the flags byte 0x08 (a valid VNI), the 24 bits after it
     and the last byte (reserved) zero."""
-    ihl = (data[0] & 0x0F) * 4
+    ihl = _header_length(data)
     header = data[ihl + 8 : ihl + 16]
     return len(header) == 8 and header[0] == 0x08 and header[1:4] == b"\0\0\0" and header[7] == 0
 
 
 def _vxlan(outer: IpPacket, data: bytes) -> tuple[Tunnel, bytes] | None:
-    ihl = (data[0] & 0x0F) * 4
+    ihl = _header_length(data)
     udp_payload = data[ihl + 8 : _end(data)]
     if len(udp_payload) < 8:
         return None
@@ -218,14 +262,18 @@ def _vxlan(outer: IpPacket, data: bytes) -> tuple[Tunnel, bytes] | None:
 def _end(data: bytes) -> int:
     """Where the IP packet ends: its total length, so Ethernet padding is
     not mistaken for payload (capped by what was captured)."""
+    if data[0] >> 4 == 6:
+        return min(_IPV6_HEADER + int.from_bytes(data[4:6], "big"), len(data))
     total = int.from_bytes(data[2:4], "big")
     ihl = (data[0] & 0x0F) * 4
     return min(total, len(data)) if total >= ihl else len(data)
 
 
 def _ip_packet(data: bytes, quoted: bool = False) -> IpPacket | None:
-    """One IPv4 packet from its bytes. Quoted packets (inside ICMP errors)
-    may be cut short: fields that did not fit are None."""
+    """One IPv4 or IPv6 packet from its bytes. Quoted packets (inside ICMP
+    errors) may be cut short: fields that did not fit are None."""
+    if len(data) >= _IPV6_HEADER and data[0] >> 4 == 6:
+        return _ipv6_packet(data, quoted)
     if len(data) < 20 or data[0] >> 4 != 4 or (data[0] & 0x0F) < 5:
         return None
     ihl = (data[0] & 0x0F) * 4
@@ -274,6 +322,75 @@ def _ip_packet(data: bytes, quoted: bool = False) -> IpPacket | None:
         quoted=inner,
         payload_digest=digest,
     )
+
+
+def _ipv6_packet(data: bytes, quoted: bool) -> IpPacket | None:
+    """The IPv6 counterpart of _ip_packet: the same fields, from the fixed
+    header (no extension headers are followed) and the L4 header after it.
+    None for IPv6's own link chatter, which no traced flow is made of:
+    multicast, neighbour discovery and MLD (ICMPv6 types 130-143, MLD
+    behind a hop-by-hop header)."""
+    ip = IPv6(data[:_IPV6_HEADER])
+    l4 = data[_IPV6_HEADER : _end(data)]
+    number = int(ip.nh)
+    if not quoted and (
+        data[24] == 0xFF
+        or number == _IPV6_HOP_BY_HOP
+        or (
+            number == _IPPROTO_ICMPV6
+            and l4[:1]
+            and _ICMPV6_LINK_TYPES[0] <= l4[0] <= _ICMPV6_LINK_TYPES[1]
+        )
+    ):
+        return None
+    proto = _PROTO_NAMES_V6.get(number, str(number))
+    sport = dport = seq = icmp_type = icmp_code = None
+    flags: str | None = None
+    inner: IpPacket | None = None
+    payload = l4
+    if proto in ("tcp", "udp"):
+        sport, dport, seq, flags, payload = _transport(proto, l4)
+    elif proto == "icmp" and len(l4) >= 4:
+        icmp_type, icmp_code = l4[0], l4[1]
+        payload = l4[8:]
+        if icmp_type in _ICMPV6_ECHO and len(l4) >= 8:
+            sport, dport = struct.unpack("!H", l4[4:6])[0], 0
+        elif icmp_type in _ICMPV6_ERRORS and not quoted:
+            inner = _ip_packet(l4[8:], quoted=True)
+    digest = _digest(payload) if inner is None else _quoted_digest(inner, l4[8:])
+    return IpPacket(
+        proto=proto,
+        src=str(ip.src),
+        dst=str(ip.dst),
+        sport=sport,
+        dport=dport,
+        ttl=int(ip.hlim),
+        ip_id=int(ip.fl),
+        length=int(ip.plen),
+        tcp_flags=flags,
+        tcp_seq=seq,
+        icmp_type=icmp_type,
+        icmp_code=icmp_code,
+        quoted=inner,
+        payload_digest=digest,
+        version=6,
+    )
+
+
+def _transport(
+    proto: str, l4: bytes
+) -> tuple[int | None, int | None, int | None, str | None, bytes]:
+    """(sport, dport, TCP sequence, TCP flags, payload) of a TCP or UDP header."""
+    if proto == "tcp" and len(l4) >= 8:
+        sport, dport, seq = struct.unpack("!HHI", l4[:8])
+        if len(l4) >= 20:
+            tcp = TCP(l4)
+            return sport, dport, seq, str(tcp.flags), l4[int(tcp.dataofs) * 4 :]
+        return sport, dport, seq, None, b""
+    if proto == "udp" and len(l4) >= 8:
+        sport, dport = struct.unpack("!HH", l4[:4])
+        return sport, dport, None, None, l4[8:]
+    return None, None, None, None, l4
 
 
 def _digest(data: bytes) -> str:

@@ -52,14 +52,15 @@ def render(report: Mapping[str, Any]) -> RenderableType:
                 detail.append(f"{rule['table']} {rule['chain']}: {rule['rule']}")
         if hop["detail"]:
             detail.append(hop["detail"])
+        # Text, not markup: `[fd00::1]:80` and `[S]` are not Rich style tags.
         hops.add_row(
             str(index),
             hop["leg"],
-            place,
+            Text(place),
             hop["component"],
             hop["action"],
-            packet,
-            "; ".join(detail),
+            Text(packet),
+            Text("; ".join(detail)),
         )
     lines: list[RenderableType] = [Text(report["summary"]), Text(""), hops, Text("")]
     verdict = f"verdict: {report['verdict']}"

@@ -279,6 +279,12 @@ def _service_chains(rules: Sequence[RuleRef]) -> str:
     return (" → " if any("/" in c for c in chains) else "/").join(chains)
 
 
+def address_port(ip: str, port: int | None) -> str:
+    """`ip:port`, an IPv6 address in brackets (`[ip]:port`) as kube-proxy's
+    DNAT targets and the offline prediction write it."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 # -- flow membership -----------------------------------------------------------
 
 
@@ -485,7 +491,7 @@ def build_report(
     entry_rules = rules_by_node.get(flow.entry_node or "", [])
     if entry is not None and entry.dnat:
         verdict = "DNAT"
-        endpoints = [f"{entry.reply.src}:{entry.reply.sport}"]
+        endpoints = [address_port(entry.reply.src, entry.reply.sport)]
     elif any(r.target == "ACCEPT" for r in entry_rules):
         verdict = "ACCEPT"
     if entry is not None:
@@ -610,24 +616,29 @@ def _flooded_copy(seen: _Seen, topology: Topology) -> bool:
         return False
     kind, name, node = topology.owner_of_netns(seen.frame.netns)
     if kind == "pod" and seen.frame.direction == "in":
-        return topology.pods[name].ip != seen.packet.dst
+        return not topology.pods[name].has_ip(seen.packet.dst)
     if kind == "node" and node is not None and seen.frame.direction == "out":
         pod = topology.pod_behind(node, seen.frame.interface)
-        return pod is not None and pod.ip != seen.packet.dst
+        return pod is not None and not pod.has_ip(seen.packet.dst)
     return False
 
 
 def _is_refusal(p: IpPacket) -> bool:
     """An answer that refuses the flow: an ICMP destination-unreachable
-    about it, or a TCP RST."""
-    return p.icmp_type == 3 or bool(p.tcp_flags and "R" in p.tcp_flags)
+    about it (ICMPv6: type 1), or a TCP RST."""
+    unreachable = 1 if p.version == 6 else 3
+    return p.icmp_type == unreachable or bool(p.tcp_flags and "R" in p.tcp_flags)
 
 
 def _refuses(p: IpPacket) -> bool:
     """A refusal a socket reports as "connection refused" (ECONNREFUSED):
     a RST, or ICMP port-unreachable (Linux maps port-unreachable to
-    ECONNREFUSED; it is what kube-proxy's REJECT rules send)."""
-    return (p.icmp_type, p.icmp_code) == (3, 3) or bool(p.tcp_flags and "R" in p.tcp_flags)
+    ECONNREFUSED; it is what kube-proxy's REJECT rules send). ICMPv6's
+    port-unreachable is type 1 code 4 (RFC 4443)."""
+    port_unreachable = (1, 4) if p.version == 6 else (3, 3)
+    return (p.icmp_type, p.icmp_code) == port_unreachable or bool(
+        p.tcp_flags and "R" in p.tcp_flags
+    )
 
 
 def _leg_observations(seen: Sequence[_Seen], leg: str, origin: str | None) -> list[_Seen]:
@@ -652,11 +663,19 @@ def _node_rules(
     """Per node, the rules that decided the flow's first packet there (from
     the rule trace)."""
     first_ids = {s.packet.ip_id for s in request}
+    # IPv6 has no IP id; its stand-in, the flow label, is the same for every
+    # packet of a connection: the first packet's length tells it apart too.
+    first_v6 = {(s.packet.ip_id, s.packet.length) for s in request if s.packet.version == 6}
     by_node: dict[str, list[RuleRef]] = {}
     for node, passes in evidence.traces.items():
         rules: list[RuleRef] = []
         for traced in passes:
-            if not _traced_forward(traced, member.forward) or traced.ip_id not in first_ids:
+            first = (
+                (traced.ip_id, traced.length) in first_v6
+                if ":" in traced.src
+                else traced.ip_id in first_ids
+            )
+            if not _traced_forward(traced, member.forward) or not first:
                 continue  # a reply, or a later packet of the connection
             for verdict in traced.verdicts:
                 if verdict.kind != "rule" or verdict.rule is None or verdict.table == "raw":
@@ -757,11 +776,11 @@ class _HopBuilder:
     def _owns(self, netns: str, ip: str) -> bool:
         kind, name, node = self.topology.owner_of_netns(netns)
         if kind == "pod":
-            return self.topology.pods[name].ip == ip
+            return self.topology.pods[name].has_ip(ip)
         if kind == "node" and node is not None:
             return ip in self.topology.nodes[node].addresses or ip.startswith("127.")
         if kind == "client":
-            return self.topology.clients[name].ip == ip
+            return ip in (self.topology.clients[name].ip, self.topology.clients[name].ip6)
         if kind == "loadbalancer" and self.topology.load_balancer is not None:
             lb = self.topology.load_balancer
             return ip == lb.ip or ip in lb.proxy_ips
@@ -800,7 +819,7 @@ class _HopBuilder:
                         netns,
                         DNAT,
                         half,
-                        f"{packet.dst}:{packet.dport}",
+                        address_port(packet.dst, packet.dport),
                         _find_rule(rules, ("DNAT",)),
                     )
                 )
@@ -809,7 +828,14 @@ class _HopBuilder:
                 action = MASQUERADE if rule is not None and rule.target == "MASQUERADE" else SNAT
                 hops.append(
                     self._nat(
-                        leg, node, site, netns, action, packet, f"{packet.src}:{packet.sport}", rule
+                        leg,
+                        node,
+                        site,
+                        netns,
+                        action,
+                        packet,
+                        address_port(packet.src, packet.sport),
+                        rule,
                     )
                 )
         else:
@@ -826,7 +852,7 @@ class _HopBuilder:
                         netns,
                         UN_SNAT,
                         first,
-                        f"{packet.dst}:{packet.dport}",
+                        address_port(packet.dst, packet.dport),
                         None,
                         "conntrack: reply of the SNATed connection",
                     )
@@ -840,7 +866,7 @@ class _HopBuilder:
                         netns,
                         UN_DNAT,
                         packet,
-                        f"{packet.src}:{packet.sport}",
+                        address_port(packet.src, packet.sport),
                         None,
                         "conntrack: reply of the DNATed connection",
                     )

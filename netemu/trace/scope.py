@@ -33,28 +33,40 @@ def chain_name(trace_id: str) -> str:
     return (CHAIN_PREFIX + trace_id.rsplit("-", 1)[-1])[:28]
 
 
-def _l4(proto: str, flag: str, port: int | None) -> str:
-    if proto == "icmp" or port is None:
+def _l4(proto: str, flag: str, port: int | None, ipv6: bool = False) -> str:
+    if proto == "icmp":
+        # ip6tables names ICMPv6 `icmpv6` (`-p icmp` there is IPv4's protocol 1).
+        return "-p icmpv6" if ipv6 else "-p icmp"
+    if port is None:
         return f"-p {proto}"
     return f"-p {proto} -m {proto} --{flag} {port}"
 
 
+def is_ipv6(flow: Flow) -> bool:
+    """Whether the flow is IPv6: its TRACE rules go to ip6tables."""
+    return ":" in flow.dst
+
+
 def trace_matches(flow: Flow, sport: int, endpoints: Iterable[str]) -> list[str]:
     """The match part of each TRACE rule for `flow` sent from `sport`;
-    `endpoints` ("ip:port") are where the rules may DNAT it."""
-    proto, src = flow.proto, flow.source.ip
+    `endpoints` ("ip:port", "[ip6]:port") are where the rules may DNAT it.
+    For an IPv6 flow, ip6tables' rules (/128 hosts, ICMPv6)."""
+    proto, src, v6 = flow.proto, flow.source.ip, is_ipv6(flow)
+    host = "/128" if v6 else "/32"
+    own_port = None if proto == "icmp" else sport
     matches = [
-        f"-s {src}/32 {_l4(proto, 'sport', None if proto == 'icmp' else sport)}",
-        f"-d {src}/32 {_l4(proto, 'dport', None if proto == 'icmp' else sport)}",
+        f"-s {src}{host} {_l4(proto, 'sport', own_port, v6)}",
+        f"-d {src}{host} {_l4(proto, 'dport', own_port, v6)}",
     ]
-    if proto != "icmp":
-        matches.append(f"-d {src}/32 -p icmp")
+    if proto != "icmp":  # ICMP errors about the flow, sent back to its source
+        matches.append(f"-d {src}{host} {_l4('icmp', '', None, v6)}")
     targets = list(dict.fromkeys([*endpoints, f"{flow.dst}:{flow.dport}"]))
     for target in targets:
         ip, _, port_text = target.rpartition(":")
+        ip = ip.strip("[]")
         port = int(port_text) if port_text.isdigit() and proto != "icmp" else None
-        matches.append(f"-d {ip}/32 {_l4(proto, 'dport', port)}")
-        matches.append(f"-s {ip}/32 {_l4(proto, 'sport', port)}")
+        matches.append(f"-d {ip}{host} {_l4(proto, 'dport', port, v6)}")
+        matches.append(f"-s {ip}{host} {_l4(proto, 'sport', port, v6)}")
     return list(dict.fromkeys(matches))
 
 

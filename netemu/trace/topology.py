@@ -14,9 +14,15 @@ from typing import Any
 
 from netemu.controlplane.state import ClusterState
 from netemu.net.cloudlb import PROXY, frontends
-from netemu.net.plan import VXLAN_DEVICE, VXLAN_PORT, LabPlan, host_veth, pod_netns
+from netemu.net.plan import VXLAN_DEVICE, VXLAN_PORT, LabPlan, NodeIPv6, host_veth, pod_netns
 
 UNRECORDED_VXLAN_PORT = 4789
+
+
+def node_ipv6_addresses(ipv6: NodeIPv6, overlay: str) -> list[str]:
+    """A dual-stack node's IPv6 addresses, underlay first: cni0's and, with
+    vxlan, flannel-v6.1's."""
+    return [ipv6.underlay_ip, ipv6.bridge_ip, *([ipv6.vtep_ip] if overlay == "vxlan" else [])]
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class NodeSite:
     netns: str
     ip: str  # the underlay address
     addresses: tuple[str, ...]  # every address on the node, underlay first
+    ip6: str = ""  # its IPv6 underlay address on a dual-stack lab
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class ClientSite:
     name: str
     netns: str
     ip: str
+    ip6: str = ""  # its IPv6 address on a dual-stack lab
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,10 @@ class PodSite:
     ip: str
     node: str
     host_network: bool
+    ip6: str = ""  # its IPv6 address on a dual-stack lab
+
+    def has_ip(self, ip: str) -> bool:
+        return ip in (self.ip, self.ip6)
 
     @property
     def name(self) -> str:
@@ -100,7 +112,7 @@ class Topology:
         return None
 
     def pod_of_ip(self, ip: str) -> PodSite | None:
-        found = [p for p in self.pods.values() if p.ip == ip and not p.host_network]
+        found = [p for p in self.pods.values() if p.has_ip(ip) and not p.host_network]
         return found[0] if len(found) == 1 else None
 
     def pod_behind(self, node: str, interface: str) -> PodSite | None:
@@ -138,14 +150,28 @@ class Topology:
             # tunnelled on IANA's 4789.
             tunnel_port=int(info.get("vxlanPort", UNRECORDED_VXLAN_PORT)),
             nodes={
-                name: NodeSite(name, n["netns"], n["ip"], tuple(n.get("addresses") or (n["ip"],)))
+                name: NodeSite(
+                    name,
+                    n["netns"],
+                    n["ip"],
+                    tuple(n.get("addresses") or (n["ip"],)),
+                    str(n.get("ip6", "")),
+                )
                 for name, n in info["nodes"].items()
             },
             clients={
-                name: ClientSite(name, c["netns"], c["ip"]) for name, c in info["clients"].items()
+                name: ClientSite(name, c["netns"], c["ip"], str(c.get("ip6", "")))
+                for name, c in info["clients"].items()
             },
             pods={
-                key: PodSite(key, p["netns"], p["ip"], p["node"], bool(p["hostNetwork"]))
+                key: PodSite(
+                    key,
+                    p["netns"],
+                    p["ip"],
+                    p["node"],
+                    bool(p["hostNetwork"]),
+                    str(p.get("ip6", "")),
+                )
                 for key, p in info["pods"].items()
             },
             load_balancer=LoadBalancerSite(
@@ -165,7 +191,13 @@ class Topology:
                 n.name,
                 n.netns,
                 n.underlay_ip,
-                (n.underlay_ip, n.bridge_ip, *((n.vtep_ip,) if n.overlay == "vxlan" else ())),
+                (
+                    n.underlay_ip,
+                    n.bridge_ip,
+                    *((n.vtep_ip,) if n.overlay == "vxlan" else ()),
+                    *(node_ipv6_addresses(n.ipv6, n.overlay) if n.ipv6 else ()),
+                ),
+                n.ipv6.underlay_ip if n.ipv6 else "",
             )
             for n in plan.nodes
         }
@@ -181,8 +213,11 @@ class Topology:
             if not ip:
                 continue
             netns = nodes[node].netns if host_network else pod_netns(plan.name, namespace, name)
+            ip6 = next(
+                (p.ip for p in (pod.status.pod_ips if pod.status else []) if ":" in p.ip), ""
+            )
             pods[f"{namespace}/{name}"] = PodSite(
-                f"{namespace}/{name}", netns, ip, node, host_network
+                f"{namespace}/{name}", netns, ip, node, host_network, "" if host_network else ip6
             )
         return cls(
             lab=plan.name,
@@ -191,7 +226,7 @@ class Topology:
             tunnel_port=plan.nodes[0].vxlan_port if plan.nodes else VXLAN_PORT,
             underlay=plan.underlay.netns,
             nodes=nodes,
-            clients={c.name: ClientSite(c.name, c.netns, c.ip) for c in plan.clients},
+            clients={c.name: ClientSite(c.name, c.netns, c.ip, c.ip6) for c in plan.clients},
             pods=dict(sorted(pods.items())),
             load_balancer=LoadBalancerSite(
                 plan.load_balancer.netns,

@@ -168,3 +168,20 @@ def test_other_output_options_and_unknown_lines() -> None:
     assert (destroy.kind, destroy.state, destroy.id) == ("DESTROY", "CLOSE", 42)
     assert destroy.reply == destroy.original.reversed()
     assert (gre.proto, gre.original.sport, gre.original.dport, gre.id) == ("47", 0, 0, 43)
+
+
+def test_ipv6_events_of_a_dnated_connection() -> None:
+    # conntrack-events-ipv6.txt: real output of `conntrack -E -o timestamp,id
+    # -f ipv6` on node-1 of a dual-stack lab, a pod's connect to an IPv6
+    # ClusterIP DNATed to an endpoint on node-2 (plus flannel-v6.1's
+    # underlay UDP entries).
+    events = _load("ipv6")
+    tcp = [e for e in events if e.proto == "tcp"]
+    assert [e.kind for e in tcp] == ["NEW", *["UPDATE"] * 5]
+    first = tcp[0]
+    assert first.original == FlowTuple("tcp", "fd00:10:244::2", "fd00:10:96::db48", 40123, 80)
+    assert first.reply == FlowTuple("tcp", "fd00:10:244:1::2", "fd00:10:244::2", 8080, 40123)
+    assert first.state == "SYN_SENT" and first.id == 1696740873
+    assert {e.id for e in tcp} == {1696740873}
+    tunnel = [e for e in events if e.proto == "udp"]
+    assert {e.original.dport for e in tunnel} == {8472}

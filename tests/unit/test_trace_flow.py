@@ -12,7 +12,7 @@ from netemu.controlplane.state import ClusterState
 from netemu.net.plan import plan_lab
 from netemu.pipeline import load_cluster
 from netemu.trace import scope
-from netemu.trace.flow import Flow, FlowError, resolve_flow
+from netemu.trace.flow import Flow, FlowError, resolve_flow, to_family
 from netemu.trace.topology import Topology
 
 CONTROLPLANE = Path(__file__).parents[2] / "controlplane"
@@ -118,7 +118,7 @@ def test_udp_service_port_is_chosen_by_protocol() -> None:
         ("node-1", "node-2", None, "tcp", "a node needs a port"),
         ("node-1", "10.96.0.99", None, "tcp", "give the destination port with --port"),
         ("node-1", "web", None, "gre", "--proto 'gre': expected one of tcp, udp, icmp"),
-        ("node-1", "node-3:30080", None, "tcp", "'node-3' is neither a node nor an IPv4 address"),
+        ("node-1", "node-3:30080", None, "tcp", "'node-3' is neither a node nor an IP address"),
         ("client", "10.244.1.2:8080", None, "tcp", "an external client has no route to pod"),
         ("client", "node-1:0", None, "tcp", "TO 'node-1:0': port 0 is not in 1-65535"),
         ("client", "node-1:65536", None, "tcp", "port 65536 is not in 1-65535"),
@@ -177,3 +177,78 @@ def test_icmp_trace_rules_match_addresses_only() -> None:
         f"-d {f.dst}/32 -p icmp",
         f"-s {f.dst}/32 -p icmp",
     ]
+
+
+# -- IPv6 (controlplane/dualstack) ---------------------------------------------
+
+
+def _v6_cluster_ip(svc: str) -> str:
+    spec = service("dualstack", svc)["spec"]
+    assert isinstance(spec, dict)
+    return str(next(ip for ip in spec["clusterIPs"] if ":" in ip))
+
+
+def test_pod_to_an_ipv6_cluster_ip_in_brackets_sends_from_its_ipv6_address() -> None:
+    _, topology = lab("dualstack")
+    pod = pod_on("dualstack", "node-1")
+    ip = _v6_cluster_ip("web-v6")
+    f = flow("dualstack", pod, f"[{ip}]:80")
+    assert (f.dst, f.dport, f.service, f.entry_node) == (ip, 80, "default/web-v6", "node-1")
+    assert f.source.ip == topology.pods[pod].ip6 and ":" in f.source.ip
+    assert f.target == "Service default/web-v6 port 80/TCP (ClusterIP)"
+    # A bare address with --port means the same.
+    assert flow("dualstack", pod, ip, port=80) == f
+
+
+def test_client_to_an_ipv6_node_port_enters_at_that_node() -> None:
+    f = flow("dualstack", "client", "[fd00:56::12]:30080")
+    assert (f.entry_node, f.source.ip, f.service) == (
+        "node-2",
+        "fd00:56::20",
+        "default/web-nodeport",
+    )
+    assert f.target == "NodePort 30080 of Service default/web-nodeport on node node-2"
+
+
+def test_bracketed_words_that_are_not_addresses_are_refused() -> None:
+    with pytest.raises(FlowError, match="neither a node nor an IP address"):
+        flow("dualstack", "client", "[node-9]:30080")
+
+
+def test_ipv6_trace_rules_are_ip6tables_rules() -> None:
+    pod = pod_on("dualstack", "node-1")
+    ip = _v6_cluster_ip("web-v6")
+    f = flow("dualstack", pod, f"[{ip}]:80")
+    matches = scope.trace_matches(f, 40000, ["[fd00:10:244:1::2]:8080"])
+    src = f.source.ip
+    assert f"-s {src}/128 -p tcp -m tcp --sport 40000" in matches
+    assert f"-d {src}/128 -p icmpv6" in matches
+    assert "-d fd00:10:244:1::2/128 -p tcp -m tcp --dport 8080" in matches
+    assert f"-d {ip}/128 -p tcp -m tcp --dport 80" in matches
+    assert not any("/32" in m for m in matches)
+
+
+def test_family_ipv6_names_a_services_ipv6_cluster_ip_and_a_nodes_ipv6_address() -> None:
+    state, topology = lab("dualstack")
+    web = service("dualstack", "web")["spec"]
+    assert isinstance(web, dict)
+    v4, v6 = web["clusterIPs"]
+    assert to_family(state, topology, "web", "IPv6", None, "tcp") == f"[{v6}]:80"
+    assert to_family(state, topology, "svc/web", "IPv4", None, "tcp") == f"{v4}:80"
+    assert to_family(state, topology, "web", "IPv6", None, "icmp") == v6
+    assert to_family(state, topology, "node-2:30080", "IPv6", None, "tcp") == "[fd00:56::12]:30080"
+    pod = pod_on("dualstack", "node-1")
+    assert to_family(state, topology, pod, "IPv6", 8080, "tcp") == (
+        f"[{topology.pods[pod].ip6}]:8080"
+    )
+
+
+def test_family_refuses_what_has_no_address_of_that_family() -> None:
+    state, topology = lab("dualstack")
+    with pytest.raises(FlowError, match="Service default/web-v6 has no IPv4 clusterIP"):
+        to_family(state, topology, "web-v6", "IPv4", None, "tcp")
+    with pytest.raises(FlowError, match="is not an IPv6 address"):
+        to_family(state, topology, "10.96.0.1:443", "IPv6", None, "tcp")
+    state4, topology4 = lab("default")
+    with pytest.raises(FlowError, match="node node-1 has no IPv6 address"):
+        to_family(state4, topology4, "node-1:30080", "IPv6", None, "tcp")

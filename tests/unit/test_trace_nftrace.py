@@ -472,3 +472,27 @@ def test_protocol_is_not_shared_between_packets_reusing_a_trace_id() -> None:
         " TRACE: 2 00000001 filter:INPUT:policy:ACCEPT \n"
     )
     assert [p.proto for p in parse_trace(text)] == ["icmp", "icmp", ""]
+
+
+def test_ipv6_packet_lines_and_the_rules_xtables_monitor_cannot_print() -> None:
+    # xtables-monitor-ipv6.txt: real output of xtables-monitor 1.8.9 --trace -6
+    # on a dual-stack node (iptables mode), a pod's SYN to an IPv6 ClusterIP
+    # traced by `ip6tables -t raw -A PREROUTING -s ... -j TRACE`. Its IPv6
+    # PACKET lines carry HOPLIMIT and FLOWLBL; at kube-proxy's first rule with
+    # a protocol match it prints "unsupported layer 4 protocol value", a
+    # truncated rule, and exits: why IPv6 flows are traced with `nft monitor
+    # trace` (netemu.trace.live).
+    passes = _load("ipv6")
+    assert len(passes) == 2
+    syn = passes[0]
+    assert (syn.src, syn.dst, syn.sport, syn.dport, syn.tcp_flags) == (
+        "fd00:10:244::3",
+        "fd00:10:96::db48",
+        40125,
+        80,
+        ("SYN",),
+    )
+    assert (syn.ttl, syn.ip_id) == (64, 713300)  # hop limit, flow label
+    nat = passes[1]
+    assert [v.chain for v in nat.verdicts] == ["PREROUTING", "KUBE-SERVICES"]
+    assert nat.verdicts[-1].rule == "-6 -t nat"  # all xtables-monitor printed of it

@@ -103,7 +103,8 @@ def test_ipv6() -> None:
         80,
         64,
     )
-    assert v6.ip_id is None
+    # IPv6 has no IP id: the flow label stands in for it, as in netemu.trace.packets.
+    assert v6.ip_id == 263618
     assert v6.verdicts[0].target == "DNAT"
     assert v6.verdicts[0].rule is not None and "[fd00::1]:8080" in v6.verdicts[0].rule
 
@@ -147,3 +148,29 @@ def test_tcp_flags(text: str, words: list[str]) -> None:
 def test_rule_targets_of_both_syntaxes(rule: str, target: str | None) -> None:
     found = rule_target(rule)
     assert (found[1] if found else None) == target
+
+
+def test_an_ipv6_clusterip_connect_through_kube_proxys_ip6_table() -> None:
+    # Real output (nft 1.0.6): node-1 of a dual-stack lab in nftables mode, a
+    # pod's connect to an IPv6-only Service, traced by a table `nt-x`;
+    # DNATed to the endpoint on node-2, forwarded over flannel-v6.1.
+    passes = parse_nft_trace(_read("nft-monitor-ipv6-clusterip-node-1.txt"), ignore_tables={"nt-x"})
+    syn = [p for p in passes if p.tcp_flags == ("SYN",)]
+    nat = next(p for p in syn if p.hook == "nat-prerouting")
+    assert (nat.src, nat.dst, nat.proto, nat.sport, nat.dport, nat.ttl) == (
+        "fd00:10:244::2",
+        "fd00:10:96::db48",
+        "tcp",
+        40123,
+        80,
+        64,
+    )
+    assert nat.ip_id == 963560  # the flow label
+    dnat = [v for v in nat.verdicts if v.target == "DNAT"]
+    assert len(dnat) == 1 and dnat[0].rule is not None
+    assert "dnat to [fd00:10:244:1::2]:8080" in dnat[0].rule
+    # The forwarded SYN, after DNAT: the endpoint's address, one hop less.
+    forwarded = next(p for p in syn if p.out_iface == "flannel-v6.1")
+    assert (forwarded.dst, forwarded.dport, forwarded.ttl) == ("fd00:10:244:1::2", 8080, 63)
+    assert forwarded.ip_id == 963560
+    assert all(p.table != "nt-x" for p in passes)

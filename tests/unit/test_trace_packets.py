@@ -241,9 +241,9 @@ def test_vlan_tag_is_skipped() -> None:
         / _eth()
         / ARP(),
     ],
-    ids=["arp", "ipv6", "lldp", "arp-in-vxlan"],
+    ids=["arp", "ipv6-multicast", "lldp", "arp-in-vxlan"],
 )
-def test_anything_but_ipv4_is_none(frame: Packet) -> None:
+def test_anything_but_unicast_ip_is_none(frame: Packet) -> None:
     assert decode(bytes(frame), 8472) is None
 
 
@@ -341,7 +341,7 @@ def server_side() -> list[Decoded | None]:
     return [decode(bytes(frame), None) for frame in rdpcap(str(DATA / "router-server-side.pcap"))]
 
 
-def test_capture_skips_arp_and_ipv6(client_side: list[Decoded | None]) -> None:
+def test_capture_skips_arp_and_ipv6_link_chatter(client_side: list[Decoded | None]) -> None:
     # 35 frames: 2 ARP and 7 IPv6 (neighbour discovery, MLD) among them.
     assert len(client_side) == 35
     assert sum(d is None for d in client_side) == 9
