@@ -192,7 +192,9 @@ def check(kernels: list[Recording], service: str, new: str, old: str) -> None:
             raise RuntimeError(f"{kernel.netns}: the change is not applied")
 
 
-def measure(backend: Backend, services: int, runs: int, full_runs: int, result: Result) -> None:
+def settled_cluster(services: int) -> tuple[LocalClient, Lab, ControlPlane, str, str]:
+    """The benchmark's control plane at its fixed point: its client, Lab and
+    control plane, the last Service's name and its first endpoint address."""
     objs = cluster_objects(services)
     lab = next(o for o in objs if isinstance(o, Lab))
     client = LocalClient(Store())
@@ -200,7 +202,12 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
     plane = ControlPlane(client)
     plane.run_to_fixed_point()
     last = f"svc-{services - 1}"
-    original = client.get(EndpointSlice, "bench", f"{last}-abcde").endpoints[0].addresses[0]
+    address = client.get(EndpointSlice, "bench", f"{last}-abcde").endpoints[0].addresses[0]
+    return client, lab, plane, last, address
+
+
+def measure(backend: Backend, services: int, runs: int, full_runs: int, result: Result) -> None:
+    client, lab, plane, last, original = settled_cluster(services)
     with namespaces(backend) as names, tempfile.TemporaryDirectory() as locks:
         # Each node its own xtables lock, as a lab's (netemu.kernel.iptables.node_lock_file).
         kernels = [
@@ -284,14 +291,7 @@ def check_nftables(kernels: list[RecordingNft], service: str, new: str, old: str
 def measure_nftables(services: int, runs: int, result: Result) -> None:
     """As `measure`, for kube-proxy's nftables mode (NftProxyAgent): each
     sync one `nft -f` transaction per node."""
-    objs = cluster_objects(services)
-    lab = next(o for o in objs if isinstance(o, Lab))
-    client = LocalClient(Store())
-    apply_objects(client, objs)
-    plane = ControlPlane(client)
-    plane.run_to_fixed_point()
-    last = f"svc-{services - 1}"
-    address = client.get(EndpointSlice, "bench", f"{last}-abcde").endpoints[0].addresses[0]
+    client, lab, plane, last, address = settled_cluster(services)
     mode = "nftables"
     with namespaces("nftables") as names, tempfile.TemporaryDirectory() as locks:
         kernels = [RecordingNft(name) for name in names]
