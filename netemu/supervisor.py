@@ -68,6 +68,7 @@ from netemu.controlplane import (
 from netemu.controlplane.addons import (
     API_SECURE_PORT,
     KubernetesServiceController,
+    api_endpoint_ip,
     api_service_ip,
     ingress_addons,
     live_addons,
@@ -631,12 +632,15 @@ class Supervisor:
         """TLS on the control-plane (first) node's address, port 6443: the
         endpoint of `default/kubernetes` (netemu.node.apiserver)."""
         node = plan.nodes[0]
+        # The endpoint is the node's primary-family address (IPv6 on an
+        # IPv6-primary lab), which the plan's base address need not be.
+        endpoint = api_endpoint_ip(self.lab)
         context = apiserver.tls_context(
             run_dir(self.name) / "pki",
             apiserver.certificate_names(self.lab.spec.cluster_domain, node.name),
-            [api_service_ip(self.lab), node.underlay_ip],
+            sorted({api_service_ip(self.lab), node.underlay_ip, endpoint}),
         )
-        tcp, _ = bind_pod_sockets(node.netns, node.underlay_ip, [(API_SECURE_PORT, "TCP")])
+        tcp, _ = bind_pod_sockets(node.netns, endpoint, [(API_SECURE_PORT, "TCP")])
         self.servers.serve_app("kube-apiserver", apiserver.app(), tcp, context)
 
     def _refresh_dns(self, state: ClusterState) -> None:

@@ -273,7 +273,7 @@ class Kubelet:
             else:
                 action = kubeprobe.HttpGet(
                     self.node.netns,
-                    hook.host or plan.ip,
+                    hook.host or plan.status_ip,
                     port,
                     hook.path,
                     hook.scheme,
@@ -738,7 +738,7 @@ class Kubelet:
         identity = PodIdentity(
             pod=plan.name,
             namespace=plan.namespace,
-            pod_ip=plan.ip,
+            pod_ip=plan.status_ip,
             node=plan.node,
             hostname=plan.hostname,
         )
