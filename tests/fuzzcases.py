@@ -825,6 +825,8 @@ def generate(root: Path) -> list[Case]:
     # trace --offline --rules with malformed dumps.
     for lab in sorted(p for p in RULES.iterdir() if p.is_dir()):
         saved = lab / "node-1.iptables"
+        if not saved.exists():
+            continue  # an IPv6-only lab: ip6tables dumps only
         for name, content, expect in _rules_mutants(saved.read_text(), rng):
             d = writer.case_dir()
             path = d / "node-1.iptables"

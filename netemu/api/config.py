@@ -249,35 +249,38 @@ def ipv4_first(values: list[str]) -> list[str]:
     return sorted(values, key=lambda text: ":" in text)
 
 
+def _families(values: list[str]) -> str:
+    """ "4", "6" or "46": the IP families of addresses or CIDRs, in no order."""
+    return "".join(sorted({"6" if ":" in text else "4" for text in values}))
+
+
 def live_ipv6_refusal(lab_name: str, lab: Lab) -> str | None:
-    """Why a live lab cannot be built from `lab`, or None. Live labs are IPv4,
-    or dual-stack with either family first: every CIDR a pair of one IPv4 and
-    one IPv6, and every node with an underlay address of each family.
-    IPv6-only labs work offline only (their datapath is not built)."""
+    """Why a live lab cannot be built from `lab`, or None. A live lab is of
+    one shape throughout: IPv4, IPv6-only, or dual-stack with either family
+    first (every CIDR a pair of one IPv4 and one IPv6, every node an
+    underlay address of each family)."""
     spec = lab.spec
     if not spec.ipv6_cidrs:
         return None
-    pairs = {
-        "underlayCIDR": spec.underlay_cidrs,
-        "serviceCIDR": spec.service_cidrs,
-        "podCIDR": spec.pod_cidrs,
+    shapes = {
+        "underlayCIDR": _families(spec.underlay_cidrs),
+        "serviceCIDR": _families(spec.service_cidrs),
+        "podCIDR": _families(spec.pod_cidrs),
     }
-    single = [
-        name
-        for name, cidrs in pairs.items()
-        if sorted(":" in cidr for cidr in cidrs) != [False, True]
-    ]
-    bare = [
-        n.name for n in spec.nodes if sorted(":" in ip for ip in n.underlay_ips) != [False, True]
-    ]
-    if not single and not bare:
+    shapes |= {f"node {n.name} underlayIP": _families(n.underlay_ips) for n in spec.nodes}
+    shapes |= {f"client {c.name} ip": _families(c.ips) for c in spec.external_clients}
+    wanted = "6" if shapes["underlayCIDR"] == "6" else "46"
+    if all(shape == wanted for shape in shapes.values()) and all(
+        len(cidrs) == len(wanted)
+        for cidrs in (spec.underlay_cidrs, spec.service_cidrs, spec.pod_cidrs)
+    ):
         return None
-    what = [f"{', '.join(single)} not an IPv4/IPv6 pair"] if single else []
-    what += [f"node(s) {', '.join(bare)} without an underlayIP of each family"] if bare else []
+    kind = "IPv6" if wanted == "6" else "an IPv4/IPv6 pair"
+    odd = [name for name, shape in shapes.items() if shape != wanted]
     return (
-        f"lab {lab_name}: live labs are IPv4, or dual-stack ({'; '.join(what)}); "
-        "netemu validate, compile, get and trace --offline --src/--dst handle IPv6-only "
-        "labs offline"
+        f"lab {lab_name}: a live lab is IPv4, IPv6-only or dual-stack throughout; "
+        f"{', '.join(odd) or 'a CIDR'} not {kind} as the underlayCIDR is; "
+        "netemu validate, compile, get and trace --offline --src/--dst handle such labs offline"
     )
 
 

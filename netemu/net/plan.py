@@ -97,6 +97,9 @@ VXLAN_DEVICE = "flannel.1"
 # underlay address (pkg/backend/vxlan/vxlan.go, newVXLANDevice for v6).
 VXLAN_DEVICE_V6 = "flannel-v6.1"
 VXLAN_MTU = 1450
+# flannel gives flannel-v6.1 20 bytes less than flannel.1: its outer IPv6
+# header is 40 bytes, IPv4's 20 (pkg/backend/vxlan, the v6 device's MTU).
+VXLAN6_OVERHEAD = 20
 UNDERLAY_MTU = 1500
 POD_BRIDGE = "cni0"
 POD_IFNAME = "eth0"
@@ -274,6 +277,17 @@ class NodePlan:
     cluster_cidr: str = ""
     # Its IPv6 side on a dual-stack lab.
     ipv6: NodeIPv6 | None = None
+
+    @property
+    def ipv6_only(self) -> bool:
+        """An IPv6-only node: its base addresses above are IPv6."""
+        return ":" in self.underlay_ip
+
+    @property
+    def vxlan_device(self) -> str:
+        """The device of its base family: flannel's IPv6-only VXLAN backend
+        runs flannel-v6.1 alone, with no IPv4 device (pkg/backend/vxlan)."""
+        return VXLAN_DEVICE_V6 if self.ipv6_only else VXLAN_DEVICE
 
 
 @dataclass(frozen=True)
@@ -602,12 +616,14 @@ def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
     gateway takes the lowest, and nodes and clients are usually written from
     the bottom up, so the top is the least likely to collide."""
     used = _underlay_used(lab, services)
-    # The load balancer's own address is IPv4 (its side of the underlay).
+    # The load balancer's own address is of the datapath's base family.
     underlay = ipv4_first(lab.spec.underlay_cidrs)[0]
     pool = lab.spec.load_balancer.addresses
     # A pool that does not parse is refused by validation.
     with contextlib.suppress(ValueError):
-        used.update(str(ip) for ip in (parse_pool(pool) if pool else default_pool(underlay)))
+        # The default pool is IPv4's (netemu.api.addresspool): none on IPv6.
+        default = default_pool(underlay) if ":" not in underlay else []
+        used.update(str(ip) for ip in (parse_pool(pool) if pool else default))
     if lab.spec.load_balancer.ip:
         if lab.spec.load_balancer.ip in used:
             raise PlanError(
@@ -615,10 +631,14 @@ def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
                 "or a Service's ingress address, or in the load-balancer pool"
             )
         return lab.spec.load_balancer.ip
-    hosts = list(netaddr.IPNetwork(underlay).iter_hosts())
-    for ip in reversed(hosts):
-        if str(ip) not in used:
-            return str(ip)
+    network = netaddr.IPNetwork(underlay)
+    # From the top down, without listing the hosts (an IPv6 /64 has 2**64):
+    # IPv4's broadcast address is no host, IPv6 has none.
+    top = network.last - (1 if network.version == 4 else 0)
+    for value in range(top, max(network.first, top - len(used) - 1), -1):
+        ip = str(netaddr.IPAddress(value, network.version))
+        if ip not in used:
+            return ip
     raise PlanError(f"underlayCIDR {underlay} has no free address for the load balancer")
 
 
@@ -660,12 +680,20 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     # The IPv4 side is the datapath's base, the IPv6 side of a dual-stack
     # lab is built beside it, whichever family the Lab lists first
     # (ipv4_first; live labs have IPv4: live_ipv6_refusal).
+    # An IPv6-only lab's base is IPv6, with no second side.
     underlay = netaddr.IPNetwork(ipv4_first(lab.spec.underlay_cidrs)[0])
-    underlay6 = next((netaddr.IPNetwork(c) for c in lab.spec.underlay_cidrs if ":" in c), None)
+    ipv6_only = underlay.version == 6
+    underlay6 = (
+        None
+        if ipv6_only
+        else next((netaddr.IPNetwork(c) for c in lab.spec.underlay_cidrs if ":" in c), None)
+    )
     cluster_cidr4 = ipv4_first(lab.spec.pod_cidrs)[0]
-    cluster_cidr6 = next((c for c in lab.spec.pod_cidrs if ":" in c), "")
+    cluster_cidr6 = "" if ipv6_only else next((c for c in lab.spec.pod_cidrs if ":" in c), "")
     gateway6 = _underlay_gateway6(lab, underlay6) if underlay6 is not None else ""
     mtu = VXLAN_MTU if lab.spec.overlay == "vxlan" else UNDERLAY_MTU
+    if ipv6_only and lab.spec.overlay == "vxlan":
+        mtu -= VXLAN6_OVERHEAD  # flannel-v6.1's outer header is IPv6's
     localhost_node_ports = _localhost_node_ports(state)
     gateway = _underlay_gateway(lab, state.services)
     balancer = LoadBalancerPlan(
@@ -682,7 +710,8 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
         # The node's IPv4 pod CIDR and InternalIP, first or second.
         pod_cidr = (ipv4_first(node.spec.pod_cidrs or [node.spec.pod_cidr or ""])[0]) or None
         internal = ipv4_first(node.internal_ips())
-        if not pod_cidr or ":" in pod_cidr or not internal or ":" in internal[0]:
+        base_v6 = (":" in (pod_cidr or ""), ":" in (internal[0] if internal else ""))
+        if not pod_cidr or not internal or base_v6 != (ipv6_only, ipv6_only):
             raise PlanError(f"node {name}: no pod CIDR or underlay IP")
         node_info.append((name, internal[0], pod_cidr))
         if underlay6 is not None:
@@ -710,7 +739,12 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
             if lab.spec.overlay == "vxlan":
                 # flannel: the peer's pod CIDR via its VTEP address, on-link on flannel.1.
                 routes.append(
-                    Route(peer.pod_cidr, via=peer.vtep_ip, device=VXLAN_DEVICE, onlink=True)
+                    Route(
+                        peer.pod_cidr,
+                        via=peer.vtep_ip,
+                        device=VXLAN_DEVICE_V6 if ipv6_only else VXLAN_DEVICE,
+                        onlink=True,
+                    )
                 )
             else:
                 routes.append(Route(peer.pod_cidr, via=peer.underlay_ip, device="eth0"))
@@ -733,7 +767,11 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 peers=peers if lab.spec.overlay == "vxlan" else (),
                 routes=tuple(routes),
                 sysctls=node_sysctls(localhost_node_ports, conntrack_sysctls(state.proxy_config))
-                + ((*IPV6_NAMESPACE_SYSCTLS, *IPV6_NODE_SYSCTLS) if underlay6 is not None else ()),
+                + (
+                    (*IPV6_NAMESPACE_SYSCTLS, *IPV6_NODE_SYSCTLS)
+                    if underlay6 is not None or ipv6_only
+                    else ()
+                ),
                 cluster_cidr=cluster_cidr4,
                 ipv6=(
                     _node_ipv6(
@@ -759,7 +797,7 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
             prefixlen=underlay.prefixlen,
             switch_port=switch_port("c", index, client.name),
             routes=client_routes(state, nodes[0].underlay_ip if nodes else None, balancer.ip),
-            ip6=next((ip for ip in client.ips if ":" in ip), ""),
+            ip6="" if ipv6_only else next((ip for ip in client.ips if ":" in ip), ""),
             prefixlen6=underlay6.prefixlen if underlay6 is not None else 0,
         )
         for index, client in enumerate(lab.spec.external_clients)
@@ -879,7 +917,7 @@ def plan_pod(
     if spec is None:
         raise PlanError(f"pod {namespace}/{name}: no spec")
     host_network = spec.host_network
-    ip = node.underlay_ip if host_network else _pod_ip4(pod)
+    ip = node.underlay_ip if host_network else _pod_base_ip(pod, node)
     if not ip:
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
     asked = meta.annotations.get(BUILTIN_SERVER)
@@ -964,13 +1002,14 @@ def plan_pod(
     return _with_ipv6(pod_plan, pod, node)
 
 
-def _pod_ip4(pod: Pod) -> str | None:
-    """The pod's IPv4 address, the datapath's base (status.podIP is the
-    primary family's: IPv6 on an IPv6-primary lab)."""
+def _pod_base_ip(pod: Pod, node: NodePlan) -> str | None:
+    """The pod's address of the datapath's base family: IPv4, or IPv6 on an
+    IPv6-only node (status.podIP is the primary family's: IPv6 on an
+    IPv6-primary lab too)."""
     if pod.status is None:
         return None
     ips = [p.ip for p in pod.status.pod_ips] or [pod.status.pod_ip or ""]
-    return next((ip for ip in ips if ip and ":" not in ip), None)
+    return next((ip for ip in ips if ip and (":" in ip) == node.ipv6_only), None)
 
 
 def _pod_ip6(pod: Pod, node: NodePlan) -> list[str]:

@@ -722,7 +722,9 @@ class Kubelet:
         ports: the DNS server for the DNS addon's pod, else the test server.
         Returns the key it is served under."""
         key = f"{plan.key}/{container.name}"
-        tcp, udp = bind_pod_sockets(plan.netns, "0.0.0.0", container.ports)
+        # The wildcard of its base family: "::" on an IPv6-only pod.
+        wildcard = "::" if ":" in plan.ip else "0.0.0.0"
+        tcp, udp = bind_pod_sockets(plan.netns, wildcard, container.ports)
         if plan.ip6:
             # A dual-stack pod serves its ports on its IPv6 address too.
             try:

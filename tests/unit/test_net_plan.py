@@ -701,11 +701,38 @@ spec:
 """
 
 
-def test_an_ipv6_only_live_lab_is_refused_with_a_clear_error(tmp_path: Path) -> None:
-    # Live labs are IPv4 or dual-stack: an IPv6-only one must fail up front,
-    # naming what is wrong, instead of half-building the lab.
+def test_an_ipv6_only_lab_plans_ipv6_as_its_base_with_flannel_v6_alone(tmp_path: Path) -> None:
     (tmp_path / "lab.yaml").write_text(V6_ONLY_LAB)
-    with pytest.raises(PlanError, match=r"underlayCIDR, serviceCIDR, podCIDR not an IPv4/IPv6"):
+    plan = plan_lab(load_cluster([tmp_path]), "six")
+    node = plan.node("node-1")
+    assert node.ipv6_only and node.ipv6 is None
+    assert (node.underlay_ip, node.pod_cidr, node.bridge_ip, node.vtep_ip) == (
+        "fd00:56::11",
+        "fd00:10:244::/64",
+        "fd00:10:244::1",
+        "fd00:10:244::",
+    )
+    # flannel's IPv6-only VXLAN backend: flannel-v6.1 and no flannel.1, its
+    # MTU 20 bytes under flannel.1's (an IPv6 outer header).
+    assert node.vxlan_device == "flannel-v6.1"
+    assert node.pod_mtu == 1430
+    assert plan.underlay.gateway_ip == "fd00:56::1" and not plan.underlay.gateway_ip6
+    assert ("net.ipv6.conf.all.forwarding", "1") in node.sysctls
+    # The load balancer's address: the top of the /64, found without listing it.
+    assert plan.load_balancer.ip == "fd00:56::ffff:ffff:ffff:ffff"
+
+
+def test_a_lab_mixing_single_and_dual_stack_is_refused_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    # An IPv6-only underlay with a dual-stack service CIDR is neither shape:
+    # it must fail up front, naming what is wrong, not half-build the lab.
+    (tmp_path / "lab.yaml").write_text(
+        V6_ONLY_LAB.replace(
+            "serviceCIDR: fd00:10:96::/112", "serviceCIDR: fd00:10:96::/112,10.96.0.0/12"
+        )
+    )
+    with pytest.raises(PlanError, match=r"serviceCIDR not IPv6 as the underlayCIDR is"):
         plan_lab(load_cluster([tmp_path]), "six")
 
 
