@@ -428,9 +428,12 @@ class Supervisor:
             # kube-proxy runs one proxier per IP family; on a dual-stack node
             # the IPv6 one has its own sync (ip6tables, or `ip6 kube-proxy`),
             # and health and metrics stay the IPv4 one's.
-            families: list[IPFamily] = ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
+            # An IPv6-only node runs the IPv6 proxier alone, with them.
+            families: list[IPFamily] = (
+                ["IPv6"] if node.ipv6_only else ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
+            )
             for family in families:
-                servers = node_servers if family == "IPv4" else None
+                servers = node_servers if family == families[0] else None
                 iptables = KernelIptables(node.netns, backend, family=family)
                 agent: ProxyAgent | NftProxyAgent
                 if self.proxy_mode == "nftables":
@@ -439,7 +442,7 @@ class Supervisor:
                         node=node.name,
                         nftables=KernelNftables(node.netns),
                         iptables=iptables,
-                        conntrack=KernelConntrack(node.netns) if family == "IPv4" else None,
+                        conntrack=KernelConntrack(node.netns, family),
                         fresh_node=True,
                         lab=self.lab,
                         proxy_config=self.proxy_config,
@@ -452,7 +455,7 @@ class Supervisor:
                         client=self.client,
                         node=node.name,
                         iptables=iptables,
-                        conntrack=KernelConntrack(node.netns) if family == "IPv4" else None,
+                        conntrack=KernelConntrack(node.netns, family),
                         fresh_node=True,
                         lab=self.lab,
                         proxy_config=self.proxy_config,
