@@ -1,13 +1,15 @@
-"""An IPv6-primary dual-stack lab live (controlplane/ipv6primary), in each
-proxy mode: Services without ipFamilies are IPv6, pods' podIP is their IPv6
-address, the cluster DNS is fd00:10:96::a (kubeadm's 10th address of the
-primary service CIDR), and the `kubernetes` Service's endpoint is the first
-node's IPv6 address. A pod reaches a Service by ClusterIP and by DNS name
-(through its own resolv.conf), readiness probes pass on the IPv6 podIP, and
-the external client reaches NodePorts over IPv6, with externalTrafficPolicy
-Local keeping its address.
+"""An IPv6-only lab (controlplane/ipv6only: no IPv4 in the datapath,
+flannel-v6.1 alone) and an IPv6-primary dual-stack lab
+(controlplane/ipv6primary) live, in each proxy mode: Services without
+ipFamilies are IPv6, pods' podIP is their IPv6 address, the cluster DNS is
+fd00:10:96::a (kubeadm's 10th address of the primary service CIDR), and the
+`kubernetes` Service's endpoint is the first node's IPv6 address. A pod
+reaches a Service by ClusterIP and by DNS name (through its own
+resolv.conf), readiness probes pass on the IPv6 podIP, and the external
+client reaches NodePorts over IPv6, with externalTrafficPolicy Local keeping
+its address.
 
-The lab is up once per mode and always taken down; nothing of it is left."""
+Each lab is up once per mode and always taken down; nothing of it is left."""
 
 from __future__ import annotations
 
@@ -30,17 +32,25 @@ NODE_V6 = {"node-1": "fd00:56::11", "node-2": "fd00:56::12"}
 CLUSTER_DNS = "fd00:10:96::a"
 
 
-@pytest.fixture(scope="module", params=["iptables", "nftables"])
+LABS = [
+    ("ipv6only", "iptables"),
+    ("ipv6only", "nftables"),
+    ("ipv6primary", "iptables"),
+    ("ipv6primary", "nftables"),
+]
+
+
+@pytest.fixture(scope="module", params=LABS, ids=[f"{lab}-{mode}" for lab, mode in LABS])
 def lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveLab]:
-    mode = str(request.param)
-    target = tmp_path_factory.mktemp(f"ipv6primary-{mode}")
-    shutil.copytree(CONTROLPLANE / "ipv6primary", target, dirs_exist_ok=True)
+    source, mode = request.param
+    target = tmp_path_factory.mktemp(f"{source}-{mode}")
+    shutil.copytree(CONTROLPLANE / source, target, dirs_exist_ok=True)
     text = (target / "lab.yaml").read_text()
     assert "proxyMode: iptables" in text
     (target / "lab.yaml").write_text(text.replace("proxyMode: iptables", f"proxyMode: {mode}"))
-    name = lab_name(f"v6p-{mode[:3]}")
+    name = lab_name(f"{source[4:8]}-{mode[:3]}")
     with running_lab([target], name) as live:
         _wait_until_web_pods_are_ready(live)
         yield live
@@ -66,6 +76,11 @@ def _wait_until_web_pods_are_ready(lab: LiveLab, timeout: float = 15.0) -> None:
         if len(ready) == 2 and all(ready):
             return
         time.sleep(0.2)
+
+
+def dual_stack(lab: LiveLab) -> bool:
+    """The IPv6-primary lab (its nodes have both families), not the IPv6-only one."""
+    return "." in str(lab.info()["nodes"]["node-1"]["ip"])
 
 
 def v6(ip: str) -> bool:
@@ -108,19 +123,22 @@ def answered_by(results: list[ProbeResult]) -> set[str]:
 def test_the_primary_family_is_ipv6(lab: LiveLab) -> None:
     for pod in web_pods(lab):
         ips = [p["ip"] for p in pod["status"]["podIPs"]]
-        assert [v6(ip) for ip in ips] == [True, False]
+        assert [v6(ip) for ip in ips] == ([True, False] if dual_stack(lab) else [True])
         assert pod["status"]["podIP"] == ips[0]
         # Ready: the kubelet's readinessProbe passed on the IPv6 podIP.
         ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
         assert ready["Ready"] == "True"
     assert service(lab, "default", "web")["spec"]["ipFamilies"] == ["IPv6"]
-    assert service(lab, "default", "web-dual")["spec"]["ipFamilies"] == ["IPv6", "IPv4"]
+    if dual_stack(lab):
+        assert service(lab, "default", "web-dual")["spec"]["ipFamilies"] == ["IPv6", "IPv4"]
     assert service(lab, "kube-system", "kube-dns")["spec"]["clusterIP"] == CLUSTER_DNS
     assert service(lab, "default", "kubernetes")["spec"]["clusterIP"] == "fd00:10:96::1"
 
 
 @pytest.mark.parametrize("name", ["web", "web-dual", "web-nodeport", "web-local"])
 def test_a_pod_reaches_a_service_by_each_cluster_ip(lab: LiveLab, name: str) -> None:
+    if name == "web-dual" and not dual_stack(lab):
+        pytest.skip("an IPv6-only lab has no dual-stack Service")
     source = web_pods(lab)[0]
     names = {p["metadata"]["name"] for p in web_pods(lab)}
     for vip in service(lab, "default", name)["spec"]["clusterIPs"]:
@@ -159,6 +177,8 @@ def test_the_client_reaches_a_nodeport_over_ipv6_cluster_policy(lab: LiveLab) ->
 
 
 def test_a_single_stack_ipv6_nodeport_is_closed_on_the_ipv4_node_address(lab: LiveLab) -> None:
+    if not dual_stack(lab):
+        pytest.skip("an IPv6-only lab's nodes have no IPv4 address")
     got = http_get(client_netns(lab), "192.168.56.11", 30080, timeout=1.0)
     assert got.outcome != "answered"
 
@@ -175,3 +195,17 @@ def test_a_test_server_reports_the_ipv6_pod_ip(lab: LiveLab) -> None:
     pod = web_pods(lab)[0]
     got = http_get(pod_netns(lab, pod), pod["status"]["podIP"], 8080)
     assert answer_of(got, "request").pod_ip == pod["status"]["podIP"]
+
+
+def test_an_ipv6_only_node_has_no_ipv4_and_runs_flannel_v6_alone(lab: LiveLab) -> None:
+    if dual_stack(lab):
+        pytest.skip("the IPv6-primary lab is dual-stack")
+    netns = str(lab.info()["nodes"]["node-1"]["netns"])
+    v4 = subprocess.run(
+        ["ip", "-n", netns, "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+    )
+    assert [line.split()[1] for line in v4.stdout.splitlines()] == ["lo"]
+    links = subprocess.run(
+        ["ip", "-n", netns, "-o", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "flannel-v6.1" in links and "flannel.1" not in links
