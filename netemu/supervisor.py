@@ -427,13 +427,13 @@ class Supervisor:
             )
             # kube-proxy runs one proxier per IP family; on a dual-stack node
             # the IPv6 one has its own sync (ip6tables, or `ip6 kube-proxy`),
-            # and health and metrics stay the IPv4 one's.
+            # and both report to the node's one health server and metrics
+            # (the MetaProxier's), the IPv4 one serving Services' health checks.
             # An IPv6-only node runs the IPv6 proxier alone, with them.
             families: list[IPFamily] = (
                 ["IPv6"] if node.ipv6_only else ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
             )
             for family in families:
-                servers = node_servers if family == families[0] else None
                 iptables = KernelIptables(node.netns, backend, family=family)
                 agent: ProxyAgent | NftProxyAgent
                 if self.proxy_mode == "nftables":
@@ -446,7 +446,8 @@ class Supervisor:
                         fresh_node=True,
                         lab=self.lab,
                         proxy_config=self.proxy_config,
-                        servers=servers,
+                        servers=node_servers,
+                        serves_health_checks=family == families[0],
                         sync_period=settings.sync_period,
                         family=family,
                     )
@@ -459,7 +460,8 @@ class Supervisor:
                         fresh_node=True,
                         lab=self.lab,
                         proxy_config=self.proxy_config,
-                        servers=servers,
+                        servers=node_servers,
+                        serves_health_checks=family == families[0],
                         sync_period=settings.sync_period,
                         family=family,
                     )

@@ -90,6 +90,11 @@ class NftProxyAgent:
     # The IP family of this proxier: `ip kube-proxy` or `ip6 kube-proxy` (a
     # dual-stack node runs one agent per family, as kube-proxy's MetaProxier).
     family: IPFamily = "IPv4"
+    # The node's servers are shared by its proxiers (kube-proxy's MetaProxier
+    # shares the health server and metrics): every family reports its syncs,
+    # the primary family's proxier alone serves the Services' health checks
+    # and follows the node's eligibility.
+    serves_health_checks: bool = True
     last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
     # What the last successful sync left in the kernel (None: nothing yet).
     state: NftSyncState | None = field(default=None, init=False)
@@ -103,7 +108,7 @@ class NftProxyAgent:
         with gc_paused():  # as ProxyAgent.reconcile
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
             data = proxy_input(state, self.node, family=self.family)
-            if self.servers is not None:
+            if self.servers is not None and self.serves_health_checks:
                 node = state.node(self.node)
                 taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
                 self.servers.set_node_eligible(
@@ -143,7 +148,7 @@ class NftProxyAgent:
             or (previous is not None and previous.config != data.config)
         )
         if self.servers is not None and data != previous:
-            self.servers.queued(time.time())
+            self.servers.queued(time.time(), self.family)
         started = time.monotonic()
         # One diff of the inputs serves the partial sync and the metrics.
         services, endpoints = updated_services(previous, data)
@@ -185,8 +190,9 @@ class NftProxyAgent:
             self.servers.metrics.changes(len(services), len(endpoints))
             # No iptables rules are kube-proxy's in this mode: those gauges stay 0.
             self.servers.metrics.synced(time.monotonic() - started, full, time.time(), {})
-            self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))
-            self.servers.synced()
+            if self.serves_health_checks:
+                self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))
+            self.servers.synced(self.family)
         self.failed = False
         self.last_input = data
         now = self.clock()

@@ -26,6 +26,7 @@ import netaddr
 
 from netemu.api.config import KubeProxyConfiguration
 from netemu.api.duration import parse_duration
+from netemu.api.ipfamilies import IPFamily
 from netemu.rules.input import ProxyInput
 
 # pkg/cluster/ports: ProxyHealthzPort and ProxyStatusPort.
@@ -186,33 +187,47 @@ class Instant:
 
 @dataclass
 class ProxierHealth:
-    """proxierHealthServer's state: healthy unless an update has been queued
-    for longer than health_timeout without a successful sync."""
+    """ProxyHealthServer's state, one per node and shared by its proxiers (a
+    dual-stack node's IPv4 and IPv6 ones, as kube-proxy's MetaProxier shares
+    it): each family's last update and oldest queued one. Healthy unless a
+    family that has synced once has an update queued for longer than
+    health_timeout (pkg/proxy/healthcheck/proxy_health.go, isHealthy)."""
 
     health_timeout: float
     clock: Callable[[], Instant]
-    last_updated: Instant | None = None
-    oldest_pending: Instant | None = None
+    last_updated: dict[IPFamily, Instant] = field(default_factory=dict)
+    oldest_pending: dict[IPFamily, Instant] = field(default_factory=dict)
     node_eligible: bool = True
     answered: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def queued_update(self) -> None:
-        if self.oldest_pending is None:
-            self.oldest_pending = self.clock()
+    def queued_update(self, family: IPFamily = "IPv4") -> None:
+        self.oldest_pending.setdefault(family, self.clock())
 
-    def updated(self) -> None:
-        self.oldest_pending = None
-        self.last_updated = self.clock()
+    def updated(self, family: IPFamily = "IPv4") -> None:
+        self.oldest_pending.pop(family, None)
+        self.last_updated[family] = self.clock()
 
     def is_healthy(self, now: Instant | None = None) -> bool:
-        now = now or self.clock()
-        pending = self.oldest_pending
-        return pending is None or now.monotonic - pending.monotonic < self.health_timeout
+        return self._health(now or self.clock())[0]
+
+    def _health(self, now: Instant) -> tuple[bool, Instant | None]:
+        """(healthy, lastUpdated): a family never synced yet counts as
+        starting up, so healthy; the first late family makes it unhealthy,
+        and its own last update is reported."""
+        latest: Instant | None = None
+        for family, last in self.last_updated.items():
+            if latest is None or last.monotonic > latest.monotonic:
+                latest = last
+            pending = self.oldest_pending.get(family)
+            if pending is not None and now.monotonic - pending.monotonic >= self.health_timeout:
+                return False, last
+        return True, latest
 
     def healthz(self) -> Answer:
         now = self.clock()
-        healthy = self.is_healthy(now) and self.node_eligible
-        last = now if healthy else self.last_updated
+        healthy, last = self._health(now)
+        healthy = healthy and self.node_eligible
+        last = now if healthy else last
         body = (
             f'{{"lastUpdated": {_quoted(last)},"currentTime": {_quoted(now)}, '
             f'"nodeEligible": {"true" if self.node_eligible else "false"}}}'
@@ -222,8 +237,8 @@ class ProxierHealth:
     def livez(self) -> Answer:
         """As /healthz without the node's eligibility (livezHandler)."""
         now = self.clock()
-        healthy = self.is_healthy(now)
-        last = now if healthy else self.last_updated
+        healthy, last = self._health(now)
+        last = now if healthy else last
         body = f'{{"lastUpdated": {_quoted(last)},"currentTime": {_quoted(now)}}}'
         return self._answer("livez", healthy, body)
 

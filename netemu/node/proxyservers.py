@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from netemu.api.ipfamilies import IPFamily
 from netemu.node.proxyhealth import (
     Answer,
     ProxierHealth,
@@ -114,14 +115,14 @@ class NodeProxyServers:
 
     # -- what the proxy agent reports --------------------------------------
 
-    def queued(self, when: float) -> None:
+    def queued(self, when: float, family: IPFamily = "IPv4") -> None:
         with self._lock:
-            self.health.queued_update()
+            self.health.queued_update(family)
             self.metrics.queued(when)
 
-    def synced(self) -> None:
+    def synced(self, family: IPFamily = "IPv4") -> None:
         with self._lock:
-            self.health.updated()
+            self.health.updated(family)
 
     def set_node_eligible(self, eligible: bool) -> None:
         with self._lock:

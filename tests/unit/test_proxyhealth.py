@@ -134,6 +134,39 @@ def test_proxier_health_goes_stale_after_health_timeout() -> None:
     assert health.answered == {("healthz", 200): 3, ("healthz", 503): 1, ("livez", 503): 1}
 
 
+def test_a_dual_stack_node_is_unhealthy_when_either_familys_proxier_is_late() -> None:
+    # One health server for both proxiers (kube-proxy's MetaProxier,
+    # pkg/proxy/healthcheck/proxy_health.go): the IPv6 proxier late makes
+    # the node unhealthy though the IPv4 one synced, and lastUpdated is the
+    # late family's own.
+    clock = _Clock()
+    health = ProxierHealth(health_timeout=4.0, clock=clock)
+    health.updated("IPv4")
+    health.updated("IPv6")
+    clock.now = 1.0
+    health.queued_update("IPv6")
+    clock.now = 3.0
+    health.queued_update("IPv4")
+    health.updated("IPv4")
+    clock.now = 5.0
+    stale = health.healthz()
+    assert stale.status == 503
+    assert json.loads(stale.body)["lastUpdated"] == go_time(int(1_800_000_000 * 1e9), 0.0)
+    health.updated("IPv6")
+    assert health.healthz().status == 200
+
+
+def test_a_family_that_never_synced_counts_as_starting_up() -> None:
+    # isHealthy walks the families that have synced once: one only queued
+    # (still starting) does not make the node unhealthy.
+    clock = _Clock()
+    health = ProxierHealth(health_timeout=4.0, clock=clock)
+    health.updated("IPv4")
+    health.queued_update("IPv6")
+    clock.now = 10.0
+    assert health.healthz().status == 200
+
+
 def test_healthz_fails_on_a_node_leaving_but_livez_does_not() -> None:
     health = ProxierHealth(health_timeout=60.0, clock=_Clock(), node_eligible=False)
     assert health.healthz().status == 503
