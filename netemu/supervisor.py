@@ -406,7 +406,9 @@ class Supervisor:
                 node.name,
                 node.netns,
                 settings,
-                listen_ips=health_check_ips(npa, [node.underlay_ip], addresses),
+                listen_ips=health_check_ips(
+                    npa, [node.underlay_ip], addresses, "::" if node.ipv6_only else "0.0.0.0"
+                ),
                 log=lambda line: print(line, flush=True),
             )
             self.kubelets.append(

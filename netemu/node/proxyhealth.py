@@ -88,6 +88,17 @@ def bind_address(value: object, default: str, port: int) -> tuple[str, int] | No
     return host, int(port_text)
 
 
+def default_bind_addresses(bind: object) -> tuple[str, str]:
+    """The healthz and metrics defaults for `bindAddress` (itself defaulted
+    to 0.0.0.0): IPv4's wildcard and loopback, or IPv6's for an IPv6
+    bindAddress such as "::" on an IPv6-only node
+    (pkg/proxy/apis/config/v1alpha1/defaults.go, getDefaultAddresses)."""
+    text = str(bind) if bind not in (None, "") else "0.0.0.0"
+    if ":" not in text:
+        return DEFAULT_HEALTHZ_BIND, DEFAULT_METRICS_BIND
+    return f"[::]:{HEALTHZ_PORT}", f"[::1]:{METRICS_PORT}"
+
+
 def proxy_settings(cfg: KubeProxyConfiguration | None, mode: str = "iptables") -> ProxySettings:
     """ProxySettings of a validated configuration (netemu.api.validate checks
     the durations and addresses first)."""
@@ -95,9 +106,10 @@ def proxy_settings(cfg: KubeProxyConfiguration | None, mode: str = "iptables") -
     section = cfg.nftables if mode == "nftables" else cfg.iptables
     sync = section.sync_period
     min_sync = section.min_sync_period
+    healthz_default, metrics_default = default_bind_addresses(cfg.bind_address)
     return ProxySettings(
-        healthz_bind=bind_address(cfg.healthz_bind_address, DEFAULT_HEALTHZ_BIND, HEALTHZ_PORT),
-        metrics_bind=bind_address(cfg.metrics_bind_address, DEFAULT_METRICS_BIND, METRICS_PORT),
+        healthz_bind=bind_address(cfg.healthz_bind_address, healthz_default, HEALTHZ_PORT),
+        metrics_bind=bind_address(cfg.metrics_bind_address, metrics_default, METRICS_PORT),
         sync_period=DEFAULT_SYNC_PERIOD if sync in (None, "") else parse_duration(sync),
         min_sync_period=(
             DEFAULT_MIN_SYNC_PERIOD if min_sync in (None, "") else parse_duration(min_sync)
@@ -271,16 +283,20 @@ def system_clock(started: float | None = None) -> Callable[[], Instant]:
 
 
 def health_check_ips(
-    node_port_addresses: tuple[str, ...] | list[str], primary_ips: list[str], node_ips: list[str]
+    node_port_addresses: tuple[str, ...] | list[str],
+    primary_ips: list[str],
+    node_ips: list[str],
+    wildcard: str = "0.0.0.0",
 ) -> tuple[str, ...]:
     """Where the service health server listens (newServiceHealthServer):
-    every address, unless nodePortAddresses narrows it to the node's
-    addresses inside those CIDRs ("primary": its InternalIPs)."""
+    every address of its proxier's family (`wildcard`: "::" for an IPv6-only
+    node's), unless nodePortAddresses narrows it to the node's addresses
+    inside those CIDRs ("primary": its InternalIPs)."""
     if not node_port_addresses:
-        return ("0.0.0.0",)
+        return (wildcard,)
     if list(node_port_addresses) == ["primary"]:
-        return tuple(primary_ips) or ("0.0.0.0",)
+        return tuple(primary_ips) or (wildcard,)
     nets = [netaddr.IPNetwork(c) for c in node_port_addresses if c != "primary"]
     found = tuple(ip for ip in node_ips if any(netaddr.IPAddress(ip) in net for net in nets))
     # kube-proxy falls back to every address when none matches.
-    return found or ("0.0.0.0",)
+    return found or (wildcard,)

@@ -209,3 +209,19 @@ def test_an_ipv6_only_node_has_no_ipv4_and_runs_flannel_v6_alone(lab: LiveLab) -
         ["ip", "-n", netns, "-o", "link", "show"], capture_output=True, text=True, check=True
     ).stdout
     assert "flannel-v6.1" in links and "flannel.1" not in links
+
+
+def test_an_ipv6_only_nodes_kube_proxy_serves_healthz_and_metrics_over_ipv6(lab: LiveLab) -> None:
+    # controlplane/ipv6only sets bindAddress "::" as kubeadm does on an IPv6
+    # control plane: healthz on [::]:10256, metrics on [::1]:10249, fed by
+    # the node's one (IPv6) proxier.
+    if dual_stack(lab):
+        pytest.skip("the IPv6-primary lab keeps kube-proxy's IPv4 default bindAddress")
+    healthz = lab.exec(
+        "client", ["curl", "-sS", "-m", "3", "-g", "http://[fd00:56::11]:10256/healthz"]
+    )
+    assert healthz.returncode == 0, healthz.stderr
+    assert json.loads(healthz.stdout)["nodeEligible"] is True
+    metrics = lab.exec("node-1", ["curl", "-sS", "-m", "3", "-g", "http://[::1]:10249/metrics"])
+    assert metrics.returncode == 0, metrics.stderr
+    assert "kubeproxy_sync_proxy_rules_last_timestamp_seconds" in metrics.stdout

@@ -21,6 +21,7 @@ from netemu.node.proxyhealth import (
     Instant,
     ProxierHealth,
     bind_address,
+    default_bind_addresses,
     go_time,
     health_check_ips,
     health_check_ports,
@@ -193,6 +194,20 @@ def test_bind_addresses_and_sync_period_default_as_kube_proxy() -> None:
     assert (default.sync_period, default.health_timeout) == (30.0, 60.0)
     cfg = KubeProxyConfiguration.model_validate({"iptables": {"syncPeriod": "1m30s"}})
     assert proxy_settings(cfg).sync_period == 90.0
+
+
+def test_an_ipv6_bind_address_makes_healthz_and_metrics_default_to_ipv6() -> None:
+    # getDefaultAddresses: an IPv6 bindAddress ("::" on an IPv6-only node)
+    # moves both servers to IPv6's wildcard and loopback.
+    assert default_bind_addresses(None) == ("0.0.0.0:10256", "127.0.0.1:10249")
+    assert default_bind_addresses("::") == ("[::]:10256", "[::1]:10249")
+    cfg = KubeProxyConfiguration.model_validate({"bindAddress": "::"})
+    settings = proxy_settings(cfg)
+    assert (settings.healthz_bind, settings.metrics_bind) == (("::", 10256), ("::1", 10249))
+
+
+def test_an_ipv6_only_nodes_health_check_listens_on_ipv6s_wildcard() -> None:
+    assert health_check_ips((), ["fd00:56::11"], ["fd00:56::11"], "::") == ("::",)
 
 
 def test_health_check_listens_where_node_port_addresses_say() -> None:
