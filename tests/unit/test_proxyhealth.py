@@ -361,6 +361,8 @@ def test_agent_retries_a_failed_sync_after_sync_period() -> None:
         ),
         ("healthzBindAddress: 0.0.0.0:0\n", 3, "healthzBindAddress: must be"),
         ("metricsBindAddress: nowhere\n", 3, "metricsBindAddress: must be"),
+        ("bindAddress: {a: mapping}\n", 3, "bindAddress: must be an IP address"),
+        ("bindAddress: '::1:10256x'\n", 3, "bindAddress: must be an IP address"),
     ],
 )
 def test_bad_kube_proxy_periods_and_addresses_name_file_line_field(
@@ -378,7 +380,7 @@ def test_bad_kube_proxy_periods_and_addresses_name_file_line_field(
 def test_good_kube_proxy_periods_pass() -> None:
     text = (
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
-        "healthzBindAddress: 0.0.0.0:10256\nmetricsBindAddress: 127.0.0.1\n"
+        "healthzBindAddress: 0.0.0.0:10256\nmetricsBindAddress: 127.0.0.1\nbindAddress: '::'\n"
         "iptables:\n  syncPeriod: 1m30s\n  minSyncPeriod: 500ms\n"
     )
     loaded, problems = load_text(text, "kp.yaml")

@@ -1774,3 +1774,43 @@ def test_a_cluster_dns_set_by_hand_is_kept() -> None:
     }
     lab = Lab.model_validate({"metadata": {"name": "x"}, "spec": spec})
     assert lab.spec.cluster_dns == "fd00:10:96::53"
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "message"),
+    [
+        ("{preStop: {sleep: a-string}}", "lifecycle.preStop.sleep: must be an object"),
+        ("{preStop: {sleep: {seconds: -1}}}", "seconds: must be an integer of at least 0"),
+        ("{preStop: {}}", "lifecycle.preStop: must specify a handler type"),
+        (
+            "{postStart: {exec: {command: [x]}, sleep: {seconds: 1}}}",
+            "lifecycle.postStart.sleep: may not specify more than 1 handler type",
+        ),
+        ("[hook]", "lifecycle: must be an object"),
+    ],
+)
+def test_lifecycle_hooks_are_checked_as_kubernetes_validates_them(
+    lifecycle: str, message: str
+) -> None:
+    text = f"""
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          containers: [{{name: c, lifecycle: {lifecycle}}}]
+    """
+    (got,) = check(textwrap.dedent(text))
+    assert message in got
+
+
+def test_a_sleep_pre_stop_hook_is_valid() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          containers: [{name: c, lifecycle: {preStop: {sleep: {seconds: 5}}}}]
+    """
+    assert check(textwrap.dedent(text)) == []
