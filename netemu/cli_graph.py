@@ -97,10 +97,17 @@ def offline_topology(state: ClusterState, paths: Sequence[str], needed_by: str) 
     """Where everything would live if the manifests' lab were up (its plan)."""
     if state.lab is None:
         raise UsageError(f"{needed_by} needs a Lab object (kind: Lab) naming the nodes and clients")
-    if live_ipv6_refusal(lab_name(state.lab, paths), state.lab) is not None:
+    # The topology (netemu.trace.topology) reads a plan's IPv4 side as the
+    # lab's addresses: IPv6-only and IPv6-primary labs, live since, are left
+    # out here until it reads them as their primary family.
+    families = [":" in cidr for cidr in state.lab.spec.underlay_cidrs]
+    if live_ipv6_refusal(lab_name(state.lab, paths), state.lab) is not None or (
+        state.lab.spec.ipv6_cidrs and families[:1] != [False]
+    ):
         raise UsageError(
-            f"{needed_by} needs the lab's topology, which netemu plans for IPv4 and IPv4-first "
-            f"dual-stack labs only (this Lab's CIDRs: {', '.join(state.lab.spec.ipv6_cidrs)}); "
+            f"{needed_by} needs the lab's topology, which netemu traces offline for IPv4 and "
+            "IPv4-first dual-stack labs only "
+            f"(this Lab's CIDRs: {', '.join(state.lab.spec.ipv6_cidrs)}); "
             "trace --offline with --src, --dst and --dport works on any lab"
         )
     try:

@@ -68,6 +68,7 @@ from netemu.controlplane import (
 from netemu.controlplane.addons import (
     API_SECURE_PORT,
     KubernetesServiceController,
+    api_endpoint_ip,
     api_service_ip,
     ingress_addons,
     live_addons,
@@ -413,7 +414,9 @@ class Supervisor:
                 node.name,
                 node.netns,
                 settings,
-                listen_ips=health_check_ips(npa, [node.underlay_ip], addresses),
+                listen_ips=health_check_ips(
+                    npa, [node.underlay_ip], addresses, "::" if node.ipv6_only else "0.0.0.0"
+                ),
                 log=lambda line: print(line, flush=True),
             )
             self.kubelets.append(
@@ -436,46 +439,39 @@ class Supervisor:
             )
             # kube-proxy runs one proxier per IP family; on a dual-stack node
             # the IPv6 one has its own sync (ip6tables, or `ip6 kube-proxy`),
-            # and health and metrics stay the IPv4 one's.
-            families: list[IPFamily] = ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
+            # and both report to the node's one health server and metrics
+            # (the MetaProxier's), the IPv4 one serving Services' health checks.
+            # An IPv6-only node runs the IPv6 proxier alone, with them.
+            families: list[IPFamily] = (
+                ["IPv6"] if node.ipv6_only else ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
+            )
             for family in families:
-                servers = node_servers if family == "IPv4" else None
                 iptables = KernelIptables(
                     node.netns,
                     backend,
                     family=family,
                     lock_file=node_lock_file(self.name, node.netns),
                 )
-                agent: ProxyAgent | NftProxyAgent
-                if self.proxy_mode == "nftables":
-                    agent = NftProxyAgent(
-                        client=self.client,
-                        node=node.name,
-                        nftables=KernelNftables(node.netns),
-                        iptables=iptables,
-                        conntrack=KernelConntrack(node.netns) if family == "IPv4" else None,
-                        fresh_node=True,
-                        lab=self.lab,
-                        proxy_config=self.proxy_config,
-                        servers=servers,
-                        sync_period=settings.sync_period,
-                        family=family,
-                        input_cache=self.proxy_input_caches[family],
-                    )
-                else:
-                    agent = ProxyAgent(
-                        client=self.client,
-                        node=node.name,
-                        iptables=iptables,
-                        conntrack=KernelConntrack(node.netns) if family == "IPv4" else None,
-                        fresh_node=True,
-                        lab=self.lab,
-                        proxy_config=self.proxy_config,
-                        servers=servers,
-                        sync_period=settings.sync_period,
-                        family=family,
-                        input_cache=self.proxy_input_caches[family],
-                    )
+                # What both modes' agents take; nftables mode adds its table.
+                settings_of_agent: dict[str, Any] = {
+                    "client": self.client,
+                    "node": node.name,
+                    "iptables": iptables,
+                    "conntrack": KernelConntrack(node.netns, family),
+                    "fresh_node": True,
+                    "lab": self.lab,
+                    "proxy_config": self.proxy_config,
+                    "servers": node_servers,
+                    "serves_health_checks": family == families[0],
+                    "sync_period": settings.sync_period,
+                    "family": family,
+                    "input_cache": self.proxy_input_caches[family],
+                }
+                agent: ProxyAgent | NftProxyAgent = (
+                    NftProxyAgent(nftables=KernelNftables(node.netns), **settings_of_agent)
+                    if self.proxy_mode == "nftables"
+                    else ProxyAgent(**settings_of_agent)
+                )
                 self.proxies.append(agent)
         self.cloudlb = CloudLoadBalancer(
             plan.load_balancer, plan.nodes, self.lab.spec.load_balancer.health_check, self.datapath
@@ -647,12 +643,15 @@ class Supervisor:
         """TLS on the control-plane (first) node's address, port 6443: the
         endpoint of `default/kubernetes` (netemu.node.apiserver)."""
         node = plan.nodes[0]
+        # The endpoint is the node's primary-family address (IPv6 on an
+        # IPv6-primary lab), which the plan's base address need not be.
+        endpoint = api_endpoint_ip(self.lab)
         context = apiserver.tls_context(
             run_dir(self.name) / "pki",
             apiserver.certificate_names(self.lab.spec.cluster_domain, node.name),
-            [api_service_ip(self.lab), node.underlay_ip],
+            sorted({api_service_ip(self.lab), node.underlay_ip, endpoint}),
         )
-        tcp, _ = bind_pod_sockets(node.netns, node.underlay_ip, [(API_SECURE_PORT, "TCP")])
+        tcp, _ = bind_pod_sockets(node.netns, endpoint, [(API_SECURE_PORT, "TCP")])
         self.servers.serve_app("kube-apiserver", apiserver.app(), tcp, context)
 
     def _refresh_dns(self, state: ClusterState) -> None:

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from netemu.api.base import K8sModel, ObjectMeta
 
@@ -194,6 +195,18 @@ class LabSpec(K8sModel):
     # The UDP port of the vxlan overlay (flannel's backend "Port").
     vxlan_port: int = DEFAULT_VXLAN_PORT
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cluster_dns(cls, data: Any) -> Any:
+        """clusterDNS left out: the 10th address of the primary service CIDR,
+        as kubeadm picks it for either family (cmd/kubeadm/app/constants
+        GetDNSIP: GetKubernetesServiceCIDR then GetIndexedIP(cidr, 10))."""
+        if not isinstance(data, dict) or "clusterDNS" in data or "cluster_dns" in data:
+            return data
+        cidrs = data.get("serviceCIDR", data.get("service_cidr", DEFAULT_SERVICE_CIDR))
+        dns = default_cluster_dns(cidrs) if isinstance(cidrs, str) else None
+        return {**data, "clusterDNS": dns} if dns is not None else data
+
     @property
     def service_cidrs(self) -> list[str]:
         return split_family_list(self.service_cidr)
@@ -213,33 +226,61 @@ class LabSpec(K8sModel):
         return [text for text in every if ":" in text]
 
 
+def default_cluster_dns(service_cidrs: str) -> str | None:
+    """kubeadm's DNS address for `service_cidrs` ("A" or "A,B"): the 10th of
+    the first; None when that is no CIDR with ten addresses (validation
+    then reports the CIDR)."""
+    primary = split_family_list(service_cidrs)[:1]
+    try:
+        network = ipaddress.ip_network(primary[0], strict=False) if primary else None
+    except ValueError:
+        return None
+    if network is None or network.num_addresses <= 10:
+        return None
+    return str(network.network_address + 10)
+
+
+def ipv4_first(values: list[str]) -> list[str]:
+    """`values` (addresses or CIDRs) with the IPv4 ones first, order kept
+    within a family. A live lab's datapath builds its IPv4 side as the base
+    and its IPv6 side beside it whichever family is primary: the primary
+    family matters to the control plane (clusterIP, podIP, clusterDNS), not
+    to the links and routes."""
+    return sorted(values, key=lambda text: ":" in text)
+
+
+def _families(values: list[str]) -> str:
+    """ "4", "6" or "46": the IP families of addresses or CIDRs, in no order."""
+    return "".join(sorted({"6" if ":" in text else "4" for text in values}))
+
+
 def live_ipv6_refusal(lab_name: str, lab: Lab) -> str | None:
-    """Why a live lab cannot be built from `lab`, or None. Live labs are IPv4,
-    or dual-stack with IPv4 as the primary family: every CIDR a pair, IPv4
-    first, and every node with an IPv6 underlay address. IPv6-only and
-    IPv6-primary labs work offline only (their datapath is not built)."""
+    """Why a live lab cannot be built from `lab`, or None. A live lab is of
+    one shape throughout: IPv4, IPv6-only, or dual-stack with either family
+    first (every CIDR a pair of one IPv4 and one IPv6, every node an
+    underlay address of each family)."""
     spec = lab.spec
     if not spec.ipv6_cidrs:
         return None
-    pairs = {
-        "underlayCIDR": spec.underlay_cidrs,
-        "serviceCIDR": spec.service_cidrs,
-        "podCIDR": spec.pod_cidrs,
+    shapes = {
+        "underlayCIDR": _families(spec.underlay_cidrs),
+        "serviceCIDR": _families(spec.service_cidrs),
+        "podCIDR": _families(spec.pod_cidrs),
     }
-    single = [
-        name
-        for name, cidrs in pairs.items()
-        if not (len(cidrs) == 2 and ":" not in cidrs[0] and ":" in cidrs[1])
-    ]
-    bare = [n.name for n in spec.nodes if not any(":" in ip for ip in n.underlay_ips)]
-    if not single and not bare:
+    shapes |= {f"node {n.name} underlayIP": _families(n.underlay_ips) for n in spec.nodes}
+    shapes |= {f"client {c.name} ip": _families(c.ips) for c in spec.external_clients}
+    wanted = "6" if shapes["underlayCIDR"] == "6" else "46"
+    if all(shape == wanted for shape in shapes.values()) and all(
+        len(cidrs) == len(wanted)
+        for cidrs in (spec.underlay_cidrs, spec.service_cidrs, spec.pod_cidrs)
+    ):
         return None
-    what = [f"{', '.join(single)} not an IPv4,IPv6 pair"] if single else []
-    what += [f"node(s) {', '.join(bare)} without an IPv6 underlayIP"] if bare else []
+    kind = "IPv6" if wanted == "6" else "an IPv4/IPv6 pair"
+    odd = [name for name, shape in shapes.items() if shape != wanted]
     return (
-        f"lab {lab_name}: live labs are IPv4, or dual-stack with IPv4 first ({'; '.join(what)}); "
-        "netemu validate, compile, get and trace --offline --src/--dst handle IPv6-only and "
-        "IPv6-primary labs offline"
+        f"lab {lab_name}: a live lab is IPv4, IPv6-only or dual-stack throughout; "
+        f"{', '.join(odd) or 'a CIDR'} not {kind} as the underlayCIDR is; "
+        "netemu validate, compile, get and trace --offline --src/--dst handle such labs offline"
     )
 
 

@@ -885,6 +885,7 @@ class _Checker:
         ):
             for c, container in enumerate(containers):
                 self.check_probes(item, (*path, group, c), container, group == "initContainers")
+                self.check_lifecycle(item, (*path, group, c), container)
                 for p, port in enumerate(container.ports):
                     ppath = (*path, group, c, "ports", p)
                     if errs := is_port_number(port.container_port):
@@ -1053,6 +1054,42 @@ class _Checker:
             self.report(item, path, "expected a list of strings")
             return []
         return value
+
+    def check_lifecycle(self, item: Loaded, path: FieldPath, container: Container) -> None:
+        """The shape of a container's lifecycle hooks (validateLifecycle and
+        validateHandler in pkg/apis/core/validation): each hook one handler,
+        an object; a sleep's seconds an integer of at least 0. The field is
+        kept as data (netemu.node.termination reads it)."""
+        lifecycle = container.lifecycle
+        if lifecycle is None:
+            return
+        lpath = (*path, "lifecycle")
+        if not isinstance(lifecycle, dict):
+            self.report(item, lpath, "must be an object")
+            return
+        for hook in ("postStart", "preStop"):
+            handler = lifecycle.get(hook)
+            if handler is None:
+                continue
+            hpath = (*lpath, hook)
+            if not isinstance(handler, dict):
+                self.report(item, hpath, "must be an object")
+                continue
+            kinds = [k for k in ("exec", "httpGet", "tcpSocket", "sleep") if k in handler]
+            if not kinds:
+                self.report(item, hpath, "must specify a handler type")
+            for extra in kinds[1:]:
+                self.report(item, (*hpath, extra), "may not specify more than 1 handler type")
+            for kind in kinds:
+                if not isinstance(handler[kind], dict):
+                    self.report(item, (*hpath, kind), "must be an object")
+            sleep = handler.get("sleep")
+            if isinstance(sleep, dict):
+                seconds = sleep.get("seconds")
+                if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+                    self.report(
+                        item, (*hpath, "sleep", "seconds"), "must be an integer of at least 0"
+                    )
 
     def check_probes(self, item: Loaded, path: FieldPath, container: Container, init: bool) -> None:
         """validateProbe and the container checks around it
@@ -1731,6 +1768,10 @@ class _Checker:
                 self.report(item, (section, "masqueradeBit"), "must be between 0 and 31, inclusive")
         for section, periods in (("iptables", cfg.iptables), ("nftables", cfg.nftables)):
             self.check_sync_periods(item, section, periods.sync_period, periods.min_sync_period)
+        bind = cfg.bind_address
+        if bind not in (None, "") and (not isinstance(bind, str) or parse_ip(bind) is None):
+            # kube-proxy's validation: BindAddress must be an IP address.
+            self.report(item, ("bindAddress",), 'must be an IP address (e.g. "0.0.0.0" or "::")')
         for name, value in (
             ("healthzBindAddress", cfg.healthz_bind_address),
             ("metricsBindAddress", cfg.metrics_bind_address),

@@ -1,6 +1,9 @@
 """A node's conntrack table: listing UDP entries and deleting those a filter
 names, with conntrack-tools inside the node's namespace (one list and at
-most one delete per filter, per sync; never per packet or per pod).
+most one delete per filter, per sync; never per packet or per pod). One
+family's entries per instance (`conntrack -f ipv6` for the IPv6 proxier's,
+as kube-proxy's conntrack cleanup runs per proxier, each on its own family:
+pkg/proxy/conntrack/cleanup.go filters by the proxier's IP family).
 
 Owns nothing; deletes only the entries it is asked to.
 """
@@ -11,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from netemu.api.ipfamilies import IPFamily
 from netemu.rules.conntrack import FlowEntry, FlowFilter
 
 
@@ -49,10 +53,13 @@ def parse_entries(text: str) -> list[FlowEntry]:
 @dataclass
 class KernelConntrack:
     netns: str
+    family: IPFamily = "IPv4"
 
     def _run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        # conntrack-tools lists and deletes IPv4 entries unless told -f ipv6.
+        selector = ["-f", "ipv6"] if self.family == "IPv6" else ["-f", "ipv4"]
         return subprocess.run(
-            ["ip", "netns", "exec", self.netns, "conntrack", *args],
+            ["ip", "netns", "exec", self.netns, "conntrack", *args, *selector],
             capture_output=True,
             text=True,
             check=False,

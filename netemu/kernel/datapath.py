@@ -35,7 +35,6 @@ from netemu.net.plan import (
     IPV6_NAMESPACE_SYSCTLS,
     POD_BRIDGE,
     POD_IFNAME,
-    VXLAN_DEVICE,
     VXLAN_DEVICE_V6,
     VXLAN_VNI,
     ClientPlan,
@@ -138,7 +137,7 @@ class Datapath:
     @_on_worker
     def build_underlay(self, plan: UnderlayPlan) -> None:
         ipr = self._new_netns(plan.netns)
-        if plan.gateway_ip6:
+        if plan.gateway_ip6 or ":" in plan.gateway_ip:
             netns.write_sysctls(plan.netns, dict(IPV6_NAMESPACE_SYSCTLS))
         ipr.link("add", ifname=plan.bridge, kind="bridge", address=plan.bridge_mac)
         bridge = self._index(ipr, plan.bridge)
@@ -181,20 +180,27 @@ class Datapath:
         ipr.link("set", index=bridge, state="up")
 
         if plan.overlay == "vxlan":
+            # An IPv6-only node's one device is flannel-v6.1 (plan.vxlan_device).
+            six = plan.ipv6_only
+            local = {"vxlan_local6" if six else "vxlan_local": plan.underlay_ip}
             ipr.link(
                 "add",
-                ifname=VXLAN_DEVICE,
+                ifname=plan.vxlan_device,
                 kind="vxlan",
                 vxlan_id=VXLAN_VNI,
-                vxlan_local=plan.underlay_ip,
                 vxlan_link=eth0,
                 vxlan_port=plan.vxlan_port,
                 vxlan_learning=0,  # flannel writes every peer's entries itself
                 address=plan.vtep_mac,
                 mtu=plan.pod_mtu,
+                **local,
             )
-            vxlan = self._index(ipr, VXLAN_DEVICE)
-            ipr.addr("add", index=vxlan, address=plan.vtep_ip, prefixlen=32)
+            vxlan = self._index(ipr, plan.vxlan_device)
+            if six:
+                netns.write_sysctls(
+                    plan.netns, dict(host_link_sysctls(plan.vxlan_device)), ignore_missing=True
+                )
+            ipr.addr("add", index=vxlan, address=plan.vtep_ip, prefixlen=128 if six else 32)
             ipr.link("set", index=vxlan, state="up")
             for peer in plan.peers:
                 # flannel's three entries per remote node: the peer VTEP's MAC
@@ -202,6 +208,7 @@ class Datapath:
                 # underlay (FDB), and the route to its pod CIDR (below).
                 ipr.neigh(
                     "add",
+                    family=_family(peer.vtep_ip),
                     dst=peer.vtep_ip,
                     lladdr=peer.vtep_mac,
                     ifindex=vxlan,
@@ -287,7 +294,7 @@ class Datapath:
     @_on_worker
     def build_client(self, plan: ClientPlan, underlay: UnderlayPlan) -> None:
         ipr = self._new_netns(plan.netns)
-        if plan.ip6:
+        if plan.ip6 or ":" in plan.ip:
             netns.write_sysctls(plan.netns, dict(IPV6_NAMESPACE_SYSCTLS))
         _, eth0 = self._attach_to_underlay(underlay, plan.netns, plan.switch_port)
         ipr.addr("add", index=eth0, address=plan.ip, prefixlen=plan.prefixlen)
@@ -312,6 +319,8 @@ class Datapath:
     def build_load_balancer(self, plan: LoadBalancerPlan, underlay: UnderlayPlan) -> None:
         ipr = self._new_netns(plan.netns)
         netns.write_sysctls(plan.netns, dict(plan.sysctls))
+        if ":" in plan.ip:
+            netns.write_sysctls(plan.netns, dict(IPV6_NAMESPACE_SYSCTLS))
         _, eth0 = self._attach_to_underlay(underlay, plan.netns, plan.switch_port)
         ipr.addr("add", index=eth0, address=plan.ip, prefixlen=plan.prefixlen)
         ipr.link("set", index=eth0, state="up")

@@ -50,6 +50,7 @@ from netemu.api.config import (
     KubeProxyConfiguration,
     KubeProxyConntrackConfiguration,
     Lab,
+    ipv4_first,
     live_ipv6_refusal,
 )
 from netemu.api.core import Container, Pod, Service
@@ -96,6 +97,9 @@ VXLAN_DEVICE = "flannel.1"
 # underlay address (pkg/backend/vxlan/vxlan.go, newVXLANDevice for v6).
 VXLAN_DEVICE_V6 = "flannel-v6.1"
 VXLAN_MTU = 1450
+# flannel gives flannel-v6.1 20 bytes less than flannel.1: its outer IPv6
+# header is 40 bytes, IPv4's 20 (pkg/backend/vxlan, the v6 device's MTU).
+VXLAN6_OVERHEAD = 20
 UNDERLAY_MTU = 1500
 POD_BRIDGE = "cni0"
 POD_IFNAME = "eth0"
@@ -274,6 +278,17 @@ class NodePlan:
     # Its IPv6 side on a dual-stack lab.
     ipv6: NodeIPv6 | None = None
 
+    @property
+    def ipv6_only(self) -> bool:
+        """An IPv6-only node: its base addresses above are IPv6."""
+        return ":" in self.underlay_ip
+
+    @property
+    def vxlan_device(self) -> str:
+        """The device of its base family: flannel's IPv6-only VXLAN backend
+        runs flannel-v6.1 alone, with no IPv4 device (pkg/backend/vxlan)."""
+        return VXLAN_DEVICE_V6 if self.ipv6_only else VXLAN_DEVICE
+
 
 @dataclass(frozen=True)
 class ClientPlan:
@@ -405,10 +420,17 @@ class PodPlan:
     prefixlen6: int = 0
     gateway6: str = ""
     routes6: tuple[Route, ...] = ()
+    # status.podIP, the primary family's address: `ip6` on an IPv6-primary
+    # lab ("" means `ip`). The kubelet probes it and agnhost reports it.
+    primary_ip: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def status_ip(self) -> str:
+        return self.primary_ip or self.ip
 
 
 # What the bridge CNI plugin writes for each pod (plugins/main/bridge/bridge.go,
@@ -570,7 +592,7 @@ def _underlay_gateway(lab: Lab, services: Sequence[Service]) -> str:
     used = _underlay_used(lab, services)
     if lab.spec.load_balancer.ip:
         used.add(lab.spec.load_balancer.ip)
-    underlay = lab.spec.underlay_cidrs[0]
+    underlay = ipv4_first(lab.spec.underlay_cidrs)[0]
     for ip in netaddr.IPNetwork(underlay).iter_hosts():
         if str(ip) not in used:
             return str(ip)
@@ -594,13 +616,14 @@ def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
     gateway takes the lowest, and nodes and clients are usually written from
     the bottom up, so the top is the least likely to collide."""
     used = _underlay_used(lab, services)
+    # The load balancer's own address is of the datapath's base family.
+    underlay = ipv4_first(lab.spec.underlay_cidrs)[0]
     pool = lab.spec.load_balancer.addresses
     # A pool that does not parse is refused by validation.
     with contextlib.suppress(ValueError):
-        used.update(
-            str(ip)
-            for ip in (parse_pool(pool) if pool else default_pool(lab.spec.underlay_cidrs[0]))
-        )
+        # The default pool is IPv4's (netemu.api.addresspool): none on IPv6.
+        default = default_pool(underlay) if ":" not in underlay else []
+        used.update(str(ip) for ip in (parse_pool(pool) if pool else default))
     if lab.spec.load_balancer.ip:
         if lab.spec.load_balancer.ip in used:
             raise PlanError(
@@ -608,13 +631,15 @@ def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
                 "or a Service's ingress address, or in the load-balancer pool"
             )
         return lab.spec.load_balancer.ip
-    hosts = list(netaddr.IPNetwork(lab.spec.underlay_cidrs[0]).iter_hosts())
-    for ip in reversed(hosts):
-        if str(ip) not in used:
-            return str(ip)
-    raise PlanError(
-        f"underlayCIDR {lab.spec.underlay_cidrs[0]} has no free address for the load balancer"
-    )
+    network = netaddr.IPNetwork(underlay)
+    # From the top down, without listing the hosts (an IPv6 /64 has 2**64):
+    # IPv4's broadcast address is no host, IPv6 has none.
+    top = network.last - (1 if network.version == 4 else 0)
+    for value in range(top, max(network.first, top - len(used) - 1), -1):
+        ip = str(netaddr.IPAddress(value, network.version))
+        if ip not in used:
+            return ip
+    raise PlanError(f"underlayCIDR {underlay} has no free address for the load balancer")
 
 
 def announced_ips(services: Sequence[Service]) -> list[str]:
@@ -652,12 +677,23 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     if refusal is not None:
         # Refused here rather than half-building the lab.
         raise PlanError(refusal)
-    underlay = netaddr.IPNetwork(lab.spec.underlay_cidrs[0])
-    # A dual-stack lab's IPv6 side (live labs are IPv4-primary: live_ipv6_refusal).
-    underlay6 = next((netaddr.IPNetwork(c) for c in lab.spec.underlay_cidrs[1:] if ":" in c), None)
-    cluster_cidr6 = next((c for c in lab.spec.pod_cidrs[1:] if ":" in c), "")
+    # The IPv4 side is the datapath's base, the IPv6 side of a dual-stack
+    # lab is built beside it, whichever family the Lab lists first
+    # (ipv4_first; live labs have IPv4: live_ipv6_refusal).
+    # An IPv6-only lab's base is IPv6, with no second side.
+    underlay = netaddr.IPNetwork(ipv4_first(lab.spec.underlay_cidrs)[0])
+    ipv6_only = underlay.version == 6
+    underlay6 = (
+        None
+        if ipv6_only
+        else next((netaddr.IPNetwork(c) for c in lab.spec.underlay_cidrs if ":" in c), None)
+    )
+    cluster_cidr4 = ipv4_first(lab.spec.pod_cidrs)[0]
+    cluster_cidr6 = "" if ipv6_only else next((c for c in lab.spec.pod_cidrs if ":" in c), "")
     gateway6 = _underlay_gateway6(lab, underlay6) if underlay6 is not None else ""
     mtu = VXLAN_MTU if lab.spec.overlay == "vxlan" else UNDERLAY_MTU
+    if ipv6_only and lab.spec.overlay == "vxlan":
+        mtu -= VXLAN6_OVERHEAD  # flannel-v6.1's outer header is IPv6's
     localhost_node_ports = _localhost_node_ports(state)
     gateway = _underlay_gateway(lab, state.services)
     balancer = LoadBalancerPlan(
@@ -671,9 +707,11 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
     v6_info: dict[str, tuple[str, str]] = {}  # node → (IPv6 underlay IP, IPv6 pod CIDR)
     for node in state.nodes:
         name = node.metadata.name or ""
-        pod_cidr = node.spec.pod_cidr if node.spec else None
-        internal = node.internal_ips()
-        if not pod_cidr or not internal:
+        # The node's IPv4 pod CIDR and InternalIP, first or second.
+        pod_cidr = (ipv4_first(node.spec.pod_cidrs or [node.spec.pod_cidr or ""])[0]) or None
+        internal = ipv4_first(node.internal_ips())
+        base_v6 = (":" in (pod_cidr or ""), ":" in (internal[0] if internal else ""))
+        if not pod_cidr or not internal or base_v6 != (ipv6_only, ipv6_only):
             raise PlanError(f"node {name}: no pod CIDR or underlay IP")
         node_info.append((name, internal[0], pod_cidr))
         if underlay6 is not None:
@@ -701,7 +739,12 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
             if lab.spec.overlay == "vxlan":
                 # flannel: the peer's pod CIDR via its VTEP address, on-link on flannel.1.
                 routes.append(
-                    Route(peer.pod_cidr, via=peer.vtep_ip, device=VXLAN_DEVICE, onlink=True)
+                    Route(
+                        peer.pod_cidr,
+                        via=peer.vtep_ip,
+                        device=VXLAN_DEVICE_V6 if ipv6_only else VXLAN_DEVICE,
+                        onlink=True,
+                    )
                 )
             else:
                 routes.append(Route(peer.pod_cidr, via=peer.underlay_ip, device="eth0"))
@@ -724,8 +767,12 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
                 peers=peers if lab.spec.overlay == "vxlan" else (),
                 routes=tuple(routes),
                 sysctls=node_sysctls(localhost_node_ports, conntrack_sysctls(state.proxy_config))
-                + ((*IPV6_NAMESPACE_SYSCTLS, *IPV6_NODE_SYSCTLS) if underlay6 is not None else ()),
-                cluster_cidr=lab.spec.pod_cidrs[0],
+                + (
+                    (*IPV6_NAMESPACE_SYSCTLS, *IPV6_NODE_SYSCTLS)
+                    if underlay6 is not None or ipv6_only
+                    else ()
+                ),
+                cluster_cidr=cluster_cidr4,
                 ipv6=(
                     _node_ipv6(
                         lab_name,
@@ -746,11 +793,11 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
         ClientPlan(
             name=client.name,
             netns=client_netns(lab_name, client.name),
-            ip=client.ips[0],
+            ip=ipv4_first(client.ips)[0],
             prefixlen=underlay.prefixlen,
             switch_port=switch_port("c", index, client.name),
             routes=client_routes(state, nodes[0].underlay_ip if nodes else None, balancer.ip),
-            ip6=next((ip for ip in client.ips[1:] if ":" in ip), ""),
+            ip6="" if ipv6_only else next((ip for ip in client.ips if ":" in ip), ""),
             prefixlen6=underlay6.prefixlen if underlay6 is not None else 0,
         )
         for index, client in enumerate(lab.spec.external_clients)
@@ -870,7 +917,7 @@ def plan_pod(
     if spec is None:
         raise PlanError(f"pod {namespace}/{name}: no spec")
     host_network = spec.host_network
-    ip = node.underlay_ip if host_network else (pod.status.pod_ip if pod.status else None)
+    ip = node.underlay_ip if host_network else _pod_base_ip(pod, node)
     if not ip:
         raise PlanError(f"pod {namespace}/{name}: no pod IP assigned yet")
     asked = meta.annotations.get(BUILTIN_SERVER)
@@ -955,6 +1002,16 @@ def plan_pod(
     return _with_ipv6(pod_plan, pod, node)
 
 
+def _pod_base_ip(pod: Pod, node: NodePlan) -> str | None:
+    """The pod's address of the datapath's base family: IPv4, or IPv6 on an
+    IPv6-only node (status.podIP is the primary family's: IPv6 on an
+    IPv6-primary lab too)."""
+    if pod.status is None:
+        return None
+    ips = [p.ip for p in pod.status.pod_ips] or [pod.status.pod_ip or ""]
+    return next((ip for ip in ips if ip and (":" in ip) == node.ipv6_only), None)
+
+
 def _pod_ip6(pod: Pod, node: NodePlan) -> list[str]:
     """The pod's IPv6 address on a dual-stack node (host-local's second range)."""
     if node.ipv6 is None or pod.status is None:
@@ -974,6 +1031,7 @@ def _with_ipv6(plan: PodPlan, pod: Pod, node: NodePlan) -> PodPlan:
         prefixlen6=v6.pod_prefixlen,
         gateway6=v6.bridge_ip,
         routes6=pod_routes6(v6.bridge_ip, v6.cluster_cidr),
+        primary_ip=found[0] if pod.status is not None and pod.status.pod_ip == found[0] else "",
     )
 
 

@@ -273,7 +273,7 @@ class Kubelet:
             else:
                 action = kubeprobe.HttpGet(
                     self.node.netns,
-                    hook.host or plan.ip,
+                    hook.host or plan.status_ip,
                     port,
                     hook.path,
                     hook.scheme,
@@ -722,7 +722,9 @@ class Kubelet:
         ports: the DNS server for the DNS addon's pod, else the test server.
         Returns the key it is served under."""
         key = f"{plan.key}/{container.name}"
-        tcp, udp = bind_pod_sockets(plan.netns, "0.0.0.0", container.ports)
+        # The wildcard of its base family: "::" on an IPv6-only pod.
+        wildcard = "::" if ":" in plan.ip else "0.0.0.0"
+        tcp, udp = bind_pod_sockets(plan.netns, wildcard, container.ports)
         if plan.ip6:
             # A dual-stack pod serves its ports on its IPv6 address too.
             try:
@@ -738,7 +740,7 @@ class Kubelet:
         identity = PodIdentity(
             pod=plan.name,
             namespace=plan.namespace,
-            pod_ip=plan.ip,
+            pod_ip=plan.status_ip,
             node=plan.node,
             hostname=plan.hostname,
         )

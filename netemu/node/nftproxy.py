@@ -58,7 +58,6 @@ from netemu.node.proxyhealth import (
     FULL_SYNC_PERIOD,
     health_check_ports,
     local_ready_endpoints,
-    node_eligible,
 )
 from netemu.node.proxymetrics import updated_services
 from netemu.node.proxyservers import NodeProxyServers
@@ -96,6 +95,11 @@ class NftProxyAgent:
     # last sync, as kube-proxy's change trackers; one may serve every node
     # (of this family).
     input_cache: ProxyInputCache | None = None
+    # The node's servers are shared by its proxiers (kube-proxy's MetaProxier
+    # shares the health server and metrics): every family reports its syncs,
+    # the primary family's proxier alone serves the Services' health checks
+    # and follows the node's eligibility.
+    serves_health_checks: bool = True
     last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
     # What the last successful sync left in the kernel (None: nothing yet).
     state: NftSyncState | None = field(default=None, init=False)
@@ -115,12 +119,8 @@ class NftProxyAgent:
         with gc_paused():  # as ProxyAgent.reconcile
             state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
             data = self._input(state)
-            if self.servers is not None:
-                node = state.node(self.node)
-                taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
-                self.servers.set_node_eligible(
-                    node_eligible(node.metadata.deletion_timestamp is not None, taints)
-                )
+            if self.servers is not None and self.serves_health_checks:
+                self.servers.follow_node(state.node(self.node))
             if self.last_input is not None and data == self.last_input and not self.failed:
                 return False
             self._sync(data, full=self.last_input is None)
@@ -155,7 +155,7 @@ class NftProxyAgent:
             or (previous is not None and previous.config != data.config)
         )
         if self.servers is not None and data != previous:
-            self.servers.queued(time.time())
+            self.servers.queued(time.time(), self.family)
         started = time.monotonic()
         # One diff of the inputs serves the partial sync and the metrics.
         services, endpoints = updated_services(previous, data)
@@ -197,8 +197,9 @@ class NftProxyAgent:
             self.servers.metrics.changes(len(services), len(endpoints))
             # No iptables rules are kube-proxy's in this mode: those gauges stay 0.
             self.servers.metrics.synced(time.monotonic() - started, full, time.time(), {})
-            self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))
-            self.servers.synced()
+            if self.serves_health_checks:
+                self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))
+            self.servers.synced(self.family)
         self.failed = False
         self.last_input = data
         now = self.clock()

@@ -334,7 +334,9 @@ class ProbeManager:
             if not found:
                 return f"couldn't find port: {port} in container {container.name}"
             port = found[0]
-        host = getattr(handler, "host", None) or plan.ip
+        # The kubelet probes status.podIP, the primary family's address
+        # (pkg/kubelet/prober/prober.go: runProbe takes status.PodIP).
+        host = getattr(handler, "host", None) or plan.status_ip
         node_netns = self.kubelet.node.netns
         if isinstance(handler, HttpHandler):
             return kubeprobe.HttpGet(

@@ -49,7 +49,6 @@ from netemu.node.proxyhealth import (
     FULL_SYNC_PERIOD,
     health_check_ports,
     local_ready_endpoints,
-    node_eligible,
 )
 from netemu.node.proxymetrics import changed_services, updated_services
 from netemu.node.proxyservers import NodeProxyServers
@@ -133,6 +132,11 @@ class ProxyAgent:
     # The IP family of this proxier: a dual-stack node runs one agent per
     # family (kube-proxy's dual-stack proxier), the IPv6 one on ip6tables.
     family: IPFamily = "IPv4"
+    # The node's servers are shared by its proxiers (kube-proxy's MetaProxier
+    # shares the health server and metrics): every family reports its syncs,
+    # the primary family's proxier alone serves the Services' health checks
+    # and follows the node's eligibility.
+    serves_health_checks: bool = True
 
     def _input(self, state: ClusterState) -> ProxyInput:
         """What this proxier sees now, converted through its family's cache."""
@@ -151,12 +155,8 @@ class ProxyAgent:
     def _reconcile(self) -> bool:
         state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
         data = self._input(state)
-        if self.servers is not None:
-            node = state.node(self.node)
-            taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
-            self.servers.set_node_eligible(
-                node_eligible(node.metadata.deletion_timestamp is not None, taints)
-            )
+        if self.servers is not None and self.serves_health_checks:
+            self.servers.follow_node(state.node(self.node))
         if self.last_input is not None and data == self.last_input and not self.failed:
             return False
         self._sync(data, full=self.last_input is None)
@@ -187,7 +187,7 @@ class ProxyAgent:
         full = full or previous is None or self.failed or previous.config != data.config
         if self.servers is not None and data != previous:
             # Proxier.OnServiceUpdate / OnEndpointSliceUpdate → QueuedUpdate.
-            self.servers.queued(time.time())
+            self.servers.queued(time.time(), self.family)
         started = time.monotonic()
         self.failed = True
         # A first restore into a fresh namespace may flush the (empty) tables:
@@ -228,8 +228,9 @@ class ProxyAgent:
             self.servers.metrics.synced(
                 time.monotonic() - started, full, time.time(), total, written
             )
-            self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))
-            self.servers.synced()
+            if self.serves_health_checks:
+                self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))
+            self.servers.synced(self.family)
         self.failed = False
         self.last_input = data
         now = self.clock()

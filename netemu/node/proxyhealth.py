@@ -26,6 +26,7 @@ import netaddr
 
 from netemu.api.config import KubeProxyConfiguration
 from netemu.api.duration import parse_duration
+from netemu.api.ipfamilies import IPFamily
 from netemu.rules.input import ProxyInput
 
 # pkg/cluster/ports: ProxyHealthzPort and ProxyStatusPort.
@@ -87,6 +88,17 @@ def bind_address(value: object, default: str, port: int) -> tuple[str, int] | No
     return host, int(port_text)
 
 
+def default_bind_addresses(bind: object) -> tuple[str, str]:
+    """The healthz and metrics defaults for `bindAddress` (itself defaulted
+    to 0.0.0.0): IPv4's wildcard and loopback, or IPv6's for an IPv6
+    bindAddress such as "::" on an IPv6-only node
+    (pkg/proxy/apis/config/v1alpha1/defaults.go, getDefaultAddresses)."""
+    text = str(bind) if bind not in (None, "") else "0.0.0.0"
+    if ":" not in text:
+        return DEFAULT_HEALTHZ_BIND, DEFAULT_METRICS_BIND
+    return f"[::]:{HEALTHZ_PORT}", f"[::1]:{METRICS_PORT}"
+
+
 def proxy_settings(cfg: KubeProxyConfiguration | None, mode: str = "iptables") -> ProxySettings:
     """ProxySettings of a validated configuration (netemu.api.validate checks
     the durations and addresses first)."""
@@ -94,9 +106,10 @@ def proxy_settings(cfg: KubeProxyConfiguration | None, mode: str = "iptables") -
     section = cfg.nftables if mode == "nftables" else cfg.iptables
     sync = section.sync_period
     min_sync = section.min_sync_period
+    healthz_default, metrics_default = default_bind_addresses(cfg.bind_address)
     return ProxySettings(
-        healthz_bind=bind_address(cfg.healthz_bind_address, DEFAULT_HEALTHZ_BIND, HEALTHZ_PORT),
-        metrics_bind=bind_address(cfg.metrics_bind_address, DEFAULT_METRICS_BIND, METRICS_PORT),
+        healthz_bind=bind_address(cfg.healthz_bind_address, healthz_default, HEALTHZ_PORT),
+        metrics_bind=bind_address(cfg.metrics_bind_address, metrics_default, METRICS_PORT),
         sync_period=DEFAULT_SYNC_PERIOD if sync in (None, "") else parse_duration(sync),
         min_sync_period=(
             DEFAULT_MIN_SYNC_PERIOD if min_sync in (None, "") else parse_duration(min_sync)
@@ -186,33 +199,47 @@ class Instant:
 
 @dataclass
 class ProxierHealth:
-    """proxierHealthServer's state: healthy unless an update has been queued
-    for longer than health_timeout without a successful sync."""
+    """ProxyHealthServer's state, one per node and shared by its proxiers (a
+    dual-stack node's IPv4 and IPv6 ones, as kube-proxy's MetaProxier shares
+    it): each family's last update and oldest queued one. Healthy unless a
+    family that has synced once has an update queued for longer than
+    health_timeout (pkg/proxy/healthcheck/proxy_health.go, isHealthy)."""
 
     health_timeout: float
     clock: Callable[[], Instant]
-    last_updated: Instant | None = None
-    oldest_pending: Instant | None = None
+    last_updated: dict[IPFamily, Instant] = field(default_factory=dict)
+    oldest_pending: dict[IPFamily, Instant] = field(default_factory=dict)
     node_eligible: bool = True
     answered: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def queued_update(self) -> None:
-        if self.oldest_pending is None:
-            self.oldest_pending = self.clock()
+    def queued_update(self, family: IPFamily = "IPv4") -> None:
+        self.oldest_pending.setdefault(family, self.clock())
 
-    def updated(self) -> None:
-        self.oldest_pending = None
-        self.last_updated = self.clock()
+    def updated(self, family: IPFamily = "IPv4") -> None:
+        self.oldest_pending.pop(family, None)
+        self.last_updated[family] = self.clock()
 
     def is_healthy(self, now: Instant | None = None) -> bool:
-        now = now or self.clock()
-        pending = self.oldest_pending
-        return pending is None or now.monotonic - pending.monotonic < self.health_timeout
+        return self._health(now or self.clock())[0]
+
+    def _health(self, now: Instant) -> tuple[bool, Instant | None]:
+        """(healthy, lastUpdated): a family never synced yet counts as
+        starting up, so healthy; the first late family makes it unhealthy,
+        and its own last update is reported."""
+        latest: Instant | None = None
+        for family, last in self.last_updated.items():
+            if latest is None or last.monotonic > latest.monotonic:
+                latest = last
+            pending = self.oldest_pending.get(family)
+            if pending is not None and now.monotonic - pending.monotonic >= self.health_timeout:
+                return False, last
+        return True, latest
 
     def healthz(self) -> Answer:
         now = self.clock()
-        healthy = self.is_healthy(now) and self.node_eligible
-        last = now if healthy else self.last_updated
+        healthy, last = self._health(now)
+        healthy = healthy and self.node_eligible
+        last = now if healthy else last
         body = (
             f'{{"lastUpdated": {_quoted(last)},"currentTime": {_quoted(now)}, '
             f'"nodeEligible": {"true" if self.node_eligible else "false"}}}'
@@ -222,8 +249,8 @@ class ProxierHealth:
     def livez(self) -> Answer:
         """As /healthz without the node's eligibility (livezHandler)."""
         now = self.clock()
-        healthy = self.is_healthy(now)
-        last = now if healthy else self.last_updated
+        healthy, last = self._health(now)
+        last = now if healthy else last
         body = f'{{"lastUpdated": {_quoted(last)},"currentTime": {_quoted(now)}}}'
         return self._answer("livez", healthy, body)
 
@@ -256,16 +283,20 @@ def system_clock(started: float | None = None) -> Callable[[], Instant]:
 
 
 def health_check_ips(
-    node_port_addresses: tuple[str, ...] | list[str], primary_ips: list[str], node_ips: list[str]
+    node_port_addresses: tuple[str, ...] | list[str],
+    primary_ips: list[str],
+    node_ips: list[str],
+    wildcard: str = "0.0.0.0",
 ) -> tuple[str, ...]:
     """Where the service health server listens (newServiceHealthServer):
-    every address, unless nodePortAddresses narrows it to the node's
-    addresses inside those CIDRs ("primary": its InternalIPs)."""
+    every address of its proxier's family (`wildcard`: "::" for an IPv6-only
+    node's), unless nodePortAddresses narrows it to the node's addresses
+    inside those CIDRs ("primary": its InternalIPs)."""
     if not node_port_addresses:
-        return ("0.0.0.0",)
+        return (wildcard,)
     if list(node_port_addresses) == ["primary"]:
-        return tuple(primary_ips) or ("0.0.0.0",)
+        return tuple(primary_ips) or (wildcard,)
     nets = [netaddr.IPNetwork(c) for c in node_port_addresses if c != "primary"]
     found = tuple(ip for ip in node_ips if any(netaddr.IPAddress(ip) in net for net in nets))
     # kube-proxy falls back to every address when none matches.
-    return found or ("0.0.0.0",)
+    return found or (wildcard,)

@@ -25,10 +25,13 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from netemu.api.core import Node
+from netemu.api.ipfamilies import IPFamily
 from netemu.node.proxyhealth import (
     Answer,
     ProxierHealth,
     ProxySettings,
+    node_eligible,
     proxy_mode_answer,
     service_health_answer,
     system_clock,
@@ -114,18 +117,25 @@ class NodeProxyServers:
 
     # -- what the proxy agent reports --------------------------------------
 
-    def queued(self, when: float) -> None:
+    def queued(self, when: float, family: IPFamily = "IPv4") -> None:
         with self._lock:
-            self.health.queued_update()
+            self.health.queued_update(family)
             self.metrics.queued(when)
 
-    def synced(self) -> None:
+    def synced(self, family: IPFamily = "IPv4") -> None:
         with self._lock:
-            self.health.updated()
+            self.health.updated(family)
 
     def set_node_eligible(self, eligible: bool) -> None:
         with self._lock:
             self.health.node_eligible = eligible
+
+    def follow_node(self, node: Node) -> None:
+        """The node's eligibility for load-balancer traffic, as kube-proxy's
+        health server reads it from its Node (being deleted, or tainted
+        ToBeDeletedByClusterAutoscaler)."""
+        taints = [t.get("key", "") for t in node.spec.taints or [] if isinstance(t, dict)]
+        self.set_node_eligible(node_eligible(node.metadata.deletion_timestamp is not None, taints))
 
     def sync_services(
         self, ports: dict[tuple[str, str], int], endpoints: dict[tuple[str, str], int]

@@ -701,12 +701,81 @@ spec:
 """
 
 
-def test_an_ipv6_only_live_lab_is_refused_with_a_clear_error(tmp_path: Path) -> None:
-    # Live labs are IPv4 or IPv4-first dual-stack: an IPv6-only one must fail
-    # up front, naming what is wrong, instead of half-building the lab.
+def test_an_ipv6_only_lab_plans_ipv6_as_its_base_with_flannel_v6_alone(tmp_path: Path) -> None:
     (tmp_path / "lab.yaml").write_text(V6_ONLY_LAB)
-    with pytest.raises(PlanError, match=r"underlayCIDR, serviceCIDR, podCIDR not an IPv4,IPv6"):
+    plan = plan_lab(load_cluster([tmp_path]), "six")
+    node = plan.node("node-1")
+    assert node.ipv6_only and node.ipv6 is None
+    assert (node.underlay_ip, node.pod_cidr, node.bridge_ip, node.vtep_ip) == (
+        "fd00:56::11",
+        "fd00:10:244::/64",
+        "fd00:10:244::1",
+        "fd00:10:244::",
+    )
+    # flannel's IPv6-only VXLAN backend: flannel-v6.1 and no flannel.1, its
+    # MTU 20 bytes under flannel.1's (an IPv6 outer header).
+    assert node.vxlan_device == "flannel-v6.1"
+    assert node.pod_mtu == 1430
+    assert plan.underlay.gateway_ip == "fd00:56::1" and not plan.underlay.gateway_ip6
+    assert ("net.ipv6.conf.all.forwarding", "1") in node.sysctls
+    # The load balancer's address: the top of the /64, found without listing it.
+    assert plan.load_balancer.ip == "fd00:56::ffff:ffff:ffff:ffff"
+
+
+def test_a_lab_mixing_single_and_dual_stack_is_refused_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    # An IPv6-only underlay with a dual-stack service CIDR is neither shape:
+    # it must fail up front, naming what is wrong, not half-build the lab.
+    (tmp_path / "lab.yaml").write_text(
+        V6_ONLY_LAB.replace(
+            "serviceCIDR: fd00:10:96::/112", "serviceCIDR: fd00:10:96::/112,10.96.0.0/12"
+        )
+    )
+    with pytest.raises(PlanError, match=r"serviceCIDR not IPv6 as the underlayCIDR is"):
         plan_lab(load_cluster([tmp_path]), "six")
+
+
+def test_an_ipv6_primary_lab_builds_its_ipv4_side_as_the_base() -> None:
+    # controlplane/ipv6primary lists IPv6 first: the datapath still builds
+    # IPv4 as the base and IPv6 beside it, with the same addresses as the
+    # IPv4-first lab, the family order matters to the control plane only.
+    plan = plan_of("ipv6primary")
+    node = plan.node("node-1")
+    assert (node.underlay_ip, node.pod_cidr, node.cluster_cidr) == (
+        "192.168.56.11",
+        "10.244.0.0/24",
+        "10.244.0.0/16",
+    )
+    assert node.ipv6 is not None
+    assert (node.ipv6.underlay_ip, node.ipv6.pod_cidr, node.ipv6.cluster_cidr) == (
+        "fd00:56::11",
+        "fd00:10:244::/64",
+        "fd00:10:244::/56",
+    )
+    (client,) = plan.clients
+    assert (client.ip, client.ip6) == ("192.168.56.20", "fd00:56::20")
+    assert ":" not in plan.load_balancer.ip and ":" not in plan.underlay.gateway_ip
+
+
+def test_an_ipv6_primary_pod_reports_its_ipv6_address_as_its_status_ip() -> None:
+    state = state_of("ipv6primary")
+    plan = plan_lab(state, "ipv6primary")
+    pod = next(p for p in state.pods if p.spec and p.spec.node_name == "node-1")
+    assert pod.status is not None and pod.status.pod_ip is not None
+    assert ":" in pod.status.pod_ip  # the primary family's
+    pod_plan = plan_pod("ipv6primary", plan.node("node-1"), pod)
+    assert ":" not in pod_plan.ip and pod_plan.ip6 == pod.status.pod_ip
+    # The kubelet probes status.podIP, and agnhost reports it.
+    assert pod_plan.status_ip == pod.status.pod_ip
+
+
+def test_an_ipv4_primary_pod_reports_its_ipv4_address_as_its_status_ip() -> None:
+    state = state_of("dualstack")
+    plan = plan_lab(state, "dualstack")
+    pod = next(p for p in state.pods if p.spec and p.spec.node_name == "node-1")
+    pod_plan = plan_pod("dualstack", plan.node("node-1"), pod)
+    assert pod_plan.ip6 and pod_plan.status_ip == pod_plan.ip == pod.status.pod_ip
 
 
 def test_a_dual_stack_node_plan_has_its_ipv6_side() -> None:

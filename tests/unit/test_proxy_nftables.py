@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from proxy_doubles import RecordingServers
 
 from netemu.api.config import Lab
 from netemu.api.core import Service
@@ -19,7 +20,6 @@ from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects,
 from netemu.kernel.iptables import FakeIptables
 from netemu.kernel.nftables import FakeNftables, NftablesError
 from netemu.node.nftproxy import NftProxyAgent
-from netemu.node.proxymetrics import ProxyMetrics
 from netemu.node.proxyservers import NodeProxyServers
 from netemu.pipeline import proxy_input
 from netemu.rules.input import ProxyInput
@@ -28,26 +28,6 @@ from netemu.rules.nftmodel import parse_nft
 
 LB_LAB = Path(__file__).parents[2] / "controlplane" / "loadbalancer"
 NODE = "node-1"
-
-
-class Servers:
-    def __init__(self) -> None:
-        self.metrics = ProxyMetrics()
-
-    def queued(self, when: float) -> None: ...
-
-    def synced(self) -> None: ...
-
-    def set_node_eligible(self, eligible: bool) -> None: ...
-
-    def sync_services(
-        self, ports: dict[tuple[str, str], int], endpoints: dict[tuple[str, str], int]
-    ) -> None: ...
-
-    def value(self, name: str) -> float:
-        found = self.metrics.registry.get_sample_value(f"kubeproxy_{name}", {})
-        assert found is not None, name
-        return found
 
 
 class Kernel(FakeNftables):
@@ -83,7 +63,7 @@ class Cluster:
         self.lab = next(o for o in objects if isinstance(o, Lab))
         self.nft = Kernel()
         self.iptables = FakeIptables()
-        self.servers = Servers()
+        self.servers = RecordingServers()
         self.clock = Clock()
         self.agent = NftProxyAgent(
             client=self.client,

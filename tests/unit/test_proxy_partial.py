@@ -8,13 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+from proxy_doubles import RecordingServers
+
 from netemu.api.config import Lab
 from netemu.api.core import Service
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects, snapshot
 from netemu.kernel.iptables import FakeIptables
 from netemu.node.proxy import ProxyAgent, reconcile_nodes
-from netemu.node.proxymetrics import ProxyMetrics
 from netemu.node.proxyservers import NodeProxyServers
 from netemu.pipeline import proxy_input
 from netemu.rules import names as n
@@ -26,28 +27,6 @@ from netemu.rules.spec import canonical_ruleset
 
 LB_LAB = Path(__file__).parents[2] / "controlplane" / "loadbalancer"
 NODE = "node-1"
-
-
-class Servers:
-    """What the agent reports to, without the HTTP servers."""
-
-    def __init__(self) -> None:
-        self.metrics = ProxyMetrics()
-
-    def queued(self, when: float) -> None: ...
-
-    def synced(self) -> None: ...
-
-    def set_node_eligible(self, eligible: bool) -> None: ...
-
-    def sync_services(
-        self, ports: dict[tuple[str, str], int], endpoints: dict[tuple[str, str], int]
-    ) -> None: ...
-
-    def value(self, name: str, **labels: str) -> float:
-        found = self.metrics.registry.get_sample_value(f"kubeproxy_{name}", labels)
-        assert found is not None, name
-        return found
 
 
 class Kernel(FakeIptables):
@@ -74,7 +53,7 @@ class Cluster:
         ControlPlane(self.client).run_to_fixed_point()
         self.lab = next(o for o in objects if isinstance(o, Lab))
         self.kernel = Kernel()
-        self.servers = Servers()
+        self.servers = RecordingServers()
         self.agent = ProxyAgent(
             client=self.client,
             node=NODE,

@@ -21,6 +21,7 @@ from netemu.node.proxyhealth import (
     Instant,
     ProxierHealth,
     bind_address,
+    default_bind_addresses,
     go_time,
     health_check_ips,
     health_check_ports,
@@ -139,6 +140,39 @@ def test_proxier_health_goes_stale_after_health_timeout() -> None:
     assert health.answered == {("healthz", 200): 3, ("healthz", 503): 1, ("livez", 503): 1}
 
 
+def test_a_dual_stack_node_is_unhealthy_when_either_familys_proxier_is_late() -> None:
+    # One health server for both proxiers (kube-proxy's MetaProxier,
+    # pkg/proxy/healthcheck/proxy_health.go): the IPv6 proxier late makes
+    # the node unhealthy though the IPv4 one synced, and lastUpdated is the
+    # late family's own.
+    clock = _Clock()
+    health = ProxierHealth(health_timeout=4.0, clock=clock)
+    health.updated("IPv4")
+    health.updated("IPv6")
+    clock.now = 1.0
+    health.queued_update("IPv6")
+    clock.now = 3.0
+    health.queued_update("IPv4")
+    health.updated("IPv4")
+    clock.now = 5.0
+    stale = health.healthz()
+    assert stale.status == 503
+    assert json.loads(stale.body)["lastUpdated"] == go_time(int(1_800_000_000 * 1e9), 0.0)
+    health.updated("IPv6")
+    assert health.healthz().status == 200
+
+
+def test_a_family_that_never_synced_counts_as_starting_up() -> None:
+    # isHealthy walks the families that have synced once: one only queued
+    # (still starting) does not make the node unhealthy.
+    clock = _Clock()
+    health = ProxierHealth(health_timeout=4.0, clock=clock)
+    health.updated("IPv4")
+    health.queued_update("IPv6")
+    clock.now = 10.0
+    assert health.healthz().status == 200
+
+
 def test_healthz_fails_on_a_node_leaving_but_livez_does_not() -> None:
     health = ProxierHealth(health_timeout=60.0, clock=_Clock(), node_eligible=False)
     assert health.healthz().status == 503
@@ -165,6 +199,20 @@ def test_bind_addresses_and_sync_period_default_as_kube_proxy() -> None:
     assert (default.sync_period, default.health_timeout) == (30.0, 60.0)
     cfg = KubeProxyConfiguration.model_validate({"iptables": {"syncPeriod": "1m30s"}})
     assert proxy_settings(cfg).sync_period == 90.0
+
+
+def test_an_ipv6_bind_address_makes_healthz_and_metrics_default_to_ipv6() -> None:
+    # getDefaultAddresses: an IPv6 bindAddress ("::" on an IPv6-only node)
+    # moves both servers to IPv6's wildcard and loopback.
+    assert default_bind_addresses(None) == ("0.0.0.0:10256", "127.0.0.1:10249")
+    assert default_bind_addresses("::") == ("[::]:10256", "[::1]:10249")
+    cfg = KubeProxyConfiguration.model_validate({"bindAddress": "::"})
+    settings = proxy_settings(cfg)
+    assert (settings.healthz_bind, settings.metrics_bind) == (("::", 10256), ("::1", 10249))
+
+
+def test_an_ipv6_only_nodes_health_check_listens_on_ipv6s_wildcard() -> None:
+    assert health_check_ips((), ["fd00:56::11"], ["fd00:56::11"], "::") == ("::",)
 
 
 def test_health_check_listens_where_node_port_addresses_say() -> None:
@@ -349,6 +397,8 @@ def test_agent_retries_a_failed_sync_after_sync_period() -> None:
         ),
         ("healthzBindAddress: 0.0.0.0:0\n", 3, "healthzBindAddress: must be"),
         ("metricsBindAddress: nowhere\n", 3, "metricsBindAddress: must be"),
+        ("bindAddress: {a: mapping}\n", 3, "bindAddress: must be an IP address"),
+        ("bindAddress: '::1:10256x'\n", 3, "bindAddress: must be an IP address"),
     ],
 )
 def test_bad_kube_proxy_periods_and_addresses_name_file_line_field(
@@ -366,7 +416,7 @@ def test_bad_kube_proxy_periods_and_addresses_name_file_line_field(
 def test_good_kube_proxy_periods_pass() -> None:
     text = (
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
-        "healthzBindAddress: 0.0.0.0:10256\nmetricsBindAddress: 127.0.0.1\n"
+        "healthzBindAddress: 0.0.0.0:10256\nmetricsBindAddress: 127.0.0.1\nbindAddress: '::'\n"
         "iptables:\n  syncPeriod: 1m30s\n  minSyncPeriod: 500ms\n"
     )
     loaded, problems = load_text(text, "kp.yaml")

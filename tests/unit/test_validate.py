@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from netemu.api.config import Lab
 from netemu.api.errors import InputError
 from netemu.api.load import Loaded, load_text
 from netemu.api.validate import (
@@ -1479,10 +1480,8 @@ def test_lab_cluster_dns_inside_service_cidr() -> None:
         "x.yaml:6: Lab/lab: spec.clusterDNS: must be inside serviceCIDR 10.96.0.0/12"
     ]
     assert check(lab("clusterDNS: dns\n" + NODES)) == [f"x.yaml:6: Lab/lab: spec.clusterDNS: {IP}"]
-    # The default clusterDNS does not fit a non-default serviceCIDR.
-    assert check(lab("serviceCIDR: 10.0.0.0/16\n" + NODES)) == [
-        "x.yaml:5: Lab/lab: spec.clusterDNS: must be inside serviceCIDR 10.0.0.0/16"
-    ]
+    # Left out, clusterDNS follows the serviceCIDR (kubeadm's 10th address).
+    assert check(lab("serviceCIDR: 10.0.0.0/16\n" + NODES)) == []
 
 
 def test_lab_needs_a_node() -> None:
@@ -1743,3 +1742,75 @@ def test_hostname_subdomain_and_host_aliases_are_checked() -> None:
         f'x.yaml:8: Pod/p: spec.hostAliases[0].hostnames[1]: Invalid value: "Not_OK": {SUBDOMAIN}',
         f'x.yaml:8: Pod/p: spec.hostAliases[0].ip: Invalid value: "10.0.0.300": {IP}',
     ]
+
+
+# kubeadm's DNS address: the 10th of the primary service CIDR, either family
+# (cmd/kubeadm/app/constants GetDNSIP).
+@pytest.mark.parametrize(
+    ("service_cidr", "dns"),
+    [
+        (None, "10.96.0.10"),
+        ("10.100.0.0/16", "10.100.0.10"),
+        ("fd00:10:96::/112", "fd00:10:96::a"),
+        ("fd00:10:96::/112,10.96.0.0/12", "fd00:10:96::a"),
+        ("10.96.0.0/12,fd00:10:96::/112", "10.96.0.10"),
+    ],
+)
+def test_cluster_dns_defaults_to_the_10th_address_of_the_primary_service_cidr(
+    service_cidr: str | None, dns: str
+) -> None:
+    spec: dict[str, object] = {"nodes": [{"name": "node-1", "underlayIP": "192.168.56.11"}]}
+    if service_cidr is not None:
+        spec["serviceCIDR"] = service_cidr
+    lab = Lab.model_validate({"metadata": {"name": "x"}, "spec": spec})
+    assert lab.spec.cluster_dns == dns
+
+
+def test_a_cluster_dns_set_by_hand_is_kept() -> None:
+    spec = {
+        "serviceCIDR": "fd00:10:96::/112",
+        "clusterDNS": "fd00:10:96::53",
+        "nodes": [{"name": "node-1", "underlayIP": "fd00:56::11"}],
+    }
+    lab = Lab.model_validate({"metadata": {"name": "x"}, "spec": spec})
+    assert lab.spec.cluster_dns == "fd00:10:96::53"
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "message"),
+    [
+        ("{preStop: {sleep: a-string}}", "lifecycle.preStop.sleep: must be an object"),
+        ("{preStop: {sleep: {seconds: -1}}}", "seconds: must be an integer of at least 0"),
+        ("{preStop: {}}", "lifecycle.preStop: must specify a handler type"),
+        (
+            "{postStart: {exec: {command: [x]}, sleep: {seconds: 1}}}",
+            "lifecycle.postStart.sleep: may not specify more than 1 handler type",
+        ),
+        ("[hook]", "lifecycle: must be an object"),
+    ],
+)
+def test_lifecycle_hooks_are_checked_as_kubernetes_validates_them(
+    lifecycle: str, message: str
+) -> None:
+    text = f"""
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          containers: [{{name: c, lifecycle: {lifecycle}}}]
+    """
+    (got,) = check(textwrap.dedent(text))
+    assert message in got
+
+
+def test_a_sleep_pre_stop_hook_is_valid() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          containers: [{name: c, lifecycle: {preStop: {sleep: {seconds: 5}}}}]
+    """
+    assert check(textwrap.dedent(text)) == []
