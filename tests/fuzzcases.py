@@ -359,6 +359,11 @@ def _structured(docs: list[Any], rng: random.Random) -> Iterator[_Mutant]:
             named = path == ("metadata", "name") and doc.get("kind") != "Lab"
             # Dropping one item of a list is not dropping the field.
             required = (isinstance(path[-1], str) and key in _REQUIRED) or named
+            # A document with neither kind nor metadata is data beside the
+            # manifests (a Helm values file), skipped with a notice: so is a
+            # KubeProxyConfiguration (it has no metadata) whose kind is dropped.
+            if path == ("kind",) and "metadata" not in doc:
+                required = False
             yield mutant(f"drop-{where}", _dropper(path), "reject" if required else "any")
             retyped: Any
             if isinstance(value, dict):
