@@ -153,6 +153,9 @@ FLOWS = [
     Flow("dualstack", "client/client", "node/node-2", "web-local", family="IPv6", note="ETP Local"),
     Flow("dualstack", "pod/web@node-1", "node/node-2", "web-nodeport", family="IPv6"),
     Flow("dualstack", "node/node-1", "loopback", "web-nodeport", family="IPv6", note="no ::1"),
+    Flow("dualstack", "pod/web@node-2", "clusterIP", "empty", family="IPv6", note="REJECT"),
+    Flow("dualstack", "client/client", "node/node-2", "sticky", family="IPv6", note="affinity"),
+    Flow("dualstack", "pod/web@node-1", "clusterIP", "sticky", family="IPv6", note="affinity"),
 ]
 
 EXPORTER_PORT = 9100
