@@ -32,15 +32,22 @@ NODE_V6 = {"node-1": "fd00:56::11", "node-2": "fd00:56::12"}
 CLUSTER_DNS = "fd00:10:96::a"
 
 
-LABS = [
-    ("ipv6only", "iptables"),
-    ("ipv6only", "nftables"),
-    ("ipv6primary", "iptables"),
-    ("ipv6primary", "nftables"),
-]
+IPV6_ONLY = [("ipv6only", "iptables"), ("ipv6only", "nftables")]
+IPV6_PRIMARY = [("ipv6primary", "iptables"), ("ipv6primary", "nftables")]
+LABS = IPV6_ONLY + IPV6_PRIMARY
 
 
-@pytest.fixture(scope="module", params=LABS, ids=[f"{lab}-{mode}" for lab, mode in LABS])
+def _ids(labs: list[tuple[str, str]]) -> list[str]:
+    return [f"{lab}-{mode}" for lab, mode in labs]
+
+
+# Tests that hold for one of the two labs only take it by indirect
+# parametrization of `lab` (the same module-scoped lab, brought up once).
+def only_on(labs: list[tuple[str, str]]) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("lab", labs, indirect=True, ids=_ids(labs))
+
+
+@pytest.fixture(scope="module", params=LABS, ids=_ids(LABS))
 def lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveLab]:
@@ -135,10 +142,18 @@ def test_the_primary_family_is_ipv6(lab: LiveLab) -> None:
     assert service(lab, "default", "kubernetes")["spec"]["clusterIP"] == "fd00:10:96::1"
 
 
-@pytest.mark.parametrize("name", ["web", "web-dual", "web-nodeport", "web-local"])
+@pytest.mark.parametrize("name", ["web", "web-nodeport", "web-local"])
 def test_a_pod_reaches_a_service_by_each_cluster_ip(lab: LiveLab, name: str) -> None:
-    if name == "web-dual" and not dual_stack(lab):
-        pytest.skip("an IPv6-only lab has no dual-stack Service")
+    reaches_every_cluster_ip(lab, name)
+
+
+@only_on(IPV6_PRIMARY)
+def test_a_pod_reaches_the_dual_stack_service_by_each_cluster_ip(lab: LiveLab) -> None:
+    assert dual_stack(lab)
+    reaches_every_cluster_ip(lab, "web-dual")
+
+
+def reaches_every_cluster_ip(lab: LiveLab, name: str) -> None:
     source = web_pods(lab)[0]
     names = {p["metadata"]["name"] for p in web_pods(lab)}
     for vip in service(lab, "default", name)["spec"]["clusterIPs"]:
@@ -176,9 +191,9 @@ def test_the_client_reaches_a_nodeport_over_ipv6_cluster_policy(lab: LiveLab) ->
         assert CLIENT_V6 not in {client_host(r) for r in got}  # masqueraded
 
 
+@only_on(IPV6_PRIMARY)
 def test_a_single_stack_ipv6_nodeport_is_closed_on_the_ipv4_node_address(lab: LiveLab) -> None:
-    if not dual_stack(lab):
-        pytest.skip("an IPv6-only lab's nodes have no IPv4 address")
+    assert dual_stack(lab)
     got = http_get(client_netns(lab), "192.168.56.11", 30080, timeout=1.0)
     assert got.outcome != "answered"
 
@@ -197,9 +212,8 @@ def test_a_test_server_reports_the_ipv6_pod_ip(lab: LiveLab) -> None:
     assert answer_of(got, "request").pod_ip == pod["status"]["podIP"]
 
 
+@only_on(IPV6_ONLY)
 def test_an_ipv6_only_node_has_no_ipv4_and_runs_flannel_v6_alone(lab: LiveLab) -> None:
-    if dual_stack(lab):
-        pytest.skip("the IPv6-primary lab is dual-stack")
     netns = str(lab.info()["nodes"]["node-1"]["netns"])
     v4 = subprocess.run(
         ["ip", "-n", netns, "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
@@ -211,12 +225,12 @@ def test_an_ipv6_only_node_has_no_ipv4_and_runs_flannel_v6_alone(lab: LiveLab) -
     assert "flannel-v6.1" in links and "flannel.1" not in links
 
 
+@only_on(IPV6_ONLY)
 def test_an_ipv6_only_nodes_kube_proxy_serves_healthz_and_metrics_over_ipv6(lab: LiveLab) -> None:
     # controlplane/ipv6only sets bindAddress "::" as kubeadm does on an IPv6
     # control plane: healthz on [::]:10256, metrics on [::1]:10249, fed by
-    # the node's one (IPv6) proxier.
-    if dual_stack(lab):
-        pytest.skip("the IPv6-primary lab keeps kube-proxy's IPv4 default bindAddress")
+    # the node's one (IPv6) proxier. (The IPv6-primary lab keeps kube-proxy's
+    # IPv4 default bindAddress.)
     healthz = lab.exec(
         "client", ["curl", "-sS", "-m", "3", "-g", "http://[fd00:56::11]:10256/healthz"]
     )
