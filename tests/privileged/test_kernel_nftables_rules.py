@@ -64,15 +64,20 @@ def run(namespace: str, tx: Transaction) -> None:
 
 @pytest.mark.parametrize("lab", LABS, ids=[p.name for p in LABS])
 def test_goldens_load_as_compiled(namespace: str, lab: Path) -> None:
-    from netemu.pipeline import compile_nftables
+    from netemu.pipeline import compile_nftables, proxy_families, rules_suffix
 
     state = load_cluster([lab])
     for node in state.nodes:
         node_name = node.metadata.name or ""
-        golden = ROOT / "rules" / lab_name(state.lab, [str(lab)]) / f"{node_name}.nft"
-        nft(namespace, "-f", str(golden))
-        assert shape_in_kernel(namespace) == shape_in_model(compile_nftables(state, node_name))
-        nft(namespace, "delete", "table", "ip", "kube-proxy")
+        # Each family's table: `ip kube-proxy` (.nft), `ip6 kube-proxy` (.ip6.nft).
+        for family in proxy_families(state, node_name):
+            suffix = rules_suffix("nftables", family)
+            golden = ROOT / "rules" / lab_name(state.lab, [str(lab)]) / f"{node_name}.{suffix}"
+            table_family = "ip6" if family == "IPv6" else "ip"
+            nft(namespace, "-f", str(golden))
+            compiled = compile_nftables(state, node_name, family=family)
+            assert shape_in_kernel(namespace, table_family) == shape_in_model(compiled)
+            nft(namespace, "delete", "table", table_family, "kube-proxy")
 
 
 def test_syncs_leave_the_table_the_model_predicts(namespace: str) -> None:
