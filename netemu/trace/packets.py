@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 
 from scapy.layers.inet import IP, TCP
@@ -287,24 +288,12 @@ def _ip_packet(data: bytes, quoted: bool = False) -> IpPacket | None:
     payload = l4
     if int(ip.frag) != 0:
         pass  # a later fragment: no L4 header
-    elif proto == "tcp" and len(l4) >= 8:
-        sport, dport, seq = struct.unpack("!HHI", l4[:8])
-        if len(l4) >= 20:
-            tcp = TCP(l4)
-            flags = str(tcp.flags)
-            payload = l4[int(tcp.dataofs) * 4 :]
-        else:
-            payload = b""
-    elif proto == "udp" and len(l4) >= 8:
-        sport, dport = struct.unpack("!HH", l4[:4])
-        payload = l4[8:]
+    elif proto in ("tcp", "udp"):
+        sport, dport, seq, flags, payload = _transport(proto, l4)
     elif proto == "icmp" and len(l4) >= 4:
-        icmp_type, icmp_code = l4[0], l4[1]
-        payload = l4[8:]
-        if icmp_type in _ICMP_ECHO and len(l4) >= 8:
-            sport, dport = struct.unpack("!H", l4[4:6])[0], 0
-        elif icmp_type in _ICMP_ERRORS and not quoted:
-            inner = _ip_packet(l4[8:], quoted=True)
+        sport, dport, icmp_type, icmp_code, payload, inner = _icmp(
+            l4, _ICMP_ECHO, _ICMP_ERRORS, quoted
+        )
     digest = _digest(payload) if inner is None else _quoted_digest(inner, l4[8:])
     return IpPacket(
         proto=proto,
@@ -351,12 +340,9 @@ def _ipv6_packet(data: bytes, quoted: bool) -> IpPacket | None:
     if proto in ("tcp", "udp"):
         sport, dport, seq, flags, payload = _transport(proto, l4)
     elif proto == "icmp" and len(l4) >= 4:
-        icmp_type, icmp_code = l4[0], l4[1]
-        payload = l4[8:]
-        if icmp_type in _ICMPV6_ECHO and len(l4) >= 8:
-            sport, dport = struct.unpack("!H", l4[4:6])[0], 0
-        elif icmp_type in _ICMPV6_ERRORS and not quoted:
-            inner = _ip_packet(l4[8:], quoted=True)
+        sport, dport, icmp_type, icmp_code, payload, inner = _icmp(
+            l4, _ICMPV6_ECHO, _ICMPV6_ERRORS, quoted
+        )
     digest = _digest(payload) if inner is None else _quoted_digest(inner, l4[8:])
     return IpPacket(
         proto=proto,
@@ -391,6 +377,22 @@ def _transport(
         sport, dport = struct.unpack("!HH", l4[:4])
         return sport, dport, None, None, l4[8:]
     return None, None, None, None, l4
+
+
+def _icmp(
+    l4: bytes, echo: Container[int], errors: Container[int], quoted: bool
+) -> tuple[int | None, int | None, int, int, bytes, IpPacket | None]:
+    """(sport, dport, type, code, payload, quoted packet) of an ICMP or
+    ICMPv6 header (at least 4 bytes): an echo's id stands for the source
+    port; an error's quote (not inside another quote) is parsed."""
+    icmp_type, icmp_code = l4[0], l4[1]
+    sport = dport = None
+    inner: IpPacket | None = None
+    if icmp_type in echo and len(l4) >= 8:
+        sport, dport = struct.unpack("!H", l4[4:6])[0], 0
+    elif icmp_type in errors and not quoted:
+        inner = _ip_packet(l4[8:], quoted=True)
+    return sport, dport, icmp_type, icmp_code, l4[8:], inner
 
 
 def _digest(data: bytes) -> str:
