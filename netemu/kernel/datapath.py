@@ -43,6 +43,7 @@ from netemu.net.plan import (
     PodPlan,
     Route,
     UnderlayPlan,
+    VxlanPeer,
     host_link_sysctls,
     pod_sysctls,
 )
@@ -181,47 +182,18 @@ class Datapath:
 
         if plan.overlay == "vxlan":
             # An IPv6-only node's one device is flannel-v6.1 (plan.vxlan_device).
-            six = plan.ipv6_only
-            local = {"vxlan_local6" if six else "vxlan_local": plan.underlay_ip}
-            ipr.link(
-                "add",
-                ifname=plan.vxlan_device,
-                kind="vxlan",
-                vxlan_id=VXLAN_VNI,
-                vxlan_link=eth0,
-                vxlan_port=plan.vxlan_port,
-                vxlan_learning=0,  # flannel writes every peer's entries itself
-                address=plan.vtep_mac,
+            self._add_vxlan_device(
+                ipr,
+                plan.netns,
+                eth0,
+                name=plan.vxlan_device,
+                port=plan.vxlan_port,
+                local_ip=plan.underlay_ip,
+                mac=plan.vtep_mac,
+                vtep_ip=plan.vtep_ip,
                 mtu=plan.pod_mtu,
-                **local,
+                peers=plan.peers,
             )
-            vxlan = self._index(ipr, plan.vxlan_device)
-            if six:
-                netns.write_sysctls(
-                    plan.netns, dict(host_link_sysctls(plan.vxlan_device)), ignore_missing=True
-                )
-            ipr.addr("add", index=vxlan, address=plan.vtep_ip, prefixlen=128 if six else 32)
-            ipr.link("set", index=vxlan, state="up")
-            for peer in plan.peers:
-                # flannel's three entries per remote node: the peer VTEP's MAC
-                # for its address (neighbour), where that MAC lives on the
-                # underlay (FDB), and the route to its pod CIDR (below).
-                ipr.neigh(
-                    "add",
-                    family=_family(peer.vtep_ip),
-                    dst=peer.vtep_ip,
-                    lladdr=peer.vtep_mac,
-                    ifindex=vxlan,
-                    state=NUD_PERMANENT,
-                )
-                ipr.fdb(
-                    "append",
-                    ifindex=vxlan,
-                    lladdr=peer.vtep_mac,
-                    dst=peer.underlay_ip,
-                    state=NUD_PERMANENT,
-                    flags=_NTF_SELF,
-                )
         self._add_routes(ipr, plan.routes)
         if plan.ipv6 is not None:
             self._build_node_ipv6(ipr, plan, eth0, bridge)
@@ -232,46 +204,77 @@ class Datapath:
         FDB entries, as flannel's dual-stack VXLAN backend writes them."""
         v6 = plan.ipv6
         assert v6 is not None
-        six = socket.AF_INET6
         ipr.addr("add", index=eth0, address=v6.underlay_ip, prefixlen=v6.underlay_prefixlen)
         ipr.addr("add", index=bridge, address=v6.bridge_ip, prefixlen=v6.pod_prefixlen)
         if plan.overlay == "vxlan":
-            ipr.link(
-                "add",
-                ifname=VXLAN_DEVICE_V6,
-                kind="vxlan",
-                vxlan_id=VXLAN_VNI,
-                vxlan_local6=v6.underlay_ip,
-                vxlan_link=eth0,
-                vxlan_port=plan.vxlan_port,
-                vxlan_learning=0,
-                address=v6.vtep_mac,
+            self._add_vxlan_device(
+                ipr,
+                plan.netns,
+                eth0,
+                name=VXLAN_DEVICE_V6,
+                port=plan.vxlan_port,
+                local_ip=v6.underlay_ip,
+                mac=v6.vtep_mac,
+                vtep_ip=v6.vtep_ip,
                 mtu=plan.pod_mtu - _VXLAN6_OVERHEAD,
+                peers=v6.peers,
             )
-            vxlan = self._index(ipr, VXLAN_DEVICE_V6)
-            netns.write_sysctls(
-                plan.netns, dict(host_link_sysctls(VXLAN_DEVICE_V6)), ignore_missing=True
-            )
-            ipr.addr("add", index=vxlan, address=v6.vtep_ip, prefixlen=128)
-            ipr.link("set", index=vxlan, state="up")
-            for peer in v6.peers:
-                ipr.neigh(
-                    "add",
-                    family=six,
-                    dst=peer.vtep_ip,
-                    lladdr=peer.vtep_mac,
-                    ifindex=vxlan,
-                    state=NUD_PERMANENT,
-                )
-                ipr.fdb(
-                    "append",
-                    ifindex=vxlan,
-                    lladdr=peer.vtep_mac,
-                    dst=peer.underlay_ip,
-                    state=NUD_PERMANENT,
-                    flags=_NTF_SELF,
-                )
         self._add_routes(ipr, v6.routes)
+
+    def _add_vxlan_device(
+        self,
+        ipr: IPRoute,
+        netns_name: str,
+        eth0: int,
+        *,
+        name: str,
+        port: int,
+        local_ip: str,
+        mac: str,
+        vtep_ip: str,
+        mtu: int,
+        peers: Iterable[VxlanPeer],
+    ) -> None:
+        """One of flannel's VXLAN devices (flannel.1 over the IPv4 underlay,
+        flannel-v6.1 over the IPv6 one) with its VTEP address, and flannel's
+        entries per remote node: the peer VTEP's MAC for its address
+        (neighbour) and where that MAC lives on the underlay (FDB); the
+        route to its pod CIDR is the plan's."""
+        six = _family(local_ip) == socket.AF_INET6
+        ipr.link(
+            "add",
+            ifname=name,
+            kind="vxlan",
+            vxlan_id=VXLAN_VNI,
+            vxlan_link=eth0,
+            vxlan_port=port,
+            vxlan_learning=0,  # flannel writes every peer's entries itself
+            address=mac,
+            mtu=mtu,
+            **{"vxlan_local6" if six else "vxlan_local": local_ip},
+        )
+        vxlan = self._index(ipr, name)
+        if six:
+            netns.write_sysctls(netns_name, dict(host_link_sysctls(name)), ignore_missing=True)
+        ipr.addr("add", index=vxlan, address=vtep_ip, prefixlen=128 if six else 32)
+        ipr.link("set", index=vxlan, state="up")
+        for peer in peers:
+            ipr.neigh(
+                "add",
+                family=_family(peer.vtep_ip),
+                dst=peer.vtep_ip,
+                lladdr=peer.vtep_mac,
+                ifindex=vxlan,
+                state=NUD_PERMANENT,
+            )
+            ipr.fdb(
+                "append",
+                ifindex=vxlan,
+                lladdr=peer.vtep_mac,
+                dst=peer.underlay_ip,
+                state=NUD_PERMANENT,
+                flags=_NTF_SELF,
+            )
 
     def _add_routes(self, ipr: IPRoute, routes: Iterable[Route]) -> None:
         for route in routes:
