@@ -158,6 +158,11 @@ def _int(text: str) -> int:
         raise ValueError(f"{text!r} is not a number (decimal, or hex with 0x)") from None
 
 
+# What iptables-save and ip6tables-save print for `-m recent` without --mask:
+# the whole address of the family.
+_RECENT_DEFAULT_MASKS = (("255.255.255.255",), ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",))
+
+
 def mark_pair(text: str) -> tuple[int, int]:
     """`value[/mask]` as iptables writes marks; no mask is all 32 bits."""
     value, _, mask = text.partition("/")
@@ -188,7 +193,7 @@ def canonical(args: str) -> Canonical:
                 # The kernel keeps lround(2^31 * p); iptables-save prints it back with 11 decimals.
                 values = (round(float(o.values[0]) * 0x80000000),)
             elif m.module == "recent" and (
-                (o.name == "mask" and o.values == ("255.255.255.255",)) or o.name == "rsource"
+                (o.name == "mask" and o.values in _RECENT_DEFAULT_MASKS) or o.name == "rsource"
             ):
                 continue
             elif o.name in ("ctstate", "state"):
