@@ -47,26 +47,39 @@ def is_ipv6(flow: Flow) -> bool:
     return ":" in flow.dst
 
 
+def _scope_points(
+    flow: Flow, sport: int, endpoints: Iterable[str]
+) -> list[tuple[str, str, str, str, int | None]]:
+    """What the trace rules of `flow` sent from `sport` match, whatever their
+    syntax: (side "s"/"d", address, protocol, port side, port) for the flow's
+    own packets both ways, the ICMP errors sent back to its source, and each
+    place the rules may DNAT it (`endpoints`: "ip:port", "[ip6]:port") both
+    ways."""
+    proto, src = flow.proto, flow.source.ip
+    own_port = None if proto == "icmp" else sport
+    points = [("s", src, proto, "sport", own_port), ("d", src, proto, "dport", own_port)]
+    if proto != "icmp":  # ICMP errors about the flow, sent back to its source
+        points.append(("d", src, "icmp", "", None))
+    targets = list(dict.fromkeys([*endpoints, f"{flow.dst}:{flow.dport}"]))
+    for target in targets:
+        address, _, port_text = target.rpartition(":")
+        address = address.strip("[]")
+        port = int(port_text) if port_text.isdigit() and proto != "icmp" else None
+        points.append(("d", address, proto, "dport", port))
+        points.append(("s", address, proto, "sport", port))
+    return points
+
+
 def trace_matches(flow: Flow, sport: int, endpoints: Iterable[str]) -> list[str]:
     """The match part of each TRACE rule for `flow` sent from `sport`;
     `endpoints` ("ip:port", "[ip6]:port") are where the rules may DNAT it.
     For an IPv6 flow, ip6tables' rules (/128 hosts, ICMPv6)."""
-    proto, src, v6 = flow.proto, flow.source.ip, is_ipv6(flow)
+    v6 = is_ipv6(flow)
     host = "/128" if v6 else "/32"
-    own_port = None if proto == "icmp" else sport
     matches = [
-        f"-s {src}{host} {_l4(proto, 'sport', own_port, v6)}",
-        f"-d {src}{host} {_l4(proto, 'dport', own_port, v6)}",
+        f"-{side} {address}{host} {_l4(proto, kind, port, v6)}"
+        for side, address, proto, kind, port in _scope_points(flow, sport, endpoints)
     ]
-    if proto != "icmp":  # ICMP errors about the flow, sent back to its source
-        matches.append(f"-d {src}{host} {_l4('icmp', '', None, v6)}")
-    targets = list(dict.fromkeys([*endpoints, f"{flow.dst}:{flow.dport}"]))
-    for target in targets:
-        ip, _, port_text = target.rpartition(":")
-        ip = ip.strip("[]")
-        port = int(port_text) if port_text.isdigit() and proto != "icmp" else None
-        matches.append(f"-d {ip}{host} {_l4(proto, 'dport', port, v6)}")
-        matches.append(f"-s {ip}{host} {_l4(proto, 'sport', port, v6)}")
     return list(dict.fromkeys(matches))
 
 
@@ -120,22 +133,11 @@ def nft_trace_matches(flow: Flow, sport: int, endpoints: Iterable[str]) -> list[
     """The match part of each nftrace rule for `flow` sent from `sport`
     (nft syntax); `endpoints` ("ip:port", "[ip6]:port") are where the rules
     may DNAT it."""
-    family, proto, src = nft_family(flow), flow.proto, flow.source.ip
-    ip = family  # the expression prefix: `ip saddr` / `ip6 saddr`
-    own_port = None if proto == "icmp" else sport
+    family = nft_family(flow)  # also the expression prefix: `ip saddr` / `ip6 saddr`
     matches = [
-        f"{ip} saddr {src} {_nft_l4(family, proto, 'sport', own_port)}",
-        f"{ip} daddr {src} {_nft_l4(family, proto, 'dport', own_port)}",
+        f"{family} {side}addr {address} {_nft_l4(family, proto, kind, port)}"
+        for side, address, proto, kind, port in _scope_points(flow, sport, endpoints)
     ]
-    if proto != "icmp":  # ICMP errors about the flow, sent back to its source
-        matches.append(f"{ip} daddr {src} {_nft_l4(family, 'icmp', '', None)}")
-    targets = list(dict.fromkeys([*endpoints, f"{flow.dst}:{flow.dport}"]))
-    for target in targets:
-        address, _, port_text = target.rpartition(":")
-        address = address.strip("[]")
-        port = int(port_text) if port_text.isdigit() and proto != "icmp" else None
-        matches.append(f"{ip} daddr {address} {_nft_l4(family, proto, 'dport', port)}")
-        matches.append(f"{ip} saddr {address} {_nft_l4(family, proto, 'sport', port)}")
     return list(dict.fromkeys(matches))
 
 
