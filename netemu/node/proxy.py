@@ -32,32 +32,17 @@ apart, as kube-proxy's) and the health check listeners follow it.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from netemu.api.config import KubeProxyConfiguration, Lab
 from netemu.api.load import gc_paused
-from netemu.controlplane import Client, snapshot
-from netemu.controlplane.state import ClusterState
-from netemu.kernel.conntrack import Conntrack
 from netemu.kernel.iptables import Iptables
-from netemu.node.proxyhealth import (
-    DEFAULT_SYNC_PERIOD,
-    FULL_SYNC_PERIOD,
-    health_check_ports,
-    local_ready_endpoints,
-)
-from netemu.node.proxymetrics import changed_services, updated_services
-from netemu.node.proxyservers import NodeProxyServers
-from netemu.pipeline import proxy_input
+from netemu.node.proxyloop import KubeProxyLoop, RuleCounts
 from netemu.rules import names
-from netemu.rules.conntrack import stale_udp_filters
 from netemu.rules.flannel import ensure_flannel_rules, flannel_config
-from netemu.rules.input import IPFamily, ProxyInput
-from netemu.rules.inputcache import ProxyInputCache
+from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import (
     CompileCache,
     compile_full_resync,
@@ -103,140 +88,43 @@ def canary_gone(existing: RuleSet) -> bool:
     return mangle is None or not mangle.has_chain(names.KUBE_PROXY_CANARY)
 
 
-@dataclass
-class ProxyAgent:
-    client: Client
-    node: str
+@dataclass(kw_only=True)
+class ProxyAgent(KubeProxyLoop):
+    """kube-proxy's iptables mode on one node (the loop: KubeProxyLoop)."""
+
     iptables: Iptables
-    lab: Lab
-    proxy_config: KubeProxyConfiguration | None
-    conntrack: Conntrack | None = None
-    # The node's namespace was just created, so nothing but kube-proxy's own
-    # rules will ever have been in it before the first sync.
-    fresh_node: bool = False
-    servers: NodeProxyServers | None = None
-    sync_period: float = DEFAULT_SYNC_PERIOD
-    clock: Callable[[], float] = time.monotonic
-    # Converts only the Services and EndpointSlices that changed since the
-    # last sync, as kube-proxy's change trackers; one may serve every node
-    # (of this family). None: the agent makes its own.
-    input_cache: ProxyInputCache | None = None
-    last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
-    last_check: float = field(default=0.0, init=False)
-    last_full_sync: float = field(default=0.0, init=False)
     # When stale chains were last looked for (kube-proxy's lastIPTablesCleanup).
     last_cleanup: float = field(default=float("-inf"), init=False)
-    failed: bool = field(default=False, init=False)  # the last sync did not finish
     # Each Service port's rules of the last partial sync, to reuse the unchanged ones.
     compile_cache: CompileCache = field(default_factory=CompileCache, init=False)
-    # The IP family of this proxier: a dual-stack node runs one agent per
-    # family (kube-proxy's dual-stack proxier), the IPv6 one on ip6tables.
-    family: IPFamily = "IPv4"
-    # The node's servers are shared by its proxiers (kube-proxy's MetaProxier
-    # shares the health server and metrics): every family reports its syncs,
-    # the primary family's proxier alone serves the Services' health checks
-    # and follows the node's eligibility.
-    serves_health_checks: bool = True
 
-    def _input(self, state: ClusterState) -> ProxyInput:
-        """What this proxier sees now, converted through its family's cache."""
-        if self.input_cache is None:
-            self.input_cache = ProxyInputCache(self.family)
-        return proxy_input(state, self.node, family=self.family, cache=self.input_cache)
+    def _rules_lost(self) -> bool:
+        return canary_gone(parse_restore(self.iptables.save()))
 
-    def reconcile(self) -> bool:
-        """One sync if anything kube-proxy watches changed; True if it wrote rules."""
-        # A sync makes rules and strings by the hundred thousand and frees
-        # them only at its end: the cyclic GC walking them again and again
-        # took most of a partial sync's time at 5,000 Services.
-        with gc_paused():
-            return self._reconcile()
-
-    def _reconcile(self) -> bool:
-        state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-        data = self._input(state)
-        if self.servers is not None and self.serves_health_checks:
-            self.servers.follow_node(state.node(self.node))
-        if self.last_input is not None and data == self.last_input and not self.failed:
-            return False
-        self._sync(data, full=self.last_input is None)
-        return True
-
-    def tick(self) -> bool:
-        """The periodic part of kube-proxy's loop; call it often (at least
-        every syncPeriod). True if it synced."""
-        now = self.clock()
-        if self.last_input is None or now - self.last_check < self.sync_period:
-            return False
-        self.last_check = now
-        due = self.failed or now - self.last_full_sync >= FULL_SYNC_PERIOD
-        if not due and not canary_gone(parse_restore(self.iptables.save())):
-            return False
-        self.force_sync()
-        return True
-
-    def force_sync(self) -> None:
-        """A full sync now (kube-proxy's forceSyncProxyRules)."""
-        with gc_paused():  # see reconcile
-            state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
-            self._sync(self._input(state), full=True)
-
-    def _sync(self, data: ProxyInput, *, full: bool) -> None:
-        previous = self.last_input
-        first = previous is None
-        full = full or previous is None or self.failed or previous.config != data.config
-        if self.servers is not None and data != previous:
-            # Proxier.OnServiceUpdate / OnEndpointSliceUpdate → QueuedUpdate.
-            self.servers.queued(time.time(), self.family)
-        started = time.monotonic()
-        self.failed = True
+    def _write(self, data: ProxyInput, *, full: bool, changed: set[tuple[str, str]]) -> RuleCounts:
+        first = self.last_input is None
         # A first restore into a fresh namespace may flush the (empty) tables:
         # the same end state, and iptables-nft-restore --noflush is ~50x
         # slower on large rule sets (benchmarks/RESULTS.md, restore).
         noflush = not first or not self.fresh_node
-        try:
-            if full:
-                sync = compile_sync(data, self.compile_cache)
-                total = written = rule_counts(sync)
-                flannel = flannel_config(self.lab, data.config.node_pod_cidr)
-                if first:
-                    rules = compile_node(data, flannel, sync=sync)
-                else:
-                    existing = parse_restore(self.iptables.save())
-                    rules = compile_full_resync(data, existing, sync=sync)
-                    if flannel is not None:
-                        ensure_flannel_rules(rules, existing, flannel)
-                self.last_cleanup = self.clock()
-            else:
-                services, endpoints = updated_services(previous, data)
-                partial = compile_partial_sync(
-                    data, services | endpoints, self._existing(data), self.compile_cache
-                )
-                rules = partial.rules
-                total, written = partial.rule_counts()
-            self._restore(rules.render(), noflush)
-        except Exception:
-            if self.servers is not None:
-                self.servers.metrics.failed(partial=not full)
-            raise
-        if self.conntrack is not None and any(sp.protocol == "udp" for sp in data.service_ports):
-            for flow in stale_udp_filters(data, self.conntrack.list_udp()):
-                self.conntrack.delete(flow)
-        if self.servers is not None:
-            services_changed, endpoints_changed = changed_services(previous, data)
-            self.servers.metrics.changes(services_changed, endpoints_changed)
-            self.servers.metrics.synced(
-                time.monotonic() - started, full, time.time(), total, written
-            )
-            if self.serves_health_checks:
-                self.servers.sync_services(health_check_ports(data), local_ready_endpoints(data))
-            self.servers.synced(self.family)
-        self.failed = False
-        self.last_input = data
-        now = self.clock()
-        self.last_check = now
         if full:
-            self.last_full_sync = now
+            sync = compile_sync(data, self.compile_cache)
+            total = written = rule_counts(sync)
+            flannel = flannel_config(self.lab, data.config.node_pod_cidr)
+            if first:
+                rules = compile_node(data, flannel, sync=sync)
+            else:
+                existing = parse_restore(self.iptables.save())
+                rules = compile_full_resync(data, existing, sync=sync)
+                if flannel is not None:
+                    ensure_flannel_rules(rules, existing, flannel)
+            self.last_cleanup = self.clock()
+        else:
+            partial = compile_partial_sync(data, changed, self._existing(data), self.compile_cache)
+            rules = partial.rules
+            total, written = partial.rule_counts()
+        self._restore(rules.render(), noflush)
+        return total, written
 
     def _existing(self, data: ProxyInput) -> RuleSet | None:
         """The kernel's rules, to find stale chains in: on every sync, but in

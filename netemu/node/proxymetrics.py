@@ -206,13 +206,6 @@ def rules_by_table(restore_text: str) -> dict[str, int]:
 _MISSING = object()
 
 
-def changed_services(before: ProxyInput | None, after: ProxyInput) -> tuple[int, int]:
-    """(Services whose ports changed, Services whose endpoints changed)
-    between two syncs' inputs: what the informer events in between carried."""
-    services, endpoints = updated_services(before, after)
-    return len(services), len(endpoints)
-
-
 def updated_services(
     before: ProxyInput | None, after: ProxyInput
 ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:

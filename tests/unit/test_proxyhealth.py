@@ -31,7 +31,6 @@ from netemu.node.proxyhealth import (
 )
 from netemu.node.proxymetrics import (
     ProxyMetrics,
-    changed_services,
     rules_by_table,
     updated_services,
 )
@@ -248,12 +247,10 @@ def test_rules_and_changes_are_counted_from_the_sync() -> None:
     text = compile_node(data).render()
     counts = rules_by_table(text)
     assert counts["nat"] == sum(1 for _ in compile_node(data).tables["nat"].rules)
-    assert changed_services(None, data)[0] == len(
-        {(s.namespace, s.name) for s in data.service_ports}
-    )
-    assert changed_services(data, data) == (0, 0)
+    assert updated_services(None, data)[0] == {(s.namespace, s.name) for s in data.service_ports}
+    assert updated_services(data, data) == (set(), set())
     fewer = dataclasses.replace(data, endpoints={})
-    assert changed_services(data, fewer) == (0, len({k[:2] for k in data.endpoints}))
+    assert updated_services(data, fewer) == (set(), {k[:2] for k in data.endpoints})
 
 
 def test_updated_services_names_each_service_whose_ports_or_endpoints_changed() -> None:
