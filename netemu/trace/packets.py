@@ -281,35 +281,17 @@ def _ip_packet(data: bytes, quoted: bool = False) -> IpPacket | None:
     ip = IP(data[:ihl])  # the header only; the rest is read from `data`
     l4 = data[ihl : _end(data)]
     number = int(ip.proto)
-    proto = _PROTO_NAMES.get(number, str(number))
-    sport = dport = seq = icmp_type = icmp_code = None
-    flags: str | None = None
-    inner: IpPacket | None = None
-    payload = l4
-    if int(ip.frag) != 0:
-        pass  # a later fragment: no L4 header
-    elif proto in ("tcp", "udp"):
-        sport, dport, seq, flags, payload = _transport(proto, l4)
-    elif proto == "icmp" and len(l4) >= 4:
-        sport, dport, icmp_type, icmp_code, payload, inner = _icmp(
-            l4, _ICMP_ECHO, _ICMP_ERRORS, quoted
-        )
-    digest = _digest(payload) if inner is None else _quoted_digest(inner, l4[8:])
-    return IpPacket(
-        proto=proto,
+    return _packet(
+        _PROTO_NAMES.get(number, str(number)),
+        l4,
+        # A later fragment has no L4 header.
+        has_l4=int(ip.frag) == 0,
+        quoted=quoted,
         src=str(ip.src),
         dst=str(ip.dst),
-        sport=sport,
-        dport=dport,
         ttl=int(ip.ttl),
         ip_id=int(ip.id),
         length=int(ip.len),
-        tcp_flags=flags,
-        tcp_seq=seq,
-        icmp_type=icmp_type,
-        icmp_code=icmp_code,
-        quoted=inner,
-        payload_digest=digest,
     )
 
 
@@ -332,34 +314,64 @@ def _ipv6_packet(data: bytes, quoted: bool) -> IpPacket | None:
         )
     ):
         return None
-    proto = _PROTO_NAMES_V6.get(number, str(number))
+    return _packet(
+        _PROTO_NAMES_V6.get(number, str(number)),
+        l4,
+        has_l4=True,
+        quoted=quoted,
+        src=str(ip.src),
+        dst=str(ip.dst),
+        ttl=int(ip.hlim),
+        ip_id=int(ip.fl),
+        length=int(ip.plen),
+        version=6,
+    )
+
+
+def _packet(
+    proto: str,
+    l4: bytes,
+    *,
+    has_l4: bool,
+    quoted: bool,
+    src: str,
+    dst: str,
+    ttl: int,
+    ip_id: int,
+    length: int,
+    version: int = 4,
+) -> IpPacket:
+    """An IPv4 or IPv6 packet from its header's fields and the bytes after
+    the header: its TCP/UDP ports or ICMP (ICMPv6) type, code and quoted
+    packet, and its payload's digest."""
     sport = dport = seq = icmp_type = icmp_code = None
     flags: str | None = None
     inner: IpPacket | None = None
     payload = l4
-    if proto in ("tcp", "udp"):
+    echo, errors = (_ICMPV6_ECHO, _ICMPV6_ERRORS) if version == 6 else (_ICMP_ECHO, _ICMP_ERRORS)
+    if not has_l4:
+        pass
+    elif proto in ("tcp", "udp"):
         sport, dport, seq, flags, payload = _transport(proto, l4)
     elif proto == "icmp" and len(l4) >= 4:
-        sport, dport, icmp_type, icmp_code, payload, inner = _icmp(
-            l4, _ICMPV6_ECHO, _ICMPV6_ERRORS, quoted
-        )
+        sport, dport, icmp_type, icmp_code, payload, inner = _icmp(l4, echo, errors, quoted)
     digest = _digest(payload) if inner is None else _quoted_digest(inner, l4[8:])
     return IpPacket(
         proto=proto,
-        src=str(ip.src),
-        dst=str(ip.dst),
+        src=src,
+        dst=dst,
         sport=sport,
         dport=dport,
-        ttl=int(ip.hlim),
-        ip_id=int(ip.fl),
-        length=int(ip.plen),
+        ttl=ttl,
+        ip_id=ip_id,
+        length=length,
         tcp_flags=flags,
         tcp_seq=seq,
         icmp_type=icmp_type,
         icmp_code=icmp_code,
         quoted=inner,
         payload_digest=digest,
-        version=6,
+        version=version,
     )
 
 
