@@ -10,29 +10,19 @@ partial sync the kernel refuses is followed by a full one that succeeds.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
+from lbcluster import NODE, LbCluster
 
-from netemu.api.apps import Deployment
-from netemu.api.config import Lab
-from netemu.api.core import Service
-from netemu.api.validate import load_and_validate
-from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects, snapshot
 from netemu.kernel import netns
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.nftables import KernelNftables, NftablesError
 from netemu.node.nftproxy import NftProxyAgent
-from netemu.pipeline import proxy_input
-from netemu.rules.input import ProxyInput
 from netemu.rules.nftables import compile_ruleset
 from netemu.rules.nftmodel import parse_nft
 
 pytestmark = pytest.mark.privileged
-
-LB_LAB = Path(__file__).parents[2] / "controlplane" / "loadbalancer"
-NODE = "node-1"
 
 
 class RecordingKernel(KernelNftables):
@@ -63,13 +53,9 @@ def other_namespace() -> Iterator[str]:
         netns.remove(name)
 
 
-class Cluster:
+class Cluster(LbCluster):
     def __init__(self, namespace: str) -> None:
-        objects = [item.obj for item in load_and_validate([str(LB_LAB)])]
-        self.client = LocalClient(Store())
-        apply_objects(self.client, objects)
-        ControlPlane(self.client).run_to_fixed_point()
-        self.lab = next(o for o in objects if isinstance(o, Lab))
+        super().__init__()
         self.kernel = RecordingKernel(namespace)
         self.kernel.scripts = []
         self.clock = Clock()
@@ -87,24 +73,6 @@ class Cluster:
     def reconcile(self) -> bool:
         self.clock.now += 2  # past kube-proxy's one-second stale-chain delay
         return self.agent.reconcile()
-
-    def edit_service(self, name: str, **spec: object) -> None:
-        svc = self.client.get(Service, "default", name)
-        self.client.update(svc.model_copy(update={"spec": svc.spec.model_copy(update=spec)}))
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def scale(self, replicas: int) -> None:
-        deploy = self.client.get(Deployment, "default", "shop")
-        spec = deploy.spec.model_copy(update={"replicas": replicas})
-        self.client.update(deploy.model_copy(update={"spec": spec}))
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def delete_service(self, name: str) -> None:
-        self.client.delete(Service, "default", name)
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def data(self) -> ProxyInput:
-        return proxy_input(snapshot(self.client, lab=self.lab), NODE)
 
 
 def table_in(nft: KernelNftables) -> dict[str, object]:
@@ -146,16 +114,7 @@ def test_partial_syncs_end_where_a_full_sync_would(namespace: str, other_namespa
     cluster = Cluster(namespace)
     assert cluster.reconcile()
     first_full_sync = cluster.agent.last_full_sync
-    steps: list[tuple[Callable[[], None], list[str]]] = [
-        (lambda: cluster.edit_service("shop-lb", session_affinity="ClientIP"), ["shop-lb"]),
-        (
-            lambda: cluster.edit_service("shop-local", external_traffic_policy="Cluster"),
-            ["shop-local"],
-        ),
-        (lambda: cluster.delete_service("shop-external"), ["shop-external"]),
-        (lambda: cluster.scale(1), ["shop-lb", "shop-firewalled", "shop-local"]),
-    ]
-    for change, services in steps:
+    for change, services in cluster.changes():
         count = len(cluster.kernel.scripts)
         change()
         assert cluster.reconcile()

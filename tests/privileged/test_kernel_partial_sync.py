@@ -8,28 +8,17 @@ deletes in use) is followed by a full sync that succeeds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
+from lbcluster import NODE, LbCluster
 
-from netemu.api.apps import Deployment
-from netemu.api.config import Lab
-from netemu.api.core import Service
-from netemu.api.validate import load_and_validate
-from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects, snapshot
 from netemu.kernel.iptables import Backend, IptablesError, KernelIptables
 from netemu.node.proxy import ProxyAgent
-from netemu.pipeline import proxy_input
 from netemu.rules import names as n
 from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import compile_node
 from netemu.rules.model import parse_restore
 from netemu.rules.spec import canonical_ruleset
-
-LB_LAB = Path(__file__).parents[2] / "controlplane" / "loadbalancer"
-NODE = "node-1"
 
 
 class RecordingKernel(KernelIptables):
@@ -42,36 +31,14 @@ class RecordingKernel(KernelIptables):
         super().restore(text, noflush=noflush)
 
 
-class Cluster:
+class Cluster(LbCluster):
     def __init__(self, netns: str, backend: Backend) -> None:
-        objects = [item.obj for item in load_and_validate([str(LB_LAB)])]
-        self.client = LocalClient(Store())
-        apply_objects(self.client, objects)
-        ControlPlane(self.client).run_to_fixed_point()
-        self.lab = next(o for o in objects if isinstance(o, Lab))
+        super().__init__()
         self.kernel = RecordingKernel(netns, backend)
         self.kernel.inputs = []
         self.agent = ProxyAgent(
             client=self.client, node=NODE, iptables=self.kernel, lab=self.lab, proxy_config=None
         )
-
-    def data(self) -> ProxyInput:
-        return proxy_input(snapshot(self.client, lab=self.lab), NODE)
-
-    def edit_service(self, name: str, **spec: object) -> None:
-        svc = self.client.get(Service, "default", name)
-        self.client.update(svc.model_copy(update={"spec": svc.spec.model_copy(update=spec)}))
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def scale(self, replicas: int) -> None:
-        deploy = self.client.get(Deployment, "default", "shop")
-        spec = deploy.spec.model_copy(update={"replicas": replicas})
-        self.client.update(deploy.model_copy(update={"spec": spec}))
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def delete_service(self, name: str) -> None:
-        self.client.delete(Service, "default", name)
-        ControlPlane(self.client).run_to_fixed_point()
 
     def fresh_full_sync(self) -> object:
         data = self.data()
@@ -107,18 +74,7 @@ def test_partial_syncs_end_where_a_full_sync_would(namespace: str, backend: Back
     everything = written_service_chains(cluster.kernel.inputs[-1])
     first_full_sync = cluster.agent.last_full_sync
 
-    steps: list[tuple[Callable[[], None], list[str]]] = [
-        (lambda: cluster.edit_service("shop-lb", session_affinity="ClientIP"), ["shop-lb"]),
-        # Cluster policy: shop-local's SVL chain is no longer used and goes.
-        (
-            lambda: cluster.edit_service("shop-local", external_traffic_policy="Cluster"),
-            ["shop-local"],
-        ),
-        (lambda: cluster.delete_service("shop-external"), ["shop-external"]),
-        # One endpoint fewer for every Service that is left.
-        (lambda: cluster.scale(1), ["shop-lb", "shop-firewalled", "shop-local"]),
-    ]
-    for change, services in steps:
+    for change, services in cluster.changes():
         before = cluster.data()
         change()
         assert cluster.agent.reconcile()
