@@ -99,7 +99,7 @@ from netemu.node.ingress import IngressController
 from netemu.node.kubelet import Kubelet, container_log, pod_etc_dir, write_node_files
 from netemu.node.nftproxy import NftProxyAgent
 from netemu.node.prober import ProbeLoop, ProbeManager
-from netemu.node.proxy import ProxyAgent, reconcile_nodes
+from netemu.node.proxy import NodeProxy, ProxyAgent, reconcile_nodes
 from netemu.node.proxyhealth import health_check_ips, proxy_settings
 from netemu.node.proxyservers import ProxyServers
 from netemu.node.testserver import TestServers
@@ -466,6 +466,9 @@ class Supervisor:
                     "sync_period": settings.sync_period,
                     "family": family,
                     "input_cache": self.proxy_input_caches[family],
+                    "log": lambda line, node=node.name: print(
+                        f"kube-proxy on {node}: {line}", flush=True
+                    ),
                 }
                 agent: ProxyAgent | NftProxyAgent = (
                     NftProxyAgent(nftables=KernelNftables(node.netns), **settings_of_agent)
@@ -478,7 +481,7 @@ class Supervisor:
         )
         p.stage = "pods and rules"
         p.done, p.total = 0, len(self.kubelets) + len(self.proxies)
-        self.reconcile(progress=True)
+        self.reconcile(bringing_up=True)
         self.probes = ProbeLoop(
             [ProbeManager(kubelet) for kubelet in self.kubelets], self.lock, self.reconcile
         )
@@ -491,10 +494,16 @@ class Supervisor:
         # 0.2 s), now that bring-up is done, so a trace does not wait for it.
         threading.Thread(target=_preload_tracer, name="preload", daemon=True).start()
 
-    def reconcile(self, progress: bool = False) -> None:
+    def reconcile(self, bringing_up: bool = False) -> None:
         """Controllers to a fixed point, then every node's agents: new pods
         start before the rules send them traffic, and pods that are gone stop
-        only after every node's rules have stopped sending them traffic."""
+        only after every node's rules have stopped sending them traffic.
+
+        A kube-proxy sync that fails fails the lab's bring-up; later, it is
+        kube-proxy's own business, as on a real node: logged, and retried in
+        full after syncPeriod (KubeProxyLoop.tick), while the change that
+        caused it stays applied (the API server accepted it)."""
+        progress = bringing_up
         with self.lock:
             self.plane.run_to_fixed_point()
             self._log_events()
@@ -505,7 +514,7 @@ class Supervisor:
                 kubelet.start_new(plans)
                 if progress:
                     self.progress.done += 1
-            reconcile_nodes(self.proxies)
+            reconcile_nodes(self.proxies, on_failure=None if bringing_up else _proxy_sync_failed)
             if progress:
                 self.progress.done += len(self.proxies)
             for kubelet in self.kubelets:
@@ -572,15 +581,17 @@ class Supervisor:
                 self._events_logged = len(controller.events)
 
     def _proxy_ticks(self) -> None:
-        """kube-proxy's periodic work on every node (ProxyAgent.tick: the
-        canary check every syncPeriod, retries, the hourly full sync)."""
+        """kube-proxy's periodic work on every node (KubeProxyLoop.tick: the
+        canary check every syncPeriod, retries, the hourly sync)."""
         interval = min(1.0, self.proxy_settings.sync_period / 4)
         while not self._stop_ticks.wait(interval):
             with self.lock:
                 for proxy in self.proxies:
                     try:
-                        if proxy.tick():
-                            print(f"kube-proxy on {proxy.node}: full resync", flush=True)
+                        if done := proxy.tick():
+                            print(
+                                f"kube-proxy on {proxy.node} ({proxy.family}): {done}", flush=True
+                            )
                     except Exception:
                         traceback.print_exc()
 
@@ -1038,6 +1049,16 @@ class Supervisor:
                         processes.kill(proc)
         self.servers.close()
         self.datapath.close()
+
+
+def _proxy_sync_failed(proxy: NodeProxy, error: Exception) -> None:
+    """kube-proxy's log line for a failed sync (proxier.go: "Sync failed",
+    retryingTime syncPeriod)."""
+    print(
+        f"kube-proxy on {proxy.node} ({proxy.family}): Sync failed, retrying in "
+        f"{proxy.sync_period:g}s: {type(error).__name__}: {error}",
+        flush=True,
+    )
 
 
 def _preload_tracer() -> None:

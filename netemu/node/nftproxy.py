@@ -16,14 +16,19 @@ own run first, as kube-proxy's staleChains cleanup), stale affinity sets
 at once. After each sync the UDP conntrack entries of endpoints no longer
 serving are deleted (netemu.rules.conntrack), as in iptables mode.
 
-Periodic work (`tick`, called by the supervisor). kube-proxy's nftables
-proxier has no canary (pkg/proxy/nftables/proxier.go at the commit read,
-b0f823e6): its sync runner retries a failed sync after syncPeriod, in full
-(needFullSync), and syncs at least once an hour (NewProxier's
-BoundedFrequencyRunner, maxInterval time.Hour). This agent does both, makes
-the hourly sync full as in iptables mode, and, as the canary's equivalent,
-looks for its table every syncPeriod: when someone deleted it, a full sync
-writes it back.
+Periodic work (`tick`, called by the supervisor), as kube-proxy's nftables
+proxier (pkg/proxy/nftables/proxier.go at the commit read, b0f823e6): its
+sync runner retries a failed sync after syncPeriod, in full (needFullSync),
+and syncs at least once an hour (NewProxier's BoundedFrequencyRunner,
+maxInterval time.Hour), a partial sync like any other: only needFullSync
+makes a sync full in this mode. There is no canary: a table someone deleted
+stays gone until the next sync that writes a Service's chains fails on it,
+and the full sync that retries it writes the table back.
+
+A stale-chain cleanup the kernel refuses does not fail the sync: kube-proxy
+logs it ("Unable to delete stale chains; will retry later"), counts it
+(sync_proxy_rules_nftables_cleanup_failures_total) and goes on; the sync
+finds those chains in the table again and flushes them as stale anew.
 
 The node's other iptables rules (kubelet's KUBE-IPTABLES-HINT,
 KUBE-FIREWALL and canaries, flanneld's FLANNEL-POSTRTG / FLANNEL-FWD) are
@@ -45,16 +50,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netemu.kernel.iptables import Iptables
-from netemu.kernel.nftables import Nftables
+from netemu.kernel.nftables import Nftables, NftablesError
 from netemu.node.proxyloop import KubeProxyLoop, RuleCounts
 from netemu.rules.flannel import flannel_config
 from netemu.rules.input import ProxyInput
-from netemu.rules.nftables import TABLE, NftSyncState, nftables_mode_iptables, sync
-
-
-def table_family(data: ProxyInput) -> str:
-    """The nftables family of the table this kube-proxy programs."""
-    return "ip6" if data.config.ip_family == "IPv6" else "ip"
+from netemu.rules.nftables import NftSyncState, nftables_mode_iptables, sync
 
 
 @dataclass(kw_only=True)
@@ -68,17 +68,17 @@ class NftProxyAgent(KubeProxyLoop):
     syncs: int = field(default=0, init=False)  # successful `nft -f` sync transactions
 
     def _rules_lost(self) -> bool:
-        # No canary in this mode: the table itself is looked for (see above).
-        return self.last_input is not None and not self.nftables.has_table(
-            table_family(self.last_input), TABLE
-        )
+        return False  # no canary in this mode (see above)
+
+    def _full_sync_due(self, now: float) -> bool:
+        return False  # only needFullSync (see above)
 
     def _write(self, data: ProxyInput, *, full: bool, changed: set[tuple[str, str]]) -> RuleCounts:
         first = self.state is None
+        now = self.clock()
+        changed = set() if full else changed
         try:
-            result = sync(
-                data, self.state, full=full, changed=set() if full else changed, now=self.clock()
-            )
+            result = sync(data, self.state, full=full, changed=changed, now=now)
             if first:
                 flannel = flannel_config(self.lab, data.config.node_pod_cidr)
                 self.iptables.restore(
@@ -86,15 +86,21 @@ class NftProxyAgent(KubeProxyLoop):
                     noflush=not self.fresh_node,
                 )
             if result.cleanup.ops:
-                # Its own transaction, first, as kube-proxy's; the sync's
-                # state assumes it ran, so a failure fails the sync (the
-                # next, full, sync starts again from the last good state).
+                # Its own transaction, first, as kube-proxy's.
                 try:
                     self.nftables.apply(result.cleanup.render())
-                except Exception:
+                except NftablesError as exc:
+                    if self.log is not None:
+                        self.log(f"Unable to delete stale chains; will retry later: {exc}")
                     if self.servers is not None:
                         self.servers.metrics.nftables_cleanup_failures.inc()
-                    raise
+                    result = sync(
+                        data,
+                        result.previous_if_cleanup_refused,
+                        full=full,
+                        changed=changed,
+                        now=now,
+                    )
             self.nftables.apply(result.transaction.render())
         except Exception:
             if self.servers is not None:

@@ -32,17 +32,18 @@ apart, as kube-proxy's) and the health check listeners follow it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from netemu.api.load import gc_paused
 from netemu.kernel.iptables import Iptables
+from netemu.node.proxyhealth import FULL_SYNC_PERIOD
 from netemu.node.proxyloop import KubeProxyLoop, RuleCounts
 from netemu.rules import names
 from netemu.rules.flannel import ensure_flannel_rules, flannel_config
-from netemu.rules.input import ProxyInput
+from netemu.rules.input import IPFamily, ProxyInput
 from netemu.rules.iptables import (
     CompileCache,
     compile_full_resync,
@@ -58,25 +59,44 @@ from netemu.rules.model import RuleSet, parse_restore
 class NodeProxy(Protocol):
     """A node's kube-proxy agent, in either mode (ProxyAgent, NftProxyAgent)."""
 
+    node: str
+    family: IPFamily
+    sync_period: float
+
     def reconcile(self) -> bool: ...
 
 
-def reconcile_nodes(agents: Sequence[NodeProxy]) -> list[bool]:
+def reconcile_nodes(
+    agents: Sequence[NodeProxy],
+    *,
+    on_failure: Callable[[NodeProxy, Exception], None] | None = None,
+) -> list[bool]:
     """Every node's kube-proxy reconciles at once, each on its own thread,
     as kube-proxies on real nodes do: one node's iptables-restore (a
     process of its own, most of a partial sync) runs while another node
-    compiles or restores. Returns each agent's reconcile result; when one
-    fails, the others still finish and the first failure is raised.
+    compiles or restores. Returns each agent's reconcile result. When one
+    fails, the others still finish; then the first failure is raised, or,
+    with `on_failure`, each is handed to it (that agent's result: False).
 
     The agents must not share anything but the client and an input cache
     (both thread-safe)."""
+
+    def run(agent: NodeProxy) -> bool:
+        if on_failure is None:
+            return agent.reconcile()
+        try:
+            return agent.reconcile()
+        except Exception as exc:
+            on_failure(agent, exc)
+            return False
+
     if len(agents) <= 1:
-        return [agent.reconcile() for agent in agents]
+        return [run(agent) for agent in agents]
     # Paused once around all of them: each agent's own gc_paused finds it
     # paused and leaves it so, rather than one agent turning the collector
     # back on while another is still making its rules.
     with gc_paused(), ThreadPoolExecutor(len(agents), thread_name_prefix="kube-proxy") as pool:
-        futures = [pool.submit(agent.reconcile) for agent in agents]
+        futures = [pool.submit(run, agent) for agent in agents]
         wait(futures)
     return [future.result() for future in futures]
 
@@ -100,6 +120,10 @@ class ProxyAgent(KubeProxyLoop):
 
     def _rules_lost(self) -> bool:
         return canary_gone(parse_restore(self.iptables.save()))
+
+    def _full_sync_due(self, now: float) -> bool:
+        # syncProxyRules: doFullSync when time.Since(lastFullSync) > FullSyncPeriod.
+        return now - self.last_full_sync > FULL_SYNC_PERIOD
 
     def _write(self, data: ProxyInput, *, full: bool, changed: set[tuple[str, str]]) -> RuleCounts:
         first = self.last_input is None

@@ -42,6 +42,10 @@ DEFAULT_SYNC_PERIOD = 30.0  # iptables.syncPeriod
 DEFAULT_MIN_SYNC_PERIOD = 1.0  # iptables.minSyncPeriod
 # proxyutil.FullSyncPeriod: the longest kube-proxy goes without a full sync.
 FULL_SYNC_PERIOD = 3600.0
+# Both proxiers' sync runner (async.BoundedFrequencyRunner) runs a sync at
+# least this often, changes or not: its maxInterval, time.Hour in
+# pkg/proxy/iptables/proxier.go and pkg/proxy/nftables/proxier.go.
+MAX_SYNC_INTERVAL = 3600.0
 # The taint the cluster autoscaler puts on a node it is about to delete;
 # kube-proxy's /healthz then fails so load balancers drain the node.
 TO_BE_DELETED_TAINT = "ToBeDeletedByClusterAutoscaler"

@@ -5,15 +5,16 @@ kube-proxy's iptables and nftables proxiers run the same loop around
 different syncProxyRules (pkg/proxy/iptables/proxier.go and
 pkg/proxy/nftables/proxier.go): a sync when what the informers deliver
 changed, a full one the first time, after a failed sync (needFullSync) and
-after the node's own settings changed; a periodic check every syncPeriod
-that retries a failed sync and forces a full one at least once an hour
-(proxyutil.FullSyncPeriod); after each sync, the stale UDP conntrack entries
-deleted and the node's health and metrics servers told.
+after the node's own settings changed; a retry of a failed sync after
+syncPeriod (RetryAfter), in full; a sync at least once an hour, changes or
+not (the sync runner's maxInterval); after each sync, the stale UDP
+conntrack entries deleted and the node's health and metrics servers told.
 
-`KubeProxyLoop` is that loop; a mode's agent supplies the two things that
-differ: `_write` (compile and apply one sync) and `_rules_lost` (the
-periodic look for its rules: iptables mode's canary, nftables mode's
-table).
+`KubeProxyLoop` is that loop; a mode's agent supplies what differs:
+`_write` (compile and apply one sync), `_rules_lost` (iptables mode's
+canary, looked for every syncPeriod; nftables mode has none) and
+`_full_sync_due` (iptables mode makes a sync full when the last full one
+is an hour old, proxyutil.FullSyncPeriod; nftables mode never does).
 
 Owns: nothing in the kernel but through the agent's `_write`, and the UDP
 conntrack entries of endpoints no longer serving.
@@ -32,7 +33,7 @@ from netemu.controlplane.state import ClusterState
 from netemu.kernel.conntrack import Conntrack
 from netemu.node.proxyhealth import (
     DEFAULT_SYNC_PERIOD,
-    FULL_SYNC_PERIOD,
+    MAX_SYNC_INTERVAL,
     health_check_ports,
     local_ready_endpoints,
 )
@@ -74,9 +75,13 @@ class KubeProxyLoop:
     # the primary family's proxier alone serves the Services' health checks
     # and follows the node's eligibility.
     serves_health_checks: bool = True
+    # Where kube-proxy's log lines go (the lab's supervisor prints them);
+    # None: nowhere.
+    log: Callable[[str], None] | None = None
     last_input: ProxyInput | None = field(default=None, init=False)  # None: never synced
     last_check: float = field(default=0.0, init=False)
     last_full_sync: float = field(default=0.0, init=False)
+    last_sync: float = field(default=0.0, init=False)  # the last successful one
     failed: bool = field(default=False, init=False)  # the last sync did not finish
 
     def _write(self, data: ProxyInput, *, full: bool, changed: set[tuple[str, str]]) -> RuleCounts:
@@ -85,8 +90,13 @@ class KubeProxyLoop:
         raise NotImplementedError
 
     def _rules_lost(self) -> bool:
-        """The periodic look: are this proxier's rules gone from the kernel
-        (someone flushed them), so that a full sync must put them back?"""
+        """The periodic look, every syncPeriod: are this proxier's rules gone
+        from the kernel (someone flushed them), so that a full sync must put
+        them back?"""
+        raise NotImplementedError
+
+    def _full_sync_due(self, now: float) -> bool:
+        """Whether a sync now is full for its age alone."""
         raise NotImplementedError
 
     def _input(self, state: ClusterState) -> ProxyInput:
@@ -110,18 +120,25 @@ class KubeProxyLoop:
             self._sync(data, full=False)
             return True
 
-    def tick(self) -> bool:
+    def tick(self) -> str | None:
         """The periodic part of kube-proxy's loop; call it often (at least
-        every syncPeriod). True if it synced."""
+        every syncPeriod). Says what it synced, if it did."""
         now = self.clock()
         if self.last_input is None or now - self.last_check < self.sync_period:
-            return False
+            return None
         self.last_check = now
-        due = self.failed or now - self.last_full_sync >= FULL_SYNC_PERIOD
-        if not due and not self._rules_lost():
-            return False
-        self.force_sync()
-        return True
+        if self.failed:
+            self.force_sync()
+            return "full resync after a failed sync"
+        if self._rules_lost():
+            self.force_sync()
+            return "full resync: its rules were gone"
+        if now - self.last_sync >= MAX_SYNC_INTERVAL:
+            with gc_paused():  # see reconcile
+                state = snapshot(self.client, lab=self.lab, proxy_config=self.proxy_config)
+                self._sync(self._input(state), full=False)
+            return "hourly sync" + (" (full)" if self.last_full_sync == self.last_sync else "")
+        return None
 
     def force_sync(self) -> None:
         """A full sync now (kube-proxy's forceSyncProxyRules)."""
@@ -136,6 +153,7 @@ class KubeProxyLoop:
             or previous is None
             or self.failed
             or previous.config != data.config  # the node's own settings changed
+            or self._full_sync_due(self.clock())
         )
         if self.servers is not None and data != previous:
             # Proxier.OnServiceUpdate / OnEndpointSliceUpdate → QueuedUpdate.
@@ -164,6 +182,6 @@ class KubeProxyLoop:
         self.failed = False
         self.last_input = data
         now = self.clock()
-        self.last_check = now
+        self.last_check = self.last_sync = now
         if full:
             self.last_full_sync = now

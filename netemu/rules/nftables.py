@@ -445,6 +445,11 @@ class NftSync:
     transaction: Transaction
     state: NftSyncState
     full: bool
+    # The state to sync from instead when the kernel refuses `cleanup`:
+    # kube-proxy has already dropped those chains from staleChains, and
+    # the sync's listing of the table finds them stale again, so they are
+    # flushed anew and deleted by a later sync ("will retry later").
+    previous_if_cleanup_refused: NftSyncState
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +525,7 @@ class _Sync:
         self.mark = n.masquerade_mark(self.cfg.masquerade_bit)
         self.tx = Transaction(self.fam.family)
         self.stale = dict(previous.stale_chains)
+        self.deleted_stale_chains: set[str] = set()
         self.active_chains: set[str] = set()
         self.active_affinity_sets: set[str] = set()
         # nftElementStorage: key → value text per container, and the keys no
@@ -569,7 +575,13 @@ class _Sync:
 
         ruleset = self.existing.applied(tx)
         state = NftSyncState(ruleset, self.stale, True)
-        return NftSync(cleanup, tx, state, self.full)
+        forgotten = {
+            chain: since
+            for chain, since in self.previous.stale_chains.items()
+            if chain not in self.deleted_stale_chains
+        }
+        refused = replace(self.previous, stale_chains=forgotten)
+        return NftSync(cleanup, tx, state, self.full, refused)
 
     def delete_stale_chains(self) -> Transaction:
         cleanup = Transaction(self.fam.family)
@@ -578,6 +590,7 @@ class _Sync:
             if since < horizon:
                 cleanup.delete(NftChain(chain))
                 del self.stale[chain]
+                self.deleted_stale_chains.add(chain)
         return cleanup
 
     def setup(self) -> None:

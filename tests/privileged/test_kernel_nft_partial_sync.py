@@ -4,7 +4,8 @@ changes, one `nft -f` transaction each; every partial sync writes only the
 chains of the Services that changed, and at the end the namespace's
 `ip kube-proxy` table is what a fresh full sync of the final state writes
 into another fresh namespace (both read back with `nft list table`). A
-partial sync the kernel refuses is followed by a full one that succeeds.
+partial sync the kernel refuses is followed by a full one that succeeds; a
+stale-chain cleanup the kernel refuses is retried later without failing a sync.
 (The nftables counterpart of test_kernel_partial_sync.py.)"""
 
 from __future__ import annotations
@@ -131,14 +132,18 @@ def test_partial_syncs_end_where_a_full_sync_would(namespace: str, other_namespa
     assert table_in(cluster.kernel) == fresh_full_sync(cluster, other_namespace)
 
 
-def test_refused_partial_sync_is_followed_by_a_full_one(
+def test_a_refused_stale_chain_cleanup_is_retried_later(
     namespace: str, other_namespace: str
 ) -> None:
     """A stray rule nobody should have written jumps from shop-lb's service
-    chain to an endpoint chain of shop-external; when shop-external goes,
-    the later sync that deletes its stale chains is refused by the kernel
-    (the chain is still referenced), and a full sync follows."""
+    chain to an endpoint chain of shop-external; when shop-external goes, the
+    kernel refuses the later deletion of its stale chains (one is still
+    referenced). As kube-proxy ("Unable to delete stale chains; will retry
+    later"), that is logged and the sync goes on; once shop-lb's chain is
+    rewritten the stray rule is gone, and a later sync deletes them."""
     cluster = Cluster(namespace)
+    logged: list[str] = []
+    cluster.agent.log = logged.append
     cluster.reconcile()
     listed = cluster.kernel.list_table("ip", "kube-proxy")
     chains = [line.split()[1] for line in listed.splitlines() if line.strip().startswith("chain ")]
@@ -149,15 +154,35 @@ def test_refused_partial_sync_is_followed_by_a_full_one(
     cluster.delete_service("shop-external")
     assert cluster.reconcile()  # flushed, deletion due a sync later
     cluster.edit_service("shop-local", session_affinity="ClientIP")
+    assert cluster.reconcile()  # the deletion is refused; the sync is not
+    assert not cluster.agent.failed
+    assert len(logged) == 1 and logged[0].startswith("Unable to delete stale chains")
+    assert stray in cluster.kernel.list_table("ip", "kube-proxy")
+
+    cluster.edit_service("shop-lb", session_affinity="ClientIP")
+    assert cluster.reconcile()  # refused once more, then shop-lb's chain rewritten
+    assert len(logged) == 2 and not cluster.agent.failed
+    cluster.edit_service("shop-local", session_affinity="None")
+    assert cluster.reconcile()  # nothing refers to them now: deleted
+    assert len(logged) == 2
+    assert stray not in cluster.kernel.list_table("ip", "kube-proxy")
+    assert table_in(cluster.kernel) == fresh_full_sync(cluster, other_namespace)
+
+
+def test_refused_partial_sync_is_followed_by_a_full_one(
+    namespace: str, other_namespace: str
+) -> None:
+    """The kernel refuses a partial sync (kube-proxy's table was deleted
+    behind its back, so the Service chain it adds has no table); the agent
+    reports the failure and the next sync, full, writes the table back."""
+    cluster = Cluster(namespace)
+    cluster.reconcile()
+    cluster.kernel.delete_table("ip", "kube-proxy")
+    cluster.edit_service("shop-local", session_affinity="ClientIP")
     with pytest.raises(NftablesError):
         cluster.reconcile()
     assert cluster.agent.failed
-
-    cluster.edit_service("shop-local", session_affinity="None")
-    assert cluster.reconcile()  # full: shop-lb's chain rewritten, the stray rule gone
+    assert cluster.reconcile()  # full
     assert not cluster.agent.failed
     assert "add chain ip kube-proxy nat-prerouting" in cluster.kernel.scripts[-1]
-    assert cluster.reconcile() is False
-    cluster.edit_service("shop-lb", session_affinity="ClientIP")
-    assert cluster.reconcile()  # the stale chains go now, nothing refers to them
     assert table_in(cluster.kernel) == fresh_full_sync(cluster, other_namespace)

@@ -18,6 +18,7 @@ import pytest
 from live_helpers import lab_name, lab_prefix, mode_copy, netemu_cli, running_lab
 
 from netemu.api.config import Lab
+from netemu.api.core import Service
 from netemu.kernel import netns
 from netemu.kernel.iptables import KernelIptables
 from netemu.kernel.nftables import KernelNftables
@@ -157,16 +158,35 @@ def test_a_trace_to_a_service_without_endpoints_is_rejected_by_kube_proxys_nft_r
     assert ("reject-chain", "REJECT") in targets, targets
 
 
-def test_a_deleted_table_comes_back_within_sync_period(lab: LiveLab) -> None:
-    nft = KernelNftables(lab.info()["nodes"]["node-2"]["netns"])
-    before = structure(_table(nft.list_table("ip", "kube-proxy")))
+def test_a_deleted_table_stays_gone_until_a_failed_sync_is_retried(lab: LiveLab) -> None:
+    """kube-proxy's nftables proxier has no canary: a deleted table stays
+    gone past syncPeriod; the next sync that writes a Service's chains fails
+    on it, and the full sync that retries it syncPeriod later writes it back."""
+    node_ns = lab.info()["nodes"]["node-2"]["netns"]
+    nft = KernelNftables(node_ns)
     assert nft.delete_table("ip", "kube-proxy")
-    deleted = time.monotonic()
-    while not nft.has_table("ip", "kube-proxy"):
-        assert time.monotonic() - deleted < SYNC_PERIOD + 2.0, "not repaired within syncPeriod"
-        time.sleep(0.1)
-    time.sleep(0.2)  # the table is created and filled in one transaction; read it settled
-    assert structure(_table(nft.list_table("ip", "kube-proxy"))) == before
+    time.sleep(SYNC_PERIOD + 1.0)
+    assert not nft.has_table("ip", "kube-proxy")
+    extra = Service.model_validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web-extra", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 81, "targetPort": 8080}]},
+        }
+    )
+    lab.apply([extra])
+    try:
+        changed = time.monotonic()
+        while not nft.has_table("ip", "kube-proxy"):
+            assert time.monotonic() - changed < 2 * SYNC_PERIOD + 2.0, "not written back"
+            time.sleep(0.1)
+        time.sleep(0.2)  # the table is created and filled in one transaction; read it settled
+        state = replace(lab.cluster_state(), lab=Lab.model_validate(lab.info()["lab"]))
+        compiled = _table(compile_ruleset(proxy_input(state, "node-2")).dump())
+        assert structure(_table(nft.list_table("ip", "kube-proxy"))) == structure(compiled)
+    finally:
+        lab.delete([("Service", "default", "web-extra")])
 
 
 def trace_json(lab: LiveLab, *args: str) -> tuple[int, dict[str, Any], str]:

@@ -191,17 +191,76 @@ def test_a_failed_sync_is_followed_by_a_full_one() -> None:
     assert cluster.table_now() == cluster.fresh_table()
 
 
-def test_tick_puts_back_a_deleted_table_and_resyncs_hourly() -> None:
+def test_a_deleted_table_stays_gone_until_a_sync_fails_on_it() -> None:
+    """No canary in nftables mode: the periodic check does not look for the
+    table; the next sync that writes a Service's chains fails on it, and
+    the full sync that retries it after syncPeriod writes the table back."""
     cluster = Cluster()
     cluster.agent.reconcile()
-    cluster.clock.now += cluster.agent.sync_period
-    assert not cluster.agent.tick()  # the table is there: nothing to do
     cluster.nft.delete_table("ip", "kube-proxy")
     cluster.clock.now += cluster.agent.sync_period
-    assert cluster.agent.tick()
+    assert cluster.agent.tick() is None
+    assert not cluster.nft.has_table("ip", "kube-proxy")
+    cluster.edit_service("shop-lb", session_affinity="ClientIP")
+    with pytest.raises(NftablesError):
+        cluster.agent.reconcile()
+    assert cluster.agent.failed
+    cluster.clock.now += cluster.agent.sync_period
+    assert cluster.agent.tick() == "full resync after a failed sync"
+    assert not cluster.agent.failed
     assert cluster.table_now() == cluster.fresh_table()
+
+
+def test_the_hourly_sync_is_partial() -> None:
+    """The sync runner's maxInterval (an hour) runs a sync with nothing
+    changed; only needFullSync makes an nftables-mode sync full."""
+    cluster = Cluster()
+    cluster.agent.reconcile()
+    cluster.clock.now += 1800
+    assert cluster.agent.tick() is None
     count = len(cluster.nft.scripts)
-    cluster.clock.now += 3600
-    assert cluster.agent.tick()
+    cluster.clock.now += 1800
+    assert cluster.agent.tick() == "hourly sync"
     assert len(cluster.nft.scripts) == count + 1
-    assert "add chain ip kube-proxy nat-prerouting" in cluster.nft.scripts[-1]
+    assert "add chain ip kube-proxy nat-prerouting" not in cluster.nft.scripts[-1]
+    assert cluster.servers.value("sync_partial_proxy_rules_duration_seconds_count") == 1
+    assert cluster.table_now() == cluster.fresh_table()
+
+
+def test_a_refused_stale_chain_cleanup_does_not_fail_the_sync() -> None:
+    """proxier.go: "Unable to delete stale chains; will retry later": the
+    failure is logged and counted, the sync goes on and flushes those chains
+    as stale again, and a later sync deletes them."""
+    cluster = Cluster()
+    logged: list[str] = []
+    cluster.agent.log = logged.append
+    cluster.agent.reconcile()
+    cluster.delete_service("shop-external")
+    cluster.clock.now += 1
+    cluster.agent.reconcile()
+    stale = {
+        c
+        for c in _service_chains_written(cluster.nft.list_table("ip", "kube-proxy"))
+        if "/shop-external/" in c
+    }
+    assert stale
+    cluster.edit_service("shop-lb", session_affinity="ClientIP")
+    cluster.clock.now += 5
+    cluster.nft.fail = True  # the cleanup, applied first, is refused
+    assert cluster.agent.reconcile()
+    assert not cluster.agent.failed
+    assert cluster.servers.value("sync_proxy_rules_nftables_cleanup_failures_total") == 1
+    assert cluster.servers.value("sync_proxy_rules_nftables_sync_failures_total") == 0
+    assert [line.split(":")[0] for line in logged] == [
+        "Unable to delete stale chains; will retry later"
+    ]
+    sync_script = cluster.nft.scripts[-1]
+    assert {
+        line.split()[4] for line in sync_script.splitlines() if line.startswith("flush chain")
+    } >= stale
+    assert stale <= _service_chains_written(cluster.nft.list_table("ip", "kube-proxy"))
+    # A sync more than a second later deletes them.
+    cluster.edit_service("shop-lb", session_affinity="None")
+    cluster.clock.now += 5
+    assert cluster.agent.reconcile()
+    assert cluster.table_now() == cluster.fresh_table()

@@ -222,3 +222,28 @@ def test_every_node_syncs_at_once_and_one_failure_does_not_stop_the_others() -> 
     assert node2_now() == node2_fresh() != before  # node-2 synced the change all the same
     assert reconcile_nodes([cluster.agent, other]) == [True, False]  # node-1 retries
     assert cluster.node_now() == cluster.fresh_node()
+
+
+def test_a_failed_sync_can_be_reported_instead_of_raised() -> None:
+    """The live lab's way after bring-up: a node's failed sync is handed to
+    `on_failure` (logged), the others sync, and the failed node is left to
+    retry."""
+    cluster = Cluster()
+    other = ProxyAgent(
+        client=cluster.client,
+        node="node-2",
+        iptables=Kernel(),
+        lab=cluster.lab,
+        proxy_config=None,
+        input_cache=cluster.agent.input_cache,
+    )
+    reconcile_nodes([cluster.agent, other])
+    cluster.edit_service("shop-lb", session_affinity="ClientIP")
+    cluster.kernel.fail = True
+    failures: list[tuple[str, str]] = []
+    results = reconcile_nodes(
+        [cluster.agent, other], on_failure=lambda a, e: failures.append((a.node, str(e)))
+    )
+    assert results == [False, True]
+    assert [node for node, _ in failures] == ["node-1"]
+    assert cluster.agent.failed and not other.failed
