@@ -7,27 +7,18 @@ The loadbalancer lab, node-1."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
 
 import pytest
+from lbcluster import NODE, LbCluster
 from proxy_doubles import RecordingServers
 
-from netemu.api.config import Lab
-from netemu.api.core import Service
-from netemu.api.validate import load_and_validate
-from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects, snapshot
 from netemu.kernel.iptables import FakeIptables
 from netemu.kernel.nftables import FakeNftables, NftablesError
 from netemu.node.nftproxy import NftProxyAgent
 from netemu.node.proxyservers import NodeProxyServers
-from netemu.pipeline import proxy_input
-from netemu.rules.input import ProxyInput
 from netemu.rules.nftables import compile_ruleset
 from netemu.rules.nftmodel import parse_nft
-
-LB_LAB = Path(__file__).parents[2] / "controlplane" / "loadbalancer"
-NODE = "node-1"
 
 
 class Kernel(FakeNftables):
@@ -54,13 +45,9 @@ class Clock:
         return self.now
 
 
-class Cluster:
+class Cluster(LbCluster):
     def __init__(self) -> None:
-        objects = [item.obj for item in load_and_validate([str(LB_LAB)])]
-        self.client = LocalClient(Store())
-        apply_objects(self.client, objects)
-        ControlPlane(self.client).run_to_fixed_point()
-        self.lab = next(o for o in objects if isinstance(o, Lab))
+        super().__init__()
         self.nft = Kernel()
         self.iptables = FakeIptables()
         self.servers = RecordingServers()
@@ -76,18 +63,6 @@ class Cluster:
             servers=cast(NodeProxyServers, self.servers),
             clock=self.clock,
         )
-
-    def edit_service(self, name: str, **spec: object) -> None:
-        svc = self.client.get(Service, "default", name)
-        self.client.update(svc.model_copy(update={"spec": svc.spec.model_copy(update=spec)}))
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def delete_service(self, name: str) -> None:
-        self.client.delete(Service, "default", name)
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def data(self) -> ProxyInput:
-        return proxy_input(snapshot(self.client, lab=self.lab), NODE)
 
     def table_now(self) -> object:
         return _view(self.nft.list_table("ip", "kube-proxy"))

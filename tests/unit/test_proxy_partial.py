@@ -5,15 +5,12 @@ kube-proxy's do. The loadbalancer lab, node-1, on the fake kernel."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
 
+from lbcluster import NODE, LbCluster
 from proxy_doubles import RecordingServers
 
-from netemu.api.config import Lab
-from netemu.api.core import Service
-from netemu.api.validate import load_and_validate
-from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects, snapshot
+from netemu.controlplane import snapshot
 from netemu.kernel.iptables import FakeIptables
 from netemu.node.proxy import ProxyAgent, reconcile_nodes
 from netemu.node.proxyservers import NodeProxyServers
@@ -24,9 +21,6 @@ from netemu.rules.input import ProxyInput
 from netemu.rules.iptables import compile_node, compile_sync
 from netemu.rules.model import parse_restore
 from netemu.rules.spec import canonical_ruleset
-
-LB_LAB = Path(__file__).parents[2] / "controlplane" / "loadbalancer"
-NODE = "node-1"
 
 
 class Kernel(FakeIptables):
@@ -45,13 +39,9 @@ class Kernel(FakeIptables):
         super().restore(text, noflush=noflush)
 
 
-class Cluster:
+class Cluster(LbCluster):
     def __init__(self) -> None:
-        objects = [item.obj for item in load_and_validate([str(LB_LAB)])]
-        self.client = LocalClient(Store())
-        apply_objects(self.client, objects)
-        ControlPlane(self.client).run_to_fixed_point()
-        self.lab = next(o for o in objects if isinstance(o, Lab))
+        super().__init__()
         self.kernel = Kernel()
         self.servers = RecordingServers()
         self.agent = ProxyAgent(
@@ -62,18 +52,6 @@ class Cluster:
             proxy_config=None,
             servers=cast(NodeProxyServers, self.servers),
         )
-
-    def edit_service(self, name: str, **spec: object) -> None:
-        svc = self.client.get(Service, "default", name)
-        self.client.update(svc.model_copy(update={"spec": svc.spec.model_copy(update=spec)}))
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def delete_service(self, name: str) -> None:
-        self.client.delete(Service, "default", name)
-        ControlPlane(self.client).run_to_fixed_point()
-
-    def data(self) -> ProxyInput:
-        return proxy_input(snapshot(self.client, lab=self.lab), NODE)
 
     def fresh_node(self) -> object:
         """iptables-save of a node given the current state in one first sync."""

@@ -1,7 +1,8 @@
 """The loadbalancer lab's control plane in process, for the tests that
-drive one node's kube-proxy agent through changes in a real kernel
-(test_kernel_partial_sync.py in iptables mode, test_kernel_nft_partial_sync.py
-in nftables mode): the changes they make and what node-1's proxier sees."""
+drive node-1's kube-proxy agent through changes, in the fake kernel
+(unit/test_proxy_partial.py, unit/test_proxy_nftables.py) or a real one
+(privileged/test_kernel_partial_sync.py, test_kernel_nft_partial_sync.py):
+the changes they make and what the proxier sees."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects,
 from netemu.pipeline import proxy_input
 from netemu.rules.input import ProxyInput
 
-LB_LAB = Path(__file__).parents[2] / "controlplane" / "loadbalancer"
+LB_LAB = Path(__file__).parents[1] / "controlplane" / "loadbalancer"
 NODE = "node-1"
 
 # A change and the Services whose chains a partial sync after it rewrites.
