@@ -394,6 +394,16 @@ def test_an_ipv6_primary_lab_shows_ipv6_first_and_ipv4_under_it() -> None:
     assert lines[1:3] == [f"ClusterIP {v6}", f"ClusterIP {v4}"]
 
 
+def test_cli_graph_offline_draws_ipv6_labs(tmp_path: Path) -> None:
+    for lab in ("ipv6only", "ipv6primary"):
+        out = tmp_path / f"{lab}.dot"
+        result = CliRunner().invoke(
+            main, ["graph", "-f", str(ROOT / "controlplane" / lab), "-o", str(out)]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert 'id="node/node-1/flannel-v6.1"' in out.read_text()
+
+
 def test_ids_are_stable_and_quoted() -> None:
     topology, state = offline([str(DEFAULT)])
     first = lab_graph(topology, state)
