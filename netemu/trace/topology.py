@@ -5,12 +5,14 @@ same names and addresses, so a flow resolves the same way with or without
 a lab.
 
 Each site's `ip` is its address of its primary family, as Kubernetes
-orders them: a pod's status.podIP (podIPs[0]), a node's first InternalIP
-(the Lab's underlayIP, as the kubelet's --node-ip lists it), an external
-client's first ip. `other_ip` is its address of the other family on a
-dual-stack lab. The datapath (netemu.net.plan) builds a dual-stack lab's
-IPv4 side as its base whichever family is first; the topology reads the
-family order, not the base.
+orders them: a pod's status.podIP (the API's PodStatus says podIPs[0]
+must match it: staging/src/k8s.io/api/core/v1/types.go), a node's first
+InternalIP (the Lab's underlayIP, as the kubelet's --node-ip lists a
+dual-stack pair, primary first: KEP-3705), an external client's first ip.
+`other_ip` is its address of the other family on a dual-stack lab. The
+datapath (netemu.net.plan) builds a dual-stack lab's IPv4 side as its base
+whichever family is first; the topology reads the family order, not the
+base.
 
 Pure data; must not touch the kernel.
 """
