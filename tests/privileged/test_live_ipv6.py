@@ -266,6 +266,16 @@ def test_an_offline_trace_names_what_the_live_trace_saw(lab: LiveLab, tmp_path: 
     live = lab.topology()
     assert planned.nodes == live.nodes and planned.clients == live.clients
     assert planned.overlay_devices == live.overlay_devices
+
+    # The manifests' pods by where they run and their addresses (the
+    # ReplicaSet controller draws their names at random; host-local hands
+    # out the same addresses). The live lab adds its kube-system add-ons.
+    def placed(topology: Topology) -> list[tuple[str, str, str, bool]]:
+        pods = [p for p in topology.pods.values() if p.key.startswith("default/")]
+        return sorted((p.node, p.ip, p.other_ip, p.host_network) for p in pods)
+
+    assert placed(planned) == placed(live)
+    assert len(placed(live)) == 2 and all(":" in ip for _, ip, _, _ in placed(live))
     assert live.nodes["node-2"].ip == NODE_V6["node-2"] and live.clients["client"].ip == CLIENT_V6
 
     words = ["client", "node-2:30080"]
