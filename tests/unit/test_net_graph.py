@@ -542,6 +542,34 @@ def test_capture_points_the_plain_picture_lacks_are_added_where_they_are() -> No
     assert "netemu_other" not in lab_graph(topology, state, hops)
 
 
+def test_an_ipv6_only_path_crosses_the_drawn_flannel_v6_devices() -> None:
+    """A pod-to-pod request across an IPv6-only lab's overlay lights
+    flannel-v6.1 on both nodes: the devices the picture draws, not extra
+    boxes beside them."""
+    topology, state = offline([str(ROOT / "controlplane" / "ipv6only")])
+    one, two = (
+        next(p for p in topology.pods.values() if p.node == n) for n in ("node-1", "node-2")
+    )
+    packet = _packet(one.ip, two.ip)
+    hops = [
+        Hop("request", "node-1", "", topology.nodes[n].netns, i, None, "", "Routed", packet)
+        for n, i in (("node-1", "flannel-v6.1"), ("node-2", "flannel-v6.1"))
+    ]
+    dot = parse(lab_graph(topology, state, hops))
+    devices = [node_interface_id(n, "flannel-v6.1") for n in ("node-1", "node-2")]
+    assert dot.lit() == dict.fromkeys(devices, REQUEST_COLOR)
+    path = [(a, b) for a, b, attrs in dot.edges if attrs.get("class") == "path request"]
+    assert path == [tuple(devices)]
+    assert [n for n in dot.nodes if n.endswith("flannel-v6.1")] == devices
+    for name, device in zip(("node-1", "node-2"), devices, strict=True):
+        # The VXLAN device itself (its VTEP address; stack → it → eth0),
+        # not an unknown interface hung dotted off the stack.
+        assert dot.nodes[device]["label"].startswith("flannel-v6.1\\nfd00:10:244:")
+        links = {(a, b): attrs.get("style") for a, b, attrs in dot.edges}
+        assert links[stack_id(name), device] is None
+        assert links[device, node_interface_id(name, "eth0")] == "dashed"
+
+
 # -- rendering and the CLI ----------------------------------------------------------
 
 
