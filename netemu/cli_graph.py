@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from netemu.api.config import live_ipv6_refusal
 from netemu.cli import loader_notes, manifest_files, require_root, run
 from netemu.controlplane.state import ClusterState
 from netemu.errors import LabError, UsageError
@@ -94,24 +93,15 @@ def write_picture(source: str, output: Path, fmt: str) -> None:
 
 
 def offline_topology(state: ClusterState, paths: Sequence[str], needed_by: str) -> Topology:
-    """Where everything would live if the manifests' lab were up (its plan)."""
+    """Where everything would live if the manifests' lab were up (its plan):
+    IPv4, dual-stack with either family first, or IPv6-only. A lab no live
+    lab could be built from (netemu.api.config.live_ipv6_refusal: a CIDR of
+    one family beside a dual-stack underlay, say) has no plan, and the error
+    says what handles it offline."""
     if state.lab is None:
         raise UsageError(f"{needed_by} needs a Lab object (kind: Lab) naming the nodes and clients")
-    # The topology (netemu.trace.topology) reads a plan's IPv4 side as the
-    # lab's addresses: IPv6-only and IPv6-primary labs, live since, are left
-    # out here until it reads them as their primary family.
-    families = [":" in cidr for cidr in state.lab.spec.underlay_cidrs]
-    if live_ipv6_refusal(lab_name(state.lab, paths), state.lab) is not None or (
-        state.lab.spec.ipv6_cidrs and families[:1] != [False]
-    ):
-        raise UsageError(
-            f"{needed_by} needs the lab's topology, which netemu traces offline for IPv4 and "
-            "IPv4-first dual-stack labs only "
-            f"(this Lab's CIDRs: {', '.join(state.lab.spec.ipv6_cidrs)}); "
-            "trace --offline with --src, --dst and --dport works on any lab"
-        )
     try:
         plan = plan_lab(state, lab_name(state.lab, paths))
     except PlanError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"{needed_by} needs the lab's plan: {exc}") from None
     return Topology.from_plan(plan, state, state.lab.spec.iptables_backend)

@@ -29,6 +29,7 @@ from netemu.lab import LiveLab, resolve_lab
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from netemu.api.ipfamilies import IPFamily
     from netemu.controlplane.state import ClusterState
     from netemu.rules.simulate import Simulation
     from netemu.trace.flow import Flow
@@ -59,11 +60,12 @@ REPORT = "trace.json"
 @click.option(
     "--family",
     type=click.Choice(["IPv4", "IPv6"]),
-    help="(live) The IP family of TO named as a Service, node or pod: its clusterIP, or "
-    "address, of that family (default: the Service's first clusterIP, the IPv4 address). "
+    help="The IP family of TO named as a Service, node or pod: its clusterIP, or "
+    "address, of that family (default: the primary family's: the Service's first "
+    "clusterIP, the pod's podIP, the node's first address). "
     "An IPv6 address is written [ADDRESS]:PORT or ADDRESS with --port.",
 )
-@click.option("-6", "ipv6", is_flag=True, help="(live) Same as --family IPv6.")
+@click.option("-6", "ipv6", is_flag=True, help="Same as --family IPv6.")
 @click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
@@ -170,8 +172,11 @@ def trace(
                 "--check compares a live trace with the offline prediction: "
                 "it does not go with --offline"
             )
+        if ipv6 and family == "IPv4":
+            raise UsageError("-6 and --family IPv4 disagree")
+        family_of_to = "IPv6" if ipv6 else family
         if offline:
-            _trace_offline(frm, to, port, proto, output, query, namespace)
+            _trace_offline(frm, to, port, proto, output, query, namespace, family_of_to)
             return
         if query.given():
             raise UsageError(
@@ -187,9 +192,6 @@ def trace(
             raise UsageError("--cacert goes with TO an https:// URL")
         if proto == "sctp":
             raise UsageError("--proto sctp: live traces send tcp, udp or icmp")
-        if ipv6 and family == "IPv4":
-            raise UsageError("-6 and --family IPv4 disagree")
-        family_of_to = "IPv6" if ipv6 else family
         source, target = frm, to
         if namespace is not None or isinstance(port, str):
             source, target, port = _live_names(lab_opt, frm, to, port, proto, namespace)
@@ -323,8 +325,9 @@ def _trace_offline(
     output: str,
     query: _OfflineQuery,
     namespace: str | None = None,
+    family_of_to: str | None = None,
 ) -> None:
-    from netemu.pipeline import pick_node, proxy_families, simulate_on_node
+    from netemu.pipeline import pick_node, simulate_on_node
     from netemu.rules.model import ParseError, read_rules
     from netemu.rules.nftmodel import is_nftables_file, read_nft_rules
     from netemu.rules.nftsimulate import simulate_nft
@@ -342,18 +345,16 @@ def _trace_offline(
         if src or dst or dport:
             raise UsageError("use either FROM TO or --src/--dst/--dport, not both")
         state = _load_noted(paths)
-        if namespace is not None or isinstance(port, str):
-            from netemu.cli_graph import offline_topology
-
-            topology = offline_topology(state, paths, "FROM/TO")
-            frm, to, port = _named(state, topology, frm, to, port, proto, namespace)
-        assert not isinstance(port, str)
-        flow = offline_flow(state, paths, frm, to, port, proto)
+        flow = offline_flow(state, paths, frm, to, port, proto, namespace, family_of_to)
         if flow.entry_node is None:
             raise UsageError(f"{flow.describe()}: no node of the lab is on the way")
         node_name: str | None = flow.entry_node
         packet = Packet(src=flow.source.ip, dst=flow.dst, dport=flow.dport, proto=flow.proto)
-        result = simulate_on_node(state, flow.entry_node, packet)
+        # The proxier of the flow's family: an IPv6 TO meets ip6tables' (or
+        # the ip6 table's) rules, whichever family is the lab's primary.
+        family = _ip_family(flow.dst)
+        _check_proxied(state, flow.entry_node, family, f"TO {to!r} ({flow.dst})")
+        result = simulate_on_node(state, flow.entry_node, packet, family=family)
         described = {"from": flow.source.label, "to": flow.target, "service": flow.service}
     else:
         if not (src and dst and dport):
@@ -365,6 +366,8 @@ def _trace_offline(
             raise UsageError(
                 f"--src {src} and --dst {dst} are of different IP families: a packet has one"
             )
+        if family_of_to is not None and family_of_to != family:
+            raise UsageError(f"--dst {dst} is {family}: --family {family_of_to} disagrees")
         packet = Packet(src=src, dst=dst, dport=dport, proto=proto)
         if rules_file:
             if paths:
@@ -388,12 +391,7 @@ def _trace_offline(
             state = _load_noted(paths)
             node_name = pick_node(state, node)
             # The proxier of the packet's family: ip6tables or ip6 kube-proxy for IPv6.
-            families = proxy_families(state, node_name)
-            if family not in families:
-                raise UsageError(
-                    f"--dst {dst} is {family}, but the lab's kube-proxy runs only "
-                    f"{' and '.join(families)} (its serviceCIDR)"
-                )
+            _check_proxied(state, node_name, family, f"--dst {dst}")
             result = simulate_on_node(state, node_name, packet, family=family)
     if output == "json":
         data: dict[str, Any] = {"node": node_name, **described, **result.to_dict()}
@@ -405,17 +403,44 @@ def _trace_offline(
 
 
 def offline_flow(
-    state: ClusterState, paths: Sequence[str], frm: str, to: str, port: int | None, proto: str
+    state: ClusterState,
+    paths: Sequence[str],
+    frm: str,
+    to: str,
+    port: int | str | None,
+    proto: str,
+    namespace: str | None = None,
+    family: str | None = None,
 ) -> Flow:
-    """FROM/TO resolved against the lab the manifests describe, as it would run."""
+    """FROM/TO resolved against the lab the manifests describe, as it would
+    run, the words read as a live trace reads them: -n and a --port name
+    (_named), then --family (to_family), then resolve_flow."""
     from netemu.cli_graph import offline_topology
-    from netemu.trace.flow import FlowError, resolve_flow
+    from netemu.trace.flow import FlowError, resolve_flow, to_family
 
     topology = offline_topology(state, paths, "FROM/TO")
+    if namespace is not None or isinstance(port, str):
+        frm, to, port = _named(state, topology, frm, to, port, proto, namespace)
+    assert not isinstance(port, str)
     try:
+        if family is not None:
+            to = to_family(state, topology, to, family, port, proto)
         return resolve_flow(state, topology, frm, to, port, proto)
     except FlowError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _check_proxied(state: ClusterState, node: str, family: str, what: str) -> None:
+    """A packet of `family` meets kube-proxy's rules only where it runs a
+    proxier of that family (the lab's serviceCIDRs)."""
+    from netemu.pipeline import proxy_families
+
+    families = proxy_families(state, node)
+    if family not in families:
+        raise UsageError(
+            f"{what} is {family}, but the lab's kube-proxy runs only "
+            f"{' and '.join(families)} (its serviceCIDR)"
+        )
 
 
 def _check_ip(flag: str, value: str) -> None:
@@ -427,7 +452,7 @@ def _check_ip(flag: str, value: str) -> None:
         raise UsageError(f"{flag}: {value!r} is not an IPv4 or IPv6 address") from None
 
 
-def _ip_family(value: str) -> str:
+def _ip_family(value: str) -> IPFamily:
     return "IPv6" if ":" in value else "IPv4"
 
 

@@ -107,7 +107,7 @@ from netemu.pipeline import proxy_mode
 from netemu.rules.input import IPFamily
 from netemu.rules.inputcache import ProxyInputCache
 from netemu.rules.iptables import NFACCT_INVALID_DROPPED, NFACCT_LOCALHOST_NODEPORTS
-from netemu.trace.topology import Topology, node_ipv6_addresses
+from netemu.trace.topology import Topology, client_site, node_site, pod_ips
 
 # Containers' logs, under the lab's run directory.
 LOGS = "logs"
@@ -696,15 +696,16 @@ class Supervisor:
         """What lab.json holds: where the lab's nodes, clients and pods live."""
         plan = self.plan
         assert plan is not None, "the lab is planned before it has an info file"
+        nodes = {n.name: (n, node_site(n, self.lab)) for n in plan.nodes}
         pods = {}
         for kubelet in self.kubelets:
             for key, running in kubelet.running.items():
                 pods[key] = {
                     "netns": running.plan.netns,
                     "node": running.plan.node,
+                    # The datapath's base address (IPv4 unless IPv6-only).
                     "ip": running.plan.ip,
-                    # Its IPv6 address on a dual-stack lab ("" if none).
-                    "ip6": running.plan.ip6,
+                    "ips": list(pod_ips(running.plan, nodes[running.plan.node][1])),
                     "hostNetwork": running.plan.host_network,
                     "hostname": running.plan.hostname,
                     # A hostNetwork pod's own /etc files, which `netemu exec`
@@ -733,22 +734,27 @@ class Supervisor:
             "overlay": self.lab.spec.overlay,
             "vxlanPort": self.lab.spec.vxlan_port,
             "underlay": plan.underlay.netns,
+            # Each site's "ip" is the datapath's base address (IPv4 unless
+            # IPv6-only), "ips" its addresses primary family first
+            # (netemu.trace.topology).
             "nodes": {
-                n.name: {
+                name: {
                     "netns": n.netns,
                     "ip": n.underlay_ip,
-                    "addresses": [
-                        n.underlay_ip,
-                        n.bridge_ip,
-                        *([n.vtep_ip] if n.overlay == "vxlan" else []),
-                        # A dual-stack node's IPv6 ones, underlay first.
-                        *(node_ipv6_addresses(n.ipv6, n.overlay) if n.ipv6 else []),
-                    ],
-                    "ip6": n.ipv6.underlay_ip if n.ipv6 else "",
+                    "addresses": list(site.addresses),
+                    "ips": [ip for ip in (site.ip, site.other_ip) if ip],
                 }
-                for n in plan.nodes
+                for name, (n, site) in nodes.items()
             },
-            "clients": {c.name: {"netns": c.netns, "ip": c.ip, "ip6": c.ip6} for c in plan.clients},
+            "clients": {
+                c.name: {
+                    "netns": c.netns,
+                    "ip": c.ip,
+                    "ips": [ip for ip in (site.ip, site.other_ip) if ip],
+                }
+                for c in plan.clients
+                for site in (client_site(c, self.lab),)
+            },
             "loadBalancer": {
                 "netns": plan.load_balancer.netns,
                 "ip": plan.load_balancer.ip,

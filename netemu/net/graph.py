@@ -1,8 +1,11 @@
 """A picture of a lab as Graphviz DOT source: the underlay switch (br0 and
-its ports) in the middle, one cluster per node (eth0, cni0, flannel.1, its
-routing stack, each pod's host veth and a sub-cluster per pod), the
-external clients on their switch ports, the VXLAN tunnels between the
-nodes' flannel.1, and the Services with dotted edges to their endpoint pods.
+its ports) in the middle, one cluster per node (eth0, cni0, its VXLAN
+devices (flannel.1; flannel-v6.1 beside it on a dual-stack lab, alone on an
+IPv6-only one), its routing stack, each pod's host veth and a sub-cluster
+per pod), the external clients on their switch ports, the VXLAN tunnels
+between the nodes' devices, and the Services with dotted edges to their
+endpoint pods. Addresses are shown primary family first, the other
+family's under them on a dual-stack lab.
 
 Given a trace's hops, the capture points the request crossed are drawn in
 REQUEST_COLOR, those only the reply crossed in REPLY_COLOR, and the edges
@@ -37,7 +40,7 @@ from netemu.net.addresses import bridge_gateway, overlay_address
 from netemu.net.plan import (
     POD_BRIDGE,
     SWITCH_BRIDGE,
-    VXLAN_DEVICE,
+    VXLAN_DEVICE_V6,
     VXLAN_VNI,
     switch_port,
 )
@@ -221,8 +224,11 @@ class _Builder:
             first = next((s for s in steps if s.leg == leg and s.interface), None)
             if first is not None:
                 self.starts.setdefault(first.target, []).append(f"{word} {first.number}")
+        # Each node's pod CIDRs, primary family first (spec.podCIDRs).
         self.pod_cidrs = {
-            n.metadata.name or "": n.spec.pod_cidr for n in state.nodes if n.spec.pod_cidr
+            n.metadata.name or "": n.spec.pod_cidrs or [n.spec.pod_cidr]
+            for n in state.nodes
+            if n.spec.pod_cidr
         }
         self.drawn: set[str] = set()
         self.dot = graphviz.Digraph(name=topology.lab)
@@ -366,14 +372,18 @@ class _Builder:
     def _node(self, index: int, name: str) -> None:
         t = self.topology
         site = t.nodes[name]
-        cidr = self.pod_cidrs.get(name)
+        cidrs = self.pod_cidrs.get(name, [])
         pods = [p for p in t.pods.values() if p.node == name]
         eth0 = node_interface_id(name, "eth0")
         stack = stack_id(name)
         with self.dot.subgraph(name=_cluster("node", name)) as sub:
             sub.attr(
                 id=_cluster("node", name),
-                label=_text(name, site.ip, f"pods {cidr}" if cidr else "no pod CIDR"),
+                label=_text(
+                    name,
+                    *_ips(site.ip, site.other_ip),
+                    f"pods {', '.join(cidrs)}" if cidrs else "no pod CIDR",
+                ),
                 tooltip=f"node {name}: netns {site.netns}",
                 style="rounded,filled",
                 fillcolor=_NODE_FILL,
@@ -386,7 +396,7 @@ class _Builder:
             self._box(
                 sub,
                 bridge,
-                _text(POD_BRIDGE, bridge_gateway(cidr) if cidr else "pod bridge"),
+                _text(POD_BRIDGE, *([bridge_gateway(c) for c in cidrs] or ["pod bridge"])),
                 f"{name}: the pod bridge (every pod's veth is a port of it)",
             )
             self._box(
@@ -397,20 +407,21 @@ class _Builder:
                 shape="oval",
                 fillcolor="#fcfcfc",
             )
-            if t.overlay_device is not None:
+            for device in t.overlay_devices:
+                vtep = _vtep(device, cidrs)
                 self._box(
                     sub,
-                    node_interface_id(name, VXLAN_DEVICE),
-                    _text(VXLAN_DEVICE, overlay_address(cidr) if cidr else "VTEP"),
+                    node_interface_id(name, device),
+                    _text(device, vtep or "VTEP"),
                     f"{name}: the VXLAN device (VNI {VXLAN_VNI}, UDP {self.topology.tunnel_port})",
                 )
             self._box(
                 sub,
                 eth0,
-                _text("eth0", site.ip),
+                _text("eth0", *_ips(site.ip, site.other_ip)),
                 f"{name}: the underlay link, on switch port {switch_port('n', index, name)}",
             )
-            drawn_here = {"eth0", POD_BRIDGE, VXLAN_DEVICE, "stack"}
+            drawn_here = {"eth0", POD_BRIDGE, *t.overlay_devices, "stack"}
             drawn_here.update(p.host_veth for p in pods if p.host_veth)
             extra = [i for i in self._extra(f"node/{name}/") if i not in drawn_here]
             for interface in extra:
@@ -439,10 +450,10 @@ class _Builder:
             self.dot.edge(pod_interface_id(pod.key), veth, tooltip="veth pair")
             self.dot.edge(veth, bridge, tooltip="bridge port")
         self.dot.edge(bridge, stack)
-        if t.overlay_device is not None:
-            # flannel.1 between the stack and eth0: what it encapsulates
-            # leaves through eth0.
-            vxlan = node_interface_id(name, VXLAN_DEVICE)
+        for device in t.overlay_devices:
+            # A VXLAN device between the stack and eth0: what it
+            # encapsulates leaves through eth0.
+            vxlan = node_interface_id(name, device)
             self.dot.edge(stack, vxlan)
             self.dot.edge(vxlan, eth0, style="dashed", tooltip="VXLAN over UDP")
         self.dot.edge(stack, eth0)
@@ -465,12 +476,17 @@ class _Builder:
                 self._box(
                     sub,
                     host_network_pod_id(pod.key),
-                    _text("node's network", pod.ip),
+                    _text("node's network", *_ips(pod.ip, pod.other_ip)),
                     f"pod {pod.key} shares {pod.node}'s network namespace",
                     style="rounded,dashed,filled",
                 )
                 return
-            self._box(sub, pod_interface_id(pod.key), _text("eth0", pod.ip), f"pod {pod.key}: eth0")
+            self._box(
+                sub,
+                pod_interface_id(pod.key),
+                _text("eth0", *_ips(pod.ip, pod.other_ip)),
+                f"pod {pod.key}: eth0",
+            )
             for interface in self._extra(f"pod/{pod.key}/"):
                 if interface != "eth0":
                     self._box(
@@ -550,20 +566,27 @@ class _Builder:
                 color="#7cb77f",
                 fontsize="12",
             )
-            self._box(sub, ident, _text("eth0", site.ip), f"client {name}: eth0")
+            self._box(
+                sub, ident, _text("eth0", *_ips(site.ip, site.other_ip)), f"client {name}: eth0"
+            )
             for interface in self._extra(f"client/{name}/"):
                 if interface != "eth0":
                     self._box(sub, client_interface_id(name, interface), interface, name)
         self.dot.edge(switch_id(switch_port("c", index, name)), ident, tooltip="veth pair")
 
     def _tunnels(self) -> None:
-        if self.topology.overlay_device is None:
-            return
+        for index, device in enumerate(self.topology.overlay_devices):
+            self._device_tunnels(device, "" if index == 0 else f"/{device}")
+
+    def _device_tunnels(self, device: str, id_suffix: str) -> None:
+        """The tunnels between every two nodes' `device`: `tunnel/<a>/<b>`
+        for the first device, the second's (flannel-v6.1 on a dual-stack
+        lab) with its name after."""
         for a, b in combinations(self.topology.nodes, 2):
             self.dot.edge(
-                node_interface_id(a, VXLAN_DEVICE),
-                node_interface_id(b, VXLAN_DEVICE),
-                id=f"tunnel/{a}/{b}",
+                node_interface_id(a, device),
+                node_interface_id(b, device),
+                id=f"tunnel/{a}/{b}{id_suffix}",
                 label=_text(f"VXLAN VNI {VXLAN_VNI}", f"UDP {self.topology.tunnel_port}"),
                 style="dashed",
                 color=_TUNNEL,
@@ -598,6 +621,19 @@ class _Builder:
                 )
 
 
+def _ips(primary: str, other: str) -> list[str]:
+    """A site's addresses, one line each: the primary family's, then the
+    other family's on a dual-stack lab."""
+    return [ip for ip in (primary, other) if ip]
+
+
+def _vtep(device: str, pod_cidrs: Sequence[str]) -> str | None:
+    """The VTEP address of `device`: the network address of the node's pod
+    CIDR of its family (flannel.1's IPv4, flannel-v6.1's IPv6)."""
+    v6 = device == VXLAN_DEVICE_V6
+    return next((overlay_address(c) for c in pod_cidrs if (":" in c) == v6), None)
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -614,7 +650,9 @@ def _service_lines(svc: Service) -> list[str]:
     else:
         # A plain ClusterIP Service says so once: "ClusterIP 10.96.0.1".
         lines += [] if kind == "ClusterIP" else [kind]
-        lines.append(f"ClusterIP {spec.cluster_ip}" if spec.cluster_ip else "ClusterIP")
+        # Every clusterIP, primary first (a dual-stack Service has two).
+        cluster_ips = spec.cluster_ips or ([spec.cluster_ip] if spec.cluster_ip else [])
+        lines += [f"ClusterIP {ip}" for ip in cluster_ips] or ["ClusterIP"]
     lines += [f"LB {i.ip}" for i in svc.status.load_balancer.ingress if i.ip]
     lines += [f"externalIP {ip}" for ip in spec.external_ips]
     for port in spec.ports:

@@ -495,8 +495,10 @@ class NftSimulator:
         local_ips: list[str],
         iptables: RuleSet | None = None,
     ) -> None:
-        """`iptables`: the node's iptables-nft tables (flannel, portmap,
-        kubelet), walked among the nftables base chains for IPv4 packets;
+        """`iptables`: the node's iptables-nft tables of the packet's family
+        (flannel, portmap, kubelet; ip6tables' for an IPv6 packet, which
+        iptables-nft registers in family ip6 at the same priorities), walked
+        among the nftables base chains;
         when given, the tables of `ruleset` that nft's listing marks as
         iptables-nft's are left out (the dump is what they mean)."""
         self.ruleset = ruleset
@@ -659,7 +661,7 @@ class NftSimulator:
             for chain in self._base_chains[(table.family, table.name)]:
                 if chain.hook == hook and chain.priority is not None:
                     bases.append(_Base(chain.priority, 1, chain.type == "nat", table, chain.name))
-        if self.iptables is not None and self._family == "ip":
+        if self.iptables is not None:
             for name in self.iptables.ruleset.tables:
                 priority = IPTABLES_PRIORITIES.get((hook, name))
                 if priority is not None:

@@ -20,7 +20,7 @@ import netaddr
 
 from netemu.api.core import Service, ServicePort
 from netemu.controlplane.state import ClusterState
-from netemu.trace.topology import Topology
+from netemu.trace.topology import ClientSite, NodeSite, PodSite, Topology
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 
@@ -90,19 +90,21 @@ def _split_host_port(word: str) -> tuple[str, str] | None:
 
 
 def _source_for(source: Source, topology: Topology, dst: str) -> Source:
-    """The source with its address of the destination's family (a dual-stack
-    pod, node or client sends to an IPv6 address from its IPv6 one)."""
-    if not _is_ipv6(dst):
-        return source
+    """The source with its address of the destination's family: a dual-stack
+    pod, node or client sends from its address of that family, whichever
+    family is its primary."""
+    family = "IPv6" if _is_ipv6(dst) else "IPv4"
+    site: PodSite | NodeSite | ClientSite
     if source.kind == "pod":
-        ip6 = topology.pods[source.name].ip6
+        site = topology.pods[source.name]
     elif source.kind == "node":
-        ip6 = topology.nodes[source.name].ip6
+        site = topology.nodes[source.name]
     else:
-        ip6 = topology.clients[source.name].ip6
-    if not ip6:
-        raise FlowError(f"{source.label} has no IPv6 address: it cannot send to {dst}")
-    return Source(source.kind, source.name, source.netns, ip6, source.node)
+        site = topology.clients[source.name]
+    ip = site.address(family)
+    if not ip:
+        raise FlowError(f"{source.label} has no {family} address: it cannot send to {dst}")
+    return Source(source.kind, source.name, source.netns, ip, source.node)
 
 
 def _split_kind(word: str) -> tuple[str | None, str]:
@@ -457,7 +459,7 @@ def to_family(
             return written(ips[0], _service_port(svc, port, proto, repr(to)).port)
     if kind in (None, "pod") and _pod_key(word) in topology.pods:
         pod = topology.pods[_pod_key(word)]
-        ip = pod.ip6 if v6 else pod.ip
+        ip = pod.address(family)
         if not ip:
             raise FlowError(f"TO {to!r}: pod {pod.key} has no {family} address")
         return written(ip, port) if port is not None else ip
@@ -467,8 +469,7 @@ def to_family(
 
 
 def _node_address(topology: Topology, name: str, family: str, to: str) -> str:
-    node = topology.nodes[name]
-    ip = node.ip6 if family == "IPv6" else node.ip
+    ip = topology.nodes[name].address(family)
     if not ip:
         raise FlowError(f"TO {to!r}: node {name} has no {family} address")
     return ip

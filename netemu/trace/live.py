@@ -200,7 +200,11 @@ def load_balancer_hop(
     if mode == VIP:
         choice = route_choice(
             lb.netns,
-            {n.name: n.ip for n in topology.nodes.values()},
+            # The load balancer routes to the nodes' addresses of the flow's family.
+            {
+                n.name: n.address("IPv6" if scope.is_ipv6(flow) else "IPv4")
+                for n in topology.nodes.values()
+            },
             flow.dst,
             flow.source.ip,
             sport,
@@ -267,7 +271,7 @@ def capture_namespaces(flow: Flow, topology: Topology, endpoints: Iterable[str])
     pods = [
         p.netns
         for p in topology.pods.values()
-        if (p.ip in ips or p.ip6 in ips) and not p.host_network
+        if any(p.has_ip(ip) for ip in ips) and not p.host_network
     ]
     names = [flow.source.netns, *(n.netns for n in topology.nodes.values()), topology.underlay]
     if topology.load_balancer is not None and flow.source.kind == "client":

@@ -754,7 +754,7 @@ class _HopBuilder:
     def _component(self, kind: str, interface: str) -> str:
         if kind != "node":
             return {"pod": "pod", "client": "client"}.get(kind, "underlay switch")
-        if interface == self.topology.overlay_device:
+        if interface in self.topology.overlay_devices:
             return "vxlan"
         if interface.startswith("veth"):
             return "veth"
@@ -780,7 +780,7 @@ class _HopBuilder:
         if kind == "node" and node is not None:
             return ip in self.topology.nodes[node].addresses or ip.startswith("127.")
         if kind == "client":
-            return ip in (self.topology.clients[name].ip, self.topology.clients[name].ip6)
+            return self.topology.clients[name].has_ip(ip)
         if kind == "loadbalancer" and self.topology.load_balancer is not None:
             lb = self.topology.load_balancer
             return ip == lb.ip or ip in lb.proxy_ips

@@ -1,20 +1,44 @@
 """Where everything of a lab lives, as the tracer needs it: each node's,
 client's and pod's namespace and addresses. Built from a live lab's info
 file or, for offline traces, from the pure network plan: both give the
-same names, so a flow resolves the same way with or without a lab.
+same names and addresses, so a flow resolves the same way with or without
+a lab.
+
+Each site's `ip` is its address of its primary family, as Kubernetes
+orders them: a pod's status.podIP (the API's PodStatus says podIPs[0]
+must match it: staging/src/k8s.io/api/core/v1/types.go), a node's first
+InternalIP (the Lab's underlayIP, as the kubelet's --node-ip lists a
+dual-stack pair, primary first: KEP-3705), an external client's first ip.
+`other_ip` is its address of the other family on a dual-stack lab. The
+datapath (netemu.net.plan) builds a dual-stack lab's IPv4 side as its base
+whichever family is first; the topology reads the family order, not the
+base.
 
 Pure data; must not touch the kernel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from netemu.api.config import Lab
+from netemu.api.ipfamilies import family_of
 from netemu.controlplane.state import ClusterState
 from netemu.net.cloudlb import PROXY, frontends
-from netemu.net.plan import VXLAN_DEVICE, VXLAN_PORT, LabPlan, NodeIPv6, host_veth, pod_netns
+from netemu.net.plan import (
+    VXLAN_DEVICE,
+    VXLAN_DEVICE_V6,
+    VXLAN_PORT,
+    ClientPlan,
+    LabPlan,
+    NodeIPv6,
+    NodePlan,
+    PodPlan,
+    host_veth,
+    pod_netns,
+)
 
 UNRECORDED_VXLAN_PORT = 4789
 
@@ -25,21 +49,52 @@ def node_ipv6_addresses(ipv6: NodeIPv6, overlay: str) -> list[str]:
     return [ipv6.underlay_ip, ipv6.bridge_ip, *([ipv6.vtep_ip] if overlay == "vxlan" else [])]
 
 
+def primary_first(ips: Iterable[str], primary: str) -> tuple[str, ...]:
+    """A site's addresses (one per family, "" for none) with the one of
+    `primary`'s family first."""
+    present = [ip for ip in ips if ip]
+    return tuple(sorted(present, key=lambda ip: family_of(ip) != family_of(primary)))
+
+
+def vxlan_devices(base_ip: str, dual_stack: bool) -> tuple[str, ...]:
+    """The VXLAN devices of a node whose datapath base address is `base_ip`
+    (IPv6 on an IPv6-only node, IPv4 otherwise): flannel runs flannel.1 for
+    IPv4 and flannel-v6.1 for IPv6, the latter alone on an IPv6-only node
+    (pkg/backend/vxlan, as netemu.net.plan builds them)."""
+    if ":" in base_ip:
+        return (VXLAN_DEVICE_V6,)
+    return (VXLAN_DEVICE, VXLAN_DEVICE_V6) if dual_stack else (VXLAN_DEVICE,)
+
+
+def _of_family(family: str, *ips: str) -> str:
+    return next((ip for ip in ips if ip and family_of(ip) == family), "")
+
+
 @dataclass(frozen=True)
 class NodeSite:
     name: str
     netns: str
-    ip: str  # the underlay address
+    ip: str  # its underlay address of its primary family
     addresses: tuple[str, ...]  # every address on the node, underlay first
-    ip6: str = ""  # its IPv6 underlay address on a dual-stack lab
+    other_ip: str = ""  # its underlay address of the other family on a dual-stack lab
+
+    def address(self, family: str) -> str:
+        """Its underlay address of `family` ("IPv4" or "IPv6"), "" if none."""
+        return _of_family(family, self.ip, self.other_ip)
 
 
 @dataclass(frozen=True)
 class ClientSite:
     name: str
     netns: str
-    ip: str
-    ip6: str = ""  # its IPv6 address on a dual-stack lab
+    ip: str  # of its primary family
+    other_ip: str = ""  # of the other family on a dual-stack lab
+
+    def address(self, family: str) -> str:
+        return _of_family(family, self.ip, self.other_ip)
+
+    def has_ip(self, ip: str) -> bool:
+        return bool(ip) and ip in (self.ip, self.other_ip)
 
 
 @dataclass(frozen=True)
@@ -55,13 +110,16 @@ class LoadBalancerSite:
 class PodSite:
     key: str  # namespace/name
     netns: str
-    ip: str
+    ip: str  # status.podIP: of the primary family (a hostNetwork pod's: its node's)
     node: str
     host_network: bool
-    ip6: str = ""  # its IPv6 address on a dual-stack lab
+    other_ip: str = ""  # of the other family on a dual-stack lab
+
+    def address(self, family: str) -> str:
+        return _of_family(family, self.ip, self.other_ip)
 
     def has_ip(self, ip: str) -> bool:
-        return ip in (self.ip, self.ip6)
+        return bool(ip) and ip in (self.ip, self.other_ip)
 
     @property
     def name(self) -> str:
@@ -87,10 +145,14 @@ class Topology:
     tunnel_port: int = VXLAN_PORT
     load_balancer: LoadBalancerSite | None = None
     proxy_mode: str = "iptables"  # kube-proxy's: "iptables" or "nftables"
+    # Each node's VXLAN devices with the vxlan overlay (vxlan_devices), the
+    # base family's first.
+    vxlan_device_names: tuple[str, ...] = (VXLAN_DEVICE,)
 
     @property
-    def overlay_device(self) -> str | None:
-        return VXLAN_DEVICE if self.overlay == "vxlan" else None
+    def overlay_devices(self) -> tuple[str, ...]:
+        """The VXLAN devices on each node; none with host-gw."""
+        return self.vxlan_device_names if self.overlay == "vxlan" else ()
 
     @property
     def vxlan_port(self) -> int | None:
@@ -141,6 +203,7 @@ class Topology:
     def from_info(cls, info: Mapping[str, Any]) -> Topology:
         """From a live lab's lab.json (written by the supervisor)."""
         lb = info.get("loadBalancer")
+        first = next(iter(info["nodes"].values()), None)
         return cls(
             lab=str(info["name"]),
             backend="legacy" if info["backend"] == "legacy" else "nft",
@@ -153,24 +216,24 @@ class Topology:
                 name: NodeSite(
                     name,
                     n["netns"],
-                    n["ip"],
+                    _recorded_ips(n)[0],
                     tuple(n.get("addresses") or (n["ip"],)),
-                    str(n.get("ip6", "")),
+                    _recorded_ips(n)[1],
                 )
                 for name, n in info["nodes"].items()
             },
             clients={
-                name: ClientSite(name, c["netns"], c["ip"], str(c.get("ip6", "")))
+                name: ClientSite(name, c["netns"], *_recorded_ips(c))
                 for name, c in info["clients"].items()
             },
             pods={
                 key: PodSite(
                     key,
                     p["netns"],
-                    p["ip"],
+                    _recorded_ips(p)[0],
                     p["node"],
                     bool(p["hostNetwork"]),
-                    str(p.get("ip6", "")),
+                    _recorded_ips(p)[1],
                 )
                 for key, p in info["pods"].items()
             },
@@ -181,26 +244,18 @@ class Topology:
             else None,
             # A lab.json without the mode is from a netemu with iptables mode only.
             proxy_mode=str(info.get("proxyMode", "iptables")),
+            vxlan_device_names=(
+                vxlan_devices(str(first["ip"]), bool(_recorded_ips(first)[1]))
+                if first is not None
+                else (VXLAN_DEVICE,)
+            ),
         )
 
     @classmethod
     def from_plan(cls, plan: LabPlan, state: ClusterState, backend: str) -> Topology:
         """What a lab built from `plan` would have: every scheduled pod with an address."""
-        nodes = {
-            n.name: NodeSite(
-                n.name,
-                n.netns,
-                n.underlay_ip,
-                (
-                    n.underlay_ip,
-                    n.bridge_ip,
-                    *((n.vtep_ip,) if n.overlay == "vxlan" else ()),
-                    *(node_ipv6_addresses(n.ipv6, n.overlay) if n.ipv6 else ()),
-                ),
-                n.ipv6.underlay_ip if n.ipv6 else "",
-            )
-            for n in plan.nodes
-        }
+        lab = state.lab
+        nodes = {n.name: node_site(n, lab) for n in plan.nodes}
         pods: dict[str, PodSite] = {}
         for pod in state.pods:
             meta, spec = pod.metadata, pod.spec
@@ -209,28 +264,88 @@ class Topology:
                 continue
             namespace, name = meta.namespace or "default", meta.name or ""
             host_network = bool(spec and spec.host_network)
-            ip = nodes[node].ip if host_network else (pod.status.pod_ip if pod.status else None)
-            if not ip:
+            status = pod.status
+            ips: tuple[str, ...]
+            if host_network:
+                # The node's own addresses: it runs in the node's namespace.
+                ips = (nodes[node].ip, nodes[node].other_ip)
+            elif status is not None and status.pod_ip:
+                ips = primary_first((p.ip for p in status.pod_ips), status.pod_ip)
+                ips = ips or (status.pod_ip,)
+            else:
                 continue
             netns = nodes[node].netns if host_network else pod_netns(plan.name, namespace, name)
-            ip6 = next(
-                (p.ip for p in (pod.status.pod_ips if pod.status else []) if ":" in p.ip), ""
-            )
             pods[f"{namespace}/{name}"] = PodSite(
-                f"{namespace}/{name}", netns, ip, node, host_network, "" if host_network else ip6
+                f"{namespace}/{name}", netns, ips[0], node, host_network, _second(ips)
             )
+        first = plan.nodes[0] if plan.nodes else None
         return cls(
             lab=plan.name,
             backend="legacy" if backend == "legacy" else "nft",
-            overlay=plan.nodes[0].overlay if plan.nodes else "vxlan",
-            tunnel_port=plan.nodes[0].vxlan_port if plan.nodes else VXLAN_PORT,
+            overlay=first.overlay if first else "vxlan",
+            tunnel_port=first.vxlan_port if first else VXLAN_PORT,
             underlay=plan.underlay.netns,
             nodes=nodes,
-            clients={c.name: ClientSite(c.name, c.netns, c.ip, c.ip6) for c in plan.clients},
+            clients={c.name: client_site(c, lab) for c in plan.clients},
             pods=dict(sorted(pods.items())),
             load_balancer=LoadBalancerSite(
                 plan.load_balancer.netns,
                 plan.load_balancer.ip,
                 tuple(ip for f in frontends(state.services) if f.ip_mode == PROXY for ip in f.ips),
             ),
+            vxlan_device_names=(
+                vxlan_devices(first.underlay_ip, first.ipv6 is not None)
+                if first
+                else (VXLAN_DEVICE,)
+            ),
         )
+
+
+def _second(ips: tuple[str, ...]) -> str:
+    return ips[1] if len(ips) > 1 else ""
+
+
+def _recorded_ips(site: Mapping[str, Any]) -> tuple[str, str]:
+    """A lab.json site's (primary, other) addresses: its `ips`, primary
+    first; a lab.json without them is from a netemu that recorded the
+    datapath's base address as `ip` and the IPv6 side's as `ip6`."""
+    ips = [str(ip) for ip in site.get("ips") or (site["ip"], site.get("ip6", "")) if ip]
+    return (ips[0], ips[1] if len(ips) > 1 else "")
+
+
+def node_site(node: NodePlan, lab: Lab | None) -> NodeSite:
+    """Where the planned `node` lives, its primary underlay address first as
+    the Lab lists its underlayIP (the kubelet's --node-ip)."""
+    ips = primary_first(
+        (node.underlay_ip, node.ipv6.underlay_ip if node.ipv6 else ""),
+        next((n.underlay_ips[0] for n in lab.spec.nodes if n.name == node.name), "")
+        if lab is not None
+        else "",
+    )
+    addresses = (
+        node.underlay_ip,
+        node.bridge_ip,
+        *((node.vtep_ip,) if node.overlay == "vxlan" else ()),
+        # A dual-stack node's IPv6 ones, underlay first.
+        *(node_ipv6_addresses(node.ipv6, node.overlay) if node.ipv6 else ()),
+    )
+    return NodeSite(node.name, node.netns, ips[0], addresses, _second(ips))
+
+
+def pod_ips(pod: PodPlan, node: NodeSite) -> tuple[str, ...]:
+    """The planned pod's addresses as status.podIPs lists them, primary
+    first; a hostNetwork pod's are its node's."""
+    if pod.host_network:
+        return tuple(ip for ip in (node.ip, node.other_ip) if ip)
+    return primary_first((pod.ip, pod.ip6), pod.status_ip)
+
+
+def client_site(client: ClientPlan, lab: Lab | None) -> ClientSite:
+    """Where the planned external `client` lives, its addresses in the Lab's order."""
+    ips = primary_first(
+        (client.ip, client.ip6),
+        next((c.ips[0] for c in lab.spec.external_clients if c.name == client.name), "")
+        if lab is not None
+        else "",
+    )
+    return ClientSite(client.name, client.netns, ips[0], _second(ips))

@@ -7,7 +7,8 @@ fd00:10:96::a (kubeadm's 10th address of the primary service CIDR), and the
 reaches a Service by ClusterIP and by DNS name (through its own
 resolv.conf), readiness probes pass on the IPv6 podIP, and the external
 client reaches NodePorts over IPv6, with externalTrafficPolicy Local keeping
-its address.
+its address. A live trace FROM/TO names the same flow, verdict, endpoints
+and masquerade as `netemu trace --offline` on the lab's manifests.
 
 Each lab is up once per mode and always taken down; nothing of it is left."""
 
@@ -19,13 +20,19 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from live_helpers import CONTROLPLANE, SPREAD_REQUESTS, answer_of, lab_name, lab_prefix, running_lab
 
+from netemu.cli import main
 from netemu.kernel.probe import ProbeResult, http_get
 from netemu.lab import LiveLab
+from netemu.net.plan import plan_lab
+from netemu.pipeline import load_cluster
+from netemu.trace.topology import Topology
 
 CLIENT_V6 = "fd00:56::20"
 NODE_V6 = {"node-1": "fd00:56::11", "node-2": "fd00:56::12"}
@@ -47,16 +54,21 @@ def only_on(labs: list[tuple[str, str]]) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("lab", labs, indirect=True, ids=_ids(labs))
 
 
+def mode_copy(source: str, mode: str, target: Path) -> Path:
+    """controlplane/<source> in `target`, kube-proxy in `mode`."""
+    shutil.copytree(CONTROLPLANE / source, target, dirs_exist_ok=True)
+    text = (target / "lab.yaml").read_text()
+    assert "proxyMode: iptables" in text
+    (target / "lab.yaml").write_text(text.replace("proxyMode: iptables", f"proxyMode: {mode}"))
+    return target
+
+
 @pytest.fixture(scope="module", params=LABS, ids=_ids(LABS))
 def lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveLab]:
     source, mode = request.param
-    target = tmp_path_factory.mktemp(f"{source}-{mode}")
-    shutil.copytree(CONTROLPLANE / source, target, dirs_exist_ok=True)
-    text = (target / "lab.yaml").read_text()
-    assert "proxyMode: iptables" in text
-    (target / "lab.yaml").write_text(text.replace("proxyMode: iptables", f"proxyMode: {mode}"))
+    target = mode_copy(source, mode, tmp_path_factory.mktemp(f"{source}-{mode}"))
     name = lab_name(f"{source[4:8]}-{mode[:3]}")
     with running_lab([target], name) as live:
         _wait_until_web_pods_are_ready(live)
@@ -239,3 +251,60 @@ def test_an_ipv6_only_nodes_kube_proxy_serves_healthz_and_metrics_over_ipv6(lab:
     metrics = lab.exec("node-1", ["curl", "-sS", "-m", "3", "-g", "http://[::1]:10249/metrics"])
     assert metrics.returncode == 0, metrics.stderr
     assert "kubeproxy_sync_proxy_rules_last_timestamp_seconds" in metrics.stdout
+
+
+def test_an_offline_trace_names_what_the_live_trace_saw(lab: LiveLab, tmp_path: Path) -> None:
+    # The lab's own manifests, as `netemu trace --offline -f` reads them.
+    source = "ipv6primary" if dual_stack(lab) else "ipv6only"
+    manifests = mode_copy(source, str(lab.info()["proxyMode"]), tmp_path / source)
+    # Where the offline tracer places the lab's nodes and client (its plan)
+    # is where the live lab has them: primary family first, flannel-v6.1
+    # the IPv6 overlay device (alone on the IPv6-only lab).
+    state = load_cluster([manifests])
+    assert state.lab is not None
+    planned = Topology.from_plan(plan_lab(state, lab.name), state, state.lab.spec.iptables_backend)
+    live = lab.topology()
+    assert planned.nodes == live.nodes and planned.clients == live.clients
+    assert planned.overlay_devices == live.overlay_devices
+
+    # The manifests' pods by where they run and their addresses (the
+    # ReplicaSet controller draws their names at random; host-local hands
+    # out the same addresses). The live lab adds its kube-system add-ons.
+    def placed(topology: Topology) -> list[tuple[str, str, str, bool]]:
+        pods = [p for p in topology.pods.values() if p.key.startswith("default/")]
+        return sorted((p.node, p.ip, p.other_ip, p.host_network) for p in pods)
+
+    assert placed(planned) == placed(live)
+    assert len(placed(live)) == 2 and all(":" in ip for _, ip, _, _ in placed(live))
+    assert live.nodes["node-2"].ip == NODE_V6["node-2"] and live.clients["client"].ip == CLIENT_V6
+
+    words = ["client", "node-2:30080"]
+    result = CliRunner().invoke(
+        main, ["trace", "--offline", "-f", str(manifests), *words, "-o", "json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    offline = json.loads(result.stdout)
+    live_trace = lab.trace(*words, captures=tmp_path / "captures").to_dict()
+    assert live_trace["outcome"] == "delivered"
+    # The same flow: the client's IPv6 address to node-2's, entering node-2.
+    packet = {key: live_trace["packet"][key] for key in ("src", "dst", "dport", "proto")}
+    assert (
+        packet
+        == offline["packet"]
+        == {
+            "src": CLIENT_V6,
+            "dst": NODE_V6["node-2"],
+            "dport": 30080,
+            "proto": "tcp",
+        }
+    )
+    assert live_trace["node"] == offline["node"] == "node-2"
+    assert (live_trace["to"], live_trace["service"]) == (offline["to"], offline["service"])
+    # What the kernel did is what the compiled rules say: DNAT to one of
+    # the endpoints they list (the prediction over the kernel's own rules
+    # lists the same), masqueraded.
+    assert live_trace["verdict"] == offline["verdict"] == "DNAT"
+    (chosen,) = live_trace["endpoints"]
+    assert chosen in offline["endpoints"]
+    assert sorted(live_trace["prediction"]["endpoints"]) == sorted(offline["endpoints"])
+    assert live_trace["masquerade"] is offline["masquerade"] is True

@@ -58,7 +58,7 @@ def _coredns(lab: LiveLab) -> str:
 def _web_ipv6(lab: LiveLab) -> dict[str, str]:
     """node → the IPv6 address of the web pod on it."""
     pods = lab.topology().pods.values()
-    return {p.node: p.ip6 for p in pods if p.key.startswith("default/web-")}
+    return {p.node: p.address("IPv6") for p in pods if p.key.startswith("default/web-")}
 
 
 def _v6_cluster_ip(lab: LiveLab, name: str) -> str:
@@ -87,7 +87,7 @@ def _check_dnat(data: dict[str, Any], endpoints: set[str], node: str) -> str:
 def test_pod_to_an_ipv6_cluster_ip(lab: LiveLab, tmp_path: Path) -> None:
     cluster_ip = _v6_cluster_ip(lab, "web-v6")
     source = _coredns(lab)
-    source_ip = lab.topology().pods[source].ip6
+    source_ip = lab.topology().pods[source].address("IPv6")
     data = _trace(lab, tmp_path, f"pod/{source}", f"[{cluster_ip}]:80")
     endpoints = {f"[{ip}]:8080" for ip in _web_ipv6(lab).values()}
     chosen = _check_dnat(data, endpoints, "node-1")

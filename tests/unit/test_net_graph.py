@@ -313,6 +313,97 @@ def test_vxlan_tunnels_only_in_vxlan_labs(tmp_path: Path) -> None:
     assert "host-gw overlay" in source
 
 
+def _pod_ips(state: ClusterState) -> dict[str, list[str]]:
+    """namespace/name → status.podIPs, primary first."""
+    return {
+        f"{p.metadata.namespace or 'default'}/{p.metadata.name}": [i.ip for i in p.status.pod_ips]
+        for p in state.pods
+    }
+
+
+def test_an_ipv6_only_lab_shows_its_ipv6_addresses_and_flannel_v6() -> None:
+    topology, state = offline([str(ROOT / "controlplane" / "ipv6only")])
+    source = lab_graph(topology, state)
+    dot = parse(source)
+    labels = {n: a.get("label", "") for n, a in dot.nodes.items()}
+    cluster_labels = {c: a.get("label", "") for c, a in dot.cluster_attrs.items()}
+    # (underlayIP, podCIDR as the node IPAM controller hands them out).
+    nodes = {
+        "node-1": ("fd00:56::11", "fd00:10:244::"),
+        "node-2": ("fd00:56::12", "fd00:10:244:1::"),
+    }
+    for name, (ip, net) in nodes.items():
+        assert cluster_labels[f"cluster/node/{name}"] == f"{name}\\n{ip}\\npods {net}/64"
+        assert labels[node_interface_id(name, "eth0")] == f"eth0\\n{ip}"
+        assert labels[node_interface_id(name, "cni0")] == f"cni0\\n{net}1"
+        # flannel's IPv6-only VXLAN device, its VTEP the pod CIDR's network address.
+        assert labels[node_interface_id(name, "flannel-v6.1")] == f"flannel-v6.1\\n{net}"
+        assert dot.clusters[node_interface_id(name, "flannel-v6.1")] == [f"cluster/node/{name}"]
+    assert "flannel.1" not in source
+    tunnels = [(a, b, attrs) for a, b, attrs in dot.edges if attrs.get("class") == "tunnel"]
+    assert [(a, b, attrs["id"]) for a, b, attrs in tunnels] == [
+        (
+            node_interface_id("node-1", "flannel-v6.1"),
+            node_interface_id("node-2", "flannel-v6.1"),
+            "tunnel/node-1/node-2",
+        )
+    ]
+    for key, ips in _pod_ips(state).items():
+        assert labels[pod_interface_id(key)] == f"eth0\\n{ips[0]}" and ":" in ips[0]
+    assert labels[client_interface_id("client")] == "eth0\\nfd00:56::20"
+    # No IPv4 address anywhere.
+    assert not re.search(r"\b\d+\.\d+\.\d+\.\d+\b", source)
+
+
+def test_an_ipv6_primary_lab_shows_ipv6_first_and_ipv4_under_it() -> None:
+    topology, state = offline([str(ROOT / "controlplane" / "ipv6primary")])
+    dot = parse(lab_graph(topology, state))
+    labels = {n: a.get("label", "") for n, a in dot.nodes.items()}
+    cluster_labels = {c: a.get("label", "") for c, a in dot.cluster_attrs.items()}
+    nodes = {
+        "node-1": ("fd00:56::11", "192.168.56.11", "fd00:10:244::", "10.244.0."),
+        "node-2": ("fd00:56::12", "192.168.56.12", "fd00:10:244:1::", "10.244.1."),
+    }
+    for name, (ip6, ip4, net6, net4) in nodes.items():
+        assert cluster_labels[f"cluster/node/{name}"] == (
+            f"{name}\\n{ip6}\\n{ip4}\\npods {net6}/64, {net4}0/24"
+        )
+        assert labels[node_interface_id(name, "eth0")] == f"eth0\\n{ip6}\\n{ip4}"
+        assert labels[node_interface_id(name, "cni0")] == f"cni0\\n{net6}1\\n{net4}1"
+        # Both of flannel's devices, each with its family's VTEP address.
+        assert labels[node_interface_id(name, "flannel.1")] == f"flannel.1\\n{net4}0"
+        assert labels[node_interface_id(name, "flannel-v6.1")] == f"flannel-v6.1\\n{net6}"
+    tunnels = {attrs["id"]: (a, b) for a, b, attrs in dot.edges if attrs.get("class") == "tunnel"}
+    assert tunnels == {
+        "tunnel/node-1/node-2": (
+            node_interface_id("node-1", "flannel.1"),
+            node_interface_id("node-2", "flannel.1"),
+        ),
+        "tunnel/node-1/node-2/flannel-v6.1": (
+            node_interface_id("node-1", "flannel-v6.1"),
+            node_interface_id("node-2", "flannel-v6.1"),
+        ),
+    }
+    for key, ips in _pod_ips(state).items():
+        assert [":" in ip for ip in ips] == [True, False]
+        assert labels[pod_interface_id(key)] == f"eth0\\n{ips[0]}\\n{ips[1]}"
+    assert labels[client_interface_id("client")] == "eth0\\nfd00:56::20\\n192.168.56.20"
+    (dual,) = [s for s in state.services if s.metadata.name == "web-dual"]
+    v6, v4 = dual.spec.cluster_ips
+    lines = labels[service_id("default", "web-dual")].split("\\n")
+    assert lines[1:3] == [f"ClusterIP {v6}", f"ClusterIP {v4}"]
+
+
+def test_cli_graph_offline_draws_ipv6_labs(tmp_path: Path) -> None:
+    for lab in ("ipv6only", "ipv6primary"):
+        out = tmp_path / f"{lab}.dot"
+        result = CliRunner().invoke(
+            main, ["graph", "-f", str(ROOT / "controlplane" / lab), "-o", str(out)]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert 'id="node/node-1/flannel-v6.1"' in out.read_text()
+
+
 def test_ids_are_stable_and_quoted() -> None:
     topology, state = offline([str(DEFAULT)])
     first = lab_graph(topology, state)
@@ -449,6 +540,34 @@ def test_capture_points_the_plain_picture_lacks_are_added_where_they_are() -> No
     ]
     assert path == [(lo, node_interface_id("node-1", "cni0"), "4")]
     assert "netemu_other" not in lab_graph(topology, state, hops)
+
+
+def test_an_ipv6_only_path_crosses_the_drawn_flannel_v6_devices() -> None:
+    """A pod-to-pod request across an IPv6-only lab's overlay lights
+    flannel-v6.1 on both nodes: the devices the picture draws, not extra
+    boxes beside them."""
+    topology, state = offline([str(ROOT / "controlplane" / "ipv6only")])
+    one, two = (
+        next(p for p in topology.pods.values() if p.node == n) for n in ("node-1", "node-2")
+    )
+    packet = _packet(one.ip, two.ip)
+    hops = [
+        Hop("request", "node-1", "", topology.nodes[n].netns, i, None, "", "Routed", packet)
+        for n, i in (("node-1", "flannel-v6.1"), ("node-2", "flannel-v6.1"))
+    ]
+    dot = parse(lab_graph(topology, state, hops))
+    devices = [node_interface_id(n, "flannel-v6.1") for n in ("node-1", "node-2")]
+    assert dot.lit() == dict.fromkeys(devices, REQUEST_COLOR)
+    path = [(a, b) for a, b, attrs in dot.edges if attrs.get("class") == "path request"]
+    assert path == [tuple(devices)]
+    assert [n for n in dot.nodes if n.endswith("flannel-v6.1")] == devices
+    for name, device in zip(("node-1", "node-2"), devices, strict=True):
+        # The VXLAN device itself (its VTEP address; stack → it → eth0),
+        # not an unknown interface hung dotted off the stack.
+        assert dot.nodes[device]["label"].startswith("flannel-v6.1\\nfd00:10:244:")
+        links = {(a, b): attrs.get("style") for a, b, attrs in dot.edges}
+        assert links[stack_id(name), device] is None
+        assert links[device, node_interface_id(name, "eth0")] == "dashed"
 
 
 # -- rendering and the CLI ----------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 from test_rules_flows import FLOWS, Flow
 
+from netemu.rules.flannel import FlannelConfig
 from netemu.rules.input import EndpointInfo, ProxyConfig, ProxyInput, ServicePortInfo
 from netemu.rules.nftables import nftables_mode_iptables, render
 from netemu.rules.nftmodel import parse_nft
@@ -96,9 +97,29 @@ def test_ipv6_kube_proxy_table(
     data = ProxyInput(V6_CONFIG, (V6_SERVICE,), {("default", "web", "http", "tcp"): V6_ENDPOINTS})
     table = parse_nft(render(data))
     assert list(table.tables) == [("ip6", "kube-proxy")]
-    result = simulate_nft(table, list(V6_CONFIG.local_ips), packet, nftables_mode_iptables())
+    iptables = nftables_mode_iptables(family="IPv6")  # the node's ip6tables
+    result = simulate_nft(table, list(V6_CONFIG.local_ips), packet, iptables)
     assert (result.verdict, result.endpoints, result.masquerade) == (
         verdict,
         endpoints,
         masquerade,
     )
+
+
+def test_an_ipv6_packet_meets_the_nodes_ip6tables_rules() -> None:
+    # iptables-nft registers ip6tables' tables in family ip6 at the same
+    # priorities as iptables' in ip: an IPv6 packet between two pods meets
+    # flanneld's ip6tables FORWARD rule for the cluster's pod CIDR, as an
+    # IPv4 one meets its iptables rule.
+    data = ProxyInput(V6_CONFIG, (V6_SERVICE,), {("default", "web", "http", "tcp"): V6_ENDPOINTS})
+    table = parse_nft(render(data))
+    flannel = FlannelConfig(network="fd00:10::/56", subnet="fd00:10::/64")
+    iptables = nftables_mode_iptables(flannel, family="IPv6")
+    result = simulate_nft(
+        table, list(V6_CONFIG.local_ips), Packet("fd00:10::9", "fd00:10:0:2::7", 8080), iptables
+    )
+    assert (result.verdict, result.endpoints, result.masquerade) == ("ACCEPT", [], False)
+    (path,) = result.paths
+    assert [r.rule for r in path.rules if r.chain == "FLANNEL-FWD"] == [
+        '-A FLANNEL-FWD -s fd00:10::/56 -m comment --comment "flanneld forward" -j ACCEPT'
+    ]

@@ -387,18 +387,49 @@ def test_kube_proxys_ipv6_localhost_nodeports_case(localhost: bool) -> None:
     assert shape(compile_sync(data)) == shape(parse_restore(KUBE_PROXY_IPV6_LOCALHOST))
 
 
-def test_trace_offline_from_to_on_an_ipv6_only_lab_points_to_src_dst(tmp_path: Path) -> None:
-    # FROM/TO needs the lab's plan, which exists for IPv4 and IPv4-first
-    # dual-stack labs only: a usage error naming what does work.
-    (tmp_path / "lab.yaml").write_text(
-        "apiVersion: netemu/v1alpha1\nkind: Lab\nmetadata: {name: six}\nspec:\n"
-        "  underlayCIDR: fd00:56::/64\n  serviceCIDR: fd00:10:96::/112\n"
-        "  podCIDR: fd00:10:244::/56\n  clusterDNS: fd00:10:96::a\n"
-        '  nodes: [{name: node-1, underlayIP: "fd00:56::11"}]\n'
-    )
+SIX_LAB = (
+    "apiVersion: netemu/v1alpha1\nkind: Lab\nmetadata: {name: six}\nspec:\n"
+    "  underlayCIDR: fd00:56::/64\n  serviceCIDR: fd00:10:96::/112\n"
+    "  podCIDR: fd00:10:244::/56\n  clusterDNS: fd00:10:96::a\n"
+    '  nodes: [{name: node-1, underlayIP: "fd00:56::11"}]\n'
+)
+
+
+def test_trace_offline_from_to_on_an_ipv6_only_lab_walks_the_ipv6_rules(tmp_path: Path) -> None:
+    # FROM/TO reads the IPv6-only lab's plan: the node's one (IPv6) address
+    # to itself, through its IPv6 proxier's rules (`! -d ::1/128` is
+    # ip6tables' NodePort rule; iptables' has `! -d 127.0.0.0/8`).
+    (tmp_path / "lab.yaml").write_text(SIX_LAB)
     result = CliRunner().invoke(
-        main, ["trace", "--offline", "-f", str(tmp_path), "node-1", "node-1:30080"]
+        main, ["trace", "--offline", "-f", str(tmp_path), "node-1", "node-1:30080", "-o", "json"]
     )
-    assert result.exit_code == 2
-    assert "IPv4-first dual-stack labs only" in result.stderr
-    assert "--src, --dst and --dport" in result.stderr
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["node"] == "node-1" and data["localOrigin"] is True
+    assert data["packet"] == {
+        "src": "fd00:56::11",
+        "dst": "fd00:56::11",
+        "dport": 30080,
+        "proto": "tcp",
+    }
+    assert any("! -d ::1/128 -j KUBE-NODEPORTS" in r["rule"] for r in data["rules"])
+    # No Service has NodePort 30080 here: no rule of kube-proxy's takes it.
+    assert (data["verdict"], data["endpoints"]) == ("NONE", [])
+
+
+def test_trace_offline_from_to_on_a_lab_without_a_plan_points_to_src_dst(tmp_path: Path) -> None:
+    # A dual-stack underlay with IPv6-only Service and pod CIDRs: no live lab
+    # is built from it, so it has no plan to resolve FROM/TO in. The error
+    # says why, and what handles such a lab offline.
+    (tmp_path / "lab.yaml").write_text(
+        SIX_LAB.replace("fd00:56::/64", "fd00:56::/64,192.168.56.0/24").replace(
+            '"fd00:56::11"', '"fd00:56::11,192.168.56.11"'
+        )
+    )
+    picture = str(tmp_path / "lab.dot")
+    for args in (["trace", "--offline", "node-1", "node-1:30080"], ["graph", "-o", picture]):
+        result = CliRunner().invoke(main, [*args, "-f", str(tmp_path)])
+        assert result.exit_code == 2
+        assert "needs the lab's plan" in result.stderr
+        assert "serviceCIDR, podCIDR not an IPv4/IPv6 pair" in result.stderr
+        assert "trace --offline --src/--dst handle such labs offline" in result.stderr

@@ -194,7 +194,7 @@ def test_pod_to_an_ipv6_cluster_ip_in_brackets_sends_from_its_ipv6_address() -> 
     ip = _v6_cluster_ip("web-v6")
     f = flow("dualstack", pod, f"[{ip}]:80")
     assert (f.dst, f.dport, f.service, f.entry_node) == (ip, 80, "default/web-v6", "node-1")
-    assert f.source.ip == topology.pods[pod].ip6 and ":" in f.source.ip
+    assert f.source.ip == topology.pods[pod].address("IPv6") and ":" in f.source.ip
     assert f.target == "Service default/web-v6 port 80/TCP (ClusterIP)"
     # A bare address with --port means the same.
     assert flow("dualstack", pod, ip, port=80) == f
@@ -239,7 +239,7 @@ def test_family_ipv6_names_a_services_ipv6_cluster_ip_and_a_nodes_ipv6_address()
     assert to_family(state, topology, "node-2:30080", "IPv6", None, "tcp") == "[fd00:56::12]:30080"
     pod = pod_on("dualstack", "node-1")
     assert to_family(state, topology, pod, "IPv6", 8080, "tcp") == (
-        f"[{topology.pods[pod].ip6}]:8080"
+        f"[{topology.pods[pod].address('IPv6')}]:8080"
     )
 
 
@@ -252,3 +252,108 @@ def test_family_refuses_what_has_no_address_of_that_family() -> None:
     state4, topology4 = lab("default")
     with pytest.raises(FlowError, match="node node-1 has no IPv6 address"):
         to_family(state4, topology4, "node-1:30080", "IPv6", None, "tcp")
+
+
+def _pod_ips(name: str, key: str) -> list[str]:
+    """status.podIPs of pod `key` in lab `name`, primary first."""
+    state, _ = lab(name)
+    (pod,) = [p for p in state.pods if f"default/{p.metadata.name}" == key]
+    return [p.ip for p in pod.status.pod_ips]
+
+
+@pytest.mark.parametrize(
+    ("name", "node_ips", "client_ips", "devices"),
+    [
+        ("default", ("192.168.56.11", ""), ("192.168.56.20", ""), ("flannel.1",)),
+        (
+            "dualstack",
+            ("192.168.56.11", "fd00:56::11"),
+            ("192.168.56.20", "fd00:56::20"),
+            ("flannel.1", "flannel-v6.1"),
+        ),
+        (
+            "ipv6primary",
+            ("fd00:56::11", "192.168.56.11"),
+            ("fd00:56::20", "192.168.56.20"),
+            ("flannel.1", "flannel-v6.1"),
+        ),
+        ("ipv6only", ("fd00:56::11", ""), ("fd00:56::20", ""), ("flannel-v6.1",)),
+    ],
+)
+def test_each_sites_address_is_its_primary_familys(
+    name: str, node_ips: tuple[str, str], client_ips: tuple[str, str], devices: tuple[str, ...]
+) -> None:
+    # The Lab's underlayIP and client ip lists, first entry first (the
+    # kubelet's --node-ip order), whichever family the datapath builds as
+    # its base; pods as status.podIPs lists them.
+    _, topology = lab(name)
+    node = topology.nodes["node-1"]
+    assert (node.ip, node.other_ip) == node_ips
+    client = topology.clients["client"]
+    assert (client.ip, client.other_ip) == client_ips
+    for key, pod in topology.pods.items():
+        ips = _pod_ips(name, key)
+        assert [pod.ip, pod.other_ip] == [*ips, ""][:2]
+        for ip in ips:
+            assert pod.address("IPv6" if ":" in ip else "IPv4") == ip
+    assert topology.overlay_devices == devices
+    for family in ("IPv4", "IPv6"):
+        expected = next((ip for ip in node_ips if ip and (":" in ip) == (family == "IPv6")), "")
+        assert node.address(family) == expected
+
+
+def test_names_resolve_to_the_primary_family_on_an_ipv6_primary_lab() -> None:
+    state, topology = lab("ipv6primary")
+    f = flow("ipv6primary", "client", "node-1:30080")
+    assert (f.source.ip, f.dst, f.entry_node) == ("fd00:56::20", "fd00:56::11", "node-1")
+    source, target = pod_on("ipv6primary", "node-1"), pod_on("ipv6primary", "node-2")
+    source_ips, target_ips = _pod_ips("ipv6primary", source), _pod_ips("ipv6primary", target)
+    f = flow("ipv6primary", source, target.split("/")[1])
+    assert (f.source.ip, f.dst, f.dport) == (source_ips[0], target_ips[0], 8080)
+    v6, v4 = service("ipv6primary", "web-dual")["spec"]["clusterIPs"]  # type: ignore[index]
+    assert flow("ipv6primary", source, "web-dual").dst == v6
+    # --family IPv4: the other family's address, sent from the source's IPv4 one.
+    to = to_family(state, topology, "web-dual", "IPv4", None, "tcp")
+    assert to == f"{v4}:80"
+    f = flow("ipv6primary", source, to)
+    assert (f.source.ip, f.dst, f.service) == (source_ips[1], v4, "default/web-dual")
+    assert to_family(state, topology, "node-1:30080", "IPv4", None, "tcp") == "192.168.56.11:30080"
+    assert to_family(state, topology, target, "IPv4", 8080, "tcp") == f"{target_ips[1]}:8080"
+    assert to_family(state, topology, target, "IPv6", 8080, "tcp") == f"[{target_ips[0]}]:8080"
+
+
+def test_an_ipv6_only_lab_has_no_ipv4_to_send_from_or_to() -> None:
+    state, topology = lab("ipv6only")
+    with pytest.raises(FlowError, match="client client has no IPv4 address: it cannot send"):
+        flow("ipv6only", "client", "192.168.56.11:30080")
+    with pytest.raises(FlowError, match="node node-1 has no IPv4 address"):
+        to_family(state, topology, "node-1:30080", "IPv4", None, "tcp")
+    f = flow("ipv6only", "client", "node-2:30080")
+    assert (f.source.ip, f.dst, f.entry_node) == ("fd00:56::20", "fd00:56::12", "node-2")
+
+
+def test_lab_json_sites_read_primary_first_and_old_files_as_they_were() -> None:
+    site = {"netns": "n1", "ip": "192.168.56.11", "hostNetwork": False, "node": "node-1"}
+    info = {
+        "name": "six",
+        "backend": "nft",
+        "overlay": "vxlan",
+        "underlay": "u",
+        "nodes": {"node-1": {**site, "ips": ["fd00:56::11", "192.168.56.11"]}},
+        "clients": {"client": {**site, "ips": ["fd00:56::20", "192.168.56.20"]}},
+        "pods": {"default/p": {**site, "ips": ["fd00:10:244::2", "10.244.0.2"]}},
+    }
+    topology = Topology.from_info(info)
+    assert (topology.nodes["node-1"].ip, topology.nodes["node-1"].other_ip) == (
+        "fd00:56::11",
+        "192.168.56.11",
+    )
+    assert topology.clients["client"].ip == "fd00:56::20"
+    assert topology.pods["default/p"].ip == "fd00:10:244::2"
+    assert topology.overlay_devices == ("flannel.1", "flannel-v6.1")
+    # A lab.json without "ips" recorded the base address and the IPv6 side's.
+    old = {**info, "nodes": {"node-1": {**site, "ip6": "fd00:56::11"}}}
+    node = Topology.from_info(old).nodes["node-1"]
+    assert (node.ip, node.other_ip) == ("192.168.56.11", "fd00:56::11")
+    six = {**info, "nodes": {"node-1": {**site, "ip": "fd00:56::11", "ip6": ""}}}
+    assert Topology.from_info(six).overlay_devices == ("flannel-v6.1",)
