@@ -300,7 +300,7 @@ class _Builder:
             f"netemu lab {t.lab}: {_plural(len(t.nodes), 'node')}, "
             f"{_plural(len(t.pods), 'pod')}, "
             f"{_plural(len(t.clients), 'external client')}, {_plural(count, 'Service')}",
-            f"{t.overlay} overlay, kube-proxy iptables ({t.backend})",
+            f"{t.overlay} overlay, kube-proxy {t.proxy_mode} (node iptables: {t.backend})",
         ]
         if self.caption:
             # A trace summary is one long line: a step per line keeps the

@@ -39,6 +39,7 @@ from netemu.net.plan import (
     host_veth,
     pod_netns,
 )
+from netemu.pipeline import proxy_mode
 
 UNRECORDED_VXLAN_PORT = 4789
 
@@ -282,6 +283,7 @@ class Topology:
         return cls(
             lab=plan.name,
             backend="legacy" if backend == "legacy" else "nft",
+            proxy_mode=proxy_mode(state),
             overlay=first.overlay if first else "vxlan",
             tunnel_port=first.vxlan_port if first else VXLAN_PORT,
             underlay=plan.underlay.netns,
