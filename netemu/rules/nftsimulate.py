@@ -495,10 +495,11 @@ class NftSimulator:
         local_ips: list[str],
         iptables: RuleSet | None = None,
     ) -> None:
-        """`iptables`: the node's iptables-nft tables (flannel, portmap,
-        kubelet), walked among the nftables base chains for IPv4 packets;
-        when given, the tables of `ruleset` that nft's listing marks as
-        iptables-nft's are left out (the dump is what they mean)."""
+        """`iptables`: the node's iptables-nft tables of the packet's family
+        (flannel, portmap, kubelet: iptables-save's for an IPv4 packet,
+        ip6tables-save's for an IPv6 one), walked among the nftables base
+        chains; when given, the tables of `ruleset` that nft's listing marks
+        as iptables-nft's are left out (the dump is what they mean)."""
         self.ruleset = ruleset
         self.local = [netaddr.IPAddress(ip) for ip in local_ips]
         self.iptables = Simulator(iptables, local_ips) if iptables is not None else None
@@ -659,7 +660,7 @@ class NftSimulator:
             for chain in self._base_chains[(table.family, table.name)]:
                 if chain.hook == hook and chain.priority is not None:
                     bases.append(_Base(chain.priority, 1, chain.type == "nat", table, chain.name))
-        if self.iptables is not None and self._family == "ip":
+        if self.iptables is not None:
             for name in self.iptables.ruleset.tables:
                 priority = IPTABLES_PRIORITIES.get((hook, name))
                 if priority is not None:

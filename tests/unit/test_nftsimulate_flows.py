@@ -96,7 +96,8 @@ def test_ipv6_kube_proxy_table(
     data = ProxyInput(V6_CONFIG, (V6_SERVICE,), {("default", "web", "http", "tcp"): V6_ENDPOINTS})
     table = parse_nft(render(data))
     assert list(table.tables) == [("ip6", "kube-proxy")]
-    result = simulate_nft(table, list(V6_CONFIG.local_ips), packet, nftables_mode_iptables())
+    ip6tables = nftables_mode_iptables(family="IPv6")
+    result = simulate_nft(table, list(V6_CONFIG.local_ips), packet, ip6tables)
     assert (result.verdict, result.endpoints, result.masquerade) == (
         verdict,
         endpoints,
