@@ -1,18 +1,26 @@
 """hostPort over IPv6: the portmap CNI plugin's ip6tables chains for a pod's
-IPv6 address (netemu.rules.portmap), as the offline view compiles and
-simulates them (netemu.pipeline) on dual-stack and IPv6-only labs."""
+IPv6 address (netemu.rules.portmap), as the kubelet writes them per family
+(netemu.node.kubelet) and the offline view compiles and simulates them
+(netemu.pipeline) on dual-stack and IPv6-only labs."""
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import cast
 
 import pytest
 from manifests import build
 
 from netemu.api.ipfamilies import IPFamily
-from netemu.controlplane import ClusterState
+from netemu.controlplane import ClusterState, LocalClient, Store
+from netemu.kernel import netns
+from netemu.kernel.datapath import Datapath
 from netemu.kernel.iptables import FakeIptables
+from netemu.kernel.journal import Journal
+from netemu.net.plan import plan_lab, plan_pod
+from netemu.node.kubelet import Kubelet, RunningPod, portmap_pod_of
+from netemu.node.testserver import TestServers
 from netemu.pipeline import compile_rules, local_ips, proxy_mode, simulate_on_node
 from netemu.rules.model import parse_restore
 from netemu.rules.portmap import (
@@ -246,3 +254,59 @@ def test_hairpin_over_ipv6_is_masqueraded() -> None:
     rules = compile_rules(state, "node-1", family="IPv6")
     sim = simulate(rules, local_ips(state, "node-1"), Packet(web6, "fd00:56::11", 80))
     assert sim.endpoints == [f"[{web6}]:8080"] and sim.masquerade
+
+
+class _NoDatapath:
+    pass
+
+
+@pytest.mark.parametrize("lab", ["dualstack", "ipv6only"])
+def test_kubelet_writes_each_family_and_deletes_both(
+    lab: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = lab_state(lab)
+    assert state.lab is not None
+    localnet: list[dict[str, str]] = []
+    monkeypatch.setattr(netns, "write_sysctls", lambda _ns, values: localnet.append(values))
+    node = plan_lab(state, "hp6").node("node-1")
+    ipv6_only = lab == "ipv6only"
+    ip4, ip6 = (None if ipv6_only else fresh_node()), fresh_node()
+    kubelet = Kubelet(
+        client=LocalClient(Store()),
+        lab_name="hp6",
+        lab=state.lab,
+        node=node,
+        datapath=cast(Datapath, _NoDatapath()),
+        servers=cast(TestServers, None),
+        journal=cast(Journal, None),
+        log_dir=tmp_path,
+        iptables=ip4,
+        ip6tables=ip6,
+    )
+    for pod in state.pods:
+        plan = plan_pod("hp6", node, pod)
+        kubelet.running[plan.key] = RunningPod(plan)
+    assert kubelet.sync_host_ports()
+
+    web = kubelet.running["default/web"].plan
+    dn = chain_name("cbr0", web.sandbox_id)
+    web6 = pod_ips(state, "web")["IPv6"]
+    six = parse_restore(ip6.save()).tables["nat"]
+    assert six.chain_rules(dn)[-1].args.endswith(f"--to-destination [{web6}]:8080")
+    assert portmap_pod_of(web, "IPv6") is not None
+    if ip4 is None:
+        # No IPv4 address: no IPv4 ADD, so route_localnet is left alone.
+        assert portmap_pod_of(web, "IPv4") is None and localnet == []
+    else:
+        four = parse_restore(ip4.save()).tables["nat"]
+        web4 = pod_ips(state, "web")["IPv4"]
+        assert four.chain_rules(dn)[-1].args.endswith(f"--to-destination {web4}:8080")
+        assert localnet == [{"net.ipv4.conf.cni0.route_localnet": "1"}]
+
+    # Both pods go: DEL in every family leaves no CNI-DN- chain.
+    kubelet.running.clear()
+    assert kubelet.sync_host_ports()
+    for ipt in (ip4, ip6):
+        if ipt is not None:
+            nat = parse_restore(ipt.save()).tables["nat"]
+            assert not [c for c in nat.chains if c.startswith("CNI-DN-")]
