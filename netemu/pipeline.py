@@ -34,7 +34,7 @@ from netemu.rules.iptables import compile_node
 from netemu.rules.model import RuleSet
 from netemu.rules.nftables import NftRuleset, compile_ruleset, nftables_mode_iptables
 from netemu.rules.nftsimulate import simulate_nft
-from netemu.rules.portmap import PortmapPod, port_mappings, with_portmap
+from netemu.rules.portmap import PortmapPod, port_mappings, portmap_pod, with_portmap
 from netemu.rules.simulate import Packet, Simulation, simulate
 
 
@@ -166,8 +166,8 @@ def compile_rules(
     mode: ProxyMode | None = None,
 ) -> RuleSet:
     """The node's iptables (IPv4) or ip6tables (IPv6) rules, and the portmap
-    CNI plugin's for the hostPorts of the pods on it (IPv4 only: netemu's
-    portmap handles pods' IPv4 addresses). In iptables mode (default:
+    CNI plugin's for the hostPorts of the pods on it (the chains of the pods'
+    addresses of `family`). In iptables mode (default:
     proxy_mode) they hold kube-proxy's; in nftables mode only kubelet's and
     flanneld's (kube-proxy's are compile_nftables')."""
     mode = mode or proxy_mode(state)
@@ -178,9 +178,7 @@ def compile_rules(
             rules = nftables_mode_iptables(flannel, family=family)
         else:
             rules = compile_node(data, flannel)
-    if family != "IPv4":
-        return rules
-    return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name))
+    return with_portmap(rules, CNI_NETWORK, portmap_pods(state, node_name, family))
 
 
 def compile_nftables(
@@ -204,10 +202,11 @@ def nftables_node_rules(
 
 
 def simulate_on_node(
-    state: ClusterState, node_name: str, packet: Packet, *, family: IPFamily = "IPv4"
+    state: ClusterState, node_name: str, packet: Packet, *, family: IPFamily | None = None
 ) -> Simulation:
-    """Walk `packet` (of `family`) through the rules of `node_name` in the
-    lab's proxy mode."""
+    """Walk `packet` (of `family`: by default its destination's) through the
+    rules of `node_name` in the lab's proxy mode."""
+    family = family or ("IPv6" if ":" in packet.dst else "IPv4")
     addresses = local_ips(state, node_name)
     if proxy_mode(state) == "nftables":
         table, iptables = nftables_node_rules(state, node_name, family=family)
@@ -215,29 +214,42 @@ def simulate_on_node(
     return simulate(compile_rules(state, node_name, family=family), addresses, packet)
 
 
-def portmap_pods(state: ClusterState, node_name: str) -> list[PortmapPod]:
-    """The node's pods with hostPorts, as portmap's ADD gets them, in the
-    order a lab's kubelet starts them (by namespace/name). hostNetwork pods
-    do not go through CNI."""
+def portmap_pods(
+    state: ClusterState, node_name: str, family: IPFamily = "IPv4"
+) -> list[PortmapPod]:
+    """The node's pods with hostPorts, as portmap's ADD gets them for
+    `family` (each pod's address of that family; a pod without one has no
+    chains there), in the order a lab's kubelet starts them (by
+    namespace/name). hostNetwork pods do not go through CNI."""
+    prefixlen = _pod_prefixlen(state, node_name, family)
     pods = []
     for pod in state.pods:
         spec, status = pod.spec, pod.status
         if spec.node_name != node_name or spec.host_network or is_terminal(pod):
             continue
         mappings = port_mappings(pod)
-        if not mappings or not status.pod_ip:
-            continue
+        ips = [p.ip for p in status.pod_ips] or [status.pod_ip or ""]
         namespace, name = pod.metadata.namespace or "default", pod.metadata.name or ""
-        prefixlen = _pod_prefixlen(state, node_name)
-        pod_map = PortmapPod(sandbox_id(namespace, name), status.pod_ip, prefixlen, mappings)
+        pod_map = portmap_pod(
+            sandbox_id(namespace, name), [(ip, prefixlen) for ip in ips], mappings, family
+        )
+        if not mappings or pod_map is None:
+            continue
         pods.append((f"{namespace}/{name}", pod_map))
     return [p for _, p in sorted(pods, key=lambda item: item[0])]
 
 
-def _pod_prefixlen(state: ClusterState, node_name: str) -> int:
+def _pod_prefixlen(state: ClusterState, node_name: str, family: IPFamily) -> int:
+    """The prefix length of the node's podCIDR of `family` (host-local's
+    subnet: the pod's eth0 prefix, which portmap's hairpin rule matches)."""
     node = state.node(node_name)
-    cidr = node.spec.pod_cidr if node.spec else None
-    return int(cidr.rsplit("/", 1)[1]) if cidr else 24
+    spec = node.spec
+    cidrs = (spec.pod_cidrs or ([spec.pod_cidr] if spec.pod_cidr else [])) if spec else []
+    want_v6 = family == "IPv6"
+    cidr = next((c for c in cidrs if (":" in c) == want_v6), None)
+    if cidr is not None:
+        return int(cidr.rsplit("/", 1)[1])
+    return 64 if want_v6 else 24
 
 
 def local_ips(state: ClusterState, node_name: str) -> list[str]:

@@ -419,6 +419,24 @@ class Supervisor:
                 ),
                 log=lambda line: print(line, flush=True),
             )
+            # kube-proxy runs one proxier per IP family; on a dual-stack node
+            # the IPv6 one has its own sync (ip6tables, or `ip6 kube-proxy`),
+            # and both report to the node's one health server and metrics
+            # (the MetaProxier's), the IPv4 one serving Services' health checks.
+            # An IPv6-only node runs the IPv6 proxier alone, with them.
+            families: list[IPFamily] = (
+                ["IPv6"] if node.ipv6_only else ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
+            )
+            # portmap writes the chains of each family the node's pods have.
+            host_port_tables = {
+                family: KernelIptables(
+                    node.netns,
+                    backend,
+                    family=family,
+                    lock_file=node_lock_file(self.name, node.netns),
+                )
+                for family in families
+            }
             self.kubelets.append(
                 Kubelet(
                     client=self.client,
@@ -430,20 +448,11 @@ class Supervisor:
                     journal=self.journal,
                     log_dir=log_dir,
                     dns=self.dns,
-                    iptables=KernelIptables(
-                        node.netns, backend, lock_file=node_lock_file(self.name, node.netns)
-                    ),
+                    iptables=host_port_tables.get("IPv4"),
+                    ip6tables=host_port_tables.get("IPv6"),
                     locked=self._locked,
                     log=_log,
                 )
-            )
-            # kube-proxy runs one proxier per IP family; on a dual-stack node
-            # the IPv6 one has its own sync (ip6tables, or `ip6 kube-proxy`),
-            # and both report to the node's one health server and metrics
-            # (the MetaProxier's), the IPv4 one serving Services' health checks.
-            # An IPv6-only node runs the IPv6 proxier alone, with them.
-            families: list[IPFamily] = (
-                ["IPv6"] if node.ipv6_only else ["IPv4"] if node.ipv6 is None else ["IPv4", "IPv6"]
             )
             for family in families:
                 iptables = KernelIptables(

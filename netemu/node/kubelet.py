@@ -14,7 +14,8 @@ reverse order (CNI DEL last). A pod being deleted gracefully
 
 A pod's hostPorts go through the portmap plugin's chains
 (netemu.rules.portmap), written in one `iptables-restore --noflush`
-transaction per change and removed (portmap's DEL) before the pod's veth
+transaction per change and family (ip6tables for the pods' IPv6 addresses
+on a node with IPv6) and removed (portmap's DEL) before the pod's veth
 goes. On a real node kube-proxy's first restore precedes every pod; in a
 pass of netemu's supervisor new pods start first, so the supervisor calls
 `sync_host_ports` after kube-proxy's sync, whose first restore into a fresh
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from netemu.api.config import Lab
 from netemu.api.core import ConfigMap, Container, Pod, PodStatus, Secret, Service
+from netemu.api.ipfamilies import IPFamily
 from netemu.controlplane import Client
 from netemu.controlplane.addons import BUILTIN_DNS, BUILTIN_INGRESS
 from netemu.controlplane.errors import Conflict, NotFound
@@ -75,7 +77,7 @@ from netemu.node.termination import Stoppable, pre_stop_of, terminate
 from netemu.node.testserver import PodIdentity, TestServers
 from netemu.node.volumes import container_mounts, volume_files
 from netemu.rules.model import parse_restore
-from netemu.rules.portmap import PortmapPod, sync_text
+from netemu.rules.portmap import PortmapPod, portmap_pod, sync_text
 
 # A container the runtime could not start: containerd reports exit code 128
 # with reason StartError.
@@ -129,8 +131,10 @@ class Kubelet:
     log_dir: Path
     # The cluster DNS records, for containers whose built-in server is DNS.
     dns: DnsFeed | None = None
-    # The node's iptables, for hostPorts (None: hostPorts are not programmed).
+    # The node's iptables and ip6tables, for hostPorts of pods' IPv4 and
+    # IPv6 addresses (None: that family's are not programmed).
     iptables: Iptables | None = None
+    ip6tables: Iptables | None = None
     running: dict[str, RunningPod] = field(default_factory=dict, init=False)
     # Where containers' private directories go (None: the lab's run
     # directory's `containers`).
@@ -299,25 +303,33 @@ class Kubelet:
     def sync_host_ports(self) -> bool:
         """Make the node's portmap chains match the running pods with
         hostPorts (ADD for new ones, in start order; DEL for those gone), in
-        one iptables-restore transaction; True if it wrote any."""
+        one iptables-restore transaction per family, IPv4 first as ADD
+        forwards them; True if it wrote any."""
         keys = [key for key, running in self.running.items() if running.plan.host_ports]
-        if self.iptables is None or keys == self.host_ports_applied:
+        by_family: tuple[tuple[IPFamily, Iptables | None], ...] = (
+            ("IPv4", self.iptables),
+            ("IPv6", self.ip6tables),
+        )
+        tables = [(family, ipt) for family, ipt in by_family if ipt is not None]
+        if not tables or keys == self.host_ports_applied:
             return False
-        pods = [
-            PortmapPod(plan.sandbox_id, plan.ip, plan.prefixlen, plan.host_ports)
-            for plan in (self.running[key].plan for key in keys)
-        ]
-        text = sync_text(CNI_NETWORK, pods, parse_restore(self.iptables.save()))
-        if text:
-            self.iptables.restore(text, noflush=True)
-        if keys and not self.host_ports_applied:
-            # portmap's ADD lets 127.0.0.0/8 sources be routed out of the
-            # interface that leads to the pod, so a localhost hostPort
-            # connection can be DNATed to it (enableLocalnetRouting).
-            localnet = {f"net.ipv4.conf.{POD_BRIDGE}.route_localnet": "1"}
-            netns.write_sysctls(self.node.netns, localnet)
+        plans = [self.running[key].plan for key in keys]
+        wrote = False
+        for family, iptables in tables:
+            pods = [pod for plan in plans if (pod := portmap_pod_of(plan, family)) is not None]
+            text = sync_text(CNI_NETWORK, pods, parse_restore(iptables.save()))
+            if text:
+                iptables.restore(text, noflush=True)
+                wrote = True
+            if family == "IPv4" and pods and not self.host_ports_applied:
+                # portmap's ADD for an IPv4 address lets 127.0.0.0/8 sources
+                # be routed out of the interface that leads to the pod, so a
+                # localhost hostPort connection can be DNATed to it
+                # (enableLocalnetRouting; IPv6 has no counterpart).
+                localnet = {f"net.ipv4.conf.{POD_BRIDGE}.route_localnet": "1"}
+                netns.write_sysctls(self.node.netns, localnet)
         self.host_ports_applied = keys
-        return bool(text)
+        return wrote
 
     def _start(self, plan: PodPlan) -> RunningPod:
         """Start a pod; if the node cannot (a kernel error), undo whatever
@@ -785,6 +797,13 @@ def write_node_files(journal: Journal, node: NodePlan) -> None:
             "hostname": name + "\n",
         },
     )
+
+
+def portmap_pod_of(plan: PodPlan, family: IPFamily) -> PortmapPod | None:
+    """The portmap ADD of `family` for a pod's sandbox: its eth0 address of
+    that family (IPv4 `ip`, IPv6 `ip6`; `ip` is IPv6 on an IPv6-only node)."""
+    addresses = [(plan.ip, plan.prefixlen), (plan.ip6, plan.prefixlen6)]
+    return portmap_pod(plan.sandbox_id, addresses, plan.host_ports, family)
 
 
 def annotate_stand_ins(client: Client, plan: PodPlan) -> None:

@@ -4,7 +4,7 @@ A pod's hostPorts reach the runtime's CNI call as `runtimeConfig.portMappings`
 and the portmap plugin (chained after flannel/bridge in kube-flannel.yml's
 conflist) writes them into the node's nat table
 (containernetworking/plugins plugins/meta/portmap/portmap.go, chain.go,
-utils.go; iptables, IPv4, `snat` and `markMasqBit` at their defaults):
+utils.go; `snat` and `markMasqBit` at their defaults):
 
     PREROUTING, OUTPUT: -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
     POSTROUTING, first:  -m comment --comment "CNI portfwd requiring masquerade"
@@ -17,6 +17,14 @@ utils.go; iptables, IPv4, `snat` and `markMasqBit` at their defaults):
     CNI-HOSTPORT-SETMARK: -j MARK --set-xmark 0x2000/0x2000 (bit 13)
     CNI-HOSTPORT-MASQ:   -m mark --mark 0x2000/0x2000 -j MASQUERADE
 
+A pod with an address of each family gets the same chains twice: ADD
+(main.go cmdAdd) runs forwardPorts for its IPv4 address with iptables, then
+for its IPv6 address with ip6tables. The IPv6 chains differ only where the
+family does (fillDnatRules): no localhost rule (route_localnet has no IPv6
+counterpart, so ::1 is never DNATed out of the node), the hairpin source is
+the pod's IPv6 subnet, a hostIP matches as a /128, and the DNAT target is
+`[addr]:port` (fmtIpPort). A hostIP of the other family skips the mapping.
+DEL tears the pod's CNI-DN- chain down in both families.
 The shared chains and entry rules stay when the last pod goes (the plugin's
 DEL removes only the pod's CNI-DN- chain and its jumps). Rules are written
 as iptables-save prints them, so a node's dump compares line for line.
@@ -32,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from netemu.api.core import Pod
+from netemu.api.ipfamilies import IPFamily
 from netemu.rules.model import RuleSet, Table, quote
 
 TOP_DNAT = "CNI-HOSTPORT-DNAT"
@@ -65,12 +74,34 @@ class PortMapping:
 
 @dataclass(frozen=True)
 class PortmapPod:
-    """One portmap ADD: the sandbox's container ID and its eth0 address."""
+    """One portmap forwardPorts call: the sandbox's container ID and one
+    of its eth0 addresses (the family of `ip` is that of the chains)."""
 
     container_id: str
     ip: str
     prefixlen: int
     mappings: tuple[PortMapping, ...]
+
+    @property
+    def ipv6(self) -> bool:
+        return ipaddress.ip_address(self.ip).version == 6
+
+
+def portmap_pod(
+    container_id: str,
+    addresses: Iterable[tuple[str, int]],
+    mappings: tuple[PortMapping, ...],
+    family: IPFamily,
+) -> PortmapPod | None:
+    """The forwardPorts call of `family` for a sandbox whose eth0 has
+    `addresses` (address, prefix length): the first address of that family,
+    as parseConfig keeps one per family from the previous plugin's result;
+    None if it has none (no chains of that family for it)."""
+    version = 6 if family == "IPv6" else 4
+    for ip, prefixlen in addresses:
+        if ip and ipaddress.ip_address(ip).version == version:
+            return PortmapPod(container_id, ip, prefixlen, mappings)
+    return None
 
 
 def port_mappings(pod: Pod) -> tuple[PortMapping, ...]:
@@ -130,22 +161,29 @@ def dnat_entry_rules(network: str, pod: PortmapPod) -> list[str]:
 
 
 def dnat_chain_rules(pod: PortmapPod) -> list[str]:
-    """The rules of the pod's CNI-DN- chain: for each mapping, mark hairpin
-    and localhost traffic for masquerade, then DNAT to the pod."""
+    """The rules of the pod's CNI-DN- chain in the family of `pod.ip`: for
+    each mapping, mark hairpin (and, for IPv4, localhost) traffic for
+    masquerade, then DNAT to the pod."""
     pod_net = ipaddress.ip_interface(f"{pod.ip}/{pod.prefixlen}").network
+    version = 6 if pod.ipv6 else 4
+    # fmtIpPort: an IPv6 literal is bracketed before its port.
+    to = f"[{pod.ip}]" if pod.ipv6 else pod.ip
     rules = []
     for m in pod.mappings:
         dst = ""
         if m.host_ip:
             host_ip = ipaddress.ip_address(m.host_ip)
-            if host_ip.version != 4:
-                continue  # an IPv6 hostIP has no rule for an IPv4 pod
+            if host_ip.version != version:
+                continue  # a hostIP of the other family has no rule here
             if not host_ip.is_unspecified:
-                dst = f"-d {host_ip}/32 "
+                dst = f"-d {host_ip}/{host_ip.max_prefixlen} "
         match = f"-p {m.protocol} -m {m.protocol} --dport {m.host_port}"
         rules.append(f"-s {pod_net} {dst}{match} -j {SETMARK}")
-        rules.append(f"-s 127.0.0.1/32 {dst}{match} -j {SETMARK}")
-        rules.append(f"{dst}{match} -j DNAT --to-destination {pod.ip}:{m.container_port}")
+        if not pod.ipv6:
+            # 127.0.0.1 can be DNATed out of the node (route_localnet); ::1
+            # cannot, and portmap writes no such rule for IPv6.
+            rules.append(f"-s 127.0.0.1/32 {dst}{match} -j {SETMARK}")
+        rules.append(f"{dst}{match} -j DNAT --to-destination {to}:{m.container_port}")
     return rules
 
 
@@ -157,8 +195,9 @@ def _shared_chains(nat: Table, bit: int) -> None:
 
 
 def node_state(network: str, pods: Iterable[PortmapPod], bit: int = MARK_MASQ_BIT) -> RuleSet:
-    """The node's portmap chains as iptables-save shows them after ADD of
-    `pods` in this order (empty if there are none: no ADD ever ran). The
+    """The node's portmap chains as iptables-save (ip6tables-save for IPv6
+    `pods`, which are all of one family) shows them after ADD of `pods` in
+    this order (empty if there are none: no ADD ever ran). The
     entry rules are listed in their built-in chains; POSTROUTING's comes
     before any other rule there."""
     pods = [p for p in pods if p.mappings]
@@ -208,13 +247,14 @@ def with_portmap(
 def sync_text(
     network: str, pods: Iterable[PortmapPod], existing: RuleSet, bit: int = MARK_MASQ_BIT
 ) -> str:
-    """One `iptables-restore --noflush` transaction that takes a node whose
-    nat table is `existing` (parsed iptables-save) to the portmap state of
-    `pods` (the node's running pods with hostPorts, in ADD order): the
-    shared chains and entry rules are created if missing, CNI-HOSTPORT-DNAT
-    and every pod's CNI-DN- chain are rewritten, and the CNI-DN- chains of
-    pods that are gone are flushed and deleted. Empty if nothing is to be
-    done (no pod ever had a hostPort)."""
+    """One `iptables-restore --noflush` transaction (ip6tables-restore for
+    IPv6 `pods`) that takes a node whose nat table of that family is
+    `existing` (parsed iptables-save) to the portmap state of `pods` (the
+    node's running pods with hostPorts, their addresses of the one family,
+    in ADD order): the shared chains and entry rules are created if
+    missing, CNI-HOSTPORT-DNAT and every pod's CNI-DN- chain are rewritten,
+    and the CNI-DN- chains of pods that are gone are flushed and deleted.
+    Empty if nothing is to be done (no pod ever had a hostPort)."""
     pods = [p for p in pods if p.mappings]
     nat = existing.tables.get("nat") or Table("nat")
     live = [c for c in nat.chains if c.startswith(DNAT_PREFIX)]
