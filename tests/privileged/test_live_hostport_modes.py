@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from live_helpers import CONTROLPLANE, answer_of, lab_name, mode_copy, probe, running_lab
@@ -109,6 +110,11 @@ def _ingress_pod(path: Path, node: str) -> tuple[str, str]:
     return found[0]
 
 
+def _ipv6_of(site: dict[str, Any]) -> str:
+    """A lab.json node's or client's IPv6 address (its "ips", primary first)."""
+    return next(str(ip) for ip in site["ips"] if ":" in str(ip))
+
+
 @pytest.mark.parametrize("node", ["node-1", "node-2"])
 def test_a_client_reaches_each_nodes_host_port_over_ipv6_as_predicted(
     dualstack_hostport_lab: tuple[str, Path, LiveLab], node: str
@@ -117,9 +123,9 @@ def test_a_client_reaches_each_nodes_host_port_over_ipv6_as_predicted(
     state = load_cluster([path])
     assert proxy_mode(state) == mode
     info = lab.info()
-    node_ip6 = str(info["nodes"][node]["ip6"])
+    node_ip6 = _ipv6_of(info["nodes"][node])
     client = info["clients"]["client"]
-    client_ip6 = str(client["ip6"])
+    client_ip6 = _ipv6_of(client)
     assert node_ip6 and client_ip6
     pod_name, pod_ip6 = _ingress_pod(path, node)
 
@@ -169,13 +175,13 @@ def test_an_ipv4_host_ip_is_not_mapped_on_the_nodes_ipv6_address(
     info = lab.info()
     node, client = info["nodes"]["node-1"], info["clients"]["client"]
     over_v4 = Packet(str(client["ip"]), str(node["ip"]), UDP_HOST_PORT, "udp")
-    over_v6 = Packet(str(client["ip6"]), str(node["ip6"]), UDP_HOST_PORT, "udp")
+    over_v6 = Packet(_ipv6_of(client), _ipv6_of(node), UDP_HOST_PORT, "udp")
     assert simulate_on_node(state, "node-1", over_v4).endpoints != []
     assert simulate_on_node(state, "node-1", over_v6).endpoints == []
 
     answer = answer_of(probe(client["netns"], str(node["ip"]), UDP_HOST_PORT, "udp"), "IPv4")
     assert answer.pod == "echo-udp"
-    refused = probe(client["netns"], str(node["ip6"]), UDP_HOST_PORT, "udp", timeout=1.0)
+    refused = probe(client["netns"], _ipv6_of(node), UDP_HOST_PORT, "udp", timeout=1.0)
     assert refused.outcome != "answered", refused
 
 
