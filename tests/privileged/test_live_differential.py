@@ -29,6 +29,11 @@ whose offline side compiles the node's `ip kube-proxy` table and its other
 iptables rules (kubelet's, flanneld's, portmap's) and walks both with the
 nftables simulator.
 
+Every lab under controlplane/ has rows but hostport, whose hostPorts have
+their own live-against-offline test in both modes
+(test_live_hostport_modes.py); and every lab's live state (Services,
+EndpointSlices, pods and nodes, less the live addons) equals its offline one.
+
 SCTP is left out: lab kernels have no sctp module, so SCTP is not served.
 """
 
@@ -58,7 +63,13 @@ from live_helpers import (
     service_port,
 )
 
-from netemu.controlplane.addons import API_NAMESPACE, API_SERVICE, DNS_NAMESPACE, DNS_SERVICE
+from netemu.controlplane.addons import (
+    API_NAMESPACE,
+    API_SERVICE,
+    DNS_NAMESPACE,
+    DNS_SERVICE,
+    INGRESS_NAMESPACE,
+)
 from netemu.controlplane.state import ClusterState
 from netemu.kernel.sockets import bind_pod_sockets
 from netemu.lab import LiveLab
@@ -68,6 +79,7 @@ from netemu.rules.input import IPFamily
 from netemu.rules.simulate import Packet, Simulation
 
 DROP_TIMEOUT = 1.0
+STATE_SETTLES = 10.0  # seconds for a lab just up to pass its pods' first probes
 REFUSED_WITHIN = 0.5
 REFUSED_TRIES = 3
 REFUSED_WITHIN_IPV6 = 1.5  # one SYN retransmission (1 s) and the answer
@@ -157,6 +169,22 @@ FLOWS = [
     Flow("dualstack", "pod/web@node-2", "clusterIP", "empty", family="IPv6", note="REJECT"),
     Flow("dualstack", "client/client", "node/node-2", "sticky", family="IPv6", note="affinity"),
     Flow("dualstack", "pod/web@node-1", "clusterIP", "sticky", family="IPv6", note="affinity"),
+    # controlplane/ipv6primary: dual-stack, IPv6 first
+    Flow("ipv6primary", "pod/web@node-2", "clusterIP", "web-dual", family="IPv6"),
+    Flow("ipv6primary", "pod/web@node-2", "clusterIP", "web-dual", note="its IPv4 side"),
+    Flow("ipv6primary", "client/client", "node/node-1", "web-nodeport", family="IPv6"),
+    Flow("ipv6primary", "client/client", "node/node-2", "web-local", family="IPv6"),
+    # controlplane/ipv6only
+    Flow("ipv6only", "pod/web@node-1", "clusterIP", "web", family="IPv6"),
+    Flow("ipv6only", "node/node-2", "clusterIP", "web", family="IPv6", note="masqueraded"),
+    Flow("ipv6only", "client/client", "node/node-2", "web-nodeport", family="IPv6"),
+    Flow("ipv6only", "client/client", "node/node-1", "web-local", family="IPv6", note="ETP Local"),
+    # controlplane/probes (endpoints follow the pods' readiness probes)
+    Flow("probes", "client/client", "node/node-2", "web-nodeport"),
+    Flow("probes", "pod/web@node-1", "clusterIP", "web"),
+    # controlplane/ingress (Services behind the ingress controller, reached directly)
+    Flow("ingress", "pod/front@node-2", "clusterIP", "api", note="a pod on the other node"),
+    Flow("ingress", "pod/cart@node-1", "clusterIP", "cart"),
 ]
 
 EXPORTER_PORT = 9100
@@ -497,11 +525,22 @@ def _summary(state: State) -> dict[str, set[tuple[Any, ...]]]:
     }
 
 
-def _without_dns_addon(state: State) -> State:
+def _without_ingress_controller(state: State) -> State:
+    """The state less the ingress controller's namespace (ingress-nginx),
+    which a live lab with Ingresses adds (netemu.controlplane.addons)."""
+    return {
+        kind: [o for o in objects if o["metadata"].get("namespace") != INGRESS_NAMESPACE]
+        for kind, objects in state.items()
+    }
+
+
+def _without_addons(state: State) -> State:
     """The state less what a live lab adds and offline states leave out
     (netemu.controlplane.addons): the cluster DNS addon (kube-system's
-    kube-dns Service, its EndpointSlice and the coredns pod) and the API
-    server's default/kubernetes Service with its EndpointSlice."""
+    kube-dns Service, its EndpointSlice and the coredns pod), the API
+    server's default/kubernetes Service with its EndpointSlice, and, in a
+    lab with Ingresses, the ingress controller."""
+    state = _without_ingress_controller(state)
 
     def addon(kind: str, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
@@ -521,8 +560,16 @@ def _without_dns_addon(state: State) -> State:
 
 @pytest.mark.parametrize("lab", sorted({f.lab for f in FLOWS}))
 def test_live_state_equals_offline_state(labs: Labs, lab: str) -> None:
-    live = _summary(_without_dns_addon(labs.get(lab, "iptables").state()))
-    offline = _summary(offline_dicts(lab))
+    """Once the pods' first readiness probes have run (a lab just up may
+    still list an endpoint not ready), live and offline agree."""
+    live_lab = labs.get(lab, "iptables")
+    offline = _summary(_without_ingress_controller(offline_dicts(lab)))
+    deadline = time.monotonic() + STATE_SETTLES
+    while True:
+        live = _summary(_without_addons(live_lab.state()))
+        if live == offline or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     for kind in live:
         assert live[kind] == offline[kind], (
             f"{lab}: live {kind} differ from offline: only live {live[kind] - offline[kind]}, "
@@ -664,9 +711,9 @@ def check_dnat(
     live: dict[str, set[str]] = {}
     for answer in got:
         pod_ip = answer.pod_ip
-        if flow.family == "IPv6":
-            # The test server names the pod's primary (IPv4) address: the
-            # endpoint is the answering pod's IPv6 one.
+        if (":" in pod_ip) != (flow.family == "IPv6"):
+            # The test server names the pod's primary address (status.podIP):
+            # the endpoint is the answering pod's address of the flow's family.
             (pod,) = [p for p in state["pods"] if p["metadata"]["name"] == answer.pod]
             pod_ip = of_family(flow, pod_ips(pod))
         port = served_port(state, node_servers, pod_ip, flow.proto)
