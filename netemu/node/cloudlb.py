@@ -57,7 +57,7 @@ from netemu.net.cloudlb import (
     pick,
     spreads,
 )
-from netemu.net.plan import LoadBalancerPlan, NodePlan
+from netemu.net.plan import LoadBalancerPlan, NodePlan, node_addresses, of_family_of
 
 # Health checks run in parallel, at most this many at once.
 PROBE_WORKERS = 8
@@ -77,7 +77,7 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
         self._netns = netns_name
 
     def connect(self) -> None:
-        sock = netns.open_socket(self._netns, socket.AF_INET, socket.SOCK_STREAM)
+        sock = netns.open_socket(self._netns, _socket_family(self.host), socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect((self.host, self.port))
@@ -85,6 +85,10 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+def _socket_family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 def probe(netns_name: str, ip: str, port: int, timeout: float) -> ProbeResult:
@@ -118,6 +122,11 @@ def local_endpoints(body: bytes) -> int | None:
         return None
     value = data.get("localEndpoints") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def node_address(node: NodePlan, ip: str) -> str | None:
+    """The node's underlay address of `ip`'s family, if it has one."""
+    return of_family_of(ip, node_addresses(node))
 
 
 @dataclass(frozen=True)
@@ -200,7 +209,7 @@ class _ProxyListener:
     ) -> None:
         self.balancer = balancer
         self.ip, self.port, self.node_port = ip, port, node_port
-        self.sock = netns.open_socket(balancer.plan.netns, socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = netns.open_socket(balancer.plan.netns, _socket_family(ip), socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((ip, port))
         self.sock.listen(128)
@@ -217,7 +226,8 @@ class _ProxyListener:
     def _accept(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, (client_ip, client_port) = self.sock.accept()
+                conn, peer = self.sock.accept()
+                client_ip, client_port = peer[0], peer[1]  # IPv6 adds flowinfo and scope
             except TimeoutError:
                 continue
             except OSError:
@@ -231,10 +241,18 @@ class _ProxyListener:
         if node is None or self.node_port is None:
             conn.close()  # nowhere to send it: the client sees the connection closed
             return
-        upstream = netns.open_socket(self.balancer.plan.netns, socket.AF_INET, socket.SOCK_STREAM)
+        # The node's address of the ingress IP's family, as a cloud proxy
+        # keeps a connection in its family.
+        node_ip = node_address(node, self.ip)
+        if node_ip is None:
+            conn.close()
+            return
+        upstream = netns.open_socket(
+            self.balancer.plan.netns, _socket_family(node_ip), socket.SOCK_STREAM
+        )
         upstream.settimeout(CONNECT_TIMEOUT)
         try:
-            upstream.connect((node.underlay_ip, self.node_port))
+            upstream.connect((node_ip, self.node_port))
         except OSError:
             upstream.close()
             conn.close()
@@ -347,7 +365,11 @@ class CloudLoadBalancer:
             self._spreads = routed + terminated
             self._proxy_nodes = {s.ip: s.nodes for s in terminated}
             self._last_round = time.time()
-            wanted = {s.ip: tuple(self._node_ip(n) for n in s.nodes) for s in routed}
+            # Each ingress IP goes to the nodes' addresses of its own family.
+            wanted = {
+                s.ip: tuple(ip for n in s.nodes if (ip := self._node_ip(n, s.ip)) is not None)
+                for s in routed
+            }
         if wanted != self._routes:
             self.datapath.set_spread_routes(self.plan.netns, self._routes, wanted)
             self._routes = wanted
@@ -392,8 +414,8 @@ class CloudLoadBalancer:
         name = pick(nodes, client_ip, client_port)
         return next(n for n in self.nodes if n.name == name)
 
-    def _node_ip(self, name: str) -> str:
-        return next(n.underlay_ip for n in self.nodes if n.name == name)
+    def _node_ip(self, name: str, ingress_ip: str) -> str | None:
+        return node_address(next(n for n in self.nodes if n.name == name), ingress_ip)
 
     # -- what the CLI and the tracer show ----------------------------------
 
@@ -423,6 +445,7 @@ class CloudLoadBalancer:
             return {
                 "netns": self.plan.netns,
                 "ip": self.plan.ip,
+                "ip6": self.plan.ip6,
                 "healthCheck": {
                     "intervalSeconds": self.check.interval_seconds,
                     "timeoutSeconds": self.check.timeout_seconds,

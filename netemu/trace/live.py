@@ -56,6 +56,7 @@ from netemu.kernel.nftables import KernelNftables, NftablesError
 from netemu.kernel.owner import OutputDirectory, OutputPathError
 from netemu.lab import LabError, LabUsageError, LiveLab
 from netemu.net.cloudlb import VIP, pick
+from netemu.net.plan import of_family_of
 from netemu.node.cloudlb import route_choice
 from netemu.rules.model import parse_restore
 from netemu.rules.nftmodel import parse_nft
@@ -198,9 +199,15 @@ def load_balancer_hop(
     )
     mode = entry["ipMode"].get(flow.dst, VIP)
     if mode == VIP:
+        # The load balancer forwards to the nodes' addresses of the flow's family.
+        node_ips = {
+            n.name: ip
+            for n in topology.nodes.values()
+            if (ip := of_family_of(flow.dst, (n.ip, n.ip6))) is not None
+        }
         choice = route_choice(
             lb.netns,
-            {n.name: n.ip for n in topology.nodes.values()},
+            node_ips,
             flow.dst,
             flow.source.ip,
             sport,
@@ -216,7 +223,8 @@ def load_balancer_hop(
             f"{chosen}'s nodePort, picked by a hash of {flow.source.ip}:{sport}"
         )
     return {
-        "ip": lb.ip,
+        # Its own address of the flow's family.
+        "ip": of_family_of(flow.dst, (lb.ip, lb.ip6)) or lb.ip,
         "namespace": lb.netns,
         "service": service,
         "ipMode": mode,

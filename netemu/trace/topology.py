@@ -49,6 +49,7 @@ class LoadBalancerSite:
     netns: str
     ip: str  # its own underlay address
     proxy_ips: tuple[str, ...] = ()  # ipMode Proxy ingress IPs: its own too
+    ip6: str = ""  # its IPv6 underlay address on a dual-stack lab
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,10 @@ class Topology:
                 for key, p in info["pods"].items()
             },
             load_balancer=LoadBalancerSite(
-                str(lb["netns"]), str(lb["ip"]), tuple(lb.get("proxyIPs", ()))
+                str(lb["netns"]),
+                str(lb["ip"]),
+                tuple(lb.get("proxyIPs", ())),
+                str(lb.get("ip6", "")),
             )
             if lb
             else None,
@@ -232,5 +236,6 @@ class Topology:
                 plan.load_balancer.netns,
                 plan.load_balancer.ip,
                 tuple(ip for f in frontends(state.services) if f.ip_mode == PROXY for ip in f.ips),
+                plan.load_balancer.ip6,
             ),
         )
