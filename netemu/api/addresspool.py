@@ -137,10 +137,11 @@ def _address(ip: object) -> Address | None:
 
 
 def parse_entry(entry: str) -> AddressRange:
-    """One pool entry: a range "A-B" of one family, or a CIDR. A CIDR gives
-    its host addresses (Python's hosts(): IPv4 without its network and
-    broadcast addresses, IPv6 without its Subnet-Router anycast address,
-    RFC 4291 2.6.1) when it has more than two. Raises ValueError."""
+    """One pool entry: a range "A-B" of one family, or a CIDR. An IPv4 CIDR
+    of more than two addresses gives all but its network and broadcast
+    addresses; an IPv6 CIDR gives all its addresses, as MetalLB's pools do
+    (its avoidance of "buggy" addresses is IPv4's .0 and .255 only).
+    Raises ValueError."""
     text = entry.strip()
     if "-" in text:
         first, last = (ipaddress.ip_address(p.strip()) for p in text.split("-", 1))
@@ -150,11 +151,9 @@ def parse_entry(entry: str) -> AddressRange:
             raise ValueError(f"range {text} ends before it starts")
         return AddressRange(first, last)
     net = ipaddress.ip_network(text, strict=True)
-    if net.num_addresses <= 2:
+    if net.version == 6 or net.num_addresses <= 2:
         return AddressRange(net.network_address, net.broadcast_address)
-    first = net.network_address + 1
-    last = net.broadcast_address - (1 if net.version == 4 else 0)
-    return AddressRange(first, last)
+    return AddressRange(net.network_address + 1, net.broadcast_address - 1)
 
 
 def parse_pool(entries: Iterable[str]) -> AddressPool:

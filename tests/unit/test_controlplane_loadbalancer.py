@@ -110,8 +110,8 @@ def test_pool_entries_parse_ranges_and_cidrs() -> None:
 def test_ipv6_pool_entries_are_ranges_not_lists() -> None:
     # A /64 has 2**64 addresses: the pool keeps the range, and picks lazily.
     pool = parse_pool(["fd00:56:0:1::/64", "fd00:56::100-fd00:56::101"])
-    assert pool.size() == 2**64 - 1 + 2  # a /64's Subnet-Router anycast address is no host
-    assert str(pool.first_free({"fd00:56:0:1::1"})) == "fd00:56:0:1::2"
+    assert pool.size() == 2**64 + 2  # an IPv6 CIDR's every address, as MetalLB's
+    assert str(pool.first_free({"fd00:56:0:1::", "fd00:56:0:1::1"})) == "fd00:56:0:1::2"
     assert "fd00:56::101" in pool and "fd00:56::102" not in pool
     assert "192.168.56.1" not in pool
 
@@ -284,7 +284,7 @@ def test_a_family_without_a_pool_stays_pending_and_the_other_is_served() -> None
         DUAL_LAB
         % "  loadBalancer:\n    addresses: [192.168.56.200-192.168.56.202, fd00:56::100/126]"
     )
-    assert cluster.ingress("both") == [("192.168.56.200", "VIP"), ("fd00:56::101", "VIP")]
+    assert cluster.ingress("both") == [("192.168.56.200", "VIP"), ("fd00:56::100", "VIP")]
 
 
 def test_requests_are_honoured_per_family() -> None:
@@ -338,7 +338,7 @@ def test_ipv6_pool_on_an_ipv4_lab_and_overlapping_ipv6_entries_are_refused() -> 
     found = [str(d) for d in validate(load_text(text, "lab.yaml")[0])]
     assert (
         len(found) == 1
-        and "fd00:56::181 is already in spec.loadBalancer.addresses[0]" in (found[0])
+        and "fd00:56::180 is already in spec.loadBalancer.addresses[0]" in (found[0])
     ), found
 
 
