@@ -325,6 +325,7 @@ def _trace_offline(
     namespace: str | None = None,
 ) -> None:
     from netemu.pipeline import pick_node, proxy_families, simulate_on_node
+    from netemu.rules.input import IPFamily
     from netemu.rules.model import ParseError, read_rules
     from netemu.rules.nftmodel import is_nftables_file, read_nft_rules
     from netemu.rules.nftsimulate import simulate_nft
@@ -353,7 +354,10 @@ def _trace_offline(
             raise UsageError(f"{flow.describe()}: no node of the lab is on the way")
         node_name: str | None = flow.entry_node
         packet = Packet(src=flow.source.ip, dst=flow.dst, dport=flow.dport, proto=flow.proto)
-        result = simulate_on_node(state, flow.entry_node, packet)
+        # The proxier of the packet's family: an IPv6 flow meets ip6tables'
+        # (or ip6 kube-proxy's) rules, as the live tracer's prediction does.
+        flow_family: IPFamily = "IPv6" if ":" in flow.dst else "IPv4"
+        result = simulate_on_node(state, flow.entry_node, packet, family=flow_family)
         described = {"from": flow.source.label, "to": flow.target, "service": flow.service}
     else:
         if not (src and dst and dport):
