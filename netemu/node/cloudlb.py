@@ -362,9 +362,7 @@ class CloudLoadBalancer:
                 spreads(passthrough, health, names),
                 spreads(proxied, health, names),
             )
-            self._spreads = routed + terminated
             self._proxy_nodes = {s.ip: s.nodes for s in terminated}
-            self._last_round = time.time()
             # Each ingress IP goes to the nodes' addresses of its own family.
             wanted = {
                 s.ip: tuple(ip for n in s.nodes if (ip := self._node_ip(n, s.ip)) is not None)
@@ -374,6 +372,11 @@ class CloudLoadBalancer:
             self.datapath.set_spread_routes(self.plan.netns, self._routes, wanted)
             self._routes = wanted
         self._serve_proxied(proxied)
+        # Published once the routes and listeners are in place: a spread that
+        # status() shows (and the tracer reads) is what a new connection meets.
+        with self._lock:
+            self._spreads = routed + terminated
+            self._last_round = time.time()
 
     def _serve_proxied(self, fronts: list[Frontend]) -> None:
         """Proxy-mode IPs on the namespace's loopback, and a listener on
