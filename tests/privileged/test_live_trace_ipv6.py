@@ -147,14 +147,16 @@ def test_client_to_an_ipv6_load_balancer_ip_goes_through_the_load_balancer(
     data = _trace(lab, tmp_path, "client", f"[{lb_ip}]:80")
     hop = data["loadBalancer"]
     assert (hop["service"], hop["ipMode"], hop["ip"]) == ("default/web-lb", "VIP", balancer["ip6"])
-    # The load balancer's kernel picked the node, by its IPv6 address.
+    # IPv6: `ip route get` cannot tell the node in advance (it hashes a
+    # flow, forwarding hashes the packet); the flow's frames name it.
     chosen = hop["chosen"]
-    assert hop["why"] == (
-        f"ip route get {lb_ip} from {CLIENT_V6} iif eth0 ipproto tcp "
-        f"sport {data['packet']['sport']} dport 80: via {NODE_V6[chosen]}"
-    )
-    # The flow entered that node, where the IPv6 proxier's rules let the
-    # client (inside loadBalancerSourceRanges) through and DNATed it.
+    assert chosen in NODE_V6 and hop["spread"] == ["node-1", "node-2"]
+    assert hop["why"].startswith("IPv6: the kernel hashes the forwarded packet")
+    assert hop["why"].endswith(f"; it entered {chosen}")
+    # The flow entered that node (only its conntrack tracked it), where the
+    # IPv6 proxier's rules let the client (inside loadBalancerSourceRanges)
+    # through and DNATed it.
+    assert {c["node"] for c in data["conntrack"] if c["original"]["dst"] == lb_ip} == {chosen}
     _check_dnat(data, {f"[{ip}]:8080" for ip in _web_ipv6(lab).values()}, chosen)
     assert data["outcome"] == "delivered" and data["masquerade"] is True
     assert any(h["namespace"] == balancer["netns"] for h in data["hops"])
@@ -163,7 +165,9 @@ def test_client_to_an_ipv6_load_balancer_ip_goes_through_the_load_balancer(
 def test_a_client_outside_the_ipv6_source_ranges_is_dropped(lab: LiveLab, tmp_path: Path) -> None:
     lb_ip = _v6_ingress(lab, "web-lb")
     data = _trace(lab, tmp_path, "blocked", f"[{lb_ip}]:80")
+    # Dropped there, the flow still entered a node, which its frames show.
     assert data["loadBalancer"]["chosen"] in NODE_V6
+    assert data["node"] == data["loadBalancer"]["chosen"]
     assert data["verdict"] == "DROP" and data["prediction"]["verdict"] == "DROP"
     assert data["answer"]["outcome"] == "timeout", data["answer"]
     assert prediction_differences(data) == []
