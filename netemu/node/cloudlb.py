@@ -8,8 +8,10 @@ and the namespace hashes on addresses, ports and protocol
 (net.plan.LB_SYSCTLS: fib_multipath_hash_policy 3), so each connection goes to one
 node, unchanged: the client's address is kept, kube-proxy's KUBE-EXT/FW
 chains match the ingress IP there, and the node answers the client
-directly. `ip route get IP from CLIENT iif eth0 ipproto tcp sport S dport
-D` in the namespace tells which node a flow goes to (`route_choice`).
+directly. IPv6 ingress IPs are routed alike, to the nodes' IPv6
+addresses. `ip route get IP from CLIENT iif eth0 ipproto tcp sport S dport
+D` in the namespace tells which node an IPv4 flow goes to (`route_choice`);
+not an IPv6 one (see netemu.trace.live.load_balancer_hop).
 
 Proxy mode (ipMode Proxy): the ingress IP is an address of the load
 balancer's own namespace; it accepts each TCP connection on IP:port itself
@@ -148,7 +150,10 @@ def route_choice(
     """Which node (by `node_ips`, name → underlay IP) the load balancer's
     kernel sends a flow to: its own multipath hash, asked of the kernel as
     for a packet arriving on eth0 (pyroute2 does not encode the
-    sport/dport/ipproto attributes of RTM_GETROUTE, so `ip` asks)."""
+    sport/dport/ipproto attributes of RTM_GETROUTE, so `ip` asks). Exact for
+    IPv4, whose RTM_GETROUTE hashes a packet it builds; IPv6's hashes the
+    flow, which forwarding does not (net/ipv6/route.c), so its answer may
+    name another node."""
     args = ["route", "get", dst, "from", src, "iif", "eth0", "ipproto", proto]
     if proto in ("tcp", "udp"):
         args += ["sport", str(sport), "dport", str(dport)]
