@@ -90,7 +90,7 @@ from netemu.kernel.nftables import KernelNftables
 from netemu.kernel.owner import OutputDirectory
 from netemu.kernel.sockets import bind_pod_sockets, bind_tcp_listener
 from netemu.lab import LabError, LabUsageError, LiveLab
-from netemu.net.plan import LabPlan, Route, client_routes, plan_lab
+from netemu.net.plan import LabPlan, Route, client_routes, node_addresses, plan_lab
 from netemu.node import apiserver
 from netemu.node.cloudlb import CloudLoadBalancer
 from netemu.node.dnsrecords import ClusterDns
@@ -684,7 +684,9 @@ class Supervisor:
     def _reconcile_client_routes(self, state: ClusterState) -> None:
         if self.plan is None or not self.plan.nodes:
             return
-        wanted = client_routes(state, self.plan.nodes[0].underlay_ip, self.plan.load_balancer.ip)
+        wanted = client_routes(
+            state, node_addresses(self.plan.nodes[0]), self.plan.load_balancer.addresses
+        )
         for client in self.plan.clients:
             current = self.client_routes.get(client.netns, ())
             if current != wanted:
@@ -767,6 +769,7 @@ class Supervisor:
             "loadBalancer": {
                 "netns": plan.load_balancer.netns,
                 "ip": plan.load_balancer.ip,
+                "ip6": plan.load_balancer.ip6,
                 "proxyIPs": self.cloudlb.proxy_ips() if self.cloudlb is not None else [],
             },
             "pods": dict(sorted(pods.items())),

@@ -159,13 +159,15 @@ class LabHealthCheck(K8sModel):
 
 class LabLoadBalancer(K8sModel):
     """The lab's load-balancer address pool (netemu.controlplane.loadbalancer):
-    `addresses` are ranges "A-B" or CIDRs inside the underlay CIDR; empty
-    means the default pool, the top of the underlay (default_pool).
+    `addresses` are ranges "A-B" or CIDRs of either family, each inside the
+    underlay CIDR of its family; empty means the default pool of each
+    underlay CIDR (netemu.api.addresspool.default_range).
 
     The emulated cloud load balancer (netemu.node.cloudlb) owns those
     addresses from its own namespace on the underlay at `ip` (default: the
-    highest free host address of underlayCIDR outside the pool) and checks
-    the nodes as `healthCheck` says."""
+    highest free host address of the base underlayCIDR outside the pool;
+    on a dual-stack lab also the IPv6 underlay's) and checks the nodes as
+    `healthCheck` says."""
 
     addresses: list[str] = Field(default_factory=list)
     ip: str | None = None

@@ -1181,6 +1181,15 @@ def _without_nulls(data: Any) -> Any:
     return data
 
 
+def _names_an_api_group(api_version: object) -> bool:
+    """Whether `api_version` is "group/version" of a kind netemu reads."""
+    return (
+        isinstance(api_version, str)
+        and "/" in api_version
+        and any(api == api_version for api, _ in KINDS)
+    )
+
+
 def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic] | Diagnostic:
     """The typed (or generic) object a document holds, its problems, or (a single
     Diagnostic) a notice that the document is not an object and was skipped."""
@@ -1195,8 +1204,11 @@ def _to_resource(data: Any, origin: Origin) -> Loaded | list[Diagnostic] | Diagn
     if not isinstance(data, dict):
         return problem((), f"a manifest must be a mapping, got {type(data).__name__}")
     api_version, kind = data.get("apiVersion"), data.get("kind")
-    if not kind and "metadata" not in data:
-        # A Helm Chart.yaml or values file beside the manifests: data, not an object.
+    if not kind and "metadata" not in data and not _names_an_api_group(api_version):
+        # A Helm Chart.yaml or values file beside the manifests: data, not an
+        # object. (A Chart.yaml's apiVersion is a bare "v1" or "v2"; one of a
+        # group netemu reads, such as kubeproxy.config.k8s.io/v1alpha1, says
+        # the document is an object whose kind was left out.)
         return _skipped(origin, "not a Kubernetes object (no kind and no metadata)")
     if not kind:
         return problem(("kind",), "required field missing")

@@ -21,7 +21,7 @@ from typing import Any
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
-from netemu.api.addresspool import default_pool, parse_pool
+from netemu.api.addresspool import AddressPool, AddressRange, default_pool, parse_entry, parse_pool
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
 from netemu.api.base import LabelSelector, ObjectMeta
 from netemu.api.batch import CronJob, Job, JobSpec, schedule_error, time_zone_error
@@ -1935,7 +1935,7 @@ class _Checker:
         if not spec.nodes:
             self.report(item, ("spec", "nodes"), "a Lab needs at least one node")
         self.check_lab_hosts(item, lab, underlays)
-        self.check_lab_load_balancer(item, lab, underlay)
+        self.check_lab_load_balancer(item, lab, underlays)
         self.check_lab_load_balancer_host(item, lab, underlay)
         self.check_lab_pod_cidrs(item, lab, pod_cidrs)
         primary = next(iter(service_cidrs.values()), None)
@@ -2066,48 +2066,65 @@ class _Checker:
             )
         addresses.setdefault(ip, ip_path)
 
-    def check_lab_load_balancer(self, item: Loaded, lab: Lab, underlay: Any) -> None:
-        """The load-balancer pool: ranges "A-B" or CIDRs of IPv4 addresses
-        inside the underlay, apart from the nodes, the clients and each other."""
+    def check_lab_load_balancer(self, item: Loaded, lab: Lab, underlays: dict[int, Any]) -> None:
+        """The load-balancer pool: ranges "A-B" or CIDRs of IPv4 or IPv6
+        addresses, each inside the underlay CIDR of its family, apart from the
+        nodes, the clients and each other."""
         hosts = {ip: f"node {node.name}" for node in lab.spec.nodes for ip in node.underlay_ips} | {
             ip: f"external client {client.name}"
             for client in lab.spec.external_clients
             for ip in client.ips
         }
-        seen: dict[Any, int] = {}
+        seen: list[tuple[AddressRange, int]] = []
         for i, entry in enumerate(lab.spec.load_balancer.addresses):
             path: FieldPath = ("spec", "loadBalancer", "addresses", i)
             try:
-                addresses = parse_pool([entry])
+                addresses = parse_entry(entry)
             except ValueError as exc:
                 self.report(
                     item,
                     path,
-                    f'{exc}: expected an IPv4 range "A-B" (e.g. "192.168.56.200-192.168.56.239") '
-                    'or a CIDR (e.g. "192.168.56.192/27")',
+                    f'{exc}: expected a range "A-B" (e.g. "192.168.56.200-192.168.56.239" or '
+                    '"fd00:56::c8-fd00:56::ef") or a CIDR (e.g. "192.168.56.192/27")',
                 )
                 continue
-            parsed = [parse_ip(str(ip)) for ip in addresses]
-            outside = [ip for ip in parsed if underlay is not None and ip not in underlay]
+            underlay = underlays.get(addresses.version)
+            first, last = parse_ip(str(addresses.first)), parse_ip(str(addresses.last))
+            if underlays and underlay is None:
+                self.report(
+                    item,
+                    path,
+                    f"{entry.strip()} is IPv{addresses.version}, but underlayCIDR has no "
+                    f"IPv{addresses.version} CIDR",
+                )
+                continue
+            outside = [ip for ip in (first, last) if underlay is not None and ip not in underlay]
             if outside:
                 self.report(item, path, f"{outside[0]} is outside underlayCIDR {underlay}")
                 continue
-            for ip in parsed:
-                if str(ip) in hosts:
-                    self.report(item, path, f"{ip} is the address of {hosts[str(ip)]}")
-                    break
-                if underlay is not None and (reserved := _reserved_address(ip, underlay)):
-                    self.report(item, path, f"{ip} is the {reserved} address of underlayCIDR")
-                    break
-                if ip in seen:
-                    self.report(
-                        item,
-                        path,
-                        f"{ip} is already in spec.loadBalancer.addresses[{seen[ip]}]; "
-                        "the pool's entries must not overlap",
-                    )
-                    break
-                seen[ip] = i
+            owner = next(
+                (f"{ip} is the address of {who}" for ip, who in hosts.items() if ip in addresses),
+                None,
+            )
+            if owner is not None:
+                self.report(item, path, owner)
+                continue
+            if underlay is not None and (reserved := _reserved_in(addresses, underlay)):
+                self.report(item, path, f"{reserved} address of underlayCIDR")
+                continue
+            clash = next(
+                ((other, index) for other, index in seen if other.overlaps(addresses)), None
+            )
+            if clash is not None:
+                other, index = clash
+                self.report(
+                    item,
+                    path,
+                    f"{max(other.first, addresses.first)} is already in "
+                    f"spec.loadBalancer.addresses[{index}]; the pool's entries must not overlap",
+                )
+                continue
+            seen.append((addresses, i))
 
     def check_lab_load_balancer_host(self, item: Loaded, lab: Lab, underlay: Any) -> None:
         """The load balancer's own underlay address and its health check."""
@@ -2259,25 +2276,29 @@ def _parse_port_range(text: str) -> tuple[int, int] | None:
     return low, high
 
 
-def _lab_pool(lab: Lab) -> set[Any]:
-    """The Lab's load-balancer pool, as parse_ip gives addresses; empty if
-    it does not parse (check_lab_load_balancer reports that)."""
+def _lab_pool(lab: Lab) -> AddressPool:
+    """The Lab's load-balancer pool (given, or each underlay CIDR's default);
+    empty if it does not parse (check_lab_load_balancer reports that)."""
     try:
-        pool = (
-            parse_pool(lab.spec.load_balancer.addresses)
-            if lab.spec.load_balancer.addresses
-            else default_pool(next(c for c in lab.spec.underlay_cidrs if ":" not in c))
-        )
-    except StopIteration:
-        return set()  # no IPv4 underlay, no default pool
+        if lab.spec.load_balancer.addresses:
+            return parse_pool(lab.spec.load_balancer.addresses)
+        return default_pool(lab.spec.underlay_cidrs)
     except ValueError:
-        return set()
-    return {parse_ip(str(ip)) for ip in pool}
+        return AddressPool()
 
 
 def _pool_text(lab: Lab) -> str:
     given = lab.spec.load_balancer.addresses
     return ", ".join(given) if given else "the default pool"
+
+
+def _reserved_in(addresses: AddressRange, net: Any) -> str:
+    """ "A is the network" or "B is the broadcast" if the range holds one of
+    those addresses of `net` (IPv4, /30 and wider), else ""."""
+    for ip in (net.network, net.broadcast):
+        if ip is not None and (kind := _reserved_address(ip, net)) and str(ip) in addresses:
+            return f"{ip} is the {kind}"
+    return ""
 
 
 def _reserved_address(ip: Any, net: Any) -> str:

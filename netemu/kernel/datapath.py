@@ -45,6 +45,7 @@ from netemu.net.plan import (
     UnderlayPlan,
     VxlanPeer,
     host_link_sysctls,
+    host_route,
     pod_sysctls,
 )
 
@@ -63,6 +64,10 @@ _VXLAN6_OVERHEAD = 20
 
 def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _host_prefixlen(address: str) -> int:
+    return 128 if ":" in address else 32
 
 
 P = ParamSpec("P")
@@ -313,7 +318,9 @@ class Datapath:
         ipr = self._open(netns_name)
         new_set = set(new)
         for route in set(old) - new_set:
-            ipr.route("del", dst=route.dst, gateway=route.via)
+            ipr.route(
+                "del", dst=route.dst, gateway=route.via, family=_family(route.via or route.dst)
+            )
         self._add_routes(ipr, sorted(new_set, key=lambda r: r.dst))
 
     # -- the emulated cloud load balancer ----------------------------------
@@ -321,33 +328,40 @@ class Datapath:
     @_on_worker
     def build_load_balancer(self, plan: LoadBalancerPlan, underlay: UnderlayPlan) -> None:
         ipr = self._new_netns(plan.netns)
-        netns.write_sysctls(plan.netns, dict(plan.sysctls))
-        if ":" in plan.ip:
+        if plan.ip6 or ":" in plan.ip:
+            # No router advertisements or DAD first, then its forwarding.
             netns.write_sysctls(plan.netns, dict(IPV6_NAMESPACE_SYSCTLS))
+        netns.write_sysctls(plan.netns, dict(plan.sysctls))
         _, eth0 = self._attach_to_underlay(underlay, plan.netns, plan.switch_port)
         ipr.addr("add", index=eth0, address=plan.ip, prefixlen=plan.prefixlen)
+        if plan.ip6:
+            ipr.addr("add", index=eth0, address=plan.ip6, prefixlen=plan.prefixlen6)
         ipr.link("set", index=eth0, state="up")
 
     @_on_worker
     def set_spread_routes(
         self, netns_name: str, old: dict[str, tuple[str, ...]], new: dict[str, tuple[str, ...]]
     ) -> None:
-        """Make each ingress IP's /32 route in the load balancer a multipath
-        route over the underlay IPs `new[ip]` (one nexthop each), and remove
-        the routes of IPs no longer in `new`. Each route is replaced in one
-        netlink request, so a flow never meets a missing route."""
+        """Make each ingress IP's host route (/32, /128) in the load balancer
+        a multipath route over the underlay IPs `new[ip]` (one nexthop each,
+        of the IP's family), and remove the routes of IPs no longer in `new`.
+        Each route is replaced in one netlink request, so a flow never meets
+        a missing route."""
         ipr = self._open(netns_name)
         eth0 = self._index(ipr, "eth0")
         for ip in sorted(set(old) - set(new)):
-            ipr.route("del", dst=f"{ip}/32")
+            ipr.route("del", dst=host_route(ip), family=_family(ip))
         for ip, gateways in sorted(new.items()):
             if old.get(ip) == gateways:
                 continue
+            family = _family(ip)
             if len(gateways) == 1:
-                ipr.route("replace", dst=f"{ip}/32", gateway=gateways[0], oif=eth0)
+                ipr.route(
+                    "replace", dst=host_route(ip), family=family, gateway=gateways[0], oif=eth0
+                )
             else:
                 hops = [{"gateway": gw, "oif": eth0} for gw in gateways]
-                ipr.route("replace", dst=f"{ip}/32", multipath=hops)
+                ipr.route("replace", dst=host_route(ip), family=family, multipath=hops)
 
     @_on_worker
     def set_local_addresses(self, netns_name: str, old: set[str], new: set[str]) -> None:
@@ -356,9 +370,9 @@ class Datapath:
         answers itself."""
         ipr = self._open(netns_name)
         for ip in sorted(old - new):
-            ipr.addr("del", index=LOOPBACK_IFINDEX, address=ip, prefixlen=32)
+            ipr.addr("del", index=LOOPBACK_IFINDEX, address=ip, prefixlen=_host_prefixlen(ip))
         for ip in sorted(new - old):
-            ipr.addr("replace", index=LOOPBACK_IFINDEX, address=ip, prefixlen=32)
+            ipr.addr("replace", index=LOOPBACK_IFINDEX, address=ip, prefixlen=_host_prefixlen(ip))
 
     # -- pods (the bridge CNI's ADD and DEL) -------------------------------
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 
 import netaddr
 
-from netemu.api.addresspool import default_pool, parse_pool
+from netemu.api.addresspool import AddressPool, default_pool, parse_pool
 from netemu.api.config import (
     DEFAULT_VXLAN_PORT,
     KubeProxyConfiguration,
@@ -126,6 +126,13 @@ LB_SYSCTLS = (
     ("net.ipv4.conf.default.send_redirects", "0"),
     ("net.ipv4.conf.all.rp_filter", "0"),
     ("net.ipv4.conf.default.rp_filter", "0"),
+)
+# The same for IPv6 on a lab with an IPv6 underlay: it forwards IPv6 VIP
+# traffic to the nodes' IPv6 addresses, hashing the same fields.
+LB_SYSCTLS6 = (
+    ("net.ipv6.conf.all.forwarding", "1"),
+    ("net.ipv6.fib_multipath_hash_policy", "3"),
+    ("net.ipv6.fib_multipath_hash_fields", "0x0037"),
 )
 
 
@@ -318,15 +325,24 @@ class UnderlayPlan:
 
 @dataclass(frozen=True)
 class LoadBalancerPlan:
-    """The emulated cloud load balancer's namespace: one underlay address of
-    its own; the ingress IPs it owns are routed to it by the clients and
-    from it to the healthy nodes (netemu.node.cloudlb)."""
+    """The emulated cloud load balancer's namespace: an underlay address of
+    its own per family; the ingress IPs it owns are routed to it by the
+    clients and from it to the healthy nodes' addresses of the ingress IP's
+    family (netemu.node.cloudlb)."""
 
     netns: str
-    ip: str
+    ip: str  # of the datapath's base family (IPv6 on an IPv6-only lab)
     prefixlen: int
     switch_port: str
     sysctls: tuple[tuple[str, str], ...] = LB_SYSCTLS
+    # Its IPv6 underlay address on a dual-stack lab ("" if none).
+    ip6: str = ""
+    prefixlen6: int = 0
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Its own addresses, base family first."""
+        return (self.ip, *((self.ip6,) if self.ip6 else ()))
 
 
 @dataclass(frozen=True)
@@ -610,34 +626,44 @@ def _underlay_gateway6(lab: Lab, underlay6: netaddr.IPNetwork) -> str:
     raise PlanError(f"underlayCIDR {underlay6} has no free address for the IPv6 gateway")
 
 
-def load_balancer_ip(lab: Lab, services: Sequence[Service]) -> str:
-    """spec.loadBalancer.ip, else the underlay's highest free host address
-    outside the load-balancer pool (whose addresses go to Services): the
-    gateway takes the lowest, and nodes and clients are usually written from
-    the bottom up, so the top is the least likely to collide."""
+def load_balancer_ip(lab: Lab, services: Sequence[Service], underlay: str = "") -> str:
+    """The load balancer's own address on `underlay` (default: the
+    datapath's base family's CIDR): spec.loadBalancer.ip for the base
+    family, else the underlay's highest free host address outside the
+    load-balancer pool (whose addresses go to Services): the gateway takes
+    the lowest, and nodes and clients are usually written from the bottom
+    up, so the top is the least likely to collide."""
     used = _underlay_used(lab, services)
-    # The load balancer's own address is of the datapath's base family.
-    underlay = ipv4_first(lab.spec.underlay_cidrs)[0]
-    pool = lab.spec.load_balancer.addresses
+    base = ipv4_first(lab.spec.underlay_cidrs)[0]
+    underlay = underlay or base
+    given = lab.spec.load_balancer.ip if underlay == base else None
+    pool = AddressPool()
     # A pool that does not parse is refused by validation.
     with contextlib.suppress(ValueError):
-        # The default pool is IPv4's (netemu.api.addresspool): none on IPv6.
-        default = default_pool(underlay) if ":" not in underlay else []
-        used.update(str(ip) for ip in (parse_pool(pool) if pool else default))
-    if lab.spec.load_balancer.ip:
-        if lab.spec.load_balancer.ip in used:
+        addresses = lab.spec.load_balancer.addresses
+        pool = parse_pool(addresses) if addresses else default_pool(lab.spec.underlay_cidrs)
+    if given:
+        if given in used or given in pool:
             raise PlanError(
-                f"spec.loadBalancer.ip {lab.spec.load_balancer.ip} is also a node's, a client's "
+                f"spec.loadBalancer.ip {given} is also a node's, a client's "
                 "or a Service's ingress address, or in the load-balancer pool"
             )
-        return lab.spec.load_balancer.ip
+        return given
     network = netaddr.IPNetwork(underlay)
     # From the top down, without listing the hosts (an IPv6 /64 has 2**64):
-    # IPv4's broadcast address is no host, IPv6 has none.
-    top = network.last - (1 if network.version == 4 else 0)
-    for value in range(top, max(network.first, top - len(used) - 1), -1):
+    # IPv4's broadcast address is no host, IPv6 has none. A pool range at
+    # the top is stepped over whole.
+    value = network.last - (1 if network.version == 4 else 0)
+    for _ in range(len(used) + len(pool.ranges) + 2):
+        if value <= network.first:
+            break
         ip = str(netaddr.IPAddress(value, network.version))
-        if ip not in used:
+        inside = next((r for r in pool.ranges if ip in r), None)
+        if inside is not None:
+            value = int(inside.first) - 1
+        elif ip in used:
+            value -= 1
+        else:
             return ip
     raise PlanError(f"underlayCIDR {underlay} has no free address for the load balancer")
 
@@ -696,11 +722,15 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
         mtu -= VXLAN6_OVERHEAD  # flannel-v6.1's outer header is IPv6's
     localhost_node_ports = _localhost_node_ports(state)
     gateway = _underlay_gateway(lab, state.services)
+    has_ipv6 = ipv6_only or underlay6 is not None
     balancer = LoadBalancerPlan(
         netns=lb_netns(lab_name),
         ip=load_balancer_ip(lab, state.services),
         prefixlen=underlay.prefixlen,
         switch_port=LB_SWITCH_PORT,
+        sysctls=(*LB_SYSCTLS, *(LB_SYSCTLS6 if has_ipv6 else ())),
+        ip6=load_balancer_ip(lab, state.services, str(underlay6)) if underlay6 is not None else "",
+        prefixlen6=underlay6.prefixlen if underlay6 is not None else 0,
     )
 
     node_info = []
@@ -796,7 +826,9 @@ def plan_lab(state: ClusterState, lab_name: str) -> LabPlan:
             ip=ipv4_first(client.ips)[0],
             prefixlen=underlay.prefixlen,
             switch_port=switch_port("c", index, client.name),
-            routes=client_routes(state, nodes[0].underlay_ip if nodes else None, balancer.ip),
+            routes=client_routes(
+                state, node_addresses(nodes[0]) if nodes else (), balancer.addresses
+            ),
             ip6="" if ipv6_only else next((ip for ip in client.ips if ":" in ip), ""),
             prefixlen6=underlay6.prefixlen if underlay6 is not None else 0,
         )
@@ -867,24 +899,43 @@ def _node_ipv6(
     )
 
 
+def node_addresses(node: NodePlan) -> tuple[str, ...]:
+    """A node's underlay addresses, base family first."""
+    return (node.underlay_ip, *((node.ipv6.underlay_ip,) if node.ipv6 else ()))
+
+
+def of_family_of(ip: str, addresses: Sequence[str]) -> str | None:
+    """The first of `addresses` of `ip`'s family."""
+    six = ":" in ip
+    return next((a for a in addresses if (":" in a) == six), None)
+
+
+def host_route(ip: str) -> str:
+    return f"{ip}/128" if ":" in ip else f"{ip}/32"
+
+
 def client_routes(
-    state: ClusterState, announcing_node_ip: str | None, balancer_ip: str
+    state: ClusterState, announcing_node_ips: Sequence[str], balancer_ips: Sequence[str]
 ) -> tuple[Route, ...]:
     """An external client reaches LoadBalancer ingress IPs through the lab's
     load balancer, which owns them (netemu.node.cloudlb), and external IPs
     through the lab's first node, as if that node announced them (MetalLB
-    in BGP mode with a single peer): kube-proxy in iptables mode DNATs them
-    in PREROUTING without putting them on any interface. An address that is
-    both goes to the load balancer."""
+    in BGP mode with a single peer): kube-proxy DNATs them in PREROUTING
+    without putting them on any interface. Each address goes via the
+    load balancer's or the node's address of its own family (none: no
+    route). An address that is both goes to the load balancer."""
     ingress = ingress_ips(state.services)
-    routes = [Route(f"{ip}/32", via=balancer_ip) for ip in ingress]
-    if announcing_node_ip is not None:
-        routes.extend(
-            Route(f"{ip}/32", via=announcing_node_ip)
-            for ip in external_ips(state.services)
-            if ip not in ingress
-        )
-    return tuple(sorted(routes, key=lambda r: netaddr.IPNetwork(r.dst)))
+    routes = [
+        Route(host_route(ip), via=via)
+        for ip in ingress
+        if (via := of_family_of(ip, balancer_ips)) is not None
+    ]
+    routes.extend(
+        Route(host_route(ip), via=via)
+        for ip in external_ips(state.services)
+        if ip not in ingress and (via := of_family_of(ip, announcing_node_ips)) is not None
+    )
+    return tuple(sorted(routes, key=lambda r: netaddr.IPNetwork(r.dst).sort_key()))
 
 
 def _localhost_node_ports(state: ClusterState) -> bool:

@@ -8,8 +8,10 @@ and the namespace hashes on addresses, ports and protocol
 (net.plan.LB_SYSCTLS: fib_multipath_hash_policy 3), so each connection goes to one
 node, unchanged: the client's address is kept, kube-proxy's KUBE-EXT/FW
 chains match the ingress IP there, and the node answers the client
-directly. `ip route get IP from CLIENT iif eth0 ipproto tcp sport S dport
-D` in the namespace tells which node a flow goes to (`route_choice`).
+directly. IPv6 ingress IPs are routed alike, to the nodes' IPv6
+addresses. `ip route get IP from CLIENT iif eth0 ipproto tcp sport S dport
+D` in the namespace tells which node an IPv4 flow goes to (`route_choice`);
+not an IPv6 one (see netemu.trace.live.load_balancer_hop).
 
 Proxy mode (ipMode Proxy): the ingress IP is an address of the load
 balancer's own namespace; it accepts each TCP connection on IP:port itself
@@ -57,7 +59,7 @@ from netemu.net.cloudlb import (
     pick,
     spreads,
 )
-from netemu.net.plan import LoadBalancerPlan, NodePlan
+from netemu.net.plan import LoadBalancerPlan, NodePlan, node_addresses, of_family_of
 
 # Health checks run in parallel, at most this many at once.
 PROBE_WORKERS = 8
@@ -77,7 +79,7 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
         self._netns = netns_name
 
     def connect(self) -> None:
-        sock = netns.open_socket(self._netns, socket.AF_INET, socket.SOCK_STREAM)
+        sock = netns.open_socket(self._netns, _socket_family(self.host), socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect((self.host, self.port))
@@ -85,6 +87,10 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+def _socket_family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 def probe(netns_name: str, ip: str, port: int, timeout: float) -> ProbeResult:
@@ -120,6 +126,11 @@ def local_endpoints(body: bytes) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def node_address(node: NodePlan, ip: str) -> str | None:
+    """The node's underlay address of `ip`'s family, if it has one."""
+    return of_family_of(ip, node_addresses(node))
+
+
 @dataclass(frozen=True)
 class RouteChoice:
     node: str | None  # None: the load balancer has no route for the address
@@ -139,7 +150,10 @@ def route_choice(
     """Which node (by `node_ips`, name → underlay IP) the load balancer's
     kernel sends a flow to: its own multipath hash, asked of the kernel as
     for a packet arriving on eth0 (pyroute2 does not encode the
-    sport/dport/ipproto attributes of RTM_GETROUTE, so `ip` asks)."""
+    sport/dport/ipproto attributes of RTM_GETROUTE, so `ip` asks). Exact for
+    IPv4, whose RTM_GETROUTE hashes a packet it builds; IPv6's hashes the
+    flow, which forwarding does not (net/ipv6/route.c), so its answer may
+    name another node."""
     args = ["route", "get", dst, "from", src, "iif", "eth0", "ipproto", proto]
     if proto in ("tcp", "udp"):
         args += ["sport", str(sport), "dport", str(dport)]
@@ -200,7 +214,7 @@ class _ProxyListener:
     ) -> None:
         self.balancer = balancer
         self.ip, self.port, self.node_port = ip, port, node_port
-        self.sock = netns.open_socket(balancer.plan.netns, socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = netns.open_socket(balancer.plan.netns, _socket_family(ip), socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((ip, port))
         self.sock.listen(128)
@@ -217,7 +231,8 @@ class _ProxyListener:
     def _accept(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, (client_ip, client_port) = self.sock.accept()
+                conn, peer = self.sock.accept()
+                client_ip, client_port = peer[0], peer[1]  # IPv6 adds flowinfo and scope
             except TimeoutError:
                 continue
             except OSError:
@@ -231,10 +246,18 @@ class _ProxyListener:
         if node is None or self.node_port is None:
             conn.close()  # nowhere to send it: the client sees the connection closed
             return
-        upstream = netns.open_socket(self.balancer.plan.netns, socket.AF_INET, socket.SOCK_STREAM)
+        # The node's address of the ingress IP's family, as a cloud proxy
+        # keeps a connection in its family.
+        node_ip = node_address(node, self.ip)
+        if node_ip is None:
+            conn.close()
+            return
+        upstream = netns.open_socket(
+            self.balancer.plan.netns, _socket_family(node_ip), socket.SOCK_STREAM
+        )
         upstream.settimeout(CONNECT_TIMEOUT)
         try:
-            upstream.connect((node.underlay_ip, self.node_port))
+            upstream.connect((node_ip, self.node_port))
         except OSError:
             upstream.close()
             conn.close()
@@ -344,14 +367,21 @@ class CloudLoadBalancer:
                 spreads(passthrough, health, names),
                 spreads(proxied, health, names),
             )
-            self._spreads = routed + terminated
             self._proxy_nodes = {s.ip: s.nodes for s in terminated}
-            self._last_round = time.time()
-            wanted = {s.ip: tuple(self._node_ip(n) for n in s.nodes) for s in routed}
+            # Each ingress IP goes to the nodes' addresses of its own family.
+            wanted = {
+                s.ip: tuple(ip for n in s.nodes if (ip := self._node_ip(n, s.ip)) is not None)
+                for s in routed
+            }
         if wanted != self._routes:
             self.datapath.set_spread_routes(self.plan.netns, self._routes, wanted)
             self._routes = wanted
         self._serve_proxied(proxied)
+        # Published once the routes and listeners are in place: a spread that
+        # status() shows (and the tracer reads) is what a new connection meets.
+        with self._lock:
+            self._spreads = routed + terminated
+            self._last_round = time.time()
 
     def _serve_proxied(self, fronts: list[Frontend]) -> None:
         """Proxy-mode IPs on the namespace's loopback, and a listener on
@@ -392,8 +422,8 @@ class CloudLoadBalancer:
         name = pick(nodes, client_ip, client_port)
         return next(n for n in self.nodes if n.name == name)
 
-    def _node_ip(self, name: str) -> str:
-        return next(n.underlay_ip for n in self.nodes if n.name == name)
+    def _node_ip(self, name: str, ingress_ip: str) -> str | None:
+        return node_address(next(n for n in self.nodes if n.name == name), ingress_ip)
 
     # -- what the CLI and the tracer show ----------------------------------
 
@@ -423,6 +453,7 @@ class CloudLoadBalancer:
             return {
                 "netns": self.plan.netns,
                 "ip": self.plan.ip,
+                "ip6": self.plan.ip6,
                 "healthCheck": {
                     "intervalSeconds": self.check.interval_seconds,
                     "timeoutSeconds": self.check.timeout_seconds,

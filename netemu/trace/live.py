@@ -33,7 +33,7 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -67,6 +67,7 @@ from netemu.trace.flow import Flow, FlowError, resolve_flow
 from netemu.trace.legacytrace import parse_legacy_trace
 from netemu.trace.nftrace import TracedPacket, parse_trace
 from netemu.trace.nfttrace import parse_nft_trace
+from netemu.trace.packets import decode
 from netemu.trace.report import (
     TRACE_SOURCE,
     Answer,
@@ -127,16 +128,28 @@ def trace(
     trace_id = new_trace_id(flow)
     sport = _source_port(flow)
     lb_hop = load_balancer_hop(balancer, topology, flow, sport) if balancer else None
-    if lb_hop is not None and lb_hop["ipMode"] == VIP and lb_hop["chosen"]:
-        # Passthrough: the flow enters the node the load balancer routes it to.
-        flow = replace(flow, entry_node=lb_hop["chosen"])
-    prediction = predict(flow, topology)
+    entry_nodes = [flow.entry_node]
+    if lb_hop is not None and lb_hop["ipMode"] == VIP:
+        # Passthrough: the flow enters the node the load balancer routes it
+        # to; when the kernel cannot say which in advance (IPv6), any node
+        # of the spread, and the flow's own frames tell afterwards.
+        entry_nodes = [lb_hop["chosen"]] if lb_hop["chosen"] else list(lb_hop["spread"])
+    predictions = {node: predict(replace(flow, entry_node=node), topology) for node in entry_nodes}
+    # Traced and captured wherever any of those nodes' rules may send it.
+    endpoints = list(dict.fromkeys(e for p in predictions.values() for e in p.endpoints))
     # Opened before the flow is sent: a captures/ that cannot be written
     # safely should not cost a trace first.
     directory = open_captures(options.captures, topology.lab, trace_id) if options.pcap else None
     try:
         question = dnsquery.dns_question(state, flow)
-        evidence, answer = _run(flow, topology, trace_id, sport, prediction, options, question)
+        evidence, answer = _run(flow, topology, trace_id, sport, endpoints, options, question)
+        if lb_hop is not None and lb_hop["ipMode"] == VIP and not lb_hop["chosen"]:
+            entered = node_entered(evidence, flow, topology)
+            lb_hop = {**lb_hop, "chosen": entered}
+            lb_hop["why"] += f"; it entered {entered or 'no node'}"
+        entry = lb_hop["chosen"] if lb_hop is not None and lb_hop["chosen"] else entry_nodes[0]
+        flow = replace(flow, entry_node=entry)
+        prediction = predictions.get(entry) or predict(flow, topology)
         report = build_report(trace_id, flow, topology, evidence, answer)
         report.load_balancer = lb_hop
         report.prediction = {
@@ -187,7 +200,8 @@ def load_balancer_hop(
     its ingress IPs, asked before the flow is sent: the Service, each node's
     health and why, the nodes new connections go to, and the node this flow
     goes to and why (passthrough: the kernel's multipath hash, as `ip route
-    get` tells it; proxy: the load balancer's own hash of the client's
+    get` tells it for IPv4, or left None for IPv6, for `trace` to read from
+    the flow's frames; proxy: the load balancer's own hash of the client's
     address and port). None for any other flow."""
     lb = topology.load_balancer
     spread = balancer.get("spread", {}).get(flow.dst)
@@ -197,7 +211,19 @@ def load_balancer_hop(
         (name, e) for name, e in balancer["services"].items() if flow.dst in e["ips"]
     )
     mode = entry["ipMode"].get(flow.dst, VIP)
-    if mode == VIP:
+    if mode == VIP and ":" in flow.dst:
+        # IPv6 forwarding hashes the packet (net/ipv6/route.c,
+        # rt6_multipath_custom_hash_skb: a jhash of its outer and inner
+        # hashes) while RTM_GETROUTE hashes a flow without one
+        # (rt6_multipath_custom_hash_fl6), so `ip route get` may name another
+        # node than the one the packet goes to; IPv4's RTM_GETROUTE builds a
+        # packet and agrees. The flow's own frames tell (trace sets `chosen`).
+        chosen = None
+        why = (
+            "IPv6: the kernel hashes the forwarded packet, which `ip route get` cannot "
+            "(it hashes a flow), so the node is the one whose eth0 received the flow"
+        )
+    elif mode == VIP:
         choice = route_choice(
             lb.netns,
             # The load balancer routes to the nodes' addresses of the flow's family.
@@ -220,7 +246,8 @@ def load_balancer_hop(
             f"{chosen}'s nodePort, picked by a hash of {flow.source.ip}:{sport}"
         )
     return {
-        "ip": lb.ip,
+        # Its own address of the flow's family.
+        "ip": lb.address("IPv6" if scope.is_ipv6(flow) else "IPv4") or lb.ip,
         "namespace": lb.netns,
         "service": service,
         "ipMode": mode,
@@ -231,6 +258,25 @@ def load_balancer_hop(
         "chosen": chosen,
         "why": why,
     }
+
+
+def node_entered(evidence: Evidence, flow: Flow, topology: Topology) -> str | None:
+    """The node whose eth0 first received the flow's packet as sent (from
+    the source's address and port to its destination), by the captured
+    frames; None if no node did."""
+    by_netns = {n.netns: n.name for n in topology.nodes.values()}
+    sent = (flow.source.ip, flow.dst, evidence.sport, flow.dport)
+    arrivals = []
+    for frame in evidence.frames:
+        if frame.netns not in by_netns or frame.interface != "eth0" or frame.direction != "in":
+            continue
+        decoded = decode(frame.data, topology.vxlan_port)
+        if decoded is None or decoded.tunnel is not None:
+            continue
+        packet = decoded.packet
+        if (packet.src, packet.dst, packet.sport, packet.dport) == sent:
+            arrivals.append((frame.nanoseconds, by_netns[frame.netns]))
+    return min(arrivals)[1] if arrivals else None
 
 
 def new_trace_id(flow: Flow) -> str:
@@ -292,10 +338,12 @@ def _run(
     topology: Topology,
     trace_id: str,
     sport: int,
-    prediction: Simulation,
+    endpoints: Sequence[str],
     options: TraceOptions,
     question: dnsquery.DnsQuestion | None = None,
 ) -> tuple[Evidence, Answer]:
+    """Send the flow and gather the kernel's evidence; `endpoints` are where
+    the rules may DNAT it (the capture and the rule tracing reach them)."""
     nodes = list(topology.nodes.values())
     # kube-proxy's nftables mode: `nft monitor trace` for every table (with
     # the legacy iptables backend, the node's few iptables rules go unseen).
@@ -317,7 +365,7 @@ def _run(
     # which prints iptables-nft's tables in nft syntax, as in nftables mode.
     nft_monitor_for_ip6 = family_of_rules == "IPv6" and not legacy
     with ExitStack() as cleanup:
-        capture = Capture(capture_namespaces(flow, topology, prediction.endpoints))
+        capture = Capture(capture_namespaces(flow, topology, endpoints))
         capture.start()
         cleanup.callback(capture.close)
 
@@ -340,10 +388,10 @@ def _run(
         table, family = scope.nft_table_name(trace_id), scope.nft_family(flow)
         if nft_mode:
             text = scope.nft_install_text(
-                table, family, scope.nft_trace_matches(flow, sport, prediction.endpoints)
+                table, family, scope.nft_trace_matches(flow, sport, endpoints)
             )
         else:
-            text = scope.install_text(chain, scope.trace_matches(flow, sport, prediction.endpoints))
+            text = scope.install_text(chain, scope.trace_matches(flow, sport, endpoints))
         for node in nodes:
             if nft_mode:
                 nftables = KernelNftables(node.netns)

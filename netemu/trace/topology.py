@@ -105,6 +105,11 @@ class LoadBalancerSite:
     netns: str
     ip: str  # its own underlay address
     proxy_ips: tuple[str, ...] = ()  # ipMode Proxy ingress IPs: its own too
+    ip6: str = ""  # its IPv6 underlay address on a dual-stack lab
+
+    def address(self, family: str) -> str:
+        """Its underlay address of `family` ("IPv4" or "IPv6"), "" if none."""
+        return _of_family(family, self.ip, self.ip6)
 
 
 @dataclass(frozen=True)
@@ -239,7 +244,10 @@ class Topology:
                 for key, p in info["pods"].items()
             },
             load_balancer=LoadBalancerSite(
-                str(lb["netns"]), str(lb["ip"]), tuple(lb.get("proxyIPs", ()))
+                str(lb["netns"]),
+                str(lb["ip"]),
+                tuple(lb.get("proxyIPs", ())),
+                str(lb.get("ip6", "")),
             )
             if lb
             else None,
@@ -294,6 +302,7 @@ class Topology:
                 plan.load_balancer.netns,
                 plan.load_balancer.ip,
                 tuple(ip for f in frontends(state.services) if f.ip_mode == PROXY for ip in f.ips),
+                plan.load_balancer.ip6,
             ),
             vxlan_device_names=(
                 vxlan_devices(first.underlay_ip, first.ipv6 is not None)

@@ -1,9 +1,12 @@
 """The emulated cloud load balancer with real packets: its namespace,
 passthrough spreading over the nodes its health checks find healthy, and
-proxy mode.
+proxy mode, for each IP family.
 
-One lab (written below, short health-check intervals) is up for the module,
-once in each of kube-proxy's modes.
+One dual-stack lab (written below, short health-check intervals) is up for
+the module, once in each of kube-proxy's modes. Its LoadBalancer Services
+are dual-stack, with an ingress IP of each family: the load balancer checks
+each node once (kube-proxy's health servers answer on both families) and
+forwards each family's ingress IP to the nodes' addresses of that family.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ pytestmark = pytest.mark.privileged
 INTERVAL = 0.5
 HEALTHY, UNHEALTHY = 1, 2
 PASSTHROUGH_IP, PROXY_IP = "192.168.56.100", "192.168.56.101"
-CLIENT_IP = "192.168.56.20"
+PASSTHROUGH_IP6, PROXY_IP6 = "fd00:56::100", "fd00:56::101"
+CLIENT_IP, CLIENT_IP6 = "192.168.56.20", "fd00:56::20"
 LB_IP = "192.168.56.250"
+# The load balancer's own IPv6 address: the top of the IPv6 underlay.
+LB_IP6 = "fd00:56::ffff:ffff:ffff:ffff"
 
 LAB = f"""\
 apiVersion: netemu/v1alpha1
@@ -37,14 +43,17 @@ kind: Lab
 metadata:
   name: cloudlb
 spec:
+  underlayCIDR: 192.168.56.0/24,fd00:56::/64
+  serviceCIDR: 10.96.0.0/12,fd00:10:96::/112
+  podCIDR: 10.244.0.0/16,fd00:10:244::/56
   nodes:
     - name: node-1
-      underlayIP: 192.168.56.11
+      underlayIP: 192.168.56.11,fd00:56::11
     - name: node-2
-      underlayIP: 192.168.56.12
+      underlayIP: 192.168.56.12,fd00:56::12
   externalClients:
     - name: client
-      ip: {CLIENT_IP}
+      ip: {CLIENT_IP},{CLIENT_IP6}
   dns:
     enabled: false
   loadBalancer:
@@ -82,7 +91,7 @@ spec:
 """
 
 
-def lb_service(name: str, ip: str, mode: str, node_port: int) -> str:
+def lb_service(name: str, ip: str, ip6: str, mode: str, node_port: int) -> str:
     return f"""\
 ---
 apiVersion: v1
@@ -91,6 +100,7 @@ metadata:
   name: {name}
 spec:
   type: LoadBalancer
+  ipFamilyPolicy: RequireDualStack
   externalTrafficPolicy: Local
   selector: {{app: web}}
   ports:
@@ -101,6 +111,8 @@ status:
   loadBalancer:
     ingress:
       - ip: {ip}
+        ipMode: {mode}
+      - ip: {ip6}
         ipMode: {mode}
 """
 
@@ -117,8 +129,8 @@ def lab(
         LAB.replace("spec:\n", f"spec:\n  proxyMode: {mode}\n", 1)
         + pinned("web-1", "node-1", 0)
         + pinned("web-2", "node-2", 1)
-        + lb_service("web-lb", PASSTHROUGH_IP, "VIP", 31080)
-        + lb_service("web-proxy", PROXY_IP, "Proxy", 31081)
+        + lb_service("web-lb", PASSTHROUGH_IP, PASSTHROUGH_IP6, "VIP", 31080)
+        + lb_service("web-proxy", PROXY_IP, PROXY_IP6, "Proxy", 31081)
     )
     with running_lab([directory], lab_name(f"cloudlb-{mode[:3]}")) as live:
         yield live
@@ -137,6 +149,11 @@ def served_by(lab: LiveLab, ip: str, attempts: int, timeout: float = 0.3) -> lis
         result = http_get(client_ns(lab), ip, 80, "/hostname", timeout=timeout)
         found.append(by_name.get(result.body.strip()) if result.status == 200 else None)
     return found
+
+
+def host_of(host_port: str) -> str:
+    """The address of "ip:port" or "[ip6]:port"."""
+    return host_port.rsplit(":", 1)[0].strip("[]")
 
 
 def health(lab: LiveLab, service: str) -> dict[str, bool]:
@@ -168,10 +185,23 @@ def test_load_balancer_namespace_owns_the_ingress_ips(lab: LiveLab) -> None:
         check=True,
     ).stdout
     assert f"via {LB_IP}" in routes
-    keys = ["net.ipv4.fib_multipath_hash_policy", "net.ipv4.fib_multipath_hash_fields"]
-    policy, fields = (netns.read_sysctls(lb["netns"], keys)[k] for k in keys)
-    # The kernel reads the fields mask back in decimal: 55 is 0x37.
-    assert (policy, int(fields, 0)) == ("3", 0x37)
+    # The IPv6 ingress IP goes via the load balancer's IPv6 address.
+    assert lb["ip6"] == LB_IP6
+    routes6 = subprocess.run(
+        ["ip", "-n", client_ns(lab), "-6", "route", "show", f"{PASSTHROUGH_IP6}/128"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"via {LB_IP6}" in routes6
+    for family in ("ipv4", "ipv6"):
+        keys = [
+            f"net.{family}.fib_multipath_hash_policy",
+            f"net.{family}.fib_multipath_hash_fields",
+        ]
+        policy, fields = (netns.read_sysctls(lb["netns"], keys)[k] for k in keys)
+        # The kernel reads the fields mask back in decimal: 55 is 0x37.
+        assert (policy, int(fields, 0)) == ("3", 0x37), family
 
 
 def test_passthrough_etp_local_follows_the_health_checks(lab: LiveLab) -> None:
@@ -180,9 +210,11 @@ def test_passthrough_etp_local_follows_the_health_checks(lab: LiveLab) -> None:
     wait_settled(lab)
     assert health(lab, "default/web-lb") == {"node-1": False, "node-2": True}
     # Every connection reaches node-2, and its pod sees the client's address.
-    assert set(served_by(lab, PASSTHROUGH_IP, 20)) == {"node-2"}
-    seen = http_get(client_ns(lab), PASSTHROUGH_IP, 80, "/clientip", timeout=1)
-    assert seen.body.split(":")[0] == CLIENT_IP
+    # Each family's ingress IP: the health checks are per node, not per family.
+    for ip, client_ip in ((PASSTHROUGH_IP, CLIENT_IP), (PASSTHROUGH_IP6, CLIENT_IP6)):
+        assert set(served_by(lab, ip, 20)) == {"node-2"}, ip
+        seen = http_get(client_ns(lab), ip, 80, "/clientip", timeout=1)
+        assert host_of(seen.body) == client_ip
 
     bound = INTERVAL * HEALTHY + 1
     lab.scale("Deployment", "default", "web-1", 1)
@@ -190,6 +222,7 @@ def test_passthrough_etp_local_follows_the_health_checks(lab: LiveLab) -> None:
     while "node-1" not in served_by(lab, PASSTHROUGH_IP, 10):
         assert time.monotonic() - start <= bound, f"node-1 got nothing within {bound} s"
     assert set(served_by(lab, PASSTHROUGH_IP, 40)) == {"node-1", "node-2"}
+    assert set(served_by(lab, PASSTHROUGH_IP6, 40)) == {"node-1", "node-2"}
 
     bound = INTERVAL * UNHEALTHY + 1
     lab.scale("Deployment", "default", "web-2", 0)
@@ -197,6 +230,7 @@ def test_passthrough_etp_local_follows_the_health_checks(lab: LiveLab) -> None:
     time.sleep(bound)
     # After the bound no connection fails and none goes to node-2.
     assert served_by(lab, PASSTHROUGH_IP, 40, timeout=1) == ["node-1"] * 40
+    assert served_by(lab, PASSTHROUGH_IP6, 40, timeout=1) == ["node-1"] * 40
     assert health(lab, "default/web-lb") == {"node-1": True, "node-2": False}
     lab.scale("Deployment", "default", "web-2", 1)
     lab.scale("Deployment", "default", "web-1", 0)
@@ -219,6 +253,16 @@ def test_no_healthy_node_fails_open_to_every_node(lab: LiveLab) -> None:
     nodes = lab.info()["nodes"]
     for name in spread["nodes"]:
         assert f"via {nodes[name]['ip']}" in routes
+    # The IPv6 ingress IP: the same nodes, by their IPv6 addresses.
+    assert status["spread"][PASSTHROUGH_IP6]["nodes"] == spread["nodes"]
+    routes6 = subprocess.run(
+        ["ip", "-n", status["netns"], "-6", "route", "show", f"{PASSTHROUGH_IP6}/128"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    vias = {line.split("via ")[1].split()[0] for line in routes6.splitlines() if "via " in line}
+    assert vias == {nodes[name]["ip6"] for name in spread["nodes"]}
 
 
 def test_proxy_mode_terminates_at_the_load_balancer(lab: LiveLab) -> None:
@@ -227,11 +271,13 @@ def test_proxy_mode_terminates_at_the_load_balancer(lab: LiveLab) -> None:
     lab.scale("Deployment", "default", "web-1", 1)
     try:
         wait_settled(lab)
-        for _ in range(10):
-            seen = http_get(client_ns(lab), PROXY_IP, 80, "/clientip", timeout=2)
-            assert seen.status == 200, seen
-            # The node's pod sees the load balancer, not the client.
-            assert seen.body.split(":")[0] == LB_IP
+        for ip, lb_ip in ((PROXY_IP, LB_IP), (PROXY_IP6, LB_IP6)):
+            for _ in range(10):
+                seen = http_get(client_ns(lab), ip, 80, "/clientip", timeout=2)
+                assert seen.status == 200, seen
+                # The node's pod sees the load balancer (of the IP's family),
+                # not the client.
+                assert host_of(seen.body) == lb_ip
     finally:
         lab.scale("Deployment", "default", "web-1", 0)
 

@@ -169,6 +169,11 @@ FLOWS = [
     Flow("dualstack", "pod/web@node-2", "clusterIP", "empty", family="IPv6", note="REJECT"),
     Flow("dualstack", "client/client", "node/node-2", "sticky", family="IPv6", note="affinity"),
     Flow("dualstack", "pod/web@node-1", "clusterIP", "sticky", family="IPv6", note="affinity"),
+    # The load balancer forwards each family's ingress IP to the nodes'
+    # addresses of that family; each proxier checks its own family's ranges.
+    Flow("dualstack", "client/client", "lb", "web-lb", note="IPv4 sourceRanges"),
+    Flow("dualstack", "client/client", "lb", "web-lb", family="IPv6", note="in sourceRanges"),
+    Flow("dualstack", "client/blocked", "lb", "web-lb", family="IPv6", note="outside: DROP"),
     # controlplane/ipv6primary: dual-stack, IPv6 first
     Flow("ipv6primary", "pod/web@node-2", "clusterIP", "web-dual", family="IPv6"),
     Flow("ipv6primary", "pod/web@node-2", "clusterIP", "web-dual", note="its IPv4 side"),
@@ -357,8 +362,9 @@ def destination(
         ips = spec["spec"].get("clusterIPs") or [spec["spec"]["clusterIP"]]
         return of_family(flow, ips), int(port["port"])
     if flow.dst == "lb":
-        (ingress,) = spec["status"]["loadBalancer"]["ingress"]
-        return str(ingress["ip"]), int(port["port"])
+        # A dual-stack Service has an ingress IP per family.
+        ingress = [str(i["ip"]) for i in spec["status"]["loadBalancer"]["ingress"]]
+        return of_family(flow, ingress), int(port["port"])
     if flow.dst == "externalIP":
         (ip,) = spec["spec"]["externalIPs"]
         return str(ip), int(port["port"])

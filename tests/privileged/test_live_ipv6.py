@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 from live_helpers import CONTROLPLANE, SPREAD_REQUESTS, answer_of, lab_name, lab_prefix, running_lab
 
+from netemu.api.validate import load_and_validate
 from netemu.cli import main
 from netemu.kernel.probe import ProbeResult, http_get
 from netemu.lab import LiveLab
@@ -308,3 +309,31 @@ def test_an_offline_trace_names_what_the_live_trace_saw(lab: LiveLab, tmp_path: 
     assert chosen in offline["endpoints"]
     assert sorted(live_trace["prediction"]["endpoints"]) == sorted(offline["endpoints"])
     assert live_trace["masquerade"] is offline["masquerade"] is True
+
+
+def test_a_load_balancer_service_gets_an_ipv6_ingress_ip_and_serves_the_client(
+    lab: LiveLab, tmp_path: Path
+) -> None:
+    # No ipFamilies: the primary family's (IPv6) address alone, the first of
+    # the default IPv6 pool; the load balancer, whose health checks go over
+    # IPv6 on an IPv6-only lab, forwards it to the nodes' IPv6 addresses.
+    manifest = tmp_path / "lb.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web-lb6\nspec:\n"
+        "  type: LoadBalancer\n  selector: {app: web}\n"
+        "  ports:\n    - {port: 80, targetPort: 8080}\n"
+    )
+    lab.apply([item.obj for item in load_and_validate([manifest])])
+    try:
+        ingress = [
+            i["ip"] for i in service(lab, "default", "web-lb6")["status"]["loadBalancer"]["ingress"]
+        ]
+        assert ingress == ["fd00:56::c8"]
+        deadline = time.monotonic() + 10
+        while "fd00:56::c8" not in lab.request("loadbalancer")["loadBalancer"]["spread"]:
+            assert time.monotonic() < deadline, "the load balancer never spread fd00:56::c8"
+            time.sleep(0.1)
+        got = [http_get(client_netns(lab), "fd00:56::c8", 80) for _ in range(SPREAD_REQUESTS)]
+        assert answered_by(got) == {p["metadata"]["name"] for p in web_pods(lab)}
+    finally:
+        lab.delete([("Service", "default", "web-lb6")])

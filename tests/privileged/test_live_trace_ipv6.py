@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,52 @@ def test_client_to_an_ipv6_local_node_port_keeps_its_address(lab: LiveLab, tmp_p
     assert _check_dnat(data, {local}, "node-1") == local
     assert data["outcome"] == "delivered" and data["masquerade"] is False
     assert data["seenClient"] == CLIENT_V6
+
+
+def _v6_ingress(lab: LiveLab, name: str) -> str:
+    """The Service's IPv6 LoadBalancer IP, once the load balancer spreads it
+    (a lab just up may not have checked its nodes yet)."""
+    (svc,) = [s for s in lab.state()["services"] if s["metadata"]["name"] == name]
+    ip = next(str(i["ip"]) for i in svc["status"]["loadBalancer"]["ingress"] if ":" in i["ip"])
+    deadline = time.monotonic() + 10
+    while ip not in lab.request("loadbalancer")["loadBalancer"]["spread"]:
+        assert time.monotonic() < deadline, f"the load balancer never spread {ip}"
+        time.sleep(0.1)
+    return ip
+
+
+def test_client_to_an_ipv6_load_balancer_ip_goes_through_the_load_balancer(
+    lab: LiveLab, tmp_path: Path
+) -> None:
+    lb_ip = _v6_ingress(lab, "web-lb")
+    balancer = lab.info()["loadBalancer"]
+    data = _trace(lab, tmp_path, "client", f"[{lb_ip}]:80")
+    hop = data["loadBalancer"]
+    assert (hop["service"], hop["ipMode"], hop["ip"]) == ("default/web-lb", "VIP", balancer["ip6"])
+    # IPv6: `ip route get` cannot tell the node in advance (it hashes a
+    # flow, forwarding hashes the packet); the flow's frames name it.
+    chosen = hop["chosen"]
+    assert chosen in NODE_V6 and hop["spread"] == ["node-1", "node-2"]
+    assert hop["why"].startswith("IPv6: the kernel hashes the forwarded packet")
+    assert hop["why"].endswith(f"; it entered {chosen}")
+    # The flow entered that node (only its conntrack tracked it), where the
+    # IPv6 proxier's rules let the client (inside loadBalancerSourceRanges)
+    # through and DNATed it.
+    assert {c["node"] for c in data["conntrack"] if c["original"]["dst"] == lb_ip} == {chosen}
+    _check_dnat(data, {f"[{ip}]:8080" for ip in _web_ipv6(lab).values()}, chosen)
+    assert data["outcome"] == "delivered" and data["masquerade"] is True
+    assert any(h["namespace"] == balancer["netns"] for h in data["hops"])
+
+
+def test_a_client_outside_the_ipv6_source_ranges_is_dropped(lab: LiveLab, tmp_path: Path) -> None:
+    lb_ip = _v6_ingress(lab, "web-lb")
+    data = _trace(lab, tmp_path, "blocked", f"[{lb_ip}]:80")
+    # Dropped there, the flow still entered a node, which its frames show.
+    assert data["loadBalancer"]["chosen"] in NODE_V6
+    assert data["node"] == data["loadBalancer"]["chosen"]
+    assert data["verdict"] == "DROP" and data["prediction"]["verdict"] == "DROP"
+    assert data["answer"]["outcome"] == "timeout", data["answer"]
+    assert prediction_differences(data) == []
 
 
 def test_icmpv6_echo_to_a_cluster_ip(lab: LiveLab, tmp_path: Path) -> None:

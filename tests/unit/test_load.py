@@ -215,6 +215,24 @@ def test_kustomization_and_helm_values_are_skipped_with_a_notice(tmp_path: Path)
     ]
 
 
+def test_a_document_of_a_known_api_group_without_its_kind_is_an_error(tmp_path: Path) -> None:
+    # A KubeProxyConfiguration whose kind was left out is not skipped as
+    # data: its apiVersion names a group netemu reads. A Helm Chart.yaml's
+    # bare apiVersion still is data.
+    (tmp_path / "proxy.yaml").write_text(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nbindAddress: '::'\n"
+    )
+    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: chart\nversion: 1.0.0\n")
+    notes: list[str] = []
+    with pytest.raises(InputError) as caught:
+        load_paths([tmp_path], notes)
+    assert "proxy.yaml:1: <no kind>/<unnamed>: kind: required field missing" in str(caught.value)
+    assert notes == [
+        f"notice: {tmp_path / 'Chart.yaml'}:1: skipped: not a Kubernetes object (no kind and "
+        "no metadata)"
+    ]
+
+
 def test_custom_resources_take_scope_and_versions_from_their_crd(tmp_path: Path) -> None:
     (tmp_path / "crd.yaml").write_text(
         "apiVersion: apiextensions.k8s.io/v1\n"

@@ -26,6 +26,7 @@ from netemu.net.plan import (
     announced_ips,
     check_lab_name,
     client_netns,
+    client_routes,
     conntrack_sysctls,
     host_veth,
     hostname,
@@ -398,6 +399,51 @@ def test_load_balancer_namespace_and_address() -> None:
     assert sysctls["net.ipv4.ip_forward"] == "1"
 
 
+def test_dual_stack_load_balancer_has_an_ipv6_address_and_clients_route_each_family() -> None:
+    state, plan = state_of("dualstack"), plan_of("dualstack")
+    balancer = plan.load_balancer
+    # The top of each underlay CIDR, outside the default pools.
+    assert (balancer.ip, balancer.ip6, balancer.prefixlen6) == (
+        "192.168.56.254",
+        "fd00:56::ffff:ffff:ffff:ffff",
+        64,
+    )
+    sysctls = dict(balancer.sysctls)
+    assert sysctls["net.ipv6.conf.all.forwarding"] == "1"
+    assert sysctls["net.ipv6.fib_multipath_hash_policy"] == "3"
+    assert sysctls["net.ipv6.fib_multipath_hash_fields"] == "0x0037"
+    (web_lb,) = [s for s in state.services if s.metadata.name == "web-lb"]
+    ingress = [i.ip for i in web_lb.status.load_balancer.ingress]
+    assert ingress == ["192.168.56.200", "fd00:56::c8"]
+    for client in plan.clients:
+        assert {r.dst: r.via for r in client.routes} == {
+            "192.168.56.200/32": balancer.ip,
+            "fd00:56::c8/128": balancer.ip6,
+        }
+    # An IPv4 lab's load balancer has no IPv6 side.
+    ipv4 = plan_of("loadbalancer").load_balancer
+    assert ipv4.ip6 == "" and "net.ipv6.conf.all.forwarding" not in dict(ipv4.sysctls)
+
+
+def test_ipv6_external_ips_are_routed_via_the_first_nodes_ipv6_address() -> None:
+    state = state_of("dualstack")
+    (web,) = [s for s in state.services if s.metadata.name == "web-lb"]
+    spec = web.spec.model_copy(update={"external_ips": ["fd00:56::99", "192.168.56.99"]})
+    state = dataclasses.replace(
+        state,
+        services=tuple(
+            web.model_copy(update={"spec": spec}) if s is web else s for s in state.services
+        ),
+    )
+    routes = client_routes(state, ("192.168.56.11", "fd00:56::11"), ("192.168.56.254",))
+    # No IPv6 address of the load balancer given: its IPv6 ingress IP has no route.
+    assert {r.dst: r.via for r in routes} == {
+        "192.168.56.99/32": "192.168.56.11",
+        "192.168.56.200/32": "192.168.56.254",
+        "fd00:56::99/128": "fd00:56::11",
+    }
+
+
 def test_load_balancer_address_skips_used_ones_and_honours_the_lab() -> None:
     state = state_of("loadbalancer")
     assert state.lab is not None
@@ -720,6 +766,17 @@ def test_an_ipv6_only_lab_plans_ipv6_as_its_base_with_flannel_v6_alone(tmp_path:
     assert ("net.ipv6.conf.all.forwarding", "1") in node.sysctls
     # The load balancer's address: the top of the /64, found without listing it.
     assert plan.load_balancer.ip == "fd00:56::ffff:ffff:ffff:ffff"
+    assert ("net.ipv6.fib_multipath_hash_policy", "3") in plan.load_balancer.sysctls
+
+
+def test_load_balancer_address_steps_over_a_pool_at_the_top_of_an_ipv6_underlay(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "lab.yaml").write_text(
+        V6_ONLY_LAB + "  loadBalancer:\n    addresses: [fd00:56::ffff:ffff:ffff:0/112]\n"
+    )
+    plan = plan_lab(load_cluster([tmp_path]), "six")
+    assert plan.load_balancer.ip == "fd00:56::ffff:ffff:fffe:ffff"
 
 
 def test_a_lab_mixing_single_and_dual_stack_is_refused_with_a_clear_error(
@@ -811,8 +868,10 @@ def test_a_dual_stack_node_plan_has_its_ipv6_side() -> None:
     assert sysctls["net.bridge.bridge-nf-call-ip6tables"] == "1"
     assert sysctls["net.ipv6.conf.default.accept_ra"] == "0"
     assert sysctls["net.ipv6.conf.default.accept_dad"] == "0"
-    (client,) = plan.clients
-    assert (client.ip, client.ip6) == ("192.168.56.20", "fd00:56::20")
+    assert [(c.name, c.ip, c.ip6) for c in plan.clients] == [
+        ("client", "192.168.56.20", "fd00:56::20"),
+        ("blocked", "192.168.56.40", "fd00:56::40"),
+    ]
 
 
 def test_a_dual_stack_pod_plan_has_an_ipv6_address_and_routes() -> None:

@@ -280,6 +280,38 @@ def test_trace_offline_cli_takes_ipv6_addresses() -> None:
     assert sorted(data["endpoints"]) == V6_ENDPOINTS
 
 
+@pytest.mark.parametrize(("src", "verdict"), [("fd00:56::20", "DNAT"), ("fd00:56::40", "DROP")])
+def test_trace_offline_cli_walks_an_ipv6_load_balancer_ip_through_its_source_ranges(
+    src: str, verdict: str
+) -> None:
+    # web-lb's IPv6 ingress IP (the default IPv6 pool's first address): the
+    # IPv6 proxier checks only its IPv6 loadBalancerSourceRanges.
+    result = CliRunner().invoke(
+        main,
+        [
+            "trace", "--offline", "-f", str(DUAL), "--node", "node-1",
+            "--src", src, "--dst", "fd00:56::c8", "--dport", "80", "-o", "json",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"] == verdict
+    assert sorted(data["endpoints"]) == (V6_ENDPOINTS if verdict == "DNAT" else [])
+
+
+@pytest.mark.parametrize(("client", "verdict"), [("client", "DNAT"), ("blocked", "DROP")])
+def test_trace_offline_from_to_walks_ipv6_flows_through_the_ipv6_proxier(
+    client: str, verdict: str
+) -> None:
+    result = CliRunner().invoke(
+        main, ["trace", "--offline", "-f", str(DUAL), client, "[fd00:56::c8]:80", "-o", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["service"], data["verdict"]) == ("default/web-lb", verdict)
+    assert sorted(data["endpoints"]) == (V6_ENDPOINTS if verdict == "DNAT" else [])
+
+
 def test_trace_offline_cli_refuses_mixed_families() -> None:
     result = CliRunner().invoke(
         main,

@@ -32,6 +32,17 @@ def test_topology_knows_the_load_balancer_and_its_namespace() -> None:
     assert topology.owner_of_netns("netemu_t_underlay") == ("underlay", "switch", None)
 
 
+def test_a_dual_stack_lab_records_the_load_balancers_ipv6_address() -> None:
+    lb = {**INFO["loadBalancer"], "ip6": "fd00:56::ffff:ffff:ffff:ffff"}
+    topology = Topology.from_info({**INFO, "loadBalancer": lb})
+    assert topology.load_balancer is not None
+    assert topology.load_balancer.ip6 == "fd00:56::ffff:ffff:ffff:ffff"
+    # A lab.json from before IPv6 load balancing has none.
+    assert Topology.from_info(INFO).load_balancer == LoadBalancerSite(
+        "netemu_t_lb", "192.168.56.254", ("10.1.1.1",), ""
+    )
+
+
 def test_a_lab_recorded_without_a_load_balancer_has_none() -> None:
     old = {k: v for k, v in INFO.items() if k != "loadBalancer"}
     assert Topology.from_info(old).load_balancer is None
