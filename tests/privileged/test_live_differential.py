@@ -216,7 +216,8 @@ class Labs:
         self.copies = copies
         self.mode: str | None = None
         self.mode_stack = ExitStack()
-        stack.callback(self.mode_stack.close)
+        # The mode stack of the moment: `get` replaces it at each change of mode.
+        stack.callback(lambda: self.mode_stack.close())
         self.up: dict[str, LiveLab] = {}
         self.node_servers: dict[str, NodeServers] = {}
 
