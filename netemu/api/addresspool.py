@@ -9,11 +9,14 @@ such as a /64 holds 2**64 of them.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+import netaddr
+
+# One pool entry: the addresses from its first to its last, of one family.
+AddressRange: TypeAlias = netaddr.IPRange
 
 # The default pool, as a fraction of the underlay: from 200/256 of the way up,
 # 40/256 of it (.200-.239 of a /24), below the broadcast address.
@@ -24,40 +27,9 @@ _DEFAULT_START, _DEFAULT_SIZE = 200, 40
 _IPV6_DEFAULT_PREFIX = 120
 
 
-@dataclass(frozen=True)
-class AddressRange:
-    """The addresses from `first` to `last`, both included, of one family."""
-
-    first: Address
-    last: Address
-
-    @property
-    def version(self) -> int:
-        return self.first.version
-
-    def __contains__(self, ip: object) -> bool:
-        address = _address(ip)
-        return (
-            address is not None
-            and address.version == self.version
-            and int(self.first) <= int(address) <= int(self.last)
-        )
-
-    @property
-    def count(self) -> int:
-        """How many addresses (len() cannot: an IPv6 range may hold more
-        than sys.maxsize)."""
-        return int(self.last) - int(self.first) + 1
-
-    def overlaps(self, other: AddressRange) -> bool:
-        return (
-            self.version == other.version
-            and int(self.first) <= int(other.last)
-            and int(other.first) <= int(self.last)
-        )
-
-    def __str__(self) -> str:
-        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+def range_text(addresses: AddressRange) -> str:
+    """ "A-B", or "A" for a range of one address."""
+    return str(addresses[0]) if addresses.first == addresses.last else str(addresses)
 
 
 @dataclass(frozen=True)
@@ -83,56 +55,43 @@ class AddressPool:
         )
 
     def size(self) -> int:
-        excluded = sum(1 for ip in self.excluded if any(_address(ip) in r for r in self.ranges))
-        return sum(r.count for r in self._merged()) - excluded
+        """How many addresses (len() cannot: an IPv6 pool may hold more
+        than sys.maxsize)."""
+        addresses = netaddr.IPSet(self.ranges)
+        return int(addresses.size) - sum(1 for ip in self.excluded if ip in addresses)
 
-    def first_free(self, used: Collection[str]) -> Address | None:
+    def first_free(self, used: Collection[str]) -> netaddr.IPAddress | None:
         """The first address of the pool, in its order, that is not in `used`.
         Walks at most len(used) + len(excluded) + 1 addresses of a range."""
-        for r in self.ranges:
-            value, last = int(r.first), int(r.last)
-            while value <= last:
-                ip = ipaddress.ip_address(value) if r.version == 4 else ipaddress.IPv6Address(value)
-                text = str(ip)
-                if text not in used and text not in self.excluded:
-                    return ip
-                value += 1
+        for ip in self.addresses():
+            if str(ip) not in used:
+                return ip
         return None
 
-    def addresses(self) -> Iterator[Address]:
-        """Every address, in order, each once: only for small pools."""
-        seen: set[Address] = set()
+    def addresses(self) -> Iterator[netaddr.IPAddress]:
+        """Every address, in order, each once (lazily: a range is walked only
+        as far as it is read)."""
+        seen: set[netaddr.IPAddress] = set()
         for r in self.ranges:
-            for value in range(int(r.first), int(r.last) + 1):
-                ip = ipaddress.ip_address(value) if r.version == 4 else ipaddress.IPv6Address(value)
+            for ip in r:
                 if ip not in seen and str(ip) not in self.excluded:
                     seen.add(ip)
                     yield ip
 
-    def _merged(self) -> list[AddressRange]:
-        merged: list[AddressRange] = []
-        for r in sorted(self.ranges, key=lambda r: (r.version, int(r.first))):
-            if (
-                merged
-                and merged[-1].version == r.version
-                and int(r.first) <= int(merged[-1].last) + 1
-            ):
-                if int(r.last) > int(merged[-1].last):
-                    merged[-1] = AddressRange(merged[-1].first, r.last)
-            else:
-                merged.append(r)
-        return merged
-
     def __str__(self) -> str:
-        return ", ".join(str(r) for r in self.ranges)
+        return ", ".join(range_text(r) for r in self.ranges)
 
 
-def _address(ip: object) -> Address | None:
-    if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
+def _range(first: int, last: int, version: int) -> AddressRange:
+    return AddressRange(netaddr.IPAddress(first, version), netaddr.IPAddress(last, version))
+
+
+def _address(ip: object) -> netaddr.IPAddress | None:
+    if isinstance(ip, netaddr.IPAddress):
         return ip
     try:
-        return ipaddress.ip_address(str(ip))
-    except ValueError:
+        return netaddr.IPAddress(str(ip))
+    except (netaddr.AddrFormatError, ValueError):
         return None
 
 
@@ -143,17 +102,22 @@ def parse_entry(entry: str) -> AddressRange:
     (its avoidance of "buggy" addresses is IPv4's .0 and .255 only).
     Raises ValueError."""
     text = entry.strip()
-    if "-" in text:
-        first, last = (ipaddress.ip_address(p.strip()) for p in text.split("-", 1))
-        if first.version != last.version:
-            raise ValueError(f"range {text} mixes IPv4 and IPv6")
-        if int(last) < int(first):
-            raise ValueError(f"range {text} ends before it starts")
-        return AddressRange(first, last)
-    net = ipaddress.ip_network(text, strict=True)
-    if net.version == 6 or net.num_addresses <= 2:
-        return AddressRange(net.network_address, net.broadcast_address)
-    return AddressRange(net.network_address + 1, net.broadcast_address - 1)
+    try:
+        if "-" in text:
+            first, last = (netaddr.IPAddress(p.strip()) for p in text.split("-", 1))
+            if first.version != last.version:
+                raise ValueError(f"range {text} mixes IPv4 and IPv6")
+            if last < first:
+                raise ValueError(f"range {text} ends before it starts")
+            return AddressRange(first, last)
+        net = netaddr.IPNetwork(text)
+    except netaddr.AddrFormatError as exc:
+        raise ValueError(f"{text!r} does not appear to be an IP address or network") from exc
+    if net.ip != net.network:  # a bare address is its own /32 or /128
+        raise ValueError(f"{text} has host bits set")
+    if net.version == 6 or net.size <= 2:
+        return _range(net.first, net.last, net.version)
+    return _range(net.first + 1, net.last - 1, net.version)
 
 
 def parse_pool(entries: Iterable[str]) -> AddressPool:
@@ -166,16 +130,15 @@ def default_range(underlay_cidr: str) -> AddressRange | None:
     """.200-.239 of a /24 underlay, and the same share of any other IPv4
     size; ::c8-::ef of an IPv6 underlay (its first /120 taken as a /24).
     None when the underlay is too small to have one."""
-    net = ipaddress.ip_network(underlay_cidr, strict=False)
+    net = netaddr.IPNetwork(underlay_cidr).cidr
     if net.version == 6 and net.prefixlen < _IPV6_DEFAULT_PREFIX:
-        net = ipaddress.IPv6Network((net.network_address, _IPV6_DEFAULT_PREFIX))
-    size = net.num_addresses
+        net = netaddr.IPNetwork(f"{net.network}/{_IPV6_DEFAULT_PREFIX}")
+    size = net.size
     start = max(size * _DEFAULT_START // 256, 1)
     end = min(size * _DEFAULT_START // 256 + size * _DEFAULT_SIZE // 256, size - 1)
     if end <= start:
         return None
-    base = net.network_address
-    return AddressRange(base + start, base + end - 1)
+    return _range(net.first + start, net.first + end - 1, net.version)
 
 
 def default_pool(underlay_cidrs: Iterable[str], excluded: Iterable[str] = ()) -> AddressPool:

@@ -2089,7 +2089,7 @@ class _Checker:
                 )
                 continue
             underlay = underlays.get(addresses.version)
-            first, last = parse_ip(str(addresses.first)), parse_ip(str(addresses.last))
+            first, last = addresses[0], addresses[-1]
             if underlays and underlay is None:
                 self.report(
                     item,
@@ -2113,14 +2113,14 @@ class _Checker:
                 self.report(item, path, f"{reserved} address of underlayCIDR")
                 continue
             clash = next(
-                ((other, index) for other, index in seen if other.overlaps(addresses)), None
+                ((other, index) for other, index in seen if _overlap(other, addresses)), None
             )
             if clash is not None:
                 other, index = clash
                 self.report(
                     item,
                     path,
-                    f"{max(other.first, addresses.first)} is already in "
+                    f"{max(other[0], addresses[0])} is already in "
                     f"spec.loadBalancer.addresses[{index}]; the pool's entries must not overlap",
                 )
                 continue

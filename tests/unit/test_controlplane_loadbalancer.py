@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from netemu.api.addresspool import default_pool, parse_pool
+from netemu.api.addresspool import default_pool, parse_entry, parse_pool, range_text
 from netemu.api.core import Service
 from netemu.api.load import load_text
 from netemu.api.validate import validate
@@ -86,7 +86,7 @@ def test_default_ipv6_pool_is_the_ipv4_pools_host_numbers_of_the_first_slash_120
     assert str(six.first_free({"fd00:56::c9"})) == "fd00:56::ca"
     assert pool.of_family(4).size() == 40
     # A small underlay: the same share of it, in either family.
-    assert [str(r) for r in default_pool(["fd00:1::/125", "10.0.0.0/29"]).ranges] == [
+    assert [range_text(r) for r in default_pool(["fd00:1::/125", "10.0.0.0/29"]).ranges] == [
         "fd00:1::6",
         "10.0.0.6",
     ]
@@ -358,3 +358,33 @@ def test_ipv6_only_lab_has_an_ipv6_default_pool() -> None:
     plane.run_to_fixed_point()
     svc = client.get(Service, "default", "web")
     assert [(i.ip, i.ip_mode) for i in svc.status.load_balancer.ingress] == [("fd00:56::c8", "VIP")]
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("192.168.56.5", "192.168.56.5"),  # a bare address: its own /32
+        ("fd00:56::5", "fd00:56::5"),
+        ("192.168.56.0/30", "192.168.56.1-192.168.56.2"),  # no network, no broadcast
+        ("192.168.56.0/31", "192.168.56.0-192.168.56.1"),
+        ("fd00:56::/126", "fd00:56::-fd00:56::3"),  # IPv6: every address
+        (" 192.168.56.7 - 192.168.56.9 ", "192.168.56.7-192.168.56.9"),
+    ],
+)
+def test_a_pool_entry_is_a_range_a_cidr_or_an_address(entry: str, expected: str) -> None:
+    assert range_text(parse_entry(entry)) == expected
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("192.168.56.1/24", "has host bits set"),
+        ("fd00:56::1/64", "has host bits set"),
+        ("192.168.56.9-192.168.56.1", "ends before it starts"),
+        ("192.168.56.1-fd00:56::1", "mixes IPv4 and IPv6"),
+        ("pool", "does not appear to be an IP address or network"),
+    ],
+)
+def test_a_bad_pool_entry_says_why(entry: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_entry(entry)
