@@ -2,10 +2,13 @@
 inside one network namespace.
 
 The legacy TRACE target marks a packet; x_tables then logs every rule the
-packet matches with nf_log_trace(), through the namespace's logger for
-AF_INET (`net.netfilter.nf_log.2`). In a namespace other than the host's
-that logger is nf_log_ipv4, whose output the kernel suppresses, so nothing
-is seen. Pointed at `nfnetlink_log`, the same messages go to NFLOG group 0
+packet matches with nf_log_trace(), through the namespace's logger for the
+packet's family: AF_INET (`net.netfilter.nf_log.2`) for iptables' tables,
+AF_INET6 (`net.netfilter.nf_log.10`) for ip6tables' (net/ipv6/netfilter/
+ip6_tables.c, trace_packet: nf_log_trace(net, AF_INET6, ...)). In a
+namespace other than the host's those loggers are nf_log_ipv4 and
+nf_log_ipv6, whose output the kernel suppresses, so nothing is seen.
+Pointed at `nfnetlink_log`, the same messages go to NFLOG group 0
 (nfnetlink_log's default for log types other than ULOG, queue threshold 1:
 each message is sent at once), one per matched rule, each with the packet
 and the prefix `TRACE: <table>:<chain>:<rule|return|policy>:<number> `.
@@ -17,24 +20,29 @@ listener, and two traces would restore each other's loggers), then runs
 `tcpdump -i nflog:0` there, writing a pcap to a temporary file.
 `wait_ready` returns once tcpdump's netlink socket is bound to the group
 (the namespace's /proc/net/netfilter/nfnetlink_log lists the group with
-that socket's port id) and the IPv4 logger is nfnetlink_log. (libpcap's
-NFLOG support binds nfnetlink_log to AF_INET itself, as PF_BIND, and
-leaves it bound when it exits: the monitor sets it anyway and restores
-whatever it found either way.) `stop` waits until nothing is pending (the
-kernel's queue for the group and tcpdump's socket are empty and the file
-stopped growing), restores the loggers it found (always, also on error;
-again after tcpdump exited), stops tcpdump and returns the messages as
-tshark decodes them: tab-separated columns `TSHARK_FIELDS` under a header
-line (netemu.trace.legacytrace reads them).
+that socket's port id) and the loggers of the traced families are
+nfnetlink_log, as read back. libpcap's NFLOG support binds nfnetlink_log
+to AF_INET only (pcap-netfilter-linux.c, netfilter_activate: PF_UNBIND then
+PF_BIND for AF_INET, before binding the groups with AF_UNSPEC) and leaves
+it bound when it exits; the AF_INET6 logger is the monitor's to set, for
+an IPv6 trace (`ipv6=True`). The monitor sets the IPv4 logger anyway, and
+restores whatever it found of both either way. `stop` waits until nothing
+is pending (the kernel's queue for the group and tcpdump's socket are
+empty and the file stopped growing), restores the loggers it found
+(always, also on error; again after tcpdump exited), stops tcpdump and
+returns the messages as tshark decodes them: tab-separated columns
+`TSHARK_FIELDS` under a header line (netemu.trace.legacytrace reads
+them). An NFLOG message carries its family (nflog.protocol 0x0800 /
+0x86dd), and tshark fills the ip.* or the ipv6.* columns accordingly.
 
 Owns: the tcpdump process it starts (in its own process group), its
 temporary directory, and the namespace's loggers (`net.netfilter.nf_log.2`
-and, should libpcap bind it too, `.10`) between start and stop. Must not
-touch: any rule (the TRACE rules are the caller's), other sysctls, other
-namespaces (the host's own loggers above all), other processes. A process
-killed between start and stop leaves the namespace's IPv4 logger at
-nfnetlink_log: harmless (TRACE messages then go to an NFLOG group nobody
-reads instead of being suppressed).
+and `.10`) between start and stop. Must not touch: any rule (the TRACE
+rules are the caller's), other sysctls, other namespaces (the host's own
+loggers above all), other processes. A process killed between start and
+stop leaves the namespace's loggers at nfnetlink_log: harmless (TRACE
+messages then go to an NFLOG group nobody reads instead of being
+suppressed).
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ from netemu.kernel.monitor import (
 )
 
 NF_LOG_IPV4 = "net.netfilter.nf_log.2"  # NFPROTO_IPV4
-NF_LOG_IPV6 = "net.netfilter.nf_log.10"  # NFPROTO_IPV6: not set, but restored if changed
+NF_LOG_IPV6 = "net.netfilter.nf_log.10"  # NFPROTO_IPV6: set for an IPv6 trace
 NFNETLINK_LOG = "nfnetlink_log"
 GROUP = 0  # nfnetlink_log's default group, which nf_log_trace's messages use
 PCAP = "nflog.pcap"
@@ -78,9 +86,21 @@ TSHARK_FIELDS = (
     "ip.ttl",
     "ip.flags.df",
     "ip.flags.mf",
+    # An IPv6 packet's (ip6tables' TRACE): its first next header, payload
+    # length, hop limit and flow label (its stand-in for the IP id).
+    "ipv6.src",
+    "ipv6.dst",
+    "ipv6.nxt",
+    "ipv6.plen",
+    "ipv6.hlim",
+    "ipv6.flow",
     "tcp.srcport",
     "tcp.dstport",
     "tcp.flags",
+    # Absolute sequence numbers (tshark's tcp.seq is relative to the first
+    # it saw): with the flow label they tell one IPv6 packet from another.
+    "tcp.seq_raw",
+    "tcp.ack_raw",
     "udp.srcport",
     "udp.dstport",
 )
@@ -92,11 +112,16 @@ _DECODE_TIMEOUT = 30.0
 class NflogMonitor(NetlinkMonitor):
     """Legacy TRACE messages of namespace `netns` (see the module docstring).
 
-    `interfaces` maps the namespace's interface indexes to names (read by
-    start, for the messages' in/out interface indexes)."""
+    `ipv6`: the traced rules are ip6tables' too, so the namespace's
+    AF_INET6 logger is pointed at nfnetlink_log as well. `interfaces` maps
+    the namespace's interface indexes to names (read by start, for the
+    messages' in/out interface indexes)."""
 
-    def __init__(self, netns_name: str) -> None:
+    def __init__(self, netns_name: str, ipv6: bool = False) -> None:
         super().__init__(netns_name, ["tcpdump", "-i", f"nflog:{GROUP}"], groups=0)
+        # The loggers wait_ready points at nfnetlink_log: the IPv4 one
+        # always (libpcap binds it anyway), the IPv6 one for an IPv6 trace.
+        self.routed = (NF_LOG_IPV4, NF_LOG_IPV6) if ipv6 else (NF_LOG_IPV4,)
         self.interfaces: dict[int, str] = {}
         self._directory: Path | None = None
         self._loggers: dict[str, str] | None = None  # as found by start
@@ -136,15 +161,23 @@ class NflogMonitor(NetlinkMonitor):
 
     def wait_ready(self, timeout: float = 3.0) -> None:
         """Return once tcpdump is bound to the group and the namespace's
-        IPv4 logger is nfnetlink_log; raise MonitorError otherwise."""
+        loggers in `routed` are nfnetlink_log (read back); raise
+        MonitorError otherwise."""
         super().wait_ready(timeout)
+        wanted = dict.fromkeys(self.routed, NFNETLINK_LOG)
         try:
-            netns.write_sysctls(self.netns, {NF_LOG_IPV4: NFNETLINK_LOG})
+            # Set only in this monitor's namespace (netns.write_sysctls enters it).
+            netns.write_sysctls(self.netns, wanted)
+            now = netns.read_sysctls(self.netns, list(wanted))
         except OSError as error:
             raise MonitorError(
-                f"cannot route IPv4 log messages to {NFNETLINK_LOG} in namespace "
-                f"{self.netns!r}: {error}"
+                f"cannot route log messages to {NFNETLINK_LOG} in namespace {self.netns!r}: {error}"
             ) from error
+        wrong = {key: value for key, value in now.items() if value != NFNETLINK_LOG}
+        if wrong:
+            raise MonitorError(
+                f"namespace {self.netns!r}: loggers not {NFNETLINK_LOG} after setting them: {wrong}"
+            )
 
     def stop(self, quiet: float = 0.05, limit: float = 1.0) -> str:
         """Wait until no message is pending for `quiet` seconds (at most

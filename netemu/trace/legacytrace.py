@@ -1,7 +1,8 @@
 """Rule traces of the legacy iptables backend: NFLOG messages of the TRACE
 target, as tshark decodes them (netemu.kernel.nflog), joined with the
-node's `iptables-legacy-save` text into the same `TracedPacket` passes
-that netemu.trace.nftrace reads from `xtables-monitor --trace`.
+node's `iptables-legacy-save` text (`ip6tables-legacy-save` for an IPv6
+flow, whose TRACE rules are ip6tables') into the same `TracedPacket`
+passes that netemu.trace.nftrace reads from `xtables-monitor --trace`.
 
 x_tables logs every rule entry a traced packet matches, with the packet and
 the prefix `TRACE: <table>:<chain>:<kind>:<number> `:
@@ -23,12 +24,28 @@ RuleVerdict.verdict is therefore the rule's target as the rule text
 names it: "JUMP"/"GOTO" with target_chain for a jump to a user chain (as
 nftrace reports them), else the target ("ACCEPT", "DNAT", "MARK",
 "MASQUERADE", "REJECT", ...; "" for a rule without one); "RETURN" for a
-return, the chain's policy for a policy; handle is None. TracedPacket's
-trace_id is the packet's IP id (hex), shared by all its passes.
+return, the chain's policy for a policy; handle is None.
+
+An IPv6 packet's fields are named as for IPv4, as netemu.trace.nfttrace
+and netemu.trace.packets name them: LEN is its payload length, TTL its hop
+limit, PROTO its (first) next header (ICMPv6 is "ICMP", as the flow names
+it), and ID its flow label, which stands in for the IP id IPv6 has not.
+
+TracedPacket's trace_id is shared by all passes of a packet. IPv4: the
+packet's IP id (hex), which the sender sets per packet. IPv6: the flow
+label (5 hex digits), which the sender's kernel sets per socket, so per
+connection and direction (include/net/ipv6.h ip6_make_flowlabel: the
+packet's flow hash, for TCP the socket's random txhash), and which NAT
+leaves alone; for a TCP segment followed by its absolute sequence and
+acknowledgement numbers (`<label>-<seq>-<ack>`, also unchanged by NAT
+without a helper), which tell a connection's segments apart but for a
+pure ACK and the data or FIN segment after it, whose length or flags
+differ.
 
 A pass is one table's evaluation of one packet in one hook, as in
-nftrace: consecutive messages of the same packet (same IP id, addresses,
-protocol, ports and length) in the same hook and table. Messages of
+nftrace: consecutive messages of the same packet (same IP id or flow
+label, addresses, protocol, ports, length, TCP sequence and
+acknowledgement numbers and flags) in the same hook and table. Messages of
 another packet may come between; a message of the packet in another hook
 or table, or its base chain's policy, closes its pass.
 
@@ -47,7 +64,7 @@ from netemu.trace.nftrace import RuleVerdict, TracedPacket, rule_target
 _PREFIX = re.compile(
     r"^TRACE: (?P<table>[^:]+):(?P<chain>.+):(?P<kind>rule|return|policy):(?P<number>\d+)\s*$"
 )
-_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 33: "DCCP", 132: "SCTP"}
+_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 33: "DCCP", 58: "ICMP", 132: "SCTP"}
 # TCP flag bits, in the order xtables-monitor prints their words.
 _TCP_FLAGS: tuple[tuple[str, int], ...] = (
     ("SYN", 0x02),
@@ -57,6 +74,11 @@ _TCP_FLAGS: tuple[tuple[str, int], ...] = (
     ("PSH", 0x08),
     ("URG", 0x20),
 )
+
+
+# (tshark column, TracedPacket field) of each family's header numbers.
+_IPV4_FIELDS = (("ip.len", "LEN"), ("ip.ttl", "TTL"), ("ip.id", "ID"))
+_IPV6_FIELDS = (("ipv6.plen", "LEN"), ("ipv6.hlim", "TTL"), ("ipv6.flow", "ID"))
 
 
 @dataclass
@@ -94,8 +116,9 @@ def parse_legacy_trace(
     """Passes in the order of their first message. `text`: tshark's
     tab-separated columns under a header line (nflog.TSHARK_FIELDS, in any
     order); `save`: the namespace's `iptables-legacy-save` output while
-    the packets were traced (it numbers the rules); `interfaces`: interface
-    index → name, for IN/OUT. Rows that are not TRACE messages are skipped."""
+    the packets were traced (it numbers the rules; `ip6tables-legacy-save`
+    for IPv6 packets); `interfaces`: interface index → name, for IN/OUT.
+    Rows that are not TRACE messages are skipped."""
     chains = parse_save(save)
     names = dict(interfaces or {})
     lines = text.splitlines()
@@ -107,16 +130,19 @@ def parse_legacy_trace(
     for line in lines[1:]:
         row = dict(zip(header, line.split("\t"), strict=False))
         match = _PREFIX.match(row.get("nflog.prefix", ""))
-        if match is None or not row.get("ip.src"):
+        if match is None or not (row.get("ip.src") or row.get("ipv6.src")):
             continue
         fields, flags = _packet(row, names)
-        identity = tuple(
-            fields.get(k) for k in ("ID", "SRC", "DST", "PROTO", "SPORT", "DPORT", "LEN")
+        trace_id = _trace_id(row, fields)
+        identity = (
+            trace_id,
+            flags,
+            *(fields.get(k) for k in ("SRC", "DST", "PROTO", "SPORT", "DPORT", "LEN")),
         )
         where = (row.get("nflog.hook", ""), match["table"])
         owner = current.get(identity)
         if owner is None or owner.where != where or owner.ended:
-            owner = _Pass(where, fields, flags)
+            owner = _Pass(where, trace_id, fields, flags)
             passes.append(owner)
             current[identity] = owner
         verdict = _verdict(match, chains)
@@ -125,15 +151,13 @@ def parse_legacy_trace(
         # packet (or one with the same identity) in this hook and table
         # again is another pass.
         owner.ended = verdict.kind == "policy"
-    return [
-        TracedPacket(_trace_id(p.fields), dict(p.fields), p.flags, tuple(p.verdicts))
-        for p in passes
-    ]
+    return [TracedPacket(p.trace_id, dict(p.fields), p.flags, tuple(p.verdicts)) for p in passes]
 
 
 @dataclass
 class _Pass:
     where: tuple[str, str]  # (hook number, table)
+    trace_id: str
     fields: dict[str, str]
     flags: tuple[str, ...]
     verdicts: list[RuleVerdict] = field(default_factory=list)
@@ -143,18 +167,21 @@ class _Pass:
 def _packet(
     row: Mapping[str, str], interfaces: Mapping[int, str]
 ) -> tuple[dict[str, str], tuple[str, ...]]:
-    """TracedPacket fields and flag words, named as xtables-monitor names them."""
+    """TracedPacket fields and flag words, named as xtables-monitor names
+    them (an IPv6 packet's as the module docstring says)."""
     fields: dict[str, str] = {}
     for name, key in (("nflog.ifindex_indev", "IN"), ("nflog.ifindex_outdev", "OUT")):
         index = _int(row.get(name))
         if index is not None and index in interfaces:
             fields[key] = interfaces[index]
-    fields["SRC"], fields["DST"] = row["ip.src"], row.get("ip.dst", "")
-    for name, key in (("ip.len", "LEN"), ("ip.ttl", "TTL"), ("ip.id", "ID")):
+    ipv6 = not row.get("ip.src")
+    prefix, numbers = ("ipv6", _IPV6_FIELDS) if ipv6 else ("ip", _IPV4_FIELDS)
+    fields["SRC"], fields["DST"] = row[f"{prefix}.src"], row.get(f"{prefix}.dst", "")
+    for name, key in numbers:
         value = _int(row.get(name))
         if value is not None:
             fields[key] = str(value)
-    proto = _int(row.get("ip.proto"))
+    proto = _int(row.get("ipv6.nxt" if ipv6 else "ip.proto"))
     if proto is not None:
         fields["PROTO"] = _PROTOCOLS.get(proto, str(proto))
     # Ports of the packet's own transport header only: an ICMP error's
@@ -208,9 +235,18 @@ def _target(
     return target, None
 
 
-def _trace_id(fields: Mapping[str, str]) -> str:
+def _trace_id(row: Mapping[str, str], fields: Mapping[str, str]) -> str:
+    """The IPv4 packet's IP id, or the IPv6 packet's flow label with a TCP
+    segment's sequence and acknowledgement numbers (module docstring)."""
     value = _int(fields.get("ID"))
-    return f"{value:04x}" if value is not None else ""
+    if value is None:
+        return ""
+    if row.get("ip.src"):
+        return f"{value:04x}"
+    seq, ack = _int(row.get("tcp.seq_raw")), _int(row.get("tcp.ack_raw"))
+    if fields.get("PROTO") == "TCP" and seq is not None and ack is not None:
+        return f"{value:05x}-{seq:08x}-{ack:08x}"
+    return f"{value:05x}"
 
 
 def _set(value: str | None) -> bool:

@@ -9,13 +9,14 @@ Order of work, so that nothing the flow does goes unseen:
 2. open a capture socket in every namespace the flow may cross, start
    `conntrack -E` and a rule tracer in every node (nft backend:
    `xtables-monitor --trace`; legacy backend: NFLOG group 0 with the
-   node's IPv4 logger pointed at nfnetlink_log, see netemu.kernel.nflog;
+   node's IPv4 logger (and for an IPv6 flow its IPv6 logger) pointed at
+   nfnetlink_log, see netemu.kernel.nflog;
    nftables mode: `nft monitor trace`, which reports kube-proxy's table and
    iptables-nft's alike), install TRACE rules scoped to the flow (nftables
    mode: `meta nftrace set 1` rules in a `netemu-trace-<id>` table of the
    tracer's own, netemu.trace.scope; an IPv6 flow: ip6tables' raw table,
-   or the table in family ip6, and `nft monitor trace` in either mode, see
-   _run), and wait until each monitor is
+   or the table in family ip6, and `nft monitor trace` in either mode but
+   the legacy backend's, see _run), and wait until each monitor is
    subscribed (legacy: also read the node's rules, which number the
    traced rules);
 3. send the flow (a kernel socket: TCP handshake, an HTTP GET, the close;
@@ -353,12 +354,6 @@ def _run(
     chain = scope.chain_name(trace_id)
     # An IPv6 flow's TRACE rules go to ip6tables' raw table.
     family_of_rules: Family = "IPv6" if scope.is_ipv6(flow) else "IPv4"
-    if legacy and family_of_rules == "IPv6":
-        raise LabUsageError(
-            f"{flow.describe()}: the legacy iptables backend cannot trace IPv6: its rule "
-            "tracer is NFLOG through nf_log's IPv4 logger (netemu.kernel.nflog); use the "
-            "nft backend"
-        )
     # xtables-monitor (1.8.9) cannot print ip6tables-nft rules that match a
     # protocol ("unsupported layer 4 protocol value") and gives up at the
     # first one: an IPv6 flow's verdicts are read with `nft monitor trace`,
@@ -370,7 +365,10 @@ def _run(
         cleanup.callback(capture.close)
 
         conntrack = {n.name: conntrack_monitor(n.netns) for n in nodes}
-        nflogs = {n.name: NflogMonitor(n.netns) for n in nodes} if legacy else {}
+        # ip6tables' TRACE logs through the AF_INET6 logger: the monitor
+        # points that one at NFLOG too.
+        ipv6 = family_of_rules == "IPv6"
+        nflogs = {n.name: NflogMonitor(n.netns, ipv6=ipv6) for n in nodes} if legacy else {}
         tracers: dict[str, NetlinkMonitor]
         if legacy:
             tracers = dict(nflogs)

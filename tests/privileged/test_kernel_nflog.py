@@ -3,7 +3,10 @@ IPv4 logger is nfnetlink_log while the monitor is ready and whatever it
 was before afterwards (also after an error, and the host's own never
 changes); a packet sent right after wait_ready is in the decoded output;
 a second monitor in the same namespace is refused before it touches
-anything; stop leaves no tcpdump and no temporary file."""
+anything; stop leaves no tcpdump and no temporary file. For IPv6
+(ip6tables' TRACE logs through the AF_INET6 logger) the monitor points
+that logger at nfnetlink_log too and restores it; without it, ip6tables'
+messages never arrive."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import pytest
 
 from netemu.kernel import netns, nflog
 from netemu.kernel.monitor import MonitorError
-from netemu.kernel.nflog import NF_LOG_IPV4, NFNETLINK_LOG, NflogMonitor
+from netemu.kernel.nflog import NF_LOG_IPV4, NF_LOG_IPV6, NFNETLINK_LOG, NflogMonitor
 from netemu.kernel.processes import command_in
 from netemu.trace.legacytrace import parse_legacy_trace
 
@@ -37,7 +40,9 @@ RULES = """*raw
 -I OUTPUT -j T
 COMMIT
 """
+RULES6 = RULES  # the same, for ip6tables' raw table
 HOST_LOGGER = Path("/proc/sys/net/netfilter/nf_log/2")
+HOST_LOGGER6 = Path("/proc/sys/net/netfilter/nf_log/10")
 
 
 @pytest.fixture
@@ -54,6 +59,13 @@ def namespace() -> Iterator[str]:
             check=True,
             capture_output=True,
         )
+        subprocess.run(
+            command_in(name, ["ip6tables-legacy-restore"]),
+            input=RULES6,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
         yield name
     finally:
         for pid in netns.pids(name):  # only our monitors can live there
@@ -65,9 +77,18 @@ def logger(name: str) -> str:
     return netns.read_sysctls(name, [NF_LOG_IPV4])[NF_LOG_IPV4]
 
 
+def logger6(name: str) -> str:
+    return netns.read_sysctls(name, [NF_LOG_IPV6])[NF_LOG_IPV6]
+
+
 def send_udp(name: str, port: int) -> None:
     with netns.open_socket(name, socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(b"netemu-nflog", ("127.0.0.1", port))
+
+
+def send_udp6(name: str, port: int) -> None:
+    with netns.open_socket(name, socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"netemu-nflog", ("::1", port))
 
 
 def assert_gone(monitor: NflogMonitor, name: str) -> None:
@@ -193,3 +214,58 @@ def test_monitors_in_several_namespaces_run_in_parallel(namespace: str) -> None:
         for pid in netns.pids(other):
             os.kill(pid, signal.SIGKILL)
         netns.remove(other)
+
+
+def test_ipv6_logger_is_set_while_ready_and_restored_after(namespace: str) -> None:
+    hosts = HOST_LOGGER.read_text(), HOST_LOGGER6.read_text()
+    before = logger(namespace), logger6(namespace)
+    assert NFNETLINK_LOG not in before
+    monitor = NflogMonitor(namespace, ipv6=True)
+    try:
+        monitor.start()
+        monitor.wait_ready()
+        assert (logger(namespace), logger6(namespace)) == (NFNETLINK_LOG, NFNETLINK_LOG)
+        send_udp6(namespace, 40103)
+        send_udp(namespace, 40104)
+        text = monitor.stop()
+    finally:
+        monitor.stop()
+    assert (logger(namespace), logger6(namespace)) == before
+    assert (HOST_LOGGER.read_text(), HOST_LOGGER6.read_text()) == hosts
+    assert_gone(monitor, namespace)
+
+    save = subprocess.run(
+        command_in(namespace, ["ip6tables-legacy-save"]), capture_output=True, text=True, check=True
+    ).stdout
+    passes = [p for p in parse_legacy_trace(text, save) if p.dport == 40103]
+    assert passes and passes[0].proto == "udp" and passes[0].dst == "::1", text
+    # ip6tables' raw table, as for IPv4: the TRACE chain's end, OUTPUT's policy.
+    assert [(v.chain, v.kind) for v in passes[0].verdicts] == [
+        ("T", "return"),
+        ("OUTPUT", "policy"),
+    ]
+    assert passes[0].length == 8 + len(b"netemu-nflog")  # the payload length: UDP header + data
+    # Both families' messages come through the one group.
+    assert any(p.dport == 40104 and p.dst == "127.0.0.1" for p in parse_legacy_trace(text, save))
+
+
+def test_an_ipv4_monitor_leaves_the_ipv6_logger_alone(namespace: str) -> None:
+    """ip6tables' TRACE logs through the AF_INET6 logger only: a monitor for
+    IPv4 neither changes it nor receives IPv6 messages."""
+    before6 = logger6(namespace)
+    with NflogMonitor(namespace) as monitor:
+        assert logger6(namespace) == before6 != NFNETLINK_LOG
+        send_udp6(namespace, 40105)
+        send_udp(namespace, 40106)
+    text = monitor.output()
+    assert "\t40106" in text, text
+    assert "\t40105" not in text and "::1" not in text, text
+    assert logger6(namespace) == before6
+
+
+def test_whatever_ipv6_logger_was_found_is_restored(namespace: str) -> None:
+    netns.write_sysctls(namespace, {NF_LOG_IPV6: "NONE"})
+    with NflogMonitor(namespace, ipv6=True) as monitor:
+        assert logger6(namespace) == NFNETLINK_LOG
+    assert logger6(namespace) == "NONE"
+    assert_gone(monitor, namespace)

@@ -11,7 +11,6 @@ One lab per mode, up for the module and always taken down."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from scapy.layers.inet import TCP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.utils import rdpcap
 
-from netemu.lab import LabUsageError, LiveLab
+from netemu.lab import LiveLab
 from netemu.trace.render import prediction_differences
 
 pytestmark = pytest.mark.privileged
@@ -210,23 +209,3 @@ def test_cli_family_ipv6_traces_a_named_service_at_its_ipv6_cluster_ip(
     assert data["packet"]["dst"] == _v6_cluster_ip(lab, "web")
     assert data["to"] == "Service default/web port 80/TCP (ClusterIP)"
     assert data["outcome"] == "delivered"
-
-
-def test_the_legacy_backend_says_it_cannot_trace_ipv6(tmp_path: Path) -> None:
-    source = mode_copy("dualstack", tmp_path, "iptables")
-    target = tmp_path / "dualstack-legacy"
-    shutil.copytree(source, target)
-    lab_yaml = target / "lab.yaml"
-    text = lab_yaml.read_text()
-    assert "  proxyMode: iptables\n" in text
-    lab_yaml.write_text(
-        text.replace(
-            "  proxyMode: iptables\n", "  proxyMode: iptables\n  iptablesBackend: legacy\n"
-        )
-    )
-    with running_lab([target], lab_name("v6tr-leg")) as live:
-        with pytest.raises(LabUsageError, match="legacy iptables backend cannot trace IPv6"):
-            live.trace("client", "[fd00:56::11]:30080", pcap=False)
-        # IPv4 flows of the same lab are traced as before.
-        report = live.trace("client", "node-1:30080", pcap=False)
-        assert report.to_dict()["outcome"] == "delivered"
