@@ -30,7 +30,7 @@ from netemu.controlplane.nodes import NodeController
 from netemu.controlplane.podipam import PodIpamController
 from netemu.controlplane.replicaset import ReplicaSetController
 from netemu.controlplane.scheduler import Scheduler
-from netemu.controlplane.statefulset import StatefulSetController
+from netemu.controlplane.statefulset import StatefulSetController, ordered_rounds
 from netemu.controlplane.store import Clock, wall_clock
 from netemu.controlplane.workloadstatus import WorkloadStatusController
 
@@ -115,12 +115,15 @@ class ControlPlane:
         return changed
 
     def run_to_fixed_point(self, max_rounds: int = DEFAULT_MAX_ROUNDS) -> int:
-        """Run rounds until one changes nothing; returns the number of rounds."""
-        for round_number in range(1, max_rounds + 1):
+        """Run rounds until one changes nothing; returns the number of rounds.
+        StatefulSets under OrderedReady legitimately take a round per pod
+        (netemu.controlplane.statefulset), so they extend the limit."""
+        limit = max_rounds + ordered_rounds(self.client)
+        for round_number in range(1, limit + 1):
             if not self.run_round():
                 return round_number
         raise FixedPointError(
-            f"controllers did not settle after {max_rounds} rounds; "
+            f"controllers did not settle after {limit} rounds; "
             f"still changing: {', '.join(self.run_round()) or 'nothing'}"
         )
 
