@@ -3,8 +3,10 @@ writes through it, and returns whether it changed anything. The control
 plane runs them in a fixed order, round after round, until a whole round
 changes nothing (a fixed point). The order mirrors cause and effect in a
 cluster (API defaulting and allocation, nodes, workloads, scheduling, pod
-start-up, endpoints), so most inputs settle in two or three rounds; the
-result does not depend on timing, only on the input.
+start-up, endpoints), so most inputs settle in two or three rounds (a
+StatefulSet under OrderedReady takes one more per pod, as each waits for
+the one before to be ready); the result does not depend on timing, only on
+the input.
 """
 
 from __future__ import annotations
