@@ -32,7 +32,7 @@ from netemu.controlplane.nodes import NodeController
 from netemu.controlplane.podipam import PodIpamController
 from netemu.controlplane.replicaset import ReplicaSetController
 from netemu.controlplane.scheduler import Scheduler
-from netemu.controlplane.statefulset import StatefulSetController, ordered_rounds
+from netemu.controlplane.statefulset import StatefulSetController, rounds_needed
 from netemu.controlplane.store import Clock, wall_clock
 from netemu.controlplane.workloadstatus import WorkloadStatusController
 
@@ -118,9 +118,10 @@ class ControlPlane:
 
     def run_to_fixed_point(self, max_rounds: int = DEFAULT_MAX_ROUNDS) -> int:
         """Run rounds until one changes nothing; returns the number of rounds.
-        StatefulSets under OrderedReady legitimately take a round per pod
-        (netemu.controlplane.statefulset), so they extend the limit."""
-        limit = max_rounds + ordered_rounds(self.client)
+        StatefulSets legitimately take a round per pod under OrderedReady, and
+        two per pod a rolling update replaces (netemu.controlplane.statefulset),
+        so they extend the limit."""
+        limit = max_rounds + rounds_needed(self.client)
         for round_number in range(1, limit + 1):
             if not self.run_round():
                 return round_number

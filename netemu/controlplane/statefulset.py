@@ -253,25 +253,27 @@ def _non_negative(value: object) -> int:
     return 0
 
 
-def ordered_rounds(client: Client) -> int:
-    """Rounds beyond the usual that OrderedReady sets may need to settle
-    when pods go away at once (offline, or in tests without kubelets): a
-    round per pod created, one more per pod a rolling update replaces
-    (deleted in one round, created in the next), and one per pod a
-    scale-down deletes."""
-    ordered: dict[str, int] = {}
+def rounds_needed(client: Client) -> int:
+    """Rounds beyond the usual that StatefulSets may need to settle when
+    deleted pods go at once (offline, or in tests without kubelets), as
+    each step waits for the one before: under OrderedReady a round per pod
+    created and per pod a scale-down deletes; under RollingUpdate two per
+    pod replaced (deleted in one round, created in the next)."""
+    per_set: dict[str, int] = {}
     for sts in client.list(StatefulSet).items:
         plan = SetPlan.of(sts)
-        if plan.ordered:
-            ordered[sts.metadata.uid or ""] = len(plan.wanted) * (1 if plan.on_delete else 2)
-    if not ordered:
+        replicas = len(plan.wanted)
+        rounds = (replicas if plan.ordered else 0) + (0 if plan.on_delete else 2 * replicas)
+        if rounds:
+            per_set[sts.metadata.uid or ""] = rounds
+    if not per_set:
         return 0
-    existing = 0
+    condemned = 0
     for pod in client.list(Pod).items:
         ref = controller_ref(pod.metadata)
-        if ref is not None and ref.kind == "StatefulSet" and ref.uid in ordered:
-            existing += 1
-    return sum(ordered.values()) + existing
+        if ref is not None and ref.kind == "StatefulSet" and ref.uid in per_set:
+            condemned += 1
+    return sum(per_set.values()) + condemned
 
 
 def ordinal_of(set_name: str, pod_name: str) -> int:

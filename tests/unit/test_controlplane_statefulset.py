@@ -305,3 +305,17 @@ def test_on_delete_replaces_nothing() -> None:
     change_image(client, "nginx:2")
     plane.run_to_fixed_point()
     assert {revision_of(client, name) for name in names(client)} == {old}
+
+
+def test_parallel_rolling_update_of_a_large_set_settles_when_pods_go_at_once() -> None:
+    # Without kubelets a deleted pod is gone at once: one pod replaced per two
+    # rounds, more rounds than the runner's usual limit.
+    text = UNPROBED.replace(
+        "  serviceName: web\n", "  serviceName: web\n  podManagementPolicy: Parallel\n"
+    )
+    client, plane = start(LAB + text.replace("replicas: 3", "replicas: 60"))
+    plane.run_to_fixed_point()
+    change_image(client, "nginx:2")
+    plane.run_to_fixed_point()
+    revisions = {revision_of(client, name) for name in names(client)}
+    assert len(names(client)) == 60 and len(revisions) == 1
