@@ -1,5 +1,6 @@
 """A StatefulSet under podManagementPolicy OrderedReady in a live lab: the
-kubelet's readiness probes decide when the next ordinal is created.
+kubelet's readiness probes decide when the next ordinal is created, and
+when a rolling update moves on to the next pod.
 
 The set of 3 has a readiness probe (GET /readyz every second). Before the
 set is applied, pod web-1's flag file `fail-readiness` is put in place
@@ -8,6 +9,11 @@ from its first answer: the set stops at web-0 (ready) and web-1 (not
 ready) and creates no web-2, as the StatefulSet controller waits for
 web-1 to be Running and Ready; once the flag file is gone web-1 becomes
 ready and web-2 follows without anyone asking.
+
+A template change replaces the pods from web-2 down to web-0, each once the
+one before is back and ready (the kubelet's lines in the supervisor log
+give the order), and the whole update runs by itself: each pod, created
+again under the name of the one that just stopped, is started.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import pytest
 from live_helpers import running_lab
 
 from netemu.api.validate import load_and_validate
+from netemu.kernel.journal import LOG, run_dir
 from netemu.lab import LiveLab
 from netemu.net.plan import check_lab_name
 from netemu.node.kubelet import health_dir
@@ -91,6 +98,16 @@ def web_pods(lab: LiveLab) -> dict[str, dict[str, Any]]:
     }
 
 
+def apply(lab: LiveLab, directory: Path, text: str) -> None:
+    manifest = directory / "web.yaml"
+    manifest.write_text(text)
+    lab.apply([item.obj for item in load_and_validate([manifest])])
+
+
+def revision(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"]["labels"]["controller-revision-hash"])
+
+
 def ready(pod: dict[str, Any]) -> bool:
     conditions = pod.get("status", {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -100,9 +117,7 @@ def test_a_pod_failing_readiness_holds_the_next_ordinal_back(lab: LiveLab, tmp_p
     flag = health_dir(lab.name, "default", "web-1") / "fail-readiness"
     flag.parent.mkdir(parents=True, exist_ok=True)
     flag.touch()
-    manifest = tmp_path / "web.yaml"
-    manifest.write_text(STATEFULSET)
-    lab.apply([item.obj for item in load_and_validate([manifest])])
+    apply(lab, tmp_path, STATEFULSET)
 
     wait_for(lambda: "web-1" in web_pods(lab), 10.0, "web-1 created once web-0 is ready")
     assert ready(web_pods(lab)["web-0"])
@@ -120,3 +135,35 @@ def test_a_pod_failing_readiness_holds_the_next_ordinal_back(lab: LiveLab, tmp_p
     pods = web_pods(lab)
     assert sorted(pods) == ["web-0", "web-1", "web-2"]
     assert all(ready(p) for p in pods.values())
+
+
+def test_a_rolling_update_replaces_the_highest_ordinal_first_and_finishes(
+    lab: LiveLab, tmp_path: Path
+) -> None:
+    apply(lab, tmp_path, STATEFULSET)
+    wait_for(
+        lambda: len(pods := web_pods(lab)) == 3 and all(ready(p) for p in pods.values()),
+        10.0,
+        "three ready pods",
+    )
+    old = revision(web_pods(lab)["web-0"])
+    apply(
+        lab,
+        tmp_path,
+        STATEFULSET.replace(
+            "        - name: web\n", "        - name: web\n          env: [{name: V, value: '2'}]\n"
+        ),
+    )
+
+    def updated() -> bool:
+        pods = web_pods(lab)
+        return (
+            len(pods) == 3
+            and all(revision(p) != old and ready(p) for p in pods.values())
+            and not any(p["metadata"].get("deletionTimestamp") for p in pods.values())
+        )
+
+    wait_for(updated, 20.0, "every pod replaced and ready")
+    log = (run_dir(lab.name) / LOG).read_text().splitlines()
+    replaced = [line.split(":")[0] for line in log if ": deleted, stopping" in line]
+    assert replaced == ["default/web-2", "default/web-1", "default/web-0"]
