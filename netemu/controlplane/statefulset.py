@@ -153,8 +153,9 @@ class StatefulSetController:
 
         # Scale-down (processCondemned): highest ordinal first. In OrderedReady
         # the pass stops at a pod still terminating, and after each deletion;
-        # an unhealthy pod blocks unless it is the first unhealthy one (which
-        # could never become healthy while the set waits on it).
+        # an unhealthy pod is deleted only if it is the set's first unhealthy
+        # pod (the lowest ordinal), else the pass waits for that one to be
+        # ready, as processCondemned does.
         for pod in condemned:
             if is_terminating(pod):
                 if ordered:
