@@ -550,6 +550,16 @@ class Supervisor:
             self._write_info()
             if self.probes is not None:
                 self.probes.wake()  # new pods get their probers now
+            # A pod whose name a new pod took over while it was stopping (a
+            # StatefulSet's pod created again once the old one is gone) could
+            # not start above, its name being still in use; it starts in a
+            # pass of its own now that the old one has stopped.
+            if any(
+                key not in kubelet.running
+                for kubelet, plans in zip(self.kubelets, desired, strict=True)
+                for key in plans
+            ):
+                self.reconcile()
 
     def _locked(self, change: Callable[[], bool]) -> None:
         """A change from a kubelet's own thread (an init container's

@@ -34,6 +34,7 @@ created.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -68,6 +69,8 @@ class PodIpamController:
         self.kubelet_probes = kubelet_probes
         self.order = CreationOrder(client, Pod)
         self._last_reserved: dict[str, IPAddress] = {}
+        # uid -> (pod's resourceVersion, its node's) when it needed nothing.
+        self._settled: dict[str, tuple[str | None, str | None]] = {}
 
     def reconcile(self) -> bool:
         self.order.sync()
@@ -83,12 +86,27 @@ class PodIpamController:
                     used.add(addr)
 
         changed = False
+        settled: dict[str, tuple[str | None, str | None]] = {}
         for pod in pods:
             if not pod.spec.node_name or is_terminal(pod):
                 continue
             node = nodes.get(pod.spec.node_name)
+            # A pod with its address whose object and node are as when it was
+            # last found complete is still complete: skipping it keeps a round
+            # linear in the pods that changed, which matters when a
+            # StatefulSet adds one pod per round. A pod without an address is
+            # always looked at again (an address may have been freed).
+            key = (pod.metadata.resource_version, node.metadata.resource_version if node else None)
+            uid = pod.metadata.uid or ""
+            if pod.status.pod_ip and self._settled.get(uid) == key:
+                settled[uid] = key
+                continue
             new = self._start(pod, node, used)
-            changed |= write(self.client, pod, new)
+            if write(self.client, pod, new):
+                changed = True
+            elif pod.status.pod_ip:
+                settled[uid] = key
+        self._settled = settled
         return changed
 
     def _start(self, pod: Pod, node: Node | None, used: set[IPAddress]) -> Pod:
@@ -295,7 +313,9 @@ def _network(text: str | None) -> IPNetwork | None:
         return None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _address(text: str | None) -> IPAddress | None:
+    """Parsed once per text: every round reads every pod's addresses."""
     try:
         return ipaddress.ip_address(text or "")
     except ValueError:

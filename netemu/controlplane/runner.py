@@ -3,8 +3,10 @@ writes through it, and returns whether it changed anything. The control
 plane runs them in a fixed order, round after round, until a whole round
 changes nothing (a fixed point). The order mirrors cause and effect in a
 cluster (API defaulting and allocation, nodes, workloads, scheduling, pod
-start-up, endpoints), so most inputs settle in two or three rounds; the
-result does not depend on timing, only on the input.
+start-up, endpoints), so most inputs settle in two or three rounds (a
+StatefulSet under OrderedReady takes one more per pod, as each waits for
+the one before to be ready); the result does not depend on timing, only on
+the input.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from netemu.controlplane.nodes import NodeController
 from netemu.controlplane.podipam import PodIpamController
 from netemu.controlplane.replicaset import ReplicaSetController
 from netemu.controlplane.scheduler import Scheduler
-from netemu.controlplane.statefulset import StatefulSetController
+from netemu.controlplane.statefulset import StatefulSetController, rounds_needed
 from netemu.controlplane.store import Clock, wall_clock
 from netemu.controlplane.workloadstatus import WorkloadStatusController
 
@@ -115,12 +117,16 @@ class ControlPlane:
         return changed
 
     def run_to_fixed_point(self, max_rounds: int = DEFAULT_MAX_ROUNDS) -> int:
-        """Run rounds until one changes nothing; returns the number of rounds."""
-        for round_number in range(1, max_rounds + 1):
+        """Run rounds until one changes nothing; returns the number of rounds.
+        StatefulSets legitimately take a round per pod under OrderedReady, and
+        two per pod a rolling update replaces (netemu.controlplane.statefulset),
+        so they extend the limit."""
+        limit = max_rounds + rounds_needed(self.client)
+        for round_number in range(1, limit + 1):
             if not self.run_round():
                 return round_number
         raise FixedPointError(
-            f"controllers did not settle after {max_rounds} rounds; "
+            f"controllers did not settle after {limit} rounds; "
             f"still changing: {', '.join(self.run_round()) or 'nothing'}"
         )
 
