@@ -6,8 +6,8 @@ Run (as root, for the namespace):  .venv/bin/python benchmarks/compile_cli.py [-
 --write replaces this benchmark's section of benchmarks/RESULTS.md (and only that).
 
 Input: what a user compiles a real cluster's rules from, a dump of its Services and
-EndpointSlices (`kubectl get services,endpointslices -A -o yaml|json`): a Lab with
-three nodes, then N ClusterIP Services each with one EndpointSlice of 5 ready
+EndpointSlices (`kubectl get namespaces,services,endpointslices -A -o yaml|json`): a Lab
+with three nodes, their Namespace, then N ClusterIP Services each with one EndpointSlice of 5 ready
 endpoints. YAML: one document per object; JSON: one `kind: List` indented by 4 as
 kubectl writes it. `netemu compile --node node-0` prints node-0's iptables-restore
 input; `iptables-legacy-restore --test` parses that input and builds the tables
@@ -58,7 +58,9 @@ def objects(services: int) -> list[dict[str, Any]]:
             ],
         },
     }
-    out = [lab]
+    # The Services' namespace, as the dump lists it (netemu, as the API
+    # server, refuses objects of a namespace that does not exist).
+    out = [lab, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}]
     for i in range(services):
         name = f"svc-{i}"
         ip = 16 + i  # 10.96.0.16 and up: clear of the serviceCIDR's first addresses
@@ -105,7 +107,7 @@ def deployments(count: int) -> list[dict[str, Any]]:
     # Explicit node podCIDRs: 5 × 3,000 pods do not fit the default /24 per node.
     for n, node in enumerate(lab["spec"]["nodes"]):
         node["podCIDR"] = f"10.{128 + 4 * n}.0.0/14"
-    out = [lab]
+    out = [lab, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}]
     for i in range(count):
         app = {"app": f"app-{i}"}
         container = {
