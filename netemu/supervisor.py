@@ -503,7 +503,7 @@ class Supervisor:
         # 0.2 s), now that bring-up is done, so a trace does not wait for it.
         threading.Thread(target=_preload_tracer, name="preload", daemon=True).start()
 
-    def reconcile(self, bringing_up: bool = False) -> None:
+    def reconcile(self, bringing_up: bool = False, again: bool = True) -> None:
         """Controllers to a fixed point, then every node's agents: new pods
         start before the rules send them traffic, and pods that are gone stop
         only after every node's rules have stopped sending them traffic.
@@ -553,13 +553,14 @@ class Supervisor:
             # A pod whose name a new pod took over while it was stopping (a
             # StatefulSet's pod created again once the old one is gone) could
             # not start above, its name being still in use; it starts in a
-            # pass of its own now that the old one has stopped.
-            if any(
+            # pass of its own now that the old one has stopped (one pass: a
+            # plan that changed again by then waits for the next change).
+            if again and any(
                 key not in kubelet.running
                 for kubelet, plans in zip(self.kubelets, desired, strict=True)
                 for key in plans
             ):
-                self.reconcile()
+                self.reconcile(bringing_up, again=False)
 
     def _locked(self, change: Callable[[], bool]) -> None:
         """A change from a kubelet's own thread (an init container's
