@@ -1,21 +1,25 @@
-"""Live traces on the legacy iptables backend: a legacy copy of
-controlplane/default, traced with the kernel's own rule trace (the TRACE
-target's NFLOG messages, netemu.kernel.nflog) as on nft.
+"""Live traces on the legacy iptables backend, in either IP family: a
+legacy copy of controlplane/default (IPv4) and of controlplane/dualstack
+(its IPv6 NodePort), traced with the kernel's own rule trace (the TRACE
+target's NFLOG messages through each node's logger of the flow's family,
+netemu.kernel.nflog) as on nft.
 
-The NodePort flow client → node-1:30080 is traced until the kernel picks
-the endpoint on node-2 (a bounded number of tries): its DNAT and
-masquerade hops name the KUBE-SEP DNAT and KUBE-POSTROUTING MASQUERADE
-rules, and node-1's traced rules are the offline tracer's path to that
-endpoint, rule for rule. A pod → Service without endpoints is rejected by
-the filter table's REJECT rule, as the trace names it. Every trace leaves
-the nodes' IPv4 loggers as they were and no TRACE rules or monitors, also
-when sending fails. The lab is taken down afterwards.
+The NodePort flow client → node-1:30080 (on the dual-stack lab, node-1's
+IPv6 address) is traced until the kernel picks the endpoint on node-2 (a
+bounded number of tries): its DNAT and masquerade hops name the KUBE-SEP
+DNAT and KUBE-POSTROUTING MASQUERADE rules (ip6tables' for IPv6), and
+node-1's traced rules are the offline tracer's path to that endpoint, rule
+for rule. A pod → Service without endpoints is rejected by the filter
+table's REJECT rule, as the trace names it. Every trace leaves the nodes'
+loggers as they were and no TRACE rules (in either family's raw table) or
+monitors, also when sending fails. Each lab is taken down afterwards.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,24 +28,58 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from live_helpers import CONTROLPLANE, lab_name, pods_with, processes_in_lab, running_lab
-from live_helpers import trace_chains as live_trace_chains
 
 from netemu.cli import main
 from netemu.kernel import netns
-from netemu.kernel.nflog import NF_LOG_IPV4
+from netemu.kernel.nflog import NF_LOG_IPV4, NF_LOG_IPV6, NFNETLINK_LOG
 from netemu.lab import LiveLab
 from netemu.rules.spec import canonical
 from netemu.trace.report import Hop, RuleRef, TraceReport
+from netemu.trace.scope import CHAIN_PREFIX
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tcpdump") is None or shutil.which("tshark") is None,
     reason="tcpdump or tshark is missing (./setup.sh installs them)",
 )
 
-# Tries until the kernel picks the endpoint on node-2 among 3 equally
-# likely ones: missing it 30 times in a row has probability (2/3)**30 < 1e-5.
-TRIES = 30
 MONITOR_TOOLS = ("tcpdump", "conntrack")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the traced NodePort flow of one IP family needs."""
+
+    name: str
+    lab: str  # the directory under controlplane/ copied with the legacy backend
+    node1: str  # node-1's address of the family
+    # Tries until the kernel picks the endpoint on node-2 among the lab's
+    # equally likely ones: missing it that often has probability < 1e-5.
+    tries: int
+    loggers: tuple[str, ...]  # the nodes' nf_log loggers a trace of the family sets
+    saves: tuple[str, ...]  # the raw tables its TRACE rules may go to
+
+    @property
+    def nodeport(self) -> str:
+        host = f"[{self.node1}]" if ":" in self.node1 else self.node1
+        return f"{host}:30080"
+
+
+FAMILIES = {
+    # 3 endpoints: (2/3)**30 < 1e-5.
+    "IPv4": Family(
+        "IPv4", "default", "192.168.56.11", 30, (NF_LOG_IPV4,), ("iptables-legacy-save",)
+    ),
+    # 2 endpoints: 2**-20 < 1e-6. libpcap binds nfnetlink_log to AF_INET
+    # only: the monitor sets the AF_INET6 logger itself.
+    "IPv6": Family(
+        "IPv6",
+        "dualstack",
+        "fd00:56::11",
+        20,
+        (NF_LOG_IPV4, NF_LOG_IPV6),
+        ("iptables-legacy-save", "ip6tables-legacy-save"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +87,7 @@ class LegacyLab:
     lab: LiveLab
     manifests: Path
     captures: Path
+    family: Family
 
     def trace(self, frm: str, to: str) -> TraceReport:
         return self.lab.trace(frm, to, captures=self.captures)
@@ -57,35 +96,54 @@ class LegacyLab:
         return {name: str(node["netns"]) for name, node in self.lab.info()["nodes"].items()}
 
 
-@pytest.fixture(scope="module")
-def legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LegacyLab]:
-    target = tmp_path_factory.mktemp("legacy") / "default-legacy"
-    shutil.copytree(CONTROLPLANE / "default", target)
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def legacy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LegacyLab]:
+    family = FAMILIES[request.param]
+    target = tmp_path_factory.mktemp("legacy") / f"{family.lab}-legacy"
+    shutil.copytree(CONTROLPLANE / family.lab, target)
     lab_yaml = target / "lab.yaml"
     text = lab_yaml.read_text()
-    assert "  proxyMode: iptables\n" in text, "controlplane/default/lab.yaml changed"
+    assert "  proxyMode: iptables\n" in text, f"controlplane/{family.lab}/lab.yaml changed"
     lab_yaml.write_text(
         text.replace(
             "  proxyMode: iptables\n", "  proxyMode: iptables\n  iptablesBackend: legacy\n"
         )
     )
-    with running_lab([target], lab_name("trace-legacy")) as lab:
+    with running_lab([target], lab_name(f"trace-legacy-{family.lab}")) as lab:
         assert lab.info()["backend"] == "legacy"
-        yield LegacyLab(lab, target, tmp_path_factory.mktemp("captures"))
+        yield LegacyLab(lab, target, tmp_path_factory.mktemp("captures"), family)
 
 
 # -- what a trace leaves behind ----------------------------------------------------------
 
 
-def loggers(lab: LegacyLab) -> dict[str, str]:
+def loggers(lab: LegacyLab) -> dict[str, dict[str, str]]:
+    """Per node, its loggers of the lab's traced family (IPv4's, and IPv6's too)."""
     return {
-        node: netns.read_sysctls(name, [NF_LOG_IPV4])[NF_LOG_IPV4]
+        node: netns.read_sysctls(name, list(lab.family.loggers))
         for node, name in lab.node_netns().items()
     }
 
 
 def trace_chains(lab: LegacyLab) -> dict[str, list[str]]:
-    return live_trace_chains(lab.lab, "legacy")
+    """Per node, the lines of the raw tables that name a NETEMU-TRACE chain."""
+    found: dict[str, list[str]] = {}
+    for node, name in lab.node_netns().items():
+        lines: list[str] = []
+        for save in lab.family.saves:
+            done = subprocess.run(
+                ["ip", "netns", "exec", name, save, "-t", "raw"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            lines += [
+                f"{save}: {line}" for line in done.stdout.splitlines() if CHAIN_PREFIX in line
+            ]
+        found[node] = lines
+    return found
 
 
 def monitor_processes(lab: LegacyLab) -> list[str]:
@@ -93,15 +151,15 @@ def monitor_processes(lab: LegacyLab) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def before(legacy: LegacyLab) -> dict[str, str]:
-    """The nodes' IPv4 loggers before any trace."""
+def before(legacy: LegacyLab) -> dict[str, dict[str, str]]:
+    """The nodes' loggers before any trace."""
     found = loggers(legacy)
-    assert "nfnetlink_log" not in found.values(), found
+    assert all(NFNETLINK_LOG not in node.values() for node in found.values()), found
     return found
 
 
-def assert_clean(lab: LegacyLab, before: dict[str, str]) -> None:
-    assert loggers(lab) == before, "a node's IPv4 logger was not restored"
+def assert_clean(lab: LegacyLab, before: dict[str, dict[str, str]]) -> None:
+    assert loggers(lab) == before, "a node's logger was not restored"
     chains = trace_chains(lab)
     assert not any(chains.values()), f"TRACE rules left behind: {chains}"
     assert not monitor_processes(lab), monitor_processes(lab)
@@ -128,25 +186,26 @@ def the_hop(report: TraceReport, action: str) -> Hop:
 
 
 @pytest.fixture(scope="module")
-def nodeport_cross(legacy: LegacyLab, before: dict[str, str]) -> TraceReport:
-    """client → node-1:30080 (web-nodeport), traced until the endpoint is on node-2."""
+def nodeport_cross(legacy: LegacyLab, before: dict[str, dict[str, str]]) -> TraceReport:
+    """client → node-1:30080 (web-nodeport) in the lab's traced family,
+    traced until the endpoint is on node-2."""
     seen = []
-    for _ in range(TRIES):
-        report = legacy.trace("client", "node-1:30080")
+    for _ in range(legacy.family.tries):
+        report = legacy.trace("client", legacy.family.nodeport)
         assert report.outcome == "delivered", show(report)
         assert report.rules_source == "TRACE", show(report)
         seen.append(report.delivered_to)
         if report.delivered_to is not None and report.delivered_to.endswith(" on node-2"):
             return report
-    raise AssertionError(f"no trace reached node-2 in {TRIES} tries: {seen}")
+    raise AssertionError(f"no trace reached node-2 in {legacy.family.tries} tries: {seen}")
 
 
 def test_nodeport_hops_name_the_dnat_and_masquerade_rules(
-    legacy: LegacyLab, before: dict[str, str], nodeport_cross: TraceReport
+    legacy: LegacyLab, before: dict[str, dict[str, str]], nodeport_cross: TraceReport
 ) -> None:
     report = nodeport_cross
     where = show(report)
-    assert report.rules_source == "TRACE"
+    assert (report.flow.dst, report.rules_source) == (legacy.family.node1, "TRACE"), where
     assert report.verdict == "DNAT" and report.masquerade, where
     (endpoint,) = report.endpoints
     dnat = the_hop(report, "DNAT")
@@ -165,6 +224,11 @@ def test_nodeport_hops_name_the_dnat_and_masquerade_rules(
         "MASQUERADE",
     ), where
     assert masquerade.rule in report.rules
+    if legacy.family.name == "IPv6":
+        # ip6tables' rules: an IPv6 endpoint, and the nodeports jump leaves
+        # out the IPv6 loopback.
+        assert endpoint.startswith("[fd00:10:244:"), where
+        assert any("! -d ::1/128" in r.rule for r in report.rules), where
     assert report.answer.reply is not None
     assert report.answer.reply["clientIP"] == report.seen_client
     # The service chain the kernel traced picked exactly this endpoint.
@@ -177,8 +241,9 @@ def test_nodeport_hops_name_the_dnat_and_masquerade_rules(
 def offline(lab: LegacyLab, report: TraceReport) -> dict[str, Any]:
     """`netemu trace --offline -f <manifests> FROM TO -o json` for the report's flow."""
     flow = report.flow
+    host = f"[{flow.dst}]" if ":" in flow.dst else flow.dst
     args = ["trace", "--offline", "-f", str(lab.manifests), flow.source.name]
-    args += [f"{flow.dst}:{flow.dport}", "--proto", flow.proto, "-o", "json"]
+    args += [f"{host}:{flow.dport}", "--proto", flow.proto, "-o", "json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     data: dict[str, Any] = json.loads(result.output)
@@ -221,8 +286,9 @@ def test_entry_node_rules_agree_with_the_offline_path(
 
 
 def test_service_without_endpoints_is_rejected_by_the_traced_rule(
-    legacy: LegacyLab, before: dict[str, str]
+    legacy: LegacyLab, before: dict[str, dict[str, str]]
 ) -> None:
+    # The Service's name: its primary family's (IPv4) clusterIP on either lab.
     pods = pods_with(legacy.lab.state(), "web", "node-2")
     assert pods, "no web pod on node-2"
     meta = pods[0]["metadata"]
@@ -241,7 +307,7 @@ def test_service_without_endpoints_is_rejected_by_the_traced_rule(
 
 
 def test_failed_trace_restores_the_loggers_and_removes_the_rules(
-    legacy: LegacyLab, before: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    legacy: LegacyLab, before: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     during: dict[str, Any] = {}
 
@@ -253,8 +319,13 @@ def test_failed_trace_restores_the_loggers_and_removes_the_rules(
 
     monkeypatch.setattr("netemu.trace.live.send", failing_send)
     with pytest.raises(RuntimeError, match="injected by the test"):
-        legacy.trace("client", "node-1:30080")
-    assert set(during["loggers"].values()) == {"nfnetlink_log"}, during["loggers"]
-    assert all(during["chains"].values()), f"no TRACE rules while tracing: {during['chains']}"
+        legacy.trace("client", legacy.family.nodeport)
+    assert all(set(node.values()) == {NFNETLINK_LOG} for node in during["loggers"].values()), (
+        during["loggers"]
+    )
+    # The TRACE rules are in the raw table of the flow's family only.
+    save = legacy.family.saves[-1]
+    for node, lines in during["chains"].items():
+        assert lines and all(line.startswith(f"{save}: ") for line in lines), (node, lines)
     assert len(during["monitors"]) == 2 * len(before), during["monitors"]
     assert_clean(legacy, before)
