@@ -37,9 +37,16 @@ Status: startTime, active, ready, terminating, succeeded, failed,
 completedIndexes (Indexed), conditions, uncountedTerminatedPods ({}: netemu
 counts finished pods directly rather than through finalizers).
 
-The clock is an input (`clock`), read for startTime, the conditions' times
-and the deadlines; `next_event` says when a deadline comes so a live lab
-runs a round then.
+Failed pods are replaced after the controller's pod failure back-off
+(backoff_utils.go, getRemainingTimeForFailuresCount): 10 s after the last
+failure, doubling with each failure since the last success, at most
+10 minutes (DefaultJobPodFailureBackOff, MaxJobPodFailureBackOff); until
+then manageJob creates no pod. A pod's finish time is its containers'
+latest finishedAt, else its Ready=False transition, else its creation.
+
+The clock is an input (`clock`), read for startTime, the conditions' times,
+the deadlines and the back-off; `next_event` says when a deadline or the end
+of a back-off comes so a live lab runs a round then.
 """
 
 from __future__ import annotations
@@ -77,6 +84,9 @@ MESSAGE_COMPLETIONS = "Reached expected number of succeeded pods"
 REASON_BACKOFF = "BackoffLimitExceeded"
 MESSAGE_BACKOFF = "Job has reached the specified backoff limit"
 REASON_DEADLINE = "DeadlineExceeded"
+# The pod failure back-off (pkg/controller/job/job_controller.go).
+POD_FAILURE_BACKOFF = datetime.timedelta(seconds=10)
+MAX_POD_FAILURE_BACKOFF = datetime.timedelta(minutes=10)
 MESSAGE_DEADLINE = "Job was active longer than specified deadline"
 
 
@@ -118,12 +128,16 @@ class JobController:
         self.client = client
         self.clock = clock
 
-    def reconcile(self) -> bool:
+    def _owned_by_job(self) -> dict[str, list[Pod]]:
         owned: dict[str, list[Pod]] = {}
         for pod in self.client.list(Pod).items:
             ref = controller_ref(pod.metadata)
             if ref is not None and ref.kind == "Job" and ref.uid:
                 owned.setdefault(ref.uid, []).append(pod)
+        return owned
+
+    def reconcile(self) -> bool:
+        owned = self._owned_by_job()
         changed = False
         now = self.clock()
         for job in self.client.list(Job).items:
@@ -134,9 +148,15 @@ class JobController:
         return changed
 
     def next_event(self) -> datetime.datetime | None:
-        """The earliest time a deadline or TTL of a Job falls due."""
+        """The earliest time a deadline, a TTL or a pod failure back-off of a
+        Job falls due."""
         times = []
+        owned = self._owned_by_job()
         for job in self.client.list(Job).items:
+            if finished(job) is None and (
+                until := backoff_until(owned.get(job.metadata.uid or "", []))
+            ):
+                times.append(until)
             status = job.status if isinstance(job.status, dict) else {}
             start = parse_time(status.get("startTime"))
             deadline = job.spec.active_deadline_seconds
@@ -214,7 +234,9 @@ class JobController:
                 if final == "Complete":
                     status["completionTime"] = stamp
         elif not spec.suspend:
-            changed |= self._scale(job, parallelism, succeeded, active)
+            until = backoff_until(pods)
+            may_create = until is None or now >= until
+            changed |= self._scale(job, parallelism, succeeded, active, may_create=may_create)
             active = [p for p in self._owned_now(job) if _is_active(p)]
 
         status.update(
@@ -248,14 +270,22 @@ class JobController:
         ]
 
     def _scale(
-        self, job: Job, parallelism: int, succeeded: Sequence[Pod], active: Sequence[Pod]
+        self,
+        job: Job,
+        parallelism: int,
+        succeeded: Sequence[Pod],
+        active: Sequence[Pod],
+        *,
+        may_create: bool,
     ) -> bool:
+        """Pods created or deleted to keep the wanted number active; none
+        created while `may_create` is false (the pod failure back-off)."""
         completions = job.spec.completions
         if is_indexed(job) and completions is not None:
             done = {_index(p) for p in succeeded}
             running = {_index(p) for p in active}
             pending = [i for i in range(completions) if i not in done and i not in running]
-            room = max(parallelism - len(active), 0)
+            room = max(parallelism - len(active), 0) if may_create else 0
             for index in pending[:room]:
                 self.client.create(pod_for(job, index))
             return bool(pending[:room])
@@ -266,6 +296,8 @@ class JobController:
         else:
             wanted = max(min(parallelism, completions - len(succeeded)), 0)
         if len(active) < wanted:
+            if not may_create:
+                return False
             for _ in range(wanted - len(active)):
                 self.client.create(pod_for(job, None))
             return True
@@ -277,6 +309,44 @@ class JobController:
                 delete(self.client, pod)
             return True
         return False
+
+
+def finish_time(pod: Pod) -> datetime.datetime:
+    """getFinishedTime: the containers' latest finishedAt when all finished,
+    else the Ready=False condition's transition, else the pod's creation."""
+    ends = [
+        parse_time(c.state.terminated.finished_at) if c.state and c.state.terminated else None
+        for c in pod.status.container_statuses
+    ]
+    if ends and all(end is not None for end in ends):
+        return max(end for end in ends if end is not None)
+    for cond in pod.status.conditions:
+        when = parse_time(cond.last_transition_time)
+        if cond.type == "Ready" and cond.status == "False" and when is not None:
+            return when
+    created = parse_time(pod.metadata.creation_timestamp)
+    return created or datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def backoff_until(pods: Sequence[Pod]) -> datetime.datetime | None:
+    """When the pod failure back-off of a Job with these pods ends (None:
+    no failure since its last success): newBackoffRecord counts the failures
+    finished after the last success, getRemainingTimeForFailuresCount waits
+    10 s after the last of them, doubled per further failure, at most 10 min."""
+    failed = sorted(finish_time(p) for p in pods if p.status.phase == "Failed")
+    succeeded = [finish_time(p) for p in pods if p.status.phase == "Succeeded"]
+    if succeeded:
+        last_success = max(succeeded)
+        failed = [t for t in failed if t > last_success]
+    if not failed:
+        return None
+    delay = POD_FAILURE_BACKOFF
+    for _ in range(1, len(failed)):
+        delay *= 2
+        if delay >= MAX_POD_FAILURE_BACKOFF:
+            delay = MAX_POD_FAILURE_BACKOFF
+            break
+    return failed[-1] + delay
 
 
 def _is_active(pod: Pod) -> bool:

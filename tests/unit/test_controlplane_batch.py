@@ -16,7 +16,7 @@ from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import controller_ref
 from netemu.controlplane.cronjob import job_name, manual_job, most_recent
-from netemu.controlplane.job import COMPLETION_INDEX
+from netemu.controlplane.job import COMPLETION_INDEX, backoff_until
 
 LAB = """
 apiVersion: netemu/v1alpha1
@@ -193,9 +193,17 @@ def test_job_runs_to_completion_then_complete() -> None:
 
 
 def test_job_fails_past_backoff_limit_and_deletes_active_pods() -> None:
-    client, control = plane(JOB, Clock())
+    clock = Clock()
+    client, control = plane(JOB, clock)
+    job_controller = next(c for c in control.controllers if c.name == "job")
     first, second = pods_of(client, "work")
     finish(client, first, "Failed")
+    control.run_to_fixed_point()
+    # The pod failure back-off: no replacement for 10 s after the failure
+    # (the pod's finish time: its creation, having no finishedAt).
+    assert len(pods_of(client, "work")) == 2
+    assert job_controller.next_event() == START + datetime.timedelta(seconds=10)  # type: ignore[attr-defined]
+    clock.advance(10)
     control.run_to_fixed_point()
     assert len(pods_of(client, "work")) == 3  # a replacement, within backoffLimit 1
     assert "conditions" not in job_status(client, "work")
@@ -399,3 +407,46 @@ def test_cronjob_schedule_in_time_zone() -> None:
     found = most_recent(cj, START, START + datetime.timedelta(days=1))
     assert found == datetime.datetime(2026, 1, 2, 0, 0, tzinfo=datetime.UTC)
     assert job_name(cj, found) == f"tick-{int(found.timestamp()) // 60}"
+
+
+def test_pod_failure_backoff_doubles_per_failure_and_a_success_resets_it() -> None:
+    """backoff_utils.go: 10 s after the last failure since the last success,
+    doubled for each further one, at most 10 minutes."""
+
+    def pod(phase: str, finished_at: int) -> Pod:
+        terminated = {"exitCode": 1 if phase == "Failed" else 0, "finishedAt": at(finished_at)}
+        return Pod.model_validate(
+            {
+                "metadata": {"name": f"p{finished_at}", "creationTimestamp": at(0)},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
+                "status": {
+                    "phase": phase,
+                    "containerStatuses": [
+                        {
+                            "name": "c",
+                            "ready": False,
+                            "restartCount": 0,
+                            "image": "i",
+                            "imageID": "",
+                            "state": {"terminated": terminated},
+                        }
+                    ],
+                },
+            }
+        )
+
+    def at(seconds: int) -> str:
+        return (START + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def until(*pods: Pod) -> datetime.datetime | None:
+        return backoff_until(pods)
+
+    second = datetime.timedelta(seconds=1)
+    assert until() is None
+    assert until(pod("Failed", 5)) == START + 15 * second
+    assert until(pod("Failed", 5), pod("Failed", 7), pod("Failed", 9)) == START + 49 * second
+    # Only the failures after the last success count.
+    assert until(pod("Failed", 5), pod("Succeeded", 6), pod("Failed", 8)) == START + 18 * second
+    assert until(pod("Failed", 5), pod("Succeeded", 6)) is None
+    many = [pod("Failed", i) for i in range(1, 12)]
+    assert until(*many) == START + (11 + 600) * second  # capped at 10 minutes
