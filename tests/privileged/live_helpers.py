@@ -276,3 +276,35 @@ def netemu_cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+# -- the IPv6 labs' two web pods (test_live_ipv6.py, test_live_dualstack.py) ---------
+
+
+def v6(ip: str) -> bool:
+    return ipaddress.ip_address(ip).version == 6
+
+
+def web_pods(lab: LiveLab) -> list[dict[str, Any]]:
+    """The lab's two `app: web` pods, node-1's first."""
+    pods = [p for p in lab.state()["pods"] if p["metadata"].get("labels", {}).get("app") == "web"]
+    assert len(pods) == 2
+    return sorted(pods, key=lambda p: str(p["spec"]["nodeName"]))
+
+
+def pod_netns(lab: LiveLab, pod: dict[str, Any]) -> str:
+    return str(lab.info()["pods"][f"default/{pod['metadata']['name']}"]["netns"])
+
+
+def client_netns(lab: LiveLab) -> str:
+    return str(lab.info()["clients"]["client"]["netns"])
+
+
+def client_host(result: ProbeResult) -> str:
+    """The address the answering pod saw the connection come from."""
+    assert result.reply is not None, result.body
+    return str(ipaddress.ip_address(result.reply["clientIP"]))
+
+
+def answered_by(results: list[ProbeResult]) -> set[str]:
+    return {str(answer_of(r, "request").pod) for r in results}

@@ -10,7 +10,6 @@ The lab is up once for the module and always taken down."""
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import socket
 import subprocess
@@ -20,10 +19,22 @@ from typing import Any
 import dns.message
 import dns.query
 import pytest
-from live_helpers import CONTROLPLANE, SPREAD_REQUESTS, answer_of, lab_name, running_lab
+from live_helpers import (
+    CONTROLPLANE,
+    SPREAD_REQUESTS,
+    answer_of,
+    answered_by,
+    client_host,
+    client_netns,
+    lab_name,
+    pod_netns,
+    running_lab,
+    v6,
+    web_pods,
+)
 
 from netemu.kernel import netns
-from netemu.kernel.probe import ProbeResult, http_get
+from netemu.kernel.probe import http_get
 from netemu.lab import LiveLab
 
 CLIENT_V6 = "fd00:56::20"
@@ -52,10 +63,6 @@ def lab(
         yield live
 
 
-def v6(ip: str) -> bool:
-    return ipaddress.ip_address(ip).version == 6
-
-
 def cluster_ips(lab: LiveLab, name: str) -> list[str]:
     for svc in lab.state()["services"]:
         if svc["metadata"]["name"] == name:
@@ -63,33 +70,8 @@ def cluster_ips(lab: LiveLab, name: str) -> list[str]:
     raise AssertionError(f"no Service {name}")
 
 
-def web_pods(lab: LiveLab) -> list[dict[str, Any]]:
-    pods = [p for p in lab.state()["pods"] if p["metadata"].get("labels", {}).get("app") == "web"]
-    assert len(pods) == 2
-    return sorted(pods, key=lambda p: str(p["spec"]["nodeName"]))
-
-
 def pod_ip6(pod: dict[str, Any]) -> str:
     return str(next(p["ip"] for p in pod["status"]["podIPs"] if v6(p["ip"])))
-
-
-def pod_netns(lab: LiveLab, pod: dict[str, Any]) -> str:
-    key = f"default/{pod['metadata']['name']}"
-    return str(lab.info()["pods"][key]["netns"])
-
-
-def client_netns(lab: LiveLab) -> str:
-    return str(lab.info()["clients"]["client"]["netns"])
-
-
-def client_host(result: ProbeResult) -> str:
-    """The address the answering pod saw the connection come from."""
-    assert result.reply is not None, result.body
-    return str(ipaddress.ip_address(result.reply["clientIP"]))
-
-
-def answered_by(results: list[ProbeResult]) -> set[str]:
-    return {str(answer_of(r, "request").pod) for r in results}
 
 
 def test_pods_and_nodes_have_an_address_of_each_family(lab: LiveLab) -> None:

@@ -14,7 +14,6 @@ Each lab is up once per mode and always taken down; nothing of it is left."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import shutil
 import subprocess
@@ -25,11 +24,24 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from live_helpers import CONTROLPLANE, SPREAD_REQUESTS, answer_of, lab_name, lab_prefix, running_lab
+from live_helpers import (
+    CONTROLPLANE,
+    SPREAD_REQUESTS,
+    answer_of,
+    answered_by,
+    client_host,
+    client_netns,
+    lab_name,
+    lab_prefix,
+    pod_netns,
+    running_lab,
+    v6,
+    web_pods,
+)
 
 from netemu.api.validate import load_and_validate
 from netemu.cli import main
-from netemu.kernel.probe import ProbeResult, http_get
+from netemu.kernel.probe import http_get
 from netemu.lab import LiveLab
 from netemu.net.plan import plan_lab
 from netemu.pipeline import load_cluster
@@ -103,10 +115,6 @@ def dual_stack(lab: LiveLab) -> bool:
     return "." in str(lab.info()["nodes"]["node-1"]["ip"])
 
 
-def v6(ip: str) -> bool:
-    return ipaddress.ip_address(ip).version == 6
-
-
 def service(lab: LiveLab, namespace: str, name: str) -> dict[str, Any]:
     for svc in lab.state()["services"]:
         if (svc["metadata"].get("namespace", "default"), svc["metadata"]["name"]) == (
@@ -115,29 +123,6 @@ def service(lab: LiveLab, namespace: str, name: str) -> dict[str, Any]:
         ):
             return dict(svc)
     raise AssertionError(f"no Service {namespace}/{name}")
-
-
-def web_pods(lab: LiveLab) -> list[dict[str, Any]]:
-    pods = [p for p in lab.state()["pods"] if p["metadata"].get("labels", {}).get("app") == "web"]
-    assert len(pods) == 2
-    return sorted(pods, key=lambda p: str(p["spec"]["nodeName"]))
-
-
-def pod_netns(lab: LiveLab, pod: dict[str, Any]) -> str:
-    return str(lab.info()["pods"][f"default/{pod['metadata']['name']}"]["netns"])
-
-
-def client_netns(lab: LiveLab) -> str:
-    return str(lab.info()["clients"]["client"]["netns"])
-
-
-def client_host(result: ProbeResult) -> str:
-    assert result.reply is not None, result.body
-    return str(ipaddress.ip_address(result.reply["clientIP"]))
-
-
-def answered_by(results: list[ProbeResult]) -> set[str]:
-    return {str(answer_of(r, "request").pod) for r in results}
 
 
 def test_the_primary_family_is_ipv6(lab: LiveLab) -> None:
