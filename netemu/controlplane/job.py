@@ -151,17 +151,19 @@ class JobController:
         """The earliest time a deadline, a TTL or a pod failure back-off of a
         Job falls due."""
         times = []
-        owned = self._owned_by_job()
-        for job in self.client.list(Job).items:
-            if finished(job) is None and (
-                until := backoff_until(owned.get(job.metadata.uid or "", []))
-            ):
-                times.append(until)
+        jobs = self.client.list(Job).items
+        # The pods only when a Job is still running (the timer asks every second).
+        owned = self._owned_by_job() if any(finished(j) is None for j in jobs) else {}
+        for job in jobs:
             status = job.status if isinstance(job.status, dict) else {}
-            start = parse_time(status.get("startTime"))
-            deadline = job.spec.active_deadline_seconds
-            if finished(job) is None and start is not None and deadline is not None:
-                times.append(start + datetime.timedelta(seconds=deadline))
+            if finished(job) is None:
+                until = backoff_until(owned.get(job.metadata.uid or "", []))
+                if until is not None:
+                    times.append(until)
+                start = parse_time(status.get("startTime"))
+                deadline = job.spec.active_deadline_seconds
+                if start is not None and deadline is not None:
+                    times.append(start + datetime.timedelta(seconds=deadline))
             ttl = job.spec.ttl_seconds_after_finished
             done = _finish_time(status)
             if ttl is not None and done is not None:
