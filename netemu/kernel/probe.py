@@ -20,6 +20,7 @@ import json
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -257,48 +258,74 @@ def icmp_echo(netns_name: str, host: str, ident: int, timeout: float = 2.0) -> P
     destination unreachable about it is "unreachable"; ICMPv6 for an IPv6
     `host`."""
     if _family(host) == socket.AF_INET6:
-        return _icmpv6_echo(netns_name, host, ident, timeout)
-    from scapy.layers.inet import ICMP, IP
+        from scapy.layers.inet6 import ICMPv6EchoRequest
 
+        # The kernel fills in an ICMPv6 checksum on a raw socket (RFC 3542).
+        request = bytes(ICMPv6EchoRequest(id=ident, seq=1, data=b"netemu trace", cksum=0))
+        return _echo(netns_name, socket.AF_INET6, request, host, timeout, _icmpv6_answer(ident))
+    from scapy.layers.inet import ICMP
+
+    request = bytes(ICMP(type=8, id=ident, seq=1) / b"netemu trace")
+    return _echo(netns_name, socket.AF_INET, request, host, timeout, _icmp_answer(ident))
+
+
+# What a read of the raw socket says about the echo: (True: its reply, or
+# False: an error about it; a description), or None for another packet.
+_Answer = Callable[[bytes, str], tuple[bool, str] | None]
+
+
+def _echo(
+    netns_name: str, family: int, request: bytes, host: str, timeout: float, answer: _Answer
+) -> ProbeResult:
+    """Send `request` on a raw ICMP (ICMPv6) socket and read until `answer`
+    recognises the reply or an error about it, or `timeout`."""
     started = time.monotonic()
+    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
     try:
-        sock = netns.open_socket(netns_name, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        sock = netns.open_socket(netns_name, family, socket.SOCK_RAW, proto)
     except OSError as exc:
         return _failure(exc, started)
     try:
-        sock.settimeout(timeout)
-        sock.sendto(bytes(ICMP(type=8, id=ident, seq=1) / b"netemu trace"), (host, 0))
+        sock.sendto(request, (host, 0))
         deadline = started + timeout
         while True:
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            data = sock.recv(_MAX_DATAGRAM)
-            packet = IP(data)
-            icmp = packet.getlayer(ICMP)
-            if icmp is None:
+            data, sender = sock.recvfrom(_MAX_DATAGRAM)
+            found = answer(data, sender[0])
+            if found is None:
                 continue
-            if icmp.type == 0 and icmp.id == ident:
-                return ProbeResult(
-                    outcome="answered",
-                    body=f"echo reply from {packet.src}",
-                    elapsed=time.monotonic() - started,
-                )
-            quoted = icmp.payload.getlayer(ICMP) if icmp.type in (3, 11) else None
-            if quoted is not None and quoted.id == ident:
-                return ProbeResult(
-                    outcome="unreachable",
-                    detail=f"ICMP type {icmp.type} code {icmp.code} from {packet.src}",
-                    elapsed=time.monotonic() - started,
-                )
+            replied, text = found
+            elapsed = time.monotonic() - started
+            if replied:
+                return ProbeResult(outcome="answered", body=text, elapsed=elapsed)
+            return ProbeResult(outcome="unreachable", detail=text, elapsed=elapsed)
     except OSError as exc:
         return _failure(exc, started)
     finally:
         sock.close()
 
 
-def _icmpv6_echo(netns_name: str, host: str, ident: int, timeout: float) -> ProbeResult:
-    """icmp_echo over IPv6: an ICMPv6 echo request on a raw ICMPv6 socket
-    (the kernel fills in its checksum, RFC 3542), whose reads start at the
-    ICMPv6 header (an IPv6 raw socket hands over no IP header)."""
+def _icmp_answer(ident: int) -> _Answer:
+    """An IPv4 raw socket's reads start at the IP header."""
+    from scapy.layers.inet import ICMP, IP
+
+    def answer(data: bytes, sender: str) -> tuple[bool, str] | None:
+        packet = IP(data)
+        icmp = packet.getlayer(ICMP)
+        if icmp is None:
+            return None
+        if icmp.type == 0 and icmp.id == ident:
+            return True, f"echo reply from {packet.src}"
+        quoted = icmp.payload.getlayer(ICMP) if icmp.type in (3, 11) else None
+        if quoted is not None and quoted.id == ident:
+            return False, f"ICMP type {icmp.type} code {icmp.code} from {packet.src}"
+        return None
+
+    return answer
+
+
+def _icmpv6_answer(ident: int) -> _Answer:
+    """An IPv6 raw socket's reads start at the ICMPv6 header (no IP header)."""
     from scapy.layers.inet6 import (
         ICMPv6DestUnreach,
         ICMPv6EchoReply,
@@ -307,50 +334,21 @@ def _icmpv6_echo(netns_name: str, host: str, ident: int, timeout: float) -> Prob
         IPerror6,
     )
 
-    started = time.monotonic()
-    try:
-        sock = netns.open_socket(
-            netns_name, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6
-        )
-    except OSError as exc:
-        return _failure(exc, started)
-    try:
-        sock.sendto(
-            bytes(ICMPv6EchoRequest(id=ident, seq=1, data=b"netemu trace", cksum=0)), (host, 0)
-        )
-        deadline = started + timeout
-        while True:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            data, sender = sock.recvfrom(_MAX_DATAGRAM)
-            if data[0] == 129:
-                if ICMPv6EchoReply(data).id == ident:
-                    return ProbeResult(
-                        outcome="answered",
-                        body=f"echo reply from {sender[0]}",
-                        elapsed=time.monotonic() - started,
-                    )
-                continue
-            error = (
-                ICMPv6DestUnreach(data)
-                if data[0] == 1
-                else ICMPv6TimeExceeded(data)
-                if data[0] == 3
-                else None
-            )
-            if error is None:
-                continue
-            quoted = error.getlayer(IPerror6)
-            echo = quoted.getlayer(ICMPv6EchoRequest) if quoted is not None else None
-            if echo is not None and echo.id == ident:
-                return ProbeResult(
-                    outcome="unreachable",
-                    detail=f"ICMPv6 type {data[0]} code {data[1]} from {sender[0]}",
-                    elapsed=time.monotonic() - started,
-                )
-    except OSError as exc:
-        return _failure(exc, started)
-    finally:
-        sock.close()
+    def answer(data: bytes, sender: str) -> tuple[bool, str] | None:
+        if data[0] == 129:
+            if ICMPv6EchoReply(data).id == ident:
+                return True, f"echo reply from {sender}"
+            return None
+        errors = {1: ICMPv6DestUnreach, 3: ICMPv6TimeExceeded}
+        if data[0] not in errors:
+            return None
+        quoted = errors[data[0]](data).getlayer(IPerror6)
+        echo = quoted.getlayer(ICMPv6EchoRequest) if quoted is not None else None
+        if echo is not None and echo.id == ident:
+            return False, f"ICMPv6 type {data[0]} code {data[1]} from {sender}"
+        return None
+
+    return answer
 
 
 class HttpSession:
