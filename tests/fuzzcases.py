@@ -974,7 +974,9 @@ def run_cases(cases: Sequence[Case], workdir: Path, python: str = sys.executable
         last = time.monotonic()
         while True:
             done = worker.poll() is not None
-            lines = out.read_text().splitlines()
+            # Only whole lines: a long record reaches the file in more than
+            # one write, and the worker may be between them.
+            lines = out.read_text().split("\n")[:-1]
             for line in lines[seen:]:
                 data = json.loads(line)
                 results[data["id"]] = Result(**data)
