@@ -1173,12 +1173,34 @@ def _without_nulls(data: Any) -> Any:
     """`data` without the mapping entries whose value is null: the API server
     decodes a JSON null as the field's zero value, so `data: null` (as
     kustomize and Helm render an empty map) is the field left out, and a
-    required field given null is missing."""
+    required field given null is missing. Most documents have no null: they
+    are returned as they are, after a look that copies nothing."""
+    if not _has_null(data):
+        return data
     if isinstance(data, dict):
         return {k: _without_nulls(v) for k, v in data.items() if v is not None}
     if isinstance(data, list):
         return [_without_nulls(v) for v in data]
     return data
+
+
+def _has_null(data: Any) -> bool:
+    """Whether a null is anywhere in `data` (level by level, no recursion)."""
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            values: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            values = item
+        else:
+            continue
+        for value in values:
+            if value is None:
+                return True
+            if isinstance(value, (dict, list)):
+                pending.append(value)
+    return False
 
 
 def _names_an_api_group(api_version: object) -> bool:
