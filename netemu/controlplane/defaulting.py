@@ -40,7 +40,7 @@ from netemu.api.core import (
 )
 from netemu.api.ipfamilies import IPFamily, settle_ip_families
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import sorted_map, write
+from netemu.controlplane.common import sorted_map
 from netemu.controlplane.podstatus import qos_class
 from netemu.controlplane.settings import read_settings
 
@@ -78,7 +78,11 @@ class DefaultingController:
             new = defaulted(obj)
             if new == obj:
                 settled[key] = obj
-            return write(self.client, obj, new)
+                return False
+            # Defaulting is idempotent: what it wrote needs no second look
+            # either, unless another controller writes the object first.
+            settled[key] = self.client.update(new)
+            return True
 
         for svc in self.client.list(Service).items:
             changed |= default("Service", svc, lambda o: default_service(o, families))

@@ -4,15 +4,27 @@ healthCheckNodePort allocation."""
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
+from typing import cast
 
+import pytest
 from manifests import build
 
 from netemu.api.base import ObjectMeta
 from netemu.api.config import Lab
 from netemu.api.core import Service, ServicePort, ServiceSpec
-from netemu.controlplane import ClusterState, ControlPlane, LocalClient, Store
+from netemu.api.ipfamilies import IPFamily
+from netemu.api.validate import load_and_validate
+from netemu.controlplane import ClusterState, ControlPlane, LocalClient, Store, build_cluster_state
 from netemu.controlplane.allocator import ServiceAllocatorController
-from netemu.controlplane.defaulting import DefaultingController
+from netemu.controlplane.defaulting import (
+    DefaultingController,
+    default_namespace,
+    default_pod,
+    default_service,
+)
+
+CONTROLPLANE = Path(__file__).resolve().parents[2] / "controlplane"
 
 
 def service(state: ClusterState, name: str, namespace: str = "default") -> Service:
@@ -318,3 +330,28 @@ def test_a_running_control_plane_defaults_and_allocates_every_later_change() -> 
     new_ip = client.get(Service, "default", "a").spec.cluster_ip
     assert new_ip is not None
     assert ipaddress.ip_address(new_ip) in ipaddress.ip_network("10.100.0.0/16")
+
+
+# The defaulting controller takes what it wrote as settled (no second look
+# at an object it just defaulted): that holds only if defaulting is
+# idempotent, checked here on every lab's Services, Namespaces and Pods.
+@pytest.mark.parametrize("lab", sorted(p.name for p in CONTROLPLANE.iterdir() if p.is_dir()))
+def test_defaulting_what_was_defaulted_changes_nothing(lab: str) -> None:
+    loaded = [item.obj for item in load_and_validate([CONTROLPLANE / lab], default_lab=True)]
+    state = build_cluster_state(loaded)
+    assert state.lab is not None
+    families = cast(
+        list[IPFamily],
+        ["IPv6" if ":" in cidr else "IPv4" for cidr in state.lab.spec.service_cidrs],
+    )
+    raw_services = [o for o in loaded if isinstance(o, Service)]
+    assert raw_services or state.pods
+    for svc in raw_services:
+        once = default_service(svc, families)
+        assert default_service(once, families) == once, svc.metadata.name
+    for svc in state.services:
+        assert default_service(svc, families) == svc, svc.metadata.name
+    for pod in state.pods:
+        assert default_pod(pod) == pod, pod.metadata.name
+    for ns in state.namespaces:
+        assert default_namespace(ns) == ns, ns.metadata.name
