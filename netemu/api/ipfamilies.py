@@ -12,10 +12,12 @@ dual-stack by an update).
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+import netaddr
 
 IPFamily = Literal["IPv4", "IPv6"]
 IPFamilyPolicy = Literal["SingleStack", "PreferDualStack", "RequireDualStack"]
@@ -34,10 +36,15 @@ class IPFamilyFields:
     errors: list[tuple[FieldPath, str]] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def family_of(ip: str) -> IPFamily | None:
+    """The family of an IP address; None if `ip` is not one. Go's
+    net.ParseIP (netutils.ParseIPSloppy) reads no IPv6 zone ("fe80::1%eth0"),
+    and netaddr refuses it too. Cached: validation, defaulting and each
+    proxier ask about the same Service and node addresses again and again."""
     try:
-        return "IPv6" if ipaddress.ip_address(ip).version == 6 else "IPv4"
-    except ValueError:
+        return "IPv6" if netaddr.IPAddress(ip).version == 6 else "IPv4"
+    except (netaddr.AddrFormatError, ValueError, TypeError):
         return None
 
 

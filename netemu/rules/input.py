@@ -21,6 +21,7 @@ from netemu.api.config import (
     Lab,
 )
 from netemu.api.core import SERVICE_NAME_LABEL, EndpointSlice, Node, Service
+from netemu.api.ipfamilies import family_of as address_family
 
 # kube-proxy's informers list Services and EndpointSlices with the label
 # selector "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
@@ -145,10 +146,7 @@ IPFamily = Literal["IPv4", "IPv6"]
 
 def family_of(text: str) -> IPFamily | None:
     """The family of an address or of a CIDR's address; None if neither."""
-    try:
-        return "IPv6" if netaddr.IPAddress(text.split("/")[0].strip()).version == 6 else "IPv4"
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        return None
+    return address_family(text.split("/")[0].strip())
 
 
 def cluster_ip_of_family(spec_cluster_ip: str, cluster_ips: Sequence[str], family: str) -> str:
