@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
+from netemu import cli
 from netemu.cli import main
+from netemu.errors import UsageError
 
 ROOT = Path(__file__).parents[2]
 DEFAULT = str(ROOT / "controlplane" / "default")
@@ -386,3 +390,25 @@ def test_trace_offline_from_to_in_nftables_mode(tmp_path: Path) -> None:
     assert data["node"] == "node-1"
     assert (data["verdict"], len(data["endpoints"]), data["masquerade"]) == ("DNAT", 3, True)
     assert any(r["rule"].startswith("meta l4proto tcp dnat to ") for r in data["rules"])
+
+
+def test_a_command_runs_without_the_cyclic_collector_and_restores_it() -> None:
+    """cli.run keeps the collector off while a command's body runs (see its
+    docstring) and turns it back on after, also when the body fails."""
+    seen: list[bool] = []
+
+    def body() -> None:
+        seen.append(gc.isenabled())
+
+    def failing() -> None:
+        seen.append(gc.isenabled())
+        raise UsageError("bad")
+
+    assert gc.isenabled()
+    cli.run(body)
+    assert gc.isenabled()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(failing)
+    assert exit_info.value.code == 2
+    assert gc.isenabled()
+    assert seen == [False, False]
