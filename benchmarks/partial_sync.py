@@ -13,7 +13,9 @@ Set-up, per backend: the control plane (an in-process store) holds a Lab of two
 nodes and N ClusterIP Services, each with one EndpointSlice of 5 ready endpoints
 (benchmarks/compile_cli.py's objects); each node is a bare network namespace
 with kube-proxy's nfacct objects, synced once by its own ProxyAgent (the first
-sync, as a lab's bring-up does). Then, per run, one endpoint address of the
+sync, as a lab's bring-up does), after which the objects alive are frozen out
+of the cyclic collector's sight as the lab's supervisor does once it is up
+(netemu.heap.freeze_bring_up). Then, per run, one endpoint address of the
 last Service's EndpointSlice changes through the API, and the clock runs
 until every node's agent has applied it: the control plane to its fixed
 point, then every agent's reconcile (read the state through the client,
@@ -66,6 +68,7 @@ from netemu.api.config import Lab
 from netemu.api.core import EndpointSlice
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import ControlPlane, LocalClient, Store, apply_objects
+from netemu.heap import freeze_bring_up
 from netemu.kernel import netns, nfacct
 from netemu.kernel.iptables import Backend, KernelIptables
 from netemu.kernel.nftables import KernelNftables
@@ -232,6 +235,7 @@ def measure(backend: Backend, services: int, runs: int, full_runs: int, result: 
         start = time.perf_counter()
         reconcile_nodes(agents)
         result.first[backend] = time.perf_counter() - start
+        freeze_bring_up()  # as the supervisor once the lab is up
 
         address = original
         plan = [FIRST] + [PARTIAL] * runs + [CLEANUP] * runs + [FULL] * full_runs
@@ -317,6 +321,7 @@ def measure_nftables(services: int, runs: int, result: Result) -> None:
         start = time.perf_counter()
         reconcile_nodes(agents)
         result.first[mode] = time.perf_counter() - start
+        freeze_bring_up()  # as the supervisor once the lab is up
         for n, kind in enumerate([FIRST] + [PARTIAL] * runs):
             old, address = address, f"10.254.{n // 256}.{n % 256 + 1}"
             for kernel in kernels:
