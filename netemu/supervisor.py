@@ -81,6 +81,7 @@ from netemu.controlplane.loadbalancer import LoadBalancerController
 from netemu.controlplane.objects import LAB_KINDS, SCALABLE, key_of
 from netemu.controlplane.state import ClusterState
 from netemu.controlplane.store import wall_clock
+from netemu.heap import freeze_bring_up
 from netemu.kernel import nfacct, processes
 from netemu.kernel.conntrack import KernelConntrack
 from netemu.kernel.datapath import Datapath
@@ -491,6 +492,10 @@ class Supervisor:
         p.stage = "pods and rules"
         p.done, p.total = 0, len(self.kubelets) + len(self.proxies)
         self.reconcile(bringing_up=True)
+        # What the bring-up made lives as long as the lab: out of the cyclic
+        # collector's sight, or its first full collection walks it all
+        # during the first change (netemu.heap).
+        freeze_bring_up()
         self.probes = ProbeLoop(
             [ProbeManager(kubelet) for kubelet in self.kubelets], self.lock, self.reconcile
         )
