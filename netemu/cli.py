@@ -13,7 +13,6 @@ summary equal to the command's own help).
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import sys
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ import click
 from netemu import __version__
 from netemu.api.errors import InputError
 from netemu.errors import LabError, LabUsageError, UsageError, needs_root
+from netemu.heap import gc_paused
 from netemu.rules.model import ParseError
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -152,29 +152,27 @@ def run(action: Callable[[], None]) -> None:
     """Run a command's body, turning the errors it may raise into one line
     per problem on stderr and exit code 2 (bad input) or 1 (failed).
 
-    The cyclic garbage collector is off meanwhile: a command runs once and
-    exits, the objects a large input makes live until then, and walking
-    them again after each of the loader's pauses (gc_paused) was a tenth of
-    `compile`'s CPU time at 10,000 Services (timed with gc.callbacks). What
-    a command leaves in cycles is little (about 2,000 objects for that
-    input) and goes at exit. The supervisor is a process of its own, with
-    its collector on."""
-    gc.disable()
-    try:
-        action()
-    except InputError as exc:
-        for diagnostic in exc.diagnostics:
-            click.echo(str(diagnostic), err=True)
-        click.echo(f"{len(exc.diagnostics)} error(s)", err=True)
-        sys.exit(2)
-    except (UsageError, ParseError, LabUsageError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except LabError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    finally:
-        gc.enable()
+    The cyclic garbage collector is paused meanwhile (netemu.heap): a
+    command runs once and exits, the objects a large input makes live until
+    then, and walking them again after each of the loader's own pauses was
+    a tenth of `compile`'s CPU time at 10,000 Services (timed with
+    gc.callbacks). What a command leaves in cycles is little (about 2,000
+    objects for that input) and goes at exit. The supervisor is a process
+    of its own, with its collector on."""
+    with gc_paused():
+        try:
+            action()
+        except InputError as exc:
+            for diagnostic in exc.diagnostics:
+                click.echo(str(diagnostic), err=True)
+            click.echo(f"{len(exc.diagnostics)} error(s)", err=True)
+            sys.exit(2)
+        except (UsageError, ParseError, LabUsageError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except LabError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
 
 
 def require_root(command: str) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 from netemu.api.config import Lab
-from netemu.api.load import gc_paused
 from netemu.api.validate import load_and_validate
 from netemu.controlplane import build_cluster_state
 from netemu.controlplane.common import is_terminal
 from netemu.controlplane.state import ClusterState
 from netemu.errors import UsageError as UsageError
+from netemu.heap import gc_paused
 from netemu.net.addresses import node_addresses
 from netemu.net.plan import CNI_NETWORK, sandbox_id
 from netemu.rules import nftmodel

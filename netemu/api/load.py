@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import difflib
 import functools
-import gc
 import json
 import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +62,7 @@ from netemu.api.generic import (
     split_api_version,
 )
 from netemu.api.networking import Ingress, IngressClass
+from netemu.heap import gc_paused
 
 # (apiVersion, kind) → type. The only place that says which kinds netemu reads.
 KINDS: dict[tuple[str, str], type[K8sModel]] = {
@@ -388,20 +387,6 @@ def decode_text(data: bytes, file: str) -> str | Diagnostic:
             f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {column} ({exc.reason}); "
             "manifests are UTF-8 text",
         )
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Loading creates millions of small objects and frees none of them; the cyclic
-    garbage collector would walk all of them again and again (it doubled the time of
-    a large load). Paused while loading, restored after."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def load_paths(paths: Iterable[str | Path], notes: list[str] | None = None) -> list[Loaded]:

@@ -57,8 +57,9 @@ from netemu.api.duration import DurationError, parse_duration
 from netemu.api.errors import Diagnostic, FieldPath, InputError, format_field_path
 from netemu.api.generic import GenericObject
 from netemu.api.ipfamilies import IPFamily, settle_ip_families
-from netemu.api.load import Loaded, Origin, gc_paused, load_paths_partly
+from netemu.api.load import Loaded, Origin, load_paths_partly
 from netemu.api.networking import Ingress, IngressClass
+from netemu.heap import gc_paused
 
 __all__ = [
     "is_config_map_key",

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from netemu.api.load import gc_paused
+from netemu.heap import gc_paused
 from netemu.kernel.iptables import Iptables
 from netemu.node.proxyhealth import FULL_SYNC_PERIOD
 from netemu.node.proxyloop import KubeProxyLoop, RuleCounts

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netemu.api.config import KubeProxyConfiguration, Lab
-from netemu.api.load import gc_paused
 from netemu.controlplane import Client, snapshot
 from netemu.controlplane.state import ClusterState
+from netemu.heap import gc_paused
 from netemu.kernel.conntrack import Conntrack
 from netemu.node.proxyhealth import (
     DEFAULT_SYNC_PERIOD,
