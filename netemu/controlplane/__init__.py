@@ -175,6 +175,8 @@ def _prepare(obj: K8sModel) -> K8sModel:
         update["namespace"] = None
     if not meta.name and not meta.generate_name and isinstance(obj, Lab):
         update["name"] = DEFAULT_LAB_NAME
+    if all(getattr(meta, field) == value for field, value in update.items()):
+        return obj  # as sent already (most manifests): the store copies what it keeps
     return obj.model_copy(update={"metadata": meta.model_copy(update=update)})
 
 

@@ -94,11 +94,11 @@ class DefaultingController:
         return changed
 
 
-def externally_accessible(spec: ServiceSpec) -> bool:
+def externally_accessible(svc_type: str | None, external_ips: Sequence[str]) -> bool:
     """service.ExternallyAccessible: reachable from outside via node ports,
     a load balancer, or externalIPs."""
-    return spec.type in ("NodePort", "LoadBalancer") or (
-        spec.type == "ClusterIP" and bool(spec.external_ips)
+    return svc_type in ("NodePort", "LoadBalancer") or (
+        svc_type == "ClusterIP" and bool(external_ips)
     )
 
 
@@ -122,8 +122,7 @@ def default_service(svc: Service, cluster: Sequence[IPFamily] = ("IPv4",)) -> Se
 
     update["ports"] = [_default_port(p, svc_type) for p in spec.ports]
 
-    probe = spec.model_copy(update={"type": svc_type})
-    if externally_accessible(probe):
+    if externally_accessible(svc_type, spec.external_ips):
         update["external_traffic_policy"] = spec.external_traffic_policy or "Cluster"
     else:
         update["external_traffic_policy"] = None
