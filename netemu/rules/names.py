@@ -35,14 +35,10 @@ SEP_PREFIX = "KUBE-SEP-"
 SERVICE_CHAIN_PREFIXES = (SVC_PREFIX, SVL_PREFIX, EXT_PREFIX, FW_PREFIX, SEP_PREFIX)
 
 
-_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 standard alphabet
-
-
 def _hash16(text: str) -> str:
-    # 16 base32 characters carry exactly the digest's first 10 bytes (80 bits),
-    # so encoding those alone gives kube-proxy's prefix without the padding work.
-    value = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
-    return "".join(_B32[(value >> shift) & 31] for shift in range(75, -1, -5))
+    # 16 base32 characters carry exactly the digest's first 10 bytes (80 bits,
+    # two whole 5-byte groups, so no padding): kube-proxy's 16-character cut.
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
 
 
 def port_proto_hash(service_port_name: str, protocol: str) -> str:
