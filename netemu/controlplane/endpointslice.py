@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +55,7 @@ from netemu.api.core import (
 from netemu.api.core import Protocol as PortProtocol
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
+    IdentityMemo,
     delete,
     is_pod_ready,
     is_terminal,
@@ -74,6 +75,11 @@ AddressType = Literal["IPv4", "IPv6"]
 PortKey = tuple[str, PortProtocol, int, str]  # name, protocol, port, appProtocol
 PortsKey = tuple[PortKey, ...]
 GroupKey = tuple[AddressType, PortsKey]
+# What a pod's endpoint for a Service is made of: the pod's, its node's and
+# the Service's uid and resourceVersion, and the address type.
+EndpointInputs = tuple[
+    str | None, str | None, str | None, str | None, str | None, str | None, AddressType
+]
 
 
 @dataclass
@@ -91,8 +97,29 @@ class EndpointSliceController:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        # Each pod's endpoint and its ports, by what they were made from
+        # (EndpointInputs), kept from the last pass for the pods still
+        # selected. A StatefulSet under OrderedReady adds one pod per round,
+        # and its Services' slices are synced every round: only the pods that
+        # changed are converted again, and unchanged endpoints stay the same
+        # objects, so comparing a slice with its update is cheap.
+        self._endpoints: dict[EndpointInputs, tuple[Endpoint, PortsKey]] = {}
+        self._endpoints_in_use: dict[EndpointInputs, tuple[Endpoint, PortsKey]] = {}
+        # Each endpoint's identity and sort key, as slices are keyed and
+        # sorted on every sync; most endpoints are the same objects pass
+        # after pass.
+        self._ident = IdentityMemo(_endpoint_id)
+        self._order = IdentityMemo(_endpoint_sort_key)
 
     def reconcile(self) -> bool:
+        self._endpoints_in_use = {}
+        self._ident.start_pass()
+        self._order.start_pass()
+        changed = self._reconcile()
+        self._endpoints = self._endpoints_in_use
+        return changed
+
+    def _reconcile(self) -> bool:
         services = {
             (s.metadata.namespace, s.metadata.name): s for s in self.client.list(Service).items
         }
@@ -154,14 +181,15 @@ class EndpointSliceController:
         desired: dict[GroupKey, dict[str, Endpoint]] = {}
         for address_type in address_types(svc):
             for pod in selected:
-                endpoint = pod_to_endpoint(pod, nodes.get(pod.spec.node_name), svc, address_type)
+                endpoint, ports_key = self._endpoint(
+                    pod, nodes.get(pod.spec.node_name), svc, address_type
+                )
                 if not endpoint.addresses:
                     continue
-                ports = endpoint_ports(svc, pod)
-                group = desired.setdefault((address_type, _ports_key(ports)), {})
-                group[_endpoint_id(endpoint)] = endpoint
+                group = desired.setdefault((address_type, ports_key), {})
+                group[self._ident(endpoint)] = endpoint
 
-        plan = _plan(desired, existing)
+        plan = _plan(desired, existing, self._ident, self._order)
         if not plan:
             plan = self._placeholders(svc, existing)
 
@@ -180,6 +208,29 @@ class EndpointSliceController:
             if eps.metadata.name not in kept:
                 changed |= self._delete(eps)
         return changed
+
+    def _endpoint(
+        self, pod: Pod, node: Node | None, svc: Service, address_type: AddressType
+    ) -> tuple[Endpoint, PortsKey]:
+        """pod_to_endpoint and the key of its endpoint_ports, from the last
+        pass when the pod, its node and the Service are unchanged."""
+        inputs: EndpointInputs = (
+            pod.metadata.uid,
+            pod.metadata.resource_version,
+            node.metadata.uid if node is not None else None,
+            node.metadata.resource_version if node is not None else None,
+            svc.metadata.uid,
+            svc.metadata.resource_version,
+            address_type,
+        )
+        made = self._endpoints.get(inputs)
+        if made is None or pod.metadata.resource_version is None:
+            made = (
+                pod_to_endpoint(pod, node, svc, address_type),
+                _ports_key(endpoint_ports(svc, pod)),
+            )
+        self._endpoints_in_use[inputs] = made
+        return made
 
     def _placeholders(
         self, svc: Service, existing: list[EndpointSlice]
@@ -210,7 +261,7 @@ class EndpointSliceController:
             labels[LABEL_HEADLESS] = ""
         labels[SERVICE_NAME_LABEL] = svc.metadata.name or ""
         labels[LABEL_MANAGED_BY] = CONTROLLER_NAME
-        endpoints = sorted(slot.endpoints.values(), key=_endpoint_sort_key)
+        endpoints = sorted(slot.endpoints.values(), key=self._order)
         ports = [_port_from_key(k) for k in ports_key]
         if slot.existing is not None:
             meta = slot.existing.metadata.model_copy(
@@ -245,9 +296,14 @@ class EndpointSliceController:
 
 
 def _plan(
-    desired: dict[GroupKey, dict[str, Endpoint]], existing: list[EndpointSlice]
+    desired: dict[GroupKey, dict[str, Endpoint]],
+    existing: list[EndpointSlice],
+    ident_of: Callable[[Endpoint], str],
+    order_of: Callable[[Endpoint], tuple[int, int, str]],
 ) -> dict[GroupKey, list[_Slot]]:
-    """Assign endpoints to slices: keep each where it is, fill, then add slices."""
+    """Assign endpoints to slices: keep each where it is, fill, then add
+    slices. `ident_of` and `order_of` are _endpoint_id and _endpoint_sort_key
+    (or memos of them)."""
     plan: dict[GroupKey, list[_Slot]] = {}
     for group, wanted in desired.items():
         slots: list[_Slot] = []
@@ -257,23 +313,21 @@ def _plan(
                 continue
             keep = {}
             for endpoint in eps.endpoints:
-                ident = _endpoint_id(endpoint)
+                ident = ident_of(endpoint)
                 if ident in wanted and ident not in placed:
                     keep[ident] = wanted[ident]
                     placed.add(ident)
             slots.append(_Slot(eps, keep))
         fresh = deque(
-            sorted(
-                (e for ident, e in wanted.items() if ident not in placed), key=_endpoint_sort_key
-            )
+            sorted((e for ident, e in wanted.items() if ident not in placed), key=order_of)
         )
         for slot in slots:
             while fresh and len(slot.endpoints) < MAX_ENDPOINTS_PER_SLICE:
                 endpoint = fresh.popleft()
-                slot.endpoints[_endpoint_id(endpoint)] = endpoint
+                slot.endpoints[ident_of(endpoint)] = endpoint
         while fresh:
             chunk = [fresh.popleft() for _ in range(min(len(fresh), MAX_ENDPOINTS_PER_SLICE))]
-            slots.append(_Slot(None, {_endpoint_id(e): e for e in chunk}))
+            slots.append(_Slot(None, {ident_of(e): e for e in chunk}))
         plan[group] = [s for s in slots if s.endpoints]
     return {g: s for g, s in plan.items() if s}
 

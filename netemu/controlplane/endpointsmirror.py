@@ -34,7 +34,7 @@ remembers which it wrote).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from netemu.api.base import ObjectMeta
@@ -52,7 +52,14 @@ from netemu.api.core import (
 )
 from netemu.api.core import Protocol as PortProtocol
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import controlled_by, delete, owner_reference, sorted_map, write
+from netemu.controlplane.common import (
+    IdentityMemo,
+    controlled_by,
+    delete,
+    owner_reference,
+    sorted_map,
+    write,
+)
 from netemu.controlplane.endpointslice import (
     CONTROLLER_NAME as SLICE_CONTROLLER,
 )
@@ -235,8 +242,16 @@ class EndpointsController:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.written: set[tuple[str | None, str]] = set()
+        # Each slice endpoint's addresses and each address's order, by
+        # identity: a Service's Endpoints is rebuilt from all its slices
+        # whenever one changes (every round, while a StatefulSet adds a pod
+        # per round), and most endpoints are the same objects as last pass.
+        self._addresses = IdentityMemo(endpoint_addresses)
+        self._order = IdentityMemo(_address_order)
 
     def reconcile(self) -> bool:
+        self._addresses.start_pass()
+        self._order.start_pass()
         slices: dict[tuple[str | None, str], list[EndpointSlice]] = {}
         for eps in self.client.list(
             EndpointSlice, labels={LABEL_MANAGED_BY: SLICE_CONTROLLER}
@@ -254,7 +269,9 @@ class EndpointsController:
                 continue
             key = (svc.metadata.namespace, svc.metadata.name or "")
             wanted.add(key)
-            desired = endpoints_of(svc, slices.get(key, []))
+            desired = endpoints_of(
+                svc, slices.get(key, []), addresses_of=self._addresses, order_of=self._order
+            )
             old = current.get(key)
             if old is None:
                 self.client.create(desired)
@@ -276,12 +293,21 @@ class EndpointsController:
         return changed
 
 
-def endpoints_of(svc: Service, slices: Sequence[EndpointSlice]) -> Endpoints:
+def endpoints_of(
+    svc: Service,
+    slices: Sequence[EndpointSlice],
+    *,
+    addresses_of: Callable[[Endpoint], tuple[EndpointAddress, ...]] | None = None,
+    order_of: Callable[[EndpointAddress], tuple[int, int]] | None = None,
+) -> Endpoints:
     """The Endpoints the endpoints controller writes for `svc`: one address
     per pod, of the Service's primary IP family only (ipFamilies[0], else its
     clusterIP's family), as podToEndpointAddressForService picks it
     (pkg/controller/endpoint/endpoints_controller.go); so the slices of that
-    address type."""
+    address type. `addresses_of` and `order_of` are endpoint_addresses and
+    _address_order, or memos of them."""
+    addresses_of = addresses_of or endpoint_addresses
+    order_of = order_of or _address_order
     publish = bool(svc.spec.publish_not_ready_addresses)
     family = _primary_family(svc)
     subsets: dict[_PortsKey, tuple[dict[str, EndpointAddress], dict[str, EndpointAddress]]] = {}
@@ -295,24 +321,16 @@ def endpoints_of(svc: Service, slices: Sequence[EndpointSlice]) -> Endpoints:
             if cond.terminating and not publish:
                 continue
             ready = publish or cond.ready is None or cond.ready
-            for ip in endpoint.addresses:
-                address = EndpointAddress(
-                    ip=ip,
-                    hostname=endpoint.hostname,
-                    node_name=endpoint.node_name,
-                    target_ref=endpoint.target_ref,
-                )
-                (ready_set if ready else not_ready_set)[ip] = address
+            for address in addresses_of(endpoint):
+                (ready_set if ready else not_ready_set)[address.ip] = address
     out = []
     for ports, (ready_set, not_ready_set) in sorted(subsets.items()):
         if not ready_set and not not_ready_set:
             continue
         out.append(
             EndpointSubset(
-                addresses=[ready_set[k] for k in sorted(ready_set, key=_ip_order)],
-                not_ready_addresses=[
-                    not_ready_set[k] for k in sorted(not_ready_set, key=_ip_order)
-                ],
+                addresses=sorted(ready_set.values(), key=order_of),
+                not_ready_addresses=sorted(not_ready_set.values(), key=order_of),
                 ports=[
                     EndpointsPort(
                         name=name or None, protocol=protocol, port=port, app_protocol=app or None
@@ -330,6 +348,23 @@ def endpoints_of(svc: Service, slices: Sequence[EndpointSlice]) -> Endpoints:
         ),
         subsets=out,
     )
+
+
+def endpoint_addresses(endpoint: Endpoint) -> tuple[EndpointAddress, ...]:
+    """A slice endpoint as Endpoints addresses: one per IP."""
+    return tuple(
+        EndpointAddress(
+            ip=ip,
+            hostname=endpoint.hostname,
+            node_name=endpoint.node_name,
+            target_ref=endpoint.target_ref,
+        )
+        for ip in endpoint.addresses
+    )
+
+
+def _address_order(address: EndpointAddress) -> tuple[int, int]:
+    return _ip_order(address.ip)
 
 
 def _primary_family(svc: Service) -> str | None:
