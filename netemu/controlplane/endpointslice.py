@@ -55,7 +55,6 @@ from netemu.api.core import (
 from netemu.api.core import Protocol as PortProtocol
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
-    IdentityMemo,
     delete,
     is_pod_ready,
     is_terminal,
@@ -75,11 +74,6 @@ AddressType = Literal["IPv4", "IPv6"]
 PortKey = tuple[str, PortProtocol, int, str]  # name, protocol, port, appProtocol
 PortsKey = tuple[PortKey, ...]
 GroupKey = tuple[AddressType, PortsKey]
-# What a pod's endpoint for a Service is made of: the pod's, its node's and
-# the Service's uid and resourceVersion, and the address type.
-EndpointInputs = tuple[
-    str | None, str | None, str | None, str | None, str | None, str | None, AddressType
-]
 
 
 @dataclass
@@ -97,29 +91,26 @@ class EndpointSliceController:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        # Each pod's endpoint and its ports, by what they were made from
-        # (EndpointInputs), kept from the last pass for the pods still
-        # selected. A StatefulSet under OrderedReady adds one pod per round,
-        # and its Services' slices are synced every round: only the pods that
-        # changed are converted again, and unchanged endpoints stay the same
-        # objects, so comparing a slice with its update is cheap.
-        self._endpoints: dict[EndpointInputs, tuple[Endpoint, PortsKey]] = {}
-        self._endpoints_in_use: dict[EndpointInputs, tuple[Endpoint, PortsKey]] = {}
-        # Each endpoint's identity and sort key, as slices are keyed and
-        # sorted on every sync; most endpoints are the same objects pass
-        # after pass.
-        self._ident = IdentityMemo(_endpoint_id)
-        self._order = IdentityMemo(_endpoint_sort_key)
+        # Per Service (namespace, name): the Service object of the last pass
+        # and, by pod identity, each candidate pod with its node and what it
+        # became (_PodEndpoints). A StatefulSet under OrderedReady adds one
+        # pod per round and its Services' slices are synced every round: only
+        # the pods (or nodes) that changed since are selected and converted
+        # again, and unchanged endpoints stay the same objects, so comparing
+        # a slice with its update is cheap. Objects are frozen and each entry
+        # holds its pod, so an id is not reused while its entry lives.
+        self._made: dict[
+            tuple[str | None, str | None],
+            tuple[Service, dict[int, tuple[Pod, Node | None, _PodEndpoints]]],
+        ] = {}
 
     def reconcile(self) -> bool:
-        self._endpoints_in_use = {}
-        self._ident.start_pass()
-        self._order.start_pass()
-        changed = self._reconcile()
-        self._endpoints = self._endpoints_in_use
+        used: set[tuple[str | None, str | None]] = set()
+        changed = self._reconcile(used)
+        self._made = {key: made for key, made in self._made.items() if key in used}
         return changed
 
-    def _reconcile(self) -> bool:
+    def _reconcile(self, synced: set[tuple[str | None, str | None]]) -> bool:
         services = {
             (s.metadata.namespace, s.metadata.name): s for s in self.client.list(Service).items
         }
@@ -159,6 +150,7 @@ class EndpointSliceController:
                 ),
                 key=len,
             )
+            synced.add((svc.metadata.namespace, svc.metadata.name))
             changed |= self._sync(svc, candidates, nodes, owned)
         return changed
 
@@ -169,27 +161,37 @@ class EndpointSliceController:
         nodes: dict[str | None, Node],
         existing: list[EndpointSlice],
     ) -> bool:
-        selector = svc.spec.selector or {}
-        selected = [
-            p
-            for p in pods
-            if p.metadata.namespace == svc.metadata.namespace
-            and all(p.metadata.labels.get(k) == v for k, v in selector.items())
-            and not is_terminal(p)
-            and (p.status.pod_ip or p.status.pod_ips)
-        ]
+        key = (svc.metadata.namespace, svc.metadata.name)
+        last_svc, last = self._made.get(key, (None, {}))
+        if last_svc is not svc:
+            last = {}
+        made: dict[int, tuple[Pod, Node | None, _PodEndpoints]] = {}
         desired: dict[GroupKey, dict[str, Endpoint]] = {}
-        for address_type in address_types(svc):
-            for pod in selected:
-                endpoint, ports_key = self._endpoint(
-                    pod, nodes.get(pod.spec.node_name), svc, address_type
-                )
-                if not endpoint.addresses:
-                    continue
-                group = desired.setdefault((address_type, ports_key), {})
-                group[self._ident(endpoint)] = endpoint
+        # Each desired endpoint's identity and sort key, by object identity
+        # (they are alive throughout the sync, so ids do not collide).
+        idents: dict[int, str] = {}
+        orders: dict[int, tuple[int, int, str]] = {}
+        for pod in pods:
+            node = nodes.get(pod.spec.node_name)
+            hit = last.get(id(pod))
+            if hit is not None and hit[0] is pod and hit[1] is node:
+                converted = hit[2]
+            else:
+                converted = _pod_endpoints(pod, node, svc)
+            made[id(pod)] = (pod, node, converted)
+            for group, endpoint, ident, order in converted:
+                desired.setdefault(group, {})[ident] = endpoint
+                idents[id(endpoint)] = ident
+                orders[id(endpoint)] = order
+        self._made[key] = (svc, made)
 
-        plan = _plan(desired, existing, self._ident, self._order)
+        def ident_of(endpoint: Endpoint) -> str:
+            return idents.get(id(endpoint)) or _endpoint_id(endpoint)
+
+        def order_of(endpoint: Endpoint) -> tuple[int, int, str]:
+            return orders[id(endpoint)]
+
+        plan = _plan(desired, existing, ident_of, order_of)
         if not plan:
             plan = self._placeholders(svc, existing)
 
@@ -197,7 +199,7 @@ class EndpointSliceController:
         kept: set[str] = set()
         for (address_type, ports_key), slots in sorted(plan.items(), key=lambda item: item[0]):
             for slot in slots:
-                eps = self._render(svc, address_type, ports_key, slot)
+                eps = self._render(svc, address_type, ports_key, slot, order_of)
                 if slot.existing is None:
                     self.client.create(eps)
                     changed = True
@@ -208,29 +210,6 @@ class EndpointSliceController:
             if eps.metadata.name not in kept:
                 changed |= self._delete(eps)
         return changed
-
-    def _endpoint(
-        self, pod: Pod, node: Node | None, svc: Service, address_type: AddressType
-    ) -> tuple[Endpoint, PortsKey]:
-        """pod_to_endpoint and the key of its endpoint_ports, from the last
-        pass when the pod, its node and the Service are unchanged."""
-        inputs: EndpointInputs = (
-            pod.metadata.uid,
-            pod.metadata.resource_version,
-            node.metadata.uid if node is not None else None,
-            node.metadata.resource_version if node is not None else None,
-            svc.metadata.uid,
-            svc.metadata.resource_version,
-            address_type,
-        )
-        made = self._endpoints.get(inputs)
-        if made is None or pod.metadata.resource_version is None:
-            made = (
-                pod_to_endpoint(pod, node, svc, address_type),
-                _ports_key(endpoint_ports(svc, pod)),
-            )
-        self._endpoints_in_use[inputs] = made
-        return made
 
     def _placeholders(
         self, svc: Service, existing: list[EndpointSlice]
@@ -250,7 +229,12 @@ class EndpointSliceController:
         return plan
 
     def _render(
-        self, svc: Service, address_type: AddressType, ports_key: PortsKey, slot: _Slot
+        self,
+        svc: Service,
+        address_type: AddressType,
+        ports_key: PortsKey,
+        slot: _Slot,
+        order_of: Callable[[Endpoint], tuple[int, int, str]],
     ) -> EndpointSlice:
         labels = {
             k: v
@@ -261,7 +245,7 @@ class EndpointSliceController:
             labels[LABEL_HEADLESS] = ""
         labels[SERVICE_NAME_LABEL] = svc.metadata.name or ""
         labels[LABEL_MANAGED_BY] = CONTROLLER_NAME
-        endpoints = sorted(slot.endpoints.values(), key=self._order)
+        endpoints = sorted(slot.endpoints.values(), key=order_of)
         ports = [_port_from_key(k) for k in ports_key]
         if slot.existing is not None:
             meta = slot.existing.metadata.model_copy(
@@ -293,6 +277,33 @@ class EndpointSliceController:
     def _delete(self, eps: EndpointSlice) -> bool:
         delete(self.client, eps)
         return True
+
+
+# What one pod gives a Service: per endpoint (one per address type the pod
+# has an address of), its group, the endpoint, its identity and sort key.
+_PodEndpoints = tuple[tuple[GroupKey, Endpoint, str, tuple[int, int, str]], ...]
+
+
+def _pod_endpoints(pod: Pod, node: Node | None, svc: Service) -> _PodEndpoints:
+    """The endpoints `pod` gives `svc`: none unless the pod is of its
+    namespace, matches its selector, is not Succeeded/Failed and has an
+    address."""
+    selector = svc.spec.selector or {}
+    if (
+        pod.metadata.namespace != svc.metadata.namespace
+        or not all(pod.metadata.labels.get(k) == v for k, v in selector.items())
+        or is_terminal(pod)
+        or not (pod.status.pod_ip or pod.status.pod_ips)
+    ):
+        return ()
+    out = []
+    for address_type in address_types(svc):
+        endpoint = pod_to_endpoint(pod, node, svc, address_type)
+        if not endpoint.addresses:
+            continue
+        group = (address_type, _ports_key(endpoint_ports(svc, pod)))
+        out.append((group, endpoint, _endpoint_id(endpoint), _endpoint_sort_key(endpoint)))
+    return tuple(out)
 
 
 def _plan(

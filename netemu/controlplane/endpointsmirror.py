@@ -34,7 +34,7 @@ remembers which it wrote).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from netemu.api.base import ObjectMeta
@@ -242,16 +242,14 @@ class EndpointsController:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.written: set[tuple[str | None, str]] = set()
-        # Each slice endpoint's addresses and each address's order, by
-        # identity: a Service's Endpoints is rebuilt from all its slices
-        # whenever one changes (every round, while a StatefulSet adds a pod
-        # per round), and most endpoints are the same objects as last pass.
-        self._addresses = IdentityMemo(endpoint_addresses)
-        self._order = IdentityMemo(_address_order)
+        # Each slice's addresses, by identity: a Service's Endpoints is
+        # rebuilt from all its slices whenever one changes (every round,
+        # while a StatefulSet adds a pod per round), and the others are the
+        # same objects as last pass.
+        self._entries = IdentityMemo(slice_entries)
 
     def reconcile(self) -> bool:
-        self._addresses.start_pass()
-        self._order.start_pass()
+        self._entries.start_pass()
         slices: dict[tuple[str | None, str], list[EndpointSlice]] = {}
         for eps in self.client.list(
             EndpointSlice, labels={LABEL_MANAGED_BY: SLICE_CONTROLLER}
@@ -269,9 +267,7 @@ class EndpointsController:
                 continue
             key = (svc.metadata.namespace, svc.metadata.name or "")
             wanted.add(key)
-            desired = endpoints_of(
-                svc, slices.get(key, []), addresses_of=self._addresses, order_of=self._order
-            )
+            desired = endpoints_of(svc, slices.get(key, []), entries_of=self._entries)
             old = current.get(key)
             if old is None:
                 self.client.create(desired)
@@ -297,40 +293,35 @@ def endpoints_of(
     svc: Service,
     slices: Sequence[EndpointSlice],
     *,
-    addresses_of: Callable[[Endpoint], tuple[EndpointAddress, ...]] | None = None,
-    order_of: Callable[[EndpointAddress], tuple[int, int]] | None = None,
+    entries_of: Callable[[EndpointSlice], tuple[AddressEntry, ...]] | None = None,
 ) -> Endpoints:
     """The Endpoints the endpoints controller writes for `svc`: one address
     per pod, of the Service's primary IP family only (ipFamilies[0], else its
     clusterIP's family), as podToEndpointAddressForService picks it
     (pkg/controller/endpoint/endpoints_controller.go); so the slices of that
-    address type. `addresses_of` and `order_of` are endpoint_addresses and
-    _address_order, or memos of them."""
-    addresses_of = addresses_of or endpoint_addresses
-    order_of = order_of or _address_order
+    address type. `entries_of` is slice_entries, or a memo of it."""
+    entries_of = entries_of or slice_entries
     publish = bool(svc.spec.publish_not_ready_addresses)
     family = _primary_family(svc)
-    subsets: dict[_PortsKey, tuple[dict[str, EndpointAddress], dict[str, EndpointAddress]]] = {}
+    subsets: dict[_PortsKey, tuple[dict[str, AddressEntry], dict[str, AddressEntry]]] = {}
     for eps in slices:
         if family is not None and eps.address_type != family:
             continue
         ports = _slice_ports(eps)
         ready_set, not_ready_set = subsets.setdefault(ports, ({}, {}))
-        for endpoint in eps.endpoints:
-            cond = endpoint.conditions
-            if cond.terminating and not publish:
+        for entry in entries_of(eps):
+            address, terminating, ready, _ = entry
+            if terminating and not publish:
                 continue
-            ready = publish or cond.ready is None or cond.ready
-            for address in addresses_of(endpoint):
-                (ready_set if ready else not_ready_set)[address.ip] = address
+            (ready_set if publish or ready else not_ready_set)[address.ip] = entry
     out = []
     for ports, (ready_set, not_ready_set) in sorted(subsets.items()):
         if not ready_set and not not_ready_set:
             continue
         out.append(
             EndpointSubset(
-                addresses=sorted(ready_set.values(), key=order_of),
-                not_ready_addresses=sorted(not_ready_set.values(), key=order_of),
+                addresses=_sorted_addresses(ready_set.values()),
+                not_ready_addresses=_sorted_addresses(not_ready_set.values()),
                 ports=[
                     EndpointsPort(
                         name=name or None, protocol=protocol, port=port, app_protocol=app or None
@@ -350,21 +341,43 @@ def endpoints_of(
     )
 
 
-def endpoint_addresses(endpoint: Endpoint) -> tuple[EndpointAddress, ...]:
-    """A slice endpoint as Endpoints addresses: one per IP."""
-    return tuple(
-        EndpointAddress(
-            ip=ip,
-            hostname=endpoint.hostname,
-            node_name=endpoint.node_name,
-            target_ref=endpoint.target_ref,
-        )
-        for ip in endpoint.addresses
-    )
+# A slice endpoint's address as the endpoints controller reads it: the
+# address, whether the endpoint is terminating, whether it is ready
+# (conditions.ready unset counts as ready), and the address's order (None
+# when it is not an IP).
+AddressEntry = tuple[EndpointAddress, bool, bool, tuple[int, int] | None]
 
 
-def _address_order(address: EndpointAddress) -> tuple[int, int]:
-    return _ip_order(address.ip)
+def slice_entries(eps: EndpointSlice) -> tuple[AddressEntry, ...]:
+    """Every address of every endpoint of `eps`, in order."""
+    out: list[AddressEntry] = []
+    for endpoint in eps.endpoints:
+        cond = endpoint.conditions
+        ready = cond.ready is None or bool(cond.ready)
+        for ip in endpoint.addresses:
+            address = EndpointAddress(
+                ip=ip,
+                hostname=endpoint.hostname,
+                node_name=endpoint.node_name,
+                target_ref=endpoint.target_ref,
+            )
+            try:
+                order: tuple[int, int] | None = _ip_order(ip)
+            except ValueError:
+                order = None
+            out.append((address, bool(cond.terminating), ready, order))
+    return tuple(out)
+
+
+def _sorted_addresses(entries: Iterable[AddressEntry]) -> list[EndpointAddress]:
+    """The entries' addresses by IP (an address that is not an IP fails, as
+    sorting it by _ip_order would)."""
+    return [entry[0] for entry in sorted(entries, key=_entry_order)]
+
+
+def _entry_order(entry: AddressEntry) -> tuple[int, int]:
+    address, _, _, order = entry
+    return order if order is not None else _ip_order(address.ip)
 
 
 def _primary_family(svc: Service) -> str | None:
