@@ -75,7 +75,7 @@ class PodIpamController:
     def reconcile(self) -> bool:
         self.order.sync()
         nodes = {n.metadata.name: n for n in self.client.list(Node).items}
-        pods = sorted(self.client.list(Pod).items, key=self.order.key)
+        pods = self.client.list(Pod).items
         used: set[IPAddress] = set()
         for pod in pods:
             if pod.spec.host_network or is_terminal(pod):
@@ -87,6 +87,7 @@ class PodIpamController:
 
         changed = False
         settled: dict[str, tuple[str | None, str | None]] = {}
+        pending: list[tuple[Pod, Node | None, tuple[str | None, str | None], str]] = []
         for pod in pods:
             if not pod.spec.node_name or is_terminal(pod):
                 continue
@@ -100,7 +101,11 @@ class PodIpamController:
             uid = pod.metadata.uid or ""
             if pod.status.pod_ip and self._settled.get(uid) == key:
                 settled[uid] = key
-                continue
+            else:
+                pending.append((pod, node, key, uid))
+        # The others in creation order (only they can take addresses).
+        pending.sort(key=lambda item: self.order.key(item[0]))
+        for pod, node, key, uid in pending:
             new = self._start(pod, node, used)
             if write(self.client, pod, new):
                 changed = True
