@@ -116,10 +116,16 @@ class EndpointSliceController:
         }
         # Pods by (namespace, label key, label value): a Service's candidates are the
         # pods of its rarest selector label, not every pod (linear in pods + Services).
+        # Only the label keys some selector uses are indexed.
+        selected_keys = {k for svc in services.values() for k in svc.spec.selector or {}}
         pods_by_label: dict[tuple[str | None, str, str], list[Pod]] = {}
         for pod in self.client.list(Pod).items:
-            for label in pod.metadata.labels.items():
-                pods_by_label.setdefault((pod.metadata.namespace, *label), []).append(pod)
+            labels = pod.metadata.labels
+            for label_key in selected_keys:
+                value = labels.get(label_key)
+                if value is not None:
+                    index = (pod.metadata.namespace, label_key, value)
+                    pods_by_label.setdefault(index, []).append(pod)
         nodes = {n.metadata.name: n for n in self.client.list(Node).items}
         managed: dict[tuple[str | None, str | None], list[EndpointSlice]] = {}
         for eps in self.client.list(
