@@ -50,7 +50,7 @@ from netemu.api.core import (
     PodStatus,
 )
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import is_terminal, write
+from netemu.controlplane.common import IdentityMemo, is_terminal, write
 from netemu.controlplane.informer import CreationOrder
 from netemu.controlplane.podstatus import container_id, image_id, waiting_statuses
 from netemu.controlplane.settings import IPAddress, IPNetwork
@@ -71,19 +71,18 @@ class PodIpamController:
         self._last_reserved: dict[str, IPAddress] = {}
         # uid -> (pod's resourceVersion, its node's) when it needed nothing.
         self._settled: dict[str, tuple[str | None, str | None]] = {}
+        # The pod addresses each pod holds, by identity: every pass collects
+        # every pod's, and most pods are the same objects as the pass before.
+        self._holds = IdentityMemo(_held_addresses)
 
     def reconcile(self) -> bool:
         self.order.sync()
+        self._holds.start_pass()
         nodes = {n.metadata.name: n for n in self.client.list(Node).items}
         pods = self.client.list(Pod).items
         used: set[IPAddress] = set()
         for pod in pods:
-            if pod.spec.host_network or is_terminal(pod):
-                continue
-            for text in [pod.status.pod_ip, *(p.ip for p in pod.status.pod_ips)]:
-                addr = _address(text)
-                if addr is not None:
-                    used.add(addr)
+            used.update(self._holds(pod))
 
         changed = False
         settled: dict[str, tuple[str | None, str | None]] = {}
@@ -309,6 +308,15 @@ def _conditions(
         ]
     out.extend(c for c in status.conditions if c.type not in CONDITION_ORDER)
     return out
+
+
+def _held_addresses(pod: Pod) -> tuple[IPAddress, ...]:
+    """The pod network addresses `pod` holds: none for a hostNetwork pod
+    (the node's own) or a Succeeded/Failed one (its sandbox is gone)."""
+    if pod.spec.host_network or is_terminal(pod):
+        return ()
+    texts = [pod.status.pod_ip, *(p.ip for p in pod.status.pod_ips)]
+    return tuple(addr for addr in map(_address, texts) if addr is not None)
 
 
 def _network(text: str | None) -> IPNetwork | None:
