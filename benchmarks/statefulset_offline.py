@@ -55,11 +55,14 @@ def lab(replicas: int, policy: str) -> list[dict[str, Any]]:
     return docs
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, bytes]:
-    """Wall-clock and CPU seconds of one run, and its output."""
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, bytes]:
+    """Wall-clock and CPU seconds of one run, and its output. `cwd` is not
+    the checkout: `python -m` puts the working directory first on sys.path,
+    ahead of PYTHONPATH, and the checkout's netemu would shadow the earlier
+    commit's."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, check=False, env=env)
+    done = subprocess.run(command, capture_output=True, check=False, env=env, cwd=cwd)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -98,7 +101,7 @@ def measure(
             outputs: dict[str, bytes] = {}
             for _ in range(runs):
                 for name, env in versions.items():
-                    seconds, used, out = timed(command, env)
+                    seconds, used, out = timed(command, env, directory)
                     times[name].append(seconds)
                     cpu[name].append(used)
                     outputs.setdefault(name, out)
@@ -176,6 +179,9 @@ def main() -> None:
         versions["now"] = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         inputs = Path(tmp) / "inputs"
         inputs.mkdir()
+        check = [str(PYTHON), "-c", "import netemu; print(netemu.__file__)"]
+        for name, env in versions.items():
+            print(f"{name}: {timed(check, env, inputs)[2].decode().strip()}", flush=True)
         counts = [int(n) for n in args.replicas.split(",")]
         rows = measure(inputs, versions, counts, args.runs)
     if args.write:
