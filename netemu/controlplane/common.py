@@ -30,7 +30,7 @@ class IdentityMemo(Generic[K, V]):
         self._now: dict[int, tuple[K, V]] = {}
 
     def start_pass(self) -> None:
-        """Forget what the pass before the last one used and this one did not."""
+        """Begin a pass: what the last pass used is kept, the rest forgotten."""
         self._last, self._now = self._now, {}
 
     def __call__(self, obj: K) -> V:
