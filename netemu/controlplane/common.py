@@ -3,12 +3,42 @@ templates, and writing only when something changed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Generic, TypeVar
 
 from netemu.api.base import K8sModel, ObjectMeta, OwnerReference
 from netemu.api.core import Pod, PodTemplateSpec
 from netemu.controlplane.client import Client
 from netemu.controlplane.objects import T, meta_of
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class IdentityMemo(Generic[K, V]):
+    """Values computed from frozen objects, remembered by the object's
+    identity for as long as passes keep using it: what a controller derives
+    from each object of a large set on every pass (a sort key, a
+    conversion) is computed once while the object stays the same object.
+    Only the objects used since the previous `start_pass` survive the next
+    one; each entry holds its object, so its id cannot be reused while the
+    entry lives."""
+
+    def __init__(self, compute: Callable[[K], V]) -> None:
+        self._compute = compute
+        self._last: dict[int, tuple[K, V]] = {}
+        self._now: dict[int, tuple[K, V]] = {}
+
+    def start_pass(self) -> None:
+        """Begin a pass: what the last pass used is kept, the rest forgotten."""
+        self._last, self._now = self._now, {}
+
+    def __call__(self, obj: K) -> V:
+        known = self._now.get(id(obj))
+        if known is None:
+            known = self._last.get(id(obj)) or (obj, self._compute(obj))
+            self._now[id(obj)] = known
+        return known[1]
 
 
 def controller_ref(meta: ObjectMeta) -> OwnerReference | None:

@@ -38,6 +38,9 @@ class DaemonSetController:
 
     def reconcile(self) -> bool:
         changed = False
+        daemon_sets = self.client.list(DaemonSet).items
+        if not daemon_sets:
+            return False  # and the pods are not read (see ReplicaSetController)
         nodes = self.client.list(Node).items
         # Pods by their controller's uid: each DaemonSet looks only at its own.
         controlled: dict[str, list[Pod]] = {}
@@ -45,7 +48,7 @@ class DaemonSetController:
             ref = controller_ref(pod.metadata)
             if ref is not None and ref.uid:
                 controlled.setdefault(ref.uid, []).append(pod)
-        for ds in self.client.list(DaemonSet).items:
+        for ds in daemon_sets:
             candidates = controlled.get(ds.metadata.uid or "", [])
             owned = [p for p in candidates if controlled_by(p, ds)]
             changed |= self._sync(ds, nodes, owned)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -91,17 +91,41 @@ class EndpointSliceController:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        # Per Service (namespace, name): the Service object of the last pass
+        # and, by pod identity, each candidate pod with its node and what it
+        # became (_PodEndpoints). A StatefulSet under OrderedReady adds one
+        # pod per round and its Services' slices are synced every round: only
+        # the pods (or nodes) that changed since are selected and converted
+        # again, and unchanged endpoints stay the same objects, so comparing
+        # a slice with its update is cheap. Objects are frozen and each entry
+        # holds its pod, so an id is not reused while its entry lives.
+        self._made: dict[
+            tuple[str | None, str | None],
+            tuple[Service, dict[int, tuple[Pod, Node | None, _PodEndpoints]]],
+        ] = {}
 
     def reconcile(self) -> bool:
+        used: set[tuple[str | None, str | None]] = set()
+        changed = self._reconcile(used)
+        self._made = {key: made for key, made in self._made.items() if key in used}
+        return changed
+
+    def _reconcile(self, synced: set[tuple[str | None, str | None]]) -> bool:
         services = {
             (s.metadata.namespace, s.metadata.name): s for s in self.client.list(Service).items
         }
         # Pods by (namespace, label key, label value): a Service's candidates are the
         # pods of its rarest selector label, not every pod (linear in pods + Services).
+        # Only the label keys some selector uses are indexed.
+        selected_keys = {k for svc in services.values() for k in svc.spec.selector or {}}
         pods_by_label: dict[tuple[str | None, str, str], list[Pod]] = {}
         for pod in self.client.list(Pod).items:
-            for label in pod.metadata.labels.items():
-                pods_by_label.setdefault((pod.metadata.namespace, *label), []).append(pod)
+            labels = pod.metadata.labels
+            for label_key in selected_keys:
+                value = labels.get(label_key)
+                if value is not None:
+                    index = (pod.metadata.namespace, label_key, value)
+                    pods_by_label.setdefault(index, []).append(pod)
         nodes = {n.metadata.name: n for n in self.client.list(Node).items}
         managed: dict[tuple[str | None, str | None], list[EndpointSlice]] = {}
         for eps in self.client.list(
@@ -132,6 +156,7 @@ class EndpointSliceController:
                 ),
                 key=len,
             )
+            synced.add((svc.metadata.namespace, svc.metadata.name))
             changed |= self._sync(svc, candidates, nodes, owned)
         return changed
 
@@ -142,26 +167,37 @@ class EndpointSliceController:
         nodes: dict[str | None, Node],
         existing: list[EndpointSlice],
     ) -> bool:
-        selector = svc.spec.selector or {}
-        selected = [
-            p
-            for p in pods
-            if p.metadata.namespace == svc.metadata.namespace
-            and all(p.metadata.labels.get(k) == v for k, v in selector.items())
-            and not is_terminal(p)
-            and (p.status.pod_ip or p.status.pod_ips)
-        ]
+        key = (svc.metadata.namespace, svc.metadata.name)
+        last_svc, last = self._made.get(key, (None, {}))
+        if last_svc is not svc:
+            last = {}
+        made: dict[int, tuple[Pod, Node | None, _PodEndpoints]] = {}
         desired: dict[GroupKey, dict[str, Endpoint]] = {}
-        for address_type in address_types(svc):
-            for pod in selected:
-                endpoint = pod_to_endpoint(pod, nodes.get(pod.spec.node_name), svc, address_type)
-                if not endpoint.addresses:
-                    continue
-                ports = endpoint_ports(svc, pod)
-                group = desired.setdefault((address_type, _ports_key(ports)), {})
-                group[_endpoint_id(endpoint)] = endpoint
+        # Each desired endpoint's identity and sort key, by object identity
+        # (they are alive throughout the sync, so ids do not collide).
+        idents: dict[int, str] = {}
+        orders: dict[int, tuple[int, int, str]] = {}
+        for pod in pods:
+            node = nodes.get(pod.spec.node_name)
+            hit = last.get(id(pod))
+            if hit is not None and hit[0] is pod and hit[1] is node:
+                converted = hit[2]
+            else:
+                converted = _pod_endpoints(pod, node, svc)
+            made[id(pod)] = (pod, node, converted)
+            for group, endpoint, ident, order in converted:
+                desired.setdefault(group, {})[ident] = endpoint
+                idents[id(endpoint)] = ident
+                orders[id(endpoint)] = order
+        self._made[key] = (svc, made)
 
-        plan = _plan(desired, existing)
+        def ident_of(endpoint: Endpoint) -> str:
+            return idents.get(id(endpoint)) or _endpoint_id(endpoint)
+
+        def order_of(endpoint: Endpoint) -> tuple[int, int, str]:
+            return orders[id(endpoint)]
+
+        plan = _plan(desired, existing, ident_of, order_of)
         if not plan:
             plan = self._placeholders(svc, existing)
 
@@ -169,7 +205,7 @@ class EndpointSliceController:
         kept: set[str] = set()
         for (address_type, ports_key), slots in sorted(plan.items(), key=lambda item: item[0]):
             for slot in slots:
-                eps = self._render(svc, address_type, ports_key, slot)
+                eps = self._render(svc, address_type, ports_key, slot, order_of)
                 if slot.existing is None:
                     self.client.create(eps)
                     changed = True
@@ -199,7 +235,12 @@ class EndpointSliceController:
         return plan
 
     def _render(
-        self, svc: Service, address_type: AddressType, ports_key: PortsKey, slot: _Slot
+        self,
+        svc: Service,
+        address_type: AddressType,
+        ports_key: PortsKey,
+        slot: _Slot,
+        order_of: Callable[[Endpoint], tuple[int, int, str]],
     ) -> EndpointSlice:
         labels = {
             k: v
@@ -210,7 +251,7 @@ class EndpointSliceController:
             labels[LABEL_HEADLESS] = ""
         labels[SERVICE_NAME_LABEL] = svc.metadata.name or ""
         labels[LABEL_MANAGED_BY] = CONTROLLER_NAME
-        endpoints = sorted(slot.endpoints.values(), key=_endpoint_sort_key)
+        endpoints = sorted(slot.endpoints.values(), key=order_of)
         ports = [_port_from_key(k) for k in ports_key]
         if slot.existing is not None:
             meta = slot.existing.metadata.model_copy(
@@ -244,10 +285,42 @@ class EndpointSliceController:
         return True
 
 
+# What one pod gives a Service: per endpoint (one per address type the pod
+# has an address of), its group, the endpoint, its identity and sort key.
+_PodEndpoints = tuple[tuple[GroupKey, Endpoint, str, tuple[int, int, str]], ...]
+
+
+def _pod_endpoints(pod: Pod, node: Node | None, svc: Service) -> _PodEndpoints:
+    """The endpoints `pod` gives `svc`: none unless the pod is of its
+    namespace, matches its selector, is not Succeeded/Failed and has an
+    address."""
+    selector = svc.spec.selector or {}
+    if (
+        pod.metadata.namespace != svc.metadata.namespace
+        or not all(pod.metadata.labels.get(k) == v for k, v in selector.items())
+        or is_terminal(pod)
+        or not (pod.status.pod_ip or pod.status.pod_ips)
+    ):
+        return ()
+    out = []
+    for address_type in address_types(svc):
+        endpoint = pod_to_endpoint(pod, node, svc, address_type)
+        if not endpoint.addresses:
+            continue
+        group = (address_type, _ports_key(endpoint_ports(svc, pod)))
+        out.append((group, endpoint, _endpoint_id(endpoint), _endpoint_sort_key(endpoint)))
+    return tuple(out)
+
+
 def _plan(
-    desired: dict[GroupKey, dict[str, Endpoint]], existing: list[EndpointSlice]
+    desired: dict[GroupKey, dict[str, Endpoint]],
+    existing: list[EndpointSlice],
+    ident_of: Callable[[Endpoint], str],
+    order_of: Callable[[Endpoint], tuple[int, int, str]],
 ) -> dict[GroupKey, list[_Slot]]:
-    """Assign endpoints to slices: keep each where it is, fill, then add slices."""
+    """Assign endpoints to slices: keep each where it is, fill, then add
+    slices. `ident_of` and `order_of` are _endpoint_id and _endpoint_sort_key
+    (or memos of them)."""
     plan: dict[GroupKey, list[_Slot]] = {}
     for group, wanted in desired.items():
         slots: list[_Slot] = []
@@ -257,23 +330,21 @@ def _plan(
                 continue
             keep = {}
             for endpoint in eps.endpoints:
-                ident = _endpoint_id(endpoint)
+                ident = ident_of(endpoint)
                 if ident in wanted and ident not in placed:
                     keep[ident] = wanted[ident]
                     placed.add(ident)
             slots.append(_Slot(eps, keep))
         fresh = deque(
-            sorted(
-                (e for ident, e in wanted.items() if ident not in placed), key=_endpoint_sort_key
-            )
+            sorted((e for ident, e in wanted.items() if ident not in placed), key=order_of)
         )
         for slot in slots:
             while fresh and len(slot.endpoints) < MAX_ENDPOINTS_PER_SLICE:
                 endpoint = fresh.popleft()
-                slot.endpoints[_endpoint_id(endpoint)] = endpoint
+                slot.endpoints[ident_of(endpoint)] = endpoint
         while fresh:
             chunk = [fresh.popleft() for _ in range(min(len(fresh), MAX_ENDPOINTS_PER_SLICE))]
-            slots.append(_Slot(None, {_endpoint_id(e): e for e in chunk}))
+            slots.append(_Slot(None, {ident_of(e): e for e in chunk}))
         plan[group] = [s for s in slots if s.endpoints]
     return {g: s for g, s in plan.items() if s}
 

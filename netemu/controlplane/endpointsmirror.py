@@ -34,7 +34,7 @@ remembers which it wrote).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from netemu.api.base import ObjectMeta
@@ -52,7 +52,14 @@ from netemu.api.core import (
 )
 from netemu.api.core import Protocol as PortProtocol
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import controlled_by, delete, owner_reference, sorted_map, write
+from netemu.controlplane.common import (
+    IdentityMemo,
+    controlled_by,
+    delete,
+    owner_reference,
+    sorted_map,
+    write,
+)
 from netemu.controlplane.endpointslice import (
     CONTROLLER_NAME as SLICE_CONTROLLER,
 )
@@ -235,8 +242,14 @@ class EndpointsController:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.written: set[tuple[str | None, str]] = set()
+        # Each slice's addresses, by identity: a Service's Endpoints is
+        # rebuilt from all its slices whenever one changes (every round,
+        # while a StatefulSet adds a pod per round), and the others are the
+        # same objects as last pass.
+        self._entries = IdentityMemo(slice_entries)
 
     def reconcile(self) -> bool:
+        self._entries.start_pass()
         slices: dict[tuple[str | None, str], list[EndpointSlice]] = {}
         for eps in self.client.list(
             EndpointSlice, labels={LABEL_MANAGED_BY: SLICE_CONTROLLER}
@@ -254,7 +267,7 @@ class EndpointsController:
                 continue
             key = (svc.metadata.namespace, svc.metadata.name or "")
             wanted.add(key)
-            desired = endpoints_of(svc, slices.get(key, []))
+            desired = endpoints_of(svc, slices.get(key, []), entries_of=self._entries)
             old = current.get(key)
             if old is None:
                 self.client.create(desired)
@@ -276,43 +289,39 @@ class EndpointsController:
         return changed
 
 
-def endpoints_of(svc: Service, slices: Sequence[EndpointSlice]) -> Endpoints:
+def endpoints_of(
+    svc: Service,
+    slices: Sequence[EndpointSlice],
+    *,
+    entries_of: Callable[[EndpointSlice], tuple[AddressEntry, ...]] | None = None,
+) -> Endpoints:
     """The Endpoints the endpoints controller writes for `svc`: one address
     per pod, of the Service's primary IP family only (ipFamilies[0], else its
     clusterIP's family), as podToEndpointAddressForService picks it
     (pkg/controller/endpoint/endpoints_controller.go); so the slices of that
-    address type."""
+    address type. `entries_of` is slice_entries, or a memo of it."""
+    entries_of = entries_of or slice_entries
     publish = bool(svc.spec.publish_not_ready_addresses)
     family = _primary_family(svc)
-    subsets: dict[_PortsKey, tuple[dict[str, EndpointAddress], dict[str, EndpointAddress]]] = {}
+    subsets: dict[_PortsKey, tuple[dict[str, AddressEntry], dict[str, AddressEntry]]] = {}
     for eps in slices:
         if family is not None and eps.address_type != family:
             continue
         ports = _slice_ports(eps)
         ready_set, not_ready_set = subsets.setdefault(ports, ({}, {}))
-        for endpoint in eps.endpoints:
-            cond = endpoint.conditions
-            if cond.terminating and not publish:
+        for entry in entries_of(eps):
+            address, terminating, ready, _ = entry
+            if terminating and not publish:
                 continue
-            ready = publish or cond.ready is None or cond.ready
-            for ip in endpoint.addresses:
-                address = EndpointAddress(
-                    ip=ip,
-                    hostname=endpoint.hostname,
-                    node_name=endpoint.node_name,
-                    target_ref=endpoint.target_ref,
-                )
-                (ready_set if ready else not_ready_set)[ip] = address
+            (ready_set if publish or ready else not_ready_set)[address.ip] = entry
     out = []
     for ports, (ready_set, not_ready_set) in sorted(subsets.items()):
         if not ready_set and not not_ready_set:
             continue
         out.append(
             EndpointSubset(
-                addresses=[ready_set[k] for k in sorted(ready_set, key=_ip_order)],
-                not_ready_addresses=[
-                    not_ready_set[k] for k in sorted(not_ready_set, key=_ip_order)
-                ],
+                addresses=_sorted_addresses(ready_set.values()),
+                not_ready_addresses=_sorted_addresses(not_ready_set.values()),
                 ports=[
                     EndpointsPort(
                         name=name or None, protocol=protocol, port=port, app_protocol=app or None
@@ -330,6 +339,45 @@ def endpoints_of(svc: Service, slices: Sequence[EndpointSlice]) -> Endpoints:
         ),
         subsets=out,
     )
+
+
+# A slice endpoint's address as the endpoints controller reads it: the
+# address, whether the endpoint is terminating, whether it is ready
+# (conditions.ready unset counts as ready), and the address's order (None
+# when it is not an IP).
+AddressEntry = tuple[EndpointAddress, bool, bool, tuple[int, int] | None]
+
+
+def slice_entries(eps: EndpointSlice) -> tuple[AddressEntry, ...]:
+    """Every address of every endpoint of `eps`, in order."""
+    out: list[AddressEntry] = []
+    for endpoint in eps.endpoints:
+        cond = endpoint.conditions
+        ready = cond.ready is None or bool(cond.ready)
+        for ip in endpoint.addresses:
+            address = EndpointAddress(
+                ip=ip,
+                hostname=endpoint.hostname,
+                node_name=endpoint.node_name,
+                target_ref=endpoint.target_ref,
+            )
+            try:
+                order: tuple[int, int] | None = _ip_order(ip)
+            except ValueError:
+                order = None
+            out.append((address, bool(cond.terminating), ready, order))
+    return tuple(out)
+
+
+def _sorted_addresses(entries: Iterable[AddressEntry]) -> list[EndpointAddress]:
+    """The entries' addresses by IP (an address that is not an IP fails, as
+    sorting it by _ip_order would)."""
+    return [entry[0] for entry in sorted(entries, key=_entry_order)]
+
+
+def _entry_order(entry: AddressEntry) -> tuple[int, int]:
+    address, _, _, order = entry
+    return order if order is not None else _ip_order(address.ip)
 
 
 def _primary_family(svc: Service) -> str | None:

@@ -137,10 +137,13 @@ class JobController:
         return owned
 
     def reconcile(self) -> bool:
+        jobs = self.client.list(Job).items
+        if not jobs:
+            return False  # and the pods are not read (see ReplicaSetController)
         owned = self._owned_by_job()
         changed = False
         now = self.clock()
-        for job in self.client.list(Job).items:
+        for job in jobs:
             if job.spec.selector is None and not job.spec.manual_selector:
                 changed |= write(self.client, job, defaulted(job))
                 continue

@@ -50,7 +50,7 @@ from netemu.api.core import (
     PodStatus,
 )
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import is_terminal, write
+from netemu.controlplane.common import IdentityMemo, is_terminal, write
 from netemu.controlplane.informer import CreationOrder
 from netemu.controlplane.podstatus import container_id, image_id, waiting_statuses
 from netemu.controlplane.settings import IPAddress, IPNetwork
@@ -71,22 +71,22 @@ class PodIpamController:
         self._last_reserved: dict[str, IPAddress] = {}
         # uid -> (pod's resourceVersion, its node's) when it needed nothing.
         self._settled: dict[str, tuple[str | None, str | None]] = {}
+        # The pod addresses each pod holds, by identity: every pass collects
+        # every pod's, and most pods are the same objects as the pass before.
+        self._holds = IdentityMemo(_held_addresses)
 
     def reconcile(self) -> bool:
         self.order.sync()
+        self._holds.start_pass()
         nodes = {n.metadata.name: n for n in self.client.list(Node).items}
-        pods = sorted(self.client.list(Pod).items, key=self.order.key)
+        pods = self.client.list(Pod).items
         used: set[IPAddress] = set()
         for pod in pods:
-            if pod.spec.host_network or is_terminal(pod):
-                continue
-            for text in [pod.status.pod_ip, *(p.ip for p in pod.status.pod_ips)]:
-                addr = _address(text)
-                if addr is not None:
-                    used.add(addr)
+            used.update(self._holds(pod))
 
         changed = False
         settled: dict[str, tuple[str | None, str | None]] = {}
+        pending: list[tuple[Pod, Node | None, tuple[str | None, str | None], str]] = []
         for pod in pods:
             if not pod.spec.node_name or is_terminal(pod):
                 continue
@@ -100,7 +100,11 @@ class PodIpamController:
             uid = pod.metadata.uid or ""
             if pod.status.pod_ip and self._settled.get(uid) == key:
                 settled[uid] = key
-                continue
+            else:
+                pending.append((pod, node, key, uid))
+        # The others in creation order (only they can take addresses).
+        pending.sort(key=lambda item: self.order.key(item[0]))
+        for pod, node, key, uid in pending:
             new = self._start(pod, node, used)
             if write(self.client, pod, new):
                 changed = True
@@ -304,6 +308,15 @@ def _conditions(
         ]
     out.extend(c for c in status.conditions if c.type not in CONDITION_ORDER)
     return out
+
+
+def _held_addresses(pod: Pod) -> tuple[IPAddress, ...]:
+    """The pod network addresses `pod` holds: none for a hostNetwork pod
+    (the node's own) or a Succeeded/Failed one (its sandbox is gone)."""
+    if pod.spec.host_network or is_terminal(pod):
+        return ()
+    texts = [pod.status.pod_ip, *(p.ip for p in pod.status.pod_ips)]
+    return tuple(addr for addr in map(_address, texts) if addr is not None)
 
 
 def _network(text: str | None) -> IPNetwork | None:

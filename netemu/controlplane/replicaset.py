@@ -52,6 +52,15 @@ class ReplicaSetController:
 
     def reconcile(self) -> bool:
         changed = False
+        sets: list[ReplicaSet | ReplicationController] = [
+            *self.client.list(ReplicaSet).items,
+            *self.client.list(ReplicationController).items,
+        ]
+        if not sets:
+            # Nothing to do, and the pods are not read: other controllers
+            # may change pods round after round (a StatefulSet adds one per
+            # round), and indexing them all each time is what a round costs.
+            return False
         # Pods by their controller's uid, and the pods without a controller by namespace:
         # each ReplicaSet looks only at its own and at those it may adopt.
         controlled: dict[str, list[Pod]] = {}
@@ -62,10 +71,6 @@ class ReplicaSetController:
                 orphans.setdefault(pod.metadata.namespace, []).append(pod)
             elif ref.uid:
                 controlled.setdefault(ref.uid, []).append(pod)
-        sets: list[ReplicaSet | ReplicationController] = [
-            *self.client.list(ReplicaSet).items,
-            *self.client.list(ReplicationController).items,
-        ]
         # getReplicaSetsWithSameController: the sets of one owner (a
         # Deployment's old and new ones); a set without an owner stands alone.
         siblings: dict[str, list[ReplicaSet | ReplicationController]] = {}

@@ -23,7 +23,13 @@ from typing import Any
 
 from netemu.api.core import Node, Pod, PodCondition, PodStatus
 from netemu.controlplane.client import Client
-from netemu.controlplane.common import controller_ref, is_active, is_terminal, write
+from netemu.controlplane.common import (
+    IdentityMemo,
+    controller_ref,
+    is_active,
+    is_terminal,
+    write,
+)
 from netemu.controlplane.daemonset import node_selector_matches
 from netemu.controlplane.informer import CreationOrder
 
@@ -47,22 +53,31 @@ class Scheduler:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.order = CreationOrder(client, Pod)
+        # Each pod's owner and hostPorts, by identity: every pass counts
+        # them for every bound pod, and most pods are the same objects as
+        # the pass before (a StatefulSet under OrderedReady adds one per round).
+        self._placement = IdentityMemo(_placement_of)
 
     def reconcile(self) -> bool:
         self.order.sync()
-        nodes = sorted(self.client.list(Node).items, key=lambda n: n.metadata.name or "")
         pods = self.client.list(Pod).items
+        queue = [p for p in pods if not p.spec.node_name and is_active(p)]
+        if not queue:
+            return False
+        self._placement.start_pass()
+        nodes = sorted(self.client.list(Node).items, key=lambda n: n.metadata.name or "")
         total: Counter[str] = Counter()
         per_owner: Counter[tuple[str, str]] = Counter()
         used: dict[str, set[HostPort]] = {}
         for pod in pods:
             if pod.spec.node_name and not is_terminal(pod):
+                owner, ports = self._placement(pod)
                 total[pod.spec.node_name] += 1
-                per_owner[(_owner_uid(pod), pod.spec.node_name)] += 1
-                used.setdefault(pod.spec.node_name, set()).update(host_ports(pod))
+                per_owner[(owner, pod.spec.node_name)] += 1
+                if ports:
+                    used.setdefault(pod.spec.node_name, set()).update(ports)
 
         changed = False
-        queue = [p for p in pods if not p.spec.node_name and is_active(p)]
         for pod in sorted(queue, key=self.order.key):
             feasible, message = filter_nodes(pod, nodes, used)
             if not feasible:
@@ -107,6 +122,11 @@ def filter_nodes(
             feasible.append(node.metadata.name or "")
     histogram = sorted(f"{count} {reason}" for reason, count in reasons.items())
     return feasible, f"0/{len(nodes)} nodes are available: {', '.join(histogram)}."
+
+
+def _placement_of(pod: Pod) -> tuple[str, tuple[HostPort, ...]]:
+    """What a bound pod counts for on its node: its owner and its hostPorts."""
+    return _owner_uid(pod), tuple(host_ports(pod))
 
 
 def host_ports(pod: Pod) -> list[HostPort]:

@@ -44,6 +44,7 @@ from netemu.api.apps import StatefulSet
 from netemu.api.core import Pod
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
+    IdentityMemo,
     controlled_by,
     controller_ref,
     delete,
@@ -67,8 +68,13 @@ class StatefulSetController:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        # is_healthy of each pod, by identity: a sync asks it of every pod
+        # of the set up to three times, and a set under OrderedReady is
+        # synced every round while it grows by a pod per round.
+        self._healthy = IdentityMemo(is_healthy)
 
     def reconcile(self) -> bool:
+        self._healthy.start_pass()
         changed = False
         # Pods by namespace and name, and by their controller's uid: each StatefulSet
         # looks up its own instead of scanning all (linear in objects).
@@ -137,7 +143,7 @@ class StatefulSetController:
                 if ordered:
                     return changed
                 continue
-            if not is_healthy(current):
+            if not self._healthy(current):
                 unsettled.add(ordinal)
                 if ordered:
                     # "waiting for Pod to be Running and Ready" (or to terminate).
@@ -146,7 +152,7 @@ class StatefulSetController:
             (
                 pod
                 for pod in [*(replicas.get(o) for o in plan.wanted), *reversed(condemned)]
-                if pod is not None and not is_healthy(pod)
+                if pod is not None and not self._healthy(pod)
             ),
             None,
         )
@@ -161,7 +167,7 @@ class StatefulSetController:
                 if ordered:
                     return changed
                 continue
-            if ordered and not is_healthy(pod) and pod is not first_unhealthy:
+            if ordered and not self._healthy(pod) and pod is not first_unhealthy:
                 return changed
             delete(self.client, pod)
             changed = True
@@ -179,7 +185,7 @@ class StatefulSetController:
         unavailable = sum(
             1
             for ordinal in plan.wanted
-            if ordinal in unsettled or not is_healthy(replicas[ordinal])
+            if ordinal in unsettled or not self._healthy(replicas[ordinal])
         )
         budget = plan.max_unavailable - unavailable
         changed = False
