@@ -166,7 +166,7 @@ STEPS: dict[str, list[Step]] = {
         lambda c: change_image(c, "postgres:17"),
     ],
     "scale down": [lambda c: change_set(c, replicas=90)],
-    "scale up": [lambda c: change_set(c, replicas=230)],
+    "scale up": [lambda c: change_set(c, replicas=201)],
 }
 
 
@@ -188,12 +188,12 @@ def run(make: Callable[[Client], list[Controller]] | None, text: str, steps: lis
 @pytest.mark.parametrize("policy", ["OrderedReady", "Parallel"])
 @pytest.mark.parametrize("case", list(STEPS))
 def test_kept_work_writes_what_controllers_that_keep_nothing_write(policy: str, case: str) -> None:
-    text = lab(120, policy)  # two slices of each Service, then three
+    text = lab(101, policy)  # two slices of each Service, then three
     assert run(None, text, STEPS[case]) == run(forgetful, text, STEPS[case])
 
 
 def test_ordered_set_pods_ordinals_and_addresses() -> None:
-    replicas = 300
+    replicas = 201  # three slices of each Service
     client = LocalClient(Store())
     plane = ControlPlane(client)
     apply_objects(client, objects(lab(replicas, "OrderedReady")))
@@ -236,7 +236,7 @@ def test_ordered_set_makes_each_endpoint_a_bounded_number_of_times(
 
     monkeypatch.setattr(endpointslice_module, "pod_to_endpoint", counted_endpoints)
     monkeypatch.setattr(endpointsmirror_module, "slice_entries", counted_entries)
-    replicas = 250
+    replicas = 150
     client = LocalClient(Store())
     plane = ControlPlane(client)  # made after the patch: its memos call the counters
     apply_objects(client, objects(lab(replicas, "OrderedReady")))
