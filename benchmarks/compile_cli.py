@@ -104,9 +104,11 @@ def objects(services: int) -> list[dict[str, Any]]:
 
 def deployments(count: int) -> list[dict[str, Any]]:
     lab = objects(0)[0]
-    # Explicit node podCIDRs: 5 × 3,000 pods do not fit the default /24 per node.
+    # 5 × 3,000 pods fit neither the default /24 per node nor the kubelet's
+    # default of 110 pods: explicit node podCIDRs and maxPods.
     for n, node in enumerate(lab["spec"]["nodes"]):
         node["podCIDR"] = f"10.{128 + 4 * n}.0.0/14"
+        node["maxPods"] = 5_000
     out = [lab, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}]
     for i in range(count):
         app = {"app": f"app-{i}"}

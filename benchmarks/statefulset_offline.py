@@ -11,7 +11,9 @@ same interleaved rounds, for a before/after table from one run.
 
 Input: controlplane/statefulset/lab.yaml's StatefulSet (a headless Service
 and a normal one over its pods) with N replicas, on three nodes with a /22
-podCIDR each (1,000 pods do not fit the default /24 per node). Wall-clock and
+podCIDR and maxPods 400 each (1,000 pods fit neither the default /24 nor the
+kubelet's default of 110 pods per node). --before needs a commit that knows
+a Lab node's maxPods. Wall-clock and
 CPU seconds (user + system) of `netemu compile -f DIR --node node-1`, start-up
 included, median of the rounds; the machine may be shared, which stretches
 wall-clock time but hardly CPU time. Before timing, every version's output is
@@ -49,6 +51,7 @@ def lab(replicas: int, policy: str) -> list[dict[str, Any]]:
             doc["metadata"]["name"] = "sts-bench"
             for n, node in enumerate(doc["spec"]["nodes"]):
                 node["podCIDR"] = f"10.244.{4 * n}.0/22"
+                node["maxPods"] = 400
         elif doc["kind"] == "StatefulSet":
             doc["spec"]["replicas"] = replicas
             doc["spec"]["podManagementPolicy"] = policy
@@ -139,7 +142,8 @@ def table(
         f"`.venv/bin/python benchmarks/statefulset_offline.py"
         f"{f' --before {before}' if before else ''} --write`; {machine()}.",
         "`netemu compile -f DIR --node node-1` (the CLI, start-up included) of the",
-        "controlplane/statefulset lab with N replicas (three nodes, a /22 podCIDR each).",
+        "controlplane/statefulset lab with N replicas (three nodes, a /22 podCIDR and",
+        "maxPods 400 each).",
         "Under OrderedReady the control plane runs a round of every controller per pod.",
         f"Seconds, median of {runs} interleaved rounds; CPU: CPU seconds (user + system),",
         "which other processes on the machine hardly stretch.",

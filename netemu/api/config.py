@@ -21,6 +21,9 @@ DEFAULT_AFFINITY_TIMEOUT = 10800
 # flannel's VXLAN backend on Linux uses the kernel's default port, 8472, unless
 # its net-conf.json sets "Port" (Documentation/backends.md), not IANA's 4789.
 DEFAULT_VXLAN_PORT = 8472
+# The kubelet's default --max-pods (KubeletConfiguration maxPods); kubeadm's
+# /24 per node holds it with room for pods being replaced.
+DEFAULT_MAX_PODS = 110
 
 
 class KubeProxyIPTablesConfiguration(K8sModel):
@@ -116,6 +119,9 @@ class LabNode(K8sModel):
     labels: dict[str, str] = Field(default_factory=dict)
     # One CIDR, or one per family (the Node's spec.podCIDRs).
     pod_cidr: str | None = Field(default=None, alias="podCIDR")
+    # The kubelet's --max-pods (KubeletConfiguration maxPods): the node's pod
+    # capacity and allocatable, which the scheduler fills and no further.
+    max_pods: int = Field(default=DEFAULT_MAX_PODS, alias="maxPods")
 
     @property
     def underlay_ips(self) -> list[str]:

@@ -1935,6 +1935,14 @@ class _Checker:
 
         if not spec.nodes:
             self.report(item, ("spec", "nodes"), "a Lab needs at least one node")
+        for i, lab_node in enumerate(spec.nodes):
+            if lab_node.max_pods < 0:
+                # The kubelet's own check of its configuration (ValidateKubeletConfiguration).
+                self.report(
+                    item,
+                    ("spec", "nodes", i, "maxPods"),
+                    f"maxPods (--max-pods) {lab_node.max_pods} must not be a negative number",
+                )
         self.check_lab_hosts(item, lab, underlays)
         self.check_lab_load_balancer(item, lab, underlays)
         self.check_lab_load_balancer_host(item, lab, underlay)

@@ -31,7 +31,6 @@ import netemu
 # the kubelet's probes).
 KUBERNETES_VERSION = "v1.31.0"
 KUBELET_PORT = 10250
-MAX_PODS = 110  # the kubelet's default --max-pods
 _NODE_UUID_NAMESPACE = uuid.UUID("0c7e4d0a-8f59-5b6e-a1e8-6e6f6465696e")
 # Go's GOARCH names for the machine types Python reports.
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le"}
@@ -97,14 +96,14 @@ def node_info(node: str, facts: HostFacts) -> dict[str, Any]:
     }
 
 
-def capacity(facts: HostFacts) -> dict[str, str]:
+def capacity(facts: HostFacts, max_pods: int) -> dict[str, str]:
     return {
         "cpu": str(facts.cpus),
         "ephemeral-storage": f"{facts.ephemeral_storage_kib}Ki",
         "hugepages-1Gi": "0",
         "hugepages-2Mi": "0",
         "memory": f"{facts.memory_kib}Ki",
-        "pods": str(MAX_PODS),
+        "pods": str(max_pods),
     }
 
 

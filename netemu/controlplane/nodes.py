@@ -9,6 +9,8 @@ only gains what is missing."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from netemu.api.base import ObjectMeta
 from netemu.api.config import Lab, LabNode
 from netemu.api.core import Node, NodeAddress, NodeSpec, NodeStatus
@@ -47,11 +49,14 @@ class NodeController:
             try:
                 current = self.client.get(Node, None, lab_node.name)
             except NotFound:
-                self.client.create(desired)
+                # The kubelet registers its Node with the machine's status
+                # (conditions, capacity, allocatable) in one go: the scheduler
+                # must never see a lab node without its allocatable pods.
+                current = self.client.create(desired)
                 changed = True
-                continue
             facts = self.facts or host_facts()
-            changed |= write(self.client, current, _fill(current, desired, facts))
+            machine = _machine_status(current, facts, lab_node.max_pods)
+            changed |= write(self.client, current, _fill(current, desired, machine))
         return changed
 
 
@@ -75,7 +80,20 @@ def node_for(lab_node: LabNode) -> Node:
     )
 
 
-def _fill(current: Node, desired: Node, facts: HostFacts) -> Node:
+def _machine_status(current: Node, facts: HostFacts, max_pods: int) -> dict[str, Any]:
+    """What the kubelet reports of its machine once registered."""
+    name = current.metadata.name or ""
+    return {
+        # Conditions hold times: the registration's (the controllers read no clock).
+        "conditions": conditions(current.metadata.creation_timestamp),
+        "node_info": node_info(name, facts),
+        "capacity": capacity(facts, max_pods),
+        "allocatable": capacity(facts, max_pods),
+        "daemon_endpoints": daemon_endpoints(),
+    }
+
+
+def _fill(current: Node, desired: Node, machine: dict[str, Any]) -> Node:
     labels = {**desired.metadata.labels, **current.metadata.labels}
     labels = sorted_map(labels) if labels != current.metadata.labels else current.metadata.labels
     spec = current.spec
@@ -86,15 +104,6 @@ def _fill(current: Node, desired: Node, facts: HostFacts) -> Node:
     status = current.status
     if not status.addresses:
         status = status.model_copy(update={"addresses": list(desired.status.addresses)})
-    name = current.metadata.name or ""
-    machine = {
-        # Conditions hold times: the registration's (the controllers read no clock).
-        "conditions": conditions(current.metadata.creation_timestamp),
-        "node_info": node_info(name, facts),
-        "capacity": capacity(facts),
-        "allocatable": capacity(facts),
-        "daemon_endpoints": daemon_endpoints(),
-    }
     missing = {k: v for k, v in machine.items() if getattr(status, k) is None}
     if missing:
         status = status.model_copy(update=missing)

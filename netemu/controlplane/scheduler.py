@@ -2,9 +2,11 @@
 
 Feasible nodes are those not marked unschedulable (unless the pod tolerates
 `node.kubernetes.io/unschedulable`) whose labels match the pod's
-nodeSelector and which have the pod's hostPorts free (the NodePorts
-filter). Among them netemu spreads deterministically: fewest pods of the
-same controller (owner uid), then fewest pods overall, then node name.
+nodeSelector, which have the pod's hostPorts free (the NodePorts filter)
+and room for one more pod under their allocatable `pods` (the pod count of
+NodeResourcesFit; requests of cpu and memory are not weighed). Among them
+netemu spreads deterministically: fewest pods of the same controller (owner
+uid), then fewest pods overall, then node name.
 This replaces kube-scheduler's scoring plugins, whose default weights would
 also spread replicas but break ties randomly. Pods are taken in creation
 order, as from the scheduling queue.
@@ -12,7 +14,8 @@ order, as from the scheduling queue.
 A pod that fits nowhere stays Pending with condition PodScheduled=False,
 reason Unschedulable, and kube-scheduler's message, e.g.
 "0/3 nodes are available: 1 node(s) were unschedulable, 2 node(s) didn't
-match Pod's node affinity/selector." (the trailing preemption note of real
+match Pod's node affinity/selector." or "0/2 nodes are available: 2 Too
+many pods." (the trailing preemption note of real
 clusters is left out). Binding sets PodScheduled=True.
 """
 
@@ -32,10 +35,12 @@ from netemu.controlplane.common import (
 )
 from netemu.controlplane.daemonset import node_selector_matches
 from netemu.controlplane.informer import CreationOrder
+from netemu.controlplane.podstatus import quantity
 
 REASON_UNSCHEDULABLE_NODE = "node(s) were unschedulable"
 REASON_SELECTOR = "node(s) didn't match Pod's node affinity/selector"
 REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
+REASON_TOO_MANY_PODS = "Too many pods"
 ANY_IP = "0.0.0.0"
 
 # (hostIP, protocol, hostPort), hostIP "0.0.0.0" when unset, as the
@@ -79,7 +84,7 @@ class Scheduler:
 
         changed = False
         for pod in sorted(queue, key=self.order.key):
-            feasible, message = filter_nodes(pod, nodes, used)
+            feasible, message = filter_nodes(pod, nodes, used, total)
             if not feasible:
                 changed |= write(self.client, pod, _unschedulable(pod, message))
                 continue
@@ -100,11 +105,15 @@ class Scheduler:
 
 
 def filter_nodes(
-    pod: Pod, nodes: list[Node], used: dict[str, set[HostPort]] | None = None
+    pod: Pod,
+    nodes: list[Node],
+    used: dict[str, set[HostPort]] | None = None,
+    pods_on: Counter[str] | None = None,
 ) -> tuple[list[str], str]:
     """Names of feasible nodes and, if there are none, why (FitError's message).
     Filters run in kube-scheduler's order and a node fails on the first.
-    `used`: the hostPorts of the pods already on each node."""
+    `used`: the hostPorts of the pods already on each node; `pods_on`: how
+    many pods each node runs."""
     if not nodes:
         return [], NO_NODES
     tolerates = tolerates_unschedulable(pod.spec.tolerations)
@@ -118,10 +127,26 @@ def filter_nodes(
             reasons[REASON_SELECTOR] += 1
         elif ports_conflict(wanted, (used or {}).get(node.metadata.name or "", set())):
             reasons[REASON_PORTS] += 1
+        elif is_full(node, (pods_on or Counter())[node.metadata.name or ""]):
+            reasons[REASON_TOO_MANY_PODS] += 1
         else:
             feasible.append(node.metadata.name or "")
     histogram = sorted(f"{count} {reason}" for reason, count in reasons.items())
     return feasible, f"0/{len(nodes)} nodes are available: {', '.join(histogram)}."
+
+
+def is_full(node: Node, running: int) -> bool:
+    """Whether a node running `running` pods takes no more: NodeResourcesFit
+    refuses a pod when the node's pods plus one exceed its allocatable `pods`
+    (pkg/scheduler/framework/plugins/noderesources/fit.go, fitsRequest).
+    A Node whose status reports no allocatable at all, as a Node written into
+    a manifest by hand, is not limited: netemu schedules onto it as a
+    registered node."""
+    allocatable = node.status.allocatable
+    if not isinstance(allocatable, dict):
+        return False
+    allowed = quantity(allocatable.get("pods", 0))
+    return allowed is None or running + 1 > allowed
 
 
 def _placement_of(pod: Pod) -> tuple[str, tuple[HostPort, ...]]:

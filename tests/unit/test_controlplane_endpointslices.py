@@ -259,7 +259,11 @@ spec:
     metadata: {labels: {app: web}}
     spec: {containers: [{name: c}]}
 """
-    state = build(LAB + deploy + service())
+    # 125 pods a node: over the kubelet's default of 110.
+    roomy = LAB.replace("192.168.56.11,", "192.168.56.11, maxPods: 125,").replace(
+        "192.168.56.12}", "192.168.56.12, maxPods: 125}"
+    )
+    state = build(roomy + deploy + service())
     slices = slices_of(state, "web")
     assert sorted(len(s.endpoints) for s in slices) == [50, 100, 100]
     addresses = [ep.addresses[0] for s in slices for ep in s.endpoints]

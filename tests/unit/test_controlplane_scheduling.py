@@ -142,6 +142,79 @@ def test_pending_pod_is_scheduled_once_a_fitting_node_appears() -> None:
     assert p.status.pod_ip == "10.244.2.2"
 
 
+def small_nodes(max_pods: int) -> str:
+    return f"""
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata: {{name: lab}}
+spec:
+  nodes:
+  - {{name: node-1, underlayIP: 192.168.56.11, maxPods: {max_pods}}}
+  - {{name: node-2, underlayIP: 192.168.56.12, maxPods: {max_pods}}}
+"""
+
+
+def test_nodes_report_their_max_pods_as_pod_capacity() -> None:
+    assert {n.status.allocatable["pods"] for n in build(LAB).nodes} == {"110"}
+    small = build(small_nodes(7))
+    assert {n.status.capacity["pods"] for n in small.nodes} == {"7"}
+    assert {n.status.allocatable["pods"] for n in small.nodes} == {"7"}
+
+
+def test_a_full_node_takes_no_more_pods_and_the_rest_stay_pending() -> None:
+    # kube-scheduler's NodeResourcesFit: pods on the node + 1 must not exceed
+    # its allocatable pods.
+    state = build(small_nodes(3) + deployment("web", 8))
+    assert placement(state, "web-") == {"node-1": 3, "node-2": 3, "": 2}
+    pending = [p for p in state.pods if not p.spec.node_name]
+    assert len(pending) == 2
+    for p in pending:
+        assert p.status.phase == "Pending"
+        (cond,) = p.status.conditions
+        assert (cond.type, cond.status, cond.reason) == ("PodScheduled", "False", "Unschedulable")
+        assert cond.message == "0/2 nodes are available: 2 Too many pods."
+
+
+def test_pods_bound_by_name_count_against_a_node_s_pods() -> None:
+    state = build(
+        small_nodes(2)
+        + bare_pod("a", "nodeName: node-1, ")
+        + bare_pod("b", "nodeName: node-1, ")
+        + deployment("web", 3)
+    )
+    assert placement(state, "web-") == {"node-2": 2, "": 1}
+
+
+def test_ports_are_checked_before_pod_count() -> None:
+    # A node fails on its first failing filter: NodePorts before NodeResourcesFit.
+    host_port = "containers: [{name: c, ports: [{containerPort: 80, hostPort: 80}]}]"
+    state = build(
+        small_nodes(1)
+        + bare_pod("a", "nodeName: node-1, ")
+        + bare_pod("b", "nodeName: node-2, ").replace("containers: [{name: c}]", host_port)
+        + bare_pod("c").replace("containers: [{name: c}]", host_port)
+    )
+    (cond,) = pod(state, "c").status.conditions
+    assert cond.message == (
+        "0/2 nodes are available: 1 Too many pods, "
+        "1 node(s) didn't have free ports for the requested pod ports."
+    )
+
+
+def test_a_pending_pod_is_placed_once_a_full_node_has_room() -> None:
+    client, plane = running(small_nodes(1) + bare_pod("a") + bare_pod("b") + bare_pod("c"))
+    assert client.get(Pod, "default", "c").spec.node_name is None
+    client.delete(Pod, "default", "a")
+    plane.run_to_fixed_point()
+    assert client.get(Pod, "default", "c").spec.node_name is not None
+
+
+def test_a_node_from_a_manifest_without_allocatable_is_not_limited() -> None:
+    node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n"
+    state = build(node + deployment("web", 120))
+    assert placement(state, "web-") == {"n1": 120}
+
+
 # ---------------------------------------------------------------- IPAM and status
 
 

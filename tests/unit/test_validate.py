@@ -1335,6 +1335,20 @@ def test_lab_vxlan_port() -> None:
     ]
 
 
+def test_lab_node_max_pods() -> None:
+    nodes = "nodes:\n- name: n1\n  underlayIP: 192.168.56.11\n  maxPods: {}\n"
+    assert check(lab(nodes.format(-1))) == [
+        "x.yaml:9: Lab/lab: spec.nodes[0].maxPods: maxPods (--max-pods) -1 must not be a "
+        "negative number"
+    ]
+    assert check(lab(nodes.format(0))) == []
+    assert check(lab(nodes.format(500))) == []
+    _, problems = load_text(lab(nodes.format('"110"')), "x.yaml")
+    assert [(p.line, p.field, p.message) for p in problems] == [
+        (9, "spec.nodes[0].maxPods", "expected an integer, got '110'")
+    ]
+
+
 def test_lab_vxlan_port_defaults_to_flannels() -> None:
     from netemu.api.config import Lab
 
