@@ -14,6 +14,7 @@ from netemu.pipeline import (
     compile_rules,
     lab_name,
     load_cluster,
+    pending_pod_warnings,
     pick_node,
     proxy_families,
     proxy_mode,
@@ -38,6 +39,7 @@ def validate(paths: tuple[str, ...], create_namespaces: bool) -> None:
     def action() -> None:
         with loader_notes() as notes:
             state = load_cluster(paths, notes=notes, create_namespaces=create_namespaces)
+            notes.extend(pending_pod_warnings(state))
         count = len(state.services) + len(state.nodes)
         click.echo(
             f"valid: {len(state.nodes)} node(s), {len(state.services)} service(s), "
@@ -78,6 +80,7 @@ def compile_command(
     def action() -> None:
         with loader_notes() as notes:
             state = load_cluster(paths, notes=notes, create_namespaces=create_namespaces)
+            notes.extend(pending_pod_warnings(state))
         chosen: ProxyMode = proxy_mode(state) if mode is None else parse_mode(mode)
 
         def text(name: str, family: IPFamily) -> str:

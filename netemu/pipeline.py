@@ -54,6 +54,38 @@ def load_cluster(
         return build_cluster_state([item.obj for item in loaded])
 
 
+def pending_pod_warnings(state: ClusterState) -> list[str]:
+    """One warning line per reason pods wait without an address: not
+    scheduled (with the scheduler's message), or bound to a node that cannot
+    give them one. Such pods are no Service's endpoints, which the rules
+    alone do not show. At most three pods are named per line."""
+    nodes = {node.metadata.name: node for node in state.nodes}
+    waiting: dict[str, list[str]] = {}
+    for pod in state.pods:
+        if pod.status.pod_ip or is_terminal(pod):
+            continue
+        where = pod.spec.node_name
+        if not where:
+            scheduled = next((c for c in pod.status.conditions if c.type == "PodScheduled"), None)
+            reason = "not scheduled" + (
+                f": {scheduled.message}" if scheduled and scheduled.message else ""
+            )
+        elif (node := nodes.get(where)) is None:
+            reason = f"bound to node {where}, which does not exist"
+        elif not node.spec.pod_cidrs and not node.spec.pod_cidr:
+            reason = f"on node {where}, which has no podCIDR"
+        else:
+            cidrs = ",".join(node.spec.pod_cidrs or [node.spec.pod_cidr or ""])
+            reason = f"on node {where}, whose podCIDR {cidrs} has no free address"
+        waiting.setdefault(reason, []).append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+    lines = []
+    for reason, pods in waiting.items():
+        named = ", ".join(pods[:3]) + (f" and {len(pods) - 3:,} more" if len(pods) > 3 else "")
+        count = "1 pod is" if len(pods) == 1 else f"{len(pods):,} pods are"
+        lines.append(f"warning: {count} Pending without an address, {reason} ({named})")
+    return lines
+
+
 def lab_name(lab: Lab | None, paths: Sequence[str]) -> str:
     """The Lab's name, or the name of the first manifest path without one."""
     if lab is not None and lab.metadata.name:

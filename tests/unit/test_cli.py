@@ -47,6 +47,57 @@ def test_validate_reports_every_error_with_exit_2(tmp_path: Path) -> None:
     )
 
 
+PENDING_LAB = """
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata: {name: lab}
+spec:
+  podCIDR: 10.244.0.0/16
+  nodes:
+  - {name: node-1, underlayIP: 192.168.56.11, maxPods: 2}
+  - {name: node-2, underlayIP: 192.168.56.12, maxPods: 20, podCIDR: 10.244.9.0/29}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 14
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c}]}
+"""
+
+
+def test_validate_and_compile_warn_of_pods_left_without_an_address(tmp_path: Path) -> None:
+    # node-1 takes 2 pods; node-2 takes 20 but its /29 has addresses for 5
+    # (.2-.6): 12 are bound there, 7 of them without an address.
+    path = tmp_path / "lab.yaml"
+    path.write_text(PENDING_LAB)
+    for command in (["validate"], ["compile", "--node", "node-1"]):
+        code, _, err = run(*command, "-f", str(path))
+        assert code == 0, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(
+            "warning: 7 pods are Pending without an address, on node node-2, whose podCIDR "
+            "10.244.9.0/29 has no free address (default/web-"
+        )
+        assert lines[0].endswith(" and 4 more)")
+    path.write_text(PENDING_LAB.replace("maxPods: 20", "maxPods: 3").replace("/29", "/24"))
+    _, _, err = run("validate", "-f", str(path))
+    (line,) = err.strip().splitlines()
+    prefix = (
+        "warning: 9 pods are Pending without an address, not scheduled: 0/2 nodes are "
+        "available: 2 Too many pods. ("
+    )
+    assert line.startswith(prefix) and line.endswith(" and 6 more)")
+    named = line.removeprefix(prefix).removesuffix(" and 6 more)").split(", ")
+    assert len(named) == 3 and all(name.startswith("default/web-") for name in named)
+    _, _, err = run("validate", "-f", DEFAULT)
+    assert "Pending" not in err
+
+
 def test_compile_needs_a_node_when_there_are_several() -> None:
     code, _, err = run("compile", "-f", DEFAULT)
     assert code == 2
