@@ -1,11 +1,11 @@
 """Node registration from the Lab: what each lab node's kubelet would write
-when it registers (name, hostname/os labels plus the lab's labels,
-InternalIP and Hostname addresses, and once stored the machine's status:
-conditions, nodeInfo, capacity/allocatable and the kubelet's daemon
-endpoint, see netemu.controlplane.nodeinfo), plus an explicit per-node
-podCIDR from the Lab. Nodes given directly in manifests are left as they are; a Node
-that both the Lab and a manifest describe keeps the manifest's values and
-only gains what is missing."""
+when it registers (name, the hostname, os and arch labels, also the beta
+os/arch ones, plus the lab's labels, InternalIP and Hostname addresses,
+and the machine's status: conditions, nodeInfo, capacity/allocatable and
+the kubelet's daemon endpoint, see netemu.controlplane.nodeinfo), plus an
+explicit per-node podCIDR from the Lab. Nodes given directly in manifests
+are left as they are; a Node that both the Lab and a manifest describe keeps
+the manifest's values and only gains what is missing."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ from netemu.controlplane.nodeinfo import (
 
 LABEL_HOSTNAME = "kubernetes.io/hostname"
 LABEL_OS = "kubernetes.io/os"
+LABEL_ARCH = "kubernetes.io/arch"
+# The kubelet still writes the deprecated beta labels too (kubelet_node_status.go, initialNode).
+LABEL_BETA_OS = "beta.kubernetes.io/os"
+LABEL_BETA_ARCH = "beta.kubernetes.io/arch"
 
 
 class NodeController:
@@ -44,8 +48,9 @@ class NodeController:
         if not labs:
             return False
         changed = False
+        facts = self.facts or host_facts()
         for lab_node in labs[0].spec.nodes:
-            desired = node_for(lab_node)
+            desired = node_for(lab_node, facts.architecture)
             try:
                 current = self.client.get(Node, None, lab_node.name)
             except NotFound:
@@ -54,15 +59,21 @@ class NodeController:
                 # must never see a lab node without its allocatable pods.
                 current = self.client.create(desired)
                 changed = True
-            facts = self.facts or host_facts()
             machine = _machine_status(current, facts, lab_node.max_pods)
             changed |= write(self.client, current, _fill(current, desired, machine))
         return changed
 
 
-def node_for(lab_node: LabNode) -> Node:
+def node_for(lab_node: LabNode, architecture: str) -> Node:
     # The kubelet sets the well-known labels first; --node-labels override them.
-    labels = {LABEL_HOSTNAME: lab_node.name, LABEL_OS: "linux", **lab_node.labels}
+    labels = {
+        LABEL_BETA_ARCH: architecture,
+        LABEL_BETA_OS: "linux",
+        LABEL_ARCH: architecture,
+        LABEL_HOSTNAME: lab_node.name,
+        LABEL_OS: "linux",
+        **lab_node.labels,
+    }
     spec = NodeSpec()
     if lab_node.pod_cidrs:
         spec = NodeSpec(pod_cidr=lab_node.pod_cidrs[0], pod_cidrs=lab_node.pod_cidrs)

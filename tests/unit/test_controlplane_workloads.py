@@ -11,6 +11,7 @@ from netemu.api.core import Pod, PodCondition
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import controller_ref
 from netemu.controlplane.names import ALPHANUMS
+from netemu.controlplane.nodeinfo import host_facts
 
 LAB = """
 apiVersion: netemu/v1alpha1
@@ -52,8 +53,13 @@ def pods_of(client: Client, prefix: str) -> list[Pod]:
 def test_lab_nodes_become_nodes_with_labels_and_addresses() -> None:
     state = build(LAB)
     node = state.node("node-1")
+    # The kubelet's labels (the machine's architecture as Go names it), then the Lab's.
+    arch = host_facts().architecture
     assert node.metadata.labels == {
+        "beta.kubernetes.io/arch": arch,
+        "beta.kubernetes.io/os": "linux",
         "disk": "ssd",
+        "kubernetes.io/arch": arch,
         "kubernetes.io/hostname": "node-1",
         "kubernetes.io/os": "linux",
     }
@@ -125,7 +131,11 @@ spec: {unschedulable: true}
     )
     node = state.node("node-2")
     assert node.spec.unschedulable is True
+    arch = host_facts().architecture
     assert node.metadata.labels == {
+        "beta.kubernetes.io/arch": arch,
+        "beta.kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch,
         "kubernetes.io/hostname": "node-2",
         "kubernetes.io/os": "linux",
         "role": "edge",
