@@ -842,6 +842,135 @@ class _Checker:
 
     # ------------------------------------------------------------ pods and workloads
 
+    def check_node_affinity(self, item: Loaded, path: FieldPath, affinity: Any) -> None:
+        """spec.affinity.nodeAffinity as the API server checks it (validateNodeAffinity):
+        the scheduler places pods by its required terms (netemu.controlplane.nodeaffinity)."""
+        node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
+        if node_affinity is None:
+            return
+        if not isinstance(node_affinity, dict):
+            self.report(item, path, "expected an object")
+            return
+        required_path = (*path, "requiredDuringSchedulingIgnoredDuringExecution")
+        required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if required is not None:
+            terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+            terms_path = (*required_path, "nodeSelectorTerms")
+            if not isinstance(terms, list) or not terms:
+                self.report(item, terms_path, "must have at least one node selector term")
+            else:
+                for i, term in enumerate(terms):
+                    self.check_node_selector_term(item, (*terms_path, i), term)
+        preferred_path = (*path, "preferredDuringSchedulingIgnoredDuringExecution")
+        preferred = node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution")
+        if preferred is None:
+            return
+        if not isinstance(preferred, list):
+            self.report(item, preferred_path, "expected a list")
+            return
+        for i, entry in enumerate(preferred):
+            entry_path = (*preferred_path, i)
+            if not isinstance(entry, dict):
+                self.report(item, entry_path, "expected an object")
+                continue
+            weight = entry.get("weight")
+            if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 100:
+                self.report(item, (*entry_path, "weight"), "must be in the range 1-100")
+            self.check_node_selector_term(
+                item, (*entry_path, "preference"), entry.get("preference")
+            )
+
+    def check_node_selector_term(self, item: Loaded, path: FieldPath, term: Any) -> None:
+        """A NodeSelectorTerm (ValidateNodeSelectorTerm): label requirements
+        under matchExpressions, `metadata.name` under matchFields."""
+        if not isinstance(term, dict):
+            self.report(item, path, "expected an object")
+            return
+        for which in ("matchExpressions", "matchFields"):
+            requirements = term.get(which)
+            if requirements is None:
+                continue
+            if not isinstance(requirements, list):
+                self.report(item, (*path, which), "expected a list")
+                continue
+            for j, requirement in enumerate(requirements):
+                rpath = (*path, which, j)
+                if not isinstance(requirement, dict):
+                    self.report(item, rpath, "expected an object")
+                elif which == "matchFields":
+                    self.check_node_field_requirement(item, rpath, requirement)
+                else:
+                    self.check_node_label_requirement(item, rpath, requirement)
+
+    def check_node_label_requirement(
+        self, item: Loaded, path: FieldPath, requirement: dict[str, Any]
+    ) -> None:
+        key, operator = requirement.get("key"), requirement.get("operator")
+        values = requirement.get("values") or []
+        if not isinstance(values, list):
+            self.report(item, (*path, "values"), "expected a list")
+            values = []
+        if operator in ("In", "NotIn"):
+            if not values:
+                self.report(
+                    item, (*path, "values"), "must be specified when `operator` is 'In' or 'NotIn'"
+                )
+        elif operator in ("Exists", "DoesNotExist"):
+            if values:
+                self.report(
+                    item,
+                    (*path, "values"),
+                    "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                )
+        elif operator in ("Gt", "Lt"):
+            if len(values) != 1:
+                self.report(
+                    item,
+                    (*path, "values"),
+                    "must be specified single value when `operator` is 'Lt' or 'Gt'",
+                )
+        else:
+            self.report(
+                item,
+                (*path, "operator"),
+                f'"{operator}" is not a valid selector operator: expected In, NotIn, Exists, '
+                "DoesNotExist, Gt or Lt",
+            )
+        if not isinstance(key, str):
+            self.report(item, (*path, "key"), "Required value: a label key")
+        elif errs := is_qualified_name(key):
+            self.report(item, (*path, "key"), f'invalid label key "{key}": {_join(errs)}')
+
+    def check_node_field_requirement(
+        self, item: Loaded, path: FieldPath, requirement: dict[str, Any]
+    ) -> None:
+        key, operator = requirement.get("key"), requirement.get("operator")
+        values = requirement.get("values") or []
+        if operator in ("In", "NotIn"):
+            if not isinstance(values, list) or len(values) != 1:
+                self.report(
+                    item,
+                    (*path, "values"),
+                    "must be only one value when `operator` is 'In' or 'NotIn' for node field "
+                    "selector",
+                )
+        else:
+            self.report(
+                item,
+                (*path, "operator"),
+                f'"{operator}" is not a valid selector operator: expected In or NotIn',
+            )
+        if key != "metadata.name":
+            self.report(
+                item,
+                (*path, "key"),
+                f'"{key}" is not a valid field selector key: expected metadata.name',
+            )
+        elif isinstance(values, list):
+            for j, value in enumerate(values):
+                if errs := is_dns1123_subdomain(str(value)):
+                    self.report(item, (*path, "values", j), _join(errs))
+
     def check_pod_spec(self, item: Loaded, path: FieldPath, spec: PodSpec) -> None:
         if not spec.containers:
             # The API server's words for an empty list (ValidatePodSpec).
@@ -849,6 +978,7 @@ class _Checker:
                 item, (*path, "containers"), "Required value: a pod needs at least one container"
             )
         self.check_labels(item, (*path, "nodeSelector"), spec.node_selector)
+        self.check_node_affinity(item, (*path, "affinity", "nodeAffinity"), spec.affinity)
         if spec.node_name:
             if errs := is_dns1123_subdomain(spec.node_name):
                 self.report(item, (*path, "nodeName"), _join(errs))

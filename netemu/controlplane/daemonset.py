@@ -1,5 +1,5 @@
 """The DaemonSet controller: one pod per node that matches the template's
-nodeSelector, named `<daemonset>-<5 characters>`.
+nodeSelector and required node affinity, named `<daemonset>-<5 characters>`.
 
 Like Kubernetes, DaemonSet pods also run on cordoned (unschedulable) nodes:
 the DaemonSet controller adds a toleration for that taint. Kubernetes binds
@@ -24,6 +24,7 @@ from netemu.controlplane.common import (
     sorted_map,
 )
 from netemu.controlplane.names import compute_hash
+from netemu.controlplane.nodeaffinity import node_fits
 
 LABEL_REVISION_HASH = "controller-revision-hash"
 
@@ -59,11 +60,7 @@ class DaemonSetController:
         template = ds.spec.template
         revision = compute_hash(template)
         on_delete = update_strategy_type(ds.spec.update_strategy) == "OnDelete"
-        eligible = [
-            node.metadata.name or ""
-            for node in nodes
-            if node_selector_matches(template.spec.node_selector, node.metadata.labels)
-        ]
+        eligible = [node.metadata.name or "" for node in nodes if node_fits(template.spec, node)]
         by_node: dict[str, list[Pod]] = {}
         for pod in sorted(owned, key=lambda p: p.metadata.name or ""):
             if is_terminating(pod):
@@ -95,11 +92,6 @@ class DaemonSetController:
             self.client.create(pod)
             changed = True
         return changed
-
-
-def node_selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    """spec.nodeSelector: every key must be present with the same value (empty matches all)."""
-    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def update_strategy_type(strategy: object) -> str | None:

@@ -1,10 +1,11 @@
 """The scheduler: binds pods without spec.nodeName to a node.
 
 Feasible nodes are those not marked unschedulable (unless the pod tolerates
-`node.kubernetes.io/unschedulable`) whose labels match the pod's
-nodeSelector, which have the pod's hostPorts free (the NodePorts filter)
-and room for one more pod under their allocatable `pods` (the pod count of
-NodeResourcesFit; requests of cpu and memory are not weighed). Among them
+`node.kubernetes.io/unschedulable`) whose labels and name satisfy the pod's
+nodeSelector and required node affinity (netemu.controlplane.nodeaffinity),
+which have the pod's hostPorts free (the NodePorts filter) and room for one
+more pod under their allocatable `pods` (the pod count of NodeResourcesFit;
+requests of cpu and memory are not weighed). Among them
 netemu spreads deterministically: fewest pods of the same controller (owner
 uid), then fewest pods overall, then node name.
 This replaces kube-scheduler's scoring plugins, whose default weights would
@@ -33,8 +34,8 @@ from netemu.controlplane.common import (
     is_terminal,
     write,
 )
-from netemu.controlplane.daemonset import node_selector_matches
 from netemu.controlplane.informer import CreationOrder
+from netemu.controlplane.nodeaffinity import node_fits
 from netemu.controlplane.podstatus import quantity
 
 REASON_UNSCHEDULABLE_NODE = "node(s) were unschedulable"
@@ -123,7 +124,7 @@ def filter_nodes(
     for node in nodes:
         if node.spec.unschedulable and not tolerates:
             reasons[REASON_UNSCHEDULABLE_NODE] += 1
-        elif not node_selector_matches(pod.spec.node_selector, node.metadata.labels):
+        elif not node_fits(pod.spec, node):
             reasons[REASON_SELECTOR] += 1
         elif ports_conflict(wanted, (used or {}).get(node.metadata.name or "", set())):
             reasons[REASON_PORTS] += 1

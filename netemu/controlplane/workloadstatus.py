@@ -27,9 +27,10 @@ from netemu.controlplane.common import (
     is_pod_ready,
     write,
 )
-from netemu.controlplane.daemonset import LABEL_REVISION_HASH, node_selector_matches
+from netemu.controlplane.daemonset import LABEL_REVISION_HASH
 from netemu.controlplane.deployment import revision
 from netemu.controlplane.names import compute_hash
+from netemu.controlplane.nodeaffinity import node_fits
 
 
 class WorkloadStatusController:
@@ -119,10 +120,7 @@ def deployment_status(
 
 
 def daemon_set_status(ds: DaemonSet, nodes: Sequence[Node], pods: Sequence[Pod]) -> dict[str, Any]:
-    selector = ds.spec.template.spec.node_selector
-    eligible = {
-        n.metadata.name for n in nodes if node_selector_matches(selector, n.metadata.labels)
-    }
+    eligible = {n.metadata.name for n in nodes if node_fits(ds.spec.template.spec, n)}
     scheduled = {p.spec.node_name for p in pods if p.spec.node_name}
     revision_hash = compute_hash(ds.spec.template)
     ready = [p for p in pods if p.spec.node_name in eligible and is_pod_ready(p)]

@@ -142,6 +142,102 @@ def test_pending_pod_is_scheduled_once_a_fitting_node_appears() -> None:
     assert p.status.pod_ip == "10.244.2.2"
 
 
+def required_affinity(*terms: str) -> str:
+    """A pod spec prefix with required node affinity: one nodeSelectorTerm per argument."""
+    listed = ", ".join(terms)
+    return (
+        "affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
+        f"{{nodeSelectorTerms: [{listed}]}}}}}}, "
+    )
+
+
+THREE_NODES = """
+apiVersion: netemu/v1alpha1
+kind: Lab
+metadata: {name: lab}
+spec:
+  nodes:
+  - {name: node-1, underlayIP: 192.168.56.11, labels: {disk: ssd, gen: "3"}}
+  - {name: node-2, underlayIP: 192.168.56.12, labels: {disk: hdd, gen: "5"}}
+  - {name: node-3, underlayIP: 192.168.56.13, labels: {gen: x}}
+"""
+
+
+def test_required_node_affinity_places_pods_only_on_matching_nodes() -> None:
+    cases = {
+        "{matchExpressions: [{key: disk, operator: In, values: [ssd]}]}": {"node-1"},
+        "{matchExpressions: [{key: disk, operator: NotIn, values: [ssd]}]}": {"node-2", "node-3"},
+        "{matchExpressions: [{key: disk, operator: Exists}]}": {"node-1", "node-2"},
+        "{matchExpressions: [{key: disk, operator: DoesNotExist}]}": {"node-3"},
+        # Gt/Lt read the label as an integer; "x" is none, so node-3 never matches.
+        "{matchExpressions: [{key: gen, operator: Gt, values: ['4']}]}": {"node-2"},
+        "{matchExpressions: [{key: gen, operator: Lt, values: ['4']}]}": {"node-1"},
+        "{matchFields: [{key: metadata.name, operator: In, values: [node-3]}]}": {"node-3"},
+        "{matchFields: [{key: metadata.name, operator: NotIn, values: [node-3]}]}": {
+            "node-1",
+            "node-2",
+        },
+        # Requirements of one term are ANDed, fields included.
+        "{matchExpressions: [{key: disk, operator: Exists}], "
+        "matchFields: [{key: metadata.name, operator: In, values: [node-2]}]}": {"node-2"},
+        # The kubelet's own labels.
+        "{matchExpressions: [{key: kubernetes.io/os, operator: In, values: [linux]}]}": {
+            "node-1",
+            "node-2",
+            "node-3",
+        },
+    }
+    for term, nodes in cases.items():
+        state = build(THREE_NODES + deployment("web", 6, required_affinity(term)))
+        assert set(placement(state, "web-")) == nodes, term
+
+
+def test_node_selector_terms_are_ored_and_an_empty_term_matches_nothing() -> None:
+    ored = required_affinity(
+        "{matchFields: [{key: metadata.name, operator: In, values: [node-1]}]}",
+        "{matchExpressions: [{key: gen, operator: In, values: ['5']}]}",
+    )
+    state = build(THREE_NODES + deployment("web", 4, ored))
+    assert placement(state, "web-") == {"node-1": 2, "node-2": 2}
+    state = build(THREE_NODES + bare_pod("a", required_affinity("{}")))
+    (cond,) = pod(state, "a").status.conditions
+    assert cond.message == (
+        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+    )
+
+
+def test_node_selector_and_node_affinity_must_both_hold() -> None:
+    spec = "nodeSelector: {disk: ssd}, " + required_affinity(
+        "{matchExpressions: [{key: gen, operator: In, values: ['5']}]}"
+    )
+    p = pod(build(THREE_NODES + bare_pod("a", spec)), "a")
+    assert p.spec.node_name is None
+    assert p.status.conditions[0].message == (
+        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+    )
+
+
+def test_daemon_set_runs_on_the_nodes_its_required_affinity_allows() -> None:
+    affinity = required_affinity("{matchExpressions: [{key: disk, operator: Exists}]}")
+    state = build(
+        THREE_NODES
+        + f"""
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec: {{{affinity}containers: [{{name: c}}]}}
+"""
+    )
+    assert placement(state, "agent-") == {"node-1": 1, "node-2": 1}
+    (ds,) = state.daemon_sets
+    assert ds.status["desiredNumberScheduled"] == 2
+
+
 def small_nodes(max_pods: int) -> str:
     return f"""
 apiVersion: netemu/v1alpha1

@@ -568,6 +568,72 @@ def test_pod_node_selector_and_lab_node_labels() -> None:
     ]
 
 
+def test_pod_node_affinity_is_checked_as_the_api_server_does() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          containers: [{name: c}]
+          affinity:
+            nodeAffinity:
+              requiredDuringSchedulingIgnoredDuringExecution:
+                nodeSelectorTerms:
+                - matchExpressions:
+                  - {key: disk, operator: In}
+                  - {key: disk, operator: Exists, values: [a]}
+                  - {key: gen, operator: Gt, values: ['1', '2']}
+                  - {key: disk, operator: Equals, values: [a]}
+                  - {key: "zone/", operator: Exists}
+                  matchFields:
+                  - {key: metadata.labels, operator: In, values: [n1]}
+                  - {key: metadata.name, operator: In, values: [n1, n2]}
+                  - {key: metadata.name, operator: Exists}
+                  - {key: metadata.name, operator: In, values: [N_1]}
+              preferredDuringSchedulingIgnoredDuringExecution:
+              - weight: 0
+                preference:
+                  matchExpressions: [{key: disk, operator: In, values: [ssd]}]
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: q
+        spec:
+          containers: [{name: c}]
+          affinity:
+            nodeAffinity:
+              requiredDuringSchedulingIgnoredDuringExecution:
+                nodeSelectorTerms: []
+    """
+    term = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    term += ".nodeSelectorTerms"
+    expressions, fields = f"{term}[0].matchExpressions", f"{term}[0].matchFields"
+    assert check(text) == [
+        f"x.yaml:12: Pod/p: {expressions}[0].values: must be specified when `operator` is "
+        "'In' or 'NotIn'",
+        f"x.yaml:13: Pod/p: {expressions}[1].values: may not be specified when `operator` is "
+        "'Exists' or 'DoesNotExist'",
+        f"x.yaml:14: Pod/p: {expressions}[2].values: must be specified single value when "
+        "`operator` is 'Lt' or 'Gt'",
+        f'x.yaml:15: Pod/p: {expressions}[3].operator: "Equals" is not a valid selector '
+        "operator: expected In, NotIn, Exists, DoesNotExist, Gt or Lt",
+        f'x.yaml:16: Pod/p: {expressions}[4].key: invalid label key "zone/": name part must '
+        f"be non-empty; name part {QNAME}",
+        f'x.yaml:18: Pod/p: {fields}[0].key: "metadata.labels" is not a valid field selector '
+        "key: expected metadata.name",
+        f"x.yaml:19: Pod/p: {fields}[1].values: must be only one value when `operator` is "
+        "'In' or 'NotIn' for node field selector",
+        f'x.yaml:20: Pod/p: {fields}[2].operator: "Exists" is not a valid selector operator: '
+        "expected In or NotIn",
+        f"x.yaml:21: Pod/p: {fields}[3].values[0]: {SUBDOMAIN}",
+        "x.yaml:23: Pod/p: spec.affinity.nodeAffinity.preferredDuringSchedulingIgnored"
+        "DuringExecution[0].weight: must be in the range 1-100",
+        f"x.yaml:36: Pod/q: {term}: must have at least one node selector term",
+    ]
+
+
 def workload(kind: str, selector: str, labels: str, name: str = "web") -> str:
     """A workload: selector on line 7, template labels on line 10."""
     return (
