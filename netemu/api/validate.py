@@ -341,6 +341,16 @@ def _join(msgs: Iterable[str]) -> str:
     return "; ".join(msgs)
 
 
+def _one_of(options: Sequence[str]) -> str:
+    """'A', 'B' or 'C'."""
+    quoted = [f"'{option}'" for option in options]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+# A LabelSelector's operators; a node selector's also Gt and Lt.
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
 # ---------------------------------------------------------------- entry points
 
 
@@ -812,27 +822,9 @@ class _Checker:
             rpath = (*path, "matchExpressions", i)
             if errs := is_qualified_name(req.key):
                 self.report(item, (*rpath, "key"), f'invalid label key "{req.key}": {_join(errs)}')
-            if req.operator in ("In", "NotIn"):
-                if not req.values:
-                    self.report(
-                        item,
-                        (*rpath, "values"),
-                        "must be specified when `operator` is 'In' or 'NotIn'",
-                    )
-            elif req.operator in ("Exists", "DoesNotExist"):
-                if req.values:
-                    self.report(
-                        item,
-                        (*rpath, "values"),
-                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-                    )
-            else:
-                self.report(
-                    item,
-                    (*rpath, "operator"),
-                    f'"{req.operator}" is not a valid selector operator: expected '
-                    "'In', 'NotIn', 'Exists' or 'DoesNotExist'",
-                )
+            self.check_requirement_operator(
+                item, rpath, req.operator, len(req.values), SELECTOR_OPERATORS
+            )
             for j, value in enumerate(req.values):
                 if errs := is_label_value(value):
                     self.report(
@@ -841,6 +833,34 @@ class _Checker:
         return len(self.out) == before
 
     # ------------------------------------------------------------ pods and workloads
+
+    def check_requirement_operator(
+        self, item: Loaded, path: FieldPath, operator: Any, count: int, operators: tuple[str, ...]
+    ) -> None:
+        """A label requirement's operator, and how many values it takes
+        (ValidateLabelSelectorRequirement, ValidateNodeSelectorRequirement)."""
+        if operator not in operators:
+            self.report(
+                item,
+                (*path, "operator"),
+                f'"{operator}" is not a valid selector operator: expected {_one_of(operators)}',
+            )
+        elif operator in ("In", "NotIn") and not count:
+            self.report(
+                item, (*path, "values"), "must be specified when `operator` is 'In' or 'NotIn'"
+            )
+        elif operator in ("Exists", "DoesNotExist") and count:
+            self.report(
+                item,
+                (*path, "values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )
+        elif operator in ("Gt", "Lt") and count != 1:
+            self.report(
+                item,
+                (*path, "values"),
+                "must be specified single value when `operator` is 'Lt' or 'Gt'",
+            )
 
     def check_node_affinity(self, item: Loaded, path: FieldPath, affinity: Any) -> None:
         """spec.affinity.nodeAffinity as the API server checks it (validateNodeAffinity):
@@ -910,32 +930,9 @@ class _Checker:
         if not isinstance(values, list):
             self.report(item, (*path, "values"), "expected a list")
             values = []
-        if operator in ("In", "NotIn"):
-            if not values:
-                self.report(
-                    item, (*path, "values"), "must be specified when `operator` is 'In' or 'NotIn'"
-                )
-        elif operator in ("Exists", "DoesNotExist"):
-            if values:
-                self.report(
-                    item,
-                    (*path, "values"),
-                    "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-                )
-        elif operator in ("Gt", "Lt"):
-            if len(values) != 1:
-                self.report(
-                    item,
-                    (*path, "values"),
-                    "must be specified single value when `operator` is 'Lt' or 'Gt'",
-                )
-        else:
-            self.report(
-                item,
-                (*path, "operator"),
-                f'"{operator}" is not a valid selector operator: expected In, NotIn, Exists, '
-                "DoesNotExist, Gt or Lt",
-            )
+        self.check_requirement_operator(
+            item, path, operator, len(values), (*SELECTOR_OPERATORS, "Gt", "Lt")
+        )
         if not isinstance(key, str):
             self.report(item, (*path, "key"), "Required value: a label key")
         elif errs := is_qualified_name(key):
@@ -958,7 +955,8 @@ class _Checker:
             self.report(
                 item,
                 (*path, "operator"),
-                f'"{operator}" is not a valid selector operator: expected In or NotIn',
+                f'"{operator}" is not a valid selector operator: expected '
+                f"{_one_of(('In', 'NotIn'))}",
             )
         if key != "metadata.name":
             self.report(

@@ -618,7 +618,7 @@ def test_pod_node_affinity_is_checked_as_the_api_server_does() -> None:
         f"x.yaml:14: Pod/p: {expressions}[2].values: must be specified single value when "
         "`operator` is 'Lt' or 'Gt'",
         f'x.yaml:15: Pod/p: {expressions}[3].operator: "Equals" is not a valid selector '
-        "operator: expected In, NotIn, Exists, DoesNotExist, Gt or Lt",
+        "operator: expected 'In', 'NotIn', 'Exists', 'DoesNotExist', 'Gt' or 'Lt'",
         f'x.yaml:16: Pod/p: {expressions}[4].key: invalid label key "zone/": name part must '
         f"be non-empty; name part {QNAME}",
         f'x.yaml:18: Pod/p: {fields}[0].key: "metadata.labels" is not a valid field selector '
@@ -626,7 +626,7 @@ def test_pod_node_affinity_is_checked_as_the_api_server_does() -> None:
         f"x.yaml:19: Pod/p: {fields}[1].values: must be only one value when `operator` is "
         "'In' or 'NotIn' for node field selector",
         f'x.yaml:20: Pod/p: {fields}[2].operator: "Exists" is not a valid selector operator: '
-        "expected In or NotIn",
+        "expected 'In' or 'NotIn'",
         f"x.yaml:21: Pod/p: {fields}[3].values[0]: {SUBDOMAIN}",
         "x.yaml:23: Pod/p: spec.affinity.nodeAffinity.preferredDuringSchedulingIgnored"
         "DuringExecution[0].weight: must be in the range 1-100",
