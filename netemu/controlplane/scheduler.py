@@ -5,19 +5,19 @@ Feasible nodes are those not marked unschedulable (unless the pod tolerates
 nodeSelector and required node affinity (netemu.controlplane.nodeaffinity),
 which have the pod's hostPorts free (the NodePorts filter) and room for one
 more pod under their allocatable `pods` (the pod count of NodeResourcesFit;
-requests of cpu and memory are not weighed). Among them
-netemu spreads deterministically: fewest pods of the same controller (owner
-uid), then fewest pods overall, then node name.
-This replaces kube-scheduler's scoring plugins, whose default weights would
-also spread replicas but break ties randomly. Pods are taken in creation
-order, as from the scheduling queue.
+requests of cpu and memory are not weighed). Among them netemu spreads
+deterministically: fewest pods of the same controller (owner uid), then
+fewest pods overall, then node name. This replaces kube-scheduler's
+scoring plugins, whose default weights would also spread replicas but break
+ties randomly. Pods are taken in creation order, as from the scheduling
+queue.
 
 A pod that fits nowhere stays Pending with condition PodScheduled=False,
 reason Unschedulable, and kube-scheduler's message, e.g.
 "0/3 nodes are available: 1 node(s) were unschedulable, 2 node(s) didn't
 match Pod's node affinity/selector." or "0/2 nodes are available: 2 Too
-many pods." (the trailing preemption note of real
-clusters is left out). Binding sets PodScheduled=True.
+many pods." (the trailing preemption note of real clusters is left out).
+Binding sets PodScheduled=True.
 """
 
 from __future__ import annotations
