@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
+from pydantic import ValidationError
 
 from netemu.api.addresspool import AddressPool, AddressRange, default_pool, parse_entry, parse_pool
 from netemu.api.apps import DaemonSet, Deployment, ReplicaSet, ReplicationController, StatefulSet
@@ -900,6 +901,113 @@ class _Checker:
                 item, (*entry_path, "preference"), entry.get("preference")
             )
 
+    def check_pod_affinity(self, item: Loaded, path: FieldPath, affinity: Any, kind: str) -> None:
+        """spec.affinity.podAffinity / podAntiAffinity as the API server checks
+        them (validatePodAffinity, validatePodAntiAffinity): required terms
+        place pods (netemu.controlplane.podaffinity), preferred ones only
+        weigh nodes but are checked alike."""
+        section = affinity.get(kind) if isinstance(affinity, dict) else None
+        if section is None:
+            return
+        if not isinstance(section, dict):
+            self.report(item, path, "expected an object")
+            return
+        for which in (
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+        ):
+            entries = section.get(which)
+            if entries is None:
+                continue
+            if not isinstance(entries, list):
+                self.report(item, (*path, which), "expected a list")
+                continue
+            for i, entry in enumerate(entries):
+                epath: FieldPath = (*path, which, i)
+                if not isinstance(entry, dict):
+                    self.report(item, epath, "expected an object")
+                    continue
+                if which.startswith("preferred"):
+                    weight = entry.get("weight")
+                    if (
+                        isinstance(weight, bool)
+                        or not isinstance(weight, int)
+                        or not 1 <= weight <= 100
+                    ):
+                        self.report(item, (*epath, "weight"), "must be in the range 1-100")
+                    entry, epath = entry.get("podAffinityTerm"), (*epath, "podAffinityTerm")
+                    if not isinstance(entry, dict):
+                        self.report(item, epath, "Required value: a pod affinity term")
+                        continue
+                self.check_pod_affinity_term(item, epath, entry)
+
+    def check_pod_affinity_term(self, item: Loaded, path: FieldPath, term: dict[str, Any]) -> None:
+        """A PodAffinityTerm (validatePodAffinityTerm)."""
+        selectors: dict[str, LabelSelector | None] = {}
+        for field in ("labelSelector", "namespaceSelector"):
+            raw = term.get(field)
+            selectors[field] = None
+            if raw is None:
+                continue
+            try:
+                selector = LabelSelector.model_validate(raw)
+            except ValidationError:
+                self.report(
+                    item,
+                    (*path, field),
+                    "expected a label selector (matchLabels, matchExpressions)",
+                )
+                continue
+            selectors[field] = selector
+            self.check_selector(item, (*path, field), selector)
+        names = term.get("namespaces") or []
+        if not isinstance(names, list):
+            self.report(item, (*path, "namespaces"), "expected a list")
+            names = []
+        for j, name in enumerate(names):
+            if errs := is_dns1123_label(str(name)):
+                self.report(item, (*path, "namespaces", j), _join(errs))
+        key = term.get("topologyKey")
+        if not key:
+            self.report(item, (*path, "topologyKey"), "can not be empty")
+        elif errs := (is_qualified_name(key) if isinstance(key, str) else ["must be a string"]):
+            self.report(item, (*path, "topologyKey"), f'invalid label key "{key}": {_join(errs)}')
+        self.check_label_keys(item, path, term, selectors["labelSelector"])
+
+    def check_label_keys(
+        self, item: Loaded, path: FieldPath, term: dict[str, Any], selector: LabelSelector | None
+    ) -> None:
+        """matchLabelKeys and mismatchLabelKeys (validateMatchLabelKeysAndMismatchLabelKeys):
+        label keys, only with a labelSelector, none in both lists or in the
+        selector's own expressions."""
+        seen: dict[str, str] = {}
+        in_selector = {r.key for r in selector.match_expressions} if selector else set()
+        for field in ("matchLabelKeys", "mismatchLabelKeys"):
+            keys = term.get(field)
+            if keys is None:
+                continue
+            if not isinstance(keys, list):
+                self.report(item, (*path, field), "expected a list")
+                continue
+            if keys and selector is None:
+                self.report(
+                    item, (*path, field), "must not be specified when labelSelector is not set"
+                )
+                continue
+            for j, key in enumerate(keys):
+                kpath = (*path, field, j)
+                errs = is_qualified_name(key) if isinstance(key, str) else ["must be a string"]
+                if errs:
+                    self.report(item, kpath, f'invalid label key "{key}": {_join(errs)}')
+                elif seen.get(key, field) != field:
+                    self.report(
+                        item, kpath, f'"{key}" exists in both matchLabelKeys and mismatchLabelKeys'
+                    )
+                elif key in in_selector:
+                    self.report(item, kpath, f'"{key}" exists in both {field} and labelSelector')
+                else:
+                    seen[key] = field
+
     def check_node_selector_term(self, item: Loaded, path: FieldPath, term: Any) -> None:
         """A NodeSelectorTerm (ValidateNodeSelectorTerm): label requirements
         under matchExpressions, `metadata.name` under matchFields."""
@@ -977,6 +1085,8 @@ class _Checker:
             )
         self.check_labels(item, (*path, "nodeSelector"), spec.node_selector)
         self.check_node_affinity(item, (*path, "affinity", "nodeAffinity"), spec.affinity)
+        for kind in ("podAffinity", "podAntiAffinity"):
+            self.check_pod_affinity(item, (*path, "affinity", kind), spec.affinity, kind)
         if spec.node_name:
             if errs := is_dns1123_subdomain(spec.node_name):
                 self.report(item, (*path, "nodeName"), _join(errs))

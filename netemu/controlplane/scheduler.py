@@ -3,9 +3,11 @@
 Feasible nodes are those not marked unschedulable (unless the pod tolerates
 `node.kubernetes.io/unschedulable`) whose labels and name satisfy the pod's
 nodeSelector and required node affinity (netemu.controlplane.nodeaffinity),
-which have the pod's hostPorts free (the NodePorts filter) and room for one
+which have the pod's hostPorts free (the NodePorts filter), room for one
 more pod under their allocatable `pods` (the pod count of NodeResourcesFit;
-requests of cpu and memory are not weighed). Among them netemu spreads
+requests of cpu and memory are not weighed), and whose domains satisfy the
+required pod affinity and anti-affinity of the pod and of the pods already
+placed (InterPodAffinity, netemu.controlplane.podaffinity). Among them netemu spreads
 deterministically: fewest pods of the same controller (owner uid), then
 fewest pods overall, then node name. This replaces kube-scheduler's
 scoring plugins, whose default weights would also spread replicas but break
@@ -25,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from netemu.api.core import Node, Pod, PodCondition, PodStatus
+from netemu.api.core import Namespace, Node, Pod, PodCondition, PodStatus
 from netemu.controlplane.client import Client
 from netemu.controlplane.common import (
     IdentityMemo,
@@ -36,6 +38,12 @@ from netemu.controlplane.common import (
 )
 from netemu.controlplane.informer import CreationOrder
 from netemu.controlplane.nodeaffinity import node_fits
+from netemu.controlplane.podaffinity import (
+    PlacedPods,
+    PodAffinityFilter,
+    PodTerms,
+    required_terms,
+)
 from netemu.controlplane.podstatus import quantity
 
 REASON_UNSCHEDULABLE_NODE = "node(s) were unschedulable"
@@ -59,9 +67,10 @@ class Scheduler:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.order = CreationOrder(client, Pod)
-        # Each pod's owner and hostPorts, by identity: every pass counts
-        # them for every bound pod, and most pods are the same objects as
-        # the pass before (a StatefulSet under OrderedReady adds one per round).
+        # Each pod's owner, hostPorts and required pod (anti-)affinity, by
+        # identity: every pass counts them for every bound pod, and most pods
+        # are the same objects as the pass before (a StatefulSet under
+        # OrderedReady adds one per round).
         self._placement = IdentityMemo(_placement_of)
 
     def reconcile(self) -> bool:
@@ -75,17 +84,27 @@ class Scheduler:
         total: Counter[str] = Counter()
         per_owner: Counter[tuple[str, str]] = Counter()
         used: dict[str, set[HostPort]] = {}
+        placed = PlacedPods(
+            {node.metadata.name or "": node.metadata.labels for node in nodes},
+            {
+                ns.metadata.name or "": ns.metadata.labels
+                for ns in self.client.list(Namespace).items
+            },
+        )
         for pod in pods:
             if pod.spec.node_name and not is_terminal(pod):
-                owner, ports = self._placement(pod)
+                owner, ports, terms = self._placement(pod)
                 total[pod.spec.node_name] += 1
                 per_owner[(owner, pod.spec.node_name)] += 1
                 if ports:
                     used.setdefault(pod.spec.node_name, set()).update(ports)
+                placed.add(pod, terms, pod.spec.node_name)
 
         changed = False
         for pod in sorted(queue, key=self.order.key):
-            feasible, message = filter_nodes(pod, nodes, used, total)
+            terms = self._placement(pod)[2]
+            affinity = placed.filter_for(pod, terms)
+            feasible, message = filter_nodes(pod, nodes, used, total, affinity)
             if not feasible:
                 changed |= write(self.client, pod, _unschedulable(pod, message))
                 continue
@@ -101,6 +120,7 @@ class Scheduler:
             total[best] += 1
             per_owner[(owner, best)] += 1
             used.setdefault(best, set()).update(host_ports(pod))
+            placed.add(pod, terms, best)
             changed |= write(self.client, pod, bind(pod, best))
         return changed
 
@@ -110,11 +130,12 @@ def filter_nodes(
     nodes: list[Node],
     used: dict[str, set[HostPort]] | None = None,
     pods_on: Counter[str] | None = None,
+    affinity: PodAffinityFilter | None = None,
 ) -> tuple[list[str], str]:
     """Names of feasible nodes and, if there are none, why (FitError's message).
     Filters run in kube-scheduler's order and a node fails on the first.
     `used`: the hostPorts of the pods already on each node; `pods_on`: how
-    many pods each node runs."""
+    many pods each node runs; `affinity`: the pod's InterPodAffinity filter."""
     if not nodes:
         return [], NO_NODES
     tolerates = tolerates_unschedulable(pod.spec.tolerations)
@@ -130,6 +151,8 @@ def filter_nodes(
             reasons[REASON_PORTS] += 1
         elif is_full(node, (pods_on or Counter())[node.metadata.name or ""]):
             reasons[REASON_TOO_MANY_PODS] += 1
+        elif affinity is not None and (why := affinity.reason(node)) is not None:
+            reasons[why] += 1
         else:
             feasible.append(node.metadata.name or "")
     histogram = sorted(f"{count} {reason}" for reason, count in reasons.items())
@@ -150,9 +173,10 @@ def is_full(node: Node, running: int) -> bool:
     return allowed is None or running + 1 > allowed
 
 
-def _placement_of(pod: Pod) -> tuple[str, tuple[HostPort, ...]]:
-    """What a bound pod counts for on its node: its owner and its hostPorts."""
-    return _owner_uid(pod), tuple(host_ports(pod))
+def _placement_of(pod: Pod) -> tuple[str, tuple[HostPort, ...], PodTerms]:
+    """What a pod counts for on its node: its owner, its hostPorts and its
+    required pod (anti-)affinity."""
+    return _owner_uid(pod), tuple(host_ports(pod)), required_terms(pod)
 
 
 def host_ports(pod: Pod) -> list[HostPort]:

@@ -238,6 +238,119 @@ spec:
     assert ds.status["desiredNumberScheduled"] == 2
 
 
+def pod_affinity(kind: str, *terms: str) -> str:
+    """A pod spec prefix with required podAffinity or podAntiAffinity terms."""
+    listed = ", ".join(terms)
+    return f"affinity: {{{kind}: {{requiredDuringSchedulingIgnoredDuringExecution: [{listed}]}}}}, "
+
+
+ONE_PER_NODE = "{labelSelector: {matchLabels: {app: web}}, topologyKey: kubernetes.io/hostname}"
+
+
+def test_required_anti_affinity_puts_one_replica_per_node_and_leaves_the_rest_pending() -> None:
+    state = build(THREE_NODES + deployment("web", 4, pod_affinity("podAntiAffinity", ONE_PER_NODE)))
+    assert placement(state, "web-") == {"node-1": 1, "node-2": 1, "node-3": 1, "": 1}
+    (pending,) = [p for p in state.pods if not p.spec.node_name]
+    assert pending.status.conditions[0].message == (
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+    )
+
+
+def test_anti_affinity_over_a_wider_topology_key() -> None:
+    # node-1 and node-2 share zone a: one replica there, one on node-3 (zone b).
+    lab = (
+        THREE_NODES.replace("disk: ssd,", "zone: a, disk: ssd,")
+        .replace("disk: hdd,", "zone: a, disk: hdd,")
+        .replace("labels: {gen: x}", "labels: {gen: x, zone: b}")
+    )
+    zones = "{labelSelector: {matchLabels: {app: web}}, topologyKey: zone}"
+    state = build(lab + deployment("web", 3, pod_affinity("podAntiAffinity", zones)))
+    placed = placement(state, "web-")
+    assert placed[""] == 1 and placed["node-3"] == 1
+    assert placed["node-1"] + placed["node-2"] == 1
+
+
+def test_existing_pods_anti_affinity_keeps_matching_pods_away() -> None:
+    # "db" refuses to share a node with app=web pods; web has no rule of its own,
+    # yet it may not go where db runs (the existing pod's anti-affinity).
+    db_rule = pod_affinity("podAntiAffinity", ONE_PER_NODE)
+    state = build(
+        THREE_NODES
+        + bare_pod("db", "nodeName: node-1, " + db_rule)
+        + deployment("web", 2)
+        + bare_pod("late", "nodeSelector: {disk: ssd}, ", metadata=", labels: {app: web}")
+    )
+    assert placement(state, "web-") == {"node-2": 1, "node-3": 1}
+    late = pod(state, "late")
+    assert late.spec.node_name is None
+    assert late.status.conditions[0].message == (
+        "0/3 nodes are available: 1 node(s) didn't satisfy existing pods anti-affinity rules, "
+        "2 node(s) didn't match Pod's node affinity/selector."
+    )
+
+
+def test_required_affinity_follows_the_pods_it_selects() -> None:
+    near_cache = "{labelSelector: {matchLabels: {app: cache}}, topologyKey: kubernetes.io/hostname}"
+    state = build(
+        THREE_NODES
+        + bare_pod("cache", "nodeName: node-2, ", metadata=", labels: {app: cache}")
+        + deployment("web", 3, pod_affinity("podAffinity", near_cache))
+    )
+    assert placement(state, "web-") == {"node-2": 3}
+    # Nothing selected anywhere, and the pod does not select itself: Pending.
+    state = build(THREE_NODES + deployment("web", 1, pod_affinity("podAffinity", near_cache)))
+    (lonely,) = state.pods
+    assert lonely.status.conditions[0].message == (
+        "0/3 nodes are available: 3 node(s) didn't match pod affinity rules."
+    )
+
+
+def test_the_first_of_a_group_with_affinity_to_itself_may_go_anywhere() -> None:
+    together = "{labelSelector: {matchLabels: {app: web}}, topologyKey: kubernetes.io/hostname}"
+    state = build(THREE_NODES + deployment("web", 4, pod_affinity("podAffinity", together)))
+    assert list(placement(state, "web-").values()) == [4]
+
+
+def test_pod_affinity_terms_look_in_the_pods_namespace_unless_told_otherwise() -> None:
+    other_ns = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: other, labels: {team: x}}\n"
+    cache = bare_pod(
+        "cache", "nodeName: node-3, ", metadata=", namespace: other, labels: {app: cache}"
+    )
+    term = (
+        "{{labelSelector: {{matchLabels: {{app: cache}}}}, topologyKey: kubernetes.io/hostname{}}}"
+    )
+    cases = {
+        "": None,  # default namespace only: no cache pod there
+        ", namespaces: [other]": "node-3",
+        ", namespaceSelector: {matchLabels: {team: x}}": "node-3",
+        ", namespaceSelector: {}": "node-3",
+    }
+    for extra, node in cases.items():
+        rule = pod_affinity("podAffinity", term.format(extra))
+        state = build(THREE_NODES + other_ns + cache + bare_pod("web", rule))
+        assert pod(state, "web").spec.node_name == node, extra
+
+
+def test_match_label_keys_narrow_anti_affinity_to_the_pods_own_revision() -> None:
+    # One replica per node among pods of the same pod-template-hash: a new
+    # revision may share nodes with the old one.
+    rule = pod_affinity(
+        "podAntiAffinity",
+        "{labelSelector: {matchLabels: {app: web}}, topologyKey: kubernetes.io/hostname, "
+        "matchLabelKeys: [rev]}",
+    )
+    old = "".join(
+        bare_pod(
+            f"old-{n}", f"nodeName: node-{n}, " + rule, metadata=", labels: {app: web, rev: a}"
+        )
+        for n in (1, 2, 3)
+    )
+    new = bare_pod("new", rule, metadata=", labels: {app: web, rev: b}")
+    assert pod(build(THREE_NODES + old + new), "new").spec.node_name is not None
+    same = bare_pod("same", rule, metadata=", labels: {app: web, rev: a}")
+    assert pod(build(THREE_NODES + old + same), "same").spec.node_name is None
+
+
 def small_nodes(max_pods: int) -> str:
     return f"""
 apiVersion: netemu/v1alpha1

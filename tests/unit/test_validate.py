@@ -634,6 +634,59 @@ def test_pod_node_affinity_is_checked_as_the_api_server_does() -> None:
     ]
 
 
+def test_pod_affinity_terms_are_checked_as_the_api_server_does() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          containers: [{name: c}]
+          affinity:
+            podAntiAffinity:
+              requiredDuringSchedulingIgnoredDuringExecution:
+              - labelSelector: {matchLabels: {app: web}}
+              - labelSelector: {matchExpressions: [{key: app, operator: In}]}
+                topologyKey: "zone/"
+                namespaces: [Bad_NS]
+              - labelSelector: {matchLabelz: {}}
+                topologyKey: zone
+              - topologyKey: zone
+                matchLabelKeys: [rev]
+              - labelSelector: {matchExpressions: [{key: rev, operator: Exists}]}
+                topologyKey: zone
+                matchLabelKeys: [rev, tier]
+                mismatchLabelKeys: [tier]
+            podAffinity:
+              preferredDuringSchedulingIgnoredDuringExecution:
+              - weight: 101
+                podAffinityTerm:
+                  labelSelector: {matchLabels: {app: db}}
+                  topologyKey: kubernetes.io/hostname
+              - weight: 5
+    """
+    anti = "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    preferred = "spec.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution"
+    assert check(text) == [
+        f"x.yaml:10: Pod/p: {anti}[0].topologyKey: can not be empty",
+        f"x.yaml:11: Pod/p: {anti}[1].labelSelector.matchExpressions[0].values: must be "
+        "specified when `operator` is 'In' or 'NotIn'",
+        f'x.yaml:12: Pod/p: {anti}[1].topologyKey: invalid label key "zone/": name part must '
+        f"be non-empty; name part {QNAME}",
+        f"x.yaml:13: Pod/p: {anti}[1].namespaces[0]: {LABEL}",
+        f"x.yaml:14: Pod/p: {anti}[2].labelSelector: expected a label selector (matchLabels, "
+        "matchExpressions)",
+        f"x.yaml:17: Pod/p: {anti}[3].matchLabelKeys: must not be specified when labelSelector "
+        "is not set",
+        f'x.yaml:20: Pod/p: {anti}[4].matchLabelKeys[0]: "rev" exists in both matchLabelKeys '
+        "and labelSelector",
+        f'x.yaml:21: Pod/p: {anti}[4].mismatchLabelKeys[0]: "tier" exists in both '
+        "matchLabelKeys and mismatchLabelKeys",
+        f"x.yaml:24: Pod/p: {preferred}[0].weight: must be in the range 1-100",
+        f"x.yaml:28: Pod/p: {preferred}[1].podAffinityTerm: Required value: a pod affinity term",
+    ]
+
+
 def workload(kind: str, selector: str, labels: str, name: str = "web") -> str:
     """A workload: selector on line 7, template labels on line 10."""
     return (
