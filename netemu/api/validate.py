@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -882,24 +882,34 @@ class _Checker:
             else:
                 for i, term in enumerate(terms):
                     self.check_node_selector_term(item, (*terms_path, i), term)
-        preferred_path = (*path, "preferredDuringSchedulingIgnoredDuringExecution")
-        preferred = node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution")
-        if preferred is None:
+        for entry_path, entry in self.weighted_terms(
+            item, path, node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution")
+        ):
+            self.check_node_selector_term(
+                item, (*entry_path, "preference"), entry.get("preference")
+            )
+
+    def weighted_terms(
+        self, item: Loaded, path: FieldPath, entries: Any
+    ) -> Iterator[tuple[FieldPath, dict[str, Any]]]:
+        """preferredDuringSchedulingIgnoredDuringExecution's entries, each an
+        object with a weight of 1-100 (reported here), for the caller to
+        check their term."""
+        if entries is None:
             return
-        if not isinstance(preferred, list):
-            self.report(item, preferred_path, "expected a list")
+        list_path = (*path, "preferredDuringSchedulingIgnoredDuringExecution")
+        if not isinstance(entries, list):
+            self.report(item, list_path, "expected a list")
             return
-        for i, entry in enumerate(preferred):
-            entry_path = (*preferred_path, i)
+        for i, entry in enumerate(entries):
+            entry_path = (*list_path, i)
             if not isinstance(entry, dict):
                 self.report(item, entry_path, "expected an object")
                 continue
             weight = entry.get("weight")
             if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 100:
                 self.report(item, (*entry_path, "weight"), "must be in the range 1-100")
-            self.check_node_selector_term(
-                item, (*entry_path, "preference"), entry.get("preference")
-            )
+            yield entry_path, entry
 
     def check_pod_affinity(self, item: Loaded, path: FieldPath, affinity: Any, kind: str) -> None:
         """spec.affinity.podAffinity / podAntiAffinity as the API server checks
@@ -912,34 +922,24 @@ class _Checker:
         if not isinstance(section, dict):
             self.report(item, path, "expected an object")
             return
-        for which in (
-            "requiredDuringSchedulingIgnoredDuringExecution",
-            "preferredDuringSchedulingIgnoredDuringExecution",
+        required = section.get("requiredDuringSchedulingIgnoredDuringExecution")
+        required_path = (*path, "requiredDuringSchedulingIgnoredDuringExecution")
+        if required is not None and not isinstance(required, list):
+            self.report(item, required_path, "expected a list")
+        elif required is not None:
+            for i, term in enumerate(required):
+                if isinstance(term, dict):
+                    self.check_pod_affinity_term(item, (*required_path, i), term)
+                else:
+                    self.report(item, (*required_path, i), "expected an object")
+        for entry_path, entry in self.weighted_terms(
+            item, path, section.get("preferredDuringSchedulingIgnoredDuringExecution")
         ):
-            entries = section.get(which)
-            if entries is None:
-                continue
-            if not isinstance(entries, list):
-                self.report(item, (*path, which), "expected a list")
-                continue
-            for i, entry in enumerate(entries):
-                epath: FieldPath = (*path, which, i)
-                if not isinstance(entry, dict):
-                    self.report(item, epath, "expected an object")
-                    continue
-                if which.startswith("preferred"):
-                    weight = entry.get("weight")
-                    if (
-                        isinstance(weight, bool)
-                        or not isinstance(weight, int)
-                        or not 1 <= weight <= 100
-                    ):
-                        self.report(item, (*epath, "weight"), "must be in the range 1-100")
-                    entry, epath = entry.get("podAffinityTerm"), (*epath, "podAffinityTerm")
-                    if not isinstance(entry, dict):
-                        self.report(item, epath, "Required value: a pod affinity term")
-                        continue
-                self.check_pod_affinity_term(item, epath, entry)
+            term, term_path = entry.get("podAffinityTerm"), (*entry_path, "podAffinityTerm")
+            if isinstance(term, dict):
+                self.check_pod_affinity_term(item, term_path, term)
+            else:
+                self.report(item, term_path, "Required value: a pod affinity term")
 
     def check_pod_affinity_term(self, item: Loaded, path: FieldPath, term: dict[str, Any]) -> None:
         """A PodAffinityTerm (validatePodAffinityTerm)."""
