@@ -127,14 +127,41 @@ class LabelSelector(K8sModel):
         for key, value in self.match_labels.items():
             if labels.get(key) != value:
                 return False
-        for req in self.match_expressions:
-            present = req.key in labels
-            if req.operator == "In" and not (present and labels[req.key] in req.values):
-                return False
-            if req.operator == "NotIn" and present and labels[req.key] in req.values:
-                return False
-            if req.operator == "Exists" and not present:
-                return False
-            if req.operator == "DoesNotExist" and present:
-                return False
-        return True
+        return all(
+            requirement_holds(req.key, req.operator, req.values, labels)
+            for req in self.match_expressions
+        )
+
+
+def requirement_holds(key: str, operator: str, values: list[str], labels: dict[str, str]) -> bool:
+    """One label requirement against a set of labels, as Go's
+    labels.Requirement.Matches: In (the label present, its value listed),
+    NotIn (also true without the label), Exists, DoesNotExist, and Gt/Lt
+    (the label's value and the first listed value read as base-10 integers;
+    a label or value that is no integer does not match). A LabelSelector
+    takes only the first four (validation refuses the others); node
+    selectors take all six."""
+    present = key in labels
+    if operator == "In":
+        return present and labels[key] in values
+    if operator == "NotIn":
+        return not present or labels[key] not in values
+    if operator == "Exists":
+        return present
+    if operator == "DoesNotExist":
+        return not present
+    if operator in ("Gt", "Lt") and present and values:
+        have, bound = _int64(labels[key]), _int64(values[0])
+        if have is None or bound is None:
+            return False
+        return have > bound if operator == "Gt" else have < bound
+    return False
+
+
+def _int64(text: str) -> int | None:
+    """Go's strconv.ParseInt(text, 10, 64): an optional sign and decimal digits."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    number = int(text)
+    return number if -(2**63) <= number < 2**63 else None

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from netemu.api.base import requirement_holds
 from netemu.api.core import Node, PodSpec
 
 NAME_FIELD = "metadata.name"
-LABEL_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
 
 
 def required_node_selector_terms(affinity: Any) -> list[Any] | None:
@@ -75,26 +75,23 @@ def _values(requirement: dict[str, Any]) -> list[str]:
 
 
 def label_requirement_holds(requirement: Any, labels: dict[str, str]) -> bool:
+    """A matchExpressions requirement; one whose values do not fit its
+    operator (In or NotIn without values, Exists or DoesNotExist with some,
+    Gt or Lt without exactly one) matches nothing, as the scheduler's
+    lazy-error selector."""
     if not isinstance(requirement, dict):
         return False
     key, operator = requirement.get("key"), requirement.get("operator")
     values = _values(requirement)
-    present = isinstance(key, str) and key in labels
-    value = labels.get(key) if present and isinstance(key, str) else None
-    if operator == "In":
-        return bool(values) and value in values
-    if operator == "NotIn":
-        return bool(values) and value not in values
-    if operator == "Exists":
-        return not values and present
-    if operator == "DoesNotExist":
-        return not values and not present
-    if operator in ("Gt", "Lt") and len(values) == 1 and value is not None:
-        wanted, have = _integer(values[0]), _integer(value)
-        if wanted is None or have is None:
-            return False
-        return have > wanted if operator == "Gt" else have < wanted
-    return False
+    if not isinstance(key, str) or not isinstance(operator, str):
+        return False
+    if operator in ("In", "NotIn") and not values:
+        return False
+    if operator in ("Exists", "DoesNotExist") and values:
+        return False
+    if operator in ("Gt", "Lt") and len(values) != 1:
+        return False
+    return requirement_holds(key, operator, values, labels)
 
 
 def field_requirement_holds(requirement: Any, name: str) -> bool:
@@ -108,12 +105,3 @@ def field_requirement_holds(requirement: Any, name: str) -> bool:
     if requirement.get("operator") == "NotIn":
         return name != values[0]
     return False
-
-
-def _integer(text: str) -> int | None:
-    """Go's strconv.ParseInt(text, 10, 64): an optional sign and decimal digits."""
-    digits = text[1:] if text[:1] in ("+", "-") else text
-    if not digits.isascii() or not digits.isdigit():
-        return None
-    number = int(text)
-    return number if -(2**63) <= number < 2**63 else None
