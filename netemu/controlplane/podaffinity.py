@@ -29,7 +29,7 @@ even spreading replaces.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,7 +176,7 @@ class PlacedPods:
         return PodAffinityFilter(terms, affinity, anti, existing, matches_itself)
 
 
-def _count(counts: Counter[TopologyPair], terms: Any, labels: dict[str, str]) -> None:
+def _count(counts: Counter[TopologyPair], terms: Iterable[PodTerm], labels: dict[str, str]) -> None:
     for term in terms:
         if term.topology_key in labels:
             counts[(term.topology_key, labels[term.topology_key])] += 1
@@ -201,7 +201,8 @@ class PodAffinityFilter:
                 for t in self.terms.affinity
             )
             # The first of a group that selects itself: nothing matches anywhere yet.
-            if not found and not (not self.affinity and self.matches_itself):
+            first_of_group = not self.affinity and self.matches_itself
+            if not found and not first_of_group:
                 return REASON_AFFINITY
         for term in self.terms.anti_affinity:
             key = term.topology_key
