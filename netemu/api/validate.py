@@ -889,19 +889,24 @@ class _Checker:
                 item, (*entry_path, "preference"), entry.get("preference")
             )
 
+    def items_at(self, item: Loaded, path: FieldPath, value: Any) -> list[Any]:
+        """A list field of data kept as read: none when absent, and none, with
+        a report, when it is not a list."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.report(item, path, "expected a list")
+            return []
+        return value
+
     def weighted_terms(
         self, item: Loaded, path: FieldPath, entries: Any
     ) -> Iterator[tuple[FieldPath, dict[str, Any]]]:
         """preferredDuringSchedulingIgnoredDuringExecution's entries, each an
         object with a weight of 1-100 (reported here), for the caller to
         check their term."""
-        if entries is None:
-            return
         list_path = (*path, "preferredDuringSchedulingIgnoredDuringExecution")
-        if not isinstance(entries, list):
-            self.report(item, list_path, "expected a list")
-            return
-        for i, entry in enumerate(entries):
+        for i, entry in enumerate(self.items_at(item, list_path, entries)):
             entry_path = (*list_path, i)
             if not isinstance(entry, dict):
                 self.report(item, entry_path, "expected an object")
@@ -924,14 +929,11 @@ class _Checker:
             return
         required = section.get("requiredDuringSchedulingIgnoredDuringExecution")
         required_path = (*path, "requiredDuringSchedulingIgnoredDuringExecution")
-        if required is not None and not isinstance(required, list):
-            self.report(item, required_path, "expected a list")
-        elif required is not None:
-            for i, term in enumerate(required):
-                if isinstance(term, dict):
-                    self.check_pod_affinity_term(item, (*required_path, i), term)
-                else:
-                    self.report(item, (*required_path, i), "expected an object")
+        for i, term in enumerate(self.items_at(item, required_path, required)):
+            if isinstance(term, dict):
+                self.check_pod_affinity_term(item, (*required_path, i), term)
+            else:
+                self.report(item, (*required_path, i), "expected an object")
         for entry_path, entry in self.weighted_terms(
             item, path, section.get("preferredDuringSchedulingIgnoredDuringExecution")
         ):
@@ -960,10 +962,8 @@ class _Checker:
                 continue
             selectors[field] = selector
             self.check_selector(item, (*path, field), selector)
-        names = term.get("namespaces") or []
-        if not isinstance(names, list):
-            self.report(item, (*path, "namespaces"), "expected a list")
-            names = []
+        # A falsy value ("", 0, null) counts as no namespaces, unreported.
+        names = self.items_at(item, (*path, "namespaces"), term.get("namespaces") or None)
         for j, name in enumerate(names):
             if errs := is_dns1123_label(str(name)):
                 self.report(item, (*path, "namespaces", j), _join(errs))
@@ -983,12 +983,7 @@ class _Checker:
         seen: dict[str, str] = {}
         in_selector = {r.key for r in selector.match_expressions} if selector else set()
         for field in ("matchLabelKeys", "mismatchLabelKeys"):
-            keys = term.get(field)
-            if keys is None:
-                continue
-            if not isinstance(keys, list):
-                self.report(item, (*path, field), "expected a list")
-                continue
+            keys = self.items_at(item, (*path, field), term.get(field))
             if keys and selector is None:
                 self.report(
                     item, (*path, field), "must not be specified when labelSelector is not set"
@@ -1015,13 +1010,7 @@ class _Checker:
             self.report(item, path, "expected an object")
             return
         for which in ("matchExpressions", "matchFields"):
-            requirements = term.get(which)
-            if requirements is None:
-                continue
-            if not isinstance(requirements, list):
-                self.report(item, (*path, which), "expected a list")
-                continue
-            for j, requirement in enumerate(requirements):
+            for j, requirement in enumerate(self.items_at(item, (*path, which), term.get(which))):
                 rpath = (*path, which, j)
                 if not isinstance(requirement, dict):
                     self.report(item, rpath, "expected an object")
@@ -1034,10 +1023,7 @@ class _Checker:
         self, item: Loaded, path: FieldPath, requirement: dict[str, Any]
     ) -> None:
         key, operator = requirement.get("key"), requirement.get("operator")
-        values = requirement.get("values") or []
-        if not isinstance(values, list):
-            self.report(item, (*path, "values"), "expected a list")
-            values = []
+        values = self.items_at(item, (*path, "values"), requirement.get("values") or None)
         self.check_requirement_operator(
             item, path, operator, len(values), (*SELECTOR_OPERATORS, "Gt", "Lt")
         )

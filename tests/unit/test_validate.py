@@ -687,6 +687,54 @@ def test_pod_affinity_terms_are_checked_as_the_api_server_does() -> None:
     ]
 
 
+def test_affinity_fields_that_should_be_lists_are_reported_when_they_are_not() -> None:
+    text = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p
+        spec:
+          containers: [{name: c}]
+          affinity:
+            nodeAffinity:
+              requiredDuringSchedulingIgnoredDuringExecution:
+                nodeSelectorTerms:
+                - matchExpressions: {key: disk}
+                  matchFields:
+                  - {key: metadata.name, operator: In, values: [n1]}
+                - matchExpressions:
+                  - {key: disk, operator: In, values: ssd}
+              preferredDuringSchedulingIgnoredDuringExecution: {weight: 1}
+            podAntiAffinity:
+              requiredDuringSchedulingIgnoredDuringExecution:
+                labelSelector: {matchLabels: {app: web}}
+              preferredDuringSchedulingIgnoredDuringExecution:
+              - weight: 1
+                podAffinityTerm:
+                  labelSelector: {matchLabels: {app: web}}
+                  topologyKey: zone
+                  namespaces: default
+                  matchLabelKeys: rev
+    """
+    node = "spec.affinity.nodeAffinity"
+    anti = "spec.affinity.podAntiAffinity"
+    term = f"{anti}.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm"
+    assert check(text) == [
+        f"x.yaml:11: Pod/p: {node}.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions: expected a list",
+        f"x.yaml:15: Pod/p: {node}.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[1].matchExpressions[0].values: expected a list",
+        f"x.yaml:15: Pod/p: {node}.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[1].matchExpressions[0].values: must be specified when `operator` "
+        "is 'In' or 'NotIn'",
+        f"x.yaml:16: Pod/p: {node}.preferredDuringSchedulingIgnoredDuringExecution: "
+        "expected a list",
+        f"x.yaml:18: Pod/p: {anti}.requiredDuringSchedulingIgnoredDuringExecution: expected a list",
+        f"x.yaml:25: Pod/p: {term}.namespaces: expected a list",
+        f"x.yaml:26: Pod/p: {term}.matchLabelKeys: expected a list",
+    ]
+
+
 def workload(kind: str, selector: str, labels: str, name: str = "web") -> str:
     """A workload: selector on line 7, template labels on line 10."""
     return (
